@@ -1,0 +1,402 @@
+"""Write LLaMA-architecture GGUF files, read them back, and check them in real llama.cpp.
+
+The writer takes a state dict in Hugging Face ``LlamaForCausalLM`` naming, so any package can
+map its own module names once and reuse the rest. llama.cpp runs the ``llama`` architecture with
+rope type NORM, which rotates adjacent pairs (2i, 2i+1); HF-style "rotate-half" models pair
+(i, i + d/2), so their Q and K rows are permuted per head here (K per KV head), exactly as the
+upstream converter does. Tokenizers are stored as ``gpt2`` byte-level BPE (tokens, merges,
+token types, bos/eos/pad ids). Facts and pitfalls: ``shared/docs/gguf-feasibility.md`` in the
+research notes; the F32/F32-KV round trip agrees with PyTorch to about 1e-6.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lm_shared.tokenization import BPETokenizer
+
+
+class GGUFError(ValueError):
+    """A GGUF file or its inputs are unusable; the message names the file, tensor or key."""
+
+
+@dataclass(frozen=True)
+class LlamaGGUFConfig:
+    vocab_size: int  # rows of the embedding (and output) matrix
+    hidden_size: int  # model width
+    intermediate_size: int  # SwiGLU hidden width
+    num_layers: int  # transformer blocks
+    num_heads: int  # query heads
+    num_kv_heads: int  # key/value heads (GQA when fewer than num_heads)
+    context_length: int  # longest sequence the model was trained for
+    rms_norm_eps: float = 1e-5  # epsilon inside RMSNorm
+    rope_theta: float = 10000.0  # RoPE base frequency
+    name: str = "model"  # general.name
+
+    def __post_init__(self) -> None:
+        for key in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "context_length",
+        ):
+            if getattr(self, key) < 1:
+                raise GGUFError(f"LlamaGGUFConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if self.hidden_size % self.num_heads:
+            raise GGUFError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise GGUFError(
+                f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
+            )
+        if self.head_dim % 2:
+            raise GGUFError(f"head_dim {self.head_dim} must be even for RoPE")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+_LAYER_NAMES = {
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+    "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+}
+_GLOBAL_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+
+
+def hf_to_gguf_name(name: str) -> str:
+    """Map an HF ``LlamaForCausalLM`` parameter name to its GGUF tensor name."""
+    if name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[name]
+    match = _LAYER_RE.match(name)
+    if match and match.group(2) in _LAYER_NAMES:
+        return f"blk.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"
+    raise GGUFError(f"tensor {name!r} has no llama GGUF equivalent (expected HF LlamaForCausalLM names)")
+
+
+def permute_rotate_half_to_interleaved(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """Reorder Q/K projection rows so llama.cpp's adjacent-pair RoPE equals rotate-half RoPE.
+
+    Inside each head, new row 2i is old row i and new row 2i+1 is old row i + head_dim/2.
+    """
+    out_features = weight.shape[0]
+    if out_features % (2 * n_heads):
+        raise GGUFError(f"cannot permute {out_features} rows into {n_heads} heads of even size")
+    return (
+        weight.reshape(n_heads, 2, out_features // n_heads // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+    if hasattr(tensor, "detach"):
+        tensor = tensor.detach().to("cpu")
+        if str(tensor.dtype) == "torch.bfloat16":
+            tensor = tensor.float()
+        tensor = tensor.numpy()
+    return np.ascontiguousarray(tensor)
+
+
+def _expected_shapes(cfg: LlamaGGUFConfig) -> dict[str, tuple[int, ...]]:
+    kv_dim = cfg.num_kv_heads * cfg.head_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (cfg.vocab_size, cfg.hidden_size),
+        "model.norm.weight": (cfg.hidden_size,),
+    }
+    for i in range(cfg.num_layers):
+        p = f"model.layers.{i}."
+        shapes.update(
+            {
+                p + "self_attn.q_proj.weight": (cfg.hidden_size, cfg.hidden_size),
+                p + "self_attn.k_proj.weight": (kv_dim, cfg.hidden_size),
+                p + "self_attn.v_proj.weight": (kv_dim, cfg.hidden_size),
+                p + "self_attn.o_proj.weight": (cfg.hidden_size, cfg.hidden_size),
+                p + "mlp.gate_proj.weight": (cfg.intermediate_size, cfg.hidden_size),
+                p + "mlp.up_proj.weight": (cfg.intermediate_size, cfg.hidden_size),
+                p + "mlp.down_proj.weight": (cfg.hidden_size, cfg.intermediate_size),
+                p + "input_layernorm.weight": (cfg.hidden_size,),
+                p + "post_attention_layernorm.weight": (cfg.hidden_size,),
+            }
+        )
+    return shapes
+
+
+def write_llama_gguf(
+    path: str | os.PathLike[str],
+    state_dict: Mapping[str, Any],
+    config: LlamaGGUFConfig,
+    tokenizer: BPETokenizer,
+    *,
+    dtype: str = "f32",
+    rope_layout: str = "half",
+    bos_id: int | None = None,
+    eos_id: int | None = None,
+    pad_id: int | None = None,
+    extra_metadata: Mapping[str, Any] | None = None,
+    extra_tensors: Mapping[str, np.ndarray] | None = None,
+    skip_tensors: Sequence[str] = (),
+) -> Path:
+    """Write a llama-architecture GGUF that stock llama.cpp loads.
+
+    ``dtype``: "f32" or "f16" (2-D weights in F16, norms stay F32 as upstream does).
+    ``rope_layout``: "half" (HF rotate-half, Q/K get permuted) or "interleaved" (already
+    adjacent pairs, written as is). ``extra_metadata`` values may be str, bool, int, float or
+    lists of those; ``extra_tensors`` are written unchanged (e.g. SeedΔ index/value tensors), and
+    ``skip_tensors`` lists HF names deliberately left out (e.g. dense weights replaced by those).
+    The file is written to a temporary name and renamed, so a failure never leaves a half file.
+    """
+    import gguf
+
+    if dtype not in {"f32", "f16"}:
+        raise GGUFError(f"dtype must be 'f32' or 'f16', got {dtype!r}")
+    if rope_layout not in {"half", "interleaved"}:
+        raise GGUFError(f"rope_layout must be 'half' or 'interleaved', got {rope_layout!r}")
+    if tokenizer.vocab_size != config.vocab_size:
+        raise GGUFError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but config.vocab_size is {config.vocab_size}"
+        )
+    expected = _expected_shapes(config)
+    skip = set(skip_tensors)
+    for name, shape in expected.items():
+        if name in skip:
+            continue
+        if name not in state_dict:
+            raise GGUFError(f"state dict is missing tensor {name!r} (expected shape {shape})")
+        got = tuple(state_dict[name].shape)
+        if got != shape:
+            raise GGUFError(f"tensor {name!r} has shape {got}, expected {shape}")
+    if "lm_head.weight" in state_dict:
+        head_shape = tuple(state_dict["lm_head.weight"].shape)
+        if head_shape != (config.vocab_size, config.hidden_size):
+            raise GGUFError(f"tensor 'lm_head.weight' has shape {head_shape}")
+    unknown = sorted(set(state_dict) - set(expected) - {"lm_head.weight"} - skip)
+    if unknown:
+        raise GGUFError(f"state dict has tensors llama.cpp's llama architecture cannot use: {unknown[:5]}")
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(str(tmp), "llama")
+    writer.add_name(config.name)
+    writer.add_context_length(config.context_length)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_heads)
+    writer.add_head_count_kv(config.num_kv_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(config.head_dim)
+    writer.add_rope_freq_base(config.rope_theta)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+
+    specials = set(tokenizer.special_tokens)
+    tokens = tokenizer.tokens_in_id_order()
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL if t in specials else gguf.TokenType.NORMAL for t in tokens]
+    )
+    writer.add_token_merges([f"{a} {b}" for a, b in tokenizer.merges()])
+    if bos_id is not None:
+        writer.add_bos_token_id(bos_id)
+    if eos_id is not None:
+        writer.add_eos_token_id(eos_id)
+    if pad_id is not None:
+        writer.add_pad_token_id(pad_id)
+    writer.add_add_bos_token(False)
+    for key, value in (extra_metadata or {}).items():
+        _add_metadata(writer, key, value)
+
+    for name in list(expected) + (["lm_head.weight"] if "lm_head.weight" in state_dict else []):
+        if name in skip:
+            continue
+        array = _to_numpy(state_dict[name]).astype(np.float32)
+        if rope_layout == "half" and name.endswith("self_attn.q_proj.weight"):
+            array = permute_rotate_half_to_interleaved(array, config.num_heads)
+        elif rope_layout == "half" and name.endswith("self_attn.k_proj.weight"):
+            array = permute_rotate_half_to_interleaved(array, config.num_kv_heads)
+        if dtype == "f16" and array.ndim == 2:
+            array = array.astype(np.float16)
+        writer.add_tensor(hf_to_gguf_name(name), array)
+    for name, array in (extra_tensors or {}).items():
+        writer.add_tensor(name, np.ascontiguousarray(array))
+
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    tmp.replace(path)
+    return path
+
+
+def _add_metadata(writer: Any, key: str, value: Any) -> None:
+    if isinstance(value, bool):
+        writer.add_bool(key, value)
+    elif isinstance(value, int):
+        writer.add_int32(key, value) if -(2**31) <= value < 2**31 else writer.add_int64(key, value)
+    elif isinstance(value, float):
+        writer.add_float32(key, value)
+    elif isinstance(value, str):
+        writer.add_string(key, value)
+    elif isinstance(value, list | tuple):
+        writer.add_array(key, list(value))
+    else:
+        raise GGUFError(f"metadata {key!r}: unsupported value type {type(value).__name__}")
+
+
+@dataclass
+class GGUFContents:
+    metadata: dict[str, Any]  # key -> Python value (str, int, float, bool or list)
+    tensors: dict[str, np.ndarray]  # name -> array in numpy order ([out, in] for matrices)
+    tensor_types: dict[str, str] = field(default_factory=dict)  # name -> GGML type name
+
+
+def read_gguf(path: str | os.PathLike[str], *, load_tensors: bool = True) -> GGUFContents:
+    """Read metadata and tensors; raises :class:`GGUFError` naming the file when it is corrupt."""
+    from gguf import GGUFReader
+
+    path = Path(path)
+    if not path.is_file():
+        raise GGUFError(f"{path}: file not found")
+    try:
+        reader = GGUFReader(str(path), "r")
+    except Exception as exc:  # gguf raises ValueError/IndexError/struct errors on bad bytes
+        raise GGUFError(f"{path}: not a valid GGUF file ({type(exc).__name__}: {exc})") from None
+    metadata: dict[str, Any] = {}
+    for name, fld in reader.fields.items():
+        if name.startswith("GGUF."):
+            continue
+        try:
+            metadata[name] = fld.contents()
+        except Exception as exc:
+            raise GGUFError(f"{path}: metadata key {name!r} is unreadable ({exc})") from None
+    tensors: dict[str, np.ndarray] = {}
+    types: dict[str, str] = {}
+    for tensor in reader.tensors:
+        types[tensor.name] = tensor.tensor_type.name
+        if load_tensors:
+            tensors[tensor.name] = np.array(tensor.data)
+    return GGUFContents(metadata=metadata, tensors=tensors, tensor_types=types)
+
+
+# ---------------------------------------------------------------------------------------------
+# llama.cpp checks (need the optional llama-cpp-python)
+
+
+def llamacpp_available() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load_llamacpp(path: str | os.PathLike[str], n_ctx: int = 256, *, f32_kv: bool = True) -> Any:
+    """Open a GGUF in llama.cpp with all-position logits and (by default) an F32 KV cache."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise GGUFError(
+            "llama-cpp-python is not installed; install it with `uv pip install llama-cpp-python`"
+        ) from None
+    kwargs: dict[str, Any] = {}
+    if f32_kv:
+        kwargs.update(type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+    try:
+        return llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            logits_all=True,
+            n_threads=max(1, min(4, os.cpu_count() or 1)),
+            verbose=False,
+            **kwargs,
+        )
+    except ValueError as exc:
+        raise GGUFError(f"{path}: llama.cpp could not load the model ({exc})") from None
+
+
+def llamacpp_logits(llm: Any, token_ids: Sequence[int]) -> np.ndarray:
+    """Logits ``[T, vocab]`` for every position of ``token_ids`` (fresh context)."""
+    llm.reset()
+    llm.eval(list(token_ids))
+    return np.array(llm.scores[: len(token_ids)], dtype=np.float64)
+
+
+def llamacpp_greedy(
+    path_or_llm: Any, prompt_ids: Sequence[int], n_tokens: int, stop_ids: Sequence[int] = ()
+) -> list[int]:
+    """Greedy continuation of ``prompt_ids`` in llama.cpp (stops after a token in ``stop_ids``)."""
+    llm = path_or_llm
+    if isinstance(path_or_llm, str | os.PathLike):
+        llm = load_llamacpp(path_or_llm, n_ctx=max(64, len(prompt_ids) + n_tokens + 8))
+    llm.reset()
+    out: list[int] = []
+    for token in llm.generate(list(prompt_ids), top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+        out.append(int(token))
+        if token in stop_ids or len(out) >= n_tokens:
+            break
+    return out
+
+
+def compare_with_llamacpp(
+    path: str | os.PathLike[str],
+    reference_logits: Callable[[list[int]], np.ndarray],
+    token_ids: Sequence[int],
+    n_greedy: int = 16,
+    stop_ids: Sequence[int] = (),
+) -> dict[str, Any]:
+    """Compare llama.cpp with a reference forward on the same tokens.
+
+    ``reference_logits(ids) -> [len(ids), vocab]`` (e.g. the PyTorch model). Returns
+    ``max_abs_diff``, ``argmax_agreement`` over positions, and greedy continuations of
+    ``token_ids`` from both (``greedy_equal``).
+    """
+    ids = list(token_ids)
+    llm = load_llamacpp(path, n_ctx=max(64, len(ids) + n_greedy + 8))
+    ours = llamacpp_logits(llm, ids)
+    ref = np.asarray(reference_logits(ids), dtype=np.float64)
+    if ref.shape != ours.shape:
+        raise GGUFError(f"reference logits have shape {ref.shape}, llama.cpp gave {ours.shape}")
+    greedy_cpp = llamacpp_greedy(llm, ids, n_greedy, stop_ids)
+    greedy_ref: list[int] = []
+    seq = list(ids)
+    for _ in range(n_greedy):
+        nxt = int(np.argmax(np.asarray(reference_logits(seq))[-1]))
+        greedy_ref.append(nxt)
+        seq.append(nxt)
+        if nxt in stop_ids:
+            break
+    return {
+        "max_abs_diff": float(np.max(np.abs(ours - ref))),
+        "argmax_agreement": float(np.mean(ours.argmax(-1) == ref.argmax(-1))),
+        "greedy_llamacpp": greedy_cpp,
+        "greedy_reference": greedy_ref,
+        "greedy_equal": greedy_cpp == greedy_ref,
+    }

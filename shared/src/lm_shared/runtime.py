@@ -1,0 +1,151 @@
+"""Seeding, device and precision detection, and run directories.
+
+Torch is optional here so that TensorFlow-only packages can use the same seeding and run-directory
+helpers; every torch-specific function imports it lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Compute capability of cards whose fp16 throughput is a small fraction of fp32 (Pascal GP102/GP104,
+# e.g. the P40/P4/GTX 10xx): mixed fp16 there is slower than fp32.
+_SLOW_FP16_CAPABILITIES = {(6, 1)}
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> int:
+    """Seed Python, NumPy and (when installed) PyTorch and TensorFlow from one integer.
+
+    ``deterministic=True`` also asks PyTorch for deterministic kernels (slower, and some ops raise).
+    Returns the seed so callers can log it.
+    """
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+    import sys
+
+    # Only seed TensorFlow if the caller already imported it: importing it here would cost seconds.
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        tf.random.set_seed(seed)
+    return seed
+
+
+def detect_device() -> str:
+    """Return ``"cuda"``, ``"mps"`` or ``"cpu"``, the best available for PyTorch."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def detect_precision(device: str | None = None) -> str:
+    """Pick a Lightning precision string for ``device``.
+
+    bf16-mixed on GPUs with native bf16 (Ampere and newer), 16-mixed on older GPUs with fast fp16
+    (Volta/Turing, e.g. the T4), and 32-true on the CPU and on cards whose fp16 is slow (the P40).
+    """
+    import torch
+
+    device = device or detect_device()
+    if device != "cuda":
+        return "32-true"
+    major, minor = torch.cuda.get_device_capability()
+    if torch.cuda.is_bf16_supported() and major >= 8:
+        return "bf16-mixed"
+    if (major, minor) in _SLOW_FP16_CAPABILITIES or major < 6:
+        return "32-true"
+    return "16-mixed"
+
+
+def autocast_dtype(precision: str) -> Any:
+    """The ``torch.autocast`` dtype for a Lightning precision string, or ``None`` for full fp32."""
+    import torch
+
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    if precision.startswith("32"):
+        return None
+    raise ValueError(f"unknown precision {precision!r}; expected bf16-mixed, 16-mixed or 32-true")
+
+
+def make_run_dir(root: str | os.PathLike[str], name: str | None = None) -> Path:
+    """Create ``root/name`` (default: a UTC timestamp) and return it.
+
+    A timestamped name never collides with an earlier run, so saved work is never overwritten.
+    """
+    root = Path(root)
+    if name is None:
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+        name = stamp
+        suffix = 1
+        while (root / name).exists():
+            suffix += 1
+            name = f"{stamp}-{suffix}"
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def save_config(config: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a dataclass (nested ones too) or a mapping as indented JSON, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_to_jsonable(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON config written by :func:`save_config`, with a clear error on bad JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON config: {exc.msg}") from None

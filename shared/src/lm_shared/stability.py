@@ -1,0 +1,311 @@
+"""Gradient-health monitoring and repair for training loops.
+
+Call order in a plain loop (what :meth:`GradientHealthMonitor.train_step` does for you)::
+
+    loss = compute_loss()
+    (scaler.scale(loss) if scaler else loss).backward()
+    record = monitor.after_backward(loss)      # unscale_ -> check -> clip/skip -> step -> zero_grad
+
+Policy:
+- non-finite gradients: skip ``optimizer.step()`` and ``zero_grad(set_to_none=True)``, so
+  parameters and optimizer state stay exactly as they were; repeated non-finite steps halve the LR
+  and retry the batch (up to ``max_retries``), then save a checkpoint and stop with a message;
+- exploding norm (> ``clip_norm``): clip to ``clip_norm``; still non-finite after clipping: skip;
+- vanishing norm (< ``vanish_threshold``): alert; stop early when it persists while validation
+  loss has not improved for ``patience`` evaluations;
+- parameters whose gradient is all zero or absent are counted, never fatal (unrouted MoE experts).
+With a ``GradScaler`` the scaler owns fp16 overflow: an overflowing step is left to its own skip
+and scale reduction; the LR policy only reacts when the unscaled loss itself is not finite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+
+class TrainingStopped(RuntimeError):
+    """Training cannot continue (unrecoverable non-finite gradients, or early stop)."""
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    clip_norm: float = 1.0  # global gradient norm above which gradients are clipped (exploding)
+    vanish_threshold: float = 1e-10  # global norm below which gradients count as vanished
+    max_retries: int = 3  # LR-halving retries of a batch with non-finite gradients before stopping
+    lr_factor_on_retry: float = 0.5  # LR multiplier applied before each retry
+    patience: int = 5  # validations without improvement (with vanishing grads) before stopping
+    min_delta: float = 1e-4  # smallest validation-loss decrease that counts as an improvement
+
+    def __post_init__(self) -> None:
+        if not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be > 0, got {self.clip_norm}")
+        if self.vanish_threshold < 0:
+            raise ValueError(f"vanish_threshold must be >= 0, got {self.vanish_threshold}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if not 0 < self.lr_factor_on_retry < 1:
+            raise ValueError(f"lr_factor_on_retry must be in (0, 1), got {self.lr_factor_on_retry}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+
+
+@dataclass(frozen=True)
+class GradHealth:
+    grad_norm: float  # global L2 norm over all gradients (nan/inf when any entry is)
+    has_nan: bool
+    has_inf: bool
+    n_zero: int  # trainable parameters whose gradient is absent or all zero
+    n_params: int  # trainable parameters inspected
+
+    @property
+    def finite(self) -> bool:
+        return not (self.has_nan or self.has_inf)
+
+
+@dataclass
+class StepRecord:
+    step: int
+    grad_norm: float
+    has_nan: bool
+    has_inf: bool
+    n_zero: int
+    repair_action: str  # "none" | "clip" | "skip" | "lr_halved" | "stop"
+    lr: float
+    loss: float | None = None
+    vanishing: bool = False
+
+
+def grad_health(parameters: Iterable[torch.nn.Parameter]) -> GradHealth:
+    """Inspect all gradients with a single device-to-host transfer (no per-parameter ``.item()``)."""
+    params = [p for p in parameters if p.requires_grad]
+    grads = [p.grad for p in params if p.grad is not None]
+    n_missing = len(params) - len(grads)
+    if not grads:
+        return GradHealth(0.0, False, False, len(params), len(params))
+    dense = [g.to_dense() if g.is_sparse else g for g in grads]
+    norms = torch._foreach_norm(dense)
+    device = norms[0].device
+    total = torch.linalg.vector_norm(torch.stack([n.float().to(device) for n in norms]))
+    nan = torch.stack([g.isnan().any().to(device) for g in dense]).any()
+    inf = torch.stack([g.isinf().any().to(device) for g in dense]).any()
+    zero = torch.stack([(g == 0).all().to(device) for g in dense]).sum()
+    values = torch.stack([total, nan.float(), inf.float(), zero.float()]).tolist()
+    return GradHealth(
+        grad_norm=float(values[0]),
+        has_nan=bool(values[1]),
+        has_inf=bool(values[2]),
+        n_zero=int(values[3]) + n_missing,
+        n_params=len(params),
+    )
+
+
+def _current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0].get("lr", float("nan")))
+
+
+def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Multiply every param group's LR (and a scheduler's ``initial_lr``/base) by ``factor``."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * factor
+        if "initial_lr" in group:
+            group["initial_lr"] = group["initial_lr"] * factor
+
+
+class GradientHealthMonitor:
+    """Checks gradients after backward, repairs what it can, and logs every step."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: HealthConfig | None = None,
+        *,
+        scaler: torch.amp.GradScaler | None = None,
+        on_unrecoverable: Callable[[], object] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        schedulers: Iterable[object] = (),
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.config = config or HealthConfig()
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
+        self.on_unrecoverable = on_unrecoverable
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.schedulers = list(schedulers)
+        self.records: list[StepRecord] = []
+        self.step = 0
+        self.consecutive_nonfinite = 0
+        self.vanishing_since_validation = True
+        self._steps_since_validation = 0
+        self._best_val = math.inf
+        self._evals_without_improvement = 0
+        self.should_stop = False
+        self.stop_reason = ""
+
+    # ------------------------------------------------------------------ core check
+    def _check_and_step(self, loss: torch.Tensor | float | None) -> StepRecord:
+        cfg = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        health = grad_health(params)
+        action = "none"
+        stepped = False
+        if health.finite:
+            if health.grad_norm > cfg.clip_norm:
+                action = "clip"
+                post = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+                if not bool(torch.isfinite(post)):
+                    action = "skip"
+            if action != "skip":
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                stepped = True
+        else:
+            action = "skip"
+            if self.scaler is not None:
+                # The scaler saw the same inf/nan in unscale_: its step() skips the update and
+                # update() lowers the scale. Calling both keeps its bookkeeping consistent.
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if stepped:
+            for scheduler in self.schedulers:
+                scheduler.step()
+
+        self.step += 1
+        vanishing = health.finite and health.grad_norm < cfg.vanish_threshold
+        if vanishing and not (self.records and self.records[-1].vanishing):
+            warnings.warn(
+                f"step {self.step}: vanishing gradients (global norm {health.grad_norm:.3e} < "
+                f"{cfg.vanish_threshold:.0e})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self._steps_since_validation += 1
+        self.vanishing_since_validation = self.vanishing_since_validation and vanishing
+        loss_value = None if loss is None else float(loss.detach() if torch.is_tensor(loss) else loss)
+        record = StepRecord(
+            step=self.step,
+            grad_norm=health.grad_norm,
+            has_nan=health.has_nan,
+            has_inf=health.has_inf,
+            n_zero=health.n_zero,
+            repair_action=action,
+            lr=_current_lr(self.optimizer),
+            loss=loss_value,
+            vanishing=vanishing,
+        )
+        self.records.append(record)
+        return record
+
+    def _log(self, record: StepRecord) -> None:
+        if self.log_path is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(record)) + "\n")
+
+    def _stop(self, record: StepRecord, reason: str) -> TrainingStopped:
+        record.repair_action = "stop"
+        self.should_stop = True
+        self.stop_reason = reason
+        if self.on_unrecoverable is not None:
+            self.on_unrecoverable()
+        return TrainingStopped(reason)
+
+    def _is_model_failure(self, record: StepRecord, loss: torch.Tensor | float | None) -> bool:
+        """Non-finite in a way the LR policy should react to (not an fp16 overflow)."""
+        if record.repair_action != "skip":
+            return False
+        if self.scaler is None:
+            return True
+        return loss is not None and not math.isfinite(record.loss if record.loss is not None else 0.0)
+
+    # ------------------------------------------------------------------ public API
+    def after_backward(self, loss: torch.Tensor | float | None = None) -> StepRecord:
+        """Check, repair and step after ``backward()`` in a loop that cannot retry a batch.
+
+        Repeated non-finite steps halve the LR for the next batches; after ``max_retries``
+        halvings the checkpoint callback runs and :class:`TrainingStopped` is raised.
+        """
+        record = self._check_and_step(loss)
+        if self._is_model_failure(record, loss):
+            self.consecutive_nonfinite += 1
+            if self.consecutive_nonfinite > self.config.max_retries + 1:
+                self._log(record)
+                raise self._stop(
+                    record,
+                    f"gradients were non-finite on {self.consecutive_nonfinite} consecutive steps "
+                    f"(after {self.config.max_retries} LR halvings); checkpoint saved, training stopped",
+                )
+            if self.consecutive_nonfinite > 1:
+                scale_lr(self.optimizer, self.config.lr_factor_on_retry)
+                record.repair_action = "lr_halved"
+                record.lr = _current_lr(self.optimizer)
+        elif record.repair_action != "skip":
+            self.consecutive_nonfinite = 0
+        self._log(record)
+        return record
+
+    def train_step(self, loss_fn: Callable[[], torch.Tensor]) -> StepRecord:
+        """Run ``loss_fn`` and backward, check and step; retry the batch with a halved LR on
+        non-finite gradients, up to ``max_retries`` times, then checkpoint and stop."""
+        record: StepRecord | None = None
+        for attempt in range(self.config.max_retries + 1):
+            if attempt > 0:
+                scale_lr(self.optimizer, self.config.lr_factor_on_retry)
+            loss = loss_fn()
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            record = self._check_and_step(loss)
+            if attempt > 0:
+                record.repair_action = "lr_halved" if record.repair_action != "skip" else "skip"
+            if not self._is_model_failure(record, loss):
+                self.consecutive_nonfinite = 0
+                self._log(record)
+                return record
+            self._log(record)
+        assert record is not None
+        raise self._stop(
+            record,
+            f"step {self.step}: gradients stayed non-finite after {self.config.max_retries} retries "
+            f"with the LR halved each time (lr now {_current_lr(self.optimizer):.3e}); "
+            "checkpoint saved, training stopped",
+        )
+
+    def observe_validation(self, val_loss: float) -> bool:
+        """Record a validation loss; True when training should stop early.
+
+        Early stop needs both: gradients vanished on every step since the previous validation,
+        and validation loss has not improved by ``min_delta`` for ``patience`` evaluations.
+        """
+        if val_loss < self._best_val - self.config.min_delta:
+            self._best_val = val_loss
+            self._evals_without_improvement = 0
+        else:
+            self._evals_without_improvement += 1
+        vanishing = self.vanishing_since_validation and self._steps_since_validation > 0
+        self.vanishing_since_validation = True
+        self._steps_since_validation = 0
+        if vanishing and self._evals_without_improvement >= self.config.patience:
+            self.should_stop = True
+            self.stop_reason = (
+                f"gradients vanished (< {self.config.vanish_threshold:.0e}) while validation loss did "
+                f"not improve for {self._evals_without_improvement} evaluations"
+            )
+            return True
+        return False

@@ -1,0 +1,191 @@
+"""Byte-level BPE tokenizers trained with Hugging Face ``tokenizers``.
+
+The tokenizer normalises text to Unicode NFC, works on bytes (so every string round-trips, no
+``<unk>`` ever appears), and gives the caller's special tokens the ids 0..n-1 in the given order;
+special tokens are matched whole and never split. Vocabulary and merges export in the GPT-2 format
+that keras-hub's ``BytePairTokenizer`` and GGUF's ``gpt2`` tokenizer model read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+BYTE_ALPHABET_SIZE = 256
+
+
+class TokenizerError(ValueError):
+    """Raised for unusable tokenizer inputs (empty corpus, bad specials, unreadable file)."""
+
+
+def _validate_specials(special_tokens: Sequence[str]) -> list[str]:
+    specials = list(special_tokens)
+    seen: set[str] = set()
+    for i, tok in enumerate(specials):
+        if not isinstance(tok, str) or not tok:
+            raise TokenizerError(f"special_tokens[{i}] must be a non-empty string, got {tok!r}")
+        if tok in seen:
+            raise TokenizerError(f"special_tokens[{i}] duplicates {tok!r}; special tokens must be unique")
+        seen.add(tok)
+    return specials
+
+
+def train_bpe(
+    texts: Iterable[str],
+    vocab_size: int,
+    special_tokens: Sequence[str] = (),
+    *,
+    min_frequency: int = 2,
+    show_progress: bool = False,
+) -> BPETokenizer:
+    """Train a byte-level BPE on an iterator of texts.
+
+    Raises :class:`TokenizerError` when the corpus is empty, a special token is repeated, or the
+    vocabulary cannot hold the specials plus the 256 byte symbols.
+    """
+    specials = _validate_specials(special_tokens)
+    floor = len(specials) + BYTE_ALPHABET_SIZE
+    if vocab_size < floor:
+        raise TokenizerError(
+            f"vocab_size={vocab_size} is too small: it must hold {len(specials)} special tokens "
+            f"plus the {BYTE_ALPHABET_SIZE} byte symbols (at least {floor})"
+        )
+    if min_frequency < 1:
+        raise TokenizerError(f"min_frequency must be >= 1, got {min_frequency}")
+
+    n_nonempty = 0
+
+    def counted(items: Iterable[str]) -> Iterator[str]:
+        nonlocal n_nonempty
+        for text in items:
+            if not isinstance(text, str):
+                raise TokenizerError(f"corpus items must be str, got {type(text).__name__}")
+            if text.strip():
+                n_nonempty += 1
+                yield text
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
+    tokenizer.train_from_iterator(counted(texts), trainer=trainer)
+    if n_nonempty == 0:
+        raise TokenizerError("cannot train a tokenizer on an empty corpus (no non-blank text was given)")
+    return BPETokenizer(tokenizer)
+
+
+class BPETokenizer:
+    """A thin, typed wrapper around a byte-level ``tokenizers.Tokenizer``."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.hf = tokenizer
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save to ``path`` (a ``.json`` file) or to ``path/tokenizer.json`` (a directory)."""
+        path = Path(path)
+        if path.suffix != ".json":
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / "tokenizer.json"
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.hf.save(str(path))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
+        """Load from a ``tokenizer.json`` file or a directory that holds one."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise TokenizerError(f"{path}: tokenizer file not found")
+        try:
+            return cls(Tokenizer.from_file(str(path)))
+        except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+            raise TokenizerError(f"{path}: not a valid tokenizer.json ({exc})") from None
+
+    # ---------------------------------------------------------------- vocabulary
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """Special tokens in id order."""
+        added = self.hf.get_added_tokens_decoder()
+        return [tok.content for _, tok in sorted(added.items()) if tok.special]
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.hf.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self.hf.id_to_token(token_id)
+
+    def vocab(self) -> dict[str, int]:
+        return self.hf.get_vocab(with_added_tokens=True)
+
+    def tokens_in_id_order(self) -> list[str]:
+        inverse = {i: t for t, i in self.vocab().items()}
+        missing = [i for i in range(self.vocab_size) if i not in inverse]
+        if missing:
+            raise TokenizerError(f"vocabulary has gaps at ids {missing[:5]}")
+        return [inverse[i] for i in range(self.vocab_size)]
+
+    def merges(self) -> list[tuple[str, str]]:
+        """BPE merges in rank order (first = applied first)."""
+        raw = json.loads(self.hf.to_str())["model"]["merges"]
+        pairs: list[tuple[str, str]] = []
+        for merge in raw:
+            a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
+            pairs.append((a, b))
+        return pairs
+
+    def export_vocab_merges(self, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """Write GPT-2 style ``vocab.json`` (specials included) and ``merges.txt``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        vocab_path = directory / "vocab.json"
+        merges_path = directory / "merges.txt"
+        vocab_path.write_text(json.dumps(self.vocab(), ensure_ascii=False, indent=0), encoding="utf-8")
+        lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in self.merges()]
+        merges_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return vocab_path, merges_path
+
+    # ---------------------------------------------------------------- encode / decode
+    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def encode_batch(self, texts: Sequence[str], *, add_special_tokens: bool = False) -> list[list[int]]:
+        return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=add_special_tokens)]
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def decode_batch(self, batch: Sequence[Sequence[int]], *, skip_special_tokens: bool = False) -> list[str]:
+        return self.hf.decode_batch([list(ids) for ids in batch], skip_special_tokens=skip_special_tokens)
+
+    # ---------------------------------------------------------------- interop
+    def to_transformers(self, **special_tokens: Any) -> Any:
+        """Wrap as a ``transformers.PreTrainedTokenizerFast`` (e.g. ``pad_token="<pad>"``)."""
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast(tokenizer_object=self.hf, **special_tokens)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer(vocab_size={self.vocab_size}, special_tokens={self.special_tokens})"

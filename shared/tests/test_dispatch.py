@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from lm_shared import dispatch
+
+
+def test_package_from_uv_cmdline():
+    f = dispatch.package_from_uv_cmdline
+    assert f(["/usr/bin/uv", "run", "--package", "nanologic", "train"]) == "nanologic"
+    assert f(["uv", "run", "--package=seeddelta", "train", "--help"]) == "seeddelta"
+    assert f(["uv", "run", "train"]) is None
+    assert f(["python", "--package", "x"]) is None
+
+
+def test_env_override_and_unknown_package(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(
+        dispatch, "registered_trainers", lambda: {"alpha": lambda: lambda argv: calls.append(argv) or 0}
+    )
+    monkeypatch.setenv("LM_PACKAGE", "alpha")
+    assert dispatch.train(["--x"]) == 0 and calls == [["--x"]]
+    monkeypatch.setenv("LM_PACKAGE", "beta")
+    assert dispatch.train([]) == 2
+    assert "unknown package 'beta'" in capsys.readouterr().err
+
+
+def test_all_members_register_a_trainer():
+    names = set(dispatch.registered_trainers())
+    expected = {"nanologic", "tormented-mini", "lstm-textgen", "infinito-iit", "seeddelta"}
+    if not expected <= names:
+        pytest.skip(f"not every member is installed here: {sorted(names)}")
+    assert expected <= names

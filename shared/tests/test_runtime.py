@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lm_shared.runtime import (
+    autocast_dtype,
+    detect_device,
+    detect_precision,
+    load_config,
+    make_run_dir,
+    save_config,
+    seed_everything,
+)
+
+
+def test_seed_everything_reproduces_all_generators():
+    seed_everything(123)
+    a = (random.random(), np.random.rand(), torch.rand(3))
+    seed_everything(123)
+    b = (random.random(), np.random.rand(), torch.rand(3))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    with pytest.raises(ValueError):
+        seed_everything(-1)
+
+
+def test_device_and_precision_on_cpu():
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only expectations")
+    assert detect_device() in {"cpu", "mps"}
+    assert detect_precision("cpu") == "32-true"
+    assert autocast_dtype("bf16-mixed") == torch.bfloat16
+    assert autocast_dtype("32-true") is None
+    with pytest.raises(ValueError):
+        autocast_dtype("8-bit")
+
+
+def test_precision_rules_for_gpu_generations(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cases = {(8, 6): (True, "bf16-mixed"), (7, 5): (False, "16-mixed"), (6, 1): (False, "32-true")}
+    for cap, (bf16, expected) in cases.items():
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, c=cap: c)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, b=bf16: b)
+        assert detect_precision("cuda") == expected, cap
+
+
+@dataclasses.dataclass
+class Inner:
+    width: int = 8
+
+
+@dataclasses.dataclass
+class Outer:
+    name: str = "x"
+    inner: Inner = dataclasses.field(default_factory=Inner)
+
+
+def test_run_dir_and_config(tmp_path):
+    first = make_run_dir(tmp_path)
+    second = make_run_dir(tmp_path)
+    assert first != second and first.is_dir() and second.is_dir()
+    path = save_config(Outer(), first / "config.json")
+    assert json.loads(path.read_text()) == {"inner": {"width": 8}, "name": "x"}
+    assert load_config(path)["inner"]["width"] == 8
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": 1,\n oops}')
+    with pytest.raises(ValueError, match=r"bad.json:2"):
+        load_config(bad)
