@@ -1,0 +1,5 @@
+"""The package's one user-facing error class: ``main`` prints it as ``error: ...`` and exits 2."""
+
+
+class InfinitoError(Exception):
+    """A problem with the user's input (file, flag, config, checkpoint) rather than a bug."""

@@ -1,0 +1,575 @@
+"""InfinitoLM: a causal transformer language model with switchable "IIT" features.
+
+Read top to bottom:
+
+1. ``InfinitoConfig`` and the size presets (the seed's 512/4/8 and 384/3/6, plus a CPU size).
+2. ``CausalSelfAttention`` and ``Block``: a pre-LN GPT block. The attention is always causal; when
+   the IIT metrics are on it also returns per-query attention statistics.
+3. The IIT metrics: per-position, causal statistics of the hidden states and attention
+   (temporal integration, integration across segments, complexity, attention diversity and
+   coherence). Each value at position t depends only on positions <= t, lies in [0, 1] and is
+   differentiable; none is a constant.
+4. ``LearnablePhiWeights``: a softmax over four logits that mixes the components into one number.
+5. ``IITGuidedMemory``: a slot memory that every position reads (attention over slots written by
+   *earlier* training batches) and that training writes to (the hidden states with the highest
+   weighted phi); it never writes in eval mode.
+6. ``InfinitoLM``: embeddings, blocks, exploration noise, memory, tied head, and the losses.
+
+The phi loss is ``lambda_phi * relu(phi_target - phi)**2`` (mean over sequences). Minimising it
+*raises* the weighted phi until it reaches ``phi_target`` (a value inside [0, 1], so reachable);
+above the target it is exactly zero. What these statistics measure is described honestly in the
+README: they are heuristics named after integrated information, not Φ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PHI_COMPONENTS = ("temporal", "integration", "complexity", "attention")
+"""The four components mixed by the learnable phi weights, in logit order."""
+
+
+@dataclass(frozen=True)
+class InfinitoConfig:
+    """Architecture and IIT-feature switches of :class:`InfinitoLM` (saved as JSON with every run)."""
+
+    vocab_size: int = 2048  # tokenizer size; set from the trained tokenizer at build time
+    max_seq_len: int = 128  # learned positions; longer inputs are rejected, never silently cropped
+    d_model: int = 128  # residual stream width
+    n_layers: int = 2  # transformer blocks
+    n_heads: int = 4  # attention heads (d_model must divide evenly)
+    d_ff: int = 0  # MLP hidden width; 0 means 4 * d_model (the seed's ratio)
+    dropout: float = 0.15  # the seed's Model A value; applied to embeddings, attention and MLP
+    tie_embeddings: bool = True  # share input embedding and output head (79% of the seed's params)
+    # --- IIT features (all off = the baseline transformer) ---
+    iit_metrics: bool = True  # compute the causal per-position metrics in the forward pass
+    phi_components: tuple[str, ...] = PHI_COMPONENTS  # components that enter the weighted phi
+    learnable_phi_weights: bool = True  # softmax over 4 trainable logits (else fixed at init)
+    phi_weight_init: tuple[float, ...] = (0.3, 0.3, 0.2, 0.2)  # the seed's initial mixture
+    lambda_phi: float = 0.1  # weight of the phi loss in the total loss; 0 turns the loss off
+    phi_target: float = 0.8  # hinge target in (0, 1]: the phi loss is zero once phi >= target
+    segment_len: int = 16  # recent-segment length for "integration across segments"
+    complexity_window: int = 8  # window of recent states whose effective dimension is "complexity"
+    memory: bool = True  # IIT-guided slot memory (read every forward, written in training)
+    memory_slots: int = 256  # number of slots (the seed's value)
+    memory_writes: int = 8  # slots written per training forward (top-phi positions, one per sequence)
+    memory_decay: float = 0.995  # per-step decay of a slot's priority when choosing what to evict
+    noise_std: float = 0.05  # exploration noise, relative to each token's residual RMS; 0 = off
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> None:
+            raise ValueError(f"config field {name}={getattr(self, name)!r}: expected {expected}")
+
+        for name in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads"):
+            if getattr(self, name) < 1:
+                bad(name, "a positive integer")
+        if self.d_model % self.n_heads:
+            bad("d_model", f"a multiple of n_heads={self.n_heads}")
+        if self.d_ff < 0:
+            bad("d_ff", "0 (= 4 * d_model) or a positive integer")
+        if not 0.0 <= self.dropout < 1.0:
+            bad("dropout", "a value in [0, 1)")
+        unknown = set(self.phi_components) - set(PHI_COMPONENTS)
+        if unknown or len(set(self.phi_components)) != len(self.phi_components):
+            bad("phi_components", f"distinct names from {PHI_COMPONENTS}")
+        if len(self.phi_weight_init) != len(PHI_COMPONENTS) or min(self.phi_weight_init) <= 0:
+            bad("phi_weight_init", f"{len(PHI_COMPONENTS)} positive numbers")
+        if self.lambda_phi < 0:
+            bad("lambda_phi", "a value >= 0")
+        if not 0.0 < self.phi_target <= 1.0:
+            bad("phi_target", "a value in (0, 1] (phi lies in [0, 1], so a larger target is unreachable)")
+        if self.segment_len < 1 or self.complexity_window < 3:
+            bad("complexity_window" if self.complexity_window < 3 else "segment_len", "a larger window")
+        if self.memory_slots < 1 or not 0 <= self.memory_writes <= self.memory_slots:
+            bad("memory_writes", f"0..memory_slots={self.memory_slots}")
+        if not 0.0 < self.memory_decay <= 1.0:
+            bad("memory_decay", "a value in (0, 1]")
+        if self.noise_std < 0:
+            bad("noise_std", "a value >= 0")
+        if (self.lambda_phi > 0 or self.memory) and not self.iit_metrics:
+            bad("iit_metrics", "True when lambda_phi > 0 or memory is on (both use the metrics)")
+        if self.lambda_phi > 0 and not self.phi_components:
+            bad("phi_components", "at least one component when lambda_phi > 0")
+
+    @property
+    def ff_width(self) -> int:
+        return self.d_ff or 4 * self.d_model
+
+    @property
+    def uses_iit(self) -> bool:
+        return self.iit_metrics or self.memory or self.noise_std > 0 or self.lambda_phi > 0
+
+    def baseline(self) -> InfinitoConfig:
+        """The same transformer with every IIT feature off (what ``--baseline`` trains)."""
+        return replace(
+            self, iit_metrics=False, learnable_phi_weights=False, lambda_phi=0.0, memory=False, noise_std=0.0
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InfinitoConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
+        values = dict(data)
+        for name in ("phi_components", "phi_weight_init"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seed's "Model A" architecture (GPT-2 vocab, 256-token windows).
+    "seed": dict(d_model=512, n_layers=4, n_heads=8, dropout=0.15, max_seq_len=256),
+    # The seed's proposed smaller model ("28M"; ~44.8M with an untied GPT-2 vocab).
+    "small": dict(d_model=384, n_layers=3, n_heads=6, dropout=0.15, max_seq_len=256),
+    # Finishes a run on 2 CPU cores in minutes; the size used for the README comparison.
+    "cpu": dict(d_model=128, n_layers=2, n_heads=4, dropout=0.15, max_seq_len=128, memory_slots=128),
+}
+
+
+def preset(name: str, **overrides: Any) -> InfinitoConfig:
+    """Build a config from a named preset plus explicit overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return InfinitoConfig(**{**PRESETS[name], **overrides})
+
+
+# --------------------------------------------------------------------------------------------
+# Transformer blocks
+# --------------------------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: InfinitoConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.head_dim = config.d_model // config.n_heads
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.attn_dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, need_stats: bool = False) -> tuple[Tensor, dict[str, Tensor] | None]:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for z in (q, k, v))
+        dropout_p = self.attn_dropout if self.training else 0.0
+        if not need_stats:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+            stats = None
+        else:
+            # Explicit attention: the metrics need the probabilities *before* dropout (rows sum to 1).
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            probs = scores.float().masked_fill(~causal, float("-inf")).softmax(dim=-1)
+            stats = attention_statistics(probs)
+            y = F.dropout(probs.to(v.dtype), p=dropout_p, training=self.training) @ v
+        y = y.transpose(1, 2).reshape(b, t, d)
+        return self.resid_dropout(self.proj(y)), stats
+
+
+class MLP(nn.Module):
+    def __init__(self, config: InfinitoConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.ff_width)
+        self.proj = nn.Linear(config.ff_width, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LN block (the seed was post-LN; pre-LN trains stably without warmup tricks)."""
+
+    def __init__(self, config: InfinitoConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, need_stats: bool = False) -> tuple[Tensor, dict[str, Tensor] | None]:
+        attn_out, stats = self.attn(self.ln_1(x), need_stats)
+        x = x + attn_out
+        return x + self.mlp(self.ln_2(x)), stats
+
+
+# --------------------------------------------------------------------------------------------
+# IIT metrics: per-position, causal, bounded in [0, 1]
+# --------------------------------------------------------------------------------------------
+
+
+def _entropy(p: Tensor, dim: int = -1) -> Tensor:
+    # Clamp inside the log only: masked keys have p = 0 exactly, where d(p log p)/dp is -inf.
+    return -(p * p.clamp_min(1e-12).log()).sum(dim)
+
+
+def attention_statistics(probs: Tensor) -> dict[str, Tensor]:
+    """Per-query attention diversity and head coherence from causal probabilities ``[B, H, T, T]``.
+
+    * diversity_t = mean over heads of H(p_h,t) / log(t + 1): 1 = uniform over the allowed past,
+      0 = all mass on one key.
+    * coherence_t = 1 - JSD(p_1,t .. p_H,t) / log(min(H, t + 1)), with the generalised
+      Jensen-Shannon divergence JSD = H(mean_h p_h) - mean_h H(p_h): 1 = all heads attend alike.
+
+    Query 0 has a single allowed key, where both are undefined; it is excluded by ``valid``.
+    """
+    n_heads, t = probs.shape[1], probs.shape[-1]
+    head_entropy = _entropy(probs)  # [B, H, T]
+    n_keys = torch.arange(1, t + 1, device=probs.device, dtype=probs.dtype)
+    log_keys = n_keys.log().clamp_min(1e-6)
+    diversity = (head_entropy.mean(1) / log_keys).clamp(0, 1)
+    jsd = _entropy(probs.mean(1)) - head_entropy.mean(1)  # [B, T], >= 0 up to rounding
+    log_mix = n_keys.clamp(max=n_heads).log().clamp_min(1e-6)
+    coherence = (1.0 - jsd / log_mix).clamp(0, 1)
+    return {"diversity": diversity, "coherence": coherence}
+
+
+def _cosine01(a: Tensor, b: Tensor) -> Tensor:
+    return 0.5 * (1.0 + F.cosine_similarity(a, b, dim=-1, eps=1e-6))
+
+
+def temporal_integration(h: Tensor) -> Tensor:
+    """(1 + cos(h_t, h_{t-1})) / 2 per position ``[B, T]``; position 0 (no past) is set to 0.5."""
+    out = torch.full(h.shape[:2], 0.5, device=h.device, dtype=h.dtype)
+    out[:, 1:] = _cosine01(h[:, 1:], h[:, :-1])
+    return out
+
+
+def segment_integration(h: Tensor, segment_len: int) -> Tensor:
+    """(1 + cos(mean of the last s states, mean of all earlier states)) / 2 per position ``[B, T]``.
+
+    The seed split the whole window into quarters (reading the future); this causal version
+    compares the current segment with the context before it. Positions t < s have no earlier
+    context and get 0.5 (excluded from the averages by :func:`metric_validity`).
+    """
+    b, t, d = h.shape
+    out = torch.full((b, t), 0.5, device=h.device, dtype=h.dtype)
+    if t <= segment_len:
+        return out
+    csum = torch.cumsum(h, dim=1)
+    ends = torch.arange(segment_len, t, device=h.device)  # positions with earlier context
+    recent = (csum[:, ends] - csum[:, ends - segment_len]) / segment_len
+    earlier = csum[:, ends - segment_len] / (ends - segment_len + 1).to(h.dtype).view(1, -1, 1)
+    out[:, segment_len:] = _cosine01(recent, earlier)
+    return out
+
+
+def trajectory_complexity(h: Tensor, window: int) -> Tensor:
+    """Normalised effective dimension of the last ``window`` states, per position ``[B, T]``.
+
+    For the centred window X (w x D) with Gram matrix G = X X^T, the participation ratio
+    tr(G)^2 / ||G||_F^2 = (sum of eigenvalues)^2 / sum of squared eigenvalues lies in [1, w - 1];
+    it is mapped to [0, 1]. 0 = the recent states move along one direction, 1 = they spread
+    evenly over w - 1 directions. No eigendecomposition is needed. Positions t < w - 1 get 0.5.
+    """
+    b, t, d = h.shape
+    out = torch.full((b, t), 0.5, device=h.device, dtype=h.dtype)
+    if t < window:
+        return out
+    windows = h.unfold(1, window, 1).transpose(-1, -2)  # [B, T - w + 1, w, D]
+    centred = windows - windows.mean(dim=2, keepdim=True)
+    gram = centred @ centred.transpose(-1, -2)
+    trace = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
+    ratio = trace.square() / (gram.square().sum((-2, -1)) + 1e-12)
+    out[:, window - 1 :] = ((ratio - 1.0) / (window - 2)).clamp(0, 1)
+    return out
+
+
+def metric_validity(t: int, config: InfinitoConfig, device: torch.device) -> dict[str, Tensor]:
+    """Which positions each component is defined at (a bool mask ``[T]`` per component)."""
+    pos = torch.arange(t, device=device)
+    return {
+        "temporal": pos >= 1,
+        "integration": pos >= config.segment_len,
+        "complexity": pos >= config.complexity_window - 1,
+        "attention": pos >= 1,
+    }
+
+
+def iit_components(
+    h: Tensor, attn_stats: list[dict[str, Tensor]], config: InfinitoConfig
+) -> dict[str, Tensor]:
+    """All per-position components ``[B, T]`` (float32), plus attention diversity and coherence."""
+    h = h.float()
+    diversity = torch.stack([s["diversity"] for s in attn_stats]).mean(0)
+    coherence = torch.stack([s["coherence"] for s in attn_stats]).mean(0)
+    return {
+        "temporal": temporal_integration(h),
+        "integration": segment_integration(h, config.segment_len),
+        "complexity": trajectory_complexity(h, config.complexity_window),
+        # The seed's fourth component; diversity and coherence are both kept and reported.
+        "attention": 0.5 * (diversity + coherence),
+        "attention_diversity": diversity,
+        "attention_coherence": coherence,
+    }
+
+
+class LearnablePhiWeights(nn.Module):
+    """Softmax over four logits (initialised at log of the seed's 0.3/0.3/0.2/0.2).
+
+    Components switched off in the config get a -inf logit, so the weights of the active ones
+    still sum to 1. With ``learnable_phi_weights=False`` the logits are a buffer (no gradient).
+    """
+
+    def __init__(self, config: InfinitoConfig) -> None:
+        super().__init__()
+        logits = torch.tensor(config.phi_weight_init, dtype=torch.float32).log()
+        if config.learnable_phi_weights:
+            self.logits = nn.Parameter(logits)
+        else:
+            self.register_buffer("logits", logits)
+        active = torch.tensor([name in config.phi_components for name in PHI_COMPONENTS])
+        self.register_buffer("active", active, persistent=False)
+
+    def forward(self) -> Tensor:
+        return self.logits.masked_fill(~self.active, float("-inf")).softmax(-1)
+
+    def as_dict(self) -> dict[str, float]:
+        with torch.no_grad():
+            return {name: float(w) for name, w in zip(PHI_COMPONENTS, self.forward().tolist())}
+
+
+# --------------------------------------------------------------------------------------------
+# IIT-guided memory
+# --------------------------------------------------------------------------------------------
+
+
+class IITGuidedMemory(nn.Module):
+    """A slot memory of hidden states, read by attention and written by phi priority.
+
+    Read (training and eval): each position t queries the slots with its own state h_t, so the
+    read at t depends only on h_t (itself causal) and on slots written by *earlier* forward passes.
+    A zero "null slot" is always present, so an empty memory reads exactly zero and the model can
+    learn to ignore memory.
+
+    Write (training only, after the read, without gradient): each sequence proposes its position
+    with the highest weighted phi; the ``memory_writes`` best proposals replace the slots with the
+    lowest decayed priority (empty slots first). Eval and generation never write, so validation
+    text cannot enter the memory. Everything is vectorised (no per-sample Python loop, no sync).
+    """
+
+    def __init__(self, config: InfinitoConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.config = config
+        self.norm = nn.LayerNorm(d)
+        self.query = nn.Linear(d, d, bias=False)
+        self.key = nn.Linear(d, d, bias=False)
+        self.value = nn.Linear(d, d, bias=False)
+        self.out = nn.Linear(d, d)
+        self.dropout = nn.Dropout(config.dropout)
+        self.register_buffer("slots", torch.zeros(config.memory_slots, d))
+        self.register_buffer("priority", torch.full((config.memory_slots,), float("-inf")))
+        self.register_buffer("written_at", torch.zeros(config.memory_slots, dtype=torch.long))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("n_writes", torch.zeros((), dtype=torch.long))
+
+    def filled(self) -> Tensor:
+        return torch.isfinite(self.priority)
+
+    def read(self, h: Tensor) -> Tensor:
+        b, t, d = h.shape
+        q = self.query(self.norm(h))
+        mem = self.norm(self.slots.to(h.dtype))
+        k, v = self.key(mem), self.value(mem)
+        scores = (q @ k.T) / math.sqrt(d)  # [B, T, S]
+        scores = scores.masked_fill(~self.filled(), float("-inf"))
+        null = torch.zeros(b, t, 1, device=h.device, dtype=scores.dtype)
+        weights = torch.cat([null, scores], dim=-1).softmax(-1)[..., 1:]
+        return self.dropout(self.out(weights @ v))
+
+    @torch.no_grad()
+    def write(self, h: Tensor, priority: Tensor) -> None:
+        """Store the top-priority state of the best sequences; ``priority`` is ``[B, T]`` (-inf = invalid)."""
+        n_write = min(self.config.memory_writes, h.shape[0])
+        self.step += 1
+        if n_write == 0:
+            return
+        best_pos = priority.argmax(dim=1)  # [B]
+        best_val = priority.gather(1, best_pos[:, None]).squeeze(1)
+        chosen_val, chosen_seq = best_val.topk(n_write)
+        keep = torch.isfinite(chosen_val)
+        states = h[chosen_seq, best_pos[chosen_seq]].float()
+        age = (self.step - self.written_at).float()
+        decayed = self.priority * self.config.memory_decay**age
+        # Keep the S highest (decayed) priorities among the old slots and the new proposals: a
+        # proposal only evicts a slot it beats, and empty slots (-inf) go first. Out-of-place,
+        # because the read of this very forward still needs the old slots for backward.
+        pool_priority = torch.cat([decayed, torch.where(keep, chosen_val.float(), float("-inf"))])
+        kept = pool_priority.topk(self.config.memory_slots).indices
+        is_new = kept >= self.config.memory_slots
+        pool_original = torch.cat([self.priority, chosen_val.float()])
+        self.slots = torch.cat([self.slots, states])[kept]
+        self.priority = pool_original[kept]
+        self.written_at = torch.cat([self.written_at, self.step.expand(n_write)])[kept]
+        self.n_writes = self.n_writes + (is_new & torch.isfinite(self.priority)).sum()
+
+
+# --------------------------------------------------------------------------------------------
+# The language model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InfinitoOutput:
+    """What :meth:`InfinitoLM.forward` returns; losses are ``None`` without labels."""
+
+    logits: Tensor
+    last_hidden: Tensor  # final (normalised) hidden states [B, T, D], used by contrastive search
+    loss: Tensor | None = None  # ce_loss + lambda_phi * phi_loss
+    ce_loss: Tensor | None = None
+    phi_loss: Tensor | None = None
+    phi: Tensor | None = None  # weighted phi, mean over sequences (with gradient)
+    components: dict[str, Tensor] = field(default_factory=dict)  # sequence-mean components, detached
+    hidden_states: tuple[Tensor, ...] | None = None  # residual stream after embedding and each block
+
+
+class SequenceTooLongError(ValueError):
+    """An input is longer than the model's learned positions."""
+
+
+class InfinitoLM(nn.Module):
+    def __init__(self, config: InfinitoConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.max_seq_len, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.phi_weights = LearnablePhiWeights(config) if config.iit_metrics else None
+        self.memory = IITGuidedMemory(config) if config.memory else None
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):  # GPT-2: scale residual projections by depth
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied weight once
+        if exclude_embeddings:
+            n -= self.tok_emb.weight.numel() + self.pos_emb.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def _add_noise(self, x: Tensor) -> Tensor:
+        rms = x.detach().float().pow(2).mean(-1, keepdim=True).sqrt().to(x.dtype)
+        return x + self.config.noise_std * rms * torch.randn_like(x)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        *,
+        output_hidden_states: bool = False,
+        compute_metrics: bool | None = None,
+    ) -> InfinitoOutput:
+        """Run the model; ``labels`` are the next tokens, aligned with ``input_ids`` (-100 = ignore).
+
+        ``compute_metrics`` defaults to the config's ``iit_metrics`` in training and to whatever the
+        memory needs in eval (the metrics are then diagnostics only).
+        """
+        cfg = self.config
+        b, t = input_ids.shape
+        if t > cfg.max_seq_len:
+            raise SequenceTooLongError(
+                f"input has {t} tokens but the model's max_seq_len is {cfg.max_seq_len}"
+            )
+        if compute_metrics is None:
+            compute_metrics = cfg.iit_metrics and (self.training or cfg.memory)
+        if compute_metrics and not cfg.iit_metrics:
+            raise ValueError("compute_metrics=True needs a model built with iit_metrics=True")
+        noisy = self.training and cfg.noise_std > 0
+        pos = torch.arange(t, device=input_ids.device)
+        x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
+        hidden = [x] if output_hidden_states else None
+        attn_stats = []
+        for block in self.blocks:
+            x, stats = block(x, need_stats=compute_metrics)
+            if stats is not None:
+                attn_stats.append(stats)
+            if noisy:
+                x = self._add_noise(x)
+            if hidden is not None:
+                hidden.append(x)
+
+        out = InfinitoOutput(logits=x, last_hidden=x)  # both filled in below
+        priority = None
+        if compute_metrics:
+            comps = iit_components(x, attn_stats, cfg)
+            valid = metric_validity(t, cfg, x.device)
+            valid["attention_diversity"] = valid["attention_coherence"] = valid["attention"]
+            seq_means = {name: _masked_mean(comps[name], valid[name]) for name in comps}  # [B] each
+            out.components = {name: v.mean().detach() for name, v in seq_means.items()}
+            w = self.phi_weights()
+            active = [(i, name) for i, name in enumerate(PHI_COMPONENTS) if name in cfg.phi_components]
+            if active:
+                phi_per_seq = sum(w[i] * seq_means[name] for i, name in active)
+                out.phi = phi_per_seq.mean()
+                # Per-position weighted phi decides what the memory stores (-inf where undefined).
+                priority = sum(
+                    w[i] * comps[name].masked_fill(~valid[name], float("-inf")) for i, name in active
+                )
+                if cfg.lambda_phi > 0:
+                    out.phi_loss = F.relu(cfg.phi_target - phi_per_seq).square().mean()
+
+        if self.memory is not None:
+            state = x
+            x = x + self.memory.read(x)
+            if self.training and priority is not None:
+                self.memory.write(state.detach(), priority.detach())
+
+        h = self.ln_f(x)
+        out.last_hidden = h
+        out.logits = self.lm_head(h)
+        out.hidden_states = tuple(hidden) if hidden is not None else None
+        if labels is not None:
+            out.ce_loss = F.cross_entropy(
+                out.logits.float().view(-1, out.logits.size(-1)), labels.reshape(-1), ignore_index=-100
+            )
+            out.loss = out.ce_loss
+            if out.phi_loss is not None:
+                out.loss = out.loss + cfg.lambda_phi * out.phi_loss
+        return out
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean over positions where ``mask`` ([T]) is true; ``values`` is ``[B, T]`` -> ``[B]``."""
+    m = mask.to(values.dtype)
+    return (values * m).sum(-1) / m.sum().clamp_min(1.0)
+
+
+def count_parameters(config: InfinitoConfig) -> dict[str, int]:
+    """Parameter counts of ``config`` built tied and untied (for the README table)."""
+    counts = {}
+    for tied in (True, False):
+        with torch.device("meta"):
+            model = InfinitoLM(replace(config, tie_embeddings=tied))
+        key = "tied" if tied else "untied"
+        counts[key] = model.num_parameters()
+        counts[f"{key}_non_embedding"] = model.num_parameters(exclude_embeddings=True)
+    return counts

@@ -1,0 +1,232 @@
+import copy
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from infinito_iit.model import (
+    PHI_COMPONENTS,
+    InfinitoConfig,
+    InfinitoLM,
+    SequenceTooLongError,
+    count_parameters,
+    preset,
+    segment_integration,
+    temporal_integration,
+    trajectory_complexity,
+)
+
+TINY = InfinitoConfig(
+    vocab_size=61,
+    max_seq_len=40,
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    dropout=0.0,
+    memory_slots=16,
+    segment_len=6,
+    complexity_window=5,
+)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return InfinitoLM(replace(TINY, **kw))
+
+
+def fill_memory(model, steps=3):
+    model.train()
+    for i in range(steps):
+        model(torch.randint(0, 61, (8, 40), generator=torch.Generator().manual_seed(100 + i)))
+    assert bool(model.memory.filled().any())
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("iit", [True, False])
+def test_logits_at_t_ignore_inputs_after_t(mode, iit):
+    model = tiny(noise_std=0.0) if iit else InfinitoLM(TINY.baseline())
+    if iit:
+        fill_memory(model)
+    x = torch.randint(0, 61, (2, 40), generator=torch.Generator().manual_seed(1))
+    for t in (0, 7, 20, 38):
+        y = x.clone()
+        y[:, t + 1 :] = torch.randint(0, 61, y[:, t + 1 :].shape, generator=torch.Generator().manual_seed(t))
+        a, b = copy.deepcopy(model), copy.deepcopy(model)  # a train-mode forward writes memory
+        a.train(mode == "train")
+        b.train(mode == "train")
+        la, lb = a(x).logits, b(y).logits
+        torch.testing.assert_close(la[:, : t + 1], lb[:, : t + 1], rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(la[:, t + 1 :], lb[:, t + 1 :])
+
+
+@pytest.mark.parametrize(
+    "fn", [temporal_integration, lambda h: segment_integration(h, 4), lambda h: trajectory_complexity(h, 5)]
+)
+def test_metric_components_are_causal_bounded_and_not_constant(fn):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 30, 16, generator=g, requires_grad=True)
+    values = fn(h)
+    assert values.shape == (3, 30) and values.min() >= 0 and values.max() <= 1
+    h2 = h.detach().clone()
+    h2[:, 15:] = torch.randn(3, 15, 16, generator=g)
+    torch.testing.assert_close(fn(h2)[:, :15], values[:, :15].detach())
+    assert values[:, 10:].std() > 1e-3  # varies across positions and sequences
+    values.sum().backward()
+    assert h.grad.abs().sum() > 0  # differentiable, unlike the seed's saturated sigmoid
+
+
+def test_complexity_distinguishes_line_from_spread():
+    line = torch.arange(10.0)[None, :, None] * torch.ones(1, 10, 8)
+    spread = torch.eye(10)[None] * 5  # orthogonal steps: a centred simplex, w - 1 equal directions
+    assert trajectory_complexity(line, 5)[0, -1] < 0.01
+    assert trajectory_complexity(spread, 5)[0, -1] > 0.9
+
+
+def test_components_present_and_not_constant_across_inputs():
+    model = tiny()
+    model.eval()
+    outs = [
+        model(torch.randint(0, 61, (4, 40), generator=torch.Generator().manual_seed(s)), compute_metrics=True)
+        for s in (1, 2)
+    ]
+    for name in (*PHI_COMPONENTS, "attention_diversity", "attention_coherence"):
+        assert 0 <= float(outs[0].components[name]) <= 1
+    assert any(float(outs[0].components[n]) != float(outs[1].components[n]) for n in PHI_COMPONENTS)
+
+
+def test_phi_loss_uses_lambda_from_config_and_hinge_target():
+    x = torch.randint(0, 61, (4, 40), generator=torch.Generator().manual_seed(3))
+    for lam in (0.05, 0.7):
+        model = tiny(lambda_phi=lam, phi_target=1.0, noise_std=0.0)
+        out = model(x, labels=x)
+        assert out.phi_loss > 0
+        torch.testing.assert_close(out.loss, out.ce_loss + lam * out.phi_loss)
+    model = tiny(phi_target=0.05)  # already above a low target: the hinge is exactly zero
+    assert float(model(x, labels=x).phi_loss.detach()) == 0.0
+    with pytest.raises(ValueError, match="phi_target"):
+        replace(TINY, phi_target=1.2)
+
+
+def test_phi_loss_gradient_step_raises_phi():
+    model = tiny(phi_target=1.0, noise_std=0.0, memory=False)
+    x = torch.randint(0, 61, (4, 40), generator=torch.Generator().manual_seed(4))
+    before = float(model(x).phi.detach())
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(5):
+        opt.zero_grad()
+        model(x).phi_loss.backward()
+        opt.step()
+    assert float(model(x).phi) > before
+
+
+def test_phi_weights_are_a_learnable_softmax_and_switchable():
+    model = tiny(phi_target=1.0)
+    weights = model.phi_weights()
+    torch.testing.assert_close(weights.sum(), torch.tensor(1.0))
+    torch.testing.assert_close(weights, torch.tensor([0.3, 0.3, 0.2, 0.2]))
+    x = torch.randint(0, 61, (4, 40))
+    model(x, labels=x).loss.backward()
+    assert model.phi_weights.logits.grad is not None and model.phi_weights.logits.grad.abs().sum() > 0
+    partial = tiny(phi_components=("temporal", "complexity"))
+    w = partial.phi_weights.as_dict()
+    assert w["integration"] == 0 and w["attention"] == 0 and abs(w["temporal"] + w["complexity"] - 1) < 1e-6
+    fixed = tiny(learnable_phi_weights=False)
+    assert not any("phi_weights" in n for n, _ in fixed.named_parameters())
+
+
+def test_memory_writes_in_training_only_and_reads_back():
+    model = tiny()
+    x = torch.randint(0, 61, (4, 40))
+    model.eval()
+    empty = model.memory.read(model(x, output_hidden_states=True).hidden_states[-1])
+    assert float(empty.abs().max()) == 0.0  # empty memory reads exactly zero (null slot)
+    state = {k: v.clone() for k, v in model.memory.state_dict().items()}
+    model(x)
+    for k, v in model.memory.state_dict().items():
+        assert torch.equal(v, state[k]), f"eval forward changed memory buffer {k}"
+    model.train()
+    model(x)
+    assert int(model.memory.n_writes) == 4 and int(model.memory.filled().sum()) == 4
+    model.eval()
+    read = model.memory.read(model(x, output_hidden_states=True).hidden_states[-1])
+    assert float(read.abs().max()) > 0
+    # The memory is part of the state dict, so a checkpoint restores what was written.
+    clone = InfinitoLM(model.config)
+    clone.load_state_dict(model.state_dict(), strict=True)
+    assert torch.equal(clone.memory.slots, model.memory.slots)
+
+
+def test_memory_evicts_lowest_priority_when_full():
+    model = tiny(memory_slots=4, memory_writes=4, memory_decay=1.0)
+    mem = model.memory
+    h = torch.randn(4, 10, 32)
+    mem.write(h, torch.tensor([[1.0] * 10, [2.0] * 10, [3.0] * 10, [4.0] * 10]))
+    mem.write(h, torch.tensor([[9.0] * 10, [0.5] * 10, [float("-inf")] * 10, [float("-inf")] * 10]))
+    assert sorted(mem.priority.tolist()) == [2.0, 3.0, 4.0, 9.0]
+
+
+def test_noise_only_in_training():
+    model = tiny(noise_std=0.5, memory=False)
+    x = torch.randint(0, 61, (2, 40))
+    model.train()
+    assert not torch.allclose(model(x).logits, model(x).logits)
+    model.eval()
+    torch.testing.assert_close(model(x).logits, model(x).logits)
+
+
+def test_baseline_has_no_iit_parts_and_matches_shapes():
+    base = InfinitoLM(TINY.baseline())
+    assert base.memory is None and base.phi_weights is None
+    x = torch.randint(0, 61, (2, 40))
+    out = base(x, labels=x)
+    assert out.phi is None and out.phi_loss is None and out.components == {}
+    torch.testing.assert_close(out.loss, out.ce_loss)
+    assert out.logits.shape == (2, 40, 61)
+
+
+def test_initial_loss_near_log_vocab():
+    model = tiny()
+    x, y = torch.randint(0, 61, (2, 8, 40))
+    ce = float(model(x, labels=y).ce_loss.detach())
+    assert abs(ce - torch.log(torch.tensor(61.0)).item()) < 0.3
+
+
+def test_overfits_one_batch():
+    model = tiny()
+    x = torch.randint(0, 61, (4, 41), generator=torch.Generator().manual_seed(5))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(80):
+        opt.zero_grad()
+        out = model(x[:, :-1], labels=x[:, 1:])
+        out.loss.backward()
+        opt.step()
+    assert float(out.ce_loss) < 1.0
+
+
+def test_tied_by_default_and_param_counts_both_ways():
+    model = tiny()
+    assert model.lm_head.weight is model.tok_emb.weight
+    counts = count_parameters(preset("seed", vocab_size=50257))
+    assert counts["untied"] - counts["tied"] == 50257 * 512
+    assert counts["tied_non_embedding"] == counts["untied_non_embedding"]
+    untied = tiny(tie_embeddings=False)
+    assert untied.num_parameters() - model.num_parameters() == 61 * 32
+
+
+def test_too_long_input_is_rejected():
+    with pytest.raises(SequenceTooLongError, match="max_seq_len is 40"):
+        tiny()(torch.zeros(1, 41, dtype=torch.long))
+
+
+def test_config_roundtrip_and_validation():
+    cfg = preset("small", vocab_size=1000, phi_components=("temporal",))
+    assert InfinitoConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="d_model"):
+        InfinitoConfig(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="unknown model config"):
+        InfinitoConfig.from_dict({"width": 3})
+    with pytest.raises(ValueError, match="iit_metrics"):
+        InfinitoConfig(iit_metrics=False)
+    base = cfg.baseline()
+    assert not base.uses_iit and base.d_model == cfg.d_model
