@@ -1,0 +1,55 @@
+"""Every member has the same shape: README, tests, entry points, typed package."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import pkgutil
+
+import pytest
+from workspace_facts import MEMBERS, ROOT, member_dir, pyproject
+
+
+@pytest.mark.parametrize("dist", sorted(MEMBERS))
+def test_member_layout(dist):
+    import_name, cli = MEMBERS[dist]
+    base = member_dir(dist)
+    readme = base / "README.md"
+    assert readme.is_file() and len(readme.read_text(encoding="utf-8").split()) > 50, "README too thin"
+    assert (base / "src" / import_name / "__init__.py").is_file()
+    assert (base / "src" / import_name / "py.typed").is_file()
+    assert list((base / "tests").glob("test_*.py")), "no tests"
+    project = pyproject(dist)["project"]
+    assert project["name"] == dist
+    assert project["scripts"][cli] == f"{import_name}.cli:main"
+    assert project["requires-python"] == ">=3.11"
+
+
+def test_shared_package_layout():
+    assert (ROOT / "shared" / "README.md").is_file()
+    assert (ROOT / "shared" / "src" / "lm_shared" / "py.typed").is_file()
+
+
+def _modules(import_name: str) -> list[str]:
+    package = importlib.import_module(import_name)
+    names = [import_name]
+    for info in pkgutil.walk_packages(package.__path__, prefix=f"{import_name}."):
+        names.append(info.name)
+    return names
+
+
+ALL_MODULES = [m for imp in ["lm_shared"] + [v[0] for v in MEMBERS.values()] for m in _modules(imp)]
+
+
+@pytest.mark.parametrize("module", ALL_MODULES)
+def test_every_module_imports(module):
+    importlib.import_module(module)
+
+
+def test_no_member_imports_another_member():
+    for dist in MEMBERS:
+        others = [v[0] for d, v in MEMBERS.items() if d != dist]
+        pattern = re.compile(rf"^\s*(from|import)\s+({'|'.join(others)})\b", re.MULTILINE)
+        for path in (member_dir(dist) / "src").rglob("*.py"):
+            match = pattern.search(path.read_text(encoding="utf-8"))
+            assert match is None, f"{path} imports another member: {match.group(0).strip()}"
