@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import re
 import pkgutil
+import re
 
 import pytest
 from workspace_facts import MEMBERS, ROOT, member_dir, pyproject
