@@ -1,0 +1,180 @@
+"""Text generation with keras-hub's samplers (greedy, temperature, top-k, top-p).
+
+keras-hub samplers call ``next(prompt, cache, index) -> (logits, hidden_states, cache)`` once per
+position, in order, writing the sampled token at ``index``. For the LSTM the cache is its
+(h, c) states [B, 2 * layers, units]: ``next`` feeds only the token at ``index - 1`` and carries
+the states, so each new token costs one LSTM step and there is no context limit. The Transformer
+variant has no cache: ``next`` re-reads a window of its last ``max_len`` tokens (its position
+table's size), which is exact within the context and a sliding window beyond it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lstm_textgen import runtime
+from lstm_textgen.errors import TextgenError
+from lstm_textgen.tokenization import END_ID, START_ID, UNK_ID, TextTokenizer
+
+runtime.configure_keras()
+
+import keras  # noqa: E402
+import keras_hub  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import ops  # noqa: E402
+
+from lstm_textgen.model import LSTMLanguageModel, TransformerLanguageModel  # noqa: E402
+
+STRATEGIES = ("greedy", "temperature", "top_k", "top_p")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the next token is chosen."""
+
+    strategy: str = "top_k"  # greedy | temperature (plain sampling) | top_k | top_p
+    temperature: float = 1.0  # divides the logits before softmax; ignored by greedy
+    top_k: int = 40  # keep the k most likely tokens (top_k); optional cap for top_p (0 = none)
+    top_p: float = 0.9  # keep the smallest set with this much probability mass (top_p)
+    seed: int | None = 0  # sampling seed; same seed, same text
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise TextgenError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.temperature <= 0:
+            raise TextgenError(
+                f"temperature must be > 0 (use --strategy greedy for argmax), got {self.temperature}"
+            )
+        if self.top_k < 0:
+            raise TextgenError(f"top_k must be >= 0, got {self.top_k}")
+        if self.strategy == "top_k" and self.top_k < 1:
+            raise TextgenError("top_k sampling needs top_k >= 1")
+        if not 0.0 < self.top_p <= 1.0:
+            raise TextgenError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def make_sampler(config: SamplingConfig) -> keras_hub.samplers.Sampler:
+    """The keras-hub sampler for a strategy (a fresh one, so its seed restarts)."""
+    if config.strategy == "greedy":
+        return keras_hub.samplers.GreedySampler()
+    if config.strategy == "temperature":
+        return keras_hub.samplers.RandomSampler(seed=config.seed, temperature=config.temperature)
+    if config.strategy == "top_k":
+        return keras_hub.samplers.TopKSampler(
+            k=config.top_k, seed=config.seed, temperature=config.temperature
+        )
+    return keras_hub.samplers.TopPSampler(
+        p=config.top_p, k=config.top_k or None, seed=config.seed, temperature=config.temperature
+    )
+
+
+def _lstm_next(model: LSTMLanguageModel):
+    def next_fn(prompt, cache, index):
+        batch = ops.shape(prompt)[0]
+        token = ops.slice(prompt, [0, index - 1], [batch, 1])
+        logits, cache = model.call_with_state(token, cache, training=False)
+        return logits[:, 0, :], None, cache
+
+    return next_fn
+
+
+def _transformer_next(model: TransformerLanguageModel, total_length: int):
+    window = min(model.max_len, total_length)
+
+    def next_fn(prompt, cache, index):
+        batch = ops.shape(prompt)[0]
+        start = ops.maximum(index - window, 0)
+        tokens = ops.slice(prompt, [0, start], [batch, window])
+        logits = model(tokens, training=False)
+        position = index - 1 - start  # causal: tokens after it do not change its logits
+        return ops.take(logits, position, axis=1), None, cache
+
+    return next_fn
+
+
+def generate_ids(
+    model: keras.Model,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    sampling: SamplingConfig,
+    stop_token_ids: Sequence[int] = (END_ID,),
+) -> list[list[int]]:
+    """Continue each prompt by up to ``max_new_tokens``; returns only the new tokens per prompt.
+
+    Prompts may differ in length (the sampler keeps each prompt's own tokens where they are);
+    an empty prompt starts from ``<START>``. Generation stops at the first stop token, which is
+    not returned.
+    """
+    if max_new_tokens < 1:
+        raise TextgenError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    prompts = [list(p) if len(p) else [START_ID] for p in prompts]
+    if not prompts:
+        raise TextgenError("no prompts given")
+    lengths = np.asarray([len(p) for p in prompts])
+    start = int(lengths.min())
+    total = int(lengths.max()) + max_new_tokens
+    token_ids = np.zeros((len(prompts), total), dtype=np.int32)
+    mask = np.zeros((len(prompts), total), dtype=bool)
+    for row, prompt in enumerate(prompts):
+        token_ids[row, : len(prompt)] = prompt
+        mask[row, : len(prompt)] = True
+    sampler = make_sampler(sampling)
+    stops = tuple(stop_token_ids) or None
+
+    if isinstance(model, LSTMLanguageModel):
+        next_fn = _lstm_next(model)
+        # Read the prompt up to (not including) its last common token; `next` feeds that one.
+        _, cache = (
+            model.call_with_state(token_ids[:, : start - 1], None, training=False)
+            if start > 1
+            else (
+                None,
+                ops.zeros((len(prompts), 2 * model.num_layers, model.units), dtype=model.compute_dtype),
+            )
+        )
+    elif isinstance(model, TransformerLanguageModel):
+        next_fn = _transformer_next(model, total)
+        cache = ops.zeros((len(prompts), 1))  # unused placeholder: the samplers loop needs a value
+    else:
+        raise TextgenError(f"cannot generate with a {type(model).__name__}")
+
+    @tf.function(reduce_retracing=True)
+    def run(token_ids, cache, mask):
+        return sampler(next_fn, token_ids, cache=cache, index=start, mask=mask, stop_token_ids=stops)
+
+    out = np.asarray(run(tf.constant(token_ids), cache, tf.constant(mask)))
+    results = []
+    for row, prompt in enumerate(prompts):
+        new = out[row, len(prompt) :].tolist()
+        for i, tok in enumerate(new):
+            if stops and tok in stops:
+                new = new[:i]
+                break
+        results.append(new)
+    return results
+
+
+def encode_prompt(tokenizer: TextTokenizer, prompt: str) -> list[int]:
+    """Encode a prompt; an empty prompt becomes ``[<START>]``.
+
+    A prompt with some out-of-vocabulary tokens is kept (they read as ``<UNK>``, as in training);
+    a prompt made only of unknown tokens gives the model nothing to continue and is an error.
+    """
+    if not prompt:
+        return [START_ID]
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        return [START_ID]
+    if all(i == UNK_ID for i in ids):
+        raise TextgenError(
+            f"prompt {prompt!r}: none of its {len(ids)} tokens is in the model's {tokenizer.kind} "
+            f"vocabulary ({tokenizer.vocab_size} tokens); use words or characters from the training text"
+        )
+    return ids
+
+
+def unknown_fraction(ids: Sequence[int]) -> float:
+    return sum(1 for i in ids if i == UNK_ID) / max(len(ids), 1)

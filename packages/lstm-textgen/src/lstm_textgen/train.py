@@ -1,0 +1,336 @@
+"""Training with ``model.fit`` and the stock Keras callbacks.
+
+A run folder holds everything needed to sample, evaluate or resume::
+
+    config.json        data, model, training and runtime settings (read back by sample/evaluate)
+    tokenizer/         the fitted tokenizer
+    model.keras        the best model (lowest validation perplexity), written when training ends
+    checkpoints/       one full model per epoch (ModelCheckpoint)
+    backup/            BackupAndRestore state while training runs; an interrupted run resumes here
+    logs/              TensorBoard
+    history.csv        per-epoch loss, perplexity and learning rate (CSVLogger)
+    metrics.json       best validation perplexity, epochs run, training time and throughput
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from lstm_textgen import runtime
+from lstm_textgen.data import DataConfig, prepare_splits, train_and_eval_datasets
+from lstm_textgen.errors import TextgenError
+from lstm_textgen.tokenization import load_tokenizer
+
+runtime.configure_keras()
+
+import keras  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: E402
+
+from lstm_textgen.model import (  # noqa: E402
+    ModelConfig,
+    SparseCategoricalCrossentropyWithLabelSmoothing,
+    build_model,
+    count_params,
+    perplexity_metric,
+)
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; the defaults are the seed's."""
+
+    epochs: int = 10  # maximum epochs (EarlyStopping usually ends sooner on small corpora)
+    learning_rate: float = 1e-3  # Adam
+    clipnorm: float = 1.0  # per-variable gradient norm clip, against exploding LSTM gradients
+    label_smoothing: float = 0.1  # target smoothing of the loss (perplexity stays unsmoothed)
+    grad_accum_steps: int = 1  # >1 accumulates gradients over this many batches (small GPUs)
+    early_stopping_patience: int = 3  # epochs without a better validation perplexity
+    reduce_lr_patience: int = 1  # epochs on a plateau before the learning rate is halved
+    reduce_lr_factor: float = 0.5  # learning-rate multiplier on a plateau
+    min_learning_rate: float = 1e-5  # floor for ReduceLROnPlateau
+    steps_per_epoch: int | None = None  # cap batches per epoch (quick runs); None = whole split
+    seed: int = 0  # one seed for data order, initialisation and dropout
+    precision: str = "auto"  # auto (mixed_float16 on fast-fp16 GPUs, else float32) or a Keras policy
+    jit_compile: str = "auto"  # auto | on | off; auto lets Keras decide (XLA is off for cuDNN LSTMs)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise TextgenError(f"epochs must be >= 1, got {self.epochs}")
+        if self.learning_rate <= 0 or self.clipnorm <= 0:
+            raise TextgenError("learning_rate and clipnorm must be > 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise TextgenError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.grad_accum_steps < 1:
+            raise TextgenError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise TextgenError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        if self.jit_compile not in ("auto", "on", "off"):
+            raise TextgenError(f"jit_compile must be auto, on or off, got {self.jit_compile!r}")
+        if self.precision not in runtime.PRECISIONS:
+            raise TextgenError(
+                f"precision must be one of {', '.join(runtime.PRECISIONS)}, got {self.precision!r}"
+            )
+
+
+def compile_model(model: keras.Model, config: TrainConfig) -> keras.Model:
+    optimizer = keras.optimizers.Adam(
+        learning_rate=config.learning_rate,
+        clipnorm=config.clipnorm,
+        gradient_accumulation_steps=config.grad_accum_steps if config.grad_accum_steps > 1 else None,
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=SparseCategoricalCrossentropyWithLabelSmoothing(config.label_smoothing),
+        metrics=[perplexity_metric()],
+        jit_compile={"auto": "auto", "on": True, "off": False}[config.jit_compile],
+    )
+    return model
+
+
+class RichProgress(keras.callbacks.Callback):
+    """One rich progress bar per epoch with the running loss and perplexity."""
+
+    def __init__(self, console: Console, steps_per_epoch: int | None, epochs: int) -> None:
+        super().__init__()
+        self.console = console
+        self.steps = steps_per_epoch
+        self.epochs = epochs
+        self.progress: Progress | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.progress = Progress(
+            TextColumn(f"epoch {epoch + 1}/{self.epochs}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} batches"),
+            TextColumn("{task.fields[metrics]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=self.steps, metrics="")
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.progress is not None:
+            logs = logs or {}
+            text = f"loss {logs.get('loss', float('nan')):.3f} ppl {logs.get('perplexity', float('nan')):.2f}"
+            self.progress.update(self.task, completed=batch + 1, metrics=text)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        logs = logs or {}
+        lr = logs.get("learning_rate")
+        self.console.print(
+            f"epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', math.nan):.4f} "
+            f"ppl {logs.get('perplexity', math.nan):.3f} | val_loss {logs.get('val_loss', math.nan):.4f} "
+            f"val_ppl {logs.get('val_perplexity', math.nan):.3f}"
+            + (f" | lr {float(lr):.2e}" if lr is not None else "")
+        )
+
+
+# Model fields derived from the data (tokenizer size, window length), not chosen by the user.
+_DERIVED = {("model", "vocab_size"), ("model", "max_len")}
+
+
+def _check_out_dir(out_dir: Path, config: dict[str, Any], overwrite: bool) -> bool:
+    """Decide whether ``out_dir`` is new, a run to resume, or finished work to protect.
+
+    Runs before anything is written. Returns True when an interrupted run will resume from
+    ``backup/``.
+    """
+    if (out_dir / MODEL_FILE).exists() and not overwrite:
+        raise TextgenError(
+            f"{out_dir}: already holds a trained {MODEL_FILE}; choose another --out or pass --overwrite"
+        )
+    previous_path = out_dir / CONFIG_FILE
+    if previous_path.exists() and not overwrite:
+        previous = json.loads(previous_path.read_text(encoding="utf-8"))
+        changed = [
+            f"{section}.{key}"
+            for section in ("data", "model", "train")
+            for key in set(previous.get(section, {})) | set(config[section])
+            if (section, key) not in _DERIVED
+            and previous.get(section, {}).get(key) != config[section].get(key)
+        ]
+        if changed:
+            raise TextgenError(
+                f"{out_dir}: holds a run with different settings ({', '.join(sorted(changed))}); "
+                "resume it with the same options, choose another --out, or pass --overwrite"
+            )
+    return (out_dir / "backup").exists() and not overwrite
+
+
+def _jsonable(config: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(config)))
+
+
+def train(
+    data_config: DataConfig,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Train a model and write the run folder described in the module docstring.
+
+    ``model_config.vocab_size`` is replaced by the fitted tokenizer's size and ``max_len`` by
+    ``data_config.seq_len``. Returns the contents of ``metrics.json``.
+    """
+    console = console or Console(stderr=True)
+    out_dir = Path(out_dir)
+    runtime.seed_all(train_config.seed)
+    environment = runtime.configure_accelerator(train_config.precision)
+
+    config = {
+        "data": _jsonable(data_config),
+        "model": _jsonable(model_config),
+        "train": _jsonable(train_config),
+    }
+    resume = _check_out_dir(out_dir, config, overwrite)
+    tokenizer_dir = out_dir / "tokenizer"
+    existing = None
+    if resume and (tokenizer_dir / "tokenizer_config.json").exists():
+        existing = load_tokenizer(tokenizer_dir)  # a resumed run must keep its token ids
+    with console.status("reading, cleaning and tokenising the corpus"):
+        tokenizer, splits, source = prepare_splits(data_config, tokenizer_dir, existing)
+    model_config = replace(model_config, vocab_size=tokenizer.vocab_size, max_len=data_config.seq_len)
+    config["model"] = _jsonable(model_config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:  # explicit: start afresh instead of resuming an old backup or appending history
+        shutil.rmtree(out_dir / "backup", ignore_errors=True)
+        (out_dir / "history.csv").unlink(missing_ok=True)
+    config["runtime"] = {**environment, "source": source, "tensorflow_keras": keras.__version__}
+    config["splits"] = {name: {"tokens": s.n_tokens, "characters": len(s.text)} for name, s in splits.items()}
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    train_ds, val_ds = train_and_eval_datasets(data_config, splits, train_config.seed)
+    model = compile_model(build_model(model_config), train_config)
+    n_params = count_params(model)
+    steps = train_config.steps_per_epoch or int(train_ds.cardinality())
+    console.print(
+        f"[bold]{model_config.architecture}[/] with {n_params:,} parameters | tokenizer "
+        f"{tokenizer.kind} ({tokenizer.vocab_size} tokens) | corpus {source} | "
+        f"train/val/test tokens {splits['train'].n_tokens:,}/{splits['validation'].n_tokens:,}/"
+        f"{splits['test'].n_tokens:,} | {environment['device']} {environment['precision']}"
+        + (" | resuming from backup/" if resume else "")
+    )
+
+    monitor = {"monitor": "val_perplexity", "mode": "min"}
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir=str(out_dir / "backup")),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.EarlyStopping(
+            patience=train_config.early_stopping_patience, restore_best_weights=True, **monitor
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            factor=train_config.reduce_lr_factor,
+            patience=train_config.reduce_lr_patience,
+            min_lr=train_config.min_learning_rate,
+            **monitor,
+        ),
+        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch_{epoch:03d}.keras")),
+        keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs")),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
+        RichProgress(console, steps, train_config.epochs),
+    ]
+    started = time.perf_counter()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=train_config.epochs,
+        steps_per_epoch=train_config.steps_per_epoch,
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded, every epoch)
+        verbose=0,
+    )
+    seconds = time.perf_counter() - started
+    val_ppl = history.history.get("val_perplexity", [])
+    if not val_ppl or not all(math.isfinite(v) for v in val_ppl):
+        raise TextgenError(
+            f"{out_dir}: training diverged (non-finite loss); checkpoints so far are in {out_dir / 'checkpoints'}; "
+            "try a lower --lr"
+        )
+    model.save(out_dir / MODEL_FILE)
+    epochs_run = len(val_ppl)
+    tokens_seen = epochs_run * steps * data_config.batch_size * data_config.seq_len
+    metrics = {
+        "architecture": model_config.architecture,
+        "parameters": n_params,
+        "best_val_perplexity": float(min(val_ppl)),
+        "best_epoch": int(val_ppl.index(min(val_ppl)) + 1),
+        "epochs_run": epochs_run,
+        "train_seconds": seconds,
+        "train_tokens_per_s": tokens_seen / seconds if seconds > 0 else None,
+        "device": environment["device"],
+        "precision": environment["precision"],
+        "resumed": resume,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass from saved JSON, ignoring keys it does not know."""
+    known = {f.name for f in fields(cls)}
+    kwargs = {k: v for k, v in values.items() if k in known}
+    if "split" in kwargs:
+        kwargs["split"] = tuple(kwargs["split"])
+    return cls(**kwargs)
+
+
+def train_command(args: Any) -> int:
+    """``lstm-textgen train``: build the configs from parsed arguments, train, say where it went."""
+    from lm_shared.runtime import make_run_dir
+    from lstm_textgen.cli import DEFAULT_RUNS_ROOT, _data_config
+
+    data_config = _data_config(args)
+    model_config = ModelConfig(
+        architecture=args.model,
+        embedding_dim=args.embedding_dim,
+        lstm_units=args.lstm_units,
+        lstm_layers=args.lstm_layers,
+        dropout=args.dropout,
+        transformer_layers=args.transformer_layers,
+        max_len=data_config.seq_len,
+    )
+    train_config = TrainConfig(
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        label_smoothing=args.label_smoothing,
+        grad_accum_steps=args.grad_accum,
+        steps_per_epoch=args.steps_per_epoch,
+        early_stopping_patience=args.patience,
+        seed=args.seed,
+        precision=args.precision,
+        jit_compile=args.jit_compile,
+    )
+    out_dir = args.out if args.out is not None else make_run_dir(DEFAULT_RUNS_ROOT)
+    console = Console(stderr=True)
+    metrics = train(
+        data_config, model_config, train_config, Path(out_dir), overwrite=args.overwrite, console=console
+    )
+    console.print(
+        f"best validation perplexity {metrics['best_val_perplexity']:.3f} (epoch {metrics['best_epoch']}/"
+        f"{metrics['epochs_run']}) in {metrics['train_seconds']:.1f} s"
+    )
+    print(f"model saved to {Path(out_dir) / MODEL_FILE}")
+    print(
+        f'next: lstm-textgen sample --model {out_dir} --prompt "Shall I"   |   '
+        f"lstm-textgen evaluate --model {out_dir} --out {Path(out_dir) / 'eval.json'}"
+    )
+    return 0
