@@ -56,18 +56,20 @@ class SamplingConfig:
             raise TextgenError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
-def make_sampler(config: SamplingConfig) -> keras_hub.samplers.Sampler:
-    """The keras-hub sampler for a strategy (a fresh one, so its seed restarts)."""
+def make_sampler(config: SamplingConfig, vocab_size: int) -> keras_hub.samplers.Sampler:
+    """The keras-hub sampler for a strategy (a fresh one, so its seed restarts).
+
+    ``top_k`` is capped at the vocabulary size (a character vocabulary can be smaller than 40).
+    """
+    top_k = min(config.top_k, vocab_size)
     if config.strategy == "greedy":
         return keras_hub.samplers.GreedySampler()
     if config.strategy == "temperature":
         return keras_hub.samplers.RandomSampler(seed=config.seed, temperature=config.temperature)
     if config.strategy == "top_k":
-        return keras_hub.samplers.TopKSampler(
-            k=config.top_k, seed=config.seed, temperature=config.temperature
-        )
+        return keras_hub.samplers.TopKSampler(k=top_k, seed=config.seed, temperature=config.temperature)
     return keras_hub.samplers.TopPSampler(
-        p=config.top_p, k=config.top_k or None, seed=config.seed, temperature=config.temperature
+        p=config.top_p, k=top_k or None, seed=config.seed, temperature=config.temperature
     )
 
 
@@ -121,7 +123,7 @@ def generate_ids(
     for row, prompt in enumerate(prompts):
         token_ids[row, : len(prompt)] = prompt
         mask[row, : len(prompt)] = True
-    sampler = make_sampler(sampling)
+    sampler = make_sampler(sampling, model.vocab_size)
     stops = tuple(stop_token_ids) or None
 
     if isinstance(model, LSTMLanguageModel):
@@ -148,7 +150,7 @@ def generate_ids(
     out = np.asarray(run(tf.constant(token_ids), cache, tf.constant(mask)))
     results = []
     for row, prompt in enumerate(prompts):
-        new = out[row, len(prompt) :].tolist()
+        new = out[row, len(prompt) : len(prompt) + max_new_tokens].tolist()
         for i, tok in enumerate(new):
             if stops and tok in stops:
                 new = new[:i]

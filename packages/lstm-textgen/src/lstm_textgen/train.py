@@ -18,6 +18,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,7 @@ def train(
     *,
     overwrite: bool = False,
     console: Console | None = None,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
     """Train a model and write the run folder described in the module docstring.
 
@@ -247,6 +249,7 @@ def train(
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs")),
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
         RichProgress(console, steps, train_config.epochs),
+        *extra_callbacks,
     ]
     started = time.perf_counter()
     history = model.fit(

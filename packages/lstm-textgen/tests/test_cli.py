@@ -1,0 +1,117 @@
+"""End-to-end: the CLI trains, samples and evaluates a tiny model; bad input fails cleanly."""
+
+import csv
+import json
+from pathlib import Path
+
+import keras
+import pytest
+
+from lstm_textgen.cli import main, train_main
+from lstm_textgen.data import DataConfig
+from lstm_textgen.model import ModelConfig
+from lstm_textgen.train import TrainConfig, train
+
+EVAL_KEYS = {
+    "perplexity",
+    "bits_per_byte",
+    "bleu",
+    "distinct_1",
+    "distinct_2",
+    "distinct_3",
+    "repetition_rate",
+    "longest_repeated_run",
+    "samples",
+}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_train_args) -> Path:
+    out = tmp_path_factory.mktemp("run") / "lstm"
+    assert train_main([*tiny_train_args, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_a_complete_run_folder(trained_run: Path, capsys):
+    for name in ("config.json", "model.keras", "history.csv", "metrics.json", "tokenizer/vocab.json"):
+        assert (trained_run / name).exists(), name
+    assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == [
+        "epoch_001.keras",
+        "epoch_002.keras",
+    ]
+    assert any((trained_run / "logs").rglob("*tfevents*"))
+    assert not (trained_run / "backup").exists()  # BackupAndRestore cleans up after a finished run
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["data"]["seq_len"] == 32 and config["model"]["vocab_size"] > 4
+
+
+def test_sample_continues_the_prompt(trained_run: Path, capsys):
+    code = main(["sample", "--model", str(trained_run), "--prompt", "Shall I", "--max-new-tokens", "20"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Shall I") and len(out.rstrip("\n")) > len("Shall I")
+
+
+def test_evaluate_writes_the_contract_keys(trained_run: Path, tmp_path: Path):
+    out = tmp_path / "eval.json"
+    argv = [
+        "evaluate",
+        "--model",
+        str(trained_run),
+        "--out",
+        str(out),
+        "--prompts",
+        "3",
+        "--new-tokens",
+        "20",
+    ]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert EVAL_KEYS <= set(result)
+    assert 1.0 < result["perplexity"] < 200 and result["bits_per_byte"] > 0
+    assert set(result["samples"]) == {"greedy", "0.5", "1.0", "1.5"}
+    assert 0 <= result["distinct_1"] <= 1 and 0 <= result["bleu"] <= 100
+
+
+def test_finished_run_is_never_overwritten(trained_run: Path, tiny_train_args, capsys):
+    before = (trained_run / "model.keras").stat().st_mtime_ns
+    assert train_main([*tiny_train_args, "--out", str(trained_run)]) == 2
+    assert "already holds a trained model.keras" in capsys.readouterr().err
+    assert (trained_run / "model.keras").stat().st_mtime_ns == before
+
+
+def test_user_errors_exit_2_without_traceback(tmp_path: Path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"caf\xe9\n")
+    assert train_main(["--data", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.txt: not valid UTF-8" in err and "Traceback" not in err
+    assert main(["sample", "--model", str(tmp_path / "missing"), "--prompt", "x"]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    assert train_main(["--vocab-size", "3", "--out", str(tmp_path / "r2")]) == 2
+    assert "too small" in capsys.readouterr().err
+
+
+def test_unknown_prompt_is_reported(trained_run: Path, capsys):
+    assert main(["sample", "--model", str(trained_run), "--prompt", "@@@"]) == 2
+    assert "none of its 3 tokens" in capsys.readouterr().err
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_from_backup(tmp_path: Path):
+    data = DataConfig(seq_len=32, stride=16)
+    model = ModelConfig(lstm_units=16, embedding_dim=8)
+    config = TrainConfig(epochs=3, steps_per_epoch=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, model, config, tmp_path, extra_callbacks=[_Interrupt()])
+    assert (tmp_path / "backup").exists() and not (tmp_path / "model.keras").exists()
+    metrics = train(data, model, config, tmp_path)
+    assert metrics["resumed"] is True
+    with open(tmp_path / "history.csv") as f:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert epochs == [0, 1, 2]  # epochs 0-1 from the first run, 2 after resuming
