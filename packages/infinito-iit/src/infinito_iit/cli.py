@@ -290,6 +290,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         dropout_study=not args.no_dropout_study,
         match_parameters=not args.no_param_match,
+        proxy_bootstrap=args.proxy_bootstrap,
     )
     print(json.dumps({k: result[k] for k in ("iit", "baseline")}, indent=2))
     return 0
@@ -372,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dropout-study", action="store_true", help="skip the dropout 0.15 vs 0.25 runs")
     p.add_argument(
         "--no-param-match", action="store_true", help="do not widen the baseline MLP to equal parameters"
+    )
+    p.add_argument(
+        "--proxy-bootstrap", type=int, default=50, help="bootstrap replicates of the final Φ proxy"
     )
     p.set_defaults(func=_cmd_compare)
 

@@ -303,7 +303,6 @@ def train(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
-                "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "step": step,
                 "best_val": best_val,
@@ -324,7 +323,6 @@ def train(
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        generator.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         step, best_val = ckpt["step"], ckpt["best_val"]
         evals_without_improvement, history = ckpt["evals_without_improvement"], ckpt["history"]
@@ -358,7 +356,7 @@ def train(
         proxy_ids = proxy_ids[:-1]  # the padded tail chunk would add artificial repeats
     batches = _batches(len(data.train), train_config.batch_size, generator)
     for _ in range(step * train_config.grad_accum):
-        next(batches)  # replay the data order up to the resumed step
+        next(batches)  # replay the seeded data order up to the resumed step
 
     def run_eval(full: bool) -> dict[str, Any]:
         metrics = evaluate(

@@ -1,0 +1,181 @@
+"""``infinito bench``: what the IIT features cost in training throughput, and what the Φ proxy costs.
+
+Baseline and IIT steps are interleaved round by round and the median step time is kept, so a
+machine shared with other jobs slows both alike; the ratio is the number to read, not the
+absolute tokens/s. fp32 and, on CPUs with native bf16, bf16 autocast are both measured.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lm_shared.runtime import detect_device, save_config, seed_everything
+
+from .model import InfinitoConfig, InfinitoLM
+from .phi_proxy import model_phi_proxy
+
+
+def _step_fn(
+    model: InfinitoLM,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    dtype: torch.dtype | None,
+    device: str,
+):
+    def step() -> None:
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+            out = model(x[:, :-1], labels=x[:, 1:])
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_training(
+    configs: dict[str, InfinitoConfig],
+    seq_len: int,
+    batch_size: int,
+    steps: int,
+    dtype: torch.dtype | None,
+    device: str,
+) -> dict[str, dict[str, float]]:
+    """Median seconds per training step for each config, interleaved round-robin."""
+    seed_everything(0)
+    x = torch.randint(
+        0, min(c.vocab_size for c in configs.values()), (batch_size, seq_len + 1), device=device
+    )
+    fns = {}
+    for name, cfg in configs.items():
+        model = InfinitoLM(cfg).to(device).train()
+        fns[name] = _step_fn(model, torch.optim.AdamW(model.parameters(), lr=1e-4), x, dtype, device)
+        fns[name]()  # warm-up (allocations, autocast caches)
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(steps):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    tokens = batch_size * seq_len
+    return {
+        name: {"median_step_s": statistics.median(t), "tokens_per_s": tokens / statistics.median(t)}
+        for name, t in times.items()
+    }
+
+
+def measure_proxy(
+    config: InfinitoConfig, seq_len: int, n_sequences: int, ks: tuple[int, ...]
+) -> dict[str, Any]:
+    """Seconds for one Φ-proxy evaluation (forward passes + PCA + bipartition search) per K."""
+    seed_everything(0)
+    model = InfinitoLM(config).eval()
+    ids = torch.randint(0, config.vocab_size, (n_sequences, seq_len))
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        start = time.perf_counter()
+        model(ids)
+        out["forward_only_s"] = time.perf_counter() - start
+    for k in ks:
+        start = time.perf_counter()
+        report = model_phi_proxy(model, ids, k=k)
+        out[f"k{k}"] = {
+            "seconds": time.perf_counter() - start,
+            "search": report.search,
+            "n_pairs": report.n_pairs,
+        }
+    start = time.perf_counter()
+    model_phi_proxy(model, ids, k=ks[0], n_bootstrap=20)
+    out[f"k{ks[0]}_bootstrap20_s"] = time.perf_counter() - start
+    return out
+
+
+def run_bench(
+    model_config: InfinitoConfig, out: Path, *, seq_len: int = 128, batch_size: int = 16, steps: int = 10
+) -> dict[str, Any]:
+    device = detect_device()
+    seq_len = min(seq_len, model_config.max_seq_len)
+    iit = (
+        model_config
+        if model_config.uses_iit
+        else replace(model_config, iit_metrics=True, memory=True, lambda_phi=0.1, noise_std=0.05)
+    )
+    configs = {
+        "baseline": iit.baseline(),
+        "iit_metrics_only": replace(iit.baseline(), iit_metrics=True),
+        "iit_full": iit,
+    }
+    precisions: dict[str, torch.dtype | None] = {"32-true": None}
+    if device == "cuda" and torch.cuda.is_bf16_supported() or device == "cpu":
+        precisions["bf16-mixed"] = torch.bfloat16
+    results: dict[str, Any] = {
+        "device": device,
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "steps": steps,
+        "model_config": asdict(iit),
+        "note": "median step time, configs interleaved per round; taken on a shared machine, read the ratios",
+        "training": {},
+    }
+    for precision, dtype in precisions.items():
+        results["training"][precision] = measure_training(
+            configs, seq_len, batch_size, steps, dtype, device.split(":")[0]
+        )
+    fp32 = results["training"]["32-true"]
+    results["iit_overhead_ratio"] = fp32["iit_full"]["median_step_s"] / fp32["baseline"]["median_step_s"]
+    results["iit_metrics_overhead_ratio"] = (
+        fp32["iit_metrics_only"]["median_step_s"] / fp32["baseline"]["median_step_s"]
+    )
+    if "bf16-mixed" in results["training"]:
+        bf = results["training"]["bf16-mixed"]
+        results["iit_overhead_ratio_bf16"] = bf["iit_full"]["median_step_s"] / bf["baseline"]["median_step_s"]
+        results["bf16_speedup_baseline"] = fp32["baseline"]["median_step_s"] / bf["baseline"]["median_step_s"]
+    results["phi_proxy"] = measure_proxy(iit, seq_len, 32, (8, 12))
+    proxy_s = results["phi_proxy"]["k8"]["seconds"]
+    results["phi_proxy_cost_in_training_steps"] = proxy_s / fp32["iit_full"]["median_step_s"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_config(results, out)
+    _print(results, out)
+    return results
+
+
+def _print(results: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"infinito bench ({results['device']}, {results['torch_threads']} threads) -> {out}")
+    for col in ("precision", "variant", "tokens/s", "ms/step", "vs baseline"):
+        table.add_column(col, justify="right")
+    for precision, variants in results["training"].items():
+        base = variants["baseline"]["median_step_s"]
+        for name, v in variants.items():
+            table.add_row(
+                precision,
+                name,
+                f"{v['tokens_per_s']:.0f}",
+                f"{1000 * v['median_step_s']:.1f}",
+                f"{v['median_step_s'] / base:.2f}x",
+            )
+    console = Console()
+    console.print(table)
+    proxy = results["phi_proxy"]
+    console.print(
+        f"iit_overhead_ratio (fp32) = {results['iit_overhead_ratio']:.2f}x; Φ proxy per evaluation: "
+        f"K=8 {proxy['k8']['seconds']:.2f}s, K=12 {proxy['k12']['seconds']:.2f}s "
+        f"({results['phi_proxy_cost_in_training_steps']:.1f} training steps for K=8)"
+    )

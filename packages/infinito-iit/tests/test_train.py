@@ -1,0 +1,130 @@
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from infinito_iit.data import load_corpus, prepare_data
+from infinito_iit.errors import InfinitoError
+from infinito_iit.model import InfinitoConfig
+from infinito_iit.train import TrainConfig, evaluate, load_checkpoint, train
+
+MODEL = InfinitoConfig(
+    vocab_size=300,
+    max_seq_len=32,
+    d_model=32,
+    n_layers=1,
+    n_heads=2,
+    memory_slots=8,
+    segment_len=4,
+    complexity_window=4,
+)
+TRAIN = TrainConfig(
+    vocab_size=300, seq_len=32, batch_size=4, max_steps=4, eval_every=2, proxy_k=3, proxy_sequences=8
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepare_data(load_corpus(None), 32, vocab_size=300)
+
+
+def quiet(msg):
+    pass
+
+
+def test_train_writes_run_and_reports_all_units(tmp_path, data):
+    result = train(MODEL, TRAIN, tmp_path / "run", data=data, log=quiet, progress=False)
+    run = tmp_path / "run"
+    for name in (
+        "config.json",
+        "checkpoint.pt",
+        "best.pt",
+        "history.json",
+        "metrics.json",
+        "tokenizer.json",
+        "grad_health.jsonl",
+    ):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    final = result.final
+    for key in ("loss", "perplexity", "bits_per_byte", "word_perplexity", "phi_proxy", "phi_weights"):
+        assert key in final
+    assert final["perplexity"] == pytest.approx(math.exp(final["loss"]))
+    assert len(result.history["eval"]) == 2 and result.history["train"][-1]["step"] == 4
+    assert (
+        "phi_weight/temporal" in result.history["train"][0]
+        and result.history["train"][-1]["memory_writes"] > 0
+    )
+
+
+def test_evaluate_is_total_nll_over_total_tokens(data):
+    torch.manual_seed(0)
+    from infinito_iit.model import InfinitoLM
+
+    model = InfinitoLM(MODEL).eval()
+    v = data.valid
+    metrics = evaluate(
+        model, v.inputs, v.labels, data.tokenizer.byte_lengths(), v.n_words, v.n_bytes, batch_size=3
+    )
+    with torch.no_grad():
+        logits = model(v.inputs).logits
+    nll = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), v.labels.flatten(), ignore_index=-100, reduction="sum"
+    )
+    n = int((v.labels >= 0).sum())
+    assert metrics["loss"] == pytest.approx(float(nll) / n, rel=1e-5)
+    assert metrics["bits_per_byte"] == pytest.approx(float(nll) / (v.n_bytes * math.log(2)), rel=1e-5)
+    assert metrics["word_perplexity"] == pytest.approx(math.exp(float(nll) / v.n_words), rel=1e-5)
+
+
+def test_resume_continues_exactly(tmp_path, data):
+    straight = train(MODEL, TRAIN, tmp_path / "a", data=data, log=quiet, progress=False)
+    train(
+        MODEL,
+        TrainConfig(**{**TRAIN.__dict__, "max_steps": 2}),
+        tmp_path / "b",
+        data=data,
+        log=quiet,
+        progress=False,
+    )
+    resumed = train(MODEL, TRAIN, tmp_path / "b", resume=True, log=quiet, progress=False)
+    assert resumed.history["train"][-1]["step"] == 4
+    a = [e["loss"] for e in straight.history["train"]]
+    b = [e["loss"] for e in resumed.history["train"]]
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_resume_with_mismatched_config_fails_and_overwrites_nothing(tmp_path, data):
+    run = tmp_path / "run"
+    train(MODEL, TRAIN, run, data=data, log=quiet, progress=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    from dataclasses import replace
+
+    with pytest.raises(InfinitoError, match="d_model: checkpoint has 32, requested 64"):
+        train(replace(MODEL, d_model=64), TRAIN, run, resume=True, log=quiet, progress=False)
+    with pytest.raises(InfinitoError, match="already holds a checkpoint"):
+        train(MODEL, TRAIN, run, data=data, log=quiet, progress=False)
+    with pytest.raises(InfinitoError, match="does not match"):
+        load_checkpoint(run / "best.pt", replace(MODEL, n_layers=2))
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_seq_len_above_model_maximum_is_rejected(tmp_path, data):
+    with pytest.raises(InfinitoError, match="above the model's max_seq_len 32"):
+        train(MODEL, TrainConfig(**{**TRAIN.__dict__, "seq_len": 64}), tmp_path / "r", data=data, log=quiet)
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "best.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(InfinitoError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(InfinitoError, match="not found"):
+        load_checkpoint(Path(tmp_path / "nope.pt"))
+
+
+def test_train_config_validation():
+    with pytest.raises(InfinitoError, match="precision"):
+        TrainConfig(precision="fp8")
