@@ -118,3 +118,27 @@ def test_leakage_warning_only_for_wikitext_below_20():
     assert "leakage" in leakage_warning(wiki, {"perplexity": 18.99, "word_perplexity": 40.0})
     assert leakage_warning(wiki, {"perplexity": 216.46, "word_perplexity": 450.0}) is None
     assert leakage_warning(other, {"perplexity": 3.0}) is None
+
+
+def test_gpt2_tokenizer_path_with_a_local_gpt2_format_tokenizer(tmp_path):
+    from infinito_iit.data import GPT2BPE
+
+    text = "The river valley lies between two ranges of low hills. " * 30
+    # A byte-level BPE in the transformers format stands in for the GPT-2 download (offline test).
+    OwnBPE.train(text, 300).tok.to_transformers(eos_token="<|endoftext|>").save_pretrained(tmp_path / "gpt2")
+    tok = GPT2BPE(str(tmp_path / "gpt2"))
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text and int(tok.byte_lengths()[ids].sum()) == len(text.encode())
+
+
+def test_gpt2_tokenizer_unavailable_is_a_clear_error(monkeypatch):
+    import transformers
+
+    from infinito_iit.data import GPT2BPE
+
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
+    with pytest.raises(InfinitoError, match="--tokenizer bpe"):
+        GPT2BPE()

@@ -128,3 +128,19 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_train_config_validation():
     with pytest.raises(InfinitoError, match="precision"):
         TrainConfig(precision="fp8")
+
+
+def test_bf16_autocast_and_grad_accumulation_run(tmp_path, data):
+    cfg = TrainConfig(
+        **{**TRAIN.__dict__, "precision": "bf16-mixed", "grad_accum": 2, "max_steps": 2, "proxy_k": 0}
+    )
+    result = train(MODEL, cfg, tmp_path / "bf16", data=data, log=quiet, progress=False)
+    assert math.isfinite(result.final["loss"]) and result.history["train"][-1]["step"] == 2
+
+
+def test_early_stopping_when_validation_stops_improving(tmp_path, data):
+    cfg = TrainConfig(
+        **{**TRAIN.__dict__, "lr": 1e-9, "max_steps": 8, "eval_every": 1, "patience": 1, "proxy_k": 0}
+    )
+    result = train(MODEL, cfg, tmp_path / "es", data=data, log=quiet, progress=False)
+    assert result.stopped_early.startswith("early stopping") and result.history["train"][-1]["step"] < 8

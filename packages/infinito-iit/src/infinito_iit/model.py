@@ -52,7 +52,7 @@ class InfinitoConfig:
     phi_components: tuple[str, ...] = PHI_COMPONENTS  # components that enter the weighted phi
     learnable_phi_weights: bool = True  # softmax over 4 trainable logits (else fixed at init)
     phi_weight_init: tuple[float, ...] = (0.3, 0.3, 0.2, 0.2)  # the seed's initial mixture
-    lambda_phi: float = 0.1  # weight of the phi loss in the total loss; 0 turns the loss off
+    lambda_phi: float = 0.3  # weight of the phi loss (the seed's value, now really used); 0 = off
     phi_target: float = 0.8  # hinge target in (0, 1]: the phi loss is zero once phi >= target
     segment_len: int = 16  # recent-segment length for "integration across segments"
     complexity_window: int = 8  # window of recent states whose effective dimension is "complexity"
@@ -490,8 +490,8 @@ class InfinitoLM(nn.Module):
     ) -> InfinitoOutput:
         """Run the model; ``labels`` are the next tokens, aligned with ``input_ids`` (-100 = ignore).
 
-        ``compute_metrics`` defaults to the config's ``iit_metrics`` in training and to whatever the
-        memory needs in eval (the metrics are then diagnostics only).
+        ``compute_metrics`` defaults to the config's ``iit_metrics`` in training and to off in eval,
+        where nothing uses them (the memory only writes in training); pass True to inspect them.
         """
         cfg = self.config
         b, t = input_ids.shape
@@ -500,7 +500,7 @@ class InfinitoLM(nn.Module):
                 f"input has {t} tokens but the model's max_seq_len is {cfg.max_seq_len}"
             )
         if compute_metrics is None:
-            compute_metrics = cfg.iit_metrics and (self.training or cfg.memory)
+            compute_metrics = cfg.iit_metrics and self.training
         if compute_metrics and not cfg.iit_metrics:
             raise ValueError("compute_metrics=True needs a model built with iit_metrics=True")
         noisy = self.training and cfg.noise_std > 0
