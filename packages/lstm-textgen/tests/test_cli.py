@@ -73,6 +73,12 @@ def test_evaluate_writes_the_contract_keys(trained_run: Path, tmp_path: Path):
     assert 0 <= result["distinct_1"] <= 1 and 0 <= result["bleu"] <= 100
 
 
+def test_an_epoch_checkpoint_can_be_sampled(trained_run: Path, capsys):
+    checkpoint = trained_run / "checkpoints" / "epoch_001.keras"
+    assert main(["sample", "--model", str(checkpoint), "--prompt", "When", "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.startswith("When")
+
+
 def test_finished_run_is_never_overwritten(trained_run: Path, tiny_train_args, capsys):
     before = (trained_run / "model.keras").stat().st_mtime_ns
     assert train_main([*tiny_train_args, "--out", str(trained_run)]) == 2

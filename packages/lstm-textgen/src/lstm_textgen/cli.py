@@ -65,7 +65,7 @@ def _data_config(args: argparse.Namespace):
         lowercase=args.lowercase,
         keep_punctuation=not args.no_punctuation,
         seq_len=args.seq_len,
-        stride=args.stride or max(1, args.seq_len // 2),
+        stride=args.stride,
         split=args.split,
         batch_size=args.batch_size,
     )
@@ -168,6 +168,10 @@ def _bench_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=20, help="timed training steps per model")
     p.add_argument("--new-tokens", type=int, default=200, help="tokens generated per sampling timing")
     p.add_argument("--no-bf16", action="store_true", help="skip the CPU mixed_bfloat16 comparison")
+    p.add_argument("--seq-len", type=int, default=100, help="tokens per window (default 100)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto", help="XLA")
+    p.add_argument("--rounds", type=int, default=2, help="timed runs per measure; the fastest is kept")
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -30,7 +30,9 @@ class DataConfig:
     lowercase: bool = False  # fold case before tokenising
     keep_punctuation: bool = True  # False turns punctuation into spaces
     seq_len: int = 100  # tokens of context per training window (the seed's 100)
-    stride: int = 50  # start-to-start distance of training windows (50 = the seed's 50% overlap)
+    stride: int | None = (
+        None  # start-to-start distance of training windows; None = seq_len // 2 (50% overlap)
+    )
     split: tuple[float, ...] = (0.8, 0.1, 0.1)  # contiguous train/validation[/test] fractions
     batch_size: int = 32  # the seed's batch (fits an 8 GB card with a 10k vocabulary)
     shuffle_buffer: int = 10_000  # windows held by the shuffle buffer (all of them for small corpora)
@@ -43,6 +45,8 @@ class DataConfig:
             )
         if self.seq_len < 1:
             raise TextgenError(f"seq_len must be >= 1, got {self.seq_len}")
+        if self.stride is None:
+            object.__setattr__(self, "stride", max(1, self.seq_len // 2))
         if not 1 <= self.stride <= self.seq_len:
             raise TextgenError(f"stride must be in [1, seq_len={self.seq_len}], got {self.stride}")
         if self.batch_size < 1:

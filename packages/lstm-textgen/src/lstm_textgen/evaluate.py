@@ -38,9 +38,15 @@ DEFAULT_NEW_TOKENS = {"char": 200, "bpe": 60, "word": 40}  # about 40 words of c
 
 
 def load_run(path: str | Path) -> tuple[keras.Model, TextTokenizer, dict[str, Any], Path]:
-    """Load ``model.keras``, the tokenizer and ``config.json`` from a run folder (or its model file)."""
+    """Load a run: ``model.keras``, the tokenizer and ``config.json``.
+
+    ``path`` is a run folder, its ``model.keras``, or one of its ``checkpoints/epoch_NNN.keras``
+    (to sample from or evaluate an earlier epoch, or an interrupted run).
+    """
     path = Path(path)
     run_dir = path.parent if path.suffix == ".keras" else path
+    if path.suffix == ".keras" and run_dir.name == "checkpoints":
+        run_dir = run_dir.parent
     model_path = path if path.suffix == ".keras" else path / MODEL_FILE
     if not run_dir.is_dir():
         raise TextgenError(f"{run_dir}: no such run folder")

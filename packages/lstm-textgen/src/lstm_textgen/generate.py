@@ -10,7 +10,7 @@ table's size), which is exact within the context and a sliding window beyond it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,18 +97,17 @@ def _transformer_next(model: TransformerLanguageModel, total_length: int):
     return next_fn
 
 
-def generate_ids(
+def prepare_generation(
     model: keras.Model,
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int,
     sampling: SamplingConfig,
     stop_token_ids: Sequence[int] = (END_ID,),
-) -> list[list[int]]:
-    """Continue each prompt by up to ``max_new_tokens``; returns only the new tokens per prompt.
+) -> tuple[Callable[[], np.ndarray], list[list[int]]]:
+    """Set up a compiled sampling loop; returns ``(run, prompts)``.
 
-    Prompts may differ in length (the sampler keeps each prompt's own tokens where they are);
-    an empty prompt starts from ``<START>``. Generation stops at the first stop token, which is
-    not returned.
+    ``run()`` returns the [B, longest prompt + max_new_tokens] token buffer. Calling it again
+    reuses the traced graph (the sampler's random state carries on), which is what ``bench`` times.
     """
     if max_new_tokens < 1:
         raise TextgenError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -129,30 +128,44 @@ def generate_ids(
     if isinstance(model, LSTMLanguageModel):
         next_fn = _lstm_next(model)
         # Read the prompt up to (not including) its last common token; `next` feeds that one.
-        _, cache = (
-            model.call_with_state(token_ids[:, : start - 1], None, training=False)
-            if start > 1
-            else (
-                None,
-                ops.zeros((len(prompts), 2 * model.num_layers, model.units), dtype=model.compute_dtype),
-            )
-        )
+        if start > 1:
+            _, cache = model.call_with_state(token_ids[:, : start - 1], None, training=False)
+        else:
+            cache = ops.zeros((len(prompts), 2 * model.num_layers, model.units), dtype=model.compute_dtype)
     elif isinstance(model, TransformerLanguageModel):
         next_fn = _transformer_next(model, total)
-        cache = ops.zeros((len(prompts), 1))  # unused placeholder: the samplers loop needs a value
+        cache = ops.zeros((len(prompts), 1))  # unused placeholder: the sampler's loop needs a value
     else:
         raise TextgenError(f"cannot generate with a {type(model).__name__}")
 
-    @tf.function(reduce_retracing=True)
-    def run(token_ids, cache, mask):
+    @tf.function
+    def loop(token_ids, cache, mask):
         return sampler(next_fn, token_ids, cache=cache, index=start, mask=mask, stop_token_ids=stops)
 
-    out = np.asarray(run(tf.constant(token_ids), cache, tf.constant(mask)))
+    token_tensor, mask_tensor = tf.constant(token_ids), tf.constant(mask)
+    return (lambda: np.asarray(loop(token_tensor, cache, mask_tensor))), prompts
+
+
+def generate_ids(
+    model: keras.Model,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    sampling: SamplingConfig,
+    stop_token_ids: Sequence[int] = (END_ID,),
+) -> list[list[int]]:
+    """Continue each prompt by up to ``max_new_tokens``; returns only the new tokens per prompt.
+
+    Prompts may differ in length (the sampler keeps each prompt's own tokens where they are);
+    an empty prompt starts from ``<START>``. Generation stops at the first stop token, which is
+    not returned.
+    """
+    run, prompts = prepare_generation(model, prompts, max_new_tokens, sampling, stop_token_ids)
+    out = run()
     results = []
     for row, prompt in enumerate(prompts):
         new = out[row, len(prompt) : len(prompt) + max_new_tokens].tolist()
         for i, tok in enumerate(new):
-            if stops and tok in stops:
+            if tok in stop_token_ids:
                 new = new[:i]
                 break
         results.append(new)
