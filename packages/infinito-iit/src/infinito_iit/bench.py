@@ -78,28 +78,33 @@ def measure_training(
 
 
 def measure_proxy(
-    config: InfinitoConfig, seq_len: int, n_sequences: int, ks: tuple[int, ...]
+    config: InfinitoConfig, seq_len: int, n_sequences: int, ks: tuple[int, ...], repeats: int = 3
 ) -> dict[str, Any]:
-    """Seconds for one Φ-proxy evaluation (forward passes + PCA + bipartition search) per K."""
+    """Median seconds for one Φ-proxy evaluation per K: forward passes (model and shuffled-token
+    null), PCA, exhaustive bipartition search and the time-shuffled null; plus a 20-replicate
+    bootstrap and, for scale, one forward pass over the same sequences."""
     seed_everything(0)
     model = InfinitoLM(config).eval()
     ids = torch.randint(0, config.vocab_size, (n_sequences, seq_len))
-    out: dict[str, Any] = {}
+
+    def timed(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
     with torch.no_grad():
-        start = time.perf_counter()
-        model(ids)
-        out["forward_only_s"] = time.perf_counter() - start
+        out: dict[str, Any] = {"forward_only_s": timed(lambda: model(ids))}
     for k in ks:
-        start = time.perf_counter()
         report = model_phi_proxy(model, ids, k=k)
         out[f"k{k}"] = {
-            "seconds": time.perf_counter() - start,
+            "seconds": timed(lambda k=k: model_phi_proxy(model, ids, k=k)),
             "search": report.search,
             "n_pairs": report.n_pairs,
         }
-    start = time.perf_counter()
-    model_phi_proxy(model, ids, k=ks[0], n_bootstrap=20)
-    out[f"k{ks[0]}_bootstrap20_s"] = time.perf_counter() - start
+    out[f"k{ks[0]}_bootstrap20_s"] = timed(lambda: model_phi_proxy(model, ids, k=ks[0], n_bootstrap=20))
     return out
 
 

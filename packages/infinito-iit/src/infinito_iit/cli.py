@@ -292,7 +292,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         match_parameters=not args.no_param_match,
         proxy_bootstrap=args.proxy_bootstrap,
     )
-    print(json.dumps({k: result[k] for k in ("iit", "baseline")}, indent=2))
+    summary = {
+        k: {m: result[k][m] for m in ("bpb_mean", "bpb_std", "parameters")} for k in ("iit", "baseline")
+    }
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -114,8 +114,9 @@ def contrastive_search(
 def decode(
     model: InfinitoLM, prompt_ids: torch.Tensor, cfg: DecodingConfig, stop_ids: tuple[int, ...] = ()
 ) -> torch.Tensor:
-    """Continue ``prompt_ids`` ``[B, T]``; returns ``[B, T + n]``."""
+    """Continue ``prompt_ids`` ``[B, T]``; returns ``[B, T + n]`` on the model's device."""
     model.eval()
+    prompt_ids = prompt_ids.to(next(model.parameters()).device)
     if cfg.penalty_alpha > 0:
         penalties = build_processors(
             repetition_penalty=cfg.repetition_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size

@@ -212,10 +212,11 @@ def residual_states(
         raise ValueError(f"layer must be in [0, {n_layers}], got {layer}")
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     chunks = []
     try:
         for i in range(0, input_ids.shape[0], batch_size):
-            out = model(input_ids[i : i + batch_size], output_hidden_states=True)
+            out = model(input_ids[i : i + batch_size].to(device), output_hidden_states=True)
             chunks.append(out.hidden_states[layer].float().cpu().numpy())
     finally:
         model.train(was_training)
