@@ -71,6 +71,7 @@ def test_evaluate_writes_the_contract_keys(trained_run: Path, tmp_path: Path):
     assert 1.0 < result["perplexity"] < 200 and result["bits_per_byte"] > 0
     assert set(result["samples"]) == {"greedy", "0.5", "1.0", "1.5"}
     assert 0 <= result["distinct_1"] <= 1 and 0 <= result["bleu"] <= 100
+    assert 0 <= result["unk_rate"] < 0.01  # char level on the sonnets: (almost) nothing unknown
 
 
 def test_an_epoch_checkpoint_can_be_sampled(trained_run: Path, capsys):

@@ -20,7 +20,7 @@ import numpy as np
 from lstm_textgen import runtime
 from lstm_textgen.data import DataConfig, Split, prepare_splits, window_starts
 from lstm_textgen.errors import TextgenError
-from lstm_textgen.tokenization import END_ID, PAD_ID, TextTokenizer, load_tokenizer
+from lstm_textgen.tokenization import END_ID, PAD_ID, UNK_ID, TextTokenizer, load_tokenizer
 
 runtime.configure_keras()
 
@@ -171,6 +171,9 @@ def evaluate_run(
         "scored_tokens": nll.n_tokens,
         "scored_bytes": nll.n_bytes,
         "test_tokens": test.n_tokens,
+        # Share of test tokens that are <UNK>: the model is not charged for spelling those words
+        # out, so with a lossy (word) vocabulary perplexity and bits per byte are optimistic.
+        "unk_rate": float(np.mean(test.ids == UNK_ID)),
         "bleu": bleu,
         "bleu_setup": {
             "decoding": "greedy",
