@@ -1,0 +1,261 @@
+"""``tormented-mini`` command line: train | bench | ablate | fill-mask | info.
+
+``uv run --package tormented-mini train`` runs :func:`train_main` (the same as ``tormented-mini train``).
+User errors print ``error: ...`` on stderr and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tormented_mini.errors import USER_ERRORS, TormentedError
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
+
+
+# ==================================================================================== train
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from tormented_mini.train import TrainConfig
+
+    d = TrainConfig()
+    parser.add_argument(
+        "--model", choices=("mini", "frankenstein"), default=d.model, help="architecture family"
+    )
+    parser.add_argument(
+        "--size",
+        choices=("auto", "cpu", "full"),
+        default=d.size,
+        help="cpu preset, the seed's full size, or auto (full on a GPU)",
+    )
+    parser.add_argument(
+        "--out", default=d.out, help="run folder; becomes a Hugging Face model folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--data", default=None, help="UTF-8 text file or folder of .txt files (default: the embedded corpus)"
+    )
+    parser.add_argument(
+        "--hf-dataset", default=None, help="Hugging Face dataset name, e.g. erickfmm/red_pajama_es_hq_35"
+    )
+    parser.add_argument("--hf-config", default=None, help="dataset configuration name")
+    parser.add_argument("--hf-split", default=d.hf_split)
+    parser.add_argument("--text-field", default=d.text_field)
+    parser.add_argument("--max-docs", type=int, default=d.max_docs, help="documents read from --hf-dataset")
+    parser.add_argument("--vocab-size", type=int, default=d.vocab_size)
+    parser.add_argument("--seq-len", type=int, default=d.seq_len)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--max-steps", type=int, default=d.max_steps)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--ode-lr-scale", type=float, default=d.ode_lr_scale)
+    parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    parser.add_argument("--clip-norm", type=float, default=d.clip_norm)
+    parser.add_argument("--max-retries", type=int, default=d.max_retries)
+    parser.add_argument("--eval-every", type=int, default=d.eval_every)
+    parser.add_argument(
+        "--precision", choices=("auto", "32-true", "bf16-mixed", "16-mixed"), default=d.precision
+    )
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch default)")
+    parser.add_argument(
+        "--norm", dest="norm_type", choices=("layernorm", "dyt", "dynamic_tanh", "derf"), default=None
+    )
+    parser.add_argument("--hope", dest="use_hope", type=_bool, default=None, metavar="on|off")
+    parser.add_argument("--bitnet", dest="use_bitnet", type=_bool, default=None, metavar="on|off")
+    parser.add_argument("--moe", dest="use_moe", type=_bool, default=None, metavar="on|off")
+    parser.add_argument("--titan-memory", dest="use_titan_memory", type=_bool, default=None, metavar="on|off")
+    parser.add_argument(
+        "--model-config",
+        default=None,
+        help="JSON file of UltraConfig fields overriding the preset (layer_pattern, ...)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint.pt")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
+    from tormented_mini.train import TrainConfig
+
+    overrides: dict = {}
+    if args.model_config:
+        path = Path(args.model_config)
+        try:
+            overrides = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise TormentedError(f"{path}: model config file not found") from None
+        except json.JSONDecodeError as exc:
+            raise TormentedError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(overrides, dict):
+            raise TormentedError(f"{path}: expected a JSON object of UltraConfig fields")
+    names = {f for f in TrainConfig.__dataclass_fields__} - {"model_overrides"}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    return TrainConfig(**values, model_overrides=overrides)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tormented_mini.modeling_tormented import UltraConfig
+    from tormented_mini.train import MLMTrainer
+
+    cfg = config_from_args(args)
+    if cfg.model_overrides:
+        UltraConfig.frankenstein_cpu(**cfg.model_overrides)  # validates field names and values early
+    console = Console(stderr=True)
+    trainer = MLMTrainer(cfg, resume=args.resume, progress=not args.no_progress)
+    mc = trainer.model_config
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    console.print(
+        f"[bold]{cfg.model}[/] ({cfg.preset_name(trainer.device)}): hidden {mc.hidden_size}, {mc.num_layers} layers x "
+        f"{mc.num_loops} loops, {n_params / 1e6:.2f}M params, norm {mc.norm_type}, bitnet {mc.use_bitnet}, "
+        f"vocab {mc.vocab_size}, device {trainer.device}, precision {trainer.precision}, "
+        f"{trainer.corpus.train.shape[0]} train / {trainer.corpus.val.shape[0]} held-out rows"
+    )
+    result = trainer.run()
+    console.print(
+        f"step {result.steps}: held-out MLM loss {result.val_mlm_loss:.4f}, masked-token accuracy "
+        f"{result.val_masked_acc:.4f}, {result.seconds_per_step:.3f} s/step, saved to {result.out}"
+    )
+    if result.stopped:
+        console.print(f"[red]training stopped:[/] {result.stop_reason}")
+        return 1
+    return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``uv run --package tormented-mini train`` and ``tormented-mini train``."""
+    parser = argparse.ArgumentParser(
+        prog="tormented-mini train", description="Pre-train a Tormented-BERT masked LM."
+    )
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    return _guarded(run_train, args)
+
+
+# ==================================================================================== others
+def run_fill_mask(args: argparse.Namespace) -> int:
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+    folder = Path(args.model_dir)
+    if not (folder / "config.json").is_file():
+        raise TormentedError(
+            f"{folder}: not a model folder (no config.json); train one with `tormented-mini train`"
+        )
+    model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.mask_token not in args.text:
+        raise TormentedError(f"the text must contain {tokenizer.mask_token}")
+    fill = pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=args.top_k)
+    results = fill(args.text)
+    if results and isinstance(results[0], list):
+        results = [r for group in results for r in group]
+    for r in results:
+        print(f"{r['score']:.4f}  {r['token_str'].strip()!r:20}  {r['sequence']}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from tormented_mini.modeling_tormented import PRESETS, TormentedBertConfig, TormentedBertForMaskedLM
+
+    table = Table(title="Tormented-BERT presets")
+    for column in ("preset", "hidden", "layers x loops", "pattern", "norm", "bitnet", "params (M)"):
+        table.add_column(column)
+    for name, make in PRESETS.items():
+        config = make()
+        with torch.device("meta"):
+            model = TormentedBertForMaskedLM(TormentedBertConfig.from_ultra(config))
+        n = sum(p.numel() for p in model.parameters())
+        table.add_row(
+            name,
+            str(config.hidden_size),
+            f"{config.num_layers} x {config.num_loops}",
+            ",".join(config.layer_pattern),
+            config.norm_type,
+            str(config.use_bitnet),
+            f"{n / 1e6:.2f}",
+        )
+    Console().print(table)
+    return 0
+
+
+def _guarded(fn, args: argparse.Namespace) -> int:  # noqa: ANN001
+    from lm_shared.tokenization import TokenizerError
+
+    try:
+        return fn(args)
+    except (*USER_ERRORS, TokenizerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tormented-mini", description="Hybrid masked-LM encoder: train, benchmark, ablate."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_train = sub.add_parser(
+        "train", help="pre-train a masked LM (same as `uv run --package tormented-mini train`)"
+    )
+    add_train_arguments(p_train)
+    p_train.set_defaults(fn=run_train)
+
+    p_bench = sub.add_parser(
+        "bench", help="step time and peak memory of Mini vs Frankenstein, and per-block fwd+bwd time"
+    )
+    p_bench.add_argument("--out", required=True, help="JSON file to write")
+    p_bench.add_argument("--size", choices=("auto", "cpu", "full"), default="auto")
+    p_bench.add_argument("--batch-size", type=int, default=8)
+    p_bench.add_argument("--seq-len", type=int, default=128)
+    p_bench.add_argument("--steps", type=int, default=5, help="timed steps per model (after one warm-up)")
+    p_bench.add_argument("--threads", type=int, default=2)
+    p_bench.add_argument("--no-bf16", action="store_true", help="skip the bf16-autocast measurement")
+    p_bench.set_defaults(fn=lambda a: __import__("tormented_mini.bench", fromlist=["run"]).run(a))
+
+    p_ablate = sub.add_parser(
+        "ablate", help="dynamic_tanh vs DyT vs Derf, and HoPE on/off, same steps and data"
+    )
+    p_ablate.add_argument("--out", required=True, help="JSON file to write")
+    p_ablate.add_argument("--model", choices=("mini", "frankenstein"), default="mini")
+    p_ablate.add_argument("--data", default=None, help="text file or folder (default: the embedded corpus)")
+    p_ablate.add_argument("--max-steps", type=int, default=200)
+    p_ablate.add_argument("--batch-size", type=int, default=16)
+    p_ablate.add_argument("--seq-len", type=int, default=64)
+    p_ablate.add_argument("--lr", type=float, default=1e-3)
+    p_ablate.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed per variant")
+    p_ablate.add_argument("--threads", type=int, default=2)
+    p_ablate.add_argument(
+        "--runs-dir", default=None, help="where the runs' folders go (default: a temporary folder)"
+    )
+    p_ablate.set_defaults(fn=lambda a: __import__("tormented_mini.ablate", fromlist=["run"]).run(a))
+
+    p_fill = sub.add_parser(
+        "fill-mask", help="fill [MASK] with a trained model folder (transformers pipeline)"
+    )
+    p_fill.add_argument("model_dir")
+    p_fill.add_argument("text", help='e.g. "El caballero [MASK] el camino."')
+    p_fill.add_argument("--top-k", type=int, default=5)
+    p_fill.set_defaults(fn=run_fill_mask)
+
+    p_info = sub.add_parser("info", help="parameter counts of the presets")
+    p_info.set_defaults(fn=run_info)
+
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    return _guarded(args.fn, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
