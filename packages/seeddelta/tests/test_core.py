@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from seeddelta.bases import fit_base, fwht, hadamard
 from seeddelta.delta import DeltaConfig, encode, importance_weights, refit_values
 from seeddelta.errors import SeedDeltaError

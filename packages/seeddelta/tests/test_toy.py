@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from seeddelta.cli import main
 from seeddelta.toy import ToyConfig, make_pattern, run_toy
 

@@ -87,8 +87,365 @@ def _add_toy(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_toy)
 
 
+# -------------------------------------------------------------------------------------------- tiny
+def cmd_tiny_train(args: argparse.Namespace) -> int:
+    from seeddelta.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        seed=args.seed,
+        steps=args.steps,
+        docs_per_step=args.docs_per_step,
+        lr=args.lr,
+        precision=args.precision,
+        threads=args.threads,
+        max_minutes=args.max_minutes,
+        val_samples=args.val_samples,
+        init_from=args.init_from,
+    )
+    shape = {
+        "hidden_size": args.hidden_size,
+        "intermediate_size": args.intermediate_size,
+        "num_layers": args.num_layers,
+        "num_heads": args.num_heads,
+    }
+    report = train(Path(args.out), cfg, model_shape=shape, progress=not args.quiet)
+    em = report["exact_match"]
+    print(
+        f"exact_match copy={em.get('copy', 0):.3f} sum={em.get('sum', 0):.3f} brackets={em.get('brackets', 0):.3f} "
+        f"answer_nll={report['answer_nll']:.4f} ppl={report['ppl']:.3f} "
+        f"train_seconds={report['train_seconds']:.0f} -> {Path(args.out) / 'eval.json'}"
+    )
+    return 0
+
+
+def cmd_tiny_export(args: argparse.Namespace) -> int:
+    from seeddelta.gguf_io import export_checkpoint
+
+    path = export_checkpoint(Path(args.checkpoint), Path(args.out), args.dtype)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_tiny(sub: argparse._SubParsersAction) -> None:
+    from seeddelta.train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("tiny", help="harness B: the tiny trained model (train, export)")
+    tsub = p.add_subparsers(dest="tiny_command", required=True)
+    t = tsub.add_parser("train", help="train the tiny LLaMA on copy/sum/brackets and write DIR/eval.json")
+    t.add_argument(
+        "--out", required=True, help="run directory (model.pt, tokenizer.json, config.json, eval.json)"
+    )
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--steps", type=int, default=d.steps)
+    t.add_argument("--docs-per-step", type=int, default=d.docs_per_step)
+    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--precision", choices=("auto", "32-true", "bf16-mixed"), default=d.precision)
+    t.add_argument("--threads", type=int, default=d.threads)
+    t.add_argument("--val-samples", type=int, default=d.val_samples)
+    t.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--init-from", default=None, help="continue training from this run directory")
+    t.add_argument("--num-layers", type=int, default=8, help="model depth (seed proposal v1: 8)")
+    t.add_argument("--hidden-size", type=int, default=192, help="model width (192)")
+    t.add_argument("--intermediate-size", type=int, default=768, help="SwiGLU width (768)")
+    t.add_argument("--num-heads", type=int, default=6, help="attention heads (6)")
+    t.set_defaults(func=cmd_tiny_train)
+    e = tsub.add_parser("export", help="write a llama-arch GGUF of a trained checkpoint")
+    e.add_argument("--checkpoint", required=True, help="a `tiny train` run directory")
+    e.add_argument("--out", required=True, help="output .gguf")
+    e.add_argument("--dtype", choices=("f16", "f32"), default="f16")
+    e.set_defaults(func=cmd_tiny_export)
+
+
+# ------------------------------------------------------------------------------------------- build
+def cmd_build(args: argparse.Namespace) -> int:
+    from seeddelta.builder import BuildConfig, build
+
+    activations = None
+    if args.refit or args.act_metrics:
+        from seeddelta.calibrate import capture_ffn_inputs
+        from seeddelta.gguf_io import load_gguf_model
+        from seeddelta.tasks import make_split
+
+        model, tok, _ = load_gguf_model(args.input)
+        activations = capture_ffn_inputs(model, tok, make_split(args.seed + 7, args.calib_samples))
+    cfg = BuildConfig(
+        input=args.input,
+        output=args.output,
+        layers=args.layers,
+        K=args.K,
+        K_gate=args.K_gate,
+        K_up=args.K_up,
+        K_down=args.K_down,
+        kinds=tuple(f"ffn_{k}" for k in args.tensors.split(",")),
+        scheme=args.scheme,
+        block=args.block,
+        idx_type=args.idx_type,
+        val_type=args.val_type,
+        row_scale=args.row_scale,
+        base=args.base,
+        base_kind=args.base_kind,
+        base_max_samples=args.base_max_samples,
+        base_perm_trials=args.base_perm_trials,
+        imatrix=args.imatrix,
+        imatrix_eps=args.imatrix_eps,
+        imatrix_power=args.imatrix_power,
+        eval_cols=args.eval_cols,
+        eval_x=args.eval_x,
+        policy=args.policy,
+        policy_strict=args.policy_strict,
+        policy_export=args.policy_export,
+        strip_dense=args.strip_dense,
+        report_json=args.report_json,
+        seed=args.seed,
+        stack_cost_cap=args.stack_cost_cap,
+        delta_norm_clamp_down=args.delta_norm_clamp_down,
+        refit=args.refit,
+        activations=activations,
+    )
+    report = build(cfg, progress=not args.quiet)
+    print(
+        f"wrote {args.output}: {report['n_emitted']}/{len(report['weights'])} tensors emitted"
+        + (f", report {args.report_json}" if args.report_json else "")
+    )
+    return 0
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="encode a llama GGUF's FFN tensors with SeedΔ (the fork's builder)")
+    p.add_argument("-i", "--input", required=True, help="source GGUF (read only)")
+    p.add_argument("-o", "--output", required=True, help="SeedΔ GGUF to write")
+    p.add_argument("--layers", default=None, help='layers "A-B" or "1,3,5-6" (default: all)')
+    p.add_argument("--tensors", default="gate,up,down", help="FFN tensors to encode: any of gate,up,down")
+    p.add_argument("--K", type=int, default=32)
+    p.add_argument("--K-gate", type=int, default=None)
+    p.add_argument("--K-up", type=int, default=None)
+    p.add_argument("--K-down", type=int, default=None)
+    p.add_argument("--scheme", choices=("coo", "block"), default="coo")
+    p.add_argument("--block", type=int, default=32)
+    p.add_argument("--idx-type", choices=("i16", "i32"), default="i16")
+    p.add_argument("--val-type", choices=("f16", "f32"), default="f16")
+    p.add_argument("--row-scale", action="store_true")
+    p.add_argument("--base", action="store_true", help="fit the structured base W0")
+    p.add_argument("--base-kind", choices=("xor", "cyclic"), default="xor")
+    p.add_argument("--base-max-samples", type=int, default=2048)
+    p.add_argument("--base-perm-trials", type=int, default=1)
+    p.add_argument("--imatrix", default=None, help="llama.cpp GGUF imatrix (see `seeddelta imatrix`)")
+    p.add_argument("--imatrix-eps", type=float, default=1e-8)
+    p.add_argument("--imatrix-power", type=float, default=1.0)
+    p.add_argument("--eval-cols", type=int, default=0)
+    p.add_argument("--eval-x", type=int, default=0)
+    p.add_argument("--policy", default=None)
+    p.add_argument("--policy-strict", action="store_true")
+    p.add_argument("--policy-export", default=None)
+    p.add_argument("--strip-dense", action="store_true")
+    p.add_argument("--report-json", default=None)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--stack-cost-cap", type=float, default=float("inf"))
+    p.add_argument("--delta-norm-clamp-down", type=float, default=None)
+    p.add_argument(
+        "--refit", action="store_true", help="activation-aware refit of Δ values (tiny llama inputs)"
+    )
+    p.add_argument("--act-metrics", action="store_true", help="also report metrics on captured activations")
+    p.add_argument(
+        "--calib-samples", type=int, default=256, help="task samples used for calibration activations"
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+
+def cmd_imatrix(args: argparse.Namespace) -> int:
+    from seeddelta.calibrate import capture_ffn_inputs, write_imatrix
+    from seeddelta.gguf_io import load_gguf_model
+    from seeddelta.tasks import make_split
+
+    model, tok, _ = load_gguf_model(args.model)
+    acts = capture_ffn_inputs(model, tok, make_split(args.seed, args.samples), max_rows=1 << 30)
+    print(f"wrote {write_imatrix(Path(args.out), acts)}")
+    return 0
+
+
+def _add_imatrix(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "imatrix", help="importance matrix (llama.cpp GGUF layout) from calibration activations"
+    )
+    p.add_argument("--model", required=True, help="a llama GGUF the tiny model can load")
+    p.add_argument("--out", required=True)
+    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_imatrix)
+
+
+# -------------------------------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from seeddelta.evaluate import evaluate_model
+    from seeddelta.gguf_io import load_gguf_model
+    from seeddelta.tasks import validation_set
+
+    torch.set_num_threads(args.threads)
+    model, tok, info = load_gguf_model(args.model)
+    reference = load_gguf_model(args.reference)[0] if args.reference else None
+    samples = validation_set(args.seed, args.samples)
+    report = evaluate_model(model, tok, samples, reference, with_records=args.records)
+    report.update(
+        {"model": args.model, "reference": args.reference, "seeddelta_tensors": len(info["seeddelta"])}
+    )
+    _print_json(report, args.json)
+    em = report["exact_match"]
+    print(
+        "exact_match "
+        + " ".join(f"{k}={v:.3f}" for k, v in em.items())
+        + f" answer_nll={report['answer_nll']:.4f} ppl={report['ppl']:.3f} greedy_pack={report['greedy_pack']}"
+        + (f" kl={report['kl_to_reference']:.5f}" if reference is not None else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="the fixed evaluation protocol on a base, SeedΔ or quantized GGUF")
+    p.add_argument("--model", required=True)
+    p.add_argument("--reference", default=None, help="base GGUF for kl_to_reference")
+    p.add_argument("--json", default=None, help="write the report here (default: stdout)")
+    p.add_argument("--samples", type=int, default=400, help="held-out samples (the fork's 400)")
+    p.add_argument("--seed", type=int, default=1, help="dataset seed (the training seed)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--records", action="store_true", help="include per-sample predictions")
+    p.set_defaults(func=cmd_eval)
+
+
+# -------------------------------------------------------------------------------------------- scan
+def cmd_scan(args: argparse.Namespace) -> int:
+    import torch
+
+    from seeddelta.gguf_io import load_gguf_model
+    from seeddelta.scan import ScanConfig, scan
+
+    torch.set_num_threads(args.threads)
+    model, tok, _ = load_gguf_model(args.model)
+    cfg = ScanConfig(
+        K=args.K,
+        K_down=args.K_down or args.K,
+        kinds=tuple(f"ffn_{k}" for k in args.tensors.split(",")),
+        base=args.base,
+        row_scale=not args.no_row_scale,
+        samples=args.samples,
+        cliff_drop=args.cliff_drop,
+        tolerance=args.tolerance,
+        seed=args.seed,
+    )
+    report = scan(model, tok, cfg, Path(args.out), progress=not args.quiet)
+    cl = report["first_cliff"]
+    print(
+        f"base EM {report['base']['em_mean']:.3f}; first cliff: growing={cl['growing'] and cl['growing']['set']} "
+        f"interleaved={cl['interleaved'] and cl['interleaved']['set']}; safe layers {report['safe_layers']}; "
+        f"wrote {args.out}/scan.json, fragile_layers.md, scan.png, policy.recommended.json"
+    )
+    return 0
+
+
+def _add_scan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scan", help="per-layer and layer-set sensitivity, first cliff, fragile-layer table")
+    p.add_argument("--model", required=True, help="base llama GGUF (the tiny model)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--K", type=int, default=32)
+    p.add_argument("--K-down", type=int, default=None)
+    p.add_argument(
+        "--tensors", default="gate,up", help="FFN tensors to encode (the fork's tiny scans: gate,up)"
+    )
+    p.add_argument("--base", choices=("none", "xor", "cyclic"), default="xor")
+    p.add_argument("--no-row-scale", action="store_true")
+    p.add_argument("--samples", type=int, default=150)
+    p.add_argument("--cliff-drop", type=float, default=0.10)
+    p.add_argument("--tolerance", type=float, default=0.02)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_scan)
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    import torch
+
+    from seeddelta.baselines import run_baselines
+    from seeddelta.gguf_io import load_gguf_model
+
+    torch.set_num_threads(args.threads)
+    model, tok, _ = load_gguf_model(args.model)
+    densities = tuple(float(x) for x in args.densities.split(","))
+    report = run_baselines(
+        model,
+        tok,
+        Path(args.out),
+        densities=densities,
+        samples=args.samples,
+        calib_samples=args.calib_samples,
+        llamacpp_samples=args.llamacpp_samples,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print((Path(args.out) / "baselines.md").read_text())
+    return 0 if report["rows"] else 1
+
+
+def _add_baselines(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "baselines", help="quality vs bytes: SeedΔ, refit SeedΔ, magnitude pruning, Q8_0, Q4_0"
+    )
+    p.add_argument("--model", required=True, help="base llama GGUF (the tiny model)")
+    p.add_argument("--out", required=True, help="output directory (baselines.json/.md, quality_vs_bytes.png)")
+    p.add_argument("--densities", default="0.0625,0.125,0.25", help="kept fraction of each row's inputs")
+    p.add_argument("--samples", type=int, default=200)
+    p.add_argument("--calib-samples", type=int, default=200)
+    p.add_argument("--llamacpp-samples", type=int, default=40, help="prompts checked in llama.cpp (0 = skip)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_baselines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from seeddelta.bench import run_bench
+
+    report = run_bench(n_in=args.n_in, n_out=args.n_out, repeats=args.repeats, threads=args.threads)
+    _print_json(report, args.out)
+    table = Table(title=f"SeedΔ bench {args.n_out}x{args.n_in}, {args.threads} threads (fp32)")
+    table.add_column("key")
+    table.add_column("value", justify="right")
+    for key, value in report.items():
+        if key.startswith(("build_weights", "forward_ratio_k")) and key.count("_t") == 0:
+            table.add_row(key, f"{value:.4g}")
+    Console().print(table)
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="builder throughput and SeedDeltaLinear forward time vs dense")
+    p.add_argument("--out", required=True, help="JSON output")
+    p.add_argument("--n-in", type=int, default=2048)
+    p.add_argument("--n-out", type=int, default=5632)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_bench)
+
+
 # --------------------------------------------------------------------------------------------- main
-_ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_toy]
+_ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_toy,
+    _add_tiny,
+    _add_build,
+    _add_imatrix,
+    _add_eval,
+    _add_scan,
+    _add_baselines,
+    _add_bench,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

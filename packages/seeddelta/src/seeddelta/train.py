@@ -1,0 +1,214 @@
+"""Harness B training: tokenizer, packed answer-loss training of the tiny LLaMA, eval.json.
+
+Every sample is ``BOS + prompt + answer + EOS``; samples are packed whole into rows with
+per-document causal masks and positions restarting at 0 (so training sees exactly the positions
+inference uses), and the loss covers only the answer tokens (answer + EOS), as the issue asks.
+The fork trained on padded single samples with the padding in the loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lm_shared.data import document_causal_mask, pack_documents
+from lm_shared.runtime import autocast_dtype, detect_device, detect_precision, save_config, seed_everything
+from lm_shared.tokenization import BPETokenizer, train_bpe
+from seeddelta.errors import SeedDeltaError
+from seeddelta.evaluate import BOS_ID, EOS_ID, PAD_ID, SPECIALS, encode_sample, evaluate_model
+from seeddelta.model import ModelConfig, TinyLlama
+from seeddelta.tasks import make_split, training_stream, validation_set
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults sized for ~10 minutes on 2 free CPU cores."""
+
+    seed: int = 1  # the fork's dataset seed
+    steps: int = 2000  # optimizer steps
+    docs_per_step: int = 48  # samples per step, packed into rows of seq_len
+    seq_len: int = 128  # packed row length (samples are 25-70 tokens)
+    lr: float = 2e-3  # peak AdamW learning rate (tiny models tolerate a high one)
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 60  # linear warmup
+    weight_decay: float = 0.1  # AdamW decoupled decay on matrices
+    clip_norm: float = 1.0  # gradient clipping
+    val_samples: int = 400  # held-out split size (the fork's 400)
+    tokenizer_samples: int = 3000  # samples the BPE is trained on
+    vocab_size: int = 512  # BPE vocabulary (4 specials + 256 bytes + merges)
+    precision: str = "auto"  # auto | 32-true | bf16-mixed
+    threads: int = 2  # torch CPU threads
+    max_minutes: float | None = None  # optional wall-clock stop (the run records when it fired)
+    log_every: int = 50  # steps between log lines
+    init_from: str | None = None  # continue from this run directory's weights and tokenizer
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.docs_per_step < 1 or self.seq_len < 80:
+            raise SeedDeltaError("steps and docs_per_step must be >= 1 and seq_len >= 80")
+        if self.precision not in ("auto", "32-true", "bf16-mixed"):
+            raise SeedDeltaError(f"precision must be auto, 32-true or bf16-mixed, got {self.precision!r}")
+
+
+def train_tokenizer(seed: int, n: int, vocab_size: int) -> BPETokenizer:
+    """BPE trained with digits removed from its corpus, so no merge ever contains a digit.
+
+    Numbers are then tokenised one digit per token, as LLaMA's tokenizer does, which keeps sum
+    learnable by a small model; every byte still round-trips (byte-level BPE)."""
+    texts = [re.sub(r"[0-9]", "", s.text) for s in make_split(seed, n)]
+    return train_bpe(texts, vocab_size, SPECIALS, min_frequency=2)
+
+
+def _batch(tok: BPETokenizer, stream: Any, n_docs: int, seq_len: int) -> tuple[torch.Tensor, ...]:
+    docs, is_answer = [], []
+    for _ in range(n_docs):
+        e = encode_sample(tok, next(stream))
+        docs.append(e.prompt + e.answer)
+        is_answer.append([False] * len(e.prompt) + [True] * len(e.answer))
+    packed = pack_documents(docs, seq_len, PAD_ID)
+    target_mask = torch.zeros_like(packed.input_ids, dtype=torch.bool)
+    for r in range(packed.input_ids.shape[0]):
+        row_docs = packed.doc_ids[r]
+        for d in row_docs.unique().tolist():
+            if d < 0:
+                continue
+            where = (row_docs == d).nonzero()[:, 0]
+            target_mask[r, where] = torch.tensor(is_answer[d])
+    return packed.input_ids, packed.position_ids, document_causal_mask(packed.doc_ids), target_mask
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(
+    out_dir: Path, cfg: TrainConfig, model_shape: dict[str, int] | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Train, evaluate on the held-out split and write the run directory. Returns eval.json."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    if cfg.init_from:
+        init_model, tok, init_cfg = load_checkpoint(Path(cfg.init_from))
+        model_shape = {
+            k: getattr(init_cfg, k) for k in ("hidden_size", "intermediate_size", "num_layers", "num_heads")
+        }
+    else:
+        tok = train_tokenizer(cfg.seed, cfg.tokenizer_samples, cfg.vocab_size)
+    tok.save(out_dir)
+    try:
+        model_cfg = ModelConfig(vocab_size=tok.vocab_size, **(model_shape or {}))
+    except ValueError as exc:
+        raise SeedDeltaError(f"model shape: {exc}") from None
+    save_config({"model": asdict(model_cfg), "train": asdict(cfg)}, out_dir / "config.json")
+    device = detect_device()
+    precision = cfg.precision if cfg.precision != "auto" else detect_precision(device)
+    amp = autocast_dtype(precision)
+    seed_everything(cfg.seed)
+    model = TinyLlama(model_cfg)
+    if cfg.init_from:
+        model.load_state_dict(init_model.state_dict())
+    model = model.to(device)
+    decay = [p for n, p in model.named_parameters() if p.ndim == 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    val = validation_set(cfg.seed, cfg.val_samples)
+    # a continued run draws fresh samples (another stream) so it does not replay the first run's
+    stream = training_stream(cfg.seed + (7919 if cfg.init_from else 0), {s.prompt for s in val})
+    log_path = out_dir / "train_log.jsonl"
+    log = log_path.open("w")
+    t0 = time.perf_counter()
+    stopped_early = False
+    step = 0
+    with Progress(
+        TextColumn("train"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("train", total=cfg.steps, loss=float("nan"))
+        model.train()
+        for step in range(cfg.steps):
+            ids, pos, mask, tmask = (
+                t.to(device) for t in _batch(tok, stream, cfg.docs_per_step, cfg.seq_len)
+            )
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            with torch.autocast(device_type=device, dtype=amp, enabled=amp is not None):
+                logits, _ = model(ids, pos, mask)
+            tgt = ids[:, 1:][tmask[:, 1:]]
+            loss = F.cross_entropy(logits[:, :-1][tmask[:, 1:]].float(), tgt)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            if not torch.isfinite(grad_norm):
+                opt.zero_grad(set_to_none=True)  # skip a non-finite step instead of corrupting weights
+            else:
+                opt.step()
+            bar.update(task, advance=1, loss=loss.item())
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                rec = {
+                    "step": step,
+                    "loss": loss.item(),
+                    "lr": lr_at(step, cfg),
+                    "grad_norm": float(grad_norm),
+                    "elapsed_s": time.perf_counter() - t0,
+                }
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
+                stopped_early = True
+                break
+    log.close()
+    train_seconds = time.perf_counter() - t0
+    torch.save(model.state_dict(), out_dir / "model.pt")
+    t1 = time.perf_counter()
+    report = evaluate_model(model, tok, val)
+    report.update(
+        {
+            "steps_done": step + 1,
+            "stopped_by_max_minutes": stopped_early,
+            "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - t1,
+            "device": device,
+            "precision": precision,
+            "threads": cfg.threads,
+            "n_params": sum(p.numel() for p in model.parameters()),
+        }
+    )
+    (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def load_checkpoint(run_dir: Path) -> tuple[TinyLlama, BPETokenizer, ModelConfig]:
+    """Model (eval mode, CPU), tokenizer and config of a ``tiny train`` run directory."""
+    run_dir = Path(run_dir)
+    for name in ("config.json", "model.pt", "tokenizer.json"):
+        if not (run_dir / name).is_file():
+            raise SeedDeltaError(f"{run_dir}: not a tiny-train run directory ({name} is missing)")
+    cfg = json.loads((run_dir / "config.json").read_text())
+    model_cfg = ModelConfig(**cfg["model"])
+    model = TinyLlama(model_cfg)
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
+    model.eval()
+    return model, BPETokenizer.load(run_dir), model_cfg
+
+
+__all__ = ["BOS_ID", "EOS_ID", "TrainConfig", "load_checkpoint", "train", "train_tokenizer"]
