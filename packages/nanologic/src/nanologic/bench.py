@@ -1,0 +1,177 @@
+"""``nanologic bench``: every figure measured in one run on this machine, as ratios to a reference.
+
+- training throughput of our model vs transformers' ``LlamaForCausalLM`` of the same size (same
+  batch, forward + backward + AdamW step, loss on every token for both), fp32, plus ours under
+  bf16 autocast on the CPU;
+- padding efficiency (non-pad fraction) of naive padding to the batch's longest sequence vs
+  packing with document masks (and the length-bucketing sampler, for reference);
+- greedy decoding of 128 tokens with vs without the KV cache;
+- greedy decoding speed of the exported GGUF in llama.cpp vs PyTorch with the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from nanologic.data import SPECIAL_TOKENS, prompt_text, target_text
+from nanologic.model import NanoLogic, build_config
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def _train_step_fn(model, ids, labels_fn, autocast: bool = False):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = labels_fn(model, ids)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lm_shared.data import pack_documents
+    from lm_shared.tokenization import train_bpe
+    from nanologic.generator import generate
+    from nanologic.pipeline import clean
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    console = Console(stderr=True)
+    n_examples = 300 if quick else 2000
+    examples, _ = clean(generate(n_examples, seed=0))
+    records = [
+        {
+            "natural_language_input": e["natural_language_input"],
+            "atoms": {a["atom"]: a["definition"] for a in e["thought"]["identified_atoms"]},
+            "connectors": [
+                [c["connector"], c["natural_language_cue"]] for c in e["thought"]["identified_connectors"]
+            ],
+            "formula": e["output"]["formula"],
+        }
+        for e in examples
+    ]
+    texts = [prompt_text(r["natural_language_input"]) + target_text(r, False) for r in records]
+    tokenizer = train_bpe(texts, 8000, SPECIAL_TOKENS)
+    docs = tokenizer.encode_batch(texts)
+    preset = "tiny" if quick else "cpu"
+    cfg = build_config(preset, tokenizer.vocab_size, max_seq_len=512)
+    results: dict = {
+        "preset": preset,
+        "threads": threads,
+        "vocab_size": tokenizer.vocab_size,
+        "precision": "fp32",
+    }
+
+    # -- padding vs packing ------------------------------------------------------------------
+    batch_size = 32
+    order = list(range(len(docs)))
+    random.Random(0).shuffle(order)
+    real = padded = 0
+    for i in range(0, len(order), batch_size):
+        lengths = [len(docs[j]) for j in order[i : i + batch_size]]
+        real += sum(lengths)
+        padded += max(lengths) * len(lengths)
+    results["padding_efficiency"] = round(real / padded, 4)
+    pack_len = 256
+    packed = pack_documents([docs[j] for j in order], pack_len, tokenizer.token_to_id("<|pad|>"))
+    results["packing_efficiency"] = round(packed.efficiency, 4)
+    by_len = sorted(order, key=lambda j: len(docs[j]))
+    bucket_real = sum(len(d) for d in docs)
+    bucket_padded = sum(
+        max(len(docs[j]) for j in by_len[i : i + batch_size]) * len(by_len[i : i + batch_size])
+        for i in range(0, len(by_len), batch_size)
+    )
+    results["bucketing_efficiency"] = round(bucket_real / bucket_padded, 4)
+
+    # -- training throughput vs HF Llama ---------------------------------------------------------
+    T = 96 if not quick else 48
+    B = 16 if not quick else 4
+    ids = torch.randint(10, cfg.vocab_size, (B, T))
+    ours = NanoLogic(cfg)
+    hf_cfg = LlamaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_seq_len,
+        rms_norm_eps=cfg.rms_norm_eps,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    hf = LlamaForCausalLM(hf_cfg)
+
+    def ours_loss(model, x):
+        labels = torch.cat([x[:, 1:], torch.full_like(x[:, :1], -100)], dim=1)
+        return model(x, labels=labels)["loss"]
+
+    def hf_loss(model, x):
+        return model(input_ids=x, labels=x).loss
+
+    repeats = 2 if quick else 5
+    t_ours = _time(_train_step_fn(ours, ids, ours_loss), repeats)
+    t_hf = _time(_train_step_fn(hf, ids, hf_loss), repeats)
+    t_bf16 = _time(_train_step_fn(NanoLogic(cfg), ids, ours_loss, autocast=True), repeats)
+    results["train_tokens_per_s"] = round(B * T / t_ours, 1)
+    results["hf_llama_train_tokens_per_s"] = round(B * T / t_hf, 1)
+    results["train_speed_ratio_vs_hf"] = round(t_hf / t_ours, 3)
+    results["train_tokens_per_s_bf16_autocast"] = round(B * T / t_bf16, 1)
+    results["n_parameters"] = ours.num_parameters()
+    results["hf_n_parameters"] = sum(p.numel() for p in hf.parameters())
+
+    # -- KV cache -----------------------------------------------------------------------------
+    model = NanoLogic(
+        build_config(preset, tokenizer.vocab_size, max_seq_len=512, qk_norm=False, final_softcap=0.0)
+    ).eval()
+    prompt = docs[0][:24]
+    n_new = 128 if not quick else 32
+    t_cache = _time(lambda: model.generate([prompt], n_new), 1)
+    t_nocache = _time(lambda: model.generate([prompt], n_new, use_cache=False), 1)
+    results["kv_cache_speedup"] = round(t_nocache / t_cache, 3)
+    results["torch_decode_tokens_per_s"] = round(n_new / t_cache, 1)
+
+    # -- llama.cpp ------------------------------------------------------------------------------
+    from lm_shared.gguf import llamacpp_available, llamacpp_greedy, load_llamacpp
+    from nanologic.export import export_model
+
+    if llamacpp_available():
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_model(model, tokenizer, Path(tmp) / "bench.gguf")
+            llm = load_llamacpp(path, n_ctx=len(prompt) + n_new + 8)
+            t_cpp = _time(lambda: llamacpp_greedy(llm, prompt, n_new), 1)
+            results["llamacpp_decode_tokens_per_s"] = round(n_new / t_cpp, 1)
+    else:
+        results["llamacpp_decode_tokens_per_s"] = None
+        results["llamacpp_note"] = "llama-cpp-python not installed"
+
+    table = Table(title=f"nanologic bench ({preset} preset, {threads} threads, fp32 unless noted)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k, v in results.items():
+        table.add_row(k, str(v))
+    console.print(table)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results

@@ -1,0 +1,470 @@
+"""``nanologic <subcommand>``: the data pipeline, training, evaluation and use of the model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from nanologic.data import NanologicError
+
+PRESET_CHOICES = ("cpu", "tiny", "base", "base-export", "base-full")
+
+
+def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--out", type=Path, help="run directory (default: a new one under ./runs)")
+    parser.add_argument("--data", type=Path, help="directory with train/val/test.jsonl (default: generate)")
+    parser.add_argument(
+        "--n-generate", type=int, default=8000, help="raw examples to generate when --data is absent"
+    )
+    parser.add_argument(
+        "--preset", choices=PRESET_CHOICES, default="cpu", help="model size (cpu = the CPU default)"
+    )
+    parser.add_argument("--vocab-size", type=int, default=8000, help="BPE vocabulary (upper bound)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default from the preset)")
+    parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="stop training after this many minutes"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--optimizer", choices=("schedulefree", "adamw"), default="schedulefree")
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument(
+        "--grad-noise", type=float, default=0.0, help="η of annealed gradient noise (0 = off)"
+    )
+    parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of evaluation weights (0 = off)")
+    parser.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
+    parser.add_argument("--loss-on", choices=("output", "all"), default="output")
+    parser.add_argument("--packing", action="store_true", help="pack sequences with document masks")
+    parser.add_argument("--no-curriculum", action="store_true")
+    parser.add_argument(
+        "--cot-epochs", type=int, default=0, help="chain-of-thought phase-1 epochs before phase 2"
+    )
+    parser.add_argument("--val-check-interval", type=float, default=1.0)
+    parser.add_argument("--precision", default="auto", help="auto, 32-true, bf16-mixed, 16-mixed")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", help="'last' or a checkpoint path")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--grad-ckpt", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="autograd anomaly detection")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (1 is faster on a busy machine)")
+    parser.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test examples")
+    return parser
+
+
+_PRESET_EPOCHS = {"cpu": 10, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
+_PRESET_LR = {"cpu": 3e-3, "tiny": 3e-3, "base": 1e-3, "base-export": 1e-3, "base-full": 1e-3}
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from lm_shared.runtime import make_run_dir
+    from nanologic.runner import train_run
+    from nanologic.training import TrainConfig
+
+    tc = TrainConfig(
+        batch_size=args.batch_size,
+        lr=args.lr if args.lr is not None else _PRESET_LR[args.preset],
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        max_epochs=args.epochs if args.epochs is not None else _PRESET_EPOCHS[args.preset],
+        max_steps=args.max_steps,
+        optimizer=args.optimizer,
+        label_smoothing=args.label_smoothing,
+        grad_clip=args.grad_clip,
+        grad_noise=args.grad_noise,
+        ema_decay=args.ema,
+        accumulate_grad_batches=args.accumulate,
+        loss_on=args.loss_on,
+        packing=args.packing,
+        curriculum=not args.no_curriculum,
+        cot_epochs=args.cot_epochs,
+        val_check_interval=args.val_check_interval,
+        precision=args.precision,
+        seed=args.seed,
+        compile=args.compile,
+        grad_ckpt=args.grad_ckpt,
+        debug=args.debug,
+    )
+    out = args.out or make_run_dir("runs", "nanologic")
+    if args.resume is None and (out / "model.safetensors").exists():
+        raise NanologicError(
+            f"{out} already holds a trained model; choose another --out or pass --resume last"
+        )
+    report = train_run(
+        Path(out),
+        preset=args.preset,
+        train_config=tc,
+        data_dir=args.data,
+        n_generate=args.n_generate,
+        vocab_size=args.vocab_size,
+        resume=args.resume,
+        eval_limit=args.eval_limit,
+        max_minutes=args.max_minutes,
+        threads=args.threads,
+    )
+    print(json.dumps({k: report[k] for k in ("equivalence_accuracy", "n_test", "train_seconds")}))
+    return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    parser = _train_parser(
+        argparse.ArgumentParser(prog="nanologic train", description="Train a nanologic model.")
+    )
+    return _guard(lambda: _run_train(parser.parse_args(argv)))
+
+
+def _guard(fn) -> int:
+    try:
+        return fn()
+    except NanologicError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------------------------
+# data stages
+# ---------------------------------------------------------------------------------------------
+
+
+def _no_overwrite(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise NanologicError(f"{path} exists; pass --force to overwrite it")
+
+
+def _cmd_generate(args) -> int:
+    from nanologic.data import write_raw
+    from nanologic.generator import distinct_clauses, generate
+
+    _no_overwrite(args.out, args.force)
+    examples = generate(args.n, seed=args.seed)
+    write_raw(args.out, examples)
+    print(f"generated {len(examples)} examples ({distinct_clauses()} distinct clauses) -> {args.out}")
+    return 0
+
+
+def _stage(args, fn, **kwargs) -> int:
+    from nanologic.data import read_raw, write_raw
+    from nanologic.runner import print_report
+
+    _no_overwrite(args.out, args.force)
+    examples = read_raw(args.input)
+    out, report = fn(examples, **kwargs)
+    print_report(report)
+    write_raw(args.out, out)
+    print(f"{report.n_in} -> {report.n_out} examples -> {args.out}")
+    return 0
+
+
+def _cmd_clean(args) -> int:
+    from nanologic.pipeline import clean
+
+    return _stage(
+        args, clean, seed=args.seed, max_trivial_fraction=args.max_trivial_fraction, min_chars=args.min_chars
+    )
+
+
+def _cmd_verify(args) -> int:
+    from nanologic.data import read_raw, write_raw
+    from nanologic.pipeline import consistency_check
+    from nanologic.runner import print_report
+
+    _no_overwrite(args.out, args.force)
+    examples = read_raw(args.input)
+    kept, report = consistency_check(examples)
+    print_report(report)
+    if args.llm:
+        from nanologic.llm_verify import LLMVerifier, verify_with_llm
+
+        verifier = LLMVerifier(
+            base_url=args.base_url or os.environ.get("NANOLOGIC_API_BASE", ""),
+            model=args.model or os.environ.get("NANOLOGIC_MODEL", ""),
+            api_key=args.api_key or os.environ.get("NANOLOGIC_API_KEY", ""),
+            cache_path=args.cache,
+            max_retries=args.retries,
+            requests_per_minute=args.rpm,
+            price_in=args.price_in,
+            price_out=args.price_out,
+        )
+        kept, llm_report = verify_with_llm(kept, verifier)
+        print_report(llm_report)
+    write_raw(args.out, kept)
+    print(f"{len(examples)} -> {len(kept)} examples -> {args.out}")
+    return 0
+
+
+def _cmd_augment(args) -> int:
+    from nanologic.pipeline import augment
+
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    try:
+        return _stage(args, augment, kinds=kinds, per_example=args.per_example, seed=args.seed)
+    except ValueError as exc:
+        raise NanologicError(str(exc)) from None
+
+
+def _cmd_preprocess(args) -> int:
+    from nanologic.data import read_raw, write_jsonl
+    from nanologic.pipeline import preprocess
+    from nanologic.runner import print_report
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val", "test"):
+        _no_overwrite(args.out / f"{split}.jsonl", args.force)
+    splits, report = preprocess(read_raw(args.input), seed=args.seed)
+    print_report(report)
+    for name, rows in splits.items():
+        write_jsonl(args.out / f"{name}.jsonl", rows)
+    (args.out / "stats.json").write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
+    print(f"train/val/test = {report.notes['splits']} -> {args.out}")
+    return 0
+
+
+def _cmd_train_tokenizer(args) -> int:
+    from nanologic.runner import train_tokenizer
+
+    _no_overwrite(args.out / "tokenizer.json", args.force)
+    tok = train_tokenizer(args.data, args.out, args.vocab_size)
+    print(f"tokenizer with {tok.vocab_size} tokens -> {args.out / 'tokenizer.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation and use
+# ---------------------------------------------------------------------------------------------
+
+
+def _cmd_evaluate(args) -> int:
+    from nanologic.runner import evaluate_run, print_eval
+
+    data = args.data or (args.checkpoint / "data" / "test.jsonl")
+    report = evaluate_run(args.checkpoint, data, limit=args.limit)
+    print_eval(report)
+    return 0
+
+
+def _cmd_formalize(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nanologic.data import read_jsonl, write_jsonl
+    from nanologic.inference import Formalizer
+    from nanologic.logic import format_truth_table, parse
+
+    if args.input is None and not args.sentence:
+        raise NanologicError("give a sentence, or --input FILE.jsonl --output FILE.jsonl")
+    if args.input is not None and args.output is None:
+        raise NanologicError("--input needs --output")
+    formalizer = Formalizer.from_run(args.checkpoint)
+    if args.input is not None:
+        _no_overwrite(args.output, args.force)
+        rows = read_jsonl(args.input, required=("input",))
+        results = formalizer.formalize([r["input"] for r in rows])
+        out_rows = []
+        for row, res in zip(rows, results):
+            out_rows.append(
+                {
+                    **row,
+                    "atoms": res["atoms"],
+                    "connectors": [f"{s}: {c}" for s, c in res["connectors"]],
+                    "formula": res["formula"],
+                    "formula_ascii": res["formula_ascii"],
+                }
+            )
+        write_jsonl(args.output, out_rows)
+        print(f"{len(out_rows)} sentences -> {args.output}")
+        return 0
+    console = Console()
+    for sentence, res in zip(args.sentence, formalizer.formalize(args.sentence)):
+        console.print(f"[bold]{sentence}[/]")
+        for letter, definition in res["atoms"].items():
+            console.print(f"  {letter}: {definition}")
+        console.print("  conectores: " + " | ".join(f"{s}: {c}" for s, c in res["connectors"]))
+        console.print(f"  fórmula: [bold cyan]{res['formula']}[/]   ({res['formula_ascii']})")
+        if res["valid_formula"]:
+            rows = format_truth_table(parse(res["formula"]))
+            table = Table(*rows[0])
+            for row in rows[1:]:
+                table.add_row(*row)
+            console.print(table)
+        else:
+            console.print("  [red]the model's formula does not parse[/]")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from rich.console import Console
+
+    from nanologic.argument import check_argument
+    from nanologic.inference import Formalizer, shared_atoms, split_argument
+    from nanologic.logic import FormulaError, to_unicode
+
+    console = Console()
+    definitions: dict[str, str] = {}
+    if args.premises or args.conclusion:
+        if not (args.premises and args.conclusion):
+            raise NanologicError("--premise (one or more) and --conclusion go together")
+        try:
+            result = check_argument(args.premises, args.conclusion)
+        except FormulaError as exc:
+            raise NanologicError(f"unparsable formula: {exc}") from None
+    else:
+        if args.checkpoint is None or args.text is None:
+            raise NanologicError(
+                "give --checkpoint DIR and an argument text, or --premise/--conclusion formulas"
+            )
+        premises_text, conclusion_text = split_argument(args.text)
+        formalizer = Formalizer.from_run(args.checkpoint)
+        formulas, definitions = shared_atoms(formalizer.formalize([*premises_text, conclusion_text]))
+        for sentence, f in zip([*premises_text, conclusion_text], formulas):
+            console.print(f"  {sentence}  ->  {to_unicode(f)}")
+        result = check_argument(formulas[:-1], formulas[-1])
+    for letter, definition in definitions.items():
+        console.print(f"  {letter}: {definition}")
+    console.print("  premisas: " + " ; ".join(result.premises) + f"   ⊢ {result.conclusion}")
+    if result.valid:
+        console.print(f"[bold green]VÁLIDO[/] — {result.form or 'forma válida (sin nombre clásico)'}")
+    else:
+        console.print(f"[bold red]INVÁLIDO[/] — {result.fallacy or 'falacia formal (sin nombre clásico)'}")
+        row = ", ".join(f"{k} = {'V' if v else 'F'}" for k, v in result.counterexample.items())
+        console.print(f"  contraejemplo: {row} (premisas verdaderas, conclusión falsa)")
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    return 0 if result.valid or not args.exit_code else 1
+
+
+def _cmd_export(args) -> int:
+    from nanologic.export import export_gguf
+
+    _no_overwrite(args.out, args.force)
+    path = export_gguf(
+        args.checkpoint, args.out, dtype=args.dtype, allow_final_softcap=args.allow_final_softcap
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from nanologic.bench import run_bench
+
+    run_bench(args.out, quick=args.quick, threads=args.threads)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nanologic", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="generate raw Spanish examples (seed schema JSON)")
+    p.add_argument("--n", type=int, default=8000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("data/raw.json"))
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=_cmd_generate)
+
+    p = sub.add_parser("clean", help="parse, check atoms, dedup, subsample trivial formulas, normalise")
+    p.add_argument("input", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-trivial-fraction", type=float, default=0.05)
+    p.add_argument("--min-chars", type=int, default=5)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=_cmd_clean)
+
+    p = sub.add_parser("verify", help="deterministic consistency check, plus an optional LLM check")
+    p.add_argument("input", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--llm", action="store_true", help="also ask an OpenAI-compatible chat API")
+    p.add_argument("--base-url", help="API base URL (or NANOLOGIC_API_BASE)")
+    p.add_argument("--model", help="model name (or NANOLOGIC_MODEL)")
+    p.add_argument("--api-key", help="API key (or NANOLOGIC_API_KEY)")
+    p.add_argument("--cache", type=Path, default=Path("data/verify_cache.jsonl"))
+    p.add_argument("--retries", type=int, default=4)
+    p.add_argument("--rpm", type=float, default=60.0, help="requests per minute")
+    p.add_argument("--price-in", type=float, default=0.0, help="USD per 1M prompt tokens")
+    p.add_argument("--price-out", type=float, default=0.0, help="USD per 1M completion tokens")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=_cmd_verify)
+
+    p = sub.add_parser("augment", help="AST rewrites proven by truth table, and compositions")
+    p.add_argument("input", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--kinds", default="implication,de_morgan,double_negation,commutativity,composition")
+    p.add_argument("--per-example", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=_cmd_augment)
+
+    p = sub.add_parser("preprocess", help="balance, grouped pattern split 80/10/10, curriculum")
+    p.add_argument("input", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=_cmd_preprocess)
+
+    p = sub.add_parser("train-tokenizer", help="BPE with the 10 special tokens at ids 0-9")
+    p.add_argument("--data", type=Path, required=True, help="directory with train.jsonl")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=_cmd_train_tokenizer)
+
+    p = _train_parser(sub.add_parser("train", help="train (the same trainer as `uv run train`)"))
+    p.set_defaults(fn=_run_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run on a split")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, help="JSONL split (default: the run's test split)")
+    p.add_argument("--limit", type=int)
+    p.set_defaults(fn=_cmd_evaluate)
+
+    p = sub.add_parser("formalize", help="sentence(s) -> atoms, connectors, formula, truth table")
+    p.add_argument("sentence", nargs="*")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--input", type=Path, help="JSONL with a string field 'input' per line")
+    p.add_argument("--output", type=Path)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=_cmd_formalize)
+
+    p = sub.add_parser("check", help="validity of an argument (text with a model, or formulas)")
+    p.add_argument("text", nargs="?")
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--premise", dest="premises", action="append", default=[], help="a premise formula")
+    p.add_argument("--conclusion", help="the conclusion formula")
+    p.add_argument("--json", action="store_true", help="also print the result as JSON")
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when the argument is invalid")
+    p.set_defaults(fn=_cmd_check)
+
+    p = sub.add_parser("export-gguf", help="write a llama.cpp GGUF (llama architecture)")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--dtype", choices=("f32", "f16"), default="f32")
+    p.add_argument(
+        "--allow-final-softcap", action="store_true", help="drop the final soft-cap (greedy unchanged)"
+    )
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("bench", help="throughput, padding/packing efficiency, KV-cache and llama.cpp speed")
+    p.add_argument("--out", type=Path, default=Path("bench.json"))
+    p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(fn=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _guard(lambda: args.fn(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

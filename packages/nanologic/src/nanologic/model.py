@@ -1,0 +1,459 @@
+"""NanoLogic: a decoder-only transformer, in one file, top to bottom.
+
+Pre-norm blocks with RMSNorm (fp32 upcast), grouped-query attention with RoPE (interleaved
+pairs, as the seed; rotate-half on request), optional QK-norm, SwiGLU FFN, tied embeddings with
+an optional √d embedding scale, learnable head scale, optional attention/output logit soft-caps,
+z-loss, stochastic depth, and, as options, differential attention (Ye et al. 2024) and the seed's
+gate-residual FFN. The seed's DeepNorm α in a pre-norm stack is left out: with RMSNorm before every
+sublayer it only damps sublayer j by α^-j (see README).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass(frozen=True)
+class NanoLogicConfig:
+    vocab_size: int = 8000  # BPE vocabulary incl. the 10 special tokens
+    hidden_size: int = 512  # model width d
+    num_layers: int = 8  # transformer blocks
+    num_heads: int = 8  # query heads
+    num_kv_heads: int = 2  # key/value heads (GQA); must divide num_heads
+    intermediate_size: int = 1408  # SwiGLU width: a multiple of 64 near 8/3·d (quantisation-friendly)
+    max_seq_len: int = 1024  # longest sequence (RoPE table size)
+    dropout: float = 0.1  # dropout on attention output and FFN output
+    rope_theta: float = 10000.0  # RoPE base
+    rope_layout: str = "interleaved"  # "interleaved" (adjacent pairs, seed/GPT-J) or "half" (HF/NeoX)
+    rms_norm_eps: float = 1e-5  # RMSNorm epsilon
+    qk_norm: bool = True  # RMSNorm over head_dim on q and k before RoPE
+    embed_scale: bool = True  # multiply embeddings by √d (init compensates: std 1/√d)
+    head_scale: bool = True  # learnable scalar on the logits, init 1
+    attn_softcap: float = 0.0  # tanh soft-cap on attention scores (0 = off; needs the eager path)
+    final_softcap: float = 30.0  # tanh soft-cap on output logits (0 = off)
+    z_loss: float = 1e-4  # weight of mean(logsumexp²) (PaLM)
+    stochastic_depth: float = 0.1  # drop rate of the last block, linear from 0 at the first
+    differential_attention: bool = False  # softmax(q1k1) − λ·softmax(q2k2) (not runnable in llama.cpp)
+    gate_residual: bool = False  # SwiGLU + α·up with α init 0 (not runnable in llama.cpp)
+    tie_embeddings: bool = True  # LM head shares the embedding matrix
+    init_std: float = 0.02  # std of linear weights; residual outputs get init_std/√(2·layers)
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} not divisible by num_kv_heads {self.num_kv_heads}")
+        if self.head_dim % 2 or (self.differential_attention and self.head_dim % 4):
+            raise ValueError(
+                f"head_dim {self.head_dim} must be even (a multiple of 4 with differential attention)"
+            )
+        if self.rope_layout not in ("interleaved", "half"):
+            raise ValueError(f"rope_layout must be 'interleaved' or 'half', got {self.rope_layout!r}")
+        for name in ("dropout", "stochastic_depth"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1)")
+        if min(self.vocab_size, self.num_layers, self.intermediate_size, self.max_seq_len) <= 0:
+            raise ValueError("sizes must be positive")
+        if self.attn_softcap < 0 or self.final_softcap < 0 or self.z_loss < 0:
+            raise ValueError("soft-caps and z_loss must be >= 0")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    # The seed's ~20M configuration, for a GPU; all of its stable tricks on.
+    "base": dict(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=1408),
+    # The seed's configuration with its llama.cpp-incompatible options too.
+    "base-full": dict(
+        hidden_size=512,
+        num_layers=8,
+        num_heads=8,
+        num_kv_heads=2,
+        intermediate_size=1408,
+        attn_softcap=50.0,
+        differential_attention=True,
+        gate_residual=True,
+    ),
+    # The seed's size without QK-norm or attention soft-cap: exports to llama.cpp.
+    "base-export": dict(
+        hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=1408, qk_norm=False
+    ),
+    # CPU default: trains in minutes on 2 cores; exportable (no QK-norm, no soft-caps).
+    "cpu": dict(
+        hidden_size=128,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=384,
+        max_seq_len=256,
+        dropout=0.0,
+        qk_norm=False,
+        final_softcap=0.0,
+        stochastic_depth=0.0,
+    ),
+    # For tests: a few seconds per step on one core.
+    "tiny": dict(
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=128,
+        max_seq_len=256,
+        dropout=0.0,
+        stochastic_depth=0.0,
+    ),
+}
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) · γ, computed in fp32 (bf16/fp16 squares overflow or lose precision)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * self.weight.float()).type_as(x)
+
+
+def rope_cache(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # [T, hd/2]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str) -> torch.Tensor:
+    """Rotate x [B, H, T, hd] by position; cos/sin are [B, 1, T, hd/2]."""
+    x32 = x.float()
+    if layout == "interleaved":
+        x1, x2 = x32[..., 0::2], x32[..., 1::2]
+        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+    else:
+        x1, x2 = x32.chunk(2, dim=-1)
+        out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: NanoLogicConfig, layer_index: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        hd = cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * hd, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(cfg.num_heads * hd, cfg.hidden_size, bias=False)
+        qk_dim = hd // 2 if cfg.differential_attention else hd
+        self.q_norm = RMSNorm(qk_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(qk_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
+        if cfg.differential_attention:
+            # λ = exp(λq1·λk1) − exp(λq2·λk2) + λ_init, λ_init depending on depth (paper's schedule).
+            self.lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_index)
+            self.lambda_params = nn.Parameter(torch.randn(4, hd // 4) * 0.1)
+            self.diff_norm = RMSNorm(hd, cfg.rms_norm_eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        cfg = self.cfg
+        B, T, _ = x.shape
+        hd = cfg.head_dim
+        q = self.q_proj(x).view(B, T, cfg.num_heads, hd).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, cfg.num_kv_heads, hd).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, cfg.num_kv_heads, hd).transpose(1, 2)
+        if cfg.differential_attention:
+            # Two half-width query/key maps per head: [B, H, T, 2, hd/2] -> [B, 2H, T, hd/2].
+            q = (
+                q.view(B, cfg.num_heads, T, 2, hd // 2)
+                .transpose(2, 3)
+                .reshape(B, 2 * cfg.num_heads, T, hd // 2)
+            )
+            k = (
+                k.view(B, cfg.num_kv_heads, T, 2, hd // 2)
+                .transpose(2, 3)
+                .reshape(B, 2 * cfg.num_kv_heads, T, hd // 2)
+            )
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q, cos, sin, cfg.rope_layout)
+        k = apply_rope(k, cos, sin, cfg.rope_layout)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        present = (k, v)
+        if cfg.differential_attention:
+            out = self._differential(q, k, v, mask)
+        elif cfg.attn_softcap > 0:
+            out = self._eager(q, k, v, mask)
+        else:
+            if mask is None and past is not None and T > 1:
+                # A chunk after a cache: causal within the chunk, everything before it visible.
+                mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
+            is_causal = mask is None and T > 1
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=cfg.num_kv_heads != cfg.num_heads
+            )
+        out = out.transpose(1, 2).reshape(B, T, cfg.num_heads * hd)
+        return self.o_proj(out), present
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        groups = q.size(1) // k.size(1)
+        k = k.repeat_interleave(groups, dim=1)
+        scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(q.size(-1))
+        if self.cfg.attn_softcap > 0:
+            scores = self.cfg.attn_softcap * torch.tanh(scores / self.cfg.attn_softcap)
+        Tq, Tk = q.size(2), k.size(2)
+        if mask is None:
+            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
+        return scores.masked_fill(~mask, float("-inf")).softmax(-1)
+
+    def _eager(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        probs = self._scores(q, k, mask).type_as(v)
+        return probs @ v.repeat_interleave(q.size(1) // v.size(1), dim=1)
+
+    def _differential(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        cfg = self.cfg
+        B, _, T, _ = q.shape
+        probs = self._scores(q, k, mask).view(B, cfg.num_heads, 2, T, -1)
+        lq1, lk1, lq2, lk2 = self.lambda_params.float()
+        lam = torch.exp((lq1 * lk1).sum()) - torch.exp((lq2 * lk2).sum()) + self.lambda_init
+        diff = (probs[:, :, 0] - lam * probs[:, :, 1]).type_as(v)
+        out = diff @ v.repeat_interleave(cfg.num_heads // cfg.num_kv_heads, dim=1)
+        return self.diff_norm(out) * (1.0 - self.lambda_init)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: NanoLogicConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_alpha = nn.Parameter(torch.zeros(())) if cfg.gate_residual else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = self.up_proj(x)
+        hidden = F.silu(self.gate_proj(x)) * up
+        if self.gate_alpha is not None:
+            hidden = hidden + self.gate_alpha * up
+        return self.down_proj(hidden)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: NanoLogicConfig, layer_index: int) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg, layer_index)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = SwiGLU(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+        # Stochastic depth: linear in depth, 0 for the first block.
+        self.drop_rate = cfg.stochastic_depth * layer_index / max(1, cfg.num_layers - 1)
+
+    def _branch(self, y: torch.Tensor) -> torch.Tensor:
+        y = self.dropout(y)
+        if self.training and self.drop_rate > 0:
+            keep = torch.rand(y.size(0), 1, 1, device=y.device) >= self.drop_rate
+            y = y * keep.to(y.dtype) / (1.0 - self.drop_rate)  # inverted: nothing to do at inference
+        return y
+
+    def forward(self, x, cos, sin, mask, past):
+        attn, present = self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
+        x = x + self._branch(attn)
+        x = x + self._branch(self.mlp(self.post_attention_layernorm(x)))
+        return x, present
+
+
+class NanoLogic(nn.Module):
+    def __init__(self, cfg: NanoLogicConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.head_scale = nn.Parameter(torch.ones(())) if cfg.head_scale else None
+        cos, sin = rope_cache(
+            cfg.head_dim // 2 if cfg.differential_attention else cfg.head_dim, cfg.max_seq_len, cfg.rope_theta
+        )
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.gradient_checkpointing = False
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        cfg = self.config
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=cfg.init_std)
+        for block in self.layers:
+            for proj in (block.self_attn.o_proj, block.mlp.down_proj):
+                nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.num_layers))
+        # With the √d scale, std 1/√d gives unit-variance inputs and, tied, unit-scale logits at
+        # init (the seed's N(0,1)·√d gave logits of std ≈ 23 and a soft-cap binding from step 0).
+        std = 1.0 / math.sqrt(cfg.hidden_size) if cfg.embed_scale else cfg.init_std
+        nn.init.normal_(self.embed_tokens.weight, std=std)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def logits_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        logits = F.linear(h, weight)
+        if self.head_scale is not None:
+            logits = logits * self.head_scale
+        if self.config.final_softcap > 0:
+            cap = self.config.final_softcap
+            logits = cap * torch.tanh(logits / cap)
+        return logits
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: list | None = None,
+        use_cache: bool = False,
+        label_smoothing: float = 0.0,
+    ) -> dict:
+        """``labels[b, t]`` is the target for position t (-100 = ignored); the head only runs on
+        the positions that have a target, which halves the cost when only the output is trained.
+
+        ``attention_mask``: bool [B, Tq, Tk] or [B, 1, Tq, Tk], True = may attend; None = causal.
+        """
+        cfg = self.config
+        B, T = input_ids.shape
+        past_len = past_key_values[0][0].size(2) if past_key_values else 0
+        if position_ids is None:
+            position_ids = torch.arange(past_len, past_len + T, device=input_ids.device).expand(B, T)
+        if int(position_ids.max()) >= cfg.max_seq_len:
+            raise ValueError(f"sequence longer than max_seq_len={cfg.max_seq_len}")
+        cos = self.rope_cos[position_ids].unsqueeze(1)
+        sin = self.rope_sin[position_ids].unsqueeze(1)
+        mask = (
+            attention_mask.unsqueeze(1)
+            if attention_mask is not None and attention_mask.dim() == 3
+            else attention_mask
+        )
+        x = self.embed_tokens(input_ids)
+        if cfg.embed_scale:
+            x = x * math.sqrt(cfg.hidden_size)
+        presents = []
+        for i, block in enumerate(self.layers):
+            past = past_key_values[i] if past_key_values else None
+            if self.gradient_checkpointing and self.training:
+                x, present = checkpoint(block, x, cos, sin, mask, past, use_reentrant=False)
+            else:
+                x, present = block(x, cos, sin, mask, past)
+            presents.append(present)
+        h = self.norm(x)
+        out: dict = {"past_key_values": presents if use_cache else None}
+        if labels is None:
+            out["logits"] = self.logits_from_hidden(h)
+            return out
+        keep = labels != -100
+        logits = self.logits_from_hidden(h[keep]).float()
+        targets = labels[keep]
+        lse = torch.logsumexp(logits, dim=-1)
+        if label_smoothing > 0:
+            ce = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+        else:
+            # Same value as F.cross_entropy, reusing the log-partition the z-loss needs anyway.
+            ce = (lse - logits.gather(1, targets[:, None]).squeeze(1)).mean()
+        z = lse.pow(2).mean() if cfg.z_loss > 0 else logits.new_zeros(())
+        out.update(
+            loss=ce + cfg.z_loss * z, ce_loss=ce.detach(), z_loss=z.detach(), n_targets=int(keep.sum())
+        )
+        return out
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        *,
+        pad_id: int = 0,
+        stop_ids: tuple[int, ...] = (),
+        use_cache: bool = True,
+    ) -> list[list[int]]:
+        """Greedy decoding of a batch of prompts of any lengths (left-padded), with a KV cache.
+
+        Returns only the new tokens of each row, up to and including a stop token.
+        """
+        from lm_shared.sampling import generate as lm_generate
+
+        device = self.embed_tokens.weight.device
+        T0 = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), T0), pad_id, dtype=torch.long, device=device)
+        valid = torch.zeros(len(prompts), T0, dtype=torch.bool, device=device)
+        for i, p in enumerate(prompts):
+            ids[i, T0 - len(p) :] = torch.tensor(p, device=device)
+            valid[i, T0 - len(p) :] = True
+        start = T0 - valid.sum(1)  # first real position of each row
+
+        def step(input_ids: torch.Tensor, cache: list | None) -> tuple[torch.Tensor, list]:
+            T = input_ids.size(1)
+            past_len = cache[0][0].size(2) if cache else 0
+            key_pos = torch.arange(past_len + T, device=device)
+            query_pos = torch.arange(past_len, past_len + T, device=device)
+            # Keys must be real (not left padding) and not in the future.
+            mask = (key_pos[None, None, :] >= start[:, None, None]) & (
+                key_pos[None, None, :] <= query_pos[None, :, None]
+            )
+            # Padding queries see themselves, so no softmax row is empty (NaN would leak through V).
+            mask = mask | (key_pos[None, None, :] == query_pos[None, :, None])
+            positions = (query_pos[None, :] - start[:, None]).clamp(min=0)
+            out = self(
+                input_ids, position_ids=positions, attention_mask=mask, past_key_values=cache, use_cache=True
+            )
+            return out["logits"], out["past_key_values"]
+
+        def step_nocache(input_ids: torch.Tensor, cache: None) -> tuple[torch.Tensor, None]:
+            logits, _ = step(input_ids, None)
+            return logits, None
+
+        seq = lm_generate(
+            step if use_cache else step_nocache,
+            ids,
+            max_new_tokens,
+            stop_token_ids=stop_ids,
+            use_cache=use_cache,
+        )
+        results = []
+        for row in seq[:, T0:].tolist():
+            for j, tok in enumerate(row):
+                if tok in stop_ids:
+                    row = row[: j + 1]
+                    break
+            results.append(row)
+        return results
+
+
+def build_config(preset: str, vocab_size: int, **overrides) -> NanoLogicConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    return NanoLogicConfig(vocab_size=vocab_size, **{**PRESETS[preset], **overrides})

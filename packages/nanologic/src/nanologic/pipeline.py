@@ -1,0 +1,531 @@
+"""The data stages between ``generate`` and ``train-tokenizer``: clean, consistency check,
+augment (AST rewrites proven by truth table), preprocess (balance, grouped pattern split,
+curriculum). Each stage returns its output and a :class:`StageReport` of counts and reasons.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nanologic.data import COMPLEXITIES, example_id, normalize_text, record_from_raw, schema_problem
+from nanologic.logic import (
+    AND,
+    CONNECTORS,
+    IFF,
+    IMPLIES,
+    OR,
+    Atom,
+    Binary,
+    FormulaError,
+    Node,
+    Not,
+    atom_letters,
+    atoms,
+    connectors_used,
+    equivalent,
+    parse,
+    pattern,
+    rename,
+    subformulas,
+    to_ascii,
+    to_unicode,
+)
+
+
+@dataclass
+class StageReport:
+    stage: str
+    n_in: int = 0
+    n_out: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    notes: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "stage": self.stage,
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "rejected": dict(self.rejected),
+            **self.notes,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# clean
+# ---------------------------------------------------------------------------------------------
+
+TRIVIAL_PATTERNS = frozenset({"X", "¬X", "X → X"})
+
+
+def clean(
+    examples: list[dict], *, seed: int = 0, max_trivial_fraction: float = 0.05, min_chars: int = 5
+) -> tuple[list[dict], StageReport]:
+    """Parse, check atoms and parentheses, deduplicate, subsample trivial formulas, normalise.
+
+    ``max_trivial_fraction`` caps each trivial pattern (X, ¬X, X → X) at that share of the output.
+    """
+    report = StageReport("clean", n_in=len(examples))
+    kept: list[dict] = []
+    seen: set[tuple[str, str]] = set()
+    for ex in examples:
+        problem = schema_problem(ex)
+        if problem:
+            report.rejected[f"schema: {problem.split(':')[0]}"] += 1
+            continue
+        sentence = normalize_text(ex["natural_language_input"])
+        if len(sentence) < min_chars:
+            report.rejected[f"input shorter than {min_chars} characters"] += 1
+            continue
+        raw_formula = ex["output"]["formula"]
+        if raw_formula.count("(") != raw_formula.count(")"):
+            report.rejected["unbalanced parentheses"] += 1
+            continue
+        try:
+            formula = parse(raw_formula)
+        except FormulaError:
+            report.rejected["unparsable formula"] += 1
+            continue
+        declared = [a["atom"].strip() for a in ex["thought"]["identified_atoms"]]
+        if len(set(declared)) != len(declared):
+            report.rejected["atom declared twice"] += 1
+            continue
+        if set(declared) != set(atoms(formula)):
+            report.rejected["declared atoms differ from the formula's atoms"] += 1
+            continue
+        key = (sentence.lower(), to_unicode(formula))
+        if key in seen:
+            report.rejected["exact duplicate"] += 1
+            continue
+        seen.add(key)
+        out = dict(ex)
+        out["natural_language_input"] = sentence
+        out["id"] = ex.get("id") or example_id(sentence)
+        out["output"] = {"formula": to_unicode(formula), "formula_ascii": to_ascii(formula)}
+        out["thought"] = {
+            **ex["thought"],
+            "identified_atoms": [
+                {"atom": a["atom"].strip(), "definition": normalize_text(a["definition"])}
+                for a in ex["thought"]["identified_atoms"]
+            ],
+        }
+        kept.append(out)
+    # Subsample trivial patterns deterministically.
+    rng = random.Random(seed)
+    by_pattern: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(kept):
+        p = pattern(parse(ex["output"]["formula"]))
+        if p in TRIVIAL_PATTERNS:
+            by_pattern[p].append(i)
+    drop: set[int] = set()
+    cap = max(1, int(max_trivial_fraction * len(kept)))
+    for indices in by_pattern.values():
+        if len(indices) > cap:
+            drop.update(rng.sample(indices, len(indices) - cap))
+    if drop:
+        report.rejected["trivial formula subsampled"] += len(drop)
+    kept = [ex for i, ex in enumerate(kept) if i not in drop]
+    report.n_out = len(kept)
+    return kept, report
+
+
+# ---------------------------------------------------------------------------------------------
+# deterministic consistency check (the always-on part of `verify`)
+# ---------------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOP = {"el", "la", "los", "las", "un", "una", "de", "del", "en", "a", "al", "y", "o", "que", "se", "por"}
+
+
+def _stems(text: str) -> set[str]:
+    # Three-letter prefixes survive mood changes (sube/suba, revisa/revise, hay/haya).
+    return {w[:3] for w in _WORD.findall(text.lower()) if w not in _STOP}
+
+
+def consistency_problems(ex: dict) -> list[str]:
+    """Deterministic checks that need no model: connectors, cues and atoms agree with the text."""
+    problems = []
+    formula = parse(ex["output"]["formula"])
+    sentence = ex["natural_language_input"].lower()
+    declared = {c["connector"] for c in ex["thought"].get("identified_connectors", [])}
+    unknown = declared - set(CONNECTORS)
+    if unknown:
+        problems.append(f"unknown connector symbol {sorted(unknown)[0]!r}")
+    used = set(connectors_used(formula))
+    if declared and declared != used:
+        missing, extra = used - declared, declared - used
+        if missing:
+            problems.append(f"connector used but not declared: {''.join(sorted(missing))}")
+        if extra:
+            problems.append(f"connector declared but not used: {''.join(sorted(extra))}")
+    for c in ex["thought"].get("identified_connectors", []):
+        pieces = [p.strip() for p in c["natural_language_cue"].lower().split("...") if p.strip()]
+        if pieces and not all(p in sentence for p in pieces):
+            problems.append(f"cue {c['natural_language_cue']!r} not in the sentence")
+            break
+    sentence_stems = _stems(sentence)
+    definitions = []
+    for a in ex["thought"]["identified_atoms"]:
+        stems = _stems(a["definition"])
+        definitions.append(a["definition"].lower())
+        if not stems or len(stems & sentence_stems) < 0.5 * len(stems):
+            problems.append(f"atom {a['atom']} definition not grounded in the sentence")
+            break
+    if len(set(definitions)) != len(definitions):
+        problems.append("two atoms share a definition")
+    return problems
+
+
+def consistency_check(examples: list[dict]) -> tuple[list[dict], StageReport]:
+    report = StageReport("verify (deterministic)", n_in=len(examples))
+    kept = []
+    for ex in examples:
+        problems = consistency_problems(ex)
+        if problems:
+            report.rejected[problems[0].split(":")[0].split("'")[0].strip()] += 1
+        else:
+            kept.append(ex)
+    report.n_out = len(kept)
+    return kept, report
+
+
+# ---------------------------------------------------------------------------------------------
+# augment
+# ---------------------------------------------------------------------------------------------
+
+
+def _replace_at(
+    node: Node, target: int, fn: Callable[[Node], Node | None], counter: list[int]
+) -> Node | None:
+    """Apply ``fn`` to the ``target``-th node in pre-order; None if fn declines."""
+    index = counter[0]
+    counter[0] += 1
+    if index == target:
+        return fn(node)
+    if isinstance(node, Not):
+        child = _replace_at(node.child, target, fn, counter)
+        return None if child is None else Not(child)
+    if isinstance(node, Binary):
+        left = _replace_at(node.left, target, fn, counter)
+        if left is None:
+            return None
+        right = _replace_at(node.right, target, fn, counter)
+        return None if right is None else Binary(node.op, left, right)
+    return node
+
+
+def _implication(n: Node) -> Node | None:
+    return Binary(OR, Not(n.left), n.right) if isinstance(n, Binary) and n.op == IMPLIES else None
+
+
+def _de_morgan(n: Node) -> Node | None:
+    if isinstance(n, Not) and isinstance(n.child, Binary) and n.child.op in (AND, OR):
+        dual = OR if n.child.op == AND else AND
+        return Binary(dual, Not(n.child.left), Not(n.child.right))
+    if isinstance(n, Binary) and n.op in (AND, OR) and isinstance(n.left, Not) and isinstance(n.right, Not):
+        dual = OR if n.op == AND else AND
+        return Not(Binary(dual, n.left.child, n.right.child))
+    return None
+
+
+def _double_negation(n: Node) -> Node | None:
+    if isinstance(n, Not) and isinstance(n.child, Not):
+        return n.child.child
+    return Not(Not(n)) if isinstance(n, Atom) else None
+
+
+def _commutativity(n: Node) -> Node | None:
+    return Binary(n.op, n.right, n.left) if isinstance(n, Binary) and n.op in (AND, OR, IFF) else None
+
+
+REWRITES: dict[str, Callable[[Node], Node | None]] = {
+    "implication": _implication,
+    "de_morgan": _de_morgan,
+    "double_negation": _double_negation,
+    "commutativity": _commutativity,
+}
+AUGMENTATION_KINDS = (*REWRITES, "composition")
+
+
+def rewrite(formula: Node, kind: str, rng: random.Random) -> Node | None:
+    """Apply one ``kind`` rewrite at a random applicable node; returns None when none applies.
+
+    Raises AssertionError if the result is not equivalent (it never should be: that is the point).
+    """
+    fn = REWRITES[kind]
+    nodes = list(subformulas(formula))
+    candidates = [i for i, n in enumerate(nodes) if fn(n) is not None]
+    if not candidates:
+        return None
+    result = _replace_at(formula, rng.choice(candidates), fn, [0])
+    if result is None or not equivalent(result, formula):
+        raise AssertionError(f"{kind} rewrite of {to_unicode(formula)} is not equivalent")
+    return result
+
+
+def _lower_first(sentence: str, definitions: list[str]) -> str:
+    first = sentence.split(" ", 1)[0]
+    if any(d.startswith(first) for d in definitions):
+        return sentence  # starts with a proper noun such as "Marta"
+    return sentence[0].lower() + sentence[1:]
+
+
+def compose(a: dict, b: dict) -> dict:
+    """Join two examples with "además": formula (A) ∧ (B), atoms shared by definition, relettered."""
+    defs_a = {x["atom"]: x["definition"] for x in a["thought"]["identified_atoms"]}
+    defs_b = {x["atom"]: x["definition"] for x in b["thought"]["identified_atoms"]}
+    fa, fb = parse(a["output"]["formula"]), parse(b["output"]["formula"])
+    # Letters by first mention in the joined sentence: A's atoms in A's order, then B's new ones.
+    by_definition: dict[str, str] = {}
+    letters = iter(atom_letters(len(defs_a) + len(defs_b)))
+    map_a = {}
+    for letter in atoms(fa):
+        by_definition.setdefault(defs_a[letter], next(letters))
+        map_a[letter] = by_definition[defs_a[letter]]
+    map_b = {}
+    for letter in atoms(fb):
+        if defs_b[letter] not in by_definition:
+            by_definition[defs_b[letter]] = next(letters)
+        map_b[letter] = by_definition[defs_b[letter]]
+    formula = Binary(AND, rename(fa, map_a), rename(fb, map_b))
+    sentence_b = _lower_first(b["natural_language_input"], list(defs_b.values()))
+    sentence = a["natural_language_input"].rstrip(".") + "; además, " + sentence_b
+    connectors = a["thought"].get("identified_connectors", []) + [
+        {"connector": AND, "natural_language_cue": "además"}
+    ]
+    connectors += [c for c in b["thought"].get("identified_connectors", []) if c not in connectors]
+    steps = [
+        f"Primera parte: {a['output']['formula']} con {', '.join(f'{k} = «{v}»' for k, v in defs_a.items())}.",
+        f"Segunda parte: {b['output']['formula']} con {', '.join(f'{k} = «{v}»' for k, v in defs_b.items())}.",
+        "«además» une las dos partes con una conjunción (∧); renombro los átomos por orden de aparición.",
+        f"Fórmula: {to_unicode(formula)}.",
+    ]
+    return {
+        "id": example_id(sentence),
+        "source_id": a.get("source_id", a["id"]),
+        "natural_language_input": sentence,
+        "complexity": "advanced",
+        "thought": {
+            "reasoning_steps": [{"step": i + 1, "explanation": s} for i, s in enumerate(steps)],
+            "identified_atoms": [{"atom": letter, "definition": d} for d, letter in by_definition.items()],
+            "identified_connectors": connectors,
+        },
+        "output": {"formula": to_unicode(formula), "formula_ascii": to_ascii(formula)},
+        "block": a.get("block", "unknown"),
+        "augmented": True,
+        "augmentation_type": "composition",
+        "source_pattern": pattern(fa),
+        "composed_from": [a["id"], b["id"]],
+    }
+
+
+def augment(
+    examples: list[dict],
+    *,
+    kinds: tuple[str, ...] = AUGMENTATION_KINDS,
+    per_example: int = 1,
+    composition_fraction: float = 0.15,
+    seed: int = 0,
+) -> tuple[list[dict], StageReport]:
+    """Originals plus equivalent rewrites (same sentence, different but equivalent formula) and
+    compositions of two same-pattern simple examples (so a composed example never mixes splits).
+    """
+    unknown = set(kinds) - set(AUGMENTATION_KINDS)
+    if unknown:
+        raise ValueError(f"unknown augmentation kinds {sorted(unknown)}; choose from {AUGMENTATION_KINDS}")
+    rng = random.Random(seed)
+    report = StageReport("augment", n_in=len(examples))
+    out = []
+    for ex in examples:
+        ex = {**ex, "source_id": ex.get("source_id") or ex["id"]}
+        ex.setdefault("source_pattern", pattern(parse(ex["output"]["formula"])))
+        out.append(ex)
+    made: Counter = Counter()
+    rewrite_kinds = [k for k in kinds if k in REWRITES]
+    seen = {(ex["natural_language_input"], ex["output"]["formula"]) for ex in out}
+    if rewrite_kinds:
+        for ex in list(out):
+            formula = parse(ex["output"]["formula"])
+            for kind in rng.sample(rewrite_kinds, min(per_example, len(rewrite_kinds))):
+                new = rewrite(formula, kind, rng)
+                if new is None:
+                    continue
+                key = (ex["natural_language_input"], to_unicode(new))
+                if key in seen:
+                    continue
+                seen.add(key)
+                made[kind] += 1
+                out.append(
+                    {
+                        **ex,
+                        "id": example_id(ex["natural_language_input"] + to_unicode(new)),
+                        "output": {"formula": to_unicode(new), "formula_ascii": to_ascii(new)},
+                        "augmented": True,
+                        "augmentation_type": kind,
+                    }
+                )
+    if "composition" in kinds:
+        simple_by_pattern: dict[str, list[dict]] = defaultdict(list)
+        for ex in examples:
+            if ex["complexity"] == "simple" and not ex.get("augmented"):
+                simple_by_pattern[pattern(parse(ex["output"]["formula"]))].append(ex)
+        budget = int(composition_fraction * len(examples))
+        pairs = []
+        for group in simple_by_pattern.values():
+            group = group[:]
+            rng.shuffle(group)
+            pairs += [(group[i], group[i + 1]) for i in range(0, len(group) - 1, 2)]
+        rng.shuffle(pairs)
+        for a, b in pairs[:budget]:
+            a = {**a, "source_id": a.get("source_id") or a["id"]}
+            composed = compose(a, b)
+            composed["source_id"] = a["source_id"]
+            composed["partner_source_id"] = b.get("source_id") or b["id"]
+            out.append(composed)
+            made["composition"] += 1
+    report.n_out = len(out)
+    report.notes["made"] = dict(made)
+    return out, report
+
+
+# ---------------------------------------------------------------------------------------------
+# preprocess
+# ---------------------------------------------------------------------------------------------
+
+
+def _union_groups(examples: list[dict]) -> dict[str, str]:
+    """Source sentence -> group root; a composition links its two sources into one group."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for ex in examples:
+        root = find(ex["source_id"])
+        if ex.get("partner_source_id"):
+            parent[find(ex["partner_source_id"])] = root
+    return {k: find(k) for k in list(parent)}
+
+
+def preprocess(
+    examples: list[dict],
+    *,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    max_block_fraction: float = 0.25,
+    core_pattern_fraction: float = 0.02,
+    seed: int = 0,
+) -> tuple[dict[str, list[dict]], StageReport]:
+    """Balance, split by logical pattern grouped by source sentence, order train by curriculum.
+
+    The split unit is a group of source sentences (a sentence, its rewrites and compositions);
+    groups are assigned by the pattern of their source formula, with atoms abstracted. Val/test
+    examples whose own pattern also occurs in train are dropped, so every evaluated formula has a
+    pattern the model never trained on.
+    """
+    if abs(sum(fractions) - 1.0) > 1e-6 or any(f <= 0 for f in fractions):
+        raise ValueError(f"fractions must be positive and sum to 1, got {fractions}")
+    rng = random.Random(seed)
+    report = StageReport("preprocess", n_in=len(examples))
+    for ex in examples:
+        ex.setdefault("source_id", ex["id"])
+        ex.setdefault("source_pattern", pattern(parse(ex["output"]["formula"])))
+
+    # Balance complexity on source sentences (so a group is kept or dropped whole).
+    sources = {ex["source_id"]: ex for ex in examples if not ex.get("augmented")}
+    by_complexity: dict[str, list[str]] = defaultdict(list)
+    for sid, ex in sources.items():
+        by_complexity[ex["complexity"]].append(sid)
+    present = [c for c in COMPLEXITIES if by_complexity[c]]
+    cap = int(1.1 * min(len(by_complexity[c]) for c in present)) if present else 0
+    keep_sources: set[str] = set()
+    for c in present:
+        ids = sorted(by_complexity[c])
+        rng.shuffle(ids)
+        keep_sources.update(ids[:cap])
+        if len(ids) > cap:
+            report.rejected[f"complexity balance ({c})"] += len(ids) - cap
+    # No block above max_block_fraction of the kept sources.
+    by_block: dict[str, list[str]] = defaultdict(list)
+    for sid in sorted(keep_sources):
+        by_block[sources[sid].get("block", "unknown")].append(sid)
+    if len(by_block) * max_block_fraction >= 1.0:
+        total = len(keep_sources)
+        for block, ids in sorted(by_block.items(), key=lambda kv: -len(kv[1])):
+            limit = int(max_block_fraction * total)
+            if len(ids) > limit:
+                rng.shuffle(ids)
+                for sid in ids[limit:]:
+                    keep_sources.discard(sid)
+                report.rejected[f"block cap ({block})"] += len(ids) - limit
+    # Augmentations whose source is not in the file (user data) count as their own source.
+    kept = [
+        ex
+        for ex in examples
+        if ex["source_id"] in keep_sources or (ex.get("augmented") and ex["source_id"] not in sources)
+    ]
+    kept = [ex for ex in kept if not ex.get("partner_source_id") or ex["partner_source_id"] in keep_sources]
+
+    groups = _union_groups(kept)
+    group_pattern: dict[str, str] = {}
+    for ex in kept:
+        group_pattern.setdefault(groups[ex["source_id"]], ex["source_pattern"])
+    pattern_size: Counter = Counter()
+    for ex in kept:
+        pattern_size[group_pattern[groups[ex["source_id"]]]] += 1
+    patterns = sorted(pattern_size)
+    rng.shuffle(patterns)
+    names = ("train", "val", "test")
+    counts = dict.fromkeys(names, 0)
+    assignment: dict[str, str] = {}
+    total = sum(pattern_size.values())
+    # A pattern holding more than `core_pattern_fraction` of the data (p → q, p ∧ q, ...) stays in
+    # train: held out, one such pattern would be most of the test set.
+    core = {p for p in patterns if pattern_size[p] > core_pattern_fraction * total}
+    for p in sorted(core):
+        assignment[p] = "train"
+        counts["train"] += pattern_size[p]
+    report.notes["core_patterns_in_train"] = len(core)
+    for p in (p for p in patterns if p not in core):
+        # Fill the split that is furthest below its target share.
+        split = min(names, key=lambda s: counts[s] / (fractions[names.index(s)] * total))
+        assignment[p] = split
+        counts[split] += pattern_size[p]
+    splits: dict[str, list[dict]] = {n: [] for n in names}
+    for ex in kept:
+        splits[assignment[group_pattern[groups[ex["source_id"]]]]].append(ex)
+    train_patterns = {pattern(parse(ex["output"]["formula"])) for ex in splits["train"]}
+    for name in ("val", "test"):
+        before = len(splits[name])
+        splits[name] = [
+            ex for ex in splits[name] if pattern(parse(ex["output"]["formula"])) not in train_patterns
+        ]
+        if before != len(splits[name]):
+            report.rejected[f"{name}: pattern also in train"] += before - len(splits[name])
+    # Curriculum: simple -> intermediate -> advanced, shuffled within each level.
+    rng.shuffle(splits["train"])
+    splits["train"].sort(key=lambda ex: COMPLEXITIES.index(ex["complexity"]))
+    records = {}
+    for name, rows in splits.items():
+        records[name] = []
+        for ex in rows:
+            rec = record_from_raw(ex)
+            rec["pattern"] = pattern(parse(ex["output"]["formula"]))
+            rec["source_pattern"] = ex["source_pattern"]
+            records[name].append(rec)
+    report.n_out = sum(len(v) for v in records.values())
+    report.notes["splits"] = {k: len(v) for k, v in records.items()}
+    report.notes["patterns"] = {k: len({r["pattern"] for r in v}) for k, v in records.items()}
+    report.notes["complexity"] = {k: dict(Counter(r["complexity"] for r in v)) for k, v in records.items()}
+    report.notes["blocks"] = dict(Counter(r["block"] for v in records.values() for r in v))
+    report.notes["connector_presence"] = {
+        c: round(sum(c in r["formula"] for v in records.values() for r in v) / max(1, report.n_out), 3)
+        for c in CONNECTORS
+    }
+    return records, report

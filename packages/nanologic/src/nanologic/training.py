@@ -1,0 +1,438 @@
+"""Data loading and Lightning training.
+
+Pre-tokenised cache, dynamic padding with a length-bucketing sampler or packing with document
+masks, curriculum by epoch, loss on the output part (or all tokens), schedule-free AdamW with its
+train/eval modes switched wherever the model's are (mid-epoch validation and checkpoints
+included), AdamW + cosine fallback, gradient noise, EMA, label smoothing, selective weight decay,
+gradient accumulation, automatic precision, ModelCheckpoint (top 3 + last) and resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from nanologic.data import COMPLEXITIES, PAD, NanologicError, prompt_text, read_jsonl, target_text
+from nanologic.model import NanoLogic, NanoLogicConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32  # sequences per batch (dynamic padding) or rows (packing)
+    lr: float = 3e-3  # peak learning rate
+    weight_decay: float = 0.1  # on 2-D weights only (not embeddings, norms, scalars)
+    warmup_steps: int = 100  # linear warmup (schedule-free and cosine alike)
+    max_epochs: int = 12  # passes over the training set
+    max_steps: int = -1  # stop after this many optimizer steps (-1 = epochs decide)
+    optimizer: str = "schedulefree"  # "schedulefree" (AdamWScheduleFree) or "adamw" (+ cosine)
+    betas: tuple[float, float] = (0.9, 0.98)  # Adam betas
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    grad_clip: float = 1.0  # global-norm clipping (done by the gradient-health callback)
+    grad_noise: float = 0.0  # η of annealed gradient noise N(0, η/(1+t)^γ) (0 = off)
+    grad_noise_gamma: float = 0.55  # γ of the gradient-noise schedule
+    ema_decay: float = 0.0  # EMA of weights used for evaluation (0 = off; redundant with schedule-free)
+    accumulate_grad_batches: int = 1  # gradient accumulation
+    loss_on: str = "output"  # "output" (after <|output|>) or "all" tokens
+    packing: bool = False  # pack sequences into rows with document masks instead of padding
+    pack_len: int = 256  # row length when packing
+    curriculum: bool = True  # first epoch(s) simple -> advanced in order, then shuffled
+    cot_epochs: int = 0  # chain-of-thought distillation: epochs of phase 1 (with thought) first
+    val_check_interval: float = 1.0  # validation every epoch (or fraction of one)
+    precision: str = "auto"  # Lightning precision string or "auto"
+    num_workers: int = 0  # DataLoader workers
+    seed: int = 0  # seed_everything
+    compile: bool = False  # torch.compile the model
+    grad_ckpt: bool = False  # activation checkpointing per block
+    debug: bool = False  # autograd anomaly detection
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("schedulefree", "adamw"):
+            raise ValueError(f"optimizer must be 'schedulefree' or 'adamw', got {self.optimizer!r}")
+        if self.loss_on not in ("output", "all"):
+            raise ValueError(f"loss_on must be 'output' or 'all', got {self.loss_on!r}")
+        if self.batch_size < 1 or self.accumulate_grad_batches < 1:
+            raise ValueError("batch_size and accumulate_grad_batches must be >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError("ema_decay must be in [0, 1)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenised dataset
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Example:
+    ids: list[int]  # prompt + target
+    n_prompt: int  # tokens up to and including <|output|>
+    complexity: str
+
+
+def encode_records(tokenizer, records: Sequence[dict], with_thought: bool, max_len: int) -> list[Example]:
+    prompts = tokenizer.encode_batch([prompt_text(r["natural_language_input"]) for r in records])
+    targets = tokenizer.encode_batch([target_text(r, with_thought) for r in records])
+    out = []
+    for p, t, r in zip(prompts, targets, records):
+        ids = p + t
+        if len(ids) > max_len:
+            continue  # too long for the model's context: skipped (counted by the caller)
+        out.append(Example(ids, len(p), r["complexity"]))
+    return out
+
+
+def cached_examples(
+    tokenizer, path: Path, cache_dir: Path, with_thought: bool, max_len: int
+) -> list[Example]:
+    """Tokenise a split once and reuse it (keyed by file content, tokenizer and phase)."""
+    digest = hashlib.sha1(path.read_bytes())
+    digest.update(tokenizer.hf.to_str().encode())
+    digest.update(f"{with_thought}-{max_len}".encode())
+    cache = cache_dir / f"{path.stem}-{digest.hexdigest()[:16]}.pt"
+    if cache.exists():
+        rows = torch.load(cache)
+        return [Example(*row) for row in rows]
+    examples = encode_records(tokenizer, read_jsonl(path), with_thought, max_len)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    torch.save([(e.ids, e.n_prompt, e.complexity) for e in examples], cache)
+    return examples
+
+
+class SequenceDataset(Dataset):
+    def __init__(self, examples: list[Example]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Example:
+        return self.examples[i]
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of similar length: sort within windows of 50 batches, then shuffle the batches.
+
+    With ``curriculum`` the first epoch keeps the file's order (simple -> advanced).
+    """
+
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, seed: int, curriculum_epochs: int = 0
+    ) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.curriculum_epochs = curriculum_epochs
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        indices = list(range(len(self.lengths)))
+        if self.epoch < self.curriculum_epochs:
+            batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+            self.epoch += 1
+            yield from batches
+            return
+        rng.shuffle(indices)
+        window = self.batch_size * 50
+        batches = []
+        for start in range(0, len(indices), window):
+            chunk = sorted(indices[start : start + window], key=lambda i: self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        self.epoch += 1
+        yield from batches
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+
+def _labels_for(ex: Example, loss_on: str) -> list[int]:
+    """labels[t] = ids[t+1] where trained, else -100 (inputs are ids[:-1])."""
+    first = ex.n_prompt - 1 if loss_on == "output" else 0
+    return [-100 if t < first else ex.ids[t + 1] for t in range(len(ex.ids) - 1)]
+
+
+def pad_collate(batch: list[Example], pad_id: int, loss_on: str) -> dict:
+    """Dynamic padding to the longest sequence in the batch (right padding, causal mask)."""
+    T = max(len(e.ids) for e in batch) - 1
+    ids = torch.full((len(batch), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), T), -100, dtype=torch.long)
+    for i, e in enumerate(batch):
+        ids[i, : len(e.ids) - 1] = torch.tensor(e.ids[:-1])
+        labels[i, : len(e.ids) - 1] = torch.tensor(_labels_for(e, loss_on))
+    return {"input_ids": ids, "labels": labels, "n_real": sum(len(e.ids) - 1 for e in batch)}
+
+
+def pack_collate(batch: list[Example], pad_id: int, loss_on: str, pack_len: int) -> dict:
+    """Pack whole sequences into rows of ``pack_len`` with a block-diagonal causal mask."""
+    from lm_shared.data import document_causal_mask, pack_documents
+
+    docs = [e.ids[:-1] for e in batch]
+    packed = pack_documents(docs, pack_len, pad_id)
+    labels = torch.full_like(packed.input_ids, -100)
+    doc_labels = [_labels_for(e, loss_on) for e in batch]
+    real = packed.doc_ids >= 0
+    for r, c in real.nonzero().tolist():
+        labels[r, c] = doc_labels[int(packed.doc_ids[r, c])][int(packed.position_ids[r, c])]
+    return {
+        "input_ids": packed.input_ids,
+        "labels": labels,
+        "position_ids": packed.position_ids,
+        "attention_mask": document_causal_mask(packed.doc_ids),
+        "n_real": int(real.sum()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# LightningModule
+# ---------------------------------------------------------------------------------------------
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay 2-D projection weights only; embeddings (tied head), norms and scalars are exempt."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() == 2 and "embed_tokens" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class NanoLogicModule(L.LightningModule):
+    def __init__(self, model_config: dict, train_config: dict) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model_config = NanoLogicConfig(**model_config)
+        tc = dict(train_config)
+        tc["betas"] = tuple(tc["betas"])
+        self.train_config = TrainConfig(**tc)
+        self.model = NanoLogic(self.model_config)
+        self.ema = None
+        if self.train_config.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(self.train_config.ema_decay)
+            )
+
+    def forward(self, **batch):
+        return self.model(**batch)
+
+    def _step(self, batch: dict) -> dict:
+        kwargs = {
+            k: batch[k] for k in ("input_ids", "labels", "position_ids", "attention_mask") if k in batch
+        }
+        return self.model(
+            **kwargs, label_smoothing=self.train_config.label_smoothing if self.training else 0.0
+        )
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self._step(batch)
+        self.log("train_loss", out["ce_loss"], prog_bar=True, batch_size=out["n_targets"])
+        self.log("train_z_loss", out["z_loss"], batch_size=out["n_targets"])
+        return out["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        model = self.ema.module if self.ema is not None else self.model
+        kwargs = {
+            k: batch[k] for k in ("input_ids", "labels", "position_ids", "attention_mask") if k in batch
+        }
+        out = model(**kwargs)
+        self.log("val_loss", out["ce_loss"], prog_bar=True, batch_size=out["n_targets"], sync_dist=True)
+
+    # -- schedule-free modes: the optimizer follows the model (doc §3.4) ------------------------
+    def _sf_optimizers(self) -> list:
+        if self.train_config.optimizer != "schedulefree" or self._trainer is None:
+            return []
+        opts = self.trainer.optimizers
+        return [o.optimizer if hasattr(o, "optimizer") and hasattr(o.optimizer, "train") else o for o in opts]
+
+    def on_fit_start(self) -> None:
+        for opt in self._sf_optimizers():
+            opt.train()
+
+    def on_train_epoch_start(self) -> None:
+        for opt in self._sf_optimizers():
+            opt.train()
+
+    def on_validation_model_eval(self) -> None:
+        super().on_validation_model_eval()
+        for opt in self._sf_optimizers():
+            opt.eval()
+
+    def on_validation_model_train(self) -> None:
+        super().on_validation_model_train()
+        for opt in self._sf_optimizers():
+            opt.train()
+
+    def on_train_end(self) -> None:
+        # Leave the averaged (x) weights in the model for evaluation and export.
+        for opt in self._sf_optimizers():
+            opt.eval()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # A checkpoint must hold the evaluation weights; if one is written while the optimizer is
+        # in train mode (e.g. on a step-based trigger), re-dump the model and optimizer in eval mode.
+        for i, opt in enumerate(self._sf_optimizers()):
+            if opt.param_groups[0].get("train_mode", False):
+                opt.eval()
+                checkpoint["state_dict"] = {k: v.detach().clone() for k, v in self.state_dict().items()}
+                checkpoint["optimizer_states"][i] = opt.state_dict()
+                opt.train()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        tc = self.train_config
+        if tc.grad_noise > 0:
+            std = math.sqrt(tc.grad_noise / (1 + self.global_step) ** tc.grad_noise_gamma)
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.add_(torch.randn_like(p.grad) * std)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def configure_optimizers(self):
+        tc = self.train_config
+        groups = param_groups(self.model, tc.weight_decay)
+        if tc.optimizer == "schedulefree":
+            import schedulefree
+
+            return schedulefree.AdamWScheduleFree(
+                groups, lr=tc.lr, betas=tc.betas, warmup_steps=tc.warmup_steps
+            )
+        optimizer = torch.optim.AdamW(groups, lr=tc.lr, betas=tc.betas)
+        total = max(1, self.trainer.estimated_stepping_batches)
+
+        def schedule(step: int) -> float:
+            if step < tc.warmup_steps:
+                return (step + 1) / tc.warmup_steps
+            progress = (step - tc.warmup_steps) / max(1, total - tc.warmup_steps)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def eval_model(self) -> NanoLogic:
+        """The weights to evaluate: EMA when enabled, else the (schedule-free x) model weights."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+class NanoLogicDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        tokenizer,
+        data_dir: Path,
+        cache_dir: Path,
+        train_config: TrainConfig,
+        max_len: int,
+        with_thought: bool = False,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.data_dir = Path(data_dir)
+        self.cache_dir = Path(cache_dir)
+        self.tc = train_config
+        self.max_len = max_len
+        self.with_thought = with_thought
+        self.pad_id = tokenizer.token_to_id(PAD)
+        self.splits: dict[str, list[Example]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val"):
+            path = self.data_dir / f"{split}.jsonl"
+            if not path.exists():
+                raise NanologicError(f"{path}: missing; run `nanologic preprocess` first")
+            self.splits[split] = cached_examples(
+                self.tokenizer, path, self.cache_dir, self.with_thought, self.max_len
+            )
+            if not self.splits[split]:
+                raise NanologicError(f"{path}: no usable examples")
+
+    def _collate(self, batch: list[Example]) -> dict:
+        if self.tc.packing:
+            return pack_collate(batch, self.pad_id, self.tc.loss_on, max(self.tc.pack_len, self.max_len))
+        return pad_collate(batch, self.pad_id, self.tc.loss_on)
+
+    def train_dataloader(self) -> DataLoader:
+        examples = self.splits["train"]
+        sampler = LengthBucketSampler(
+            [len(e.ids) for e in examples],
+            self.tc.batch_size,
+            self.tc.seed,
+            curriculum_epochs=1 if self.tc.curriculum else 0,
+        )
+        sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
+        return DataLoader(
+            SequenceDataset(examples),
+            batch_sampler=sampler,
+            collate_fn=self._collate,
+            num_workers=self.tc.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            SequenceDataset(self.splits["val"]),
+            batch_size=64,
+            collate_fn=self._collate,
+            num_workers=self.tc.num_workers,
+        )
+
+
+class ProgressLog(L.Callback):
+    """One plain line every ``every`` steps (the rich bar is invisible when output is a file)."""
+
+    def __init__(self, every: int = 25) -> None:
+        self.every = every
+        self.t0 = 0.0
+        self.tokens = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import time
+
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        import sys
+        import time
+
+        self.tokens += int(batch["n_real"])
+        if trainer.global_step % self.every == 0 and batch_idx % trainer.accumulate_grad_batches == 0:
+            elapsed = time.perf_counter() - self.t0
+            loss = trainer.callback_metrics.get("train_loss")
+            print(
+                f"epoch {trainer.current_epoch} step {trainer.global_step} "
+                f"loss {float(loss) if loss is not None else float('nan'):.4f} "
+                f"{self.tokens / max(elapsed, 1e-9):.0f} tok/s {elapsed:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        import sys
+
+        val = trainer.callback_metrics.get("val_loss")
+        if val is not None and not trainer.sanity_checking:
+            print(
+                f"epoch {trainer.current_epoch} step {trainer.global_step} val_loss {float(val):.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def complexity_counts(examples: Sequence[Example]) -> dict[str, int]:
+    return {c: sum(e.complexity == c for e in examples) for c in COMPLEXITIES}
+
+
+def train_config_dict(tc: TrainConfig) -> dict:
+    return asdict(tc)

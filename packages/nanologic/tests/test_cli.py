@@ -1,0 +1,143 @@
+import json
+
+import pytest
+
+from nanologic.cli import main, train_main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    # 12 steps with validation every half epoch (~8 steps): training must go on after a
+    # mid-epoch validation, which breaks if the schedule-free optimizer is left in eval mode.
+    args = "--preset tiny --n-generate 400 --max-steps 12 --val-check-interval 0.5 --eval-limit 12"
+    args += " --threads 1 --batch-size 16 --vocab-size 600"
+    code = train_main([*args.split(), "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_default_run_layout_and_report(run_dir):
+    report = json.loads((run_dir / "eval" / "report.json").read_text())
+    assert 0.0 <= report["equivalence_accuracy"] <= 1.0
+    assert report["n_test"] == 12
+    for name in ("report.md", "accuracy.png", "confusion.png", "predictions.jsonl"):
+        assert (run_dir / "eval" / name).exists()
+    for name in ("model.safetensors", "model_config.json", "train_config.json", "tokenizer/tokenizer.json"):
+        assert (run_dir / name).exists()
+    assert list((run_dir / "checkpoints" / "phase2").glob("*val_loss*.ckpt"))
+    assert set(report["by_complexity"]) <= {"simple", "intermediate", "advanced"}
+
+
+def test_refuses_to_overwrite_a_trained_run(run_dir, capsys):
+    assert train_main(["--preset", "tiny", "--out", str(run_dir)]) == 2
+    assert "already holds a trained model" in capsys.readouterr().err
+
+
+def test_formalize_single_and_batch(run_dir, tmp_path, capsys):
+    assert main(["formalize", "--checkpoint", str(run_dir), "Si llueve, me mojo."]) == 0
+    assert "fórmula" in capsys.readouterr().out
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        '{"input": "Si llueve, me mojo.", "id": 7}\n{"input": "No hay backup."}\n', encoding="utf-8"
+    )
+    dst = tmp_path / "out.jsonl"
+    assert main(["formalize", "--checkpoint", str(run_dir), "--input", str(src), "--output", str(dst)]) == 0
+    rows = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2 and rows[0]["id"] == 7 and rows[0]["input"] == "Si llueve, me mojo."
+    for row in rows:
+        assert isinstance(row["atoms"], dict) and isinstance(row["connectors"], list)
+        assert isinstance(row["formula"], str) and isinstance(row["formula_ascii"], str)
+
+
+def test_formalize_bad_jsonl_names_file_and_line(run_dir, tmp_path, capsys):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"input": "Llueve."}\n{"input": \n', encoding="utf-8")
+    dst = tmp_path / "out.jsonl"
+    assert main(["formalize", "--checkpoint", str(run_dir), "--input", str(src), "--output", str(dst)]) == 2
+    assert f"{src}:2" in capsys.readouterr().err
+    assert not dst.exists()
+    src.write_text('{"text": "Llueve."}\n', encoding="utf-8")
+    assert main(["formalize", "--checkpoint", str(run_dir), "--input", str(src), "--output", str(dst)]) == 2
+    assert "field 'input'" in capsys.readouterr().err
+
+
+def test_missing_or_incompatible_checkpoint(tmp_path, capsys):
+    assert main(["formalize", "--checkpoint", str(tmp_path / "nope"), "Llueve."]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["formalize", "--checkpoint", str(tmp_path), "Llueve."]) == 2
+    assert "not a nanologic run" in capsys.readouterr().err
+
+
+def test_check_with_model_runs(run_dir, capsys):
+    code = main(["check", "--checkpoint", str(run_dir), "Si llueve, me mojo. Me mojo. Por lo tanto, llueve."])
+    assert code in (0, 2)  # an untrained model may write an unparsable formula: a clear error
+
+
+def test_check_formulas_without_model(capsys):
+    assert main(["check", "--premise", "p -> q", "--premise", "q", "--conclusion", "p", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "afirmación del consecuente" in out and "contraejemplo" in out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["valid"] is False and result["counterexample"] == {"p": False, "q": True}
+    assert main(["check", "--premise", "p -> (q", "--conclusion", "p"]) == 2
+    assert "position" in capsys.readouterr().err
+
+
+def test_export_refuses_qk_norm(run_dir, tmp_path, capsys):
+    out = tmp_path / "m.gguf"
+    assert main(["export-gguf", "--checkpoint", str(run_dir), "--out", str(out)]) == 2
+    assert "QK-norm" in capsys.readouterr().err and not out.exists()
+
+
+def test_unknown_option_exits_nonzero():
+    with pytest.raises(SystemExit) as info:
+        main(["formalize", "--bogus"])
+    assert info.value.code == 2
+
+
+def test_data_stages_chain(tmp_path, capsys):
+    raw, clean_, ver, aug, proc = (
+        tmp_path / n for n in ("raw.json", "clean.json", "ver.json", "aug.json", "proc")
+    )
+    assert main(["generate", "--n", "300", "--out", str(raw)]) == 0
+    assert main(["clean", str(raw), "--out", str(clean_)]) == 0
+    assert main(["verify", str(clean_), "--out", str(ver)]) == 0
+    assert main(["augment", str(ver), "--out", str(aug)]) == 0
+    assert main(["preprocess", str(aug), "--out", str(proc)]) == 0
+    assert (
+        main(["train-tokenizer", "--data", str(proc), "--out", str(tmp_path / "tok"), "--vocab-size", "500"])
+        == 0
+    )
+    from lm_shared.tokenization import BPETokenizer
+
+    tok = BPETokenizer.load(tmp_path / "tok" / "tokenizer.json")
+    assert [tok.id_to_token(i) for i in range(3)] == ["<|pad|>", "<|bos|>", "<|eos|>"]
+    assert tok.token_to_id("<|formula|>") == 9
+    # refuses to overwrite
+    assert main(["generate", "--n", "10", "--out", str(raw)]) == 2
+
+
+def test_malformed_raw_json_names_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"examples": [\n  {"a": 1},\n  {"b": }\n]}\n', encoding="utf-8")
+    assert main(["clean", str(bad), "--out", str(tmp_path / "o.json")]) == 2
+    assert f"{bad}:3" in capsys.readouterr().err
+
+
+def test_evaluate_and_bench_quick(run_dir, tmp_path):
+    assert main(["evaluate", "--checkpoint", str(run_dir), "--limit", "4"]) == 0
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--threads", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for key in (
+        "train_tokens_per_s",
+        "hf_llama_train_tokens_per_s",
+        "packing_efficiency",
+        "padding_efficiency",
+        "kv_cache_speedup",
+        "llamacpp_decode_tokens_per_s",
+        "torch_decode_tokens_per_s",
+    ):
+        assert key in result
+    assert result["packing_efficiency"] > result["padding_efficiency"]

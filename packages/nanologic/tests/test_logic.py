@@ -1,0 +1,110 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nanologic.logic import (
+    Atom,
+    Binary,
+    FormulaError,
+    Not,
+    atoms,
+    depth,
+    equivalent,
+    format_truth_table,
+    is_tautology,
+    main_connector,
+    parse,
+    pattern,
+    to_ascii,
+    to_unicode,
+    tree_edit_distance,
+    tree_similarity,
+)
+
+
+def test_precedence_not_and_or_implies_iff():
+    f = parse("¬p ∧ q ∨ r → s ↔ t")
+    assert to_unicode(f) == "(((¬p ∧ q) ∨ r) → s) ↔ t"
+
+
+def test_implication_is_right_associative():
+    assert parse("p → q → r") == Binary("→", Atom("p"), Binary("→", Atom("q"), Atom("r")))
+
+
+def test_and_is_left_associative_and_printed_flat():
+    f = parse("p ∧ q ∧ r")
+    assert f == Binary("∧", Binary("∧", Atom("p"), Atom("q")), Atom("r"))
+    assert to_unicode(f) == "p ∧ q ∧ r"
+
+
+def test_ascii_input_and_output():
+    f = parse("(p & ~q) -> r")
+    assert to_unicode(f) == "(p ∧ ¬q) → r"
+    assert to_ascii(f) == "(p & ~q) -> r"
+    assert parse("p <=> q") == parse("p ↔ q")
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "reason"),
+    [
+        ("(p ∧ q", 0, "unbalanced '('"),
+        ("p ∧ q)", 5, "unbalanced ')'"),
+        ("p ∧ ∧ q", 4, "expected an atom"),
+        ("p # q", 2, "unexpected character"),
+        ("", 0, "expected an atom"),
+        ("p q", 2, "expected a connective"),
+    ],
+)
+def test_parse_errors_report_position(text, position, reason):
+    with pytest.raises(FormulaError) as info:
+        parse(text)
+    assert info.value.position == position
+    assert reason in info.value.reason
+
+
+def _formulas():
+    leaves = st.sampled_from("pqrst").map(Atom)
+    return st.recursive(
+        leaves,
+        lambda children: st.one_of(
+            children.map(Not),
+            st.tuples(st.sampled_from("∧∨→↔"), children, children).map(lambda t: Binary(*t)),
+        ),
+        max_leaves=8,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(_formulas())
+def test_format_parse_round_trip(f):
+    assert parse(to_unicode(f)) == f
+    assert parse(to_ascii(f)) == f
+
+
+def test_equivalence_by_truth_table():
+    assert equivalent(parse("p → q"), parse("¬p ∨ q"))
+    assert equivalent(parse("¬(p ∧ q)"), parse("¬p ∨ ¬q"))
+    assert not equivalent(parse("p → q"), parse("q → p"))
+    assert is_tautology(parse("p ∨ ¬p"))
+
+
+def test_truth_table_rows_and_order():
+    rows = format_truth_table(parse("p → q"))
+    assert rows[0] == ["p", "q", "p → q"]
+    assert rows[1:] == [["V", "V", "V"], ["V", "F", "F"], ["F", "V", "V"], ["F", "F", "V"]]
+
+
+def test_structure_helpers():
+    f = parse("(p ∧ ¬q) → r")
+    assert atoms(f) == ["p", "q", "r"]
+    assert pattern(f) == "(X ∧ ¬X) → X"
+    assert main_connector(f) == "→"
+    assert main_connector(parse("p")) == "atom"
+    assert depth(f) == 2
+
+
+def test_tree_edit_distance():
+    assert tree_edit_distance(parse("p ∧ q → r"), parse("p ∧ q → r")) == 0
+    assert tree_edit_distance(parse("p ∧ q → r"), parse("p ∧ q → s")) == 1
+    assert tree_similarity(parse("p ∧ q → r"), parse("p ∧ q → s")) == pytest.approx(0.8)
+    assert tree_edit_distance(parse("p"), parse("¬(p ∧ q)")) == 3

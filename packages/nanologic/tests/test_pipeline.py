@@ -1,0 +1,154 @@
+import copy
+import random
+
+import pytest
+
+from nanologic.generator import generate
+from nanologic.logic import equivalent, parse, pattern
+from nanologic.pipeline import (
+    AUGMENTATION_KINDS,
+    augment,
+    clean,
+    compose,
+    consistency_check,
+    preprocess,
+    rewrite,
+)
+
+
+def _example(sentence="Si llueve y no llevo paraguas, entonces me mojo.", formula="(p ∧ ¬q) → r", atoms=None):
+    atoms = atoms or [("p", "llueve"), ("q", "llevo paraguas"), ("r", "me mojo")]
+    return {
+        "natural_language_input": sentence,
+        "complexity": "intermediate",
+        "thought": {
+            "reasoning_steps": [],
+            "identified_atoms": [{"atom": a, "definition": d} for a, d in atoms],
+            "identified_connectors": [
+                {"connector": "∧", "natural_language_cue": "y"},
+                {"connector": "¬", "natural_language_cue": "no"},
+                {"connector": "→", "natural_language_cue": "si...entonces"},
+            ],
+        },
+        "output": {"formula": formula, "formula_ascii": ""},
+        "block": "lógica académica y cotidiana",
+    }
+
+
+def test_clean_rejects_with_reasons():
+    good = _example()
+    bad = [
+        _example(formula="(p ∧ ¬q → r"),
+        _example(formula="p ∧ ∧ q → r"),
+        _example(formula="(p ∧ ¬q) → s"),
+        copy.deepcopy(good),
+        {"natural_language_input": 3},
+    ]
+    kept, report = clean([good, *bad], max_trivial_fraction=1.0)
+    assert len(kept) == 1
+    assert kept[0]["output"] == {"formula": "(p ∧ ¬q) → r", "formula_ascii": "(p & ~q) -> r"}
+    assert report.rejected == {
+        "unbalanced parentheses": 1,
+        "unparsable formula": 1,
+        "declared atoms differ from the formula's atoms": 1,
+        "exact duplicate": 1,
+        "schema: natural_language_input": 1,
+    }
+
+
+def test_clean_normalises_formatting():
+    kept, _ = clean([_example(formula="  (p&~q)->r ")])
+    assert kept[0]["output"]["formula"] == "(p ∧ ¬q) → r"
+
+
+def test_trivial_patterns_are_subsampled():
+    examples = generate(1500, seed=2)
+    kept, report = clean(examples, max_trivial_fraction=0.01)
+    cap = int(0.01 * (len(kept) + report.rejected["trivial formula subsampled"]))
+    counts = {}
+    for e in kept:
+        p = pattern(parse(e["output"]["formula"]))
+        counts[p] = counts.get(p, 0) + 1
+    assert counts.get("X", 0) <= cap and counts.get("X → X", 0) <= cap
+
+
+def test_consistency_check_catches_wrong_connector_and_ungrounded_atom():
+    wrong = _example(formula="(p ∨ ¬q) → r")
+    ungrounded = _example(atoms=[("p", "nieva en la montaña"), ("q", "llevo paraguas"), ("r", "me mojo")])
+    kept, report = consistency_check([_example(), wrong, ungrounded])
+    assert len(kept) == 1 and report.n_out == 1
+
+
+@pytest.mark.parametrize("kind", ["implication", "de_morgan", "double_negation", "commutativity"])
+def test_rewrites_are_equivalent_and_respect_brackets(kind):
+    rng = random.Random(0)
+    for text in ["(p → q) ∧ r", "¬(p ∧ q) ∨ ¬(r ∨ s)", "¬¬p → (q ↔ r)", "(¬p ∨ ¬q) ∧ (r → s)"]:
+        f = parse(text)
+        for _ in range(5):
+            new = rewrite(f, kind, rng)
+            if new is not None:
+                assert equivalent(new, f) and new != f
+
+
+def test_implication_rewrite_of_seed_counterexample():
+    # The seed's regex turned (p → q) ∧ r into ¬((p) ∨ (q) ∧ r); the AST rewrite cannot.
+    new = rewrite(parse("(p → q) ∧ r"), "implication", random.Random(0))
+    assert new == parse("(¬p ∨ q) ∧ r")
+
+
+def test_composition_renames_atoms_and_shares_definitions():
+    a = _example()
+    b = _example("Si llueve, hace frío.", "p → q", [("p", "llueve"), ("q", "hace frío")])
+    a["id"], b["id"] = "a", "b"
+    c = compose(a, b)
+    assert c["output"]["formula"] == "((p ∧ ¬q) → r) ∧ (p → s)"
+    assert [x["definition"] for x in c["thought"]["identified_atoms"]] == [
+        "llueve",
+        "llevo paraguas",
+        "me mojo",
+        "hace frío",
+    ]
+    assert "; además, si llueve, hace frío." in c["natural_language_input"]
+
+
+def test_augment_kinds_and_validation():
+    examples, _ = clean(generate(300, seed=3))
+    out, report = augment(examples, kinds=AUGMENTATION_KINDS, seed=0)
+    assert len(out) > len(examples)
+    for e in out:
+        if e.get("augmented") and e["augmentation_type"] != "composition":
+            src = next(x for x in examples if x["id"] == e["source_id"])
+            assert equivalent(parse(e["output"]["formula"]), parse(src["output"]["formula"]))
+    with pytest.raises(ValueError):
+        augment(examples, kinds=("regex",))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    examples, _ = clean(generate(3000, seed=5))
+    examples, _ = augment(examples, seed=5)
+    records, report = preprocess(examples, seed=5)
+    return records, report
+
+
+def test_split_sizes_and_no_leakage(splits):
+    records, report = splits
+    n = sum(len(v) for v in records.values())
+    assert 0.7 < len(records["train"]) / n < 0.9
+    sources = {name: {r["source_id"] for r in rows} for name, rows in records.items()}
+    assert not sources["train"] & sources["test"] and not sources["train"] & sources["val"]
+    assert not sources["val"] & sources["test"]
+    train_patterns = {r["pattern"] for r in records["train"]}
+    assert not train_patterns & {r["pattern"] for r in records["test"]}
+    assert not train_patterns & {r["pattern"] for r in records["val"]}
+    train_sentences = {r["natural_language_input"] for r in records["train"]}
+    assert not train_sentences & {r["natural_language_input"] for r in records["test"]}
+
+
+def test_balance_and_curriculum(splits):
+    records, report = splits
+    order = ["simple", "intermediate", "advanced"]
+    levels = [order.index(r["complexity"]) for r in records["train"]]
+    assert levels == sorted(levels)
+    blocks = report.notes["blocks"]
+    assert max(blocks.values()) / sum(blocks.values()) <= 0.26

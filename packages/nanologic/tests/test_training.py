@@ -1,0 +1,58 @@
+import torch
+
+from nanologic.model import NanoLogic, build_config
+from nanologic.training import Example, LengthBucketSampler, pack_collate, pad_collate, param_groups
+
+
+def _examples():
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for n, p in [(12, 5), (7, 3), (15, 6), (9, 4)]:
+        ids = [1] + torch.randint(10, 200, (n - 1,), generator=g).tolist()
+        out.append(Example(ids, p, "simple"))
+    return out
+
+
+def test_pad_collate_masks_prompt_and_padding():
+    batch = pad_collate(_examples(), pad_id=0, loss_on="output")
+    assert batch["input_ids"].shape == (4, 14)
+    ex = _examples()[1]
+    labels = batch["labels"][1].tolist()
+    assert labels[: ex.n_prompt - 1] == [-100] * (ex.n_prompt - 1)
+    assert labels[ex.n_prompt - 1 : len(ex.ids) - 1] == ex.ids[ex.n_prompt :]
+    assert set(labels[len(ex.ids) - 1 :]) == {-100}
+    assert (pad_collate(_examples(), 0, "all")["labels"] != -100).sum() == sum(
+        len(e.ids) - 1 for e in _examples()
+    )
+
+
+def test_packing_gives_the_same_loss_as_padding():
+    torch.manual_seed(0)
+    model = NanoLogic(build_config("tiny", 200, qk_norm=False)).eval()
+    padded = pad_collate(_examples(), 0, "output")
+    packed = pack_collate(_examples(), 0, "output", pack_len=32)
+    assert packed["input_ids"].shape[0] < 4
+    kw = {k: packed[k] for k in ("input_ids", "labels", "position_ids", "attention_mask")}
+    loss_packed = model(**kw)["ce_loss"]
+    loss_padded = model(padded["input_ids"], labels=padded["labels"])["ce_loss"]
+    torch.testing.assert_close(loss_packed, loss_padded, atol=1e-5, rtol=1e-5)
+
+
+def test_bucket_sampler_curriculum_then_shuffle():
+    lengths = list(range(100))
+    sampler = LengthBucketSampler(lengths, 10, seed=0, curriculum_epochs=1)
+    first = list(sampler)
+    assert [i for b in first for i in b] == list(range(100))
+    second = list(sampler)
+    assert sorted(i for b in second for i in b) == list(range(100))
+    assert second != first
+    for b in second:
+        assert max(lengths[i] for i in b) - min(lengths[i] for i in b) < 100
+
+
+def test_weight_decay_groups_exclude_embeddings_and_norms():
+    model = NanoLogic(build_config("tiny", 200))
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all("norm" not in names[id(p)] and "embed" not in names[id(p)] for p in decay["params"])
+    assert any("embed" in names[id(p)] for p in no_decay["params"])
