@@ -191,6 +191,18 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bench(args: argparse.Namespace) -> int:
+    from tormented_mini import bench
+
+    return bench.run(args)
+
+
+def run_ablate(args: argparse.Namespace) -> int:
+    from tormented_mini import ablate
+
+    return ablate.run(args)
+
+
 def _guarded(fn, args: argparse.Namespace) -> int:  # noqa: ANN001
     from lm_shared.tokenization import TokenizerError
 
@@ -223,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bench.add_argument("--steps", type=int, default=5, help="timed steps per model (after one warm-up)")
     p_bench.add_argument("--threads", type=int, default=2)
     p_bench.add_argument("--no-bf16", action="store_true", help="skip the bf16-autocast measurement")
-    p_bench.set_defaults(fn=lambda a: __import__("tormented_mini.bench", fromlist=["run"]).run(a))
+    p_bench.set_defaults(fn=run_bench)
 
     p_ablate = sub.add_parser(
         "ablate", help="dynamic_tanh vs DyT vs Derf, and HoPE on/off, same steps and data"
@@ -236,11 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_ablate.add_argument("--seq-len", type=int, default=64)
     p_ablate.add_argument("--lr", type=float, default=1e-3)
     p_ablate.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed per variant")
-    p_ablate.add_argument("--threads", type=int, default=2)
+    p_ablate.add_argument("--eval-batches", type=int, default=0, help="held-out batches scored (0: all)")
+    p_ablate.add_argument("--threads", type=int, default=1)
     p_ablate.add_argument(
         "--runs-dir", default=None, help="where the runs' folders go (default: a temporary folder)"
     )
-    p_ablate.set_defaults(fn=lambda a: __import__("tormented_mini.ablate", fromlist=["run"]).run(a))
+    p_ablate.set_defaults(fn=run_ablate)
 
     p_fill = sub.add_parser(
         "fill-mask", help="fill [MASK] with a trained model folder (transformers pipeline)"

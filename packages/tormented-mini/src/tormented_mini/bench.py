@@ -1,0 +1,228 @@
+"""``tormented-mini bench``: Mini vs Frankenstein training-step time and peak memory, and the
+forward+backward time of every block type, at one batch size and sequence length.
+
+Each model is measured in a fresh process so that peak memory is its own: on CUDA
+``max_memory_allocated``; on CPU the rise of the process's peak RSS during the timed steps
+(activations, gradients, optimizer state). Times are medians; ratios are taken in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from tormented_mini.errors import TormentedError
+
+BLOCK_NAMES = (
+    "retnet",
+    "titan_attn",
+    "titan_attn_no_hope",
+    "titan_attn_memory",
+    "mamba",
+    "ode",
+    "moe_ffn",
+    "dense_ffn",
+)
+
+
+def _presets(size: str, device: str) -> tuple[str, str]:
+    full = size == "full" or (size == "auto" and device == "cuda")
+    return ("mini", "frankenstein") if full else ("mini-cpu", "frankenstein-cpu")
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_model(
+    preset: str, batch_size: int, seq_len: int, steps: int, threads: int, precision: str
+) -> dict[str, Any]:
+    """Median seconds per AdamW training step and peak memory of one preset (run in a child process)."""
+    import torch
+
+    from lm_shared.runtime import autocast_dtype, detect_device, seed_everything
+    from tormented_mini.modeling_tormented import PRESETS, TormentedBertConfig, TormentedBertForMaskedLM
+
+    torch.set_num_threads(threads)
+    seed_everything(0)
+    device = detect_device()
+    config = PRESETS[preset](max_position_embeddings=max(seq_len, 128))
+    model = TormentedBertForMaskedLM(TormentedBertConfig.from_ultra(config, pad_token_id=0)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(5, config.vocab_size, (batch_size, seq_len), device=device)
+    labels = torch.where(torch.rand(ids.shape, device=device) < 0.15, ids, torch.full_like(ids, -100))
+    dtype = autocast_dtype(precision)
+
+    def step() -> None:
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(ids, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()  # warm-up (allocates optimizer state)
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    if device == "cuda":
+        peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024  # ru_maxrss is KiB
+    return {
+        "step_s": statistics.median(times),
+        "peak_mb": peak_mb,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "device": device,
+    }
+
+
+def measure_blocks(preset: str, batch_size: int, seq_len: int, repeats: int) -> dict[str, float]:
+    """Median forward+backward seconds of each block type at the preset's width."""
+    import torch
+
+    from lm_shared.runtime import detect_device, seed_everything
+    from tormented_mini.modeling_tormented import (
+        PRESETS,
+        BiMamba,
+        DenseFeedForward,
+        MoEFeedForward,
+        MultiScaleRetention,
+        ODEBlock,
+        TitanAttention,
+    )
+
+    seed_everything(0)
+    device = detect_device()
+    config = PRESETS[preset]()
+    builders = {
+        "retnet": lambda: MultiScaleRetention(config),
+        "titan_attn": lambda: TitanAttention(config),
+        "titan_attn_no_hope": lambda: TitanAttention(config.replace(use_hope=False)),
+        "titan_attn_memory": lambda: TitanAttention(config.replace(use_titan_memory=True)),
+        "mamba": lambda: BiMamba(config),
+        "ode": lambda: ODEBlock(config),
+        "moe_ffn": lambda: MoEFeedForward(config),
+        "dense_ffn": lambda: DenseFeedForward(config),
+    }
+    x = torch.randn(batch_size, seq_len, config.hidden_size, device=device, requires_grad=True)
+    mask = torch.ones(batch_size, seq_len, dtype=torch.long, device=device)
+    results = {}
+    for name in BLOCK_NAMES:
+        block = builders[name]().to(device)
+        times = []
+        for i in range(repeats + 1):
+            _sync(device)
+            start = time.perf_counter()
+            out = block(x, mask)
+            out = out[0] if isinstance(out, tuple) else out
+            out.float().square().mean().backward()
+            _sync(device)
+            if i:  # the first call is a warm-up
+                times.append(time.perf_counter() - start)
+        results[name] = statistics.median(times)
+    return results
+
+
+def _in_child(fn, *args: Any) -> Any:  # noqa: ANN001
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from lm_shared.runtime import detect_device, detect_precision
+
+    if args.batch_size < 1 or args.seq_len < 2 or args.steps < 1:
+        raise TormentedError("--batch-size, --steps must be >= 1 and --seq-len >= 2")
+    out = Path(args.out)
+    if out.suffix != ".json":
+        raise TormentedError(f"--out must be a .json file, got {out}")
+    device = detect_device()
+    mini, frank = _presets(args.size, device)
+    precision = detect_precision(device)
+    console = Console()
+    console.print(
+        f"bench on {device}, precision {precision}, batch {args.batch_size} x {args.seq_len}, {args.threads} threads"
+    )
+    common = (args.batch_size, args.seq_len, args.steps, args.threads)
+    results: dict[str, Any] = {}
+    with console.status("Mini training steps"):
+        results["mini"] = _in_child(measure_model, mini, *common, precision)
+    with console.status("Frankenstein training steps"):
+        results["frankenstein"] = _in_child(measure_model, frank, *common, precision)
+    bf16 = None
+    if not args.no_bf16 and device == "cpu":
+        with console.status("Mini with bf16 autocast"):
+            bf16 = _in_child(measure_model, mini, *common, "bf16-mixed")
+    with console.status("per-block forward+backward"):
+        torch.set_num_threads(args.threads)
+        blocks = measure_blocks(mini, args.batch_size, args.seq_len, max(2, args.steps))
+
+    report = {
+        "device": device,
+        "precision": precision,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "mini_preset": mini,
+        "frankenstein_preset": frank,
+        "mini_step_s": results["mini"]["step_s"],
+        "frankenstein_step_s": results["frankenstein"]["step_s"],
+        "mini_peak_mb": results["mini"]["peak_mb"],
+        "frankenstein_peak_mb": results["frankenstein"]["peak_mb"],
+        "mini_params_m": results["mini"]["params_m"],
+        "frankenstein_params_m": results["frankenstein"]["params_m"],
+        "frankenstein_over_mini_step": results["frankenstein"]["step_s"] / results["mini"]["step_s"],
+        "mini_bf16_autocast_step_s": bf16["step_s"] if bf16 else None,
+        "mini_bf16_over_fp32_step": bf16["step_s"] / results["mini"]["step_s"] if bf16 else None,
+        "block_fwd_bwd_s": blocks,
+        "block_width": mini,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    table = Table(title=f"training step ({device}, {precision}, batch {args.batch_size} x {args.seq_len})")
+    for column in ("model", "preset", "params (M)", "step (s)", "peak (MB)"):
+        table.add_column(column)
+    for name, preset in (("mini", mini), ("frankenstein", frank)):
+        r = results[name]
+        table.add_row(name, preset, f"{r['params_m']:.2f}", f"{r['step_s']:.3f}", f"{r['peak_mb']:.0f}")
+    if bf16:
+        table.add_row(
+            "mini (bf16 autocast)",
+            mini,
+            f"{bf16['params_m']:.2f}",
+            f"{bf16['step_s']:.3f}",
+            f"{bf16['peak_mb']:.0f}",
+        )
+    console.print(table)
+    block_table = Table(title=f"block forward+backward ({mini} width)")
+    block_table.add_column("block")
+    block_table.add_column("seconds")
+    block_table.add_column("x retnet")
+    for name, seconds in blocks.items():
+        block_table.add_row(name, f"{seconds:.4f}", f"{seconds / blocks['retnet']:.1f}")
+    console.print(block_table)
+    console.print(f"wrote {out}")
+    return 0

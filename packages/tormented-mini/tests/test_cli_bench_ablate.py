@@ -1,0 +1,86 @@
+"""bench and ablate write the issue's JSON keys; the CLI rejects bad input with exit status 2."""
+
+import json
+
+import pytest
+
+from tormented_mini import ablate, bench
+from tormented_mini.cli import main
+
+
+def test_bench_writes_the_contract_keys(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "_in_child", lambda fn, *args: fn(*args))  # no subprocess in tests
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "--out",
+            str(out),
+            "--size",
+            "cpu",
+            "--batch-size",
+            "1",
+            "--seq-len",
+            "8",
+            "--steps",
+            "1",
+            "--threads",
+            "1",
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    for key in ("mini_step_s", "frankenstein_step_s", "mini_peak_mb", "frankenstein_peak_mb"):
+        assert isinstance(report[key], float) and report[key] >= 0, key
+    assert report["mini_step_s"] > 0 and report["frankenstein_step_s"] > 0
+    assert set(report["block_fwd_bwd_s"]) == set(bench.BLOCK_NAMES)
+    assert report["mini_bf16_autocast_step_s"] > 0
+
+
+def test_ablate_reports_loss_and_accuracy_per_variant(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablate, "VARIANTS", (("derf_no_hope", "derf", False),))
+    out = tmp_path / "ablate.json"
+    code = main(
+        [
+            "ablate",
+            "--out",
+            str(out),
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--threads",
+            "1",
+            "--eval-batches",
+            "2",
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["summary"]) == {"derf_no_hope"}
+    for run in report["runs"]:
+        assert run["val_mlm_loss"] > 0 and 0 <= run["val_masked_acc"] <= 1
+    assert report["summary"]["derf_no_hope"]["use_hope"] is False
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "--out", "x.txt"],
+        ["ablate", "--out", "x.txt"],
+        ["fill-mask", "no-such-folder", "la [MASK]"],
+        ["train", "--model", "mini", "--seq-len", "4", "--no-progress"],
+    ],
+)
+def test_cli_user_errors_exit_2(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_info_lists_presets(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "Tormented-BERT presets" in out and "derf" in out
