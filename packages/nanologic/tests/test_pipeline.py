@@ -152,3 +152,9 @@ def test_balance_and_curriculum(splits):
     assert levels == sorted(levels)
     blocks = report.notes["blocks"]
     assert max(blocks.values()) / sum(blocks.values()) <= 0.26
+
+
+def test_building_block_patterns_always_train(splits):
+    records, _ = splits
+    held_out = {r["pattern"] for name in ("val", "test") for r in records[name]}
+    assert not held_out & {"X", "¬X", "X ∧ X", "X ∨ X", "X → X", "X ↔ X"}

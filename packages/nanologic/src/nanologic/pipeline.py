@@ -30,6 +30,7 @@ from nanologic.logic import (
     parse,
     pattern,
     rename,
+    size,
     subformulas,
     to_ascii,
     to_unicode,
@@ -485,9 +486,14 @@ def preprocess(
     counts = dict.fromkeys(names, 0)
     assignment: dict[str, str] = {}
     total = sum(pattern_size.values())
-    # A pattern holding more than `core_pattern_fraction` of the data (p → q, p ∧ q, ...) stays in
-    # train: held out, one such pattern would be most of the test set.
-    core = {p for p in patterns if pattern_size[p] > core_pattern_fraction * total}
+    # Core patterns stay in train: the building blocks (X, ¬X and one binary connective X ∘ X),
+    # which a model cannot be asked to invent, and any pattern holding more than
+    # `core_pattern_fraction` of the data (held out, it would be most of the test set).
+    core = {
+        p
+        for p in patterns
+        if pattern_size[p] > core_pattern_fraction * total or size(parse(p.replace("X", "x"))) <= 3
+    }
     for p in sorted(core):
         assignment[p] = "train"
         counts["train"] += pattern_size[p]
