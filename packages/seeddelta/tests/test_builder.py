@@ -227,3 +227,63 @@ def test_cli_build(tiny_gguf: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert rc == 0
     assert "6/6 tensors emitted" in capsys.readouterr().out
+
+
+def test_stack_cost_cap_binds_and_costs_are_positive(tiny_gguf: Path, tmp_path: Path) -> None:
+    pfile = tmp_path / "p.json"
+    pfile.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "defaults": {"gating": {"min_mean": 0, "min_p05": 0}},
+                "stack_guard": {"direction": "off"},
+            }
+        )
+    )
+    free = build(
+        BuildConfig(
+            input=str(tiny_gguf),
+            output=str(tmp_path / "a.gguf"),
+            K=8,
+            eval_cols=16,
+            eval_x=4,
+            policy=str(pfile),
+        ),
+        progress=False,
+    )
+    costs = [w["stack_cost_delta"] for w in free["weights"]]
+    assert all(c > 0 for c in costs)  # the fork's formula gives 0 for every passing tensor
+    cap = costs[0] + 0.5 * min(costs[1:])
+    capped = build(
+        BuildConfig(
+            input=str(tiny_gguf),
+            output=str(tmp_path / "b.gguf"),
+            K=8,
+            eval_cols=16,
+            eval_x=4,
+            policy=str(pfile),
+            stack_cost_cap=cap,
+        ),
+        progress=False,
+    )
+    decisions = [w["decision"] for w in capped["weights"]]
+    assert decisions[0] == "pass_gating" and "stack_cost_cap" in decisions
+    assert capped["stack_cost_total"] <= cap
+
+
+def test_imatrix_cli_and_weighted_build(tiny_gguf: Path, tmp_path: Path) -> None:
+    imat = tmp_path / "imatrix.gguf"
+    assert main(["imatrix", "--model", str(tiny_gguf), "--out", str(imat), "--samples", "4"]) == 0
+    from seeddelta.calibrate import read_imatrix
+
+    entries = read_imatrix(imat)
+    assert entries["blk.0.ffn_gate"].shape == (64,) and entries["blk.1.ffn_down"].shape == (128,)
+    np.testing.assert_array_equal(entries["blk.0.ffn_gate"], entries["blk.0.ffn_up"])
+    report = build(
+        BuildConfig(
+            input=str(tiny_gguf), output=str(tmp_path / "w.gguf"), K=4, imatrix=str(imat), eval_cols=8
+        ),
+        progress=False,
+    )
+    assert all(w["decision"] == "no_gating" for w in report["weights"])
+    assert report["imatrix"]["file"] == str(imat)

@@ -229,3 +229,11 @@ def test_bench_keys(tmp_path: Path) -> None:
     r = json.loads(out.read_text())
     for key in ("build_weights_per_s", "forward_ratio_k16", "forward_ratio_k64", "forward_ratio_k256"):
         assert r[key] > 0
+
+
+@pytest.mark.slow
+def test_full_training_reaches_the_issue_targets(tmp_path: Path) -> None:
+    """The real run (about 10 minutes on 2 free cores): the issue's exact-match targets."""
+    assert train_main(["--out", str(tmp_path / "run"), "--quiet"]) == 0
+    em = json.loads((tmp_path / "run" / "eval.json").read_text())["exact_match"]
+    assert em["copy"] >= 0.95 and em["brackets"] >= 0.95 and em["sum"] >= 0.80
