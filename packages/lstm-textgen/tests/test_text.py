@@ -48,3 +48,11 @@ def test_empty_input_is_an_error(tmp_path: Path, content: bytes):
 def test_missing_path_is_an_error(tmp_path: Path):
     with pytest.raises(TextgenError, match="no such file or folder"):
         read_corpus(tmp_path / "nope.txt")
+
+
+def test_clean_prompt_matches_training_cleaning_but_keeps_spacing():
+    from lstm_textgen.text import clean_prompt
+
+    options = CleaningOptions(lowercase=True, keep_punctuation=False)
+    assert clean_prompt("Cafe\u0301,  Hi ", options) == "café   hi "
+    assert clean_prompt("Shall I ") == "Shall I "

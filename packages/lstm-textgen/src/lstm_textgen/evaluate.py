@@ -20,6 +20,7 @@ import numpy as np
 from lstm_textgen import runtime
 from lstm_textgen.data import DataConfig, Split, prepare_splits, window_starts
 from lstm_textgen.errors import TextgenError
+from lstm_textgen.text import clean_prompt
 from lstm_textgen.tokenization import END_ID, PAD_ID, UNK_ID, TextTokenizer, load_tokenizer
 
 runtime.configure_keras()
@@ -265,8 +266,9 @@ def _stop_ids(tokenizer: TextTokenizer, stops: list[str] | None) -> tuple[int, .
 
 def sample_command(args: Any) -> int:
     runtime.seed_all(args.seed)
-    model, tokenizer, _, _ = load_run(args.model)
-    prompt_ids = encode_prompt(tokenizer, args.prompt)
+    model, tokenizer, config, _ = load_run(args.model)
+    prompt = clean_prompt(args.prompt, config_from_dict(DataConfig, config["data"]).cleaning)
+    prompt_ids = encode_prompt(tokenizer, prompt)
     unknown = unknown_fraction(prompt_ids)
     if unknown > 0:
         print(
@@ -289,6 +291,6 @@ def sample_command(args: Any) -> int:
         if args.num_samples > 1:
             print(f"--- sample {i + 1}")
         continuation = tokenizer.decode(new_ids)
-        joiner = " " if tokenizer.kind == "word" and args.prompt and not args.prompt[-1].isspace() else ""
-        print(args.prompt + joiner + continuation)
+        joiner = " " if tokenizer.kind == "word" and prompt and not prompt[-1].isspace() else ""
+        print(prompt + joiner + continuation)
     return 0

@@ -102,3 +102,18 @@ def clean_text(text: str, options: CleaningOptions | None = None) -> str:
     text = _SPACES.sub(" ", text)
     text = "\n".join(line.strip(" ") for line in text.split("\n"))
     return _MANY_NEWLINES.sub("\n\n", text).strip("\n")
+
+
+def clean_prompt(prompt: str, options: CleaningOptions | None = None) -> str:
+    """Apply the training text's character-level cleaning to a prompt, keeping its whitespace.
+
+    A trailing space is part of what the user asks the model to continue, so unlike
+    :func:`clean_text` the spacing is left as typed.
+    """
+    options = options or CleaningOptions()
+    prompt = "".join(ch for ch in unicodedata.normalize("NFC", prompt) if _is_printable(ch))
+    if options.lowercase:
+        prompt = prompt.lower()
+    if not options.keep_punctuation:
+        prompt = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in prompt)
+    return prompt
