@@ -237,3 +237,24 @@ def test_full_training_reaches_the_issue_targets(tmp_path: Path) -> None:
     assert train_main(["--out", str(tmp_path / "run"), "--quiet"]) == 0
     em = json.loads((tmp_path / "run" / "eval.json").read_text())["exact_match"]
     assert em["copy"] >= 0.95 and em["brackets"] >= 0.95 and em["sum"] >= 0.80
+
+
+def test_eval_on_llamacpp_quantized_file(tiny_gguf: Path, tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    q8 = tmp_path / "q8.gguf"
+    assert (
+        main(["quantize", "--model", str(tiny_gguf), "--out", str(q8), "--type", "q8_0", "--threads", "1"])
+        == 0
+    )
+    from lm_shared.gguf import read_gguf
+
+    assert read_gguf(q8, load_tensors=False).tensor_types["blk.0.ffn_up.weight"] == "Q8_0"
+    out = tmp_path / "e.json"
+    assert (
+        main(
+            ["eval", "--model", str(q8), "--reference", str(tiny_gguf), "--samples", "6", "--json", str(out)]
+        )
+        == 0
+    )
+    r = json.loads(out.read_text())
+    assert 0 <= r["kl_to_reference"] < 0.05

@@ -147,6 +147,11 @@ def run_baselines(
                         )
                     ),
                 }
+                if method == "seeddelta" and not have_cpp:
+                    extra["llamacpp_answer_agreement"] = None
+                    extra["llamacpp_note"] = (
+                        "llama-cpp-python is not installed: pip install 'seeddelta[llamacpp]'"
+                    )
                 if method == "seeddelta" and have_cpp and llamacpp_samples > 0:
                     path = write_model_gguf(
                         variant, tok, out_dir / f"seeddelta_dense_rho{rho:.4f}.gguf", dtype="f32"
@@ -222,3 +227,33 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def llamacpp_quantize(src: Path, dst: Path, qtype: str, threads: int = 2) -> Path:
+    """Quantize a whole GGUF with llama.cpp's own quantizer (llama-cpp-python's quantize API)."""
+    import ctypes
+
+    from seeddelta.errors import SeedDeltaError
+
+    try:
+        import llama_cpp
+    except ImportError:
+        raise SeedDeltaError("llama-cpp-python is not installed: pip install 'seeddelta[llamacpp]'") from None
+    ftypes = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}
+    if qtype not in ftypes:
+        raise SeedDeltaError(f"--type must be one of {sorted(ftypes)}, got {qtype!r}")
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise SeedDeltaError(f"{src}: input GGUF not found")
+    if dst.resolve() == src.resolve():
+        raise SeedDeltaError(f"{dst}: output would overwrite the input; choose another path")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftypes[qtype]
+    params.nthread = threads
+    tmp = dst.with_name(dst.name + ".partial")
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+    if rc != 0:
+        tmp.unlink(missing_ok=True)
+        raise SeedDeltaError(f"{src}: llama.cpp quantization to {qtype} failed (code {rc})")
+    tmp.replace(dst)
+    return dst

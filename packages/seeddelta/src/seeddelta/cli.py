@@ -1,4 +1,4 @@
-"""``seeddelta`` command line: toy, tiny (train/export), build, eval, scan, baselines, bench."""
+"""``seeddelta`` command line: toy, tiny (train/export), build, imatrix, eval, scan, baselines, quantize, bench."""
 
 from __future__ import annotations
 
@@ -407,6 +407,22 @@ def _add_baselines(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_baselines)
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from seeddelta.baselines import llamacpp_quantize
+
+    print(f"wrote {llamacpp_quantize(Path(args.model), Path(args.out), args.type, args.threads)}")
+    return 0
+
+
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="llama.cpp Q8_0/Q4_0 quantization of a GGUF (for `eval`)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--type", choices=("q8_0", "q4_0"), default="q8_0")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_quantize)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -444,6 +460,7 @@ _ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_eval,
     _add_scan,
     _add_baselines,
+    _add_quantize,
     _add_bench,
 ]
 
