@@ -45,7 +45,9 @@ def machine() -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for the JSON files")
     parser.add_argument("--only", nargs="+", choices=sorted(MEMBERS), help="run only these members")
     args = parser.parse_args(argv)

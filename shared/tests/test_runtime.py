@@ -10,6 +10,7 @@ import torch
 
 from lm_shared.runtime import (
     autocast_dtype,
+    cpu_has_native_bf16,
     detect_device,
     detect_precision,
     load_config,
@@ -34,6 +35,8 @@ def test_device_and_precision_on_cpu():
         pytest.skip("CPU-only expectations")
     assert detect_device() in {"cpu", "mps"}
     assert detect_precision("cpu") == "32-true"
+    expected = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+    assert detect_precision("cpu", cpu_bf16=True) == expected
     assert autocast_dtype("bf16-mixed") == torch.bfloat16
     assert autocast_dtype("32-true") is None
     with pytest.raises(ValueError):
@@ -71,3 +74,11 @@ def test_run_dir_and_config(tmp_path):
     bad.write_text('{"a": 1,\n oops}')
     with pytest.raises(ValueError, match=r"bad.json:2"):
         load_config(bad)
+
+
+def test_cpu_bf16_flags():
+    x86 = "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n"
+    old = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"
+    assert cpu_has_native_bf16(x86) and cpu_has_native_bf16(arm)
+    assert not cpu_has_native_bf16(old) and not cpu_has_native_bf16("")
