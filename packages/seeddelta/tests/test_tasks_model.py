@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lm_shared.runtime import seed_everything
+from seeddelta.errors import SeedDeltaError
 from seeddelta.evaluate import encode_sample
 from seeddelta.model import ModelConfig, TinyLlama
 from seeddelta.tasks import TASKS, is_balanced, make_split, validation_set
@@ -42,6 +43,22 @@ def test_splits_deterministic_and_disjoint() -> None:
 
     stream = training_stream(1, val)
     assert not any(next(stream).prompt in val for _ in range(2000))
+
+
+def test_task_mix_weights_the_training_stream() -> None:
+    from seeddelta.tasks import task_cycle
+    from seeddelta.train import TrainConfig, training_stream
+
+    cycle = task_cycle({"copy": 2, "sum": 2, "brackets": 1})
+    assert cycle == ("copy", "copy", "sum", "sum", "brackets")
+    stream = training_stream(1, set(), cycle)
+    tasks = [next(stream).task for _ in range(500)]
+    assert tasks.count("copy") == tasks.count("sum") == 2 * tasks.count("brackets")
+    for bad in ({"copy": 0, "sum": 0, "brackets": 0}, {"copy": -1}, {"reverse": 1}):
+        with pytest.raises(ValueError):
+            task_cycle(bad)
+    with pytest.raises(SeedDeltaError, match="task_weights"):
+        TrainConfig(task_weights=(0, 0, 0))
 
 
 def test_tokenizer_digits_single_and_bytes_round_trip(tiny_tok) -> None:

@@ -101,6 +101,7 @@ def cmd_tiny_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         val_samples=args.val_samples,
         init_from=args.init_from,
+        task_weights=tuple(args.task_weights),
     )
     shape = {
         "hidden_size": args.hidden_size,
@@ -142,6 +143,14 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=d.lr)
     t.add_argument("--precision", choices=("auto", "32-true", "bf16-mixed"), default=d.precision)
     t.add_argument("--threads", type=int, default=d.threads)
+    t.add_argument(
+        "--task-weights",
+        type=int,
+        nargs=3,
+        metavar=("COPY", "SUM", "BRACKETS"),
+        default=list(d.task_weights),
+        help="training mix of the three tasks (the held-out split stays equal)",
+    )
     t.add_argument("--val-samples", type=int, default=d.val_samples)
     t.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

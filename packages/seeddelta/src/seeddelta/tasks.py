@@ -122,7 +122,15 @@ def validation_set(seed: int, n: int) -> list[Sample]:
     raise AssertionError("unreachable")
 
 
-def training_stream(seed: int, exclude: set[str]) -> Iterator[Sample]:
-    for s in sample_stream(seed):
+def task_cycle(mix: dict[str, int]) -> tuple[str, ...]:
+    """The order of tasks in one training cycle for integer weights, e.g. copy:2 -> copy twice."""
+    unknown = set(mix) - set(TASKS)
+    if unknown or any(w < 0 for w in mix.values()) or not any(mix.values()):
+        raise ValueError(f"task mix needs non-negative weights over {TASKS}, at least one > 0; got {mix}")
+    return tuple(t for t in TASKS for _ in range(mix.get(t, 0)))
+
+
+def training_stream(seed: int, exclude: set[str], tasks: tuple[str, ...] = TASKS) -> Iterator[Sample]:
+    for s in sample_stream(seed, tasks):
         if s.prompt not in exclude:
             yield s

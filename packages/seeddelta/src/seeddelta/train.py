@@ -25,15 +25,15 @@ from lm_shared.tokenization import BPETokenizer, train_bpe
 from seeddelta.errors import SeedDeltaError
 from seeddelta.evaluate import BOS_ID, EOS_ID, PAD_ID, SPECIALS, encode_sample, evaluate_model
 from seeddelta.model import ModelConfig, TinyLlama
-from seeddelta.tasks import make_split, training_stream, validation_set
+from seeddelta.tasks import TASKS, make_split, task_cycle, training_stream, validation_set
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Defaults sized for ~10 minutes on 2 free CPU cores."""
+    """Defaults sized for ~10 minutes on 2 free CPU cores with bf16 autocast (AVX512-BF16/AMX)."""
 
     seed: int = 1  # the fork's dataset seed
-    steps: int = 2000  # optimizer steps
+    steps: int = 3000  # optimizer steps
     docs_per_step: int = 48  # samples per step, packed into rows of seq_len
     seq_len: int = 128  # packed row length (samples are 25-70 tokens)
     lr: float = 2e-3  # peak AdamW learning rate (tiny models tolerate a high one)
@@ -44,17 +44,22 @@ class TrainConfig:
     val_samples: int = 400  # held-out split size (the fork's 400)
     tokenizer_samples: int = 3000  # samples the BPE is trained on
     vocab_size: int = 512  # BPE vocabulary (4 specials + 256 bytes + merges)
-    precision: str = "auto"  # auto | 32-true | bf16-mixed
+    precision: str = "auto"  # auto (bf16-mixed on CPUs with native bf16) | 32-true | bf16-mixed
     threads: int = 2  # torch CPU threads
     max_minutes: float | None = None  # optional wall-clock stop (the run records when it fired)
     log_every: int = 50  # steps between log lines
     init_from: str | None = None  # continue from this run directory's weights and tokenizer
+    task_weights: tuple[int, int, int] = (2, 1, 2)  # training mix of copy, sum, brackets (held-out: equal)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.docs_per_step < 1 or self.seq_len < 80:
             raise SeedDeltaError("steps and docs_per_step must be >= 1 and seq_len >= 80")
         if self.precision not in ("auto", "32-true", "bf16-mixed"):
             raise SeedDeltaError(f"precision must be auto, 32-true or bf16-mixed, got {self.precision!r}")
+        try:
+            task_cycle(dict(zip(TASKS, self.task_weights)))
+        except ValueError as exc:
+            raise SeedDeltaError(f"task_weights: {exc}") from None
 
 
 def train_tokenizer(seed: int, n: int, vocab_size: int) -> BPETokenizer:
@@ -114,7 +119,7 @@ def train(
         raise SeedDeltaError(f"model shape: {exc}") from None
     save_config({"model": asdict(model_cfg), "train": asdict(cfg)}, out_dir / "config.json")
     device = detect_device()
-    precision = cfg.precision if cfg.precision != "auto" else detect_precision(device)
+    precision = cfg.precision if cfg.precision != "auto" else detect_precision(device, cpu_bf16=True)
     amp = autocast_dtype(precision)
     seed_everything(cfg.seed)
     model = TinyLlama(model_cfg)
@@ -130,7 +135,11 @@ def train(
     )
     val = validation_set(cfg.seed, cfg.val_samples)
     # a continued run draws fresh samples (another stream) so it does not replay the first run's
-    stream = training_stream(cfg.seed + (7919 if cfg.init_from else 0), {s.prompt for s in val})
+    stream = training_stream(
+        cfg.seed + (7919 if cfg.init_from else 0),
+        {s.prompt for s in val},
+        task_cycle(dict(zip(TASKS, cfg.task_weights))),
+    )
     log_path = out_dir / "train_log.jsonl"
     log = log_path.open("w")
     t0 = time.perf_counter()
