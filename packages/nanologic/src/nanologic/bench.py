@@ -1,8 +1,8 @@
 """``nanologic bench``: every figure measured in one run on this machine, as ratios to a reference.
 
 - training throughput of our model vs transformers' ``LlamaForCausalLM`` of the same size (same
-  batch, forward + backward + AdamW step, loss on every token for both), fp32, plus ours under
-  bf16 autocast on the CPU;
+  batch, forward + backward + AdamW step, loss on every token for both; medians of interleaved
+  steps), fp32, plus ours under bf16 autocast on the CPU;
 - padding efficiency (non-pad fraction) of naive padding to the batch's longest sequence vs
   packing with document masks (and the length-bucketing sampler, for reference);
 - greedy decoding of 128 tokens with vs without the KV cache;
@@ -31,6 +31,19 @@ def _time(fn, repeats: int) -> float:
     for _ in range(repeats):
         fn()
     return (time.perf_counter() - t0) / repeats
+
+
+def _time_interleaved(fns: dict, repeats: int) -> dict:
+    """Median seconds per call of each function, calls interleaved so drift hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    samples: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in samples.items()}
 
 
 def _train_step_fn(model, ids, labels_fn, autocast: bool = False):
@@ -129,10 +142,15 @@ def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
     def hf_loss(model, x):
         return model(input_ids=x, labels=x).loss
 
-    repeats = 2 if quick else 5
-    t_ours = _time(_train_step_fn(ours, ids, ours_loss), repeats)
-    t_hf = _time(_train_step_fn(hf, ids, hf_loss), repeats)
-    t_bf16 = _time(_train_step_fn(NanoLogic(cfg), ids, ours_loss, autocast=True), repeats)
+    times = _time_interleaved(
+        {
+            "ours": _train_step_fn(ours, ids, ours_loss),
+            "hf": _train_step_fn(hf, ids, hf_loss),
+            "ours_bf16": _train_step_fn(NanoLogic(cfg), ids, ours_loss, autocast=True),
+        },
+        repeats=2 if quick else 15,
+    )
+    t_ours, t_hf, t_bf16 = times["ours"], times["hf"], times["ours_bf16"]
     results["train_tokens_per_s"] = round(B * T / t_ours, 1)
     results["hf_llama_train_tokens_per_s"] = round(B * T / t_hf, 1)
     results["train_speed_ratio_vs_hf"] = round(t_hf / t_ours, 3)

@@ -17,7 +17,7 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="run directory (default: a new one under ./runs)")
     parser.add_argument("--data", type=Path, help="directory with train/val/test.jsonl (default: generate)")
     parser.add_argument(
-        "--n-generate", type=int, default=8000, help="raw examples to generate when --data is absent"
+        "--n-generate", type=int, default=40000, help="raw examples to generate when --data is absent"
     )
     parser.add_argument(
         "--preset", choices=PRESET_CHOICES, default="cpu", help="model size (cpu = the CPU default)"
@@ -58,7 +58,7 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-_PRESET_EPOCHS = {"cpu": 10, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
+_PRESET_EPOCHS = {"cpu": 3, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
 _PRESET_LR = {"cpu": 3e-3, "tiny": 3e-3, "base": 1e-3, "base-export": 1e-3, "base-full": 1e-3}
 
 
