@@ -49,7 +49,7 @@ class TrainConfig:
     max_minutes: float | None = None  # optional wall-clock stop (the run records when it fired)
     log_every: int = 50  # steps between log lines
     init_from: str | None = None  # continue from this run directory's weights and tokenizer
-    task_weights: tuple[int, int, int] = (2, 1, 2)  # training mix of copy, sum, brackets (held-out: equal)
+    task_weights: tuple[int, int, int] = (3, 1, 2)  # training mix of copy, sum, brackets (held-out: equal)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.docs_per_step < 1 or self.seq_len < 80:
