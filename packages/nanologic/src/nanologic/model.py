@@ -71,24 +71,16 @@ class NanoLogicConfig:
         return asdict(self)
 
 
+# The seed's ~20M configuration (512 wide, 8 layers, 8 heads, 2 KV heads, FFN 1408), for a GPU.
+_SEED_SIZE = dict(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=1408)
+
 PRESETS: dict[str, dict] = {
-    # The seed's ~20M configuration, for a GPU; all of its stable tricks on.
-    "base": dict(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=1408),
+    # The seed's size with all of its stable tricks on.
+    "base": dict(_SEED_SIZE),
     # The seed's configuration with its llama.cpp-incompatible options too.
-    "base-full": dict(
-        hidden_size=512,
-        num_layers=8,
-        num_heads=8,
-        num_kv_heads=2,
-        intermediate_size=1408,
-        attn_softcap=50.0,
-        differential_attention=True,
-        gate_residual=True,
-    ),
+    "base-full": dict(_SEED_SIZE, attn_softcap=50.0, differential_attention=True, gate_residual=True),
     # The seed's size without QK-norm or attention soft-cap: exports to llama.cpp.
-    "base-export": dict(
-        hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=1408, qk_norm=False
-    ),
+    "base-export": dict(_SEED_SIZE, qk_norm=False),
     # CPU default: trains in minutes on 2 cores; exportable (no QK-norm, no soft-caps).
     "cpu": dict(
         hidden_size=192,

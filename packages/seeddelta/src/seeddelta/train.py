@@ -57,9 +57,13 @@ class TrainConfig:
         if self.precision not in ("auto", "32-true", "bf16-mixed"):
             raise SeedDeltaError(f"precision must be auto, 32-true or bf16-mixed, got {self.precision!r}")
         try:
-            task_cycle(dict(zip(TASKS, self.task_weights)))
+            self.task_cycle()
         except ValueError as exc:
             raise SeedDeltaError(f"task_weights: {exc}") from None
+
+    def task_cycle(self) -> tuple[str, ...]:
+        """The order of tasks in one cycle of the training stream."""
+        return task_cycle(dict(zip(TASKS, self.task_weights)))
 
 
 def train_tokenizer(seed: int, n: int, vocab_size: int) -> BPETokenizer:
@@ -138,7 +142,7 @@ def train(
     stream = training_stream(
         cfg.seed + (7919 if cfg.init_from else 0),
         {s.prompt for s in val},
-        task_cycle(dict(zip(TASKS, cfg.task_weights))),
+        cfg.task_cycle(),
     )
     log_path = out_dir / "train_log.jsonl"
     log = log_path.open("w")
