@@ -1,5 +1,6 @@
 import copy
 import random
+from collections import Counter
 
 import pytest
 
@@ -11,6 +12,7 @@ from nanologic.pipeline import (
     clean,
     compose,
     consistency_check,
+    literal_slots,
     preprocess,
     rewrite,
 )
@@ -158,3 +160,56 @@ def test_building_block_patterns_always_train(splits):
     records, _ = splits
     held_out = {r["pattern"] for name in ("val", "test") for r in records[name]}
     assert not held_out & {"X", "¬X", "X ∧ X", "X ∨ X", "X → X", "X ↔ X"}
+
+
+def test_balance_spreads_over_patterns_and_caps_levels():
+    examples, _ = clean(generate(3000, seed=5))
+    records, report = preprocess(examples, max_per_complexity=200, seed=5)
+    counts = Counter(r["complexity"] for rows in records.values() for r in rows)
+    assert max(counts.values()) <= 200
+    # Trimming takes the most frequent patterns first: within a level, no kept pattern has more
+    # than one sentence more than a pattern that lost sentences.
+    rows = [r for split in records.values() for r in split]
+    available = Counter((e["complexity"], pattern(parse(e["output"]["formula"]))) for e in examples)
+    kept = Counter((r["complexity"], r["source_pattern"]) for r in rows)
+    trimmed_levels = 0
+    for level in ("simple", "intermediate", "advanced"):
+        level_kept = {p: n for (c, p), n in kept.items() if c == level}
+        trimmed = [n for (c, p), n in kept.items() if c == level and n < available[(c, p)]]
+        if trimmed:
+            trimmed_levels += 1
+            assert max(level_kept.values()) <= min(trimmed) + 1
+    assert trimmed_levels >= 1
+    with pytest.raises(ValueError):
+        preprocess(examples, max_per_complexity=0, seed=5)
+
+
+def test_literal_slots():
+    assert literal_slots("¬(X → ¬X)") == {("¬(X → X)", 0, False), ("¬(X → X)", 1, True)}
+    assert literal_slots("(X ∨ ¬X) ∧ ¬(X ∧ ¬X)") == {
+        ("(X ∨ X) ∧ ¬(X ∧ X)", 0, False),
+        ("(X ∨ X) ∧ ¬(X ∧ X)", 1, True),
+        ("(X ∨ X) ∧ ¬(X ∧ X)", 2, False),
+        ("(X ∨ X) ∧ ¬(X ∧ X)", 3, True),
+    }
+
+
+def test_held_out_patterns_combine_primitives_seen_in_train(splits):
+    records, report = splits
+    seen = set().union(*(literal_slots(r["pattern"]) for r in records["train"]))
+    for name in ("val", "test"):
+        for r in records[name]:
+            assert literal_slots(r["pattern"]) <= seen, r["pattern"]
+    assert report.notes["patterns_moved_to_train_for_coverage"] >= 0
+
+
+def test_coverage_moves_the_smallest_pattern_that_supplies_a_primitive():
+    from nanologic.pipeline import StageReport, _cover_held_out_primitives
+
+    assignment = {"¬(¬X → ¬X)": "train", "¬(X → ¬X)": "test", "¬(X → X)": "val"}
+    sizes = Counter({"¬(¬X → ¬X)": 50, "¬(X → ¬X)": 40, "¬(X → X)": 10})
+    report = StageReport("preprocess")
+    _cover_held_out_primitives(assignment, sizes, report)
+    # affirmative antecedent was never in train: the smaller of the two patterns that have it moves
+    assert assignment == {"¬(¬X → ¬X)": "train", "¬(X → ¬X)": "test", "¬(X → X)": "train"}
+    assert report.notes["patterns_moved_to_train_for_coverage"] == 1

@@ -17,7 +17,13 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="run directory (default: a new one under ./runs)")
     parser.add_argument("--data", type=Path, help="directory with train/val/test.jsonl (default: generate)")
     parser.add_argument(
-        "--n-generate", type=int, default=40000, help="raw examples to generate when --data is absent"
+        "--n-generate", type=int, default=120000, help="raw examples to generate when --data is absent"
+    )
+    parser.add_argument(
+        "--max-per-complexity",
+        type=int,
+        default=12000,
+        help="at most this many generated sentences per complexity level, spread over its patterns",
     )
     parser.add_argument(
         "--preset", choices=PRESET_CHOICES, default="cpu", help="model size (cpu = the CPU default)"
@@ -102,6 +108,7 @@ def _run_train(args: argparse.Namespace) -> int:
         train_config=tc,
         data_dir=args.data,
         n_generate=args.n_generate,
+        max_per_complexity=args.max_per_complexity,
         vocab_size=args.vocab_size,
         resume=args.resume,
         eval_limit=args.eval_limit,
@@ -219,7 +226,9 @@ def _cmd_preprocess(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val", "test"):
         _no_overwrite(args.out / f"{split}.jsonl", args.force)
-    splits, report = preprocess(read_raw(args.input), seed=args.seed)
+    splits, report = preprocess(
+        read_raw(args.input), max_per_complexity=args.max_per_complexity, seed=args.seed
+    )
     print_report(report)
     for name, rows in splits.items():
         write_jsonl(args.out / f"{name}.jsonl", rows)
@@ -246,7 +255,7 @@ def _cmd_evaluate(args) -> int:
     from nanologic.runner import evaluate_run, print_eval
 
     data = args.data or (args.checkpoint / "data" / "test.jsonl")
-    report = evaluate_run(args.checkpoint, data, limit=args.limit)
+    report = evaluate_run(args.checkpoint, data, limit=args.limit, repair_tries=args.repair_tries)
     print_eval(report)
     return 0
 
@@ -407,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path)
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-per-complexity",
+        type=int,
+        default=None,
+        help="at most this many sentences per complexity level",
+    )
     p.add_argument("--force", action="store_true")
     p.set_defaults(fn=_cmd_preprocess)
 
@@ -424,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, help="JSONL split (default: the run's test split)")
     p.add_argument("--limit", type=int)
+    p.add_argument(
+        "--repair-tries",
+        type=int,
+        default=2,
+        help="re-decodes of an output that defines two atoms by the same clause (0 = plain greedy)",
+    )
     p.set_defaults(fn=_cmd_evaluate)
 
     p = sub.add_parser("formalize", help="sentence(s) -> atoms, connectors, formula, truth table")

@@ -6,7 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from nanologic.data import EOS, NanologicError, normalize_text, parse_output, prompt_text
+import torch
+
+from nanologic.data import ATOMS, CONNECTORS, EOS, NanologicError, normalize_text, parse_output, prompt_text
 from nanologic.logic import atom_letters, atoms, parse, rename, to_ascii, to_unicode, try_parse
 from nanologic.model import NanoLogic, NanoLogicConfig
 
@@ -61,32 +63,111 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[NanoLogic, objec
 
 
 class Formalizer:
-    def __init__(self, model: NanoLogic, tokenizer, max_new_tokens: int = 160) -> None:
+    """Greedy decoding, plus a repair of one failure greedy decoding is prone to.
+
+    Atoms are distinct propositions by construction, so an atom list that defines two letters by
+    the same clause is wrong whatever the formula. ``repair_tries`` > 0 re-decodes such outputs:
+    within the repeated definition, the token where the model was least sure (smallest top-1 /
+    top-2 logit margin) is switched to its second choice and greedy decoding resumes from there.
+    """
+
+    def __init__(self, model: NanoLogic, tokenizer, max_new_tokens: int = 160, repair_tries: int = 2) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
+        self.repair_tries = repair_tries
         self.eos_id = tokenizer.token_to_id(EOS)
         self.pad_id = tokenizer.token_to_id("<|pad|>")
+        self.atoms_id = tokenizer.token_to_id(ATOMS)
+        self.connectors_id = tokenizer.token_to_id(CONNECTORS)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> Formalizer:
-        return cls(*load_run(run_dir))
+    def from_run(cls, run_dir: str | Path, repair_tries: int = 2) -> Formalizer:
+        return cls(*load_run(run_dir), repair_tries=repair_tries)
+
+    def _room(self, prompt_len: int) -> int:
+        room = self.model.config.max_seq_len - prompt_len
+        if room <= 0:
+            raise NanologicError(
+                f"sentence too long for the model's context ({self.model.config.max_seq_len} tokens)"
+            )
+        return min(self.max_new_tokens, room)
 
     def generate_raw(self, sentences: list[str], batch_size: int = 64) -> list[str]:
         texts = []
         for start in range(0, len(sentences), batch_size):
             chunk = sentences[start : start + batch_size]
             prompts = [self.tokenizer.encode(prompt_text(s)) for s in chunk]
-            room = self.model.config.max_seq_len - max(len(p) for p in prompts)
-            if room <= 0:
-                raise NanologicError(
-                    f"sentence too long for the model's context ({self.model.config.max_seq_len} tokens)"
-                )
             outs = self.model.generate(
-                prompts, min(self.max_new_tokens, room), pad_id=self.pad_id, stop_ids=(self.eos_id,)
+                prompts,
+                self._room(max(len(p) for p in prompts)),
+                pad_id=self.pad_id,
+                stop_ids=(self.eos_id,),
             )
-            texts += [self.tokenizer.decode(o) for o in outs]
+            for prompt, out in zip(prompts, outs):
+                switched: set[int] = set()  # positions already switched are not switched back
+                for _ in range(self.repair_tries):
+                    span = self.repeated_atom_span(out)
+                    if span is None:
+                        break
+                    out = self._switch_least_sure(prompt, out, span, switched)
+                texts.append(self.tokenizer.decode(out))
         return texts
+
+    def repeated_atom_span(self, out: list[int]) -> tuple[int, int] | None:
+        """Token range [start, end) of the first atom definition equal to an earlier one."""
+        if self.atoms_id not in out or self.connectors_id not in out:
+            return None
+        first = out.index(self.atoms_id) + 1
+        last = out.index(self.connectors_id)
+        if last <= first:
+            return None
+        ends, text = [], ""
+        for k in range(first, last):  # character offset where each token ends
+            text = self.tokenizer.decode(out[first : k + 1])
+            ends.append(len(text))
+        seen: set[str] = set()
+        offset = 0
+        for item in text.split("|"):
+            colon = item.find(":")
+            definition = item[colon + 1 :].strip() if colon >= 0 else ""
+            if definition and definition in seen:
+                lo = offset + colon + 1
+                hi = offset + len(item)
+                start = next(i for i, e in enumerate(ends) if e > lo)
+                end = next((i + 1 for i, e in enumerate(ends) if e >= hi), len(ends))
+                return first + start, first + end
+            seen.add(definition)
+            offset += len(item) + 1
+        return None
+
+    @torch.no_grad()
+    def _switch_least_sure(
+        self, prompt: list[int], out: list[int], span: tuple[int, int], switched: set[int]
+    ) -> list[int]:
+        start, end = span
+        device = self.model.embed_tokens.weight.device
+        ids = torch.tensor([prompt + out[:end]], device=device)
+        logits = self.model(ids)["logits"][0].float()
+        # logits at position len(prompt) + j - 1 predict out[j]
+        rows = logits[len(prompt) + start - 1 : len(prompt) + end - 1]
+        top = rows.topk(2, dim=-1)
+        margin = top.values[:, 0] - top.values[:, 1]
+        for pos in switched:
+            if start <= pos < end:
+                margin[pos - start] = float("inf")
+        j = int(margin.argmin())
+        choice = (
+            int(top.indices[j, 1]) if int(top.indices[j, 0]) == out[start + j] else int(top.indices[j, 0])
+        )
+        switched.add(start + j)
+        head = out[: start + j] + [choice]
+        if choice == self.eos_id:
+            return head
+        tail = self.model.generate(
+            [prompt + head], self._room(len(prompt) + len(head)), pad_id=self.pad_id, stop_ids=(self.eos_id,)
+        )[0]
+        return head + tail
 
     def formalize(self, sentences: list[str], batch_size: int = 64) -> list[dict]:
         """atoms, connectors, formula (Unicode) and formula_ascii for each sentence."""

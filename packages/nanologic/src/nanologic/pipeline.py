@@ -415,20 +415,83 @@ def _union_groups(examples: list[dict]) -> dict[str, str]:
     return {k: find(k) for k in list(parent)}
 
 
+def _spread_over_patterns(ids: list[str], patterns: list[str], n: int) -> list[str]:
+    """``n`` of ``ids`` taken round-robin over their patterns (order within a pattern kept)."""
+    queues: dict[str, list[str]] = defaultdict(list)
+    for i, p in zip(ids, patterns):
+        queues[p].append(i)
+    order = list(dict.fromkeys(patterns))
+    chosen: list[str] = []
+    depth = 0
+    while len(chosen) < n and len(chosen) < len(ids):
+        for p in order:
+            if depth < len(queues[p]) and len(chosen) < n:
+                chosen.append(queues[p][depth])
+        depth += 1
+    return chosen
+
+
+def literal_slots(pat: str) -> set[tuple[str, int, bool]]:
+    """The (skeleton, literal slot, negated?) primitives of a pattern.
+
+    The skeleton is the pattern with the negation of single literals removed:
+    ``¬(X → ¬X)`` has skeleton ``¬(X → X)`` and primitives (slot 0, affirmative), (slot 1, negated).
+    """
+    skeleton = re.sub(r"¬X", "X", pat)
+    return {(skeleton, i, m.group(0) == "¬X") for i, m in enumerate(re.finditer(r"¬?X", pat))}
+
+
+def _cover_held_out_primitives(
+    assignment: dict[str, str], pattern_size: Counter, report: StageReport
+) -> None:
+    """Move held-out patterns into train until every held-out primitive also occurs in train.
+
+    A held-out pattern must be a new *combination* of things seen in training (the atom-coverage
+    condition of compositional splits): with only the seed-style random pattern split, a
+    construction could reach the test set with a literal polarity it never had in training, e.g.
+    "no es cierto que, si p, entonces …" seen only with a negated antecedent. The smallest pattern
+    that supplies a missing primitive moves, so the test set shrinks as little as possible.
+    """
+    covered = set().union(*(literal_slots(p) for p, split in assignment.items() if split == "train"))
+    moved = 0
+    while True:
+        missing = {
+            prim for p, split in assignment.items() if split != "train" for prim in literal_slots(p) - covered
+        }
+        if not missing:
+            break
+        prim = min(missing)
+        donor = min(
+            (p for p, split in assignment.items() if split != "train" and prim in literal_slots(p)),
+            key=lambda p: (pattern_size[p], p),
+        )
+        assignment[donor] = "train"
+        covered |= literal_slots(donor)
+        moved += 1
+    report.notes["patterns_moved_to_train_for_coverage"] = moved
+
+
 def preprocess(
     examples: list[dict],
     *,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     max_block_fraction: float = 0.25,
     core_pattern_fraction: float = 0.02,
+    max_per_complexity: int | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, list[dict]], StageReport]:
     """Balance, split by logical pattern grouped by source sentence, order train by curriculum.
 
+    Complexity levels are balanced to 1.1x the smallest one (and at most ``max_per_complexity``
+    source sentences each). Within a level the kept sentences are spread over its patterns as
+    evenly as the data allows (the most frequent patterns are trimmed first), so a few frequent
+    skeletons do not crowd the rare ones out of training or dominate the test split.
+
     The split unit is a group of source sentences (a sentence, its rewrites and compositions);
     groups are assigned by the pattern of their source formula, with atoms abstracted. Val/test
     examples whose own pattern also occurs in train are dropped, so every evaluated formula has a
-    pattern the model never trained on.
+    pattern the model never trained on; held-out patterns are then moved to train until every
+    held-out (skeleton, slot, polarity) primitive also occurs in train (``literal_slots``).
     """
     if abs(sum(fractions) - 1.0) > 1e-6 or any(f <= 0 for f in fractions):
         raise ValueError(f"fractions must be positive and sum to 1, got {fractions}")
@@ -444,12 +507,17 @@ def preprocess(
     for sid, ex in sources.items():
         by_complexity[ex["complexity"]].append(sid)
     present = [c for c in COMPLEXITIES if by_complexity[c]]
+    if max_per_complexity is not None and max_per_complexity < 1:
+        raise ValueError(f"max_per_complexity must be >= 1, got {max_per_complexity}")
     cap = int(1.1 * min(len(by_complexity[c]) for c in present)) if present else 0
+    if max_per_complexity is not None:
+        cap = min(cap, max_per_complexity)
     keep_sources: set[str] = set()
     for c in present:
         ids = sorted(by_complexity[c])
         rng.shuffle(ids)
-        keep_sources.update(ids[:cap])
+        chosen = _spread_over_patterns(ids, [sources[i]["source_pattern"] for i in ids], cap)
+        keep_sources.update(chosen)
         if len(ids) > cap:
             report.rejected[f"complexity balance ({c})"] += len(ids) - cap
     # No block above max_block_fraction of the kept sources.
@@ -503,6 +571,7 @@ def preprocess(
         split = min(names, key=lambda s: counts[s] / (fractions[names.index(s)] * total))
         assignment[p] = split
         counts[split] += pattern_size[p]
+    _cover_held_out_primitives(assignment, pattern_size, report)
     splits: dict[str, list[dict]] = {n: [] for n in names}
     for ex in kept:
         splits[assignment[group_pattern[groups[ex["source_id"]]]]].append(ex)
@@ -514,6 +583,15 @@ def preprocess(
         ]
         if before != len(splits[name]):
             report.rejected[f"{name}: pattern also in train"] += before - len(splits[name])
+    # Rewrites and compositions have patterns of their own: those need their primitives in train too.
+    seen = set().union(*(literal_slots(pattern(parse(ex["output"]["formula"]))) for ex in splits["train"]))
+    for name in ("val", "test"):
+        before = len(splits[name])
+        splits[name] = [
+            ex for ex in splits[name] if literal_slots(pattern(parse(ex["output"]["formula"]))) <= seen
+        ]
+        if before != len(splits[name]):
+            report.rejected[f"{name}: primitive not in train"] += before - len(splits[name])
     # Curriculum: simple -> intermediate -> advanced, shuffled within each level.
     rng.shuffle(splits["train"])
     splits["train"].sort(key=lambda ex: COMPLEXITIES.index(ex["complexity"]))

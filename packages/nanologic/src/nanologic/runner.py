@@ -34,7 +34,11 @@ def print_report(report: StageReport) -> None:
 
 
 def build_dataset(
-    data_dir: Path, n: int = 8000, seed: int = 0, kinds: tuple[str, ...] = ("composition",)
+    data_dir: Path,
+    n: int = 8000,
+    seed: int = 0,
+    kinds: tuple[str, ...] = ("composition",),
+    max_per_complexity: int | None = None,
 ) -> dict:
     """generate -> clean -> verify (deterministic) -> augment -> preprocess, files at each stage."""
     from nanologic.generator import generate
@@ -51,7 +55,7 @@ def build_dataset(
     augmented, rep = augment(verified, kinds=kinds, seed=seed)
     print_report(rep)
     write_raw(data_dir / "augmented.json", augmented)
-    splits, rep = preprocess(augmented, seed=seed)
+    splits, rep = preprocess(augmented, max_per_complexity=max_per_complexity, seed=seed)
     print_report(rep)
     for name, rows in splits.items():
         write_jsonl(data_dir / f"{name}.jsonl", rows)
@@ -73,11 +77,13 @@ def train_tokenizer(data_dir: Path, out_dir: Path, vocab_size: int = 8000):
     return tokenizer
 
 
-def evaluate_run(run_dir: Path, data_path: Path, limit: int | None = None, batch_size: int = 64) -> dict:
+def evaluate_run(
+    run_dir: Path, data_path: Path, limit: int | None = None, batch_size: int = 64, repair_tries: int = 2
+) -> dict:
     from nanologic.evaluation import aggregate, score_example, write_report
     from nanologic.inference import Formalizer
 
-    formalizer = Formalizer.from_run(run_dir)
+    formalizer = Formalizer.from_run(run_dir, repair_tries=repair_tries)
     golds = read_jsonl(data_path)[:limit]
     if not golds:
         raise NanologicError(f"{data_path}: no examples to evaluate")
@@ -86,6 +92,7 @@ def evaluate_run(run_dir: Path, data_path: Path, limit: int | None = None, batch
     scores = [score_example(p, g) for p, g in zip(preds, golds)]
     report = aggregate(golds, scores)
     report["split"] = data_path.stem
+    report["repair_tries"] = repair_tries
     report["decode_seconds"] = round(time.perf_counter() - t0, 2)
     rows = [
         {
@@ -127,7 +134,8 @@ def train_run(
     preset: str,
     train_config,
     data_dir: Path | None = None,
-    n_generate: int = 40000,
+    n_generate: int = 120000,
+    max_per_complexity: int | None = 12000,
     vocab_size: int = 8000,
     resume: str | None = None,
     eval_limit: int | None = None,
@@ -160,7 +168,7 @@ def train_run(
             console.print(
                 f"[bold]Generating the embedded dataset[/] ({n_generate} raw examples) in {data_dir}"
             )
-            build_dataset(data_dir, n_generate, tc.seed)
+            build_dataset(data_dir, n_generate, tc.seed, max_per_complexity=max_per_complexity)
     for split in ("train", "val", "test"):
         if not (data_dir / f"{split}.jsonl").exists():
             raise NanologicError(f"{data_dir / f'{split}.jsonl'}: missing (run `nanologic preprocess`)")
