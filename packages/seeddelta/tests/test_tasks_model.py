@@ -61,6 +61,21 @@ def test_task_mix_weights_the_training_stream() -> None:
         TrainConfig(task_weights=(0, 0, 0))
 
 
+def test_two_phase_mix() -> None:
+    from seeddelta.train import TrainConfig
+
+    cfg = TrainConfig(steps=100, phase1_fraction=0.4, phase1_weights=(0, 1, 0), task_weights=(2, 1, 2))
+    assert cfg.phase1_steps == 40
+    assert cfg.task_cycle(0) == cfg.task_cycle(39) == ("sum",)
+    assert cfg.task_cycle(40) == cfg.task_cycle() == ("copy", "copy", "sum", "brackets", "brackets")
+    one_phase = TrainConfig(steps=100, phase1_fraction=0.0)
+    assert one_phase.task_cycle(0) == one_phase.task_cycle()
+    with pytest.raises(SeedDeltaError, match="phase1_fraction"):
+        TrainConfig(phase1_fraction=1.0)
+    with pytest.raises(SeedDeltaError, match="phase1_weights"):
+        TrainConfig(phase1_weights=(0, 0, 0))
+
+
 def test_tokenizer_digits_single_and_bytes_round_trip(tiny_tok) -> None:
     ids = tiny_tok.encode("12345+678")
     assert len(ids) == 9

@@ -102,6 +102,8 @@ def cmd_tiny_train(args: argparse.Namespace) -> int:
         val_samples=args.val_samples,
         init_from=args.init_from,
         task_weights=tuple(args.task_weights),
+        phase1_fraction=args.phase1_fraction,
+        phase1_weights=tuple(args.phase1_weights),
     )
     shape = {
         "hidden_size": args.hidden_size,
@@ -149,7 +151,21 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
         nargs=3,
         metavar=("COPY", "SUM", "BRACKETS"),
         default=list(d.task_weights),
-        help="training mix of the three tasks (the held-out split stays equal)",
+        help="training mix of the three tasks after phase 1 (the held-out split stays equal)",
+    )
+    t.add_argument(
+        "--phase1-fraction",
+        type=float,
+        default=d.phase1_fraction,
+        help="fraction of --steps trained on --phase1-weights first (0 = one phase)",
+    )
+    t.add_argument(
+        "--phase1-weights",
+        type=int,
+        nargs=3,
+        metavar=("COPY", "SUM", "BRACKETS"),
+        default=list(d.phase1_weights),
+        help="training mix of phase 1 (default: sum alone)",
     )
     t.add_argument("--val-samples", type=int, default=d.val_samples)
     t.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
