@@ -76,6 +76,21 @@ def test_two_phase_mix() -> None:
         TrainConfig(phase1_weights=(0, 0, 0))
 
 
+def test_lr_schedule_restarts_per_phase() -> None:
+    from seeddelta.train import TrainConfig, lr_at
+
+    cfg = TrainConfig(steps=1000, phase1_fraction=0.4, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(399, cfg) == pytest.approx(1e-4, rel=1e-3)  # phase 1 ends decayed
+    assert lr_at(400, cfg) == pytest.approx(1e-4)  # phase 2 warms up again
+    assert lr_at(409, cfg) == pytest.approx(1e-3)
+    assert lr_at(999, cfg) == pytest.approx(1e-4, rel=1e-3)
+    one_phase = TrainConfig(steps=1000, phase1_fraction=0.0, warmup_steps=10, lr=1e-3)
+    assert lr_at(400, one_phase) > lr_at(600, one_phase) > lr_at(999, one_phase)
+    assert lr_at(999, one_phase) == pytest.approx(1e-4, rel=1e-3)
+
+
 def test_tokenizer_digits_single_and_bytes_round_trip(tiny_tok) -> None:
     ids = tiny_tok.encode("12345+678")
     assert len(ids) == 9

@@ -157,7 +157,8 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
         "--phase1-fraction",
         type=float,
         default=d.phase1_fraction,
-        help="fraction of --steps trained on --phase1-weights first (0 = one phase)",
+        help="fraction of --steps trained on --phase1-weights first (0 = one phase); "
+        "each phase has its own warmup and cosine",
     )
     t.add_argument(
         "--phase1-weights",
@@ -165,7 +166,7 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
         nargs=3,
         metavar=("COPY", "SUM", "BRACKETS"),
         default=list(d.phase1_weights),
-        help="training mix of phase 1 (default: sum alone)",
+        help="training mix of phase 1 (default: copy and brackets, no sum)",
     )
     t.add_argument("--val-samples", type=int, default=d.val_samples)
     t.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")

@@ -49,9 +49,9 @@ class TrainConfig:
     max_minutes: float | None = None  # optional wall-clock stop (the run records when it fired)
     log_every: int = 50  # steps between log lines
     init_from: str | None = None  # continue from this run directory's weights and tokenizer
-    task_weights: tuple[int, int, int] = (2, 1, 2)  # training mix of copy, sum, brackets (held-out: equal)
-    phase1_fraction: float = 0.4  # first fraction of the steps trained on phase1_weights (0 = one phase)
-    phase1_weights: tuple[int, int, int] = (0, 1, 0)  # sum alone first: its carry circuit forms only then
+    task_weights: tuple[int, int, int] = (1, 4, 1)  # phase-2 mix of copy, sum, brackets (held-out: equal)
+    phase1_fraction: float = 0.3  # first fraction of the steps trained on phase1_weights (0 = one phase)
+    phase1_weights: tuple[int, int, int] = (1, 0, 1)  # copy and brackets first, then mostly sum
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.docs_per_step < 1 or self.seq_len < 80:
@@ -104,9 +104,18 @@ def _batch(tok: BPETokenizer, stream: Any, n_docs: int, seq_len: int) -> tuple[t
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine to ``lr * min_lr_ratio``; each phase has its own (a warm restart),
+    so phase 2 starts at the peak rate that its new tasks need, not at phase 1's decayed one."""
+    start, length = 0, cfg.steps
+    if cfg.phase1_steps > 0:
+        if step < cfg.phase1_steps:
+            length = cfg.phase1_steps
+        else:
+            start, length = cfg.phase1_steps, cfg.steps - cfg.phase1_steps
+    step -= start
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    progress = (step - cfg.warmup_steps) / max(1, length - cfg.warmup_steps)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
