@@ -125,6 +125,28 @@ def test_malformed_raw_json_names_line(tmp_path, capsys):
     assert f"{bad}:3" in capsys.readouterr().err
 
 
+def test_evaluate_another_split_keeps_the_test_report(run_dir, capsys):
+    test_report = (run_dir / "eval" / "report.json").read_bytes()
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run_dir),
+                "--data",
+                str(run_dir / "data" / "val.jsonl"),
+                "--limit",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert (run_dir / "eval" / "report.json").read_bytes() == test_report
+    val_report = json.loads((run_dir / "eval-val" / "report.json").read_text())
+    assert val_report["split"] == "val" and val_report["n_test"] == 3
+    assert str(run_dir / "eval-val") in capsys.readouterr().out
+
+
 def test_evaluate_and_bench_quick(run_dir, tmp_path):
     assert main(["evaluate", "--checkpoint", str(run_dir), "--limit", "4"]) == 0
     out = tmp_path / "bench.json"

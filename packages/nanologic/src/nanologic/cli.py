@@ -255,8 +255,11 @@ def _cmd_evaluate(args) -> int:
     from nanologic.runner import evaluate_run, print_eval
 
     data = args.data or (args.checkpoint / "data" / "test.jsonl")
-    report = evaluate_run(args.checkpoint, data, limit=args.limit, repair_tries=args.repair_tries)
+    report = evaluate_run(
+        args.checkpoint, data, limit=args.limit, repair_tries=args.repair_tries, out_dir=args.out
+    )
     print_eval(report)
+    print(f"report -> {report['report_dir']}")
     return 0
 
 
@@ -438,6 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a run on a split")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, help="JSONL split (default: the run's test split)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="report directory (default: DIR/eval for the run's test split, DIR/eval-<stem> otherwise)",
+    )
     p.add_argument("--limit", type=int)
     p.add_argument(
         "--repair-tries",

@@ -78,8 +78,16 @@ def train_tokenizer(data_dir: Path, out_dir: Path, vocab_size: int = 8000):
 
 
 def evaluate_run(
-    run_dir: Path, data_path: Path, limit: int | None = None, batch_size: int = 64, repair_tries: int = 2
+    run_dir: Path,
+    data_path: Path,
+    limit: int | None = None,
+    batch_size: int = 64,
+    repair_tries: int = 2,
+    out_dir: Path | None = None,
 ) -> dict:
+    """Decode ``data_path`` and write the report to ``out_dir``: by default ``run_dir/eval`` for
+    the run's own test split and ``run_dir/eval-<file stem>`` for any other file, so evaluating
+    another split never overwrites the run's test report."""
     from nanologic.evaluation import aggregate, score_example, write_report
     from nanologic.inference import Formalizer
 
@@ -105,7 +113,11 @@ def evaluate_run(
         }
         for g, p, s in zip(golds, preds, scores)
     ]
-    write_report(report, rows, run_dir / "eval")
+    if out_dir is None:
+        own_test = Path(data_path).resolve() == (Path(run_dir) / "data" / "test.jsonl").resolve()
+        out_dir = Path(run_dir) / ("eval" if own_test else f"eval-{Path(data_path).stem}")
+    write_report(report, rows, out_dir)
+    report["report_dir"] = str(out_dir)
     return report
 
 
