@@ -117,3 +117,12 @@ def test_thought_mentions_formula(examples):
     for e in examples[:50]:
         steps = e["thought"]["reasoning_steps"]
         assert steps[-1]["explanation"] == f"Fórmula: {e['output']['formula']}."
+
+
+def test_literal_polarity_is_balanced_and_no_o_bien_stutter(examples):
+    # polarity near even odds (nor/tampoco/"no es cierto" force some ¬, and some slots are
+    # affirmative by construction), so a slot's polarity cannot be guessed from the skeleton
+    literals = [n for e in examples for n, _ in re.findall(r"(¬?)([p-u])", e["output"]["formula"])]
+    share = sum(1 for n in literals if n) / len(literals)
+    assert 0.4 < share < 0.6, share
+    assert not any("o bien o bien" in e["natural_language_input"].lower() for e in examples)
