@@ -125,6 +125,13 @@ def test_malformed_raw_json_names_line(tmp_path, capsys):
     assert f"{bad}:3" in capsys.readouterr().err
 
 
+def test_train_on_an_existing_data_dir_writes_its_own_report(run_dir, tmp_path):
+    out = tmp_path / "second"
+    args = "--preset tiny --max-steps 2 --eval-limit 3 --threads 1 --batch-size 16"
+    assert train_main([*args.split(), "--data", str(run_dir / "data"), "--out", str(out)]) == 0
+    assert json.loads((out / "eval" / "report.json").read_text())["n_test"] == 3
+
+
 def test_evaluate_another_split_keeps_the_test_report(run_dir, capsys):
     test_report = (run_dir / "eval" / "report.json").read_bytes()
     assert (

@@ -252,14 +252,15 @@ def _cmd_train_tokenizer(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from nanologic.runner import evaluate_run, print_eval
+    from nanologic.runner import default_report_dir, evaluate_run, print_eval
 
     data = args.data or (args.checkpoint / "data" / "test.jsonl")
+    out = args.out or default_report_dir(args.checkpoint, data)
     report = evaluate_run(
-        args.checkpoint, data, limit=args.limit, repair_tries=args.repair_tries, out_dir=args.out
+        args.checkpoint, data, limit=args.limit, repair_tries=args.repair_tries, out_dir=out
     )
     print_eval(report)
-    print(f"report -> {report['report_dir']}")
+    print(f"report -> {out}")
     return 0
 
 

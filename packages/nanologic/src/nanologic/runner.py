@@ -113,12 +113,13 @@ def evaluate_run(
         }
         for g, p, s in zip(golds, preds, scores)
     ]
-    if out_dir is None:
-        own_test = Path(data_path).resolve() == (Path(run_dir) / "data" / "test.jsonl").resolve()
-        out_dir = Path(run_dir) / ("eval" if own_test else f"eval-{Path(data_path).stem}")
-    write_report(report, rows, out_dir)
-    report["report_dir"] = str(out_dir)
+    write_report(report, rows, out_dir or default_report_dir(run_dir, data_path))
     return report
+
+
+def default_report_dir(run_dir: Path, data_path: Path) -> Path:
+    own_test = Path(data_path).resolve() == (Path(run_dir) / "data" / "test.jsonl").resolve()
+    return Path(run_dir) / ("eval" if own_test else f"eval-{Path(data_path).stem}")
 
 
 def print_eval(report: dict) -> None:
@@ -271,7 +272,7 @@ def train_run(
     plain.load_state_dict(model.state_dict())
     save_run_model(plain, out)
     console.print(f"[bold]Evaluating[/] on {data_dir / 'test.jsonl'}")
-    report = evaluate_run(out, data_dir / "test.jsonl", limit=eval_limit)
+    report = evaluate_run(out, data_dir / "test.jsonl", limit=eval_limit, out_dir=out / "eval")
     report["train_seconds"] = round(train_seconds, 1)
     report["n_parameters"] = n_params
     report["preset"] = preset
