@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from nanologic.data import NanologicError
+from nanologic.runner import DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE
 
 PRESET_CHOICES = ("cpu", "tiny", "base", "base-export", "base-full")
 
@@ -17,12 +18,15 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="run directory (default: a new one under ./runs)")
     parser.add_argument("--data", type=Path, help="directory with train/val/test.jsonl (default: generate)")
     parser.add_argument(
-        "--n-generate", type=int, default=120000, help="raw examples to generate when --data is absent"
+        "--n-generate",
+        type=int,
+        default=DEFAULT_N_GENERATE,
+        help="raw examples to generate when --data is absent",
     )
     parser.add_argument(
         "--max-per-complexity",
         type=int,
-        default=12000,
+        default=DEFAULT_MAX_PER_COMPLEXITY,
         help="at most this many generated sentences per complexity level, spread over its patterns",
     )
     parser.add_argument(
@@ -423,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-per-complexity",
         type=int,
-        default=None,
-        help="at most this many sentences per complexity level",
+        default=DEFAULT_MAX_PER_COMPLEXITY,
+        help="at most this many source sentences per complexity level (as `train` uses)",
     )
     p.add_argument("--force", action="store_true")
     p.set_defaults(fn=_cmd_preprocess)

@@ -22,6 +22,11 @@ from nanologic.pipeline import StageReport
 console = Console(stderr=True)
 
 
+# The embedded default dataset: what `nanologic train` generates when no --data is given.
+DEFAULT_N_GENERATE = 120_000  # raw generated sentences
+DEFAULT_MAX_PER_COMPLEXITY = 12_000  # source sentences kept per complexity level
+
+
 def print_report(report: StageReport) -> None:
     table = Table(title=f"{report.stage}: {report.n_in} in, {report.n_out} out", show_header=True)
     table.add_column("rejection reason")
@@ -147,8 +152,8 @@ def train_run(
     preset: str,
     train_config,
     data_dir: Path | None = None,
-    n_generate: int = 120000,
-    max_per_complexity: int | None = 12000,
+    n_generate: int = DEFAULT_N_GENERATE,
+    max_per_complexity: int | None = DEFAULT_MAX_PER_COMPLEXITY,
     vocab_size: int = 8000,
     resume: str | None = None,
     eval_limit: int | None = None,

@@ -30,7 +30,7 @@ from seeddelta.tasks import TASKS, make_split, task_cycle, training_stream, vali
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Defaults sized for ~10 minutes on 2 free CPU cores with bf16 autocast (AVX512-BF16/AMX)."""
+    """Defaults sized for ~12 minutes on 2 free CPU cores with bf16 autocast (AVX512-BF16/AMX)."""
 
     seed: int = 1  # the fork's dataset seed
     steps: int = 3000  # optimizer steps
