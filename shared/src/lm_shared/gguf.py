@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from lm_shared.errors import UserError
 from lm_shared.tokenization import BPETokenizer
 
 
-class GGUFError(ValueError):
+class GGUFError(UserError, ValueError):
     """A GGUF file or its inputs are unusable; the message names the file, tensor or key."""
 
 

@@ -16,10 +16,12 @@ from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from lm_shared.errors import UserError
+
 BYTE_ALPHABET_SIZE = 256
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
     """Raised for unusable tokenizer inputs (empty corpus, bad specials, unreadable file)."""
 
 

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lm_shared.errors import UserError
+
 SPECIAL_TOKENS = (
     "<|pad|>",
     "<|bos|>",
@@ -32,7 +34,7 @@ PAD, BOS, EOS, UNK, INPUT, OUTPUT, THOUGHT, ATOMS, CONNECTORS, FORMULA = SPECIAL
 COMPLEXITIES = ("simple", "intermediate", "advanced")
 
 
-class NanologicError(Exception):
+class NanologicError(UserError):
     """A user-facing error: bad input file, bad option, missing checkpoint. Printed without traceback."""
 
 

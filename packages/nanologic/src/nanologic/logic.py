@@ -22,6 +22,8 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from lm_shared.errors import UserError
+
 NOT, AND, OR, IMPLIES, IFF = "¬", "∧", "∨", "→", "↔"
 BINARY_OPS = (AND, OR, IMPLIES, IFF)
 CONNECTORS = (NOT, AND, OR, IMPLIES, IFF)
@@ -30,7 +32,7 @@ _PRECEDENCE = {IFF: 1, IMPLIES: 2, OR: 3, AND: 4}
 _MAX_TRUTH_TABLE_ATOMS = 16
 
 
-class FormulaError(ValueError):
+class FormulaError(UserError, ValueError):
     """A formula that cannot be parsed; ``position`` is the 0-based character offset."""
 
     def __init__(self, message: str, text: str, position: int) -> None:

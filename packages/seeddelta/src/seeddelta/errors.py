@@ -1,5 +1,7 @@
 """The package's user-facing error type."""
 
+from lm_shared.errors import UserError
 
-class SeedDeltaError(ValueError):
+
+class SeedDeltaError(UserError, ValueError):
     """A user error (bad file, bad option, bad policy): printed as ``error: ...`` by the CLI."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from lm_shared.errors import UserError
 from tormented_mini.modeling_tormented import ConfigError
 
 
-class TormentedError(ValueError):
+class TormentedError(UserError, ValueError):
     """Bad user input (file, flag, checkpoint): the message names it and what was expected."""
 
 
