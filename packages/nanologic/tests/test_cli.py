@@ -31,7 +31,7 @@ def test_default_run_layout_and_report(run_dir):
 
 def test_refuses_to_overwrite_a_trained_run(run_dir, capsys):
     assert train_main(["--preset", "tiny", "--out", str(run_dir)]) == 2
-    assert "already holds a trained model" in capsys.readouterr().err
+    assert "holds a finished run" in capsys.readouterr().err
 
 
 def test_formalize_single_and_batch(run_dir, tmp_path, capsys):

@@ -101,9 +101,10 @@ class BPETokenizer:
         if path.suffix != ".json":
             path.mkdir(parents=True, exist_ok=True)
             path = path / "tokenizer.json"
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self.hf.save(str(path))
+        from lm_shared.runs import atomic_path
+
+        with atomic_path(path) as tmp:
+            self.hf.save(str(tmp))
         return path
 
     @classmethod

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 from nanologic.data import NanologicError
 from nanologic.runner import DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE
 
+_HELP = argparse.ArgumentDefaultsHelpFormatter
 PRESET_CHOICES = ("cpu", "tiny", "base", "base-export", "base-full")
 
 
@@ -59,7 +59,23 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--val-check-interval", type=float, default=1.0)
     parser.add_argument("--precision", default="auto", help="auto, 32-true, bf16-mixed, 16-mixed")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", help="'last' or a checkpoint path")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        help="continue the interrupted run in --out (from its last checkpoint, or from PATH)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a finished run in --out (kept until the new one finishes)",
+    )
+    parser.add_argument(
+        "--model-config",
+        type=_json_object,
+        default=None,
+        help="JSON object of model fields overriding the preset, e.g. '{\"num_layers\": 4}'",
+    )
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--grad-ckpt", action="store_true")
     parser.add_argument("--debug", action="store_true", help="autograd anomaly detection")
@@ -68,16 +84,88 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+# TrainConfig fields and the `train` flags that set them (errors name the flag the user typed).
+_FLAG_FOR_FIELD = {
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "weight_decay": "--weight-decay",
+    "warmup_steps": "--warmup-steps",
+    "max_epochs": "--epochs",
+    "max_steps": "--max-steps",
+    "label_smoothing": "--label-smoothing",
+    "grad_clip": "--grad-clip",
+    "grad_noise": "--grad-noise",
+    "ema_decay": "--ema",
+    "accumulate_grad_batches": "--accumulate",
+    "cot_epochs": "--cot-epochs",
+    "val_check_interval": "--val-check-interval",
+    "precision": "--precision",
+    "seed": "--seed",
+}
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    for flag, value, minimum in (
+        ("--threads", args.threads, 1),
+        ("--n-generate", args.n_generate, 1),
+        ("--max-per-complexity", args.max_per_complexity, 1),
+        ("--eval-limit", args.eval_limit, 1),
+    ):
+        if value is not None and value < minimum:
+            raise NanologicError(f"{flag}: expected an integer >= {minimum}, got {value}")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise NanologicError(f"--max-minutes: expected a number > 0, got {args.max_minutes}")
+
+
 _PRESET_EPOCHS = {"cpu": 3, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
 _PRESET_LR = {"cpu": 3e-3, "tiny": 3e-3, "base": 1e-3, "base-export": 1e-3, "base-full": 1e-3}
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from lm_shared.runtime import make_run_dir
-    from nanologic.runner import train_run
-    from nanologic.training import TrainConfig
+    from nanologic.runner import check_model_request, train_run
+    from nanologic.training import TrainConfig, TrainConfigError
 
-    tc = TrainConfig(
+    _check_run_options(args)
+    try:
+        tc = _train_config(args, TrainConfig)
+    except TrainConfigError as exc:
+        field = str(exc).split(":", 1)[0]
+        flag = _FLAG_FOR_FIELD.get(field)
+        raise NanologicError(f"{flag} ({exc})" if flag else str(exc)) from None
+    check_model_request(args.preset, args.vocab_size, args.model_config)
+    out = args.out or make_run_dir("runs", "nanologic")
+    report = train_run(
+        Path(out),
+        preset=args.preset,
+        train_config=tc,
+        data_dir=args.data,
+        n_generate=args.n_generate,
+        max_per_complexity=args.max_per_complexity,
+        vocab_size=args.vocab_size,
+        resume=args.resume,
+        force=args.force,
+        eval_limit=args.eval_limit,
+        model_overrides=args.model_config,
+        max_minutes=args.max_minutes,
+        threads=args.threads,
+    )
+    print(json.dumps({k: report[k] for k in ("equivalence_accuracy", "n_test", "train_seconds")}))
+    return 0
+
+
+def _train_config(args: argparse.Namespace, TrainConfig):  # noqa: N803 - the class, passed in
+    return TrainConfig(
         batch_size=args.batch_size,
         lr=args.lr if args.lr is not None else _PRESET_LR[args.preset],
         weight_decay=args.weight_decay,
@@ -101,44 +189,23 @@ def _run_train(args: argparse.Namespace) -> int:
         grad_ckpt=args.grad_ckpt,
         debug=args.debug,
     )
-    out = args.out or make_run_dir("runs", "nanologic")
-    if args.resume is None and (out / "model.safetensors").exists():
-        raise NanologicError(
-            f"{out} already holds a trained model; choose another --out or pass --resume last"
-        )
-    report = train_run(
-        Path(out),
-        preset=args.preset,
-        train_config=tc,
-        data_dir=args.data,
-        n_generate=args.n_generate,
-        max_per_complexity=args.max_per_complexity,
-        vocab_size=args.vocab_size,
-        resume=args.resume,
-        eval_limit=args.eval_limit,
-        max_minutes=args.max_minutes,
-        threads=args.threads,
-    )
-    print(json.dumps({k: report[k] for k in ("equivalence_accuracy", "n_test", "train_seconds")}))
-    return 0
 
 
 def train_main(argv: list[str] | None = None) -> int:
     parser = _train_parser(
-        argparse.ArgumentParser(prog="nanologic train", description="Train a nanologic model.")
+        argparse.ArgumentParser(
+            prog="nanologic train",
+            description="Train a nanologic model.",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
     )
     return _guard(lambda: _run_train(parser.parse_args(argv)))
 
 
 def _guard(fn) -> int:
-    try:
-        return fn()
-    except NanologicError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from lm_shared.runs import run_guarded
+
+    return run_guarded(fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,15 +229,44 @@ def _cmd_generate(args) -> int:
     return 0
 
 
-def _stage(args, fn, **kwargs) -> int:
-    from nanologic.data import read_raw, write_raw
+def _read_stage_input(path: Path, cleaned: bool = True) -> list[dict]:
+    """A stage's input examples: refused when empty, or (after `clean`) when one is not a cleaned
+    example, naming the file, the example and the field (a skipped stage shows up here)."""
+    from nanologic.data import read_raw, schema_problem
+    from nanologic.logic import try_parse
+
+    examples = read_raw(path)
+    if not examples:
+        raise NanologicError(f"{path}: no examples")
+    if cleaned:
+        for i, ex in enumerate(examples):
+            problem = schema_problem(ex)
+            if problem is None and try_parse(ex["output"]["formula"]) is None:
+                problem = "output.formula: not a parsable formula"
+            if problem is not None:
+                raise NanologicError(
+                    f"{path}: example {i}: {problem} (expected `nanologic clean` output; was a stage skipped?)"
+                )
+    return examples
+
+
+def _write_stage_output(args, out: list[dict], report) -> None:
+    from nanologic.data import write_raw
+
+    if not out:
+        reasons = ", ".join(f"{r} ({n})" for r, n in report.rejected.most_common(3))
+        raise NanologicError(f"{args.input}: no example survived {report.stage}: {reasons or 'none kept'}")
+    write_raw(args.out, out)
+
+
+def _stage(args, fn, cleaned: bool = True, **kwargs) -> int:
     from nanologic.runner import print_report
 
     _no_overwrite(args.out, args.force)
-    examples = read_raw(args.input)
+    examples = _read_stage_input(args.input, cleaned)
     out, report = fn(examples, **kwargs)
     print_report(report)
-    write_raw(args.out, out)
+    _write_stage_output(args, out, report)
     print(f"{report.n_in} -> {report.n_out} examples -> {args.out}")
     return 0
 
@@ -179,17 +275,21 @@ def _cmd_clean(args) -> int:
     from nanologic.pipeline import clean
 
     return _stage(
-        args, clean, seed=args.seed, max_trivial_fraction=args.max_trivial_fraction, min_chars=args.min_chars
+        args,
+        clean,
+        cleaned=False,
+        seed=args.seed,
+        max_trivial_fraction=args.max_trivial_fraction,
+        min_chars=args.min_chars,
     )
 
 
 def _cmd_verify(args) -> int:
-    from nanologic.data import read_raw, write_raw
     from nanologic.pipeline import consistency_check
     from nanologic.runner import print_report
 
     _no_overwrite(args.out, args.force)
-    examples = read_raw(args.input)
+    examples = _read_stage_input(args.input)
     kept, report = consistency_check(examples)
     print_report(report)
     if args.llm:
@@ -207,7 +307,7 @@ def _cmd_verify(args) -> int:
         )
         kept, llm_report = verify_with_llm(kept, verifier)
         print_report(llm_report)
-    write_raw(args.out, kept)
+    _write_stage_output(args, kept, report)
     print(f"{len(examples)} -> {len(kept)} examples -> {args.out}")
     return 0
 
@@ -223,28 +323,37 @@ def _cmd_augment(args) -> int:
 
 
 def _cmd_preprocess(args) -> int:
-    from nanologic.data import read_raw, write_jsonl
+    from lm_shared.runs import atomic_write_json
+    from nanologic.data import write_jsonl
     from nanologic.pipeline import preprocess
     from nanologic.runner import print_report
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.max_per_complexity is not None and args.max_per_complexity < 1:
+        raise NanologicError(f"--max-per-complexity: expected an integer >= 1, got {args.max_per_complexity}")
     for split in ("train", "val", "test"):
         _no_overwrite(args.out / f"{split}.jsonl", args.force)
-    splits, report = preprocess(
-        read_raw(args.input), max_per_complexity=args.max_per_complexity, seed=args.seed
-    )
+    examples = _read_stage_input(args.input)
+    splits, report = preprocess(examples, max_per_complexity=args.max_per_complexity, seed=args.seed)
     print_report(report)
     for name, rows in splits.items():
+        if not rows:
+            raise NanologicError(
+                f"{args.input}: too few examples for a {name} split ({len(examples)} in); nothing written"
+            )
+    for name, rows in splits.items():
         write_jsonl(args.out / f"{name}.jsonl", rows)
-    (args.out / "stats.json").write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
+    atomic_write_json(args.out / "stats.json", report.to_dict())
     print(f"train/val/test = {report.notes['splits']} -> {args.out}")
     return 0
 
 
 def _cmd_train_tokenizer(args) -> int:
-    from nanologic.runner import train_tokenizer
+    from nanologic.runner import MIN_VOCAB_SIZE, check_records, train_tokenizer
 
+    if args.vocab_size < MIN_VOCAB_SIZE:
+        raise NanologicError(f"--vocab-size: expected at least {MIN_VOCAB_SIZE}, got {args.vocab_size}")
     _no_overwrite(args.out / "tokenizer.json", args.force)
+    check_records(args.data / "train.jsonl")
     tok = train_tokenizer(args.data, args.out, args.vocab_size)
     print(f"tokenizer with {tok.vocab_size} tokens -> {args.out / 'tokenizer.json'}")
     return 0
@@ -284,6 +393,8 @@ def _cmd_formalize(args) -> int:
     if args.input is not None:
         _no_overwrite(args.output, args.force)
         rows = read_jsonl(args.input, required=("input",))
+        if not rows:
+            raise NanologicError(f'{args.input}: no sentences (expected JSONL lines like {{"input": "..."}})')
         results = formalizer.formalize([r["input"] for r in rows])
         out_rows = []
         for row, res in zip(rows, results):
@@ -380,78 +491,105 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanologic", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("generate", help="generate raw Spanish examples (seed schema JSON)")
-    p.add_argument("--n", type=int, default=8000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("data/raw.json"))
-    p.add_argument("--force", action="store_true")
+    p = sub.add_parser(
+        "generate", formatter_class=_HELP, help="generate raw Spanish examples (seed schema JSON)"
+    )
+    p.add_argument("--n", type=int, default=8000, help="raw examples to generate")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
+    p.add_argument("--out", type=Path, default=Path("data/raw.json"), help="output JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_generate)
 
-    p = sub.add_parser("clean", help="parse, check atoms, dedup, subsample trivial formulas, normalise")
-    p.add_argument("input", type=Path)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-trivial-fraction", type=float, default=0.05)
-    p.add_argument("--min-chars", type=int, default=5)
-    p.add_argument("--force", action="store_true")
+    p = sub.add_parser(
+        "clean",
+        formatter_class=_HELP,
+        help="parse, check atoms, dedup, subsample trivial formulas, normalise",
+    )
+    p.add_argument("input", type=Path, help="input file (seed-schema JSON or JSONL) from the previous stage")
+    p.add_argument("--out", type=Path, required=True, help="output JSON file")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
+    p.add_argument(
+        "--max-trivial-fraction", type=float, default=0.05, help="largest share of trivial formulas kept"
+    )
+    p.add_argument("--min-chars", type=int, default=5, help="shortest sentence kept, in characters")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_clean)
 
-    p = sub.add_parser("verify", help="deterministic consistency check, plus an optional LLM check")
-    p.add_argument("input", type=Path)
-    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser(
+        "verify", formatter_class=_HELP, help="deterministic consistency check, plus an optional LLM check"
+    )
+    p.add_argument("input", type=Path, help="input file (seed-schema JSON or JSONL) from the previous stage")
+    p.add_argument("--out", type=Path, required=True, help="output JSON file")
     p.add_argument("--llm", action="store_true", help="also ask an OpenAI-compatible chat API")
     p.add_argument("--base-url", help="API base URL (or NANOLOGIC_API_BASE)")
     p.add_argument("--model", help="model name (or NANOLOGIC_MODEL)")
     p.add_argument("--api-key", help="API key (or NANOLOGIC_API_KEY)")
-    p.add_argument("--cache", type=Path, default=Path("data/verify_cache.jsonl"))
-    p.add_argument("--retries", type=int, default=4)
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("data/verify_cache.jsonl"),
+        help="JSONL cache of LLM answers (reruns cost nothing)",
+    )
+    p.add_argument("--retries", type=int, default=4, help="retries of a failed API request")
     p.add_argument("--rpm", type=float, default=60.0, help="requests per minute")
     p.add_argument("--price-in", type=float, default=0.0, help="USD per 1M prompt tokens")
     p.add_argument("--price-out", type=float, default=0.0, help="USD per 1M completion tokens")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_verify)
 
-    p = sub.add_parser("augment", help="AST rewrites proven by truth table, and compositions")
-    p.add_argument("input", type=Path)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--kinds", default="implication,de_morgan,double_negation,commutativity,composition")
-    p.add_argument("--per-example", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true")
+    p = sub.add_parser(
+        "augment", formatter_class=_HELP, help="AST rewrites proven by truth table, and compositions"
+    )
+    p.add_argument("input", type=Path, help="input file (seed-schema JSON or JSONL) from the previous stage")
+    p.add_argument("--out", type=Path, required=True, help="output JSON file")
+    p.add_argument(
+        "--kinds",
+        default="implication,de_morgan,double_negation,commutativity,composition",
+        help="comma-separated rewrites to apply",
+    )
+    p.add_argument("--per-example", type=int, default=1, help="rewrites per example and kind")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_augment)
 
-    p = sub.add_parser("preprocess", help="balance, grouped pattern split 80/10/10, curriculum")
-    p.add_argument("input", type=Path)
+    p = sub.add_parser(
+        "preprocess", formatter_class=_HELP, help="balance, grouped pattern split 80/10/10, curriculum"
+    )
+    p.add_argument("input", type=Path, help="input file (seed-schema JSON or JSONL) from the previous stage")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
     p.add_argument(
         "--max-per-complexity",
         type=int,
         default=DEFAULT_MAX_PER_COMPLEXITY,
         help="at most this many source sentences per complexity level (as `train` uses)",
     )
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_preprocess)
 
-    p = sub.add_parser("train-tokenizer", help="BPE with the 10 special tokens at ids 0-9")
+    p = sub.add_parser(
+        "train-tokenizer", formatter_class=_HELP, help="BPE with the 10 special tokens at ids 0-9"
+    )
     p.add_argument("--data", type=Path, required=True, help="directory with train.jsonl")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--vocab-size", type=int, default=8000)
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--vocab-size", type=int, default=8000, help="BPE vocabulary size (upper bound)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_train_tokenizer)
 
-    p = _train_parser(sub.add_parser("train", help="train (the same trainer as `uv run train`)"))
+    p = _train_parser(
+        sub.add_parser("train", formatter_class=_HELP, help="train (the same trainer as `uv run train`)")
+    )
     p.set_defaults(fn=_run_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a run on a split")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p = sub.add_parser("evaluate", formatter_class=_HELP, help="evaluate a run on a split")
+    p.add_argument("--checkpoint", type=Path, required=True, help="run directory of a trained model")
     p.add_argument("--data", type=Path, help="JSONL split (default: the run's test split)")
     p.add_argument(
         "--out",
         type=Path,
         help="report directory (default: DIR/eval for the run's test split, DIR/eval-<stem> otherwise)",
     )
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=int, help="evaluate only the first N examples")
     p.add_argument(
         "--repair-tries",
         type=int,
@@ -460,37 +598,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=_cmd_evaluate)
 
-    p = sub.add_parser("formalize", help="sentence(s) -> atoms, connectors, formula, truth table")
-    p.add_argument("sentence", nargs="*")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p = sub.add_parser(
+        "formalize", formatter_class=_HELP, help="sentence(s) -> atoms, connectors, formula, truth table"
+    )
+    p.add_argument("sentence", nargs="*", help="Spanish sentence(s) to formalise")
+    p.add_argument("--checkpoint", type=Path, required=True, help="run directory of a trained model")
     p.add_argument("--input", type=Path, help="JSONL with a string field 'input' per line")
-    p.add_argument("--output", type=Path)
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--output", type=Path, help="output JSONL (with --input)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_formalize)
 
-    p = sub.add_parser("check", help="validity of an argument (text with a model, or formulas)")
-    p.add_argument("text", nargs="?")
-    p.add_argument("--checkpoint", type=Path)
+    p = sub.add_parser(
+        "check", formatter_class=_HELP, help="validity of an argument (text with a model, or formulas)"
+    )
+    p.add_argument(
+        "text", nargs="?", help="argument text: premise sentences, the last sentence is the conclusion"
+    )
+    p.add_argument("--checkpoint", type=Path, help="run directory of a trained model")
     p.add_argument("--premise", dest="premises", action="append", default=[], help="a premise formula")
     p.add_argument("--conclusion", help="the conclusion formula")
     p.add_argument("--json", action="store_true", help="also print the result as JSON")
     p.add_argument("--exit-code", action="store_true", help="exit 1 when the argument is invalid")
     p.set_defaults(fn=_cmd_check)
 
-    p = sub.add_parser("export-gguf", help="write a llama.cpp GGUF (llama architecture)")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--dtype", choices=("f32", "f16"), default="f32")
+    p = sub.add_parser(
+        "export-gguf", formatter_class=_HELP, help="write a llama.cpp GGUF (llama architecture)"
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="run directory of a trained model")
+    p.add_argument("--out", type=Path, required=True, help="output .gguf file")
+    p.add_argument("--dtype", choices=("f32", "f16"), default="f32", help="weight type in the GGUF")
     p.add_argument(
         "--allow-final-softcap", action="store_true", help="drop the final soft-cap (greedy unchanged)"
     )
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_export)
 
-    p = sub.add_parser("bench", help="throughput, padding/packing efficiency, KV-cache and llama.cpp speed")
-    p.add_argument("--out", type=Path, default=Path("bench.json"))
+    p = sub.add_parser(
+        "bench",
+        formatter_class=_HELP,
+        help="throughput, padding/packing efficiency, KV-cache and llama.cpp speed",
+    )
+    p.add_argument("--out", type=Path, default=Path("bench.json"), help="output JSON report")
     p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.set_defaults(fn=_cmd_bench)
     return parser
 

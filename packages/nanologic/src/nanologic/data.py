@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_shared.errors import UserError
+from lm_shared.runs import atomic_write_text
 
 SPECIAL_TOKENS = (
     "<|pad|>",
@@ -47,13 +47,18 @@ def read_raw(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise NanologicError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8-sig")
     if path.suffix == ".jsonl":
         return read_jsonl(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise NanologicError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _json_error(path, exc) from None
+    except RecursionError:
+        raise NanologicError(f"{path}: malformed JSON: nested too deeply") from None
     if isinstance(data, dict) and isinstance(data.get("examples"), list):
         data = data["examples"]
     if not isinstance(data, list):
@@ -70,14 +75,22 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
     if not path.is_file():
         raise NanologicError(f"{path}: file not found")
     rows = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for lineno, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise NanologicError(
+                    f"{path}:{lineno}: not UTF-8 text (byte {exc.start} of the line); save it as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise NanologicError(f"{path}:{lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+            except RecursionError:
+                raise NanologicError(f"{path}:{lineno}: malformed JSON: nested too deeply") from None
             if not isinstance(row, dict):
                 raise NanologicError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             for key in required:
@@ -87,23 +100,12 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
     return rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_raw(path: str | Path, examples: list[dict]) -> Path:
-    path = Path(path)
-    _atomic_write(path, json.dumps({"examples": examples}, ensure_ascii=False, indent=1) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps({"examples": examples}, ensure_ascii=False, indent=1) + "\n")
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
-    path = Path(path)
-    _atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return path
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def normalize_text(text: str) -> str:

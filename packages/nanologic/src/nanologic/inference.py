@@ -18,34 +18,43 @@ TOKENIZER = "tokenizer/tokenizer.json"
 
 
 def save_run_model(model: NanoLogic, run_dir: Path) -> Path:
+    """Write ``model_config.json`` and ``model.safetensors`` atomically.
+
+    Raises ``lm_shared.runs.NonFiniteError`` (nothing written) when a weight is NaN/Inf.
+    """
     from safetensors.torch import save_file
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / MODEL_CONFIG).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    from lm_shared.runs import atomic_path, atomic_write_json, check_finite_parameters
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    check_finite_parameters(state.items(), what="the nanologic model")
+    atomic_write_json(run_dir / MODEL_CONFIG, model.config.to_dict())
     path = run_dir / WEIGHTS
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
     return path
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[NanoLogic, object]:
     """Model (eval mode) and tokenizer of a run directory, with clear errors when incomplete."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from lm_shared.runs import require_run_of
     from lm_shared.tokenization import BPETokenizer
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise NanologicError(f"checkpoint directory {run_dir} does not exist")
+    require_run_of(run_dir, "nanologic", finished=False)  # another member's run is named as such
     for name in (MODEL_CONFIG, WEIGHTS, TOKENIZER):
         if not (run_dir / name).is_file():
             raise NanologicError(
                 f"{run_dir} is not a nanologic run: missing {name} (train one with `nanologic train`)"
             )
     try:
-        config = NanoLogicConfig(**json.loads((run_dir / MODEL_CONFIG).read_text()))
-    except (TypeError, ValueError) as exc:
+        config = NanoLogicConfig(**json.loads((run_dir / MODEL_CONFIG).read_bytes().decode("utf-8")))
+    except (TypeError, ValueError, RecursionError) as exc:
         raise NanologicError(f"{run_dir / MODEL_CONFIG}: incompatible model config ({exc})") from None
     tokenizer = BPETokenizer.load(run_dir / TOKENIZER)
     if tokenizer.vocab_size != config.vocab_size:
@@ -54,7 +63,14 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[NanoLogic, objec
         )
     model = NanoLogic(config)
     try:
-        model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
+        weights = load_file(str(run_dir / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise NanologicError(
+            f"{run_dir / WEIGHTS}: damaged or not a safetensors file ({str(exc)[:120]}); "
+            "re-export it or train again"
+        ) from None
+    try:
+        model.load_state_dict(weights)
     except RuntimeError as exc:
         raise NanologicError(
             f"{run_dir / WEIGHTS}: weights do not match the config ({str(exc)[:200]})"

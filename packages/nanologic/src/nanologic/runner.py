@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from lm_shared.runs import atomic_write_json
 from nanologic.data import (
     SPECIAL_TOKENS,
     NanologicError,
@@ -64,8 +65,43 @@ def build_dataset(
     print_report(rep)
     for name, rows in splits.items():
         write_jsonl(data_dir / f"{name}.jsonl", rows)
-    (data_dir / "stats.json").write_text(json.dumps(rep.to_dict(), ensure_ascii=False, indent=2) + "\n")
+    atomic_write_json(data_dir / "stats.json", rep.to_dict())
     return rep.to_dict()
+
+
+# Fields every processed record (``nanologic preprocess`` output) has, with their JSON types.
+RECORD_FIELDS = {
+    "natural_language_input": str,
+    "atoms": dict,
+    "connectors": list,
+    "formula": str,
+    "complexity": str,
+}
+
+
+def check_records(path: Path) -> int:
+    """Check a processed split before training on it; returns its number of records.
+
+    Raises NanologicError naming the file, line and field (e.g. a raw or cleaned file given
+    where ``nanologic preprocess`` output is expected), or when the file has no records.
+    """
+    from nanologic.data import COMPLEXITIES
+
+    rows = read_jsonl(path)
+    if not rows:
+        raise NanologicError(f"{path}: no examples (expected `nanologic preprocess` output)")
+    for lineno, row in enumerate(rows, start=1):
+        for key, kind in RECORD_FIELDS.items():
+            if not isinstance(row.get(key), kind):
+                raise NanologicError(
+                    f"{path}: record {lineno}: field {key!r} missing or not a {kind.__name__} "
+                    "(expected `nanologic preprocess` output; did a stage get skipped?)"
+                )
+        if row["complexity"] not in COMPLEXITIES:
+            raise NanologicError(
+                f"{path}: record {lineno}: complexity must be one of {', '.join(COMPLEXITIES)}"
+            )
+    return len(rows)
 
 
 def train_tokenizer(data_dir: Path, out_dir: Path, vocab_size: int = 8000):
@@ -146,6 +182,47 @@ def print_eval(report: dict) -> None:
     console.print(table)
 
 
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # the byte alphabet plus the special tokens
+
+
+def check_model_request(preset: str, vocab_size: int, model_overrides: dict | None) -> None:
+    """Validate ``--vocab-size`` and ``--model-config`` before any work (NanologicError names the field)."""
+    import dataclasses
+
+    from nanologic.model import NanoLogicConfig, build_config
+
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise NanologicError(
+            f"--vocab-size: expected at least {MIN_VOCAB_SIZE} (256 bytes + {len(SPECIAL_TOKENS)} "
+            f"special tokens), got {vocab_size}"
+        )
+    overrides = dict(model_overrides or {})
+    known = {f.name for f in dataclasses.fields(NanoLogicConfig)} - {"vocab_size"}
+    for key in overrides:
+        if key not in known:
+            raise NanologicError(
+                f"--model-config: unknown field {key!r}; expected some of {', '.join(sorted(known))}"
+            )
+    try:
+        build_config(preset, vocab_size, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise NanologicError(f"--model-config: {exc}") from None
+
+
+def _resume_checkpoint(path: Path) -> Path:
+    """A Lightning checkpoint to resume from, checked to be a whole file (zip central directory)."""
+    import zipfile
+
+    if not path.is_file():
+        raise NanologicError(f"cannot resume: {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise NanologicError(
+            f"{path}: damaged checkpoint (truncated or not a PyTorch checkpoint); "
+            "resume from another one with --resume PATH, or start over with --force"
+        )
+    return path
+
+
 def train_run(
     out: Path,
     *,
@@ -156,33 +233,115 @@ def train_run(
     max_per_complexity: int | None = DEFAULT_MAX_PER_COMPLEXITY,
     vocab_size: int = 8000,
     resume: str | None = None,
+    force: bool = False,
     eval_limit: int | None = None,
     model_overrides: dict | None = None,
     max_minutes: float | None = None,
     threads: int = 2,
 ) -> dict:
-    """The whole default run; every artefact lands under ``out``."""
+    """The whole default run; every artefact lands under ``out``.
+
+    ``out`` follows the run-folder policy of :mod:`lm_shared.runs`: locked while training, a
+    finished run is replaced only with ``force``, an interrupted one is continued with ``resume``
+    (``"last"`` or a checkpoint path; the run's saved settings must match). SIGINT/SIGTERM save
+    ``checkpoints/<phase>/last.ckpt`` and raise ``TrainingInterrupted``; a diverged run raises
+    ``NonFiniteError`` and saves no model.
+    """
+    from lm_shared.runs import open_run_dir
+    from nanologic.training import train_config_dict
+
+    tc = train_config
+    check_model_request(preset, vocab_size, model_overrides)
+    if data_dir is not None:
+        for split in ("train", "val", "test"):
+            if not (Path(data_dir) / f"{split}.jsonl").is_file():
+                raise NanologicError(
+                    f"{Path(data_dir) / f'{split}.jsonl'}: missing (run `nanologic preprocess`)"
+                )
+    request = {
+        "preset": preset,
+        "train_config": train_config_dict(tc),
+        "data": str(Path(data_dir).resolve()) if data_dir is not None else None,
+        "n_generate": n_generate if data_dir is None else None,
+        "max_per_complexity": max_per_complexity if data_dir is None else None,
+        "vocab_size": vocab_size,
+        "model_overrides": dict(model_overrides or {}),
+    }
+    run = open_run_dir(
+        out,
+        package="nanologic",
+        resume=resume is not None,
+        force=force,
+        config=request,
+        # Extending a run, or changing how it is run (not what it learns), is allowed on resume.
+        resume_may_change=[
+            "train_config.max_epochs",
+            "train_config.max_steps",
+            "train_config.num_workers",
+            "train_config.val_check_interval",
+            "train_config.debug",
+            "train_config.compile",
+        ],
+        resume_hint="--resume",
+        run_files=("model.safetensors", "train_config.json"),
+    )
+    with run:
+        report = _train_in(
+            run,
+            preset=preset,
+            tc=tc,
+            data_dir=data_dir,
+            n_generate=n_generate,
+            max_per_complexity=max_per_complexity,
+            vocab_size=vocab_size,
+            resume=resume,
+            eval_limit=eval_limit,
+            model_overrides=model_overrides,
+            max_minutes=max_minutes,
+            threads=threads,
+        )
+        final = run.finish()
+    console.print(f"[bold green]Run directory:[/] {final}  (use it as --checkpoint {final})")
+    return report
+
+
+def _train_in(
+    run,
+    *,
+    preset,
+    tc,
+    data_dir,
+    n_generate,
+    max_per_complexity,
+    vocab_size,
+    resume,
+    eval_limit,
+    model_overrides,
+    max_minutes,
+    threads,
+) -> dict:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
 
+    from lm_shared.runs import StopSignal
+    from lm_shared.runs_lightning import AtomicCheckpointIO, NonFiniteGuard, StopOnSignal
     from lm_shared.runtime import detect_device, detect_precision, save_config, seed_everything
     from lm_shared.stability import HealthConfig
     from lm_shared.stability_lightning import GradientHealthCallback
+    from lm_shared.summary import tensorboard_logger
     from lm_shared.tokenization import BPETokenizer
     from nanologic.inference import save_run_model
     from nanologic.model import NanoLogic, build_config
     from nanologic.training import NanoLogicDataModule, NanoLogicModule, ProgressLog, train_config_dict
 
-    tc = train_config
+    out = run.path
     seed_everything(tc.seed)
     torch.set_num_threads(max(1, threads))
-    out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     if data_dir is None:
         data_dir = out / "data"
-        if not (data_dir / "train.jsonl").exists():
+        if not (data_dir / "stats.json").exists():  # written last: a dataset cut short is rebuilt
             console.print(
                 f"[bold]Generating the embedded dataset[/] ({n_generate} raw examples) in {data_dir}"
             )
@@ -190,9 +349,11 @@ def train_run(
     for split in ("train", "val", "test"):
         if not (data_dir / f"{split}.jsonl").exists():
             raise NanologicError(f"{data_dir / f'{split}.jsonl'}: missing (run `nanologic preprocess`)")
+    for split in ("train", "val", "test"):
+        check_records(data_dir / f"{split}.jsonl")
     tok_dir = out / "tokenizer"
     if (tok_dir / "tokenizer.json").exists():
-        tokenizer = BPETokenizer.load(tok_dir / "tokenizer.json")
+        tokenizer = BPETokenizer.load(tok_dir / "tokenizer.json")  # a damaged one: TokenizerError names it
     else:
         tokenizer = train_tokenizer(data_dir, tok_dir, vocab_size)
     model_cfg = build_config(preset, tokenizer.vocab_size, **(model_overrides or {}))
@@ -228,7 +389,13 @@ def train_run(
     ckpt_dir = out / "checkpoints"
     phases = [("phase1", True, tc.cot_epochs)] if tc.cot_epochs > 0 else []
     phases.append(("phase2", False, tc.max_epochs))
+    phases_done = list(run.state.get("phases_done", [])) if run.resumed else []
+    resume_command = f"nanologic train --out {run.final_path} --resume"
     for phase, with_thought, epochs in phases:
+        if phase in phases_done:  # finished before the interruption: its weights, then move on
+            last = _resume_checkpoint(ckpt_dir / phase / "last.ckpt")
+            module.load_state_dict(torch.load(last, map_location="cpu", weights_only=False)["state_dict"])
+            continue
         max_len = model_cfg.max_seq_len
         dm = NanoLogicDataModule(tokenizer, data_dir, out / "cache", tc, max_len, with_thought=with_thought)
         checkpoint = ModelCheckpoint(
@@ -239,12 +406,16 @@ def train_run(
             save_top_k=3,
             save_last=True,
         )
+        stop = StopSignal()
+        stop_callback = StopOnSignal(stop, ckpt_dir / phase / "last.ckpt")
         callbacks = [
             checkpoint,
             ProgressLog(),
             GradientHealthCallback(
                 HealthConfig(clip_norm=tc.grad_clip), checkpoint_path=ckpt_dir / "unhealthy.ckpt"
             ),
+            NonFiniteGuard(),
+            stop_callback,
         ]
         trainer = L.Trainer(
             max_epochs=epochs,
@@ -255,7 +426,8 @@ def train_run(
             precision=precision,
             accumulate_grad_batches=tc.accumulate_grad_batches,
             val_check_interval=tc.val_check_interval,
-            logger=TensorBoardLogger(out / "tensorboard", name=phase),
+            logger=tensorboard_logger(out / "tensorboard", name=phase),
+            plugins=[AtomicCheckpointIO()],
             callbacks=callbacks,
             detect_anomaly=tc.debug,
             enable_model_summary=False,
@@ -264,11 +436,23 @@ def train_run(
             deterministic=False,
         )
         ckpt_path = None
-        if resume and phase == phases[-1][0]:
-            ckpt_path = str(ckpt_dir / phase / "last.ckpt") if resume == "last" else resume
-            if not Path(ckpt_path).exists():
-                raise NanologicError(f"cannot resume: {ckpt_path} does not exist")
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        if run.resumed:
+            if resume not in (None, "last") and phase == phases[-1][0]:
+                ckpt_path = str(_resume_checkpoint(Path(resume)))
+            elif (ckpt_dir / phase / "last.ckpt").exists():
+                ckpt_path = str(_resume_checkpoint(ckpt_dir / phase / "last.ckpt"))
+        with stop:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        if stop.requested:
+            if stop_callback.saved_step is None:  # stopped before a step finished: keep the last epoch's
+                trainer.save_checkpoint(ckpt_dir / phase / "last.ckpt")
+            run.mark_interrupted(phase=phase, step=trainer.global_step)
+            raise stop.interrupted(
+                f"at step {trainer.global_step} ({phase}); checkpoint {ckpt_dir / phase / 'last.ckpt'}",
+                resume_command,
+            )
+        phases_done.append(phase)
+        run.update(phases_done=phases_done, step=trainer.global_step)
     train_seconds = time.perf_counter() - t_start
     model: NanoLogic = module.eval_model()
     if hasattr(model, "_orig_mod"):
@@ -283,7 +467,6 @@ def train_run(
     report["preset"] = preset
     report["precision"] = precision
     report["device"] = device
-    (out / "eval" / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    atomic_write_json(out / "eval" / "report.json", report)
     print_eval(report)
-    console.print(f"[bold green]Run directory:[/] {out}  (use it as --checkpoint {out})")
     return report

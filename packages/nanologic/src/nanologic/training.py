@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lm_shared.runs import atomic_path
 from nanologic.data import COMPLEXITIES, PAD, NanologicError, prompt_text, read_jsonl, target_text
 from nanologic.model import NanoLogic, NanoLogicConfig
 
@@ -54,14 +56,53 @@ class TrainConfig:
     debug: bool = False  # autograd anomaly detection
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("schedulefree", "adamw"):
-            raise ValueError(f"optimizer must be 'schedulefree' or 'adamw', got {self.optimizer!r}")
-        if self.loss_on not in ("output", "all"):
-            raise ValueError(f"loss_on must be 'output' or 'all', got {self.loss_on!r}")
-        if self.batch_size < 1 or self.accumulate_grad_batches < 1:
-            raise ValueError("batch_size and accumulate_grad_batches must be >= 1")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError("ema_decay must be in [0, 1)")
+        """Check every field before any work starts; raises :class:`TrainConfigError` naming it."""
+        problem = _train_config_problem(self)
+        if problem is not None:
+            raise TrainConfigError(problem)
+
+
+class TrainConfigError(NanologicError, ValueError):
+    """A training hyperparameter out of range; the message names the field and what was expected."""
+
+
+# Lightning precision strings this trainer accepts ("auto" picks one for the device).
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
+
+
+def _train_config_problem(tc: TrainConfig) -> str | None:
+    def finite(name: str) -> bool:
+        return isinstance(getattr(tc, name), int | float) and math.isfinite(getattr(tc, name))
+
+    for name in ("lr", "weight_decay", "label_smoothing", "grad_clip", "grad_noise", "grad_noise_gamma"):
+        if not finite(name):
+            return f"{name}: expected a finite number, got {getattr(tc, name)}"
+    checks = [
+        (tc.optimizer in ("schedulefree", "adamw"), "optimizer", "'schedulefree' or 'adamw'"),
+        (tc.loss_on in ("output", "all"), "loss_on", "'output' or 'all'"),
+        (tc.lr > 0, "lr", "> 0"),
+        (tc.batch_size >= 1, "batch_size", "an integer >= 1"),
+        (tc.accumulate_grad_batches >= 1, "accumulate_grad_batches", "an integer >= 1"),
+        (tc.max_epochs >= 1, "max_epochs", "an integer >= 1"),
+        (tc.max_steps == -1 or tc.max_steps >= 1, "max_steps", "-1 (epochs decide) or an integer >= 1"),
+        (tc.warmup_steps >= 0, "warmup_steps", ">= 0"),
+        (tc.weight_decay >= 0, "weight_decay", ">= 0"),
+        (0.0 <= tc.label_smoothing < 1.0, "label_smoothing", "in [0, 1)"),
+        (tc.grad_clip > 0, "grad_clip", "> 0"),
+        (tc.grad_noise >= 0, "grad_noise", ">= 0"),
+        (0.0 <= tc.ema_decay < 1.0, "ema_decay", "in [0, 1)"),
+        (all(0.0 <= b < 1.0 for b in tc.betas), "betas", "two numbers in [0, 1)"),
+        (tc.pack_len >= 2, "pack_len", ">= 2"),
+        (tc.cot_epochs >= 0, "cot_epochs", ">= 0"),
+        (tc.val_check_interval > 0, "val_check_interval", "> 0 (a fraction of an epoch, or a step count)"),
+        (tc.precision in PRECISIONS, "precision", "one of " + ", ".join(PRECISIONS)),
+        (tc.num_workers >= 0, "num_workers", ">= 0"),
+        (0 <= tc.seed < 2**32, "seed", "in [0, 2**32)"),
+    ]
+    for ok, name, expected in checks:
+        if not ok:
+            return f"{name}: expected {expected}, got {getattr(tc, name)!r}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,11 +138,13 @@ def cached_examples(
     digest.update(f"{with_thought}-{max_len}".encode())
     cache = cache_dir / f"{path.stem}-{digest.hexdigest()[:16]}.pt"
     if cache.exists():
-        rows = torch.load(cache)
-        return [Example(*row) for row in rows]
+        try:
+            return [Example(*row) for row in torch.load(cache)]
+        except Exception as exc:  # a damaged cache (truncated, garbled): rebuild it
+            print(f"{cache}: damaged token cache ({type(exc).__name__}); rebuilding it", file=sys.stderr)
     examples = encode_records(tokenizer, read_jsonl(path), with_thought, max_len)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    torch.save([(e.ids, e.n_prompt, e.complexity) for e in examples], cache)
+    with atomic_path(cache) as tmp:
+        torch.save([(e.ids, e.n_prompt, e.complexity) for e in examples], tmp)
     return examples
 
 
