@@ -111,7 +111,9 @@ def cmd_tiny_train(args: argparse.Namespace) -> int:
         "num_layers": args.num_layers,
         "num_heads": args.num_heads,
     }
-    report = train(Path(args.out), cfg, model_shape=shape, progress=not args.quiet)
+    report = train(
+        Path(args.out), cfg, model_shape=shape, progress=not args.quiet, resume=args.resume, force=args.force
+    )
     em = report["exact_match"]
     print(
         f"exact_match copy={em.get('copy', 0):.3f} sum={em.get('sum', 0):.3f} brackets={em.get('brackets', 0):.3f} "
@@ -121,11 +123,19 @@ def cmd_tiny_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing(path: str | Path, force: bool) -> None:
+    if Path(path).exists() and not force:
+        raise SeedDeltaError(f"{path} exists; pass --force to overwrite it")
+
+
 def cmd_tiny_export(args: argparse.Namespace) -> int:
+    from lm_shared.runs import atomic_path
     from seeddelta.gguf_io import export_checkpoint
 
-    path = export_checkpoint(Path(args.checkpoint), Path(args.out), args.dtype)
-    print(f"wrote {path}")
+    _refuse_existing(args.out, args.force)
+    with atomic_path(Path(args.out)) as tmp:
+        export_checkpoint(Path(args.checkpoint), tmp, args.dtype)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -171,6 +181,10 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--val-samples", type=int, default=d.val_samples)
     t.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in --out from checkpoint.pt"
+    )
+    t.add_argument("--force", action="store_true", help="replace a finished run in --out")
     t.add_argument("--init-from", default=None, help="continue training from this run directory")
     t.add_argument("--num-layers", type=int, default=8, help="model depth (seed proposal v1: 8)")
     t.add_argument("--hidden-size", type=int, default=192, help="model width (192)")
@@ -181,12 +195,15 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoint", required=True, help="a `tiny train` run directory")
     e.add_argument("--out", required=True, help="output .gguf")
     e.add_argument("--dtype", choices=("f16", "f32"), default="f16")
+    e.add_argument("--force", action="store_true", help="overwrite an existing --out")
     e.set_defaults(func=cmd_tiny_export)
 
 
 # ------------------------------------------------------------------------------------------- build
 def cmd_build(args: argparse.Namespace) -> int:
     from seeddelta.builder import BuildConfig, build
+
+    _refuse_existing(args.output, args.force)
 
     activations = None
     if args.refit or args.act_metrics:
@@ -278,6 +295,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
         "--calib-samples", type=int, default=256, help="task samples used for calibration activations"
     )
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --output")
     p.set_defaults(func=cmd_build)
 
 
@@ -502,11 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except SeedDeltaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from lm_shared.runs import run_guarded
+
+    return run_guarded(lambda: args.func(args))
 
 
 def train_main(argv: list[str] | None = None) -> int:

@@ -52,8 +52,21 @@ class TrainConfig:
     task_weights: tuple[int, int, int] = (1, 4, 1)  # phase-2 mix of copy, sum, brackets (held-out: equal)
     phase1_fraction: float = 0.3  # first fraction of the steps trained on phase1_weights (0 = one phase)
     phase1_weights: tuple[int, int, int] = (1, 0, 1)  # copy and brackets first, then mostly sum
+    checkpoint_every: int = 250  # steps between resumable checkpoints (checkpoint.pt)
 
     def __post_init__(self) -> None:
+        for name in ("lr", "min_lr_ratio", "weight_decay", "clip_norm"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise SeedDeltaError(f"{name}: expected a finite number >= 0, got {value}")
+        if not self.lr > 0 or not self.clip_norm > 0:
+            raise SeedDeltaError(f"lr and clip_norm must be > 0, got {self.lr} and {self.clip_norm}")
+        if self.warmup_steps < 0 or self.val_samples < 1 or self.threads < 1 or self.log_every < 1:
+            raise SeedDeltaError("warmup_steps must be >= 0; val_samples, threads and log_every >= 1")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise SeedDeltaError(f"max_minutes must be > 0, got {self.max_minutes}")
+        if self.checkpoint_every < 1:
+            raise SeedDeltaError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.steps < 1 or self.docs_per_step < 1 or self.seq_len < 80:
             raise SeedDeltaError("steps and docs_per_step must be >= 1 and seq_len >= 80")
         if self.precision not in ("auto", "32-true", "bf16-mixed"):
@@ -119,129 +132,264 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+# Settings that change how a run is executed, not what it computes: a resume may change them.
+RESUMABLE_CHANGES = ("train.threads", "train.max_minutes", "train.log_every", "train.checkpoint_every")
+CHECKPOINT = "checkpoint.pt"  # resumable state: model, optimizer, step, RNG, stream positions
+
+
 def train(
-    out_dir: Path, cfg: TrainConfig, model_shape: dict[str, int] | None = None, progress: bool = True
+    out_dir: Path,
+    cfg: TrainConfig,
+    model_shape: dict[str, int] | None = None,
+    progress: bool = True,
+    *,
+    resume: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Train, evaluate on the held-out split and write the run directory. Returns eval.json."""
+    """Train, evaluate on the held-out split and write the run directory. Returns eval.json.
+
+    ``out_dir`` follows :func:`lm_shared.runs.open_run_dir`: locked while training, a finished
+    run is replaced only with ``force``, an interrupted one is continued with ``resume`` (its
+    saved settings must match). ``checkpoint.pt`` is written every ``checkpoint_every`` steps and
+    on SIGINT/SIGTERM (then ``TrainingInterrupted`` is raised); a resumed run ends with the same
+    weights as an uninterrupted one. A diverged run raises ``NonFiniteError`` and saves no model.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    if cfg.init_from:
-        init_model, tok, init_cfg = load_checkpoint(Path(cfg.init_from))
-        model_shape = {
-            k: getattr(init_cfg, k) for k in ("hidden_size", "intermediate_size", "num_layers", "num_heads")
-        }
-    else:
-        tok = train_tokenizer(cfg.seed, cfg.tokenizer_samples, cfg.vocab_size)
-    tok.save(out_dir)
+    from lm_shared.runs import (
+        NonFiniteError,
+        StopSignal,
+        atomic_path,
+        atomic_write_json,
+        atomic_write_text,
+        check_finite_parameters,
+        open_run_dir,
+    )
+
+    shape = dict(model_shape or {})
     try:
-        model_cfg = ModelConfig(vocab_size=tok.vocab_size, **(model_shape or {}))
-    except ValueError as exc:
+        ModelConfig(vocab_size=cfg.vocab_size, **shape)
+    except (TypeError, ValueError) as exc:
         raise SeedDeltaError(f"model shape: {exc}") from None
-    save_config({"model": asdict(model_cfg), "train": asdict(cfg)}, out_dir / "config.json")
-    device = detect_device()
-    precision = cfg.precision if cfg.precision != "auto" else detect_precision(device, cpu_bf16=True)
-    amp = autocast_dtype(precision)
-    seed_everything(cfg.seed)
-    model = TinyLlama(model_cfg)
-    if cfg.init_from:
-        model.load_state_dict(init_model.state_dict())
-    model = model.to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim == 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
+    run = open_run_dir(
+        out_dir,
+        package="seeddelta",
+        resume=resume,
+        force=force,
+        config={"model": shape, "train": asdict(cfg)},
+        resume_may_change=RESUMABLE_CHANGES,
+        run_files=("model.pt", "config.json"),
     )
-    val = validation_set(cfg.seed, cfg.val_samples)
-    # a continued run draws fresh samples (another stream) so it does not replay the first run's;
-    # phase 2 has a stream of its own, so it does not replay phase 1's samples either
-    stream_seed = cfg.seed + (7919 if cfg.init_from else 0)
-    held_out = {s.prompt for s in val}
-    phase_streams = {
-        1: training_stream(stream_seed, held_out, cfg.task_cycle(0)),
-        2: training_stream(stream_seed + 1, held_out, cfg.task_cycle()),
-    }
-    log_path = out_dir / "train_log.jsonl"
-    log = log_path.open("w")
-    t0 = time.perf_counter()
-    stopped_early = False
-    step = 0
-    with Progress(
-        TextColumn("train"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        disable=not progress,
-    ) as bar:
-        task = bar.add_task("train", total=cfg.steps, loss=float("nan"))
-        model.train()
-        for step in range(cfg.steps):
-            stream = phase_streams[1 if step < cfg.phase1_steps else 2]
-            ids, pos, mask, tmask = (
-                t.to(device) for t in _batch(tok, stream, cfg.docs_per_step, cfg.seq_len)
-            )
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            with torch.autocast(device_type=device, dtype=amp, enabled=amp is not None):
-                logits, _ = model(ids, pos, mask)
-            tgt = ids[:, 1:][tmask[:, 1:]]
-            loss = F.cross_entropy(logits[:, :-1][tmask[:, 1:]].float(), tgt)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            if not torch.isfinite(grad_norm):
-                opt.zero_grad(set_to_none=True)  # skip a non-finite step instead of corrupting weights
-            else:
-                opt.step()
-            bar.update(task, advance=1, loss=loss.item())
-            if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                rec = {
-                    "step": step,
-                    "loss": loss.item(),
-                    "lr": lr_at(step, cfg),
-                    "grad_norm": float(grad_norm),
-                    "elapsed_s": time.perf_counter() - t0,
-                }
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-            if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
-                stopped_early = True
-                break
-    log.close()
-    train_seconds = time.perf_counter() - t0
-    torch.save(model.state_dict(), out_dir / "model.pt")
-    t1 = time.perf_counter()
-    report = evaluate_model(model, tok, val)
-    report.update(
-        {
-            "steps_done": step + 1,
-            "stopped_by_max_minutes": stopped_early,
-            "train_seconds": train_seconds,
-            "eval_seconds": time.perf_counter() - t1,
-            "device": device,
-            "precision": precision,
-            "threads": cfg.threads,
-            "n_params": sum(p.numel() for p in model.parameters()),
+    with run:
+        out_dir = run.path
+        torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        if run.resumed and (out_dir / "tokenizer.json").is_file():
+            tok = BPETokenizer.load(out_dir)
+            init_model = None
+        elif cfg.init_from:
+            init_model, tok, init_cfg = load_checkpoint(Path(cfg.init_from))
+            shape = {
+                k: getattr(init_cfg, k)
+                for k in ("hidden_size", "intermediate_size", "num_layers", "num_heads")
+            }
+        else:
+            init_model = None
+            tok = train_tokenizer(cfg.seed, cfg.tokenizer_samples, cfg.vocab_size)
+        tok.save(out_dir)
+        try:
+            model_cfg = ModelConfig(vocab_size=tok.vocab_size, **shape)
+        except ValueError as exc:
+            raise SeedDeltaError(f"model shape: {exc}") from None
+        save_config({"model": asdict(model_cfg), "train": asdict(cfg)}, out_dir / "config.json")
+        device = detect_device()
+        precision = cfg.precision if cfg.precision != "auto" else detect_precision(device, cpu_bf16=True)
+        amp = autocast_dtype(precision)
+        seed_everything(cfg.seed)
+        model = TinyLlama(model_cfg)
+        if init_model is not None:
+            model.load_state_dict(init_model.state_dict())
+        model = model.to(device)
+        decay = [p for n, p in model.named_parameters() if p.ndim == 2]
+        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            betas=(0.9, 0.95),
+        )
+        val = validation_set(cfg.seed, cfg.val_samples)
+        # a continued run draws fresh samples (another stream) so it does not replay the first run's;
+        # phase 2 has a stream of its own, so it does not replay phase 1's samples either
+        stream_seed = cfg.seed + (7919 if cfg.init_from else 0)
+        held_out = {s.prompt for s in val}
+        phase_streams = {
+            1: training_stream(stream_seed, held_out, cfg.task_cycle(0)),
+            2: training_stream(stream_seed + 1, held_out, cfg.task_cycle()),
         }
-    )
-    (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+        drawn = {1: 0, 2: 0}  # samples taken from each stream (a resume fast-forwards to them)
+        start_step, elapsed_before = 0, 0.0
+        log_path = out_dir / "train_log.jsonl"
+        if run.resumed and (out_dir / CHECKPOINT).is_file():
+            state = _load_resumable(out_dir / CHECKPOINT)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            start_step, elapsed_before = state["step"], state["elapsed_s"]
+            for phase, n in state["drawn"].items():
+                for _ in range(n):
+                    next(phase_streams[int(phase)])
+                drawn[int(phase)] = n
+        # The log keeps the records of the steps the checkpoint holds and continues after them.
+        kept = []
+        if start_step and log_path.is_file():
+            for line in log_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line)["step"] < start_step:
+                        kept.append(line + "\n")
+                except (ValueError, KeyError, TypeError):
+                    continue
+        atomic_write_text(log_path, "".join(kept))
+
+        def save_resumable(step_done: int) -> None:
+            check_finite_parameters(model.named_parameters(), what="the tiny model")
+            state = {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "step": step_done,
+                "drawn": dict(drawn),
+                "elapsed_s": elapsed_before + time.perf_counter() - t0,
+            }
+            with atomic_path(out_dir / CHECKPOINT) as tmp:
+                torch.save(state, tmp)
+            run.update(step=step_done)
+
+        log = log_path.open("a")
+        t0 = time.perf_counter()
+        stopped_early = False
+        bad_steps = 0
+        step = start_step - 1
+        with (
+            StopSignal() as stop,
+            Progress(
+                TextColumn("train"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
+                TimeElapsedColumn(),
+                disable=not progress,
+            ) as bar,
+        ):
+            task = bar.add_task("train", total=cfg.steps, completed=start_step, loss=float("nan"))
+            model.train()
+            for step in range(start_step, cfg.steps):
+                phase = 1 if step < cfg.phase1_steps else 2
+                ids, pos, mask, tmask = (
+                    t.to(device) for t in _batch(tok, phase_streams[phase], cfg.docs_per_step, cfg.seq_len)
+                )
+                drawn[phase] += cfg.docs_per_step
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, cfg)
+                with torch.autocast(device_type=device, dtype=amp, enabled=amp is not None):
+                    logits, _ = model(ids, pos, mask)
+                tgt = ids[:, 1:][tmask[:, 1:]]
+                loss = F.cross_entropy(logits[:, :-1][tmask[:, 1:]].float(), tgt)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+                if not torch.isfinite(grad_norm):
+                    opt.zero_grad(set_to_none=True)  # skip a non-finite step instead of corrupting weights
+                    bad_steps += 1
+                    if bad_steps >= 3:
+                        raise NonFiniteError(
+                            f"training diverged: non-finite gradients for {bad_steps} steps in a row at "
+                            f"step {step} (lower --lr); the last good checkpoint is {out_dir / CHECKPOINT}"
+                        )
+                else:
+                    bad_steps = 0
+                    opt.step()
+                bar.update(task, advance=1, loss=loss.item())
+                if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                    rec = {
+                        "step": step,
+                        "loss": loss.item(),
+                        "lr": lr_at(step, cfg),
+                        "grad_norm": float(grad_norm),
+                        "elapsed_s": elapsed_before + time.perf_counter() - t0,
+                    }
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                if stop.requested:
+                    log.close()
+                    save_resumable(step + 1)
+                    run.mark_interrupted(step=step + 1)
+                    raise stop.interrupted(
+                        f"at step {step + 1}/{cfg.steps}; checkpoint {out_dir / CHECKPOINT}",
+                        f"seeddelta tiny train --out {run.final_path} --resume",
+                    )
+                if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                    save_resumable(step + 1)
+                if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
+                    stopped_early = True
+                    break
+        log.close()
+        train_seconds = elapsed_before + time.perf_counter() - t0
+        check_finite_parameters(model.named_parameters(), what="the tiny model")
+        with atomic_path(out_dir / "model.pt") as tmp:
+            torch.save(model.state_dict(), tmp)
+        t1 = time.perf_counter()
+        report = evaluate_model(model, tok, val)
+        report.update(
+            {
+                "steps_done": step + 1,
+                "stopped_by_max_minutes": stopped_early,
+                "resumed_from_step": start_step or None,
+                "train_seconds": train_seconds,
+                "eval_seconds": time.perf_counter() - t1,
+                "device": device,
+                "precision": precision,
+                "threads": cfg.threads,
+                "n_params": sum(p.numel() for p in model.parameters()),
+            }
+        )
+        atomic_write_json(out_dir / "eval.json", report)
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)  # model.pt holds the final weights
+        run.finish(step=step + 1)
     return report
+
+
+def _load_resumable(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file: name it, never a traceback
+        raise SeedDeltaError(
+            f"{path}: damaged checkpoint ({type(exc).__name__}); start over with --force"
+        ) from None
 
 
 def load_checkpoint(run_dir: Path) -> tuple[TinyLlama, BPETokenizer, ModelConfig]:
     """Model (eval mode, CPU), tokenizer and config of a ``tiny train`` run directory."""
+    from lm_shared.runs import read_json_file, require_run_of
+
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise SeedDeltaError(f"{run_dir}: no such run directory")
+    require_run_of(run_dir, "seeddelta")
     for name in ("config.json", "model.pt", "tokenizer.json"):
         if not (run_dir / name).is_file():
             raise SeedDeltaError(f"{run_dir}: not a tiny-train run directory ({name} is missing)")
-    cfg = json.loads((run_dir / "config.json").read_text())
-    model_cfg = ModelConfig(**cfg["model"])
+    cfg = read_json_file(run_dir / "config.json", "run config")
+    try:
+        model_cfg = ModelConfig(**cfg["model"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise SeedDeltaError(f"{run_dir / 'config.json'}: not a tiny-train model config ({exc})") from None
     model = TinyLlama(model_cfg)
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
+    try:
+        state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # truncated, foreign or mismatched weights
+        raise SeedDeltaError(
+            f"{run_dir / 'model.pt'}: damaged or not this model's weights ({type(exc).__name__})"
+        ) from None
     model.eval()
     return model, BPETokenizer.load(run_dir), model_cfg
 

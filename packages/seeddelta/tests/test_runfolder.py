@@ -1,0 +1,116 @@
+"""seeddelta under the run-folder policy: no silent overwrite, resume, interrupt, non-finite stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import seeddelta.train as train_module
+from lm_shared.runs import RunFolderError, TrainingInterrupted
+from seeddelta.cli import main
+from seeddelta.errors import SeedDeltaError
+from seeddelta.train import TrainConfig, train
+
+SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2}
+
+
+def _cfg(**changes) -> TrainConfig:
+    base = dict(
+        steps=6,
+        docs_per_step=2,
+        seq_len=80,
+        val_samples=3,
+        tokenizer_samples=200,
+        vocab_size=300,
+        precision="32-true",
+        threads=1,
+        warmup_steps=2,
+        log_every=1,
+        checkpoint_every=2,
+    )
+    return TrainConfig(**{**base, **changes})
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "model.pt", weights_only=True)
+
+
+def test_sigint_then_resume_reaches_the_uninterrupted_weights_and_log(tmp_path, monkeypatch) -> None:
+    train(tmp_path / "ref", _cfg(), SHAPE, progress=False)
+
+    real_batch = train_module._batch
+    calls = {"n": 0}
+
+    def batch_then_sigint(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # during step 3: the loop saves after it and stops
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_batch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_batch", batch_then_sigint)
+    with pytest.raises(TrainingInterrupted, match="at step 4/6.*--resume"):
+        train(tmp_path / "run", _cfg(), SHAPE, progress=False)
+    monkeypatch.setattr(train_module, "_batch", real_batch)
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "model.pt").exists()
+    with pytest.raises(RunFolderError, match="interrupted run.*--resume"):
+        train(tmp_path / "run", _cfg(), SHAPE, progress=False)
+    with pytest.raises(RunFolderError, match="train.lr"):
+        train(tmp_path / "run", _cfg(lr=1e-3), SHAPE, progress=False, resume=True)
+
+    report = train(tmp_path / "run", _cfg(threads=2), SHAPE, progress=False, resume=True)
+    assert report["resumed_from_step"] == 4 and report["steps_done"] == 6
+    ref, got = _weights(tmp_path / "ref"), _weights(tmp_path / "run")
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=0, atol=1e-6)
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert steps == list(range(6))
+    ref_losses = [
+        json.loads(x)["loss"] for x in (tmp_path / "ref" / "train_log.jsonl").read_text().splitlines()
+    ]
+    got_losses = [
+        json.loads(x)["loss"] for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert got_losses == pytest.approx(ref_losses, abs=1e-6)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_finished_run_is_never_rewritten_without_force(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    train(run, _cfg(steps=2), SHAPE, progress=False)
+    config_before = (run / "config.json").read_bytes()
+    argv = ["tiny", "train", "--out", str(run), "--steps", "2", "--docs-per-step", "2", "--quiet"]
+    argv += ["--hidden-size", "64", "--num-layers", "1", "--num-heads", "2", "--intermediate-size", "128"]
+    assert main(argv) == 2
+    assert "finished run" in capsys.readouterr().err
+    assert (run / "config.json").read_bytes() == config_before  # the failing re-run wrote nothing
+
+    gguf = tmp_path / "m.gguf"
+    assert main(["tiny", "export", "--checkpoint", str(run), "--out", str(gguf), "--dtype", "f32"]) == 0
+    first = gguf.read_bytes()
+    assert main(["tiny", "export", "--checkpoint", str(run), "--out", str(gguf)]) == 2
+    assert "--force" in capsys.readouterr().err and gguf.read_bytes() == first
+    assert main(["tiny", "export", "--checkpoint", str(run), "--out", str(gguf), "--force"]) == 0
+    out = tmp_path / "sd.gguf"
+    out.write_bytes(b"keep me")
+    assert main(["build", "-i", str(gguf), "-o", str(out), "--quiet"]) == 2
+    assert out.read_bytes() == b"keep me"
+
+
+def test_nan_lr_is_refused_before_any_work_and_damaged_weights_are_named(tmp_path, capsys) -> None:
+    with pytest.raises(SeedDeltaError, match="lr"):
+        _cfg(lr=float("nan"))
+    assert main(["tiny", "train", "--out", str(tmp_path / "x"), "--lr", "nan"]) == 2
+    assert "lr" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    run = tmp_path / "run"
+    train(run, _cfg(steps=1), SHAPE, progress=False)
+    (run / "model.pt").write_bytes((run / "model.pt").read_bytes()[:100])
+    assert main(["tiny", "export", "--checkpoint", str(run), "--out", str(tmp_path / "m.gguf")]) == 2
+    err = capsys.readouterr().err
+    assert "model.pt" in err and err.count("\n") == 1
