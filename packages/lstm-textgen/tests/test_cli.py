@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import pytest
 
+from lm_shared.errors import UserError
 from lstm_textgen.cli import main, train_main
 from lstm_textgen.data import DataConfig
 from lstm_textgen.model import ModelConfig
@@ -117,8 +118,33 @@ def test_interrupted_run_resumes_from_backup(tmp_path: Path):
     with pytest.raises(KeyboardInterrupt):
         train(data, model, config, tmp_path, extra_callbacks=[_Interrupt()])
     assert (tmp_path / "backup").exists() and not (tmp_path / "model.keras").exists()
-    metrics = train(data, model, config, tmp_path)
+    with pytest.raises(UserError, match="interrupted run.*--resume"):
+        train(data, model, config, tmp_path)  # never restarted silently beside the backup
+    metrics = train(data, model, config, tmp_path, resume=True)
     assert metrics["resumed"] is True
     with open(tmp_path / "history.csv") as f:
         epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
     assert epochs == [0, 1, 2]  # epochs 0-1 from the first run, 2 after resuming
+    assert metrics["epochs_run"] == 3 and metrics["epochs_this_session"] == 1  # whole-run summary
+
+
+def test_overwrite_killed_mid_run_leaves_the_finished_run_whole(tmp_path: Path):
+    data = DataConfig(seq_len=32, stride=16)
+    model = ModelConfig(lstm_units=16, embedding_dim=8)
+    run = tmp_path / "run"
+    train(data, model, TrainConfig(epochs=1, steps_per_epoch=2), run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(UserError, match="--overwrite"):
+        train(data, model, TrainConfig(epochs=1, steps_per_epoch=2), run)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            DataConfig(seq_len=24, stride=12),
+            model,
+            TrainConfig(epochs=3, steps_per_epoch=2),
+            run,
+            overwrite=True,
+            extra_callbacks=[_Interrupt()],
+        )
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after == before  # old model.keras, tokenizer and config together, nothing new mixed in
+    assert main(["sample", "--model", str(run), "--prompt", "Shall", "--max-new-tokens", "5"]) == 0

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lm_shared.errors import UserError
 from lstm_textgen.errors import TextgenError
 
 DEFAULT_RUNS_ROOT = Path("runs") / "lstm-textgen"
@@ -103,7 +104,14 @@ def _train_parser(prog: str = "lstm-textgen train") -> argparse.ArgumentParser:
     opt.add_argument(
         "--out", type=Path, default=None, help=f"run folder (default {DEFAULT_RUNS_ROOT}/<UTC time>)"
     )
-    opt.add_argument("--overwrite", action="store_true", help="allow replacing a finished run in --out")
+    opt.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in --out (the old one is kept until the new one finishes)",
+    )
+    opt.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in --out from its backup/"
+    )
     return parser
 
 
@@ -189,11 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _guard(action: Callable[[], int]) -> int:
     try:
         return action()
-    except TextgenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UserError as exc:
+        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume from the run's backup/", file=sys.stderr)
+        print(
+            "interrupted; add --resume to the same command to continue from the run's backup/",
+            file=sys.stderr,
+        )
         return 130
 
 

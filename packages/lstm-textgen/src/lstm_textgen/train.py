@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from lm_shared.runs import atomic_path, atomic_write_json
 from lstm_textgen import runtime
 from lstm_textgen.data import DataConfig, prepare_splits, train_and_eval_datasets
 from lstm_textgen.errors import TextgenError
@@ -142,38 +143,6 @@ class RichProgress(keras.callbacks.Callback):
         )
 
 
-# Model fields derived from the data (tokenizer size, window length), not chosen by the user.
-_DERIVED = {("model", "vocab_size"), ("model", "max_len")}
-
-
-def _check_out_dir(out_dir: Path, config: dict[str, Any], overwrite: bool) -> bool:
-    """Decide whether ``out_dir`` is new, a run to resume, or finished work to protect.
-
-    Runs before anything is written. Returns True when an interrupted run will resume from
-    ``backup/``.
-    """
-    if (out_dir / MODEL_FILE).exists() and not overwrite:
-        raise TextgenError(
-            f"{out_dir}: already holds a trained {MODEL_FILE}; choose another --out or pass --overwrite"
-        )
-    previous_path = out_dir / CONFIG_FILE
-    if previous_path.exists() and not overwrite:
-        previous = json.loads(previous_path.read_text(encoding="utf-8"))
-        changed = [
-            f"{section}.{key}"
-            for section in ("data", "model", "train")
-            for key in set(previous.get(section, {})) | set(config[section])
-            if (section, key) not in _DERIVED
-            and previous.get(section, {}).get(key) != config[section].get(key)
-        ]
-        if changed:
-            raise TextgenError(
-                f"{out_dir}: holds a run with different settings ({', '.join(sorted(changed))}); "
-                "resume it with the same options, choose another --out, or pass --overwrite"
-            )
-    return (out_dir / "backup").exists() and not overwrite
-
-
 def _jsonable(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(config)))
 
@@ -185,6 +154,7 @@ def train(
     out_dir: Path,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     console: Console | None = None,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
@@ -192,9 +162,15 @@ def train(
 
     ``model_config.vocab_size`` is replaced by the fitted tokenizer's size and ``max_len`` by
     ``data_config.seq_len``. Returns the contents of ``metrics.json``.
+
+    ``out_dir`` follows :func:`lm_shared.runs.open_run_dir`: locked while training; a finished
+    run is replaced only with ``overwrite``, and then the new run is built in a hidden sibling
+    folder and swapped in when it finishes (a kill leaves the old run whole); an interrupted run
+    is continued from ``backup/`` with ``resume`` (same settings) or refused with that advice.
     """
+    from lm_shared.runs import open_run_dir
+
     console = console or Console(stderr=True)
-    out_dir = Path(out_dir)
     runtime.seed_all(train_config.seed)
     environment = runtime.configure_accelerator(train_config.precision)
 
@@ -203,7 +179,26 @@ def train(
         "model": _jsonable(model_config),
         "train": _jsonable(train_config),
     }
-    resume = _check_out_dir(out_dir, config, overwrite)
+    run = open_run_dir(
+        out_dir,
+        package="lstm-textgen",
+        resume=resume,
+        force=overwrite,
+        config=config,
+        force_hint="--overwrite",
+        run_files=(MODEL_FILE, CONFIG_FILE),
+    )
+    with run:
+        metrics = _train_in(
+            run, data_config, model_config, train_config, config, environment, console, extra_callbacks
+        )
+        run.finish()
+    return metrics
+
+
+def _train_in(run, data_config, model_config, train_config, config, environment, console, extra_callbacks):
+    out_dir = run.path
+    resume = run.resumed and (out_dir / "backup").exists()
     tokenizer_dir = out_dir / "tokenizer"
     existing = None
     if resume and (tokenizer_dir / "tokenizer_config.json").exists():
@@ -212,13 +207,12 @@ def train(
         tokenizer, splits, source = prepare_splits(data_config, tokenizer_dir, existing)
     model_config = replace(model_config, vocab_size=tokenizer.vocab_size, max_len=data_config.seq_len)
     config["model"] = _jsonable(model_config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite:  # explicit: start afresh instead of resuming an old backup or appending history
+    if not run.resumed:  # a fresh run never appends to an earlier one's history
         shutil.rmtree(out_dir / "backup", ignore_errors=True)
         (out_dir / "history.csv").unlink(missing_ok=True)
     config["runtime"] = {**environment, "source": source, "tensorflow_keras": keras.__version__}
     config["splits"] = {name: {"tokens": s.n_tokens, "characters": len(s.text)} for name, s in splits.items()}
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out_dir / CONFIG_FILE, config)
 
     train_ds, val_ds = train_and_eval_datasets(data_config, splits, train_config.seed)
     model = compile_model(build_model(model_config), train_config)
@@ -268,23 +262,37 @@ def train(
             f"{out_dir}: training diverged (non-finite loss); checkpoints so far are in {out_dir / 'checkpoints'}; "
             "try a lower --lr"
         )
-    model.save(out_dir / MODEL_FILE)
-    epochs_run = len(val_ppl)
-    tokens_seen = epochs_run * steps * data_config.batch_size * data_config.seq_len
+    with atomic_path(out_dir / MODEL_FILE) as tmp:
+        model.save(tmp)
+    epochs_session = len(val_ppl)
+    tokens_seen = epochs_session * steps * data_config.batch_size * data_config.seq_len
+    # Whole-run numbers: history.csv holds every epoch, those before a resume included.
+    val_ppl = _history_column(out_dir / "history.csv", "val_perplexity") or val_ppl
     metrics = {
         "architecture": model_config.architecture,
         "parameters": n_params,
         "best_val_perplexity": float(min(val_ppl)),
         "best_epoch": int(val_ppl.index(min(val_ppl)) + 1),
-        "epochs_run": epochs_run,
+        "epochs_run": len(val_ppl),
+        "epochs_this_session": epochs_session,
         "train_seconds": seconds,
         "train_tokens_per_s": tokens_seen / seconds if seconds > 0 else None,
         "device": environment["device"],
         "precision": environment["precision"],
         "resumed": resume,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def _history_column(path: Path, column: str) -> list[float]:
+    """One column of Keras' CSVLogger file (every epoch of the run), [] when absent."""
+    import csv
+
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [float(row[column]) for row in csv.DictReader(handle) if row.get(column) not in (None, "")]
 
 
 def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
@@ -325,15 +333,22 @@ def train_command(args: Any) -> int:
     out_dir = args.out if args.out is not None else make_run_dir(DEFAULT_RUNS_ROOT)
     console = Console(stderr=True)
     metrics = train(
-        data_config, model_config, train_config, Path(out_dir), overwrite=args.overwrite, console=console
+        data_config,
+        model_config,
+        train_config,
+        Path(out_dir),
+        overwrite=args.overwrite,
+        resume=args.resume,
+        console=console,
     )
     console.print(
         f"best validation perplexity {metrics['best_val_perplexity']:.3f} (epoch {metrics['best_epoch']}/"
         f"{metrics['epochs_run']}) in {metrics['train_seconds']:.1f} s"
     )
     print(f"model saved to {Path(out_dir) / MODEL_FILE}")
+    cli = "uv run --package lstm-textgen lstm-textgen"
     print(
-        f'next: lstm-textgen sample --model {out_dir} --prompt "Shall I"   |   '
-        f"lstm-textgen evaluate --model {out_dir} --out {Path(out_dir) / 'eval.json'}"
+        f'next: {cli} sample --model {out_dir} --prompt "Shall I"   |   '
+        f"{cli} evaluate --model {out_dir} --out {Path(out_dir) / 'eval.json'}"
     )
     return 0

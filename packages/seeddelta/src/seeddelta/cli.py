@@ -203,7 +203,8 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
 def cmd_build(args: argparse.Namespace) -> int:
     from seeddelta.builder import BuildConfig, build
 
-    _refuse_existing(args.output, args.force)
+    if Path(args.output).resolve() != Path(args.input).resolve():  # that case has its own error
+        _refuse_existing(args.output, args.force)
 
     activations = None
     if args.refit or args.act_metrics:
