@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,13 +10,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import seeddelta.train as train_module
+from lm_shared.errors import UserError
 from lm_shared.runs import RunFolderError, TrainingInterrupted
 from seeddelta.cli import main
 from seeddelta.errors import SeedDeltaError
 from seeddelta.train import TrainConfig, train
 
+# Keys a policy file uses, so generated objects reach past the top-level checks.
+KEYS = [
+    "version",
+    "defaults",
+    "ranges",
+    "layers",
+    "stack_guard",
+    "K",
+    "tensors",
+    "enabled",
+    "scheme",
+    "gate",
+    "up",
+]
 SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2}
 
 
@@ -114,3 +132,23 @@ def test_nan_lr_is_refused_before_any_work_and_damaged_weights_are_named(tmp_pat
     assert main(["tiny", "export", "--checkpoint", str(run), "--out", str(tmp_path / "m.gguf")]) == 2
     err = capsys.readouterr().err
     assert "model.pt" in err and err.count("\n") == 1
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(KEYS), c, max_size=4),
+            max_leaves=12,
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
+def test_policy_reader_raises_only_user_errors(tmp_path_factory, data: bytes) -> None:
+    from seeddelta.policy import Policy
+
+    path = tmp_path_factory.mktemp("p") / "policy.json"
+    path.write_bytes(data)
+    with contextlib.suppress(UserError):
+        Policy.load(path)

@@ -64,6 +64,8 @@ def load_run(path: str | Path) -> tuple[keras.Model, TextTokenizer, dict[str, An
         ) from None
     except json.JSONDecodeError as exc:
         raise TextgenError(f"{config_path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, or nested too deeply
+        raise TextgenError(f"{config_path}: not a run config ({type(exc).__name__})") from None
     tokenizer = load_tokenizer(run_dir / "tokenizer")
     import lstm_textgen.model  # noqa: F401  (registers the custom classes for deserialisation)
 

@@ -293,7 +293,7 @@ def load_tokenizer(directory: str | Path) -> TextTokenizer:
         raise TextgenError(f"{config_path}: tokenizer config not found (is this a trained model folder?)")
     try:
         kind = json.loads(config_path.read_text(encoding="utf-8"))["kind"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
         raise TextgenError(f"{config_path}: malformed tokenizer config ({exc})") from None
     if kind == "word":
         return WordTokenizer._load(directory)

@@ -192,6 +192,8 @@ class Policy:
             raise SeedDeltaError(
                 f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg})"
             ) from None
+        except (ValueError, RecursionError) as exc:  # not UTF-8/16/32 text, or nested too deeply
+            raise SeedDeltaError(f"{path}: not a JSON policy ({type(exc).__name__})") from None
         return cls.from_dict(data, str(path), "fnv1a64:" + fnv1a64(raw))
 
     @classmethod
