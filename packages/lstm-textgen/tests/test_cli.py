@@ -84,7 +84,7 @@ def test_an_epoch_checkpoint_can_be_sampled(trained_run: Path, capsys):
 def test_finished_run_is_never_overwritten(trained_run: Path, tiny_train_args, capsys):
     before = (trained_run / "model.keras").stat().st_mtime_ns
     assert train_main([*tiny_train_args, "--out", str(trained_run)]) == 2
-    assert "already holds a trained model.keras" in capsys.readouterr().err
+    assert "holds a finished run" in capsys.readouterr().err
     assert (trained_run / "model.keras").stat().st_mtime_ns == before
 
 
