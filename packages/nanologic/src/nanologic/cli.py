@@ -60,12 +60,46 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="auto", help="auto, 32-true, bf16-mixed, 16-mixed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", help="'last' or a checkpoint path")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (checkpoints unchanged)"
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="also write checkpoints/<phase>/last.ckpt every N optimizer steps (0 = at validation)",
+    )
+    parser.add_argument(
+        "--devices",
+        type=_devices,
+        default=1,
+        help="devices per node: a count, 'auto', or a list like 0,1 (--batch-size is per device)",
+    )
+    parser.add_argument(
+        "--num-nodes", type=int, default=1, help="machines taking part (with torchrun or SLURM)"
+    )
+    parser.add_argument(
+        "--strategy", choices=("auto", "ddp", "fsdp"), default="auto", help="Lightning multi-device strategy"
+    )
     parser.add_argument("--grad-ckpt", action="store_true")
     parser.add_argument("--debug", action="store_true", help="autograd anomaly detection")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (1 is faster on a busy machine)")
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test examples")
     return parser
+
+
+def _devices(text: str) -> int | str:
+    if text == "auto" or "," in text:
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count, 'auto' or a list like 0,1; got {text!r}"
+        ) from None
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 device (or -1 for all), got {value}")
+    return value
 
 
 _PRESET_EPOCHS = {"cpu": 3, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
@@ -98,14 +132,16 @@ def _run_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         seed=args.seed,
         compile=args.compile,
+        checkpoint_every_n_steps=args.checkpoint_every,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
         grad_ckpt=args.grad_ckpt,
         debug=args.debug,
     )
     out = args.out or make_run_dir("runs", "nanologic")
     if args.resume is None and (out / "model.safetensors").exists():
-        raise NanologicError(
-            f"{out} already holds a trained model; choose another --out or pass --resume last"
-        )
+        raise NanologicError(f"{out} already holds a trained model; choose another --out")
     report = train_run(
         Path(out),
         preset=args.preset,
@@ -119,7 +155,8 @@ def _run_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         threads=args.threads,
     )
-    print(json.dumps({k: report[k] for k in ("equivalence_accuracy", "n_test", "train_seconds")}))
+    if report:  # processes other than the first return no report
+        print(json.dumps({k: report[k] for k in ("equivalence_accuracy", "n_test", "train_seconds")}))
     return 0
 
 
