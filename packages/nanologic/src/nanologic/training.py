@@ -243,12 +243,9 @@ def pack_collate(batch: list[Example], pad_id: int, loss_on: str, pack_len: int)
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay 2-D projection weights only; embeddings (tied head), norms and scalars are exempt."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() == 2 and "embed_tokens" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    from lm_shared.optim import param_groups_with_weight_decay
+
+    return param_groups_with_weight_decay(model, weight_decay, no_decay_names=("embed_tokens",))
 
 
 class NanoLogicModule(L.LightningModule):
