@@ -76,7 +76,27 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=None,
         help="JSON object of model fields overriding the preset, e.g. '{\"num_layers\": 4}'",
     )
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (checkpoints unchanged)"
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="also write checkpoints/<phase>/last.ckpt every N optimizer steps (0 = at validation)",
+    )
+    parser.add_argument(
+        "--devices",
+        type=_devices,
+        default=1,
+        help="devices per node: a count, 'auto', or a list like 0,1 (--batch-size is per device)",
+    )
+    parser.add_argument(
+        "--num-nodes", type=int, default=1, help="machines taking part (with torchrun or SLURM)"
+    )
+    parser.add_argument(
+        "--strategy", choices=("auto", "ddp", "fsdp"), default="auto", help="Lightning multi-device strategy"
+    )
     parser.add_argument("--grad-ckpt", action="store_true")
     parser.add_argument("--debug", action="store_true", help="autograd anomaly detection")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (1 is faster on a busy machine)")
@@ -111,6 +131,9 @@ _FLAG_FOR_FIELD = {
     "val_check_interval": "--val-check-interval",
     "precision": "--precision",
     "seed": "--seed",
+    "strategy": "--strategy",
+    "num_nodes": "--num-nodes",
+    "checkpoint_every_n_steps": "--checkpoint-every",
 }
 
 
@@ -125,6 +148,20 @@ def _check_run_options(args: argparse.Namespace) -> None:
             raise NanologicError(f"{flag}: expected an integer >= {minimum}, got {value}")
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise NanologicError(f"--max-minutes: expected a number > 0, got {args.max_minutes}")
+
+
+def _devices(text: str) -> int | str:
+    if text == "auto" or "," in text:
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count, 'auto' or a list like 0,1; got {text!r}"
+        ) from None
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 device (or -1 for all), got {value}")
+    return value
 
 
 _PRESET_EPOCHS = {"cpu": 3, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
@@ -160,7 +197,8 @@ def _run_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes,
         threads=args.threads,
     )
-    print(json.dumps({k: report[k] for k in ("equivalence_accuracy", "n_test", "train_seconds")}))
+    if report:  # processes other than the first return no report
+        print(json.dumps({k: report[k] for k in ("equivalence_accuracy", "n_test", "train_seconds")}))
     return 0
 
 
@@ -186,6 +224,10 @@ def _train_config(args: argparse.Namespace, TrainConfig):  # noqa: N803 - the cl
         precision=args.precision,
         seed=args.seed,
         compile=args.compile,
+        checkpoint_every_n_steps=args.checkpoint_every,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
         grad_ckpt=args.grad_ckpt,
         debug=args.debug,
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -26,6 +28,43 @@ console = Console(stderr=True)
 # The embedded default dataset: what `nanologic train` generates when no --data is given.
 DEFAULT_N_GENERATE = 120_000  # raw generated sentences
 DEFAULT_MAX_PER_COMPLEXITY = 12_000  # source sentences kept per complexity level
+
+
+_PREPARED = ".prepared"  # written by the first process once data, tokenizer and configs exist
+
+
+def _launch_id() -> str:
+    """Identifies one multi-process launch (torchrun, SLURM); empty for a single command."""
+    for key in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+        if os.environ.get(key):
+            return f"{key}={os.environ[key]}"
+    return ""
+
+
+def _is_first_process() -> bool:
+    """Global rank 0, read from the launcher's environment before Lightning sets up processes."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    # processes Lightning launches itself get LOCAL_RANK/NODE_RANK
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def _mark_prepared(out: Path) -> None:
+    from lm_shared.runs import atomic_write_text
+
+    atomic_write_text(out / _PREPARED, _launch_id() + "\n")
+
+
+def _wait_for_preparation(out: Path, timeout_s: float = 6 * 3600) -> None:
+    """Processes other than the first wait until it has prepared ``out`` for this launch."""
+    marker = out / _PREPARED
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if marker.exists() and marker.read_text().strip() == _launch_id():
+            return
+        time.sleep(1.0)
+    raise NanologicError(f"{out}: the first process did not prepare the run within {timeout_s:.0f} s")
 
 
 def print_report(report: StageReport) -> None:
@@ -238,6 +277,8 @@ def train_run(
     model_overrides: dict | None = None,
     max_minutes: float | None = None,
     threads: int = 2,
+    callbacks: Sequence = (),
+    precision_plugins: Sequence = (),
 ) -> dict:
     """The whole default run; every artefact lands under ``out``.
 
@@ -246,6 +287,13 @@ def train_run(
     (``"last"`` or a checkpoint path; the run's saved settings must match). SIGINT/SIGTERM save
     ``checkpoints/<phase>/last.ckpt`` and raise ``TrainingInterrupted``; a diverged run raises
     ``NonFiniteError`` and saves no model.
+
+    Multi-device: with ``train_config.devices``/``num_nodes``/``strategy`` Lightning launches the
+    other processes itself, or the command runs unchanged under ``torchrun``/SLURM (Lightning
+    detects them). The first process holds the run folder, prepares data, tokenizer and configs
+    and writes every file; the others wait for it, train, and return ``{}``. ``callbacks`` run
+    before nanologic's own (the fault-injection kit's); ``precision_plugins`` replace
+    ``train_config.precision``.
     """
     from lm_shared.runs import open_run_dir
     from nanologic.training import train_config_dict
@@ -281,6 +329,10 @@ def train_run(
             "train_config.val_check_interval",
             "train_config.debug",
             "train_config.compile",
+            "train_config.devices",
+            "train_config.num_nodes",
+            "train_config.strategy",
+            "train_config.checkpoint_every_n_steps",
         ],
         resume_hint="--resume",
         run_files=("model.safetensors", "train_config.json"),
@@ -299,6 +351,8 @@ def train_run(
             model_overrides=model_overrides,
             max_minutes=max_minutes,
             threads=threads,
+            callbacks=callbacks,
+            precision_plugins=precision_plugins,
         )
         final = run.finish()
     console.print(f"[bold green]Run directory:[/] {final}  (use it as --checkpoint {final})")
@@ -319,11 +373,14 @@ def _train_in(
     model_overrides,
     max_minutes,
     threads,
+    callbacks,
+    precision_plugins,
 ) -> dict:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from lm_shared.resumable import LastCheckpoint
     from lm_shared.runs import StopSignal
     from lm_shared.runs_lightning import AtomicCheckpointIO, NonFiniteGuard, StopOnSignal
     from lm_shared.runtime import detect_device, detect_precision, save_config, seed_everything
@@ -338,6 +395,10 @@ def _train_in(
     out = run.path
     seed_everything(tc.seed)
     torch.set_num_threads(max(1, threads))
+    first = _is_first_process()
+    if not first:
+        _wait_for_preparation(out)
+        data_dir = data_dir or out / "data"
     t_start = time.perf_counter()
     if data_dir is None:
         data_dir = out / "data"
@@ -357,8 +418,10 @@ def _train_in(
     else:
         tokenizer = train_tokenizer(data_dir, tok_dir, vocab_size)
     model_cfg = build_config(preset, tokenizer.vocab_size, **(model_overrides or {}))
-    save_config(model_cfg.to_dict(), out / "model_config.json")
-    save_config(train_config_dict(tc), out / "train_config.json")
+    if first:
+        save_config(model_cfg.to_dict(), out / "model_config.json")
+        save_config(train_config_dict(tc), out / "train_config.json")
+        _mark_prepared(out)
     device = detect_device()
     # bf16 autocast on CPUs with native bf16 too: ~1.4x the fp32 step here, same accuracy.
     precision = detect_precision(device, cpu_bf16=True) if tc.precision == "auto" else tc.precision
@@ -367,7 +430,8 @@ def _train_in(
     if tc.grad_ckpt:
         module.model.gradient_checkpointing = True
     if tc.compile:
-        module.model = torch.compile(module.model)
+        # In place: parameter names (and so checkpoint keys) stay those of the plain model.
+        module.model.compile()
     n_params = sum(p.numel() for p in module.model.parameters())
     summary = Table(title=f"nanologic run {out}")
     summary.add_column("setting")
@@ -384,7 +448,8 @@ def _train_in(
         "threads": torch.get_num_threads(),
     }.items():
         summary.add_row(k, str(v))
-    console.print(summary)
+    if first:
+        console.print(summary)
 
     ckpt_dir = out / "checkpoints"
     phases = [("phase1", True, tc.cot_epochs)] if tc.cot_epochs > 0 else []
@@ -404,12 +469,15 @@ def _train_in(
             monitor="val_loss",
             mode="min",
             save_top_k=3,
-            save_last=True,
         )
         stop = StopSignal()
         stop_callback = StopOnSignal(stop, ckpt_dir / phase / "last.ckpt")
-        callbacks = [
+        # last.ckpt: at every epoch's end and every --checkpoint-every steps, always resumable
+        last = LastCheckpoint(ckpt_dir / phase, every_n_train_steps=tc.checkpoint_every_n_steps or None)
+        phase_callbacks = [
+            *callbacks,
             checkpoint,
+            last,
             ProgressLog(),
             GradientHealthCallback(
                 HealthConfig(clip_norm=tc.grad_clip), checkpoint_path=ckpt_dir / "unhealthy.ckpt"
@@ -422,13 +490,17 @@ def _train_in(
             max_steps=tc.max_steps,
             max_time={"minutes": max_minutes} if max_minutes else None,
             accelerator="auto",
-            devices=1,
-            precision=precision,
+            devices=tc.devices,
+            num_nodes=tc.num_nodes,
+            strategy=tc.strategy,
+            # the bucketing sampler shards its global batches itself (see LengthBucketSampler)
+            use_distributed_sampler=False,
+            precision=None if precision_plugins else precision,
+            plugins=[AtomicCheckpointIO(), *precision_plugins],
             accumulate_grad_batches=tc.accumulate_grad_batches,
             val_check_interval=tc.val_check_interval,
             logger=tensorboard_logger(out / "tensorboard", name=phase),
-            plugins=[AtomicCheckpointIO()],
-            callbacks=callbacks,
+            callbacks=phase_callbacks,
             detect_anomaly=tc.debug,
             enable_model_summary=False,
             log_every_n_steps=10,
@@ -454,6 +526,8 @@ def _train_in(
         phases_done.append(phase)
         run.update(phases_done=phases_done, step=trainer.global_step)
     train_seconds = time.perf_counter() - t_start
+    if not trainer.is_global_zero:
+        return {}
     model: NanoLogic = module.eval_model()
     if hasattr(model, "_orig_mod"):
         model = model._orig_mod

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lm_shared.runs import atomic_path
+from lm_shared.stability_lightning import optimizer_updates
 from nanologic.data import COMPLEXITIES, PAD, NanologicError, prompt_text, read_jsonl, target_text
 from nanologic.model import NanoLogic, NanoLogicConfig
 
@@ -51,7 +52,13 @@ class TrainConfig:
     precision: str = "auto"  # Lightning precision string or "auto"
     num_workers: int = 0  # DataLoader workers
     seed: int = 0  # seed_everything
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model (checkpoints are the same either way)
+    checkpoint_every_n_steps: int = (
+        0  # also write checkpoints/<phase>/last.ckpt every N steps (0 = per validation)
+    )
+    devices: int | str = 1  # Lightning devices per node: a count, "auto", or a list like "0,1"
+    num_nodes: int = 1  # machines (each runs `devices` processes)
+    strategy: str = "auto"  # "auto", "ddp" or "fsdp" (Lightning strategies)
     grad_ckpt: bool = False  # activation checkpointing per block
     debug: bool = False  # autograd anomaly detection
 
@@ -98,6 +105,9 @@ def _train_config_problem(tc: TrainConfig) -> str | None:
         (tc.precision in PRECISIONS, "precision", "one of " + ", ".join(PRECISIONS)),
         (tc.num_workers >= 0, "num_workers", ">= 0"),
         (0 <= tc.seed < 2**32, "seed", "in [0, 2**32)"),
+        (tc.strategy in ("auto", "ddp", "fsdp"), "strategy", "'auto', 'ddp' or 'fsdp'"),
+        (tc.num_nodes >= 1, "num_nodes", "an integer >= 1"),
+        (tc.checkpoint_every_n_steps >= 0, "checkpoint_every_n_steps", ">= 0"),
     ]
     for ok, name, expected in checks:
         if not ok:
@@ -130,9 +140,12 @@ def encode_records(tokenizer, records: Sequence[dict], with_thought: bool, max_l
 
 
 def cached_examples(
-    tokenizer, path: Path, cache_dir: Path, with_thought: bool, max_len: int
+    tokenizer, path: Path, cache_dir: Path, with_thought: bool, max_len: int, write: bool = True
 ) -> list[Example]:
-    """Tokenise a split once and reuse it (keyed by file content, tokenizer and phase)."""
+    """Tokenise a split once and reuse it (keyed by file content, tokenizer and phase).
+
+    ``write=False`` (every process but the first under multi-device training) never writes the
+    cache; it reads it when present and tokenises in memory otherwise."""
     digest = hashlib.sha1(path.read_bytes())
     digest.update(tokenizer.hf.to_str().encode())
     digest.update(f"{with_thought}-{max_len}".encode())
@@ -143,8 +156,10 @@ def cached_examples(
         except Exception as exc:  # a damaged cache (truncated, garbled): rebuild it
             print(f"{cache}: damaged token cache ({type(exc).__name__}); rebuilding it", file=sys.stderr)
     examples = encode_records(tokenizer, read_jsonl(path), with_thought, max_len)
-    with atomic_path(cache) as tmp:
-        torch.save([(e.ids, e.n_prompt, e.complexity) for e in examples], tmp)
+    if write:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            torch.save([(e.ids, e.n_prompt, e.complexity) for e in examples], tmp)
     return examples
 
 
@@ -162,41 +177,66 @@ class SequenceDataset(Dataset):
 class LengthBucketSampler(Sampler[list[int]]):
     """Batches of similar length: sort within windows of 50 batches, then shuffle the batches.
 
-    With ``curriculum`` the first epoch keeps the file's order (simple -> advanced).
+    With ``curriculum`` the first epoch keeps the file's order (simple -> advanced). Under
+    multi-device training (``num_replicas`` > 1) the sampler builds the same global batches of
+    ``batch_size * num_replicas`` examples on every process and gives process ``rank`` its slice,
+    so a run on N devices sees exactly the batches of a one-device run with an N times larger
+    batch. The order depends only on ``seed`` and the epoch given to :meth:`set_epoch`, which is
+    what lets :class:`lm_shared.resumable.ResumableBatchSampler` resume it mid-epoch.
     """
 
     def __init__(
-        self, lengths: Sequence[int], batch_size: int, seed: int, curriculum_epochs: int = 0
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int,
+        curriculum_epochs: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.curriculum_epochs = curriculum_epochs
+        self.num_replicas = num_replicas
+        self.rank = rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = random.Random(self.seed + self.epoch)
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's batches of ``batch_size * num_replicas`` indices (all processes)."""
+        size = self.batch_size * self.num_replicas
         indices = list(range(len(self.lengths)))
-        if self.epoch < self.curriculum_epochs:
-            batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
-            self.epoch += 1
-            yield from batches
-            return
-        rng.shuffle(indices)
-        window = self.batch_size * 50
-        batches = []
-        for start in range(0, len(indices), window):
-            chunk = sorted(indices[start : start + window], key=lambda i: self.lengths[i])
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        rng.shuffle(batches)
+        if epoch < self.curriculum_epochs:
+            batches = [indices[i : i + size] for i in range(0, len(indices), size)]
+        else:
+            rng = random.Random(self.seed + epoch)
+            rng.shuffle(indices)
+            window = size * 50
+            batches = []
+            for start in range(0, len(indices), window):
+                chunk = sorted(indices[start : start + window], key=lambda i: self.lengths[i])
+                batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
+            rng.shuffle(batches)
+        # every process needs at least one example in each batch
+        return [b for b in batches if len(b) >= self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.global_batches(self.epoch)
         self.epoch += 1
-        yield from batches
+        for batch in batches:
+            # near-equal contiguous slices; the loss is normalised by the global target count
+            bounds = [len(batch) * r // self.num_replicas for r in range(self.num_replicas + 1)]
+            yield batch[bounds[self.rank] : bounds[self.rank + 1]]
 
     def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
+        size = self.batch_size * self.num_replicas
+        n, last = divmod(len(self.lengths), size)
+        return n + (1 if last >= self.num_replicas else 0)
 
 
 def _labels_for(ex: Example, loss_on: str) -> list[int]:
@@ -243,12 +283,9 @@ def pack_collate(batch: list[Example], pad_id: int, loss_on: str, pack_len: int)
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay 2-D projection weights only; embeddings (tied head), norms and scalars are exempt."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() == 2 and "embed_tokens" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    from lm_shared.optim import param_groups_with_weight_decay
+
+    return param_groups_with_weight_decay(model, weight_decay, no_decay_names=("embed_tokens",))
 
 
 class NanoLogicModule(L.LightningModule):
@@ -281,9 +318,19 @@ class NanoLogicModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self._step(batch)
-        self.log("train_loss", out["ce_loss"], prog_bar=True, batch_size=out["n_targets"])
+        loss, ce = out["loss"], out["ce_loss"]
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            # DDP averages gradients over processes; weighting each process's mean loss by its
+            # share of the global target count makes that the gradient of the global mean, the
+            # same as one process with the whole batch (the processes' batches differ in length).
+            n = torch.tensor(float(out["n_targets"]), device=loss.device)
+            stats = self.all_gather(torch.stack([n, ce.float() * n])).reshape(-1, 2).sum(0)
+            loss = loss * (n * world / stats[0])
+            ce = stats[1] / stats[0]
+        self.log("train_loss", ce, prog_bar=True, batch_size=out["n_targets"])
         self.log("train_z_loss", out["z_loss"], batch_size=out["n_targets"])
-        return out["loss"]
+        return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         model = self.ema.module if self.ema is not None else self.model
@@ -324,6 +371,11 @@ class NanoLogicModule(L.LightningModule):
             opt.eval()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # dropout and gradient noise draw from torch's RNG: a resumed run continues the same stream
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
         # A checkpoint must hold the evaluation weights; if one is written while the optimizer is
         # in train mode (e.g. on a step-based trigger), re-dump the model and optimizer in eval mode.
         for i, opt in enumerate(self._sf_optimizers()):
@@ -341,9 +393,25 @@ class NanoLogicModule(L.LightningModule):
                 if p.grad is not None:
                     p.grad.add_(torch.randn_like(p.grad) * std)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema is not None:
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure) -> None:
+        # The EMA moves once per applied optimizer step: not per micro-batch under accumulation,
+        # not on a step the gradient-health callback skipped.
+        before = optimizer_updates(optimizer)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.ema is not None and optimizer_updates(optimizer) != before:
             self.ema.update_parameters(self.model)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints of runs that replaced the model by torch.compile's wrapper carry
+        # "model._orig_mod." keys; the model is compiled in place now, so its keys never change.
+        checkpoint["state_dict"] = {
+            k.replace("_orig_mod.", ""): v for k, v in checkpoint["state_dict"].items()
+        }
+        rng = checkpoint.get("rng_states")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if torch.cuda.is_available() and rng.get("cuda"):
+                torch.cuda.set_rng_state_all(rng["cuda"])
 
     def configure_optimizers(self):
         tc = self.train_config
@@ -391,16 +459,24 @@ class NanoLogicDataModule(L.LightningDataModule):
         self.pad_id = tokenizer.token_to_id(PAD)
         self.splits: dict[str, list[Example]] = {}
 
-    def setup(self, stage: str | None = None) -> None:
+    def _load(self, write: bool) -> None:
         for split in ("train", "val"):
             path = self.data_dir / f"{split}.jsonl"
             if not path.exists():
                 raise NanologicError(f"{path}: missing; run `nanologic preprocess` first")
             self.splits[split] = cached_examples(
-                self.tokenizer, path, self.cache_dir, self.with_thought, self.max_len
+                self.tokenizer, path, self.cache_dir, self.with_thought, self.max_len, write=write
             )
             if not self.splits[split]:
                 raise NanologicError(f"{path}: no usable examples")
+
+    def prepare_data(self) -> None:
+        # Lightning runs this on one process per node before setup(): the only one writing the cache.
+        self._load(write=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self._load(write=False)
 
     def _collate(self, batch: list[Example]) -> dict:
         if self.tc.packing:
@@ -408,19 +484,28 @@ class NanoLogicDataModule(L.LightningDataModule):
         return pad_collate(batch, self.pad_id, self.tc.loss_on)
 
     def train_dataloader(self) -> DataLoader:
+        from lm_shared.resumable import ResumableBatchSampler, ResumableDataLoader, lightning_progress
+
         examples = self.splits["train"]
-        sampler = LengthBucketSampler(
-            [len(e.ids) for e in examples],
-            self.tc.batch_size,
-            self.tc.seed,
-            curriculum_epochs=1 if self.tc.curriculum else 0,
+        trainer = self.trainer
+        sampler = ResumableBatchSampler(
+            LengthBucketSampler(
+                [len(e.ids) for e in examples],
+                self.tc.batch_size,
+                self.tc.seed,
+                curriculum_epochs=1 if self.tc.curriculum else 0,
+                num_replicas=trainer.world_size if trainer is not None else 1,
+                rank=trainer.global_rank if trainer is not None else 0,
+            )
         )
-        sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
-        return DataLoader(
+        sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        # Resumable mid-epoch: Lightning stores the loader's position in every checkpoint.
+        return ResumableDataLoader(
             SequenceDataset(examples),
             batch_sampler=sampler,
             collate_fn=self._collate,
             num_workers=self.tc.num_workers,
+            progress=lightning_progress(self),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -450,6 +535,8 @@ class ProgressLog(L.Callback):
         import time
 
         self.tokens += int(batch["n_real"])
+        if not trainer.is_global_zero:
+            return
         if trainer.global_step % self.every == 0 and batch_idx % trainer.accumulate_grad_batches == 0:
             elapsed = time.perf_counter() - self.t0
             loss = trainer.callback_metrics.get("train_loss")
@@ -465,7 +552,7 @@ class ProgressLog(L.Callback):
         import sys
 
         val = trainer.callback_metrics.get("val_loss")
-        if val is not None and not trainer.sanity_checking:
+        if val is not None and not trainer.sanity_checking and trainer.is_global_zero:
             print(
                 f"epoch {trainer.current_epoch} step {trainer.global_step} val_loss {float(val):.4f}",
                 file=sys.stderr,
