@@ -123,6 +123,7 @@ def test_d_ema_and_schedule_once_per_optimizer_step(tmp_path, scheduler):
     assert out["n_averaged"] == 4
 
 
+@pytest.mark.slow  # several training processes (kill -9 / resume, torchrun)
 def test_e_kill_and_resume_mid_epoch_and_at_epoch_end(tmp_path):
     kit.check_kill_resume(
         ADAPTER, tmp_path, kill_at_steps=[3, STEPS_PER_EPOCH], total_steps=STEPS_PER_EPOCH + 3
@@ -148,11 +149,13 @@ def test_f_old_checkpoints_with_orig_mod_keys_still_load(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), other.state_dict().values()))
 
 
+@pytest.mark.slow  # several training processes (kill -9 / resume, torchrun)
 def test_g_kill_during_checkpoint_write_and_finished_run(tmp_path):
     out = kit.check_atomic_last_checkpoint(ADAPTER, tmp_path, total_steps=4, kill_in_write=2)
     assert out["last_checkpoints"] == ["checkpoints/phase2/last.ckpt"]
 
 
+@pytest.mark.slow  # several training processes (kill -9 / resume, torchrun)
 def test_ddp_two_cpu_processes_match_one(tmp_path):
     out = kit.check_ddp_matches_single_process(ADAPTER, tmp_path, steps=3, atol=1e-4)
     assert out["rank0_files"] > 0
