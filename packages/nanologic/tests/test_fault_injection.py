@@ -130,6 +130,7 @@ def test_e_kill_and_resume_mid_epoch_and_at_epoch_end(tmp_path):
     )
 
 
+@pytest.mark.slow  # torch.compile builds C++ kernels: minutes on a small CPU
 def test_f_checkpoints_do_not_depend_on_compile(tmp_path):
     kit.check_compile_independent(make_adapter(), tmp_path)
 
