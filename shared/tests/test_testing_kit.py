@@ -156,14 +156,17 @@ def test_d_ema_and_scheduler_once_per_optimizer_step(tmp_path):
     assert out == {"n_averaged": 4, "micro_batches": 10}
 
 
+@pytest.mark.slow  # several training processes (kill -9 / resume, torchrun)
 def test_e_kill_and_resume_mid_and_end_of_epoch(tmp_path):
     kit.check_kill_resume(ADAPTER, tmp_path, kill_at_steps=[3, 8], total_steps=11)
 
 
+@pytest.mark.slow  # several training processes (kill -9 / resume, torchrun)
 def test_g_kill_during_checkpoint_write(tmp_path):
     kit.check_atomic_last_checkpoint(ADAPTER, tmp_path)
 
 
+@pytest.mark.slow  # several training processes (kill -9 / resume, torchrun)
 def test_ddp_two_processes_match_one(tmp_path):
     out = kit.check_ddp_matches_single_process(ADAPTER, tmp_path, steps=3)
     assert out["max_weight_diff_vs_single"] < 1e-5
