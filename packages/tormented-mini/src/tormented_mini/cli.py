@@ -53,7 +53,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-docs", type=int, default=d.max_docs, help="documents read from --hf-dataset")
     parser.add_argument("--vocab-size", type=int, default=d.vocab_size)
     parser.add_argument("--seq-len", type=int, default=d.seq_len)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="rows per optimizer step over all devices (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--accumulate-grad-batches",
+        type=int,
+        default=d.accumulate_grad_batches,
+        help="micro-batches per optimizer step; each is batch-size / this many rows (default: %(default)s)",
+    )
     parser.add_argument("--max-steps", type=int, default=d.max_steps)
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--ode-lr-scale", type=float, default=d.ode_lr_scale)
@@ -65,6 +76,23 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", choices=("auto", "32-true", "bf16-mixed", "16-mixed"), default=d.precision
     )
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument(
+        "--devices",
+        default=d.devices,
+        help="Lightning devices: auto, a count or a list like 0,1 (default: %(default)s)",
+    )
+    parser.add_argument("--num-nodes", type=int, default=d.num_nodes, help="machines (default: %(default)s)")
+    parser.add_argument(
+        "--strategy",
+        choices=("auto", "ddp", "fsdp"),
+        default=d.strategy,
+        help="Lightning strategy; ddp for several GPUs or nodes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the forward pass (checkpoints do not depend on it)",
+    )
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch default)")
     parser.add_argument(
         "--norm", dest="norm_type", choices=("layernorm", "dyt", "dynamic_tanh", "derf"), default=None
@@ -78,7 +106,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="JSON file of UltraConfig fields overriding the preset (layer_pattern, ...)",
     )
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint.pt")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from checkpoints/last.ckpt, with its own data and settings",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -105,9 +137,11 @@ def run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from tormented_mini.modeling_tormented import UltraConfig
-    from tormented_mini.train import MLMTrainer
+    from tormented_mini.train import MLMTrainer, TrainingInterrupted, resume_config
 
     cfg = config_from_args(args)
+    if args.resume:
+        cfg = resume_config(cfg.out, cfg)
     if cfg.model_overrides:
         UltraConfig.frankenstein_cpu(**cfg.model_overrides)  # validates field names and values early
     console = Console(stderr=True)
@@ -121,6 +155,11 @@ def run_train(args: argparse.Namespace) -> int:
         f"{trainer.corpus.train.shape[0]} train / {trainer.corpus.val.shape[0]} held-out rows"
     )
     result = trainer.run()
+    if result.interrupted:
+        raise TrainingInterrupted(
+            f"interrupted at step {result.steps}; checkpoint saved, continue with "
+            f"`tormented-mini train --out {cfg.out} --resume`"
+        )
     console.print(
         f"step {result.steps}: held-out MLM loss {result.val_mlm_loss:.4f}, masked-token accuracy "
         f"{result.val_masked_acc:.4f}, {result.seconds_per_step:.3f} s/step, saved to {result.out}"
@@ -204,11 +243,19 @@ def run_ablate(args: argparse.Namespace) -> int:
 
 
 def _guarded(fn, args: argparse.Namespace) -> int:  # noqa: ANN001
-    from lm_shared.tokenization import TokenizerError
+    from lm_shared.errors import UserError
+    from lm_shared.stability import TrainingStopped
+    from tormented_mini.train import TrainingInterrupted
 
     try:
         return fn(args)
-    except (*USER_ERRORS, TokenizerError) as exc:
+    except TrainingInterrupted as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 130
+    except TrainingStopped as exc:
+        print(f"error: training stopped: {exc}", file=sys.stderr)
+        return 1
+    except (*USER_ERRORS, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
