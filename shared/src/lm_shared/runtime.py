@@ -152,12 +152,9 @@ def _to_jsonable(obj: Any) -> Any:
 
 def save_config(config: Any, path: str | os.PathLike[str]) -> Path:
     """Write a dataclass (nested ones too) or a mapping as indented JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_to_jsonable(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from lm_shared.runs import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(_to_jsonable(config), indent=2, sort_keys=True) + "\n")
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:

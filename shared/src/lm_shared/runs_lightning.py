@@ -1,0 +1,103 @@
+"""The run-folder policy's Lightning pieces: atomic checkpoints, stop on a signal, stop on NaN.
+
+- :class:`AtomicCheckpointIO`: every Lightning checkpoint is written to a temporary name, fsynced
+  and renamed, so a kill during a write never leaves an unreadable ``last.ckpt``.
+- :class:`StopOnSignal`: with :class:`lm_shared.runs.StopSignal`, the first SIGINT/SIGTERM saves a
+  resumable checkpoint after the current optimizer step and stops ``fit``; the caller then raises
+  ``stop.interrupted(...)`` (exit 130).
+- :class:`NonFiniteGuard`: a non-finite parameter, or a loss that stays non-finite for
+  ``patience`` steps (single bad steps are the gradient-health callback's to skip), raises
+  :class:`lm_shared.runs.NonFiniteError`; parameters are checked before every checkpoint, so no
+  non-finite model is written.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lm_shared.runs import StopSignal, atomic_path, check_finite_parameters
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` a checkpoint to a temporary file beside the target, fsync, rename."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        with atomic_path(Path(path)) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def _optimizer_stepped(trainer: L.Trainer, batch_idx: int) -> bool:
+    # True when the batch just finished ended an accumulation window (an optimizer step ran).
+    accumulate = max(1, trainer.accumulate_grad_batches)
+    n_batches = trainer.num_training_batches
+    last = isinstance(n_batches, int) and batch_idx + 1 == n_batches
+    return (batch_idx + 1) % accumulate == 0 or last
+
+
+class StopOnSignal(L.Callback):
+    """Save ``checkpoint_path`` and stop ``fit`` at the first step boundary after a stop request."""
+
+    def __init__(self, stop: StopSignal, checkpoint_path: str | Path) -> None:
+        self.stop = stop
+        self.checkpoint_path = Path(checkpoint_path)
+        self.saved_step: int | None = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        if self.stop.requested and self.saved_step is None and _optimizer_stepped(trainer, batch_idx):
+            trainer.save_checkpoint(self.checkpoint_path)
+            self.saved_step = trainer.global_step
+            trainer.should_stop = True
+
+
+class NonFiniteGuard(L.Callback):
+    """Stop training with :class:`~lm_shared.runs.NonFiniteError` when it has diverged.
+
+    Checks the parameters whenever the loss is non-finite, every ``every`` steps and before each
+    checkpoint save; raises once a parameter is non-finite or the loss was non-finite for
+    ``patience`` consecutive batches.
+    """
+
+    def __init__(
+        self, patience: int = 3, every: int = 50, hint: str = "lower --lr or check the data"
+    ) -> None:
+        if patience < 1 or every < 1:
+            raise ValueError("patience and every must be >= 1")
+        self.patience = patience
+        self.every = every
+        self.hint = hint
+        self.bad_losses = 0
+
+    def _check_parameters(self, pl_module: L.LightningModule) -> None:
+        check_finite_parameters(pl_module.named_parameters(), what=type(pl_module).__name__)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        finite = loss is None or math.isfinite(float(loss.detach() if hasattr(loss, "detach") else loss))
+        self.bad_losses = 0 if finite else self.bad_losses + 1
+        if not finite or trainer.global_step % self.every == 0:
+            self._check_parameters(pl_module)
+        if self.bad_losses >= self.patience:
+            from lm_shared.runs import NonFiniteError
+
+            raise NonFiniteError(
+                f"training diverged: the loss was NaN/Inf for {self.bad_losses} steps in a row "
+                f"(step {trainer.global_step}; {self.hint})"
+            )
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._check_parameters(pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_parameters(pl_module)

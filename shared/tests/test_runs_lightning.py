@@ -1,0 +1,89 @@
+"""Lightning pieces of the run-folder policy: atomic checkpoints, stop on a signal, stop on NaN."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+L = pytest.importorskip("lightning")
+
+from lm_shared.runs import NonFiniteError, StopSignal  # noqa: E402
+from lm_shared.runs_lightning import AtomicCheckpointIO, NonFiniteGuard, StopOnSignal  # noqa: E402
+
+
+class Tiny(L.LightningModule):
+    def __init__(self, lr: float = 0.05, signal_at_step: int | None = None) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.lr = lr
+        self.signal_at_step = signal_at_step
+
+    def training_step(self, batch, batch_idx):
+        if self.signal_at_step is not None and self.global_step == self.signal_at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def _loader() -> torch.utils.data.DataLoader:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 4, generator=g)
+    y = x.sum(1, keepdim=True)
+    # One batch per epoch: every step ends an epoch, so resuming is exact without a stateful sampler.
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+
+
+def _trainer(tmp_path: Path, max_steps: int, callbacks=()) -> L.Trainer:
+    return L.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=list(callbacks),
+        accelerator="cpu",
+    )
+
+
+def test_sigint_saves_a_resumable_checkpoint_and_resume_reaches_the_same_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    reference = Tiny()
+    _trainer(tmp_path / "ref", 8).fit(reference, _loader())
+
+    torch.manual_seed(0)
+    model = Tiny(signal_at_step=3)
+    ckpt = tmp_path / "run" / "last.ckpt"
+    with StopSignal(quiet=True) as stop:
+        callback = StopOnSignal(stop, ckpt)
+        trainer = _trainer(tmp_path / "run", 8, [callback])
+        trainer.fit(model, _loader())
+    assert stop.requested and callback.saved_step == trainer.global_step == 4
+    assert ckpt.exists() and not [p for p in ckpt.parent.iterdir() if ".tmp" in p.name]
+
+    torch.manual_seed(1)  # resuming must not depend on the fresh model's initialisation
+    resumed = Tiny()
+    _trainer(tmp_path / "run", 8).fit(resumed, _loader(), ckpt_path=ckpt)
+    for a, b in zip(reference.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_nan_learning_rate_stops_training_before_a_checkpoint_is_saved(tmp_path: Path) -> None:
+    model = Tiny(lr=float("nan"))
+    guard = NonFiniteGuard(patience=3, every=50)
+    trainer = _trainer(tmp_path, 20, [guard])
+    with pytest.raises(NonFiniteError, match="'layer.weight'"):
+        trainer.fit(model, _loader())
+    assert trainer.global_step <= 2
+    with pytest.raises(NonFiniteError):
+        trainer.save_checkpoint(tmp_path / "nan.ckpt")
+    assert not (tmp_path / "nan.ckpt").exists()
