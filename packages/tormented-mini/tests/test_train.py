@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 import torch
 
-from lm_shared.stability import TrainingStopped
+from lm_shared.runs import NonFiniteError, RunFolderError, RunLockedError
 from tormented_mini.cli import main
 from tormented_mini.errors import CheckpointError
 from tormented_mini.train import (
@@ -204,7 +204,7 @@ def test_nonfinite_parameters_stop_without_saving_a_model(tmp_path):
                     pl_module.model.tormented.embeddings.word_embeddings.weight.fill_(float("nan"))
 
     trainer = MLMTrainer(tiny(tmp_path, eval_every=1), progress=False)
-    with pytest.raises(TrainingStopped, match="non-finite"):
+    with pytest.raises(NonFiniteError, match="NaN/Inf"):
         trainer.run(extra_callbacks=[Corrupt()])
     out = tmp_path / "run"
     assert not (out / "model.safetensors").exists()
@@ -236,34 +236,66 @@ def test_resume_after_a_crash_matches_the_uninterrupted_run(tmp_path, kill_at, e
 
 
 def test_resume_refuses_other_models_other_data_and_finished_runs(tmp_path, capsys):
-    MLMTrainer(tiny(tmp_path, max_steps=2, eval_every=2), progress=False).run()
+    crashed = MLMTrainer(tiny(tmp_path, eval_every=1), progress=False)
+    with pytest.raises(SystemError):
+        crashed.run(extra_callbacks=[Crash(2)])
     out = tmp_path / "run"
-    with pytest.raises(CheckpointError, match="'mini' but --model is 'frankenstein'"):
-        MLMTrainer(tiny(tmp_path, model="frankenstein", max_steps=4), resume=True, progress=False)
-    with pytest.raises(CheckpointError, match="already holds a run"):
+    with pytest.raises(RunFolderError, match=r"interrupted run \(last checkpoint at step 1\).*--resume"):
         MLMTrainer(tiny(tmp_path), progress=False)
-    other = small_corpus(tmp_path)
+    with pytest.raises(RunFolderError, match="model"):
+        MLMTrainer(tiny(tmp_path, model="frankenstein"), resume=True, progress=False)
     with pytest.raises(CheckpointError, match="data is"):
-        resume_config(out, tiny(tmp_path, data=str(other)))
-    code = main(["train", "--out", str(out), "--resume", "--max-steps", "2", "--no-progress"])
-    assert code == 2 and "the run finished" in capsys.readouterr().err
-    (out / LAST).write_bytes(b"not a checkpoint")
-    code = main(["train", "--out", str(out), "--resume", "--max-steps", "4", "--no-progress"])
+        resume_config(out, tiny(tmp_path, data=str(small_corpus(tmp_path))))
+    code = main(["train", "--out", str(out), "--resume", "--no-progress"])
+    assert code == 0
+    code = main(["train", "--out", str(out), "--resume", "--no-progress"])
+    assert code == 2 and "already finished" in capsys.readouterr().err
+
+
+def test_a_damaged_checkpoint_is_named_in_one_line(tmp_path, capsys):
+    crashed = MLMTrainer(tiny(tmp_path, eval_every=1), progress=False)
+    with pytest.raises(SystemError):
+        crashed.run(extra_callbacks=[Crash(2)])
+    (tmp_path / "run" / LAST).write_bytes(b"not a checkpoint")
+    code = main(["train", "--out", str(tmp_path / "run"), "--resume", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "last.ckpt" in err and len(err.splitlines()) == 1
+
+
+def test_a_second_training_into_the_same_folder_is_refused(tmp_path):
+    first = MLMTrainer(tiny(tmp_path), progress=False)
+    try:
+        with pytest.raises(RunLockedError, match=str(__import__("os").getpid())):
+            MLMTrainer(tiny(tmp_path), progress=False)
+    finally:
+        first.close()
+
+
+def test_force_replaces_a_finished_run_only_when_the_new_one_finishes(tmp_path):
+    MLMTrainer(tiny(tmp_path, max_steps=2, eval_every=2), progress=False).run()
+    with pytest.raises(RunFolderError, match="finished run"):
+        MLMTrainer(tiny(tmp_path, max_steps=3, eval_every=3), progress=False)
+    forced = MLMTrainer(tiny(tmp_path, max_steps=3, eval_every=3), force=True, progress=False)
+    with pytest.raises(SystemError):
+        forced.run(extra_callbacks=[Crash(1)])
+    assert [r["step"] for r in records(tmp_path / "run")] == [1, 2]  # the finished run is intact
+    again = MLMTrainer(tiny(tmp_path, max_steps=3, eval_every=3), force=True, progress=False)
+    assert again.run().out == tmp_path / "run"
+    assert [r["step"] for r in records(tmp_path / "run")] == [1, 2, 3]
 
 
 def test_checkpoints_do_not_depend_on_compile(tmp_path, monkeypatch):
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager"))
-    compiled = MLMTrainer(tiny(tmp_path, max_steps=2, eval_every=2, compile=True), progress=False)
-    compiled.run()
+    with pytest.raises(SystemError):
+        MLMTrainer(tiny(tmp_path, eval_every=1, compile=True), progress=False).run(extra_callbacks=[Crash(2)])
     keys = torch.load(tmp_path / "run" / LAST, weights_only=False)["state_dict"].keys()
     assert not any("_orig_mod" in k for k in keys)
-    plain = MLMTrainer(tiny(tmp_path, max_steps=3, eval_every=3), resume=True, progress=False)
-    plain.run()
-    again = MLMTrainer(tiny(tmp_path, max_steps=4, eval_every=4, compile=True), resume=True, progress=False)
-    assert again.run().steps == 4
+    with pytest.raises(SystemError):  # saved compiled, resumed plain
+        MLMTrainer(tiny(tmp_path, eval_every=1), resume=True, progress=False).run(extra_callbacks=[Crash(3)])
+    # saved plain, resumed compiled
+    again = MLMTrainer(tiny(tmp_path, eval_every=1, compile=True), resume=True, progress=False)
+    assert again.run().steps == 6
 
 
 @pytest.mark.parametrize(

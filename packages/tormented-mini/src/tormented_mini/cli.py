@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -111,7 +110,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run in --out from checkpoints/last.ckpt, with its own data and settings",
     )
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a finished or interrupted run in --out (swapped in when done)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
@@ -137,7 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from tormented_mini.modeling_tormented import UltraConfig
-    from tormented_mini.train import MLMTrainer, TrainingInterrupted, resume_config
+    from tormented_mini.train import MLMTrainer, resume_config
 
     cfg = config_from_args(args)
     if args.resume:
@@ -145,7 +149,7 @@ def run_train(args: argparse.Namespace) -> int:
     if cfg.model_overrides:
         UltraConfig.frankenstein_cpu(**cfg.model_overrides)  # validates field names and values early
     console = Console(stderr=True)
-    trainer = MLMTrainer(cfg, resume=args.resume, progress=not args.no_progress)
+    trainer = MLMTrainer(cfg, resume=args.resume, force=args.force, progress=not args.no_progress)
     mc = trainer.model_config
     n_params = sum(p.numel() for p in trainer.model.parameters())
     console.print(
@@ -155,11 +159,6 @@ def run_train(args: argparse.Namespace) -> int:
         f"{trainer.corpus.train.shape[0]} train / {trainer.corpus.val.shape[0]} held-out rows"
     )
     result = trainer.run()
-    if result.interrupted:
-        raise TrainingInterrupted(
-            f"interrupted at step {result.steps}; checkpoint saved, continue with "
-            f"`tormented-mini train --out {cfg.out} --resume`"
-        )
     console.print(
         f"step {result.steps}: held-out MLM loss {result.val_mlm_loss:.4f}, masked-token accuracy "
         f"{result.val_masked_acc:.4f}, {result.seconds_per_step:.3f} s/step, saved to {result.out}"
@@ -243,21 +242,16 @@ def run_ablate(args: argparse.Namespace) -> int:
 
 
 def _guarded(fn, args: argparse.Namespace) -> int:  # noqa: ANN001
-    from lm_shared.errors import UserError
-    from lm_shared.stability import TrainingStopped
-    from tormented_mini.train import TrainingInterrupted
+    """One line and exit 2 for user errors, one line and exit 130 after Ctrl-C/SIGTERM."""
+    from lm_shared.runs import run_guarded
 
-    try:
-        return fn(args)
-    except TrainingInterrupted as exc:
-        print(f"{exc}", file=sys.stderr)
-        return 130
-    except TrainingStopped as exc:
-        print(f"error: training stopped: {exc}", file=sys.stderr)
-        return 1
-    except (*USER_ERRORS, UserError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    def action() -> int:
+        try:
+            return fn(args)
+        except USER_ERRORS as exc:
+            raise TormentedError(str(exc)) from None
+
+    return run_guarded(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,10 +24,10 @@ Only global rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +38,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lm_shared.runs import RunFolder, StopSignal, atomic_path, check_finite_parameters, open_run_dir
+from lm_shared.runs_lightning import AtomicCheckpointIO
 from lm_shared.runtime import detect_device, detect_precision, save_config, seed_everything
 from lm_shared.stability import GradientHealthMonitor, HealthConfig, TrainingStopped
 from lm_shared.tokenization import BPETokenizer, TokenizerError
@@ -67,8 +69,20 @@ STRATEGIES = ("auto", "ddp", "fsdp")
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 # Settings a resumed run may change; every other field must match the run's own train_config.json.
+# The global batch stays the same whatever the devices, micro-batches or compilation.
 RESUMABLE_CHANGES = frozenset(
-    {"out", "max_steps", "eval_every", "eval_batches", "threads", "devices", "num_nodes", "strategy"}
+    {
+        "out",
+        "max_steps",
+        "eval_every",
+        "eval_batches",
+        "threads",
+        "devices",
+        "num_nodes",
+        "strategy",
+        "accumulate_grad_batches",
+        "compile",
+    }
 )
 
 
@@ -215,11 +229,6 @@ class TrainResult:
     n_params: int
     precision: str
     history: list[dict[str, float]]
-    interrupted: bool = False  # SIGINT/SIGTERM: a resumable checkpoint was saved
-
-
-class TrainingInterrupted(TormentedError):
-    """Ctrl-C or SIGTERM: the run saved a resumable checkpoint (the CLI exits with status 130)."""
 
 
 # ==================================================================================== helpers
@@ -287,10 +296,6 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(kept), encoding="utf-8")
     tmp.replace(path)
-
-
-def all_finite(module: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
 # ==================================================================================== data
@@ -456,7 +461,6 @@ class TormentedMLMModule(L.LightningModule):
         self.last_mlm_loss = self.last_loss = float("nan")
         self.stop_reason = ""
         self._val_sums = torch.zeros(3, dtype=torch.float64)
-        self.interrupt_requested = False
         self.train_seconds = 0.0
 
     # ------------------------------------------------------------------ optimisation
@@ -600,12 +604,8 @@ class TormentedMLMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if not all_finite(self.model):
-            # Raised before Lightning writes anything: the last checkpoint stays the last finite one.
-            raise TrainingStopped(
-                f"parameters became non-finite by step {self.trainer.global_step}; nothing was saved "
-                f"(the last finite checkpoint is {self.out / CHECKPOINT_DIR / LAST_CHECKPOINT})"
-            )
+        # Raised before Lightning writes anything: the last checkpoint stays the last finite one.
+        check_finite_parameters(self.model.named_parameters(), what="the tormented-mini model")
         monitor = self.monitor
         if monitor is not None:
             self.monitor_state = {
@@ -633,28 +633,45 @@ class TormentedMLMModule(L.LightningModule):
 
 
 class RunFiles(L.Callback):
-    """Rank 0 appends the step records to stability.jsonl; every rank honours an interrupt."""
+    """Rank 0 appends the step records to stability.jsonl; a stop request (SIGINT/SIGTERM on any
+    rank, agreed by all ranks) saves a resumable checkpoint after the step and stops ``fit``."""
 
-    def __init__(self, module: TormentedMLMModule, checkpoint_path: Path) -> None:
+    def __init__(
+        self, module: TormentedMLMModule, checkpoint_path: Path, stop: StopSignal, run_folder: RunFolder
+    ) -> None:
         self.module = module
+        self.run_folder = run_folder
         self.checkpoint_path = checkpoint_path
-        self.interrupted = False
+        self.stop = stop
+        self.saved_step: int | None = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         module = self.module
         if trainer.is_global_zero:
             _append_jsonl(module.out / "stability.jsonl", module.pending_records)
         module.pending_records.clear()
-        flag = torch.tensor(float(module.interrupt_requested), device=pl_module.device)
-        if float(trainer.strategy.reduce(flag, reduce_op="sum")) > 0 and not trainer.should_stop:
+        requested = torch.tensor(float(self.stop.requested), device=pl_module.device)
+        if trainer.world_size > 1:
+            requested = trainer.strategy.reduce(requested, reduce_op="sum")
+        if float(requested) > 0 and self.saved_step is None:
             trainer.save_checkpoint(self.checkpoint_path)
-            self.interrupted = True
+            self.saved_step = trainer.global_step
             trainer.should_stop = True
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # run.json names the step an interrupted run continues from.
+        self.run_folder.update(step=trainer.global_step)
 
 
 # ==================================================================================== trainer
 class MLMTrainer:
-    """One run: data, tokenizer, the Lightning module and Trainer, checkpoints and the HF folder."""
+    """One run: the run folder, data, tokenizer, the Lightning module and Trainer, the HF folder.
+
+    The run folder follows :func:`lm_shared.runs.open_run_dir`: a lock (a second training into
+    ``out`` is refused with the holder's pid), a finished run is never overwritten without
+    ``force`` (a forced re-run is built beside it and swapped in when it finishes), an unfinished
+    one is continued with ``resume`` or refused with that advice.
+    """
 
     def __init__(
         self,
@@ -663,10 +680,10 @@ class MLMTrainer:
         corpus: EncodedCorpus | None = None,
         tokenizer: BPETokenizer | None = None,
         resume: bool = False,
+        force: bool = False,
         progress: bool = True,
     ) -> None:
         self.cfg = cfg
-        self.out = Path(cfg.out)
         self.progress = progress
         self.device = detect_device()
         self.precision = detect_precision(self.device) if cfg.precision == "auto" else cfg.precision
@@ -678,6 +695,24 @@ class MLMTrainer:
                 "LR-halving retry need whole gradients on every rank; use --strategy ddp (the full "
                 "Mini preset is 43 M parameters and fits one GPU)"
             )
+        self.run_folder = open_run_dir(
+            cfg.out,
+            package="tormented-mini",
+            resume=resume,
+            force=force,
+            config=dataclasses.asdict(cfg),
+            resume_may_change=RESUMABLE_CHANGES,
+            run_files=(CHECKPOINT_DIR, "train_config.json", "stability.jsonl"),
+        )
+        try:
+            self._setup(corpus, tokenizer, resume)
+        except BaseException:
+            self.run_folder.release()
+            raise
+
+    def _setup(self, corpus: EncodedCorpus | None, tokenizer: BPETokenizer | None, resume: bool) -> None:
+        cfg = self.cfg
+        self.out = self.run_folder.path
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         elif self.device == "cpu" and cfg.preset_name(self.device).endswith("-cpu"):
@@ -694,11 +729,6 @@ class MLMTrainer:
                     f"{self.out}: the run finished ({done} of --max-steps {cfg.max_steps} steps); nothing to "
                     "resume. Pass a larger --max-steps to train further, or choose a new --out"
                 )
-        elif self.checkpoint_path.exists():
-            raise CheckpointError(
-                f"{self.out} already holds a run ({CHECKPOINT_DIR}/{LAST_CHECKPOINT}); pass --resume to "
-                "continue it or choose a new --out (saved work is never overwritten)"
-            )
         seed_everything(cfg.seed)
 
         # Data and tokenizer come first: bad input fails before any model is built.
@@ -730,14 +760,20 @@ class MLMTrainer:
     def model(self) -> TormentedBertForMaskedLM:
         return self.module.model
 
-    def build_trainer(self, extra_callbacks: list[L.Callback] | None = None) -> tuple[L.Trainer, RunFiles]:
+    def close(self) -> None:
+        """Release the run folder's lock (``run`` does it itself)."""
+        self.run_folder.release()
+
+    def build_trainer(
+        self, stop: StopSignal, extra_callbacks: list[L.Callback] | None = None
+    ) -> tuple[L.Trainer, RunFiles]:
         from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
         from lightning.pytorch.loggers import TensorBoardLogger
         from lightning.pytorch.strategies import DDPStrategy
 
         _quiet_lightning()
         cfg = self.cfg
-        run_files = RunFiles(self.module, self.checkpoint_path)
+        run_files = RunFiles(self.module, self.checkpoint_path, stop, self.run_folder)
         callbacks: list[L.Callback] = [
             run_files,
             ModelCheckpoint(
@@ -759,6 +795,7 @@ class MLMTrainer:
             num_nodes=cfg.num_nodes,
             strategy=strategy,
             precision=self.precision,  # type: ignore[arg-type]
+            plugins=[AtomicCheckpointIO()],
             max_steps=cfg.max_steps,
             max_epochs=-1,
             val_check_interval=cfg.eval_every,
@@ -770,26 +807,45 @@ class MLMTrainer:
             callbacks=callbacks,
             enable_progress_bar=self.progress,
             enable_model_summary=False,
-            deterministic=False,
         )
         return trainer, run_files
 
     def save_pretrained(self) -> None:
-        """Write the Hugging Face folder: AutoModelForMaskedLM / AutoTokenizer / fill-mask ready."""
-        self.model.save_pretrained(self.out)
-        to_transformers_tokenizer(self.tokenizer, self.model_config.max_position_embeddings).save_pretrained(
-            self.out
-        )
+        """Write the Hugging Face folder (AutoModelForMaskedLM / AutoTokenizer / fill-mask ready):
+        every file is written in a temporary folder and renamed into ``out``."""
+        import os
+        import tempfile
+
+        hf_tokenizer = to_transformers_tokenizer(self.tokenizer, self.model_config.max_position_embeddings)
+        with tempfile.TemporaryDirectory(dir=self.out, prefix=".hf-") as tmp:
+            self.model.save_pretrained(tmp)
+            hf_tokenizer.save_pretrained(tmp)
+            for path in Path(tmp).iterdir():
+                if path.is_file():
+                    os.replace(path, self.out / path.name)
         save_config(self.cfg, self.out / "train_config.json")
         save_config(self.model_config, self.out / "model_config.json")
 
     def run(self, extra_callbacks: list[L.Callback] | None = None) -> TrainResult:
+        """Train to ``max_steps``; write the HF folder and mark the run finished.
+
+        Raises :class:`lm_shared.runs.TrainingInterrupted` after SIGINT/SIGTERM (a resumable
+        checkpoint was saved) and :class:`lm_shared.runs.NonFiniteError` when the parameters are
+        no longer finite (nothing non-finite is saved). A gradient-health stop (non-finite
+        gradients after every LR-halving retry) returns ``stopped=True`` with the finite model saved.
+        """
+        with self.run_folder, StopSignal() as stop:
+            return self._run(stop, extra_callbacks)
+
+    def _run(self, stop: StopSignal, extra_callbacks: list[L.Callback] | None) -> TrainResult:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
         cfg = self.cfg
-        trainer, run_files = self.build_trainer(extra_callbacks)
+        trainer, run_files = self.build_trainer(stop, extra_callbacks)
         resuming = self.resume_state is not None
         if trainer.is_global_zero:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.tokenizer.save(self.out / "tokenizer.json")
+            with atomic_path(self.out / "tokenizer.json") as tmp:
+                self.tokenizer.save(tmp)
             save_config(cfg, self.out / "train_config.json")
             save_config(self.model_config, self.out / "model_config.json")
             if resuming:
@@ -797,67 +853,51 @@ class MLMTrainer:
                 truncate_jsonl(self.out / "stability.jsonl", done)
                 truncate_jsonl(self.out / "metrics.jsonl", int(self.resume_state["global_step"]))  # type: ignore[index]
         n_params = sum(p.numel() for p in self.model.parameters())
-        previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-
-        def request_stop(signum: int, frame: Any) -> None:  # noqa: ARG001
-            self.module.interrupt_requested = True
-
-        interruptible = _in_main_thread()
-        if interruptible:
-            signal.signal(signal.SIGINT, request_stop)
-            signal.signal(signal.SIGTERM, request_stop)
         start_step = int(self.resume_state["global_step"]) if resuming else 0  # type: ignore[index]
-        sigterm = False
-        try:
+        # Lightning raises SIGTERMException on SIGTERM, after RunFiles saved the checkpoint.
+        with contextlib.suppress(SIGTERMException):
             trainer.fit(
                 self.module,
                 datamodule=self.datamodule,
                 ckpt_path=str(self.checkpoint_path) if resuming else None,
             )
-        except BaseException as exc:  # Lightning raises SIGTERMException after our batch-end save
-            from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-            if not isinstance(exc, SIGTERMException):
-                raise
-            sigterm = True
-        finally:
-            if interruptible:
-                signal.signal(signal.SIGINT, previous[0])
-                signal.signal(signal.SIGTERM, previous[1])
         module = self.module
-        elapsed = module.train_seconds
-        interrupted = run_files.interrupted or sigterm
-        stopped = bool(module.stop_reason) and not interrupted
         if trainer.is_global_zero:
             _append_jsonl(self.out / "stability.jsonl", module.pending_records)
             module.pending_records.clear()
-        if not all_finite(self.model):
-            raise TrainingStopped(
-                f"parameters became non-finite by step {trainer.global_step}; the model was not saved "
-                f"(the last finite checkpoint is {self.checkpoint_path})"
+        if run_files.saved_step is not None:
+            self.run_folder.mark_interrupted(step=run_files.saved_step, checkpoint=str(self.checkpoint_path))
+            raise stop.interrupted(
+                f"at step {run_files.saved_step}, checkpoint saved",
+                f"uv run --package tormented-mini tormented-mini train --out {self.run_folder.final_path} --resume",
             )
-        if not interrupted:
-            last = module.history[-1]["step"] if module.history else -1
-            if last != trainer.global_step and not stopped:
-                trainer.validate(module, datamodule=self.datamodule, verbose=False)
-            trainer.save_checkpoint(self.checkpoint_path)
-            if trainer.is_global_zero:
-                self.save_pretrained()
+        check_finite_parameters(self.model.named_parameters(), what="the tormented-mini model")
+        stopped = bool(module.stop_reason)
+        last = module.history[-1]["step"] if module.history else -1
+        if last != trainer.global_step and not stopped:
+            trainer.validate(module, datamodule=self.datamodule, verbose=False)
+        trainer.save_checkpoint(self.checkpoint_path)
+        if trainer.is_global_zero:
+            self.save_pretrained()
+        if stopped:
+            self.run_folder.mark_interrupted(step=trainer.global_step, stop_reason=module.stop_reason)
+            out = self.out
+        else:
+            out = self.run_folder.finish(step=trainer.global_step)
         metrics = module.history[-1] if module.history else {}
         done = trainer.global_step - start_step
         return TrainResult(
-            out=self.out,
+            out=out,
             steps=trainer.global_step,
             stopped=stopped,
             stop_reason=module.stop_reason,
             val_mlm_loss=float(metrics.get("val_mlm_loss", float("nan"))),
             val_masked_acc=float(metrics.get("val_masked_acc", float("nan"))),
-            train_seconds=elapsed,
-            seconds_per_step=elapsed / max(1, done),
+            train_seconds=module.train_seconds,
+            seconds_per_step=module.train_seconds / max(1, done),
             n_params=n_params,
             precision=self.precision,
             history=module.history,
-            interrupted=interrupted,
         )
 
 
@@ -876,12 +916,6 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*`weights_only` was not set.*")
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def read_checkpoint(path: Path, model: str) -> dict[str, Any]:
@@ -935,7 +969,9 @@ def resume_config(out: str | Path, requested: TrainConfig) -> TrainConfig:
     return dataclasses.replace(saved, **changes)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: bool = True
+) -> TrainResult:
     if resume:
         cfg = resume_config(cfg.out, cfg)
-    return MLMTrainer(cfg, resume=resume, progress=progress).run()
+    return MLMTrainer(cfg, resume=resume, force=force, progress=progress).run()
