@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -695,6 +696,7 @@ class MLMTrainer:
                 "LR-halving retry need whole gradients on every rank; use --strategy ddp (the full "
                 "Mini preset is 43 M parameters and fits one GPU)"
             )
+        created = not Path(cfg.out).exists()
         self.run_folder = open_run_dir(
             cfg.out,
             package="tormented-mini",
@@ -708,6 +710,9 @@ class MLMTrainer:
             self._setup(corpus, tokenizer, resume)
         except BaseException:
             self.run_folder.release()
+            if created and self.run_folder.is_writer:
+                # Bad input found before any training leaves no run folder behind.
+                shutil.rmtree(cfg.out, ignore_errors=True)
             raise
 
     def _setup(self, corpus: EncodedCorpus | None, tokenizer: BPETokenizer | None, resume: bool) -> None:
