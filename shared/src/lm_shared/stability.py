@@ -15,7 +15,15 @@ Policy:
   loss has not improved for ``patience`` evaluations;
 - parameters whose gradient is all zero or absent are counted, never fatal (unrouted MoE experts).
 With a ``GradScaler`` the scaler owns fp16 overflow: an overflowing step is left to its own skip
-and scale reduction; the LR policy only reacts when the unscaled loss itself is not finite.
+and scale reduction; the LR policy only reacts when the unscaled loss itself is not finite. A step
+whose unscaled gradients are finite but whose global norm overflows is skipped too; the scaler's
+``update()`` still runs (scale and growth tracker unchanged), so the next step's ``unscale_`` works.
+
+The "halve the LR" repair is persistent whatever the schedule: :func:`scale_lr` scales the groups'
+``lr`` and every LR scheduler's bases (``base_lrs``, OneCycle's ``max_lr``/``min_lr``, CyclicLR's
+``max_lrs``), so a ``LambdaLR`` or cosine schedule that recomputes ``lr`` from its bases on its next
+``step()`` keeps the factor; ``ReduceLROnPlateau`` and schedule-free optimizers read the group's
+``lr`` directly, so scaling it is enough there.
 """
 
 from __future__ import annotations
@@ -111,12 +119,37 @@ def _current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0].get("lr", float("nan")))
 
 
-def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
-    """Multiply every param group's LR (and a scheduler's ``initial_lr``/base) by ``factor``."""
+_GROUP_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # min/max_lr: OneCycleLR's per-group bases
+
+
+def _scale_scheduler(scheduler: object, factor: float) -> None:
+    for attr in ("base_lrs", "max_lrs"):  # max_lrs: CyclicLR
+        values = getattr(scheduler, attr, None)
+        if isinstance(values, list):
+            setattr(scheduler, attr, [v * factor for v in values])
+    for inner in getattr(scheduler, "_schedulers", ()):  # SequentialLR, ChainedScheduler
+        _scale_scheduler(inner, factor)
+    last = getattr(scheduler, "_last_lr", None)
+    if isinstance(last, list):
+        scheduler._last_lr = [v * factor for v in last]
+
+
+def scale_lr(optimizer: torch.optim.Optimizer, factor: float, schedulers: Iterable[object] = ()) -> None:
+    """Multiply the LR by ``factor`` now and for every later step of ``schedulers``.
+
+    Scales each group's ``lr`` (and ``initial_lr``, OneCycleLR's ``max_lr``/``min_lr``) and each
+    scheduler's ``base_lrs`` (recursing into SequentialLR/ChainedScheduler), so a schedule that
+    recomputes the LR from its bases (LambdaLR, cosine) keeps the factor. Floors such as a cosine's
+    ``eta_min`` or a plateau scheduler's ``min_lrs`` are left as they are.
+    """
+    if not 0 < factor:
+        raise ValueError(f"factor must be > 0, got {factor}")
     for group in optimizer.param_groups:
-        group["lr"] = group["lr"] * factor
-        if "initial_lr" in group:
-            group["initial_lr"] = group["initial_lr"] * factor
+        for key in _GROUP_LR_KEYS:
+            if isinstance(group.get(key), float | int) and not isinstance(group.get(key), bool):
+                group[key] = group[key] * factor
+    for scheduler in schedulers:
+        _scale_scheduler(scheduler, factor)
 
 
 class GradientHealthMonitor:
@@ -176,6 +209,10 @@ class GradientHealthMonitor:
                 else:
                     self.optimizer.step()
                 stepped = True
+            elif self.scaler is not None:
+                # Finite gradients whose norm overflows: not an fp16 overflow, so the scale stays;
+                # update() still has to run to close this step's unscale_() bookkeeping.
+                self.scaler.update(new_scale=self.scaler.get_scale())
         else:
             action = "skip"
             if self.scaler is not None:
@@ -255,7 +292,7 @@ class GradientHealthMonitor:
                     f"(after {self.config.max_retries} LR halvings); checkpoint saved, training stopped",
                 )
             if self.consecutive_nonfinite > 1:
-                scale_lr(self.optimizer, self.config.lr_factor_on_retry)
+                scale_lr(self.optimizer, self.config.lr_factor_on_retry, self.schedulers)
                 record.repair_action = "lr_halved"
                 record.lr = _current_lr(self.optimizer)
         elif record.repair_action != "skip":
@@ -269,7 +306,7 @@ class GradientHealthMonitor:
         record: StepRecord | None = None
         for attempt in range(self.config.max_retries + 1):
             if attempt > 0:
-                scale_lr(self.optimizer, self.config.lr_factor_on_retry)
+                scale_lr(self.optimizer, self.config.lr_factor_on_retry, self.schedulers)
             loss = loss_fn()
             if self.backward is not None:
                 self.backward(loss)

@@ -1,16 +1,37 @@
-"""The gradient-health policy of :mod:`lm_shared.stability` as a Lightning callback.
+"""The gradient-health policy of :mod:`lm_shared.stability` as a Lightning callback, with exact skips.
 
 Lightning calls ``on_before_optimizer_step`` after backward (and after the AMP scaler's
-``unscale_``) and before ``optimizer.step()``. A skipped step is implemented by dropping every
-gradient (``grad = None``): PyTorch optimizers leave parameters without a gradient, and their
-state, untouched. Lightning cannot re-run a batch, so "retry with a halved LR" becomes "the next
-batches run with a halved LR"; after ``max_retries`` halvings the callback saves a checkpoint and
-asks the trainer to stop.
+``unscale_``) and before ``optimizer.step()``; it cannot veto that call. A skip must leave the whole
+training state as it was, and dropping the gradients is not enough (schedule-free AdamW advances
+``k``, ``weight_sum``, ``lr_max`` and ``scheduled_lr`` even for parameters without a gradient, a
+step-interval LR scheduler would still advance, and ``global_step`` would count the skip). So the
+callback installs an :class:`OptimizerStepGate` on each optimizer when fitting starts:
+
+- the gate runs the closure (forward, backward, this callback's check) and then calls the
+  optimizer's real ``step()`` only when the check did not veto it; it counts applied updates;
+- step-interval LR schedulers step only after an applied update;
+- a skipped step is taken back from Lightning's optimizer-step counter, so ``global_step``,
+  ``max_steps`` and step-based checkpoints count parameter updates (a skip also re-uses nothing:
+  the next batch is a new one).
+
+Lightning cannot re-run a batch, so "retry with a halved LR" becomes "the next batches run with a
+halved LR" (a persistent factor the LR schedule keeps, see :func:`lm_shared.stability.scale_lr`);
+after ``max_retries`` halvings the callback saves a checkpoint and asks the trainer to stop.
+
+A LightningModule that updates something once per optimizer step (an EMA of the weights) asks
+:func:`optimizer_updates` before and after ``super().optimizer_step(...)``::
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure):
+        before = optimizer_updates(optimizer)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if optimizer_updates(optimizer) != before:
+            self.ema.update_parameters(self.model)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +39,111 @@ import lightning as L
 import torch
 
 from lm_shared.stability import HealthConfig, grad_health, scale_lr
+
+
+def _raw_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer behind a ``LightningOptimizer`` (or the optimizer itself)."""
+    return getattr(optimizer, "_optimizer", optimizer)
+
+
+class OptimizerStepGate:
+    """Lets a gradient check veto the next ``optimizer.step()`` and counts the applied updates.
+
+    Installed on the optimizer instance (``optimizer.step`` is replaced by a function that runs
+    the closure, then the original ``step`` unless :attr:`skip_next` is set). Under AMP, Lightning
+    calls ``scaler.step(optimizer)``, which calls the gated ``step()`` only for finite gradients;
+    a vetoed step then leaves the optimizer untouched and ``scaler.update()`` still runs.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.original_step = optimizer.step
+        self.skip_next = False  # set by the health check, consumed by the next step()
+        self.updates = 0  # optimizer steps actually applied
+        self.skipped = 0  # optimizer steps vetoed
+        self.scheduler_seen: dict[int, int] = {}  # id(scheduler) -> updates at its last step
+
+    @staticmethod
+    def install(optimizer: Any) -> OptimizerStepGate:
+        """Install a gate on ``optimizer`` (idempotent) and return it."""
+        opt = _raw_optimizer(optimizer)
+        gate = opt.__dict__.get("_lm_step_gate")
+        if gate is None:
+            gate = OptimizerStepGate(opt)
+            opt._lm_step_gate = gate
+
+            def step(closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+                return _gated_step(opt, closure, **kwargs)
+
+            # torch's LR schedulers wrap optimizer.step once to track that it was called; this
+            # wrapper sets the same flag (``_opt_called``) itself.
+            step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
+            opt.step = step
+        return gate
+
+    @staticmethod
+    def of(optimizer: Any) -> OptimizerStepGate | None:
+        return _raw_optimizer(optimizer).__dict__.get("_lm_step_gate")
+
+
+def _gated_step(optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None, **kwargs: Any):
+    gate: OptimizerStepGate = optimizer._lm_step_gate
+    loss = None
+    if closure is not None:
+        with torch.enable_grad():
+            loss = closure()
+    if gate.skip_next:
+        gate.skip_next = False
+        gate.skipped += 1
+        return loss
+    gate.original_step(**kwargs)
+    gate.updates += 1
+    optimizer._opt_called = True
+    return loss
+
+
+def optimizer_updates(optimizer: Any) -> int | None:
+    """Optimizer steps applied so far (skips excluded); ``None`` when no gate is installed."""
+    gate = OptimizerStepGate.of(optimizer)
+    return None if gate is None else gate.updates
+
+
+def _uncount_optimizer_step(trainer: L.Trainer) -> None:
+    """Take the optimizer step in progress back from Lightning's counter (``global_step``).
+
+    Called inside the ``optimizer_step`` hook, between Lightning's ``increment_ready`` and
+    ``increment_completed``, so after the hook both counters are where they were before the batch.
+    """
+    progress = trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step
+    for tracker in (progress.total, progress.current):
+        tracker.ready -= 1
+        tracker.completed -= 1
+
+
+class _UpdateGatedStep:
+    """Mixin for an LR scheduler: ``step()`` is a no-op unless its optimizer applied an update since."""
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        gate = OptimizerStepGate.of(self.optimizer)
+        if gate is not None:
+            if gate.scheduler_seen.get(id(self)) == gate.updates:
+                return None
+            gate.scheduler_seen[id(self)] = gate.updates
+        return super().step(*args, **kwargs)
+
+
+_GATED_CLASSES: dict[type, type] = {}
+
+
+def _gate_scheduler(scheduler: Any, gate: OptimizerStepGate) -> None:
+    """Make a step-interval scheduler step once per applied optimizer update (a class swap, so its
+    ``state_dict()`` stays what it was)."""
+    cls = type(scheduler)
+    if issubclass(cls, _UpdateGatedStep):
+        return
+    if cls not in _GATED_CLASSES:
+        _GATED_CLASSES[cls] = type(f"UpdateGated{cls.__name__}", (_UpdateGatedStep, cls), {})
+    scheduler.__class__ = _GATED_CLASSES[cls]
+    gate.scheduler_seen[id(scheduler)] = gate.updates
 
 
 class GradientHealthCallback(L.Callback):
@@ -45,9 +171,20 @@ class GradientHealthCallback(L.Callback):
     def _uses_scaler(trainer: L.Trainer) -> bool:
         return getattr(trainer.strategy.precision_plugin, "scaler", None) is not None
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for opt in trainer.optimizers:
+            OptimizerStepGate.install(opt)
+        for config in trainer.lr_scheduler_configs:
+            if config.interval == "step" and not config.reduce_on_plateau:
+                opt = getattr(config.scheduler, "optimizer", None)
+                gate = OptimizerStepGate.of(opt) if opt is not None else None
+                if gate is not None:
+                    _gate_scheduler(config.scheduler, gate)
+
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        gate = OptimizerStepGate.install(optimizer)
         params = [p for p in pl_module.parameters() if p.requires_grad]
         health = grad_health(params)
         action = "none"
@@ -58,9 +195,13 @@ class GradientHealthCallback(L.Callback):
                 action = "skip"
         elif not health.finite:
             action = "skip"
+        gate.skip_next = action == "skip"
+        step = trainer.global_step
         if action == "skip":
             for p in params:
                 p.grad = None
+            if pl_module.automatic_optimization:
+                _uncount_optimizer_step(trainer)
             if not self._uses_scaler(trainer):
                 self.consecutive_nonfinite += 1
                 if self.consecutive_nonfinite > self.config.max_retries + 1:
@@ -73,7 +214,8 @@ class GradientHealthCallback(L.Callback):
                         trainer.save_checkpoint(self.checkpoint_path)
                     trainer.should_stop = True
                 elif self.consecutive_nonfinite > 1:
-                    scale_lr(optimizer, self.config.lr_factor_on_retry)
+                    schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]
+                    scale_lr(_raw_optimizer(optimizer), self.config.lr_factor_on_retry, schedulers)
                     action = "lr_halved"
         else:
             self.consecutive_nonfinite = 0
@@ -81,7 +223,7 @@ class GradientHealthCallback(L.Callback):
         self.vanishing_since_validation = self.vanishing_since_validation and vanishing
         self.last_action = action
         entry = {
-            "step": trainer.global_step,
+            "step": step,
             "grad_norm": health.grad_norm,
             "has_nan": health.has_nan,
             "has_inf": health.has_inf,
