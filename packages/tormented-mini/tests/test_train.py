@@ -1,14 +1,22 @@
-"""Trainer tests: HF folder end to end, NaN/Inf injection, stop-and-checkpoint, resume, bad input."""
+"""Trainer tests: HF folder end to end, NaN/Inf skips, stop-and-checkpoint, exact resume, bad input."""
 
 import json
 
+import lightning as L
 import pytest
 import torch
 
-from lm_shared.stability import TrainingStopped
+from lm_shared.runs import NonFiniteError, RunFolderError, RunLockedError
 from tormented_mini.cli import main
 from tormented_mini.errors import CheckpointError
-from tormented_mini.train import CHECKPOINT_NAME, MLMTrainer, TrainConfig
+from tormented_mini.train import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    MLMTrainer,
+    TrainConfig,
+    resume_config,
+    warmup_cosine,
+)
 
 TINY_MODEL = dict(
     hidden_size=32,
@@ -19,6 +27,7 @@ TINY_MODEL = dict(
     mamba_state_size=4,
     ode_steps=1,
 )
+LAST = f"{CHECKPOINT_DIR}/{LAST_CHECKPOINT}"
 
 
 def tiny(tmp_path, name="run", **overrides):
@@ -39,35 +48,52 @@ def tiny(tmp_path, name="run", **overrides):
     return TrainConfig(**base)
 
 
-def snapshot(trainer):
-    params = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    opt = {
-        (i, k): v.clone()
-        for i, state in trainer.optimizer.state_dict()["state"].items()
-        for k, v in state.items()
-        if torch.is_tensor(v)
-    }
-    return params, opt
+def small_corpus(tmp_path, n=40):
+    """A corpus of ~n short paragraphs: a few training steps make an epoch."""
+    path = tmp_path / "small.txt"
+    words = ["la casa", "el perro", "los niños", "las flores", "un gato", "una mesa"]
+    lines = [f"{words[i % 6]} es bonita y {words[(i * 5) % 6]} duerme en la plaza {i}." for i in range(n)]
+    path.write_text("\n\n".join(lines), encoding="utf-8")
+    return path
 
 
-def assert_same(a, b):
+def records(out, name="stability.jsonl"):
+    return [json.loads(line) for line in (out / name).read_text().splitlines()]
+
+
+def weights(trainer):
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def assert_same(a, b, atol=0.0):
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+        torch.testing.assert_close(a[key], b[key], rtol=0 if atol == 0 else 1e-5, atol=atol)
 
 
-def poison(trainer, value, times=None):
-    """Make the gradient of one embedding matrix NaN or Inf on the next `times` backward passes."""
-    calls = {"n": 0}
-    weight = trainer.model.tormented.embeddings.word_embeddings.weight
+class Crash(L.Callback):
+    """Ends the process's work at the end of step ``at`` as a kill would: nothing after it runs."""
 
-    def hook(grad):
-        calls["n"] += 1
-        if times is None or calls["n"] <= times:
-            return torch.full_like(grad, value)
-        return grad
+    def __init__(self, at):
+        self.at = at
 
-    return weight.register_hook(hook)
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.at:
+            raise SystemError(f"simulated kill at step {self.at}")
+
+
+class Poison(L.Callback):
+    """Sets one embedding gradient to ``value`` on the given backward passes (1-based)."""
+
+    def __init__(self, value, calls):
+        self.value, self.calls, self.n = value, calls, 0
+
+    def on_train_start(self, trainer, pl_module):
+        def hook(grad):
+            self.n += 1
+            return torch.full_like(grad, self.value) if self.calls(self.n) else grad
+
+        pl_module.model.tormented.embeddings.word_embeddings.weight.register_hook(hook)
 
 
 def test_train_writes_a_hugging_face_folder_ready_for_fill_mask(tmp_path):
@@ -84,11 +110,14 @@ def test_train_writes_a_hugging_face_folder_ready_for_fill_mask(tmp_path):
         "modeling_tormented.py",
         "tokenizer.json",
         "train_config.json",
-        CHECKPOINT_NAME,
+        LAST,
     ):
         assert (out / name).is_file(), name
-    records = [json.loads(line) for line in (out / "stability.jsonl").read_text().splitlines()]
-    assert len(records) == 6 and {"grad_norm", "has_nan", "has_inf", "repair_action"} <= records[0].keys()
+    assert any((out / "tb").iterdir())
+    steps = records(out)
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
+    assert {"grad_norm", "has_nan", "has_inf", "repair_action", "loss", "lr"} <= steps[0].keys()
+    assert [m["step"] for m in records(out, "metrics.jsonl")] == [3, 6]
     model = AutoModelForMaskedLM.from_pretrained(out, trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer.mask_token == "[MASK]" and tokenizer.mask_token_id == trainer.ids.mask
@@ -102,82 +131,168 @@ def test_train_writes_a_hugging_face_folder_ready_for_fill_mask(tmp_path):
     assert len(predictions) == 3 and all("[MASK]" not in p["sequence"] for p in predictions)
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_injected_nonfinite_gradient_skips_the_step_without_touching_state(tmp_path, value):
-    trainer = MLMTrainer(tiny(tmp_path), progress=False)
-    trainer.train_one_step()
-    trainer.train_one_step()  # optimizer state is now populated
-    before_params, before_opt = snapshot(trainer)
-    seen_at_retry = {}
-    original = trainer.batch_loss
-
-    def loss_with_probe(step):
-        if "params" not in seen_at_retry and trainer.monitor.records[-1].repair_action == "skip":
-            seen_at_retry["params"], seen_at_retry["opt"] = snapshot(trainer)
-        return original(step)
-
-    trainer.batch_loss = loss_with_probe
-    handle = poison(trainer, value, times=1)
-    lr_before = trainer.optimizer.param_groups[0]["lr"]
-    record = trainer.train_one_step()
-    handle.remove()
-    skipped = trainer.monitor.records[-2]
-    assert skipped.repair_action == "skip" and (skipped.has_nan or skipped.has_inf)
-    # State right after the skipped attempt is bit-identical to the state before it.
-    assert_same(seen_at_retry["params"], before_params)
-    assert_same(seen_at_retry["opt"], before_opt)
-    # The retry ran with a halved LR and did update the model.
-    assert record.repair_action == "lr_halved" and record.lr < lr_before
-    changed = any(not torch.equal(v, before_params[k]) for k, v in trainer.model.state_dict().items())
-    assert changed
+def test_accumulation_gives_the_same_steps_as_one_batch(tmp_path):
+    # Dense FFN: the MoE balance loss is not additive over micro-batches. Adam amplifies float
+    # noise in near-zero gradients, so the logged losses and gradient norms are compared.
+    kw = dict(max_steps=3, eval_every=3, use_moe=False)
+    MLMTrainer(tiny(tmp_path, "a", **kw), progress=False).run()
+    MLMTrainer(tiny(tmp_path, "b", accumulate_grad_batches=2, **kw), progress=False).run()
+    a, b = records(tmp_path / "a"), records(tmp_path / "b")
+    assert [r["mlm_loss"] for r in b] == pytest.approx([r["mlm_loss"] for r in a], rel=1e-4)
+    assert [r["grad_norm"] for r in b] == pytest.approx([r["grad_norm"] for r in a], rel=1e-4)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_repeated_failures_save_a_checkpoint_and_stop_cleanly(tmp_path, value):
+def test_a_nonfinite_gradient_is_skipped_and_the_batch_retried_at_half_the_lr(tmp_path, value):
+    trainer = MLMTrainer(tiny(tmp_path, max_steps=4, eval_every=4), progress=False)
+    module = trainer.module
+    seen = []
+    original = module._micro_loss
+
+    def probe(batch):
+        opt = module.optimizers(use_pl_optimizer=False)
+        state = {
+            (i, k): v.clone()
+            for i, s in opt.state_dict()["state"].items()
+            for k, v in s.items()
+            if torch.is_tensor(v)
+        }
+        seen.append((int(batch["step"]), weights(trainer), state, module.lr_schedulers().last_epoch))
+        return original(batch)
+
+    module._micro_loss = probe
+    trainer.run(extra_callbacks=[Poison(value, lambda n: n == 3)])
+    steps = [s for s, *_ in seen]
+    assert steps == [0, 1, 2, 2, 3]  # step 2's batch ran twice
+    (_, w1, o1, s1), (_, w2, o2, s2) = seen[2], seen[3]
+    assert_same(w1, w2)  # the skipped attempt left parameters,
+    assert_same(o1, o2)  # AdamW moments and step counts,
+    assert s1 == s2  # and the LR schedule untouched
+    actions = [r["repair_action"] for r in records(tmp_path / "run")]
+    assert actions[2] == "skip" and actions[3] == "lr_halved" and len(actions) == 5
+    log = records(tmp_path / "run")
+    assert log[2]["has_nan"] or log[2]["has_inf"]
+    # lr after the u-th update is lr * factor(u); the halving lasts for every later step.
+    factor = warmup_cosine(trainer.cfg)
+    lrs = [trainer.cfg.lr * f for f in (factor(1), factor(2), factor(2), 0.5 * factor(3), 0.5 * factor(4))]
+    assert [r["lr"] for r in log] == pytest.approx(lrs, rel=1e-6)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_persistent_failure_stops_with_a_finite_checkpoint_and_model(tmp_path, value):
     trainer = MLMTrainer(tiny(tmp_path), progress=False)
-    trainer.train_one_step()
-    before_params, before_opt = snapshot(trainer)
-    poison(trainer, value)
-    with pytest.raises(TrainingStopped):
-        trainer.train_one_step()
-    assert_same(snapshot(trainer)[0], before_params)
-    assert_same(snapshot(trainer)[1], before_opt)
-    saved = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)
-    assert saved["step"] == 1
-    assert_same({k: v for k, v in saved["model"].items()}, before_params)
-    actions = [r.repair_action for r in trainer.monitor.records]
-    assert actions[-1] == "stop" and actions.count("skip") + actions.count("lr_halved") >= 3
+    result = trainer.run(extra_callbacks=[Poison(value, lambda n: n >= 2)])
+    out = tmp_path / "run"
+    assert result.stopped and "non-finite" in result.stop_reason and result.steps == 2
+    actions = [r["repair_action"] for r in records(out)]
+    assert actions[0] in ("none", "clip") and actions[-1] == "stop" and len(actions) == 1 + 4
+    saved = torch.load(out / LAST, weights_only=False)
+    assert saved["global_step"] == 2
+    after_first = saved["state_dict"]
+    assert all(torch.isfinite(v).all() for v in after_first.values())
+    assert (out / "model.safetensors").is_file()
 
 
-def test_run_reports_a_clean_stop(tmp_path):
-    trainer = MLMTrainer(tiny(tmp_path), progress=False)
-    poison(trainer, float("nan"))
-    result = trainer.run()
-    assert result.stopped and "non-finite" in result.stop_reason
-    assert (tmp_path / "run" / CHECKPOINT_NAME).is_file() and (tmp_path / "run" / "config.json").is_file()
+def test_nonfinite_parameters_stop_without_saving_a_model(tmp_path):
+    class Corrupt(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            if trainer.global_step == 2:
+                with torch.no_grad():
+                    pl_module.model.tormented.embeddings.word_embeddings.weight.fill_(float("nan"))
+
+    trainer = MLMTrainer(tiny(tmp_path, eval_every=1), progress=False)
+    with pytest.raises(NonFiniteError, match="NaN/Inf"):
+        trainer.run(extra_callbacks=[Corrupt()])
+    out = tmp_path / "run"
+    assert not (out / "model.safetensors").exists()
+    saved = torch.load(out / LAST, weights_only=False)
+    assert saved["global_step"] == 1
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
 
 
-def test_resume_is_exact_with_the_same_schedule(tmp_path):
-    straight = MLMTrainer(tiny(tmp_path, "a"), progress=False)
-    for _ in range(4):
-        straight.train_one_step()
-    partial = MLMTrainer(tiny(tmp_path, "b"), progress=False)
-    for _ in range(2):
-        partial.train_one_step()
-    partial.save_checkpoint()
-    resumed = MLMTrainer(tiny(tmp_path, "b"), resume=True, progress=False)
-    for _ in range(2):
-        resumed.train_one_step()
-    assert_same(snapshot(resumed)[0], snapshot(straight)[0])
+@pytest.mark.parametrize("kill_at,every", [(5, 3), (5, 4)], ids=["mid-epoch", "end-of-epoch"])
+def test_resume_after_a_crash_matches_the_uninterrupted_run(tmp_path, kill_at, every):
+    data = str(small_corpus(tmp_path))
+    straight = MLMTrainer(tiny(tmp_path, "a", data=data, eval_every=every), progress=False)
+    # 4 steps an epoch: checkpoints at 3 (mid-epoch) or 4 (end of epoch); both runs cross epochs.
+    assert straight.datamodule.steps_per_epoch == 4
+    straight.run()
+    crashed = MLMTrainer(tiny(tmp_path, "b", data=data, eval_every=every), progress=False)
+    with pytest.raises(SystemError):
+        crashed.run(extra_callbacks=[Crash(kill_at)])
+    assert len(records(tmp_path / "b")) == kill_at  # the log ran past the last checkpoint
+    cfg = resume_config(tmp_path / "b", tiny(tmp_path, "b"))
+    assert cfg.data == data  # --resume without --data reuses the run's own data
+    resumed = MLMTrainer(cfg, resume=True, progress=False)
+    resumed.run()
+    assert_same(weights(resumed), weights(straight))
+    a, b = records(tmp_path / "a"), records(tmp_path / "b")
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]  # true step numbers, no duplicates
+    assert [r["loss"] for r in b] == [r["loss"] for r in a]
+    assert records(tmp_path / "b", "metrics.jsonl") == records(tmp_path / "a", "metrics.jsonl")
 
 
-def test_resume_refuses_a_checkpoint_of_the_other_model(tmp_path):
-    trainer = MLMTrainer(tiny(tmp_path), progress=False)
-    trainer.save_checkpoint()
-    with pytest.raises(CheckpointError, match="'mini' but --model is 'frankenstein'"):
-        MLMTrainer(tiny(tmp_path, model="frankenstein"), resume=True, progress=False)
-    with pytest.raises(CheckpointError, match="already holds a run"):
+def test_resume_refuses_other_models_other_data_and_finished_runs(tmp_path, capsys):
+    crashed = MLMTrainer(tiny(tmp_path, eval_every=1), progress=False)
+    with pytest.raises(SystemError):
+        crashed.run(extra_callbacks=[Crash(2)])
+    out = tmp_path / "run"
+    with pytest.raises(RunFolderError, match=r"interrupted run \(last checkpoint at step 1\).*--resume"):
         MLMTrainer(tiny(tmp_path), progress=False)
+    with pytest.raises(RunFolderError, match="model"):
+        MLMTrainer(tiny(tmp_path, model="frankenstein"), resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="data is"):
+        resume_config(out, tiny(tmp_path, data=str(small_corpus(tmp_path))))
+    code = main(["train", "--out", str(out), "--resume", "--no-progress"])
+    assert code == 0
+    code = main(["train", "--out", str(out), "--resume", "--no-progress"])
+    assert code == 2 and "already finished" in capsys.readouterr().err
+
+
+def test_a_damaged_checkpoint_is_named_in_one_line(tmp_path, capsys):
+    crashed = MLMTrainer(tiny(tmp_path, eval_every=1), progress=False)
+    with pytest.raises(SystemError):
+        crashed.run(extra_callbacks=[Crash(2)])
+    (tmp_path / "run" / LAST).write_bytes(b"not a checkpoint")
+    code = main(["train", "--out", str(tmp_path / "run"), "--resume", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "last.ckpt" in err and len(err.splitlines()) == 1
+
+
+def test_a_second_training_into_the_same_folder_is_refused(tmp_path):
+    first = MLMTrainer(tiny(tmp_path), progress=False)
+    try:
+        with pytest.raises(RunLockedError, match=str(__import__("os").getpid())):
+            MLMTrainer(tiny(tmp_path), progress=False)
+    finally:
+        first.close()
+
+
+def test_force_replaces_a_finished_run_only_when_the_new_one_finishes(tmp_path):
+    MLMTrainer(tiny(tmp_path, max_steps=2, eval_every=2), progress=False).run()
+    with pytest.raises(RunFolderError, match="finished run"):
+        MLMTrainer(tiny(tmp_path, max_steps=3, eval_every=3), progress=False)
+    forced = MLMTrainer(tiny(tmp_path, max_steps=3, eval_every=3), force=True, progress=False)
+    with pytest.raises(SystemError):
+        forced.run(extra_callbacks=[Crash(1)])
+    assert [r["step"] for r in records(tmp_path / "run")] == [1, 2]  # the finished run is intact
+    again = MLMTrainer(tiny(tmp_path, max_steps=3, eval_every=3), force=True, progress=False)
+    assert again.run().out == tmp_path / "run"
+    assert [r["step"] for r in records(tmp_path / "run")] == [1, 2, 3]
+
+
+def test_checkpoints_do_not_depend_on_compile(tmp_path, monkeypatch):
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager"))
+    with pytest.raises(SystemError):
+        MLMTrainer(tiny(tmp_path, eval_every=1, compile=True), progress=False).run(extra_callbacks=[Crash(2)])
+    keys = torch.load(tmp_path / "run" / LAST, weights_only=False)["state_dict"].keys()
+    assert not any("_orig_mod" in k for k in keys)
+    with pytest.raises(SystemError):  # saved compiled, resumed plain
+        MLMTrainer(tiny(tmp_path, eval_every=1), resume=True, progress=False).run(extra_callbacks=[Crash(3)])
+    # saved plain, resumed compiled
+    again = MLMTrainer(tiny(tmp_path, eval_every=1, compile=True), resume=True, progress=False)
+    assert again.run().steps == 6
 
 
 @pytest.mark.parametrize(
@@ -209,6 +324,13 @@ def test_resume_refuses_a_checkpoint_of_the_other_model(tmp_path):
             lambda d: (d / "m.json").write_text("{bad json") and ["--model-config", str(d / "m.json")],
             "line 1",
         ),
+        (lambda d: ["--lr", "nan"], "--lr"),
+        (lambda d: ["--batch-size", "0"], "--batch-size"),
+        (lambda d: ["--max-steps", "-5"], "--max-steps"),
+        (lambda d: ["--vocab-size", "10"], "--vocab-size"),
+        (lambda d: ["--batch-size", "6", "--accumulate-grad-batches", "4"], "multiple"),
+        (lambda d: ["--strategy", "fsdp"], "fsdp"),
+        (lambda d: ["--devices", "two"], "--devices"),
     ],
 )
 def test_bad_input_fails_before_training(tmp_path, capsys, setup, needle):
@@ -216,4 +338,4 @@ def test_bad_input_fails_before_training(tmp_path, capsys, setup, needle):
     code = main(["train", "--out", str(tmp_path / "never"), "--max-steps", "1", "--no-progress", *args])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and needle in err
-    assert not (tmp_path / "never" / CHECKPOINT_NAME).exists()
+    assert not (tmp_path / "never").exists()

@@ -165,6 +165,7 @@ class GradientHealthMonitor:
         on_unrecoverable: Callable[[], object] | None = None,
         log_path: str | os.PathLike[str] | None = None,
         schedulers: Iterable[object] = (),
+        backward: Callable[[torch.Tensor], object] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -173,6 +174,9 @@ class GradientHealthMonitor:
         self.on_unrecoverable = on_unrecoverable
         self.log_path = Path(log_path) if log_path is not None else None
         self.schedulers = list(schedulers)
+        # A trainer's own backward (Lightning's ``manual_backward``: loss scaling and DDP hooks);
+        # it must scale the loss with ``scaler`` itself. Default: ``scaler.scale(loss).backward()``.
+        self.backward = backward
         self.records: list[StepRecord] = []
         self.step = 0
         self.consecutive_nonfinite = 0
@@ -304,7 +308,9 @@ class GradientHealthMonitor:
             if attempt > 0:
                 scale_lr(self.optimizer, self.config.lr_factor_on_retry, self.schedulers)
             loss = loss_fn()
-            if self.scaler is not None:
+            if self.backward is not None:
+                self.backward(loss)
+            elif self.scaler is not None:
                 self.scaler.scale(loss).backward()
             else:
                 loss.backward()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,7 +52,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-docs", type=int, default=d.max_docs, help="documents read from --hf-dataset")
     parser.add_argument("--vocab-size", type=int, default=d.vocab_size)
     parser.add_argument("--seq-len", type=int, default=d.seq_len)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="rows per optimizer step over all devices (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--accumulate-grad-batches",
+        type=int,
+        default=d.accumulate_grad_batches,
+        help="micro-batches per optimizer step; each is batch-size / this many rows (default: %(default)s)",
+    )
     parser.add_argument("--max-steps", type=int, default=d.max_steps)
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--ode-lr-scale", type=float, default=d.ode_lr_scale)
@@ -65,6 +75,23 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", choices=("auto", "32-true", "bf16-mixed", "16-mixed"), default=d.precision
     )
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument(
+        "--devices",
+        default=d.devices,
+        help="Lightning devices: auto, a count or a list like 0,1 (default: %(default)s)",
+    )
+    parser.add_argument("--num-nodes", type=int, default=d.num_nodes, help="machines (default: %(default)s)")
+    parser.add_argument(
+        "--strategy",
+        choices=("auto", "ddp", "fsdp"),
+        default=d.strategy,
+        help="Lightning strategy; ddp for several GPUs or nodes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the forward pass (checkpoints do not depend on it)",
+    )
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch default)")
     parser.add_argument(
         "--norm", dest="norm_type", choices=("layernorm", "dyt", "dynamic_tanh", "derf"), default=None
@@ -78,8 +105,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="JSON file of UltraConfig fields overriding the preset (layer_pattern, ...)",
     )
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint.pt")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from checkpoints/last.ckpt, with its own data and settings",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a finished or interrupted run in --out (swapped in when done)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
@@ -105,13 +141,15 @@ def run_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from tormented_mini.modeling_tormented import UltraConfig
-    from tormented_mini.train import MLMTrainer
+    from tormented_mini.train import MLMTrainer, resume_config
 
     cfg = config_from_args(args)
+    if args.resume:
+        cfg = resume_config(cfg.out, cfg)
     if cfg.model_overrides:
         UltraConfig.frankenstein_cpu(**cfg.model_overrides)  # validates field names and values early
     console = Console(stderr=True)
-    trainer = MLMTrainer(cfg, resume=args.resume, progress=not args.no_progress)
+    trainer = MLMTrainer(cfg, resume=args.resume, force=args.force, progress=not args.no_progress)
     mc = trainer.model_config
     n_params = sum(p.numel() for p in trainer.model.parameters())
     console.print(
@@ -204,13 +242,16 @@ def run_ablate(args: argparse.Namespace) -> int:
 
 
 def _guarded(fn, args: argparse.Namespace) -> int:  # noqa: ANN001
-    from lm_shared.tokenization import TokenizerError
+    """One line and exit 2 for user errors, one line and exit 130 after Ctrl-C/SIGTERM."""
+    from lm_shared.runs import run_guarded
 
-    try:
-        return fn(args)
-    except (*USER_ERRORS, TokenizerError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    def action() -> int:
+        try:
+            return fn(args)
+        except USER_ERRORS as exc:
+            raise TormentedError(str(exc)) from None
+
+    return run_guarded(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
