@@ -451,18 +451,25 @@ class IITGuidedMemory(nn.Module):
 
     @torch.no_grad()
     def commit_writes(self) -> None:
-        """Apply the deferred proposals, in order; under DDP every rank's, in rank order."""
-        pending, self._pending = self._pending, []
-        for states, values in pending:
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                world = torch.distributed.get_world_size()
-                if world > 1:
-                    gathered_s = [torch.empty_like(states) for _ in range(world)]
-                    gathered_v = [torch.empty_like(values) for _ in range(world)]
-                    torch.distributed.all_gather(gathered_s, states.contiguous())
-                    torch.distributed.all_gather(gathered_v, values.contiguous())
-                    states, values = torch.cat(gathered_s), torch.cat(gathered_v)
-            self._store(states, values)
+        """Apply the deferred proposals as one write, as if their sequences had been one batch.
+
+        Under gradient accumulation the micro-batches' proposals are pooled (one write per optimizer
+        step); under DDP every rank's are gathered in rank order, so all ranks store the same slots.
+        """
+        if not self._pending:
+            return
+        states = torch.cat([s for s, _ in self._pending])
+        values = torch.cat([v for _, v in self._pending])
+        self._pending = []
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            if world > 1:
+                gathered_s = [torch.empty_like(states) for _ in range(world)]
+                gathered_v = [torch.empty_like(values) for _ in range(world)]
+                torch.distributed.all_gather(gathered_s, states.contiguous())
+                torch.distributed.all_gather(gathered_v, values.contiguous())
+                states, values = torch.cat(gathered_s), torch.cat(gathered_v)
+        self._store(states, values)
 
     def discard_writes(self) -> None:
         self._pending = []

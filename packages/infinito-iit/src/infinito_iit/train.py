@@ -324,7 +324,7 @@ def save_weights(model: InfinitoLM, path: Path) -> None:
     """
     from safetensors.torch import save_model
 
-    check_finite_parameters(model.state_dict().items(), what="the model")
+    check_finite_parameters(model.named_parameters(), what="the model")
     with atomic_path(path) as tmp:
         save_model(model, str(tmp))
 
@@ -380,18 +380,20 @@ class EpochBatchSampler(Sampler[list[int]]):
             )
         self.epoch = 0
         self.start = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch, self.start = epoch, 0
+        self._pass_complete = False
 
     def __iter__(self) -> Iterator[list[int]]:
+        # The sampler counts its own epochs (a pass that handed out its last batch is complete), so
+        # the order never depends on when, or whether, a trainer announces a new epoch.
+        if self._pass_complete:
+            self.epoch, self._pass_complete = self.epoch + 1, False
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         perm = torch.randperm(self.n, generator=generator)
         global_batch = self.batch_size * self.world_size
         start, self.start = self.start, 0
         for b in range(start, self.n_batches):
             first = b * global_batch + self.rank * self.batch_size
+            self._pass_complete = b == self.n_batches - 1
             yield perm[first : first + self.batch_size].tolist()
 
     def __len__(self) -> int:
@@ -401,23 +403,27 @@ class EpochBatchSampler(Sampler[list[int]]):
 class _ResumableLoader(DataLoader):
     """A DataLoader Lightning saves and restores (it has ``state_dict``): mid-epoch resume is exact.
 
-    The state is the epoch and the number of its batches the trainer has taken (Lightning's own
-    progress counter, not the sampler's, which runs one batch ahead because of prefetching).
+    The state is the trainer's epoch and the number of its batches the trainer has taken
+    (Lightning's own progress counters: the sampler runs a batch ahead because of prefetching).
     """
 
-    def __init__(self, dataset: Dataset, sampler: EpochBatchSampler, progress: Callable[[], int]) -> None:
+    def __init__(
+        self, dataset: Dataset, sampler: EpochBatchSampler, progress: Callable[[], tuple[int, int]]
+    ) -> None:
         super().__init__(dataset, batch_sampler=sampler)
         self._progress = progress
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.batch_sampler.epoch, "batches_taken": int(self._progress())}
+        epoch, taken = self._progress()
+        return {"epoch": int(epoch), "batches_taken": int(taken)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         sampler = self.batch_sampler
-        sampler.epoch = state["epoch"]
-        sampler.start = state["batches_taken"] if state["batches_taken"] < len(sampler) else 0
-        if sampler.start == 0 and state["batches_taken"]:
-            sampler.epoch += 1  # saved at the very end of an epoch: the next one starts
+        sampler._pass_complete = False
+        if state["batches_taken"] >= len(sampler):  # saved at the very end of an epoch
+            sampler.epoch, sampler.start = state["epoch"] + 1, 0
+        else:
+            sampler.epoch, sampler.start = state["epoch"], state["batches_taken"]
 
 
 class _ValidationShard(Sampler[list[int]]):
@@ -453,8 +459,10 @@ class InfinitoDataModule(L.LightningDataModule):
             world_size=trainer.world_size,
             grad_accum=self.tc.grad_accum,
         )
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        return _ResumableLoader(_Chunks(self.data.train.inputs, self.data.train.labels), sampler, lambda: progress.ready)
+        def progress() -> tuple[int, int]:
+            return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+        return _ResumableLoader(_Chunks(self.data.train.inputs, self.data.train.labels), sampler, progress)
 
     def val_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -489,8 +497,9 @@ class InfinitoModule(L.LightningModule):
         self.model = InfinitoLM(model_config)
         if self.model.memory is not None:
             self.model.memory.defer_writes = True
-        # torch.compile wraps the model outside the module tree, so checkpoint keys never change.
-        self._forward: Callable[..., Any] = torch.compile(self.model) if train_config.compile else self.model
+        # The compiled wrapper is kept out of the module tree (not a registered submodule), so the
+        # checkpoint keys are the same with and without --compile.
+        self.__dict__["_forward"] = torch.compile(self.model) if train_config.compile else self.model
         lengths = torch.as_tensor(byte_lengths if byte_lengths is not None else np.zeros(1), dtype=torch.long)
         self.register_buffer("byte_lengths", lengths, persistent=False)
         self.valid_words, self.valid_bytes = valid_totals
