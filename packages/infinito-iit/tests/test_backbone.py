@@ -44,7 +44,9 @@ def quiet(msg):
 
 
 def run(tmp, data, config=TRAIN, callbacks=(), model=MODEL, **kwargs):
-    return train(model, config, tmp, data=data, log=quiet, progress=False, callbacks=list(callbacks), **kwargs)
+    return train(
+        model, config, tmp, data=data, log=quiet, progress=False, callbacks=list(callbacks), **kwargs
+    )
 
 
 def grad_health(run_dir):
@@ -130,7 +132,9 @@ def test_a_nan_gradient_is_skipped_and_leaves_the_whole_state_equal(tmp_path, da
 
 
 def test_c_lr_halving_lasts_under_the_plateau_schedule(tmp_path, data):
-    result = run(tmp_path / "r", data, replace(TRAIN, max_steps=8), callbacks=[InjectGrad({2, 3}, float("inf"))])
+    result = run(
+        tmp_path / "r", data, replace(TRAIN, max_steps=8), callbacks=[InjectGrad({2, 3}, float("inf"))]
+    )
     lrs = [e["lr"] for e in result.history["train"]]
     repairs = [e["repair"] for e in result.history["train"]]
     assert repairs[1:3] == ["skip", "lr_halved"]
@@ -190,15 +194,19 @@ def test_f_checkpoints_do_not_depend_on_compile(tmp_path, data, monkeypatch):
     cfg = replace(TRAIN, max_steps=5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path / "c", data, replace(cfg, compile=True), callbacks=[CrashAt(4)])
-    plain = run(tmp_path / "p", data, replace(cfg, max_steps=3))
+    run(tmp_path / "p", data, replace(cfg, max_steps=3))
     keys = torch.load(tmp_path / "c" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"].keys()
-    plain_keys = torch.load(tmp_path / "p" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"].keys()
+    plain_keys = torch.load(tmp_path / "p" / "checkpoints" / "last.ckpt", weights_only=False)[
+        "state_dict"
+    ].keys()
     assert keys == plain_keys and not any("_orig_mod" in k for k in keys)
     resumed = run(tmp_path / "c", data, cfg, resume=True)  # saved with --compile, resumed without
     assert resumed.history["train"][-1]["step"] == 5
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path / "d", data, cfg, callbacks=[CrashAt(4)])
-    assert run(tmp_path / "d", data, replace(cfg, compile=True), resume=True).history["train"][-1]["step"] == 5
+    assert (
+        run(tmp_path / "d", data, replace(cfg, compile=True), resume=True).history["train"][-1]["step"] == 5
+    )
 
 
 def test_g_a_kill_during_a_checkpoint_write_keeps_the_last_checkpoint_readable(tmp_path, data, monkeypatch):

@@ -112,7 +112,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     for flag, (name, typ, help_) in TRAIN_FLAGS.items():
         g.add_argument(flag, type=typ, default=None, help=f"{help_} (default: {getattr(defaults, name)})")
     g.add_argument(
-        "--compile", action="store_true", default=None, help="torch.compile the model (checkpoints are the same)"
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the model (checkpoints are the same)",
     )
     g.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (small models gain little from more)"
@@ -319,8 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.add_argument("--out", default="runs", help="root folder of run directories")
     p.add_argument("--run-name", default=None, help="run folder name (default: a UTC timestamp)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run (config must match)")
-    p.add_argument("--force", action="store_true", help="replace a finished or interrupted run in that folder")
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run (config must match)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace a finished or interrupted run in that folder"
+    )
     p.set_defaults(func=_cmd_train)
 
     for name, help_ in (

@@ -8,7 +8,6 @@ hide degeneration; they do not cure it, so compare models with the same decoding
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any

@@ -39,7 +39,6 @@ from lm_shared.runs import (
     atomic_path,
     atomic_write_text,
     check_finite_parameters,
-    is_global_rank_zero,
     open_run_dir,
 )
 from lm_shared.runs_lightning import AtomicCheckpointIO, StopOnSignal
@@ -57,8 +56,17 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 STRATEGIES = ("auto", "ddp", "fsdp")
 RESUME_MAY_CHANGE = tuple(
     f"train.{name}"
-    for name in ("max_steps", "patience", "eval_every", "eval_batches", "precision", "devices", "num_nodes",
-                 "strategy", "compile")
+    for name in (
+        "max_steps",
+        "patience",
+        "eval_every",
+        "eval_batches",
+        "precision",
+        "devices",
+        "num_nodes",
+        "strategy",
+        "compile",
+    )
 )
 """Settings a ``--resume`` may change (to extend a run or move it to other hardware)."""
 
@@ -96,8 +104,17 @@ class TrainConfig:
         def bad(name: str, expected: str) -> None:
             raise InfinitoError(f"train config {name}={getattr(self, name)!r}: expected {expected}")
 
-        for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_every", "num_nodes",
-                     "patience", "plateau_patience", "proxy_sequences"):
+        for name in (
+            "seq_len",
+            "batch_size",
+            "grad_accum",
+            "max_steps",
+            "eval_every",
+            "num_nodes",
+            "patience",
+            "plateau_patience",
+            "proxy_sequences",
+        ):
             if getattr(self, name) < 1:
                 bad(name, "a positive integer")
         if self.eval_batches < 0:
@@ -216,7 +233,9 @@ def evaluate(
     return _metrics(acc.total_nll, acc.n_tokens, acc.n_bytes, n_words_total, n_bytes_total)
 
 
-def _metrics(nll: float, tokens: int, n_bytes: int, n_words_total: int, n_bytes_total: int) -> dict[str, float]:
+def _metrics(
+    nll: float, tokens: int, n_bytes: int, n_words_total: int, n_bytes_total: int
+) -> dict[str, float]:
     words = n_words_total * n_bytes / max(n_bytes_total, 1) if n_bytes != n_bytes_total else n_words_total
     loss = nll / max(tokens, 1)
     return {
@@ -430,9 +449,9 @@ class _ValidationShard(Sampler[list[int]]):
     """Validation batches ``rank, rank + world, ...`` so ranks split the work and sum the NLL."""
 
     def __init__(self, n: int, batch_size: int, rank: int, world_size: int) -> None:
-        self.batches = [
-            list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)
-        ][rank::world_size]
+        self.batches = [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)][
+            rank::world_size
+        ]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches)
@@ -459,6 +478,7 @@ class InfinitoDataModule(L.LightningDataModule):
             world_size=trainer.world_size,
             grad_accum=self.tc.grad_accum,
         )
+
         def progress() -> tuple[int, int]:
             return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
@@ -527,7 +547,9 @@ class InfinitoModule(L.LightningModule):
         self.log("train_loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
         return out.loss
 
-    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         health = self._health.history[-1] if self._health is not None and self._health.history else {}
         stepped = health.get("repair_action", "none") in ("none", "clip")
@@ -566,7 +588,9 @@ class InfinitoModule(L.LightningModule):
                 {"step": entry["step"], **record, "lr": entry["lr"], "loss": entry["loss"]},
             )
         if self.logger is not None:
-            scalars = {f"train/{k}": v for k, v in entry.items() if isinstance(v, int | float) and k != "step"}
+            scalars = {
+                f"train/{k}": v for k, v in entry.items() if isinstance(v, int | float) and k != "step"
+            }
             self.logger.log_metrics(scalars, step=entry["step"])
 
     def _append(self, name: str, record: dict[str, Any]) -> None:
@@ -579,7 +603,9 @@ class InfinitoModule(L.LightningModule):
         handle.flush()
 
     def on_fit_start(self) -> None:
-        self._health = next((c for c in self.trainer.callbacks if isinstance(c, GradientHealthCallback)), None)
+        self._health = next(
+            (c for c in self.trainer.callbacks if isinstance(c, GradientHealthCallback)), None
+        )
 
     def on_fit_end(self) -> None:
         for handle in self._files.values():
@@ -631,7 +657,12 @@ class InfinitoModule(L.LightningModule):
         )
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss", "interval": "step", "strict": False},
+            "lr_scheduler": {
+                "scheduler": plateau,
+                "monitor": "val_loss",
+                "interval": "step",
+                "strict": False,
+            },
         }
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
@@ -729,9 +760,7 @@ def train(
         saved = json.loads((run_dir / "config.json").read_text())
         diffs = config_differences(saved["model"], model_config.to_dict())
         if diffs:
-            raise InfinitoError(
-                f"{run_dir}: model config does not match the checkpoint: " + "; ".join(diffs)
-            )
+            raise InfinitoError(f"{run_dir}: model config does not match the checkpoint: " + "; ".join(diffs))
     run = open_run_dir(
         run_dir,
         package=PACKAGE,
@@ -786,7 +815,9 @@ def train(
         if resume and run.is_writer:
             records = _truncate_jsonl(out_dir / "metrics.jsonl", resumed_step)
             module.history = {
-                split: [{k: v for k, v in r.items() if k != "split"} for r in records if r.get("split") == split]
+                split: [
+                    {k: v for k, v in r.items() if k != "split"} for r in records if r.get("split") == split
+                ]
                 for split in ("train", "eval")
             }
         health = GradientHealthCallback(HealthConfig(clip_norm=train_config.clip_norm))
@@ -801,7 +832,11 @@ def train(
             enable_version_counter=False,
         )
         early = L.pytorch.callbacks.EarlyStopping(
-            monitor="val_loss", patience=train_config.patience, min_delta=1e-4, mode="min", check_on_train_epoch_end=False
+            monitor="val_loss",
+            patience=train_config.patience,
+            min_delta=1e-4,
+            mode="min",
+            check_on_train_epoch_end=False,
         )
         stop = StopSignal()
         all_callbacks: list[L.Callback] = [health, checkpoints, early, StopOnSignal(stop, last_ckpt)]
@@ -820,6 +855,7 @@ def train(
             check_val_every_n_epoch=None,
             limit_val_batches=train_config.eval_batches or 1.0,
             num_sanity_val_steps=0,
+            use_distributed_sampler=False,  # EpochBatchSampler and _ValidationShard shard by rank
             logger=tensorboard_logger(out_dir) if run.is_writer else False,
             callbacks=all_callbacks + list(callbacks or []),
             plugins=[AtomicCheckpointIO()],
@@ -833,7 +869,11 @@ def train(
             warnings.filterwarnings("ignore", message=".*ReduceLROnPlateau conditioned on metric.*")
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
-            trainer.fit(module, datamodule=InfinitoDataModule(data, train_config), ckpt_path=last_ckpt if resume else None)
+            trainer.fit(
+                module,
+                datamodule=InfinitoDataModule(data, train_config),
+                ckpt_path=last_ckpt if resume else None,
+            )
         if stop.requested:
             if run.is_writer:
                 run.mark_interrupted(step=trainer.global_step, checkpoint=str(last_ckpt))
@@ -848,7 +888,9 @@ def train(
         stopped = ""
         if health.stop_reason:
             raise NonFiniteError(f"training stopped at step {trainer.global_step}: {health.stop_reason}")
-        if early.stopped_epoch or (early.wait_count >= early.patience and trainer.global_step < train_config.max_steps):
+        if early.stopped_epoch or (
+            early.wait_count >= early.patience and trainer.global_step < train_config.max_steps
+        ):
             stopped = f"early stopping: no validation improvement in {train_config.patience} evaluations"
         model = module.model.cpu()
         best = out_dir / CHECKPOINT_DIR / "best.ckpt"
