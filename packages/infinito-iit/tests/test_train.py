@@ -9,6 +9,7 @@ from infinito_iit.data import load_corpus, prepare_data
 from infinito_iit.errors import InfinitoError
 from infinito_iit.model import InfinitoConfig
 from infinito_iit.train import TrainConfig, evaluate, load_checkpoint, train
+from lm_shared.errors import UserError
 
 MODEL = InfinitoConfig(
     vocab_size=300,
@@ -91,9 +92,9 @@ def test_rerun_into_a_finished_run_is_refused_and_overwrites_nothing(tmp_path, d
 
     with pytest.raises(InfinitoError, match="d_model: checkpoint has 32, requested 64"):
         train(replace(MODEL, d_model=64), TRAIN, run, resume=True, log=quiet, progress=False)
-    with pytest.raises(InfinitoError, match="holds a finished run"):
+    with pytest.raises(UserError, match="holds a finished run"):
         train(MODEL, TRAIN, run, data=data, log=quiet, progress=False)
-    with pytest.raises(InfinitoError, match="already finished"):
+    with pytest.raises(UserError, match="already finished"):
         train(MODEL, TRAIN, run, resume=True, log=quiet, progress=False)
     with pytest.raises(InfinitoError, match="does not match"):
         load_checkpoint(run / "checkpoints" / "best.ckpt", replace(MODEL, n_layers=2))
@@ -107,7 +108,7 @@ def test_a_second_training_into_a_locked_folder_is_refused(tmp_path, data):
 
     run = tmp_path / "run"
     run.mkdir()
-    with RunLock(run), pytest.raises(InfinitoError, match="pid"):
+    with RunLock(run), pytest.raises(UserError, match="pid"):
         train(MODEL, TRAIN, run, data=data, log=quiet, progress=False)
 
 
