@@ -96,10 +96,10 @@ def test_empty_corpus_and_resume_mismatch(run_dir, tmp_path, capsys):
     empty.write_text("\n \n")
     assert main(["train", *TINY, "--data", str(empty), "--out", str(tmp_path)]) == 2
     assert "empty" in capsys.readouterr().err
-    before = (run_dir / "checkpoint.pt").read_bytes()
+    before = (run_dir / "model.safetensors").read_bytes()
     assert main(["train", *TINY, "--resume", str(run_dir), "--n-layers", "2"]) == 2
     assert "n_layers: checkpoint has 1, requested 2" in capsys.readouterr().err
-    assert (run_dir / "checkpoint.pt").read_bytes() == before
+    assert (run_dir / "model.safetensors").read_bytes() == before
 
 
 def test_compare_writes_contract_keys_and_plots(tmp_path):
@@ -140,4 +140,47 @@ def test_bench_writes_overhead_ratio(tmp_path):
     assert main([*argv, "--seq-len", "32", "--batch-size", "2", "--steps", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["iit_overhead_ratio"] > 0 and result["phi_proxy"]["k12"]["search"].startswith("exhaustive")
-    assert "bf16-mixed" in result["training"]
+    from lm_shared.runtime import cpu_has_native_bf16
+
+    assert ("bf16-mixed" in result["training"]) == cpu_has_native_bf16()
+    assert result["generation"]["same_tokens"] and result["kv_cache_speedup"] > 0
+    assert set(result["iit_overhead_split"]) == {"metrics_and_attention_stats", "memory", "noise", "phi_loss"}
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130_with_one_line(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = list(TINY)
+    argv[argv.index("--max-steps") + 1] = "400"
+    cmd = [
+        sys.executable,
+        "-m",
+        "infinito_iit.cli",
+        "train",
+        *argv,
+        "--out",
+        str(tmp_path),
+        "--run-name",
+        "r",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "r" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("SIGINT")]
+    assert lines[-1].startswith("SIGINT: stopped at step") and "--resume" in lines[-1]
+    assert "Traceback" not in err
+    state = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert state["status"] == "interrupted" and (tmp_path / "r" / "checkpoints" / "last.ckpt").is_file()
+    assert main(["train", "--resume", str(tmp_path / "r"), "--max-steps", str(state["step"] + 2)]) == 0
+    steps = [json.loads(x)["step"] for x in (tmp_path / "r" / "grad_health.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, state["step"] + 3))  # true step numbers across the resume

@@ -1,5 +1,6 @@
 import copy
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -10,6 +11,7 @@ from infinito_iit.model import (
     InfinitoConfig,
     InfinitoLM,
     SequenceTooLongError,
+    attention_statistics,
     count_parameters,
     preset,
     segment_integration,
@@ -230,3 +232,44 @@ def test_config_roundtrip_and_validation():
         InfinitoConfig(iit_metrics=False)
     base = cfg.baseline()
     assert not base.uses_iit and base.d_model == cfg.d_model
+
+
+def _reference_attention(q, k, v):
+    """The implementation before issue 16 (softmax, then -sum p log p with a clamp), as the oracle."""
+    t = q.shape[2]
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    probs = scores.float().masked_fill(~causal, float("-inf")).softmax(dim=-1)
+    head_entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+    return probs @ v, attention_statistics(probs, head_entropy)
+
+
+def test_attention_statistics_equal_the_previous_implementation_values_and_gradients():
+    from infinito_iit.model import _attention_with_statistics
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 24, 8, requires_grad=True) for _ in range(3))
+    y_new, s_new = _attention_with_statistics(q, k, v, 0.0, False)
+    y_old, s_old = _reference_attention(q, k, v)
+    assert torch.allclose(y_new, y_old, atol=1e-6)
+    for name in ("diversity", "coherence"):
+        assert torch.allclose(s_new[name], s_old[name], atol=1e-5), name
+    grads_new = torch.autograd.grad((s_new["diversity"] + s_new["coherence"]).sum() + y_new.sum(), (q, k, v))
+    grads_old = torch.autograd.grad((s_old["diversity"] + s_old["coherence"]).sum() + y_old.sum(), (q, k, v))
+    for a, b in zip(grads_new, grads_old):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_kv_cache_forward_equals_full_forward():
+    torch.manual_seed(0)
+    model = InfinitoLM(
+        InfinitoConfig(vocab_size=50, max_seq_len=16, d_model=32, n_layers=2, n_heads=2)
+    ).eval()
+    ids = torch.randint(0, 50, (2, 12))
+    full = model(ids).logits
+    out = model(ids[:, :5], use_cache=True)
+    parts = [out.logits]
+    for t in range(5, 12, 3):  # chunks of several tokens and a last short one
+        out = model(ids[:, t : t + 3], past_key_values=out.past_key_values, use_cache=True)
+        parts.append(out.logits)
+    assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)

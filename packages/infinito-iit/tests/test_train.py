@@ -1,3 +1,4 @@
+import json
 import math
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from infinito_iit.data import load_corpus, prepare_data
 from infinito_iit.errors import InfinitoError
 from infinito_iit.model import InfinitoConfig
 from infinito_iit.train import TrainConfig, evaluate, load_checkpoint, train
+from lm_shared.errors import UserError
 
 MODEL = InfinitoConfig(
     vocab_size=300,
@@ -38,14 +40,18 @@ def test_train_writes_run_and_reports_all_units(tmp_path, data):
     run = tmp_path / "run"
     for name in (
         "config.json",
-        "checkpoint.pt",
-        "best.pt",
+        "run.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "model.safetensors",
         "history.json",
         "metrics.json",
+        "metrics.jsonl",
         "tokenizer.json",
         "grad_health.jsonl",
     ):
         assert (run / name).is_file(), name
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
     assert any((run / "tensorboard").iterdir())
     final = result.final
     for key in ("loss", "perplexity", "bits_per_byte", "word_perplexity", "phi_proxy", "phi_weights"):
@@ -78,36 +84,45 @@ def test_evaluate_is_total_nll_over_total_tokens(data):
     assert metrics["word_perplexity"] == pytest.approx(math.exp(float(nll) / v.n_words), rel=1e-5)
 
 
-def test_resume_continues_exactly(tmp_path, data):
-    straight = train(MODEL, TRAIN, tmp_path / "a", data=data, log=quiet, progress=False)
-    train(
-        MODEL,
-        TrainConfig(**{**TRAIN.__dict__, "max_steps": 2}),
-        tmp_path / "b",
-        data=data,
-        log=quiet,
-        progress=False,
-    )
-    resumed = train(MODEL, TRAIN, tmp_path / "b", resume=True, log=quiet, progress=False)
-    assert resumed.history["train"][-1]["step"] == 4
-    a = [e["loss"] for e in straight.history["train"]]
-    b = [e["loss"] for e in resumed.history["train"]]
-    assert a == pytest.approx(b, rel=1e-5)
-
-
-def test_resume_with_mismatched_config_fails_and_overwrites_nothing(tmp_path, data):
+def test_rerun_into_a_finished_run_is_refused_and_overwrites_nothing(tmp_path, data):
     run = tmp_path / "run"
     train(MODEL, TRAIN, run, data=data, log=quiet, progress=False)
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     from dataclasses import replace
 
     with pytest.raises(InfinitoError, match="d_model: checkpoint has 32, requested 64"):
         train(replace(MODEL, d_model=64), TRAIN, run, resume=True, log=quiet, progress=False)
-    with pytest.raises(InfinitoError, match="already holds a checkpoint"):
+    with pytest.raises(UserError, match="holds a finished run"):
         train(MODEL, TRAIN, run, data=data, log=quiet, progress=False)
+    with pytest.raises(UserError, match="already finished"):
+        train(MODEL, TRAIN, run, resume=True, log=quiet, progress=False)
     with pytest.raises(InfinitoError, match="does not match"):
-        load_checkpoint(run / "best.pt", replace(MODEL, n_layers=2))
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+        load_checkpoint(run / "checkpoints" / "best.ckpt", replace(MODEL, n_layers=2))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    forced = train(MODEL, replace(TRAIN, max_steps=2), run, data=data, force=True, log=quiet, progress=False)
+    assert forced.history["train"][-1]["step"] == 2
+
+
+def test_a_second_training_into_a_locked_folder_is_refused(tmp_path, data):
+    from lm_shared.runs import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with RunLock(run), pytest.raises(UserError, match="pid"):
+        train(MODEL, TRAIN, run, data=data, log=quiet, progress=False)
+
+
+def test_bad_hyperparameters_are_refused_before_any_work():
+    for field, value in (
+        ("lr", float("nan")),
+        ("max_steps", -5),
+        ("batch_size", 0),
+        ("vocab_size", 10),
+        ("devices", "zero"),
+        ("strategy", "horovod"),
+    ):
+        with pytest.raises(InfinitoError, match=field):
+            TrainConfig(**{**TRAIN.__dict__, field: value})
 
 
 def test_seq_len_above_model_maximum_is_rejected(tmp_path, data):

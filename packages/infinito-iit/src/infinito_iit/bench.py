@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lm_shared.runtime import detect_device, save_config, seed_everything
+from lm_shared.runtime import cpu_has_native_bf16, detect_device, save_config, seed_everything
 
 from .model import InfinitoConfig, InfinitoLM
 from .phi_proxy import model_phi_proxy
@@ -108,6 +108,34 @@ def measure_proxy(
     return out
 
 
+def measure_generation(config: InfinitoConfig, seq_len: int, repeats: int = 3) -> dict[str, Any]:
+    """Greedy decoding of one sequence (a 16-token prompt filled to ``seq_len``) with and without the
+    KV cache, interleaved, median seconds; the tokens must agree."""
+    from .generate import DecodingConfig, decode
+
+    seed_everything(0)
+    model = InfinitoLM(config).eval()
+    prompt = torch.randint(0, config.vocab_size, (1, 16))
+    cfg = DecodingConfig(max_new_tokens=max(1, min(seq_len, config.max_seq_len) - 16), do_sample=False)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    outputs = {}
+    for _ in range(repeats):
+        for use_cache in (False, True):
+            start = time.perf_counter()
+            outputs[use_cache] = decode(model, prompt, cfg, use_cache=use_cache)
+            times[use_cache].append(time.perf_counter() - start)
+    no_cache, cached = statistics.median(times[False]), statistics.median(times[True])
+    return {
+        "new_tokens": cfg.max_new_tokens,
+        "no_cache_s": no_cache,
+        "kv_cache_s": cached,
+        "no_cache_tokens_per_s": cfg.max_new_tokens / no_cache,
+        "kv_cache_tokens_per_s": cfg.max_new_tokens / cached,
+        "kv_cache_speedup": no_cache / cached,
+        "same_tokens": bool(torch.equal(outputs[True], outputs[False])),
+    }
+
+
 def run_bench(
     model_config: InfinitoConfig, out: Path, *, seq_len: int = 128, batch_size: int = 16, steps: int = 10
 ) -> dict[str, Any]:
@@ -122,9 +150,14 @@ def run_bench(
         "baseline": iit.baseline(),
         "iit_metrics_only": replace(iit.baseline(), iit_metrics=True),
         "iit_full": iit,
+        # Where the full model's extra cost goes: each feature switched off in turn.
+        "iit_full_no_memory": replace(iit, memory=False),
+        "iit_full_no_noise": replace(iit, noise_std=0.0),
+        "iit_full_no_phi_loss": replace(iit, lambda_phi=0.0),
     }
     precisions: dict[str, torch.dtype | None] = {"32-true": None}
-    if device == "cuda" and torch.cuda.is_bf16_supported() or device == "cpu":
+    # bf16 only where it is native: without AVX512-BF16/AMX a CPU emulates it ~4-20x slower.
+    if (device == "cuda" and torch.cuda.is_bf16_supported()) or (device == "cpu" and cpu_has_native_bf16()):
         precisions["bf16-mixed"] = torch.bfloat16
     results: dict[str, Any] = {
         "device": device,
@@ -150,6 +183,16 @@ def run_bench(
         bf = results["training"]["bf16-mixed"]
         results["iit_overhead_ratio_bf16"] = bf["iit_full"]["median_step_s"] / bf["baseline"]["median_step_s"]
         results["bf16_speedup_baseline"] = fp32["baseline"]["median_step_s"] / bf["baseline"]["median_step_s"]
+    full = fp32["iit_full"]["median_step_s"]
+    results["iit_overhead_split"] = {
+        "metrics_and_attention_stats": fp32["iit_metrics_only"]["median_step_s"]
+        / fp32["baseline"]["median_step_s"],
+        "memory": full / fp32["iit_full_no_memory"]["median_step_s"],
+        "noise": full / fp32["iit_full_no_noise"]["median_step_s"],
+        "phi_loss": full / fp32["iit_full_no_phi_loss"]["median_step_s"],
+    }
+    results["generation"] = measure_generation(iit, seq_len)
+    results["kv_cache_speedup"] = results["generation"]["kv_cache_speedup"]
     results["phi_proxy"] = measure_proxy(iit, seq_len, 32, (8, 12))
     proxy_s = results["phi_proxy"]["k8"]["seconds"]
     results["phi_proxy_cost_in_training_steps"] = proxy_s / fp32["iit_full"]["median_step_s"]
@@ -179,6 +222,16 @@ def _print(results: dict[str, Any], out: Path) -> None:
     console = Console()
     console.print(table)
     proxy = results["phi_proxy"]
+    split = results["iit_overhead_split"]
+    gen = results["generation"]
+    console.print(
+        "IIT overhead split (step-time ratios, fp32): " + ", ".join(f"{k} {v:.2f}x" for k, v in split.items())
+    )
+    console.print(
+        f"generation ({gen['new_tokens']} greedy tokens): KV cache {gen['kv_cache_tokens_per_s']:.0f} tok/s vs "
+        f"{gen['no_cache_tokens_per_s']:.0f} without, speed-up {gen['kv_cache_speedup']:.2f}x "
+        f"(same tokens: {gen['same_tokens']})"
+    )
     console.print(
         f"iit_overhead_ratio (fp32) = {results['iit_overhead_ratio']:.2f}x; Φ proxy per evaluation: "
         f"K=8 {proxy['k8']['seconds']:.2f}s, K=12 {proxy['k12']['seconds']:.2f}s "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -80,50 +81,59 @@ def build_model_config(args: argparse.Namespace, base: dict[str, Any] | None = N
         raise InfinitoError(str(exc)) from None
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .train import PRECISIONS
+TRAIN_FLAGS = {
+    # flag -> (TrainConfig field, type, help); the defaults are TrainConfig's (or, with --resume, the run's)
+    "--data": ("data", str, "text file, WikiText folder, wikitext-2-raw-v1, or default"),
+    "--tokenizer": ("tokenizer", str, "bpe (trained on the train split) | gpt2"),
+    "--vocab-size": ("vocab_size", int, "BPE vocabulary size"),
+    "--seq-len": ("seq_len", int, "tokens per training chunk"),
+    "--batch-size": ("batch_size", int, "sequences per micro-batch and device"),
+    "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step"),
+    "--lr": ("lr", float, "AdamW learning rate"),
+    "--weight-decay": ("weight_decay", float, "AdamW weight decay on matrices"),
+    "--max-steps": ("max_steps", int, "optimizer steps"),
+    "--eval-every": ("eval_every", int, "optimizer steps between validations and checkpoints"),
+    "--eval-batches": ("eval_batches", int, "validation batches per periodic eval (0 = all)"),
+    "--patience": ("patience", int, "early stopping patience (evaluations)"),
+    "--precision": ("precision", str, "auto | 32-true | bf16-mixed | 16-mixed"),
+    "--seed": ("seed", int, "one seed for data order, initialisation and noise"),
+    "--proxy-k": ("proxy_k", int, "Φ-proxy components tracked per eval (0 = off)"),
+    "--devices": ("devices", str, "Lightning devices: auto, a count, or a list like 0,1"),
+    "--num-nodes": ("num_nodes", int, "machines, each with --devices devices"),
+    "--strategy": ("strategy", str, "auto | ddp | fsdp"),
+}
 
-    g = p.add_argument_group("data and training")
-    g.add_argument("--data", default=None, help="text file, WikiText folder, wikitext-2-raw-v1, or default")
-    g.add_argument("--tokenizer", default="bpe", choices=["bpe", "gpt2"])
-    g.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary size")
-    g.add_argument("--seq-len", type=int, default=128)
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--grad-accum", type=int, default=1)
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--weight-decay", type=float, default=0.01)
-    g.add_argument("--max-steps", type=int, default=300)
-    g.add_argument("--eval-every", type=int, default=50)
-    g.add_argument("--eval-batches", type=int, default=0, help="0 = whole validation split")
-    g.add_argument("--patience", type=int, default=4, help="early stopping patience (evaluations)")
-    g.add_argument("--precision", default="auto", choices=PRECISIONS)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--proxy-k", type=int, default=8, help="Φ-proxy components tracked per eval (0 = off)")
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+
+    defaults = TrainConfig()
+    g = p.add_argument_group("data and training (with --resume, the run's own values by default)")
+    for flag, (name, typ, help_) in TRAIN_FLAGS.items():
+        g.add_argument(flag, type=typ, default=None, help=f"{help_} (default: {getattr(defaults, name)})")
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the model (checkpoints are the same)",
+    )
     g.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (small models gain little from more)"
     )
 
 
-def _train_config(args: argparse.Namespace):
+def _train_config(args: argparse.Namespace, saved: dict[str, Any] | None = None):
+    """TrainConfig from ``saved`` (a resumed run's) or the defaults, plus the flags actually given."""
     from .train import TrainConfig
 
-    return TrainConfig(
-        data=args.data,
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        max_steps=args.max_steps,
-        eval_every=args.eval_every,
-        eval_batches=args.eval_batches,
-        patience=args.patience,
-        precision=args.precision,
-        seed=args.seed,
-        proxy_k=args.proxy_k,
-    )
+    values = dict(saved or {})
+    for flag, (name, _, _) in TRAIN_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            values[name] = value
+    if args.compile:
+        values["compile"] = True
+    return TrainConfig.from_dict(values)
 
 
 def _set_threads(n: int) -> None:
@@ -155,32 +165,25 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lm_shared.runtime import make_run_dir
+    from lm_shared.runs import read_json_file
 
     from .train import train
 
     _set_threads(args.threads)
-    base = None
+    saved = None
     if args.resume:
         run_dir = Path(args.resume)
-        cfg_file = run_dir / "config.json"
-        if not cfg_file.is_file():
+        if not (run_dir / "config.json").is_file():
             raise InfinitoError(f"{run_dir}: not a run directory (no config.json)")
-        saved = json.loads(cfg_file.read_text())
-        base = saved["model"]
-        train_config = _train_config(args)
-        if args.data is None and saved["train"].get("data") is not None:
-            train_config = replace(train_config, data=saved["train"]["data"])
+        saved = read_json_file(run_dir / "config.json", "run config")
     else:
-        train_config = _train_config(args)
-        if args.run_name and (Path(args.out) / args.run_name / "checkpoint.pt").exists():
-            raise InfinitoError(
-                f"{Path(args.out) / args.run_name}: already holds a run; use --resume or another name"
-            )
-        run_dir = make_run_dir(args.out, args.run_name)
-    model_config = build_model_config(args, base)
-    result = train(model_config, train_config, run_dir, resume=bool(args.resume))
-    _print_metrics(f"validation ({result.data.corpus.name}, {run_dir})", result.final)
+        name = args.run_name or time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        run_dir = Path(args.out) / name
+    model_config = build_model_config(args, saved["model"] if saved else None)
+    train_config = _train_config(args, saved["train"] if saved else None)
+    result = train(model_config, train_config, run_dir, resume=bool(args.resume), force=args.force)
+    if result.final:
+        _print_metrics(f"validation ({result.data.corpus.name}, {result.run_dir})", result.final)
     return 0
 
 
@@ -319,7 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.add_argument("--out", default="runs", help="root folder of run directories")
     p.add_argument("--run-name", default=None, help="run folder name (default: a UTC timestamp)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run (config must match)")
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run (config must match)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace a finished or interrupted run in that folder"
+    )
     p.set_defaults(func=_cmd_train)
 
     for name, help_ in (
@@ -328,7 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("run", help="run directory")
-        p.add_argument("--checkpoint", default="best.pt")
+        p.add_argument(
+            "--checkpoint",
+            default="best",
+            help="best (model.safetensors), last (checkpoints/last.ckpt) or a .ckpt/.safetensors path",
+        )
         p.add_argument("--data", default=None, help="corpus (default: the run's)")
         p.add_argument("--threads", type=int, default=1)
         if name == "phi":
@@ -346,7 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample text and report mode collapse next to human text")
     p.add_argument("run", help="run directory")
-    p.add_argument("--checkpoint", default="best.pt")
+    p.add_argument(
+        "--checkpoint",
+        default="best",
+        help="best (model.safetensors), last (checkpoints/last.ckpt) or a .ckpt/.safetensors path",
+    )
     p.add_argument("--prompt", action="append", default=None, help="repeatable; default: validation prompts")
     p.add_argument("--num-samples", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -394,14 +410,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; a user error is one ``error: ...`` line (exit 2), Ctrl-C one line (exit 130)."""
+    from lm_shared.runs import run_guarded
+
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except InfinitoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_guarded(lambda: args.func(args))
 
 
 def train_main(argv: list[str] | None = None) -> int:
     """The workspace ``train`` entry point: same as ``infinito train``."""
     return main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

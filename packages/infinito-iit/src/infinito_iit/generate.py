@@ -8,7 +8,6 @@ hide degeneration; they do not cure it, so compare models with the same decoding
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,24 +32,39 @@ class LoadedRun:
     tokenizer: TextTokenizer
 
 
-def load_run(run_dir: Path, checkpoint: str = "best.pt") -> LoadedRun:
-    """Model (strict load, config checked against ``config.json``), tokenizer and config of a run."""
+def load_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
+    """Model (strict load, config checked against ``config.json``), tokenizer and config of a run.
+
+    ``checkpoint``: ``best`` (``model.safetensors``, the best validation weights), ``last``
+    (``checkpoints/last.ckpt``) or a path to a ``.ckpt``/``.safetensors`` file (legacy ``.pt``
+    checkpoints of earlier versions load too). Raises :class:`InfinitoError` for anything missing,
+    damaged or belonging to another member's run.
+    """
+    from lm_shared.runs import read_json_file, require_run_of
+
+    from .model import InfinitoConfig
+    from .train import CHECKPOINT_DIR, PACKAGE, WEIGHTS_FILE, load_weights
+
+    require_run_of(run_dir, PACKAGE, finished=checkpoint != "last")
     cfg_file = run_dir / "config.json"
     if not cfg_file.is_file():
         raise InfinitoError(f"{run_dir}: not a run directory (no config.json)")
-    config = json.loads(cfg_file.read_text())
-    from .model import InfinitoConfig
-
+    config = read_json_file(cfg_file, "run config")
     try:
         expected = InfinitoConfig.from_dict(config["model"])
-    except (KeyError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise InfinitoError(f"{cfg_file}: invalid model config: {exc}") from None
-    path = run_dir / checkpoint
-    if not path.is_file() and checkpoint == "best.pt":
-        path = run_dir / "checkpoint.pt"
-    ckpt = load_checkpoint(path, expected)
-    model = model_from_checkpoint(ckpt, path).eval()
-    return LoadedRun(run_dir, config, model, load_tokenizer(run_dir))
+    named = {
+        "best": [run_dir / WEIGHTS_FILE, run_dir / CHECKPOINT_DIR / "best.ckpt", run_dir / "best.pt"],
+        "last": [run_dir / CHECKPOINT_DIR / "last.ckpt", run_dir / "checkpoint.pt"],
+    }
+    candidates = named.get(checkpoint, [Path(checkpoint), run_dir / checkpoint])
+    path = next((c for c in candidates if c.is_file()), candidates[0])
+    if path.suffix == ".safetensors":
+        model = load_weights(expected, path)
+    else:
+        model = model_from_checkpoint(load_checkpoint(path, expected), path)
+    return LoadedRun(run_dir, config, model.eval(), load_tokenizer(run_dir))
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,33 @@ def _window(model: InfinitoLM, ids: torch.Tensor) -> torch.Tensor:
     return ids[:, -model.config.max_seq_len :]  # the learned positions bound the context
 
 
+@dataclass
+class _Cache:
+    """Every token so far and, while they fit in ``max_seq_len``, their keys and values."""
+
+    ids: torch.Tensor
+    past: list | None
+
+
+def cached_step(model: InfinitoLM, use_cache: bool = True):
+    """A ``lm_shared.sampling.generate`` step function with a KV cache.
+
+    While the sequence fits in the model's learned positions each call runs only the new tokens on
+    the cached keys and values. Past ``max_seq_len`` the window slides, every position shifts, and
+    the cache no longer applies: each step then recomputes the last ``max_seq_len`` tokens, exactly
+    what decoding without a cache does, so both give the same tokens.
+    """
+
+    def step(new_ids: torch.Tensor, cache: _Cache | None) -> tuple[torch.Tensor, _Cache]:
+        ids = new_ids if cache is None else torch.cat([cache.ids, new_ids], dim=1)
+        if use_cache and ids.shape[1] <= model.config.max_seq_len and (cache is None or cache.past):
+            out = model(new_ids, past_key_values=cache.past if cache else None, use_cache=True)
+            return out.logits, _Cache(ids, out.past_key_values)
+        return model(_window(model, ids)).logits, _Cache(ids, None)
+
+    return step
+
+
 @torch.no_grad()
 def contrastive_search(
     model: InfinitoLM,
@@ -92,29 +133,61 @@ def contrastive_search(
     top_k: int,
     penalty_alpha: float,
     processors=None,
+    use_cache: bool = True,
 ) -> torch.Tensor:
-    """Pick, among the top-k tokens, the one maximising (1-α)·p(v) - α·max_j cos(h_v, h_j)."""
+    """Pick, among the top-k tokens, the one maximising (1-α)·p(v) - α·max_j cos(h_v, h_j).
+
+    With ``use_cache`` the prompt is encoded once and each step runs only the k candidates, one
+    token each, on the cached keys and values; the chosen candidate's keys, values, logits and
+    hidden state carry over. Once the sequence fills ``max_seq_len`` every step recomputes the
+    window, as without a cache, so both give the same tokens.
+    """
     ids = prompt_ids
     b = ids.shape[0]
-    for _ in range(max_new_tokens):
-        out = model(_window(model, ids))
-        logits = out.logits[:, -1].float()
+    max_len = model.config.max_seq_len
+    out = model(_window(model, ids), use_cache=use_cache and ids.shape[1] < max_len)
+    logits, context_h, past = out.logits[:, -1], out.last_hidden, out.past_key_values
+    for step in range(max_new_tokens):
+        if past is None and step > 0:
+            out = model(_window(model, ids))
+            logits, context_h = out.logits[:, -1], out.last_hidden
+        scores = logits.float()
         if processors is not None:
-            logits = processors(ids, logits)
-        probs, cand = logits.softmax(-1).topk(top_k, dim=-1)  # [B, k]
-        context_h = F.normalize(out.last_hidden, dim=-1)  # [B, T, D]
-        expanded = torch.cat([ids.repeat_interleave(top_k, 0), cand.reshape(-1, 1)], dim=1)
-        cand_h = F.normalize(model(_window(model, expanded)).last_hidden[:, -1], dim=-1).view(b, top_k, -1)
-        degeneration = (cand_h @ context_h.transpose(1, 2)).max(-1).values  # [B, k]
-        score = (1 - penalty_alpha) * probs - penalty_alpha * degeneration
-        ids = torch.cat([ids, cand.gather(1, score.argmax(-1, keepdim=True))], dim=1)
+            scores = processors(ids, scores)
+        probs, cand = scores.softmax(-1).topk(top_k, dim=-1)  # [B, k]
+        if past is not None and ids.shape[1] < max_len:
+            expanded_past = [(k.repeat_interleave(top_k, 0), v.repeat_interleave(top_k, 0)) for k, v in past]
+            cand_out = model(cand.reshape(-1, 1), past_key_values=expanded_past, use_cache=True)
+            cand_h = cand_out.last_hidden[:, -1]
+        else:
+            past = None
+            expanded = torch.cat([ids.repeat_interleave(top_k, 0), cand.reshape(-1, 1)], dim=1)
+            cand_h = model(_window(model, expanded)).last_hidden[:, -1]
+        cand_h = F.normalize(cand_h, dim=-1).view(b, top_k, -1)
+        degeneration = (cand_h @ F.normalize(context_h, dim=-1).transpose(1, 2)).max(-1).values  # [B, k]
+        choice = ((1 - penalty_alpha) * probs - penalty_alpha * degeneration).argmax(-1)
+        ids = torch.cat([ids, cand.gather(1, choice[:, None])], dim=1)
+        if past is not None:
+            chosen = torch.arange(b, device=ids.device) * top_k + choice
+            past = [(k[chosen], v[chosen]) for k, v in cand_out.past_key_values]
+            logits = cand_out.logits[chosen, -1]
+            context_h = torch.cat([context_h, cand_out.last_hidden[chosen]], dim=1)
     return ids
 
 
 def decode(
-    model: InfinitoLM, prompt_ids: torch.Tensor, cfg: DecodingConfig, stop_ids: tuple[int, ...] = ()
+    model: InfinitoLM,
+    prompt_ids: torch.Tensor,
+    cfg: DecodingConfig,
+    stop_ids: tuple[int, ...] = (),
+    *,
+    use_cache: bool = True,
 ) -> torch.Tensor:
-    """Continue ``prompt_ids`` ``[B, T]``; returns ``[B, T + n]`` on the model's device."""
+    """Continue ``prompt_ids`` ``[B, T]``; returns ``[B, T + n]`` on the model's device.
+
+    ``use_cache=False`` recomputes the whole window every token (the reference the cache is
+    tested against and that ``infinito bench`` times it against).
+    """
     model.eval()
     prompt_ids = prompt_ids.to(next(model.parameters()).device)
     if cfg.penalty_alpha > 0:
@@ -122,7 +195,7 @@ def decode(
             repetition_penalty=cfg.repetition_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size
         )
         return contrastive_search(
-            model, prompt_ids, cfg.max_new_tokens, cfg.top_k, cfg.penalty_alpha, penalties
+            model, prompt_ids, cfg.max_new_tokens, cfg.top_k, cfg.penalty_alpha, penalties, use_cache
         )
     processors = build_processors(
         temperature=cfg.temperature,
@@ -131,21 +204,17 @@ def decode(
         repetition_penalty=cfg.repetition_penalty,
         no_repeat_ngram_size=cfg.no_repeat_ngram_size,
     )
-
-    def step(ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, None]:
-        return model(_window(model, ids)).logits, None
-
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         return generate(
-            step,
+            cached_step(model, use_cache),
             prompt_ids,
             cfg.max_new_tokens,
             processors=processors,
             do_sample=cfg.do_sample,
             stop_token_ids=stop_ids,
             generator=generator,
-            use_cache=False,
+            use_cache=True,
         )
 
 

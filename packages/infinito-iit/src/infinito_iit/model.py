@@ -149,6 +149,10 @@ def preset(name: str, **overrides: Any) -> InfinitoConfig:
 # --------------------------------------------------------------------------------------------
 
 
+KVCache = list[tuple[Tensor, Tensor]]
+"""Per block, the keys and values ``[B, H, T_past, head_dim]`` of the tokens seen so far."""
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: InfinitoConfig) -> None:
         super().__init__()
@@ -159,23 +163,54 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, need_stats: bool = False) -> tuple[Tensor, dict[str, Tensor] | None]:
+    def forward(
+        self, x: Tensor, need_stats: bool = False, past: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor] | None, tuple[Tensor, Tensor]]:
+        """Attend causally; ``past`` holds the keys and values of earlier tokens (KV cache).
+
+        Returns the block output ``[B, T, D]``, the attention statistics (with ``need_stats``)
+        and this call's keys and values including ``past``.
+        """
         b, t, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
         q, k, v = (z.view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for z in (q, k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         dropout_p = self.attn_dropout if self.training else 0.0
-        if not need_stats:
+        stats = None
+        if need_stats:
+            if past is not None:
+                raise ValueError("attention statistics are computed on whole sequences, not with a KV cache")
+            y, stats = _attention_with_statistics(q, k, v, dropout_p, self.training)
+        elif past is None or t == k.shape[2]:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-            stats = None
         else:
-            # Explicit attention: the metrics need the probabilities *before* dropout (rows sum to 1).
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
-            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-            probs = scores.float().masked_fill(~causal, float("-inf")).softmax(dim=-1)
-            stats = attention_statistics(probs)
-            y = F.dropout(probs.to(v.dtype), p=dropout_p, training=self.training) @ v
+            # New tokens at positions past_len .. past_len + t - 1 see every cached key and their own past.
+            mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - t)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).reshape(b, t, d)
-        return self.resid_dropout(self.proj(y)), stats
+        return self.resid_dropout(self.proj(y)), stats, (k, v)
+
+
+def _attention_with_statistics(
+    q: Tensor, k: Tensor, v: Tensor, dropout_p: float, training: bool
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Explicit causal attention that also returns :func:`attention_statistics` of its probabilities.
+
+    The metrics need the probabilities *before* dropout (rows sum to 1), so SDPA cannot be used.
+    Each head's entropy comes from the softmax's own log-normaliser, H = logsumexp(s) - sum_k p_k s_k
+    (equal to -sum p log p, without a log over the T x T probabilities).
+    """
+    t = q.shape[2]
+    scores = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))).float()
+    future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+    scores = scores.masked_fill(future, float("-inf"))
+    log_norm = torch.logsumexp(scores, dim=-1, keepdim=True)
+    probs = (scores - log_norm).exp()
+    head_entropy = log_norm.squeeze(-1) - (probs * scores.masked_fill(future, 0.0)).sum(-1)
+    stats = attention_statistics(probs, head_entropy)
+    y = F.dropout(probs.to(v.dtype), p=dropout_p, training=training) @ v
+    return y, stats
 
 
 class MLP(nn.Module):
@@ -199,10 +234,12 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, need_stats: bool = False) -> tuple[Tensor, dict[str, Tensor] | None]:
-        attn_out, stats = self.attn(self.ln_1(x), need_stats)
+    def forward(
+        self, x: Tensor, need_stats: bool = False, past: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor] | None, tuple[Tensor, Tensor]]:
+        attn_out, stats, present = self.attn(self.ln_1(x), need_stats, past)
         x = x + attn_out
-        return x + self.mlp(self.ln_2(x)), stats
+        return x + self.mlp(self.ln_2(x)), stats, present
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +252,7 @@ def _entropy(p: Tensor, dim: int = -1) -> Tensor:
     return -(p * p.clamp_min(1e-12).log()).sum(dim)
 
 
-def attention_statistics(probs: Tensor) -> dict[str, Tensor]:
+def attention_statistics(probs: Tensor, head_entropy: Tensor | None = None) -> dict[str, Tensor]:
     """Per-query attention diversity and head coherence from causal probabilities ``[B, H, T, T]``.
 
     * diversity_t = mean over heads of H(p_h,t) / log(t + 1): 1 = uniform over the allowed past,
@@ -223,14 +260,18 @@ def attention_statistics(probs: Tensor) -> dict[str, Tensor]:
     * coherence_t = 1 - JSD(p_1,t .. p_H,t) / log(min(H, t + 1)), with the generalised
       Jensen-Shannon divergence JSD = H(mean_h p_h) - mean_h H(p_h): 1 = all heads attend alike.
 
-    Query 0 has a single allowed key, where both are undefined; it is excluded by ``valid``.
+    ``head_entropy`` ``[B, H, T]`` may be passed when the caller already has it (see
+    :func:`_attention_with_statistics`). Query 0 has a single allowed key, where both are
+    undefined; it is excluded by ``valid``.
     """
     n_heads, t = probs.shape[1], probs.shape[-1]
-    head_entropy = _entropy(probs)  # [B, H, T]
+    if head_entropy is None:
+        head_entropy = _entropy(probs)  # [B, H, T]
     n_keys = torch.arange(1, t + 1, device=probs.device, dtype=probs.dtype)
     log_keys = n_keys.log().clamp_min(1e-6)
-    diversity = (head_entropy.mean(1) / log_keys).clamp(0, 1)
-    jsd = _entropy(probs.mean(1)) - head_entropy.mean(1)  # [B, T], >= 0 up to rounding
+    mean_head_entropy = head_entropy.mean(1)
+    diversity = (mean_head_entropy / log_keys).clamp(0, 1)
+    jsd = _entropy(probs.mean(1)) - mean_head_entropy  # [B, T], >= 0 up to rounding
     log_mix = n_keys.clamp(max=n_heads).log().clamp_min(1e-6)
     coherence = (1.0 - jsd / log_mix).clamp(0, 1)
     return {"diversity": diversity, "coherence": coherence}
@@ -375,6 +416,8 @@ class IITGuidedMemory(nn.Module):
         self.register_buffer("written_at", torch.zeros(config.memory_slots, dtype=torch.long))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("n_writes", torch.zeros((), dtype=torch.long))
+        self.defer_writes = False
+        self._pending: list[tuple[Tensor, Tensor]] = []
 
     def filled(self) -> Tensor:
         return torch.isfinite(self.priority)
@@ -392,25 +435,63 @@ class IITGuidedMemory(nn.Module):
 
     @torch.no_grad()
     def write(self, h: Tensor, priority: Tensor) -> None:
-        """Store the top-priority state of the best sequences; ``priority`` is ``[B, T]`` (-inf = invalid)."""
-        n_write = min(self.config.memory_writes, h.shape[0])
+        """Store the top-priority state of the best sequences; ``priority`` is ``[B, T]`` (-inf = invalid).
+
+        With :attr:`defer_writes` (set by the trainer) the proposals wait for
+        :meth:`commit_writes`, which runs once per optimizer step that was taken, so a skipped step
+        leaves the memory as it was.
+        """
+        best_pos = priority.argmax(dim=1)  # [B]
+        best_val = priority.gather(1, best_pos[:, None]).squeeze(1)
+        states = h[torch.arange(h.shape[0], device=h.device), best_pos].float()
+        if self.defer_writes:
+            self._pending.append((states, best_val.float()))
+        else:
+            self._store(states, best_val.float())
+
+    @torch.no_grad()
+    def commit_writes(self) -> None:
+        """Apply the deferred proposals as one write, as if their sequences had been one batch.
+
+        Under gradient accumulation the micro-batches' proposals are pooled (one write per optimizer
+        step); under DDP every rank's are gathered in rank order, so all ranks store the same slots.
+        """
+        if not self._pending:
+            return
+        states = torch.cat([s for s, _ in self._pending])
+        values = torch.cat([v for _, v in self._pending])
+        self._pending = []
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            if world > 1:
+                gathered_s = [torch.empty_like(states) for _ in range(world)]
+                gathered_v = [torch.empty_like(values) for _ in range(world)]
+                torch.distributed.all_gather(gathered_s, states.contiguous())
+                torch.distributed.all_gather(gathered_v, values.contiguous())
+                states, values = torch.cat(gathered_s), torch.cat(gathered_v)
+        self._store(states, values)
+
+    def discard_writes(self) -> None:
+        self._pending = []
+
+    def _store(self, states: Tensor, values: Tensor) -> None:
+        """Let the best ``memory_writes`` proposals (one state per sequence) replace weaker slots."""
+        n_write = min(self.config.memory_writes, values.shape[0])
         self.step += 1
         if n_write == 0:
             return
-        best_pos = priority.argmax(dim=1)  # [B]
-        best_val = priority.gather(1, best_pos[:, None]).squeeze(1)
-        chosen_val, chosen_seq = best_val.topk(n_write)
+        chosen_val, chosen_seq = values.topk(n_write)
         keep = torch.isfinite(chosen_val)
-        states = h[chosen_seq, best_pos[chosen_seq]].float()
+        states = states[chosen_seq]
         age = (self.step - self.written_at).float()
         decayed = self.priority * self.config.memory_decay**age
         # Keep the S highest (decayed) priorities among the old slots and the new proposals: a
         # proposal only evicts a slot it beats, and empty slots (-inf) go first. Out-of-place,
         # because the read of this very forward still needs the old slots for backward.
-        pool_priority = torch.cat([decayed, torch.where(keep, chosen_val.float(), float("-inf"))])
+        pool_priority = torch.cat([decayed, torch.where(keep, chosen_val, float("-inf"))])
         kept = pool_priority.topk(self.config.memory_slots).indices
         is_new = kept >= self.config.memory_slots
-        pool_original = torch.cat([self.priority, chosen_val.float()])
+        pool_original = torch.cat([self.priority, chosen_val])
         self.slots = torch.cat([self.slots, states])[kept]
         self.priority = pool_original[kept]
         self.written_at = torch.cat([self.written_at, self.step.expand(n_write)])[kept]
@@ -434,6 +515,7 @@ class InfinitoOutput:
     phi: Tensor | None = None  # weighted phi, mean over sequences (with gradient)
     components: dict[str, Tensor] = field(default_factory=dict)  # sequence-mean components, detached
     hidden_states: tuple[Tensor, ...] | None = None  # residual stream after embedding and each block
+    past_key_values: KVCache | None = None  # with use_cache: keys/values of every token so far
 
 
 class SequenceTooLongError(ValueError):
@@ -487,29 +569,42 @@ class InfinitoLM(nn.Module):
         *,
         output_hidden_states: bool = False,
         compute_metrics: bool | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
     ) -> InfinitoOutput:
         """Run the model; ``labels`` are the next tokens, aligned with ``input_ids`` (-100 = ignore).
 
         ``compute_metrics`` defaults to the config's ``iit_metrics`` in training and to off in eval,
         where nothing uses them (the memory only writes in training); pass True to inspect them.
+        With ``use_cache`` the output carries every block's keys and values; passing them back as
+        ``past_key_values`` runs only the new tokens (positions continue after the cached ones), with
+        the same logits as running the whole sequence (eval mode; the memory reads per position).
+        Raises :class:`SequenceTooLongError` when cached plus new tokens exceed ``max_seq_len``.
         """
         cfg = self.config
         b, t = input_ids.shape
-        if t > cfg.max_seq_len:
+        past_len = past_key_values[0][0].shape[2] if past_key_values else 0
+        if past_len + t > cfg.max_seq_len:
             raise SequenceTooLongError(
-                f"input has {t} tokens but the model's max_seq_len is {cfg.max_seq_len}"
+                f"input has {past_len + t} tokens but the model's max_seq_len is {cfg.max_seq_len}"
             )
         if compute_metrics is None:
             compute_metrics = cfg.iit_metrics and self.training
         if compute_metrics and not cfg.iit_metrics:
             raise ValueError("compute_metrics=True needs a model built with iit_metrics=True")
+        if past_key_values and (self.training or compute_metrics):
+            raise ValueError("a KV cache is for generation: eval mode, without IIT metrics")
         noisy = self.training and cfg.noise_std > 0
-        pos = torch.arange(t, device=input_ids.device)
+        pos = torch.arange(past_len, past_len + t, device=input_ids.device)
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
         hidden = [x] if output_hidden_states else None
         attn_stats = []
-        for block in self.blocks:
-            x, stats = block(x, need_stats=compute_metrics)
+        presents: KVCache = []
+        for i, block in enumerate(self.blocks):
+            past = past_key_values[i] if past_key_values else None
+            x, stats, present = block(x, need_stats=compute_metrics, past=past)
+            if use_cache:
+                presents.append(present)
             if stats is not None:
                 attn_stats.append(stats)
             if noisy:
@@ -547,6 +642,7 @@ class InfinitoLM(nn.Module):
         out.last_hidden = h
         out.logits = self.lm_head(h)
         out.hidden_states = tuple(hidden) if hidden is not None else None
+        out.past_key_values = presents if use_cache else None
         if labels is not None:
             out.ce_loss = F.cross_entropy(
                 out.logits.float().view(-1, out.logits.size(-1)), labels.reshape(-1), ignore_index=-100

@@ -1,10 +1,19 @@
-"""Training, evaluation, checkpoints and resume.
+"""Training, evaluation, checkpoints and resume, on PyTorch Lightning.
 
-AdamW (no decay on norms, biases and phi logits), ReduceLROnPlateau on the validation loss,
-optional autocast (bf16/fp16 with a GradScaler for fp16), gradient accumulation, early stopping,
-``lm_shared`` gradient health (clip, skip non-finite steps, halve the LR, checkpoint and stop),
-TensorBoard, and checkpoints that resume strictly: the saved model config must equal the
-requested one field by field, and ``load_state_dict(strict=True)``.
+:class:`InfinitoModule` (a ``LightningModule`` around :class:`~infinito_iit.model.InfinitoLM`) and
+:class:`InfinitoDataModule` (the chunks of :mod:`infinito_iit.data` behind a resumable sampler)
+run under a ``lightning.Trainer`` that owns precision (autocast, a GradScaler for fp16), gradient
+accumulation, checkpoints (``checkpoints/last.ckpt`` and ``best.ckpt``, written atomically) and
+exact resume (mid-epoch too), TensorBoard, the progress bar, early stopping, the
+ReduceLROnPlateau schedule and multi-device strategies (``--devices``, ``--num-nodes``,
+``--strategy ddp|fsdp``; ``torchrun`` and SLURM launches work unchanged). Clipping and skipped
+steps go through the ``lm_shared`` gradient-health callback; the run folder follows
+``lm_shared.runs`` (lock, finished runs never overwritten without ``--force``, interrupted runs
+continued with ``--resume``, SIGINT/SIGTERM save a resumable checkpoint, NaN stops training).
+
+AdamW (no decay on norms, biases and phi logits). The IIT memory's writes are committed once per
+optimizer step that was taken (never on a skipped step) and, under DDP, from the proposals of
+every rank, so all ranks hold the memory a single process would.
 """
 
 from __future__ import annotations
@@ -12,24 +21,54 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lm_shared.metrics import NLLAccumulator
+from lm_shared.runs import (
+    NonFiniteError,
+    StopSignal,
+    atomic_path,
+    atomic_write_text,
+    check_finite_parameters,
+    open_run_dir,
+)
+from lm_shared.runs_lightning import AtomicCheckpointIO, StopOnSignal
 from lm_shared.runtime import autocast_dtype, detect_device, detect_precision, save_config, seed_everything
-from lm_shared.stability import GradientHealthMonitor, HealthConfig, TrainingStopped
+from lm_shared.stability import HealthConfig
+from lm_shared.stability_lightning import GradientHealthCallback
 
 from .data import PreparedData, leakage_warning, load_corpus, load_tokenizer, prepare_data
 from .errors import InfinitoError
 from .model import InfinitoConfig, InfinitoLM, SequenceTooLongError
 from .phi_proxy import model_phi_proxy
 
+PACKAGE = "infinito-iit"
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+STRATEGIES = ("auto", "ddp", "fsdp")
+RESUME_MAY_CHANGE = tuple(
+    f"train.{name}"
+    for name in (
+        "max_steps",
+        "patience",
+        "eval_every",
+        "eval_batches",
+        "precision",
+        "devices",
+        "num_nodes",
+        "strategy",
+        "compile",
+    )
+)
+"""Settings a ``--resume`` may change (to extend a run or move it to other hardware)."""
 
 
 @dataclass(frozen=True)
@@ -40,12 +79,12 @@ class TrainConfig:
     tokenizer: str = "bpe"  # "bpe" (lm_shared, trained on the train split) or "gpt2"
     vocab_size: int = 1024  # BPE size; small corpora need small vocabularies
     seq_len: int = 128  # tokens per chunk (<= the model's max_seq_len)
-    batch_size: int = 16  # sequences per micro-batch
+    batch_size: int = 16  # sequences per micro-batch and device (global batch = x devices x nodes)
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 0.01  # the seed's value; not applied to norms, biases, phi logits
     max_steps: int = 300  # optimizer steps
-    eval_every: int = 50  # steps between validations (and checkpoints)
+    eval_every: int = 50  # optimizer steps between validations (and checkpoints)
     eval_batches: int = 0  # validation batches per periodic eval; 0 = all (the final eval is always all)
     patience: int = 4  # early stopping: evaluations without improvement
     plateau_patience: int = 1  # ReduceLROnPlateau patience (evaluations)
@@ -56,24 +95,77 @@ class TrainConfig:
     proxy_k: int = 8  # Φ-proxy components tracked at each evaluation; 0 = off
     proxy_sequences: int = 32  # validation chunks used for the tracked proxy
     valid_fraction: float = 0.1  # held-out tail of a single-file corpus
+    devices: str = "auto"  # Lightning devices: "auto", a count ("2") or a list ("0,1")
+    num_nodes: int = 1  # machines (each with `devices` devices)
+    strategy: str = "auto"  # auto | ddp | fsdp
+    compile: bool = False  # torch.compile the model (checkpoints are the same either way)
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> None:
             raise InfinitoError(f"train config {name}={getattr(self, name)!r}: expected {expected}")
 
-        for name in ("seq_len", "batch_size", "grad_accum", "max_steps", "eval_every"):
+        for name in (
+            "seq_len",
+            "batch_size",
+            "grad_accum",
+            "max_steps",
+            "eval_every",
+            "num_nodes",
+            "patience",
+            "plateau_patience",
+            "proxy_sequences",
+        ):
             if getattr(self, name) < 1:
                 bad(name, "a positive integer")
+        if self.eval_batches < 0:
+            bad("eval_batches", "0 (all) or a positive integer")
         if self.tokenizer not in ("bpe", "gpt2"):
             bad("tokenizer", "'bpe' or 'gpt2'")
+        if self.tokenizer == "bpe" and self.vocab_size < 260:
+            bad("vocab_size", "at least 260 (256 bytes, the end-of-text token and merges)")
         if self.precision not in PRECISIONS:
             bad("precision", " | ".join(PRECISIONS))
-        if self.lr <= 0:
-            bad("lr", "a positive number")
+        if self.strategy not in STRATEGIES:
+            bad("strategy", " | ".join(STRATEGIES))
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            bad("lr", "a finite positive number")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            bad("weight_decay", "a finite number >= 0")
+        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            bad("clip_norm", "a finite positive number")
+        if not 0 < self.plateau_factor < 1:
+            bad("plateau_factor", "a value in (0, 1)")
         if not 0 < self.valid_fraction < 1:
             bad("valid_fraction", "a value in (0, 1)")
         if self.proxy_k == 1 or self.proxy_k < 0:
             bad("proxy_k", "0 (off) or at least 2")
+        if not 0 <= self.seed < 2**32:
+            bad("seed", "an integer in [0, 2**32)")
+        parse_devices(self.devices)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InfinitoError(f"unknown train config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def parse_devices(devices: str) -> int | str | list[int]:
+    """``"auto"``, a positive count (``"2"``) or a comma list of device indices (``"0,1"``)."""
+    text = str(devices).strip()
+    if text == "auto":
+        return "auto"
+    try:
+        if "," in text:
+            return [int(d) for d in text.split(",") if d.strip()]
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise InfinitoError(f"--devices {devices!r}: expected 'auto', a positive count or a list like 0,1")
+    return count
 
 
 @dataclass
@@ -81,7 +173,7 @@ class TrainResult:
     run_dir: Path
     model: InfinitoLM
     data: PreparedData
-    final: dict[str, float]
+    final: dict[str, Any]
     history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     stopped_early: str = ""
     seconds: float = 0.0
@@ -135,25 +227,29 @@ def evaluate(
                 logits.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum"
             )
             mask = y >= 0
-            n_bytes = int(lengths[y[mask].cpu()].sum())
-            acc.add(float(nll), int(mask.sum()), n_bytes=n_bytes)
+            acc.add(float(nll), int(mask.sum()), n_bytes=int(lengths[y[mask].cpu()].sum()))
     finally:
         model.train(was_training)
-    words = (
-        n_words_total * acc.n_bytes / max(n_bytes_total, 1) if acc.n_bytes != n_bytes_total else n_words_total
-    )
+    return _metrics(acc.total_nll, acc.n_tokens, acc.n_bytes, n_words_total, n_bytes_total)
+
+
+def _metrics(
+    nll: float, tokens: int, n_bytes: int, n_words_total: int, n_bytes_total: int
+) -> dict[str, float]:
+    words = n_words_total * n_bytes / max(n_bytes_total, 1) if n_bytes != n_bytes_total else n_words_total
+    loss = nll / max(tokens, 1)
     return {
-        "loss": acc.nats_per_token,
-        "perplexity": acc.perplexity,
-        "bits_per_byte": acc.bits_per_byte,
-        "word_perplexity": math.exp(acc.total_nll / max(words, 1)),
-        "tokens": acc.n_tokens,
-        "bytes": acc.n_bytes,
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "bits_per_byte": nll / (max(n_bytes, 1) * math.log(2)),
+        "word_perplexity": math.exp(min(nll / max(words, 1), 700.0)),
+        "tokens": tokens,
+        "bytes": n_bytes,
     }
 
 
-def summary_writer(path: Path) -> Any:
-    """A TensorBoard writer that does not import TensorFlow when another package installed it.
+def tensorboard_logger(run_dir: Path) -> Any:
+    """Lightning's TensorBoard logger without importing TensorFlow when another package installed it.
 
     tensorboard loads TensorFlow (~15 s) unless ``tensorboard.compat.notf`` is importable, which is
     how its TensorFlow-free build selects the bundled stub; event files are identical.
@@ -163,24 +259,16 @@ def summary_writer(path: Path) -> Any:
 
     if "tensorflow" not in sys.modules:
         sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
-    from torch.utils.tensorboard import SummaryWriter
+    from lightning.pytorch.loggers import TensorBoardLogger
 
-    return SummaryWriter(str(path))
+    return TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False)
 
 
-def _param_groups(model: InfinitoLM, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: InfinitoLM, weight_decay: float) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (decay if p.dim() >= 2 and "phi_weights" not in name else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless shuffled index batches, a new permutation per epoch (deterministic under a seed)."""
-    while True:
-        perm = torch.randperm(n, generator=generator)
-        for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            yield perm[i : i + batch_size]
 
 
 def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]:
@@ -195,27 +283,47 @@ def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list
     return out
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+# --------------------------------------------------------------------------------------------
+# Checkpoints and weights
+# --------------------------------------------------------------------------------------------
+
+WEIGHTS_FILE = "model.safetensors"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's state dict from a Lightning checkpoint (``model.`` prefix) or a legacy ``.pt``."""
+    if "state_dict" in ckpt:
+        return {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return ckpt["model"]
+
+
+def _checkpoint_model_config(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    if "model_config" in ckpt:
+        return ckpt["model_config"]
+    return (ckpt.get("hyper_parameters") or {}).get("model_config")
 
 
 def load_checkpoint(path: Path, expected: InfinitoConfig | None = None) -> dict[str, Any]:
-    """Read a checkpoint; with ``expected``, refuse (clearly) when its model config differs."""
+    """Read a Lightning ``.ckpt`` (or a legacy ``.pt``); with ``expected``, refuse a config mismatch.
+
+    Returns ``{"model_config": dict, "model": state_dict}``. Raises :class:`InfinitoError` for a
+    missing, unreadable or foreign file.
+    """
     if not path.is_file():
         raise InfinitoError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise InfinitoError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
-        raise InfinitoError(f"{path}: not an infinito checkpoint (missing model_config/model)")
+    config = _checkpoint_model_config(ckpt) if isinstance(ckpt, dict) else None
+    if config is None or not ("model" in ckpt or "state_dict" in ckpt):
+        raise InfinitoError(f"{path}: not an infinito checkpoint (no model config and weights)")
     if expected is not None:
-        diffs = config_differences(ckpt["model_config"], expected.to_dict())
+        diffs = config_differences(config, expected.to_dict())
         if diffs:
             raise InfinitoError(f"{path}: model config does not match the checkpoint: " + "; ".join(diffs))
-    return ckpt
+    return {"model_config": config, "model": _model_state(ckpt)}
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> InfinitoLM:
@@ -228,258 +336,601 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> InfinitoLM:
     return model
 
 
+def save_weights(model: InfinitoLM, path: Path) -> None:
+    """Write the model's weights and buffers (memory slots included) as safetensors, atomically.
+
+    Raises :class:`~lm_shared.runs.NonFiniteError` (nothing written) when a tensor holds NaN/Inf.
+    """
+    from safetensors.torch import save_model
+
+    check_finite_parameters(model.named_parameters(), what="the model")
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp))
+
+
+def load_weights(config: InfinitoConfig, path: Path) -> InfinitoLM:
+    from safetensors.torch import load_model
+
+    model = InfinitoLM(config)
+    try:
+        load_model(model, str(path), strict=True)
+    except Exception as exc:
+        raise InfinitoError(f"{path}: weights do not load ({type(exc).__name__}: {exc})") from None
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+class _Chunks(Dataset):
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        self.inputs, self.labels = inputs, labels
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[i], self.labels[i]
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Shuffled batches, a fresh seeded permutation per epoch, sharded by rank, resumable.
+
+    Epoch ``e`` uses ``randperm(n)`` from a generator seeded with ``(seed, e)``; each global batch
+    of ``batch_size * world_size`` indices is split into contiguous per-rank slices, so N devices
+    see exactly the global batches one device with an N-times larger batch sees. The epoch is cut
+    to a whole number of optimizer steps. ``start`` skips the batches a resumed run already
+    trained on (see :class:`_ResumableLoader`).
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, *, rank: int = 0, world_size: int = 1, grad_accum: int = 1
+    ) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        per_step = batch_size * world_size * grad_accum
+        self.n_batches = (n // per_step) * grad_accum
+        if self.n_batches == 0:
+            raise InfinitoError(
+                f"train split: {n} chunks, fewer than one optimizer step of {per_step} "
+                "(batch size x devices x grad accum); use more text or a smaller --batch-size"
+            )
+        self.epoch = 0
+        self.start = 0
+        self._pass_complete = False
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # The sampler counts its own epochs (a pass that handed out its last batch is complete), so
+        # the order never depends on when, or whether, a trainer announces a new epoch.
+        if self._pass_complete:
+            self.epoch, self._pass_complete = self.epoch + 1, False
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=generator)
+        global_batch = self.batch_size * self.world_size
+        start, self.start = self.start, 0
+        for b in range(start, self.n_batches):
+            first = b * global_batch + self.rank * self.batch_size
+            self._pass_complete = b == self.n_batches - 1
+            yield perm[first : first + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+
+class _ResumableLoader(DataLoader):
+    """A DataLoader Lightning saves and restores (it has ``state_dict``): mid-epoch resume is exact.
+
+    The state is the trainer's epoch and the number of its batches the trainer has taken
+    (Lightning's own progress counters: the sampler runs a batch ahead because of prefetching).
+    """
+
+    def __init__(
+        self, dataset: Dataset, sampler: EpochBatchSampler, progress: Callable[[], tuple[int, int]]
+    ) -> None:
+        super().__init__(dataset, batch_sampler=sampler)
+        self._progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, taken = self._progress()
+        return {"epoch": int(epoch), "batches_taken": int(taken)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler = self.batch_sampler
+        sampler._pass_complete = False
+        if state["batches_taken"] >= len(sampler):  # saved at the very end of an epoch
+            sampler.epoch, sampler.start = state["epoch"] + 1, 0
+        else:
+            sampler.epoch, sampler.start = state["epoch"], state["batches_taken"]
+
+
+class _ValidationShard(Sampler[list[int]]):
+    """Validation batches ``rank, rank + world, ...`` so ranks split the work and sum the NLL."""
+
+    def __init__(self, n: int, batch_size: int, rank: int, world_size: int) -> None:
+        self.batches = [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)][
+            rank::world_size
+        ]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class InfinitoDataModule(L.LightningDataModule):
+    """Training chunks behind :class:`EpochBatchSampler`, validation chunks sharded by rank."""
+
+    def __init__(self, data: PreparedData, train_config: TrainConfig) -> None:
+        super().__init__()
+        self.data = data
+        self.tc = train_config
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        sampler = EpochBatchSampler(
+            len(self.data.train),
+            self.tc.batch_size,
+            self.tc.seed,
+            rank=trainer.global_rank,
+            world_size=trainer.world_size,
+            grad_accum=self.tc.grad_accum,
+        )
+
+        def progress() -> tuple[int, int]:
+            return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+        return _ResumableLoader(_Chunks(self.data.train.inputs, self.data.train.labels), sampler, progress)
+
+    def val_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        valid = self.data.valid
+        shard = _ValidationShard(len(valid), self.tc.batch_size, trainer.global_rank, trainer.world_size)
+        return DataLoader(_Chunks(valid.inputs, valid.labels), batch_sampler=shard)
+
+
+# --------------------------------------------------------------------------------------------
+# LightningModule
+# --------------------------------------------------------------------------------------------
+
+
+class InfinitoModule(L.LightningModule):
+    """One :class:`InfinitoLM` trained with AdamW; logs every optimizer step and evaluation.
+
+    Rank 0 appends each step's record to ``metrics.jsonl`` (and its gradient health to
+    ``grad_health.jsonl``) and to TensorBoard; :attr:`history` holds the same records.
+    """
+
+    def __init__(
+        self,
+        model_config: InfinitoConfig,
+        train_config: TrainConfig,
+        byte_lengths: np.ndarray | None = None,
+        valid_totals: tuple[int, int] = (0, 0),
+        proxy_ids: torch.Tensor | None = None,
+        run_dir: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.model_config, self.train_config = model_config, train_config
+        self.model = InfinitoLM(model_config)
+        if self.model.memory is not None:
+            self.model.memory.defer_writes = True
+        # The compiled wrapper is kept out of the module tree (not a registered submodule), so the
+        # checkpoint keys are the same with and without --compile.
+        self.__dict__["_forward"] = torch.compile(self.model) if train_config.compile else self.model
+        lengths = torch.as_tensor(byte_lengths if byte_lengths is not None else np.zeros(1), dtype=torch.long)
+        self.register_buffer("byte_lengths", lengths, persistent=False)
+        self.valid_words, self.valid_bytes = valid_totals
+        self.proxy_ids = proxy_ids
+        self.run_dir = run_dir
+        self.history: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
+        self._pending: dict[str, list[torch.Tensor]] = {}
+        self._val_sums: torch.Tensor | None = None
+        self._new_validation = False
+        self._files: dict[str, Any] = {}
+        self._health: GradientHealthCallback | None = None
+
+    # -- training ---------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        try:
+            out = self._forward(x, labels=y)
+        except SequenceTooLongError as exc:
+            raise InfinitoError(str(exc)) from None
+        values = {"loss": out.loss, "ce": out.ce_loss, "phi": out.phi, "phi_loss": out.phi_loss}
+        values.update({f"component/{k}": v for k, v in out.components.items()})
+        for name, value in values.items():
+            if value is not None:
+                self._pending.setdefault(name, []).append(value.detach().float())
+        self.log("train_loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        return out.loss
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        health = self._health.history[-1] if self._health is not None and self._health.history else {}
+        stepped = health.get("repair_action", "none") in ("none", "clip")
+        memory = self.model.memory
+        if memory is not None:
+            if stepped:
+                memory.commit_writes()
+            else:
+                memory.discard_writes()
+        self._record_step(health, optimizer)
+
+    def _record_step(self, health: dict[str, Any], optimizer: Any) -> None:
+        names = list(self._pending)
+        if not names:
+            return
+        means = torch.stack([torch.stack(self._pending[n]).mean() for n in names])
+        self._pending = {}
+        means = self.trainer.strategy.reduce(means, reduce_op="mean")
+        entry: dict[str, Any] = {"step": self.global_step + 1}
+        entry.update(zip(names, means.tolist()))
+        entry["lr"] = float(optimizer.param_groups[0]["lr"])
+        entry["grad_norm"] = float(health.get("grad_norm", float("nan")))
+        entry["repair"] = health.get("repair_action", "none")
+        if self.model.phi_weights is not None:
+            entry.update({f"phi_weight/{k}": v for k, v in self.model.phi_weights.as_dict().items()})
+        if self.model.memory is not None:
+            entry["memory_writes"] = int(self.model.memory.n_writes)
+        if not self.trainer.is_global_zero:
+            return
+        self.history["train"].append(entry)
+        self._append("metrics.jsonl", {"split": "train", **entry})
+        if health:
+            record = {k: health[k] for k in ("grad_norm", "has_nan", "has_inf", "n_zero", "repair_action")}
+            self._append(
+                "grad_health.jsonl",
+                {"step": entry["step"], **record, "lr": entry["lr"], "loss": entry["loss"]},
+            )
+        if self.logger is not None:
+            scalars = {
+                f"train/{k}": v for k, v in entry.items() if isinstance(v, int | float) and k != "step"
+            }
+            self.logger.log_metrics(scalars, step=entry["step"])
+
+    def _append(self, name: str, record: dict[str, Any]) -> None:
+        if self.run_dir is None:
+            return
+        handle = self._files.get(name)
+        if handle is None:
+            handle = self._files[name] = (self.run_dir / name).open("a", encoding="utf-8")
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+
+    def on_fit_start(self) -> None:
+        self._health = next(
+            (c for c in self.trainer.callbacks if isinstance(c, GradientHealthCallback)), None
+        )
+
+    def on_fit_end(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files = {}
+
+    # -- validation -------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x).logits
+        nll = torch.nn.functional.cross_entropy(
+            logits.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum"
+        )
+        mask = y >= 0
+        n_bytes = self.byte_lengths[y[mask]].sum()
+        self._val_sums += torch.stack([nll.double(), mask.sum().double(), n_bytes.double()])
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        nll, tokens, n_bytes = sums.tolist()
+        metrics: dict[str, Any] = _metrics(nll, int(tokens), int(n_bytes), self.valid_words, self.valid_bytes)
+        self.log("val_loss", metrics["loss"], prog_bar=True, logger=False)
+        self.log("val_bpb", metrics["bits_per_byte"], prog_bar=True, logger=False)
+        if self.trainer.sanity_checking:
+            return
+        self._new_validation = True
+        if not self.trainer.is_global_zero:
+            return
+        tc = self.train_config
+        if tc.proxy_k and self.proxy_ids is not None and self.proxy_ids.shape[0] >= 2:
+            report = model_phi_proxy(self.model, self.proxy_ids.to(self.device), k=tc.proxy_k)
+            metrics["phi_proxy"], metrics["phi_proxy_total_mi"] = report.phi, report.total_mi
+        metrics["step"] = self.global_step
+        self.history["eval"].append(metrics)
+        self._append("metrics.jsonl", {"split": "eval", **metrics})
+        if self.logger is not None:
+            scalars = {f"valid/{k}": v for k, v in metrics.items() if k != "step"}
+            self.logger.log_metrics(scalars, step=self.global_step)
+
+    # -- optimizer and the plateau schedule --------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        tc = self.train_config
+        optimizer = torch.optim.AdamW(param_groups(self.model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.95))
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=tc.plateau_factor, patience=tc.plateau_patience
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": plateau,
+                "monitor": "val_loss",
+                "interval": "step",
+                "strict": False,
+            },
+        }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        # Lightning offers a plateau scheduler a step after every batch; it learns from each
+        # validation exactly once.
+        if self._new_validation and metric is not None:
+            scheduler.step(metric)
+            self._new_validation = False
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_finite_parameters(self.model.named_parameters(), what="the model")
+        checkpoint["model_config"] = self.model_config.to_dict()
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["new_validation"] = self._new_validation
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restore_rng = checkpoint.get("rng")
+        self._new_validation = checkpoint.get("new_validation", False)
+
+    def on_train_start(self) -> None:
+        rng = getattr(self, "_restore_rng", None)
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            self._restore_rng = None
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> list[dict[str, Any]]:
+    """Keep the records of ``path`` up to ``last_step`` (a resumed run rewrites what came after)."""
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if record.get("step", 0) <= last_step:
+            kept.append(record)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def _proxy_ids(data: PreparedData, n: int) -> torch.Tensor:
+    ids = data.valid.inputs[:n]
+    if ids.shape[0] and (data.valid.labels[ids.shape[0] - 1] < 0).any():
+        ids = ids[:-1]  # the padded tail chunk would add artificial repeats
+    return ids
+
+
+def _weights_agree(module: InfinitoModule, trainer: L.Trainer) -> bool:
+    """Under several processes: do all ranks hold the same weights and buffers? (one all-gather)"""
+    with torch.no_grad():
+        checksum = torch.stack([t.double().sum() for t in module.model.state_dict().values()])
+    gathered = trainer.strategy.all_gather(checksum.to(module.device))
+    return bool((gathered == gathered[0]).all()) if gathered.dim() > 1 else True
+
+
 def train(
     model_config: InfinitoConfig,
     train_config: TrainConfig,
     run_dir: Path,
     *,
     resume: bool = False,
+    force: bool = False,
     data: PreparedData | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    callbacks: list[L.Callback] | None = None,
 ) -> TrainResult:
-    """Train one model into ``run_dir`` (a fresh folder, or an existing run with ``resume``)."""
-    start_time = time.perf_counter()
-    ckpt_path = run_dir / "checkpoint.pt"
-    if resume:
-        saved = (
-            json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None
-        )
-        if saved is None or not ckpt_path.is_file():
-            raise InfinitoError(f"{run_dir}: nothing to resume (needs config.json and checkpoint.pt)")
-        diffs = config_differences(saved["model"], model_config.to_dict())
-        if diffs:
-            raise InfinitoError(
-                f"{ckpt_path}: model config does not match the checkpoint: " + "; ".join(diffs)
-            )
-        train_diffs = [
-            d
-            for d in config_differences(saved["train"], asdict(train_config))
-            if d.split(":")[0] not in ("max_steps", "patience", "eval_every", "eval_batches", "precision")
-        ]
-        if train_diffs:
-            raise InfinitoError(
-                f"{run_dir}: training config differs from the saved run: " + "; ".join(train_diffs)
-            )
-    elif (run_dir / "checkpoint.pt").exists():
-        raise InfinitoError(f"{run_dir}: already holds a checkpoint; use --resume or another --run-name")
+    """Train one model into ``run_dir`` under the run-folder policy (new, ``resume`` or ``force``).
 
+    Raises :class:`InfinitoError` for bad settings or folders (before any work),
+    :class:`~lm_shared.runs.NonFiniteError` when training diverges (nothing non-finite saved) and
+    :class:`~lm_shared.runs.TrainingInterrupted` after SIGINT/SIGTERM (a resumable checkpoint saved).
+    """
+    start_time = time.perf_counter()
     if train_config.seq_len > model_config.max_seq_len:
         raise InfinitoError(
             f"--seq-len {train_config.seq_len} is above the model's max_seq_len {model_config.max_seq_len}"
         )
-    seed_everything(train_config.seed)
     device, precision = _device_and_precision(train_config.precision)
-    if data is None:
-        corpus = load_corpus(train_config.data, valid_fraction=train_config.valid_fraction)
-        tokenizer = load_tokenizer(run_dir) if resume else None
-        data = prepare_data(
-            corpus,
-            train_config.seq_len,
-            tokenizer=tokenizer,
-            kind=train_config.tokenizer,
-            vocab_size=train_config.vocab_size,
-        )
-    if model_config.vocab_size != data.tokenizer.vocab_size:
-        model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size)
-
-    seed_everything(train_config.seed)
-    model = InfinitoLM(model_config).to(device)
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, train_config.weight_decay), lr=train_config.lr, betas=(0.9, 0.95)
+    run_dir = Path(run_dir)
+    requested = {"model": model_config.to_dict(), "train": asdict(train_config)}
+    if resume and (run_dir / "config.json").is_file():
+        saved = json.loads((run_dir / "config.json").read_text())
+        diffs = config_differences(saved["model"], model_config.to_dict())
+        if diffs:
+            raise InfinitoError(f"{run_dir}: model config does not match the checkpoint: " + "; ".join(diffs))
+    run = open_run_dir(
+        run_dir,
+        package=PACKAGE,
+        resume=resume,
+        force=force,
+        config=requested,
+        resume_may_change=RESUME_MAY_CHANGE,
+        run_files=("config.json", WEIGHTS_FILE),
     )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=train_config.plateau_factor, patience=train_config.plateau_patience
-    )
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=precision == "16-mixed")
-    generator = torch.Generator().manual_seed(train_config.seed)
-    history: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
-    step, best_val, evals_without_improvement = 0, math.inf, 0
+    with run:
+        last_ckpt = run.final_path / CHECKPOINT_DIR / "last.ckpt"
+        if resume and not last_ckpt.is_file():
+            raise InfinitoError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/last.ckpt)")
+        out_dir = run.path
+        seed_everything(train_config.seed)
+        if data is None:
+            corpus = load_corpus(train_config.data, valid_fraction=train_config.valid_fraction)
+            tokenizer = load_tokenizer(out_dir) if resume else None
+            data = prepare_data(
+                corpus,
+                train_config.seq_len,
+                tokenizer=tokenizer,
+                kind=train_config.tokenizer,
+                vocab_size=train_config.vocab_size,
+            )
+        if model_config.vocab_size != data.tokenizer.vocab_size:
+            model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size)
+        resumed_step = 0
+        if resume:
+            resumed_step = int(torch.load(last_ckpt, map_location="cpu", weights_only=False)["global_step"])
+            if run.is_writer:
+                _truncate_jsonl(out_dir / "grad_health.jsonl", resumed_step)
+                _truncate_jsonl(out_dir / "metrics.jsonl", resumed_step)
+        elif run.is_writer:
+            data.tokenizer.save(out_dir)
+            final_config = {"model": model_config.to_dict(), "train": asdict(train_config)}
+            run.update(config=final_config)
+            save_config(
+                {**final_config, "data": data.summary(), "device": device, "precision": precision},
+                out_dir / "config.json",
+            )
 
-    def save(path: Path) -> None:
-        _atomic_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "best_val": best_val,
-                "evals_without_improvement": evals_without_improvement,
-                "history": history,
-                "model_config": model_config.to_dict(),
-                "train_config": asdict(train_config),
-            },
-            path,
+        seed_everything(train_config.seed)
+        module = InfinitoModule(
+            model_config,
+            train_config,
+            data.tokenizer.byte_lengths(),
+            (data.valid.n_words, data.valid.n_bytes),
+            _proxy_ids(data, train_config.proxy_sequences),
+            out_dir if run.is_writer else None,
         )
-
-    if resume:
-        ckpt = load_checkpoint(ckpt_path, model_config)
-        try:
-            model.load_state_dict(ckpt["model"], strict=True)
-        except RuntimeError as exc:
-            raise InfinitoError(f"{ckpt_path}: checkpoint does not load strictly: {exc}") from None
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        step, best_val = ckpt["step"], ckpt["best_val"]
-        evals_without_improvement, history = ckpt["evals_without_improvement"], ckpt["history"]
-        log(f"resumed {run_dir} at step {step}")
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        data.tokenizer.save(run_dir)
-        save_config(
-            {
-                "model": model_config,
-                "train": train_config,
-                "data": data.summary(),
-                "device": device,
-                "precision": precision,
-            },
-            run_dir / "config.json",
+        if resume and run.is_writer:
+            records = _truncate_jsonl(out_dir / "metrics.jsonl", resumed_step)
+            module.history = {
+                split: [
+                    {k: v for k, v in r.items() if k != "split"} for r in records if r.get("split") == split
+                ]
+                for split in ("train", "eval")
+            }
+        health = GradientHealthCallback(HealthConfig(clip_norm=train_config.clip_norm))
+        checkpoints = L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=out_dir / CHECKPOINT_DIR,
+            filename="best",
+            monitor="val_loss",
+            mode="min",
+            save_top_k=1,
+            save_last=True,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
         )
+        early = L.pytorch.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=train_config.patience,
+            min_delta=1e-4,
+            mode="min",
+            check_on_train_epoch_end=False,
+        )
+        stop = StopSignal()
+        all_callbacks: list[L.Callback] = [health, checkpoints, early, StopOnSignal(stop, last_ckpt)]
+        if progress:
+            all_callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
+        trainer = L.Trainer(
+            accelerator="cuda" if device == "cuda" else "mps" if device == "mps" else "cpu",
+            devices=parse_devices(train_config.devices),
+            num_nodes=train_config.num_nodes,
+            strategy=train_config.strategy,
+            precision=precision,
+            max_steps=train_config.max_steps,
+            max_epochs=-1,
+            accumulate_grad_batches=train_config.grad_accum,
+            val_check_interval=train_config.eval_every * train_config.grad_accum,
+            check_val_every_n_epoch=None,
+            limit_val_batches=train_config.eval_batches or 1.0,
+            num_sanity_val_steps=0,
+            use_distributed_sampler=False,  # EpochBatchSampler and _ValidationShard shard by rank
+            logger=tensorboard_logger(out_dir) if run.is_writer else False,
+            callbacks=all_callbacks + list(callbacks or []),
+            plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+            default_root_dir=str(out_dir),
+            deterministic=False,
+        )
+        with stop, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*ReduceLROnPlateau conditioned on metric.*")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
+            trainer.fit(
+                module,
+                datamodule=InfinitoDataModule(data, train_config),
+                ckpt_path=last_ckpt if resume else None,
+            )
+        if stop.requested:
+            if run.is_writer:
+                run.mark_interrupted(step=trainer.global_step, checkpoint=str(last_ckpt))
+            raise stop.interrupted(
+                f"at step {trainer.global_step}, checkpoint {last_ckpt}",
+                f"infinito train --resume {run.final_path}",
+            )
+        agree = _weights_agree(module, trainer) if trainer.world_size > 1 else True
+        if not trainer.is_global_zero:
+            return TrainResult(run.final_path, module.model, data, {}, module.history, "", 0.0)
 
-    writer = summary_writer(run_dir / "tensorboard")
-    monitor = GradientHealthMonitor(
-        model,
-        optimizer,
-        HealthConfig(clip_norm=train_config.clip_norm),
-        scaler=scaler,
-        on_unrecoverable=lambda: save(ckpt_path),
-        log_path=run_dir / "grad_health.jsonl",
-    )
-    byte_lengths = data.tokenizer.byte_lengths()
-    proxy_ids = data.valid.inputs[: train_config.proxy_sequences]
-    if proxy_ids.shape[0] and (data.valid.labels[proxy_ids.shape[0] - 1] < 0).any():
-        proxy_ids = proxy_ids[:-1]  # the padded tail chunk would add artificial repeats
-    batches = _batches(len(data.train), train_config.batch_size, generator)
-    for _ in range(step * train_config.grad_accum):
-        next(batches)  # replay the seeded data order up to the resumed step
-
-    def run_eval(full: bool) -> dict[str, Any]:
-        metrics = evaluate(
+        stopped = ""
+        if health.stop_reason:
+            raise NonFiniteError(f"training stopped at step {trainer.global_step}: {health.stop_reason}")
+        if early.stopped_epoch or (
+            early.wait_count >= early.patience and trainer.global_step < train_config.max_steps
+        ):
+            stopped = f"early stopping: no validation improvement in {train_config.patience} evaluations"
+        model = module.model.cpu()
+        best = out_dir / CHECKPOINT_DIR / "best.ckpt"
+        if best.is_file():
+            model.load_state_dict(load_checkpoint(best, model_config)["model"], strict=True)
+        save_weights(model, out_dir / WEIGHTS_FILE)
+        final = evaluate(
             model,
             data.valid.inputs,
             data.valid.labels,
-            byte_lengths,
+            data.tokenizer.byte_lengths(),
             data.valid.n_words,
             data.valid.n_bytes,
             batch_size=train_config.batch_size,
-            max_batches=0 if full else train_config.eval_batches,
-            device=device,
-            precision=precision,
         )
-        if train_config.proxy_k and proxy_ids.shape[0] >= 2:
-            report = model_phi_proxy(model, proxy_ids.to(device), k=train_config.proxy_k)
-            metrics["phi_proxy"] = report.phi
-            metrics["phi_proxy_total_mi"] = report.total_mi
-        return metrics
-
-    stopped = ""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-        disable=not progress,
-        transient=False,
-    )
-    with bar:
-        task = bar.add_task(run_dir.name, total=train_config.max_steps, completed=step, info="")
-        model.train()
-        while step < train_config.max_steps:
-            totals: dict[str, float] = {}
-            loss_sum = torch.zeros(())
-            for _ in range(train_config.grad_accum):
-                idx = next(batches)
-                x, y = data.train.inputs[idx].to(device), data.train.labels[idx].to(device)
-                with _autocast(device, precision):
-                    try:
-                        out = model(x, labels=y)
-                    except SequenceTooLongError as exc:
-                        raise InfinitoError(str(exc)) from None
-                loss = out.loss / train_config.grad_accum
-                scaler.scale(loss).backward()
-                loss_sum = loss_sum + loss.detach().float().cpu()
-                for name, value in (("ce", out.ce_loss), ("phi", out.phi), ("phi_loss", out.phi_loss)):
-                    if value is not None:
-                        totals[name] = totals.get(name, 0.0) + float(value.detach()) / train_config.grad_accum
-                for name, value in out.components.items():
-                    totals[f"component/{name}"] = (
-                        totals.get(f"component/{name}", 0.0) + float(value) / train_config.grad_accum
-                    )
-            try:
-                record = monitor.after_backward(loss_sum)
-            except TrainingStopped as exc:
-                stopped = f"gradient health: {exc}"
-                break
-            step += 1
-            entry = {
-                "step": step,
-                "loss": float(loss_sum),
-                "lr": record.lr,
-                "grad_norm": record.grad_norm,
-                **totals,
-            }
-            entry["repair"] = record.repair_action
-            if model.phi_weights is not None:
-                entry.update({f"phi_weight/{k}": v for k, v in model.phi_weights.as_dict().items()})
-            if model.memory is not None:
-                entry["memory_writes"] = int(model.memory.n_writes)
-            history["train"].append(entry)
-            for key, value in entry.items():
-                if isinstance(value, int | float) and key != "step":
-                    writer.add_scalar(f"train/{key}", value, step)
-            bar.update(task, completed=step, info=f"loss {entry['loss']:.3f}")
-
-            if step % train_config.eval_every == 0 or step == train_config.max_steps:
-                metrics = run_eval(full=False)
-                scheduler.step(metrics["loss"])
-                metrics["step"] = step
-                history["eval"].append(metrics)
-                for key, value in metrics.items():
-                    if key != "step":
-                        writer.add_scalar(f"valid/{key}", value, step)
-                improved = metrics["loss"] < best_val - 1e-4
-                if improved:
-                    best_val, evals_without_improvement = metrics["loss"], 0
-                    save(run_dir / "best.pt")
-                else:
-                    evals_without_improvement += 1
-                save(ckpt_path)
-                bar.update(task, info=f"val bpb {metrics['bits_per_byte']:.3f}")
-                if monitor.observe_validation(metrics["loss"]):
-                    stopped = f"gradient health: {monitor.stop_reason or 'vanishing gradients on a plateau'}"
-                elif evals_without_improvement >= train_config.patience:
-                    stopped = (
-                        f"early stopping: no validation improvement in {train_config.patience} evaluations"
-                    )
-                if stopped:
-                    break
-    writer.close()
-    if (run_dir / "best.pt").is_file():
-        model.load_state_dict(load_checkpoint(run_dir / "best.pt", model_config)["model"], strict=True)
-    final = run_eval(full=True)
-    warning = leakage_warning(data.corpus, final)
-    if warning:
-        log(warning)
-        final["leakage_warning"] = warning
-    if model.phi_weights is not None:
-        final["phi_weights"] = model.phi_weights.as_dict()
-    final["parameters"] = model.num_parameters()
-    seconds = time.perf_counter() - start_time
-    final["train_seconds"] = seconds
-    final["stopped"] = stopped
-    (run_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    save_config(final, run_dir / "metrics.json")
-    if stopped:
-        log(stopped)
-    return TrainResult(run_dir, model, data, final, history, stopped, seconds)
+        if train_config.proxy_k:
+            proxy_ids = _proxy_ids(data, train_config.proxy_sequences)
+            if proxy_ids.shape[0] >= 2:
+                report = model_phi_proxy(model, proxy_ids, k=train_config.proxy_k)
+                final["phi_proxy"], final["phi_proxy_total_mi"] = report.phi, report.total_mi
+        warning = leakage_warning(data.corpus, final)
+        if warning:
+            log(warning)
+            final["leakage_warning"] = warning
+        if model.phi_weights is not None:
+            final["phi_weights"] = model.phi_weights.as_dict()
+        final["parameters"] = model.num_parameters()
+        seconds = time.perf_counter() - start_time
+        final["train_seconds"] = seconds
+        final["steps"] = trainer.global_step
+        final["stopped"] = stopped
+        final["world_size"] = trainer.world_size
+        final["ranks_agree"] = agree
+        save_config(module.history, out_dir / "history.json")
+        save_config(final, out_dir / "metrics.json")
+        if stopped:
+            log(stopped)
+        final_dir = run.finish(step=trainer.global_step)
+        log(f"run finished: {final_dir} (step {trainer.global_step})")
+        return TrainResult(final_dir, model, data, final, module.history, stopped, seconds)
 
 
 def train_config_fields() -> list[str]:
