@@ -7,6 +7,11 @@ Stochastic depth and dropout are identities at inference. Refused: QK-norm, diff
 attention, the gate-residual FFN and the attention soft-cap (llama.cpp's llama graph has no
 such operations), and the final soft-cap (it changes the logits; greedy output is unchanged, so
 ``allow_final_softcap=True`` exports without it).
+
+Text: the file uses llama.cpp's ``gpt-2`` pre-tokenizer (the split of our byte-level BPE) and
+writes the section markers (``<|input|>`` … ``<|formula|>``) as USER_DEFINED tokens, so
+``llama-cli`` prints them; llama.cpp applies no Unicode normaliser, so text must be NFC
+(``nanologic.data.normalize_text``) before it is tokenized, as our front-ends do.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from pathlib import Path
 
 import torch
 
-from nanologic.data import BOS, EOS, PAD, NanologicError
+from nanologic.data import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, NanologicError
 from nanologic.model import NanoLogic, NanoLogicConfig
+
+RENDERED_SPECIALS = tuple(t for t in SPECIAL_TOKENS if t not in (PAD, BOS, EOS, UNK))
 
 
 def unsupported_features(cfg: NanoLogicConfig, allow_final_softcap: bool = False) -> list[str]:
@@ -96,6 +103,9 @@ def export_model(
         bos_id=tokenizer.token_to_id(BOS),
         eos_id=tokenizer.token_to_id(EOS),
         pad_id=tokenizer.token_to_id(PAD),
+        # The section markers are the visible answer format: rendered (USER_DEFINED) so llama.cpp
+        # prints them by default; pad/bos/eos/unk stay CONTROL (hidden).
+        rendered_specials=RENDERED_SPECIALS,
     )
 
 
