@@ -197,6 +197,7 @@ def write_llama_gguf(
     skip_tensors: Sequence[str] = (),
     rendered_specials: Collection[str] = (),
     tokenizer_pre: str = TOKENIZER_PRE,
+    add_bos: bool = False,
 ) -> Path:
     """Write a llama-architecture GGUF that stock llama.cpp loads.
 
@@ -210,6 +211,8 @@ def write_llama_gguf(
     ``CONTROL`` (hidden). bos/eos/pad may not be rendered. Tokenization is the ``gpt-2``
     pre-tokenizer (see the module docstring); the text must be NFC, as our tokenizer makes it.
     ``tokenizer_pre`` exists only to reproduce files of older exporters (``"default"``) in tests.
+    ``add_bos``: llama.cpp prepends bos to text prompts (for models trained with bos first and
+    a prompt format without it, so ``llama-cli -p TEXT`` gives the training ids).
     The file is written to a temporary name and renamed, so a failure never leaves a half file.
     Raises :class:`GGUFError` naming the tensor, key or token at fault.
     """
@@ -272,7 +275,7 @@ def write_llama_gguf(
         writer.add_eos_token_id(eos_id)
     if pad_id is not None:
         writer.add_pad_token_id(pad_id)
-    writer.add_add_bos_token(False)
+    writer.add_add_bos_token(add_bos)
     for key, value in (extra_metadata or {}).items():
         _add_metadata(writer, key, value)
 

@@ -67,20 +67,11 @@ def hf_llama_state_dict(model: NanoLogic) -> dict[str, torch.Tensor]:
     return out
 
 
-def export_model(
-    model: NanoLogic, tokenizer, path: str | Path, *, dtype: str = "f32", allow_final_softcap: bool = False
-) -> Path:
-    from lm_shared.gguf import LlamaGGUFConfig, write_llama_gguf
+def gguf_config(cfg: NanoLogicConfig):
+    """The llama GGUF hyper-parameters of a nanologic config."""
+    from lm_shared.gguf import LlamaGGUFConfig
 
-    cfg = model.config
-    problems = unsupported_features(cfg, allow_final_softcap)
-    if problems:
-        raise NanologicError(
-            "cannot export to llama.cpp's llama architecture: this model uses "
-            + "; ".join(problems)
-            + ". Train with an exportable preset (cpu or base-export)."
-        )
-    gguf_cfg = LlamaGGUFConfig(
+    return LlamaGGUFConfig(
         vocab_size=cfg.vocab_size,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
@@ -92,6 +83,24 @@ def export_model(
         rope_theta=cfg.rope_theta,
         name="nanologic",
     )
+
+
+def export_model(
+    model: NanoLogic, tokenizer, path: str | Path, *, dtype: str = "f32", allow_final_softcap: bool = False
+) -> Path:
+    from lm_shared.gguf import write_llama_gguf
+    from nanologic.grammar import answer_grammar
+    from nanologic.llamacpp import GRAMMAR_KEY
+
+    cfg = model.config
+    problems = unsupported_features(cfg, allow_final_softcap)
+    if problems:
+        raise NanologicError(
+            "cannot export to llama.cpp's llama architecture: this model uses "
+            + "; ".join(problems)
+            + ". Train with an exportable preset (cpu or base-export)."
+        )
+    gguf_cfg = gguf_config(cfg)
     return write_llama_gguf(
         path,
         hf_llama_state_dict(model),
@@ -106,6 +115,7 @@ def export_model(
         # The section markers are the visible answer format: rendered (USER_DEFINED) so llama.cpp
         # prints them by default; pad/bos/eos/unk stay CONTROL (hidden).
         rendered_specials=RENDERED_SPECIALS,
+        extra_metadata={GRAMMAR_KEY: answer_grammar()},
     )
 
 
@@ -115,4 +125,18 @@ def export_gguf(
     from nanologic.inference import load_run
 
     model, tokenizer = load_run(run_dir)
-    return export_model(model, tokenizer, out, dtype=dtype, allow_final_softcap=allow_final_softcap)
+    path = export_model(model, tokenizer, out, dtype=dtype, allow_final_softcap=allow_final_softcap)
+    write_grammar_file(path)
+    return path
+
+
+def write_grammar_file(gguf_path: str | Path) -> Path:
+    """The answer grammar beside the GGUF (``model.gguf`` -> ``model.gbnf``), for ``llama-cli
+    --grammar-file``; the same text is stored in the GGUF under ``nanologic.answer_grammar``."""
+    from nanologic.grammar import answer_grammar
+
+    path = Path(gguf_path).with_suffix(".gbnf")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(answer_grammar(), encoding="utf-8")
+    tmp.replace(path)
+    return path
