@@ -78,6 +78,8 @@ def write_model_gguf(
         bos_id=BOS_ID,
         eos_id=EOS_ID,
         pad_id=PAD_ID,
+        # Samples are "<s>" + prompt text: llama.cpp adds the bos itself to a text prompt.
+        add_bos=True,
         **kwargs,
     )
 
