@@ -81,3 +81,19 @@ def test_llamacpp_greedy_equals_torch(tokenizer, tmp_path):
         )
         assert result["greedy_equal"], (s, result)
         assert result["max_abs_diff"] < 1e-3
+
+
+def test_transformers_loads_our_gguf_with_the_same_logits(tokenizer, tmp_path):
+    """A second consumer: transformers' GGUF loader (un-permutes Q/K itself) gives our logits."""
+    pytest.importorskip("accelerate")  # transformers needs it for gguf_file=
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    cfg = build_config("tiny", tokenizer.vocab_size, qk_norm=False, final_softcap=0.0)
+    model = NanoLogic(cfg).eval()
+    path = export_model(model, tokenizer, tmp_path / "m.gguf")
+    hf = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name, dtype=torch.float32).eval()
+    for sentence in ("Si llueve, me mojo.", "El error 500 aparece cada 27 días."):
+        ids = torch.tensor([tokenizer.encode(prompt_text(sentence))])
+        with torch.no_grad():
+            torch.testing.assert_close(hf(ids).logits, model(ids)["logits"], atol=1e-4, rtol=1e-4)

@@ -331,9 +331,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from seeddelta.tasks import validation_set
 
     torch.set_num_threads(args.threads)
+    samples = validation_set(args.seed, args.samples)
+    if args.text:
+        from seeddelta.text_eval import text_exact_match
+
+        em, records = text_exact_match(args.model, samples, n_threads=args.threads)
+        report = {"exact_match": em, "exact_match_mean": float(sum(em.values()) / len(em)), "path": "text"}
+        report.update({"model": args.model, "n_samples": len(samples)})
+        if args.records:
+            report["records"] = records
+        _print_json(report, args.json)
+        print("text exact_match " + " ".join(f"{k}={v:.3f}" for k, v in em.items()), file=sys.stderr)
+        return 0
     model, tok, info = load_gguf_model(args.model)
     reference = load_gguf_model(args.reference)[0] if args.reference else None
-    samples = validation_set(args.seed, args.samples)
     report = evaluate_model(model, tok, samples, reference, with_records=args.records)
     report.update(
         {"model": args.model, "reference": args.reference, "seeddelta_tensors": len(info["seeddelta"])}
@@ -359,6 +370,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1, help="dataset seed (the training seed)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--records", action="store_true", help="include per-sample predictions")
+    p.add_argument(
+        "--text",
+        action="store_true",
+        help="exact match through llama.cpp text prompts (as llama-cli runs them), not PyTorch",
+    )
     p.set_defaults(func=cmd_eval)
 
 

@@ -78,6 +78,8 @@ def write_model_gguf(
         bos_id=BOS_ID,
         eos_id=EOS_ID,
         pad_id=PAD_ID,
+        # Samples are "<s>" + prompt text: llama.cpp adds the bos itself to a text prompt.
+        add_bos=True,
         **kwargs,
     )
 
@@ -154,7 +156,8 @@ def tokenizer_from_metadata(md: Mapping[str, Any], path: Path) -> BPETokenizer:
     hf.normalizer = normalizers.NFC()
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     hf.decoder = decoders.ByteLevel()
-    hf.add_special_tokens([AddedToken(t, special=True) for t, ty in zip(tokens, types) if ty == 3])
+    # CONTROL (3) and USER_DEFINED (4) tokens are the tokenizer's special tokens.
+    hf.add_special_tokens([AddedToken(t, special=True) for t, ty in zip(tokens, types) if ty in (3, 4)])
     return BPETokenizer(hf)
 
 
