@@ -68,6 +68,38 @@ _CUE_NOTES = {
 }
 
 
+# The cue inventory the constructions below realise, by role (how a rule-based reader must treat the
+# cue). Public so that the baseline formaliser and the evaluation's "cue unknown" category read the
+# generator's inventory instead of copying it; a test checks that every cue an example records is here.
+CUES: dict[str, tuple[str, ...]] = {
+    "negation": ("no", "tampoco"),  # inside a clause: negates that clause
+    "negation_prefix": ("no es cierto que", "es falso que"),  # negates what follows
+    "not_both": ("no puede ser que",),  # "no puede ser que A y que B a la vez": ¬(A ∧ B)
+    "not_both_end": ("a la vez",),
+    "conjunction": ("y", "e", "además", "pero", "aunque", "sin embargo"),
+    "premise": ("dado que", "ya que", "puesto que"),  # asserts its clause: A ∧ B
+    "disjunction": ("o", "u"),
+    "either_or": ("o bien",),  # "o bien A, o bien B"
+    "exclusive_end": ("pero no ambos", "pero no las dos cosas"),  # "o A o B, pero no ambos"
+    "nor": ("ni",),  # "ni A ni B": ¬A ∧ ¬B
+    "conditional": ("si", "cuando", "siempre que", "en caso de que"),  # antecedent follows the cue
+    "conditional_then": ("entonces",),
+    "implies": ("implica",),  # "que A implica que B": A → B
+    "only_if": ("solo si",),  # "A solo si B": A → B
+    "necessary": ("es necesario que",),  # "para que A, es necesario que B": A → B
+    "purpose": ("para que",),
+    "sufficient": ("basta con que",),  # "basta con que A para que B": A → B
+    "unless": ("a menos que", "salvo que"),  # "B a menos que A": ¬A → B
+    "biconditional": ("si y solo si", "únicamente cuando", "equivale a"),
+    "either_antecedent": ("ya sea que",),  # "ya sea que A o que B, C": (A ∨ B) → C
+}
+
+
+def known_cues() -> tuple[str, ...]:
+    """Every cue phrase of :data:`CUES`, longest first (the order a reader should match them in)."""
+    return tuple(sorted({c for cues in CUES.values() for c in cues}, key=lambda c: (-len(c), c)))
+
+
 @dataclass
 class Phrase:
     """A piece of sentence with the clauses it mentions (in textual order), its cues and formula."""
