@@ -147,6 +147,13 @@ def evaluate_formalizer(
     return report
 
 
+def dev_set_path() -> Path | None:
+    """``packages/nanologic/data/dev_real.jsonl`` in a source checkout, or None where it is absent
+    (an installed wheel does not carry it)."""
+    path = Path(__file__).resolve().parents[2] / "data" / "dev_real.jsonl"
+    return path if path.is_file() else None
+
+
 def default_report_dir(run_dir: Path, data_path: Path) -> Path:
     own_test = Path(data_path).resolve() == (Path(run_dir) / "data" / "test.jsonl").resolve()
     return Path(run_dir) / ("eval" if own_test else f"eval-{Path(data_path).stem}")
@@ -312,7 +319,27 @@ def train_run(
     report["preset"] = preset
     report["precision"] = precision
     report["device"] = device
+    dev = dev_set_path()
+    if dev is not None:
+        # Issue 13: every run reports grounded accuracy on the real sentences next to the synthetic test.
+        console.print(f"[bold]Evaluating[/] on the real-sentence development set {dev}")
+        dev_report = evaluate_run(out, dev, out_dir=out / "eval-dev_real")
+        report["dev_real"] = {
+            key: dev_report[key]
+            for key in (
+                "n_test",
+                "grounded_accuracy",
+                "equivalence_accuracy",
+                "equivalence_any_mapping",
+                "error_categories",
+            )
+        }
     (out / "eval" / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
     print_eval(report)
+    if "dev_real" in report:
+        console.print(
+            f"dev_real (n={report['dev_real']['n_test']}): grounded accuracy "
+            f"{report['dev_real']['grounded_accuracy']:.4f}, equivalence {report['dev_real']['equivalence_accuracy']:.4f}"
+        )
     console.print(f"[bold green]Run directory:[/] {out}  (use it as --checkpoint {out})")
     return report
