@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from nanologic.data import NanologicError
-from nanologic.runner import DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE
+from nanologic.runner import DEFAULT_MAX_MINUTES, DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE
 
 PRESET_CHOICES = ("cpu", "tiny", "base", "base-export", "base-full")
 
@@ -36,7 +36,10 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default from the preset)")
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument(
-        "--max-minutes", type=float, default=None, help="stop training after this many minutes"
+        "--max-minutes",
+        type=float,
+        default=None,
+        help=f"stop training after this many minutes (default: {DEFAULT_MAX_MINUTES:g} for the cpu preset, else none)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=None)
@@ -68,7 +71,7 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-_PRESET_EPOCHS = {"cpu": 3, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
+_PRESET_EPOCHS = {"cpu": 2, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
 _PRESET_LR = {"cpu": 3e-3, "tiny": 3e-3, "base": 1e-3, "base-export": 1e-3, "base-full": 1e-3}
 
 
@@ -116,10 +119,15 @@ def _run_train(args: argparse.Namespace) -> int:
         vocab_size=args.vocab_size,
         resume=args.resume,
         eval_limit=args.eval_limit,
-        max_minutes=args.max_minutes,
+        max_minutes=args.max_minutes
+        if args.max_minutes is not None
+        else (DEFAULT_MAX_MINUTES if args.preset == "cpu" else None),
         threads=args.threads,
     )
-    print(json.dumps({k: report[k] for k in ("equivalence_accuracy", "n_test", "train_seconds")}))
+    summary = {k: report[k] for k in ("equivalence_accuracy", "n_test", "train_seconds", "total_seconds")}
+    if "dev_real" in report:
+        summary["dev_real_grounded_accuracy"] = report["dev_real"]["grounded_accuracy"]
+    print(json.dumps(summary))
     return 0
 
 
