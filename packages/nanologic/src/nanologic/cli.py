@@ -265,6 +265,12 @@ def _cmd_train_tokenizer(args) -> int:
 def _cmd_evaluate(args) -> int:
     from nanologic.runner import default_report_dir, evaluate_run, print_eval
 
+    if args.baseline is not None:
+        if args.data is None:
+            raise NanologicError("--baseline needs --data FILE.jsonl")
+        return _evaluate_baseline(args.data, args.out, args.limit)
+    if args.checkpoint is None:
+        raise NanologicError("give --checkpoint DIR (a trained run) or --baseline rules")
     data = args.data or (args.checkpoint / "data" / "test.jsonl")
     out = args.out or default_report_dir(args.checkpoint, data)
     report = evaluate_run(
@@ -272,6 +278,32 @@ def _cmd_evaluate(args) -> int:
     )
     print_eval(report)
     print(f"report -> {out}")
+    return 0
+
+
+def _evaluate_baseline(data: Path, out: Path | None, limit: int | None) -> int:
+    from nanologic.baseline import RuleFormalizer
+    from nanologic.runner import evaluate_formalizer, print_eval
+
+    out = out or Path("runs") / "baseline-rules" / f"eval-{data.stem}"
+    report = evaluate_formalizer(RuleFormalizer(), data, out, limit=limit, extra={"formalizer": "rules"})
+    print_eval(report)
+    print(f"report -> {out}")
+    return 0
+
+
+def _cmd_baseline(args) -> int:
+    from nanologic.baseline import RuleFormalizer
+
+    if args.data is None and not args.sentence:
+        raise NanologicError("give sentences to formalise, or --data FILE.jsonl to evaluate the baseline")
+    for sentence, res in zip(args.sentence, RuleFormalizer().formalize(args.sentence)):
+        print(sentence)
+        for letter, definition in res["atoms"].items():
+            print(f"  {letter}: {definition}")
+        print(f"  fórmula: {res['formula']}")
+    if args.data is not None:
+        return _evaluate_baseline(args.data, args.out, args.limit)
     return 0
 
 
@@ -450,9 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = _train_parser(sub.add_parser("train", help="train (the same trainer as `uv run train`)"))
     p.set_defaults(fn=_run_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a run on a split")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--data", type=Path, help="JSONL split (default: the run's test split)")
+    p = sub.add_parser(
+        "evaluate", help="evaluate a run (or the rule baseline) on a split or a real-sentence set"
+    )
+    p.add_argument("--checkpoint", type=Path, help="trained run directory")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="JSONL split, or a real-sentence set such as data/dev_real.jsonl (default: the run's test split)",
+    )
+    p.add_argument("--baseline", choices=("rules",), help="evaluate the rule-based baseline instead of a run")
     p.add_argument(
         "--out",
         type=Path,
@@ -466,6 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-decodes of an output that defines two atoms by the same clause (0 = plain greedy)",
     )
     p.set_defaults(fn=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "baseline", help="the rule-based formaliser over the generator's cues (issue 13 baseline)"
+    )
+    p.add_argument("sentence", nargs="*", help="sentences to formalise")
+    p.add_argument("--data", type=Path, help="evaluate on this JSONL (a split or data/dev_real.jsonl)")
+    p.add_argument("--out", type=Path, help="report directory (default: runs/baseline-rules/eval-<stem>)")
+    p.add_argument("--limit", type=int)
+    p.set_defaults(fn=_cmd_baseline)
 
     p = sub.add_parser("formalize", help="sentence(s) -> atoms, connectors, formula, truth table")
     p.add_argument("sentence", nargs="*")

@@ -15,6 +15,7 @@ polarity (plus unparsable).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -196,14 +197,23 @@ def _strip_accents(text: str) -> str:
 
 
 def content_words(text: str) -> set[str]:
-    """Lower-cased, accent-stripped word tokens of ``text`` minus :data:`SPANISH_STOPWORDS`.
+    """Content words of ``text`` as Spanish Snowball stems, lower-cased and accent-stripped.
 
-    Numbers and symbols written as words ("x", "2", "c²") count as content: in "x + y = 2" they
-    are the content. A definition made only of stopwords keeps all its words, so it is never empty.
+    Stopwords (:data:`SPANISH_STOPWORDS`) go first. Stemming lets an inflected copy of a word count
+    ("llueva" for "llueve", "médica" for "médico"); an irregular form does not ("haga"/"hace").
+    Numbers and symbols ("x", "2", "c²") count as content: in "x + y = 2" they are the content. A
+    definition made only of stopwords keeps all its words, so it is never empty.
     """
-    words = re.findall(r"\w+", _strip_accents(unicodedata.normalize("NFC", text).lower()))
-    content = {w for w in words if w not in SPANISH_STOPWORDS}
-    return content or set(words)
+    words = re.findall(r"\w+", unicodedata.normalize("NFC", text).lower())
+    content = [w for w in words if _strip_accents(w) not in SPANISH_STOPWORDS] or words
+    return {_strip_accents(stem) for stem in _stemmer().stemWords(content)}
+
+
+@functools.cache
+def _stemmer():
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("spanish")
 
 
 def definition_overlap(predicted: str, gold: str) -> float:
@@ -408,10 +418,10 @@ def unknown_cues(sentence: str, known: Sequence[str]) -> list[str]:
 ERROR_CATEGORIES = (
     "correct",
     "unparsable",
-    "cue unknown",
-    "wrong structure",
-    "polarity",
     "atom not grounded",
+    "cue unknown",
+    "polarity",
+    "wrong structure",
 )
 
 
@@ -422,11 +432,11 @@ def error_category(pred: dict, gold: dict, sentence: str, known_cues: Sequence[s
     - ``unparsable``: the predicted formula does not parse.
     - ``atom not grounded``: some gold atom has no predicted definition holding half of its content
       words under the best alignment (whatever the formula).
-    - ``polarity``: atoms grounded, and the formulas become equivalent once every ¬ is removed from
-      both: only the place or number of negations is wrong.
-    - ``cue unknown``: atoms grounded, structure wrong, and the sentence holds a textbook cue that
-      ``known_cues`` (the generator's inventory) lacks.
-    - ``wrong structure``: atoms grounded, structure wrong, every cue known.
+    - ``cue unknown``: atoms grounded, formula wrong, and the sentence holds a textbook cue that
+      ``known_cues`` (the generator's inventory) lacks (:func:`unknown_cues`).
+    - ``polarity``: atoms grounded, every cue known, and the formulas become equivalent once every ¬
+      is removed from both: only the place or number of negations is wrong.
+    - ``wrong structure``: atoms grounded, every cue known, connectives or grouping wrong.
     """
     if grounded_match(pred, gold):
         return "correct"
@@ -438,12 +448,14 @@ def error_category(pred: dict, gold: dict, sentence: str, known_cues: Sequence[s
     alignment = best_alignment(pred.get("atoms", {}) or {}, {g: gold_atoms[g] for g in used})
     if any(g not in alignment or alignment[g][1] < GROUNDING_THRESHOLD for g in used):
         return "atom not grounded"
+    if unknown_cues(sentence, known_cues):
+        return "cue unknown"
     aligned = _grounded_rename(pred_formula, alignment)
     if len(set(atoms(aligned)) | set(used)) <= 16 and equivalent(
         _strip_negations(aligned), _strip_negations(gold_formula)
     ):
         return "polarity"
-    return "cue unknown" if unknown_cues(sentence, known_cues) else "wrong structure"
+    return "wrong structure"
 
 
 def _generator_cues() -> tuple[str, ...]:
@@ -510,9 +522,9 @@ def score_example(pred: dict, gold: dict, known_cues: Sequence[str] | None = Non
     result["equivalent_any_mapping"] = pred_formula is not None and any(
         equivalent_any_mapping(pred_formula, f) for _, f in readings
     )
-    result["error_category"] = error_category(
-        pred, gold, sentence, _generator_cues() if known_cues is None else known_cues
-    )
+    cues = _generator_cues() if known_cues is None else known_cues
+    result["error_category"] = error_category(pred, gold, sentence, cues)
+    result["unknown_cues"] = len(unknown_cues(sentence, cues))
     # The seed's four compositional levels.
     result["level1_atoms"] = result["atom_f1"] == 1.0
     result["level2_subformulas"] = result["subformula_recall"]
@@ -643,6 +655,7 @@ def aggregate(golds: Sequence[dict], scores: Sequence[dict]) -> dict:
         "grounded_accuracy": round(mean("grounded"), 4),
         "equivalence_any_mapping": round(mean("equivalent_any_mapping"), 4),
         "error_categories": {c: sum(s["error_category"] == c for s in scores) for c in ERROR_CATEGORIES},
+        "failures_with_unknown_cue": sum(not s["grounded"] and s["unknown_cues"] > 0 for s in scores),
         "by_complexity": breakdown(lambda g: [g["complexity"]]),
         "by_connector": breakdown(lambda g: [c for c in CONNECTORS if c in g["formula"]]),
         "by_block": breakdown(lambda g: [g.get("block", "unknown")]),
