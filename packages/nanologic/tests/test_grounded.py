@@ -131,7 +131,7 @@ def test_alt_readings_count_for_grounded_and_equivalence():
             "wrong structure",
         ),
         (
-            "Es mentira que nieve.",
+            "No es el caso que nieve.",
             {"atoms": {"p": "nieva"}, "formula": "¬p"},
             {"atoms": {"p": "nieve"}, "formula": "p"},
             "cue unknown",
@@ -161,11 +161,11 @@ def test_error_categories(sentence, gold, pred, category):
 
 
 def test_unknown_cues_respect_the_inventory():
-    assert unknown_cues("Es mentira que llueva", known_cues()) == ["es mentira que"]
+    assert unknown_cues("No es el caso que llueva", known_cues()) == ["no es el caso que"]
     assert unknown_cues("Si llueve, entonces me mojo", known_cues()) == []
     # "no" inside a known longer cue is not reported on its own.
     assert unknown_cues("No es cierto que llueva", known_cues()) == []
-    assert "tanto" in unknown_cues("Tanto Ana como Luis cantan", known_cues())
+    assert "porque" in unknown_cues("Ana canta porque Luis baila", known_cues())
 
 
 def test_every_cue_the_generator_records_is_in_its_public_inventory():
