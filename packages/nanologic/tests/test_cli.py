@@ -27,6 +27,12 @@ def test_default_run_layout_and_report(run_dir):
         assert (run_dir / name).exists()
     assert list((run_dir / "checkpoints" / "phase2").glob("*val_loss*.ckpt"))
     assert set(report["by_complexity"]) <= {"simple", "intermediate", "advanced"}
+    # Issue 13: every run reports grounded accuracy on the real-sentence development set too.
+    assert report["dev_real"]["n_test"] >= 150
+    assert 0.0 <= report["dev_real"]["grounded_accuracy"] <= 1.0
+    assert (run_dir / "eval-dev_real" / "report.json").exists()
+    # test clauses are unseen in train (issue 13), and the report says so
+    assert report["clause_overlap"]["clauses"] > 0 and report["clause_overlap"]["clauses_in_train"] == 0
 
 
 def test_refuses_to_overwrite_a_trained_run(run_dir, capsys):

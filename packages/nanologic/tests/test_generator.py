@@ -1,10 +1,19 @@
+import random
 import re
 
 import pytest
 
-from nanologic.clauses import BLOCKS
-from nanologic.generator import distinct_clauses, generate
-from nanologic.logic import atoms, depth, parse
+from nanologic.clauses import BLOCKS, ClauseSampler, Predicate, Subject, build_clause
+from nanologic.conjugation import TENSES
+from nanologic.generator import (
+    Literal,
+    SentenceBuilder,
+    distinct_clauses,
+    example_from_phrase,
+    generate,
+    known_cues,
+)
+from nanologic.logic import Not, atoms, depth, parse, pattern, to_unicode
 from nanologic.pipeline import clean, consistency_problems
 
 
@@ -19,7 +28,10 @@ def test_same_seed_same_data():
 
 
 def test_inventory_and_blocks(examples):
-    assert distinct_clauses() >= 300
+    # open vocabulary: almost every drawn clause is new
+    assert distinct_clauses(3000) >= 2500
+    definitions = [a["definition"] for e in examples for a in e["thought"]["identified_atoms"]]
+    assert len(set(definitions)) >= 0.8 * len(definitions)
     assert {e["block"] for e in examples} == set(BLOCKS)
     assert {e["complexity"] for e in examples} == {"simple", "intermediate", "advanced"}
 
@@ -66,6 +78,24 @@ CUES = [
     "dado que",
     "ya que",
     "puesto que",
+    # textbook cues (issue 13)
+    "tanto...como",
+    "no pasa que",
+    "es mentira que",
+    "para que",
+    "para...hay que",
+    "hay que...para",
+    "se debe...para",
+    "para...es necesario",
+    "condición necesaria",
+    "condición suficiente",
+    "condición necesaria y suficiente",
+    "solo cuando",
+    "sólo cuando",
+    "cuando y solo cuando",
+    "siempre y cuando",
+    "o...o no",
+    "tanto si...como si",
 ]
 
 
@@ -97,14 +127,20 @@ def test_solo_si_reverses_direction(examples):
         assert "p" in e["output"]["formula"].split("→")[0]
 
 
-def test_negation_inside_clause():
-    found = [
-        e for e in generate(2000, seed=1) if re.search(r"\bno hay backup\b", e["natural_language_input"])
-    ]
-    assert found
-    for e in found:
-        letter = next(a["atom"] for a in e["thought"]["identified_atoms"] if a["definition"] == "hay backup")
-        assert f"¬{letter}" in e["output"]["formula"]
+def test_negation_inside_clause(examples):
+    found = 0
+    for e in examples:
+        sentence = e["natural_language_input"].lower()
+        for a in e["thought"]["identified_atoms"]:
+            d = a["definition"]
+            if (
+                d.startswith("hay ")
+                and re.search(rf"\bno {re.escape(d)}\b", sentence)
+                and sentence.count(d) == 1
+            ):
+                found += 1
+                assert f"¬{a['atom']}" in e["output"]["formula"], e["natural_language_input"]
+    assert found >= 5
 
 
 def test_unless_means_negated_condition_implies(examples):
@@ -126,3 +162,170 @@ def test_literal_polarity_is_balanced_and_no_o_bien_stutter(examples):
     share = sum(1 for n in literals if n) / len(literals)
     assert 0.4 < share < 0.6, share
     assert not any("o bien o bien" in e["natural_language_input"].lower() for e in examples)
+
+
+def test_every_recorded_cue_is_in_the_public_inventory(examples):
+    known = set(known_cues())
+    for e in examples:
+        for c in e["thought"]["identified_connectors"]:
+            for piece in c["natural_language_cue"].split("..."):
+                assert piece.strip() in known, (piece, e["natural_language_input"])
+
+
+def _first(examples, cue, where=lambda s: True):
+    found = [e for e in _find(examples, cue) if where(e["natural_language_input"].lower())]
+    assert found, cue
+    return found[:15]
+
+
+def _pattern(e):
+    return pattern(parse(e["output"]["formula"]))
+
+
+def test_new_cues_round_trip_to_the_right_formula(examples):
+    def polarity_free(e):
+        return re.sub("¬", "", e["output"]["formula"])
+
+    for e in _first(examples, "no pasa que") + _first(examples, "es mentira que"):
+        assert isinstance(parse(e["output"]["formula"]), Not)
+    for e in _first(examples, "cuando y solo cuando") + _first(examples, "condición necesaria y suficiente"):
+        assert parse(e["output"]["formula"]).op == "↔"
+    # "A solo cuando B": A → B; "Sólo cuando B, A": A → B with B mentioned first
+    for e in _first(examples, "solo cuando", lambda s: not s.startswith(("solo", "sólo"))):
+        f = parse(e["output"]["formula"])
+        assert f.op == "→" and "p" in to_unicode(f.left)
+    for e in _first(examples, "sólo cuando", lambda s: s.startswith("sólo cuando")):
+        f = parse(e["output"]["formula"])
+        assert f.op == "→" and "p" in to_unicode(f.right)
+    # "B es condición necesaria para A" and "hay que B para A": A → B, B first (p)
+    # the necessary condition is said first (p) and is the consequent
+    for cue in ("condición necesaria", "hay que...para", "se debe...para"):
+        for e in _first(examples, cue, lambda s: "suficiente" not in s):
+            f = parse(e["output"]["formula"])
+            assert f.op == "→" and "p" in to_unicode(f.right), e["natural_language_input"]
+        assert "q → p" in {polarity_free(e) for e in _first(examples, cue)}
+    for cue in ("condición suficiente", "para...hay que", "para...es necesario"):
+        for e in _first(examples, cue, lambda s: "necesaria y" not in s):
+            f = parse(e["output"]["formula"])
+            assert f.op == "→" and "p" in to_unicode(f.left), e["natural_language_input"]
+    for e in _first(examples, "siempre y cuando"):
+        f = parse(e["output"]["formula"])
+        # "A siempre y cuando B": the condition B (mentioned last) implies A (mentioned first)
+        assert f.op == "→" and "p" in to_unicode(f.right)
+    for e in _first(examples, "o...o no"):
+        f = parse(e["output"]["formula"])
+        assert f.op == "∧" and to_unicode(f.left) == "p ∨ ¬p"
+    for e in _first(examples, "tanto si...como si"):
+        f = parse(e["output"]["formula"])
+        assert f.op == "∧" and f.left.op == f.right.op == "→" and f.left.right == f.right.right
+    for e in _first(examples, "tanto...como"):
+        assert "∧" in e["output"]["formula"]
+
+
+def _clause(subject, person, gender, kind, lemma, complement, tense="pres", reflexive=False):
+    subj = Subject(subject, person, gender, kind)
+    return build_clause(subj, Predicate(lemma, reflexive, complement, complement), tense, "compras")
+
+
+def _realise(kind, a, b, negated=False):
+    builder = SentenceBuilder(random.Random(0), [a, b])
+    phrase = builder.group([Literal(0, negated), Literal(1, negated)], kind)
+    ex = example_from_phrase(phrase, builder.clauses, "compras", random.Random(0))
+    defs = [x["definition"] for x in ex["thought"]["identified_atoms"]]
+    return ex["natural_language_input"], ex["output"]["formula"], defs
+
+
+def test_elliptic_coordination_gives_complete_definitions():
+    bank = _clause("el banco", 2, "m", "thing", "abrir", "hoy")
+    shop = _clause("la tienda", 2, "f", "thing", "abrir", "hoy")
+    assert _realise("pred_nor", bank, shop) == (
+        "Ni el banco ni la tienda abren hoy.",
+        "¬p ∧ ¬q",
+        ["el banco abre hoy", "la tienda abre hoy"],
+    )
+    luis = _clause("Luis", 2, "m", "name", "ser", "médic@")
+    marta = _clause("Marta", 2, "f", "name", "ser", "médic@")
+    assert _realise("pred_nor", luis, marta) == (
+        "Ni Luis ni Marta son médicos.",
+        "¬p ∧ ¬q",
+        ["Luis es médico", "Marta es médica"],
+    )
+    carmen = _clause("Carmen", 2, "f", "name", "votar", "en las elecciones", tense="pret")
+    raul = _clause("Raúl", 2, "m", "name", "votar", "en las elecciones", tense="pret")
+    assert _realise("tanto", carmen, raul) == (
+        "Tanto Carmen como Raúl votaron en las elecciones.",
+        "p ∧ q",
+        ["Carmen votó en las elecciones", "Raúl votó en las elecciones"],
+    )
+    ana = _clause("Ana", 2, "f", "name", "ir", "a la fiesta")
+    pedro = _clause("Pedro", 2, "m", "name", "ir", "a la fiesta")
+    assert _realise("pred_and", ana, pedro, negated=True)[:2] == (
+        "Ana y Pedro no van a la fiesta.",
+        "¬p ∧ ¬q",
+    )
+    thirst = _clause("", 0, "m", "pronoun", "tener", "sed")
+    sleep = _clause("", 0, "m", "pronoun", "tener", "sueño")
+    assert _realise("verb_and", thirst, sleep) == (
+        "Tengo sed y sueño.",
+        "p ∧ q",
+        ["tengo sed", "tengo sueño"],
+    )
+    assert _realise("verb_nor", thirst, sleep)[:2] == ("No tengo ni sed ni sueño.", "¬p ∧ ¬q")
+    studies = _clause("Pedro", 2, "m", "name", "estudiar", "")
+    works = _clause("Pedro", 2, "m", "name", "trabajar", "")
+    assert _realise("vp_nor", studies, works) == (
+        "Pedro no estudia ni trabaja.",
+        "¬p ∧ ¬q",
+        ["Pedro estudia", "Pedro trabaja"],
+    )
+
+
+def test_elided_subject_is_repeated_in_the_definition(examples):
+    elided = 0
+    for e in examples:
+        sentence = e["natural_language_input"]
+        for a in e["thought"]["identified_atoms"]:
+            d = a["definition"]
+            if d not in sentence and d[0].isupper() and " " in d:
+                name, rest = d.split(" ", 1)
+                if rest in sentence and name in sentence:
+                    elided += 1
+    assert elided >= 30
+
+
+def test_agreement_and_subjunctive_normalisation():
+    open_shop = _clause("la tienda", 2, "f", "thing", "estar", "abiert@")
+    assert open_shop.definition == "la tienda está abierta"
+    banks = _clause("los bancos", 5, "m", "thing", "estar", "abiert@")
+    assert banks.definition == "los bancos están abiertos"
+    assert banks.text(mood="sub", mark=False) == "los bancos estén abiertos"
+    won = _clause("Ana", 2, "f", "name", "ganar", "la carrera", tense="perf")
+    assert won.text(mood="sub", mark=False) == "Ana haya ganado la carrera"
+    assert won.sub_definition == "Ana ha ganado la carrera"
+    rain = _clause("", 2, "m", "impersonal", "llover", "", tense="fut")
+    assert (rain.definition, rain.subjunctive, rain.sub_definition) == ("lloverá", "llueva", "llueve")
+    assert rain.text(mood="ante", mark=False) == "llueve"
+    ticket = _clause("", 1, "m", "generic", "tener", "entrada")
+    assert (ticket.text(mood="inf"), ticket.definition) == ("tener entrada", "tienes entrada")
+    up = _clause("", 0, "m", "pronoun", "levantar", "temprano", tense="perf", reflexive=True)
+    assert up.definition == "me he levantado temprano"
+
+
+def test_person_and_tense_coverage():
+    rng = random.Random(3)
+    persons, tenses, domains = set(), set(), set()
+    for i in range(3000):
+        sampler = ClauseSampler(rng, BLOCKS[i % len(BLOCKS)])
+        c = sampler.clause()
+        persons.add(c.subj.person)
+        tenses.add(c.tense)
+        domains.add(c.block)
+    assert persons == set(range(6))
+    assert tenses == set(TENSES)
+    assert domains == set(BLOCKS)
+
+
+def test_subjunctive_only_mentions_are_defined_in_the_indicative(examples):
+    for e in _first(examples, "en caso de que") + _first(examples, "es mentira que"):
+        for a in e["thought"]["identified_atoms"]:
+            assert not re.search(r"\b(haya|sea|esté|vaya|tenga)\b", a["definition"]), e

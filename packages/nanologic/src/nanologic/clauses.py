@@ -1,379 +1,430 @@
-"""The generator's inventory of atomic Spanish clauses, by domain.
+"""Open-vocabulary atomic clauses: subjects, predicates and tenses drawn from curated lexicons.
 
-Each line is ``subject | predicate (indicative) | predicate (subjunctive)``. The subject may be
-empty (impersonal clauses such as "hay backup"). Negation goes between subject and predicate
-("el servidor no responde", "no hay backup"), which is where Spanish puts it, clitics included
-("no se cae"). The atom's definition is always the positive indicative clause.
+A clause is a subject (a name, a pronoun, a person or thing noun phrase, or none for impersonal
+clauses such as "llueve") and a predicate (an infinitive from :mod:`nanologic.lexicon` with a
+complement whose slots are filled with foods, places, numbers, names, ...), conjugated by
+:mod:`nanologic.conjugation` for the subject's person and number in one of five indicative tenses,
+with agreement of predicate adjectives ("la tienda está abierta", "los bancos están abiertos").
+
+The space is large enough (millions of clauses) that a model cannot recall definitions: it must
+copy them from the sentence. Negation goes between subject and predicate ("el banco no abre hoy",
+"no se cae"). The atom's definition is the positive indicative clause; a clause only said in the
+subjunctive is defined in the matching indicative (llueva -> llueve, haya ganado -> ha ganado,
+lloviera -> llovió), and an infinitive of a generic clause in the second person ("tener entrada"
+-> "tienes entrada"), as the textbooks do.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+import re
+from dataclasses import dataclass, replace
 
-BLOCKS = (
-    "ciberseguridad",
-    "programación",
-    "devops y vida tech",
-    "lógica académica y cotidiana",
-    "mezcla difícil",
+from nanologic.conjugation import INDICATIVE_OF_SUBJUNCTIVE, SUBJUNCTIVE_OF, conjugate
+from nanologic.lexicon import (
+    ADVERBIALS,
+    FILLERS,
+    IMPERSONAL,
+    NAMES_F,
+    PERSON_NPS,
+    PERSON_PREDICATES,
+    PRONOUNS,
+    PRONOUNS_F,
+    THING_GROUPS,
 )
 
-_CIBERSEGURIDAD = """
-el firewall | bloquea el tráfico entrante | bloquee el tráfico entrante
-el antivirus | detecta el malware | detecte el malware
-| hay una copia de seguridad | haya una copia de seguridad
-| hay backup | haya backup
-el servidor | se cae | se caiga
-el servidor | responde a tiempo | responda a tiempo
-los datos | se pierden | se pierdan
-el atacante | consigue acceso root | consiga acceso root
-la contraseña | es robusta | sea robusta
-las contraseñas | se guardan en texto plano | se guarden en texto plano
-el usuario | activa la autenticación en dos pasos | active la autenticación en dos pasos
-la VPN | está activa | esté activa
-el puerto 22 | está abierto | esté abierto
-los logs | registran el acceso | registren el acceso
-el certificado | ha caducado | haya caducado
-el tráfico | va cifrado | vaya cifrado
-alguien | abre el adjunto | abra el adjunto
-el equipo de seguridad | revisa las alertas | revise las alertas
-la alerta | salta a medianoche | salte a medianoche
-el ransomware | cifra los discos | cifre los discos
-| pagamos el rescate | paguemos el rescate
-el parche | se aplica a tiempo | se aplique a tiempo
-el sistema | está actualizado | esté actualizado
-los atacantes | explotan la vulnerabilidad | exploten la vulnerabilidad
-la vulnerabilidad | es pública | sea pública
-el correo | es un intento de phishing | sea un intento de phishing
-Marta | reporta el incidente | reporte el incidente
-el IDS | detecta el escaneo | detecte el escaneo
-la red | está segmentada | esté segmentada
-el atacante | se mueve lateralmente | se mueva lateralmente
-las credenciales | se filtran en internet | se filtren en internet
-| cambiamos las claves | cambiemos las claves
-la auditoría | encuentra fallos graves | encuentre fallos graves
-el pentester | encontró una inyección SQL | haya encontrado una inyección SQL
-la aplicación | valida las entradas | valide las entradas
-el token | expira en una hora | expire en una hora
-la sesión | se cierra sola | se cierre sola
-el WAF | filtra la petición | filtre la petición
-los empleados | reciben formación | reciban formación
-el backup | está cifrado | esté cifrado
-el disco | se corrompió | se haya corrompido
-la clave privada | quedó expuesta | haya quedado expuesta
-| revocamos el certificado | revoquemos el certificado
-el honeypot | atrae al atacante | atraiga al atacante
-la botnet | lanza un ataque DDoS | lance un ataque DDoS
-la web | deja de responder | deje de responder
-el proveedor | mitiga el ataque | mitigue el ataque
-el script | descarga un binario sospechoso | descargue un binario sospechoso
-| aislamos la máquina | aislemos la máquina
-la máquina | está comprometida | esté comprometida
-el SOC | escala el incidente | escale el incidente
-el usuario | tiene permisos de administrador | tenga permisos de administrador
-la política de contraseñas | se cumple | se cumpla
-los puertos | están filtrados | estén filtrados
-el hash | coincide | coincida
-la firma del paquete | es válida | sea válida
-| instalo la actualización | instale la actualización
-el navegador | avisa del certificado | avise del certificado
-la cuenta | se bloquea tras tres intentos | se bloquee tras tres intentos
-el atacante | borra sus huellas | borre sus huellas
-tú | usas un gestor de contraseñas | uses un gestor de contraseñas
-"""
+# Domains of the generated sentences (the "block" field of an example).
+BLOCKS = (
+    "tiempo",
+    "familia",
+    "escuela",
+    "trabajo",
+    "compras",
+    "deporte",
+    "música",
+    "política",
+    "ciencia",
+    "matemáticas",
+    "historias",
+)
 
-_PROGRAMACION = """
-el código | compila | compile
-los tests | pasan | pasen
-el test | falla | falle
-el programa | lanza una excepción | lance una excepción
-la función | devuelve null | devuelva null
-el puntero | es nulo | sea nulo
-el bucle | termina | termine
-la variable | está inicializada | esté inicializada
-el compilador | muestra un warning | muestre un warning
-| hay un bug en producción | haya un bug en producción
-el índice | se sale del rango | se salga del rango
-el array | está vacío | esté vacío
-la lista | está ordenada | esté ordenada
-la búsqueda binaria | funciona | funcione
-el linter | aprueba el código | apruebe el código
-| refactorizo el módulo | refactorice el módulo
-el código | tiene comentarios | tenga comentarios
-la API | devuelve un error 500 | devuelva un error 500
-la consulta | tarda más de un segundo | tarde más de un segundo
-| añadimos un índice | añadamos un índice
-la caché | está caliente | esté caliente
-el programa | usa demasiada memoria | use demasiada memoria
-el recolector de basura | se ejecuta | se ejecute
-la recursión | tiene caso base | tenga caso base
-la pila | se desborda | se desborde
-Lucía | revisa el pull request | revise el pull request
-el pull request | se fusiona | se fusione
-la rama | tiene conflictos | tenga conflictos
-| hago commit | haga commit
-el tipo | es correcto | sea correcto
-el método | es público | sea público
-la clase | implementa la interfaz | implemente la interfaz
-el hilo | queda bloqueado | quede bloqueado
-| hay una condición de carrera | haya una condición de carrera
-el mutex | está libre | esté libre
-la cobertura | supera el ochenta por ciento | supere el ochenta por ciento
-el módulo | tiene dependencias circulares | tenga dependencias circulares
-el script | se ejecuta sin errores | se ejecute sin errores
-la entrada | es válida | sea válida
-el parser | acepta la cadena | acepte la cadena
-el JSON | está bien formado | esté bien formado
-la petición | lleva cabecera de autorización | lleve cabecera de autorización
-el frontend | muestra los datos | muestre los datos
-el backend | responde con un 200 | responda con un 200
-| escribimos tests unitarios | escribamos tests unitarios
-el código | es legible | sea legible
-la documentación | está al día | esté al día
-el algoritmo | es eficiente | sea eficiente
-el algoritmo | tiene complejidad cuadrática | tenga complejidad cuadrática
-la versión | es compatible | sea compatible
-la librería | está deprecada | esté deprecada
-| actualizo las dependencias | actualice las dependencias
-el build | se rompe | se rompa
-el depurador | se detiene en el breakpoint | se detenga en el breakpoint
-la función | tiene efectos secundarios | tenga efectos secundarios
-el resultado | se guarda en caché | se guarde en caché
-Pablo | programa en Rust | programe en Rust
-el equipo | hace code review | haga code review
-los desarrolladores | usan TypeScript | usen TypeScript
-el objeto | es inmutable | sea inmutable
-la migración | se ejecutó | se haya ejecutado
-la columna | admite valores nulos | admita valores nulos
-tú | pruebas el cambio en local | pruebes el cambio en local
-"""
+TENSE_WEIGHTS = {"pres": 0.55, "pret": 0.15, "fut": 0.12, "perf": 0.1, "impf": 0.08}
+# Slots whose filler can be coordinated under one verb ("compro pan y leche").
+COORDINABLE_SLOTS = frozenset(
+    [
+        "FOOD",
+        "ITEM",
+        "SUBJECT",
+        "INSTRUMENT",
+        "GENRE",
+        "SPORT",
+        "STATE",
+        "PLACE",
+        "CITY",
+        "DISH",
+        "NAME",
+        "TOPIC",
+    ]
+)
+P_ADVERBIAL = 0.35  # share of predicates that get a time or place adverbial
+SUBJECT_MARK = "\x01", "\x02"  # around a subject that a later identical subject may elide
 
-_DEVOPS = """
-el despliegue | falla | falle
-el pipeline | está en verde | esté en verde
-el contenedor | se reinicia | se reinicie
-el pod | entra en CrashLoopBackOff | entre en CrashLoopBackOff
-el clúster | escala automáticamente | escale automáticamente
-la CPU | pasa del noventa por ciento | pase del noventa por ciento
-el disco | se llena | se llene
-el balanceador | reparte la carga | reparta la carga
-la base de datos | está caída | esté caída
-| hacemos rollback | hagamos rollback
-la imagen | se construye bien | se construya bien
-el registro | está disponible | esté disponible
-el monitor | envía una alerta | envíe una alerta
-el on-call | contesta el móvil | conteste el móvil
-la latencia | sube | suba
-el tráfico | se dispara | se dispare
-el DNS | resuelve el dominio | resuelva el dominio
-el certificado TLS | se renueva solo | se renueve solo
-| desplegamos en viernes | despleguemos en viernes
-el equipo | trabaja en remoto | trabaje en remoto
-la reunión | se alarga | se alargue
-el café | se acaba | se acabe
-| tengo reunión a las nueve | tenga reunión a las nueve
-el wifi | funciona | funcione
-mi portátil | se queda sin batería | se quede sin batería
-| trabajo desde casa | trabaje desde casa
-el jefe | aprueba el presupuesto | apruebe el presupuesto
-la migración a la nube | termina a tiempo | termine a tiempo
-la factura de AWS | se dispara | se dispare
-| apagamos las instancias de prueba | apaguemos las instancias de prueba
-Terraform | aplica los cambios | aplique los cambios
-el estado de Terraform | está bloqueado | esté bloqueado
-el job de CI | tarda una hora | tarde una hora
-la caché del CI | está vacía | esté vacía
-el runner | se queda sin memoria | se quede sin memoria
-la réplica | está sincronizada | esté sincronizada
-el failover | funciona | funcione
-la réplica | asume el tráfico | asuma el tráfico
-| hay mantenimiento programado | haya mantenimiento programado
-los usuarios | notan el corte | noten el corte
-el SLA | se cumple | se cumpla
-el postmortem | se publica | se publique
-la alerta | es un falso positivo | sea un falso positivo
-el equipo | duerme tranquilo | duerma tranquilo
-el servicio | arranca | arranque
-la configuración | está en el repositorio | esté en el repositorio
-Ansible | llega a todos los nodos | llegue a todos los nodos
-el nodo | responde al ping | responda al ping
-el volumen | se montó bien | se haya montado bien
-el backup nocturno | terminó | haya terminado
-los logs | ocupan demasiado | ocupen demasiado
-| rotamos los logs | rotemos los logs
-Kubernetes | programa el pod | programe el pod
-el health check | devuelve OK | devuelva OK
-el release | sale hoy | salga hoy
-el cliente | se queja | se queje
-Sergio | está de guardia | esté de guardia
-| pido otro café | pida otro café
-la demo | sale bien | salga bien
-el equipo | celebra el lanzamiento | celebre el lanzamiento
-nosotros | automatizamos el despliegue | automaticemos el despliegue
-tú | revisas los dashboards | revises los dashboards
-"""
+_CLITICS = ("me", "te", "se", "nos", "os", "se")
+_SLOT = re.compile(r"\{([A-Z]+)\}")
 
-_LOGICA = """
-| llueve | llueva
-| me mojo | me moje
-| llevo paraguas | lleve paraguas
-| hace frío | haga frío
-| hace sol | haga sol
-| nieva | nieve
-| salgo a correr | salga a correr
-| me quedo en casa | me quede en casa
-el suelo | está mojado | esté mojado
-Juan | estudia | estudie
-Juan | aprueba el examen | apruebe el examen
-María | va a la fiesta | vaya a la fiesta
-Pedro | va a la fiesta | vaya a la fiesta
-el número | es par | sea par
-el número | es divisible por cuatro | sea divisible por cuatro
-el número | es primo | sea primo
-el triángulo | es equilátero | sea equilátero
-el triángulo | es isósceles | sea isósceles
-la función | es continua | sea continua
-la función | es derivable | sea derivable
-la serie | converge | converja
-x | es mayor que cero | sea mayor que cero
-el conjunto | está vacío | esté vacío
-| tengo hambre | tenga hambre
-| como pizza | coma pizza
-| voy al cine | vaya al cine
-el tren | llega tarde | llegue tarde
-| pierdo el autobús | pierda el autobús
-| llego tarde al trabajo | llegue tarde al trabajo
-el despertador | suena | suene
-| me duermo | me duerma
-la tienda | está abierta | esté abierta
-| compro pan | compre pan
-Ana | cocina | cocine
-Luis | friega los platos | friegue los platos
-los niños | juegan en el parque | jueguen en el parque
-el perro | ladra | ladre
-el gato | duerme en el sofá | duerma en el sofá
-la luz | está encendida | esté encendida
-| hay alguien en casa | haya alguien en casa
-el coche | arranca | arranque
-la batería | está cargada | esté cargada
-| estudio lógica | estudie lógica
-| entiendo la demostración | entienda la demostración
-el profesor | explica el teorema | explique el teorema
-los alumnos | hacen preguntas | hagan preguntas
-la premisa | es verdadera | sea verdadera
-la conclusión | es falsa | sea falsa
-el argumento | es válido | sea válido
-Sócrates | es mortal | sea mortal
-| hay clase mañana | haya clase mañana
-el partido | se suspende | se suspenda
-el estadio | se llena | se llene
-mi hermana | viene a cenar | venga a cenar
-| preparo la cena | prepare la cena
-la sopa | está caliente | esté caliente
-las plantas | crecen | crezcan
-| riego las plantas | riegue las plantas
-el río | se desborda | se desborde
-| hay tormenta | haya tormenta
-el vuelo | se retrasó | se haya retrasado
-| viajamos en verano | viajemos en verano
-el museo | cierra los lunes | cierre los lunes
-Carmen | ganó la carrera | haya ganado la carrera
-ellos | llegan a tiempo | lleguen a tiempo
-"""
 
-_MEZCLA = """
-la startup | consigue financiación | consiga financiación
-el producto | tiene usuarios | tenga usuarios
-la empresa | contrata más ingenieros | contrate más ingenieros
-el modelo | converge | converja
-la pérdida | baja | baje
-el modelo | sobreajusta | sobreajuste
-| hay datos suficientes | haya datos suficientes
-la GPU | tiene memoria suficiente | tenga memoria suficiente
-| reducimos el batch | reduzcamos el batch
-el learning rate | es demasiado alto | sea demasiado alto
-el gradiente | explota | explote
-la validación | mejora | mejore
-el paper | se acepta | se acepte
-los revisores | piden más experimentos | pidan más experimentos
-el experimento | es reproducible | sea reproducible
-la semilla | está fijada | esté fijada
-el dataset | tiene fugas | tenga fugas
-la métrica | es fiable | sea fiable
-el cliente | firma el contrato | firme el contrato
-el proyecto | se retrasa | se retrase
-el presupuesto | alcanza | alcance
-la reunión | se cancela | se cancele
-Elena | lidera el equipo | lidere el equipo
-el equipo | entrega el sprint | entregue el sprint
-los requisitos | cambian | cambien
-| contratamos un becario | contratemos un becario
-el becario | rompe producción | rompa producción
-la oficina | está cerrada | esté cerrada
-el metro | va lleno | vaya lleno
-| voy en bici | vaya en bici
-la app | se vuelve viral | se vuelva viral
-los servidores | aguantan la carga | aguanten la carga
-el inversor | pierde la paciencia | pierda la paciencia
-el mercado | cae | caiga
-las ventas | suben | suban
-el equipo de ventas | cumple el objetivo | cumpla el objetivo
-la auditoría externa | aprueba las cuentas | apruebe las cuentas
-Diego | pide vacaciones | pida vacaciones
-la jefa | está de acuerdo | esté de acuerdo
-el contrato | incluye soporte | incluya soporte
-el vuelo a Madrid | sale puntual | salga puntual
-| llego a la entrevista | llegue a la entrevista
-la entrevista | va bien | vaya bien
-| me ofrecen el puesto | me ofrezcan el puesto
-| acepto la oferta | acepte la oferta
-el sueldo | es competitivo | sea competitivo
-la mudanza | sale cara | salga cara
-el piso | tiene calefacción | tenga calefacción
-| pagamos el alquiler a tiempo | paguemos el alquiler a tiempo
-el casero | sube el precio | suba el precio
-la conferencia | se celebra en Barcelona | se celebre en Barcelona
-la charla | se graba | se grabe
-el público | hace preguntas difíciles | haga preguntas difíciles
-los vecinos | hacen ruido | hagan ruido
-| duermo ocho horas | duerma ocho horas
-el examen final | es tipo test | sea tipo test
-la beca | se renueva | se renueve
-"""
+@dataclass(frozen=True)
+class Subject:
+    text: str  # surface text; "" for a dropped pronoun, an impersonal or a generic clause
+    person: int  # 0-5
+    gender: str  # "m" or "f"
+    kind: str  # "pronoun", "name", "person", "thing", "impersonal", "generic"
+    group: str = ""  # the thing group whose predicates suit it
+
+    @property
+    def plural(self) -> bool:
+        return self.person >= 3
+
+
+@dataclass(frozen=True)
+class Predicate:
+    lemma: str  # infinitive, without the reflexive clitic
+    reflexive: bool
+    template: str  # complement with {SLOT}s and @ agreement marks
+    complement: str  # the template with its slots filled (@ marks kept)
+    slot: str = ""  # the single coordinable slot of the template, if any
+
+
+def _agree(text: str, gender: str, plural: bool) -> str:
+    ending = ("a" if gender == "f" else "o") + ("s" if plural else "")
+    return text.replace("@", ending)
+
+
+def _contract(text: str) -> str:
+    return re.sub(r"\bde el\b", "del", re.sub(r"\ba el\b", "al", text))
+
+
+def _finite(pred: Predicate, tense: str, person: int, impersonal: bool) -> str:
+    if pred.lemma == "haber" and impersonal:
+        return "hay" if tense == "pres" else conjugate("haber", tense, 2)
+    form = conjugate(pred.lemma, tense, person)
+    return f"{_CLITICS[person]} {form}" if pred.reflexive else form
+
+
+def predicate_text(pred: Predicate, tense: str, person: int, gender: str, impersonal: bool = False) -> str:
+    """The conjugated predicate with its complement agreeing in gender and number."""
+    verb = _finite(pred, tense, person, impersonal)
+    comp = _agree(pred.complement, gender, person >= 3)
+    return _contract(f"{verb} {comp}".strip())
+
+
+def infinitive_text(pred: Predicate) -> str:
+    verb = pred.lemma + ("se" if pred.reflexive else "")
+    return _contract(f"{verb} {_agree(pred.complement, 'm', False)}".strip())
 
 
 @dataclass(frozen=True)
 class Clause:
-    """One atomic proposition and how to say it."""
+    """One atomic proposition and how to say it (indicative, subjunctive, infinitive)."""
 
-    subject: str  # may be empty for impersonal clauses
+    subject: str  # may be empty (impersonal, dropped pronoun, generic)
     indicative: str  # predicate in the indicative mood
-    subjunctive: str  # predicate in the present (or perfect) subjunctive
+    subjunctive: str  # predicate in the subjunctive that its tense takes after "que"
     block: str
+    tense: str = "pres"
+    sub_indicative: str = ""  # indicative a subjunctive-only mention normalises to
+    infinitive: str = ""  # infinitive predicate (generic and impersonal clauses only)
+    ante_indicative: str = ""  # after "si"/"cuando" a future is said in the present
+    subj: Subject | None = None
+    pred: Predicate | None = None
 
-    def text(self, negated: bool = False, mood: str = "ind", tampoco: bool = False) -> str:
-        predicate = self.indicative if mood == "ind" else self.subjunctive
+    def text(self, negated: bool = False, mood: str = "ind", tampoco: bool = False, mark: bool = True) -> str:
+        """Surface text; ``mood`` is "ind", "sub", "inf" (infinitive, no subject) or "ante" (the
+        indicative after "si"/"cuando", where Spanish says a future in the present).
+
+        With ``mark`` a named subject is wrapped in :data:`SUBJECT_MARK` so that the generator can
+        elide it when the previous clause had the same subject ("Juan estudia y aprueba").
+        """
         negation = "tampoco" if tampoco else ("no" if negated else "")
-        return " ".join(part for part in (self.subject, negation, predicate) if part)
+        if mood == "inf":
+            return " ".join(part for part in (negation, self.infinitive) if part)
+        predicate = {"ind": self.indicative, "sub": self.subjunctive}.get(mood)
+        if predicate is None:
+            predicate = self.ante_indicative or self.indicative
+        subject = self.subject
+        if (
+            subject
+            and mark
+            and self.subj is not None
+            and self.subj.kind in ("name", "person", "thing", "pronoun")
+        ):
+            subject = f"{SUBJECT_MARK[0]}{subject}{SUBJECT_MARK[1]}"
+        return " ".join(part for part in (subject, negation, predicate) if part)
 
     @property
     def definition(self) -> str:
         """The atom's definition: the positive clause in the indicative."""
-        return self.text()
+        return self.text(mark=False)
+
+    @property
+    def sub_definition(self) -> str:
+        """The definition when every mention is subjunctive or infinitive."""
+        return " ".join(part for part in (self.subject, self.sub_indicative or self.indicative) if part)
 
 
-def _parse_bank(text: str, block: str) -> list[Clause]:
-    clauses = []
-    for line in text.strip().splitlines():
-        subject, indicative, subjunctive = (part.strip() for part in line.split("|"))
-        clauses.append(Clause(subject, indicative, subjunctive, block))
-    return clauses
+def build_clause(subj: Subject, pred: Predicate, tense: str, block: str) -> Clause:
+    impersonal = subj.kind in ("impersonal",)
+    sub_tense = SUBJUNCTIVE_OF[tense]
+    return Clause(
+        subject=subj.text,
+        indicative=predicate_text(pred, tense, subj.person, subj.gender, impersonal),
+        subjunctive=predicate_text(pred, sub_tense, subj.person, subj.gender, impersonal),
+        block=block,
+        tense=tense,
+        sub_indicative=predicate_text(
+            pred, INDICATIVE_OF_SUBJUNCTIVE[sub_tense], subj.person, subj.gender, impersonal
+        ),
+        infinitive=infinitive_text(pred) if subj.kind in ("generic", "impersonal") else "",
+        ante_indicative=predicate_text(
+            pred, "pres" if tense == "fut" else tense, subj.person, subj.gender, impersonal
+        ),
+        subj=subj,
+        pred=pred,
+    )
 
 
-CLAUSES: dict[str, list[Clause]] = {
-    BLOCKS[0]: _parse_bank(_CIBERSEGURIDAD, BLOCKS[0]),
-    BLOCKS[1]: _parse_bank(_PROGRAMACION, BLOCKS[1]),
-    BLOCKS[2]: _parse_bank(_DEVOPS, BLOCKS[2]),
-    BLOCKS[3]: _parse_bank(_LOGICA, BLOCKS[3]),
-    BLOCKS[4]: _parse_bank(_MEZCLA, BLOCKS[4]),
-}
+def _parse_np(entry: str) -> tuple[str, str, bool]:
+    text, gender, number = entry.split("|")
+    return text, gender, number == "p"
+
+
+class ClauseSampler:
+    """Draws fresh clauses of one domain; ``definitions`` are kept distinct within a sentence."""
+
+    def __init__(self, rng: random.Random, block: str) -> None:
+        if block not in BLOCKS:
+            raise ValueError(f"unknown domain {block!r}; choose from {', '.join(BLOCKS)}")
+        self.rng = rng
+        self.block = block
+        self.used: set[str] = set()
+
+    # -- pieces -----------------------------------------------------------------------------------
+    def fill(self, template: str) -> str:
+        return _SLOT.sub(lambda m: self.rng.choice(FILLERS[m.group(1)]), template)
+
+    def predicate(self, entry: str) -> Predicate:
+        lemma, template = (part.strip() for part in entry.split("|"))
+        reflexive = lemma.endswith("se") and lemma[:-2].endswith(("ar", "er", "ir", "ír"))
+        slots = _SLOT.findall(template)
+        slot = slots[0] if len(slots) == 1 and slots[0] in COORDINABLE_SLOTS else ""
+        if self.rng.random() < P_ADVERBIAL and not {"TIME", "DAY", "MONTH"} & set(slots):
+            template = f"{template} {self.rng.choice(ADVERBIALS)}".strip()
+        return Predicate(lemma[:-2] if reflexive else lemma, reflexive, template, self.fill(template), slot)
+
+    def sibling(self, pred: Predicate) -> Predicate:
+        """Same verb and template, another filler of its slot ("pan" -> "leche")."""
+        for _ in range(20):
+            other = replace(pred, complement=self.fill(pred.template))
+            if other.complement != pred.complement:
+                return other
+        raise ValueError(f"no sibling for {pred.template!r}")
+
+    def person_subject(self) -> Subject:
+        r = self.rng.random()
+        if r < 0.35:
+            person = self.rng.choice([0, 0, 1, 1, 2, 3, 3, 4, 5])
+            gender = self.rng.choice("mf")
+            explicit = self.rng.random() < 0.25
+            pronoun = (PRONOUNS_F if gender == "f" else PRONOUNS)[person]
+            return Subject(pronoun if explicit else "", person, gender, "pronoun")
+        if r < 0.75 or self.block == "historias":
+            name = self.rng.choice(FILLERS["NAME"])
+            return Subject(name, 2, "f" if name in NAMES_F else "m", "name")
+        text, gender, plural = _parse_np(self.rng.choice(PERSON_NPS))
+        return Subject(text, 5 if plural else 2, gender, "person")
+
+    def thing_subject(self, group_index: int) -> Subject:
+        nps, _ = THING_GROUPS[self.block][group_index]
+        text, gender, plural = _parse_np(self.rng.choice(nps))
+        return Subject(self.fill(text), 5 if plural else 2, gender, "thing", f"{self.block}:{group_index}")
+
+    def _person_predicates(self) -> list[str]:
+        if self.block in PERSON_PREDICATES:
+            return PERSON_PREDICATES[self.block]
+        # weather and stories borrow everyday predicates from every domain
+        return [p for preds in PERSON_PREDICATES.values() for p in preds]
+
+    def predicate_for(self, subj: Subject) -> Predicate:
+        if subj.kind == "impersonal":
+            return self.predicate(self.rng.choice(IMPERSONAL))
+        if subj.kind == "thing":
+            block, index = subj.group.split(":")
+            return self.predicate(self.rng.choice(THING_GROUPS[block][int(index)][1]))
+        return self.predicate(self.rng.choice(self._person_predicates()))
+
+    def subject(self) -> Subject:
+        weather = self.block == "tiempo"
+        if self.rng.random() < (0.45 if weather else 0.04):
+            return Subject("", 2, "m", "impersonal")
+        has_things = self.block in THING_GROUPS
+        if has_things and self.rng.random() < (0.6 if weather else 0.4):
+            return self.thing_subject(self.rng.randrange(len(THING_GROUPS[self.block])))
+        return self.person_subject()
+
+    def tense(self) -> str:
+        return self.rng.choices(list(TENSE_WEIGHTS), weights=list(TENSE_WEIGHTS.values()))[0]
+
+    def _accept(self, clause: Clause) -> Clause | None:
+        key = clause.definition.lower()
+        if key in self.used or clause.sub_definition.lower() in self.used:
+            return None
+        self.used.add(key)
+        self.used.add(clause.sub_definition.lower())
+        return clause
+
+    # -- clauses --------------------------------------------------------------------------------
+    def clause(self, same_subject_as: Clause | None = None) -> Clause:
+        """A fresh clause; with ``same_subject_as`` it keeps that clause's subject when it can."""
+        for _ in range(100):
+            subj = self.subject()
+            previous = same_subject_as.subj if same_subject_as is not None else None
+            if previous is not None and previous.kind in ("name", "person", "thing", "pronoun"):
+                subj = previous
+            clause = self._accept(build_clause(subj, self.predicate_for(subj), self.tense(), self.block))
+            if clause is not None:
+                return clause
+        raise RuntimeError("could not draw a fresh clause")
+
+    def generic_clause(self) -> Clause:
+        """A clause said with an infinitive ("tener entrada"), defined in the generic second person
+        ("tienes entrada"), or an impersonal one ("llover" -> "llueve")."""
+        for _ in range(100):
+            if self.rng.random() < 0.15:
+                subj = Subject("", 2, "m", "impersonal")
+            else:
+                subj = Subject("", 1, self.rng.choice("mf"), "generic")
+            pred = self.predicate_for(subj)
+            clause = self._accept(build_clause(subj, pred, "pres", self.block))
+            if clause is not None:
+                return clause
+        raise RuntimeError("could not draw a fresh generic clause")
+
+    def shared_predicate_pair(self) -> tuple[Clause, Clause]:
+        """Two third-person subjects with the same predicate and tense ("el banco" / "la tienda"
+        + "abrir hoy"), for "ni A ni B abren hoy", "tanto A como B ...", "A y B ..."."""
+        for _ in range(100):
+            if self.block in THING_GROUPS and self.rng.random() < 0.5:
+                index = self.rng.randrange(len(THING_GROUPS[self.block]))
+                a, b = self.thing_subject(index), self.thing_subject(index)
+            else:
+                a, b = self._third_person(), self._third_person()
+            if a.text == b.text:
+                continue
+            pred, tense = self.predicate_for(a), self.tense()
+            first = build_clause(a, pred, tense, self.block)
+            second = build_clause(b, pred, tense, self.block)
+            if self._accept(first) is None:
+                continue
+            if self._accept(second) is None:
+                self.used.discard(first.definition.lower())
+                continue
+            return first, second
+        raise RuntimeError("could not draw a shared-predicate pair")
+
+    def _third_person(self) -> Subject:
+        if self.rng.random() < 0.6:
+            name = self.rng.choice(FILLERS["NAME"])
+            return Subject(name, 2, "f" if name in NAMES_F else "m", "name")
+        text, gender, plural = _parse_np(self.rng.choice(PERSON_NPS))
+        return Subject(text, 5 if plural else 2, gender, "person")
+
+    def shared_verb_pair(self) -> tuple[Clause, Clause]:
+        """One subject and verb with two fillers of the same slot ("tengo sed" / "tengo sueño")."""
+        candidates = [p for p in self._person_predicates() if self.predicate(p).slot]
+        if not candidates:  # e.g. mathematics: borrow everyday predicates
+            candidates = [p for preds in PERSON_PREDICATES.values() for p in preds if self.predicate(p).slot]
+        for _ in range(200):
+            subj = self.person_subject()
+            pred = self.predicate(self.rng.choice(candidates))
+            tense = self.tense()
+            first = build_clause(subj, pred, tense, self.block)
+            second = build_clause(subj, self.sibling(pred), tense, self.block)
+            if self._accept(first) is None:
+                continue
+            if self._accept(second) is None:
+                self.used.discard(first.definition.lower())
+                continue
+            return first, second
+        raise RuntimeError("could not draw a shared-verb pair")
+
+
+def plural_predicate(first: Clause, second: Clause, mood: str) -> str:
+    """The shared predicate of two third-person subjects, in the plural ("abren hoy")."""
+    assert first.pred is not None and first.subj is not None and second.subj is not None
+    gender = "f" if first.subj.gender == "f" and second.subj.gender == "f" else "m"
+    tense = {"ind": first.tense, "ante": "pres" if first.tense == "fut" else first.tense}.get(
+        mood, SUBJUNCTIVE_OF[first.tense]
+    )
+    return predicate_text(first.pred, tense, 5, gender)
+
+
+def coordinated_complement(clause: Clause) -> str:
+    """The complement alone, for "tengo sed y sueño": the second clause's "sueño"."""
+    assert clause.pred is not None and clause.subj is not None
+    return _contract(_agree(clause.pred.complement, clause.subj.gender, clause.subj.plural))
+
+
+def normalises(clause: Clause, mood: str) -> bool:
+    """Whether saying ``clause`` in ``mood`` changes its tense or mood (so its definition, if every
+    mention does, is :attr:`Clause.sub_definition`)."""
+    return mood in ("sub", "inf") or (mood == "ante" and clause.tense == "fut")
+
+
+def _fix_conjunction(before: str, after: str) -> str:
+    """y/e and o/u agree with the word that now follows them."""
+    low = after.lower()
+    m = re.search(r"\b(y|e|o|u) $", before)
+    if not m:
+        return before
+    i_sound = (low.startswith("i") or low.startswith("hi")) and not low.startswith("hie")
+    o_sound = low.startswith("o") or low.startswith("ho")
+    word = m.group(1)
+    if word in "ye":
+        word = "e" if i_sound else "y"
+    else:
+        word = "u" if o_sound else "o"
+    return before[: m.start()] + word + " "
+
+
+def strip_subject_marks(text: str) -> str:
+    return text.replace(SUBJECT_MARK[0], "").replace(SUBJECT_MARK[1], "")
+
+
+def elide_repeated_subjects(text: str, rng: random.Random, p_elide: float = 0.6) -> str:
+    """Drop a marked subject that repeats the previous marked subject (with probability
+    ``p_elide``): "Juan estudia y Juan aprueba" -> "Juan estudia y aprueba". Removes the marks."""
+    out, last, pos = [], None, 0
+    pattern = re.compile(re.escape(SUBJECT_MARK[0]) + "(.*?)" + re.escape(SUBJECT_MARK[1]) + " ?")
+    for m in pattern.finditer(text):
+        out.append(text[pos : m.start()])
+        subject = m.group(1)
+        if subject == last and rng.random() < p_elide:
+            rest = strip_subject_marks(text[m.end() :])
+            if out:
+                out[-1] = _fix_conjunction(out[-1], rest)
+        else:
+            out.append(subject + (" " if m.group(0).endswith(" ") else ""))
+        last = subject
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def distinct_clauses(n: int = 20_000, seed: int = 0) -> int:
+    """Distinct definitions among ``n`` clauses drawn over all domains (a lower bound of the space)."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    for i in range(n):
+        sampler = ClauseSampler(rng, BLOCKS[i % len(BLOCKS)])
+        seen.add(sampler.clause().definition)
+    return len(seen)

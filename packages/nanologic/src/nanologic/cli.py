@@ -36,7 +36,10 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default from the preset)")
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument(
-        "--max-minutes", type=float, default=None, help="stop training after this many minutes"
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop training after this many minutes (a wall-clock cap: the result then depends on the machine)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=None)
@@ -164,7 +167,7 @@ def _devices(text: str) -> int | str:
     return value
 
 
-_PRESET_EPOCHS = {"cpu": 3, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
+_PRESET_EPOCHS = {"cpu": 2, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
 _PRESET_LR = {"cpu": 3e-3, "tiny": 3e-3, "base": 1e-3, "base-export": 1e-3, "base-full": 1e-3}
 
 
@@ -198,7 +201,11 @@ def _run_train(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     if report:  # processes other than the first return no report
-        print(json.dumps({k: report[k] for k in ("equivalence_accuracy", "n_test", "train_seconds")}))
+        keys = ("equivalence_accuracy", "n_test", "train_seconds", "total_seconds")
+        summary = {k: report[k] for k in keys}
+        if "dev_real" in report:
+            summary["dev_real_grounded_accuracy"] = report["dev_real"]["grounded_accuracy"]
+        print(json.dumps(summary))
     return 0
 
 
@@ -262,12 +269,13 @@ def _no_overwrite(path: Path, force: bool) -> None:
 
 def _cmd_generate(args) -> int:
     from nanologic.data import write_raw
-    from nanologic.generator import distinct_clauses, generate
+    from nanologic.generator import generate
 
     _no_overwrite(args.out, args.force)
     examples = generate(args.n, seed=args.seed)
     write_raw(args.out, examples)
-    print(f"generated {len(examples)} examples ({distinct_clauses()} distinct clauses) -> {args.out}")
+    clauses = {a["definition"] for e in examples for a in e["thought"]["identified_atoms"]}
+    print(f"generated {len(examples)} examples ({len(clauses)} distinct clauses) -> {args.out}")
     return 0
 
 
@@ -409,6 +417,12 @@ def _cmd_train_tokenizer(args) -> int:
 def _cmd_evaluate(args) -> int:
     from nanologic.runner import default_report_dir, evaluate_run, print_eval
 
+    if args.baseline is not None:
+        if args.data is None:
+            raise NanologicError("--baseline needs --data FILE.jsonl")
+        return _evaluate_baseline(args.data, args.out, args.limit)
+    if args.checkpoint is None:
+        raise NanologicError("give --checkpoint DIR (a trained run) or --baseline rules")
     data = args.data or (args.checkpoint / "data" / "test.jsonl")
     out = args.out or default_report_dir(args.checkpoint, data)
     report = evaluate_run(
@@ -416,6 +430,32 @@ def _cmd_evaluate(args) -> int:
     )
     print_eval(report)
     print(f"report -> {out}")
+    return 0
+
+
+def _evaluate_baseline(data: Path, out: Path | None, limit: int | None) -> int:
+    from nanologic.baseline import RuleFormalizer
+    from nanologic.runner import evaluate_formalizer, print_eval
+
+    out = out or Path("runs") / "baseline-rules" / f"eval-{data.stem}"
+    report = evaluate_formalizer(RuleFormalizer(), data, out, limit=limit, extra={"formalizer": "rules"})
+    print_eval(report)
+    print(f"report -> {out}")
+    return 0
+
+
+def _cmd_baseline(args) -> int:
+    from nanologic.baseline import RuleFormalizer
+
+    if args.data is None and not args.sentence:
+        raise NanologicError("give sentences to formalise, or --data FILE.jsonl to evaluate the baseline")
+    for sentence, res in zip(args.sentence, RuleFormalizer().formalize(args.sentence)):
+        print(sentence)
+        for letter, definition in res["atoms"].items():
+            print(f"  {letter}: {definition}")
+        print(f"  fórmula: {res['formula']}")
+    if args.data is not None:
+        return _evaluate_baseline(args.data, args.out, args.limit)
     return 0
 
 
@@ -652,9 +692,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=_run_train)
 
-    p = sub.add_parser("evaluate", formatter_class=_HELP, help="evaluate a run on a split")
-    p.add_argument("--checkpoint", type=Path, required=True, help="run directory of a trained model")
-    p.add_argument("--data", type=Path, help="JSONL split (default: the run's test split)")
+    p = sub.add_parser(
+        "evaluate", formatter_class=_HELP, help="evaluate a run (or the rule baseline) on a split or a real-sentence set"
+    )
+    p.add_argument("--checkpoint", type=Path, help="trained run directory")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="JSONL split, or a real-sentence set such as data/dev_real.jsonl (default: the run's test split)",
+    )
+    p.add_argument("--baseline", choices=("rules",), help="evaluate the rule-based baseline instead of a run")
     p.add_argument(
         "--out",
         type=Path,
@@ -668,6 +715,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-decodes of an output that defines two atoms by the same clause (0 = plain greedy)",
     )
     p.set_defaults(fn=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "baseline", formatter_class=_HELP, help="the rule-based formaliser over the generator's cues (issue 13 baseline)"
+    )
+    p.add_argument("sentence", nargs="*", help="sentences to formalise")
+    p.add_argument("--data", type=Path, help="evaluate on this JSONL (a split or data/dev_real.jsonl)")
+    p.add_argument("--out", type=Path, help="report directory (default: runs/baseline-rules/eval-<stem>)")
+    p.add_argument("--limit", type=int)
+    p.set_defaults(fn=_cmd_baseline)
 
     p = sub.add_parser(
         "formalize", formatter_class=_HELP, help="sentence(s) -> atoms, connectors, formula, truth table"

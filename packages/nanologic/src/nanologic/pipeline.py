@@ -138,12 +138,21 @@ def clean(
 # ---------------------------------------------------------------------------------------------
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_STOP = {"el", "la", "los", "las", "un", "una", "de", "del", "en", "a", "al", "y", "o", "que", "se", "por"}
+_STOP = {
+    "el", "la", "los", "las", "un", "una", "de", "del", "en", "a", "al", "y", "o", "que", "se", "por",
+    "me", "te", "nos", "os",
+}  # fmt: skip
+
+
+def _stem(word: str) -> str:
+    # Three-letter prefixes survive mood changes (sube/suba, revisa/revise, hay/haya); with the
+    # diphthongs undone and the vowels blurred they also survive stem changes and the infinitive
+    # a definition is normalised from (tener/tienes, probarse/te pruebas, pedir/pides).
+    return re.sub("[aeiouáéíóú]", "*", word.replace("ie", "e").replace("ue", "o")[:3])
 
 
 def _stems(text: str) -> set[str]:
-    # Three-letter prefixes survive mood changes (sube/suba, revisa/revise, hay/haya).
-    return {w[:3] for w in _WORD.findall(text.lower()) if w not in _STOP}
+    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP}
 
 
 def consistency_problems(ex: dict) -> list[str]:
@@ -471,6 +480,30 @@ def _cover_held_out_primitives(
     report.notes["patterns_moved_to_train_for_coverage"] = moved
 
 
+def _clauses(ex: dict) -> set[str]:
+    """An example's atom definitions, normalised (its clauses)."""
+    atoms_ = (
+        ex["atoms"].values()
+        if "atoms" in ex
+        else (a["definition"] for a in ex["thought"]["identified_atoms"])
+    )
+    return {normalize_text(d).lower() for d in atoms_}
+
+
+def clause_overlap(train: list[dict], held_out: list[dict]) -> dict:
+    """How many of ``held_out``'s distinct clauses (atom definitions) also occur in ``train``,
+    and how many of its examples contain at least one such clause. Raw or processed records."""
+    seen = set().union(*(_clauses(ex) for ex in train)) if train else set()
+    clauses = set().union(*(_clauses(ex) for ex in held_out)) if held_out else set()
+    shared = clauses & seen
+    return {
+        "clauses": len(clauses),
+        "clauses_in_train": len(shared),
+        "fraction_in_train": round(len(shared) / max(1, len(clauses)), 4),
+        "examples_with_a_train_clause": sum(1 for ex in held_out if _clauses(ex) & seen),
+    }
+
+
 def preprocess(
     examples: list[dict],
     *,
@@ -592,6 +625,19 @@ def preprocess(
         ]
         if before != len(splits[name]):
             report.rejected[f"{name}: primitive not in train"] += before - len(splits[name])
+    # Test clauses must be unseen: a held-out example with a clause (atom definition) that also
+    # occurs in train is dropped, so the model cannot answer it by recalling a training definition.
+    overlap_before = {name: clause_overlap(splits["train"], splits[name]) for name in ("val", "test")}
+    train_clauses = set().union(*(_clauses(ex) for ex in splits["train"])) if splits["train"] else set()
+    for name in ("val", "test"):
+        before = len(splits[name])
+        splits[name] = [ex for ex in splits[name] if not _clauses(ex) & train_clauses]
+        if before != len(splits[name]):
+            report.rejected[f"{name}: clause also in train"] += before - len(splits[name])
+    report.notes["clause_overlap_before_filter"] = overlap_before
+    report.notes["clause_overlap"] = {
+        name: clause_overlap(splits["train"], splits[name]) for name in ("val", "test")
+    }
     # Curriculum: simple -> intermediate -> advanced, shuffled within each level.
     rng.shuffle(splits["train"])
     splits["train"].sort(key=lambda ex: COMPLEXITIES.index(ex["complexity"]))

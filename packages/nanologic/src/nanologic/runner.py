@@ -26,8 +26,10 @@ console = Console(stderr=True)
 
 
 # The embedded default dataset: what `nanologic train` generates when no --data is given.
-DEFAULT_N_GENERATE = 120_000  # raw generated sentences
-DEFAULT_MAX_PER_COMPLEXITY = 12_000  # source sentences kept per complexity level
+DEFAULT_N_GENERATE = 40_000  # raw generated sentences
+DEFAULT_MAX_PER_COMPLEXITY = 8_000  # source sentences kept per complexity level
+# The real-sentence development set shipped with the package (issue 13); every run reports on it.
+DEV_REAL = Path(__file__).resolve().parents[2] / "data" / "dev_real.jsonl"
 
 
 _PREPARED = ".prepared"  # written by the first process once data, tokenizer and configs exist
@@ -168,32 +170,57 @@ def evaluate_run(
     """Decode ``data_path`` and write the report to ``out_dir``: by default ``run_dir/eval`` for
     the run's own test split and ``run_dir/eval-<file stem>`` for any other file, so evaluating
     another split never overwrites the run's test report."""
-    from nanologic.evaluation import aggregate, score_example, write_report
     from nanologic.inference import Formalizer
 
     formalizer = Formalizer.from_run(run_dir, repair_tries=repair_tries)
-    golds = read_jsonl(data_path)[:limit]
+    return evaluate_formalizer(
+        formalizer,
+        data_path,
+        out_dir or default_report_dir(run_dir, data_path),
+        limit=limit,
+        batch_size=batch_size,
+        extra={"repair_tries": repair_tries},
+    )
+
+
+def evaluate_formalizer(
+    formalizer,
+    data_path: Path,
+    out_dir: Path,
+    limit: int | None = None,
+    batch_size: int = 64,
+    extra: dict | None = None,
+) -> dict:
+    """Run any object with ``formalize(sentences, batch_size=...) -> list[dict]`` (the model, its
+    GGUF twin, the rule baseline) over ``data_path`` (a split or a real-sentence set, see
+    :func:`nanologic.evaluation.read_gold`) and write report.json/.md, predictions and charts."""
+    from nanologic.evaluation import aggregate, read_gold, score_example, write_report
+
+    golds = read_gold(data_path)[:limit]
     if not golds:
         raise NanologicError(f"{data_path}: no examples to evaluate")
     t0 = time.perf_counter()
     preds = formalizer.formalize([g["natural_language_input"] for g in golds], batch_size=batch_size)
     scores = [score_example(p, g) for p, g in zip(preds, golds)]
     report = aggregate(golds, scores)
-    report["split"] = data_path.stem
-    report["repair_tries"] = repair_tries
+    report["split"] = Path(data_path).stem
+    report.update(extra or {})
     report["decode_seconds"] = round(time.perf_counter() - t0, 2)
     rows = [
         {
             "input": g["natural_language_input"],
             "gold": g["formula"],
+            "gold_atoms": g["atoms"],
             "pred": p["formula"],
             "pred_atoms": p["atoms"],
             "complexity": g["complexity"],
             "equivalent": s["equivalent"],
+            "grounded": s["grounded"],
+            "error_category": s["error_category"],
         }
         for g, p, s in zip(golds, preds, scores)
     ]
-    write_report(report, rows, out_dir or default_report_dir(run_dir, data_path))
+    write_report(report, rows, out_dir)
     return report
 
 
@@ -214,8 +241,12 @@ def print_eval(report: dict) -> None:
         "connector_accuracy",
         "main_connector_accuracy",
         "partial_credit",
+        "grounded_accuracy",
+        "equivalence_any_mapping",
     ):
         table.add_row(key, f"{report[key]:.4f}")
+    for category, count in report.get("error_categories", {}).items():
+        table.add_row(f"error: {category}", str(count))
     for c, v in report["by_complexity"].items():
         table.add_row(f"equivalence ({c}, n={v['n']})", f"{v['equivalence_accuracy']:.4f}")
     console.print(table)
@@ -541,6 +572,28 @@ def _train_in(
     report["preset"] = preset
     report["precision"] = precision
     report["device"] = device
+    from nanologic.pipeline import clause_overlap
+
+    report["clause_overlap"] = clause_overlap(
+        read_jsonl(data_dir / "train.jsonl"), read_jsonl(data_dir / "test.jsonl")
+    )
+    report["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    if DEV_REAL.is_file():
+        console.print(f"[bold]Evaluating[/] on the real-sentence development set {DEV_REAL}")
+        dev = evaluate_run(out, DEV_REAL, out_dir=out / "eval-dev_real")
+        report["dev_real"] = {
+            k: dev[k]
+            for k in ("n_test", "grounded_accuracy", "equivalence_accuracy", "equivalence_any_mapping")
+        }
+        report["dev_real"]["error_categories"] = dev.get("error_categories", {})
+        print_eval(dev)
+    report["total_seconds"] = round(time.perf_counter() - t_start, 1)
     atomic_write_json(out / "eval" / "report.json", report)
     print_eval(report)
+    overlap = report["clause_overlap"]
+    console.print(
+        f"test clauses seen in train: {overlap['clauses_in_train']} of {overlap['clauses']}"
+        f"; total {report['total_seconds']:.0f} s (training {report['train_seconds']:.0f} s)"
+    )
+    console.print(f"[bold green]Run directory:[/] {out}  (use it as --checkpoint {out})")
     return report

@@ -1,0 +1,481 @@
+"""A deterministic rule-based formaliser: the honest baseline of issue 13.
+
+It reads a sentence with the generator's own cue inventory (:data:`nanologic.generator.CUES`, read
+by role, never copied), so it knows exactly the constructions the trained model was shown and no
+others. The sentence is split top-down, loosest construction first:
+
+1. ``;`` joins independent parts (a conjunction; a leading "además", "pero", "y" is dropped);
+2. constructions that open the sentence: negation prefixes ("no es cierto que"), "no puede ser que
+   ... a la vez", asserted premises and "aunque" ("dado que A, B"), conditionals ("si A, entonces
+   B", "cuando A, B"), "solo si", "a menos que", "para que A, es necesario que B", "basta con que A
+   para que B", "ya sea que A o que B, C", "que A implica/equivale a que B", "o bien A, o bien B",
+   "ni A ni B", "o A o B, pero no ambos";
+3. infix constructions: biconditionals, contrast and premise ("A, pero B"), "A solo si B",
+   "A a menos que B", "A si B", then disjunction ("o", "u") and conjunction ("y", "e", lists);
+4. what is left is a clause: a "no" or "tampoco" in it becomes ¬ and is removed from the
+   definition; a leading "que" is dropped. Clauses with the same normalised text share a letter.
+
+The opening clause of a construction ends at the first comma that does not continue a list or an
+"o bien" group. Letters are p, q, r, ... by first mention, as in the generator. It does not
+conjugate (a subjunctive clause keeps its mood in the definition) and knows no cue outside the
+inventory: that is the point of a baseline. A new role in ``CUES`` is ignored until a rule reads it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from nanologic.evaluation import SPANISH_STOPWORDS, normalize_definition
+from nanologic.generator import CUES
+from nanologic.logic import (
+    AND,
+    IFF,
+    IMPLIES,
+    NOT,
+    OR,
+    Atom,
+    Binary,
+    Node,
+    Not,
+    atom_letters,
+    rename,
+    to_ascii,
+    to_unicode,
+)
+
+_STRIP = " ,.;:¡!¿?\"'«»"
+
+
+def _cues(role: str) -> tuple[str, ...]:
+    """The generator's cues of one role, accent-free, longest first ('siempre que' before 'si')."""
+    return tuple(sorted({_fold(c) for c in CUES.get(role, ())}, key=len, reverse=True))
+
+
+def _fold(text: str) -> str:
+    """Lower-case without accents, same length as ``text`` (NFC), so indices carry over."""
+    folded = "".join(
+        unicodedata.normalize("NFD", ch)[0] if unicodedata.normalize("NFD", ch)[0].isalpha() else ch
+        for ch in text
+    )
+    return folded.lower()
+
+
+def _word_at(low: str, cue: str, start: int = 0) -> int:
+    """Index of ``cue`` as whole words in ``low`` at or after ``start``, or -1."""
+    before = r"(?<!\w)" if cue[:1].isalnum() else ""
+    match = re.compile(before + re.escape(cue) + r"(?!\w)").search(low, start)
+    return match.start() if match else -1
+
+
+def _starts_with(low: str, cue: str) -> bool:
+    return _word_at(low, cue) == 0
+
+
+@dataclass
+class _Reading:
+    definitions: list[str] = field(default_factory=list)
+    connectors: list[tuple[str, str]] = field(default_factory=list)
+
+    def atom(self, text: str) -> Node:
+        key = normalize_definition(text)
+        for i, d in enumerate(self.definitions):
+            if normalize_definition(d) == key:
+                return Atom(f"a{i}")
+        self.definitions.append(text)
+        return Atom(f"a{len(self.definitions) - 1}")
+
+
+class RuleFormalizer:
+    """``formalize(sentences) -> list[dict]`` with the same keys as the model's
+    :class:`nanologic.inference.Formalizer` (``atoms``, ``connectors``, ``formula``,
+    ``formula_ascii``, ``valid_formula``, ``raw``). Deterministic; no parameters."""
+
+    def formalize(self, sentences: Sequence[str], batch_size: int = 0) -> list[dict]:
+        return [self.formalize_one(s) for s in sentences]
+
+    def formalize_one(self, sentence: str) -> dict:
+        reading = _Reading()
+        node = self._parse(sentence, reading)
+        # Letters by first mention in the formula's left-to-right order, as the generator does.
+        order: list[str] = []
+        for name in re.findall(r"a\d+", to_unicode(node)):
+            if name not in order:
+                order.append(name)
+        letters = dict(zip(order, atom_letters(len(order))))
+        node = rename(node, letters)
+        atoms = {letters[name]: reading.definitions[int(name[1:])] for name in order}
+        return {
+            "atoms": atoms,
+            "connectors": reading.connectors,
+            "formula": to_unicode(node),
+            "formula_ascii": to_ascii(node),
+            "valid_formula": True,
+            "raw": "",
+        }
+
+    # -- the rules ------------------------------------------------------------------------------
+    def _parse(self, text: str, r: _Reading) -> Node:
+        text = unicodedata.normalize("NFC", text).strip(_STRIP)
+        low = _fold(text)
+        for rule in (self._sentences, self._prefixed, self._infix):
+            node = rule(text, low, r)
+            if node is not None:
+                return node
+        return self._clause(text, r)
+
+    def _sentences(self, text: str, low: str, r: _Reading) -> Node | None:
+        # "; " or a full stop before a capital ("Leonardo D. fue" is not a sentence end).
+        parts = [p for p in re.split(r";\s*|(?<!\b\w)\.\s+(?=[A-ZÁÉÍÓÚÑ¿¡])", text) if p.strip(_STRIP)]
+        if len(parts) < 2:
+            return None
+        nodes = []
+        for part in parts:
+            part = part.strip(_STRIP)
+            leading = True
+            while leading:  # "y además, ..." drops both cues
+                leading = False
+                for cue in _cues("conjunction"):
+                    if _starts_with(_fold(part), cue):
+                        part = part[len(cue) :].strip(_STRIP)
+                        r.connectors.append((AND, cue))
+                        leading = True
+                        break
+            nodes.append(self._parse(part, r))
+        return _chain(AND, nodes)
+
+    def _prefixed(self, text: str, low: str, r: _Reading) -> Node | None:
+        def rest_after(cue: str) -> str:
+            return text[len(cue) :].strip(_STRIP)
+
+        for cue in _cues("not_both"):
+            if _starts_with(low, cue):
+                body = rest_after(cue)
+                for end in _cues("not_both_end"):
+                    body = re.sub(r"\s*" + re.escape(end) + r"\s*$", "", body, flags=re.I)
+                left, sep, right = body.partition(" y que ")
+                if sep:
+                    r.connectors.append((NOT, cue))
+                    return Not(Binary(AND, self._parse(left, r), self._parse(right, r)))
+        for cue in _cues("negation_prefix"):
+            if _starts_with(low, cue):
+                r.connectors.append((NOT, cue))
+                return Not(self._parse(rest_after(cue), r))
+        for cue in (*_cues("premise"), *[c for c in _cues("conjunction") if " " not in c and len(c) > 2]):
+            if _starts_with(low, cue):
+                head, tail = _split_head(rest_after(cue))
+                if tail:
+                    r.connectors.append((AND, cue))
+                    return Binary(AND, self._parse(head, r), self._parse(tail, r))
+        for cue in _cues("unless"):
+            if _starts_with(low, cue):
+                head, tail = _split_head(rest_after(cue))
+                if tail:
+                    r.connectors += [(IMPLIES, cue), (NOT, cue)]
+                    return Binary(IMPLIES, Not(self._parse(head, r)), self._parse(tail, r))
+        for cue in _cues("only_if"):
+            if _starts_with(low, cue):
+                head, tail = _split_head(rest_after(cue))
+                if tail:
+                    r.connectors.append((IMPLIES, cue))
+                    return Binary(IMPLIES, self._parse(tail, r), self._parse(head, r))
+        for purpose in _cues("purpose"):
+            if _starts_with(low, purpose):
+                for need in _cues("necessary"):
+                    body = rest_after(purpose)
+                    i = _word_at(_fold(body), need)
+                    if i > 0:
+                        r.connectors.append((IMPLIES, need))
+                        return Binary(
+                            IMPLIES, self._parse(body[:i], r), self._parse(body[i + len(need) :], r)
+                        )
+        for need in _cues("necessary"):
+            if _starts_with(low, need):
+                body = rest_after(need)
+                for purpose in _cues("purpose"):
+                    i = _word_at(_fold(body), purpose)
+                    if i > 0:
+                        r.connectors.append((IMPLIES, need))
+                        return Binary(
+                            IMPLIES, self._parse(body[i + len(purpose) :], r), self._parse(body[:i], r)
+                        )
+        for cue in _cues("sufficient"):
+            if _starts_with(low, cue):
+                body = rest_after(cue)
+                for purpose in _cues("purpose"):
+                    i = _word_at(_fold(body), purpose)
+                    if i > 0:
+                        r.connectors.append((IMPLIES, cue))
+                        return Binary(
+                            IMPLIES, self._parse(body[:i], r), self._parse(body[i + len(purpose) :], r)
+                        )
+        for cue in _cues("either_antecedent"):
+            if _starts_with(low, cue):
+                head, tail = _split_head(rest_after(cue))
+                left, sep, right = head.partition(" o que ")
+                if tail and sep:
+                    r.connectors += [(OR, cue), (IMPLIES, cue)]
+                    either = Binary(OR, self._parse(left, r), self._parse(right, r))
+                    return Binary(IMPLIES, either, self._parse(tail, r))
+        if _cues("excluded_middle") and _starts_with(low, "o"):
+            # "o A o no, pero B de todos modos": (A ∨ ¬A) ∧ B
+            i = _word_at(low, "o no", 2)
+            ends = [e for e in _cues("excluded_middle") if e != "o no" and _word_at(low, e) > 0]
+            if i > 0 and ends:
+                a = self._parse(text[1:i], r)
+                rest = text[i + 4 :].strip(_STRIP)
+                rest = re.sub(r"^pero\s+", "", rest, flags=re.I)
+                for e in ends:
+                    rest = re.sub(r"\s*" + re.escape(e) + r"\s*", " ", rest, flags=re.I)
+                r.connectors += [(OR, "o...o no"), (AND, ends[0])]
+                return Binary(AND, Binary(OR, a, Not(a)), self._parse(rest, r))
+        both_if = _cues("both_conditions")
+        if len(both_if) >= 2 and _starts_with(low, "tanto si"):
+            body = rest_after("tanto si")
+            i = _word_at(_fold(body), "como si")
+            if i > 0:
+                head, tail = _split_head(body[i + len("como si") :])
+                if tail:
+                    r.connectors.append((IMPLIES, "tanto si...como si"))
+                    a, b, c = self._parse(body[:i], r), self._parse(head, r), self._parse(tail, r)
+                    return Binary(AND, Binary(IMPLIES, a, c), Binary(IMPLIES, b, c))
+        for cue in _cues("only_when"):
+            if _starts_with(low, cue):
+                head, tail = _split_head(rest_after(cue))
+                if tail:
+                    r.connectors.append((IMPLIES, cue))
+                    return Binary(IMPLIES, self._parse(tail, r), self._parse(head, r))
+        purpose_words = ("para que", "para")
+        for need in _cues("purpose_necessary"):
+            if need in purpose_words or not _starts_with(low, need):
+                continue
+            body = rest_after(need)
+            for purpose in purpose_words:
+                i = _word_at(_fold(body), purpose, 1)
+                if i > 0 and purpose in (*_cues("purpose_necessary"), *_cues("purpose")):
+                    r.connectors.append((IMPLIES, f"{need}...{purpose}"))
+                    return Binary(IMPLIES, self._parse(body[i + len(purpose) :], r), self._parse(body[:i], r))
+        for purpose in purpose_words:
+            if purpose in (*_cues("purpose_necessary"), *_cues("purpose")) and _starts_with(low, purpose):
+                head, tail = _split_head(rest_after(purpose))
+                if tail:
+                    for need in _cues("purpose_necessary"):
+                        if need not in purpose_words and _starts_with(_fold(tail), need):
+                            tail = tail[len(need) :]
+                            break
+                    r.connectors.append((IMPLIES, purpose))
+                    return Binary(IMPLIES, self._parse(head, r), self._parse(tail, r))
+        if _starts_with(low, "que"):
+            for op, role in ((IMPLIES, "implies"), (IFF, "biconditional")):
+                for cue in _cues(role):
+                    i = _word_at(low, cue + " que")
+                    if i > 0:
+                        r.connectors.append((op, cue))
+                        return Binary(op, self._parse(text[3:i], r), self._parse(text[i + len(cue) + 4 :], r))
+        for cue in _cues("conditional"):
+            if _starts_with(low, cue):
+                body = rest_after(cue)
+                then = [
+                    (i, c) for c in _cues("conditional_then") for i in (_word_at(_fold(body), c, 1),) if i > 0
+                ]
+                if then:
+                    i, cue_then = then[0]
+                    head, tail = body[:i], body[i + len(cue_then) :]
+                    r.connectors.append((IMPLIES, f"{cue}...{cue_then}"))
+                else:
+                    head, tail = _split_head(body)
+                    r.connectors.append((IMPLIES, cue))
+                if tail.strip(_STRIP):
+                    return Binary(IMPLIES, self._parse(head, r), self._parse(tail, r))
+        for cue in _cues("either_or"):
+            if _starts_with(low, cue):
+                parts = [p for p in re.split(r",\s*" + re.escape(cue) + r"\s+", text[len(cue) :], flags=re.I)]
+                if len(parts) >= 2:
+                    r.connectors.append((OR, cue))
+                    return _chain(OR, [self._parse(p, r) for p in parts])
+        for cue in _cues("disjunction"):
+            if _starts_with(low, cue) and _word_at(low, cue, len(cue) + 1) > 0:
+                return self._parse(rest_after(cue), r)
+        for cue in _cues("nor"):
+            later = (*_cues("conditional"), *_cues("only_if"), *_cues("unless"))
+            if _starts_with(low, cue) and not any(_word_at(low, c, len(cue) + 1) > 0 for c in later):
+                parts = re.split(r"\s+" + re.escape(cue) + r"\s+", text[len(cue) :], flags=re.I)
+                if len(parts) >= 2:
+                    r.connectors += [(NOT, f"{cue}...{cue}"), (AND, f"{cue}...{cue}")]
+                    return _chain(AND, [Not(self._parse(p, r)) for p in parts])
+        return None
+
+    def _infix(self, text: str, low: str, r: _Reading) -> Node | None:
+        for end in _cues("exclusive_end"):
+            if low.endswith(", " + end) or low.endswith(" " + end):
+                body = text[: len(text) - len(end)].strip(_STRIP)
+                for cue in _cues("disjunction"):
+                    if _starts_with(_fold(body), cue):
+                        body = body[len(cue) :].strip()
+                        break
+                left, right = _split_top(body, _cues("disjunction"))
+                if right:
+                    a, b = self._parse(left, r), self._parse(right, r)
+                    r.connectors += [(OR, "o"), (AND, "pero"), (NOT, end)]
+                    return Binary(AND, Binary(OR, a, b), Not(Binary(AND, a, b)))
+        for role, op, flip in (
+            ("iff_condition", IFF, False),
+            ("sufficient_condition", IMPLIES, False),
+            ("necessary_condition", IMPLIES, True),
+        ):
+            for cue in _cues(role):
+                for link in (f" es {cue} para que ", f" es {cue} para "):
+                    i = low.find(link)
+                    if i > 0:
+                        r.connectors.append((op, cue))
+                        left = re.sub(r"^que\s+", "", text[:i], flags=re.I)
+                        a, b = self._parse(left, r), self._parse(text[i + len(link) :], r)
+                        return Binary(op, b, a) if flip else Binary(op, a, b)
+        for role, op, flip in (
+            ("biconditional_when", IFF, False),
+            ("only_when", IMPLIES, False),
+            ("condition_after", IMPLIES, True),
+        ):
+            for cue in _cues(role):
+                i = _word_at(low, cue, 1)
+                if i > 0:
+                    left, right = text[:i], text[i + len(cue) :]
+                    if left.strip(_STRIP) and right.strip(_STRIP):
+                        r.connectors.append((op, cue))
+                        a, b = self._parse(left, r), self._parse(right, r)
+                        return Binary(op, b, a) if flip else Binary(op, a, b)
+        for op, roles, flip, negate_right in (
+            (IFF, ("biconditional",), False, False),
+            (AND, ("premise", "conjunction_contrast"), False, False),
+            (IMPLIES, ("only_if",), False, False),
+            (IMPLIES, ("unless",), True, True),
+            (IMPLIES, ("conditional",), True, False),
+        ):
+            cues = [c for role in roles for c in _contrast_or(role)]
+            for cue in cues:
+                i = _word_at(low, cue, 1)
+                if i > 0:
+                    left, right = text[:i], text[i + len(cue) :]
+                    if not left.strip(_STRIP) or not right.strip(_STRIP):
+                        continue
+                    r.connectors.append((op, cue))
+                    a, b = self._parse(left, r), self._parse(right, r)
+                    if negate_right:
+                        r.connectors.append((NOT, cue))
+                        b = Not(b)
+                    return Binary(op, b, a) if flip else Binary(op, a, b)
+        for op, role in ((OR, "disjunction"), (AND, "conjunction")):
+            parts = _split_all(
+                text, _cues(role) if op == OR else tuple(c for c in _cues(role) if len(c) <= 2)
+            )
+            if len(parts) >= 2:
+                r.connectors.append((op, _cues(role)[-1]))
+                return _chain(op, [self._parse(p, r) for p in parts])
+        for cue in _cues("nor"):
+            i = _word_at(low, cue, 1)
+            if i > 0:
+                r.connectors.append((AND, cue))
+                return Binary(AND, self._parse(text[:i], r), Not(self._parse(text[i + len(cue) :], r)))
+        return None
+
+    def _clause(self, text: str, r: _Reading) -> Node:
+        words = text.strip(_STRIP).split()
+        negated = False
+        for neg in _cues("negation"):
+            lowered = [w.lower().strip(_STRIP) for w in words]
+            if neg in lowered:
+                del words[lowered.index(neg)]
+                negated = True
+                r.connectors.append((NOT, neg))
+                break
+        while words and words[0].lower() in ("que", *_cues("conditional_then")):
+            words = words[1:]
+        definition = " ".join(words).strip(_STRIP) or text.strip(_STRIP)
+        first = definition.split(" ", 1)[0]
+        if first.lower() in SPANISH_STOPWORDS or first.lower() in ("hoy", "hay", "mañana"):
+            definition = first.lower() + definition[len(first) :]
+        node = r.atom(definition)
+        return Not(node) if negated else node
+
+
+def _contrast_or(role: str) -> tuple[str, ...]:
+    """Infix cue strings of a role; contrast conjunctions only after a comma ("A, pero B")."""
+    if role == "conjunction_contrast":
+        return tuple(f", {c}" for c in _cues("conjunction") if len(c) > 2)
+    if role == "premise":
+        return tuple(f", {c}" for c in _cues("premise"))
+    return _cues(role)
+
+
+def _chain(op: str, nodes: list[Node]) -> Node:
+    node = nodes[0]
+    for nxt in nodes[1:]:
+        node = Binary(op, node, nxt)
+    return node
+
+
+_CONTINUATIONS = ("y ", "e ", "o ", "u ", "pero no ")
+# Cues that open a new construction: a comma before one of them always ends the opening clause.
+_OPENERS = tuple(
+    _fold(c)
+    for role in (
+        "conditional",
+        "only_if",
+        "unless",
+        "premise",
+        "negation_prefix",
+        "either_or",
+        "nor",
+        "not_both",
+    )
+    for c in CUES.get(role, ())
+)
+
+
+def _split_head(body: str) -> tuple[str, str]:
+    """Split 'HEAD, TAIL' at the first comma that ends the opening clause group.
+
+    A comma followed by "o bien" continues a group the head opened with "o bien"; a comma followed
+    by a coordinator continues a list; "A, B y C, D" keeps "A, B y C" together.
+    """
+    commas = [m.start() for m in re.finditer(r",\s*", body)]
+    for i, pos in enumerate(commas):
+        head, tail = body[:pos], body[pos:].lstrip(", ")
+        tail_low, head_low = _fold(tail), head.lower()
+        if tail_low.startswith("o bien"):
+            if "o bien" in head_low:
+                continue
+            return head, tail
+        if tail_low.startswith(_CONTINUATIONS):
+            continue
+        if any(_starts_with(tail_low, c) for c in _OPENERS):
+            return head, tail
+        if i + 1 < len(commas):
+            segment = body[pos : commas[i + 1]].lower()
+            if re.search(r"\s(y|e|o|u)\s", segment) and not re.search(r"\s(y|e|o|u)\s", head_low):
+                continue
+        return head, tail
+    return body, ""
+
+
+def _split_top(text: str, cues: tuple[str, ...]) -> tuple[str, str]:
+    low = text.lower()
+    for cue in cues:
+        i = _word_at(low, cue, 1)
+        if i > 0:
+            return text[:i], text[i + len(cue) :]
+    return text, ""
+
+
+def _split_all(text: str, cues: tuple[str, ...]) -> list[str]:
+    """Split on every whole-word occurrence of the cues, and on list commas before the last one."""
+    if not cues:
+        return [text]
+    pattern = r"\s+(?:" + "|".join(re.escape(c) for c in cues) + r")\s+"
+    parts = [p for p in re.split(pattern, text, flags=re.I) if p.strip(_STRIP)]
+    if len(parts) < 2:
+        return [text]
+    first = [p for p in re.split(r",\s+", parts[0]) if p.strip(_STRIP)]
+    return [*first, *parts[1:]]

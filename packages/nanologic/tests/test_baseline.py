@@ -1,0 +1,132 @@
+"""The rule-based baseline formaliser and its CLI."""
+
+import json
+
+import pytest
+
+from nanologic.baseline import RuleFormalizer
+from nanologic.cli import main
+from nanologic.evaluation import grounded_match, score_example, unknown_cues
+from nanologic.generator import generate, known_cues
+from nanologic.logic import parse
+
+
+@pytest.mark.parametrize(
+    ("sentence", "formula", "definitions"),
+    [
+        (
+            "Si llueve y no llevo paraguas, entonces me mojo.",
+            "(p ∧ ¬q) → r",
+            ["llueve", "llevo paraguas", "me mojo"],
+        ),
+        ("El perro ladra si el cartero llega.", "p → q", ["el cartero llega", "el perro ladra"]),
+        (
+            "Iré a la fiesta solo si terminas los deberes.",
+            "p → q",
+            ["iré a la fiesta", "terminas los deberes"],
+        ),
+        (
+            "Salvo que rotemos los logs, o bien el clúster escala, o bien el contenedor se reinicia.",
+            "¬p → (q ∨ r)",
+            None,
+        ),
+        (
+            "No es cierto que, si la réplica no está sincronizada, entonces el backup terminó.",
+            "¬(¬p → q)",
+            None,
+        ),
+        ("Un triángulo es equilátero si y solo si tiene los tres lados iguales.", "p ↔ q", None),
+        ("Ni el banco abre ni la tienda cierra.", "¬p ∧ ¬q", ["el banco abre", "la tienda cierra"]),
+        ("O vienes o te quedas, pero no ambos.", "(p ∨ q) ∧ ¬(p ∧ q)", ["vienes", "te quedas"]),
+        ("Dado que hoy es festivo, si llueve, me quedo en casa.", "p ∧ (q → r)", None),
+        ("Hace frío, pero no llueve.", "p ∧ ¬q", ["hace frío", "llueve"]),
+        ("Leonardo D. fue pintor; además, no fue distinguido.", "p ∧ ¬q", None),
+    ],
+)
+def test_rules_on_the_generator_cues(sentence, formula, definitions):
+    out = RuleFormalizer().formalize([sentence])[0]
+    assert parse(out["formula"]) == parse(formula), out
+    if definitions is not None:
+        assert [d.lower() for d in out["atoms"].values()] == definitions
+    assert out["valid_formula"] and out["formula_ascii"]
+
+
+def test_deterministic_and_same_keys_as_the_model():
+    sentences = [e["natural_language_input"] for e in generate(40, seed=11)]
+    first, second = RuleFormalizer().formalize(sentences), RuleFormalizer().formalize(sentences)
+    assert first == second
+    assert set(first[0]) >= {"atoms", "connectors", "formula", "formula_ascii", "valid_formula"}
+
+
+def test_mostly_right_on_generated_sentences():
+    # The baseline knows the generator's cues, so it reads most generated sentences (0.845 on these
+    # 200 with the open-vocabulary generator, whose elliptic coordination it cannot resolve); a
+    # broken rule drops this far lower.
+    examples = generate(200, seed=7)
+    golds = [
+        {
+            "natural_language_input": e["natural_language_input"],
+            "atoms": {a["atom"]: a["definition"] for a in e["thought"]["identified_atoms"]},
+            "formula": e["output"]["formula"],
+        }
+        for e in examples
+    ]
+    preds = RuleFormalizer().formalize([g["natural_language_input"] for g in golds])
+    grounded = sum(grounded_match(p, g) for p, g in zip(preds, golds)) / len(golds)
+    assert grounded >= 0.75
+
+
+def test_a_cue_outside_the_inventory_is_not_read():
+    sentence = "El museo abre excepto que llueva."
+    gold = {
+        "atoms": {"p": "el museo abre", "q": "llueve"},
+        "formula": "¬q → p",
+        "natural_language_input": sentence,
+    }
+    assert unknown_cues(sentence, known_cues()) == ["excepto que"]
+    pred = RuleFormalizer().formalize([sentence])[0]
+    score = score_example(pred, gold)
+    assert not score["grounded"] and score["unknown_cues"] == 1
+
+
+def test_accents_do_not_hide_a_known_cue():
+    out = RuleFormalizer().formalize(["Aprobarás el examen sí y sólo sí estudias."])[0]
+    assert parse(out["formula"]) == parse("p ↔ q")
+
+
+def test_cli_baseline_formalises_and_evaluates(tmp_path, capsys):
+    assert main(["baseline", "Si nieva, no salgo de casa."]) == 0
+    assert "p → ¬q" in capsys.readouterr().out
+    data = tmp_path / "dev.jsonl"
+    rows = [
+        {
+            "input": "Si nieva, no salgo de casa.",
+            "atoms": {"p": "nieva", "q": "salgo de casa"},
+            "formula": "p → ¬q",
+        },
+        {
+            "input": "El museo abre excepto que llueva.",
+            "atoms": {"p": "el museo abre", "q": "llueve"},
+            "formula": "¬q → p",
+        },
+    ]
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "report"
+    assert main(["evaluate", "--baseline", "rules", "--data", str(data), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["grounded_accuracy"] == 0.5 and report["n_test"] == 2
+    assert report["failures_with_unknown_cue"] == 1 and report["error_categories"]["correct"] == 1
+    preds = [
+        json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    assert [p["grounded"] for p in preds] == [True, False]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["baseline"]) == 2
+    assert main(["evaluate", "--baseline", "rules"]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "Llueve.", "atoms": {"p": "llueve"}, "formula": "p ∧ q"}\n', encoding="utf-8")
+    assert main(["baseline", "--data", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl: example 1" in err and "Traceback" not in err
