@@ -9,6 +9,7 @@ from nanologic.logic import equivalent, parse, pattern
 from nanologic.pipeline import (
     AUGMENTATION_KINDS,
     augment,
+    clause_overlap,
     clean,
     compose,
     consistency_check,
@@ -135,7 +136,9 @@ def splits():
 
 def test_split_sizes_and_no_leakage(splits):
     records, report = splits
-    n = sum(len(v) for v in records.values())
+    # the pattern split is 80/10/10; held-out examples that reuse a training clause are dropped after it
+    dropped = sum(v for k, v in report.rejected.items() if "clause also in train" in k)
+    n = sum(len(v) for v in records.values()) + dropped
     assert 0.7 < len(records["train"]) / n < 0.9
     sources = {name: {r["source_id"] for r in rows} for name, rows in records.items()}
     assert not sources["train"] & sources["test"] and not sources["train"] & sources["val"]
@@ -168,8 +171,9 @@ def test_balance_spreads_over_patterns_and_caps_levels():
     counts = Counter(r["complexity"] for rows in records.values() for r in rows)
     assert max(counts.values()) <= 200
     # Trimming takes the most frequent patterns first: within a level, no kept pattern has more
-    # than one sentence more than a pattern that lost sentences.
-    rows = [r for split in records.values() for r in split]
+    # than one sentence more than a pattern that lost sentences. Train patterns only: held-out
+    # examples are filtered again after balancing (pattern and clause overlap with train).
+    rows = records["train"]
     available = Counter((e["complexity"], pattern(parse(e["output"]["formula"]))) for e in examples)
     kept = Counter((r["complexity"], r["source_pattern"]) for r in rows)
     trimmed_levels = 0
@@ -213,3 +217,25 @@ def test_coverage_moves_the_smallest_pattern_that_supplies_a_primitive():
     # affirmative antecedent was never in train: the smaller of the two patterns that have it moves
     assert assignment == {"¬(¬X → ¬X)": "train", "¬(X → ¬X)": "test", "¬(X → X)": "train"}
     assert report.notes["patterns_moved_to_train_for_coverage"] == 1
+
+
+def test_test_clauses_are_unseen_in_train(splits):
+    records, report = splits
+    for name in ("val", "test"):
+        overlap = clause_overlap(records["train"], records[name])
+        assert overlap["clauses"] > 0 and overlap["clauses_in_train"] == 0
+        assert overlap["examples_with_a_train_clause"] == 0
+        assert report.notes["clause_overlap"][name] == overlap
+        # the filter had work to do: short clauses ("llueve") recur across sentences
+        assert report.notes["clause_overlap_before_filter"][name]["clauses_in_train"] > 0
+
+
+def test_clause_overlap_counts():
+    train = [{"atoms": {"p": "llueve", "q": "hace frío"}}]
+    held_out = [{"atoms": {"p": "Llueve", "q": "nieva"}}, {"atoms": {"p": "nieva"}}]
+    assert clause_overlap(train, held_out) == {
+        "clauses": 2,
+        "clauses_in_train": 1,
+        "fraction_in_train": 0.5,
+        "examples_with_a_train_clause": 1,
+    }

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from nanologic.data import NanologicError
-from nanologic.runner import DEFAULT_MAX_MINUTES, DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE
+from nanologic.runner import DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE
 
 PRESET_CHOICES = ("cpu", "tiny", "base", "base-export", "base-full")
 
@@ -39,7 +39,7 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--max-minutes",
         type=float,
         default=None,
-        help=f"stop training after this many minutes (default: {DEFAULT_MAX_MINUTES:g} for the cpu preset, else none)",
+        help="stop training after this many minutes (a wall-clock cap: the result then depends on the machine)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=None)
@@ -119,9 +119,7 @@ def _run_train(args: argparse.Namespace) -> int:
         vocab_size=args.vocab_size,
         resume=args.resume,
         eval_limit=args.eval_limit,
-        max_minutes=args.max_minutes
-        if args.max_minutes is not None
-        else (DEFAULT_MAX_MINUTES if args.preset == "cpu" else None),
+        max_minutes=args.max_minutes,
         threads=args.threads,
     )
     summary = {k: report[k] for k in ("equivalence_accuracy", "n_test", "train_seconds", "total_seconds")}
@@ -161,12 +159,13 @@ def _no_overwrite(path: Path, force: bool) -> None:
 
 def _cmd_generate(args) -> int:
     from nanologic.data import write_raw
-    from nanologic.generator import distinct_clauses, generate
+    from nanologic.generator import generate
 
     _no_overwrite(args.out, args.force)
     examples = generate(args.n, seed=args.seed)
     write_raw(args.out, examples)
-    print(f"generated {len(examples)} examples ({distinct_clauses()} distinct clauses) -> {args.out}")
+    clauses = {a["definition"] for e in examples for a in e["thought"]["identified_atoms"]}
+    print(f"generated {len(examples)} examples ({len(clauses)} distinct clauses) -> {args.out}")
     return 0
 
 

@@ -25,7 +25,6 @@ console = Console(stderr=True)
 # The embedded default dataset: what `nanologic train` generates when no --data is given.
 DEFAULT_N_GENERATE = 40_000  # raw generated sentences
 DEFAULT_MAX_PER_COMPLEXITY = 8_000  # source sentences kept per complexity level
-DEFAULT_MAX_MINUTES = 10.0  # training-time cap of the CPU default (fp32 on 2 cores fits ~15 min wall)
 # The real-sentence development set shipped with the package (issue 13); every run reports on it.
 DEV_REAL = Path(__file__).resolve().parents[2] / "data" / "dev_real.jsonl"
 
