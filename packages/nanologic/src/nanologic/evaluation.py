@@ -309,18 +309,27 @@ def grounded_match(pred: dict, gold: dict) -> bool:
     return False
 
 
-def equivalent_any_mapping(pred_formula: Node, gold_formula: Node, max_atoms: int = 7) -> bool:
+def equivalent_any_mapping(pred_formula: Node, gold_formula: Node, max_mappings: int = 40_320) -> bool:
     """Equivalent under some one-to-one renaming of the predicted letters, whatever the definitions
-    (the "best letter mapping" score of issue 13). False beyond ``max_atoms`` predicted atoms."""
+    (the "best letter mapping" score of issue 13).
+
+    Tries every injective map of min(#pred, #gold) predicted letters onto gold letters (the other
+    predicted letters get fresh names); False when there are more than ``max_mappings`` maps
+    (8 atoms on each side), so a runaway output cannot stall a report.
+    """
     import itertools
+    import math
 
     pred_letters, gold_letters = atoms(pred_formula), atoms(gold_formula)
-    if len(pred_letters) > max_atoms:
+    k = min(len(pred_letters), len(gold_letters))
+    if math.comb(len(pred_letters), k) * math.perm(len(gold_letters), k) > max_mappings:
         return False
-    targets = gold_letters + [f"extra{i}" for i in range(len(pred_letters))]
-    for perm in itertools.permutations(targets, len(pred_letters)):
-        if equivalent(rename(pred_formula, dict(zip(pred_letters, perm))), gold_formula):
-            return True
+    for chosen in itertools.combinations(pred_letters, k):
+        fresh = {a: f"extra_{a}" for a in pred_letters if a not in chosen}
+        for targets in itertools.permutations(gold_letters, k):
+            mapping = {**fresh, **dict(zip(chosen, targets))}
+            if equivalent(rename(pred_formula, mapping), gold_formula):
+                return True
     return False
 
 
