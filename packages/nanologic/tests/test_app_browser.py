@@ -157,13 +157,14 @@ def _new_page(browser, url: str, outside: list[str]):
     return page
 
 
-def _shot(page, name: str, folder: Path) -> Path:
+def _shot(page, name: str, folder: Path, docs_name: str | None = None) -> Path:
+    """A full-page PNG in ``folder``; with ``docs_name``, also in $NANOLOGIC_SCREENSHOT_DIR."""
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    extra = os.environ.get("NANOLOGIC_SCREENSHOT_DIR")
-    if extra:
-        Path(extra).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(extra) / f"{name}.png"), full_page=False)
+    docs = os.environ.get("NANOLOGIC_SCREENSHOT_DIR")
+    if docs and docs_name:
+        Path(docs).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(docs) / f"{docs_name}.png")
     return path
 
 
@@ -222,7 +223,7 @@ def test_three_tabs_in_chromium(server, browser, backend, tmp_path):
         assert n_true == expected.formula.n_true
         assert page.locator("#nl-tree svg.nl-tree").count() == 1
     print(f"page atoms: {atoms_rows}; formula: {_formula_value(page)!r}")
-    _shot(page, "formalizar-modelo", tmp_path)
+    _shot(page, "formalizar-modelo", tmp_path, docs_name="formalizar")
 
     # Correcting the formula re-renders the table with the project's parser; errors give a position.
     page.locator("#nl-formula textarea").fill("(p ∧ ¬q) → (r")
@@ -253,15 +254,17 @@ def test_three_tabs_in_chromium(server, browser, backend, tmp_path):
     verdict = _wait_for_text(page.locator("#nl-argument-result"), lambda t: "VÁLIDO" in t)
     assert "INVÁLIDO" in verdict and "afirmación del consecuente" in verdict
     assert page.locator("#nl-argument-table tr.nl-counterexample").count() == 1
-    _shot(page, "argumento", tmp_path)
+    _shot(page, "argumento", tmp_path, docs_name="argumento")
 
     page.locator("#nl-premises textarea").fill(ARGUMENT)
     page.locator("#nl-conclusion textarea").fill("")
     page.locator("#nl-verify").click()
     try:
         want = logic.verify_argument(backend, ARGUMENT, "")
-        shown = _wait_for_text(page.locator("#nl-argument-result"), lambda t: want.name in t)
-        assert want.verdict in shown
+        _wait_for_text(page.locator("#nl-lines"), lambda t: "Si llueve, me mojo." in t)
+        shown = page.locator("#nl-argument-result").inner_text()
+        assert want.verdict in shown and want.name in shown
+        _shot(page, "argumento-frases", tmp_path, docs_name="argumento")
     except logic.AppInputError as exc:  # the fixture model wrote an unparsable formula
         first_line = str(exc).splitlines()[0]
         _wait_for_text(page.locator("#nl-argument-result"), lambda t: first_line in t)
@@ -291,7 +294,7 @@ def test_three_tabs_in_chromium(server, browser, backend, tmp_path):
     model_rows = backend.formalize(sentences)
     assert [r["formula"] for r in rows] == [m["formula"] for m in model_rows]
     assert all(set(r) == {"input", "id", "atoms", "connectors", "formula", "formula_ascii"} for r in rows)
-    _shot(page, "lote", tmp_path)
+    _shot(page, "lote", tmp_path, docs_name="lote")
 
     page.context.close()
     assert outside == [], f"the page requested outside resources: {outside}"
