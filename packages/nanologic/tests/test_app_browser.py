@@ -223,7 +223,7 @@ def test_three_tabs_in_chromium(server, browser, backend, tmp_path):
         assert n_true == expected.formula.n_true
         assert page.locator("#nl-tree svg.nl-tree").count() == 1
     print(f"page atoms: {atoms_rows}; formula: {_formula_value(page)!r}")
-    _shot(page, "formalizar-modelo", tmp_path, docs_name="formalizar")
+    _shot(page, "formalizar-modelo", tmp_path)
 
     # Correcting the formula re-renders the table with the project's parser; errors give a position.
     page.locator("#nl-formula textarea").fill("(p ∧ ¬q) → (r")
@@ -237,7 +237,7 @@ def test_three_tabs_in_chromium(server, browser, backend, tmp_path):
     assert page.locator("#nl-formula-ascii textarea").input_value() == "(p & ~q) -> r"
     assert _formula_value(page) == "(p ∧ ¬q) → r"  # normalised by the project's parser
     assert page.locator("#nl-tree svg.nl-tree circle").count() == 6
-    _shot(page, "formalizar", tmp_path)
+    _shot(page, "formalizar", tmp_path, docs_name="formalizar")
 
     # Empty sentence and a 2,000-character paste: a message in the page, the app goes on.
     _formalize(page, "")
