@@ -1,4 +1,4 @@
-"""Write LLaMA-architecture GGUF files, read them back, and check them in real llama.cpp.
+r"""Write LLaMA-architecture GGUF files, read them back, and check them in real llama.cpp.
 
 The writer takes a state dict in Hugging Face ``LlamaForCausalLM`` naming, so any package can
 map its own module names once and reuse the rest. llama.cpp runs the ``llama`` architecture with
@@ -7,13 +7,40 @@ rope type NORM, which rotates adjacent pairs (2i, 2i+1); HF-style "rotate-half" 
 upstream converter does. Tokenizers are stored as ``gpt2`` byte-level BPE (tokens, merges,
 token types, bos/eos/pad ids). Facts and pitfalls: ``shared/docs/gguf-feasibility.md`` in the
 research notes; the F32/F32-KV round trip agrees with PyTorch to about 1e-6.
+
+Text, not only ids (the contract llama.cpp users rely on):
+
+* ``tokenizer.ggml.pre = "gpt-2"`` (:data:`TOKENIZER_PRE`). llama.cpp (``llama-vocab.cpp``,
+  ``LLAMA_VOCAB_PRE_TYPE_GPT2``) splits with ``'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+|
+  ?[^\s\p{L}\p{N}]+|\s+(?!\S)`` (hand-coded in ``unicode.cpp``,
+  ``unicode_regex_split_custom_gpt2``, which also covers the trailing ``\s+``): the regex of
+  ``tokenizers``' ``ByteLevel(use_regex=True)`` that :func:`lm_shared.tokenization.train_bpe`
+  uses. The older ``"default"`` split digits into groups of three and punctuation runs apart, so
+  prompts with numbers (and every `` |`` of a full sequence) were tokenized differently.
+  :func:`check_text_contract` refuses such files with a message to re-export.
+* llama.cpp's ``gpt-2`` pre-tokenizer also turns on ``clean_spaces`` in the C function
+  ``llama_detokenize`` (a space before ``? ! . ,`` is dropped, ``" 's"``-style contractions
+  joined). ``llama-cli`` and ``llama-cpp-python``'s ``detokenize`` render token by token
+  (``llama_token_to_piece``) and do not apply it, so their text equals ``tokenizers``' decode.
+* Token types: special tokens that are part of a model's visible output (``rendered_specials``,
+  e.g. nanologic's section markers) are ``USER_DEFINED``, so ``llama-cli`` without ``--special``
+  and ``detokenize`` without ``special=True`` print them, and llama.cpp matches them in prompt
+  text even when special-token parsing is off; the other specials (pad/bos/eos/unk) stay
+  ``CONTROL`` and are hidden, as usual. llama.cpp forces a few well-known names to CONTROL
+  whatever the file says (``<|end|>``, ``<|im_end|>``, ``<|endoftext|>``, ``<eos>``... in
+  ``llama-vocab.cpp``), so a rendered marker must not use one of those names.
+* ``llama-cpp-python``'s ``detokenize`` drops one leading space when the first id is bos
+  (a LLaMA-1 habit); decode generated ids without the prompt, as the front-ends do.
+* Unicode: our tokenizer normalises to NFC; llama.cpp applies no normaliser. Text front-ends must
+  normalise to NFC before tokenizing (``unicodedata.normalize("NFC", text)``); the file records
+  ``lm_shared.tokenizer.normalizer = "NFC"`` so a reader knows.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +49,20 @@ import numpy as np
 
 from lm_shared.tokenization import BPETokenizer
 
+try:  # the one user-error base class (lm_shared.errors, added with the run-folder policy)
+    from lm_shared.errors import UserError
 
-class GGUFError(ValueError):
+    _ERROR_BASES: tuple[type[Exception], ...] = (UserError, ValueError)
+except ImportError:  # pragma: no cover - a checkout without lm_shared.errors yet
+    _ERROR_BASES = (ValueError,)
+
+
+class GGUFError(*_ERROR_BASES):  # type: ignore[misc]
     """A GGUF file or its inputs are unusable; the message names the file, tensor or key."""
+
+
+TOKENIZER_PRE = "gpt-2"  # llama.cpp's name for the GPT-2 split our byte-level BPE uses
+NORMALIZER_KEY = "lm_shared.tokenizer.normalizer"
 
 
 @dataclass(frozen=True)
@@ -157,6 +195,9 @@ def write_llama_gguf(
     extra_metadata: Mapping[str, Any] | None = None,
     extra_tensors: Mapping[str, np.ndarray] | None = None,
     skip_tensors: Sequence[str] = (),
+    rendered_specials: Collection[str] = (),
+    tokenizer_pre: str = TOKENIZER_PRE,
+    add_bos: bool = False,
 ) -> Path:
     """Write a llama-architecture GGUF that stock llama.cpp loads.
 
@@ -165,7 +206,15 @@ def write_llama_gguf(
     adjacent pairs, written as is). ``extra_metadata`` values may be str, bool, int, float or
     lists of those; ``extra_tensors`` are written unchanged (e.g. SeedΔ index/value tensors), and
     ``skip_tensors`` lists HF names deliberately left out (e.g. dense weights replaced by those).
+    ``rendered_specials``: special tokens that belong to the model's visible output format; they
+    are written ``USER_DEFINED`` (llama.cpp prints them by default), every other special token
+    ``CONTROL`` (hidden). bos/eos/pad may not be rendered. Tokenization is the ``gpt-2``
+    pre-tokenizer (see the module docstring); the text must be NFC, as our tokenizer makes it.
+    ``tokenizer_pre`` exists only to reproduce files of older exporters (``"default"``) in tests.
+    ``add_bos``: llama.cpp prepends bos to text prompts (for models trained with bos first and
+    a prompt format without it, so ``llama-cli -p TEXT`` gives the training ids).
     The file is written to a temporary name and renamed, so a failure never leaves a half file.
+    Raises :class:`GGUFError` naming the tensor, key or token at fault.
     """
     import gguf
 
@@ -195,6 +244,7 @@ def write_llama_gguf(
     if unknown:
         raise GGUFError(f"state dict has tensors llama.cpp's llama architecture cannot use: {unknown[:5]}")
 
+    token_types(tokenizer, rendered_specials, (bos_id, eos_id, pad_id))  # validate before writing
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
@@ -212,14 +262,12 @@ def write_llama_gguf(
     writer.add_vocab_size(config.vocab_size)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
 
-    specials = set(tokenizer.special_tokens)
     tokens = tokenizer.tokens_in_id_order()
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(tokenizer_pre)
     writer.add_token_list(tokens)
-    writer.add_token_types(
-        [gguf.TokenType.CONTROL if t in specials else gguf.TokenType.NORMAL for t in tokens]
-    )
+    writer.add_token_types(token_types(tokenizer, rendered_specials, (bos_id, eos_id, pad_id)))
+    writer.add_string(NORMALIZER_KEY, "NFC")
     writer.add_token_merges([f"{a} {b}" for a, b in tokenizer.merges()])
     if bos_id is not None:
         writer.add_bos_token_id(bos_id)
@@ -227,7 +275,7 @@ def write_llama_gguf(
         writer.add_eos_token_id(eos_id)
     if pad_id is not None:
         writer.add_pad_token_id(pad_id)
-    writer.add_add_bos_token(False)
+    writer.add_add_bos_token(add_bos)
     for key, value in (extra_metadata or {}).items():
         _add_metadata(writer, key, value)
 
@@ -253,6 +301,57 @@ def write_llama_gguf(
         writer.close()
     tmp.replace(path)
     return path
+
+
+def token_types(
+    tokenizer: BPETokenizer, rendered_specials: Collection[str] = (), hidden_ids: Sequence[int | None] = ()
+) -> list[int]:
+    """GGUF token types in id order: NORMAL (1), CONTROL (3) or USER_DEFINED (4, rendered).
+
+    Raises :class:`GGUFError` when a rendered token is not one of the tokenizer's special tokens
+    or is the bos/eos/pad token (``hidden_ids``), which llama.cpp must keep hidden.
+    """
+    import gguf
+
+    specials = set(tokenizer.special_tokens)
+    rendered = set(rendered_specials)
+    unknown = sorted(rendered - specials)
+    if unknown:
+        raise GGUFError(f"rendered_specials {unknown} are not special tokens of the tokenizer")
+    tokens = tokenizer.tokens_in_id_order()
+    for token_id in hidden_ids:
+        if token_id is not None and tokens[token_id] in rendered:
+            raise GGUFError(
+                f"rendered_specials: {tokens[token_id]!r} is the bos/eos/pad token and must stay CONTROL"
+            )
+    types = []
+    for token in tokens:
+        if token in rendered:
+            types.append(int(gguf.TokenType.USER_DEFINED))
+        elif token in specials:
+            types.append(int(gguf.TokenType.CONTROL))
+        else:
+            types.append(int(gguf.TokenType.NORMAL))
+    return types
+
+
+def check_text_contract(metadata: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Refuse a GGUF whose tokenizer llama.cpp would run differently from ours.
+
+    Files written before the ``gpt-2`` pre-tokenizer fix say ``tokenizer.ggml.pre = "default"``:
+    llama.cpp then splits numbers and punctuation differently, so text prompts do not give the
+    model's training ids. Raises :class:`GGUFError` that says to re-export.
+    """
+    model = metadata.get("tokenizer.ggml.model")
+    if model != "gpt2":
+        raise GGUFError(f"{path}: tokenizer.ggml.model is {model!r}, expected 'gpt2' (byte-level BPE)")
+    pre = metadata.get("tokenizer.ggml.pre")
+    if pre != TOKENIZER_PRE:
+        raise GGUFError(
+            f"{path}: tokenizer.ggml.pre is {pre!r}, expected {TOKENIZER_PRE!r}: this file was written by an "
+            "older exporter and llama.cpp would tokenize text differently from training; re-export it "
+            "from the checkpoint with the current version"
+        )
 
 
 def _add_metadata(writer: Any, key: str, value: Any) -> None:
@@ -287,7 +386,17 @@ def read_gguf(path: str | os.PathLike[str], *, load_tensors: bool = True) -> GGU
     try:
         reader = GGUFReader(str(path), "r")
     except Exception as exc:  # gguf raises ValueError/IndexError/struct errors on bad bytes
-        raise GGUFError(f"{path}: not a valid GGUF file ({type(exc).__name__}: {exc})") from None
+        size = path.stat().st_size
+        raise GGUFError(
+            f"{path}: not a valid GGUF file, or truncated ({size} bytes; {type(exc).__name__}: {exc})"
+        ) from None
+    size = path.stat().st_size
+    for tensor in reader.tensors:
+        end = int(tensor.data_offset) + int(tensor.n_bytes)
+        if end > size:
+            raise GGUFError(
+                f"{path}: truncated: tensor {tensor.name!r} ends at byte {end} but the file has {size} bytes"
+            )
     metadata: dict[str, Any] = {}
     for name, fld in reader.fields.items():
         if name.startswith("GGUF."):

@@ -687,7 +687,7 @@ def load_backend(
             return LoadedBackend(None, "", f"El modelo GGUF no se puede usar: {exc}.")
         try:
             return LoadedBackend(LlamaCppFormalizer.from_gguf(gguf), f"GGUF {gguf}", None)
-        except (NanologicError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to open the file is shown in the page
             return LoadedBackend(None, "", f"No se pudo cargar el modelo GGUF {gguf}: {exc}")
     description = ""
     if checkpoint is None:

@@ -273,14 +273,14 @@ def _cmd_formalize(args) -> int:
     from rich.table import Table
 
     from nanologic.data import read_jsonl, write_jsonl
-    from nanologic.inference import Formalizer, formalize_output_row
+    from nanologic.inference import formalize_output_row
     from nanologic.logic import format_truth_table, parse
 
     if args.input is None and not args.sentence:
         raise NanologicError("give a sentence, or --input FILE.jsonl --output FILE.jsonl")
     if args.input is not None and args.output is None:
         raise NanologicError("--input needs --output")
-    formalizer = Formalizer.from_run(args.checkpoint)
+    formalizer = _formalizer(args)
     if args.input is not None:
         _no_overwrite(args.output, args.force)
         rows = read_jsonl(args.input, required=("input",))
@@ -307,11 +307,41 @@ def _cmd_formalize(args) -> int:
     return 0
 
 
+def _formalizer(args):
+    """The PyTorch Formalizer (--checkpoint) or the llama.cpp one (--gguf), with the constraint."""
+    if (args.checkpoint is None) == (args.gguf is None):
+        raise NanologicError("give exactly one of --checkpoint DIR (PyTorch) or --gguf FILE.gguf (llama.cpp)")
+    constraint = "grounded" if args.grounded else ("format" if args.constrained else None)
+    if args.gguf is not None:
+        from nanologic.llamacpp import LlamaCppFormalizer
+
+        return LlamaCppFormalizer.from_gguf(args.gguf, grammar=constraint or False)
+    from nanologic.inference import Formalizer
+
+    return Formalizer.from_run(args.checkpoint, constraint=constraint)
+
+
+def _add_backend_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, help="a run directory (PyTorch)")
+    p.add_argument("--gguf", type=Path, help="an exported GGUF, run in llama.cpp (llama-cpp-python)")
+    p.add_argument(
+        "--constrained",
+        "--grammar",
+        action="store_true",
+        help="decode under the answer grammar (atoms in order, formula over declared letters, parses)",
+    )
+    p.add_argument(
+        "--grounded",
+        action="store_true",
+        help="like --constrained, and atom definitions only use the sentence's words",
+    )
+
+
 def _cmd_check(args) -> int:
     from rich.console import Console
 
     from nanologic.argument import check_argument
-    from nanologic.inference import Formalizer, shared_atoms, split_argument
+    from nanologic.inference import shared_atoms, split_argument
     from nanologic.logic import FormulaError, to_unicode
 
     console = Console()
@@ -324,12 +354,12 @@ def _cmd_check(args) -> int:
         except FormulaError as exc:
             raise NanologicError(f"unparsable formula: {exc}") from None
     else:
-        if args.checkpoint is None or args.text is None:
+        if (args.checkpoint is None and args.gguf is None) or args.text is None:
             raise NanologicError(
-                "give --checkpoint DIR and an argument text, or --premise/--conclusion formulas"
+                "give --checkpoint DIR (or --gguf FILE) and an argument text, or --premise/--conclusion formulas"
             )
         premises_text, conclusion_text = split_argument(args.text)
-        formalizer = Formalizer.from_run(args.checkpoint)
+        formalizer = _formalizer(args)
         formulas, definitions = shared_atoms(formalizer.formalize([*premises_text, conclusion_text]))
         for sentence, f in zip([*premises_text, conclusion_text], formulas):
             console.print(f"  {sentence}  ->  {to_unicode(f)}")
@@ -355,7 +385,7 @@ def _cmd_export(args) -> int:
     path = export_gguf(
         args.checkpoint, args.out, dtype=args.dtype, allow_final_softcap=args.allow_final_softcap
     )
-    print(f"wrote {path}")
+    print(f"wrote {path} and its answer grammar {path.with_suffix('.gbnf')}")
     return 0
 
 
@@ -507,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("formalize", help="sentence(s) -> atoms, connectors, formula, truth table")
     p.add_argument("sentence", nargs="*")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    _add_backend_flags(p)
     p.add_argument("--input", type=Path, help="JSONL with a string field 'input' per line")
     p.add_argument("--output", type=Path)
     p.add_argument("--force", action="store_true")
@@ -515,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validity of an argument (text with a model, or formulas)")
     p.add_argument("text", nargs="?")
-    p.add_argument("--checkpoint", type=Path)
+    _add_backend_flags(p)
     p.add_argument("--premise", dest="premises", action="append", default=[], help="a premise formula")
     p.add_argument("--conclusion", help="the conclusion formula")
     p.add_argument("--json", action="store_true", help="also print the result as JSON")

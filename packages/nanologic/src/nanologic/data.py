@@ -206,6 +206,27 @@ def parse_output(text: str) -> dict:
     }
 
 
+def formalization_result(raw: str) -> dict:
+    """The dict a formaliser returns for one generated answer text (any backend).
+
+    Keys: ``atoms`` (letter -> definition), ``connectors`` ([symbol, cue] pairs), ``formula``
+    (normalised Unicode when it parses, else as written), ``formula_ascii`` ("" when it does not
+    parse), ``valid_formula`` and ``raw`` (the text after ``<|output|>``).
+    """
+    from nanologic.logic import to_ascii, to_unicode, try_parse
+
+    parsed = parse_output(raw)
+    node = try_parse(parsed["formula"])
+    return {
+        "atoms": parsed["atoms"],
+        "connectors": parsed["connectors"],
+        "formula": to_unicode(node) if node is not None else parsed["formula"],
+        "formula_ascii": to_ascii(node) if node is not None else "",
+        "valid_formula": node is not None,
+        "raw": raw,
+    }
+
+
 def record_from_raw(ex: dict) -> dict:
     """Flatten a cleaned raw example into the processed record the trainer reads."""
     thought = ex.get("thought", {})

@@ -7,6 +7,11 @@ Stochastic depth and dropout are identities at inference. Refused: QK-norm, diff
 attention, the gate-residual FFN and the attention soft-cap (llama.cpp's llama graph has no
 such operations), and the final soft-cap (it changes the logits; greedy output is unchanged, so
 ``allow_final_softcap=True`` exports without it).
+
+Text: the file uses llama.cpp's ``gpt-2`` pre-tokenizer (the split of our byte-level BPE) and
+writes the section markers (``<|input|>`` … ``<|formula|>``) as USER_DEFINED tokens, so
+``llama-cli`` prints them; llama.cpp applies no Unicode normaliser, so text must be NFC
+(``nanologic.data.normalize_text``) before it is tokenized, as our front-ends do.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from pathlib import Path
 
 import torch
 
-from nanologic.data import BOS, EOS, PAD, NanologicError
+from nanologic.data import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, NanologicError
 from nanologic.model import NanoLogic, NanoLogicConfig
+
+RENDERED_SPECIALS = tuple(t for t in SPECIAL_TOKENS if t not in (PAD, BOS, EOS, UNK))
 
 
 def unsupported_features(cfg: NanoLogicConfig, allow_final_softcap: bool = False) -> list[str]:
@@ -60,20 +67,11 @@ def hf_llama_state_dict(model: NanoLogic) -> dict[str, torch.Tensor]:
     return out
 
 
-def export_model(
-    model: NanoLogic, tokenizer, path: str | Path, *, dtype: str = "f32", allow_final_softcap: bool = False
-) -> Path:
-    from lm_shared.gguf import LlamaGGUFConfig, write_llama_gguf
+def gguf_config(cfg: NanoLogicConfig):
+    """The llama GGUF hyper-parameters of a nanologic config."""
+    from lm_shared.gguf import LlamaGGUFConfig
 
-    cfg = model.config
-    problems = unsupported_features(cfg, allow_final_softcap)
-    if problems:
-        raise NanologicError(
-            "cannot export to llama.cpp's llama architecture: this model uses "
-            + "; ".join(problems)
-            + ". Train with an exportable preset (cpu or base-export)."
-        )
-    gguf_cfg = LlamaGGUFConfig(
+    return LlamaGGUFConfig(
         vocab_size=cfg.vocab_size,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
@@ -85,6 +83,24 @@ def export_model(
         rope_theta=cfg.rope_theta,
         name="nanologic",
     )
+
+
+def export_model(
+    model: NanoLogic, tokenizer, path: str | Path, *, dtype: str = "f32", allow_final_softcap: bool = False
+) -> Path:
+    from lm_shared.gguf import write_llama_gguf
+    from nanologic.grammar import answer_grammar
+    from nanologic.llamacpp import GRAMMAR_KEY
+
+    cfg = model.config
+    problems = unsupported_features(cfg, allow_final_softcap)
+    if problems:
+        raise NanologicError(
+            "cannot export to llama.cpp's llama architecture: this model uses "
+            + "; ".join(problems)
+            + ". Train with an exportable preset (cpu or base-export)."
+        )
+    gguf_cfg = gguf_config(cfg)
     return write_llama_gguf(
         path,
         hf_llama_state_dict(model),
@@ -96,6 +112,10 @@ def export_model(
         bos_id=tokenizer.token_to_id(BOS),
         eos_id=tokenizer.token_to_id(EOS),
         pad_id=tokenizer.token_to_id(PAD),
+        # The section markers are the visible answer format: rendered (USER_DEFINED) so llama.cpp
+        # prints them by default; pad/bos/eos/unk stay CONTROL (hidden).
+        rendered_specials=RENDERED_SPECIALS,
+        extra_metadata={GRAMMAR_KEY: answer_grammar()},
     )
 
 
@@ -105,4 +125,18 @@ def export_gguf(
     from nanologic.inference import load_run
 
     model, tokenizer = load_run(run_dir)
-    return export_model(model, tokenizer, out, dtype=dtype, allow_final_softcap=allow_final_softcap)
+    path = export_model(model, tokenizer, out, dtype=dtype, allow_final_softcap=allow_final_softcap)
+    write_grammar_file(path)
+    return path
+
+
+def write_grammar_file(gguf_path: str | Path) -> Path:
+    """The answer grammar beside the GGUF (``model.gguf`` -> ``model.gbnf``), for ``llama-cli
+    --grammar-file``; the same text is stored in the GGUF under ``nanologic.answer_grammar``."""
+    from nanologic.grammar import answer_grammar
+
+    path = Path(gguf_path).with_suffix(".gbnf")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(answer_grammar(), encoding="utf-8")
+    tmp.replace(path)
+    return path

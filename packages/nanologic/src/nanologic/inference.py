@@ -8,10 +8,19 @@ from pathlib import Path
 
 import torch
 
-from nanologic.data import ATOMS, CONNECTORS, EOS, NanologicError, normalize_text, parse_output, prompt_text
-from nanologic.logic import atom_letters, atoms, parse, rename, to_ascii, to_unicode, try_parse
+from nanologic.data import (
+    ATOMS,
+    CONNECTORS,
+    EOS,
+    NanologicError,
+    formalization_result,
+    normalize_text,
+    prompt_text,
+)
+from nanologic.logic import atom_letters, atoms, parse, rename
 from nanologic.model import NanoLogic, NanoLogicConfig
 
+CONSTRAINTS = (None, "format", "grounded")
 WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model_config.json"
 TOKENIZER = "tokenizer/tokenizer.json"
@@ -69,21 +78,59 @@ class Formalizer:
     the same clause is wrong whatever the formula. ``repair_tries`` > 0 re-decodes such outputs:
     within the repeated definition, the token where the model was least sure (smallest top-1 /
     top-2 logit margin) is switched to its second choice and greedy decoding resumes from there.
+
+    ``constraint``: ``None`` (free greedy decoding), ``"format"`` (the answer grammar of
+    :mod:`nanologic.grammar` as a logits mask: outputs always parse, over declared letters) or
+    ``"grounded"`` (also atom definitions only from the sentence's words). Constrained decoding
+    does not run the repair (the grammar already fixes the format; the repair's re-decoding
+    would run outside it).
     """
 
-    def __init__(self, model: NanoLogic, tokenizer, max_new_tokens: int = 160, repair_tries: int = 2) -> None:
+    def __init__(
+        self,
+        model: NanoLogic,
+        tokenizer,
+        max_new_tokens: int = 160,
+        repair_tries: int = 2,
+        constraint: str | None = None,
+    ) -> None:
+        if constraint not in CONSTRAINTS:
+            raise NanologicError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
-        self.repair_tries = repair_tries
+        self.repair_tries = 0 if constraint else repair_tries
+        self.constraint = constraint
+        self._grammar_compiler = None
         self.eos_id = tokenizer.token_to_id(EOS)
         self.pad_id = tokenizer.token_to_id("<|pad|>")
         self.atoms_id = tokenizer.token_to_id(ATOMS)
         self.connectors_id = tokenizer.token_to_id(CONNECTORS)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, repair_tries: int = 2) -> Formalizer:
-        return cls(*load_run(run_dir), repair_tries=repair_tries)
+    def from_run(
+        cls, run_dir: str | Path, repair_tries: int = 2, constraint: str | None = None
+    ) -> Formalizer:
+        return cls(*load_run(run_dir), repair_tries=repair_tries, constraint=constraint)
+
+    def _processors(self, sentences: list[str], prompts: list[list[int]]):
+        """The grammar mask for a batch (None when unconstrained)."""
+        if self.constraint is None:
+            return None
+        from nanologic.grammar import (
+            GrammarCompiler,
+            GrammarLogitsProcessor,
+            answer_grammar,
+            grounded_grammar,
+        )
+
+        if self._grammar_compiler is None:
+            self._grammar_compiler = GrammarCompiler(self.tokenizer, stop_ids=(self.eos_id,))
+        if self.constraint == "grounded":
+            grammars = [grounded_grammar(s) for s in sentences]
+        else:
+            grammars = [answer_grammar()] * len(sentences)
+        return GrammarLogitsProcessor(self._grammar_compiler, grammars, max(len(p) for p in prompts))
 
     def _room(self, prompt_len: int) -> int:
         room = self.model.config.max_seq_len - prompt_len
@@ -103,6 +150,7 @@ class Formalizer:
                 self._room(max(len(p) for p in prompts)),
                 pad_id=self.pad_id,
                 stop_ids=(self.eos_id,),
+                processors=self._processors(chunk, prompts),
             )
             for prompt, out in zip(prompts, outs):
                 switched: set[int] = set()  # positions already switched are not switched back
@@ -171,21 +219,8 @@ class Formalizer:
 
     def formalize(self, sentences: list[str], batch_size: int = 64) -> list[dict]:
         """atoms, connectors, formula (Unicode) and formula_ascii for each sentence."""
-        results = []
-        for text in self.generate_raw([normalize_text(s) for s in sentences], batch_size):
-            parsed = parse_output(text)
-            node = try_parse(parsed["formula"])
-            results.append(
-                {
-                    "atoms": parsed["atoms"],
-                    "connectors": parsed["connectors"],
-                    "formula": to_unicode(node) if node is not None else parsed["formula"],
-                    "formula_ascii": to_ascii(node) if node is not None else "",
-                    "valid_formula": node is not None,
-                    "raw": text,
-                }
-            )
-        return results
+        texts = self.generate_raw([normalize_text(s) for s in sentences], batch_size)
+        return [formalization_result(text) for text in texts]
 
 
 _CONCLUSION_MARKERS = re.compile(

@@ -11,6 +11,7 @@ sublayer it only damps sublayer j by α^-j (see README).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -395,10 +396,13 @@ class NanoLogic(nn.Module):
         pad_id: int = 0,
         stop_ids: tuple[int, ...] = (),
         use_cache: bool = True,
+        processors: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> list[list[int]]:
         """Greedy decoding of a batch of prompts of any lengths (left-padded), with a KV cache.
 
         Returns only the new tokens of each row, up to and including a stop token.
+        ``processors(sequence [B, T0 + t], logits [B, V]) -> logits`` runs before each argmax
+        (e.g. a grammar mask, :mod:`nanologic.grammar`); ``sequence`` starts with the padded prompts.
         """
         from lm_shared.sampling import generate as lm_generate
 
@@ -438,6 +442,7 @@ class NanoLogic(nn.Module):
             max_new_tokens,
             stop_token_ids=stop_ids,
             use_cache=use_cache,
+            processors=processors,
         )
         results = []
         for row in seq[:, T0:].tolist():

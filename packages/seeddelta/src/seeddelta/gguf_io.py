@@ -154,7 +154,8 @@ def tokenizer_from_metadata(md: Mapping[str, Any], path: Path) -> BPETokenizer:
     hf.normalizer = normalizers.NFC()
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     hf.decoder = decoders.ByteLevel()
-    hf.add_special_tokens([AddedToken(t, special=True) for t, ty in zip(tokens, types) if ty == 3])
+    # CONTROL (3) and USER_DEFINED (4) tokens are the tokenizer's special tokens.
+    hf.add_special_tokens([AddedToken(t, special=True) for t, ty in zip(tokens, types) if ty in (3, 4)])
     return BPETokenizer(hf)
 
 

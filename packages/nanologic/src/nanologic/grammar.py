@@ -1,0 +1,294 @@
+"""GBNF grammars of nanologic's answer, and the same constraint as a logits mask for PyTorch.
+
+The answer the model writes after ``<|output|>`` is::
+
+    <|atoms|> p: def | q: def <|connectors|> ∧: y | →: si...entonces <|formula|> p ∧ q → r <|eos|>
+
+:func:`answer_grammar` accepts exactly: atoms lettered p, q, r, ... in order (so they are
+distinct), each with a definition of words; a connector list (possibly empty) of ``symbol: cue``;
+a formula that our parser (:func:`nanologic.logic.parse`) accepts, in the spacing
+:func:`nanologic.logic.to_unicode` writes, over the **declared** letters only; then the end
+(llama.cpp and xgrammar allow the eos token once the grammar is complete).
+
+:func:`grounded_grammar` (issue 13, part 3) also restricts each atom definition to words of the
+sentence, plus the normalisations the format allows: dropping the negation (any subset of the
+sentence's words is allowed), indicative for subjunctive (:func:`indicative_variants`: a table of
+irregular forms and the regular ending swaps), and repeating an elided subject or predicate (any
+sentence word may appear in any definition). Case: a word may also appear lower-cased or
+capitalised (the sentence's first word is capitalised; definitions are not).
+
+The grammar is plain GBNF (literals, character classes, ``? * +``, alternation), read by
+llama.cpp (``--grammar-file``, ``llama_cpp.LlamaGrammar``) and by xgrammar
+(``Grammar.from_ebnf``), which turns it into a token bitmask for our PyTorch decoder
+(:class:`GrammarLogitsProcessor`). xgrammar was chosen after trying the alternatives that install
+from wheels on CPU: it reads our byte-level HF tokenizer (special tokens included as their text,
+so ``"<|atoms|>"`` in the grammar matches our single marker token), compiles a per-sentence
+grammar in milliseconds, and applies the mask on CPU tensors. llguidance reads GBNF only through
+a conversion to its Lark dialect; transformers-cfg ties itself to ``generate()`` of transformers
+models, which our model does not use.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from nanologic.logic import AND, IFF, IMPLIES, NOT, OR, atom_letters
+
+MAX_ATOMS = 8  # p..w; the generator uses at most 6
+
+# Irregular present subjunctive -> indicative (the regular endings are handled by rule).
+_IRREGULAR_SUBJUNCTIVE = {
+    "haya": ("hay", "ha"),
+    "hayan": ("han", "hay"),
+    "hayas": ("has",),
+    "hayamos": ("hemos",),
+    "sea": ("es",),
+    "sean": ("son",),
+    "seas": ("eres",),
+    "seamos": ("somos",),
+    "esté": ("está",),
+    "estén": ("están",),
+    "estés": ("estás",),
+    "estemos": ("estamos",),
+    "vaya": ("va", "voy"),
+    "vayan": ("van",),
+    "vayas": ("vas",),
+    "vayamos": ("vamos",),
+    "dé": ("da",),
+    "den": ("dan",),
+    "sepa": ("sabe",),
+    "sepan": ("saben",),
+    "quepa": ("cabe",),
+    "tenga": ("tiene",),
+    "tengan": ("tienen",),
+    "tengas": ("tienes",),
+    "tengamos": ("tenemos",),
+    "venga": ("viene",),
+    "vengan": ("vienen",),
+    "haga": ("hace",),
+    "hagan": ("hacen",),
+    "hagamos": ("hacemos",),
+    "diga": ("dice",),
+    "digan": ("dicen",),
+    "salga": ("sale",),
+    "salgan": ("salen",),
+    "salgamos": ("salimos",),
+    "ponga": ("pone",),
+    "pongan": ("ponen",),
+    "pueda": ("puede",),
+    "puedan": ("pueden",),
+    "podamos": ("podemos",),
+    "quiera": ("quiere",),
+    "quieran": ("quieren",),
+    "llueva": ("llueve",),
+    "nieve": ("nieva",),
+    "caiga": ("cae",),
+    "caigan": ("caen",),
+    "conozca": ("conoce",),
+    "traiga": ("trae",),
+    "atraiga": ("atrae",),
+    "atraigan": ("atraen",),
+    "oiga": ("oye",),
+    "vea": ("ve",),
+    "vean": ("ven",),
+    "duerma": ("duerme",),
+    "pierda": ("pierde",),
+    "pierdan": ("pierden",),
+    "encuentre": ("encuentra",),
+    "encuentren": ("encuentran",),
+    "vuelva": ("vuelve",),
+    "consiga": ("consigue",),
+    "siga": ("sigue",),
+    "elija": ("elige",),
+}
+# Regular present subjunctive endings -> indicative endings (-ar verbs take -e, -er/-ir take -a;
+# yo: -e/-a -> -o), with the spelling changes -gue/-que/-ce/-zca/-ja -> -ga/-ca/-za/-ce/-ge.
+_ENDING_SWAPS = (
+    ("guemos", ("gamos",)),
+    ("quemos", ("camos",)),
+    ("cemos", ("zamos",)),
+    ("emos", ("amos",)),
+    ("amos", ("emos", "imos")),
+    ("guen", ("gan",)),
+    ("quen", ("can",)),
+    ("cen", ("zan",)),
+    ("zcan", ("cen",)),
+    ("jan", ("gen",)),
+    ("en", ("an",)),
+    ("an", ("en",)),
+    ("gues", ("gas",)),
+    ("ques", ("cas",)),
+    ("ces", ("zas",)),
+    ("zcas", ("ces",)),
+    ("es", ("as",)),
+    ("as", ("es",)),
+    ("gue", ("ga", "go")),
+    ("que", ("ca", "co")),
+    ("ce", ("za", "zo")),
+    ("zca", ("ce", "zco")),
+    ("ja", ("ge", "jo")),
+    ("e", ("a", "o")),
+    ("a", ("e", "o")),
+    # perfect subjunctive "haya + participle" -> preterite ("se haya ejecutado" -> "se ejecutó")
+    ("ado", ("ó",)),
+    ("ido", ("ió",)),
+)
+_WORD_RE = re.compile(r"\w+(?:[-'’]\w+)*")
+
+
+def indicative_variants(word: str) -> set[str]:
+    """The word itself plus the indicative forms a subjunctive form may stand for.
+
+    Over-generation is harmless (the constraint only gets looser): ``"valide"`` gives
+    ``{"valide", "valida", "valido"}``; ``"haya"`` gives ``hay`` and ``ha`` among others.
+    """
+    out = {word}
+    low = word.lower()
+    out.update(_IRREGULAR_SUBJUNCTIVE.get(low, ()))
+    for ending, replacements in _ENDING_SWAPS:
+        if low.endswith(ending) and len(low) > len(ending) + 1:
+            out.update(low[: -len(ending)] + r for r in replacements)
+    return out
+
+
+def sentence_words(sentence: str) -> list[str]:
+    """Words a grounded definition may use, in first-seen order (NFC; case variants added)."""
+    words: dict[str, None] = {}
+    for raw in _WORD_RE.findall(unicodedata.normalize("NFC", sentence)):
+        for form in sorted(indicative_variants(raw)):
+            for variant in (form, form.lower(), form[:1].upper() + form[1:]):
+                words.setdefault(variant, None)
+    return list(words)
+
+
+def _literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _formula_rules(k: int) -> list[str]:
+    """Rules f<k> ... over the first k letters, mirroring nanologic.logic's recursive descent."""
+    letters = " | ".join(_literal(a) for a in atom_letters(k))
+    return [
+        f"f{k} ::= f{k}-imp ({_literal(' ' + IFF + ' ')} f{k}-imp)*",
+        f"f{k}-imp ::= f{k}-dis ({_literal(' ' + IMPLIES + ' ')} f{k}-imp)?",
+        f"f{k}-dis ::= f{k}-con ({_literal(' ' + OR + ' ')} f{k}-con)*",
+        f"f{k}-con ::= f{k}-un ({_literal(' ' + AND + ' ')} f{k}-un)*",
+        f"f{k}-un ::= {_literal(NOT)} f{k}-un | f{k}-prim",
+        f'f{k}-prim ::= f{k}-atom | "(" f{k} ")"',
+        f"f{k}-atom ::= {letters}",
+    ]
+
+
+def _grammar(definition_rule: str, max_atoms: int) -> str:
+    letters = atom_letters(max_atoms)
+    lines = [
+        "# nanologic answer grammar (GBNF): atoms p, q, r... in order with definitions,",
+        "# connectors, a formula over the declared letters only; eos follows the final space.",
+        'root ::= "<|atoms|> " (' + " | ".join(f"a{k}" for k in range(1, max_atoms + 1)) + ")",
+    ]
+    for k in range(1, max_atoms + 1):
+        items = ' " | " '.join(f'"{letter}: " def' for letter in letters[:k])
+        lines.append(f'a{k} ::= {items} " <|connectors|> " conns? " <|formula|> " f{k} " "')
+    symbols = " | ".join(_literal(s) for s in (NOT, AND, OR, IMPLIES, IFF))
+    lines += [
+        'conns ::= conn (" | " conn)*',
+        f'conn ::= ({symbols}) ": " cue',
+        'cue ::= cue-word (" " cue-word)*',
+        "cue-word ::= [^ |<\\n]+",
+        'def ::= word (" " word)*',
+        definition_rule,
+    ]
+    for k in range(1, max_atoms + 1):
+        lines += _formula_rules(k)
+    return "\n".join(lines) + "\n"
+
+
+def answer_grammar(max_atoms: int = MAX_ATOMS) -> str:
+    """The GBNF grammar of a well-formed answer (definitions: any words without | < or newline)."""
+    if not 1 <= max_atoms <= 26:
+        raise ValueError(f"max_atoms must be in 1..26, got {max_atoms}")
+    return _grammar("word ::= [^ |<:\\n]+", max_atoms)
+
+
+def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS) -> str:
+    """:func:`answer_grammar` whose atom definitions use only the sentence's words (see module doc)."""
+    words = sentence_words(sentence)
+    if not words:
+        return answer_grammar(max_atoms)
+    return _grammar("word ::= " + " | ".join(_literal(w) for w in words), max_atoms)
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch: a logits mask from the same grammar (xgrammar)
+# ---------------------------------------------------------------------------------------------
+
+
+class GrammarCompiler:
+    """Compiles GBNF grammars for one tokenizer (xgrammar), caching the sentence-free grammar."""
+
+    def __init__(self, tokenizer: Any, stop_ids: Sequence[int]) -> None:
+        try:
+            import xgrammar as xgr
+        except ImportError:
+            from nanologic.data import NanologicError
+
+            raise NanologicError(
+                "grammar-constrained decoding needs xgrammar (`uv pip install xgrammar`)"
+            ) from None
+        self.xgr = xgr
+        self.vocab_size = tokenizer.vocab_size
+        hf = tokenizer.to_transformers()
+        info = xgr.TokenizerInfo.from_huggingface(
+            hf, vocab_size=self.vocab_size, stop_token_ids=list(stop_ids)
+        )
+        self.compiler = xgr.GrammarCompiler(info, max_threads=1)
+        self._cache: dict[str, Any] = {}
+
+    def compile(self, grammar: str) -> Any:
+        if grammar not in self._cache:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            self._cache[grammar] = self.compiler.compile_grammar(grammar)
+        return self._cache[grammar]
+
+
+class GrammarLogitsProcessor:
+    """Masks each row's logits to the tokens its grammar allows next (for ``NanoLogic.generate``).
+
+    One matcher per row; called as ``processor(sequence [B, T0 + t], logits [B, V])``: it first
+    feeds each row's newest token (the prompt, ``T0`` tokens, is not part of the answer), then
+    applies the bitmask. Rows whose grammar has accepted the stop token are left unmasked (their
+    token is ignored by the caller). Greedy decoding under the mask is the highest-logit token the
+    grammar allows.
+    """
+
+    def __init__(self, compiler: GrammarCompiler, grammars: Iterable[str], prompt_len: int) -> None:
+        xgr = compiler.xgr
+        self.xgr = xgr
+        self.matchers = [xgr.GrammarMatcher(compiler.compile(g)) for g in grammars]
+        self.prompt_len = prompt_len
+        self.vocab_size = compiler.vocab_size
+        self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), self.vocab_size)
+
+    def __call__(self, sequence: Any, logits: Any) -> Any:
+        import torch
+
+        generated = sequence.size(1) - self.prompt_len
+        if generated > 0:
+            newest = sequence[:, -1].tolist()
+            for matcher, token in zip(self.matchers, newest):
+                if not matcher.is_terminated():
+                    matcher.accept_token(int(token))
+        self.bitmask.fill_(-1)  # all allowed
+        for i, matcher in enumerate(self.matchers):
+            if not matcher.is_terminated():
+                matcher.fill_next_token_bitmask(self.bitmask, i)
+        masked = logits[:, : self.vocab_size].float().contiguous()
+        self.xgr.apply_token_bitmask_inplace(masked, self.bitmask.to(masked.device))
+        if logits.size(1) > self.vocab_size:  # padded embedding rows are never allowed
+            pad = torch.full_like(logits[:, self.vocab_size :], float("-inf"), dtype=masked.dtype)
+            masked = torch.cat([masked, pad], dim=1)
+        return masked

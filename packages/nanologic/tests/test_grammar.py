@@ -1,0 +1,133 @@
+"""The answer grammar (GBNF) and the grammar-constrained PyTorch decoder."""
+
+import pytest
+import torch
+
+from nanologic.data import SPECIAL_TOKENS, prompt_text, record_from_raw, target_text
+from nanologic.generator import generate
+from nanologic.grammar import answer_grammar, grounded_grammar, indicative_variants, sentence_words
+
+xgr = pytest.importorskip("xgrammar")
+
+
+@pytest.fixture(scope="module")
+def records():
+    return [record_from_raw(e) for e in generate(200, seed=11)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(records):
+    from lm_shared.tokenization import train_bpe
+
+    texts = [prompt_text(r["natural_language_input"]) + target_text(r, False) for r in records]
+    return train_bpe(texts, 700, SPECIAL_TOKENS)
+
+
+@pytest.fixture(scope="module")
+def compiler(tokenizer):
+    from nanologic.grammar import GrammarCompiler
+
+    return GrammarCompiler(tokenizer, stop_ids=[tokenizer.token_to_id("<|eos|>")])
+
+
+def accepts(compiler, tokenizer, grammar: str, text: str) -> bool:
+    """Whether the grammar accepts the token sequence of ``text`` and then ends (eos)."""
+    matcher = xgr.GrammarMatcher(compiler.compile(grammar))
+    return all(matcher.accept_token(t) for t in tokenizer.encode(text)) and matcher.is_terminated()
+
+
+def test_gold_answers_are_accepted(records, tokenizer, compiler):
+    fmt = answer_grammar()
+    for r in records:
+        answer = target_text(r, with_thought=False)
+        assert accepts(compiler, tokenizer, fmt, answer), answer
+        assert accepts(compiler, tokenizer, grounded_grammar(r["natural_language_input"]), answer), r
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "<|atoms|> p: llueve <|connectors|>  <|formula|> q <|eos|>",  # undeclared letter
+        "<|atoms|> q: llueve <|connectors|>  <|formula|> q <|eos|>",  # letters out of order
+        "<|atoms|> p: llueve | q: nieva <|connectors|> ∧: y <|formula|> (p ∧ q <|eos|>",  # unbalanced
+        "<|atoms|> p: llueve | q: nieva <|connectors|> ∧: y <|formula|> p ∧ ∧ q <|eos|>",
+        "<|atoms|> p: llueve | q: nieva <|connectors|> ∧: y <|formula|> p ∧ q<|eos|>",  # spacing
+        "<|atoms|> p: llueve <|formula|> p <|eos|>",  # no connectors section
+    ],
+)
+def test_malformed_answers_are_rejected(tokenizer, compiler, answer):
+    assert not accepts(compiler, tokenizer, answer_grammar(), answer)
+
+
+def test_grounded_definitions_come_from_the_sentence(tokenizer, compiler):
+    sentence = "Si no llueve y Marta trabaje, el servidor se cae."
+    ok = "<|atoms|> p: llueve | q: Marta trabaja | r: el servidor se cae <|connectors|> ¬: no | ∧: y | →: si <|formula|> (¬p ∧ q) → r <|eos|>"
+    assert accepts(compiler, tokenizer, grounded_grammar(sentence), ok)
+    invented = ok.replace("el servidor se cae", "el DNS resuelve el dominio")
+    assert accepts(compiler, tokenizer, answer_grammar(), invented)
+    assert not accepts(compiler, tokenizer, grounded_grammar(sentence), invented)
+
+
+def test_normalisation_table():
+    assert {"valida", "valide"} <= indicative_variants("valide")
+    assert {"hay", "ha"} <= indicative_variants("haya")
+    assert "llega" in indicative_variants("llegue")
+    assert "crece" in indicative_variants("crezca")
+    assert "ejecutó" in indicative_variants("ejecutado")
+    words = sentence_words("Que la VPN esté activa.")
+    assert {"que", "la", "VPN", "está", "activa"} <= set(words)
+
+
+@pytest.mark.llamacpp
+def test_llamacpp_reads_the_grammars():
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llama_cpp.LlamaGrammar.from_string(answer_grammar(), verbose=False)
+    llama_cpp.LlamaGrammar.from_string(grounded_grammar("¿Llueve o «nieva» en 2024?"), verbose=False)
+
+
+def test_constrained_decoding_follows_the_grammar(tokenizer, records):
+    """A random model writes junk freely; under the mask it writes the answer's format."""
+    from nanologic.inference import Formalizer
+    from nanologic.model import NanoLogic, build_config
+
+    torch.manual_seed(0)
+    model = NanoLogic(build_config("tiny", tokenizer.vocab_size)).eval()
+    sentences = [r["natural_language_input"] for r in records[:6]]
+    free = Formalizer(model, tokenizer, max_new_tokens=60, repair_tries=0).formalize(sentences)
+    assert not any(r["raw"].startswith("<|atoms|> p: ") for r in free)
+    for constraint in ("format", "grounded"):
+        fmt = Formalizer(model, tokenizer, max_new_tokens=40, constraint=constraint)
+        for sentence, result in zip(sentences, fmt.formalize(sentences, batch_size=4)):
+            assert result["raw"].startswith("<|atoms|> p: "), result["raw"]
+            if constraint == "grounded":
+                allowed = set(sentence_words(sentence))
+                words = " ".join(result["atoms"].values()).split()
+                if "<|connectors|>" not in result["raw"]:
+                    words = words[:-1]  # cut by max_new_tokens
+                assert set(words) <= allowed, (sentence, result["raw"])
+
+
+def test_mask_allows_only_declared_letters_and_eos_at_the_end(tokenizer, compiler):
+    from nanologic.grammar import GrammarLogitsProcessor
+
+    prefix = "<|atoms|> p: llueve | q: nieva <|connectors|> ∧: y <|formula|> "
+    ids = tokenizer.encode(prefix)
+    proc = GrammarLogitsProcessor(compiler, [answer_grammar()], prompt_len=0)
+    gen = torch.Generator().manual_seed(0)
+    for k in range(len(ids)):  # feed the prefix one token at a time, as generate() does
+        logits = torch.randn(1, tokenizer.vocab_size, generator=gen)
+        masked = proc(torch.tensor([ids[:k]]), logits)
+        assert torch.isfinite(masked[0, ids[k]]), tokenizer.decode(ids[: k + 1])
+    masked = proc(torch.tensor([ids]), torch.zeros(1, tokenizer.vocab_size))
+    allowed = {tokenizer.decode([i]) for i in torch.isfinite(masked[0]).nonzero().flatten().tolist()}
+    allowed = {
+        a for a in allowed if "\ufffd" not in a
+    }  # a byte token that starts "¬" decodes alone as U+FFFD
+    assert allowed and all(a[:1] in {"p", "q", "¬", "("} for a in allowed), allowed
+    assert "r" not in allowed
+    # After a complete formula and its final space, eos is allowed.
+    done = tokenizer.encode(prefix + "p ∧ q ")
+    proc = GrammarLogitsProcessor(compiler, [answer_grammar()], prompt_len=0)
+    for k in range(len(done) + 1):
+        masked = proc(torch.tensor([done[:k]]), torch.zeros(1, tokenizer.vocab_size))
+    assert torch.isfinite(masked[0, tokenizer.token_to_id("<|eos|>")])
