@@ -464,6 +464,7 @@ def _cmd_formalize(args) -> int:
     from rich.table import Table
 
     from nanologic.data import read_jsonl, write_jsonl
+    from nanologic.inference import formalize_output_row
     from nanologic.logic import format_truth_table, parse
 
     if args.input is None and not args.sentence:
@@ -477,17 +478,7 @@ def _cmd_formalize(args) -> int:
         if not rows:
             raise NanologicError(f'{args.input}: no sentences (expected JSONL lines like {{"input": "..."}})')
         results = formalizer.formalize([r["input"] for r in rows])
-        out_rows = []
-        for row, res in zip(rows, results):
-            out_rows.append(
-                {
-                    **row,
-                    "atoms": res["atoms"],
-                    "connectors": [f"{s}: {c}" for s, c in res["connectors"]],
-                    "formula": res["formula"],
-                    "formula_ascii": res["formula_ascii"],
-                }
-            )
+        out_rows = [formalize_output_row(row, res) for row, res in zip(rows, results)]
         write_jsonl(args.output, out_rows)
         print(f"{len(out_rows)} sentences -> {args.output}")
         return 0
@@ -595,6 +586,61 @@ def _cmd_bench(args) -> int:
     from nanologic.bench import run_bench
 
     run_bench(args.out, quick=args.quick, threads=args.threads)
+    return 0
+
+
+def _read_auth_file(path: Path) -> list[tuple[str, str]]:
+    if not path.is_file():
+        raise NanologicError(f"{path}: file not found")
+    pairs = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        user, sep, password = line.strip().partition(":")
+        if not sep or not user or not password:
+            raise NanologicError(f"{path}:{lineno}: expected 'user:password'")
+        pairs.append((user, password))
+    if not pairs:
+        raise NanologicError(f"{path}: no 'user:password' line")
+    return pairs
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    if not 0 < port < 65536:
+        raise NanologicError(f"--port {port}: expected a port number between 1 and 65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise NanologicError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
+            ) from None
+
+
+def _cmd_serve(args) -> int:
+    from nanologic.app import serve
+
+    if args.checkpoint is not None and args.gguf is not None:
+        raise NanologicError("--checkpoint and --gguf are alternatives: give one")
+    auth = _read_auth_file(args.auth_file) if args.auth_file is not None else None
+    if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
+        print(
+            f"warning: serving on {args.host} without --auth-file: anyone who reaches this port can use "
+            "the app (see the README on exposing it safely)",
+            file=sys.stderr,
+        )
+    _check_port_free(args.host, args.port)
+    serve(
+        checkpoint=args.checkpoint,
+        gguf=args.gguf,
+        port=args.port,
+        host=args.host,
+        auth=auth,
+        runs_dir=args.runs_dir,
+    )
     return 0
 
 
@@ -769,6 +815,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.set_defaults(fn=_cmd_bench)
+
+    p = sub.add_parser("serve", help="web app: formalise, truth tables, arguments, JSONL batches")
+    p.add_argument("--checkpoint", type=Path, help="run directory (default: the newest under --runs-dir)")
+    p.add_argument("--gguf", type=Path, help="a GGUF exported with export-gguf (llama.cpp backend)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: this machine only; see the README)"
+    )
+    p.add_argument("--auth-file", type=Path, help="file of 'user:password' lines: the page asks to log in")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where to look for the newest run")
+    p.set_defaults(fn=_cmd_serve)
     return parser
 
 

@@ -255,6 +255,17 @@ def split_argument(text: str) -> tuple[list[str], str]:
     return sentences[:-1], conclusion
 
 
+def formalize_output_row(row: dict, result: dict) -> dict:
+    """One line of ``formalize --output``: the input row plus atoms, connectors ("∧: y"), formulas."""
+    return {
+        **row,
+        "atoms": result["atoms"],
+        "connectors": [f"{s}: {c}" for s, c in result["connectors"]],
+        "formula": result["formula"],
+        "formula_ascii": result["formula_ascii"],
+    }
+
+
 def shared_atoms(formalised: list[dict]) -> tuple[list, dict[str, str]]:
     """Rename each sentence's atoms into one vocabulary shared across sentences (by definition)."""
     from nanologic.evaluation import normalize_definition
