@@ -50,6 +50,7 @@ import numpy as np
 from lm_shared.errors import UserError
 from lm_shared.tokenization import BPETokenizer
 
+
 class GGUFError(UserError, ValueError):
     """A GGUF file or its inputs are unusable; the message names the file, tensor or key."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from nanologic.data import NanologicError
@@ -739,7 +740,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_run_train)
 
     p = sub.add_parser(
-        "evaluate", formatter_class=_HELP, help="evaluate a run (or the rule baseline) on a split or a real-sentence set"
+        "evaluate",
+        formatter_class=_HELP,
+        help="evaluate a run (or the rule baseline) on a split or a real-sentence set",
     )
     p.add_argument("--checkpoint", type=Path, help="trained run directory")
     p.add_argument(
@@ -763,7 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_evaluate)
 
     p = sub.add_parser(
-        "baseline", formatter_class=_HELP, help="the rule-based formaliser over the generator's cues (issue 13 baseline)"
+        "baseline",
+        formatter_class=_HELP,
+        help="the rule-based formaliser over the generator's cues (issue 13 baseline)",
     )
     p.add_argument("sentence", nargs="*", help="sentences to formalise")
     p.add_argument("--data", type=Path, help="evaluate on this JSONL (a split or data/dev_real.jsonl)")
