@@ -131,3 +131,17 @@ def test_mask_allows_only_declared_letters_and_eos_at_the_end(tokenizer, compile
     for k in range(len(done) + 1):
         masked = proc(torch.tensor([done[:k]]), torch.zeros(1, tokenizer.vocab_size))
     assert torch.isfinite(masked[0, tokenizer.token_to_id("<|eos|>")])
+
+
+def test_grounded_words_cover_the_formats_verb_normalisations():
+    from nanologic.grammar import verb_variants
+
+    # a shared predicate repeated per subject, a future read in the present
+    assert {"acostará", "acuesta"} <= verb_variants("acostarán")
+    assert "llueve" in verb_variants("llueva")
+    assert {"te", "duchas"} <= set(sentence_words("Para no ducharse, hay que madrugar."))
+    assert "hay" in verb_variants("haber")
+    assert "lleno" in verb_variants("llenos")
+    # an unknown word gets nothing, and an auxiliary does not open every verb
+    assert verb_variants("paraguas") == set()
+    assert "llueve" not in verb_variants("ha")

@@ -30,6 +30,7 @@ models, which our model does not use.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -154,11 +155,95 @@ def indicative_variants(word: str) -> set[str]:
     return out
 
 
+def _lexicon_lemmas() -> set[str]:
+    """Infinitives of the generator's lexicon (clitic ``se`` removed)."""
+    from nanologic import lexicon
+
+    def strings(value: Any) -> Iterable[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                yield from strings(v)
+
+    lemmas = set()
+    for table in (lexicon.PERSON_PREDICATES, lexicon.THING_GROUPS, lexicon.IMPERSONAL):
+        for text in strings(table):
+            if " | " in text or re.fullmatch(r"[a-záéíóúñ]+(ar|er|ir)(se)?", text.strip()):
+                head = text.split(" | ")[0].strip().split(" ")[0]
+                lemmas.add(
+                    head[:-2] if head.endswith("se") and head[:-2].endswith(("ar", "er", "ir")) else head
+                )
+    return {lemma for lemma in lemmas if lemma.endswith(("ar", "er", "ír", "ir"))}
+
+
+@functools.cache
+def _verb_forms() -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """(form -> lemmas, lemma -> the words of its indicative forms), from the conjugator."""
+    from nanologic.conjugation import SUBJUNCTIVE_TENSES, TENSES, conjugate
+
+    lemmas_of: dict[str, set[str]] = {}
+    indicative: dict[str, set[str]] = {}
+    for lemma in _lexicon_lemmas():
+        for tense in TENSES + SUBJUNCTIVE_TENSES:
+            for person in range(6):
+                try:
+                    form = conjugate(lemma, tense, person)
+                except (ValueError, KeyError, IndexError):
+                    continue
+                # the last word identifies the verb; "ha" of "ha llovido" would match every verb
+                lemmas_of.setdefault(form.split()[-1], set()).add(lemma)
+                if tense in TENSES:
+                    indicative.setdefault(lemma, set()).update(form.split())
+    return (
+        {k: frozenset(v) for k, v in lemmas_of.items()},
+        {k: frozenset(v) for k, v in indicative.items()},
+    )
+
+
+def verb_variants(word: str) -> set[str]:
+    """Every indicative form (any person, any tense) of the verbs ``word`` may be a form of.
+
+    Also the four agreement forms of a word ending like an adjective (``llenos`` -> ``lleno``) and
+    the reflexive pronouns of a pronominal infinitive (``ducharse`` -> ``te duchas``).
+
+    Covers what the format's normalisations do to a verb: a shared predicate repeated with the
+    agreement of each subject ("ni Ana ni Luis vendrán" -> "Luis vendrá"), a future after *si* /
+    *cuando* defined in the present, an infinitive read as the generic *tú* form, a subjunctive
+    given in the indicative. Only verbs of the generator's lexicon are known (the conjugator in
+    :mod:`nanologic.conjugation`); other words get nothing extra.
+    """
+    lemmas_of, indicative = _verb_forms()
+    low = word.lower()
+    out: set[str] = set()
+    lemmas = set(lemmas_of.get(low, ()))
+    if low in indicative:
+        lemmas.add(low)
+    if low.endswith("se") and low[:-2] in indicative:  # "ducharse" -> "te duchas"
+        lemmas.add(low[:-2])
+        out.update(_REFLEXIVE_PRONOUNS)
+    if "haber" in lemmas:
+        out.add("hay")  # impersonal "haber clase" -> "hay clase"
+    for lemma in lemmas:
+        out.update(indicative.get(lemma, ()))
+    if len(low) > 3 and (low[-1] in "oa" or low.endswith(("os", "as"))):
+        # agreement of an adjective or participle with the subject of each definition
+        stem = low[:-2] if low.endswith(("os", "as")) else low[:-1]
+        out.update(stem + ending for ending in ("o", "a", "os", "as"))
+    return out
+
+
+_REFLEXIVE_PRONOUNS = ("me", "te", "se", "nos", "os")
+
+
 def sentence_words(sentence: str) -> list[str]:
     """Words a grounded definition may use, in first-seen order (NFC; case variants added)."""
     words: dict[str, None] = {}
     for raw in _WORD_RE.findall(unicodedata.normalize("NFC", sentence)):
-        for form in sorted(indicative_variants(raw)):
+        for form in sorted(indicative_variants(raw) | verb_variants(raw)):
             for variant in (form, form.lower(), form[:1].upper() + form[1:]):
                 words.setdefault(variant, None)
     return list(words)
