@@ -41,6 +41,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,8 +309,15 @@ class RunLock:
         os.fsync(self._fd)
 
     def _locked_message(self) -> str:
+        # The holder writes its pid right after taking the lock: give it a moment to appear.
+        holder = self.holder()
+        for _ in range(20):
+            if "pid" in holder:
+                break
+            time.sleep(0.05)
+            holder = self.holder()
         return (
-            f"{self.path.parent}: another training ({_describe_holder(self.holder())}) is writing "
+            f"{self.path.parent}: another training ({_describe_holder(holder)}) is writing "
             "this run folder; wait for it to finish or choose another --out"
         )
 
