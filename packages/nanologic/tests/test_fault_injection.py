@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -25,14 +23,14 @@ STEPS_PER_EPOCH = N_TRAIN // BATCH
 
 
 def _shared_data(root: Path) -> Path:
-    """Data and tokenizer built once per test directory (a lock: DDP ranks may ask together)."""
+    """Data built once per test directory (a lock: DDP ranks may ask together)."""
     data = root / "nl-shared"
     data.mkdir(parents=True, exist_ok=True)
     with open(data / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (data / "ready").exists():
             from nanologic.data import read_jsonl, write_jsonl
-            from nanologic.runner import build_dataset, train_tokenizer
+            from nanologic.runner import build_dataset
 
             full = data / "full"
             build_dataset(full, n=300, seed=0)
@@ -40,7 +38,6 @@ def _shared_data(root: Path) -> Path:
                 rows = read_jsonl(full / f"{split}.jsonl")
                 rows = (rows * (n // max(1, len(rows)) + 1))[:n]
                 write_jsonl(data / "data" / f"{split}.jsonl", rows)
-            train_tokenizer(data / "data", data / "tokenizer", vocab_size=400)
             (data / "ready").write_text("1")
     return data
 
@@ -52,9 +49,6 @@ class NanologicAdapter:
 
         run_dir = Path(run_dir)
         shared = _shared_data(run_dir.parent)
-        # only the first process writes in the run directory (the others wait in train_run)
-        if int(os.environ.get("RANK", 0)) == 0 and not (run_dir / "tokenizer").exists():
-            shutil.copytree(shared / "tokenizer", run_dir / "tokenizer")
         scheduler = options.pop("scheduler", "schedulefree")
         if scheduler == "plateau":
             raise kit.Unsupported("nanologic has no ReduceLROnPlateau schedule")
@@ -87,6 +81,7 @@ class NanologicAdapter:
             preset="tiny",
             train_config=tc,
             data_dir=shared / "data",
+            vocab_size=400,  # train_run trains the run's tokenizer on the shared data (rank 0 only)
             resume="last" if resume else None,
             eval_limit=1,
             threads=1,
