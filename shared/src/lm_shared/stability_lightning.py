@@ -147,7 +147,17 @@ def _gate_scheduler(scheduler: Any, gate: OptimizerStepGate) -> None:
 
 
 class GradientHealthCallback(L.Callback):
-    """Logs grad_norm, has_nan, has_inf, n_zero and repair_action every optimizer step."""
+    """Logs grad_norm, has_nan, has_inf, n_zero and repair_action every optimizer step.
+
+    Args:
+        config: thresholds and the repair policy (:class:`lm_shared.stability.HealthConfig`).
+        checkpoint_path: where to save a checkpoint before stopping on repeated non-finite steps.
+        monitor: the validation metric the plateau / early-stop checks read.
+        count_skipped_steps: when False (default) a skipped step is taken back from
+            ``global_step``, so step counts and ``max_steps`` count parameter updates; when True
+            every attempted step keeps its number (a member whose logs and schedules number
+            attempts, e.g. infinito-iit's ``grad_health.jsonl``).
+    """
 
     def __init__(
         self,
@@ -155,7 +165,9 @@ class GradientHealthCallback(L.Callback):
         *,
         checkpoint_path: str | os.PathLike[str] | None = None,
         monitor: str = "val_loss",
+        count_skipped_steps: bool = False,
     ) -> None:
+        self.count_skipped_steps = count_skipped_steps
         self.config = config or HealthConfig()
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.monitor = monitor
@@ -200,7 +212,7 @@ class GradientHealthCallback(L.Callback):
         if action == "skip":
             for p in params:
                 p.grad = None
-            if pl_module.automatic_optimization:
+            if pl_module.automatic_optimization and not self.count_skipped_steps:
                 _uncount_optimizer_step(trainer)
             if not self._uses_scaler(trainer):
                 self.consecutive_nonfinite += 1

@@ -820,7 +820,10 @@ def train(
                 ]
                 for split in ("train", "eval")
             }
-        health = GradientHealthCallback(HealthConfig(clip_norm=train_config.clip_norm))
+        # infinito numbers attempted steps (grad_health.jsonl, max_steps), skips included
+        health = GradientHealthCallback(
+            HealthConfig(clip_norm=train_config.clip_norm), count_skipped_steps=True
+        )
         checkpoints = L.pytorch.callbacks.ModelCheckpoint(
             dirpath=out_dir / CHECKPOINT_DIR,
             filename="best",
