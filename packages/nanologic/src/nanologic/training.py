@@ -355,6 +355,13 @@ class NanoLogicModule(L.LightningModule):
         for opt in self._sf_optimizers():
             opt.train()
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # A resumed run loads the optimizer state saved in eval mode after the hooks above ran
+        # (mid-epoch resume): back to train mode before the forward pass, not just before step().
+        for opt in self._sf_optimizers():
+            if not opt.param_groups[0].get("train_mode", True):
+                opt.train()
+
     def on_validation_model_eval(self) -> None:
         super().on_validation_model_eval()
         for opt in self._sf_optimizers():
