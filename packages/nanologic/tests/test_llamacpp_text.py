@@ -2,6 +2,7 @@
 
 import json
 import unicodedata
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +127,27 @@ def test_cli_gguf_front_end_and_bad_files(records, exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cut.gguf" in err and "truncated" in err and err.count("\n") == 1
     assert main(["formalize", "--gguf", str(path), "--checkpoint", str(tmp_path), "Llueve."]) == 2
+
+
+def test_web_app_gguf_backend_formalizes_like_pytorch(records, exported, tmp_path):
+    """`nanologic serve --gguf FILE` (issue 18): the app's llama.cpp backend gives the PyTorch answer."""
+    from nanologic.app_logic import formalize_batch, formalize_sentence, load_backend, read_batch
+    from nanologic.inference import Formalizer
+
+    model, tokenizer, path = exported
+    loaded = load_backend(gguf=path)
+    assert loaded.error is None and loaded.backend is not None, loaded.error
+    sentence = records[0]["natural_language_input"]
+    shown = formalize_sentence(loaded.backend, sentence)
+    ref = Formalizer(model, tokenizer, repair_tries=0).formalize([sentence])[0]
+    assert shown.raw == ref
+    # the Lote tab through the same backend: one output line per input line
+    batch = tmp_path / "in.jsonl"
+    batch.write_text("".join(json.dumps({"input": r["natural_language_input"]}) + "\n" for r in records[:3]))
+    out = formalize_batch(loaded.backend, read_batch(batch), tmp_path / "out.jsonl")
+    assert len(Path(out).read_text(encoding="utf-8").splitlines()) == 3
+    # a damaged file is a message in the page, not a crash
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(path.read_bytes()[:1000])
+    bad = load_backend(gguf=broken)
+    assert bad.backend is None and bad.error
