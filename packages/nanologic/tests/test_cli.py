@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -158,6 +159,17 @@ def test_evaluate_another_split_keeps_the_test_report(run_dir, capsys):
     val_report = json.loads((run_dir / "eval-val" / "report.json").read_text())
     assert val_report["split"] == "val" and val_report["n_test"] == 3
     assert str(run_dir / "eval-val") in capsys.readouterr().out
+
+
+def test_evaluate_grounded_decoding_reports_beside_the_free_one(run_dir):
+    dev = Path(__file__).resolve().parents[1] / "data" / "dev_real.jsonl"
+    argv = ["evaluate", "--checkpoint", str(run_dir), "--data", str(dev), "--limit", "3"]
+    free_report = (run_dir / "eval-dev_real" / "report.json").read_bytes()  # written by train
+    assert main([*argv, "--grounded"]) == 0
+    report = json.loads((run_dir / "eval-dev_real-grounded" / "report.json").read_text())
+    assert report["constraint"] == "grounded" and report["n_test"] == 3
+    assert report["repair_tries"] == 0  # constrained decoding does not run the repair
+    assert (run_dir / "eval-dev_real" / "report.json").read_bytes() == free_report
 
 
 def test_evaluate_and_bench_quick(run_dir, tmp_path):

@@ -425,9 +425,15 @@ def _cmd_evaluate(args) -> int:
     if args.checkpoint is None:
         raise NanologicError("give --checkpoint DIR (a trained run) or --baseline rules")
     data = args.data or (args.checkpoint / "data" / "test.jsonl")
-    out = args.out or default_report_dir(args.checkpoint, data)
+    constraint = "grounded" if args.grounded else ("format" if args.constrained else None)
+    out = args.out or default_report_dir(args.checkpoint, data, constraint)
     report = evaluate_run(
-        args.checkpoint, data, limit=args.limit, repair_tries=args.repair_tries, out_dir=out
+        args.checkpoint,
+        data,
+        limit=args.limit,
+        repair_tries=args.repair_tries,
+        out_dir=out,
+        constraint=constraint,
     )
     print_eval(report)
     print(f"report -> {out}")
@@ -762,6 +768,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2,
         help="re-decodes of an output that defines two atoms by the same clause (0 = plain greedy)",
+    )
+    p.add_argument(
+        "--constrained",
+        "--grammar",
+        action="store_true",
+        help="decode under the answer grammar (report in DIR/eval[-<stem>]-format)",
+    )
+    p.add_argument(
+        "--grounded",
+        action="store_true",
+        help="like --constrained, and atom definitions only use the sentence's words (report in …-grounded)",
     )
     p.set_defaults(fn=_cmd_evaluate)
 

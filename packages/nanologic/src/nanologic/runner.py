@@ -166,20 +166,23 @@ def evaluate_run(
     batch_size: int = 64,
     repair_tries: int = 2,
     out_dir: Path | None = None,
+    constraint: str | None = None,
 ) -> dict:
     """Decode ``data_path`` and write the report to ``out_dir``: by default ``run_dir/eval`` for
-    the run's own test split and ``run_dir/eval-<file stem>`` for any other file, so evaluating
-    another split never overwrites the run's test report."""
+    the run's own test split and ``run_dir/eval-<file stem>`` for any other file (with
+    ``-<constraint>`` appended under a decoding constraint), so evaluating another split or
+    decoding never overwrites the run's test report. ``constraint``: ``None``, ``"format"`` or
+    ``"grounded"`` (see :class:`nanologic.inference.Formalizer`)."""
     from nanologic.inference import Formalizer
 
-    formalizer = Formalizer.from_run(run_dir, repair_tries=repair_tries)
+    formalizer = Formalizer.from_run(run_dir, repair_tries=repair_tries, constraint=constraint)
     return evaluate_formalizer(
         formalizer,
         data_path,
-        out_dir or default_report_dir(run_dir, data_path),
+        out_dir or default_report_dir(run_dir, data_path, constraint),
         limit=limit,
         batch_size=batch_size,
-        extra={"repair_tries": repair_tries},
+        extra={"repair_tries": formalizer.repair_tries, "constraint": constraint},
     )
 
 
@@ -224,9 +227,10 @@ def evaluate_formalizer(
     return report
 
 
-def default_report_dir(run_dir: Path, data_path: Path) -> Path:
+def default_report_dir(run_dir: Path, data_path: Path, constraint: str | None = None) -> Path:
     own_test = Path(data_path).resolve() == (Path(run_dir) / "data" / "test.jsonl").resolve()
-    return Path(run_dir) / ("eval" if own_test else f"eval-{Path(data_path).stem}")
+    name = "eval" if own_test else f"eval-{Path(data_path).stem}"
+    return Path(run_dir) / (f"{name}-{constraint}" if constraint else name)
 
 
 def print_eval(report: dict) -> None:
@@ -595,5 +599,4 @@ def _train_in(
         f"test clauses seen in train: {overlap['clauses_in_train']} of {overlap['clauses']}"
         f"; total {report['total_seconds']:.0f} s (training {report['train_seconds']:.0f} s)"
     )
-    console.print(f"[bold green]Run directory:[/] {out}  (use it as --checkpoint {out})")
     return report
