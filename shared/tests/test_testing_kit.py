@@ -153,7 +153,7 @@ def test_c_lr_repair_lasts(tmp_path, scheduler):
 
 def test_d_ema_and_scheduler_once_per_optimizer_step(tmp_path):
     out = kit.check_once_per_optimizer_step(make_adapter(), tmp_path)
-    assert out == {"n_averaged": 4, "micro_batches": 10}
+    assert out == {"counters": {"ema.n_averaged": 4}, "n_averaged": 4, "micro_batches": 10}
 
 
 @pytest.mark.slow  # several training processes (kill -9 / resume, torchrun)
@@ -178,6 +178,10 @@ def test_state_differences_names_the_key():
     diffs = kit.state_differences(a, b)
     assert any("state.module.w" in d for d in diffs) and any("param_groups[0].k: 1 vs 2" in d for d in diffs)
     assert kit.state_differences({"x": math.nan}, {"x": math.nan}) == []
+    # ReduceLROnPlateau starts with best = mode_worse = inf: equal infinities are no difference
+    assert kit.state_differences({"best": math.inf}, {"best": math.inf}) == []
+    assert kit.state_differences({"best": math.inf}, {"best": -math.inf}) != []
+    assert kit.state_differences({"best": math.inf}, {"best": 1e30}, atol=1e-6) != []
 
 
 def test_kit_catches_a_step_that_is_not_skipped(tmp_path):

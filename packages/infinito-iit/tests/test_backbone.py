@@ -69,18 +69,26 @@ def assert_same(a, b, path="state"):
 
 
 class InjectGrad(L.Callback):
-    """Set one gradient to ``value`` during the optimizer steps numbered in ``steps`` (1-based)."""
+    """Set one gradient to ``value`` on the first ``times`` attempts of each optimizer step numbered
+    in ``steps`` (1-based). A skipped step is not counted, so the next batch attempts it again."""
 
-    def __init__(self, steps, value=float("nan")):
-        self.steps, self.value = set(steps), value
+    def __init__(self, steps, value=float("nan"), times=1):
+        self.steps, self.value, self.times = set(steps), value, times
+        self.attempts = {}
 
     def on_after_backward(self, trainer, pl_module):
-        if trainer.global_step + 1 in self.steps:
+        step = trainer.global_step + 1
+        if step in self.steps and self.attempts.get(step, 0) < self.times:
             next(p for p in pl_module.parameters() if p.grad is not None).grad.fill_(self.value)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        step = trainer.global_step + 1
+        self.attempts[step] = self.attempts.get(step, 0) + 1
 
 
 class Snapshot(L.Callback):
-    """The whole training state just before and just after optimizer step ``k``."""
+    """The whole training state just before the first attempt of optimizer step ``k`` and after
+    that batch."""
 
     def __init__(self, k):
         self.k = k
@@ -98,11 +106,11 @@ class Snapshot(L.Callback):
         )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step + 1 == self.k:
+        if trainer.global_step + 1 == self.k and self.before is None:
             self.before = self.state(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.k:
+        if self.before is not None and self.after is None:
             self.after = self.state(trainer, pl_module)
 
 
@@ -121,19 +129,21 @@ def test_a_nan_gradient_is_skipped_and_leaves_the_whole_state_equal(tmp_path, da
     snap = Snapshot(4)
     result = run(tmp_path / "r", data, callbacks=[InjectGrad({4}), snap])
     before, after = snap.before, snap.after
-    # Only the random stream moves (the step drew dropout and noise); everything trained is equal.
+    # Only the random stream moves (the step drew dropout and noise); everything trained is equal,
+    # the step counter included: the skipped step is attempted again by the next batch.
     assert not torch.equal(before.pop("rng"), after.pop("rng"))
     assert_same(before, after)
     log = grad_health(tmp_path / "r")
-    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 4, 5, 6]
     assert log[3]["repair_action"] == "skip" and log[3]["has_nan"]
     assert log[4]["repair_action"] in ("none", "clip")  # training goes on
     assert result.history["train"][3]["repair"] == "skip"
+    assert result.final["steps"] == 6  # six applied updates
 
 
 def test_c_lr_halving_lasts_under_the_plateau_schedule(tmp_path, data):
     result = run(
-        tmp_path / "r", data, replace(TRAIN, max_steps=8), callbacks=[InjectGrad({2, 3}, float("inf"))]
+        tmp_path / "r", data, replace(TRAIN, max_steps=8), callbacks=[InjectGrad({2}, float("inf"), times=2)]
     )
     lrs = [e["lr"] for e in result.history["train"]]
     repairs = [e["repair"] for e in result.history["train"]]
@@ -151,8 +161,8 @@ def test_d_memory_and_scheduler_advance_once_per_optimizer_step(tmp_path, data):
             seen["plateau_steps"] = trainer.lr_scheduler_configs[0].scheduler.last_epoch
 
     run(tmp_path / "r", data, cfg, callbacks=[InjectGrad({3}), Count()])
-    assert seen["memory_step"] == 5  # 6 optimizer steps of 2 micro-batches, one skipped
-    assert seen["plateau_steps"] == 3  # one per validation (steps 2, 4, 6), never per batch
+    assert seen["memory_step"] == 6  # 6 optimizer steps of 2 micro-batches, one more attempt skipped
+    assert seen["plateau_steps"] == 3  # one per validation (every 4 batches of 14), never per batch
 
 
 def test_d_accumulation_pools_memory_writes_like_one_larger_batch(tmp_path, data):
@@ -243,5 +253,5 @@ def test_a_non_finite_training_stops_with_an_error_and_saves_no_model(tmp_path, 
     from lm_shared.runs import NonFiniteError
 
     with pytest.raises(NonFiniteError, match="non-finite"):
-        run(tmp_path / "r", data, replace(TRAIN, max_steps=12), callbacks=[InjectGrad(range(2, 13))])
+        run(tmp_path / "r", data, replace(TRAIN, max_steps=12), callbacks=[InjectGrad({2}, times=100)])
     assert not (tmp_path / "r" / "model.safetensors").exists()

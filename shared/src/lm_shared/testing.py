@@ -160,7 +160,7 @@ def state_differences(a: Any, b: Any, path: str = "state", *, atol: float = 0.0)
             for d in state_differences(x, y, f"{path}[{i}]", atol=atol)
         ]
     if isinstance(a, float) and isinstance(b, float):
-        if (math.isnan(a) and math.isnan(b)) or abs(a - b) <= atol:
+        if a == b or (math.isnan(a) and math.isnan(b)) or abs(a - b) <= atol:  # a == b: inf vs inf
             return []
         return [f"{path}: {a!r} vs {b!r}"]
     return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
@@ -290,6 +290,23 @@ class KillAtStep(_callback_base()):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if trainer.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by :class:`CrashAtStep`: an in-process stand-in for ``kill -9``."""
+
+
+class CrashAtStep(_callback_base()):
+    """Raise :class:`SimulatedCrash` at the start of the first batch with ``global_step >= step``:
+    like :class:`KillAtStep`, right after the checkpoint of step ``step`` when ``last`` is written
+    every step, but the test process lives on (the run is left unfinished, to be resumed)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.global_step >= self.step:
+            raise SimulatedCrash(f"simulated crash at step {trainer.global_step}")
 
 
 def read_losses(run_dir: str | os.PathLike[str], rank: int = 0) -> dict[tuple[int, int], float]:
@@ -429,12 +446,20 @@ def check_once_per_optimizer_step(
     accumulate: int = 2,
     total_steps: int = 4,
     skip_step: int = 1,
+    step_counters: Sequence[str] = ("n_averaged",),
     **options: Any,
 ) -> dict:
-    """(d) With gradient accumulation and one skipped step, the EMA's ``n_averaged`` and every LR
-    scheduler's ``last_epoch`` advance once per applied optimizer step: not per micro-batch, not on skips."""
+    """(d) With gradient accumulation and one skipped step, the once-per-update state advances once
+    per applied optimizer step: not per micro-batch, not on skips.
+
+    Checked: every module-state entry whose key ends with one of ``step_counters`` (default: the
+    EMA's ``n_averaged``, with ``ema_decay=0.9`` passed to the adapter; a member without an EMA
+    names its own update counters) and every step-interval LR scheduler's ``last_epoch``. A
+    ``ReduceLROnPlateau`` steps on validation metrics, not on optimizer steps, and is left out.
+    """
     fault, rec = GradientFault(skip_step, "nan"), StateRecorder()
-    options.setdefault("ema_decay", 0.9)
+    if tuple(step_counters) == ("n_averaged",):
+        options.setdefault("ema_decay", 0.9)
     trainer = _fit(
         adapter,
         tmp_path / "run",
@@ -443,20 +468,30 @@ def check_once_per_optimizer_step(
         accumulate_grad_batches=accumulate,
         **options,
     )
-    final = training_state(trainer, trainer.lightning_module)
+    # The state when the last batch ended: after fit a member may load other weights (its best
+    # checkpoint) into the module.
+    final = rec.after[max(rec.after)]
     assert len(rec.after) == accumulate * (total_steps + 1), (
         f"{len(rec.after)} micro-batches for {total_steps} steps + 1 skip with accumulation {accumulate}"
     )
-    averaged = [v for k, v in final["module"].items() if k.endswith("n_averaged")]
-    assert averaged, "no EMA (n_averaged) in the module state"
-    assert int(averaged[0]) == total_steps, f"EMA averaged {int(averaged[0])} times for {total_steps} steps"
-    for i, sched in enumerate(final["schedulers"]):
+    counters = {
+        k: int(v) for k, v in final["module"].items() if any(k.endswith(name) for name in step_counters)
+    }
+    assert counters, f"no {' / '.join(step_counters)} in the module state"
+    for key, value in counters.items():
+        assert value == total_steps, f"{key} advanced {value} times for {total_steps} steps"
+    for i, (config, sched) in enumerate(zip(trainer.lr_scheduler_configs, final["schedulers"])):
+        if config.reduce_on_plateau or config.interval != "step" or "last_epoch" not in sched:
+            continue
         start = rec.at_start["schedulers"][i].get("last_epoch", 0)
-        if "last_epoch" in sched:
-            assert sched["last_epoch"] - start == total_steps, (
-                f"scheduler {i} stepped {sched['last_epoch'] - start} times for {total_steps} steps"
-            )
-    return {"n_averaged": int(averaged[0]), "micro_batches": len(rec.after)}
+        assert sched["last_epoch"] - start == total_steps, (
+            f"scheduler {i} stepped {sched['last_epoch'] - start} times for {total_steps} steps"
+        )
+    out: dict[str, Any] = {"counters": counters, "micro_batches": len(rec.after)}
+    averaged = [v for k, v in counters.items() if k.endswith("n_averaged")]
+    if averaged:
+        out["n_averaged"] = averaged[0]
+    return out
 
 
 # -- subprocess runs (kill -9, DDP) -----------------------------------------------------------------
@@ -639,16 +674,34 @@ def check_compile_independent(
 ) -> dict:
     """(f) A checkpoint saved with ``compile=True`` resumes with ``compile=False``, and the reverse:
     the resumed module starts from exactly the weights in the ``last`` checkpoint (compared when
-    training starts, after the restore and before any hook of the member changes them)."""
+    training starts, after the restore and before any hook of the member changes them) and trains
+    on to the end.
+
+    The first run is stopped by a :class:`SimulatedCrash` right after the checkpoint of step
+    ``steps`` (a run that finished may not be resumed, check (g)).
+    """
     out = {}
     for first, second in ((True, False), (False, True)):
         run = tmp_path / f"compile-{first}-then-{second}"
-        _fit(adapter, run, max_steps=steps, compile=first, checkpoint_every_n_steps=1, **options)
+        try:
+            _fit(
+                adapter,
+                run,
+                max_steps=steps + 1,
+                callbacks=[CrashAtStep(steps)],
+                compile=first,
+                checkpoint_every_n_steps=1,
+                **options,
+            )
+        except SimulatedCrash:
+            pass
+        else:
+            raise AssertionError(f"the run with compile={first} was not stopped at step {steps}")
         lasts = sorted(run.rglob("last*.ckpt"))
         assert lasts, f"no last checkpoint under {run}"
         saved = torch.load(lasts[0], map_location="cpu", weights_only=False)
         resumed = StateRecorder()
-        _fit(
+        trainer = _fit(
             adapter,
             run,
             max_steps=steps + 1,
@@ -665,6 +718,7 @@ def check_compile_independent(
             resumed.at_start["module"],
             f"resume compile={first} -> {second}",
         )
+        assert trainer.global_step == steps + 1, f"the resumed run ended at step {trainer.global_step}"
         out[f"{first}->{second}"] = "ok"
     return out
 

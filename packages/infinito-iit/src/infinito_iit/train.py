@@ -22,7 +22,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -550,6 +550,9 @@ class InfinitoModule(L.LightningModule):
     def optimizer_step(
         self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
     ) -> None:
+        # The step this batch attempts; a skipped attempt is not counted, so the next batch
+        # attempts the same step number again.
+        step = self.global_step + 1
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         health = self._health.history[-1] if self._health is not None and self._health.history else {}
         stepped = health.get("repair_action", "none") in ("none", "clip")
@@ -559,16 +562,16 @@ class InfinitoModule(L.LightningModule):
                 memory.commit_writes()
             else:
                 memory.discard_writes()
-        self._record_step(health, optimizer)
+        self._record_step(step, health, optimizer)
 
-    def _record_step(self, health: dict[str, Any], optimizer: Any) -> None:
+    def _record_step(self, step: int, health: dict[str, Any], optimizer: Any) -> None:
         names = list(self._pending)
         if not names:
             return
         means = torch.stack([torch.stack(self._pending[n]).mean() for n in names])
         self._pending = {}
         means = self.trainer.strategy.reduce(means, reduce_op="mean")
-        entry: dict[str, Any] = {"step": self.global_step + 1}
+        entry: dict[str, Any] = {"step": step}
         entry.update(zip(names, means.tolist()))
         entry["lr"] = float(optimizer.param_groups[0]["lr"])
         entry["grad_norm"] = float(health.get("grad_norm", float("nan")))
@@ -741,8 +744,14 @@ def train(
     log: Callable[[str], None] = print,
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
+    precision_plugins: Sequence[Any] = (),
 ) -> TrainResult:
     """Train one model into ``run_dir`` under the run-folder policy (new, ``resume`` or ``force``).
+
+    ``callbacks`` run before infinito's own (gradient health, checkpoints, early stopping), so a
+    callback sees each hook first (the fault-injection kit's gradient faults rely on it).
+    ``precision_plugins`` replace ``train_config.precision`` with Lightning precision plugins (the
+    kit's fp16 ``MixedPrecision`` with a CPU GradScaler).
 
     Raises :class:`InfinitoError` for bad settings or folders (before any work),
     :class:`~lm_shared.runs.NonFiniteError` when training diverges (nothing non-finite saved) and
@@ -820,10 +829,8 @@ def train(
                 ]
                 for split in ("train", "eval")
             }
-        # infinito numbers attempted steps (grad_health.jsonl, max_steps), skips included
-        health = GradientHealthCallback(
-            HealthConfig(clip_norm=train_config.clip_norm), count_skipped_steps=True
-        )
+        # A skipped step is no optimizer step: global_step, max_steps and the logs count updates.
+        health = GradientHealthCallback(HealthConfig(clip_norm=train_config.clip_norm))
         checkpoints = L.pytorch.callbacks.ModelCheckpoint(
             dirpath=out_dir / CHECKPOINT_DIR,
             filename="best",
@@ -850,7 +857,7 @@ def train(
             devices=parse_devices(train_config.devices),
             num_nodes=train_config.num_nodes,
             strategy=train_config.strategy,
-            precision=precision,
+            precision=None if precision_plugins else precision,
             max_steps=train_config.max_steps,
             max_epochs=-1,
             accumulate_grad_batches=train_config.grad_accum,
@@ -860,8 +867,8 @@ def train(
             num_sanity_val_steps=0,
             use_distributed_sampler=False,  # EpochBatchSampler and _ValidationShard shard by rank
             logger=tensorboard_logger(out_dir) if run.is_writer else False,
-            callbacks=all_callbacks + list(callbacks or []),
-            plugins=[AtomicCheckpointIO()],
+            callbacks=[*(callbacks or []), *all_callbacks],
+            plugins=[AtomicCheckpointIO(), *precision_plugins],
             enable_progress_bar=progress,
             enable_model_summary=False,
             log_every_n_steps=1,
