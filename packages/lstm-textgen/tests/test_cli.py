@@ -100,6 +100,16 @@ def test_user_errors_exit_2_without_traceback(tmp_path: Path, capsys):
     assert "too small" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("lr", ["nan", "inf", "-1", "0"])
+def test_a_non_finite_or_non_positive_lr_is_refused_before_any_work(tmp_path: Path, capsys, lr: str):
+    # NaN compares False with everything: `lr <= 0` let it through, and training ran into a
+    # "diverged" error after writing checkpoints (issue 19's user trials).
+    assert train_main(["--lr", lr, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --lr") and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_unknown_prompt_is_reported(trained_run: Path, capsys):
     assert main(["sample", "--model", str(trained_run), "--prompt", "@@@"]) == 2
     assert "none of its 3 tokens" in capsys.readouterr().err

@@ -68,8 +68,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise TextgenError(f"epochs must be >= 1, got {self.epochs}")
-        if self.learning_rate <= 0 or self.clipnorm <= 0:
-            raise TextgenError("learning_rate and clipnorm must be > 0")
+        # `not x > 0` (not `x <= 0`): a NaN compares False both ways and must be refused too.
+        for flag, value in (
+            ("--lr (learning_rate)", self.learning_rate),
+            ("clipnorm", self.clipnorm),
+            ("reduce_lr_factor", self.reduce_lr_factor),
+            ("min_learning_rate", self.min_learning_rate),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise TextgenError(f"{flag} must be a finite number > 0, got {value}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise TextgenError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.grad_accum_steps < 1:
