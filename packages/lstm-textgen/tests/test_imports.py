@@ -31,7 +31,9 @@ def test_tensorflow_start_up_lines_are_filtered_from_stderr(capfd, monkeypatch):
 
     monkeypatch.setattr(lstm_textgen, "USER_TF_LOG_LEVEL", None)
     with quiet_tensorflow_stderr():
-        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(
+            2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        )
         os.write(2, b"I0000 00:00:1.0 1 cudart_stub.cc:31] Could not find cuda drivers on your machine\n")
         os.write(2, b"E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n")
         os.write(2, b"a real problem\n")

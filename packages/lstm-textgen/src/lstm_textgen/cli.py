@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lm_shared.cli_help import DefaultsHelpFormatter
 from lm_shared.errors import UserError
 from lstm_textgen.errors import TextgenError
 
@@ -51,7 +52,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         default=(0.8, 0.1, 0.1),
         help="contiguous fractions, e.g. 0.8,0.1,0.1 or 90/10",
     )
-    group.add_argument("--batch-size", type=int, default=32)
+    group.add_argument("--batch-size", type=int, default=32, help="windows per batch")
     group.add_argument("--lowercase", action="store_true", help="lowercase the text")
     group.add_argument("--no-punctuation", action="store_true", help="replace punctuation by spaces")
 
@@ -75,25 +76,32 @@ def _data_config(args: argparse.Namespace):
 def _train_parser(prog: str = "lstm-textgen train") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
+        formatter_class=DefaultsHelpFormatter,
         description="Train an LSTM or Transformer language model. With no options: a 2-layer LSTM "
         "on the embedded sonnets, character level, on the CPU in a few minutes.",
     )
     _add_data_options(parser)
     model = parser.add_argument_group("model")
-    model.add_argument("--model", choices=("lstm", "transformer"), default="lstm")
-    model.add_argument("--embedding-dim", type=int, default=128)
-    model.add_argument("--lstm-units", type=int, default=256)
-    model.add_argument("--lstm-layers", type=int, default=2)
+    model.add_argument("--model", choices=("lstm", "transformer"), default="lstm", help="architecture")
+    model.add_argument("--embedding-dim", type=int, default=128, help="token embedding width")
+    model.add_argument("--lstm-units", type=int, default=256, help="units per LSTM layer")
+    model.add_argument("--lstm-layers", type=int, default=2, help="stacked LSTM layers")
     model.add_argument("--dropout", type=float, default=0.3, help="dropout after each LSTM layer")
-    model.add_argument("--transformer-layers", type=int, default=1)
+    model.add_argument(
+        "--transformer-layers", type=int, default=1, help="decoder blocks (--model transformer)"
+    )
     opt = parser.add_argument_group("training")
-    opt.add_argument("--epochs", type=int, default=10)
+    opt.add_argument("--epochs", type=int, default=10, help="maximum epochs (early stopping may end sooner)")
     opt.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    opt.add_argument("--label-smoothing", type=float, default=0.1)
+    opt.add_argument(
+        "--label-smoothing", type=float, default=0.1, help="label smoothing of the loss, in [0, 1)"
+    )
     opt.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     opt.add_argument("--steps-per-epoch", type=int, default=None, help="cap batches per epoch")
     opt.add_argument("--patience", type=int, default=3, help="EarlyStopping patience (epochs)")
-    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument(
+        "--seed", type=int, default=0, help="one seed for data order, initialisation and dropout"
+    )
     opt.add_argument(
         "--precision",
         choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
