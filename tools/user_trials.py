@@ -928,7 +928,7 @@ def _build_existing(lab: Lab) -> str:
     gguf = seeddelta_gguf(lab)
     target = lab.fresh("existing.gguf")
     target.write_bytes(b"precious")
-    res = lab.run(lab.cli("seeddelta", "build", gguf, "-o", target, "--quiet"))
+    res = lab.run(lab.cli("seeddelta", "build", "-i", gguf, "-o", target, "--quiet"))
     line = expect_user_error(res, "--force")
     expect(target.read_bytes() == b"precious", "the existing file changed")
     return line
