@@ -417,6 +417,7 @@ class Member:
     weights: str  # the finished model, relative to the run folder
     force: str = "--force"
     data_flag: bool = True  # trains on --data FILE
+    lock_extra: tuple[str, ...] = ()  # makes `long` long enough to outlive a second command's start
 
     @property
     def short(self) -> str:
@@ -615,6 +616,7 @@ SPECS: dict[str, Member] = {
         checkpoint="backup",
         weights="model.keras",
         force="--overwrite",
+        lock_extra=("--epochs", "2000"),
     ),
     "infinito-iit": Infinito(
         "infinito-iit",
@@ -708,6 +710,7 @@ SPECS: dict[str, Member] = {
         checkpoint="checkpoint.pt",
         weights="model.pt",
         data_flag=False,
+        lock_extra=("--steps", "5000"),
     ),
 }
 
@@ -954,15 +957,18 @@ def _lock(member: str):
 
     def check(lab: Lab) -> str:
         run = lab.fresh(f"{spec.short}-locked")
-        first = lab.start(spec.train_argv(lab, run, "long"))
+        first = lab.start(spec.train_argv(lab, run, "long", *spec.lock_extra))
         try:
             first.wait_for(lambda: (run / "run.json").is_file(), 600, "the first training's run.json")
             pids = _descendants(first.pid)
             second = lab.run(spec.train_argv(lab, run, "tiny"))
-            expect(first.alive(), "the first training did not survive the second")
+            alive = first.alive()
         finally:
             first.kill()
-            first.finish(60)
+            ended = first.finish(60)
+        expect(
+            alive, f"the first training ended (exit {ended.returncode}) while the second ran: {ended.tail()}"
+        )
         line = expect_user_error(second, "pid")
         named = {int(n) for n in re.findall(r"pid (\d+)", line)}
         expect(named & pids, f"names pid {named}, the first training is {sorted(pids)[:3]}")

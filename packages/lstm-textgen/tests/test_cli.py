@@ -139,6 +139,31 @@ def test_interrupted_run_resumes_from_backup(tmp_path: Path):
     assert metrics["epochs_run"] == 3 and metrics["epochs_this_session"] == 1  # whole-run summary
 
 
+def test_resume_keeps_the_runs_own_data_and_settings(tmp_path: Path, capsys):
+    # `--resume` without --data trained on the embedded sonnets with the run's tokenizer (the
+    # unset option fell back to its default); now every option not typed is the run's own.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quiet river runs under the old stone bridge.\n" * 120, encoding="utf-8")
+    run = tmp_path / "run"
+    data = DataConfig(data=str(corpus), seq_len=32, stride=16)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            data,
+            ModelConfig(lstm_units=16, embedding_dim=8, max_len=32),
+            TrainConfig(epochs=3, steps_per_epoch=2),
+            run,
+            extra_callbacks=[_Interrupt()],
+        )
+    other = tmp_path / "other.txt"
+    other.write_text("a different text entirely, with other words in it.\n" * 120, encoding="utf-8")
+    assert train_main(["--out", str(run), "--resume", "--data", str(other)]) == 2
+    assert "data.data" in capsys.readouterr().err  # a typed setting that differs is refused, named
+    assert train_main(["--out", str(run), "--resume"]) == 0
+    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    assert saved["data"]["data"] == str(corpus) and saved["data"]["seq_len"] == 32
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 3
+
+
 def test_overwrite_killed_mid_run_leaves_the_finished_run_whole(tmp_path: Path):
     data = DataConfig(seq_len=32, stride=16)
     model = ModelConfig(lstm_units=16, embedding_dim=8)

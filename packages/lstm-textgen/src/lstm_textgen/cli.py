@@ -125,8 +125,68 @@ def _train_parser(prog: str = "lstm-textgen train") -> argparse.ArgumentParser:
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``train`` (``uv run --package lstm-textgen train``) and ``lstm-textgen train``."""
-    args = _train_parser().parse_args(argv)
+    parser = _train_parser()
+    args = parser.parse_args(argv)
+    args.given = _given_options(parser, argv)
     return _guard(lambda: _run_train(args))
+
+
+def _given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The ``dest`` of every option the user typed (a parse with every default suppressed)."""
+    import copy
+
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(quiet.parse_args(argv)))
+
+
+# `train` option -> (section, field) of the run's saved config (config.json / run.json "config").
+RESUMED_SETTINGS = {
+    "data": ("data", "data"),
+    "tokenizer": ("data", "tokenizer"),
+    "vocab_size": ("data", "vocab_size"),
+    "seq_len": ("data", "seq_len"),
+    "stride": ("data", "stride"),
+    "split": ("data", "split"),
+    "batch_size": ("data", "batch_size"),
+    "lowercase": ("data", "lowercase"),
+    "no_punctuation": ("data", "keep_punctuation"),
+    "model": ("model", "architecture"),
+    "embedding_dim": ("model", "embedding_dim"),
+    "lstm_units": ("model", "lstm_units"),
+    "lstm_layers": ("model", "lstm_layers"),
+    "dropout": ("model", "dropout"),
+    "transformer_layers": ("model", "transformer_layers"),
+    "epochs": ("train", "epochs"),
+    "lr": ("train", "learning_rate"),
+    "label_smoothing": ("train", "label_smoothing"),
+    "grad_accum": ("train", "grad_accum_steps"),
+    "steps_per_epoch": ("train", "steps_per_epoch"),
+    "patience": ("train", "early_stopping_patience"),
+    "seed": ("train", "seed"),
+    "precision": ("train", "precision"),
+    "jit_compile": ("train", "jit_compile"),
+}
+
+
+def resumed_arguments(args: argparse.Namespace, saved: dict) -> argparse.Namespace:
+    """``--resume``: the run's own settings (its data first of all) for every option not typed.
+
+    A typed option that differs from the run's is then refused by the run-folder check, naming
+    it; an option left out never falls back to a default such as the embedded corpus.
+    """
+    given = getattr(args, "given", set())
+    for dest, (section, name) in RESUMED_SETTINGS.items():
+        if dest in given or name not in (saved.get(section) or {}):
+            continue
+        value = saved[section][name]
+        if dest == "no_punctuation":
+            value = not value
+        elif dest == "split":
+            value = tuple(value)
+        setattr(args, dest, value)
+    return args
 
 
 def _run_train(args: argparse.Namespace) -> int:

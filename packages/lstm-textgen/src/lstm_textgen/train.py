@@ -313,9 +313,14 @@ def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
 
 def train_command(args: Any) -> int:
     """``lstm-textgen train``: build the configs from parsed arguments, train, say where it went."""
+    from lm_shared.runs import read_run_state
     from lm_shared.runtime import make_run_dir
-    from lstm_textgen.cli import DEFAULT_RUNS_ROOT, _data_config
+    from lstm_textgen.cli import DEFAULT_RUNS_ROOT, _data_config, resumed_arguments
 
+    if args.resume and args.out is not None and Path(args.out).is_dir():
+        state = read_run_state(args.out)
+        if state is not None:  # continue with the run's own data and settings
+            args = resumed_arguments(args, state.get("config") or {})
     data_config = _data_config(args)
     model_config = ModelConfig(
         architecture=args.model,
