@@ -1097,6 +1097,31 @@ def _resume_keeps_data(member: str):
     )
 
 
+@trial(
+    "nanologic-resume-keeps-data",
+    "nanologic",
+    3,
+    "--resume without --data continues on the run's own --data DIR (no new dataset generated); another is refused",
+)
+def _nl_resume_keeps_data(lab: Lab) -> str:
+    spec = SPECS["nanologic"]
+    src, _ = finished_run(lab, "nanologic")
+    data = lab.fresh("nl-data")
+    shutil.copytree(src / "data", data)
+    run = lab.fresh("nanologic-own-data")
+    res = interrupt_run(lab, "nanologic", run, spec.train_argv(lab, run, "long", "--data", data))
+    expect(res.returncode == 130, f"Ctrl-C: exit {res.returncode}: {res.tail()}")
+    other = lab.copy_run(run, "nanologic-other-data")
+    argv, env = spec.resume_argv(lab, other)
+    expect_user_error(lab.run((argv + ["--data", str(src / "data")], env)), "data")
+    res = lab.run(spec.resume_argv(lab, run))
+    expect_ok(res, "resume without --data")
+    saved = _saved_data("nanologic", run)
+    expect(saved and Path(saved) == data.resolve(), f"the resumed run's data is {saved!r}")
+    expect(not (run / "data").exists(), "a new dataset was generated in the run folder")
+    return f"other --data refused; without --data it continued on {data.name}"
+
+
 # -- kind 4: Ctrl-C saves a resumable checkpoint and says so in one line ------------------------
 
 

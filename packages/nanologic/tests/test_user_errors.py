@@ -61,6 +61,18 @@ def test_interrupted_and_finished_runs_are_never_restarted_silently(tmp_path, ca
     assert "a seeddelta run folder, not a nanologic one" in _one_error_line(capsys)
 
 
+def test_resume_without_data_continues_on_the_runs_own_data(tmp_path, capsys) -> None:
+    # `--resume` without --data generated a new dataset beside the run trained on --data DIR;
+    # the run's own DIR is used (here it was moved away, so the resume names it and stops).
+    out, data = tmp_path / "run", tmp_path / "my-data"
+    out.mkdir()
+    state = {"package": "nanologic", "status": "interrupted", "step": 3, "config": {"data": str(data)}}
+    atomic_write_json(out / "run.json", state)
+    assert train_main(["--preset", "tiny", "--out", str(out), "--resume"]) == 2
+    assert str(data / "train.jsonl") in _one_error_line(capsys)
+    assert not (out / "data").exists()  # nothing generated
+
+
 def test_stage_inputs_non_utf8_skipped_stage_and_empty(tmp_path, capsys) -> None:
     latin1 = tmp_path / "raw.json"
     latin1.write_bytes('{"examples": [{"natural_language_input": "Ma\u00f1ana llueve"}]}'.encode("latin-1"))
