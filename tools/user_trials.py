@@ -670,6 +670,7 @@ SPECS: dict[str, Member] = {
         ],
         checkpoint="checkpoints/last.ckpt",
         weights="model.safetensors",
+        lock_extra=("--max-steps", "5000", "--patience", "1000"),
     ),
     "seeddelta": Seeddelta(
         "seeddelta",
