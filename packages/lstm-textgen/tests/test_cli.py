@@ -206,3 +206,17 @@ def test_train_help_describes_every_option(capsys):
     with pytest.raises(SystemExit):
         train_main(["--help"])
     assert "(default: 32)" in capsys.readouterr().out
+
+
+def test_another_members_run_folder_is_named(tmp_path: Path, capsys):
+    # `sample --model <a nanologic run>` said "model.keras: not found; train a model first
+    # (lstm-textgen train ...)", a bare command not on PATH; it names the folder's member now.
+    run = tmp_path / "nl"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"package": "nanologic", "status": "finished"}))
+    assert main(["sample", "--model", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "a nanologic run folder, not a lstm-textgen one" in err and "Traceback" not in err
+    (run / "run.json").unlink()
+    assert main(["sample", "--model", str(run)]) == 2
+    assert "(uv run --package lstm-textgen train --out" in capsys.readouterr().err

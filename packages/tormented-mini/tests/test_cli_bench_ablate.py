@@ -106,3 +106,12 @@ def test_train_help_describes_every_option():
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     assert _options_without_help(parser) == []
+
+
+def test_fill_mask_names_another_members_run_folder(tmp_path, capsys):
+    # `fill-mask <a nanologic run>` said "not a model folder (no config.json)"; it names the member.
+    run = tmp_path / "nl"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"package": "nanologic", "status": "finished"}))
+    assert main(["fill-mask", str(run), "la [MASK]"]) == 2
+    assert "a nanologic run folder, not a tormented-mini one" in capsys.readouterr().err

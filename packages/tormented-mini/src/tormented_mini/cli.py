@@ -246,7 +246,10 @@ def train_main(argv: list[str] | None = None) -> int:
 def run_fill_mask(args: argparse.Namespace) -> int:
     from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
+    from lm_shared.runs import require_run_of
+
     folder = Path(args.model_dir)
+    require_run_of(folder, "tormented-mini")  # another member's run folder is named as such
     if not (folder / "config.json").is_file():
         raise TormentedError(
             f"{folder}: not a model folder (no config.json); train one with `tormented-mini train`"
