@@ -295,6 +295,8 @@ class Running:
             stderr=self._err,
             text=True,
             start_new_session=True,
+            # as from a terminal: a parent started with nohup or `&` would pass on an ignored SIGINT
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     @property
@@ -443,12 +445,15 @@ class Member:
 
 
 class Nanologic(Member):
+    # Lightning logs every 10 steps: a resume 12 steps long logs at least once.
+    resume_steps = 12
+
     def started(self, run: Path) -> bool:
         return (run / self.checkpoint).is_file()
 
     def resume_argv(self, lab: Lab, run: Path, size: str = "long", *extra: object):
         step = self.interrupted_step(run)
-        return self.train_argv(lab, run, size, "--resume", "--max-steps", step + 3, *extra)
+        return self.train_argv(lab, run, size, "--resume", "--max-steps", step + self.resume_steps, *extra)
 
 
 class Tormented(Member):

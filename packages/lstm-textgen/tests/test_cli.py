@@ -220,3 +220,37 @@ def test_another_members_run_folder_is_named(tmp_path: Path, capsys):
     (run / "run.json").unlink()
     assert main(["sample", "--model", str(run)]) == 2
     assert "(uv run --package lstm-textgen train --out" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_with_a_resumable_backup_even_when_started_in_the_background(tmp_path: Path):
+    # Started with SIGINT ignored (nohup, `&`), Ctrl-C / kill -INT did nothing and the run went
+    # on to the end; lstm-textgen now handles SIGINT and SIGTERM itself, like the other members.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quiet river runs under the old stone bridge.\n" * 200, encoding="utf-8")
+    run = tmp_path / "run"
+    code = "import sys; from lstm_textgen.cli import train_main; sys.exit(train_main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", code, "--data", str(corpus), "--out", str(run), "--epochs", "500",
+            "--steps-per-epoch", "2", "--lstm-units", "8", "--embedding-dim", "4", "--seq-len", "16",
+            "--jit-compile", "off"]  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    history = run / "history.csv"
+    deadline = time.monotonic() + 300
+    while not (history.is_file() and len(history.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-500:]
+    assert "Traceback" not in err and "--resume" in err
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    assert (run / "backup").is_dir() and not (run / "model.keras").exists()

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lm_shared.runs import atomic_path, atomic_write_json
+from lm_shared.runs import StopSignal, atomic_path, atomic_write_json
 from lstm_textgen import runtime
 from lstm_textgen.data import DataConfig, prepare_splits, train_and_eval_datasets
 from lstm_textgen.errors import TextgenError
@@ -253,15 +253,18 @@ def _train_in(run, data_config, model_config, train_config, config, environment,
         *extra_callbacks,
     ]
     started = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=train_config.epochs,
-        steps_per_epoch=train_config.steps_per_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles (seeded, every epoch)
-        verbose=0,
-    )
+    # SIGINT/SIGTERM (also when the launcher left SIGINT ignored, as nohup and `&` do) stop at the
+    # next batch as a KeyboardInterrupt: the backup of the last whole epoch stays, exit 130.
+    with StopSignal(quiet=True) as stop:
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=train_config.epochs,
+            steps_per_epoch=train_config.steps_per_epoch,
+            callbacks=[*callbacks, _StopOnRequest(stop)],
+            shuffle=False,  # the tf.data pipeline shuffles (seeded, every epoch)
+            verbose=0,
+        )
     seconds = time.perf_counter() - started
     val_ppl = history.history.get("val_perplexity", [])
     if not val_ppl or not all(math.isfinite(v) for v in val_ppl):
@@ -290,6 +293,20 @@ def _train_in(run, data_config, model_config, train_config, config, environment,
     }
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+class _StopOnRequest(keras.callbacks.Callback):
+    """Raise ``KeyboardInterrupt`` at the first batch boundary after a SIGINT/SIGTERM."""
+
+    def __init__(self, stop: StopSignal) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.stop.requested:
+            raise KeyboardInterrupt
+
+    on_test_batch_end = on_train_batch_end
 
 
 def _history_column(path: Path, column: str) -> list[float]:
