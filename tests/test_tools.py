@@ -27,3 +27,114 @@ def test_bench_all_rejects_unknown_members(capsys):
         bench_all.main(["--only", "nope"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ tools/user_trials.py (issue 19)
+
+
+def load_trials():
+    import sys
+
+    if "user_trials" not in sys.modules:  # dataclasses look their module up by name
+        spec = importlib.util.spec_from_file_location("user_trials", ROOT / "tools" / "user_trials.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["user_trials"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["user_trials"]
+
+
+def test_user_trials_cover_every_member_and_kind():
+    trials = load_trials()
+    assert set(trials.SPECS) == set(MEMBERS)
+    assert {dist: cli for dist, (cli, _) in trials.MEMBERS.items()} == {d: c for d, (_, c) in MEMBERS.items()}
+    names = [t.name for t in trials.TRIALS]
+    assert len(names) == len(set(names)) >= 60
+    for kind in range(1, 9):
+        assert any(t.kind == kind for t in trials.TRIALS), kind
+    for kind in (1, 2, 3, 4, 5, 6, 8):  # the kinds issue 19 asks of every member
+        assert {t.member for t in trials.TRIALS if t.kind == kind} == set(MEMBERS), kind
+    assert [t.name for t in trials.select(trials.TRIALS, ["kind2"])] == [
+        t.name for t in trials.TRIALS if t.kind == 2
+    ]
+    assert {t.member for t in trials.select(trials.TRIALS, ["seeddelta"])} == {"seeddelta"}
+
+
+def test_user_trials_one_line_error_check():
+    trials = load_trials()
+    ok = trials.Result(["x"], 2, "", "some warning\nerror: data.txt: not UTF-8 (byte 3)\n", 0.1)
+    assert trials.expect_user_error(ok, "data.txt").startswith("error: data.txt")
+    traceback = trials.Result(
+        ["x"], 1, "", "Traceback (most recent call last):\n  ...\nKeyError: 'output'\n", 0.1
+    )
+    two = trials.Result(["x"], 2, "", "error: a\nerror: b\n", 0.1)
+    for bad in (traceback, two, trials.Result(["x"], 0, "", "error: a\n", 0.1)):
+        with pytest.raises(trials.TrialFailed):
+            trials.expect_user_error(bad)
+    with pytest.raises(trials.TrialFailed, match="does not name"):
+        trials.expect_user_error(ok, "model.safetensors")
+
+
+def test_user_trials_step_log_check():
+    trials = load_trials()
+    assert "4 records" in trials.expect_true_steps([1, 2, 3, 4], 4, "log")
+    for steps, message in (
+        ([1, 2, 2, 3, 4], "repeated"),
+        ([1, 2, 3, 1, 2], "repeated"),
+        ([1, 2, 4], "missing"),
+    ):
+        with pytest.raises(trials.TrialFailed, match=message):
+            trials.expect_true_steps(steps, 4, "log")
+    with pytest.raises(trials.TrialFailed, match="last step"):
+        trials.expect_true_steps([1, 2, 3], 4, "log")
+
+
+def test_user_trials_help_check_and_digests(tmp_path):
+    import argparse
+
+    trials = load_trials()
+    parser = argparse.ArgumentParser(prog="x", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--steps", type=int, default=3, help="optimizer steps")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0, help="a seed")
+    parser.add_argument("--quiet", action="store_true")
+    text = parser.format_help()
+    assert trials.help_problems(text) == ["--lr: no help", "--quiet: no help"]
+    plain = argparse.ArgumentParser(prog="x")
+    plain.add_argument("--steps", type=int, default=3, help="optimizer steps")
+    assert trials.help_problems(plain.format_help()) == ["--steps: no default shown"]
+
+    run = tmp_path / "run"
+    (run / "sub").mkdir(parents=True)
+    (run / "a.json").write_text("{}")
+    (run / "sub" / "b.bin").write_bytes(b"\0" * 10)
+    (run / ".lock").write_text("pid")
+    before = trials.tree_digest(run)
+    assert sorted(before) == ["a.json", "sub/b.bin"]
+    (run / ".lock").write_text("another pid")
+    trials.expect_unchanged(before, run)
+    (run / "a.json").write_text('{"changed": 1}')
+    with pytest.raises(trials.TrialFailed, match="a.json"):
+        trials.expect_unchanged(before, run)
+
+
+@pytest.mark.slow
+def test_user_trials_fast_ones_pass(tmp_path):
+    """The real CLIs, as a user runs them: a few quick trials of tools/user_trials.py pass."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "trials.json"
+    only = ["nanologic-bad-epochs", "seeddelta-lr-nan", "lstm-help"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "user_trials.py"), "--only", *only, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["total"] == 3, proc.stdout[-2000:]
+    failed = [(t["name"], t["detail"]) for t in report["trials"] if t["status"] != "PASS"]
+    assert not failed, failed
+    assert proc.returncode == 0 and "3/3 PASS" in proc.stdout

@@ -87,3 +87,18 @@ def test_nan_learning_rate_stops_training_before_a_checkpoint_is_saved(tmp_path:
     with pytest.raises(NonFiniteError):
         trainer.save_checkpoint(tmp_path / "nan.ckpt")
     assert not (tmp_path / "nan.ckpt").exists()
+
+
+def test_lightning_tips_are_dropped_and_other_info_kept(caplog):
+    # Every CPU training printed "💡 Tip: ... try installing litlogger (a registry link) ..." at
+    # Trainer start (issue 19's user trials); importing runs_lightning drops those lines only.
+    import logging
+
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    with caplog.at_level(logging.INFO):
+        rank_zero_info("💡 Tip: For seamless cloud logging, try installing [litlogger](https://example)")
+        rank_zero_info("GPU available: False, used: False")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("Tip:" in m for m in messages)
+    assert any("GPU available" in m for m in messages)

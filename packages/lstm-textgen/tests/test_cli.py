@@ -1,5 +1,6 @@
 """End-to-end: the CLI trains, samples and evaluates a tiny model; bad input fails cleanly."""
 
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -100,6 +101,16 @@ def test_user_errors_exit_2_without_traceback(tmp_path: Path, capsys):
     assert "too small" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("lr", ["nan", "inf", "-1", "0"])
+def test_a_non_finite_or_non_positive_lr_is_refused_before_any_work(tmp_path: Path, capsys, lr: str):
+    # NaN compares False with everything: `lr <= 0` let it through, and training ran into a
+    # "diverged" error after writing checkpoints (issue 19's user trials).
+    assert train_main(["--lr", lr, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --lr") and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_unknown_prompt_is_reported(trained_run: Path, capsys):
     assert main(["sample", "--model", str(trained_run), "--prompt", "@@@"]) == 2
     assert "none of its 3 tokens" in capsys.readouterr().err
@@ -128,6 +139,31 @@ def test_interrupted_run_resumes_from_backup(tmp_path: Path):
     assert metrics["epochs_run"] == 3 and metrics["epochs_this_session"] == 1  # whole-run summary
 
 
+def test_resume_keeps_the_runs_own_data_and_settings(tmp_path: Path, capsys):
+    # `--resume` without --data trained on the embedded sonnets with the run's tokenizer (the
+    # unset option fell back to its default); now every option not typed is the run's own.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quiet river runs under the old stone bridge.\n" * 120, encoding="utf-8")
+    run = tmp_path / "run"
+    data = DataConfig(data=str(corpus), seq_len=32, stride=16)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            data,
+            ModelConfig(lstm_units=16, embedding_dim=8, max_len=32),
+            TrainConfig(epochs=3, steps_per_epoch=2),
+            run,
+            extra_callbacks=[_Interrupt()],
+        )
+    other = tmp_path / "other.txt"
+    other.write_text("a different text entirely, with other words in it.\n" * 120, encoding="utf-8")
+    assert train_main(["--out", str(run), "--resume", "--data", str(other)]) == 2
+    assert "data.data" in capsys.readouterr().err  # a typed setting that differs is refused, named
+    assert train_main(["--out", str(run), "--resume"]) == 0
+    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    assert saved["data"]["data"] == str(corpus) and saved["data"]["seq_len"] == 32
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 3
+
+
 def test_overwrite_killed_mid_run_leaves_the_finished_run_whole(tmp_path: Path):
     data = DataConfig(seq_len=32, stride=16)
     model = ModelConfig(lstm_units=16, embedding_dim=8)
@@ -148,3 +184,73 @@ def test_overwrite_killed_mid_run_leaves_the_finished_run_whole(tmp_path: Path):
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     assert after == before  # old model.keras, tokenizer and config together, nothing new mixed in
     assert main(["sample", "--model", str(run), "--prompt", "Shall", "--max-new-tokens", "5"]) == 0
+
+
+def _options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
+    """Options of ``parser`` (and of the subcommands in ``only``) that `--help` shows undescribed."""
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if name in only:
+                    missing += [f"{name} {o}" for o in _options_without_help(sub, only)]
+        elif action.option_strings and not action.help:
+            missing.append(action.option_strings[-1])
+    return missing
+
+
+def test_train_help_describes_every_option(capsys):
+    from lstm_textgen.cli import _train_parser
+
+    assert _options_without_help(_train_parser()) == []
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    assert "(default: 32)" in capsys.readouterr().out
+
+
+def test_another_members_run_folder_is_named(tmp_path: Path, capsys):
+    # `sample --model <a nanologic run>` said "model.keras: not found; train a model first
+    # (lstm-textgen train ...)", a bare command not on PATH; it names the folder's member now.
+    run = tmp_path / "nl"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"package": "nanologic", "status": "finished"}))
+    assert main(["sample", "--model", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "a nanologic run folder, not a lstm-textgen one" in err and "Traceback" not in err
+    (run / "run.json").unlink()
+    assert main(["sample", "--model", str(run)]) == 2
+    assert "(uv run --package lstm-textgen train --out" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_with_a_resumable_backup_even_when_started_in_the_background(tmp_path: Path):
+    # Started with SIGINT ignored (nohup, `&`), Ctrl-C / kill -INT did nothing and the run went
+    # on to the end; lstm-textgen now handles SIGINT and SIGTERM itself, like the other members.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quiet river runs under the old stone bridge.\n" * 200, encoding="utf-8")
+    run = tmp_path / "run"
+    code = "import sys; from lstm_textgen.cli import train_main; sys.exit(train_main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", code, "--data", str(corpus), "--out", str(run), "--epochs", "500",
+            "--steps-per-epoch", "2", "--lstm-units", "8", "--embedding-dim", "4", "--seq-len", "16",
+            "--jit-compile", "off"]  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    history = run / "history.csv"
+    deadline = time.monotonic() + 300
+    while not (history.is_file() and len(history.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-500:]
+    assert "Traceback" not in err and "--resume" in err
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    assert (run / "backup").is_dir() and not (run / "model.keras").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 from pathlib import Path
@@ -58,6 +59,18 @@ def test_interrupted_and_finished_runs_are_never_restarted_silently(tmp_path, ca
     assert "a seeddelta run folder" in _one_error_line(capsys)
     assert main(["formalize", "--checkpoint", str(out), "Llueve."]) == 2
     assert "a seeddelta run folder, not a nanologic one" in _one_error_line(capsys)
+
+
+def test_resume_without_data_continues_on_the_runs_own_data(tmp_path, capsys) -> None:
+    # `--resume` without --data generated a new dataset beside the run trained on --data DIR;
+    # the run's own DIR is used (here it was moved away, so the resume names it and stops).
+    out, data = tmp_path / "run", tmp_path / "my-data"
+    out.mkdir()
+    state = {"package": "nanologic", "status": "interrupted", "step": 3, "config": {"data": str(data)}}
+    atomic_write_json(out / "run.json", state)
+    assert train_main(["--preset", "tiny", "--out", str(out), "--resume"]) == 2
+    assert str(data / "train.jsonl") in _one_error_line(capsys)
+    assert not (out / "data").exists()  # nothing generated
 
 
 def test_stage_inputs_non_utf8_skipped_stage_and_empty(tmp_path, capsys) -> None:
@@ -216,3 +229,32 @@ def test_formalize_input_reader_raises_only_user_errors(tmp_path_factory, lines:
     path.write_text("\n".join(line.replace("\n", " ") for line in lines), encoding="utf-8")
     with contextlib.suppress(UserError):
         read_jsonl(path, required=("input",))
+
+
+def _options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
+    """Options of ``parser`` (and of the subcommands in ``only``) that `--help` shows undescribed."""
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if name in only:
+                    missing += [f"{name} {o}" for o in _options_without_help(sub, only)]
+        elif action.option_strings and not action.help:
+            missing.append(action.option_strings[-1])
+    return missing
+
+
+def test_train_and_stage_help_describe_every_option(capsys) -> None:
+    # `train --help` listed --lr, --batch-size, --max-steps ... with no text and no default
+    # (issue 19's user trials); every option now has a description and shows its default.
+    from nanologic.cli import build_parser
+
+    stages = ("train", "generate", "clean", "verify", "augment", "preprocess", "train-tokenizer")
+    assert _options_without_help(build_parser(), stages) == []
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--max-steps MAX_STEPS stop after this many optimizer steps (-1: the epochs decide) (default: -1)"
+        in out
+    )

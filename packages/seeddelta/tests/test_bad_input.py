@@ -1,5 +1,6 @@
 """Section 8: clear errors naming the tensor, key or field; the input file is never modified."""
 
+import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -181,3 +182,25 @@ def test_missing_imatrix_entry_and_bad_imatrix(
         capsys,
     )
     assert rc == 2 and "in_sum2" in err
+
+
+def _options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
+    """Options of ``parser`` (and of the subcommands in ``only``) that `--help` shows undescribed."""
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if name in only:
+                    missing += [f"{name} {o}" for o in _options_without_help(sub, only)]
+        elif action.option_strings and not action.help:
+            missing.append(action.option_strings[-1])
+    return missing
+
+
+def test_tiny_train_and_export_help_describe_every_option():
+    from seeddelta.cli import build_parser
+
+    tiny = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        "tiny"
+    ]
+    assert _options_without_help(tiny, ("train", "export")) == []

@@ -1,5 +1,6 @@
 """bench and ablate write the issue's JSON keys; the CLI rejects bad input with exit status 2."""
 
+import argparse
 import json
 
 import pytest
@@ -84,3 +85,33 @@ def test_info_lists_presets(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "Tormented-BERT presets" in out and "derf" in out
+
+
+def _options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
+    """Options of ``parser`` (and of the subcommands in ``only``) that `--help` shows undescribed."""
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if name in only:
+                    missing += [f"{name} {o}" for o in _options_without_help(sub, only)]
+        elif action.option_strings and not action.help:
+            missing.append(action.option_strings[-1])
+    return missing
+
+
+def test_train_help_describes_every_option():
+    from tormented_mini.cli import add_train_arguments
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    assert _options_without_help(parser) == []
+
+
+def test_fill_mask_names_another_members_run_folder(tmp_path, capsys):
+    # `fill-mask <a nanologic run>` said "not a model folder (no config.json)"; it names the member.
+    run = tmp_path / "nl"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"package": "nanologic", "status": "finished"}))
+    assert main(["fill-mask", str(run), "la [MASK]"]) == 2
+    assert "a nanologic run folder, not a tormented-mini one" in capsys.readouterr().err

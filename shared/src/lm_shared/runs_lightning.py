@@ -9,10 +9,14 @@
   ``patience`` steps (single bad steps are the gradient-health callback's to skip), raises
   :class:`lm_shared.runs.NonFiniteError`; parameters are checked before every checkpoint, so no
   non-finite model is written.
+- :func:`drop_lightning_tips`: Lightning's advertising line ("💡 Tip: ... try installing
+  litlogger ...") is dropped from every trainer's output; importing this module applies it, since
+  every Lightning trainer of the workspace imports it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,27 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lm_shared.runs import StopSignal, atomic_path, check_finite_parameters
+
+_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+def drop_lightning_tips() -> None:
+    """Drop Lightning's "💡 Tip: ..." advertisements (a link to install a cloud logger) from the log.
+
+    Only those lines: "GPU available", warnings and errors stay. Idempotent.
+    """
+    for name in _RANK_ZERO_LOGGERS:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in log.filters):
+            log.addFilter(_NoTips())
+
+
+drop_lightning_tips()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -14,6 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from lm_shared.cli_help import DefaultsHelpFormatter
+
 from .errors import InfinitoError
 
 MODEL_FLAGS = {
@@ -36,7 +38,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (defaults come from --preset)")
     g.add_argument("--preset", default="cpu", help="cpu (default) | small (384/3/6) | seed (512/4/8)")
     for flag, (_, typ, help_) in MODEL_FLAGS.items():
-        g.add_argument(flag, type=typ, default=None, help=help_)
+        g.add_argument(flag, type=typ, default=None, help=f"{help_} (default: the preset's)")
     g.add_argument("--untied", action="store_true", default=None, help="separate output head (seed style)")
     g.add_argument("--baseline", action="store_true", help="the same transformer with every IIT feature off")
     g.add_argument("--no-memory", action="store_true", default=None, help="turn the IIT-guided memory off")
@@ -50,7 +52,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--fixed-phi-weights", action="store_true", default=None, help="phi weights stay at their init"
     )
     g.add_argument(
-        "--phi-components", default=None, help="comma list from temporal,integration,complexity,attention"
+        "--phi-components",
+        default=None,
+        help="comma list from temporal,integration,complexity,attention (default: the preset's)",
     )
 
 
@@ -317,13 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infinito", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model (IIT features on; --baseline for the plain transformer)")
+    p = sub.add_parser(
+        "train",
+        help="train a model (IIT features on; --baseline for the plain transformer)",
+        formatter_class=DefaultsHelpFormatter,
+    )
     _add_model_args(p)
     _add_train_args(p)
     p.add_argument("--out", default="runs", help="root folder of run directories")
     p.add_argument("--run-name", default=None, help="run folder name (default: a UTC timestamp)")
     p.add_argument(
-        "--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run (config must match)"
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the interrupted run in RUN_DIR with its own settings (default: start a new run)",
     )
     p.add_argument(
         "--force", action="store_true", help="replace a finished or interrupted run in that folder"

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lm_shared.cli_help import DefaultsHelpFormatter
 from lm_shared.errors import UserError
 from lstm_textgen.errors import TextgenError
 
@@ -51,7 +52,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         default=(0.8, 0.1, 0.1),
         help="contiguous fractions, e.g. 0.8,0.1,0.1 or 90/10",
     )
-    group.add_argument("--batch-size", type=int, default=32)
+    group.add_argument("--batch-size", type=int, default=32, help="windows per batch")
     group.add_argument("--lowercase", action="store_true", help="lowercase the text")
     group.add_argument("--no-punctuation", action="store_true", help="replace punctuation by spaces")
 
@@ -75,25 +76,32 @@ def _data_config(args: argparse.Namespace):
 def _train_parser(prog: str = "lstm-textgen train") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
+        formatter_class=DefaultsHelpFormatter,
         description="Train an LSTM or Transformer language model. With no options: a 2-layer LSTM "
         "on the embedded sonnets, character level, on the CPU in a few minutes.",
     )
     _add_data_options(parser)
     model = parser.add_argument_group("model")
-    model.add_argument("--model", choices=("lstm", "transformer"), default="lstm")
-    model.add_argument("--embedding-dim", type=int, default=128)
-    model.add_argument("--lstm-units", type=int, default=256)
-    model.add_argument("--lstm-layers", type=int, default=2)
+    model.add_argument("--model", choices=("lstm", "transformer"), default="lstm", help="architecture")
+    model.add_argument("--embedding-dim", type=int, default=128, help="token embedding width")
+    model.add_argument("--lstm-units", type=int, default=256, help="units per LSTM layer")
+    model.add_argument("--lstm-layers", type=int, default=2, help="stacked LSTM layers")
     model.add_argument("--dropout", type=float, default=0.3, help="dropout after each LSTM layer")
-    model.add_argument("--transformer-layers", type=int, default=1)
+    model.add_argument(
+        "--transformer-layers", type=int, default=1, help="decoder blocks (--model transformer)"
+    )
     opt = parser.add_argument_group("training")
-    opt.add_argument("--epochs", type=int, default=10)
+    opt.add_argument("--epochs", type=int, default=10, help="maximum epochs (early stopping may end sooner)")
     opt.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    opt.add_argument("--label-smoothing", type=float, default=0.1)
+    opt.add_argument(
+        "--label-smoothing", type=float, default=0.1, help="label smoothing of the loss, in [0, 1)"
+    )
     opt.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     opt.add_argument("--steps-per-epoch", type=int, default=None, help="cap batches per epoch")
     opt.add_argument("--patience", type=int, default=3, help="EarlyStopping patience (epochs)")
-    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument(
+        "--seed", type=int, default=0, help="one seed for data order, initialisation and dropout"
+    )
     opt.add_argument(
         "--precision",
         choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
@@ -117,8 +125,68 @@ def _train_parser(prog: str = "lstm-textgen train") -> argparse.ArgumentParser:
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``train`` (``uv run --package lstm-textgen train``) and ``lstm-textgen train``."""
-    args = _train_parser().parse_args(argv)
+    parser = _train_parser()
+    args = parser.parse_args(argv)
+    args.given = _given_options(parser, argv)
     return _guard(lambda: _run_train(args))
+
+
+def _given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The ``dest`` of every option the user typed (a parse with every default suppressed)."""
+    import copy
+
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(quiet.parse_args(argv)))
+
+
+# `train` option -> (section, field) of the run's saved config (config.json / run.json "config").
+RESUMED_SETTINGS = {
+    "data": ("data", "data"),
+    "tokenizer": ("data", "tokenizer"),
+    "vocab_size": ("data", "vocab_size"),
+    "seq_len": ("data", "seq_len"),
+    "stride": ("data", "stride"),
+    "split": ("data", "split"),
+    "batch_size": ("data", "batch_size"),
+    "lowercase": ("data", "lowercase"),
+    "no_punctuation": ("data", "keep_punctuation"),
+    "model": ("model", "architecture"),
+    "embedding_dim": ("model", "embedding_dim"),
+    "lstm_units": ("model", "lstm_units"),
+    "lstm_layers": ("model", "lstm_layers"),
+    "dropout": ("model", "dropout"),
+    "transformer_layers": ("model", "transformer_layers"),
+    "epochs": ("train", "epochs"),
+    "lr": ("train", "learning_rate"),
+    "label_smoothing": ("train", "label_smoothing"),
+    "grad_accum": ("train", "grad_accum_steps"),
+    "steps_per_epoch": ("train", "steps_per_epoch"),
+    "patience": ("train", "early_stopping_patience"),
+    "seed": ("train", "seed"),
+    "precision": ("train", "precision"),
+    "jit_compile": ("train", "jit_compile"),
+}
+
+
+def resumed_arguments(args: argparse.Namespace, saved: dict) -> argparse.Namespace:
+    """``--resume``: the run's own settings (its data first of all) for every option not typed.
+
+    A typed option that differs from the run's is then refused by the run-folder check, naming
+    it; an option left out never falls back to a default such as the embedded corpus.
+    """
+    given = getattr(args, "given", set())
+    for dest, (section, name) in RESUMED_SETTINGS.items():
+        if dest in given or name not in (saved.get(section) or {}):
+            continue
+        value = saved[section][name]
+        if dest == "no_punctuation":
+            value = not value
+        elif dest == "split":
+            value = tuple(value)
+        setattr(args, dest, value)
+    return args
 
 
 def _run_train(args: argparse.Namespace) -> int:

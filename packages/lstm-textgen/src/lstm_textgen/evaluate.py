@@ -51,9 +51,13 @@ def load_run(path: str | Path) -> tuple[keras.Model, TextTokenizer, dict[str, An
     model_path = path if path.suffix == ".keras" else path / MODEL_FILE
     if not run_dir.is_dir():
         raise TextgenError(f"{run_dir}: no such run folder")
+    from lm_shared.runs import require_run_of
+
+    require_run_of(run_dir, "lstm-textgen", finished=False)  # another member's run is named as such
     if not model_path.is_file():
         raise TextgenError(
-            f"{model_path}: not found; train a model first (lstm-textgen train --out {run_dir})"
+            f"{model_path}: not found; train a model first "
+            f"(uv run --package lstm-textgen train --out {run_dir})"
         )
     config_path = run_dir / CONFIG_FILE
     try:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from typing import Literal
 
 from lstm_textgen.errors import TextgenError
@@ -19,9 +23,61 @@ Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
+# TensorFlow's C++ start-up lines on a machine without a usable GPU (absl writes them straight to
+# file descriptor 2, before TF_CPP_MIN_LOG_LEVEL is read): CUDA probing, oneDNN and CPU-flag notes.
+_TF_NOISE = re.compile(
+    r"(cuda|cudnn|cufft|cublas|cuInit|absl::InitializeLog|computation placer|TF_ENABLE_ONEDNN_OPTS|"
+    r"oneDNN custom operations|appropriate compiler flags|binary is optimized to use available CPU)",
+    re.IGNORECASE,
+)
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_stderr() -> Iterator[None]:
+    """Filter TensorFlow's C++ start-up chatter out of stderr while the body runs.
+
+    Everything written to file descriptor 2 meanwhile (Python warnings included) is captured and
+    written back afterwards, less the lines matching :data:`_TF_NOISE`. A user who asked for
+    TensorFlow's logs (``TF_CPP_MIN_LOG_LEVEL`` 0 or 1 before lstm-textgen was imported) gets
+    them unfiltered.
+    """
+    from lstm_textgen import USER_TF_LOG_LEVEL
+
+    if USER_TF_LOG_LEVEL in ("0", "1"):
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no real stderr (an embedding host): nothing to filter
+            yield
+            return
+        captured = stack.enter_context(tempfile.TemporaryFile())
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [
+                line
+                for line in captured.read().decode("utf-8", "replace").splitlines()
+                if line.strip() and not _TF_NOISE.search(line)
+            ]
+            if kept:
+                print("\n".join(kept), file=sys.stderr, flush=True)
+
+
 def configure_keras() -> None:
     """Make sure Keras runs on TensorFlow, whatever imported it first."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if "keras" not in sys.modules:
+        with quiet_tensorflow_stderr():
+            import keras  # noqa: F401 - the first import, with TensorFlow's start-up lines filtered
     import keras
 
     if keras.config.backend() != "tensorflow":
@@ -34,7 +90,8 @@ def configure_keras() -> None:
 def gpu_devices() -> list:
     import tensorflow as tf
 
-    return tf.config.list_physical_devices("GPU")
+    with quiet_tensorflow_stderr():  # the first call initialises CUDA (and says so when it fails)
+        return tf.config.list_physical_devices("GPU")
 
 
 def configure_accelerator(precision: str = "auto") -> dict[str, str]:

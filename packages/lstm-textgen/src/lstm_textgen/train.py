@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lm_shared.runs import atomic_path, atomic_write_json
+from lm_shared.runs import StopSignal, atomic_path, atomic_write_json
 from lstm_textgen import runtime
 from lstm_textgen.data import DataConfig, prepare_splits, train_and_eval_datasets
 from lstm_textgen.errors import TextgenError
@@ -68,8 +68,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise TextgenError(f"epochs must be >= 1, got {self.epochs}")
-        if self.learning_rate <= 0 or self.clipnorm <= 0:
-            raise TextgenError("learning_rate and clipnorm must be > 0")
+        # `not x > 0` (not `x <= 0`): a NaN compares False both ways and must be refused too.
+        for flag, value in (
+            ("--lr (learning_rate)", self.learning_rate),
+            ("clipnorm", self.clipnorm),
+            ("reduce_lr_factor", self.reduce_lr_factor),
+            ("min_learning_rate", self.min_learning_rate),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise TextgenError(f"{flag} must be a finite number > 0, got {value}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise TextgenError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.grad_accum_steps < 1:
@@ -246,15 +253,18 @@ def _train_in(run, data_config, model_config, train_config, config, environment,
         *extra_callbacks,
     ]
     started = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=train_config.epochs,
-        steps_per_epoch=train_config.steps_per_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles (seeded, every epoch)
-        verbose=0,
-    )
+    # SIGINT/SIGTERM (also when the launcher left SIGINT ignored, as nohup and `&` do) stop at the
+    # next batch as a KeyboardInterrupt: the backup of the last whole epoch stays, exit 130.
+    with StopSignal(quiet=True) as stop:
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=train_config.epochs,
+            steps_per_epoch=train_config.steps_per_epoch,
+            callbacks=[*callbacks, _StopOnRequest(stop)],
+            shuffle=False,  # the tf.data pipeline shuffles (seeded, every epoch)
+            verbose=0,
+        )
     seconds = time.perf_counter() - started
     val_ppl = history.history.get("val_perplexity", [])
     if not val_ppl or not all(math.isfinite(v) for v in val_ppl):
@@ -285,6 +295,20 @@ def _train_in(run, data_config, model_config, train_config, config, environment,
     return metrics
 
 
+class _StopOnRequest(keras.callbacks.Callback):
+    """Raise ``KeyboardInterrupt`` at the first batch boundary after a SIGINT/SIGTERM."""
+
+    def __init__(self, stop: StopSignal) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.stop.requested:
+            raise KeyboardInterrupt
+
+    on_test_batch_end = on_train_batch_end
+
+
 def _history_column(path: Path, column: str) -> list[float]:
     """One column of Keras' CSVLogger file (every epoch of the run), [] when absent."""
     import csv
@@ -306,9 +330,14 @@ def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
 
 def train_command(args: Any) -> int:
     """``lstm-textgen train``: build the configs from parsed arguments, train, say where it went."""
+    from lm_shared.runs import read_run_state
     from lm_shared.runtime import make_run_dir
-    from lstm_textgen.cli import DEFAULT_RUNS_ROOT, _data_config
+    from lstm_textgen.cli import DEFAULT_RUNS_ROOT, _data_config, resumed_arguments
 
+    if args.resume and args.out is not None and Path(args.out).is_dir():
+        state = read_run_state(args.out)
+        if state is not None:  # continue with the run's own data and settings
+            args = resumed_arguments(args, state.get("config") or {})
     data_config = _data_config(args)
     model_config = ModelConfig(
         architecture=args.model,

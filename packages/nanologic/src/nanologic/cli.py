@@ -8,10 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+from lm_shared.cli_help import DefaultsHelpFormatter
 from nanologic.data import NanologicError
 from nanologic.runner import DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE
 
-_HELP = argparse.ArgumentDefaultsHelpFormatter
+_HELP = DefaultsHelpFormatter
 PRESET_CHOICES = ("cpu", "tiny", "base", "base-export", "base-full")
 
 
@@ -35,34 +36,57 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--vocab-size", type=int, default=8000, help="BPE vocabulary (upper bound)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default from the preset)")
-    parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=-1,
+        help="stop after this many optimizer steps (-1: the epochs decide)",
+    )
     parser.add_argument(
         "--max-minutes",
         type=float,
         default=None,
         help="stop training after this many minutes (a wall-clock cap: the result then depends on the machine)",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--optimizer", choices=("schedulefree", "adamw"), default="schedulefree")
-    parser.add_argument("--warmup-steps", type=int, default=100)
-    parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=32, help="examples per batch and device")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate (default: the preset's, 3e-3 for cpu/tiny, 1e-3 for base)",
+    )
+    parser.add_argument(
+        "--optimizer", choices=("schedulefree", "adamw"), default="schedulefree", help="optimizer"
+    )
+    parser.add_argument("--warmup-steps", type=int, default=100, help="linear learning-rate warmup steps")
+    parser.add_argument("--weight-decay", type=float, default=0.1, help="decoupled weight decay")
+    parser.add_argument(
+        "--label-smoothing", type=float, default=0.0, help="label smoothing of the loss, in [0, 1)"
+    )
+    parser.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clipping threshold")
     parser.add_argument(
         "--grad-noise", type=float, default=0.0, help="η of annealed gradient noise (0 = off)"
     )
     parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of evaluation weights (0 = off)")
     parser.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
-    parser.add_argument("--loss-on", choices=("output", "all"), default="output")
+    parser.add_argument(
+        "--loss-on", choices=("output", "all"), default="output", help="tokens the loss is taken on"
+    )
     parser.add_argument("--packing", action="store_true", help="pack sequences with document masks")
-    parser.add_argument("--no-curriculum", action="store_true")
+    parser.add_argument(
+        "--no-curriculum", action="store_true", help="shuffle freely instead of easy-to-hard complexity order"
+    )
     parser.add_argument(
         "--cot-epochs", type=int, default=0, help="chain-of-thought phase-1 epochs before phase 2"
     )
-    parser.add_argument("--val-check-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--val-check-interval",
+        type=float,
+        default=1.0,
+        help="validate every this fraction of an epoch (or, above 1, every this many steps)",
+    )
     parser.add_argument("--precision", default="auto", help="auto, 32-true, bf16-mixed, 16-mixed")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed (data, initialisation, order)")
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -101,7 +125,9 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--strategy", choices=("auto", "ddp", "fsdp"), default="auto", help="Lightning multi-device strategy"
     )
-    parser.add_argument("--grad-ckpt", action="store_true")
+    parser.add_argument(
+        "--grad-ckpt", action="store_true", help="gradient checkpointing (less memory, slower steps)"
+    )
     parser.add_argument("--debug", action="store_true", help="autograd anomaly detection")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (1 is faster on a busy machine)")
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test examples")
@@ -246,7 +272,7 @@ def train_main(argv: list[str] | None = None) -> int:
         argparse.ArgumentParser(
             prog="nanologic train",
             description="Train a nanologic model.",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=DefaultsHelpFormatter,
         )
     )
     return _guard(lambda: _run_train(parser.parse_args(argv)))

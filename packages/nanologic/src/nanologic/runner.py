@@ -372,6 +372,8 @@ def train_run(
         resume_hint="--resume",
         run_files=("model.safetensors", "train_config.json"),
     )
+    if run.resumed and data_dir is None and run.saved_config.get("data"):
+        data_dir = Path(run.saved_config["data"])  # the run's own --data, never fresh generated data
     with run:
         report = _train_in(
             run,

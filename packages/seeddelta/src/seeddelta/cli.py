@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lm_shared.cli_help import DefaultsHelpFormatter
 from seeddelta.errors import SeedDeltaError
 
 
@@ -145,16 +146,27 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     p = sub.add_parser("tiny", help="harness B: the tiny trained model (train, export)")
     tsub = p.add_subparsers(dest="tiny_command", required=True)
-    t = tsub.add_parser("train", help="train the tiny LLaMA on copy/sum/brackets and write DIR/eval.json")
+    t = tsub.add_parser(
+        "train",
+        help="train the tiny LLaMA on copy/sum/brackets and write DIR/eval.json",
+        formatter_class=DefaultsHelpFormatter,
+    )
     t.add_argument(
         "--out", required=True, help="run directory (model.pt, tokenizer.json, config.json, eval.json)"
     )
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--steps", type=int, default=d.steps)
-    t.add_argument("--docs-per-step", type=int, default=d.docs_per_step)
-    t.add_argument("--lr", type=float, default=d.lr)
-    t.add_argument("--precision", choices=("auto", "32-true", "bf16-mixed"), default=d.precision)
-    t.add_argument("--threads", type=int, default=d.threads)
+    t.add_argument("--seed", type=int, default=d.seed, help="one seed for data, initialisation and order")
+    t.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
+    t.add_argument(
+        "--docs-per-step", type=int, default=d.docs_per_step, help="task samples per optimizer step"
+    )
+    t.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
+    t.add_argument(
+        "--precision",
+        choices=("auto", "32-true", "bf16-mixed"),
+        default=d.precision,
+        help="auto: bf16 autocast where supported",
+    )
+    t.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     t.add_argument(
         "--task-weights",
         type=int,
@@ -178,23 +190,36 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
         default=list(d.phase1_weights),
         help="training mix of phase 1 (default: copy and brackets, no sum)",
     )
-    t.add_argument("--val-samples", type=int, default=d.val_samples)
-    t.add_argument("--max-minutes", type=float, default=None, help="stop training after this wall time")
+    t.add_argument(
+        "--val-samples", type=int, default=d.val_samples, help="held-out samples per task for eval.json"
+    )
+    t.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop training after this wall time (default: no limit)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
         "--resume", action="store_true", help="continue the interrupted run in --out from checkpoint.pt"
     )
     t.add_argument("--force", action="store_true", help="replace a finished run in --out")
-    t.add_argument("--init-from", default=None, help="continue training from this run directory")
-    t.add_argument("--num-layers", type=int, default=8, help="model depth (seed proposal v1: 8)")
-    t.add_argument("--hidden-size", type=int, default=192, help="model width (192)")
-    t.add_argument("--intermediate-size", type=int, default=768, help="SwiGLU width (768)")
-    t.add_argument("--num-heads", type=int, default=6, help="attention heads (6)")
+    t.add_argument(
+        "--init-from", default=None, help="start from this run directory's weights (default: a new model)"
+    )
+    t.add_argument("--num-layers", type=int, default=8, help="model depth (the seed proposal v1's)")
+    t.add_argument("--hidden-size", type=int, default=192, help="model width")
+    t.add_argument("--intermediate-size", type=int, default=768, help="SwiGLU width")
+    t.add_argument("--num-heads", type=int, default=6, help="attention heads")
     t.set_defaults(func=cmd_tiny_train)
-    e = tsub.add_parser("export", help="write a llama-arch GGUF of a trained checkpoint")
+    e = tsub.add_parser(
+        "export",
+        help="write a llama-arch GGUF of a trained checkpoint",
+        formatter_class=DefaultsHelpFormatter,
+    )
     e.add_argument("--checkpoint", required=True, help="a `tiny train` run directory")
     e.add_argument("--out", required=True, help="output .gguf")
-    e.add_argument("--dtype", choices=("f16", "f32"), default="f16")
+    e.add_argument("--dtype", choices=("f16", "f32"), default="f16", help="weight type in the GGUF")
     e.add_argument("--force", action="store_true", help="overwrite an existing --out")
     e.set_defaults(func=cmd_tiny_export)
 

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from lm_shared.cli_help import DefaultsHelpFormatter
 from tormented_mini.errors import USER_ERRORS, TormentedError
 
 
@@ -44,14 +45,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", default=None, help="UTF-8 text file or folder of .txt files (default: the embedded corpus)"
     )
     parser.add_argument(
-        "--hf-dataset", default=None, help="Hugging Face dataset name, e.g. erickfmm/red_pajama_es_hq_35"
+        "--hf-dataset",
+        default=None,
+        help="Hugging Face dataset name, e.g. erickfmm/red_pajama_es_hq_35 (default: none, --data or the embedded corpus)",
     )
-    parser.add_argument("--hf-config", default=None, help="dataset configuration name")
-    parser.add_argument("--hf-split", default=d.hf_split)
-    parser.add_argument("--text-field", default=d.text_field)
+    parser.add_argument(
+        "--hf-config", default=None, help="dataset configuration name (default: the dataset's)"
+    )
+    parser.add_argument("--hf-split", default=d.hf_split, help="dataset split")
+    parser.add_argument("--text-field", default=d.text_field, help="dataset column holding the text")
     parser.add_argument("--max-docs", type=int, default=d.max_docs, help="documents read from --hf-dataset")
-    parser.add_argument("--vocab-size", type=int, default=d.vocab_size)
-    parser.add_argument("--seq-len", type=int, default=d.seq_len)
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=d.vocab_size,
+        help="BPE vocabulary cap (a small corpus stops earlier)",
+    )
+    parser.add_argument(
+        "--seq-len", type=int, default=d.seq_len, help="tokens per packed row, [CLS] and [SEP] included"
+    )
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -64,17 +76,34 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.accumulate_grad_batches,
         help="micro-batches per optimizer step; each is batch-size / this many rows (default: %(default)s)",
     )
-    parser.add_argument("--max-steps", type=int, default=d.max_steps)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--ode-lr-scale", type=float, default=d.ode_lr_scale)
-    parser.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    parser.add_argument("--clip-norm", type=float, default=d.clip_norm)
-    parser.add_argument("--max-retries", type=int, default=d.max_retries)
-    parser.add_argument("--eval-every", type=int, default=d.eval_every)
+    parser.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
+    parser.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
     parser.add_argument(
-        "--precision", choices=("auto", "32-true", "bf16-mixed", "16-mixed"), default=d.precision
+        "--ode-lr-scale",
+        type=float,
+        default=d.ode_lr_scale,
+        help="learning-rate multiplier of the ODE layers",
     )
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument(
+        "--warmup-steps", type=int, default=d.warmup_steps, help="linear warmup steps, then cosine decay"
+    )
+    parser.add_argument("--clip-norm", type=float, default=d.clip_norm, help="gradient clipping threshold")
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        default=d.max_retries,
+        help="LR-halving retries of a non-finite batch before checkpoint-and-stop",
+    )
+    parser.add_argument(
+        "--eval-every", type=int, default=d.eval_every, help="steps between evaluations and checkpoints"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "32-true", "bf16-mixed", "16-mixed"),
+        default=d.precision,
+        help="auto: bf16-mixed or 16-mixed on GPUs that run them fast, 32-true elsewhere",
+    )
+    parser.add_argument("--seed", type=int, default=d.seed, help="one seed for data order, masking and init")
     parser.add_argument(
         "--devices",
         default=d.devices,
@@ -94,16 +123,48 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch default)")
     parser.add_argument(
-        "--norm", dest="norm_type", choices=("layernorm", "dyt", "dynamic_tanh", "derf"), default=None
+        "--norm",
+        dest="norm_type",
+        choices=("layernorm", "dyt", "dynamic_tanh", "derf"),
+        default=None,
+        help="normalisation layer (default: the preset's)",
     )
-    parser.add_argument("--hope", dest="use_hope", type=_bool, default=None, metavar="on|off")
-    parser.add_argument("--bitnet", dest="use_bitnet", type=_bool, default=None, metavar="on|off")
-    parser.add_argument("--moe", dest="use_moe", type=_bool, default=None, metavar="on|off")
-    parser.add_argument("--titan-memory", dest="use_titan_memory", type=_bool, default=None, metavar="on|off")
+    parser.add_argument(
+        "--hope",
+        dest="use_hope",
+        type=_bool,
+        default=None,
+        metavar="on|off",
+        help="HoPE position encoding (default: the preset's)",
+    )
+    parser.add_argument(
+        "--bitnet",
+        dest="use_bitnet",
+        type=_bool,
+        default=None,
+        metavar="on|off",
+        help="BitLinear 1.58-bit layers (default: the preset's)",
+    )
+    parser.add_argument(
+        "--moe",
+        dest="use_moe",
+        type=_bool,
+        default=None,
+        metavar="on|off",
+        help="mixture-of-experts feed-forward (default: the preset's)",
+    )
+    parser.add_argument(
+        "--titan-memory",
+        dest="use_titan_memory",
+        type=_bool,
+        default=None,
+        metavar="on|off",
+        help="Titans memory branch (default: the preset's)",
+    )
     parser.add_argument(
         "--model-config",
         default=None,
-        help="JSON file of UltraConfig fields overriding the preset (layer_pattern, ...)",
+        help="JSON file of UltraConfig fields overriding the preset (layer_pattern, ...; default: none)",
     )
     parser.add_argument(
         "--resume",
@@ -172,7 +233,9 @@ def run_train(args: argparse.Namespace) -> int:
 def train_main(argv: list[str] | None = None) -> int:
     """Entry point of ``uv run --package tormented-mini train`` and ``tormented-mini train``."""
     parser = argparse.ArgumentParser(
-        prog="tormented-mini train", description="Pre-train a Tormented-BERT masked LM."
+        prog="tormented-mini train",
+        description="Pre-train a Tormented-BERT masked LM.",
+        formatter_class=DefaultsHelpFormatter,
     )
     add_train_arguments(parser)
     args = parser.parse_args(argv)
@@ -183,7 +246,10 @@ def train_main(argv: list[str] | None = None) -> int:
 def run_fill_mask(args: argparse.Namespace) -> int:
     from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
+    from lm_shared.runs import require_run_of
+
     folder = Path(args.model_dir)
+    require_run_of(folder, "tormented-mini")  # another member's run folder is named as such
     if not (folder / "config.json").is_file():
         raise TormentedError(
             f"{folder}: not a model folder (no config.json); train one with `tormented-mini train`"
@@ -261,7 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_train = sub.add_parser(
-        "train", help="pre-train a masked LM (same as `uv run --package tormented-mini train`)"
+        "train",
+        help="pre-train a masked LM (same as `uv run --package tormented-mini train`)",
+        formatter_class=DefaultsHelpFormatter,
     )
     add_train_arguments(p_train)
     p_train.set_defaults(fn=run_train)
