@@ -40,3 +40,20 @@ def test_defaults_help_formatter_shows_each_default_once():
     text = " ".join(parser.format_help().split())
     assert "optimizer steps (default: 300)" in text
     assert "(default: the embedded corpus)" in text and "(default: None)" not in text
+
+
+def test_options_without_help_names_undescribed_flags_of_chosen_subcommands():
+    import argparse
+
+    from lm_shared.cli_help import options_without_help
+
+    parser = argparse.ArgumentParser(prog="x")
+    parser.add_argument("--ok", help="described")
+    parser.add_argument("-b", "--bare")
+    sub = parser.add_subparsers()
+    train = sub.add_parser("train")
+    train.add_argument("--lr")
+    other = sub.add_parser("other")
+    other.add_argument("--skipped")
+    assert options_without_help(parser) == ["--bare"]
+    assert options_without_help(parser, ("train",)) == ["--bare", "train --lr"]

@@ -1,4 +1,3 @@
-import argparse
 import importlib
 import json
 import pkgutil
@@ -7,6 +6,7 @@ import pytest
 
 import infinito_iit
 from infinito_iit.cli import main, train_main
+from lm_shared.cli_help import options_without_help
 
 TINY = [
     "--d-model",
@@ -187,20 +187,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130_with_one_line(tmp_pat
     assert steps == list(range(1, state["step"] + 3))  # true step numbers across the resume
 
 
-def _options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
-    """Options of ``parser`` (and of the subcommands in ``only``) that `--help` shows undescribed."""
-    missing = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                if name in only:
-                    missing += [f"{name} {o}" for o in _options_without_help(sub, only)]
-        elif action.option_strings and not action.help:
-            missing.append(action.option_strings[-1])
-    return missing
-
-
 def test_train_help_describes_every_option():
     from infinito_iit.cli import build_parser
 
-    assert _options_without_help(build_parser(), ("train",)) == []
+    assert options_without_help(build_parser(), ("train",)) == []

@@ -1,6 +1,5 @@
 """End-to-end: the CLI trains, samples and evaluates a tiny model; bad input fails cleanly."""
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import keras
 import pytest
 
+from lm_shared.cli_help import options_without_help
 from lm_shared.errors import UserError
 from lstm_textgen.cli import main, train_main
 from lstm_textgen.data import DataConfig
@@ -186,23 +186,10 @@ def test_overwrite_killed_mid_run_leaves_the_finished_run_whole(tmp_path: Path):
     assert main(["sample", "--model", str(run), "--prompt", "Shall", "--max-new-tokens", "5"]) == 0
 
 
-def _options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
-    """Options of ``parser`` (and of the subcommands in ``only``) that `--help` shows undescribed."""
-    missing = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                if name in only:
-                    missing += [f"{name} {o}" for o in _options_without_help(sub, only)]
-        elif action.option_strings and not action.help:
-            missing.append(action.option_strings[-1])
-    return missing
-
-
 def test_train_help_describes_every_option(capsys):
     from lstm_textgen.cli import _train_parser
 
-    assert _options_without_help(_train_parser()) == []
+    assert options_without_help(_train_parser()) == []
     with pytest.raises(SystemExit):
         train_main(["--help"])
     assert "(default: 32)" in capsys.readouterr().out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lm_shared.cli_help import options_without_help
 from lm_shared.errors import UserError
 from lm_shared.runs import NonFiniteError, atomic_write_json
 from nanologic.cli import main, train_main
@@ -231,26 +231,13 @@ def test_formalize_input_reader_raises_only_user_errors(tmp_path_factory, lines:
         read_jsonl(path, required=("input",))
 
 
-def _options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
-    """Options of ``parser`` (and of the subcommands in ``only``) that `--help` shows undescribed."""
-    missing = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                if name in only:
-                    missing += [f"{name} {o}" for o in _options_without_help(sub, only)]
-        elif action.option_strings and not action.help:
-            missing.append(action.option_strings[-1])
-    return missing
-
-
 def test_train_and_stage_help_describe_every_option(capsys) -> None:
     # `train --help` listed --lr, --batch-size, --max-steps ... with no text and no default
     # (issue 19's user trials); every option now has a description and shows its default.
     from nanologic.cli import build_parser
 
     stages = ("train", "generate", "clean", "verify", "augment", "preprocess", "train-tokenizer")
-    assert _options_without_help(build_parser(), stages) == []
+    assert options_without_help(build_parser(), stages) == []
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())

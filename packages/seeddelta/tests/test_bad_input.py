@@ -9,6 +9,7 @@ import gguf
 import numpy as np
 import pytest
 
+from lm_shared.cli_help import options_without_help
 from seeddelta.cli import main
 
 
@@ -184,23 +185,10 @@ def test_missing_imatrix_entry_and_bad_imatrix(
     assert rc == 2 and "in_sum2" in err
 
 
-def _options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
-    """Options of ``parser`` (and of the subcommands in ``only``) that `--help` shows undescribed."""
-    missing = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                if name in only:
-                    missing += [f"{name} {o}" for o in _options_without_help(sub, only)]
-        elif action.option_strings and not action.help:
-            missing.append(action.option_strings[-1])
-    return missing
-
-
 def test_tiny_train_and_export_help_describe_every_option():
     from seeddelta.cli import build_parser
 
     tiny = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[
         "tiny"
     ]
-    assert _options_without_help(tiny, ("train", "export")) == []
+    assert options_without_help(tiny, ("train", "export")) == []

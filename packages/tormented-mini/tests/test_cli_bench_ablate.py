@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from lm_shared.cli_help import options_without_help
 from tormented_mini import ablate, bench
 from tormented_mini.cli import main
 
@@ -87,25 +88,12 @@ def test_info_lists_presets(capsys):
     assert "Tormented-BERT presets" in out and "derf" in out
 
 
-def _options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
-    """Options of ``parser`` (and of the subcommands in ``only``) that `--help` shows undescribed."""
-    missing = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                if name in only:
-                    missing += [f"{name} {o}" for o in _options_without_help(sub, only)]
-        elif action.option_strings and not action.help:
-            missing.append(action.option_strings[-1])
-    return missing
-
-
 def test_train_help_describes_every_option():
     from tormented_mini.cli import add_train_arguments
 
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
-    assert _options_without_help(parser) == []
+    assert options_without_help(parser) == []
 
 
 def test_fill_mask_names_another_members_run_folder(tmp_path, capsys):

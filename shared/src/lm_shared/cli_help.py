@@ -18,3 +18,18 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in help_text.lower():
             return help_text
         return super()._get_help_string(action)
+
+
+def options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
+    """Options of ``parser`` (and of its subcommands named in ``only``) that ``--help`` shows
+    without a description, as ``"--flag"`` or ``"subcommand --flag"``; every member's help test
+    asserts this is empty."""
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if name in only:
+                    missing += [f"{name} {option}" for option in options_without_help(sub, only)]
+        elif action.option_strings and not action.help:
+            missing.append(action.option_strings[-1])
+    return missing
