@@ -249,6 +249,27 @@ class StateRecorder(_callback_base()):
         self._n += 1
 
 
+class AttemptRecorder(_callback_base()):
+    """:func:`training_state` at every backward (``on_before_backward``), grouped by training batch.
+
+    A member that runs a batch again inside one ``training_step`` after a skipped attempt (manual
+    optimisation, the "retry at half the LR" policy) shows each attempt here: with one micro-batch
+    per attempt, ``attempts[i][j]`` is the state when attempt ``j`` of batch ``i`` starts its
+    backward, i.e. after attempt ``j - 1`` was checked and stepped or skipped.
+    """
+
+    def __init__(self) -> None:
+        self.attempts: dict[int, list[dict]] = {}
+        self._n = -1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._n += 1
+        self.attempts[self._n] = []
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self.attempts[self._n].append(training_state(trainer, pl_module))
+
+
 class LossRecorder(_callback_base()):
     """Appends ``{"epoch", "batch", "global_step", "loss"}`` per batch to ``run_dir/kit/losses-rank{r}.jsonl``."""
 
