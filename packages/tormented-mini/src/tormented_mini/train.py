@@ -42,7 +42,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lm_shared.runs import RunFolder, StopSignal, atomic_path, check_finite_parameters, open_run_dir
+from lm_shared.runs import (
+    RunFolder,
+    StopSignal,
+    atomic_path,
+    atomic_write_text,
+    check_finite_parameters,
+    open_run_dir,
+)
 from lm_shared.runs_lightning import AtomicCheckpointIO
 from lm_shared.runtime import detect_device, detect_precision, save_config, seed_everything
 from lm_shared.stability import GradientHealthMonitor, HealthConfig, TrainingStopped
@@ -297,9 +304,7 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
             continue  # a line cut by a kill
         if isinstance(record, dict) and int(record.get("step", 0)) <= last_step:
             kept.append(line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(kept))
 
 
 # ==================================================================================== data
