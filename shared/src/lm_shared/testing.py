@@ -35,6 +35,12 @@ How a member uses it (``packages/<pkg>/tests/test_fault_injection.py``)::
     def test_kill_and_resume(tmp_path):
         kit.check_kill_resume(ADAPTER, tmp_path, kill_at_step=3)
 
+A member whose repair runs a batch again inside one ``training_step`` (manual optimisation,
+tormented-mini) ends every batch with an applied update, so checks (a)-(d), which compare the
+state around a skipped batch, do not apply as written; its tests check the skipped *attempt* with
+:class:`AttemptRecorder` and the same state helpers (:func:`training_state`,
+:func:`assert_same_state`).
+
 Each ``check_*`` raises ``AssertionError`` with what differed (the state key and step) and
 returns what it measured. pytest is not imported here; :class:`Unsupported` becomes a pytest skip
 only when pytest is the runner.
