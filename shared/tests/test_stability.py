@@ -126,21 +126,58 @@ def test_after_backward_policy_without_retries():
 
 
 def test_amp_scaler_owns_overflow():
+    # fp32 gradients of ~1e10 overflow only once scaled by 2**100: the scaler's overflow.
     model, opt = make()
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
     monitor = GradientHealthMonitor(model, opt, scaler=scaler)
-    snap = snapshot(model, opt)
-
-    def overflowing():
-        # finite loss whose scaled gradient overflows
-        return loss_of(model) * 1e36
-
-    rec = monitor.train_step(overflowing)
-    assert rec.repair_action == "skip" and scaler.get_scale() < 2.0**16
-    assert opt.param_groups[0]["lr"] == 1e-2  # no LR halving for an fp16-style overflow
-    assert_same(snap, model, opt)
+    rec = monitor.train_step(lambda: loss_of(model) * 1e10)
+    actions = [r.repair_action for r in monitor.records]
+    # The batch ran again at the lowered scale until it fitted; the LR was left alone.
+    assert len(actions) > 1 and set(actions[:-1]) == {"skip"} and rec.repair_action in {"none", "clip"}
+    assert scaler.get_scale() <= 2.0 ** (101 - len(actions))
+    assert opt.param_groups[0]["lr"] == 1e-2
     rec = monitor.train_step(lambda: loss_of(model))
     assert rec.repair_action in {"none", "clip"}
+
+
+def test_a_skipped_overflow_leaves_model_and_optimizer_unchanged():
+    model, opt = make()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
+    monitor = GradientHealthMonitor(model, opt, scaler=scaler)
+    snap = snapshot(model, opt)
+    loss = loss_of(model) * 1e10
+    scaler.scale(loss).backward()
+    assert monitor.after_backward(loss).repair_action == "skip"
+    assert_same(snap, model, opt)
+    assert monitor.consecutive_nonfinite == 0 and opt.param_groups[0]["lr"] == 1e-2
+
+
+def test_a_finite_gradient_norm_that_overflows_is_the_models_failure():
+    model, opt = make()
+    scaler = torch.amp.GradScaler("cpu")
+    checks = []
+
+    def overflow_first_attempt():  # every gradient finite, their global norm overflows float32
+        checks.append(True)
+        if len(checks) == 1:
+            for p in model.parameters():
+                p.grad.fill_(1e38)
+
+    monitor = GradientHealthMonitor(model, opt, scaler=scaler, before_check=overflow_first_attempt)
+    rec = monitor.train_step(lambda: loss_of(model))
+    assert [r.repair_action for r in monitor.records] == ["skip", "lr_halved"] and rec.lr == 5e-3
+    assert scaler.get_scale() == 2.0**16  # not fp16's overflow: the scale stays
+
+
+def test_an_overflow_the_scale_cannot_absorb_counts_as_non_finite():
+    model, opt = make()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
+    config = HealthConfig(max_retries=1, max_overflow_retries=2)
+    monitor = GradientHealthMonitor(model, opt, config, scaler=scaler)
+    with pytest.raises(TrainingStopped):
+        monitor.train_step(lambda: loss_of(model) * 1e10)
+    assert [r.repair_action for r in monitor.records] == ["skip", "skip", "skip", "stop"]
+    assert opt.param_groups[0]["lr"] == 5e-3 and scaler.get_scale() == 2.0**96
 
 
 def test_vanishing_and_plateau_stop_early():
@@ -163,3 +200,5 @@ def test_vanishing_and_plateau_stop_early():
 def test_config_validation():
     with pytest.raises(ValueError, match="clip_norm"):
         HealthConfig(clip_norm=0)
+    with pytest.raises(ValueError, match="max_overflow_retries"):
+        HealthConfig(max_overflow_retries=-1)

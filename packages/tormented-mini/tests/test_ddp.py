@@ -87,3 +87,26 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     val_one = [m["val_mlm_loss"] for m in records(tmp_path / "single", "metrics.jsonl")]
     assert val_ddp == pytest.approx(val_one, rel=1e-3)
     assert (tmp_path / "ddp" / "model.safetensors").is_file()
+
+
+def test_every_rank_gets_a_share_of_every_held_out_batch():
+    # --eval-batches 1 under two processes: rank 1 once had no validation batch (Lightning refuses
+    # a zero-length loader on any rank). Each rank now takes its rows of every chunk.
+    from tormented_mini.data import SpecialIds
+    from tormented_mini.train import HeldOutBatches, TrainConfig
+
+    ids = SpecialIds(pad=0, cls=1, sep=2, mask=3, unk=4)
+    rows = torch.randint(5, 50, (10, 8))
+    cfg = TrainConfig(batch_size=4, eval_batches=1)
+    one = HeldOutBatches(rows, cfg, ids, 50)
+    shards = [HeldOutBatches(rows, cfg, ids, 50) for _ in range(2)]
+    for rank, shard in enumerate(shards):
+        shard.shard(rank, 2)
+    assert len(one) == len(shards[0]) == len(shards[1]) == 1
+    for key, value in one[0].items():
+        merged = torch.empty_like(value)
+        merged[0::2], merged[1::2] = shards[0][0][key], shards[1][0][key]
+        assert torch.equal(merged, value), key  # the same masks, split between the ranks
+    short = HeldOutBatches(rows[:1], TrainConfig(batch_size=4), ids, 50)
+    short.shard(1, 2)
+    assert len(short) == 1 and short[0]["input_ids"].shape[0] == 0  # skipped by validation_step

@@ -82,6 +82,19 @@ def test_bitlinear_ternary_weights_int8_activations_and_ste():
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+def test_bitlinear_gradients_stay_finite_under_fp16_autocast():
+    # Small-norm fp16 tokens: the RMS normalisation's gradient overflows half precision unless it
+    # is computed in float32 (every fp16 training step was non-finite before).
+    torch.manual_seed(0)
+    layer = BitLinear(32, 16)
+    x = (torch.randn(2, 5, 32) * 1e-3).half().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.float16):
+        y = layer(x)
+    y.float().sum().backward()
+    assert y.dtype == torch.float16
+    assert torch.isfinite(x.grad).all() and torch.isfinite(layer.weight.grad).all()
+
+
 # ------------------------------------------------------------------ HoPE
 def explicit_hope_score(q, k, m, n, theta, damping):
     """Direct per-pair hyperbolic form: e^{-|m-n| theta'} q^T B((m-n) theta_i) k."""

@@ -14,10 +14,13 @@ Policy:
 - vanishing norm (< ``vanish_threshold``): alert; stop early when it persists while validation
   loss has not improved for ``patience`` evaluations;
 - parameters whose gradient is all zero or absent are counted, never fatal (unrouted MoE experts).
-With a ``GradScaler`` the scaler owns fp16 overflow: an overflowing step is left to its own skip
-and scale reduction; the LR policy only reacts when the unscaled loss itself is not finite. A step
-whose unscaled gradients are finite but whose global norm overflows is skipped too; the scaler's
-``update()`` still runs (scale and growth tracker unchanged), so the next step's ``unscale_`` works.
+With a ``GradScaler`` the scaler owns fp16 overflow: a step whose scaled gradients overflowed (the
+scaler lowers its scale) is skipped without touching the LR; :meth:`GradientHealthMonitor.train_step`
+runs the batch again at the lower scale (up to ``max_overflow_retries`` times). The LR policy reacts
+when the unscaled loss is not finite, when the scale could not absorb the overflow, and when the
+unscaled gradients are finite but their global norm overflows (the model's, not fp16's): that step
+is skipped too and the scaler's ``update()`` still runs (scale unchanged), so the next ``unscale_``
+works.
 
 The "halve the LR" repair is persistent whatever the schedule: :func:`scale_lr` scales the groups'
 ``lr`` and every LR scheduler's bases (``base_lrs``, OneCycle's ``max_lr``/``min_lr``, CyclicLR's
@@ -49,6 +52,7 @@ class HealthConfig:
     vanish_threshold: float = 1e-10  # global norm below which gradients count as vanished
     max_retries: int = 3  # LR-halving retries of a batch with non-finite gradients before stopping
     lr_factor_on_retry: float = 0.5  # LR multiplier applied before each retry
+    max_overflow_retries: int = 16  # fp16: re-runs of a batch after the scaler's overflow (scale / 2 each)
     patience: int = 5  # validations without improvement (with vanishing grads) before stopping
     min_delta: float = 1e-4  # smallest validation-loss decrease that counts as an improvement
 
@@ -59,6 +63,8 @@ class HealthConfig:
             raise ValueError(f"vanish_threshold must be >= 0, got {self.vanish_threshold}")
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.max_overflow_retries < 0:
+            raise ValueError(f"max_overflow_retries must be >= 0, got {self.max_overflow_retries}")
         if not 0 < self.lr_factor_on_retry < 1:
             raise ValueError(f"lr_factor_on_retry must be in (0, 1), got {self.lr_factor_on_retry}")
         if self.patience < 1:
@@ -166,6 +172,7 @@ class GradientHealthMonitor:
         log_path: str | os.PathLike[str] | None = None,
         schedulers: Iterable[object] = (),
         backward: Callable[[torch.Tensor], object] | None = None,
+        before_check: Callable[[], object] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -177,6 +184,11 @@ class GradientHealthMonitor:
         # A trainer's own backward (Lightning's ``manual_backward``: loss scaling and DDP hooks);
         # it must scale the loss with ``scaler`` itself. Default: ``scaler.scale(loss).backward()``.
         self.backward = backward
+        # Called after the scaler's unscale_ and before the gradient check: where Lightning calls
+        # ``on_before_optimizer_step`` (a manual-optimisation trainer's callbacks see the true
+        # gradients there, and may change them).
+        self.before_check = before_check
+        self.scaler_overflowed = False  # the last step was the scaler's fp16 overflow
         self.records: list[StepRecord] = []
         self.step = 0
         self.consecutive_nonfinite = 0
@@ -193,9 +205,12 @@ class GradientHealthMonitor:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
+        if self.before_check is not None:
+            self.before_check()
         health = grad_health(params)
         action = "none"
         stepped = False
+        self.scaler_overflowed = False
         if health.finite:
             if health.grad_norm > cfg.clip_norm:
                 action = "clip"
@@ -218,8 +233,10 @@ class GradientHealthMonitor:
             if self.scaler is not None:
                 # The scaler saw the same inf/nan in unscale_: its step() skips the update and
                 # update() lowers the scale. Calling both keeps its bookkeeping consistent.
+                scale = self.scaler.get_scale()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                self.scaler_overflowed = self.scaler.get_scale() < scale
         self.optimizer.zero_grad(set_to_none=True)
         if stepped:
             for scheduler in self.schedulers:
@@ -267,10 +284,11 @@ class GradientHealthMonitor:
         return TrainingStopped(reason)
 
     def _is_model_failure(self, record: StepRecord, loss: torch.Tensor | float | None) -> bool:
-        """Non-finite in a way the LR policy should react to (not an fp16 overflow)."""
+        """Skipped for a reason the LR policy should react to: anything but the scaler's own fp16
+        overflow of a finite loss (a finite gradient norm that overflows is the model's)."""
         if record.repair_action != "skip":
             return False
-        if self.scaler is None:
+        if not self.scaler_overflowed:
             return True
         return loss is not None and not math.isfinite(record.loss if record.loss is not None else 0.0)
 
@@ -301,12 +319,17 @@ class GradientHealthMonitor:
         return record
 
     def train_step(self, loss_fn: Callable[[], torch.Tensor]) -> StepRecord:
-        """Run ``loss_fn`` and backward, check and step; retry the batch with a halved LR on
-        non-finite gradients, up to ``max_retries`` times, then checkpoint and stop."""
-        record: StepRecord | None = None
-        for attempt in range(self.config.max_retries + 1):
-            if attempt > 0:
-                scale_lr(self.optimizer, self.config.lr_factor_on_retry, self.schedulers)
+        """Run ``loss_fn`` and backward, check and step, until the batch is applied.
+
+        A skipped attempt leaves parameters, optimizer and schedules as they were, and the batch
+        runs again: after the scaler's fp16 overflow at its lowered scale, the LR unchanged (up to
+        ``max_overflow_retries`` times, then it counts as non-finite); after non-finite gradients
+        (or a finite norm that overflows) with the LR halved, up to ``max_retries`` times, then
+        :class:`TrainingStopped` is raised (``on_unrecoverable`` runs first). The returned record
+        is the applied attempt's (``lr_halved`` when the LR was halved for it).
+        """
+        halvings = overflows = 0
+        while True:
             loss = loss_fn()
             if self.backward is not None:
                 self.backward(loss)
@@ -315,14 +338,20 @@ class GradientHealthMonitor:
             else:
                 loss.backward()
             record = self._check_and_step(loss)
-            if attempt > 0:
-                record.repair_action = "lr_halved" if record.repair_action != "skip" else "skip"
-            if not self._is_model_failure(record, loss):
+            if halvings and record.repair_action != "skip":
+                record.repair_action = "lr_halved"
+            if record.repair_action != "skip":
                 self.consecutive_nonfinite = 0
                 self._log(record)
                 return record
             self._log(record)
-        assert record is not None
+            if not self._is_model_failure(record, loss) and overflows < self.config.max_overflow_retries:
+                overflows += 1
+                continue
+            if halvings == self.config.max_retries:
+                break
+            halvings += 1
+            scale_lr(self.optimizer, self.config.lr_factor_on_retry, self.schedulers)
         raise self._stop(
             record,
             f"step {self.step}: gradients stayed non-finite after {self.config.max_retries} retries "

@@ -35,6 +35,12 @@ How a member uses it (``packages/<pkg>/tests/test_fault_injection.py``)::
     def test_kill_and_resume(tmp_path):
         kit.check_kill_resume(ADAPTER, tmp_path, kill_at_step=3)
 
+A member whose repair runs a batch again inside one ``training_step`` (manual optimisation,
+tormented-mini) ends every batch with an applied update, so checks (a)-(d), which compare the
+state around a skipped batch, do not apply as written; its tests check the skipped *attempt* with
+:class:`AttemptRecorder` and the same state helpers (:func:`training_state`,
+:func:`assert_same_state`).
+
 Each ``check_*`` raises ``AssertionError`` with what differed (the state key and step) and
 returns what it measured. pytest is not imported here; :class:`Unsupported` becomes a pytest skip
 only when pytest is the runner.
@@ -247,6 +253,27 @@ class StateRecorder(_callback_base()):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.after[self._n] = training_state(trainer, pl_module)
         self._n += 1
+
+
+class AttemptRecorder(_callback_base()):
+    """:func:`training_state` at every backward (``on_before_backward``), grouped by training batch.
+
+    A member that runs a batch again inside one ``training_step`` after a skipped attempt (manual
+    optimisation, the "retry at half the LR" policy) shows each attempt here: with one micro-batch
+    per attempt, ``attempts[i][j]`` is the state when attempt ``j`` of batch ``i`` starts its
+    backward, i.e. after attempt ``j - 1`` was checked and stepped or skipped.
+    """
+
+    def __init__(self) -> None:
+        self.attempts: dict[int, list[dict]] = {}
+        self._n = -1
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._n += 1
+        self.attempts[self._n] = []
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self.attempts[self._n].append(training_state(trainer, pl_module))
 
 
 class LossRecorder(_callback_base()):

@@ -230,9 +230,11 @@ PRESETS = {
 class BitLinear(nn.Linear):
     """BitNet b1.58 linear layer (Ma et al., arXiv:2402.17764, and the training-tips note).
 
-    Input: RMS-normalised (no affine), then per-token absmax int8 fake-quantisation.
-    Weights: absmean ternary {-1, 0, 1} * mean|W|. Both use a straight-through estimator, so the
-    full-precision latent weights receive the gradients.
+    Input: RMS-normalised (no affine), then per-token absmax int8 fake-quantisation, both in float32
+    whatever the input dtype: in fp16 the normalisation's gradient overflows for small-norm tokens
+    (``(mean x^2 + eps)^-1.5`` passes 65504 below a mean square of about 1e-3), which made every
+    fp16 step non-finite. Weights: absmean ternary {-1, 0, 1} * mean|W|. Both use a straight-through
+    estimator, so the full-precision latent weights receive the gradients.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, eps: float = 1e-5) -> None:
@@ -245,12 +247,14 @@ class BitLinear(nn.Linear):
         return (w / scale).round().clamp(-1, 1) * scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         act_scale = 127.0 / x.abs().amax(-1, keepdim=True).clamp(min=self.eps)
         x_q = (x * act_scale).round().clamp(-128, 127) / act_scale
         x = x + (x_q - x).detach()
         w = self.weight + (self.quantized_weight() - self.weight).detach()
-        return F.linear(x, w, self.bias)
+        return F.linear(x.to(dtype), w, self.bias)
 
 
 def make_linear(in_features: int, out_features: int, use_bitnet: bool, bias: bool = False) -> nn.Linear:

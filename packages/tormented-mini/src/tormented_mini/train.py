@@ -4,9 +4,12 @@ The Lightning ``Trainer`` owns devices and strategy (``--devices``, ``--num-node
 precision (autocast and, for fp16, the grad scaler), checkpoints and resume, TensorBoard, the
 progress bar and early stopping. The optimizer step is manual (``automatic_optimization = False``)
 because the seed's repair policy re-runs a batch: :class:`lm_shared.stability.GradientHealthMonitor`
-runs forward and backward, checks the gradients once per step, clips, skips a non-finite step
-without touching parameters or optimizer state, retries the batch at half the LR, and steps the
-LR schedule once per optimizer update.
+runs forward and backward, calls Lightning's ``on_before_optimizer_step`` hooks (after the fp16
+scaler's ``unscale_``), checks the gradients once per attempt, clips, skips a non-finite attempt
+without touching parameters, optimizer state, schedule or step counter, and runs the batch again:
+at half the LR (up to ``max_retries`` times, then checkpoint and stop), or after the fp16 scaler's
+own overflow at its lowered scale with the LR unchanged. Every training batch thus ends with one
+applied optimizer update, counted in ``global_step``, and the LR schedule steps once per update.
 
 Data is indexed by the global step (:func:`tormented_mini.data.batch_for_step`): the rows and masks
 of step ``k`` depend only on the seed and ``k``, so a run resumed at any step, mid-epoch included,
@@ -39,7 +42,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lm_shared.runs import RunFolder, StopSignal, atomic_path, check_finite_parameters, open_run_dir
+from lm_shared.runs import (
+    RunFolder,
+    StopSignal,
+    atomic_path,
+    atomic_write_text,
+    check_finite_parameters,
+    open_run_dir,
+)
 from lm_shared.runs_lightning import AtomicCheckpointIO
 from lm_shared.runtime import detect_device, detect_precision, save_config, seed_everything
 from lm_shared.stability import GradientHealthMonitor, HealthConfig, TrainingStopped
@@ -294,9 +304,7 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
             continue  # a line cut by a kill
         if isinstance(record, dict) and int(record.get("step", 0)) <= last_step:
             kept.append(line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(kept))
 
 
 # ==================================================================================== data
@@ -373,8 +381,10 @@ class StepLoader(DataLoader):
 
 
 class HeldOutBatches(Dataset):
-    """The held-out rows in ``batch_size`` chunks with fixed masks (generator seed 12345), this
-    rank's share of the chunks; metrics are summed over ranks."""
+    """The held-out rows in ``batch_size`` chunks with fixed masks (generator seed 12345); under
+    several processes each rank takes its share of every chunk's rows (like a training batch), so
+    every rank has every batch, even with ``--eval-batches 1``; metrics are summed over ranks.
+    A rank's share of a short last chunk may be empty (``validation_step`` skips it)."""
 
     def __init__(self, rows: torch.Tensor, cfg: TrainConfig, ids: SpecialIds, vocab_size: int) -> None:
         generator = torch.Generator().manual_seed(12_345)
@@ -391,7 +401,7 @@ class HeldOutBatches(Dataset):
         self.mine = self.batches
 
     def shard(self, rank: int, world_size: int) -> None:
-        self.mine = self.batches[rank::world_size]
+        self.mine = [{k: v[rank::world_size] for k, v in batch.items()} for batch in self.batches]
 
     def __len__(self) -> int:
         return len(self.mine)
@@ -484,6 +494,7 @@ class TormentedMLMModule(L.LightningModule):
             scaler=scaler,
             schedulers=[scheduler],
             backward=self.manual_backward,
+            before_check=lambda: self._on_before_optimizer_step(optimizer),
         )
         for key, value in self.monitor_state.items():
             setattr(self.monitor, key, value)
@@ -491,6 +502,15 @@ class TormentedMLMModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         self.train_seconds = time.perf_counter() - self._train_start
+
+    def _on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # The monitor steps the raw optimizer, so Lightning never reaches this hook itself: call
+        # it where Lightning would (after the scaler's unscale_, before the step), for callbacks
+        # that read or change the gradients, then the module's own.
+        trainer = self.trainer
+        for callback in trainer.callbacks:
+            callback.on_before_optimizer_step(trainer, self, optimizer)
+        self.on_before_optimizer_step(optimizer)
 
     def _micro_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss to backpropagate, summed MLM loss of this rank's masked tokens)."""
@@ -509,7 +529,10 @@ class TormentedMLMModule(L.LightningModule):
         aux = out.aux_loss / self.cfg.accumulate_grad_batches
         return mlm_sum * scale + aux, torch.stack([mlm_sum.detach(), aux.detach().float()])
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        """One optimizer step on the global batch (its micro-batches, and its retries when an
+        attempt is skipped); returns the global batch's loss (MLM + MoE auxiliary), ``None`` when
+        the health monitor stopped training."""
         assert self.monitor is not None
         accumulate = self.cfg.accumulate_grad_batches
         micro = [
@@ -535,7 +558,7 @@ class TormentedMLMModule(L.LightningModule):
             self.stop_reason = str(exc)
             self.trainer.should_stop = True
             self._count_step()
-            return
+            return None
         # The global batch's MLM loss (summed over ranks) plus the ranks' mean MoE auxiliary loss.
         total = self.trainer.strategy.reduce(torch.stack(mlm_sums).sum(0), reduce_op="sum")
         self.last_mlm_loss = float(total[0] / batch["n_masked_global"].clamp(min=1))
@@ -554,6 +577,7 @@ class TormentedMLMModule(L.LightningModule):
             batch_size=int(batch["n_masked_global"]),
             rank_zero_only=True,
         )
+        return torch.tensor(self.last_loss)
 
     def _finish_records(self) -> None:
         """Queue the monitor's new records for stability.jsonl, with the global-batch MLM loss."""
@@ -578,6 +602,8 @@ class TormentedMLMModule(L.LightningModule):
         self._val_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if batch["input_ids"].shape[0] == 0:  # this rank's share of a short last chunk
+            return
         logits = self._forward(batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"]
         picked = labels != -100
@@ -683,9 +709,13 @@ class MLMTrainer:
         resume: bool = False,
         force: bool = False,
         progress: bool = True,
+        precision_plugins: list[Any] | None = None,
     ) -> None:
         self.cfg = cfg
         self.progress = progress
+        # Lightning precision plugins in place of ``cfg.precision`` (the fault-injection kit's fp16
+        # MixedPrecision with a CPU GradScaler).
+        self.precision_plugins = list(precision_plugins or [])
         self.device = detect_device()
         self.precision = detect_precision(self.device) if cfg.precision == "auto" else cfg.precision
         if self.precision == "16-mixed" and self.device != "cuda":
@@ -779,7 +809,9 @@ class MLMTrainer:
         _quiet_lightning()
         cfg = self.cfg
         run_files = RunFiles(self.module, self.checkpoint_path, stop, self.run_folder)
+        # Extra callbacks come first: they see each hook before tormented's own.
         callbacks: list[L.Callback] = [
+            *(extra_callbacks or []),
             run_files,
             ModelCheckpoint(
                 dirpath=self.out / CHECKPOINT_DIR,
@@ -788,7 +820,6 @@ class MLMTrainer:
                 every_n_train_steps=cfg.eval_every,
                 save_on_train_epoch_end=False,
             ),
-            *(extra_callbacks or []),
         ]
         if self.progress:
             callbacks.append(RichProgressBar(leave=True))
@@ -799,8 +830,8 @@ class MLMTrainer:
             devices=cfg.lightning_devices(),
             num_nodes=cfg.num_nodes,
             strategy=strategy,
-            precision=self.precision,  # type: ignore[arg-type]
-            plugins=[AtomicCheckpointIO()],
+            precision=None if self.precision_plugins else self.precision,  # type: ignore[arg-type]
+            plugins=[AtomicCheckpointIO(), *self.precision_plugins],
             max_steps=cfg.max_steps,
             max_epochs=-1,
             val_check_interval=cfg.eval_every,
