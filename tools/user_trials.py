@@ -1524,14 +1524,14 @@ _damaged_trial(
     "infinito-iit",
     "model.safetensors",
     "`generate` with a truncated model.safetensors",
-    lambda lab, run: lab.cli("infinito", "generate", run, "--num-samples", "1", "--max-new-tokens", "4"),
+    lambda lab, run: lab.cli("infinito-iit", "generate", run, "--num-samples", "1", "--max-new-tokens", "4"),
 )
 _damaged_trial(
     "infinito-truncated-tokenizer",
     "infinito-iit",
     "tokenizer.json",
     "`generate` with a truncated tokenizer.json",
-    lambda lab, run: lab.cli("infinito", "generate", run, "--num-samples", "1", "--max-new-tokens", "4"),
+    lambda lab, run: lab.cli("infinito-iit", "generate", run, "--num-samples", "1", "--max-new-tokens", "4"),
 )
 _damaged_trial(
     "infinito-truncated-last-ckpt",
@@ -1562,7 +1562,7 @@ _damaged_trial(
 for _member, _argv in (
     ("tormented-mini", lambda lab, other: lab.cli("tormented-mini", "fill-mask", other, "a [MASK] b")),
     ("lstm-textgen", lambda lab, other: lab.cli("lstm-textgen", "sample", "--model", other)),
-    ("infinito-iit", lambda lab, other: lab.cli("infinito", "generate", other, "--num-samples", "1")),
+    ("infinito-iit", lambda lab, other: lab.cli("infinito-iit", "generate", other, "--num-samples", "1")),
     (
         "seeddelta",
         lambda lab, other: lab.cli(
