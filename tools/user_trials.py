@@ -227,6 +227,9 @@ class Lab:
                 text=True,
                 errors="replace",
                 timeout=timeout,
+                # no controlling terminal: a background runner's child that touches the terminal
+                # (TensorFlow does) would be stopped by SIGTTOU instead of running
+                start_new_session=True,
             )
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout or ""
