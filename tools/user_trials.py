@@ -227,6 +227,9 @@ class Lab:
                 text=True,
                 errors="replace",
                 timeout=timeout,
+                # no controlling terminal: a background runner's child that touches the terminal
+                # (TensorFlow does) would be stopped by SIGTTOU instead of running
+                start_new_session=True,
             )
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout or ""
@@ -1524,14 +1527,14 @@ _damaged_trial(
     "infinito-iit",
     "model.safetensors",
     "`generate` with a truncated model.safetensors",
-    lambda lab, run: lab.cli("infinito", "generate", run, "--num-samples", "1", "--max-new-tokens", "4"),
+    lambda lab, run: lab.cli("infinito-iit", "generate", run, "--num-samples", "1", "--max-new-tokens", "4"),
 )
 _damaged_trial(
     "infinito-truncated-tokenizer",
     "infinito-iit",
     "tokenizer.json",
     "`generate` with a truncated tokenizer.json",
-    lambda lab, run: lab.cli("infinito", "generate", run, "--num-samples", "1", "--max-new-tokens", "4"),
+    lambda lab, run: lab.cli("infinito-iit", "generate", run, "--num-samples", "1", "--max-new-tokens", "4"),
 )
 _damaged_trial(
     "infinito-truncated-last-ckpt",
@@ -1562,7 +1565,7 @@ _damaged_trial(
 for _member, _argv in (
     ("tormented-mini", lambda lab, other: lab.cli("tormented-mini", "fill-mask", other, "a [MASK] b")),
     ("lstm-textgen", lambda lab, other: lab.cli("lstm-textgen", "sample", "--model", other)),
-    ("infinito-iit", lambda lab, other: lab.cli("infinito", "generate", other, "--num-samples", "1")),
+    ("infinito-iit", lambda lab, other: lab.cli("infinito-iit", "generate", other, "--num-samples", "1")),
     (
         "seeddelta",
         lambda lab, other: lab.cli(
@@ -1698,7 +1701,7 @@ def _noise(member: str):
     def check(lab: Lab) -> str:
         _, res = finished_run(lab, member)
         noisy = [line.strip() for line in res.output.splitlines() if NOISE.search(line)]
-        expect(not noisy, f"{len(noisy)} noise lines: {noisy[0][:160]}")
+        expect(not noisy, f"{len(noisy)} noise lines: {noisy[0][:160] if noisy else ''}")
         return f"a CPU training printed no CUDA/TensorFlow/tip lines ({len(res.output.splitlines())} lines)"
 
     return (
@@ -1722,7 +1725,7 @@ def _nl_no_tf(lab: Lab) -> str:
     )
     expect_ok(res, "formalize")
     imported = [line for line in res.stderr.splitlines() if re.search(r"\|\s+(tensorflow|keras)\b", line)]
-    expect(not imported, f"imports {imported[0].split('|')[-1].strip()}")
+    expect(not imported, f"imports {imported[0].split('|')[-1].strip() if imported else ''}")
     return "formalize imports neither tensorflow nor keras"
 
 
@@ -1744,7 +1747,7 @@ def _lstm_hints(lab: Lab) -> str:
     readme = (ROOT / "packages" / "lstm-textgen" / "README.md").read_text(encoding="utf-8")
     in_code = re.findall(r"```.*?```", readme, flags=re.S) + re.findall(r"`[^`\n]+`", readme)
     bad = [c for c in in_code if bare.search(c.replace("uv run --package lstm-textgen lstm-textgen", ""))]
-    expect(not bad, f"README: {len(bad)} bare commands, e.g. {bad[0][:100]}")
+    expect(not bad, f"README: {len(bad)} bare commands, e.g. {bad[0][:100] if bad else ''}")
     return "the hint and every README command use `uv run --package lstm-textgen lstm-textgen`"
 
 

@@ -255,3 +255,16 @@ def test_a_non_finite_training_stops_with_an_error_and_saves_no_model(tmp_path, 
     with pytest.raises(NonFiniteError, match="non-finite"):
         run(tmp_path / "r", data, replace(TRAIN, max_steps=12), callbacks=[InjectGrad({2}, times=100)])
     assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_resume_from_a_truncated_last_checkpoint_names_it(tmp_path, data):
+    # `train --resume` over a truncated checkpoints/last.ckpt ended in a torch traceback.
+    from infinito_iit.errors import InfinitoError
+
+    cfg = replace(TRAIN, max_steps=7, eval_every=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path / "b", data, cfg, callbacks=[CrashAt(5)])
+    last = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(InfinitoError, match=r"last\.ckpt: damaged checkpoint, cannot resume"):
+        run(tmp_path / "b", data, cfg, resume=True)

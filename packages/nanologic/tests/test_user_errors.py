@@ -66,7 +66,8 @@ def test_resume_without_data_continues_on_the_runs_own_data(tmp_path, capsys) ->
     # the run's own DIR is used (here it was moved away, so the resume names it and stops).
     out, data = tmp_path / "run", tmp_path / "my-data"
     out.mkdir()
-    state = {"package": "nanologic", "status": "interrupted", "step": 3, "config": {"data": str(data)}}
+    config = {"data": str(data), "n_generate": None, "max_per_complexity": None}  # as a --data run saves it
+    state = {"package": "nanologic", "status": "interrupted", "step": 3, "config": config}
     atomic_write_json(out / "run.json", state)
     assert train_main(["--preset", "tiny", "--out", str(out), "--resume"]) == 2
     assert str(data / "train.jsonl") in _one_error_line(capsys)

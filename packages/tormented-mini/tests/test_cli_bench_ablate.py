@@ -103,3 +103,14 @@ def test_fill_mask_names_another_members_run_folder(tmp_path, capsys):
     (run / "run.json").write_text(json.dumps({"package": "nanologic", "status": "finished"}))
     assert main(["fill-mask", str(run), "la [MASK]"]) == 2
     assert "a nanologic run folder, not a tormented-mini one" in capsys.readouterr().err
+
+
+def test_fill_mask_names_a_truncated_weights_file(tmp_path, capsys):
+    # A truncated model.safetensors ended fill-mask with a safetensors traceback.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    assert main(["fill-mask", str(run), "la [MASK]"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / 'model.safetensors'}: damaged") and "Traceback" not in err

@@ -799,7 +799,15 @@ def train(
             model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size)
         resumed_step = 0
         if resume:
-            resumed_step = int(torch.load(last_ckpt, map_location="cpu", weights_only=False)["global_step"])
+            try:
+                resumed_step = int(
+                    torch.load(last_ckpt, map_location="cpu", weights_only=False)["global_step"]
+                )
+            except Exception as exc:  # truncated, not a checkpoint, or not Lightning's
+                raise InfinitoError(
+                    f"{last_ckpt}: damaged checkpoint, cannot resume ({type(exc).__name__}); "
+                    "start over with --force"
+                ) from None
             if run.is_writer:
                 _truncate_jsonl(out_dir / "grad_health.jsonl", resumed_step)
                 _truncate_jsonl(out_dir / "metrics.jsonl", resumed_step)

@@ -335,6 +335,12 @@ def train_run(
 
     tc = train_config
     check_model_request(preset, vocab_size, model_overrides)
+    if resume is not None and data_dir is None and (Path(out) / "run.json").is_file():
+        from lm_shared.runs import read_run_state
+
+        saved_data = ((read_run_state(out) or {}).get("config") or {}).get("data")
+        if saved_data:  # the run's own --data, never a freshly generated dataset
+            data_dir = Path(saved_data)
     if data_dir is not None:
         for split in ("train", "val", "test"):
             if not (Path(data_dir) / f"{split}.jsonl").is_file():
@@ -372,8 +378,6 @@ def train_run(
         resume_hint="--resume",
         run_files=("model.safetensors", "train_config.json"),
     )
-    if run.resumed and data_dir is None and run.saved_config.get("data"):
-        data_dir = Path(run.saved_config["data"])  # the run's own --data, never fresh generated data
     with run:
         report = _train_in(
             run,

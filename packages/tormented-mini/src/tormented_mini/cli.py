@@ -254,8 +254,26 @@ def run_fill_mask(args: argparse.Namespace) -> int:
         raise TormentedError(
             f"{folder}: not a model folder (no config.json); train one with `tormented-mini train`"
         )
-    model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:
+            raise TormentedError(
+                f"{weights}: damaged or not a safetensors file ({type(exc).__name__}); train it again with --force"
+            ) from None
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(folder, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as exc:  # a truncated or foreign file: name it in one line
+        name = next(
+            (n for n in ("model.safetensors", "tokenizer.json", "config.json") if n in str(exc)), None
+        )
+        what = f"{folder / name}: damaged" if name else f"{folder}: cannot load the model"
+        raise TormentedError(f"{what} ({type(exc).__name__}); train it again with --force") from None
     if tokenizer.mask_token not in args.text:
         raise TormentedError(f"the text must contain {tokenizer.mask_token}")
     fill = pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=args.top_k)
