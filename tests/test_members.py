@@ -53,3 +53,43 @@ def test_no_member_imports_another_member():
         for path in (member_dir(dist) / "src").rglob("*.py"):
             match = pattern.search(path.read_text(encoding="utf-8"))
             assert match is None, f"{path} imports another member: {match.group(0).strip()}"
+
+
+def _imported_modules(path, package: str) -> set[str]:
+    """Absolute names of the modules a source file imports (relative imports resolved)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = f"{package}.{base}" if base else package
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize("dist", sorted(MEMBERS))
+def test_no_module_imports_its_own_cli(dist):
+    """The CLI sits on top: a module that imports it back makes an import circle (issue 17)."""
+    import_name = MEMBERS[dist][0]
+    src = member_dir(dist) / "src" / import_name
+    cli_module = f"{import_name}.cli"
+    offenders = [
+        path.name
+        for path in src.rglob("*.py")
+        if path.name not in ("cli.py", "__main__.py") and cli_module in _imported_modules(path, import_name)
+    ]
+    assert not offenders, f"{dist}: {offenders} import {cli_module}"
+
+
+def test_cli_import_check_sees_relative_and_absolute_imports(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from . import cli\nfrom pkg.cli import main\n", encoding="utf-8")
+    assert "pkg.cli" in _imported_modules(module, "pkg")
+    module.write_text("from pkg.data import cli_options\n", encoding="utf-8")
+    assert "pkg.cli" not in _imported_modules(module, "pkg")

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lm_shared.runs import atomic_write_json
 from lstm_textgen import runtime
 from lstm_textgen.data import DataConfig, prepare_splits, train_and_eval_datasets
 
@@ -151,8 +152,6 @@ def run_bench(
 
 
 def bench_command(args: Any) -> int:
-    from lstm_textgen.cli import write_json
-
     console = Console(stderr=True)
     results = run_bench(
         data=args.data,
@@ -167,7 +166,7 @@ def bench_command(args: Any) -> int:
         rounds=args.rounds,
         console=console,
     )
-    write_json(args.out, results)
+    atomic_write_json(args.out, results)
     table = Table(
         title=f"lstm-textgen bench: {results['device']} {results['precision']}, batch {results['batch_size']} "
         f"x {results['seq_len']} tokens, {results['tokenizer']} vocab {results['vocab_size']}"

@@ -6,7 +6,6 @@ TensorFlow is imported only inside the subcommands, so ``--help`` and argument e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,8 +13,7 @@ from pathlib import Path
 from lm_shared.cli_help import DefaultsHelpFormatter
 from lm_shared.errors import UserError
 from lstm_textgen.errors import TextgenError
-
-DEFAULT_RUNS_ROOT = Path("runs") / "lstm-textgen"
+from lstm_textgen.runtime import DEFAULT_RUNS_ROOT
 
 
 def _split(value: str) -> tuple[float, ...]:
@@ -55,22 +53,6 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=32, help="windows per batch")
     group.add_argument("--lowercase", action="store_true", help="lowercase the text")
     group.add_argument("--no-punctuation", action="store_true", help="replace punctuation by spaces")
-
-
-def _data_config(args: argparse.Namespace):
-    from lstm_textgen.data import DataConfig
-
-    return DataConfig(
-        data=args.data,
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        lowercase=args.lowercase,
-        keep_punctuation=not args.no_punctuation,
-        seq_len=args.seq_len,
-        stride=args.stride,
-        split=args.split,
-        batch_size=args.batch_size,
-    )
 
 
 def _train_parser(prog: str = "lstm-textgen train") -> argparse.ArgumentParser:
@@ -139,54 +121,6 @@ def _given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) 
     for action in quiet._actions:
         action.default = argparse.SUPPRESS
     return set(vars(quiet.parse_args(argv)))
-
-
-# `train` option -> (section, field) of the run's saved config (config.json / run.json "config").
-RESUMED_SETTINGS = {
-    "data": ("data", "data"),
-    "tokenizer": ("data", "tokenizer"),
-    "vocab_size": ("data", "vocab_size"),
-    "seq_len": ("data", "seq_len"),
-    "stride": ("data", "stride"),
-    "split": ("data", "split"),
-    "batch_size": ("data", "batch_size"),
-    "lowercase": ("data", "lowercase"),
-    "no_punctuation": ("data", "keep_punctuation"),
-    "model": ("model", "architecture"),
-    "embedding_dim": ("model", "embedding_dim"),
-    "lstm_units": ("model", "lstm_units"),
-    "lstm_layers": ("model", "lstm_layers"),
-    "dropout": ("model", "dropout"),
-    "transformer_layers": ("model", "transformer_layers"),
-    "epochs": ("train", "epochs"),
-    "lr": ("train", "learning_rate"),
-    "label_smoothing": ("train", "label_smoothing"),
-    "grad_accum": ("train", "grad_accum_steps"),
-    "steps_per_epoch": ("train", "steps_per_epoch"),
-    "patience": ("train", "early_stopping_patience"),
-    "seed": ("train", "seed"),
-    "precision": ("train", "precision"),
-    "jit_compile": ("train", "jit_compile"),
-}
-
-
-def resumed_arguments(args: argparse.Namespace, saved: dict) -> argparse.Namespace:
-    """``--resume``: the run's own settings (its data first of all) for every option not typed.
-
-    A typed option that differs from the run's is then refused by the run-folder check, naming
-    it; an option left out never falls back to a default such as the embedded corpus.
-    """
-    given = getattr(args, "given", set())
-    for dest, (section, name) in RESUMED_SETTINGS.items():
-        if dest in given or name not in (saved.get(section) or {}):
-            continue
-        value = saved[section][name]
-        if dest == "no_punctuation":
-            value = not value
-        elif dest == "split":
-            value = tuple(value)
-        setattr(args, dest, value)
-    return args
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -302,15 +236,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return bench_command(args)
     raise TextgenError(f"unknown command {args.command!r}")  # argparse prevents this
-
-
-def write_json(path: Path, payload: dict) -> Path:
-    """Write JSON atomically (a crash never leaves a half-written file in place of a good one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lm_shared.runs import atomic_write_json
 from lstm_textgen import runtime
 from lstm_textgen.data import DataConfig, Split, prepare_splits, window_starts
 from lstm_textgen.errors import TextgenError
@@ -213,8 +214,6 @@ def evaluate_run(
 def evaluate_command(args: Any) -> int:
     from rich.table import Table
 
-    from lstm_textgen.cli import write_json
-
     console = Console(stderr=True)
     result = evaluate_run(
         args.model,
@@ -225,7 +224,7 @@ def evaluate_command(args: Any) -> int:
         seed=args.seed,
         console=console,
     )
-    write_json(args.out, result)
+    atomic_write_json(args.out, result)
     table = Table(
         title=f"{result['architecture']} / {result['tokenizer']} on the test split of {result['corpus']}"
     )

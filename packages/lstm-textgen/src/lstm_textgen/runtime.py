@@ -15,9 +15,13 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 from lstm_textgen.errors import TextgenError
+
+DEFAULT_RUNS_ROOT = Path("runs") / "lstm-textgen"
+"""Where ``train`` puts a run without ``--out`` (a UTC-time folder under it)."""
 
 Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "mixed_float16", "mixed_bfloat16")

@@ -328,17 +328,79 @@ def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+# `train` option -> (section, field) of the run's saved config (config.json / run.json "config").
+RESUMED_SETTINGS = {
+    "data": ("data", "data"),
+    "tokenizer": ("data", "tokenizer"),
+    "vocab_size": ("data", "vocab_size"),
+    "seq_len": ("data", "seq_len"),
+    "stride": ("data", "stride"),
+    "split": ("data", "split"),
+    "batch_size": ("data", "batch_size"),
+    "lowercase": ("data", "lowercase"),
+    "no_punctuation": ("data", "keep_punctuation"),
+    "model": ("model", "architecture"),
+    "embedding_dim": ("model", "embedding_dim"),
+    "lstm_units": ("model", "lstm_units"),
+    "lstm_layers": ("model", "lstm_layers"),
+    "dropout": ("model", "dropout"),
+    "transformer_layers": ("model", "transformer_layers"),
+    "epochs": ("train", "epochs"),
+    "lr": ("train", "learning_rate"),
+    "label_smoothing": ("train", "label_smoothing"),
+    "grad_accum": ("train", "grad_accum_steps"),
+    "steps_per_epoch": ("train", "steps_per_epoch"),
+    "patience": ("train", "early_stopping_patience"),
+    "seed": ("train", "seed"),
+    "precision": ("train", "precision"),
+    "jit_compile": ("train", "jit_compile"),
+}
+
+
+def resumed_arguments(args: Any, saved: dict) -> Any:
+    """``--resume``: the run's own settings (its data first of all) for every option not typed.
+
+    A typed option that differs from the run's is then refused by the run-folder check, naming
+    it; an option left out never falls back to a default such as the embedded corpus.
+    """
+    given = getattr(args, "given", set())
+    for dest, (section, name) in RESUMED_SETTINGS.items():
+        if dest in given or name not in (saved.get(section) or {}):
+            continue
+        value = saved[section][name]
+        if dest == "no_punctuation":
+            value = not value
+        elif dest == "split":
+            value = tuple(value)
+        setattr(args, dest, value)
+    return args
+
+
+def data_config_from_args(args: Any) -> DataConfig:
+    """The data section of ``train``'s parsed arguments."""
+    return DataConfig(
+        data=args.data,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        lowercase=args.lowercase,
+        keep_punctuation=not args.no_punctuation,
+        seq_len=args.seq_len,
+        stride=args.stride,
+        split=args.split,
+        batch_size=args.batch_size,
+    )
+
+
 def train_command(args: Any) -> int:
     """``lstm-textgen train``: build the configs from parsed arguments, train, say where it went."""
     from lm_shared.runs import read_run_state
     from lm_shared.runtime import make_run_dir
-    from lstm_textgen.cli import DEFAULT_RUNS_ROOT, _data_config, resumed_arguments
 
     if args.resume and args.out is not None and Path(args.out).is_dir():
         state = read_run_state(args.out)
         if state is not None:  # continue with the run's own data and settings
             args = resumed_arguments(args, state.get("config") or {})
-    data_config = _data_config(args)
+    data_config = data_config_from_args(args)
     model_config = ModelConfig(
         architecture=args.model,
         embedding_dim=args.embedding_dim,
@@ -359,7 +421,7 @@ def train_command(args: Any) -> int:
         precision=args.precision,
         jit_compile=args.jit_compile,
     )
-    out_dir = args.out if args.out is not None else make_run_dir(DEFAULT_RUNS_ROOT)
+    out_dir = args.out if args.out is not None else make_run_dir(runtime.DEFAULT_RUNS_ROOT)
     console = Console(stderr=True)
     metrics = train(
         data_config,
