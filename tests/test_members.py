@@ -93,3 +93,12 @@ def test_cli_import_check_sees_relative_and_absolute_imports(tmp_path):
     assert "pkg.cli" in _imported_modules(module, "pkg")
     module.write_text("from pkg.data import cli_options\n", encoding="utf-8")
     assert "pkg.cli" not in _imported_modules(module, "pkg")
+
+
+@pytest.mark.parametrize("dist", sorted(MEMBERS))
+def test_readme_names_the_original_project_first(dist):
+    """Issue 17: each README names the project it rebuilds in one line near its title."""
+    head = (member_dir(dist) / "README.md").read_text(encoding="utf-8").splitlines()[:4]
+    line = next((text for text in head if text.startswith("Original project: ")), None)
+    assert line is not None, f"{dist}: no 'Original project:' line under the title"
+    assert "https://github.com/" in line or "no public repository" in line, line

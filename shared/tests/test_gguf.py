@@ -9,6 +9,9 @@ import torch
 from lm_shared.gguf import (
     GGUFError,
     LlamaGGUFConfig,
+    gguf_to_hf_names,
+    hf_to_gguf_name,
+    permute_interleaved_to_rotate_half,
     permute_rotate_half_to_interleaved,
     read_gguf,
     write_llama_gguf,
@@ -65,6 +68,23 @@ def test_permutation_moves_rows_within_each_head():
     p = permute_rotate_half_to_interleaved(w, n_heads=2)
     # head 0 rows [0,1,2,3] -> [0,2,1,3]; head 1 rows [4,5,6,7] -> [4,6,5,7]
     assert [int(r[0]) // 3 for r in p] == [0, 2, 1, 3, 4, 6, 5, 7]
+    assert np.array_equal(permute_interleaved_to_rotate_half(p, n_heads=2), w)
+    with pytest.raises(GGUFError, match="even size"):
+        permute_interleaved_to_rotate_half(w[:6], n_heads=2)
+
+
+def test_tensor_names_come_from_gguf_py_and_invert():
+    assert hf_to_gguf_name("model.embed_tokens.weight") == "token_embd.weight"
+    assert hf_to_gguf_name("lm_head.weight") == "output.weight"
+    assert hf_to_gguf_name("model.layers.70.self_attn.k_proj.weight") == "blk.70.attn_k.weight"
+    assert hf_to_gguf_name("model.layers.0.post_attention_layernorm.weight") == "blk.0.ffn_norm.weight"
+    names = gguf_to_hf_names(2)
+    assert len(names) == 3 + 2 * 9
+    assert names["blk.1.ffn_down.weight"] == "model.layers.1.mlp.down_proj.weight"
+    assert all(hf_to_gguf_name(hf) == g for g, hf in names.items())
+    for not_llama in ("model.layers.0.self_attn.rotary_emb.inv_freq", "model.layers.0.foo.weight", "bert.x"):
+        with pytest.raises(GGUFError, match="no llama GGUF equivalent"):
+            hf_to_gguf_name(not_llama)
 
 
 def test_write_and_read_back(tmp_path, tokenizer):

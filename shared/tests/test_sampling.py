@@ -3,41 +3,50 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lm_shared.sampling import (
-    NoRepeatNGramLogitsProcessor,
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-    build_processors,
-    generate,
-)
+from lm_shared.sampling import build_processors, generate
 
 IDS = torch.tensor([[0]])
 
 
+def test_the_stack_is_transformers_processors_in_generate_order():
+    processors = build_processors(
+        temperature=0.7, top_k=5, top_p=0.9, repetition_penalty=1.2, no_repeat_ngram_size=3
+    )
+    assert [type(p).__module__ for p in processors] == ["transformers.generation.logits_process"] * 5
+    assert [type(p).__name__ for p in processors] == [
+        "RepetitionPenaltyLogitsProcessor",
+        "NoRepeatNGramLogitsProcessor",
+        "TemperatureLogitsWarper",
+        "TopKLogitsWarper",
+        "TopPLogitsWarper",
+    ]
+    assert list(build_processors()) == []  # neutral values leave every processor out
+
+
 def test_temperature_topk_topp():
     logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
-    assert torch.allclose(TemperatureLogitsWarper(2.0)(IDS, logits), logits / 2)
-    out = TopKLogitsWarper(2)(IDS, logits)
+    assert torch.allclose(build_processors(temperature=2.0)(IDS, logits), logits / 2)
+    out = build_processors(top_k=2)(IDS, logits)
     assert torch.isinf(out[0, :2]).all() and torch.isfinite(out[0, 2:]).all()
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
-    kept = torch.isfinite(TopPLogitsWarper(0.7)(IDS, probs))
+    kept = torch.isfinite(build_processors(top_p=0.7)(IDS, probs))
     assert kept.tolist() == [[True, True, False, False]]  # 0.5 < 0.7, 0.5 + 0.3 crosses it
-    assert torch.isfinite(TopPLogitsWarper(0.4)(IDS, probs)).sum() == 1
+    assert torch.isfinite(build_processors(top_p=0.4)(IDS, probs)).sum() == 1
     with pytest.raises(ValueError):
-        TopPLogitsWarper(0.0)
+        build_processors(top_p=-0.1)
+    with pytest.raises(ValueError):
+        build_processors(temperature=0.0)
 
 
 def test_repetition_penalty_lowers_seen_tokens_both_signs():
     logits = torch.tensor([[2.0, -2.0, 1.0]])
-    out = RepetitionPenaltyLogitsProcessor(2.0)(torch.tensor([[0, 1]]), logits)
+    out = build_processors(repetition_penalty=2.0)(torch.tensor([[0, 1]]), logits)
     assert out.tolist() == [[1.0, -4.0, 1.0]]
 
 
 def test_no_repeat_ngram_bans_completion():
     ids = torch.tensor([[5, 6, 7, 5, 6]])
-    out = NoRepeatNGramLogitsProcessor(3)(ids, torch.zeros(1, 10))
+    out = build_processors(no_repeat_ngram_size=3)(ids, torch.zeros(1, 10))
     assert torch.isinf(out[0, 7]) and torch.isfinite(out[0, :7]).all()
 
 

@@ -75,7 +75,7 @@ def test_metric_components_are_causal_bounded_and_not_constant(fn):
     torch.testing.assert_close(fn(h2)[:, :15], values[:, :15].detach())
     assert values[:, 10:].std() > 1e-3  # varies across positions and sequences
     values.sum().backward()
-    assert h.grad.abs().sum() > 0  # differentiable, unlike the seed's saturated sigmoid
+    assert h.grad.abs().sum() > 0  # differentiable, unlike the original's saturated sigmoid
 
 
 def test_complexity_distinguishes_line_from_spread():

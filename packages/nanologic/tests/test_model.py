@@ -107,12 +107,12 @@ def test_base_preset_is_the_seed_size():
     assert (cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads) == (512, 8, 8, 2)
     assert cfg.intermediate_size % 64 == 0 and abs(cfg.intermediate_size - 8 * 512 / 3) < 64
     n = NanoLogic(build_config("base", 8000)).num_parameters()
-    assert 18e6 < n < 28e6  # the seed counts ~26M including the (tied) embedding
+    assert 18e6 < n < 28e6  # the original counts ~26M including the (tied) embedding
     assert set(PRESETS) >= {"base", "cpu", "tiny"}
 
 
 def test_embedding_init_keeps_logits_small():
-    # The seed's N(0,1)·√d init gave logit std ≈ 23; ours keeps them O(1) for non-input tokens.
+    # The original's N(0,1)·√d init gave logit std ≈ 23; ours keeps them O(1) for non-input tokens.
     torch.manual_seed(0)
     m = NanoLogic(build_config("base", 8000, num_layers=1, final_softcap=0.0)).eval()
     logits = m(torch.randint(0, 8000, (1, 16)))["logits"]

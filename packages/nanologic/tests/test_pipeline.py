@@ -94,7 +94,7 @@ def test_rewrites_are_equivalent_and_respect_brackets(kind):
 
 
 def test_implication_rewrite_of_seed_counterexample():
-    # The seed's regex turned (p → q) ∧ r into ¬((p) ∨ (q) ∧ r); the AST rewrite cannot.
+    # The original's regex turned (p → q) ∧ r into ¬((p) ∨ (q) ∧ r); the AST rewrite cannot.
     new = rewrite(parse("(p → q) ∧ r"), "implication", random.Random(0))
     assert new == parse("(¬p ∨ q) ∧ r")
 

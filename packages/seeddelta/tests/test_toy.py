@@ -1,4 +1,4 @@
-"""Harness A: the seed's A1-A5 with the errors they must give."""
+"""Harness A: the original's A1-A5 with the errors they must give."""
 
 import json
 

@@ -38,6 +38,7 @@ Text, not only ids (the contract llama.cpp users rely on):
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -98,33 +99,69 @@ class LlamaGGUFConfig:
         return self.hidden_size // self.num_heads
 
 
-_LAYER_NAMES = {
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-    "input_layernorm.weight": "attn_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-}
-_GLOBAL_NAMES = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
-_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+_LLAMA_TENSORS = (
+    "token_embd",
+    "output_norm",
+    "output",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+    "attn_norm",
+    "ffn_norm",
+)
+"""The llama GGUF tensors our writer emits (``blk.N.`` prefix on the per-layer ones)."""
+_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.")
+
+
+@functools.lru_cache(maxsize=4)
+def _llama_name_map(num_blocks: int) -> Any:
+    import gguf
+
+    return gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, num_blocks)
 
 
 def hf_to_gguf_name(name: str) -> str:
-    """Map an HF ``LlamaForCausalLM`` parameter name to its GGUF tensor name."""
-    if name in _GLOBAL_NAMES:
-        return _GLOBAL_NAMES[name]
+    """Map an HF ``LlamaForCausalLM`` parameter name to its GGUF tensor name.
+
+    The mapping is gguf-py's own ``TensorNameMap`` for ``MODEL_ARCH.LLAMA`` (the table
+    llama.cpp's ``convert_hf_to_gguf.py`` uses), restricted to the tensors a llama GGUF holds.
+
+    Raises:
+        GGUFError: ``name`` has no llama GGUF equivalent.
+    """
     match = _LAYER_RE.match(name)
-    if match and match.group(2) in _LAYER_NAMES:
-        return f"blk.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"
-    raise GGUFError(f"tensor {name!r} has no llama GGUF equivalent (expected HF LlamaForCausalLM names)")
+    blocks = 64 * (int(match.group(1)) // 64 + 1) if match else 64  # one map per 64 layers
+    gguf_name = _llama_name_map(blocks).get_name(name, try_suffixes=(".weight", ".bias"))
+    kind = re.sub(r"^blk\.\d+\.", "", gguf_name).rsplit(".", 1)[0] if gguf_name else None
+    if kind not in _LLAMA_TENSORS:
+        raise GGUFError(f"tensor {name!r} has no llama GGUF equivalent (expected HF LlamaForCausalLM names)")
+    return gguf_name
+
+
+def gguf_to_hf_names(num_layers: int) -> dict[str, str]:
+    """GGUF tensor name -> HF ``LlamaForCausalLM`` parameter name, for a model of ``num_layers``.
+
+    The inverse of :func:`hf_to_gguf_name` (reading a llama GGUF back into an HF state dict).
+    """
+    hf_names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    for layer in range(num_layers):
+        for part in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+            "input_layernorm",
+            "post_attention_layernorm",
+        ):
+            hf_names.append(f"model.layers.{layer}.{part}.weight")
+    return {hf_to_gguf_name(name): name for name in hf_names}
 
 
 def permute_rotate_half_to_interleaved(weight: np.ndarray, n_heads: int) -> np.ndarray:
@@ -137,6 +174,21 @@ def permute_rotate_half_to_interleaved(weight: np.ndarray, n_heads: int) -> np.n
         raise GGUFError(f"cannot permute {out_features} rows into {n_heads} heads of even size")
     return (
         weight.reshape(n_heads, 2, out_features // n_heads // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
+
+
+def permute_interleaved_to_rotate_half(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """The inverse of :func:`permute_rotate_half_to_interleaved` (reading a GGUF's Q/K back).
+
+    Inside each head, new row i is old row 2i and new row i + head_dim/2 is old row 2i+1.
+    """
+    out_features = weight.shape[0]
+    if out_features % (2 * n_heads):
+        raise GGUFError(f"cannot permute {out_features} rows into {n_heads} heads of even size")
+    return (
+        weight.reshape(n_heads, out_features // n_heads // 2, 2, *weight.shape[1:])
         .swapaxes(1, 2)
         .reshape(weight.shape)
     )

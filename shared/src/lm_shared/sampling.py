@@ -1,8 +1,10 @@
-"""Logits processors and a generation loop with a KV-cache protocol.
+"""The decoding stack from ``transformers``' logits processors, and a generation loop for any model.
 
-Processors follow the Hugging Face ``transformers`` convention (same class names, same call
-signature ``processor(input_ids[B, T], logits[B, V]) -> logits``) so a model written against
-either works with both. The generation loop is model-agnostic: it only needs a step function.
+``build_processors`` assembles ``transformers``' own processors (repetition penalty, no-repeat
+n-grams, temperature, top-k, top-p), in the order ``GenerationMixin`` applies them; each is called
+``processor(input_ids[B, T] int64, scores[B, V] float) -> scores``. The loop stays ours: the
+members' models are plain ``nn.Module``s with their own KV caches, not ``PreTrainedModel``s, so
+``GenerationMixin.generate`` does not apply; :func:`generate` only needs a step function.
 """
 
 from __future__ import annotations
@@ -15,113 +17,37 @@ import torch
 StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 
 
-class TemperatureLogitsWarper:
-    """Divide logits by ``temperature`` (> 0); 1.0 leaves them unchanged."""
-
-    def __init__(self, temperature: float) -> None:
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return logits / self.temperature
-
-
-class TopKLogitsWarper:
-    """Keep the ``top_k`` largest logits per row, set the rest to -inf."""
-
-    def __init__(self, top_k: int) -> None:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        self.top_k = int(top_k)
-
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        k = min(self.top_k, logits.size(-1))
-        kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-        return logits.masked_fill(logits < kth, float("-inf"))
-
-
-class TopPLogitsWarper:
-    """Nucleus sampling: keep the smallest set of tokens whose probability reaches ``top_p``."""
-
-    def __init__(self, top_p: float, min_tokens_to_keep: int = 1) -> None:
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        self.top_p = float(top_p)
-        self.min_tokens_to_keep = int(min_tokens_to_keep)
-
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # Remove a token when the mass *before* it already reaches top_p, so the token that crosses
-        # the threshold stays in the nucleus.
-        remove = (cumulative - sorted_logits.softmax(dim=-1)) >= self.top_p
-        remove[..., : self.min_tokens_to_keep] = False
-        mask = remove.scatter(-1, sorted_idx, remove)
-        return logits.masked_fill(mask, float("-inf"))
-
-
-class RepetitionPenaltyLogitsProcessor:
-    """CTRL-style penalty (Keskar et al., 2019) on every token already in ``input_ids``.
-
-    Positive logits are divided by ``penalty`` and negative ones multiplied, so the penalty always
-    lowers the token's probability.
-    """
-
-    def __init__(self, penalty: float) -> None:
-        if not penalty > 0:
-            raise ValueError(f"repetition penalty must be > 0, got {penalty}")
-        self.penalty = float(penalty)
-
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        seen = torch.gather(logits, 1, input_ids)
-        seen = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
-        return logits.scatter(1, input_ids, seen)
-
-
-class NoRepeatNGramLogitsProcessor:
-    """Forbid any token that would complete an n-gram already present in the sequence."""
-
-    def __init__(self, ngram_size: int) -> None:
-        if ngram_size < 1:
-            raise ValueError(f"ngram_size must be >= 1, got {ngram_size}")
-        self.n = int(ngram_size)
-
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        length = input_ids.size(1)
-        if length + 1 < self.n:
-            return logits
-        logits = logits.clone()
-        rows = input_ids.tolist()
-        for b, row in enumerate(rows):
-            prefix = tuple(row[length - self.n + 1 :]) if self.n > 1 else ()
-            banned = {
-                row[i + self.n - 1]
-                for i in range(length - self.n + 1)
-                if tuple(row[i : i + self.n - 1]) == prefix
-            }
-            if banned:
-                logits[b, list(banned)] = float("-inf")
-        return logits
-
-
-class LogitsProcessorList(list):
-    """Apply processors in order."""
-
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        for processor in self:
-            logits = processor(input_ids, logits)
-        return logits
-
-
 def build_processors(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
-) -> LogitsProcessorList:
-    """The usual decoding stack; neutral values (1.0, 0) leave a processor out."""
+) -> Any:
+    """The usual decoding stack of ``transformers`` processors; neutral values (1.0, 0) leave one out.
+
+    Args:
+        temperature: divides the logits (> 0).
+        top_k: keep the ``top_k`` largest logits per row (0 = off).
+        top_p: nucleus sampling, keep the smallest set reaching this probability (1.0 = off).
+        repetition_penalty: CTRL penalty (Keskar et al., 2019) on tokens already in the sequence.
+        no_repeat_ngram_size: forbid repeating any n-gram of this size (0 = off).
+
+    Returns:
+        A ``transformers.LogitsProcessorList``, callable as ``(input_ids[B, T], scores[B, V])``.
+
+    Raises:
+        ValueError: for an out-of-range value (raised by ``transformers``).
+    """
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        NoRepeatNGramLogitsProcessor,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
     processors = LogitsProcessorList()
     if repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))

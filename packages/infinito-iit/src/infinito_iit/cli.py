@@ -25,7 +25,7 @@ MODEL_FLAGS = {
     "--n-heads": ("n_heads", int, "attention heads"),
     "--d-ff": ("d_ff", int, "MLP width (0 = 4 * d_model)"),
     "--max-seq-len": ("max_seq_len", int, "learned positions"),
-    "--dropout": ("dropout", float, "dropout (the seed: 0.15 Model A, 0.25 Model B)"),
+    "--dropout": ("dropout", float, "dropout (the original: 0.15 Model A, 0.25 Model B)"),
     "--lambda-phi": ("lambda_phi", float, "weight of the phi loss (0 = off)"),
     "--phi-target": ("phi_target", float, "hinge target of the phi loss, in (0, 1]"),
     "--noise-std": ("noise_std", float, "exploration noise relative to the residual RMS (0 = off)"),

@@ -1,12 +1,12 @@
-"""The seed's open question, answered with a controlled experiment.
+"""The original's open question, answered with a controlled experiment.
 
 ``infinito compare`` trains the IIT model and the baseline (the same transformer with every IIT
 feature off, its MLP widened so both have the same parameter count) on the same data, tokenizer,
 step budget and seeds, and writes ``compare.json`` with per-seed and mean ± std validation bits per
 byte, the phi-weight trajectories, Φ-proxy values (over training, and at the end with bootstrap
 intervals and nulls), repetition metrics of generations next to human text, and PNG plots. It
-also reruns the IIT model with dropout 0.25 (the seed's Model B) with the phi loss really on, to
-test the seed's claim that dropout above 0.2 stops the phi weights from learning.
+also reruns the IIT model with dropout 0.25 (the original's Model B) with the phi loss really on, to
+test the original's claim that dropout above 0.2 stops the phi weights from learning.
 """
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ class OwnBPE:
 
 
 class GPT2BPE:
-    """GPT-2's byte-level BPE via ``transformers`` (the seed's tokenizer)."""
+    """GPT-2's byte-level BPE via ``transformers`` (the original's tokenizer)."""
 
     name = "gpt2"
 
@@ -338,7 +338,7 @@ def prepare_data(
 
 
 def leakage_warning(corpus: Corpus, metrics: dict[str, float]) -> str | None:
-    """The seed's lesson: a WikiText-2 perplexity under 20 from a small model means a bug (leakage)."""
+    """The original's lesson: a WikiText-2 perplexity under 20 from a small model means a bug (leakage)."""
     if not corpus.is_wikitext:
         return None
     low = {k: v for k, v in metrics.items() if k in ("perplexity", "word_perplexity") and v < 20}

@@ -2,7 +2,7 @@
 
 Read top to bottom:
 
-1. ``InfinitoConfig`` and the size presets (the seed's 512/4/8 and 384/3/6, plus a CPU size).
+1. ``InfinitoConfig`` and the size presets (the original's 512/4/8 and 384/3/6, plus a CPU size).
 2. ``CausalSelfAttention`` and ``Block``: a pre-LN GPT block. The attention is always causal; when
    the IIT metrics are on it also returns per-query attention statistics.
 3. The IIT metrics: per-position, causal statistics of the hidden states and attention
@@ -44,20 +44,20 @@ class InfinitoConfig:
     d_model: int = 128  # residual stream width
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads (d_model must divide evenly)
-    d_ff: int = 0  # MLP hidden width; 0 means 4 * d_model (the seed's ratio)
-    dropout: float = 0.15  # the seed's Model A value; applied to embeddings, attention and MLP
-    tie_embeddings: bool = True  # share input embedding and output head (79% of the seed's params)
+    d_ff: int = 0  # MLP hidden width; 0 means 4 * d_model (the original's ratio)
+    dropout: float = 0.15  # the original's Model A value; applied to embeddings, attention and MLP
+    tie_embeddings: bool = True  # share input embedding and output head (79% of the original's params)
     # --- IIT features (all off = the baseline transformer) ---
     iit_metrics: bool = True  # compute the causal per-position metrics in the forward pass
     phi_components: tuple[str, ...] = PHI_COMPONENTS  # components that enter the weighted phi
     learnable_phi_weights: bool = True  # softmax over 4 trainable logits (else fixed at init)
-    phi_weight_init: tuple[float, ...] = (0.3, 0.3, 0.2, 0.2)  # the seed's initial mixture
-    lambda_phi: float = 0.3  # weight of the phi loss (the seed's value, now really used); 0 = off
+    phi_weight_init: tuple[float, ...] = (0.3, 0.3, 0.2, 0.2)  # the original's initial mixture
+    lambda_phi: float = 0.3  # weight of the phi loss (the original's value, now really used); 0 = off
     phi_target: float = 0.8  # hinge target in (0, 1]: the phi loss is zero once phi >= target
     segment_len: int = 16  # recent-segment length for "integration across segments"
     complexity_window: int = 8  # window of recent states whose effective dimension is "complexity"
     memory: bool = True  # IIT-guided slot memory (read every forward, written in training)
-    memory_slots: int = 256  # number of slots (the seed's value)
+    memory_slots: int = 256  # number of slots (the original's value)
     memory_writes: int = 8  # slots written per training forward (top-phi positions, one per sequence)
     memory_decay: float = 0.995  # per-step decay of a slot's priority when choosing what to evict
     noise_std: float = 0.05  # exploration noise, relative to each token's residual RMS; 0 = off
@@ -128,9 +128,9 @@ class InfinitoConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The seed's "Model A" architecture (GPT-2 vocab, 256-token windows).
+    # The original's "Model A" architecture (GPT-2 vocab, 256-token windows).
     "seed": dict(d_model=512, n_layers=4, n_heads=8, dropout=0.15, max_seq_len=256),
-    # The seed's proposed smaller model ("28M"; ~44.8M with an untied GPT-2 vocab).
+    # The original's proposed smaller model ("28M"; ~44.8M with an untied GPT-2 vocab).
     "small": dict(d_model=384, n_layers=3, n_heads=6, dropout=0.15, max_seq_len=256),
     # Finishes a run on 2 CPU cores in minutes; the size used for the README comparison.
     "cpu": dict(d_model=128, n_layers=2, n_heads=4, dropout=0.15, max_seq_len=128, memory_slots=128),
@@ -225,7 +225,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN block (the seed was post-LN; pre-LN trains stably without warmup tricks)."""
+    """Pre-LN block (the original was post-LN; pre-LN trains stably without warmup tricks)."""
 
     def __init__(self, config: InfinitoConfig) -> None:
         super().__init__()
@@ -291,7 +291,7 @@ def temporal_integration(h: Tensor) -> Tensor:
 def segment_integration(h: Tensor, segment_len: int) -> Tensor:
     """(1 + cos(mean of the last s states, mean of all earlier states)) / 2 per position ``[B, T]``.
 
-    The seed split the whole window into quarters (reading the future); this causal version
+    The original split the whole window into quarters (reading the future); this causal version
     compares the current segment with the context before it. Positions t < s have no earlier
     context and get 0.5 (excluded from the averages by :func:`metric_validity`).
     """
@@ -350,7 +350,7 @@ def iit_components(
         "temporal": temporal_integration(h),
         "integration": segment_integration(h, config.segment_len),
         "complexity": trajectory_complexity(h, config.complexity_window),
-        # The seed's fourth component; diversity and coherence are both kept and reported.
+        # The original's fourth component; diversity and coherence are both kept and reported.
         "attention": 0.5 * (diversity + coherence),
         "attention_diversity": diversity,
         "attention_coherence": coherence,
@@ -358,7 +358,7 @@ def iit_components(
 
 
 class LearnablePhiWeights(nn.Module):
-    """Softmax over four logits (initialised at log of the seed's 0.3/0.3/0.2/0.2).
+    """Softmax over four logits (initialised at log of the original's 0.3/0.3/0.2/0.2).
 
     Components switched off in the config get a -inf logit, so the weights of the active ones
     still sum to 1. With ``learnable_phi_weights=False`` the logits are a buffer (no gradient).

@@ -82,7 +82,7 @@ class TrainConfig:
     batch_size: int = 16  # sequences per micro-batch and device (global batch = x devices x nodes)
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float = 1e-3  # AdamW peak learning rate
-    weight_decay: float = 0.01  # the seed's value; not applied to norms, biases, phi logits
+    weight_decay: float = 0.01  # the original's value; not applied to norms, biases, phi logits
     max_steps: int = 300  # optimizer steps
     eval_every: int = 50  # optimizer steps between validations (and checkpoints)
     eval_batches: int = 0  # validation batches per periodic eval; 0 = all (the final eval is always all)
@@ -949,7 +949,3 @@ def train(
         final_dir = run.finish(step=trainer.global_step)
         log(f"run finished: {final_dir} (step {trainer.global_step})")
         return TrainResult(final_dir, model, data, final, module.history, stopped, seconds)
-
-
-def train_config_fields() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]

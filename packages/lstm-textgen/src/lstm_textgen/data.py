@@ -26,15 +26,15 @@ class DataConfig:
 
     data: str | None = None  # UTF-8 file or folder of files; None = the embedded sonnets
     tokenizer: str = "char"  # word | bpe | char; char suits the small embedded corpus best
-    vocab_size: int = 10_004  # cap including the 4 specials: the seed's 10,000 words + 4
+    vocab_size: int = 10_004  # cap including the 4 specials: the original's 10,000 words + 4
     lowercase: bool = False  # fold case before tokenising
     keep_punctuation: bool = True  # False turns punctuation into spaces
-    seq_len: int = 100  # tokens of context per training window (the seed's 100)
+    seq_len: int = 100  # tokens of context per training window (the original's 100)
     stride: int | None = (
         None  # start-to-start distance of training windows; None = seq_len // 2 (50% overlap)
     )
     split: tuple[float, ...] = (0.8, 0.1, 0.1)  # contiguous train/validation[/test] fractions
-    batch_size: int = 32  # the seed's batch (fits an 8 GB card with a 10k vocabulary)
+    batch_size: int = 32  # the original's batch (fits an 8 GB card with a 10k vocabulary)
     shuffle_buffer: int = 10_000  # windows held by the shuffle buffer (all of them for small corpora)
 
     def __post_init__(self) -> None:

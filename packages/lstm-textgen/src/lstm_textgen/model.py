@@ -1,11 +1,11 @@
 """The two language models and their loss, top to bottom.
 
-LSTM (the seed's architecture)::
+LSTM (the original's architecture)::
 
     Embedding(vocab, 128, init N(0, 0.01)) -> LSTM 256 -> Dropout 0.3 -> LSTM 256 -> Dropout 0.3
     -> Dense(vocab) logits in float32
 
-Transformer variant (the seed's "optional advanced" one)::
+Transformer variant (the original's "optional advanced" one)::
 
     token + learned position embedding (width 4 x 32 = 128)
     -> 1 x TransformerDecoder(4 heads x 32, FFN 512, causal, pre-LayerNorm) -> LayerNorm
@@ -24,7 +24,7 @@ keras-hub sampler's cache: one token of work per generated token.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from lstm_textgen import runtime
 from lstm_textgen.errors import TextgenError
@@ -41,7 +41,7 @@ ARCHITECTURES = ("lstm", "transformer")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of both architectures; the defaults are the seed's."""
+    """Sizes of both architectures; the defaults are the original's."""
 
     architecture: str = "lstm"  # lstm | transformer
     vocab_size: int = 0  # specials included; 0 = take it from the tokenizer when training
@@ -52,7 +52,7 @@ class ModelConfig:
     num_heads: int = 4  # Transformer attention heads
     head_dim: int = 32  # width per head; model width = num_heads * head_dim = 128
     ffn_dim: int = 512  # Transformer feed-forward width
-    transformer_layers: int = 1  # decoder blocks (the seed sketches one)
+    transformer_layers: int = 1  # decoder blocks (the original sketches one)
     transformer_dropout: float = 0.1  # dropout inside the decoder blocks
     max_len: int = 100  # Transformer context (position table); generation slides a window of it
 
@@ -259,10 +259,6 @@ def build_model(config: ModelConfig) -> keras.Model:
         )
     model.build((None, config.max_len))
     return model
-
-
-def model_config_dict(config: ModelConfig) -> dict:
-    return asdict(config)
 
 
 @keras.saving.register_keras_serializable(package="lstm_textgen")

@@ -2,7 +2,7 @@
 
 Every tokeniser reserves the same four special tokens at ids 0..3 (``<PAD>``, ``<UNK>``,
 ``<START>``, ``<END>``), so the loss can ignore id 0 and sampling can stop on ``<END>`` whatever
-the tokeniser. ``vocab_size`` always counts the specials: the seed's "10,000 words plus specials"
+the tokeniser. ``vocab_size`` always counts the specials: the original's "10,000 words plus specials"
 is ``vocab_size=10_004``.
 
 ``encode_with_byte_lengths`` also returns, for every token, how many UTF-8 bytes of the cleaned

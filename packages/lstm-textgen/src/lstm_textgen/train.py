@@ -49,7 +49,7 @@ MODEL_FILE = "model.keras"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; the defaults are the seed's."""
+    """Optimisation settings; the defaults are the original's."""
 
     epochs: int = 10  # maximum epochs (EarlyStopping usually ends sooner on small corpora)
     learning_rate: float = 1e-3  # Adam

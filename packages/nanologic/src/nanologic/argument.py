@@ -1,4 +1,4 @@
-"""The seed's "Verificador": decide an argument's validity by truth table and name its form.
+"""The original's "Verificador": decide an argument's validity by truth table and name its form.
 
 Pure code, no model. Validity: no assignment makes every premise true and the conclusion false;
 the first such assignment is shown as a counterexample. Forms are recognised by matching the

@@ -1,6 +1,6 @@
 """Reading and writing the raw (seed schema) and processed (JSONL) files, and the sequence format.
 
-Raw file: ``{"examples": [...]}`` (the seed's layout), a bare JSON list, or JSONL with one example
+Raw file: ``{"examples": [...]}`` (the original's layout), a bare JSON list, or JSONL with one example
 per line. Errors name the file and line; per-example schema problems are reported by the clean
 stage as rejection reasons instead of stopping the whole run.
 """

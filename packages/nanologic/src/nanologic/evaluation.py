@@ -534,7 +534,7 @@ def score_example(pred: dict, gold: dict, known_cues: Sequence[str] | None = Non
     cues = _generator_cues() if known_cues is None else known_cues
     result["error_category"] = error_category(pred, gold, sentence, cues)
     result["unknown_cues"] = len(unknown_cues(sentence, cues))
-    # The seed's four compositional levels.
+    # The original's four compositional levels.
     result["level1_atoms"] = result["atom_f1"] == 1.0
     result["level2_subformulas"] = result["subformula_recall"]
     result["level3_main_connector"] = result["main_connector_match"]

@@ -7,7 +7,7 @@ Every construction knows the formula it expresses and the cue it used, so atoms,
 formula and a reasoning trace ("thought") come out of the construction, not from pattern matching.
 
 Atoms are lettered p, q, r, ... by first mention in the sentence, so one sentence has exactly one
-gold formula (the seed's several-formulas-per-sentence made exact match ill-posed).
+gold formula (the original's several-formulas-per-sentence made exact match ill-posed).
 """
 
 from __future__ import annotations
@@ -801,7 +801,7 @@ def _thought(atoms_list: list[dict], connectors: list[dict], formula: Node) -> l
 def example_from_phrase(
     phrase: Phrase, clauses: list[Clause], block: str, rng: random.Random | None = None
 ) -> dict:
-    """Turn a realised skeleton into a raw example in the seed's JSON schema.
+    """Turn a realised skeleton into a raw example in the original's JSON schema.
 
     With ``rng``, a subject that repeats the previous clause's subject may be elided in the
     sentence ("Juan estudia y aprueba"); definitions always keep it ("Juan aprueba"). A clause

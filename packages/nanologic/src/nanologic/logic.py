@@ -1,6 +1,6 @@
 """Propositional logic: AST, recursive-descent parser, formatting, truth tables, equivalence.
 
-Grammar (precedence from loosest to tightest, as in the seed's ``clean.py``)::
+Grammar (precedence from loosest to tightest, as in the original's ``clean.py``)::
 
     formula       := biconditional
     biconditional := implication ("↔" implication)*        left-associative
@@ -263,16 +263,6 @@ def connectors_used(node: Node) -> list[str]:
     return [c for c in CONNECTORS if c in found]
 
 
-def connector_counts(node: Node) -> dict[str, int]:
-    counts = dict.fromkeys(CONNECTORS, 0)
-    for n in subformulas(node):
-        if isinstance(n, Binary):
-            counts[n.op] += 1
-        elif isinstance(n, Not):
-            counts[NOT] += 1
-    return counts
-
-
 def main_connector(node: Node) -> str:
     """The root connective, or ``"atom"`` for a bare atom."""
     if isinstance(node, Atom):
@@ -353,10 +343,6 @@ def equivalent(a: Node, b: Node) -> bool:
 
 def is_tautology(node: Node) -> bool:
     return all(value for _, value in truth_table(node))
-
-
-def is_contradiction(node: Node) -> bool:
-    return not any(value for _, value in truth_table(node))
 
 
 def format_truth_table(node: Node, names: Sequence[str] | None = None) -> list[list[str]]:

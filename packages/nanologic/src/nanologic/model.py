@@ -1,10 +1,10 @@
 """NanoLogic: a decoder-only transformer, in one file, top to bottom.
 
 Pre-norm blocks with RMSNorm (fp32 upcast), grouped-query attention with RoPE (interleaved
-pairs, as the seed; rotate-half on request), optional QK-norm, SwiGLU FFN, tied embeddings with
+pairs, as the original; rotate-half on request), optional QK-norm, SwiGLU FFN, tied embeddings with
 an optional √d embedding scale, learnable head scale, optional attention/output logit soft-caps,
-z-loss, stochastic depth, and, as options, differential attention (Ye et al. 2024) and the seed's
-gate-residual FFN. The seed's DeepNorm α in a pre-norm stack is left out: with RMSNorm before every
+z-loss, stochastic depth, and, as options, differential attention (Ye et al. 2024) and the original's
+gate-residual FFN. The original's DeepNorm α in a pre-norm stack is left out: with RMSNorm before every
 sublayer it only damps sublayer j by α^-j (see README).
 """
 
@@ -72,15 +72,15 @@ class NanoLogicConfig:
         return asdict(self)
 
 
-# The seed's ~20M configuration (512 wide, 8 layers, 8 heads, 2 KV heads, FFN 1408), for a GPU.
+# The original's ~20M configuration (512 wide, 8 layers, 8 heads, 2 KV heads, FFN 1408), for a GPU.
 _SEED_SIZE = dict(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=1408)
 
 PRESETS: dict[str, dict] = {
-    # The seed's size with all of its stable tricks on.
+    # The original's size with all of its stable tricks on.
     "base": dict(_SEED_SIZE),
-    # The seed's configuration with its llama.cpp-incompatible options too.
+    # The original's configuration with its llama.cpp-incompatible options too.
     "base-full": dict(_SEED_SIZE, attn_softcap=50.0, differential_attention=True, gate_residual=True),
-    # The seed's size without QK-norm or attention soft-cap: exports to llama.cpp.
+    # The original's size without QK-norm or attention soft-cap: exports to llama.cpp.
     "base-export": dict(_SEED_SIZE, qk_norm=False),
     # CPU default: trains in minutes on 2 cores; exportable (no QK-norm, no soft-caps).
     "cpu": dict(
@@ -307,7 +307,7 @@ class NanoLogic(nn.Module):
             for proj in (block.self_attn.o_proj, block.mlp.down_proj):
                 nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.num_layers))
         # With the √d scale, std 1/√d gives unit-variance inputs and, tied, unit-scale logits at
-        # init (the seed's N(0,1)·√d gave logits of std ≈ 23 and a soft-cap binding from step 0).
+        # init (the original's N(0,1)·√d gave logits of std ≈ 23 and a soft-cap binding from step 0).
         std = 1.0 / math.sqrt(cfg.hidden_size) if cfg.embed_scale else cfg.init_std
         nn.init.normal_(self.embed_tokens.weight, std=std)
 

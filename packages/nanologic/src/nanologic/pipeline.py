@@ -456,7 +456,7 @@ def _cover_held_out_primitives(
     """Move held-out patterns into train until every held-out primitive also occurs in train.
 
     A held-out pattern must be a new *combination* of things seen in training (the atom-coverage
-    condition of compositional splits): with only the seed-style random pattern split, a
+    condition of compositional splits): with only the original-style random pattern split, a
     construction could reach the test set with a literal polarity it never had in training, e.g.
     "no es cierto que, si p, entonces …" seen only with a negated antecedent. The smallest pattern
     that supplies a missing primitive moves, so the test set shrinks as little as possible.

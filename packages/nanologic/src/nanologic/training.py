@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lm_shared.runs import atomic_path
 from lm_shared.stability_lightning import optimizer_updates
-from nanologic.data import COMPLEXITIES, PAD, NanologicError, prompt_text, read_jsonl, target_text
+from nanologic.data import PAD, NanologicError, prompt_text, read_jsonl, target_text
 from nanologic.model import NanoLogic, NanoLogicConfig
 
 
@@ -565,10 +565,6 @@ class ProgressLog(L.Callback):
                 file=sys.stderr,
                 flush=True,
             )
-
-
-def complexity_counts(examples: Sequence[Example]) -> dict[str, int]:
-    return {c: sum(e.complexity == c for e in examples) for c in COMPLEXITIES}
 
 
 def train_config_dict(tc: TrainConfig) -> dict:

@@ -207,7 +207,7 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--init-from", default=None, help="start from this run directory's weights (default: a new model)"
     )
-    t.add_argument("--num-layers", type=int, default=8, help="model depth (the seed proposal v1's)")
+    t.add_argument("--num-layers", type=int, default=8, help="model depth (the original proposal v1's)")
     t.add_argument("--hidden-size", type=int, default=192, help="model width")
     t.add_argument("--intermediate-size", type=int, default=768, help="SwiGLU width")
     t.add_argument("--num-heads", type=int, default=6, help="attention heads")

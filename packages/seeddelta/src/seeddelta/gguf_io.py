@@ -20,7 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from lm_shared.gguf import GGUFError, LlamaGGUFConfig, read_gguf, write_llama_gguf
+from lm_shared.gguf import (
+    GGUFError,
+    LlamaGGUFConfig,
+    gguf_to_hf_names,
+    permute_interleaved_to_rotate_half,
+    read_gguf,
+    write_llama_gguf,
+)
 from lm_shared.tokenization import BPETokenizer
 from seeddelta.bases import Base
 from seeddelta.delta import SeedDeltaTensor
@@ -161,12 +168,6 @@ def tokenizer_from_metadata(md: Mapping[str, Any], path: Path) -> BPETokenizer:
     return BPETokenizer(hf)
 
 
-def _unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Inverse of lm_shared's rotate-half -> interleaved permutation of Q/K rows."""
-    out = w.shape[0]
-    return w.reshape(n_heads, out // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 _SD_SUFFIXES = (
     "d_idx",
     "d_val",
@@ -263,40 +264,25 @@ def load_gguf_model(path: str | os.PathLike[str]) -> tuple[TinyLlama, BPETokeniz
             raise SeedDeltaError(f"{path}: tensor {gname!r} has shape {tuple(arr.shape)}, expected {shape}")
         state[hf] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
-    d, ff, H = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads
-    put("model.embed_tokens.weight", get("token_embd.weight"), (cfg.vocab_size, d), "token_embd.weight")
-    put("model.norm.weight", get("output_norm.weight"), (d,), "output_norm.weight")
-    for i in range(cfg.num_layers):
-        p, b = f"model.layers.{i}.", f"blk.{i}."
-        put(
-            p + "self_attn.q_proj.weight",
-            _unpermute_qk(get(b + "attn_q.weight"), H),
-            (d, d),
-            b + "attn_q.weight",
-        )
-        put(
-            p + "self_attn.k_proj.weight",
-            _unpermute_qk(get(b + "attn_k.weight"), H),
-            (d, d),
-            b + "attn_k.weight",
-        )
-        put(p + "self_attn.v_proj.weight", get(b + "attn_v.weight"), (d, d), b + "attn_v.weight")
-        put(p + "self_attn.o_proj.weight", get(b + "attn_output.weight"), (d, d), b + "attn_output.weight")
-        put(p + "input_layernorm.weight", get(b + "attn_norm.weight"), (d,), b + "attn_norm.weight")
-        put(p + "post_attention_layernorm.weight", get(b + "ffn_norm.weight"), (d,), b + "ffn_norm.weight")
-        for kind, shape in (("ffn_gate", (ff, d)), ("ffn_up", (ff, d)), ("ffn_down", (d, ff))):
-            hf = p + f"mlp.{HF_MLP[kind]}.weight"
-            if b + kind in sd:
-                state[hf] = torch.zeros(shape)  # replaced by SeedDeltaLinear below
-            elif b + kind + ".weight" not in tensors and md.get("seeddelta.strip_dense"):
-                raise SeedDeltaError(
-                    f"{path}: tensor {b + kind}.weight is stripped but no SeedΔ tensors replace it"
-                )
-            else:
-                put(hf, get(b + kind + ".weight"), shape, b + kind + ".weight")
+    expected = model.state_dict()
+    head_dim = cfg.hidden_size // cfg.num_heads
+    for gname, hf in gguf_to_hf_names(cfg.num_layers).items():
+        if hf == "lm_head.weight":
+            continue  # tied unless the file has output.weight (below)
+        kind = gname.split(".")[2] if gname.startswith("blk.") else ""
+        if kind.startswith("ffn_") and kind != "ffn_norm":
+            if gname.removesuffix(".weight") in sd:
+                state[hf] = torch.zeros(expected[hf].shape)  # replaced by SeedDeltaLinear below
+                continue
+            if gname not in tensors and md.get("seeddelta.strip_dense"):
+                raise SeedDeltaError(f"{path}: tensor {gname} is stripped but no SeedΔ tensors replace it")
+        arr = get(gname)
+        if kind in ("attn_q", "attn_k"):  # llama.cpp's adjacent-pair RoPE layout back to rotate-half
+            arr = permute_interleaved_to_rotate_half(arr, arr.shape[0] // head_dim)
+        put(hf, arr, tuple(expected[hf].shape), gname)
     missing = model.load_state_dict(state, strict=False)
     if "output.weight" in tensors:
-        model.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)
+        model.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         model.lm_head.weight.data = torch.from_numpy(get("output.weight").astype(np.float32))
     bad = [k for k in missing.missing_keys if k != "lm_head.weight"]
     if bad:

@@ -20,7 +20,7 @@ KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Defaults are the seed's proposal v1 (8 layers, 192 wide, FFN 768, 6 heads)."""
+    """Defaults are the original's proposal v1 (8 layers, 192 wide, FFN 768, 6 heads)."""
 
     vocab_size: int = 512  # tokenizer size (lm_shared BPE trained on the tasks)
     hidden_size: int = 192  # model width
@@ -193,7 +193,3 @@ class TinyLlama(nn.Module):
             x, kv = layer(x, cos, sin, attn_mask, None if past is None else past[i])
             new_cache.append(kv)
         return self.lm_head(self.model.norm(x)), new_cache
-
-    def export_state_dict(self) -> dict[str, torch.Tensor]:
-        """HF-named weights without the tied ``lm_head.weight`` (dense MLPs only)."""
-        return {k: v.detach() for k, v in self.state_dict().items() if k != "lm_head.weight"}

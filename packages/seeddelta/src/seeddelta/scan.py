@@ -1,4 +1,4 @@
-"""``seeddelta scan``: SeedΔ one layer at a time and in the seed's sets, the first cliff, and the
+"""``seeddelta scan``: SeedΔ one layer at a time and in the original's sets, the first cliff, and the
 fragile-layer table with recommended thresholds (JSON + Markdown + PNG).
 
 Sets (seed B2-B4): every single layer; even and odd layers; ``interleaved`` (even layers then odd

@@ -1,4 +1,4 @@
-"""Harness B data: the seed's deterministic tasks (copy, sum, brackets) in the fork's sample format.
+"""Harness B data: the original's deterministic tasks (copy, sum, brackets) in the fork's sample format.
 
 A sample is ``### TASK\\n{task}\\n### INPUT\\n{input}\\n### OUTPUT\\n{answer}\\n``; the prompt is
 everything up to and including ``### OUTPUT\\n`` and the answer the rest. copy: 8-32 characters

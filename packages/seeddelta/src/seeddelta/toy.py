@@ -1,4 +1,4 @@
-"""Harness A: synthetic matrices whose SeedΔ error is known in advance (the seed's A1-A5).
+"""Harness A: synthetic matrices whose SeedΔ error is known in advance (the original's A1-A5).
 
 Patterns (``n_out x n_in``):
 

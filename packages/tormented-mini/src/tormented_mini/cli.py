@@ -36,7 +36,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--size",
         choices=("auto", "cpu", "full"),
         default=d.size,
-        help="cpu preset, the seed's full size, or auto (full on a GPU)",
+        help="cpu preset, the original's full size, or auto (full on a GPU)",
     )
     parser.add_argument(
         "--out", default=d.out, help="run folder; becomes a Hugging Face model folder (default: %(default)s)"

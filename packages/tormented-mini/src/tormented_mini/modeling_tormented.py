@@ -28,7 +28,7 @@ LAYER_TYPES = ("retnet", "titan_attn", "mamba", "ode")
 NORM_TYPES = ("layernorm", "dyt", "dynamic_tanh", "derf")
 ODE_SOLVERS = ("rk4", "euler")
 MAMBA_SCANS = ("sequential", "parallel")
-# The seed's "stable" pattern, used by Mini and by the original's trained run.
+# The original's "stable" pattern, used by Mini and by the original's trained run.
 STABLE_PATTERN = ("retnet", "titan_attn", "retnet", "mamba", "titan_attn", "ode")
 MODEL_FAMILIES = ("frankenstein", "mini")
 
@@ -142,10 +142,6 @@ class UltraConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
-    @property
-    def num_logical_layers(self) -> int:
-        return self.num_layers * self.num_loops
-
     def layer_types(self) -> list[str]:
         """The type of each physical layer: the pattern repeated (and cut) to num_layers."""
         return [self.layer_pattern[i % len(self.layer_pattern)] for i in range(self.num_layers)]
@@ -184,7 +180,7 @@ class UltraConfig:
 
     @classmethod
     def mini(cls, **overrides: Any) -> UltraConfig:
-        """The seed's Tormented-BERT-Mini: 384 wide, 6 layers x 2 loops, Derf, factorised embedding."""
+        """The original's Tormented-BERT-Mini: 384 wide, 6 layers x 2 loops, Derf, factorised embedding."""
         base = dict(
             model_family="mini",
             hidden_size=384,
@@ -502,7 +498,7 @@ def delta_rule_chunked(
 
 
 class TitansMemory(nn.Module):
-    """Titans-style neural memory with the seed's delta-rule update, run in both directions.
+    """Titans-style neural memory with the original's delta-rule update, run in both directions.
 
     M_t = M_{t-1}(alpha_t I - eta_t k_t k_t^T) + eta_t v_t k_t^T with eta_t = alpha_t beta_t, i.e. the
     gated delta rule on alpha-scaled values. alpha_t = sigmoid(.) and beta_t = sigmoid(.) are
@@ -538,7 +534,7 @@ class TitansMemory(nn.Module):
         real = attention_mask[:, None, :].to(torch.bool)
         log_alpha = F.logsigmoid(alpha_logit).masked_fill(~real, 0.0).to(x.dtype)
         beta = torch.sigmoid(beta_logit).masked_fill(~real, 0.0).to(x.dtype)
-        v = v * log_alpha.exp()[..., None]  # eta_t = alpha_t * beta_t on the write term (the seed's form)
+        v = v * log_alpha.exp()[..., None]  # eta_t = alpha_t * beta_t on the write term (the original's form)
         forward_out = self._scan(q, k, v, log_alpha, beta)
         reverse = [t.flip(2) for t in (q, k, v, log_alpha, beta)]
         backward_out = self._scan(*reverse).flip(2)
@@ -1156,7 +1152,7 @@ class TormentedBertFrankenstein(TormentedBertForMaskedLM):
 
 
 class TormentedBertMini(TormentedBertForMaskedLM):
-    """The seed's Mini: 384 wide, 6 physical x 2 loops, pattern STABLE_PATTERN, Derf, factorised embedding."""
+    """The original's Mini: 384 wide, 6 physical x 2 loops, pattern STABLE_PATTERN, Derf, factorised embedding."""
 
     def __init__(self, config: UltraConfig | TormentedBertConfig | None = None) -> None:
         hf_config = _as_hf_config(config, UltraConfig.mini())

@@ -3,7 +3,7 @@
 The Lightning ``Trainer`` owns devices and strategy (``--devices``, ``--num-nodes``, ``--strategy``),
 precision (autocast and, for fp16, the grad scaler), checkpoints and resume, TensorBoard, the
 progress bar and early stopping. The optimizer step is manual (``automatic_optimization = False``)
-because the seed's repair policy re-runs a batch: :class:`lm_shared.stability.GradientHealthMonitor`
+because the original's repair policy re-runs a batch: :class:`lm_shared.stability.GradientHealthMonitor`
 runs forward and backward, calls Lightning's ``on_before_optimizer_step`` hooks (after the fp16
 scaler's ``unscale_``), checks the gradients once per attempt, clips, skips a non-finite attempt
 without touching parameters, optimizer state, schedule or step counter, and runs the batch again:
@@ -102,7 +102,7 @@ class TrainConfig:
     """Everything a training run needs; saved as ``train_config.json`` next to the outputs."""
 
     model: str = "mini"  # "mini" | "frankenstein"
-    size: str = "auto"  # "cpu" | "full" (the seed's size) | "auto": full on a GPU, cpu otherwise
+    size: str = "auto"  # "cpu" | "full" (the original's size) | "auto": full on a GPU, cpu otherwise
     out: str = "runs/tormented-mini"  # run folder (becomes a Hugging Face model folder)
     data: str | None = None  # UTF-8 text file or folder of .txt; None: the embedded corpus
     hf_dataset: str | None = None  # Hugging Face dataset name (e.g. erickfmm/red_pajama_es_hq_35)
@@ -121,7 +121,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas (the original's)
     warmup_steps: int = 30  # linear warmup, then cosine to min_lr_ratio * lr
     min_lr_ratio: float = 0.1  # floor of the cosine schedule
-    clip_norm: float = 1.0  # gradient clipping threshold (the seed's 1.0)
+    clip_norm: float = 1.0  # gradient clipping threshold (the original's 1.0)
     max_retries: int = 3  # LR-halving retries of a non-finite batch before checkpoint-and-stop
     patience: int = 5  # evaluations of plateau with vanishing gradients before early stop
     mask_prob: float = 0.15  # MLM masking rate (80/10/10 inside)
