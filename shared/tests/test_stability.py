@@ -202,3 +202,62 @@ def test_config_validation():
         HealthConfig(clip_norm=0)
     with pytest.raises(ValueError, match="max_overflow_retries"):
         HealthConfig(max_overflow_retries=-1)
+
+
+def _sharded_health(rank: int, world: int, port: int, shards: list, out_dir) -> None:
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        params = []
+        for values in shards[rank]:
+            p = torch.nn.Parameter(torch.zeros(len(values)))
+            p.grad = torch.tensor(values)
+            params.append(p)
+        params.append(torch.nn.Parameter(torch.zeros(1)))  # a parameter whose shard lives elsewhere
+        health = grad_health(params, all_reduce=True)
+        (out_dir / f"rank{rank}.json").write_text(
+            json.dumps([health.grad_norm, health.has_nan, health.has_inf])
+        )
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize(
+    "shards, norm, nan",
+    [
+        ([[[3.0]], [[4.0]]], 5.0, False),  # each rank sees 3 or 4; the model's norm is 5
+        ([[[1.0, 2.0]], []], math.sqrt(5.0), False),  # rank 1 holds no gradient shard at all
+        ([[[1.0]], [[float("nan")]]], None, True),  # NaN on one rank: both ranks skip
+    ],
+)
+def test_sharded_gradients_get_the_whole_models_health_on_every_rank(shards, norm, nan, tmp_path):
+    """FSDP: each rank holds a shard; the check must give every rank the same verdict (issue 15)."""
+    import torch.multiprocessing as mp
+
+    from lm_shared.testing import free_port
+
+    # fork: the worker is a function of this test module, which importlib mode cannot re-import.
+    mp.start_processes(
+        _sharded_health, args=(2, free_port(), shards, tmp_path), nprocs=2, start_method="fork"
+    )
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert results[0][1:] == results[1][1:] == [nan, False]
+    if norm is not None:
+        assert results[0][0] == pytest.approx(norm) and results[1][0] == pytest.approx(norm)
+
+
+def test_unsharded_health_ignores_all_reduce_without_a_process_group():
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([3.0, 4.0])
+    assert grad_health([p], all_reduce=True) == grad_health([p])
+
+
+def test_fsdp_without_cuda_is_one_user_error():
+    from lm_shared.errors import UserError
+    from lm_shared.runs_lightning import require_gpus_for_fsdp
+
+    with pytest.raises(UserError, match="on the CPU use --strategy ddp"):
+        require_gpus_for_fsdp("fsdp", cuda_available=False)
+    require_gpus_for_fsdp("fsdp", cuda_available=True)
+    require_gpus_for_fsdp("ddp", cuda_available=False)

@@ -185,3 +185,17 @@ def test_ddp_two_cpu_processes_match_one(tmp_path):
         ADAPTER, tmp_path, steps=3, atol=1e-4, options={"stochastic": False}
     )
     assert out["rank0_files"] > 0
+
+
+def test_fsdp_without_gpus_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Lightning's FSDP is GPU-only: on the CPU one user error, and no run folder is created."""
+    import torch
+
+    from infinito_iit.model import preset
+    from infinito_iit.train import TrainConfig, train
+    from lm_shared.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="--strategy fsdp needs CUDA GPUs"):
+        train(preset("cpu"), TrainConfig(strategy="fsdp"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

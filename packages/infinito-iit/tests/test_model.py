@@ -235,13 +235,12 @@ def test_config_roundtrip_and_validation():
 
 
 def _reference_attention(q, k, v):
-    """The implementation before issue 16 (softmax, then -sum p log p with a clamp), as the oracle."""
+    """The pre-issue-15 implementation (softmax, then -sum p log p with a clamp), as the oracle."""
     t = q.shape[2]
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
     causal = torch.ones(t, t, dtype=torch.bool).tril()
     probs = scores.float().masked_fill(~causal, float("-inf")).softmax(dim=-1)
-    head_entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
-    return probs @ v, attention_statistics(probs, head_entropy)
+    return probs @ v, attention_statistics(probs)
 
 
 def test_attention_statistics_equal_the_previous_implementation_values_and_gradients():

@@ -156,6 +156,20 @@ def test_ddp_two_cpu_processes_match_one(tmp_path):
     assert report["n_test"] == 1
 
 
+def test_fsdp_without_gpus_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Lightning's FSDP is GPU-only: on the CPU one user error, and no run folder is created."""
+    import torch
+
+    from lm_shared.errors import UserError
+    from nanologic.runner import train_run
+    from nanologic.training import TrainConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="--strategy fsdp needs CUDA GPUs"):
+        train_run(tmp_path / "run", preset="tiny", train_config=TrainConfig(strategy="fsdp"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_sampler_shards_the_global_batches():
     from nanologic.training import LengthBucketSampler
 

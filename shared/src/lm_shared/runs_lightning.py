@@ -35,6 +35,25 @@ class _NoTips(logging.Filter):
         return "Tip:" not in str(record.msg)
 
 
+def require_gpus_for_fsdp(strategy: str, cuda_available: bool | None = None) -> None:
+    """Refuse ``--strategy fsdp`` without CUDA before any work starts.
+
+    Lightning's ``FSDPStrategy`` runs on GPUs only (on the CPU it raises from inside the Trainer,
+    after data and tokenizer were built); DDP covers the CPU.
+
+    Raises:
+        UserError: ``strategy`` is ``"fsdp"`` and no CUDA device is visible.
+    """
+    from lm_shared.errors import UserError
+
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if strategy == "fsdp" and not cuda_available:
+        raise UserError(
+            "--strategy fsdp needs CUDA GPUs (Lightning's FSDP runs on GPUs only); on the CPU use --strategy ddp"
+        )
+
+
 def drop_lightning_tips() -> None:
     """Drop Lightning's "💡 Tip: ..." advertisements (a link to install a cloud logger) from the log.
 

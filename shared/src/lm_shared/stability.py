@@ -97,26 +97,48 @@ class StepRecord:
     vanishing: bool = False
 
 
-def grad_health(parameters: Iterable[torch.nn.Parameter]) -> GradHealth:
-    """Inspect all gradients with a single device-to-host transfer (no per-parameter ``.item()``)."""
+def grad_health(parameters: Iterable[torch.nn.Parameter], *, all_reduce: bool = False) -> GradHealth:
+    """Inspect all gradients with a single device-to-host transfer (no per-parameter ``.item()``).
+
+    Args:
+        parameters: the model's parameters; those without ``requires_grad`` are ignored.
+        all_reduce: the gradients are shards of one model (FSDP): sum the squared norm and the
+            NaN/Inf/zero counts over the default process group, so every rank gets the whole
+            model's norm and the same verdict (``n_zero`` then counts shards).
+
+    Returns:
+        :class:`GradHealth` with the global L2 norm (nan/inf when any entry is).
+    """
     params = [p for p in parameters if p.requires_grad]
     grads = [p.grad for p in params if p.grad is not None]
     n_missing = len(params) - len(grads)
-    if not grads:
+    reduce = all_reduce and torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not grads and not reduce:
         return GradHealth(0.0, False, False, len(params), len(params))
-    dense = [g.to_dense() if g.is_sparse else g for g in grads]
-    norms = torch._foreach_norm(dense)
-    device = norms[0].device
-    total = torch.linalg.vector_norm(torch.stack([n.float().to(device) for n in norms]))
-    nan = torch.stack([g.isnan().any().to(device) for g in dense]).any()
-    inf = torch.stack([g.isinf().any().to(device) for g in dense]).any()
-    zero = torch.stack([(g == 0).all().to(device) for g in dense]).sum()
-    values = torch.stack([total, nan.float(), inf.float(), zero.float()]).tolist()
+    if grads:
+        dense = [g.to_dense() if g.is_sparse else g for g in grads]
+        norms = torch._foreach_norm(dense)
+        device = norms[0].device
+        total = torch.linalg.vector_norm(torch.stack([n.float().to(device) for n in norms]))
+        nan = torch.stack([g.isnan().any().to(device) for g in dense]).any()
+        inf = torch.stack([g.isinf().any().to(device) for g in dense]).any()
+        zero = torch.stack([(g == 0).all().to(device) for g in dense]).sum()
+        values = torch.stack([total, nan.float(), inf.float(), zero.float()])
+    else:  # this rank holds no gradient shard; it still joins the reduction
+        device = params[0].device if params else torch.device("cpu")
+        values = torch.zeros(4, device=device)
+    if reduce:
+        # float64 so the sum of squares of a large but finite norm does not overflow.
+        summed = torch.stack([values[0].double() ** 2, *values[1:].double()])
+        torch.distributed.all_reduce(summed)
+        values = torch.stack([summed[0].sqrt(), *summed[1:]])
+        n_missing = 0
+    total_norm, nan_count, inf_count, zero_count = values.tolist()
     return GradHealth(
-        grad_norm=float(values[0]),
-        has_nan=bool(values[1]),
-        has_inf=bool(values[2]),
-        n_zero=int(values[3]) + n_missing,
+        grad_norm=float(total_norm),
+        has_nan=bool(nan_count),
+        has_inf=bool(inf_count),
+        n_zero=int(zero_count) + n_missing,
         n_params=len(params),
     )
 

@@ -30,6 +30,7 @@ A LightningModule that updates something once per optimizer step (an EMA of the 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +106,13 @@ def optimizer_updates(optimizer: Any) -> int | None:
     """Optimizer steps applied so far (skips excluded); ``None`` when no gate is installed."""
     gate = OptimizerStepGate.of(optimizer)
     return None if gate is None else gate.updates
+
+
+def _shards_gradients(trainer: L.Trainer) -> bool:
+    """Whether each rank holds only a shard of the gradients (FSDP with more than one process)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    return isinstance(trainer.strategy, FSDPStrategy) and trainer.world_size > 1
 
 
 def _uncount_optimizer_step(trainer: L.Trainer) -> None:
@@ -198,13 +206,22 @@ class GradientHealthCallback(L.Callback):
     ) -> None:
         gate = OptimizerStepGate.install(optimizer)
         params = [p for p in pl_module.parameters() if p.requires_grad]
-        health = grad_health(params)
+        sharded = _shards_gradients(trainer)
+        health = grad_health(params, all_reduce=sharded)
         action = "none"
         if health.finite and health.grad_norm > self.config.clip_norm:
             action = "clip"
-            post = torch.nn.utils.clip_grad_norm_(params, self.config.clip_norm)
-            if not bool(torch.isfinite(post)):
-                action = "skip"
+            if sharded:  # clip every shard by the whole model's norm, as FSDP's clip_grad_norm_ does
+                if math.isfinite(health.grad_norm):
+                    torch.nn.utils.clip_grads_with_norm_(
+                        params, self.config.clip_norm, torch.tensor(health.grad_norm)
+                    )
+                else:
+                    action = "skip"
+            else:
+                post = torch.nn.utils.clip_grad_norm_(params, self.config.clip_norm)
+                if not bool(torch.isfinite(post)):
+                    action = "skip"
         elif not health.finite:
             action = "skip"
         gate.skip_next = action == "skip"

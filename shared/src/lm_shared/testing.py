@@ -808,10 +808,12 @@ def check_ddp_matches_single_process(
     atol: float = 1e-4,
     options: Mapping | None = None,
     timeout: float = 900,
+    strategy: str = "ddp",
 ) -> dict:
-    """Run ``nprocs``-process DDP on the CPU (gloo) under ``torchrun``, and one process with the
-    same global batch: ranks end with identical weights, only rank 0 writes files under the run
-    directory, and the rank-averaged loss of each step matches the single process's to ``atol``.
+    """Run ``nprocs``-process DDP (or FSDP: ``strategy="fsdp"``) on the CPU (gloo) under
+    ``torchrun``, and one process with the same global batch: ranks end with identical weights
+    (FSDP: the gathered full state dict), only rank 0 writes files under the run directory, and
+    the rank-averaged loss of each step matches the single process's to ``atol``.
 
     The adapter receives ``devices`` and ``strategy`` options and must keep the global batch
     (per-device batch = global batch / devices).
@@ -839,10 +841,10 @@ def check_ddp_matches_single_process(
         ddp,
         max_steps=steps,
         launcher=launcher,
-        options={**opts, "devices": nprocs, "strategy": "ddp"},
+        options={**opts, "devices": nprocs, "strategy": strategy},
         timeout=timeout,
     )
-    _require_ok(proc, f"{nprocs}-process DDP run")
+    _require_ok(proc, f"{nprocs}-process {strategy} run")
     states = [read_final_state(ddp, r) for r in range(nprocs)]
     for r in range(1, nprocs):
         diffs = state_differences(states[0], states[r])
@@ -859,7 +861,7 @@ def check_ddp_matches_single_process(
     for key, value in ref.items():
         mean = sum(p[key] for p in per_rank) / nprocs
         worst = max(worst, abs(mean - value))
-    assert worst <= atol, f"DDP loss differs from the single process by up to {worst:.3e} (> {atol})"
+    assert worst <= atol, f"{strategy} loss differs from the single process by up to {worst:.3e} (> {atol})"
     weight_gap = max(
         float((a.float() - b.float()).abs().max())
         for a, b in zip(states[0].values(), read_final_state(single).values())

@@ -41,7 +41,7 @@ from lm_shared.runs import (
     check_finite_parameters,
     open_run_dir,
 )
-from lm_shared.runs_lightning import AtomicCheckpointIO, StopOnSignal
+from lm_shared.runs_lightning import AtomicCheckpointIO, StopOnSignal, require_gpus_for_fsdp
 from lm_shared.runtime import autocast_dtype, detect_device, detect_precision, save_config, seed_everything
 from lm_shared.stability import HealthConfig
 from lm_shared.stability_lightning import GradientHealthCallback
@@ -758,6 +758,7 @@ def train(
     :class:`~lm_shared.runs.TrainingInterrupted` after SIGINT/SIGTERM (a resumable checkpoint saved).
     """
     start_time = time.perf_counter()
+    require_gpus_for_fsdp(train_config.strategy)
     if train_config.seq_len > model_config.max_seq_len:
         raise InfinitoError(
             f"--seq-len {train_config.seq_len} is above the model's max_seq_len {model_config.max_seq_len}"

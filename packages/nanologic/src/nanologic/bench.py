@@ -24,6 +24,11 @@ from rich.table import Table
 from nanologic.data import SPECIAL_TOKENS, prompt_text, target_text
 from nanologic.model import NanoLogic, build_config
 
+LLAMACPP_MISSING = (
+    "llama-cpp-python is not installed, so no llama.cpp figure: run "
+    "`uv run --package nanologic --extra llamacpp nanologic bench` (builds llama.cpp once, ~5 min)"
+)
+
 
 def _time(fn, repeats: int) -> float:
     fn()  # warm-up
@@ -181,7 +186,8 @@ def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
             results["llamacpp_decode_tokens_per_s"] = round(n_new / t_cpp, 1)
     else:
         results["llamacpp_decode_tokens_per_s"] = None
-        results["llamacpp_note"] = "llama-cpp-python not installed"
+        results["llamacpp_note"] = LLAMACPP_MISSING
+        console.print(f"[yellow]{LLAMACPP_MISSING}[/yellow]")
 
     table = Table(title=f"nanologic bench ({preset} preset, {threads} threads, fp32 unless noted)")
     table.add_column("measure")

@@ -331,7 +331,10 @@ def train_run(
     ``train_config.precision``.
     """
     from lm_shared.runs import open_run_dir
+    from lm_shared.runs_lightning import require_gpus_for_fsdp
     from nanologic.training import train_config_dict
+
+    require_gpus_for_fsdp(train_config.strategy)
 
     tc = train_config
     check_model_request(preset, vocab_size, model_overrides)
