@@ -146,6 +146,14 @@ def test_bench_writes_overhead_ratio(tmp_path):
     assert ("bf16-mixed" in result["training"]) == cpu_has_native_bf16()
     assert result["generation"]["same_tokens"] and result["kv_cache_speedup"] > 0
     assert set(result["iit_overhead_split"]) == {"metrics_and_attention_stats", "memory", "noise", "phi_loss"}
+    # Issue 16: profile split, counted FLOPs and MFU for the baseline and the full IIT model.
+    assert result["matmul_peak_fp32_gflops"] > 0
+    for name in ("baseline", "iit_full"):
+        assert 0 < result[f"mfu_fp32_{name}"] < 1
+        split = result[f"profile_{name}"]["split_fraction"]
+        assert abs(sum(split.values()) - 1) < 0.02 and split["matmul"] > 0
+    # The IIT model's explicit attention is counted, so it does at least the baseline's FLOPs.
+    assert result["flops_per_step_iit_full"] >= result["flops_per_step_baseline"]
 
 
 def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130_with_one_line(tmp_path):

@@ -188,3 +188,11 @@ def test_evaluate_and_bench_quick(run_dir, tmp_path):
     ):
         assert key in result
     assert result["packing_efficiency"] > result["padding_efficiency"]
+    # Issue 16: the step's profile split, the machine's matmul peak and MFU, for ours and the reference.
+    for key in ("profile_ours", "profile_hf"):
+        split = result[key]["split_fraction"]
+        assert sum(split.values()) == pytest.approx(1.0, abs=0.02)
+        assert split["matmul"] > 0
+    assert result["profile_ours"]["split_ms"]["logging_health"] > 0  # ours runs the health check
+    assert result["matmul_peak_fp32_gflops"] > 0
+    assert 0 < result["mfu_fp32_ours"] < 1 and 0 < result["mfu_fp32_hf"] < 1

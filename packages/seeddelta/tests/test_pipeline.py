@@ -229,6 +229,10 @@ def test_bench_keys(tmp_path: Path) -> None:
     r = json.loads(out.read_text())
     for key in ("build_weights_per_s", "forward_ratio_k16", "forward_ratio_k64", "forward_ratio_k256"):
         assert r[key] > 0
+    # Issue 16: the tiny model's default training step, profiled, with its FLOPs and MFU.
+    split = r["tiny_train_profile"]["split_fraction"]
+    assert abs(sum(split.values()) - 1) < 0.02 and split["matmul"] > 0 and split["python_data"] > 0
+    assert r["tiny_train_flops_per_step"] > 0 and 0 < r["tiny_train_mfu_fp32"] < 1
 
 
 @pytest.mark.slow

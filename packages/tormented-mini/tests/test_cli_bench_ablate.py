@@ -37,6 +37,13 @@ def test_bench_writes_the_contract_keys(tmp_path, monkeypatch):
     assert report["mini_step_s"] > 0 and report["frankenstein_step_s"] > 0
     assert set(report["block_fwd_bwd_s"]) == set(bench.BLOCK_NAMES)
     assert report["mini_bf16_autocast_step_s"] > 0
+    # Issue 16: profile split, counted FLOPs, matmul peak and MFU per model.
+    assert report["matmul_peak_fp32_gflops"] > 0
+    for model in ("mini", "frankenstein"):
+        assert report[f"{model}_flops_per_step"] > 0
+        assert 0 < report[f"{model}_mfu"] < 1
+        split = report[f"{model}_profile"]["split_fraction"]
+        assert abs(sum(split.values()) - 1) < 0.02 and split["matmul"] > 0
 
 
 def test_ablate_reports_loss_and_accuracy_per_variant(tmp_path, monkeypatch):

@@ -2,7 +2,11 @@
 
 Baseline and IIT steps are interleaved round by round and the median step time is kept, so a
 machine shared with other jobs slows both alike; the ratio is the number to read, not the
-absolute tokens/s. fp32 and, on CPUs with native bf16, bf16 autocast are both measured.
+absolute tokens/s. fp32 and, on CPUs with native bf16, bf16 autocast are both measured. The
+baseline's and the full IIT model's steps are also profiled (``torch.profiler`` split: matmuls,
+attention, norms/elementwise, optimizer, Python and data, the health check) and their FLOPs
+counted by PyTorch's ``FlopCounterMode``; with this machine's matmul peak, measured in the same
+run, that gives each one's MFU.
 """
 
 from __future__ import annotations
@@ -75,6 +79,41 @@ def measure_training(
         name: {"median_step_s": statistics.median(t), "tokens_per_s": tokens / statistics.median(t)}
         for name, t in times.items()
     }
+
+
+def measure_where_time_goes(
+    configs: dict[str, InfinitoConfig], seq_len: int, batch_size: int, device: str
+) -> dict[str, dict[str, Any]]:
+    """Per config (fp32): the profile split of one training step and its counted FLOPs."""
+    from lm_shared.profiling import measured_training_flops, profile_training_step
+    from lm_shared.stability import grad_health
+
+    seed_everything(0)
+    x = torch.randint(
+        0, min(c.vocab_size for c in configs.values()), (batch_size, seq_len + 1), device=device
+    )
+    out = {}
+    for name, cfg in configs.items():
+        model = InfinitoLM(cfg).to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def forward_backward(_batch: object = None, model: InfinitoLM = model) -> None:
+            model(x[:, :-1], labels=x[:, 1:]).loss.backward()
+
+        def optimizer_step(optimizer: torch.optim.Optimizer = optimizer) -> None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        profile = profile_training_step(
+            forward_backward,
+            optimizer_step,
+            health=lambda model=model: grad_health(model.parameters()),  # what the trainer runs per step
+            steps=2,
+            device=device,
+        )
+        flops = measured_training_flops(forward_backward)
+        out[name] = {"profile": profile.as_dict(), "flops_per_step": flops}
+    return out
 
 
 def measure_proxy(
@@ -191,6 +230,24 @@ def run_bench(
         "noise": full / fp32["iit_full_no_noise"]["median_step_s"],
         "phi_loss": full / fp32["iit_full_no_phi_loss"]["median_step_s"],
     }
+    from lm_shared.profiling import matmul_peak_flops, model_flops_utilization
+
+    where = measure_where_time_goes(
+        {"baseline": configs["baseline"], "iit_full": iit}, seq_len, batch_size, device.split(":")[0]
+    )
+    peak32 = matmul_peak_flops("float32", device=device.split(":")[0])
+    results["matmul_peak_fp32_gflops"] = round(peak32 / 1e9, 1)
+    results["matmul_peak_bf16_gflops"] = (
+        round(matmul_peak_flops("bfloat16", device=device.split(":")[0]) / 1e9, 1)
+        if "bf16-mixed" in precisions
+        else None
+    )
+    for name, measured in where.items():
+        tokens_per_s = fp32[name]["tokens_per_s"]
+        flops_per_token = measured["flops_per_step"] / (batch_size * seq_len)
+        results[f"profile_{name}"] = measured["profile"]
+        results[f"flops_per_step_{name}"] = measured["flops_per_step"]
+        results[f"mfu_fp32_{name}"] = round(model_flops_utilization(tokens_per_s, flops_per_token, peak32), 4)
     results["generation"] = measure_generation(iit, seq_len)
     results["kv_cache_speedup"] = results["generation"]["kv_cache_speedup"]
     results["phi_proxy"] = measure_proxy(iit, seq_len, 32, (8, 12))
@@ -224,6 +281,22 @@ def _print(results: dict[str, Any], out: Path) -> None:
     proxy = results["phi_proxy"]
     split = results["iit_overhead_split"]
     gen = results["generation"]
+    split_table = Table(
+        title=f"where one fp32 training step's time goes (ms, torch.profiler; matmul peak "
+        f"{results['matmul_peak_fp32_gflops']:.0f} GFLOP/s)"
+    )
+    for col in ("category", "baseline", "iit_full"):
+        split_table.add_column(col, justify="right")
+    for category in results["profile_baseline"]["split_ms"]:
+        split_table.add_row(
+            category,
+            *(
+                f"{results[key]['split_ms'][category]:.1f} ({results[key]['split_fraction'][category]:.0%})"
+                for key in ("profile_baseline", "profile_iit_full")
+            ),
+        )
+    split_table.add_row("MFU", f"{results['mfu_fp32_baseline']:.1%}", f"{results['mfu_fp32_iit_full']:.1%}")
+    console.print(split_table)
     console.print(
         "IIT overhead split (step-time ratios, fp32): " + ", ".join(f"{k} {v:.2f}x" for k, v in split.items())
     )

@@ -6,7 +6,10 @@
 - padding efficiency (non-pad fraction) of naive padding to the batch's longest sequence vs
   packing with document masks (and the length-bucketing sampler, for reference);
 - greedy decoding of 128 tokens with vs without the KV cache;
-- greedy decoding speed of the exported GGUF in llama.cpp vs PyTorch with the cache.
+- greedy decoding speed of the exported GGUF in llama.cpp vs PyTorch with the cache;
+- where one training step's time goes (``torch.profiler``: matmuls, attention, norms/elementwise,
+  optimizer, Python and data, the health check) for ours and the reference, this machine's matmul
+  peak (fp32, and bf16 where the CPU has it natively) and each model's MFU against it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,52 @@ def _train_step_fn(model, ids, labels_fn, autocast: bool = False):
         opt.zero_grad(set_to_none=True)
 
     return step
+
+
+def _where_time_goes(results, ours, hf, ids, ours_loss, hf_loss, cfg, ours_tps, hf_tps, quick) -> None:  # noqa: ANN001
+    """Profile split of one step for both models, the machine's matmul peaks and each model's MFU."""
+    from lm_shared.profiling import (
+        matmul_peak_flops,
+        model_flops_utilization,
+        profile_training_step,
+        transformer_training_flops_per_token,
+    )
+    from lm_shared.runtime import cpu_has_native_bf16
+    from lm_shared.stability import grad_health
+
+    def profiled(model, loss_fn, health):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def optimizer_step():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return profile_training_step(
+            lambda _: loss_fn(model, ids).backward(),
+            optimizer_step,
+            data=lambda: ids.clone(),
+            health=health,
+            steps=1 if quick else 3,
+        )
+
+    # Ours runs the gradient-health statistics training runs every step; the reference has none.
+    results["profile_ours"] = profiled(ours, ours_loss, lambda: grad_health(ours.parameters())).as_dict()
+    results["profile_hf"] = profiled(hf, hf_loss, None).as_dict()
+    size = 256 if quick else 1024
+    peak32 = matmul_peak_flops("float32", size=size)
+    results["matmul_peak_fp32_gflops"] = round(peak32 / 1e9, 1)
+    native_bf16 = cpu_has_native_bf16()
+    results["matmul_peak_bf16_gflops"] = (
+        round(matmul_peak_flops("bfloat16", size=size) / 1e9, 1) if native_bf16 else None
+    )
+    T = ids.shape[1]
+    for name, model, tps in (("ours", ours, ours_tps), ("hf", hf, hf_tps)):
+        n = sum(p.numel() for p in model.parameters())
+        fpt = transformer_training_flops_per_token(n, cfg.num_layers, cfg.hidden_size, T)
+        results[f"mfu_fp32_{name}"] = round(model_flops_utilization(tps, fpt, peak32), 4)
+    results["flops_per_token"] = transformer_training_flops_per_token(
+        sum(p.numel() for p in ours.parameters()), cfg.num_layers, cfg.hidden_size, T
+    )
 
 
 def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
@@ -156,6 +205,7 @@ def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
         repeats=2 if quick else 15,
     )
     t_ours, t_hf, t_bf16 = times["ours"], times["hf"], times["ours_bf16"]
+    _where_time_goes(results, ours, hf, ids, ours_loss, hf_loss, cfg, B * T / t_ours, B * T / t_hf, quick)
     results["train_tokens_per_s"] = round(B * T / t_ours, 1)
     results["hf_llama_train_tokens_per_s"] = round(B * T / t_hf, 1)
     results["train_speed_ratio_vs_hf"] = round(t_hf / t_ours, 3)
@@ -193,8 +243,22 @@ def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
     table.add_column("measure")
     table.add_column("value", justify="right")
     for k, v in results.items():
-        table.add_row(k, str(v))
+        if not k.startswith("profile_"):
+            table.add_row(k, str(v))
     console.print(table)
+    split = Table(title="where one training step's time goes (ms per step, torch.profiler, fp32)")
+    split.add_column("category")
+    split.add_column("ours", justify="right")
+    split.add_column("transformers Llama", justify="right")
+    for category in results["profile_ours"]["split_ms"]:
+        split.add_row(
+            category,
+            *(
+                f"{results[key]['split_ms'][category]:.1f} ({results[key]['split_fraction'][category]:.0%})"
+                for key in ("profile_ours", "profile_hf")
+            ),
+        )
+    console.print(split)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -5,6 +5,11 @@ builder runs the fork's best configuration (COO, K=32, xor base, row scale, f16/
 plain magnitude selection (no base). Forward times compare SeedDeltaLinear (CSR Δ + fast base +
 row scale) with ``x @ W.T`` in the same dtype, same thread count, same run: ratios < 1 mean
 SeedΔ is faster. Timings are medians of repeated runs.
+
+The tiny model's training step (``seeddelta tiny train``'s defaults: 48 packed samples in rows of
+128 tokens, fp32) is profiled as well: the ``torch.profiler`` split (matmuls, attention,
+norms/elementwise, optimizer, Python and batch building, gradient clipping), its FLOPs counted by
+PyTorch's ``FlopCounterMode``, this machine's fp32 matmul peak and the step's MFU.
 """
 
 from __future__ import annotations
@@ -29,6 +34,65 @@ def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def measure_tiny_training(threads: int, steps: int = 3) -> dict[str, Any]:
+    """Profile split, step time, FLOPs and MFU of one default ``tiny train`` step in fp32."""
+    from lm_shared.profiling import (
+        matmul_peak_flops,
+        measured_training_flops,
+        model_flops_utilization,
+        profile_training_step,
+    )
+    from lm_shared.runtime import seed_everything
+    from seeddelta.model import ModelConfig, TinyLlama
+    from seeddelta.tasks import training_stream
+    from seeddelta.train import TrainConfig, _batch, train_tokenizer
+
+    torch.set_num_threads(threads)
+    cfg = TrainConfig()
+    seed_everything(cfg.seed)
+    tok = train_tokenizer(cfg.seed, 500, cfg.vocab_size)
+    model = TinyLlama(ModelConfig(vocab_size=tok.vocab_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
+    stream = training_stream(cfg.seed, set(), cfg.task_cycle())
+    batches = [_batch(tok, stream, cfg.docs_per_step, cfg.seq_len) for _ in range(steps + 2)]
+    tokens = [int(b[0].numel()) for b in batches]
+    it = iter(batches)
+
+    def forward_backward(batch: tuple[torch.Tensor, ...]) -> None:
+        ids, pos, mask, tmask = batch
+        logits, _ = model(ids, pos, mask)
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1][tmask[:, 1:]], ids[:, 1:][tmask[:, 1:]])
+        loss.backward()
+
+    def optimizer_step() -> None:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    profile = profile_training_step(
+        forward_backward,
+        optimizer_step,
+        # The trainer builds each batch (tokenise, pack, masks) inside the step.
+        data=lambda: next(it),
+        health=lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm),
+        steps=steps,
+    )
+    flops = measured_training_flops(lambda: forward_backward(batches[-1]))
+    opt.zero_grad(set_to_none=True)
+    peak = matmul_peak_flops("float32")
+    step_s = profile.step_ms / 1e3
+    tokens_per_step = float(np.mean(tokens))
+    return {
+        "tiny_train_step_ms_profiled": round(profile.step_ms, 2),
+        "tiny_train_tokens_per_step": tokens_per_step,
+        "tiny_train_flops_per_step": flops,
+        "tiny_train_profile": profile.as_dict(),
+        "matmul_peak_fp32_gflops": round(peak / 1e9, 1),
+        "tiny_train_mfu_fp32": round(
+            model_flops_utilization(tokens_per_step / step_s, flops / tokens_per_step, peak), 4
+        ),
+    }
 
 
 def run_bench(
@@ -82,4 +146,5 @@ def run_bench(
     # headline keys: single-token decode (the fork's use: generation on CPU), full SeedΔ layer
     for k in ks:
         out[f"forward_ratio_k{k}"] = out[f"forward_ratio_k{k}_t{tokens[0]}"]
+    out.update(measure_tiny_training(threads, steps=max(1, min(3, repeats))))
     return out

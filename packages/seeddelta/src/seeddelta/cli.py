@@ -524,6 +524,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if key.startswith(("build_weights", "forward_ratio_k")) and key.count("_t") == 0:
             table.add_row(key, f"{value:.4g}")
     Console().print(table)
+    split = Table(title="one default `tiny train` step, fp32 (ms, torch.profiler)")
+    split.add_column("category")
+    split.add_column("ms (share)", justify="right")
+    profile = report["tiny_train_profile"]
+    for category, ms in profile["split_ms"].items():
+        split.add_row(category, f"{ms:.1f} ({profile['split_fraction'][category]:.0%})")
+    split.add_row("MFU (fp32 matmul peak)", f"{report['tiny_train_mfu_fp32']:.1%}")
+    Console().print(split)
     return 0
 
 

@@ -4,6 +4,10 @@ forward+backward time of every block type, at one batch size and sequence length
 Each model is measured in a fresh process so that peak memory is its own: on CUDA
 ``max_memory_allocated``; on CPU the rise of the process's peak RSS during the timed steps
 (activations, gradients, optimizer state). Times are medians; ratios are taken in the same run.
+Each model's step is also profiled (``torch.profiler``: matmuls, attention, norms/elementwise,
+optimizer, Python and data, the gradient clipping) and its FLOPs counted by PyTorch's
+``FlopCounterMode`` (weights shared across loops, routed experts and the ODE solver's evaluations
+counted as run), which with this machine's matmul peak, measured in the same run, gives its MFU.
 """
 
 from __future__ import annotations
@@ -91,7 +95,36 @@ def measure_model(
         "peak_mb": peak_mb,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "device": device,
+        **_profile_and_count(model, optimizer, ids, labels, device, dtype),
     }
+
+
+def _profile_and_count(model, optimizer, ids, labels, device: str, dtype) -> dict[str, Any]:  # noqa: ANN001
+    """The step's profile split and its FLOPs (after the timed steps, so peak memory is unaffected)."""
+    import torch
+
+    from lm_shared.profiling import measured_training_flops, profile_training_step
+
+    def forward_backward(_batch: object = None) -> None:
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(ids, labels=labels).loss
+        loss.backward()
+
+    def optimizer_step() -> None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    profile = profile_training_step(
+        forward_backward,
+        optimizer_step,
+        health=lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0),
+        steps=2,
+        warmup=0,
+        device=device,
+    )
+    flops = measured_training_flops(forward_backward)
+    optimizer.zero_grad(set_to_none=True)
+    return {"profile": profile.as_dict(), "flops_per_step": flops}
 
 
 def measure_blocks(preset: str, batch_size: int, seq_len: int, repeats: int) -> dict[str, float]:
@@ -175,6 +208,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_bf16 and device == "cpu":
         with console.status("Mini with bf16 autocast"):
             bf16 = _in_child(measure_model, mini, *common, "bf16-mixed")
+    from lm_shared.profiling import matmul_peak_flops, model_flops_utilization
+    from lm_shared.runtime import cpu_has_native_bf16
+
+    torch.set_num_threads(args.threads)
+    peak32 = matmul_peak_flops("float32", device=device)
+    peak_bf16 = (
+        matmul_peak_flops("bfloat16", device=device) if device == "cuda" or cpu_has_native_bf16() else None
+    )
     with console.status("per-block forward+backward"):
         torch.set_num_threads(args.threads)
         blocks = measure_blocks(mini, args.batch_size, args.seq_len, max(2, args.steps))
@@ -198,7 +239,17 @@ def run(args: argparse.Namespace) -> int:
         "mini_bf16_over_fp32_step": bf16["step_s"] / results["mini"]["step_s"] if bf16 else None,
         "block_fwd_bwd_s": blocks,
         "block_width": mini,
+        "matmul_peak_fp32_gflops": round(peak32 / 1e9, 1),
+        "matmul_peak_bf16_gflops": round(peak_bf16 / 1e9, 1) if peak_bf16 else None,
     }
+    for name in ("mini", "frankenstein"):
+        r = results[name]
+        tokens_per_s = args.batch_size * args.seq_len / r["step_s"]
+        flops_per_token = r["flops_per_step"] / (args.batch_size * args.seq_len)
+        peak = peak_bf16 if precision.startswith("bf16") and peak_bf16 else peak32
+        report[f"{name}_flops_per_step"] = r["flops_per_step"]
+        report[f"{name}_mfu"] = round(model_flops_utilization(tokens_per_s, flops_per_token, peak), 4)
+        report[f"{name}_profile"] = r["profile"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
@@ -224,5 +275,21 @@ def run(args: argparse.Namespace) -> int:
     for name, seconds in blocks.items():
         block_table.add_row(name, f"{seconds:.4f}", f"{seconds / blocks['retnet']:.1f}")
     console.print(block_table)
+    split = Table(
+        title=f"where one training step's time goes (ms, torch.profiler; matmul peak {peak32 / 1e9:.0f} GFLOP/s fp32)"
+    )
+    split.add_column("category")
+    split.add_column("mini", justify="right")
+    split.add_column("frankenstein", justify="right")
+    for category in report["mini_profile"]["split_ms"]:
+        split.add_row(
+            category,
+            *(
+                f"{report[f'{m}_profile']['split_ms'][category]:.1f} ({report[f'{m}_profile']['split_fraction'][category]:.0%})"
+                for m in ("mini", "frankenstein")
+            ),
+        )
+    split.add_row("MFU", f"{report['mini_mfu']:.1%}", f"{report['frankenstein_mfu']:.1%}")
+    console.print(split)
     console.print(f"wrote {out}")
     return 0
