@@ -82,3 +82,20 @@ def test_cpu_bf16_flags():
     old = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"
     assert cpu_has_native_bf16(x86) and cpu_has_native_bf16(arm)
     assert not cpu_has_native_bf16(old) and not cpu_has_native_bf16("")
+
+
+def test_resolve_device_refuses_what_the_machine_lacks(monkeypatch):
+    import torch
+
+    from lm_shared.errors import UserError
+    from lm_shared.runtime import detect_device, resolve_device
+
+    assert resolve_device("auto") == detect_device()
+    assert resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="--device cuda: no CUDA device"):
+        resolve_device("cuda")
+    with pytest.raises(UserError, match="expected auto, cpu, cuda or mps"):
+        resolve_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda") == "cuda"

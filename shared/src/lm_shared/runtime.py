@@ -66,6 +66,29 @@ def detect_device() -> str:
     return "cpu"
 
 
+def resolve_device(requested: str = "auto") -> str:
+    """The device a ``--device`` flag asks for: ``auto`` is :func:`detect_device`.
+
+    Raises:
+        lm_shared.errors.UserError: an unknown name, or ``cuda``/``mps`` on a machine without it
+            (one line, so a CLI's guard prints it without a traceback).
+    """
+    from lm_shared.errors import UserError
+
+    if requested == "auto":
+        return detect_device()
+    if requested not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device: expected auto, cpu, cuda or mps, got {requested!r}")
+    if requested != "cpu":
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        available = torch.cuda.is_available() if requested == "cuda" else bool(mps and mps.is_available())
+        if not available:
+            raise UserError(f"--device {requested}: no {requested.upper()} device is visible to PyTorch here")
+    return requested
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """True when the CPU has bf16 matrix instructions (x86 AVX512-BF16 or AMX-BF16, Arm BF16).
 

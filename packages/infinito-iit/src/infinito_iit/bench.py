@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from lm_shared.runtime import cpu_has_native_bf16, detect_device, save_config, seed_everything
+from lm_shared.runtime import cpu_has_native_bf16, save_config, seed_everything
 
 from .model import InfinitoConfig, InfinitoLM
 from .phi_proxy import model_phi_proxy
@@ -55,8 +55,10 @@ def measure_training(
     steps: int,
     dtype: torch.dtype | None,
     device: str,
+    compile: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Median seconds per training step for each config, interleaved round-robin."""
+    """Median seconds per training step for each config, interleaved round-robin (each model
+    ``torch.compile``d first with ``compile``)."""
     seed_everything(0)
     x = torch.randint(
         0, min(c.vocab_size for c in configs.values()), (batch_size, seq_len + 1), device=device
@@ -64,7 +66,8 @@ def measure_training(
     fns = {}
     for name, cfg in configs.items():
         model = InfinitoLM(cfg).to(device).train()
-        fns[name] = _step_fn(model, torch.optim.AdamW(model.parameters(), lr=1e-4), x, dtype, device)
+        timed = torch.compile(model) if compile else model
+        fns[name] = _step_fn(timed, torch.optim.AdamW(model.parameters(), lr=1e-4), x, dtype, device)
         fns[name]()  # warm-up (allocations, autocast caches)
     times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(steps):
@@ -82,9 +85,10 @@ def measure_training(
 
 
 def measure_where_time_goes(
-    configs: dict[str, InfinitoConfig], seq_len: int, batch_size: int, device: str
+    configs: dict[str, InfinitoConfig], seq_len: int, batch_size: int, device: str, profile: bool = True
 ) -> dict[str, dict[str, Any]]:
-    """Per config (fp32): the profile split of one training step and its counted FLOPs."""
+    """Per config (fp32): the profile split of one training step (None without ``profile``) and
+    its counted FLOPs."""
     from lm_shared.profiling import measured_training_flops, profile_training_step
     from lm_shared.stability import grad_health
 
@@ -104,15 +108,17 @@ def measure_where_time_goes(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        profile = profile_training_step(
-            forward_backward,
-            optimizer_step,
-            health=lambda model=model: grad_health(model.parameters()),  # what the trainer runs per step
-            steps=2,
-            device=device,
-        )
+        split = None
+        if profile:
+            split = profile_training_step(
+                forward_backward,
+                optimizer_step,
+                health=lambda model=model: grad_health(model.parameters()),  # what the trainer runs per step
+                steps=2,
+                device=device,
+            ).as_dict()
         flops = measured_training_flops(forward_backward)
-        out[name] = {"profile": profile.as_dict(), "flops_per_step": flops}
+        out[name] = {"profile": split, "flops_per_step": flops}
     return out
 
 
@@ -176,9 +182,27 @@ def measure_generation(config: InfinitoConfig, seq_len: int, repeats: int = 3) -
 
 
 def run_bench(
-    model_config: InfinitoConfig, out: Path, *, seq_len: int = 128, batch_size: int = 16, steps: int = 10
+    model_config: InfinitoConfig,
+    out: Path,
+    *,
+    seq_len: int = 128,
+    batch_size: int = 16,
+    steps: int = 10,
+    device: str = "auto",
+    compile: bool = False,
 ) -> dict[str, Any]:
-    device = detect_device()
+    """Measure every variant, print the tables and write the JSON report to ``out``.
+
+    ``device`` is ``auto`` (CUDA when visible), ``cpu`` or ``cuda``; fp32 is always measured, plus
+    bf16 autocast where the hardware has it natively and, on a GPU whose auto precision is fp16
+    (T4), fp16 autocast. ``compile`` times ``torch.compile``d models (no profile split then).
+
+    Raises:
+        lm_shared.errors.UserError: ``--device cuda`` without a visible GPU.
+    """
+    from lm_shared.runtime import detect_precision, resolve_device
+
+    device = resolve_device(device)
     seq_len = min(seq_len, model_config.max_seq_len)
     iit = (
         model_config
@@ -198,10 +222,13 @@ def run_bench(
     # bf16 only where it is native: without AVX512-BF16/AMX a CPU emulates it ~4-20x slower.
     if (device == "cuda" and torch.cuda.is_bf16_supported()) or (device == "cpu" and cpu_has_native_bf16()):
         precisions["bf16-mixed"] = torch.bfloat16
+    if device == "cuda" and detect_precision(device) == "16-mixed":
+        precisions["16-mixed"] = torch.float16
     results: dict[str, Any] = {
         "device": device,
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
+        "compile": compile,
         "seq_len": seq_len,
         "batch_size": batch_size,
         "steps": steps,
@@ -211,7 +238,7 @@ def run_bench(
     }
     for precision, dtype in precisions.items():
         results["training"][precision] = measure_training(
-            configs, seq_len, batch_size, steps, dtype, device.split(":")[0]
+            configs, seq_len, batch_size, steps, dtype, device, compile
         )
     fp32 = results["training"]["32-true"]
     results["iit_overhead_ratio"] = fp32["iit_full"]["median_step_s"] / fp32["baseline"]["median_step_s"]
@@ -233,14 +260,12 @@ def run_bench(
     from lm_shared.profiling import matmul_peak_flops, model_flops_utilization
 
     where = measure_where_time_goes(
-        {"baseline": configs["baseline"], "iit_full": iit}, seq_len, batch_size, device.split(":")[0]
+        {"baseline": configs["baseline"], "iit_full": iit}, seq_len, batch_size, device, profile=not compile
     )
-    peak32 = matmul_peak_flops("float32", device=device.split(":")[0])
+    peak32 = matmul_peak_flops("float32", device=device)
     results["matmul_peak_fp32_gflops"] = round(peak32 / 1e9, 1)
     results["matmul_peak_bf16_gflops"] = (
-        round(matmul_peak_flops("bfloat16", device=device.split(":")[0]) / 1e9, 1)
-        if "bf16-mixed" in precisions
-        else None
+        round(matmul_peak_flops("bfloat16", device=device) / 1e9, 1) if "bf16-mixed" in precisions else None
     )
     for name, measured in where.items():
         tokens_per_s = fp32[name]["tokens_per_s"]
@@ -287,7 +312,7 @@ def _print(results: dict[str, Any], out: Path) -> None:
     )
     for col in ("category", "baseline", "iit_full"):
         split_table.add_column(col, justify="right")
-    for category in results["profile_baseline"]["split_ms"]:
+    for category in (results["profile_baseline"] or {}).get("split_ms", {}):
         split_table.add_row(
             category,
             *(

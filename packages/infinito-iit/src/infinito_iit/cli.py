@@ -312,7 +312,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     model_config = build_model_config(args)
     run_bench(
-        model_config, Path(args.out), seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps
+        model_config,
+        Path(args.out),
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        device=args.device,
+        compile=args.compile,
     )
     return 0
 
@@ -416,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where to measure (auto: CUDA when visible)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile every variant before timing it")
     p.set_defaults(func=_cmd_bench)
     return parser
 

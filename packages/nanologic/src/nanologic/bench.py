@@ -54,21 +54,32 @@ def _time_interleaved(fns: dict, repeats: int) -> dict:
     return {name: sorted(ts)[len(ts) // 2] for name, ts in samples.items()}
 
 
-def _train_step_fn(model, ids, labels_fn, autocast: bool = False):
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _train_step_fn(model, ids, labels_fn, dtype=None, device: str = "cpu"):
+    """One AdamW training step; ``dtype`` is the autocast dtype (None = full fp32)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = labels_fn(model, ids)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        _sync(device)
 
     return step
 
 
-def _where_time_goes(results, ours, hf, ids, ours_loss, hf_loss, cfg, ours_tps, hf_tps, quick) -> None:  # noqa: ANN001
-    """Profile split of one step for both models, the machine's matmul peaks and each model's MFU."""
+def _where_time_goes(
+    results, ours, hf, ids, ours_loss, hf_loss, cfg, ours_tps, hf_tps, quick, device, dtype
+) -> None:  # noqa: ANN001
+    """Profile split of one step for both models, the machine's matmul peaks and each model's MFU.
+
+    MFU is against the matmul peak of the precision the throughput was measured in."""
     from lm_shared.profiling import (
         matmul_peak_flops,
         model_flops_utilization,
@@ -85,38 +96,71 @@ def _where_time_goes(results, ours, hf, ids, ours_loss, hf_loss, cfg, ours_tps, 
             opt.step()
             opt.zero_grad(set_to_none=True)
 
+        def forward_backward(_batch):
+            with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = loss_fn(model, ids)
+            loss.backward()
+
         return profile_training_step(
-            lambda _: loss_fn(model, ids).backward(),
+            forward_backward,
             optimizer_step,
             data=lambda: ids.clone(),
             health=health,
             steps=1 if quick else 3,
+            device=device,
         )
 
     # Ours runs the gradient-health statistics training runs every step; the reference has none.
     results["profile_ours"] = profiled(ours, ours_loss, lambda: grad_health(ours.parameters())).as_dict()
     results["profile_hf"] = profiled(hf, hf_loss, None).as_dict()
-    size = 256 if quick else 1024
-    peak32 = matmul_peak_flops("float32", size=size)
+    size = 256 if quick else (4096 if device == "cuda" else 1024)
+    peak32 = matmul_peak_flops("float32", device=device, size=size)
     results["matmul_peak_fp32_gflops"] = round(peak32 / 1e9, 1)
-    native_bf16 = cpu_has_native_bf16()
-    results["matmul_peak_bf16_gflops"] = (
-        round(matmul_peak_flops("bfloat16", size=size) / 1e9, 1) if native_bf16 else None
+    native_bf16 = (
+        cpu_has_native_bf16() if device == "cpu" else device == "cuda" and torch.cuda.is_bf16_supported()
     )
+    peak_bf16 = matmul_peak_flops("bfloat16", device=device, size=size) if native_bf16 else None
+    results["matmul_peak_bf16_gflops"] = round(peak_bf16 / 1e9, 1) if peak_bf16 else None
+    peak = peak32
+    if dtype is not None:
+        peak = (
+            peak_bf16 if dtype == torch.bfloat16 else matmul_peak_flops("float16", device=device, size=size)
+        )
     T = ids.shape[1]
+    suffix = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     for name, model, tps in (("ours", ours, ours_tps), ("hf", hf, hf_tps)):
         n = sum(p.numel() for p in model.parameters())
         fpt = transformer_training_flops_per_token(n, cfg.num_layers, cfg.hidden_size, T)
-        results[f"mfu_fp32_{name}"] = round(model_flops_utilization(tps, fpt, peak32), 4)
+        results[f"mfu_{suffix}_{name}"] = round(model_flops_utilization(tps, fpt, peak), 4)
     results["flops_per_token"] = transformer_training_flops_per_token(
         sum(p.numel() for p in ours.parameters()), cfg.num_layers, cfg.hidden_size, T
     )
 
 
-def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
+def run_bench(
+    out: Path, quick: bool = False, threads: int = 2, device: str = "auto", compile: bool = False
+) -> dict:
+    """Run every measurement, print the tables and write the JSON report to ``out``.
+
+    Args:
+        out: JSON report path.
+        quick: smaller sizes (tests).
+        threads: CPU threads for torch.
+        device: ``auto`` (CUDA when visible), ``cpu`` or ``cuda``. On CUDA the training step runs
+            in the precision :func:`lm_shared.runtime.detect_precision` picks for the card.
+        compile: ``torch.compile`` both models before the throughput measurement (the profile
+            split is then skipped: compiled kernels are not aten ops).
+
+    Returns:
+        The report (also written to ``out``).
+
+    Raises:
+        lm_shared.errors.UserError: ``--device cuda`` without a visible GPU.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from lm_shared.data import pack_documents
+    from lm_shared.runtime import autocast_dtype, detect_precision, resolve_device
     from lm_shared.tokenization import train_bpe
     from nanologic.generator import generate
     from nanologic.pipeline import clean
@@ -142,11 +186,18 @@ def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
     docs = tokenizer.encode_batch(texts)
     preset = "tiny" if quick else "cpu"
     cfg = build_config(preset, tokenizer.vocab_size, max_seq_len=512)
+    device = resolve_device(device)
+    # The CPU's throughput figure is fp32 (bf16 autocast is measured beside it); a GPU trains in
+    # the precision the trainer would pick for it (T4 fp16, P40 fp32, Ampere and newer bf16).
+    precision = detect_precision(device) if device == "cuda" else "32-true"
+    dtype = autocast_dtype(precision)
     results: dict = {
         "preset": preset,
         "threads": threads,
         "vocab_size": tokenizer.vocab_size,
-        "precision": "fp32",
+        "device": device,
+        "precision": precision,
+        "compile": compile,
     }
 
     # -- padding vs packing ------------------------------------------------------------------
@@ -173,8 +224,8 @@ def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
     # -- training throughput vs HF Llama ---------------------------------------------------------
     T = 96 if not quick else 48
     B = 16 if not quick else 4
-    ids = torch.randint(10, cfg.vocab_size, (B, T))
-    ours = NanoLogic(cfg)
+    ids = torch.randint(10, cfg.vocab_size, (B, T), device=device)
+    ours = NanoLogic(cfg).to(device)
     hf_cfg = LlamaConfig(
         vocab_size=cfg.vocab_size,
         hidden_size=cfg.hidden_size,
@@ -187,7 +238,7 @@ def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
         tie_word_embeddings=True,
         attn_implementation="sdpa",
     )
-    hf = LlamaForCausalLM(hf_cfg)
+    hf = LlamaForCausalLM(hf_cfg).to(device)
 
     def ours_loss(model, x):
         labels = torch.cat([x[:, 1:], torch.full_like(x[:, :1], -100)], dim=1)
@@ -196,27 +247,48 @@ def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
     def hf_loss(model, x):
         return model(input_ids=x, labels=x).loss
 
-    times = _time_interleaved(
-        {
-            "ours": _train_step_fn(ours, ids, ours_loss),
-            "hf": _train_step_fn(hf, ids, hf_loss),
-            "ours_bf16": _train_step_fn(NanoLogic(cfg), ids, ours_loss, autocast=True),
-        },
-        repeats=2 if quick else 15,
-    )
-    t_ours, t_hf, t_bf16 = times["ours"], times["hf"], times["ours_bf16"]
-    _where_time_goes(results, ours, hf, ids, ours_loss, hf_loss, cfg, B * T / t_ours, B * T / t_hf, quick)
+    timed_ours, timed_hf = (torch.compile(ours), torch.compile(hf)) if compile else (ours, hf)
+    steps = {
+        "ours": _train_step_fn(timed_ours, ids, ours_loss, dtype, device),
+        "hf": _train_step_fn(timed_hf, ids, hf_loss, dtype, device),
+    }
+    if device == "cpu":
+        steps["ours_bf16"] = _train_step_fn(NanoLogic(cfg), ids, ours_loss, torch.bfloat16)
+    times = _time_interleaved(steps, repeats=2 if quick else 15)
+    t_ours, t_hf = times["ours"], times["hf"]
+    if compile:
+        results["profile_note"] = "no profile split with --compile (compiled kernels are not aten ops)"
+    else:
+        _where_time_goes(
+            results,
+            ours,
+            hf,
+            ids,
+            ours_loss,
+            hf_loss,
+            cfg,
+            B * T / t_ours,
+            B * T / t_hf,
+            quick,
+            device,
+            dtype,
+        )
     results["train_tokens_per_s"] = round(B * T / t_ours, 1)
     results["hf_llama_train_tokens_per_s"] = round(B * T / t_hf, 1)
     results["train_speed_ratio_vs_hf"] = round(t_hf / t_ours, 3)
-    results["train_tokens_per_s_bf16_autocast"] = round(B * T / t_bf16, 1)
+    if "ours_bf16" in times:
+        results["train_tokens_per_s_bf16_autocast"] = round(B * T / times["ours_bf16"], 1)
     results["n_parameters"] = ours.num_parameters()
     results["hf_n_parameters"] = sum(p.numel() for p in hf.parameters())
 
     # -- KV cache -----------------------------------------------------------------------------
-    model = NanoLogic(
-        build_config(preset, tokenizer.vocab_size, max_seq_len=512, qk_norm=False, final_softcap=0.0)
-    ).eval()
+    model = (
+        NanoLogic(
+            build_config(preset, tokenizer.vocab_size, max_seq_len=512, qk_norm=False, final_softcap=0.0)
+        )
+        .to(device)
+        .eval()
+    )
     prompt = docs[0][:24]
     n_new = 128 if not quick else 32
     t_cache = _time(lambda: model.generate([prompt], n_new), 1)
@@ -228,7 +300,10 @@ def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
     from lm_shared.gguf import llamacpp_available, llamacpp_greedy, load_llamacpp
     from nanologic.export import export_model
 
-    if llamacpp_available():
+    if device != "cpu":
+        results["llamacpp_decode_tokens_per_s"] = None
+        results["llamacpp_note"] = "llama.cpp is measured on the CPU bench only"
+    elif llamacpp_available():
         with tempfile.TemporaryDirectory() as tmp:
             path = export_model(model, tokenizer, Path(tmp) / "bench.gguf")
             llm = load_llamacpp(path, n_ctx=len(prompt) + n_new + 8)
@@ -239,14 +314,25 @@ def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
         results["llamacpp_note"] = LLAMACPP_MISSING
         console.print(f"[yellow]{LLAMACPP_MISSING}[/yellow]")
 
-    table = Table(title=f"nanologic bench ({preset} preset, {threads} threads, fp32 unless noted)")
+    table = Table(title=f"nanologic bench ({preset} preset, {device}, {precision}, {threads} threads)")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for k, v in results.items():
         if not k.startswith("profile_"):
             table.add_row(k, str(v))
     console.print(table)
-    split = Table(title="where one training step's time goes (ms per step, torch.profiler, fp32)")
+    if "profile_ours" in results:
+        _print_split(console, results)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _print_split(console: Console, results: dict) -> None:
+    split = Table(
+        title=f"where one training step's time goes (ms per step, torch.profiler, {results['precision']})"
+    )
     split.add_column("category")
     split.add_column("ours", justify="right")
     split.add_column("transformers Llama", justify="right")
@@ -259,7 +345,3 @@ def run_bench(out: Path, quick: bool = False, threads: int = 2) -> dict:
             ),
         )
     console.print(split)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    return results

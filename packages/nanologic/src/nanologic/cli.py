@@ -618,7 +618,7 @@ def _cmd_export(args) -> int:
 def _cmd_bench(args) -> int:
     from nanologic.bench import run_bench
 
-    run_bench(args.out, quick=args.quick, threads=args.threads)
+    run_bench(args.out, quick=args.quick, threads=args.threads, device=args.device, compile=args.compile)
     return 0
 
 
@@ -862,6 +862,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="output JSON report")
     p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where to measure (auto: CUDA when visible)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile both models before timing them")
     p.set_defaults(fn=_cmd_bench)
 
     p = sub.add_parser("serve", help="web app: formalise, truth tables, arguments, JSONL batches")

@@ -36,8 +36,14 @@ def _median_time(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
     return float(np.median(times))
 
 
-def measure_tiny_training(threads: int, steps: int = 3) -> dict[str, Any]:
-    """Profile split, step time, FLOPs and MFU of one default ``tiny train`` step in fp32."""
+def measure_tiny_training(
+    threads: int, steps: int = 3, device: str = "cpu", compile: bool = False
+) -> dict[str, Any]:
+    """Profile split, step time, FLOPs and MFU of one default ``tiny train`` step in fp32.
+
+    On ``cuda`` the step runs there (fp32, the matrices' home is the CPU in the rest of the bench);
+    with ``compile`` the model is ``torch.compile``d and the step is timed without a profile split.
+    """
     from lm_shared.profiling import (
         matmul_peak_flops,
         measured_training_flops,
@@ -53,15 +59,16 @@ def measure_tiny_training(threads: int, steps: int = 3) -> dict[str, Any]:
     cfg = TrainConfig()
     seed_everything(cfg.seed)
     tok = train_tokenizer(cfg.seed, 500, cfg.vocab_size)
-    model = TinyLlama(ModelConfig(vocab_size=tok.vocab_size))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
+    eager = TinyLlama(ModelConfig(vocab_size=tok.vocab_size)).to(device)
+    model = torch.compile(eager) if compile else eager
+    opt = torch.optim.AdamW(eager.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
     stream = training_stream(cfg.seed, set(), cfg.task_cycle())
     batches = [_batch(tok, stream, cfg.docs_per_step, cfg.seq_len) for _ in range(steps + 2)]
     tokens = [int(b[0].numel()) for b in batches]
     it = iter(batches)
 
-    def forward_backward(batch: tuple[torch.Tensor, ...]) -> None:
-        ids, pos, mask, tmask = batch
+    def forward_backward(batch: tuple[torch.Tensor, ...], model: torch.nn.Module = model) -> None:
+        ids, pos, mask, tmask = (t.to(device) for t in batch)
         logits, _ = model(ids, pos, mask)
         loss = torch.nn.functional.cross_entropy(logits[:, :-1][tmask[:, 1:]], ids[:, 1:][tmask[:, 1:]])
         loss.backward()
@@ -70,24 +77,39 @@ def measure_tiny_training(threads: int, steps: int = 3) -> dict[str, Any]:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    profile = profile_training_step(
-        forward_backward,
-        optimizer_step,
-        # The trainer builds each batch (tokenise, pack, masks) inside the step.
-        data=lambda: next(it),
-        health=lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm),
-        steps=steps,
-    )
-    flops = measured_training_flops(lambda: forward_backward(batches[-1]))
+    def health() -> None:
+        torch.nn.utils.clip_grad_norm_(eager.parameters(), cfg.clip_norm)
+
+    if compile:
+        for batch in batches[:2]:  # warm-up: compilation
+            forward_backward(batch)
+            optimizer_step()
+        step_s = _median_time(
+            lambda: (forward_backward(next(it)), optimizer_step(), health()), steps, warmup=0
+        )
+        split = None
+    else:
+        profile = profile_training_step(
+            forward_backward,
+            optimizer_step,
+            # The trainer builds each batch (tokenise, pack, masks) inside the step.
+            data=lambda: next(it),
+            health=health,
+            steps=steps,
+            device=device,
+        )
+        step_s, split = profile.step_ms / 1e3, profile.as_dict()
+    flops = measured_training_flops(lambda: forward_backward(batches[-1], eager))
     opt.zero_grad(set_to_none=True)
-    peak = matmul_peak_flops("float32")
-    step_s = profile.step_ms / 1e3
+    peak = matmul_peak_flops("float32", device=device)
     tokens_per_step = float(np.mean(tokens))
     return {
-        "tiny_train_step_ms_profiled": round(profile.step_ms, 2),
+        "tiny_train_device": device,
+        "tiny_train_compile": compile,
+        "tiny_train_step_ms_profiled": round(step_s * 1e3, 2),
         "tiny_train_tokens_per_step": tokens_per_step,
         "tiny_train_flops_per_step": flops,
-        "tiny_train_profile": profile.as_dict(),
+        "tiny_train_profile": split,
         "matmul_peak_fp32_gflops": round(peak / 1e9, 1),
         "tiny_train_mfu_fp32": round(
             model_flops_utilization(tokens_per_step / step_s, flops / tokens_per_step, peak), 4
@@ -103,7 +125,14 @@ def run_bench(
     repeats: int = 20,
     threads: int = 2,
     seed: int = 0,
+    device: str = "auto",
+    compile: bool = False,
 ) -> dict[str, Any]:
+    """Builder and forward measurements on the CPU, then the tiny model's training step on
+    ``device`` (``auto``: CUDA when visible). Raises ``UserError`` for ``cuda`` without a GPU."""
+    from lm_shared.runtime import resolve_device
+
+    device = resolve_device(device)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     W = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)
@@ -146,5 +175,5 @@ def run_bench(
     # headline keys: single-token decode (the fork's use: generation on CPU), full SeedΔ layer
     for k in ks:
         out[f"forward_ratio_k{k}"] = out[f"forward_ratio_k{k}_t{tokens[0]}"]
-    out.update(measure_tiny_training(threads, steps=max(1, min(3, repeats))))
+    out.update(measure_tiny_training(threads, steps=max(1, min(3, repeats)), device=device, compile=compile))
     return out

@@ -515,7 +515,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from seeddelta.bench import run_bench
 
-    report = run_bench(n_in=args.n_in, n_out=args.n_out, repeats=args.repeats, threads=args.threads)
+    report = run_bench(
+        n_in=args.n_in,
+        n_out=args.n_out,
+        repeats=args.repeats,
+        threads=args.threads,
+        device=args.device,
+        compile=args.compile,
+    )
     _print_json(report, args.out)
     table = Table(title=f"SeedΔ bench {args.n_out}x{args.n_in}, {args.threads} threads (fp32)")
     table.add_column("key")
@@ -527,7 +534,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     split = Table(title="one default `tiny train` step, fp32 (ms, torch.profiler)")
     split.add_column("category")
     split.add_column("ms (share)", justify="right")
-    profile = report["tiny_train_profile"]
+    profile = report["tiny_train_profile"] or {"split_ms": {}}
     for category, ms in profile["split_ms"].items():
         split.add_row(category, f"{ms:.1f} ({profile['split_fraction'][category]:.0%})")
     split.add_row("MFU (fp32 matmul peak)", f"{report['tiny_train_mfu_fp32']:.1%}")
@@ -542,6 +549,15 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-out", type=int, default=5632)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where the tiny model's training step is measured (the SeedΔ matrices stay on the CPU)",
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the tiny model before timing its step"
+    )
     p.set_defaults(func=cmd_bench)
 
 

@@ -48,19 +48,29 @@ def _sync(device: str) -> None:
 
 
 def measure_model(
-    preset: str, batch_size: int, seq_len: int, steps: int, threads: int, precision: str
+    preset: str,
+    batch_size: int,
+    seq_len: int,
+    steps: int,
+    threads: int,
+    precision: str,
+    device: str = "cpu",
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Median seconds per AdamW training step and peak memory of one preset (run in a child process)."""
+    """Median seconds per AdamW training step and peak memory of one preset (run in a child process).
+
+    With ``compile`` the timed steps run ``torch.compile(model)``; the FLOPs are counted on the
+    eager model and no profile split is taken (compiled kernels are not aten ops)."""
     import torch
 
-    from lm_shared.runtime import autocast_dtype, detect_device, seed_everything
+    from lm_shared.runtime import autocast_dtype, seed_everything
     from tormented_mini.modeling_tormented import PRESETS, TormentedBertConfig, TormentedBertForMaskedLM
 
     torch.set_num_threads(threads)
     seed_everything(0)
-    device = detect_device()
     config = PRESETS[preset](max_position_embeddings=max(seq_len, 128))
-    model = TormentedBertForMaskedLM(TormentedBertConfig.from_ultra(config, pad_token_id=0)).to(device)
+    eager = TormentedBertForMaskedLM(TormentedBertConfig.from_ultra(config, pad_token_id=0)).to(device)
+    model = torch.compile(eager) if compile else eager
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(5, config.vocab_size, (batch_size, seq_len), device=device)
     labels = torch.where(torch.rand(ids.shape, device=device) < 0.15, ids, torch.full_like(ids, -100))
@@ -95,11 +105,13 @@ def measure_model(
         "peak_mb": peak_mb,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "device": device,
-        **_profile_and_count(model, optimizer, ids, labels, device, dtype),
+        **_profile_and_count(eager, optimizer, ids, labels, device, dtype, profile=not compile),
     }
 
 
-def _profile_and_count(model, optimizer, ids, labels, device: str, dtype) -> dict[str, Any]:  # noqa: ANN001
+def _profile_and_count(
+    model, optimizer, ids, labels, device: str, dtype, profile: bool = True
+) -> dict[str, Any]:  # noqa: ANN001
     """The step's profile split and its FLOPs (after the timed steps, so peak memory is unaffected)."""
     import torch
 
@@ -114,24 +126,28 @@ def _profile_and_count(model, optimizer, ids, labels, device: str, dtype) -> dic
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    profile = profile_training_step(
-        forward_backward,
-        optimizer_step,
-        health=lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0),
-        steps=2,
-        warmup=0,
-        device=device,
-    )
+    split = None
+    if profile:
+        split = profile_training_step(
+            forward_backward,
+            optimizer_step,
+            health=lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0),
+            steps=2,
+            warmup=0,
+            device=device,
+        ).as_dict()
     flops = measured_training_flops(forward_backward)
     optimizer.zero_grad(set_to_none=True)
-    return {"profile": profile.as_dict(), "flops_per_step": flops}
+    return {"profile": split, "flops_per_step": flops}
 
 
-def measure_blocks(preset: str, batch_size: int, seq_len: int, repeats: int) -> dict[str, float]:
+def measure_blocks(
+    preset: str, batch_size: int, seq_len: int, repeats: int, device: str = "cpu"
+) -> dict[str, float]:
     """Median forward+backward seconds of each block type at the preset's width."""
     import torch
 
-    from lm_shared.runtime import detect_device, seed_everything
+    from lm_shared.runtime import seed_everything
     from tormented_mini.modeling_tormented import (
         PRESETS,
         BiMamba,
@@ -143,7 +159,6 @@ def measure_blocks(preset: str, batch_size: int, seq_len: int, repeats: int) -> 
     )
 
     seed_everything(0)
-    device = detect_device()
     config = PRESETS[preset]()
     builders = {
         "retnet": lambda: MultiScaleRetention(config),
@@ -184,14 +199,15 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from lm_shared.runtime import detect_device, detect_precision
+    from lm_shared.runtime import detect_precision, resolve_device
 
     if args.batch_size < 1 or args.seq_len < 2 or args.steps < 1:
         raise TormentedError("--batch-size, --steps must be >= 1 and --seq-len >= 2")
     out = Path(args.out)
     if out.suffix != ".json":
         raise TormentedError(f"--out must be a .json file, got {out}")
-    device = detect_device()
+    device = resolve_device(getattr(args, "device", "auto"))
+    compile = getattr(args, "compile", False)
     mini, frank = _presets(args.size, device)
     precision = detect_precision(device)
     console = Console()
@@ -201,13 +217,13 @@ def run(args: argparse.Namespace) -> int:
     common = (args.batch_size, args.seq_len, args.steps, args.threads)
     results: dict[str, Any] = {}
     with console.status("Mini training steps"):
-        results["mini"] = _in_child(measure_model, mini, *common, precision)
+        results["mini"] = _in_child(measure_model, mini, *common, precision, device, compile)
     with console.status("Frankenstein training steps"):
-        results["frankenstein"] = _in_child(measure_model, frank, *common, precision)
+        results["frankenstein"] = _in_child(measure_model, frank, *common, precision, device, compile)
     bf16 = None
     if not args.no_bf16 and device == "cpu":
         with console.status("Mini with bf16 autocast"):
-            bf16 = _in_child(measure_model, mini, *common, "bf16-mixed")
+            bf16 = _in_child(measure_model, mini, *common, "bf16-mixed", device, compile)
     from lm_shared.profiling import matmul_peak_flops, model_flops_utilization
     from lm_shared.runtime import cpu_has_native_bf16
 
@@ -218,11 +234,12 @@ def run(args: argparse.Namespace) -> int:
     )
     with console.status("per-block forward+backward"):
         torch.set_num_threads(args.threads)
-        blocks = measure_blocks(mini, args.batch_size, args.seq_len, max(2, args.steps))
+        blocks = measure_blocks(mini, args.batch_size, args.seq_len, max(2, args.steps), device)
 
     report = {
         "device": device,
         "precision": precision,
+        "compile": compile,
         "threads": args.threads,
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
@@ -281,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     split.add_column("category")
     split.add_column("mini", justify="right")
     split.add_column("frankenstein", justify="right")
-    for category in report["mini_profile"]["split_ms"]:
+    for category in (report["mini_profile"] or {}).get("split_ms", {}):
         split.add_row(
             category,
             *(
