@@ -29,6 +29,67 @@ def test_bench_all_rejects_unknown_members(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+# ------------------------------------------------------------------ tools/gpu_check.py (issue 16)
+
+PYTORCH_MEMBERS = {dist: cli for dist, (_, cli) in MEMBERS.items() if dist != "lstm-textgen"}
+
+
+def test_gpu_check_runs_every_pytorch_member_eager_and_compiled(tmp_path):
+    import subprocess
+
+    gpu_check = load("gpu_check")
+    assert gpu_check.MEMBERS == PYTORCH_MEMBERS
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        out = cmd[cmd.index("--out") + 1]
+        if "seeddelta" in cmd and "--compile" in cmd:  # one failure, to see it reported
+            return subprocess.CompletedProcess(cmd, 1, "", "Traceback ...\nRuntimeError: boom\n")
+        with open(out, "w") as f:
+            f.write('{"ok": 1}')
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    results = gpu_check.run_plan(list(PYTORCH_MEMBERS), "cuda", False, 60, tmp_path, runner=fake_run)
+    assert len(calls) == 2 * len(PYTORCH_MEMBERS)
+    for cmd in calls:
+        assert (
+            cmd[cmd.index("--device") + 1] == "cuda"
+            and cmd[cmd.index("bench") - 1] in PYTORCH_MEMBERS.values()
+        )
+    assert sum("--compile" in cmd for cmd in calls) == len(PYTORCH_MEMBERS)
+    assert results["nanologic"]["compile"]["result"] == {"ok": 1}
+    assert "boom" in results["seeddelta"]["compile"]["stderr_tail"]
+
+
+def test_gpu_check_refuses_without_a_gpu(monkeypatch, capsys):
+    import torch
+
+    gpu_check = load("gpu_check")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--out", "never.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no CUDA device") and "\n" not in err
+
+
+@pytest.mark.parametrize("dist", sorted(PYTORCH_MEMBERS))
+def test_every_pytorch_bench_takes_the_flags_gpu_check_passes(dist):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / PYTORCH_MEMBERS[dist]  # the workspace venv's console script
+    help_text = subprocess.run(
+        [str(script), "bench", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for flag in ("--device", "--compile", "--out"):
+        assert flag in help_text
+
+
 # ------------------------------------------------------------------ tools/user_trials.py (issue 19)
 
 
