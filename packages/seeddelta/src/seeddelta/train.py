@@ -12,6 +12,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,17 @@ def train(
     *,
     resume: bool = False,
     force: bool = False,
+    on_step_end: Callable[[int, dict[str, Any]], object] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on the held-out split and write the run directory. Returns eval.json.
+
+    Each step's gradients go through ``lm_shared.stability.GradientHealthMonitor``: clipped to
+    ``clip_norm``; a step with NaN/Inf gradients (or a norm that overflows) is skipped exactly
+    (parameters, AdamW state and the LR schedule are left as they were, the skip is logged), the
+    second non-finite step in a row halves the LR for good (the schedule keeps the factor) and the
+    third raises ``NonFiniteError``. The warmup-cosine schedule is a ``LambdaLR`` that advances
+    once per applied update. ``on_step_end(step, state)`` (tests) is called after every step with
+    ``model``, ``optimizer``, ``scheduler`` and the monitor's ``record``.
 
     ``out_dir`` follows :func:`lm_shared.runs.open_run_dir`: locked while training, a finished
     run is replaced only with ``force``, an interrupted one is continued with ``resume`` (its
@@ -165,6 +175,7 @@ def train(
         check_finite_parameters,
         open_run_dir,
     )
+    from lm_shared.stability import GradientHealthMonitor, HealthConfig, TrainingStopped
 
     shape = dict(model_shape or {})
     try:
@@ -217,6 +228,13 @@ def train(
             lr=cfg.lr,
             betas=(0.9, 0.95),
         )
+        # Advances once per applied update; the monitor's LR repair scales its base rates, so a
+        # halving lasts (writing param_groups would be overwritten by the next step).
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda applied: lr_at(applied, cfg) / cfg.lr)
+        # max_retries=1: the second non-finite step in a row halves the LR, the third stops.
+        monitor = GradientHealthMonitor(
+            model, opt, HealthConfig(clip_norm=cfg.clip_norm, max_retries=1), schedulers=[scheduler]
+        )
         val = validation_set(cfg.seed, cfg.val_samples)
         # a continued run draws fresh samples (another stream) so it does not replay the first run's;
         # phase 2 has a stream of its own, so it does not replay phase 1's samples either
@@ -233,6 +251,13 @@ def train(
             state = _load_resumable(out_dir / CHECKPOINT)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
+            if "scheduler" in state:
+                scheduler.load_state_dict(state["scheduler"])
+            else:  # a checkpoint from before the LambdaLR: every earlier step was applied
+                scheduler.last_epoch = state["step"]
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(state["step"], cfg)
+            monitor.consecutive_nonfinite = state.get("consecutive_nonfinite", 0)
             torch.set_rng_state(state["torch_rng"])
             start_step, elapsed_before = state["step"], state["elapsed_s"]
             for phase, n in state["drawn"].items():
@@ -255,6 +280,8 @@ def train(
             state = {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "consecutive_nonfinite": monitor.consecutive_nonfinite,
                 "torch_rng": torch.get_rng_state(),
                 "step": step_done,
                 "drawn": dict(drawn),
@@ -267,7 +294,6 @@ def train(
         log = log_path.open("a")
         t0 = time.perf_counter()
         stopped_early = False
-        bad_steps = 0
         step = start_step - 1
         with (
             StopSignal() as stop,
@@ -287,37 +313,37 @@ def train(
                     t.to(device) for t in _batch(tok, phase_streams[phase], cfg.docs_per_step, cfg.seq_len)
                 )
                 drawn[phase] += cfg.docs_per_step
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, cfg)
+                lr_used = opt.param_groups[0]["lr"]
                 with torch.autocast(device_type=device, dtype=amp, enabled=amp is not None):
                     logits, _ = model(ids, pos, mask)
                 tgt = ids[:, 1:][tmask[:, 1:]]
                 loss = F.cross_entropy(logits[:, :-1][tmask[:, 1:]].float(), tgt)
-                opt.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-                if not torch.isfinite(grad_norm):
-                    opt.zero_grad(set_to_none=True)  # skip a non-finite step instead of corrupting weights
-                    bad_steps += 1
-                    if bad_steps >= 3:
-                        raise NonFiniteError(
-                            f"training diverged: non-finite gradients for {bad_steps} steps in a row at "
-                            f"step {step} (lower --lr); the last good checkpoint is {out_dir / CHECKPOINT}"
-                        )
-                else:
-                    bad_steps = 0
-                    opt.step()
+                try:
+                    record = monitor.after_backward(loss)
+                except TrainingStopped:
+                    raise NonFiniteError(
+                        f"training diverged: non-finite gradients for {monitor.consecutive_nonfinite} steps in "
+                        f"a row at step {step} (lower --lr); the last good checkpoint is {out_dir / CHECKPOINT}"
+                    ) from None
                 bar.update(task, advance=1, loss=loss.item())
-                if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                skipped = record.repair_action in ("skip", "lr_halved")
+                if skipped or step % cfg.log_every == 0 or step == cfg.steps - 1:
                     rec = {
                         "step": step,
                         "loss": loss.item(),
-                        "lr": lr_at(step, cfg),
-                        "grad_norm": float(grad_norm),
+                        "lr": lr_used,
+                        "grad_norm": record.grad_norm,
                         "elapsed_s": elapsed_before + time.perf_counter() - t0,
                     }
+                    if record.repair_action != "none":
+                        rec["repair_action"] = record.repair_action
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
+                if on_step_end is not None:
+                    on_step_end(
+                        step, {"model": model, "optimizer": opt, "scheduler": scheduler, "record": record}
+                    )
                 if stop.requested:
                     log.close()
                     save_resumable(step + 1)
