@@ -119,6 +119,54 @@ def test_hope_matches_the_hyperbolic_rotation_formula():
             assert scores[0, 0, m, n].item() == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.parametrize("length", [1, 7, 16, 17, 50, 130])
+def test_blocked_hope_equals_the_explicit_factors_with_gradients(length):
+    # forward() computes HoPE from matmuls over blocks of 16 positions (issue 16); the reference
+    # builds every (m, n, i) factor. Float64 shows the algebra is exact (the reference zeroes
+    # factors under e^-30, far below this tolerance); float32 agrees to rounding.
+    torch.manual_seed(length)
+    hope = HoPE(16, damping=1.05)
+    q = torch.randn(2, 3, length, 16, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 3, length, 16, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 3, length, length, dtype=torch.float64)
+    blocked = hope(q, k)
+    reference = hope.reference_scores(q, k)
+    torch.testing.assert_close(blocked, reference, rtol=0, atol=1e-10)
+    grads = torch.autograd.grad((blocked * weights).sum(), (q, k))
+    ref_grads = torch.autograd.grad((reference * weights).sum(), (q, k))
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
+    q32, k32 = q.detach().float(), k.detach().float()
+    torch.testing.assert_close(hope(q32, k32), hope.reference_scores(q32, k32), rtol=1e-5, atol=2e-5)
+
+
+def test_blocked_hope_under_bf16_autocast_is_computed_in_float32():
+    torch.manual_seed(0)
+    hope = HoPE(16)
+    q, k = torch.randn(1, 2, 40, 16) * 4, torch.randn(1, 2, 40, 16) * 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = hope(q.bfloat16(), k.bfloat16())
+    assert scores.dtype == torch.bfloat16 and torch.isfinite(scores).all()
+    expected = hope.reference_scores(q.bfloat16().float(), k.bfloat16().float())
+    torch.testing.assert_close(scores.float(), expected, rtol=1e-2, atol=1e-1)  # bf16 output rounding
+
+
+def test_blocked_hope_backward_inside_an_fp16_autocast_region_stays_finite():
+    # Lightning runs the backward inside the training step's autocast region; on the CPU the
+    # backward ops would then run in fp16, where the diagonal blocks' factors overflow.
+    torch.manual_seed(0)
+    hope = HoPE(16)
+    q = torch.randn(2, 2, 48, 16).half().requires_grad_()
+    k = torch.randn(2, 2, 48, 16).half().requires_grad_()
+    weights = torch.randn(2, 2, 48, 48)
+    with torch.autocast("cpu", dtype=torch.float16):
+        (hope(q, k).float() * weights).sum().backward()
+    q32, k32 = q.detach().float().requires_grad_(), k.detach().float().requires_grad_()
+    (hope.reference_scores(q32, k32) * weights).sum().backward()
+    torch.testing.assert_close(q.grad.float(), q32.grad, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(k.grad.float(), k32.grad, rtol=1e-2, atol=1e-2)
+
+
 def test_hope_is_shift_invariant():
     torch.manual_seed(0)
     hope = HoPE(16)

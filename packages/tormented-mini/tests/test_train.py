@@ -133,13 +133,16 @@ def test_train_writes_a_hugging_face_folder_ready_for_fill_mask(tmp_path):
 
 def test_accumulation_gives_the_same_steps_as_one_batch(tmp_path):
     # Dense FFN: the MoE balance loss is not additive over micro-batches. Adam amplifies float
-    # noise in near-zero gradients, so the logged losses and gradient norms are compared.
+    # noise in near-zero gradients (its update is ~lr * sign(g) whatever |g|), and batched matmuls
+    # sum in a batch-size-dependent order, so after the first update the two runs drift apart at
+    # the 1e-3 level in gradient norm: the first step's gradient (the accumulated one against the
+    # whole batch's) is compared tightly, the losses of every step loosely.
     kw = dict(max_steps=3, eval_every=3, use_moe=False)
     MLMTrainer(tiny(tmp_path, "a", **kw), progress=False).run()
     MLMTrainer(tiny(tmp_path, "b", accumulate_grad_batches=2, **kw), progress=False).run()
     a, b = records(tmp_path / "a"), records(tmp_path / "b")
+    assert b[0]["grad_norm"] == pytest.approx(a[0]["grad_norm"], rel=1e-5)
     assert [r["mlm_loss"] for r in b] == pytest.approx([r["mlm_loss"] for r in a], rel=1e-4)
-    assert [r["grad_norm"] for r in b] == pytest.approx([r["grad_norm"] for r in a], rel=1e-4)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])

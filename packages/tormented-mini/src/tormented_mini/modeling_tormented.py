@@ -365,11 +365,27 @@ class HoPE(nn.Module):
     with the light-cone split q.B k = 1/2 [(q1+q2)(k1+k2) e^{x} + (q1-q2)(k1-k2) e^{-x}]. Both
     exponents are <= -(theta' - theta_i)|d| <= 0, so every factor lies in (0, 1]: scores are
     relative (shift invariant), finite at any length and decay monotonically with |m-n| in both
-    directions. The cost is O(L^2 * head_dim / 2) elementwise work per head, computed in pair chunks.
+    directions.
+
+    Computing every (m, n, i) factor (:meth:`reference_scores`) is O(L^2 * head_dim) elementwise
+    work, ~16x plain attention. :meth:`forward` gets the same scores from matmuls: on one side of
+    the diagonal (m >= n) each exponent is (m - n) r_i with a rate r_i <= 0, which splits as
+    (m - c) r_i + (c - n) r_i around any anchor n <= c <= m, so with c the start of m's block of
+    ``block_size`` positions, scores of a query block against an earlier key block are
+    (q_m e^{(m-c) r}) diag(e^{(c-c') r}) (k_n e^{(c'-n) r})^T (c' the end of the key block): every
+    factor in (0, 1]. Inside a diagonal block the key factor is at most e^{block_size * max|r|}
+    (e^{33} for 16 and damping 1.05), within float32's range, so the scores are computed in
+    float32 whatever the autocast dtype. m < n is the mirror image. Equal to the reference within
+    float32 rounding (tested); O(L^2 * head_dim) multiply-adds in batched matmuls.
     """
 
     def __init__(
-        self, head_dim: int, base: float = 10_000.0, damping: float = 1.05, pair_chunk: int = 8
+        self,
+        head_dim: int,
+        base: float = 10_000.0,
+        damping: float = 1.05,
+        pair_chunk: int = 8,
+        block_size: int = 16,
     ) -> None:
         super().__init__()
         if head_dim % 2:
@@ -378,15 +394,20 @@ class HoPE(nn.Module):
         self.base = base
         self.damping = damping
         self.pair_chunk = pair_chunk
+        # Diagonal-block key factors reach e^{block_size (1 + damping)} (the largest rate is
+        # theta_0 + theta' = 1 + damping): at most e^40, well inside float32.
+        self.block_size = max(1, min(block_size, int(40.0 // (1.0 + damping))))
 
-    def frequencies(self, device: torch.device) -> torch.Tensor:
-        i = torch.arange(self.head_dim // 2, device=device, dtype=torch.float32)
+    def frequencies(self, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        i = torch.arange(self.head_dim // 2, device=device, dtype=dtype)
         return self.base ** (-2.0 * i / self.head_dim)
 
-    def relative_factors(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[L] positions -> (f_plus, f_minus), each [L, L, head_dim/2] in (0, 1/2]."""
-        theta = self.frequencies(positions.device)
-        delta = (positions[:, None] - positions[None, :]).float()
+    def relative_factors(
+        self, positions: torch.Tensor, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[L] positions -> (f_plus, f_minus), each [L, L, head_dim/2] in (0, 1/2], in ``dtype``."""
+        theta = self.frequencies(positions.device, dtype)
+        delta = (positions[:, None] - positions[None, :]).to(dtype)
         x = delta[..., None] * theta
         damp = delta.abs()[..., None] * self.damping
         return self._half_exp(x - damp), self._half_exp(-x - damp)
@@ -397,14 +418,18 @@ class HoPE(nn.Module):
         # exact zeros: multiplied by small q.k they would produce denormals, ~100x slower on CPUs.
         return (0.5 * torch.exp(log_factor)).masked_fill(log_factor < -30.0, 0.0)
 
-    def forward(
+    def reference_scores(
         self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """q, k: [B, H, L, D] -> unscaled scores [B, H, L, L]."""
+        """Scores from the explicit (m, n, i) factors: q, k [B, H, L, D] -> [B, H, L, L].
+
+        ``positions`` ([L], any integers, default 0..L-1) are used as given; the definition
+        :meth:`forward` is tested against. Factors below e^-30 are exact zeros."""
         length = q.shape[-2]
         if positions is None:
             positions = torch.arange(length, device=q.device)
-        f_plus, f_minus = self.relative_factors(positions)
+        exact = torch.float64 if q.dtype == torch.float64 else torch.float32
+        f_plus, f_minus = self.relative_factors(positions, exact)
         f_plus, f_minus = f_plus.to(q.dtype), f_minus.to(q.dtype)
         q1, q2 = q[..., 0::2], q[..., 1::2]
         k1, k2 = k[..., 0::2], k[..., 1::2]
@@ -416,6 +441,98 @@ class HoPE(nn.Module):
             minus = qm[..., :, None, sl] * km[..., None, :, sl]
             scores = scores + (plus * f_plus[..., sl] + minus * f_minus[..., sl]).sum(-1)
         return scores
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Unscaled scores: q, k [B, H, L, D] (any float dtype) -> [B, H, L, L] in q's dtype.
+
+        Positions 0..L-1 (the default) take the blocked matmul form; explicit ``positions`` (shift
+        tests, packed inputs) use :meth:`reference_scores`."""
+        if positions is not None:
+            return self.reference_scores(q, k, positions)
+        work = torch.float64 if q.dtype == torch.float64 else torch.float32
+        return _BlockedHoPEScores.apply(self, q.to(work), k.to(work)).to(q.dtype)
+
+    def blocked_scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The blocked matmul form in q's dtype (float32 or float64): [B, H, L, D] -> [B, H, L, L]."""
+        batch, heads, length, _ = q.shape
+        b = self.block_size
+        pad = (-length) % b
+        qf, kf = F.pad(q, (0, 0, 0, pad)), F.pad(k, (0, 0, 0, pad))
+        n_blocks = (length + pad) // b
+        pairs = self.head_dim // 2
+        theta = self.frequencies(q.device, q.dtype)
+        q1, q2, k1, k2 = qf[..., 0::2], qf[..., 1::2], kf[..., 0::2], kf[..., 1::2]
+        qp, qm, kp, km = (
+            t.reshape(batch, heads, n_blocks, b, pairs) for t in (q1 + q2, q1 - q2, k1 + k2, k1 - k2)
+        )
+        # m >= n: exponents (m-n)(theta - theta') and -(m-n)(theta + theta'); m < n: the mirror.
+        lower = self._one_side(qp, qm, kp, km, theta - self.damping, -(theta + self.damping), strict=False)
+        upper = self._one_side(kp, km, qp, qm, -(theta + self.damping), theta - self.damping, strict=True)
+        blocks = 0.5 * (lower + upper.transpose(2, 3).transpose(-1, -2))
+        scores = blocks.permute(0, 1, 2, 4, 3, 5).reshape(batch, heads, length + pad, length + pad)
+        return scores[..., :length, :length]
+
+    def _one_side(
+        self,
+        ap: torch.Tensor,
+        am: torch.Tensor,
+        bp: torch.Tensor,
+        bm: torch.Tensor,
+        rate_p: torch.Tensor,
+        rate_m: torch.Tensor,
+        strict: bool,
+    ) -> torch.Tensor:
+        """Blocks [B, H, nb, nb, b, b] of sum_i ap_i(m) bp_i(n) e^{(m-n) rate_p_i} + am bm e^{(m-n) rate_m_i}
+        for m >= n (m > n if ``strict``), zero elsewhere; inputs [B, H, nb, b, D/2], rates <= 0."""
+        batch, heads, n_blocks, b, _ = ap.shape
+        rate = torch.cat([rate_p, rate_m])
+        offset = torch.arange(b, device=ap.device, dtype=rate.dtype)[:, None]
+        query = torch.cat([ap, am], -1) * torch.exp(offset * rate)  # e^{(m - c) r}, in (0, 1]
+        keys = torch.cat([bp, bm], -1)
+        same_block = keys * torch.exp(-offset * rate)  # e^{(c - n) r}, in [1, e^{b max|r|})
+        earlier_block = keys * torch.exp((b - offset) * rate)  # e^{(c' - n) r}, in (0, 1)
+        tri = torch.ones(b, b, dtype=torch.bool, device=ap.device).tril(-1 if strict else 0)
+        # diagonals[s] holds the blocks (I, I - s): built one block-diagonal at a time.
+        diagonals = [(query @ same_block.transpose(-1, -2)).masked_fill(~tri, 0.0)]
+        for gap in range(n_blocks - 1):
+            between = torch.exp(b * gap * rate)  # e^{(c - c') r} for key blocks gap + 1 before
+            band = (query[:, :, gap + 1 :] * between) @ earlier_block[:, :, : n_blocks - gap - 1].transpose(
+                -1, -2
+            )
+            diagonals.append(torch.cat([band.new_zeros(batch, heads, gap + 1, b, b), band], dim=2))
+        skew = torch.stack(diagonals, dim=3)
+        i = torch.arange(n_blocks, device=ap.device)
+        gap = i[:, None] - i[None, :]
+        rows = i[:, None].expand(n_blocks, n_blocks)
+        return skew[:, :, rows, gap.clamp(min=0)] * (gap >= 0)[:, :, None, None]
+
+
+class _BlockedHoPEScores(torch.autograd.Function):
+    """:meth:`HoPE.blocked_scores` with autocast off in the backward pass as well.
+
+    On the CPU the backward runs in the caller's thread, inside its autocast region (Lightning's
+    training step), which would redo the backward matmuls in fp16, where the diagonal blocks' key
+    factors (up to e^{33}) overflow. The backward recomputes the scores with autocast off and
+    differentiates them (the forward keeps only q and k, like activation checkpointing).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hope: HoPE, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        ctx.hope = hope
+        ctx.save_for_backward(q, k)
+        with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
+            return hope.blocked_scores(q, k)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor, torch.Tensor]:
+        q, k = ctx.saved_tensors
+        with torch.enable_grad(), torch.autocast(q.device.type, enabled=False):
+            q, k = q.detach().requires_grad_(), k.detach().requires_grad_()
+            scores = ctx.hope.blocked_scores(q, k)
+            grad_q, grad_k = torch.autograd.grad(scores, (q, k), grad.to(scores.dtype))
+        return None, grad_q, grad_k
 
 
 # ==================================================================================== Titans memory
