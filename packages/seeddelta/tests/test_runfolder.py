@@ -152,3 +152,37 @@ def test_policy_reader_raises_only_user_errors(tmp_path_factory, data: bytes) ->
     path.write_bytes(data)
     with contextlib.suppress(UserError):
         Policy.load(path)
+
+
+def test_the_printed_resume_command_continues_with_the_runs_own_settings(tmp_path, monkeypatch, capsys):
+    # A user's trial: after Ctrl-C the printed `... tiny train --out RUN --resume` was refused
+    # because every option left out was compared at its default (hidden_size=192 vs 32).
+    run = tmp_path / "run"
+    argv = ["tiny", "train", "--out", str(run), "--steps", "6", "--docs-per-step", "2", "--val-samples", "3"]
+    argv += ["--hidden-size", "32", "--intermediate-size", "64", "--num-layers", "1", "--num-heads", "2"]
+    argv += ["--precision", "32-true", "--threads", "1", "--quiet"]
+    real_batch = train_module._batch
+    calls = {"n": 0}
+
+    def batch_then_sigint(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_batch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_batch", batch_then_sigint)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    hint = err[err.index("continue with: ") + len("continue with: ") :].strip()
+    assert hint == f"uv run --package seeddelta seeddelta tiny train --out {run} --resume"
+    monkeypatch.setattr(train_module, "_batch", real_batch)
+    # An option typed again must still match the run's own value.
+    assert main(["tiny", "train", "--out", str(run), "--resume", "--quiet", "--lr", "0.001"]) == 2
+    assert "train.lr" in capsys.readouterr().err
+    assert (
+        main(hint.split()[5:] + ["--quiet"]) == 0
+    )  # the printed command after `uv run --package seeddelta seeddelta`
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["model"]["hidden_size"] == 32 and saved["train"]["steps"] == 6
+    steps = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 5

@@ -472,8 +472,13 @@ def llamacpp_available() -> bool:
     return True
 
 
-def load_llamacpp(path: str | os.PathLike[str], n_ctx: int = 256, *, f32_kv: bool = True) -> Any:
-    """Open a GGUF in llama.cpp with all-position logits and (by default) an F32 KV cache."""
+def load_llamacpp(
+    path: str | os.PathLike[str], n_ctx: int = 256, *, f32_kv: bool = True, n_threads: int | None = None
+) -> Any:
+    """Open a GGUF in llama.cpp with all-position logits and (by default) an F32 KV cache.
+
+    ``n_threads`` defaults to min(4, CPU count); a benchmark passes its own thread count so that
+    llama.cpp and PyTorch are compared on the same cores."""
     try:
         import llama_cpp
     except ImportError:
@@ -489,7 +494,7 @@ def load_llamacpp(path: str | os.PathLike[str], n_ctx: int = 256, *, f32_kv: boo
             n_ctx=n_ctx,
             n_batch=n_ctx,
             logits_all=True,
-            n_threads=max(1, min(4, os.cpu_count() or 1)),
+            n_threads=n_threads or max(1, min(4, os.cpu_count() or 1)),
             verbose=False,
             **kwargs,
         )

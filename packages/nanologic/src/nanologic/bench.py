@@ -167,7 +167,7 @@ def run_bench(
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    console = Console(stderr=True)
+    console = Console()
     n_examples = 300 if quick else 2000
     examples, _ = clean(generate(n_examples, seed=0))
     records = [
@@ -306,13 +306,13 @@ def run_bench(
     elif llamacpp_available():
         with tempfile.TemporaryDirectory() as tmp:
             path = export_model(model, tokenizer, Path(tmp) / "bench.gguf")
-            llm = load_llamacpp(path, n_ctx=len(prompt) + n_new + 8)
+            llm = load_llamacpp(path, n_ctx=len(prompt) + n_new + 8, n_threads=threads)
             t_cpp = _time(lambda: llamacpp_greedy(llm, prompt, n_new), 1)
             results["llamacpp_decode_tokens_per_s"] = round(n_new / t_cpp, 1)
     else:
         results["llamacpp_decode_tokens_per_s"] = None
         results["llamacpp_note"] = LLAMACPP_MISSING
-        console.print(f"[yellow]{LLAMACPP_MISSING}[/yellow]")
+        Console(stderr=True).print(f"[yellow]{LLAMACPP_MISSING}[/yellow]")
 
     table = Table(title=f"nanologic bench ({preset} preset, {device}, {precision}, {threads} threads)")
     table.add_column("measure")
@@ -344,4 +344,6 @@ def _print_split(console: Console, results: dict) -> None:
                 for key in ("profile_ours", "profile_hf")
             ),
         )
+    suffix = {"32-true": "fp32", "bf16-mixed": "bf16", "16-mixed": "fp16"}[results["precision"]]
+    split.add_row("MFU", *(f"{results[f'mfu_{suffix}_{m}']:.1%}" for m in ("ours", "hf")))
     console.print(split)

@@ -89,29 +89,74 @@ def _add_toy(sub: argparse._SubParsersAction) -> None:
 
 
 # -------------------------------------------------------------------------------------------- tiny
+# `tiny train` options that set the run's configuration: dest -> (section of config.json, field).
+_TINY_CONFIG_OPTIONS = {
+    "seed": ("train", "seed"),
+    "steps": ("train", "steps"),
+    "docs_per_step": ("train", "docs_per_step"),
+    "lr": ("train", "lr"),
+    "precision": ("train", "precision"),
+    "threads": ("train", "threads"),
+    "max_minutes": ("train", "max_minutes"),
+    "val_samples": ("train", "val_samples"),
+    "init_from": ("train", "init_from"),
+    "task_weights": ("train", "task_weights"),
+    "phase1_fraction": ("train", "phase1_fraction"),
+    "phase1_weights": ("train", "phase1_weights"),
+    "hidden_size": ("model", "hidden_size"),
+    "intermediate_size": ("model", "intermediate_size"),
+    "num_layers": ("model", "num_layers"),
+    "num_heads": ("model", "num_heads"),
+}
+
+
+class _Typed(argparse.Action):
+    """Store the value and remember that the user typed the option (``--resume`` takes every
+    option not typed from the run's own ``config.json``, not from the parser's defaults)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        setattr(namespace, self.dest, values)
+        namespace.typed_options = {*getattr(namespace, "typed_options", ()), self.dest}
+
+
+def _tiny_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The options' values; with ``--resume``, those not typed come from ``--out``'s config.json."""
+    values = {dest: getattr(args, dest) for dest in _TINY_CONFIG_OPTIONS}
+    saved_path = Path(args.out) / "config.json"
+    if not (args.resume and saved_path.is_file()):
+        return values
+    from lm_shared.runtime import load_config
+
+    try:
+        saved = load_config(saved_path)
+    except ValueError as exc:
+        raise SeedDeltaError(str(exc)) from None
+    typed = getattr(args, "typed_options", set())
+    for dest, (section, field) in _TINY_CONFIG_OPTIONS.items():
+        if dest not in typed and field in saved.get(section, {}):
+            values[dest] = saved[section][field]
+    return values
+
+
 def cmd_tiny_train(args: argparse.Namespace) -> int:
     from seeddelta.train import TrainConfig, train
 
+    v = _tiny_settings(args)
     cfg = TrainConfig(
-        seed=args.seed,
-        steps=args.steps,
-        docs_per_step=args.docs_per_step,
-        lr=args.lr,
-        precision=args.precision,
-        threads=args.threads,
-        max_minutes=args.max_minutes,
-        val_samples=args.val_samples,
-        init_from=args.init_from,
-        task_weights=tuple(args.task_weights),
-        phase1_fraction=args.phase1_fraction,
-        phase1_weights=tuple(args.phase1_weights),
+        seed=v["seed"],
+        steps=v["steps"],
+        docs_per_step=v["docs_per_step"],
+        lr=v["lr"],
+        precision=v["precision"],
+        threads=v["threads"],
+        max_minutes=v["max_minutes"],
+        val_samples=v["val_samples"],
+        init_from=v["init_from"],
+        task_weights=tuple(v["task_weights"]),
+        phase1_fraction=v["phase1_fraction"],
+        phase1_weights=tuple(v["phase1_weights"]),
     )
-    shape = {
-        "hidden_size": args.hidden_size,
-        "intermediate_size": args.intermediate_size,
-        "num_layers": args.num_layers,
-        "num_heads": args.num_heads,
-    }
+    shape = {key: v[key] for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads")}
     report = train(
         Path(args.out), cfg, model_shape=shape, progress=not args.quiet, resume=args.resume, force=args.force
     )
@@ -154,21 +199,29 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--out", required=True, help="run directory (model.pt, tokenizer.json, config.json, eval.json)"
     )
-    t.add_argument("--seed", type=int, default=d.seed, help="one seed for data, initialisation and order")
-    t.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     t.add_argument(
-        "--docs-per-step", type=int, default=d.docs_per_step, help="task samples per optimizer step"
+        "--seed", action=_Typed, type=int, default=d.seed, help="one seed for data, initialisation and order"
     )
-    t.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
+    t.add_argument("--steps", action=_Typed, type=int, default=d.steps, help="optimizer steps")
+    t.add_argument(
+        "--docs-per-step",
+        action=_Typed,
+        type=int,
+        default=d.docs_per_step,
+        help="task samples per optimizer step",
+    )
+    t.add_argument("--lr", action=_Typed, type=float, default=d.lr, help="peak AdamW learning rate")
     t.add_argument(
         "--precision",
+        action=_Typed,
         choices=("auto", "32-true", "bf16-mixed"),
         default=d.precision,
         help="auto: bf16 autocast where supported",
     )
-    t.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    t.add_argument("--threads", action=_Typed, type=int, default=d.threads, help="torch CPU threads")
     t.add_argument(
         "--task-weights",
+        action=_Typed,
         type=int,
         nargs=3,
         metavar=("COPY", "SUM", "BRACKETS"),
@@ -177,6 +230,7 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--phase1-fraction",
+        action=_Typed,
         type=float,
         default=d.phase1_fraction,
         help="fraction of --steps trained on --phase1-weights first (0 = one phase); "
@@ -184,6 +238,7 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--phase1-weights",
+        action=_Typed,
         type=int,
         nargs=3,
         metavar=("COPY", "SUM", "BRACKETS"),
@@ -191,26 +246,39 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
         help="training mix of phase 1 (default: copy and brackets, no sum)",
     )
     t.add_argument(
-        "--val-samples", type=int, default=d.val_samples, help="held-out samples per task for eval.json"
+        "--val-samples",
+        action=_Typed,
+        type=int,
+        default=d.val_samples,
+        help="held-out samples per task for eval.json",
     )
     t.add_argument(
         "--max-minutes",
+        action=_Typed,
         type=float,
         default=None,
         help="stop training after this wall time (default: no limit)",
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
-        "--resume", action="store_true", help="continue the interrupted run in --out from checkpoint.pt"
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out from checkpoint.pt, with the run's own settings "
+        "(options typed again must match them)",
     )
     t.add_argument("--force", action="store_true", help="replace a finished run in --out")
     t.add_argument(
-        "--init-from", default=None, help="start from this run directory's weights (default: a new model)"
+        "--init-from",
+        action=_Typed,
+        default=None,
+        help="start from this run directory's weights (default: a new model)",
     )
-    t.add_argument("--num-layers", type=int, default=8, help="model depth (the original proposal v1's)")
-    t.add_argument("--hidden-size", type=int, default=192, help="model width")
-    t.add_argument("--intermediate-size", type=int, default=768, help="SwiGLU width")
-    t.add_argument("--num-heads", type=int, default=6, help="attention heads")
+    t.add_argument(
+        "--num-layers", action=_Typed, type=int, default=8, help="model depth (the original proposal v1's)"
+    )
+    t.add_argument("--hidden-size", action=_Typed, type=int, default=192, help="model width")
+    t.add_argument("--intermediate-size", action=_Typed, type=int, default=768, help="SwiGLU width")
+    t.add_argument("--num-heads", action=_Typed, type=int, default=6, help="attention heads")
     t.set_defaults(func=cmd_tiny_train)
     e = tsub.add_parser(
         "export",

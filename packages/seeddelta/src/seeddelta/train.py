@@ -350,7 +350,7 @@ def train(
                     run.mark_interrupted(step=step + 1)
                     raise stop.interrupted(
                         f"at step {step + 1}/{cfg.steps}; checkpoint {out_dir / CHECKPOINT}",
-                        f"seeddelta tiny train --out {run.final_path} --resume",
+                        f"uv run --package seeddelta seeddelta tiny train --out {run.final_path} --resume",
                     )
                 if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
                     save_resumable(step + 1)
