@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from lm_shared.profiling import (
     CATEGORIES,
     _op_category,
-    format_split,
     matmul_peak_flops,
     measured_training_flops,
     model_flops_utilization,
     profile_training_step,
+    split_table,
     transformer_training_flops_per_token,
 )
 
@@ -53,7 +53,12 @@ def test_split_attributes_each_phase_and_adds_up():
     assert any("backward" in name for name in prof.top_ops)
     assert sum(prof.split_ms.values()) == pytest.approx(prof.step_ms, rel=0.05)
     assert sum(prof.fractions().values()) == pytest.approx(1.0, rel=0.05)
-    assert format_split(prof).startswith("matmul ")
+    table = split_table(
+        "t", {"toy": prof.as_dict(), "again": prof.as_dict()}, mfu={"toy": 0.25, "again": 0.5}
+    )
+    assert [c.header for c in table.columns] == ["category", "toy", "again"]
+    assert table.row_count == len(CATEGORIES) + 1  # a row per category, then MFU
+    assert split_table("t", {"compiled": None}).row_count == 0  # no split taken: no category rows
     assert set(prof.as_dict()) == {"step_ms", "split_ms", "split_fraction", "top_ops_ms"}
 
 

@@ -60,7 +60,8 @@ class StepProfile:
     """The split of one training step, averaged over the profiled steps.
 
     Attributes:
-        step_ms: wall milliseconds per step under the profiler (slightly above an unprofiled step).
+        step_ms: milliseconds per step under the profiler (the phases' wall time, slightly above an
+            unprofiled step): the sum of ``split_ms``.
         split_ms: milliseconds per step in each of :data:`CATEGORIES`; they add up to ``step_ms``.
             ``matmul``, ``attention`` and ``norm_elementwise`` are the self times of the aten ops
             run by forward + backward (on CUDA their device times); ``optimizer`` and
@@ -184,12 +185,10 @@ def profile_training_step(
     prof = profile(activities=activities)
     with _quiet_native_stderr():
         prof.start()
-    start = time.perf_counter()
     try:
         for _ in range(steps):
             one_step()
     finally:
-        wall_ms = (time.perf_counter() - start) * 1e3 / steps
         with _quiet_native_stderr():
             prof.stop()
 
@@ -214,11 +213,8 @@ def profile_training_step(
         "python_data": phase_ms["data"] + max(0.0, phase_ms["forward_backward"] - fb_ops),
         "logging_health": phase_ms["health"],
     }
-    step_ms = sum(split.values())
     top = sorted(per_op.items(), key=lambda kv: -kv[1])[:10]
-    # The profiler's own bookkeeping between phases is not part of any category; step_ms is the
-    # sum of the categories so that the fractions add up to one, and wall_ms bounds it from above.
-    return StepProfile(step_ms=min(step_ms, wall_ms), split_ms=split, top_ops={k: v / steps for k, v in top})
+    return StepProfile(step_ms=sum(split.values()), split_ms=split, top_ops={k: v / steps for k, v in top})
 
 
 def matmul_peak_flops(
@@ -317,19 +313,30 @@ def model_flops_utilization(tokens_per_s: float, flops_per_token: float, peak_fl
     return tokens_per_s * flops_per_token / peak_flops
 
 
-def format_split(profile: StepProfile) -> str:
-    """One line: ``matmul 41% · attention 12% · ...`` in :data:`CATEGORIES` order."""
-    fractions = profile.fractions()
-    return " · ".join(f"{name} {fractions[name]:.0%}" for name in CATEGORIES)
+def split_table(
+    title: str, profiles: Mapping[str, Mapping[str, Any] | None], mfu: Mapping[str, float] | None = None
+):
+    """A rich ``Table``: one row per category of :data:`CATEGORIES`, one column per profile.
 
+    ``profiles`` maps a column name to :meth:`StepProfile.as_dict` output (what the benches keep
+    in their JSON; ``None`` when no split was taken, e.g. with ``--compile``: no category rows).
+    Cells read ``ms (share)``; ``mfu`` (fractions per column) adds an MFU row.
+    """
+    from rich.table import Table
 
-def split_table_rows(profiles: Mapping[str, StepProfile]) -> list[list[str]]:
-    """Rows ``[category, "ms (share)" per profile]`` for a rich table, categories in order."""
-    rows = []
-    for name in CATEGORIES:
-        row = [name]
-        for prof in profiles.values():
-            row.append(f"{prof.split_ms[name]:.1f} ({prof.fractions()[name]:.0%})")
-        rows.append(row)
-    rows.append(["step (profiled)"] + [f"{p.step_ms:.1f}" for p in profiles.values()])
-    return rows
+    table = Table(title=title)
+    table.add_column("category")
+    for name in profiles:
+        table.add_column(name, justify="right")
+    if all(prof is not None for prof in profiles.values()):
+        for category in CATEGORIES:
+            table.add_row(
+                category,
+                *(
+                    f"{prof['split_ms'][category]:.1f} ({prof['split_fraction'][category]:.0%})"  # type: ignore[index]
+                    for prof in profiles.values()
+                ),
+            )
+    if mfu is not None:
+        table.add_row("MFU", *(f"{mfu[name]:.1%}" for name in profiles))
+    return table

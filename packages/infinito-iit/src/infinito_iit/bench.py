@@ -288,6 +288,8 @@ def _print(results: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from lm_shared.profiling import split_table
+
     table = Table(title=f"infinito bench ({results['device']}, {results['torch_threads']} threads) -> {out}")
     for col in ("precision", "variant", "tokens/s", "ms/step", "vs baseline"):
         table.add_column(col, justify="right")
@@ -306,22 +308,15 @@ def _print(results: dict[str, Any], out: Path) -> None:
     proxy = results["phi_proxy"]
     split = results["iit_overhead_split"]
     gen = results["generation"]
-    split_table = Table(
-        title=f"where one fp32 training step's time goes (ms, torch.profiler; matmul peak "
-        f"{results['matmul_peak_fp32_gflops']:.0f} GFLOP/s)"
-    )
-    for col in ("category", "baseline", "iit_full"):
-        split_table.add_column(col, justify="right")
-    for category in (results["profile_baseline"] or {}).get("split_ms", {}):
-        split_table.add_row(
-            category,
-            *(
-                f"{results[key]['split_ms'][category]:.1f} ({results[key]['split_fraction'][category]:.0%})"
-                for key in ("profile_baseline", "profile_iit_full")
-            ),
+    variants = ("baseline", "iit_full")
+    console.print(
+        split_table(
+            f"where one fp32 training step's time goes (ms, torch.profiler; matmul peak "
+            f"{results['matmul_peak_fp32_gflops']:.0f} GFLOP/s)",
+            {v: results[f"profile_{v}"] for v in variants},
+            mfu={v: results[f"mfu_fp32_{v}"] for v in variants},
         )
-    split_table.add_row("MFU", f"{results['mfu_fp32_baseline']:.1%}", f"{results['mfu_fp32_iit_full']:.1%}")
-    console.print(split_table)
+    )
     console.print(
         "IIT overhead split (step-time ratios, fp32): " + ", ".join(f"{k} {v:.2f}x" for k, v in split.items())
     )

@@ -330,20 +330,14 @@ def run_bench(
 
 
 def _print_split(console: Console, results: dict) -> None:
-    split = Table(
-        title=f"where one training step's time goes (ms per step, torch.profiler, {results['precision']})"
-    )
-    split.add_column("category")
-    split.add_column("ours", justify="right")
-    split.add_column("transformers Llama", justify="right")
-    for category in results["profile_ours"]["split_ms"]:
-        split.add_row(
-            category,
-            *(
-                f"{results[key]['split_ms'][category]:.1f} ({results[key]['split_fraction'][category]:.0%})"
-                for key in ("profile_ours", "profile_hf")
-            ),
-        )
+    from lm_shared.profiling import split_table
+
     suffix = {"32-true": "fp32", "bf16-mixed": "bf16", "16-mixed": "fp16"}[results["precision"]]
-    split.add_row("MFU", *(f"{results[f'mfu_{suffix}_{m}']:.1%}" for m in ("ours", "hf")))
-    console.print(split)
+    columns = {"ours": "ours", "transformers Llama": "hf"}
+    console.print(
+        split_table(
+            f"where one training step's time goes (ms per step, torch.profiler, {results['precision']})",
+            {name: results[f"profile_{key}"] for name, key in columns.items()},
+            mfu={name: results[f"mfu_{suffix}_{key}"] for name, key in columns.items()},
+        )
+    )

@@ -581,6 +581,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from lm_shared.profiling import split_table
     from seeddelta.bench import run_bench
 
     report = run_bench(
@@ -599,14 +600,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if key.startswith(("build_weights", "forward_ratio_k")) and key.count("_t") == 0:
             table.add_row(key, f"{value:.4g}")
     Console().print(table)
-    split = Table(title="one default `tiny train` step, fp32 (ms, torch.profiler)")
-    split.add_column("category")
-    split.add_column("ms (share)", justify="right")
-    profile = report["tiny_train_profile"] or {"split_ms": {}}
-    for category, ms in profile["split_ms"].items():
-        split.add_row(category, f"{ms:.1f} ({profile['split_fraction'][category]:.0%})")
-    split.add_row("MFU (fp32 matmul peak)", f"{report['tiny_train_mfu_fp32']:.1%}")
-    Console().print(split)
+    Console().print(
+        split_table(
+            "one default `tiny train` step, fp32 (ms, torch.profiler; MFU vs the fp32 matmul peak)",
+            {"ms (share)": report["tiny_train_profile"]},
+            mfu={"ms (share)": report["tiny_train_mfu_fp32"]},
+        )
+    )
     return 0
 
 

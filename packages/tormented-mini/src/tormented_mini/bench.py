@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_bf16 and device == "cpu":
         with console.status("Mini with bf16 autocast"):
             bf16 = _in_child(measure_model, mini, *common, "bf16-mixed", device, compile)
-    from lm_shared.profiling import matmul_peak_flops, model_flops_utilization
+    from lm_shared.profiling import matmul_peak_flops, model_flops_utilization, split_table
     from lm_shared.runtime import cpu_has_native_bf16
 
     torch.set_num_threads(args.threads)
@@ -292,21 +292,13 @@ def run(args: argparse.Namespace) -> int:
     for name, seconds in blocks.items():
         block_table.add_row(name, f"{seconds:.4f}", f"{seconds / blocks['retnet']:.1f}")
     console.print(block_table)
-    split = Table(
-        title=f"where one training step's time goes (ms, torch.profiler; matmul peak {peak32 / 1e9:.0f} GFLOP/s fp32)"
-    )
-    split.add_column("category")
-    split.add_column("mini", justify="right")
-    split.add_column("frankenstein", justify="right")
-    for category in (report["mini_profile"] or {}).get("split_ms", {}):
-        split.add_row(
-            category,
-            *(
-                f"{report[f'{m}_profile']['split_ms'][category]:.1f} ({report[f'{m}_profile']['split_fraction'][category]:.0%})"
-                for m in ("mini", "frankenstein")
-            ),
+    models = ("mini", "frankenstein")
+    console.print(
+        split_table(
+            f"where one training step's time goes (ms, torch.profiler; matmul peak {peak32 / 1e9:.0f} GFLOP/s fp32)",
+            {m: report[f"{m}_profile"] for m in models},
+            mfu={m: report[f"{m}_mfu"] for m in models},
         )
-    split.add_row("MFU", f"{report['mini_mfu']:.1%}", f"{report['frankenstein_mfu']:.1%}")
-    console.print(split)
+    )
     console.print(f"wrote {out}")
     return 0
