@@ -33,3 +33,16 @@ def options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] 
         elif action.option_strings and not action.help:
             missing.append(action.option_strings[-1])
     return missing
+
+
+def add_bench_device_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    device_help: str = "where to measure (auto: CUDA when visible)",
+    compile_help: str = "torch.compile the models before timing them",
+) -> None:
+    """``--device auto|cpu|cuda`` and ``--compile``, the two flags every PyTorch ``bench`` takes
+    (``tools/gpu_check.py`` passes them); resolve the device with
+    :func:`lm_shared.runtime.resolve_device`."""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help=device_help)
+    parser.add_argument("--compile", action="store_true", help=compile_help)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lm_shared.cli_help import DefaultsHelpFormatter
+from lm_shared.cli_help import DefaultsHelpFormatter, add_bench_device_arguments
 
 from .errors import InfinitoError
 
@@ -422,13 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="where to measure (auto: CUDA when visible)",
-    )
-    p.add_argument("--compile", action="store_true", help="torch.compile every variant before timing it")
+    add_bench_device_arguments(p, compile_help="torch.compile every variant before timing it")
     p.set_defaults(func=_cmd_bench)
     return parser
 

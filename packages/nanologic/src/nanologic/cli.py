@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from lm_shared.cli_help import DefaultsHelpFormatter
+from lm_shared.cli_help import DefaultsHelpFormatter, add_bench_device_arguments
 from nanologic.data import NanologicError
 from nanologic.runner import DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE
 
@@ -862,13 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="output JSON report")
     p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="where to measure (auto: CUDA when visible)",
-    )
-    p.add_argument("--compile", action="store_true", help="torch.compile both models before timing them")
+    add_bench_device_arguments(p, compile_help="torch.compile both models before timing them")
     p.set_defaults(fn=_cmd_bench)
 
     p = sub.add_parser("serve", help="web app: formalise, truth tables, arguments, JSONL batches")

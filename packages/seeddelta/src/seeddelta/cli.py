@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lm_shared.cli_help import DefaultsHelpFormatter
+from lm_shared.cli_help import DefaultsHelpFormatter, add_bench_device_arguments
 from seeddelta.errors import SeedDeltaError
 
 
@@ -617,14 +617,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-out", type=int, default=5632)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="where the tiny model's training step is measured (the SeedΔ matrices stay on the CPU)",
-    )
-    p.add_argument(
-        "--compile", action="store_true", help="torch.compile the tiny model before timing its step"
+    add_bench_device_arguments(
+        p,
+        device_help="where the tiny model's training step is measured (the SeedΔ matrices stay on the CPU)",
+        compile_help="torch.compile the tiny model before timing its step",
     )
     p.set_defaults(func=cmd_bench)
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from lm_shared.cli_help import DefaultsHelpFormatter
+from lm_shared.cli_help import DefaultsHelpFormatter, add_bench_device_arguments
 from tormented_mini.errors import USER_ERRORS, TormentedError
 
 
@@ -362,13 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bench.add_argument("--steps", type=int, default=5, help="timed steps per model (after one warm-up)")
     p_bench.add_argument("--threads", type=int, default=2)
     p_bench.add_argument("--no-bf16", action="store_true", help="skip the bf16-autocast measurement")
-    p_bench.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="where to measure (auto: CUDA when visible)",
-    )
-    p_bench.add_argument("--compile", action="store_true", help="torch.compile each model before timing it")
+    add_bench_device_arguments(p_bench, compile_help="torch.compile each model before timing it")
     p_bench.set_defaults(fn=run_bench)
 
     p_ablate = sub.add_parser(
