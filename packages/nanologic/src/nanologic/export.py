@@ -35,6 +35,8 @@ def unsupported_features(cfg: NanoLogicConfig, allow_final_softcap: bool = False
         problems.append("differential attention")
     if cfg.gate_residual:
         problems.append("the gate-residual FFN")
+    if cfg.copy_head:
+        problems.append("the copy head (a pointer over earlier tokens; llama.cpp has no such output)")
     if cfg.attn_softcap > 0:
         problems.append(f"the attention soft-cap ({cfg.attn_softcap})")
     if cfg.final_softcap > 0 and not allow_final_softcap:

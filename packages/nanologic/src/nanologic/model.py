@@ -4,7 +4,8 @@ Pre-norm blocks with RMSNorm (fp32 upcast), grouped-query attention with RoPE (i
 pairs, as the original; rotate-half on request), optional QK-norm, SwiGLU FFN, tied embeddings with
 an optional √d embedding scale, learnable head scale, optional attention/output logit soft-caps,
 z-loss, stochastic depth, and, as options, differential attention (Ye et al. 2024) and the original's
-gate-residual FFN. The original's DeepNorm α in a pre-norm stack is left out: with RMSNorm before every
+gate-residual FFN, and a copy head (an induction-form pointer mixed with the vocabulary, see
+``NanoLogic.copy_log_probs``). The original's DeepNorm α in a pre-norm stack is left out: with RMSNorm before every
 sublayer it only damps sublayer j by α^-j (see README).
 """
 
@@ -43,6 +44,7 @@ class NanoLogicConfig:
     differential_attention: bool = False  # softmax(q1k1) − λ·softmax(q2k2) (not runnable in llama.cpp)
     gate_residual: bool = False  # SwiGLU + α·up with α init 0 (not runnable in llama.cpp)
     tie_embeddings: bool = True  # LM head shares the embedding matrix
+    copy_head: bool = False  # mix a pointer to earlier tokens into the output (not runnable in llama.cpp)
     init_std: float = 0.02  # std of linear weights; residual outputs get init_std/√(2·layers)
 
     def __post_init__(self) -> None:
@@ -290,6 +292,10 @@ class NanoLogic(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.head_scale = nn.Parameter(torch.ones(())) if cfg.head_scale else None
+        if cfg.copy_head:
+            self.copy_query = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+            self.copy_key = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+            self.copy_gate = nn.Linear(cfg.hidden_size, 1)
         cos, sin = rope_cache(
             cfg.head_dim // 2 if cfg.differential_attention else cfg.head_dim, cfg.max_seq_len, cfg.rope_theta
         )
@@ -310,6 +316,8 @@ class NanoLogic(nn.Module):
         # init (the original's N(0,1)·√d gave logits of std ≈ 23 and a soft-cap binding from step 0).
         std = 1.0 / math.sqrt(cfg.hidden_size) if cfg.embed_scale else cfg.init_std
         nn.init.normal_(self.embed_tokens.weight, std=std)
+        if cfg.copy_head:
+            nn.init.zeros_(self.copy_gate.bias)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -337,10 +345,28 @@ class NanoLogic(nn.Module):
         use_cache: bool = False,
         label_smoothing: float = 0.0,
     ) -> dict:
-        """``labels[b, t]`` is the target for position t (-100 = ignored); the head only runs on
-        the positions that have a target, which halves the cost when only the output is trained.
+        """Run the decoder; with ``labels``, also the loss.
 
-        ``attention_mask``: bool [B, Tq, Tk] or [B, 1, Tq, Tk], True = may attend; None = causal.
+        Args:
+            input_ids: token ids, int64 [B, T].
+            labels: int64 [B, T], ``labels[b, t]`` is the target of position t (-100 = ignored); the
+                head only runs on the positions that have a target, which halves the cost when
+                only the output is trained.
+            position_ids: int64 [B, T] RoPE positions (default: continuing the cache).
+            attention_mask: bool [B, Tq, Tk] or [B, 1, Tq, Tk], True = may attend; None = causal.
+            past_key_values: the ``past_key_values`` of the previous call (one (k, v) pair per
+                layer, then, with the copy head, its keys and token ids).
+            use_cache: return ``past_key_values`` for the next call.
+            label_smoothing: cross-entropy smoothing in [0, 1) (not with the copy head).
+
+        Returns:
+            A dict: ``logits`` float [B, T, V] without labels (with the copy head, the log of the
+            mixed distribution, which ranks tokens the same way), else ``loss`` (cross-entropy in
+            nats per target token plus the z-loss), ``ce_loss``, ``z_loss``, ``n_targets``; and
+            ``past_key_values``.
+
+        Raises:
+            ValueError: a position beyond ``max_seq_len``, or label smoothing with the copy head.
         """
         cfg = self.config
         B, T = input_ids.shape
@@ -368,24 +394,111 @@ class NanoLogic(nn.Module):
                 x, present = block(x, cos, sin, mask, past)
             presents.append(present)
         h = self.norm(x)
+        pointer = None
+        if cfg.copy_head:
+            past_copy = past_key_values[cfg.num_layers] if past_key_values else None
+            pointer = self._pointer(h, input_ids, mask, past_copy)
+            presents.append(pointer[2])
         out: dict = {"past_key_values": presents if use_cache else None}
         if labels is None:
-            out["logits"] = self.logits_from_hidden(h)
+            logits = self.logits_from_hidden(h)
+            out["logits"] = logits if pointer is None else self.copy_log_probs(logits, h, *pointer[:2])
             return out
         keep = labels != -100
         logits = self.logits_from_hidden(h[keep]).float()
         targets = labels[keep]
         lse = torch.logsumexp(logits, dim=-1)
-        if label_smoothing > 0:
+        target_logit = logits.gather(1, targets[:, None]).squeeze(1)
+        if pointer is not None:
+            if label_smoothing > 0:
+                raise ValueError("label smoothing is not supported with the copy head")
+            weights, source_ids, _ = pointer
+            copied = (
+                weights[keep] * (source_ids.unsqueeze(1).expand_as(weights)[keep] == targets[:, None])
+            ).sum(-1)
+            gate = self.copy_gate(h[keep]).float().squeeze(-1)
+            log_p = torch.logaddexp(
+                F.logsigmoid(gate) + target_logit - lse, F.logsigmoid(-gate) + copied.clamp_min(1e-30).log()
+            )
+            # With nothing earlier to point at, the vocabulary alone is the distribution.
+            has_source = weights[keep].sum(-1) > 0
+            ce = -torch.where(has_source, log_p, target_logit - lse).mean()
+        elif label_smoothing > 0:
             ce = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
         else:
             # Same value as F.cross_entropy, reusing the log-partition the z-loss needs anyway.
-            ce = (lse - logits.gather(1, targets[:, None]).squeeze(1)).mean()
+            ce = (lse - target_logit).mean()
         z = lse.pow(2).mean() if cfg.z_loss > 0 else logits.new_zeros(())
         out.update(
             loss=ce + cfg.z_loss * z, ce_loss=ce.detach(), z_loss=z.detach(), n_targets=int(keep.sum())
         )
         return out
+
+    def _pointer(
+        self,
+        h: torch.Tensor,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The copy head's pointer: position t attends to an earlier position j < t of its own
+        document and proposes the token that followed j, ``x[j + 1]``.
+
+        This is the induction-head form of copying (Olsson et al. 2022): the query at "… p: Juan"
+        finds the earlier "Juan" of the sentence by content and proposes the word after it. The
+        keys are projections of the final hidden states (as the pointer sentinel mixture model,
+        Merity et al. 2016, keys on its RNN states).
+
+        Args:
+            h: final hidden states of the new positions, [B, T, d].
+            input_ids: their token ids, int64 [B, T].
+            mask: the decoder's attention mask [B, 1, T, Tk] (True = may attend) or None (causal).
+            past: (keys [B, Tp, d], token ids int64 [B, Tp]) of the earlier positions, or None.
+
+        Returns:
+            (weights float32 [B, T, Tk], proposed token ids int64 [B, Tk], the new (keys, ids)).
+            A row with no earlier position (a document's first token) is all zeros, and there the
+            vocabulary alone gives the distribution.
+        """
+        keys = self.copy_key(h)
+        ids = input_ids
+        if past is not None:
+            keys = torch.cat([past[0], keys], dim=1)
+            ids = torch.cat([past[1], ids], dim=1)
+        T, Tk = h.size(1), keys.size(1)
+        scores = (self.copy_query(h) @ keys.transpose(1, 2)).float() / math.sqrt(h.size(-1))
+        query_pos = torch.arange(Tk - T, Tk, device=h.device)
+        allowed = torch.arange(Tk, device=h.device)[None, :] < query_pos[:, None]  # [T, Tk]
+        if mask is not None:
+            allowed = allowed & mask[:, 0]
+        allowed = allowed.expand_as(scores)
+        # A finite fill, not -inf, keeps empty rows NaN-free; they are zeroed after the softmax.
+        weights = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min).softmax(-1) * allowed
+        # The key at j proposes x[j + 1]; the newest key's next token is not known yet (never allowed).
+        proposed = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], dim=1)
+        return weights, proposed, (keys, ids)
+
+    def copy_log_probs(
+        self, logits: torch.Tensor, h: torch.Tensor, weights: torch.Tensor, proposed: torch.Tensor
+    ) -> torch.Tensor:
+        """log(g · softmax(logits) + (1 − g) · copy), the pointer-generator mixture (See et al. 2017).
+
+        Args:
+            logits: vocabulary logits [B, T, V]; h: final hidden states [B, T, d] (for the gate g);
+            weights, proposed: the pointer of :meth:`_pointer`.
+
+        Returns:
+            float32 [B, T, V] log-probabilities.
+        """
+        gate = self.copy_gate(h).float()
+        copy = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
+        copy.scatter_add_(2, proposed.unsqueeze(1).expand_as(weights), weights)
+        log_vocab = logits.float().log_softmax(-1)
+        mixed = torch.logaddexp(
+            F.logsigmoid(gate) + log_vocab, F.logsigmoid(-gate) + copy.clamp_min(1e-30).log()
+        )
+        # With nothing earlier to point at, the vocabulary alone is the distribution.
+        return torch.where(weights.sum(-1, keepdim=True) > 0, mixed, log_vocab)
 
     @torch.no_grad()
     def generate(
