@@ -100,11 +100,11 @@ def pack_documents(docs: Sequence[Sequence[int]], seq_len: int, pad_id: int) -> 
     for r, members in enumerate(rows):
         offset = 0
         for i in sorted(members):
-            doc = torch.as_tensor(list(docs[i]), dtype=torch.long)
-            end = offset + doc.numel()
-            input_ids[r, offset:end] = doc
+            tokens = torch.as_tensor(list(docs[i]), dtype=torch.long)
+            end = offset + tokens.numel()
+            input_ids[r, offset:end] = tokens
             doc_ids[r, offset:end] = i
-            position_ids[r, offset:end] = torch.arange(doc.numel())
+            position_ids[r, offset:end] = torch.arange(tokens.numel())
             offset = end
     return PackedBatch(input_ids=input_ids, doc_ids=doc_ids, position_ids=position_ids)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 ENTRY_POINT_GROUP = "lm_shared.train"
 
 
-def registered_trainers() -> dict[str, Callable[..., object]]:
+def registered_trainers() -> dict[str, Callable[[], Callable[[list[str]], int | None]]]:
     """Map each installed member's distribution name to its trainer's loader."""
     return {ep.name: ep.load for ep in entry_points(group=ENTRY_POINT_GROUP)}
 

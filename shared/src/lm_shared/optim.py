@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 def param_groups_with_weight_decay(
-    model: Any, weight_decay: float, no_decay_names: Sequence[str] = ("embed",)
-) -> list[dict]:
+    model: torch.nn.Module, weight_decay: float, no_decay_names: Sequence[str] = ("embed",)
+) -> list[dict[str, Any]]:
     """Two optimizer parameter groups: weight decay on matrices (``dim >= 2``) only.
 
     Biases, norm gains and other vectors/scalars, and any parameter whose name contains one of
@@ -19,7 +22,8 @@ def param_groups_with_weight_decay(
     """
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

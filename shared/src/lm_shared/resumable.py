@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Sampler
 
 
@@ -85,16 +86,12 @@ class ResumableDataLoader(DataLoader):
         return {"epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.batch_sampler.resume_at(int(state["epoch"]), int(state["batches"]))
+        # __init__ checked the type, and a DataLoader refuses a new batch_sampler after __init__.
+        sampler = cast(ResumableBatchSampler, self.batch_sampler)
+        sampler.resume_at(int(state["epoch"]), int(state["batches"]))
 
 
-def _model_checkpoint_base():
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    return ModelCheckpoint
-
-
-class LastCheckpoint(_model_checkpoint_base()):
+class LastCheckpoint(ModelCheckpoint):
     """Writes ``dirpath/last.ckpt`` every ``every_n_train_steps`` optimizer steps and at every
     epoch's end (after its validation), and nothing else.
 

@@ -36,8 +36,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
     try:
         import torch
     except ImportError:
-        torch = None
-    if torch is not None:
+        pass
+    else:
         torch.manual_seed(seed)
         if torch.cuda.is_available():
             torch.cuda.manual_seed_all(seed)

@@ -38,6 +38,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -151,15 +152,13 @@ _GROUP_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # min/max_lr: OneCycl
 
 
 def _scale_scheduler(scheduler: object, factor: float) -> None:
-    for attr in ("base_lrs", "max_lrs"):  # max_lrs: CyclicLR
+    # max_lrs: CyclicLR's; _last_lr: what get_last_lr() reports until the next step().
+    for attr in ("base_lrs", "max_lrs", "_last_lr"):
         values = getattr(scheduler, attr, None)
         if isinstance(values, list):
             setattr(scheduler, attr, [v * factor for v in values])
     for inner in getattr(scheduler, "_schedulers", ()):  # SequentialLR, ChainedScheduler
         _scale_scheduler(inner, factor)
-    last = getattr(scheduler, "_last_lr", None)
-    if isinstance(last, list):
-        scheduler._last_lr = [v * factor for v in last]
 
 
 def scale_lr(optimizer: torch.optim.Optimizer, factor: float, schedulers: Iterable[object] = ()) -> None:
@@ -180,6 +179,12 @@ def scale_lr(optimizer: torch.optim.Optimizer, factor: float, schedulers: Iterab
         _scale_scheduler(scheduler, factor)
 
 
+class SteppableScheduler(Protocol):
+    """What :class:`GradientHealthMonitor` needs of an LR scheduler: a no-argument ``step()``."""
+
+    def step(self) -> object: ...
+
+
 class GradientHealthMonitor:
     """Checks gradients after backward, repairs what it can, and logs every step."""
 
@@ -192,7 +197,7 @@ class GradientHealthMonitor:
         scaler: torch.amp.GradScaler | None = None,
         on_unrecoverable: Callable[[], object] | None = None,
         log_path: str | os.PathLike[str] | None = None,
-        schedulers: Iterable[object] = (),
+        schedulers: Iterable[SteppableScheduler] = (),
         backward: Callable[[torch.Tensor], object] | None = None,
         before_check: Callable[[], object] | None = None,
     ) -> None:

@@ -34,12 +34,18 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 
 from lm_shared.stability import HealthConfig, grad_health, scale_lr
+
+# The gate patches attributes that torch.optim.Optimizer does not declare onto the optimizer
+# instance, so they are set and read by name: our gate, and the flag that torch's LR schedulers'
+# own step wrapper sets (they warn "lr_scheduler.step() before optimizer.step()" without it).
+_GATE_ATTR = "_lm_step_gate"
+_STEP_CALLED_ATTR = "_opt_called"
 
 
 def _raw_optimizer(optimizer: Any) -> torch.optim.Optimizer:
@@ -67,10 +73,10 @@ class OptimizerStepGate:
     def install(optimizer: Any) -> OptimizerStepGate:
         """Install a gate on ``optimizer`` (idempotent) and return it."""
         opt = _raw_optimizer(optimizer)
-        gate = opt.__dict__.get("_lm_step_gate")
+        gate = opt.__dict__.get(_GATE_ATTR)
         if gate is None:
             gate = OptimizerStepGate(opt)
-            opt._lm_step_gate = gate
+            setattr(opt, _GATE_ATTR, gate)
 
             def step(closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
                 return _gated_step(opt, closure, **kwargs)
@@ -78,16 +84,19 @@ class OptimizerStepGate:
             # torch's LR schedulers wrap optimizer.step once to track that it was called; this
             # wrapper sets the same flag (``_opt_called``) itself.
             step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
-            opt.step = step
+            # An instance attribute shadowing the class's method: only this optimizer is gated.
+            setattr(opt, "step", step)  # noqa: B010 - a deliberate patch of a method
         return gate
 
     @staticmethod
     def of(optimizer: Any) -> OptimizerStepGate | None:
-        return _raw_optimizer(optimizer).__dict__.get("_lm_step_gate")
+        return _raw_optimizer(optimizer).__dict__.get(_GATE_ATTR)
 
 
-def _gated_step(optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None, **kwargs: Any):
-    gate: OptimizerStepGate = optimizer._lm_step_gate
+def _gated_step(
+    optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None, **kwargs: Any
+) -> Any:
+    gate: OptimizerStepGate = getattr(optimizer, _GATE_ATTR)
     loss = None
     if closure is not None:
         with torch.enable_grad():
@@ -98,7 +107,7 @@ def _gated_step(optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | N
         return loss
     gate.original_step(**kwargs)
     gate.updates += 1
-    optimizer._opt_called = True
+    setattr(optimizer, _STEP_CALLED_ATTR, True)
     return loss
 
 
@@ -127,7 +136,14 @@ def _uncount_optimizer_step(trainer: L.Trainer) -> None:
         tracker.completed -= 1
 
 
-class _UpdateGatedStep:
+if TYPE_CHECKING:
+    # What the mixin is combined with (see _gate_scheduler): its step() and optimizer.
+    _SchedulerBase = torch.optim.lr_scheduler.LRScheduler
+else:
+    _SchedulerBase = object
+
+
+class _UpdateGatedStep(_SchedulerBase):
     """Mixin for an LR scheduler: ``step()`` is a no-op unless its optimizer applied an update since."""
 
     def step(self, *args: Any, **kwargs: Any) -> Any:
@@ -196,8 +212,8 @@ class GradientHealthCallback(L.Callback):
             OptimizerStepGate.install(opt)
         for config in trainer.lr_scheduler_configs:
             if config.interval == "step" and not config.reduce_on_plateau:
-                opt = getattr(config.scheduler, "optimizer", None)
-                gate = OptimizerStepGate.of(opt) if opt is not None else None
+                scheduler_opt = getattr(config.scheduler, "optimizer", None)
+                gate = OptimizerStepGate.of(scheduler_opt) if scheduler_opt is not None else None
                 if gate is not None:
                     _gate_scheduler(config.scheduler, gate)
 

@@ -28,8 +28,10 @@ def tensorboard_logger(save_dir: str | os.PathLike[str], name: str = "", **kwarg
     defaults to False (its hparams summary would import ``torch.utils.tensorboard``) and
     ``log_graph`` is not supported.
     """
+    from lightning.fabric.utilities.logger import _convert_params
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.loggers.logger import rank_zero_experiment
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     class TFFreeTensorBoardLogger(TensorBoardLogger):
         @property
@@ -42,14 +44,10 @@ def tensorboard_logger(save_dir: str | os.PathLike[str], name: str = "", **kwarg
             self._experiment = summary_writer(self.log_dir, **self._kwargs)
             return self._experiment
 
+        @rank_zero_only  # as the base class's: other ranks do nothing
         def log_hyperparams(self, params: Any, metrics: Any = None, step: int | None = None) -> None:
             # Kept for hparams.yaml (written by save()); the TensorBoard hparams plugin's summary
             # would need torch.utils.tensorboard, hence TensorFlow.
-            from lightning.fabric.utilities.logger import _convert_params
-            from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-            if rank_zero_only.rank != 0:
-                return
             self.hparams.update(_convert_params(params))
             if metrics:
                 self.log_metrics(metrics if isinstance(metrics, dict) else {"hp_metric": metrics}, step)
@@ -57,4 +55,4 @@ def tensorboard_logger(save_dir: str | os.PathLike[str], name: str = "", **kwarg
     kwargs.setdefault("default_hp_metric", False)
     if kwargs.get("log_graph"):
         raise ValueError("log_graph needs torch.utils.tensorboard (TensorFlow); not supported here")
-    return TFFreeTensorBoardLogger(save_dir, name=name, **kwargs)
+    return TFFreeTensorBoardLogger(os.fspath(save_dir), name=name, **kwargs)

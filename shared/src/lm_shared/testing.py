@@ -61,6 +61,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import lightning as L
 import torch
 
 KIT_DIR = "kit"  # the kit's own records inside a run directory (never a member's output)
@@ -185,13 +186,7 @@ def assert_same_state(before: Any, after: Any, what: str, *, ignore: Sequence[st
 # ---------------------------------------------------------------------------------------------
 
 
-def _callback_base():
-    import lightning as L
-
-    return L.Callback
-
-
-class GradientFault(_callback_base()):
+class GradientFault(L.Callback):
     """Overwrite every gradient on the first ``times`` batches that perform optimizer step ``at_step``.
 
     ``kind``: ``"nan"``/``"inf"`` (right after backward, before an AMP scaler's ``unscale_``) or
@@ -235,7 +230,7 @@ class GradientFault(_callback_base()):
             self._fire(trainer, pl_module, 1e38)
 
 
-class StateRecorder(_callback_base()):
+class StateRecorder(L.Callback):
     """Snapshots :func:`training_state` before and after every training batch, and at the start."""
 
     def __init__(self) -> None:
@@ -255,7 +250,7 @@ class StateRecorder(_callback_base()):
         self._n += 1
 
 
-class AttemptRecorder(_callback_base()):
+class AttemptRecorder(L.Callback):
     """:func:`training_state` at every backward (``on_before_backward``), grouped by training batch.
 
     A member that runs a batch again inside one ``training_step`` after a skipped attempt (manual
@@ -276,7 +271,7 @@ class AttemptRecorder(_callback_base()):
         self.attempts[self._n].append(training_state(trainer, pl_module))
 
 
-class LossRecorder(_callback_base()):
+class LossRecorder(L.Callback):
     """Appends ``{"epoch", "batch", "global_step", "loss"}`` per batch to ``run_dir/kit/losses-rank{r}.jsonl``."""
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
@@ -303,7 +298,7 @@ class LossRecorder(_callback_base()):
         torch.save(strip_compile_prefix(pl_module.state_dict()), path)
 
 
-class KillAtStep(_callback_base()):
+class KillAtStep(L.Callback):
     """``SIGKILL`` this process at the start of the first batch with ``global_step >= step``.
 
     With a ``last`` checkpoint written every step, the kill lands right after the checkpoint of
@@ -323,7 +318,7 @@ class SimulatedCrash(RuntimeError):
     """Raised by :class:`CrashAtStep`: an in-process stand-in for ``kill -9``."""
 
 
-class CrashAtStep(_callback_base()):
+class CrashAtStep(L.Callback):
     """Raise :class:`SimulatedCrash` at the start of the first batch with ``global_step >= step``:
     like :class:`KillAtStep`, right after the checkpoint of step ``step`` when ``last`` is written
     every step, but the test process lives on (the run is left unfinished, to be resumed)."""
@@ -505,6 +500,7 @@ def check_once_per_optimizer_step(
         k: int(v) for k, v in final["module"].items() if any(k.endswith(name) for name in step_counters)
     }
     assert counters, f"no {' / '.join(step_counters)} in the module state"
+    assert rec.at_start is not None, "on_train_start never ran"
     for key, value in counters.items():
         assert value == total_steps, f"{key} advanced {value} times for {total_steps} steps"
     for i, (config, sched) in enumerate(zip(trainer.lr_scheduler_configs, final["schedulers"])):
