@@ -21,9 +21,18 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
-    """Options of ``parser`` (and of its subcommands named in ``only``) that ``--help`` shows
-    without a description, as ``"--flag"`` or ``"subcommand --flag"``; every member's help test
-    asserts this is empty."""
+    """List the options that ``--help`` would show without a description.
+
+    Every member's help test asserts this is empty.
+
+    Args:
+        parser: the command's parser.
+        only: subcommands to descend into (recursively); the others are not inspected.
+
+    Returns:
+        Each undocumented option by its last option string, ``"--flag"``, or
+        ``"subcommand --flag"`` for one of a subcommand in ``only``; empty when all are described.
+    """
     missing = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -41,8 +50,16 @@ def add_bench_device_arguments(
     device_help: str = "where to measure (auto: CUDA when visible)",
     compile_help: str = "torch.compile the models before timing them",
 ) -> None:
-    """``--device auto|cpu|cuda`` and ``--compile``, the two flags every PyTorch ``bench`` takes
-    (``tools/gpu_check.py`` passes them); resolve the device with
-    :func:`lm_shared.runtime.resolve_device`."""
+    """Add ``--device auto|cpu|cuda`` and ``--compile``, the two flags every PyTorch ``bench`` takes.
+
+    ``tools/gpu_check.py`` passes them to each bench. Resolve the parsed device with
+    :func:`lm_shared.runtime.resolve_device`.
+
+    Args:
+        parser: the bench's parser; gains ``args.device`` (str, default ``"auto"``) and
+            ``args.compile`` (bool, default False).
+        device_help: help text of ``--device``.
+        compile_help: help text of ``--compile``.
+    """
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help=device_help)
     parser.add_argument("--compile", action="store_true", help=compile_help)

@@ -25,12 +25,25 @@ ENTRY_POINT_GROUP = "lm_shared.train"
 
 
 def registered_trainers() -> dict[str, Callable[[], Callable[[list[str]], int | None]]]:
-    """Map each installed member's distribution name to its trainer's loader."""
+    """Map each installed member's distribution name to its trainer's loader.
+
+    Returns:
+        Entry-point name -> ``load()`` of the ``lm_shared.train`` entry point; calling it
+        imports the member and returns its trainer, ``trainer(argv) -> exit status | None``.
+    """
     return {ep.name: ep.load for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def package_from_uv_cmdline(cmdline: Sequence[str]) -> str | None:
-    """Return the value of ``--package`` in a ``uv run`` command line, if there is one."""
+    """Return the value of ``--package`` in a ``uv run`` command line, if there is one.
+
+    Args:
+        cmdline: a process's argv, e.g. ``["uv", "run", "--package", "nanologic", "train"]``;
+            only one whose program is named ``uv`` (or ``uv.exe``) is read.
+
+    Returns:
+        The package name (``--package X`` or ``--package=X``), else ``None``.
+    """
     args = list(cmdline)
     if not args or Path(args[0]).name not in {"uv", "uv.exe"}:
         return None
@@ -74,7 +87,16 @@ def _package_from_cwd(names: Sequence[str]) -> str | None:
 
 
 def resolve_package(names: Sequence[str]) -> str | None:
-    """Decide which member's trainer to run (see the module docstring for the order)."""
+    """Decide which member's trainer to run (see the module docstring for the order).
+
+    Args:
+        names: the installed members' names, matched against the ``name = "..."`` line of the
+            nearest ``pyproject.toml`` above the working directory.
+
+    Returns:
+        The member's name, or ``None`` when nothing names one. ``LM_PACKAGE`` and ``uv run
+        --package`` are returned as given, even when not in ``names``.
+    """
     explicit = os.environ.get("LM_PACKAGE")
     if explicit:
         return explicit
@@ -82,7 +104,15 @@ def resolve_package(names: Sequence[str]) -> str | None:
 
 
 def train(argv: Sequence[str] | None = None) -> int:
-    """Console-script entry point shared by every member's `train`."""
+    """Console-script entry point shared by every member's `train`.
+
+    Args:
+        argv: the trainer's arguments; default ``sys.argv[1:]``.
+
+    Returns:
+        The trainer's exit status (``None`` from it is 0), or 2 after listing the installed
+        members on stderr when none or an unknown one was chosen.
+    """
     trainers = registered_trainers()
     name = resolve_package(sorted(trainers))
     if name is None or name not in trainers:

@@ -62,16 +62,35 @@ NORMALIZER_KEY = "lm_shared.tokenizer.normalizer"
 
 @dataclass(frozen=True)
 class LlamaGGUFConfig:
-    vocab_size: int  # rows of the embedding (and output) matrix
-    hidden_size: int  # model width
-    intermediate_size: int  # SwiGLU hidden width
-    num_layers: int  # transformer blocks
-    num_heads: int  # query heads
-    num_kv_heads: int  # key/value heads (GQA when fewer than num_heads)
-    context_length: int  # longest sequence the model was trained for
-    rms_norm_eps: float = 1e-5  # epsilon inside RMSNorm
-    rope_theta: float = 10000.0  # RoPE base frequency
-    name: str = "model"  # general.name
+    """The llama hyperparameters a GGUF records (``llama.*`` keys), checked on construction.
+
+    Attributes:
+        vocab_size: rows of the embedding (and output) matrix.
+        hidden_size: model width.
+        intermediate_size: SwiGLU hidden width.
+        num_layers: transformer blocks.
+        num_heads: query heads.
+        num_kv_heads: key/value heads (grouped-query attention when fewer than ``num_heads``).
+        context_length: longest sequence the model was trained for, in tokens.
+        rms_norm_eps: epsilon inside RMSNorm.
+        rope_theta: RoPE base frequency.
+        name: ``general.name``.
+
+    Raises:
+        GGUFError: a size below 1, ``hidden_size`` not divisible by ``num_heads``, ``num_heads``
+            not a multiple of ``num_kv_heads``, or an odd ``head_dim`` (RoPE rotates pairs).
+    """
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    context_length: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    name: str = "model"
 
     def __post_init__(self) -> None:
         for key in (
@@ -96,6 +115,7 @@ class LlamaGGUFConfig:
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head, ``hidden_size // num_heads`` (also RoPE's dimension count)."""
         return self.hidden_size // self.num_heads
 
 
@@ -130,6 +150,12 @@ def hf_to_gguf_name(name: str) -> str:
     The mapping is gguf-py's own ``TensorNameMap`` for ``MODEL_ARCH.LLAMA`` (the table
     llama.cpp's ``convert_hf_to_gguf.py`` uses), restricted to the tensors a llama GGUF holds.
 
+    Args:
+        name: e.g. ``"model.layers.3.self_attn.q_proj.weight"``.
+
+    Returns:
+        The GGUF name, e.g. ``"blk.3.attn_q.weight"``.
+
     Raises:
         GGUFError: ``name`` has no llama GGUF equivalent.
     """
@@ -143,9 +169,16 @@ def hf_to_gguf_name(name: str) -> str:
 
 
 def gguf_to_hf_names(num_layers: int) -> dict[str, str]:
-    """GGUF tensor name -> HF ``LlamaForCausalLM`` parameter name, for a model of ``num_layers``.
+    """Map every GGUF tensor name of a llama model back to its HF ``LlamaForCausalLM`` name.
 
-    The inverse of :func:`hf_to_gguf_name` (reading a llama GGUF back into an HF state dict).
+    The inverse of :func:`hf_to_gguf_name`, for reading a llama GGUF back into an HF state dict.
+
+    Args:
+        num_layers: the model's transformer blocks (``llama.block_count``).
+
+    Returns:
+        ``{gguf_name: hf_name}`` for the embedding, final norm, output head and the nine
+        weights of each block (``token_embd.weight`` -> ``model.embed_tokens.weight``, ...).
     """
     hf_names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
     for layer in range(num_layers):
@@ -167,7 +200,19 @@ def gguf_to_hf_names(num_layers: int) -> dict[str, str]:
 def permute_rotate_half_to_interleaved(weight: np.ndarray, n_heads: int) -> np.ndarray:
     """Reorder Q/K projection rows so llama.cpp's adjacent-pair RoPE equals rotate-half RoPE.
 
-    Inside each head, new row 2i is old row i and new row 2i+1 is old row i + head_dim/2.
+    Inside each head, new row 2i is old row i and new row 2i+1 is old row i + head_dim/2: the
+    ``permute`` of llama.cpp's ``convert_hf_to_gguf.py`` (``LlamaModel``).
+
+    Args:
+        weight: a Q or K projection, ``[n_heads * head_dim, in_features]`` (or a bias
+            ``[n_heads * head_dim]``), in HF rotate-half order.
+        n_heads: query heads for Q, key/value heads for K.
+
+    Returns:
+        An array of the same shape and dtype with the rows of each head interleaved.
+
+    Raises:
+        GGUFError: the row count is not ``n_heads`` times an even head size.
     """
     out_features = weight.shape[0]
     if out_features % (2 * n_heads):
@@ -180,9 +225,19 @@ def permute_rotate_half_to_interleaved(weight: np.ndarray, n_heads: int) -> np.n
 
 
 def permute_interleaved_to_rotate_half(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """The inverse of :func:`permute_rotate_half_to_interleaved` (reading a GGUF's Q/K back).
+    """Undo :func:`permute_rotate_half_to_interleaved`, for reading a GGUF's Q/K back into HF order.
 
     Inside each head, new row i is old row 2i and new row i + head_dim/2 is old row 2i+1.
+
+    Args:
+        weight: a Q or K projection in llama.cpp's interleaved order, ``[n_heads * head_dim, ...]``.
+        n_heads: query heads for Q, key/value heads for K.
+
+    Returns:
+        An array of the same shape and dtype in rotate-half order.
+
+    Raises:
+        GGUFError: the row count is not ``n_heads`` times an even head size.
     """
     out_features = weight.shape[0]
     if out_features % (2 * n_heads):
@@ -247,20 +302,47 @@ def write_llama_gguf(
 ) -> Path:
     """Write a llama-architecture GGUF that stock llama.cpp loads.
 
-    ``dtype``: "f32" or "f16" (2-D weights in F16, norms stay F32 as upstream does).
-    ``rope_layout``: "half" (HF rotate-half, Q/K get permuted) or "interleaved" (already
-    adjacent pairs, written as is). ``extra_metadata`` values may be str, bool, int, float or
-    lists of those; ``extra_tensors`` are written unchanged (e.g. SeedΔ index/value tensors), and
-    ``skip_tensors`` lists HF names deliberately left out (e.g. dense weights replaced by those).
-    ``rendered_specials``: special tokens that belong to the model's visible output format; they
-    are written ``USER_DEFINED`` (llama.cpp prints them by default), every other special token
-    ``CONTROL`` (hidden). bos/eos/pad may not be rendered. Tokenization is the ``gpt-2``
-    pre-tokenizer (see the module docstring); the text must be NFC, as our tokenizer makes it.
-    ``tokenizer_pre`` exists only to reproduce files of older exporters (``"default"``) in tests.
-    ``add_bos``: llama.cpp prepends bos to text prompts (for models trained with bos first and
-    a prompt format without it, so ``llama-cli -p TEXT`` gives the training ids).
-    The file is written to a temporary name and renamed, so a failure never leaves a half file.
-    Raises :class:`GGUFError` naming the tensor, key or token at fault.
+    Tokenization is the ``gpt-2`` pre-tokenizer (see the module docstring); the text must be NFC,
+    as our tokenizer makes it. The file is written to ``<path>.partial`` and renamed, so a
+    failure never leaves a half-written file at ``path``.
+
+    Args:
+        path: the ``.gguf`` file to write; its parent directories are created.
+        state_dict: HF ``LlamaForCausalLM`` names to torch tensors or NumPy arrays of the shapes
+            ``config`` implies (``[out, in]`` for projections, ``[hidden]`` for norms).
+            ``lm_head.weight`` (``[vocab, hidden]``) is optional: without it llama.cpp ties the
+            output to ``token_embd``. Values are converted to float32 (bf16 included) first.
+        config: the model's hyperparameters.
+        tokenizer: the byte-level BPE tokenizer; its vocabulary size must equal
+            ``config.vocab_size``.
+        dtype: ``"f32"``, or ``"f16"`` for 2-D weights in F16 (norms stay F32, as upstream).
+        rope_layout: ``"half"`` (HF rotate-half: Q/K rows are permuted with
+            :func:`permute_rotate_half_to_interleaved`) or ``"interleaved"`` (already adjacent
+            pairs, written as is).
+        bos_id: the bos token id, recorded when given.
+        eos_id: the eos token id, recorded when given.
+        pad_id: the padding token id, recorded when given.
+        extra_metadata: more keys; values str, bool, int (int32, or int64 when it does not fit),
+            float (float32) or lists of those.
+        extra_tensors: GGUF-named arrays written unchanged (e.g. SeedΔ index/value tensors).
+        skip_tensors: HF names deliberately left out (e.g. dense weights those replace).
+        rendered_specials: special tokens that belong to the model's visible output format;
+            written ``USER_DEFINED`` (llama.cpp prints them by default), every other special
+            token ``CONTROL`` (hidden). bos/eos/pad may not be rendered.
+        tokenizer_pre: ``tokenizer.ggml.pre``; other than the default only to reproduce files of
+            older exporters (``"default"``) in tests.
+        add_bos: ``tokenizer.ggml.add_bos_token``: whether llama.cpp prepends bos to text prompts
+            (for models trained with bos first and a prompt format without it, so
+            ``llama-cli -p TEXT`` gives the training ids).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        GGUFError: an unknown ``dtype`` or ``rope_layout``, a vocabulary size that differs from
+            ``config``, a missing, misshapen or unknown tensor, an invalid ``rendered_specials``
+            (see :func:`token_types`) or an unsupported metadata value; the message names the
+            tensor, key or token at fault.
     """
     import gguf
 
@@ -354,8 +436,18 @@ def token_types(
 ) -> list[int]:
     """GGUF token types in id order: NORMAL (1), CONTROL (3) or USER_DEFINED (4, rendered).
 
-    Raises :class:`GGUFError` when a rendered token is not one of the tokenizer's special tokens
-    or is the bos/eos/pad token (``hidden_ids``), which llama.cpp must keep hidden.
+    Args:
+        tokenizer: the tokenizer whose vocabulary is typed.
+        rendered_specials: special tokens llama.cpp should print (USER_DEFINED); the other
+            special tokens are CONTROL, every ordinary token NORMAL.
+        hidden_ids: the bos/eos/pad ids, which must stay CONTROL; ``None`` entries are ignored.
+
+    Returns:
+        One ``gguf.TokenType`` value (int) per token id, ``tokenizer.vocab_size`` of them.
+
+    Raises:
+        GGUFError: a rendered token is not one of the tokenizer's special tokens, or is the
+            bos/eos/pad token, which llama.cpp must keep hidden.
     """
     import gguf
 
@@ -386,7 +478,15 @@ def check_text_contract(metadata: Mapping[str, Any], path: str | os.PathLike[str
 
     Files written before the ``gpt-2`` pre-tokenizer fix say ``tokenizer.ggml.pre = "default"``:
     llama.cpp then splits numbers and punctuation differently, so text prompts do not give the
-    model's training ids. Raises :class:`GGUFError` that says to re-export.
+    model's training ids.
+
+    Args:
+        metadata: the file's key/value metadata (:attr:`GGUFContents.metadata`).
+        path: the file, named in the message.
+
+    Raises:
+        GGUFError: ``tokenizer.ggml.model`` is not ``"gpt2"`` (byte-level BPE), or
+            ``tokenizer.ggml.pre`` is not :data:`TOKENIZER_PRE` (the message says to re-export).
     """
     model = metadata.get("tokenizer.ggml.model")
     if model != "gpt2":
@@ -417,13 +517,35 @@ def _add_metadata(writer: Any, key: str, value: Any) -> None:
 
 @dataclass
 class GGUFContents:
-    metadata: dict[str, Any]  # key -> Python value (str, int, float, bool or list)
-    tensors: dict[str, np.ndarray]  # name -> array in numpy order ([out, in] for matrices)
-    tensor_types: dict[str, str] = field(default_factory=dict)  # name -> GGML type name
+    """What :func:`read_gguf` found in a file.
+
+    Attributes:
+        metadata: key -> Python value (str, int, float, bool or list); the reader's own
+            ``GGUF.*`` header fields are left out.
+        tensors: tensor name -> array in NumPy order (``[out, in]`` for matrices); empty when read
+            with ``load_tensors=False``.
+        tensor_types: tensor name -> GGML type name (``"F32"``, ``"F16"``, ...).
+    """
+
+    metadata: dict[str, Any]
+    tensors: dict[str, np.ndarray]
+    tensor_types: dict[str, str] = field(default_factory=dict)
 
 
 def read_gguf(path: str | os.PathLike[str], *, load_tensors: bool = True) -> GGUFContents:
-    """Read metadata and tensors; raises :class:`GGUFError` naming the file when it is corrupt."""
+    """Read a GGUF file's metadata and tensors.
+
+    Args:
+        path: the ``.gguf`` file.
+        load_tensors: False reads only the metadata and the tensor types (no tensor data).
+
+    Returns:
+        The file's :class:`GGUFContents`.
+
+    Raises:
+        GGUFError: the file is missing, is not a GGUF, is truncated (a tensor ends past the end of
+            the file) or has an unreadable metadata value; the message names the file.
+    """
     from gguf import GGUFReader
 
     path = Path(path)
@@ -465,6 +587,7 @@ def read_gguf(path: str | os.PathLike[str], *, load_tensors: bool = True) -> GGU
 
 
 def llamacpp_available() -> bool:
+    """Whether ``llama_cpp`` (llama-cpp-python, the ``llamacpp`` extra) can be imported."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
@@ -477,8 +600,19 @@ def load_llamacpp(
 ) -> Any:
     """Open a GGUF in llama.cpp with all-position logits and (by default) an F32 KV cache.
 
-    ``n_threads`` defaults to min(4, CPU count); a benchmark passes its own thread count so that
-    llama.cpp and PyTorch are compared on the same cores."""
+    Args:
+        path: the ``.gguf`` file.
+        n_ctx: context length in tokens (also the batch size ``n_batch``).
+        f32_kv: keep the KV cache in F32 instead of llama.cpp's F16, for exact comparisons.
+        n_threads: CPU threads; default min(4, CPU count). A benchmark passes its own count so
+            that llama.cpp and PyTorch are compared on the same cores.
+
+    Returns:
+        A ``llama_cpp.Llama`` with ``logits_all=True``.
+
+    Raises:
+        GGUFError: llama-cpp-python is not installed, or llama.cpp refuses the file.
+    """
     try:
         import llama_cpp
     except ImportError:
@@ -503,7 +637,15 @@ def load_llamacpp(
 
 
 def llamacpp_logits(llm: Any, token_ids: Sequence[int]) -> np.ndarray:
-    """Logits ``[T, vocab]`` for every position of ``token_ids`` (fresh context)."""
+    """Run ``token_ids`` through llama.cpp from an empty context and return every position's logits.
+
+    Args:
+        llm: a ``llama_cpp.Llama`` opened with ``logits_all=True`` (:func:`load_llamacpp`).
+        token_ids: ``T`` token ids, at most the context length.
+
+    Returns:
+        float64 logits ``[T, vocab]``; row ``t`` predicts token ``t + 1``.
+    """
     llm.reset()
     llm.eval(list(token_ids))
     return np.array(llm.scores[: len(token_ids)], dtype=np.float64)
@@ -512,7 +654,18 @@ def llamacpp_logits(llm: Any, token_ids: Sequence[int]) -> np.ndarray:
 def llamacpp_greedy(
     path_or_llm: Any, prompt_ids: Sequence[int], n_tokens: int, stop_ids: Sequence[int] = ()
 ) -> list[int]:
-    """Greedy continuation of ``prompt_ids`` in llama.cpp (stops after a token in ``stop_ids``)."""
+    """Continue ``prompt_ids`` greedily in llama.cpp (top-k 1, temperature 0, no repeat penalty).
+
+    Args:
+        path_or_llm: a ``.gguf`` path (opened with a context of
+            ``max(64, len(prompt_ids) + n_tokens + 8)``) or a loaded ``llama_cpp.Llama``.
+        prompt_ids: the prompt's token ids.
+        n_tokens: the most tokens to generate.
+        stop_ids: generation stops after emitting one of these (it is included in the result).
+
+    Returns:
+        The generated ids only, at most ``n_tokens``.
+    """
     llm = path_or_llm
     if isinstance(path_or_llm, str | os.PathLike):
         llm = load_llamacpp(path_or_llm, n_ctx=max(64, len(prompt_ids) + n_tokens + 8))
@@ -534,9 +687,23 @@ def compare_with_llamacpp(
 ) -> dict[str, Any]:
     """Compare llama.cpp with a reference forward on the same tokens.
 
-    ``reference_logits(ids) -> [len(ids), vocab]`` (e.g. the PyTorch model). Returns
-    ``max_abs_diff``, ``argmax_agreement`` over positions, and greedy continuations of
-    ``token_ids`` from both (``greedy_equal``).
+    Args:
+        path: the ``.gguf`` file to load in llama.cpp.
+        reference_logits: ``ids -> [len(ids), vocab]`` logits of the same model (e.g. the
+            PyTorch one); called once on ``token_ids`` and once per greedy reference step, on
+            the whole sequence (no cache).
+        token_ids: the tokens both run on (and the prompt of the greedy continuations).
+        n_greedy: the most tokens of each greedy continuation.
+        stop_ids: tokens that end a greedy continuation (included in it).
+
+    Returns:
+        ``max_abs_diff`` (float: largest absolute logit difference over all positions and
+        vocabulary entries), ``argmax_agreement`` (float: fraction of positions whose argmax
+        agrees), ``greedy_llamacpp`` and ``greedy_reference`` (lists of generated ids) and
+        ``greedy_equal`` (bool).
+
+    Raises:
+        GGUFError: llama.cpp cannot load the file, or the two logit arrays differ in shape.
     """
     ids = list(token_ids)
     llm = load_llamacpp(path, n_ctx=max(64, len(ids) + n_greedy + 8))

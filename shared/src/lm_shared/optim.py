@@ -17,8 +17,19 @@ def param_groups_with_weight_decay(
     Biases, norm gains and other vectors/scalars, and any parameter whose name contains one of
     ``no_decay_names`` (embeddings by default, which a tied output head shares), get no decay:
     decaying them pulls norms and embeddings towards zero without regularising anything (the
-    usual practice since GPT-2/nanoGPT). Frozen parameters are left out. Returns
-    ``[{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]``.
+    usual practice since GPT-2/nanoGPT). Frozen parameters are left out.
+
+    Args:
+        model: the module whose trainable parameters are grouped.
+        weight_decay: the first group's ``weight_decay`` (decoupled in AdamW, Loshchilov & Hutter, 2019).
+        no_decay_names: substrings of parameter names exempt from decay.
+
+    Returns:
+        ``[{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]``,
+        ready for ``torch.optim.AdamW(groups, lr=...)``.
+
+    Raises:
+        ValueError: ``weight_decay < 0``.
     """
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")

@@ -20,7 +20,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 CATEGORIES = ("matmul", "attention", "norm_elementwise", "optimizer", "python_data", "logging_health")
 
@@ -307,7 +310,23 @@ def measured_training_flops(forward_backward: Callable[[], Any]) -> int:
 
 
 def model_flops_utilization(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> float:
-    """MFU: the model's FLOP/s (``tokens_per_s · flops_per_token``) as a fraction of ``peak_flops``."""
+    """MFU: the model's FLOP/s (``tokens_per_s · flops_per_token``) as a fraction of ``peak_flops``.
+
+    Model FLOP utilisation as PaLM defines it (Chowdhery et al., 2022, appendix B): only the
+    model's own arithmetic counts, not recomputation or framework overhead.
+
+    Args:
+        tokens_per_s: measured training throughput, tokens per second.
+        flops_per_token: e.g. :func:`transformer_training_flops_per_token`, or
+            :func:`measured_training_flops` divided by the tokens of that call.
+        peak_flops: the machine's peak FLOP/s, e.g. :func:`matmul_peak_flops`.
+
+    Returns:
+        The fraction (0-1 for a sound peak; above 1 means the peak was underestimated).
+
+    Raises:
+        ValueError: ``peak_flops <= 0``.
+    """
     if peak_flops <= 0:
         raise ValueError(f"peak_flops must be positive, got {peak_flops}")
     return tokens_per_s * flops_per_token / peak_flops
@@ -315,12 +334,18 @@ def model_flops_utilization(tokens_per_s: float, flops_per_token: float, peak_fl
 
 def split_table(
     title: str, profiles: Mapping[str, Mapping[str, Any] | None], mfu: Mapping[str, float] | None = None
-):
-    """A rich ``Table``: one row per category of :data:`CATEGORIES`, one column per profile.
+) -> Table:
+    """The step-split table every bench prints: one row per category, one column per profile.
 
-    ``profiles`` maps a column name to :meth:`StepProfile.as_dict` output (what the benches keep
-    in their JSON; ``None`` when no split was taken, e.g. with ``--compile``: no category rows).
-    Cells read ``ms (share)``; ``mfu`` (fractions per column) adds an MFU row.
+    Args:
+        title: the table's title.
+        profiles: column name -> :meth:`StepProfile.as_dict` output (what the benches keep in
+            their JSON), or ``None`` when no split was taken (e.g. with ``--compile``); the
+            category rows are shown only when every column has a profile.
+        mfu: column name -> MFU as a fraction; adds an ``MFU`` row (shown as a percentage).
+
+    Returns:
+        A ``rich.table.Table`` whose cells read ``ms (share)``, in milliseconds per step.
     """
     from rich.table import Table
 

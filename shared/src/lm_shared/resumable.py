@@ -26,8 +26,16 @@ from torch.utils.data import DataLoader, Sampler
 
 
 def lightning_progress(owner: Any) -> Callable[[], tuple[int, int]]:
-    """``() -> (epoch, batches processed in it)`` for the trainer of ``owner`` (a LightningModule or
-    LightningDataModule), read when a checkpoint is written; ``(0, 0)`` before fitting."""
+    """Build the position reader a :class:`ResumableDataLoader` saves in checkpoints.
+
+    Args:
+        owner: a LightningModule or LightningDataModule; its ``trainer`` is looked up at each
+            call, so the reader can be made before the trainer exists.
+
+    Returns:
+        ``() -> (epoch, batches processed in it)`` from Lightning's fit loop, read when a
+        checkpoint is written; ``(0, 0)`` while ``owner`` has no trainer.
+    """
 
     def progress() -> tuple[int, int]:
         trainer = getattr(owner, "trainer", None)
@@ -40,8 +48,15 @@ def lightning_progress(owner: Any) -> Callable[[], tuple[int, int]]:
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
-    """Wraps a deterministic batch sampler; after :meth:`resume_at` the next pass over that epoch
-    starts at the given batch. ``len()`` stays the full epoch (Lightning counts batches from it)."""
+    """Wraps a deterministic batch sampler so that a resumed epoch starts at a given batch.
+
+    After :meth:`resume_at` the next pass over that epoch skips the batches already trained.
+    ``len()`` stays the full epoch (Lightning counts batches from it).
+
+    Args:
+        batch_sampler: yields lists of dataset indices, the same ones for the same
+            ``set_epoch(epoch)`` (seeded shuffling); ``set_epoch`` is forwarded when it has one.
+    """
 
     def __init__(self, batch_sampler: Any) -> None:
         self.batch_sampler = batch_sampler
@@ -49,11 +64,18 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (its shuffle) for the next pass; Lightning calls it at each epoch start."""
         self.epoch = epoch
         if hasattr(self.batch_sampler, "set_epoch"):
             self.batch_sampler.set_epoch(epoch)
 
     def resume_at(self, epoch: int, batch: int) -> None:
+        """Make the next pass, if it is over ``epoch``, start at batch index ``batch``.
+
+        Args:
+            epoch: the epoch the checkpoint was written in.
+            batch: batches of that epoch already trained (skipped once).
+        """
         self._resume = (epoch, batch)
         self.set_epoch(epoch)
 
@@ -71,9 +93,20 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
 
 class ResumableDataLoader(DataLoader):
-    """A DataLoader Lightning treats as stateful: checkpoints store ``{"epoch", "batches"}`` and a
-    resume continues the epoch at the next untrained batch. Needs ``batch_sampler`` to be a
-    :class:`ResumableBatchSampler` and ``progress`` a callable such as :func:`lightning_progress`."""
+    """A DataLoader Lightning treats as stateful, so that a resume continues a part-trained epoch.
+
+    Checkpoints store ``{"epoch", "batches"}`` and a resume continues the epoch at the next
+    untrained batch.
+
+    Args:
+        *args: ``DataLoader``'s arguments; ``batch_sampler`` must be a
+            :class:`ResumableBatchSampler`.
+        progress: ``() -> (epoch, batches trained in it)``, e.g. :func:`lightning_progress`.
+        **kwargs: ``DataLoader``'s keyword arguments.
+
+    Raises:
+        TypeError: ``batch_sampler`` is not a :class:`ResumableBatchSampler`.
+    """
 
     def __init__(self, *args: Any, progress: Callable[[], tuple[int, int]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -82,23 +115,29 @@ class ResumableDataLoader(DataLoader):
         self.progress = progress
 
     def state_dict(self) -> dict[str, int]:
+        """The training position, ``{"epoch", "batches"}``, that Lightning saves in a checkpoint."""
         epoch, batches = self.progress()
         return {"epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next pass over the saved epoch skip its trained batches (Lightning calls it on resume)."""
         # __init__ checked the type, and a DataLoader refuses a new batch_sampler after __init__.
         sampler = cast(ResumableBatchSampler, self.batch_sampler)
         sampler.resume_at(int(state["epoch"]), int(state["batches"]))
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """Writes ``dirpath/last.ckpt`` every ``every_n_train_steps`` optimizer steps and at every
-    epoch's end (after its validation), and nothing else.
+    """Writes ``dirpath/last.ckpt`` every ``every_n_train_steps`` optimizer steps and at each epoch's end.
 
-    It never saves from the epoch's final batch: Lightning 2.6 restores a checkpoint written in
+    The end-of-epoch save comes after the epoch's validation; nothing else is saved. It never
+    saves from the epoch's final batch: Lightning 2.6 restores a checkpoint written in
     ``on_train_batch_end`` of the last batch one epoch too far when ``max_steps`` is set (the
     restored run's ``current_epoch`` skips one, so a seeded sampler reshuffles differently); the
     end-of-epoch save right after covers that step.
+
+    Args:
+        dirpath: the checkpoint folder.
+        every_n_train_steps: save every this many optimizer steps; ``None``: only at epoch ends.
     """
 
     def __init__(self, dirpath: Any, every_n_train_steps: int | None = None) -> None:
@@ -113,6 +152,7 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        """Save as ``ModelCheckpoint`` does, except after the epoch's last batch (see the class)."""
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

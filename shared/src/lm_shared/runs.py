@@ -104,6 +104,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     For writers that want a file name (``torch.save``, ``safetensors.save_file``, Keras
     ``model.save``): the temporary name keeps ``path``'s suffix, so format checks by extension
     pass. On an exception the temporary file is removed and ``path`` is untouched.
+
+    Args:
+        path: the file to (re)place; its parent directories are created.
+
+    Yields:
+        The temporary file (already created, empty, mode from the umask) to write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +134,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary name in the same folder, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically (temporary name in the same folder, fsync, rename).
+
+    Args:
+        path: the file to write; its parent directories are created.
+        data: the whole new content.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
@@ -136,7 +150,16 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`).
+
+    Args:
+        path: the file to write; its parent directories are created.
+        text: the whole new content.
+        encoding: how ``text`` is encoded.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
     return atomic_write_bytes(path, text.encode(encoding))
 
 
@@ -150,15 +173,38 @@ def atomic_write_json(
 ) -> Path:
     """Write ``obj`` as UTF-8 JSON (non-ASCII kept, trailing newline) to ``path`` atomically.
 
-    ``TypeError`` for objects JSON cannot encode (and ``ValueError`` for NaN/Inf when
-    ``allow_nan`` is False) is raised before anything is written.
+    Args:
+        path: the file to write; its parent directories are created.
+        obj: anything ``json.dumps`` encodes.
+        indent: ``json.dumps``' indent (``None``: one line).
+        sort_keys: sort object keys.
+        allow_nan: write NaN/Infinity (not strict JSON); False refuses them.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        TypeError: ``obj`` holds something JSON cannot encode (nothing is written).
+        ValueError: ``obj`` holds NaN/Inf and ``allow_nan`` is False (nothing is written).
     """
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=False, allow_nan=allow_nan)
     return atomic_write_text(path, text + "\n")
 
 
 def read_json_file(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
-    """Read a JSON file; a missing, unreadable, non-UTF-8 or malformed one is a one-line UserError."""
+    """Read a JSON file, turning every way it can be unusable into a one-line user error.
+
+    Args:
+        path: the file.
+        what: what the file is, for the message (e.g. ``"run state"``).
+
+    Returns:
+        The decoded JSON value.
+
+    Raises:
+        lm_shared.errors.UserError: the file is missing, unreadable, not UTF-8, malformed (with
+            line and column) or nested too deeply.
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -188,7 +234,11 @@ def is_global_rank_zero(environ: Mapping[str, str] | None = None) -> bool:
     """True unless a launcher (torchrun, Lightning DDP, SLURM, MPI) says this is not global rank 0.
 
     Lightning's own DDP launcher re-runs the script with ``LOCAL_RANK``/``NODE_RANK`` set;
-    torchrun sets ``RANK``; SLURM sets ``SLURM_PROCID``. Any of them non-zero means a follower.
+    torchrun sets ``RANK``; SLURM sets ``SLURM_PROCID``; MPI ``PMI_RANK`` or
+    ``OMPI_COMM_WORLD_RANK``. Any of them set and not ``"0"`` means a follower.
+
+    Args:
+        environ: the environment to read; default ``os.environ``.
     """
     env = os.environ if environ is None else environ
     for name in _RANK_VARIABLES:
@@ -230,7 +280,10 @@ class RunLock:
     On POSIX it is an ``flock`` on the lock file, released by the OS when the holder exits or is
     killed; the file also records ``{"pid", "host", "started"}`` for the refusal message. Where
     ``fcntl`` is missing (Windows) the file itself is the lock, and a lock whose pid is dead on
-    this host is taken over.
+    this host is taken over. Usable as a context manager (acquire on entry, release on exit).
+
+    Args:
+        folder: the run folder; the lock file is ``folder/.lock``.
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
@@ -239,6 +292,7 @@ class RunLock:
 
     @property
     def held(self) -> bool:
+        """Whether this object holds the lock now."""
         return self._fd is not None
 
     def holder(self) -> dict[str, Any]:
@@ -250,7 +304,13 @@ class RunLock:
         return data if isinstance(data, dict) else {}
 
     def acquire(self) -> None:
-        """Take the lock or raise :class:`RunLockedError` naming the holder's pid."""
+        """Take the lock without waiting, and record this process as its holder.
+
+        Raises:
+            RunLockedError: another process holds it (the message names its pid, and its host
+                when that is another machine), or the lock file kept being replaced under us.
+            OSError: ``flock`` failed for another reason than contention.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             import fcntl
@@ -322,6 +382,7 @@ class RunLock:
         )
 
     def release(self) -> None:
+        """Remove the lock file (only if it is still ours) and drop the lock; no-op when not held."""
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
@@ -359,9 +420,16 @@ def _jsonable(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_run_state(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The folder's ``run.json`` as a dict, ``None`` when there is none.
+    """Read the folder's run state (``run.json``).
 
-    Raises :class:`RunFolderError` when it exists but is unreadable.
+    Args:
+        folder: the run folder.
+
+    Returns:
+        The state (it has a ``status`` key), or ``None`` when the folder has no ``run.json``.
+
+    Raises:
+        RunFolderError: ``run.json`` exists but is unreadable, malformed or has no ``status``.
     """
     path = Path(folder) / RUN_STATE_FILE
     if not path.exists():
@@ -379,7 +447,18 @@ def require_run_of(folder: str | os.PathLike[str], package: str, *, finished: bo
     """Check ``folder`` is a run of ``package`` (and finished) before reading its artifacts.
 
     Folders written before run states existed (no ``run.json``) pass, so old runs stay usable.
-    Raises :class:`RunFolderError` naming the folder and what it holds instead.
+
+    Args:
+        folder: the run folder.
+        package: the member that must have written it (its distribution name).
+        finished: also require the status ``finished``.
+
+    Returns:
+        The run state, ``{}`` for a folder without ``run.json``.
+
+    Raises:
+        RunFolderError: the folder is missing, belongs to another member, is not finished (when
+            required) or has an unreadable ``run.json``; the message names the folder.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -397,12 +476,18 @@ def require_run_of(folder: str | os.PathLike[str], package: str, *, finished: bo
 
 @dataclass
 class RunFolder:
-    """An open run folder (see :func:`open_run_dir`).
+    """An open run folder (see :func:`open_run_dir`); as a context manager, see :meth:`__exit__`.
 
-    ``path`` is where this run writes (a hidden staging sibling of ``final_path`` during a forced
-    re-run, swapped in by :meth:`finish`); ``resumed`` is True when continuing an interrupted run;
-    ``is_writer`` is False on non-zero ranks, which must not write; ``saved_config`` is the
-    config the run was started with (what ``resume`` reuses for anything not given).
+    Attributes:
+        path: where this run writes: a hidden staging sibling of ``final_path`` during a forced
+            re-run, swapped in by :meth:`finish`.
+        final_path: the folder the user named.
+        package: the member that owns the run.
+        resumed: True when continuing an interrupted run.
+        is_writer: False on non-zero ranks, which must not write.
+        saved_config: the config the run was started with (what ``resume`` reuses for anything
+            not given).
+        state: the contents of ``run.json`` as last written.
     """
 
     path: Path
@@ -434,7 +519,11 @@ class RunFolder:
     def finish(self, **fields: Any) -> Path:
         """Mark the run finished, swap a staged re-run into place, release the lock.
 
-        Returns the final run folder.
+        Args:
+            **fields: more fields to record in ``run.json``.
+
+        Returns:
+            The final run folder (``final_path``).
         """
         self._write_state(status=STATUS_FINISHED, **fields)
         if self._staged and self.is_writer:
@@ -445,6 +534,7 @@ class RunFolder:
         return self.final_path
 
     def release(self) -> None:
+        """Release the run lock (the folder stays as it is); no-op when not held."""
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -461,11 +551,17 @@ class RunFolder:
 
     # -- helpers ----------------------------------------------------------------------------
     def check_config(self, config: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> None:
-        """Refuse a ``resume`` whose settings differ from the saved ones (first field named).
+        """Refuse a ``resume`` whose settings differ from the saved ones.
 
-        Keys whose new value is ``None`` mean "not given": they are not compared (callers take
-        them from :attr:`saved_config`). Keys in ``ignore`` (dotted for nested ones) may change
-        on resume, e.g. the number of epochs to extend a run.
+        Args:
+            config: the requested settings. Keys whose value is ``None`` mean "not given": they
+                are not compared (callers take them from :attr:`saved_config`).
+            ignore: keys (dotted for nested ones) that may change on resume, e.g. the number of
+                epochs to extend a run.
+
+        Raises:
+            ConfigMismatchError: naming the first differing key with both values (see
+                :func:`config_mismatch`).
         """
         mismatch = config_mismatch(self.saved_config, config, ignore=ignore)
         if mismatch is not None:
@@ -480,7 +576,20 @@ class RunFolder:
 def config_mismatch(
     saved: Mapping[str, Any], requested: Mapping[str, Any], *, ignore: Iterable[str] = ()
 ) -> tuple[str, Any, Any] | None:
-    """The first ``(dotted key, saved, requested)`` that differs, ignoring ``None`` requests."""
+    """Find the first requested setting that differs from the saved one.
+
+    Both mappings are compared as JSON (tuples as lists, other values via ``str``) and flattened
+    to dotted keys.
+
+    Args:
+        saved: the settings a run was started with.
+        requested: the new request; ``None`` values and keys absent from ``saved`` (fields added
+            since) are not compared.
+        ignore: dotted keys (and everything under them) that may differ.
+
+    Returns:
+        ``(dotted key, saved value, requested value)``, or ``None`` when nothing differs.
+    """
     old = _flatten(_jsonable(saved))
     new = _flatten(_jsonable(requested))
     skip = set(ignore)
@@ -554,8 +663,27 @@ def open_run_dir(
 
     Non-zero ranks (:func:`is_global_rank_zero`) get a read-only view: no lock, no checks, no
     writes; rank 0 enforces the policy and the launcher stops the others if it refuses.
-    ``resume_hint``/``force_hint`` are the flags named in the advice (a member may spell them
-    differently, e.g. ``--overwrite``).
+
+    Args:
+        path: the run folder (``--out``); created when missing.
+        package: the member training into it (recorded in ``run.json``).
+        resume: continue an interrupted run.
+        force: replace a finished or interrupted run (staged, swapped in when it finishes).
+        config: the run's settings, saved in ``run.json`` (JSON-able; others are stored as str).
+        resume_may_change: dotted config keys a resume may change (see
+            :meth:`RunFolder.check_config`).
+        resume_hint: the resume flag as the member spells it, named in the advice.
+        force_hint: the force flag as the member spells it (e.g. ``--overwrite``).
+        run_files: file names an older run of this member always has (see above).
+
+    Returns:
+        The open :class:`RunFolder`, holding the lock on rank 0; use it as a context manager.
+
+    Raises:
+        RunFolderError: the policy refuses the request (see above); the message says what the
+            folder holds and which flag to use.
+        RunLockedError: a live process holds the folder's lock.
+        ConfigMismatchError: ``resume`` with settings that differ from the saved ones.
     """
     final = Path(path)
     config = dict(config or {})
@@ -689,7 +817,12 @@ class StopSignal:
     Use as a context manager around the loop; check :attr:`requested` after each optimizer step,
     save a resumable checkpoint, mark the run interrupted and raise :class:`TrainingInterrupted`
     (see :meth:`interrupted`). A second signal raises ``KeyboardInterrupt`` at once. Outside the
-    main thread signals cannot be caught, and the manager does nothing.
+    main thread signals cannot be caught, and the manager does nothing. The previous handlers are
+    restored on exit.
+
+    Args:
+        signals: the signals to catch.
+        quiet: do not print the one-line notice on stderr when the first signal arrives.
     """
 
     def __init__(self, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM), quiet: bool = False) -> None:
@@ -700,6 +833,7 @@ class StopSignal:
 
     @property
     def requested(self) -> bool:
+        """Whether a signal arrived: stop at the next step boundary."""
         return self.received is not None
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -728,7 +862,16 @@ class StopSignal:
         self._previous.clear()
 
     def interrupted(self, where: str, resume_command: str) -> TrainingInterrupted:
-        """The exception to raise once the checkpoint is saved (one line for the user)."""
+        """Build the exception to raise once the checkpoint is saved (one line for the user).
+
+        Args:
+            where: where training stopped, e.g. ``"at step 120"``.
+            resume_command: the command that continues the run.
+
+        Returns:
+            A :class:`TrainingInterrupted` whose message names the signal, ``where`` and the
+            command.
+        """
         name = signal.Signals(self.received).name if self.received else "interrupt"
         return TrainingInterrupted(f"{name}: stopped {where}; continue with: {resume_command}")
 
@@ -737,14 +880,31 @@ class StopSignal:
 
 
 def check_finite_loss(loss: Any, step: int, hint: str = "lower --lr or check the data") -> None:
-    """Raise :class:`NonFiniteError` when ``loss`` (a float or a 0-d tensor) is NaN or Inf."""
+    """Stop a diverged training: raise when the loss is NaN or Inf.
+
+    Args:
+        loss: a float or a 0-d tensor (read with one host sync).
+        step: the step, named in the message.
+        hint: the advice appended to the message.
+
+    Raises:
+        NonFiniteError: ``loss`` is NaN or Inf.
+    """
     value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
     if not math.isfinite(value):
         raise NonFiniteError(f"training diverged: the loss is {value} at step {step} ({hint})")
 
 
 def first_non_finite(named_tensors: Iterable[tuple[str, Any]]) -> str | None:
-    """Name of the first floating tensor with a NaN/Inf entry (PyTorch or NumPy), else ``None``."""
+    """Find the first floating-point tensor that holds a NaN or Inf.
+
+    Args:
+        named_tensors: ``(name, tensor)`` pairs, e.g. ``model.named_parameters()``; PyTorch
+            tensors and NumPy arrays (float or complex) are checked, anything else is skipped.
+
+    Returns:
+        That tensor's name, or ``None`` when all are finite.
+    """
     for name, tensor in named_tensors:
         if hasattr(tensor, "is_floating_point"):
             if tensor.is_floating_point() and not bool(tensor.detach().isfinite().all()):
@@ -758,7 +918,15 @@ def first_non_finite(named_tensors: Iterable[tuple[str, Any]]) -> str | None:
 
 
 def check_finite_parameters(named_tensors: Iterable[tuple[str, Any]], what: str = "the model") -> None:
-    """Raise :class:`NonFiniteError` naming the first non-finite tensor; call it before saving."""
+    """Refuse to save a diverged model; call it before saving.
+
+    Args:
+        named_tensors: ``(name, tensor)`` pairs (see :func:`first_non_finite`).
+        what: the model, named in the message.
+
+    Raises:
+        NonFiniteError: naming the first tensor that holds NaN/Inf.
+    """
     bad = first_non_finite(named_tensors)
     if bad is not None:
         raise NonFiniteError(
@@ -776,8 +944,17 @@ def _one_line(exc: BaseException) -> str:
 
 
 def run_guarded(action: Callable[[], int | None]) -> int:
-    """Run a CLI action: a UserError prints ``error: <first line>`` (exit 2), an interrupt one line
-    (exit 130); the return value (``None`` = 0) is the exit status otherwise."""
+    """Run a CLI action and turn its expected failures into one line on stderr and an exit status.
+
+    Args:
+        action: the command's body; returns its exit status (``None`` = 0).
+
+    Returns:
+        The action's status; for a :class:`~lm_shared.errors.UserError` its ``exit_code``
+        (2) after ``error: <first line>``; 130 after one line for :class:`TrainingInterrupted`
+        or ``KeyboardInterrupt``; 0 when stdout's reader went away (``cmd | head``). Any other
+        exception propagates with its traceback.
+    """
     try:
         return int(action() or 0)
     except UserError as exc:
@@ -796,7 +973,14 @@ def run_guarded(action: Callable[[], int | None]) -> int:
 
 
 def guard_cli(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Decorator for ``main(argv) -> int``: see :func:`run_guarded`."""
+    """Decorate a CLI's ``main(argv) -> int | None`` to run under :func:`run_guarded`.
+
+    Args:
+        main: the entry point.
+
+    Returns:
+        A wrapper with ``main``'s signature that returns the exit status (int).
+    """
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> int:

@@ -41,6 +41,10 @@ def require_gpus_for_fsdp(strategy: str, cuda_available: bool | None = None) -> 
     Lightning's ``FSDPStrategy`` runs on GPUs only (on the CPU it raises from inside the Trainer,
     after data and tokenizer were built); DDP covers the CPU.
 
+    Args:
+        strategy: the ``--strategy`` value.
+        cuda_available: whether CUDA is usable; default ``torch.cuda.is_available()``.
+
     Raises:
         UserError: ``strategy`` is ``"fsdp"`` and no CUDA device is visible.
     """
@@ -69,9 +73,22 @@ drop_lightning_tips()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` a checkpoint to a temporary file beside the target, fsync, rename."""
+    """Lightning's checkpoint IO with atomic saves: a kill mid-write leaves the old file intact.
+
+    Pass it as ``Trainer(plugins=[AtomicCheckpointIO()])``; loading is ``TorchCheckpointIO``'s.
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        """``torch.save`` the checkpoint to a temporary file beside ``path``, fsync, rename onto it.
+
+        Args:
+            checkpoint: the state Lightning collected.
+            path: the target file; its folder is created.
+            storage_options: not supported (must be ``None``).
+
+        Raises:
+            TypeError: ``storage_options`` was given.
+        """
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         with atomic_path(Path(path)) as tmp:
@@ -87,7 +104,13 @@ def _optimizer_stepped(trainer: L.Trainer, batch_idx: int) -> bool:
 
 
 class StopOnSignal(L.Callback):
-    """Save ``checkpoint_path`` and stop ``fit`` at the first step boundary after a stop request."""
+    """Save ``checkpoint_path`` and stop ``fit`` at the first step boundary after a stop request.
+
+    Args:
+        stop: the :class:`~lm_shared.runs.StopSignal` the training runs under.
+        checkpoint_path: where the resumable checkpoint goes (usually the run's ``last.ckpt``);
+            :attr:`saved_step` records the ``global_step`` it holds.
+    """
 
     def __init__(self, stop: StopSignal, checkpoint_path: str | Path) -> None:
         self.stop = stop
@@ -97,6 +120,7 @@ class StopOnSignal(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
+        """After a batch that ended with an optimizer step, save and stop once a stop was requested."""
         if self.stop.requested and self.saved_step is None and _optimizer_stepped(trainer, batch_idx):
             trainer.save_checkpoint(self.checkpoint_path)
             self.saved_step = trainer.global_step
@@ -109,6 +133,15 @@ class NonFiniteGuard(L.Callback):
     Checks the parameters whenever the loss is non-finite, every ``every`` steps and before each
     checkpoint save; raises once a parameter is non-finite or the loss was non-finite for
     ``patience`` consecutive batches.
+
+    Args:
+        patience: consecutive batches with a NaN/Inf loss that end training (single bad steps
+            are the gradient-health callback's to skip).
+        every: check the parameters every this many optimizer steps even when the loss is finite.
+        hint: the advice appended to the error message.
+
+    Raises:
+        ValueError: ``patience`` or ``every`` is below 1.
     """
 
     def __init__(
@@ -127,6 +160,12 @@ class NonFiniteGuard(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
+        """Count a non-finite batch loss and check the parameters when it is one (or every ``every`` steps).
+
+        Raises:
+            lm_shared.runs.NonFiniteError: a parameter holds NaN/Inf, or the loss was NaN/Inf
+                for ``patience`` batches in a row.
+        """
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         finite = loss is None or math.isfinite(float(loss.detach() if hasattr(loss, "detach") else loss))
         self.bad_losses = 0 if finite else self.bad_losses + 1
@@ -141,7 +180,9 @@ class NonFiniteGuard(L.Callback):
             )
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        """Refuse to write a checkpoint of a non-finite model (:class:`~lm_shared.runs.NonFiniteError`)."""
         self._check_parameters(pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Check the final parameters, before the caller saves the model (raises on NaN/Inf)."""
         self._check_parameters(pl_module)

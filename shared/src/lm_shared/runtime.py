@@ -25,8 +25,19 @@ _SLOW_FP16_CAPABILITIES = {(6, 1)}
 def seed_everything(seed: int, deterministic: bool = False) -> int:
     """Seed Python, NumPy and (when installed) PyTorch and TensorFlow from one integer.
 
-    ``deterministic=True`` also asks PyTorch for deterministic kernels (slower, and some ops raise).
-    Returns the seed so callers can log it.
+    Also sets ``PYTHONHASHSEED`` (for child processes). TensorFlow is seeded only when the caller
+    already imported it.
+
+    Args:
+        seed: in [0, 2**32).
+        deterministic: also ask PyTorch for deterministic kernels (slower, and ops without a
+            deterministic implementation raise); sets ``CUBLAS_WORKSPACE_CONFIG`` unless set.
+
+    Returns:
+        ``seed``, so callers can log it.
+
+    Raises:
+        ValueError: ``seed`` is outside [0, 2**32).
     """
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
@@ -69,6 +80,12 @@ def detect_device() -> str:
 def resolve_device(requested: str = "auto") -> str:
     """The device a ``--device`` flag asks for: ``auto`` is :func:`detect_device`.
 
+    Args:
+        requested: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+
+    Returns:
+        ``"cpu"``, ``"cuda"`` or ``"mps"``.
+
     Raises:
         lm_shared.errors.UserError: an unknown name, or ``cuda``/``mps`` on a machine without it
             (one line, so a CLI's guard prints it without a traceback).
@@ -92,7 +109,12 @@ def resolve_device(requested: str = "auto") -> str:
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """True when the CPU has bf16 matrix instructions (x86 AVX512-BF16 or AMX-BF16, Arm BF16).
 
-    Reads the Linux ``/proc/cpuinfo`` flags (or the given text); False where they cannot be read.
+    Args:
+        cpuinfo: the text of a ``/proc/cpuinfo``; default: this machine's (Linux), and False
+            where it cannot be read.
+
+    Returns:
+        Whether the ``flags``/``Features`` lines list ``avx512_bf16``, ``amx_bf16`` or ``bf16``.
     """
     if cpuinfo is None:
         try:
@@ -114,6 +136,14 @@ def detect_precision(device: str | None = None, cpu_bf16: bool = False) -> str:
     (Volta/Turing, e.g. the T4), and 32-true on cards whose fp16 is slow (the P40). On the CPU
     32-true, unless ``cpu_bf16`` is set and the CPU has native bf16 instructions (bf16 autocast
     then runs matmuls about twice as fast); callers opt in after checking their model trains in it.
+
+    Args:
+        device: ``"cuda"``, ``"mps"`` or ``"cpu"``; default :func:`detect_device`. On CUDA the
+            current device's capability decides.
+        cpu_bf16: allow bf16-mixed on a CPU with native bf16 (:func:`cpu_has_native_bf16`).
+
+    Returns:
+        ``"bf16-mixed"``, ``"16-mixed"`` or ``"32-true"`` (``"32-true"`` on MPS).
     """
     import torch
 
@@ -129,7 +159,18 @@ def detect_precision(device: str | None = None, cpu_bf16: bool = False) -> str:
 
 
 def autocast_dtype(precision: str) -> Any:
-    """The ``torch.autocast`` dtype for a Lightning precision string, or ``None`` for full fp32."""
+    """The ``torch.autocast`` dtype for a Lightning precision string.
+
+    Args:
+        precision: a Lightning precision such as ``"bf16-mixed"``, ``"16-mixed"`` or
+            ``"32-true"`` (only the prefix is read).
+
+    Returns:
+        ``torch.bfloat16``, ``torch.float16``, or ``None`` for full fp32 (no autocast).
+
+    Raises:
+        ValueError: a precision that starts with none of ``bf16``, ``16``, ``32``.
+    """
     import torch
 
     if precision.startswith("bf16"):
@@ -142,9 +183,15 @@ def autocast_dtype(precision: str) -> Any:
 
 
 def make_run_dir(root: str | os.PathLike[str], name: str | None = None) -> Path:
-    """Create ``root/name`` (default: a UTC timestamp) and return it.
+    """Create a run directory ``root/name`` and return it.
 
-    A timestamped name never collides with an earlier run, so saved work is never overwritten.
+    Args:
+        root: the parent folder (created when missing).
+        name: the run's name; default a UTC timestamp ``YYYYmmdd-HHMMSS``, suffixed ``-2``,
+            ``-3``... when taken, so saved work is never overwritten. A given name may exist.
+
+    Returns:
+        The directory.
     """
     root = Path(root)
     if name is None:
@@ -174,14 +221,37 @@ def _to_jsonable(obj: Any) -> Any:
 
 
 def save_config(config: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a dataclass (nested ones too) or a mapping as indented JSON, atomically."""
+    """Write a dataclass (nested ones too) or a mapping as indented JSON, atomically.
+
+    Args:
+        config: a dataclass instance or mapping; paths become strings, tuples lists and NumPy
+            scalars Python numbers; keys are sorted.
+        path: the ``.json`` file to write.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        TypeError: a value JSON cannot encode (nothing is written).
+    """
     from lm_shared.runs import atomic_write_text
 
     return atomic_write_text(path, json.dumps(_to_jsonable(config), indent=2, sort_keys=True) + "\n")
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a JSON config written by :func:`save_config`, with a clear error on bad JSON."""
+    """Read a JSON config written by :func:`save_config`.
+
+    Args:
+        path: the ``.json`` file.
+
+    Returns:
+        The decoded JSON (a dict for a file :func:`save_config` wrote).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not valid JSON (the message gives line and column).
+    """
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))

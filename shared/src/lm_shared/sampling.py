@@ -74,14 +74,31 @@ def generate(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
 ) -> torch.Tensor:
-    """Autoregressive decoding.
+    """Autoregressive decoding of a batch of equal-length prompts, under ``torch.no_grad``.
 
-    ``step_fn(input_ids, cache) -> (logits[B, t, V], new_cache)``. With ``use_cache`` the first
-    call receives the whole prompt and ``cache=None`` and every later call only the newest token
-    ``[B, 1]`` with the cache it returned; without it every call receives the full sequence and
-    ``cache=None``. Rows that emitted a stop token keep emitting that token (the batch stays
-    rectangular); the loop ends when every row stopped or after ``max_new_tokens``.
-    Greedy decoding when ``do_sample`` is False (processors still apply, e.g. no-repeat-ngram).
+    Rows that emitted a stop token keep emitting that token (the batch stays rectangular); the
+    loop ends when every row stopped or after ``max_new_tokens``.
+
+    Args:
+        step_fn: ``(input_ids, cache) -> (logits[B, t, V], new_cache)``. With ``use_cache`` the
+            first call receives the whole prompt and ``cache=None`` and every later call only the
+            newest token ``[B, 1]`` with the cache it returned; without it every call receives
+            the full sequence and ``cache=None``. Only the last position's logits are used.
+        prompt_ids: int64 token ids ``[B, T]``, ``T >= 1``.
+        max_new_tokens: the most tokens to append.
+        processors: ``(sequence[B, t], logits[B, V] float32) -> logits``, applied before the
+            choice, e.g. :func:`build_processors`.
+        do_sample: sample from the softmax of the processed logits; False is greedy (argmax,
+            the processors still apply, e.g. no-repeat-ngram).
+        stop_token_ids: tokens that end a row.
+        generator: the random generator for sampling (reproducible draws).
+        use_cache: call ``step_fn`` incrementally with its cache (see ``step_fn``).
+
+    Returns:
+        int64 ids ``[B, T + n]``: the prompts followed by ``n <= max_new_tokens`` new tokens.
+
+    Raises:
+        ValueError: ``prompt_ids`` is not ``[B, T]`` with ``T > 0``, or ``max_new_tokens < 0``.
     """
     if prompt_ids.dim() != 2 or prompt_ids.size(1) == 0:
         raise ValueError(f"prompt_ids must be [batch, length>0], got shape {tuple(prompt_ids.shape)}")

@@ -49,13 +49,31 @@ class TrainingStopped(RuntimeError):
 
 @dataclass(frozen=True)
 class HealthConfig:
-    clip_norm: float = 1.0  # global gradient norm above which gradients are clipped (exploding)
-    vanish_threshold: float = 1e-10  # global norm below which gradients count as vanished
-    max_retries: int = 3  # LR-halving retries of a batch with non-finite gradients before stopping
-    lr_factor_on_retry: float = 0.5  # LR multiplier applied before each retry
-    max_overflow_retries: int = 16  # fp16: re-runs of a batch after the scaler's overflow (scale / 2 each)
-    patience: int = 5  # validations without improvement (with vanishing grads) before stopping
-    min_delta: float = 1e-4  # smallest validation-loss decrease that counts as an improvement
+    """Thresholds and the repair policy of :class:`GradientHealthMonitor` and its Lightning callback.
+
+    Attributes:
+        clip_norm: global L2 gradient norm above which gradients are clipped to it (exploding
+            gradients; norm clipping as in Pascanu et al., 2013).
+        vanish_threshold: global norm below which gradients count as vanished.
+        max_retries: LR-halving retries of a batch with non-finite gradients before stopping.
+        lr_factor_on_retry: LR multiplier applied before each retry, in (0, 1).
+        max_overflow_retries: fp16 only: re-runs of a batch after the scaler's overflow (its
+            scale halves each time) before the step counts as non-finite.
+        patience: validations without improvement (while gradients vanish) before stopping.
+        min_delta: smallest validation-loss decrease that counts as an improvement.
+
+    Raises:
+        ValueError: ``clip_norm <= 0``, a negative threshold or retry count,
+            ``lr_factor_on_retry`` outside (0, 1), or ``patience < 1``.
+    """
+
+    clip_norm: float = 1.0
+    vanish_threshold: float = 1e-10
+    max_retries: int = 3
+    lr_factor_on_retry: float = 0.5
+    max_overflow_retries: int = 16
+    patience: int = 5
+    min_delta: float = 1e-4
 
     def __post_init__(self) -> None:
         if not self.clip_norm > 0:
@@ -74,25 +92,51 @@ class HealthConfig:
 
 @dataclass(frozen=True)
 class GradHealth:
-    grad_norm: float  # global L2 norm over all gradients (nan/inf when any entry is)
+    """What :func:`grad_health` measured.
+
+    Attributes:
+        grad_norm: global L2 norm over all gradients (nan/inf when any entry is).
+        has_nan: some gradient entry is NaN.
+        has_inf: some gradient entry is +-Inf.
+        n_zero: trainable parameters whose gradient is absent or all zero.
+        n_params: trainable parameters inspected.
+    """
+
+    grad_norm: float
     has_nan: bool
     has_inf: bool
-    n_zero: int  # trainable parameters whose gradient is absent or all zero
-    n_params: int  # trainable parameters inspected
+    n_zero: int
+    n_params: int
 
     @property
     def finite(self) -> bool:
+        """No gradient entry is NaN or Inf (the norm itself may still overflow to inf)."""
         return not (self.has_nan or self.has_inf)
 
 
 @dataclass
 class StepRecord:
+    """One optimizer-step attempt, as :class:`GradientHealthMonitor` logs it (one JSON line).
+
+    Attributes:
+        step: attempts so far, this one included (1-based; skipped attempts count).
+        grad_norm: global L2 gradient norm before clipping (unscaled under AMP).
+        has_nan: some gradient entry was NaN.
+        has_inf: some gradient entry was +-Inf.
+        n_zero: trainable parameters whose gradient was absent or all zero.
+        repair_action: ``"none"``, ``"clip"``, ``"skip"``, ``"lr_halved"`` (applied after the
+            LR was halved) or ``"stop"``.
+        lr: the first parameter group's learning rate after the repair.
+        loss: the attempt's loss, when given.
+        vanishing: the norm was finite and below ``vanish_threshold``.
+    """
+
     step: int
     grad_norm: float
     has_nan: bool
     has_inf: bool
     n_zero: int
-    repair_action: str  # "none" | "clip" | "skip" | "lr_halved" | "stop"
+    repair_action: str
     lr: float
     loss: float | None = None
     vanishing: bool = False
@@ -168,6 +212,15 @@ def scale_lr(optimizer: torch.optim.Optimizer, factor: float, schedulers: Iterab
     scheduler's ``base_lrs`` (recursing into SequentialLR/ChainedScheduler), so a schedule that
     recomputes the LR from its bases (LambdaLR, cosine) keeps the factor. Floors such as a cosine's
     ``eta_min`` or a plateau scheduler's ``min_lrs`` are left as they are.
+
+    Args:
+        optimizer: the optimizer whose parameter groups are scaled in place.
+        factor: the multiplier (> 0; 0.5 halves the LR).
+        schedulers: the LR schedulers driving ``optimizer`` (any objects; the attributes above
+            are scaled where present).
+
+    Raises:
+        ValueError: ``factor <= 0``.
     """
     if not 0 < factor:
         raise ValueError(f"factor must be > 0, got {factor}")
@@ -182,11 +235,35 @@ def scale_lr(optimizer: torch.optim.Optimizer, factor: float, schedulers: Iterab
 class SteppableScheduler(Protocol):
     """What :class:`GradientHealthMonitor` needs of an LR scheduler: a no-argument ``step()``."""
 
-    def step(self) -> object: ...
+    def step(self) -> object:
+        """Advance the schedule by one applied optimizer step."""
+        ...
 
 
 class GradientHealthMonitor:
-    """Checks gradients after backward, repairs what it can, and logs every step."""
+    """Checks gradients after backward, repairs what it can, and logs every step.
+
+    The policy is the module docstring's. Use :meth:`train_step` where a batch can be run again,
+    :meth:`after_backward` where it cannot; :attr:`records` holds every attempt.
+
+    Args:
+        model: the trained module; its parameters with ``requires_grad`` are checked and clipped.
+        optimizer: stepped only for applied attempts; its ``zero_grad(set_to_none=True)`` runs
+            after every attempt.
+        config: thresholds and retries; default ``HealthConfig()``.
+        scaler: an fp16 ``GradScaler``; ignored when disabled. The monitor calls its
+            ``unscale_``/``step``/``update``.
+        on_unrecoverable: called before :class:`TrainingStopped` is raised (save a checkpoint).
+        log_path: a JSON-lines file that gets one :class:`StepRecord` per attempt.
+        schedulers: LR schedulers stepped once after each applied update (never after a skip),
+            and scaled with the LR on a halving.
+        backward: a trainer's own backward (Lightning's ``manual_backward``: loss scaling and DDP
+            hooks); it must scale the loss with ``scaler`` itself. Default:
+            ``scaler.scale(loss).backward()``, or ``loss.backward()`` without a scaler.
+        before_check: called after the scaler's ``unscale_`` and before the gradient check: where
+            Lightning calls ``on_before_optimizer_step`` (a manual-optimisation trainer's
+            callbacks see the true gradients there, and may change them).
+    """
 
     def __init__(
         self,
@@ -211,9 +288,6 @@ class GradientHealthMonitor:
         # A trainer's own backward (Lightning's ``manual_backward``: loss scaling and DDP hooks);
         # it must scale the loss with ``scaler`` itself. Default: ``scaler.scale(loss).backward()``.
         self.backward = backward
-        # Called after the scaler's unscale_ and before the gradient check: where Lightning calls
-        # ``on_before_optimizer_step`` (a manual-optimisation trainer's callbacks see the true
-        # gradients there, and may change them).
         self.before_check = before_check
         self.scaler_overflowed = False  # the last step was the scaler's fp16 overflow
         self.records: list[StepRecord] = []
@@ -311,8 +385,11 @@ class GradientHealthMonitor:
         return TrainingStopped(reason)
 
     def _is_model_failure(self, record: StepRecord, loss: torch.Tensor | float | None) -> bool:
-        """Skipped for a reason the LR policy should react to: anything but the scaler's own fp16
-        overflow of a finite loss (a finite gradient norm that overflows is the model's)."""
+        """Whether a skip is one the LR policy should react to.
+
+        That is any skip but the scaler's own fp16 overflow of a finite loss (a finite gradient
+        norm that overflows is the model's).
+        """
         if record.repair_action != "skip":
             return False
         if not self.scaler_overflowed:
@@ -325,6 +402,17 @@ class GradientHealthMonitor:
 
         Repeated non-finite steps halve the LR for the next batches; after ``max_retries``
         halvings the checkpoint callback runs and :class:`TrainingStopped` is raised.
+
+        Args:
+            loss: this batch's loss (tensor or float), recorded in the log; None when unknown.
+
+        Returns:
+            The attempt's record (``repair_action`` ``"lr_halved"`` when the LR was halved after
+            this skip).
+
+        Raises:
+            TrainingStopped: gradients were non-finite on more than ``max_retries + 1``
+                consecutive steps (``on_unrecoverable`` ran first).
         """
         record = self._check_and_step(loss)
         if self._is_model_failure(record, loss):
@@ -352,8 +440,18 @@ class GradientHealthMonitor:
         runs again: after the scaler's fp16 overflow at its lowered scale, the LR unchanged (up to
         ``max_overflow_retries`` times, then it counts as non-finite); after non-finite gradients
         (or a finite norm that overflows) with the LR halved, up to ``max_retries`` times, then
-        :class:`TrainingStopped` is raised (``on_unrecoverable`` runs first). The returned record
-        is the applied attempt's (``lr_halved`` when the LR was halved for it).
+        :class:`TrainingStopped` is raised (``on_unrecoverable`` runs first).
+
+        Args:
+            loss_fn: computes the batch's scalar loss (forward pass); called once per attempt.
+
+        Returns:
+            The applied attempt's record (``repair_action`` ``"lr_halved"`` when the LR was
+            halved for it).
+
+        Raises:
+            TrainingStopped: the batch's gradients stayed non-finite through ``max_retries`` LR
+                halvings.
         """
         halvings = overflows = 0
         while True:
@@ -391,6 +489,12 @@ class GradientHealthMonitor:
 
         Early stop needs both: gradients vanished on every step since the previous validation,
         and validation loss has not improved by ``min_delta`` for ``patience`` evaluations.
+
+        Args:
+            val_loss: this validation's loss.
+
+        Returns:
+            True when training should stop (:attr:`should_stop` and :attr:`stop_reason` are set).
         """
         if val_loss < self._best_val - self.config.min_delta:
             self._best_val = val_loss

@@ -60,18 +60,37 @@ class OptimizerStepGate:
     the closure, then the original ``step`` unless :attr:`skip_next` is set). Under AMP, Lightning
     calls ``scaler.step(optimizer)``, which calls the gated ``step()`` only for finite gradients;
     a vetoed step then leaves the optimizer untouched and ``scaler.update()`` still runs.
+    Create one with :meth:`install`, not directly.
+
+    Args:
+        optimizer: the torch optimizer whose ``step`` is kept as :attr:`original_step`.
+
+    Attributes:
+        original_step: the optimizer's own bound ``step``.
+        skip_next: set by the health check, consumed by the next ``step()``.
+        updates: optimizer steps actually applied.
+        skipped: optimizer steps vetoed.
+        scheduler_seen: ``id(scheduler)`` -> :attr:`updates` at that scheduler's last step.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.original_step = optimizer.step
-        self.skip_next = False  # set by the health check, consumed by the next step()
-        self.updates = 0  # optimizer steps actually applied
-        self.skipped = 0  # optimizer steps vetoed
-        self.scheduler_seen: dict[int, int] = {}  # id(scheduler) -> updates at its last step
+        self.skip_next = False
+        self.updates = 0
+        self.skipped = 0
+        self.scheduler_seen: dict[int, int] = {}
 
     @staticmethod
     def install(optimizer: Any) -> OptimizerStepGate:
-        """Install a gate on ``optimizer`` (idempotent) and return it."""
+        """Install a gate on ``optimizer`` (idempotent) and return it.
+
+        Args:
+            optimizer: a torch optimizer or Lightning's ``LightningOptimizer`` wrapping one (the
+                gate goes on the torch optimizer).
+
+        Returns:
+            The optimizer's gate, the existing one when already installed.
+        """
         opt = _raw_optimizer(optimizer)
         gate = opt.__dict__.get(_GATE_ATTR)
         if gate is None:
@@ -90,6 +109,7 @@ class OptimizerStepGate:
 
     @staticmethod
     def of(optimizer: Any) -> OptimizerStepGate | None:
+        """The gate installed on ``optimizer`` (or on the torch optimizer it wraps), else None."""
         return _raw_optimizer(optimizer).__dict__.get(_GATE_ATTR)
 
 
@@ -112,7 +132,14 @@ def _gated_step(
 
 
 def optimizer_updates(optimizer: Any) -> int | None:
-    """Optimizer steps applied so far (skips excluded); ``None`` when no gate is installed."""
+    """Count the optimizer steps applied so far, vetoed ones excluded.
+
+    Args:
+        optimizer: a torch optimizer or a ``LightningOptimizer`` (as ``optimizer_step`` gets it).
+
+    Returns:
+        The count, or ``None`` when no gate is installed (no :class:`GradientHealthCallback`).
+    """
     gate = OptimizerStepGate.of(optimizer)
     return None if gate is None else gate.updates
 
@@ -159,8 +186,10 @@ _GATED_CLASSES: dict[type, type] = {}
 
 
 def _gate_scheduler(scheduler: Any, gate: OptimizerStepGate) -> None:
-    """Make a step-interval scheduler step once per applied optimizer update (a class swap, so its
-    ``state_dict()`` stays what it was)."""
+    """Make a step-interval scheduler step once per applied optimizer update.
+
+    A class swap, so its ``state_dict()`` stays what it was.
+    """
     cls = type(scheduler)
     if issubclass(cls, _UpdateGatedStep):
         return
@@ -181,6 +210,12 @@ class GradientHealthCallback(L.Callback):
             ``global_step``, so step counts and ``max_steps`` count parameter updates; when True
             every attempted step keeps its number (a member whose logs and schedules number
             attempts, e.g. infinito-iit's ``grad_health.jsonl``).
+
+    Attributes:
+        history: one dict per optimizer step (``step``, ``grad_norm``, ``has_nan``, ``has_inf``,
+            ``n_zero``, ``repair_action``).
+        last_action: the latest ``repair_action``.
+        stop_reason: why the callback asked the trainer to stop ("" while it has not).
     """
 
     def __init__(
@@ -208,6 +243,7 @@ class GradientHealthCallback(L.Callback):
         return getattr(trainer.strategy.precision_plugin, "scaler", None) is not None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Gate every optimizer, and every step-interval scheduler (not plateau) on its optimizer."""
         for opt in trainer.optimizers:
             OptimizerStepGate.install(opt)
         for config in trainer.lr_scheduler_configs:
@@ -220,6 +256,15 @@ class GradientHealthCallback(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        """Check the (unscaled) gradients, clip or veto the coming step, apply the LR policy, log.
+
+        A vetoed step's gradients are dropped and, under automatic optimisation and unless
+        ``count_skipped_steps``, the step is taken back from ``global_step``. Without an AMP
+        scaler (which owns fp16 overflows) repeated non-finite steps halve the LR, then save
+        ``checkpoint_path`` and set ``trainer.should_stop``. Logs ``health/grad_norm`` (-1 when
+        non-finite), ``health/has_nan``, ``health/has_inf``, ``health/n_zero`` and
+        ``health/skipped``.
+        """
         gate = OptimizerStepGate.install(optimizer)
         params = [p for p in pl_module.parameters() if p.requires_grad]
         sharded = _shards_gradients(trainer)
@@ -290,6 +335,11 @@ class GradientHealthCallback(L.Callback):
         )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Stop early when gradients vanished since the last validation and ``monitor`` plateaued.
+
+        Plateaued: no improvement by ``config.min_delta`` for ``config.patience`` validations.
+        Sanity-check runs and validations without the metric are ignored.
+        """
         if trainer.sanity_checking:
             return
         value = trainer.callback_metrics.get(self.monitor)

@@ -15,7 +15,15 @@ from typing import Any
 
 
 def summary_writer(log_dir: str | os.PathLike[str], **kwargs: Any) -> Any:
-    """A ``tensorboardX.SummaryWriter`` for ``log_dir`` (``add_scalar``, ``add_histogram``, ...)."""
+    """A ``tensorboardX.SummaryWriter`` for ``log_dir`` (``add_scalar``, ``add_histogram``, ...).
+
+    Args:
+        log_dir: where the event files go.
+        **kwargs: more ``SummaryWriter`` arguments (e.g. ``flush_secs``).
+
+    Returns:
+        The writer; ``close()`` it when done.
+    """
     from tensorboardX import SummaryWriter
 
     return SummaryWriter(logdir=str(log_dir), **kwargs)
@@ -27,6 +35,18 @@ def tensorboard_logger(save_dir: str | os.PathLike[str], name: str = "", **kwarg
     Same directory layout (``save_dir/name/version_N``) and arguments; ``default_hp_metric``
     defaults to False (its hparams summary would import ``torch.utils.tensorboard``) and
     ``log_graph`` is not supported.
+
+    Args:
+        save_dir: the logs' root folder.
+        name: the experiment's subfolder ("" for none).
+        **kwargs: ``TensorBoardLogger``'s other arguments (``version``, ``prefix``, ...) and
+            ``SummaryWriter``'s.
+
+    Returns:
+        A ``lightning.pytorch.loggers.TensorBoardLogger`` subclass instance.
+
+    Raises:
+        ValueError: ``log_graph=True``.
     """
     from lightning.fabric.utilities.logger import _convert_params
     from lightning.pytorch.loggers import TensorBoardLogger

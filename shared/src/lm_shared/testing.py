@@ -72,6 +72,8 @@ class Unsupported(Exception):
 
 
 class TrainerAdapter(Protocol):
+    """What the kit needs of a member: one method that trains its real model (module docstring)."""
+
     def fit(
         self,
         run_dir: Path,
@@ -80,7 +82,25 @@ class TrainerAdapter(Protocol):
         callbacks: Sequence[Any] = (),
         resume: bool = False,
         **options: Any,
-    ) -> Any: ...
+    ) -> Any:
+        """Train the member's model on its tiny dataset for ``max_steps`` optimizer steps.
+
+        Args:
+            run_dir: where the run's checkpoints go (``last`` every step when
+                ``options["checkpoint_every_n_steps"] == 1``).
+            max_steps: optimizer steps to train to.
+            callbacks: the kit's callbacks, to put FIRST in the Trainer's callback list.
+            resume: continue from ``run_dir``'s ``last`` checkpoint.
+            **options: the kit's options (module docstring).
+
+        Returns:
+            The ``lightning.Trainer`` after ``fit``.
+
+        Raises:
+            Unsupported: an option the member's trainer cannot honour (the check is skipped).
+            Exception: resuming a run that already finished; the message says ``finished``.
+        """
+        ...
 
 
 def _skip(reason: str) -> None:
@@ -114,17 +134,30 @@ def _clone(obj: Any) -> Any:
 
 
 def strip_compile_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove ``torch.compile``'s ``_orig_mod.`` from state-dict keys (``model._orig_mod.w`` -> ``model.w``)."""
+    """Remove ``torch.compile``'s ``_orig_mod.`` from state-dict keys (``model._orig_mod.w`` -> ``model.w``).
+
+    Args:
+        state_dict: a module's state dict, compiled or not.
+
+    Returns:
+        A new dict with the same values under the uncompiled names.
+    """
     return {k.replace("_orig_mod.", ""): v for k, v in state_dict.items()}
 
 
 def training_state(trainer: Any, module: Any) -> dict[str, Any]:
     """A deep copy of the whole training state of a Lightning run.
 
-    Keys: ``module`` (state dict: parameters, buffers, an EMA copy and its ``n_averaged``),
-    ``optimizers`` (state dicts, param groups included: LR, schedule-free ``k``/``weight_sum``/
-    ``lr_max``/``scheduled_lr``), ``schedulers``, ``grad_scaler`` (``None`` without one),
-    ``global_step``.
+    Args:
+        trainer: the running ``lightning.Trainer``.
+        module: its LightningModule.
+
+    Returns:
+        ``module`` (state dict without ``torch.compile``'s prefix: parameters, buffers, an EMA
+        copy and its ``n_averaged``), ``optimizers`` (state dicts, param groups included: LR,
+        schedule-free ``k``/``weight_sum``/``lr_max``/``scheduled_lr``), ``schedulers`` (state
+        dicts), ``grad_scaler`` (state dict, ``None`` without one) and ``global_step``; tensors
+        are detached clones.
     """
     scaler = getattr(trainer.strategy.precision_plugin, "scaler", None)
     return {
@@ -137,7 +170,21 @@ def training_state(trainer: Any, module: Any) -> dict[str, Any]:
 
 
 def state_differences(a: Any, b: Any, path: str = "state", *, atol: float = 0.0) -> list[str]:
-    """Where two nested states differ (exactly, or within ``atol`` for floating tensors/values)."""
+    """List where two nested states differ.
+
+    Tensors, mappings, lists/tuples and floats are compared recursively; NaN equals NaN and
+    equal infinities are equal.
+
+    Args:
+        a: one state (e.g. from :func:`training_state`).
+        b: the other.
+        path: the name of the root in the messages.
+        atol: absolute tolerance for floating tensors and floats; 0 compares exactly.
+
+    Returns:
+        One line per difference, e.g. ``"state.module.w: tensors differ (max |diff| 1.200e-03)"``;
+        empty when the states are equal.
+    """
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
             return [f"{path}: {type(a).__name__} vs {type(b).__name__}"]
@@ -174,6 +221,18 @@ def state_differences(a: Any, b: Any, path: str = "state", *, atol: float = 0.0)
 
 
 def assert_same_state(before: Any, after: Any, what: str, *, ignore: Sequence[str] = ()) -> None:
+    """Assert two training states are exactly equal (see :func:`state_differences`).
+
+    Args:
+        before: the state before, e.g. a batch.
+        after: the state after it.
+        what: what happened in between, named in the message.
+        ignore: top-level keys or dotted paths below ``state.`` to leave out (e.g.
+            ``"grad_scaler"``).
+
+    Raises:
+        AssertionError: listing up to 20 differences.
+    """
     diffs = [
         d for d in state_differences(before, after) if not any(d.startswith(f"state.{i}") for i in ignore)
     ]
@@ -192,7 +251,18 @@ class GradientFault(L.Callback):
     ``kind``: ``"nan"``/``"inf"`` (right after backward, before an AMP scaler's ``unscale_``) or
     ``"overflow"``: every gradient set to ``1e38`` after ``unscale_``, finite values whose global
     norm overflows float32. A skipped step does not advance ``global_step``, so ``times=2`` gives
-    two non-finite steps in a row.
+    two non-finite steps in a row. Micro-batches that only accumulate are left alone.
+
+    Args:
+        at_step: the ``global_step`` value during the batches that get the fault.
+        kind: ``"nan"``, ``"inf"`` or ``"overflow"``.
+        times: how many batches at that step get it.
+
+    Attributes:
+        fired_at_batches: indices (over the whole run, from 0) of the batches that got it.
+
+    Raises:
+        ValueError: an unknown ``kind``.
     """
 
     def __init__(self, at_step: int, kind: str = "nan", times: int = 1) -> None:
@@ -206,9 +276,11 @@ class GradientFault(L.Callback):
 
     @property
     def fired_at_batch(self) -> int | None:
+        """The index of the first batch that got the fault, ``None`` while none has."""
         return self.fired_at_batches[0] if self.fired_at_batches else None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        """Count the batch (the index :attr:`fired_at_batches` records)."""
         self._batch += 1
 
     def _fire(self, trainer, pl_module, value: float) -> None:
@@ -222,30 +294,41 @@ class GradientFault(L.Callback):
         self.fired_at_batches.append(self._batch)
 
     def on_after_backward(self, trainer, pl_module) -> None:
+        """Fill every gradient with NaN or Inf (kinds ``nan``/``inf``), before any ``unscale_``."""
         if self.kind != "overflow":
             self._fire(trainer, pl_module, float(self.kind))
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        """Set every gradient to ``1e38`` (kind ``overflow``), after the scaler's ``unscale_``."""
         if self.kind == "overflow":
             self._fire(trainer, pl_module, 1e38)
 
 
 class StateRecorder(L.Callback):
-    """Snapshots :func:`training_state` before and after every training batch, and at the start."""
+    """Snapshots :func:`training_state` before and after every training batch, and at the start.
+
+    Attributes:
+        before: batch index (over the whole run, from 0) -> state when the batch starts.
+        after: batch index -> state when the batch ends (after its optimizer step, if any).
+        at_start: the state when training starts (after a resume's restore), ``None`` before.
+    """
 
     def __init__(self) -> None:
-        self.before: dict[int, dict] = {}  # batch index (over the whole run) -> state
+        self.before: dict[int, dict] = {}
         self.after: dict[int, dict] = {}
         self.at_start: dict | None = None
         self._n = 0
 
     def on_train_start(self, trainer, pl_module) -> None:
+        """Record :attr:`at_start`."""
         self.at_start = training_state(trainer, pl_module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        """Record the state in :attr:`before`."""
         self.before[self._n] = training_state(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        """Record the state in :attr:`after` and move to the next batch index."""
         self.after[self._n] = training_state(trainer, pl_module)
         self._n += 1
 
@@ -257,6 +340,9 @@ class AttemptRecorder(L.Callback):
     optimisation, the "retry at half the LR" policy) shows each attempt here: with one micro-batch
     per attempt, ``attempts[i][j]`` is the state when attempt ``j`` of batch ``i`` starts its
     backward, i.e. after attempt ``j - 1`` was checked and stepped or skipped.
+
+    Attributes:
+        attempts: batch index (over the whole run, from 0) -> one state per backward.
     """
 
     def __init__(self) -> None:
@@ -264,20 +350,29 @@ class AttemptRecorder(L.Callback):
         self._n = -1
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        """Open the batch's list of attempts."""
         self._n += 1
         self.attempts[self._n] = []
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
+        """Record the state as one more attempt of the current batch."""
         self.attempts[self._n].append(training_state(trainer, pl_module))
 
 
 class LossRecorder(L.Callback):
-    """Appends ``{"epoch", "batch", "global_step", "loss"}`` per batch to ``run_dir/kit/losses-rank{r}.jsonl``."""
+    """Records each batch's loss and the final weights under ``run_dir/kit/``, one file set per rank.
+
+    Read them back with :func:`read_losses` and :func:`read_final_state`.
+
+    Args:
+        run_dir: the run directory (the kit's files go in its ``kit`` subfolder).
+    """
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.run_dir = Path(run_dir)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        """Append ``{"epoch", "batch", "global_step", "loss"}`` to ``kit/losses-rank{r}.jsonl``."""
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if loss is None:
             return
@@ -293,6 +388,7 @@ class LossRecorder(L.Callback):
             fh.write(json.dumps(row) + "\n")
 
     def on_train_end(self, trainer, pl_module) -> None:
+        """Save the module's state dict (compile prefix stripped) to ``kit/final-rank{r}.pt``."""
         path = self.run_dir / KIT_DIR / f"final-rank{trainer.global_rank}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(strip_compile_prefix(pl_module.state_dict()), path)
@@ -304,12 +400,16 @@ class KillAtStep(L.Callback):
     With a ``last`` checkpoint written every step, the kill lands right after the checkpoint of
     step ``step``: mid-epoch when ``step`` is not a multiple of the epoch's steps, else at an
     epoch boundary.
+
+    Args:
+        step: the ``global_step`` at which the process dies.
     """
 
     def __init__(self, step: int) -> None:
         self.step = step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        """Kill the process (no cleanup, no exception) once ``global_step`` reached ``step``."""
         if trainer.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -319,20 +419,35 @@ class SimulatedCrash(RuntimeError):
 
 
 class CrashAtStep(L.Callback):
-    """Raise :class:`SimulatedCrash` at the start of the first batch with ``global_step >= step``:
-    like :class:`KillAtStep`, right after the checkpoint of step ``step`` when ``last`` is written
-    every step, but the test process lives on (the run is left unfinished, to be resumed)."""
+    """Raise :class:`SimulatedCrash` at the start of the first batch with ``global_step >= step``.
+
+    Like :class:`KillAtStep`, right after the checkpoint of step ``step`` when ``last`` is written
+    every step, but the test process lives on (the run is left unfinished, to be resumed).
+
+    Args:
+        step: the ``global_step`` at which training crashes.
+    """
 
     def __init__(self, step: int) -> None:
         self.step = step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        """Raise :class:`SimulatedCrash` once ``global_step`` reached ``step``."""
         if trainer.global_step >= self.step:
             raise SimulatedCrash(f"simulated crash at step {trainer.global_step}")
 
 
 def read_losses(run_dir: str | os.PathLike[str], rank: int = 0) -> dict[tuple[int, int], float]:
-    """``(epoch, batch) -> loss`` from :class:`LossRecorder`; a batch logged twice keeps the last value."""
+    """Read the losses a :class:`LossRecorder` logged.
+
+    Args:
+        run_dir: the run directory the recorder was given.
+        rank: whose file to read (global rank).
+
+    Returns:
+        ``(epoch, batch index in the epoch) -> loss``; a batch logged twice (trained again after a
+        resume) keeps the last value.
+    """
     out: dict[tuple[int, int], float] = {}
     path = Path(run_dir) / KIT_DIR / f"losses-rank{rank}.jsonl"
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -342,6 +457,7 @@ def read_losses(run_dir: str | os.PathLike[str], rank: int = 0) -> dict[tuple[in
 
 
 def read_final_state(run_dir: str | os.PathLike[str], rank: int = 0) -> dict[str, torch.Tensor]:
+    """Load the final state dict a :class:`LossRecorder` saved for ``rank`` (``weights_only``)."""
     return torch.load(Path(run_dir) / KIT_DIR / f"final-rank{rank}.pt", weights_only=True)
 
 
@@ -355,8 +471,11 @@ def _health_history(trainer: Any) -> list[dict]:
 
 
 def fp16_cpu_amp_plugin():
-    """Lightning's fp16 ``MixedPrecision`` with a CPU ``GradScaler`` (``precision="16-mixed"`` on CPU
-    silently becomes bf16, which has no scaler)."""
+    """Lightning's fp16 ``MixedPrecision`` with a CPU ``GradScaler``, for AMP checks on the CPU.
+
+    ``precision="16-mixed"`` on the CPU silently becomes bf16, which has no scaler. Pass the
+    plugin as ``plugins=[...]`` and leave ``precision`` unset.
+    """
     from lightning.pytorch.plugins.precision import MixedPrecision
 
     return MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
@@ -376,8 +495,29 @@ def check_nonfinite_skip(
     total_steps: int = 5,
     **options: Any,
 ) -> dict:
-    """(a) A NaN/Inf gradient at optimizer step ``at_step`` is skipped: the whole training state is
-    equal before and after that batch, the skip is logged, and later steps train again."""
+    """(a) A NaN/Inf gradient at optimizer step ``at_step`` is skipped exactly.
+
+    The whole training state is equal before and after that batch (under fp16 except the
+    scaler's own back-off), the skip is logged by the member's
+    :class:`~lm_shared.stability_lightning.GradientHealthCallback`, ``global_step`` counts only
+    applied updates, and later steps train again.
+
+    Args:
+        adapter: the member's :class:`TrainerAdapter`.
+        tmp_path: a fresh folder for the runs.
+        kind: ``"nan"`` or ``"inf"``.
+        at_step: the optimizer step that gets the fault.
+        total_steps: optimizer steps the run trains to.
+        **options: passed to the adapter.
+
+    Returns:
+        ``skipped_batch`` (index of the faulty batch) and ``global_step`` (at the end).
+
+    Raises:
+        AssertionError: saying what differed (state key and step).
+        Unsupported: the adapter cannot honour an option, outside pytest (under pytest the
+            check is skipped).
+    """
     fault, states = GradientFault(at_step, kind), StateRecorder()
     trainer = _fit(adapter, tmp_path / "run", max_steps=total_steps, callbacks=[fault, states], **options)
     assert fault.fired_at_batch is not None, f"the run never reached optimizer step {at_step}"
@@ -396,8 +536,25 @@ def check_nonfinite_skip(
 
 
 def check_overflow_skip(adapter: TrainerAdapter, tmp_path: Path, *, at_step: int = 2, **options: Any) -> dict:
-    """(b) Under fp16 with a GradScaler, finite gradients whose norm overflows are skipped, the
-    scaler's bookkeeping stays consistent and the next step updates the parameters."""
+    """(b) Under fp16 with a GradScaler, finite gradients whose norm overflows are skipped.
+
+    The state is unchanged by that batch (the scaler's scale included; only its growth tracker
+    may count the step), and the next step updates the parameters.
+
+    Args:
+        adapter: the member's :class:`TrainerAdapter`.
+        tmp_path: a fresh folder for the runs.
+        at_step: the optimizer step that gets the fault; the run trains to ``at_step + 2``.
+        **options: passed to the adapter; ``plugins`` defaults to :func:`fp16_cpu_amp_plugin`.
+
+    Returns:
+        ``skipped_batch`` and ``scale`` (the GradScaler's scale after the skip).
+
+    Raises:
+        AssertionError: saying what differed, or that the run had no GradScaler.
+        Unsupported: the adapter cannot honour an option, outside pytest (under pytest the
+            check is skipped).
+    """
     fault, states = GradientFault(at_step, "overflow"), StateRecorder()
     options.setdefault("plugins", [fp16_cpu_amp_plugin()])
     _fit(adapter, tmp_path / "run", max_steps=at_step + 2, callbacks=[fault, states], **options)
@@ -430,8 +587,30 @@ def check_lr_repair_persists(
     factor: float = 0.5,
     **options: Any,
 ) -> dict:
-    """(c) After two non-finite steps in a row (the second halves the LR), every later step's LR is
-    ``factor`` times the LR of the same run without faults, whatever the scheduler."""
+    """(c) After two non-finite steps in a row, the halved LR lasts, whatever the scheduler.
+
+    The second non-finite step halves the LR; every later step's LR must then be ``factor`` times
+    the LR of the same run without faults (relative tolerance 1e-5).
+
+    Args:
+        adapter: the member's :class:`TrainerAdapter`.
+        tmp_path: a fresh folder for the runs.
+        scheduler: the adapter's ``scheduler`` option (``"lambda"``, ``"cosine"``, ``"plateau"``
+            or ``"schedulefree"``).
+        at_step: the optimizer step that gets two faults in a row.
+        total_steps: optimizer steps each run trains to.
+        factor: the member's LR factor per halving (``HealthConfig.lr_factor_on_retry``).
+        **options: passed to the adapter.
+
+    Returns:
+        ``steps_checked``: steps whose LRs were compared (at least 2).
+
+    Raises:
+        AssertionError: the log does not show ``skip`` then ``lr_halved``, or a later LR is not
+            ``factor`` times the reference.
+        Unsupported: the adapter cannot honour an option, outside pytest (under pytest the
+            check is skipped).
+    """
     ref = StateRecorder()
     _fit(adapter, tmp_path / "ref", max_steps=total_steps, callbacks=[ref], scheduler=scheduler, **options)
     rec = StateRecorder()
@@ -471,13 +650,32 @@ def check_once_per_optimizer_step(
     step_counters: Sequence[str] = ("n_averaged",),
     **options: Any,
 ) -> dict:
-    """(d) With gradient accumulation and one skipped step, the once-per-update state advances once
-    per applied optimizer step: not per micro-batch, not on skips.
+    """(d) Once-per-update state advances once per applied optimizer step.
 
-    Checked: every module-state entry whose key ends with one of ``step_counters`` (default: the
-    EMA's ``n_averaged``, with ``ema_decay=0.9`` passed to the adapter; a member without an EMA
-    names its own update counters) and every step-interval LR scheduler's ``last_epoch``. A
-    ``ReduceLROnPlateau`` steps on validation metrics, not on optimizer steps, and is left out.
+    With gradient accumulation and one skipped step: not per micro-batch, not on skips.
+    Checked: every module-state entry whose key ends with one of ``step_counters`` and every
+    step-interval LR scheduler's ``last_epoch``. A ``ReduceLROnPlateau`` steps on validation
+    metrics, not on optimizer steps, and is left out.
+
+    Args:
+        adapter: the member's :class:`TrainerAdapter`.
+        tmp_path: a fresh folder for the runs.
+        accumulate: the adapter's ``accumulate_grad_batches``.
+        total_steps: applied optimizer steps the run trains to.
+        skip_step: the optimizer step that gets a NaN gradient.
+        step_counters: key suffixes of the module's update counters (default: the EMA's
+            ``n_averaged``, with ``ema_decay=0.9`` passed to the adapter; a member without an EMA
+            names its own).
+        **options: passed to the adapter.
+
+    Returns:
+        ``counters`` (key -> final value), ``micro_batches`` and, with an EMA, ``n_averaged``.
+
+    Raises:
+        AssertionError: a counter or scheduler advanced a different number of times than
+            ``total_steps``, or the run had a different number of micro-batches.
+        Unsupported: the adapter cannot honour an option, outside pytest (under pytest the
+            check is skipped).
     """
     fault, rec = GradientFault(skip_step, "nan"), StateRecorder()
     if tuple(step_counters) == ("n_averaged",):
@@ -555,10 +753,30 @@ def run_adapter_subprocess(
     timeout: float = 600,
     launcher: Sequence[str] = (),
 ) -> subprocess.CompletedProcess:
-    """Run ``adapter.fit`` in a fresh Python process (``adapter_ref`` = (file, factory name)).
+    """Run ``adapter.fit`` in a fresh Python process.
 
-    ``launcher`` prefixes the command (e.g. ``torchrun`` arguments); the kit's :class:`LossRecorder`
-    is always in the callbacks.
+    The kit's :class:`LossRecorder` is always in the callbacks. A bootstrap script is written
+    beside ``run_dir``. A resume of a finished run exits with status 3 and prints
+    ``KIT-FINISHED:``.
+
+    Args:
+        adapter_ref: ``(file, factory name)``: the factory is imported from that file in the
+            child and called to build the adapter.
+        run_dir: the run directory passed to ``fit``.
+        max_steps: optimizer steps to train to.
+        resume: passed to ``fit``.
+        kill_at_step: SIGKILL the child at this ``global_step`` (:class:`KillAtStep`).
+        kill_in_checkpoint_write: SIGKILL the child halfway through its nth checkpoint write
+            (1-based).
+        options: the adapter's options (JSON-able).
+        timeout: seconds before ``subprocess.TimeoutExpired``.
+        launcher: a command that runs the script instead of ``python`` (e.g. ``python -m
+            torch.distributed.run ...``); it also turns on the audit of every rank's writes
+            under ``run_dir``.
+
+    Returns:
+        The finished process, stdout and stderr captured as text (a negative ``returncode`` is
+        the signal that killed it).
     """
     job = {
         "run_dir": str(run_dir),
@@ -579,10 +797,13 @@ def run_adapter_subprocess(
 
 
 def _arm_kill_in_checkpoint_write(nth: int) -> None:
-    """In this process, SIGKILL during the ``nth`` checkpoint ``torch.save`` to a file: half of the
-    bytes are on disk at the writer's destination (the final name for a plain writer, the temporary
-    one for an atomic writer) when the process dies. A writer that serialises to memory first is
-    not intercepted, and the check then fails with "was not killed" rather than passing silently."""
+    """In this process, SIGKILL during the ``nth`` checkpoint ``torch.save`` to a file.
+
+    Half of the bytes are on disk at the writer's destination (the final name for a plain writer,
+    the temporary one for an atomic writer) when the process dies. A writer that serialises to
+    memory first is not intercepted, and the check then fails with "was not killed" rather than
+    passing silently.
+    """
     calls = {"n": 0}
     real_save = torch.save
 
@@ -669,9 +890,28 @@ def check_kill_resume(
     atol: float = 1e-6,
     options: Mapping | None = None,
 ) -> dict:
-    """(e) ``kill -9`` right after the checkpoint of each step in ``kill_at_steps`` (choose one
-    mid-epoch and one at an epoch boundary), resume: same losses for every batch and same final
-    weights as an uninterrupted run."""
+    """(e) ``kill -9`` and resume gives the run an uninterrupted one would have.
+
+    Each run is killed right after the checkpoint of a step in ``kill_at_steps`` (choose one
+    mid-epoch and one at an epoch boundary) and resumed; every batch must have the same loss and
+    the final weights must be the same as an uninterrupted run's. All runs are subprocesses
+    (:func:`run_adapter_subprocess`), with a ``last`` checkpoint every step.
+
+    Args:
+        adapter_ref: ``(file, factory name)`` of the member's adapter.
+        tmp_path: a fresh folder for the runs.
+        kill_at_steps: the steps to kill at, one run each.
+        total_steps: optimizer steps every run trains to.
+        atol: absolute tolerance on losses and weights.
+        options: the adapter's options.
+
+    Returns:
+        kill step -> ``{"batches_compared": n}``.
+
+    Raises:
+        AssertionError: a run failed or was not killed, a batch was never trained after the
+            resume, or a loss or a final weight differs by more than ``atol``.
+    """
     opts = {"checkpoint_every_n_steps": 1, **(options or {})}
     ref = tmp_path / "uninterrupted"
     _require_ok(
@@ -695,13 +935,27 @@ def check_kill_resume(
 def check_compile_independent(
     adapter: TrainerAdapter, tmp_path: Path, *, steps: int = 2, **options: Any
 ) -> dict:
-    """(f) A checkpoint saved with ``compile=True`` resumes with ``compile=False``, and the reverse:
-    the resumed module starts from exactly the weights in the ``last`` checkpoint (compared when
-    training starts, after the restore and before any hook of the member changes them) and trains
-    on to the end.
+    """(f) A checkpoint saved with ``compile=True`` resumes with ``compile=False``, and the reverse.
 
-    The first run is stopped by a :class:`SimulatedCrash` right after the checkpoint of step
-    ``steps`` (a run that finished may not be resumed, check (g)).
+    The resumed module starts from exactly the weights in the ``last`` checkpoint (compared when
+    training starts, after the restore and before any hook of the member changes them) and trains
+    on to the end. The first run is stopped by a :class:`SimulatedCrash` right after the
+    checkpoint of step ``steps`` (a run that finished may not be resumed, check (g)).
+
+    Args:
+        adapter: the member's :class:`TrainerAdapter`.
+        tmp_path: a fresh folder for the runs.
+        steps: the step whose checkpoint is resumed; the runs train to ``steps + 1``.
+        **options: passed to the adapter.
+
+    Returns:
+        ``{"True->False": "ok", "False->True": "ok"}``.
+
+    Raises:
+        AssertionError: the first run was not stopped, left no ``last`` checkpoint, or the
+            resumed weights or final step differ.
+        Unsupported: the adapter cannot honour an option, outside pytest (under pytest the
+            check is skipped).
     """
     out = {}
     for first, second in ((True, False), (False, True)):
@@ -755,8 +1009,28 @@ def check_atomic_last_checkpoint(
     find_last: Callable[[Path], Path] | None = None,
     options: Mapping | None = None,
 ) -> dict:
-    """(g) A process killed halfway through writing a checkpoint leaves a readable ``last``
-    checkpoint, the run resumes from it to the end, and resuming the finished run says so."""
+    """(g) A kill halfway through writing a checkpoint leaves a readable ``last`` checkpoint.
+
+    The run then resumes from it to the end, and resuming the finished run fails with a message
+    that says it finished. All runs are subprocesses, with a ``last`` checkpoint every step.
+
+    Args:
+        adapter_ref: ``(file, factory name)`` of the member's adapter.
+        tmp_path: a fresh folder for the run.
+        total_steps: optimizer steps the run trains to.
+        kill_in_write: the checkpoint write (1-based) the process dies in.
+        find_last: ``run_dir -> path`` of the member's ``last`` checkpoint; default every
+            ``last*.ckpt`` under the run.
+        options: the adapter's options.
+
+    Returns:
+        ``last_checkpoints``: the checked files, relative to the run.
+
+    Raises:
+        AssertionError: the process was not killed in the write, a ``last`` checkpoint is
+            missing or unreadable, the resume failed, or resuming the finished run did not say
+            it finished.
+    """
     opts = {"checkpoint_every_n_steps": 1, **(options or {})}
     run = tmp_path / "run"
     proc = run_adapter_subprocess(
@@ -790,6 +1064,7 @@ def check_atomic_last_checkpoint(
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for ``torchrun --master-port``)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -806,13 +1081,31 @@ def check_ddp_matches_single_process(
     timeout: float = 900,
     strategy: str = "ddp",
 ) -> dict:
-    """Run ``nprocs``-process DDP (or FSDP: ``strategy="fsdp"``) on the CPU (gloo) under
-    ``torchrun``, and one process with the same global batch: ranks end with identical weights
-    (FSDP: the gathered full state dict), only rank 0 writes files under the run directory, and
-    the rank-averaged loss of each step matches the single process's to ``atol``.
+    """Multi-process training on the CPU matches one process with the same global batch.
 
-    The adapter receives ``devices`` and ``strategy`` options and must keep the global batch
-    (per-device batch = global batch / devices).
+    Runs ``nprocs``-process DDP (or FSDP) on the CPU (gloo) under ``torchrun``, and one process:
+    ranks end with identical weights (FSDP: the gathered full state dict), only rank 0 writes
+    files under the run directory, and the rank-averaged loss of each step matches the single
+    process's to ``atol``. The adapter receives ``devices`` and ``strategy`` options and must
+    keep the global batch (per-device batch = global batch / devices).
+
+    Args:
+        adapter_ref: ``(file, factory name)`` of the member's adapter.
+        tmp_path: a fresh folder for the runs.
+        steps: optimizer steps both runs train to.
+        nprocs: processes of the distributed run.
+        atol: absolute tolerance on the mean loss per batch.
+        options: the adapter's other options.
+        timeout: seconds allowed for each run.
+        strategy: ``"ddp"`` or ``"fsdp"``.
+
+    Returns:
+        ``max_loss_diff``, ``max_weight_diff_vs_single`` (informative, not checked) and
+        ``rank0_files`` (files rank 0 wrote under the run).
+
+    Raises:
+        AssertionError: a run failed, ranks' weights differ, another rank wrote files, or a
+            loss differs by more than ``atol``.
     """
     opts = dict(options or {})
     single = tmp_path / "single"

@@ -45,10 +45,25 @@ def train_bpe(
     min_frequency: int = 2,
     show_progress: bool = False,
 ) -> BPETokenizer:
-    """Train a byte-level BPE on an iterator of texts.
+    """Train a byte-level BPE (Sennrich et al., 2016; bytes as in GPT-2) on an iterable of texts.
 
-    Raises :class:`TokenizerError` when the corpus is empty, a special token is repeated, or the
-    vocabulary cannot hold the specials plus the 256 byte symbols.
+    The pre-tokenizer is ``tokenizers``' ``ByteLevel(use_regex=True)`` (GPT-2's split, which
+    llama.cpp's ``gpt-2`` pre-tokenizer reproduces) and the text is normalised to NFC.
+
+    Args:
+        texts: the corpus, consumed once; blank texts are skipped.
+        vocab_size: the most tokens, special tokens and the 256 byte symbols included.
+        special_tokens: tokens that get ids 0..n-1 in this order and are never split.
+        min_frequency: the fewest occurrences a pair needs to be merged.
+        show_progress: show ``tokenizers``' progress bar.
+
+    Returns:
+        The trained tokenizer.
+
+    Raises:
+        TokenizerError: the corpus has no non-blank text or holds a non-string, a special token is
+            empty or repeated, ``min_frequency < 1``, or ``vocab_size`` cannot hold the specials
+            plus the 256 byte symbols.
     """
     specials = _validate_specials(special_tokens)
     floor = len(specials) + BYTE_ALPHABET_SIZE
@@ -89,14 +104,27 @@ def train_bpe(
 
 
 class BPETokenizer:
-    """A thin, typed wrapper around a byte-level ``tokenizers.Tokenizer``."""
+    """A thin, typed wrapper around a byte-level ``tokenizers.Tokenizer``.
+
+    Build one with :func:`train_bpe` or :meth:`load`. ``len(tokenizer)`` is :attr:`vocab_size`.
+
+    Args:
+        tokenizer: the wrapped tokenizer, kept as :attr:`hf` for anything not wrapped here.
+    """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.hf = tokenizer
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save to ``path`` (a ``.json`` file) or to ``path/tokenizer.json`` (a directory)."""
+        """Save atomically as ``tokenizers``' JSON.
+
+        Args:
+            path: a ``.json`` file, or a directory (created) to hold ``tokenizer.json``.
+
+        Returns:
+            The file written.
+        """
         path = Path(path)
         if path.suffix != ".json":
             path.mkdir(parents=True, exist_ok=True)
@@ -109,7 +137,17 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
-        """Load from a ``tokenizer.json`` file or a directory that holds one."""
+        """Load a tokenizer saved by :meth:`save` (or any ``tokenizers`` JSON).
+
+        Args:
+            path: a ``tokenizer.json`` file, or a directory that holds one.
+
+        Returns:
+            The loaded tokenizer.
+
+        Raises:
+            TokenizerError: the file is missing or is not a valid ``tokenizer.json``.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
@@ -123,6 +161,7 @@ class BPETokenizer:
     # ---------------------------------------------------------------- vocabulary
     @property
     def vocab_size(self) -> int:
+        """Number of token ids, special tokens included."""
         return self.hf.get_vocab_size(with_added_tokens=True)
 
     @property
@@ -132,15 +171,23 @@ class BPETokenizer:
         return [tok.content for _, tok in sorted(added.items()) if tok.special]
 
     def token_to_id(self, token: str) -> int | None:
+        """The id of ``token`` (a vocabulary entry in byte-level form, or a special token), else None."""
         return self.hf.token_to_id(token)
 
     def id_to_token(self, token_id: int) -> str | None:
+        """The vocabulary entry of ``token_id`` (byte-level form, e.g. ``"Ġthe"``), else None."""
         return self.hf.id_to_token(token_id)
 
     def vocab(self) -> dict[str, int]:
+        """Token -> id for the whole vocabulary, special tokens included."""
         return self.hf.get_vocab(with_added_tokens=True)
 
     def tokens_in_id_order(self) -> list[str]:
+        """Every token, the one with id ``i`` at index ``i`` (a GGUF token list).
+
+        Raises:
+            TokenizerError: some id below :attr:`vocab_size` has no token.
+        """
         inverse = {i: t for t, i in self.vocab().items()}
         missing = [i for i in range(self.vocab_size) if i not in inverse]
         if missing:
@@ -157,7 +204,14 @@ class BPETokenizer:
         return pairs
 
     def export_vocab_merges(self, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
-        """Write GPT-2 style ``vocab.json`` (specials included) and ``merges.txt``."""
+        """Write GPT-2 style ``vocab.json`` (specials included) and ``merges.txt``.
+
+        Args:
+            directory: where to write both files (created when missing).
+
+        Returns:
+            The paths of ``vocab.json`` and ``merges.txt``.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         vocab_path = directory / "vocab.json"
@@ -169,20 +223,48 @@ class BPETokenizer:
 
     # ---------------------------------------------------------------- encode / decode
     def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text`` (NFC-normalised first; special tokens in it are matched whole).
+
+        Args:
+            text: any string; :meth:`decode` gives back its NFC form.
+            add_special_tokens: apply the tokenizer's post-processor template (a tokenizer from
+                :func:`train_bpe` has none, so nothing is added).
+
+        Returns:
+            The ids.
+        """
         return self.hf.encode(text, add_special_tokens=add_special_tokens).ids
 
     def encode_batch(self, texts: Sequence[str], *, add_special_tokens: bool = False) -> list[list[int]]:
+        """:meth:`encode` of each text (``tokenizers`` runs them in parallel); unpadded id lists."""
         return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=add_special_tokens)]
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        """The text of ``ids``.
+
+        Args:
+            ids: token ids.
+            skip_special_tokens: leave special tokens out of the text.
+
+        Returns:
+            The decoded string (the NFC form of what :meth:`encode` was given).
+        """
         return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def decode_batch(self, batch: Sequence[Sequence[int]], *, skip_special_tokens: bool = False) -> list[str]:
+        """:meth:`decode` of each id sequence in ``batch``."""
         return self.hf.decode_batch([list(ids) for ids in batch], skip_special_tokens=skip_special_tokens)
 
     # ---------------------------------------------------------------- interop
     def to_transformers(self, **special_tokens: Any) -> Any:
-        """Wrap as a ``transformers.PreTrainedTokenizerFast`` (e.g. ``pad_token="<pad>"``)."""
+        """Wrap as a ``transformers.PreTrainedTokenizerFast`` sharing this tokenizer.
+
+        Args:
+            **special_tokens: the wrapper's special-token arguments, e.g. ``pad_token="<pad>"``.
+
+        Returns:
+            The ``PreTrainedTokenizerFast`` (needs the ``transformers`` package).
+        """
         from transformers import PreTrainedTokenizerFast
 
         return PreTrainedTokenizerFast(tokenizer_object=self.hf, **special_tokens)
