@@ -16,9 +16,9 @@ def _copy_batch(generator: torch.Generator, n: int, k: int = 6) -> torch.Tensor:
     return torch.cat([column(BOS), body, column(SEP), body, column(EOS)], dim=1)
 
 
-def _train_copy_task(copy_head: bool, steps: int = 150) -> tuple[float, NanoLogic]:
+def _train_copy_task(copy_head: bool, steps: int = 250) -> tuple[float, NanoLogic]:
     torch.manual_seed(0)
-    model = NanoLogic(build_config("tiny", VOCAB, copy_head=copy_head))
+    model = NanoLogic(build_config("tiny", VOCAB, copy_head=copy_head, copy_until_token_id=SEP))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
@@ -43,7 +43,7 @@ def trained_copier() -> tuple[float, NanoLogic]:
 def test_copy_head_copies_unseen_sequences_where_the_plain_model_cannot(trained_copier):
     copy_accuracy, _ = trained_copier
     plain_accuracy, _ = _train_copy_task(copy_head=False)
-    # Measured: 0.94 with the copy head, 0.00 without, after 150 steps of the tiny preset.
+    # Measured: 1.00 with the copy head, 0.00 without, after 250 steps of the tiny preset.
     assert copy_accuracy >= 0.9
     assert copy_accuracy > plain_accuracy + 0.5
 
@@ -64,7 +64,7 @@ def test_copy_head_loss_is_the_log_likelihood_of_the_mixture():
 
 
 def test_copy_head_points_only_backwards_within_a_document():
-    model = NanoLogic(build_config("tiny", VOCAB, copy_head=True)).eval()
+    model = NanoLogic(build_config("tiny", VOCAB, copy_head=True, copy_until_token_id=-1)).eval()
     h = torch.randn(1, 5, model.config.hidden_size)
     ids = torch.arange(10, 15)[None]
     weights, proposed, _ = model._pointer(h, ids, None, None)
@@ -87,6 +87,19 @@ def test_copy_head_generation_is_the_same_with_and_without_cache_and_batching(tr
     one_by_one = [model.generate([p], 7, stop_ids=(EOS,))[0] for p in prompts]
     assert cached == uncached == one_by_one
     assert cached[0] == rows[0][8:] and cached[1] == rows[1][8:]
+
+
+def test_copy_head_copies_only_from_the_prompt_of_its_own_document():
+    model = NanoLogic(build_config("tiny", VOCAB, copy_head=True, copy_until_token_id=SEP)).eval()
+    # Two packed documents: BOS 20 21 SEP 30 | BOS 40 SEP 50 (document mask as in packing).
+    ids = torch.tensor([[BOS, 20, 21, SEP, 30, BOS, 40, SEP, 50]])
+    documents = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    mask = (documents[:, None] == documents[None, :]) & torch.ones(9, 9, dtype=torch.bool).tril()
+    h = torch.randn(1, 9, model.config.hidden_size)
+    weights, proposed, _ = model._pointer(h, ids, mask[None, None], None)
+    sources = {int(proposed[0, j]) for t in range(9) for j in range(9) if weights[0, t, j] > 0}
+    assert sources == {20, 21, 40}  # the prompts' tokens, never SEP or what follows it
+    assert weights[0, 4, 3] == 0  # the query after SEP cannot point at 30, its own output
 
 
 def test_copy_head_is_refused_by_the_llama_cpp_export():

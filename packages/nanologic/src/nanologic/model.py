@@ -45,6 +45,8 @@ class NanoLogicConfig:
     gate_residual: bool = False  # SwiGLU + α·up with α init 0 (not runnable in llama.cpp)
     tie_embeddings: bool = True  # LM head shares the embedding matrix
     copy_head: bool = False  # mix a pointer to earlier tokens into the output (not runnable in llama.cpp)
+    bos_token_id: int = 1  # <|bos|>: starts each document (delimits the copy head's source)
+    copy_until_token_id: int = 5  # the copy head copies only tokens before this one (<|output|>); -1: any
     init_std: float = 0.02  # std of linear weights; residual outputs get init_std/√(2·layers)
 
     def __post_init__(self) -> None:
@@ -442,7 +444,8 @@ class NanoLogic(nn.Module):
         past: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """The copy head's pointer: position t attends to an earlier position j < t of its own
-        document and proposes the token that followed j, ``x[j + 1]``.
+        document and proposes the token that followed j, ``x[j + 1]``, when that token is part of
+        the document's prompt (before ``copy_until_token_id``).
 
         This is the induction-head form of copying (Olsson et al. 2022): the query at "… p: Juan"
         finds the earlier "Juan" of the sentence by content and proposes the word after it. The
@@ -472,6 +475,15 @@ class NanoLogic(nn.Module):
         if mask is not None:
             allowed = allowed & mask[:, 0]
         allowed = allowed.expand_as(scores)
+        if self.config.copy_until_token_id >= 0:
+            # Only the prompt is a source: pointing into its own output let the head loop on what
+            # it had just written ("llovivivivi…"). A position is in a prompt while its document
+            # (counted by <|bos|>) has not reached its <|output|> yet; packed rows hold several.
+            documents = (ids == self.config.bos_token_id).cumsum(1)
+            outputs = (ids == self.config.copy_until_token_id).cumsum(1)
+            in_prompt = outputs < documents
+            source = torch.cat([in_prompt[:, 1:], torch.zeros_like(in_prompt[:, :1])], dim=1)
+            allowed = allowed & source[:, None, :]
         # A finite fill, not -inf, keeps empty rows NaN-free; they are zeroed after the softmax.
         weights = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min).softmax(-1) * allowed
         # The key at j proposes x[j + 1]; the newest key's next token is not known yet (never allowed).
