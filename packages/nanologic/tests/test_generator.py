@@ -329,3 +329,50 @@ def test_subjunctive_only_mentions_are_defined_in_the_indicative(examples):
     for e in _first(examples, "en caso de que") + _first(examples, "es mentira que"):
         for a in e["thought"]["identified_atoms"]:
             assert not re.search(r"\b(haya|sea|esté|vaya|tenga)\b", a["definition"]), e
+
+
+def test_novel_fillers_are_pseudo_words_in_the_slot_form():
+    from nanologic.lexicon import FILLERS, NOVEL_NOUN_SLOTS, novel_filler
+
+    rng = random.Random(0)
+    known = {w.lower() for fillers in FILLERS.values() for f in fillers for w in f.split()}
+    nouns = []
+    for slot, form in NOVEL_NOUN_SLOTS.items():
+        for _ in range(20):
+            text = novel_filler(rng, slot)
+            words = text.split()
+            if form == "definite":
+                assert words[0] in ("el", "la")
+            elif form == "indefinite":
+                assert words[0] in ("un", "una")
+            elif form == "proper":
+                assert len(words) == 1 and text[0].isupper()
+            elif form == "proper-definite":
+                assert words[0] == "el" and words[1][0].isupper()
+            assert re.fullmatch(r"[a-zñ]+", words[-1].lower())
+            nouns.append(words[-1].lower())
+    assert sum(n not in known for n in nouns) > 0.95 * len(nouns)
+    assert [novel_filler(random.Random(1), "FOOD") for _ in range(3)] == [
+        novel_filler(random.Random(1), "FOOD") for _ in range(3)
+    ]
+
+
+def test_some_definitions_copy_names_no_lexicon_holds(examples):
+    # Pseudo-words train copying a word piece by piece; they are copied into the definitions.
+    from nanologic.lexicon import FILLERS, PERSON_NPS, SURNAMES, THING_GROUPS
+
+    lexicon_text = " ".join(
+        [f for fillers in FILLERS.values() for f in fillers]
+        + PERSON_NPS
+        + list(SURNAMES)
+        + [x for groups in THING_GROUPS.values() for nps, preds in groups for x in nps + preds]
+    )
+    known_names = set(re.findall(r"[A-ZÁÉÍÓÚÑ][a-záéíóúüñ]+", lexicon_text))
+    with_novel_name = 0
+    for e in examples:
+        for atom in e["thought"]["identified_atoms"]:
+            names = re.findall(r"[A-ZÁÉÍÓÚÑ][a-záéíóúüñ]+", atom["definition"])
+            if any(n not in known_names and n in e["natural_language_input"] for n in names):
+                with_novel_name += 1
+                break
+    assert with_novel_name > 0.02 * len(examples)

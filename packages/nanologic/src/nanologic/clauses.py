@@ -26,11 +26,14 @@ from nanologic.lexicon import (
     FILLERS,
     IMPERSONAL,
     NAMES_F,
+    NAMES_M,
+    NOVEL_NOUN_SLOTS,
     PERSON_NPS,
     PERSON_PREDICATES,
     PRONOUNS,
     PRONOUNS_F,
     THING_GROUPS,
+    novel_filler,
 )
 
 # Domains of the generated sentences (the "block" field of an example).
@@ -67,6 +70,7 @@ COORDINABLE_SLOTS = frozenset(
     ]
 )
 P_ADVERBIAL = 0.35  # share of predicates that get a time or place adverbial
+P_NOVEL = 0.2  # share of noun and name slots filled with a pseudo-word (lexicon.novel_filler)
 SUBJECT_MARK = "\x01", "\x02"  # around a subject that a later identical subject may elide
 
 _CLITICS = ("me", "te", "se", "nos", "os", "se")
@@ -193,6 +197,13 @@ def build_clause(subj: Subject, pred: Predicate, tense: str, block: str) -> Clau
     )
 
 
+def _name_gender(name: str) -> str:
+    """Gender of a first name: the lexicon's, or for a pseudo-name the Spanish default by ending."""
+    if name in NAMES_F or (name not in NAMES_M and name.endswith("a")):
+        return "f"
+    return "m"
+
+
 def _parse_np(entry: str) -> tuple[str, str, bool]:
     text, gender, number = entry.split("|")
     return text, gender, number == "p"
@@ -209,8 +220,13 @@ class ClauseSampler:
         self.used: set[str] = set()
 
     # -- pieces -----------------------------------------------------------------------------------
+    def filler(self, slot: str) -> str:
+        if slot in NOVEL_NOUN_SLOTS and self.rng.random() < P_NOVEL:
+            return novel_filler(self.rng, slot)
+        return self.rng.choice(FILLERS[slot])
+
     def fill(self, template: str) -> str:
-        return _SLOT.sub(lambda m: self.rng.choice(FILLERS[m.group(1)]), template)
+        return _SLOT.sub(lambda m: self.filler(m.group(1)), template)
 
     def predicate(self, entry: str) -> Predicate:
         lemma, template = (part.strip() for part in entry.split("|"))
@@ -238,8 +254,8 @@ class ClauseSampler:
             pronoun = (PRONOUNS_F if gender == "f" else PRONOUNS)[person]
             return Subject(pronoun if explicit else "", person, gender, "pronoun")
         if r < 0.75 or self.block == "historias":
-            name = self.rng.choice(FILLERS["NAME"])
-            return Subject(name, 2, "f" if name in NAMES_F else "m", "name")
+            name = self.filler("NAME")
+            return Subject(name, 2, _name_gender(name), "name")
         text, gender, plural = _parse_np(self.rng.choice(PERSON_NPS))
         return Subject(text, 5 if plural else 2, gender, "person")
 
@@ -333,8 +349,8 @@ class ClauseSampler:
 
     def _third_person(self) -> Subject:
         if self.rng.random() < 0.6:
-            name = self.rng.choice(FILLERS["NAME"])
-            return Subject(name, 2, "f" if name in NAMES_F else "m", "name")
+            name = self.filler("NAME")
+            return Subject(name, 2, _name_gender(name), "name")
         text, gender, plural = _parse_np(self.rng.choice(PERSON_NPS))
         return Subject(text, 5 if plural else 2, gender, "person")
 
