@@ -114,7 +114,9 @@ class InfinitoAdapter:
         assert not options, f"unknown options {options}"
         trainers = []
 
-        class Keep(kit._callback_base()):
+        import lightning as L
+
+        class Keep(L.Callback):
             def on_fit_start(self, trainer, pl_module):
                 trainers.append(trainer)
 

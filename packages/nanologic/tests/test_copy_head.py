@@ -104,7 +104,7 @@ def test_copy_head_copies_only_from_the_prompt_of_its_own_document():
 
 def test_copy_head_is_refused_by_the_llama_cpp_export():
     assert any("copy head" in p for p in unsupported_features(build_config("cpu", 100, copy_head=True)))
-    assert not any("copy head" in p for p in unsupported_features(build_config("cpu", 100)))
+    assert not any("copy head" in p for p in unsupported_features(build_config("cpu-export", 100)))
 
 
 def test_copy_head_refuses_label_smoothing():

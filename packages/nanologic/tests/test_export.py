@@ -20,7 +20,7 @@ def test_refusals_name_the_features():
     problems = " ".join(unsupported_features(cfg))
     for word in ("QK-norm", "differential attention", "gate-residual", "attention soft-cap", "final logit"):
         assert word in problems
-    assert unsupported_features(build_config("cpu", 100)) == []
+    assert unsupported_features(build_config("cpu-export", 100)) == []
     assert unsupported_features(build_config("base-export", 100), allow_final_softcap=True) == []
 
 
@@ -29,7 +29,9 @@ def test_folded_scales_reproduce_the_logits(tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = build_config("tiny", tokenizer.vocab_size, qk_norm=False, final_softcap=0.0, rope_layout="half")
+    cfg = build_config(
+        "tiny", tokenizer.vocab_size, qk_norm=False, final_softcap=0.0, copy_head=False, rope_layout="half"
+    )
     model = NanoLogic(cfg).eval()
     with torch.no_grad():
         model.head_scale.fill_(1.7)
@@ -60,7 +62,7 @@ def test_llamacpp_greedy_equals_torch(tokenizer, tmp_path):
     from lm_shared.gguf import compare_with_llamacpp
 
     torch.manual_seed(0)
-    cfg = build_config("tiny", tokenizer.vocab_size, qk_norm=False, final_softcap=0.0)
+    cfg = build_config("tiny", tokenizer.vocab_size, qk_norm=False, final_softcap=0.0, copy_head=False)
     model = NanoLogic(cfg).eval()
     path = export_model(model, tokenizer, tmp_path / "m.gguf")
 
@@ -89,7 +91,7 @@ def test_transformers_loads_our_gguf_with_the_same_logits(tokenizer, tmp_path):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    cfg = build_config("tiny", tokenizer.vocab_size, qk_norm=False, final_softcap=0.0)
+    cfg = build_config("tiny", tokenizer.vocab_size, qk_norm=False, final_softcap=0.0, copy_head=False)
     model = NanoLogic(cfg).eval()
     path = export_model(model, tokenizer, tmp_path / "m.gguf")
     hf = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name, dtype=torch.float32).eval()

@@ -72,7 +72,9 @@ class NanologicAdapter:
         assert not options, f"unknown options {options}"
         trainers = []
 
-        class Keep(kit._callback_base()):
+        import lightning as L
+
+        class Keep(L.Callback):
             def on_fit_start(self, trainer, pl_module):
                 trainers.append(trainer)
 

@@ -45,7 +45,9 @@ def exported(records, tmp_path_factory):
 
     tokenizer = train_bpe([sequence_text(r, False) for r in records], 800, SPECIAL_TOKENS)
     torch.manual_seed(0)
-    model = NanoLogic(build_config("tiny", tokenizer.vocab_size, qk_norm=False, final_softcap=0.0)).eval()
+    model = NanoLogic(
+        build_config("tiny", tokenizer.vocab_size, qk_norm=False, final_softcap=0.0, copy_head=False)
+    ).eval()
     path = export_model(model, tokenizer, tmp_path_factory.mktemp("gguf") / "m.gguf")
     write_grammar_file(path)
     return model, tokenizer, path

@@ -118,7 +118,9 @@ class TormentedAdapter:
             cfg = resume_config(cfg.out, cfg)
         trainers = []
 
-        class Keep(kit._callback_base()):
+        import lightning as L
+
+        class Keep(L.Callback):
             def on_fit_start(self, trainer, pl_module):
                 trainers.append(trainer)
 

@@ -284,7 +284,14 @@ def run_bench(
     # -- KV cache -----------------------------------------------------------------------------
     model = (
         NanoLogic(
-            build_config(preset, tokenizer.vocab_size, max_seq_len=512, qk_norm=False, final_softcap=0.0)
+            build_config(
+                preset,
+                tokenizer.vocab_size,
+                max_seq_len=512,
+                qk_norm=False,
+                final_softcap=0.0,
+                copy_head=False,
+            )
         )
         .to(device)
         .eval()

@@ -13,7 +13,7 @@ from nanologic.data import NanologicError
 from nanologic.runner import DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE
 
 _HELP = DefaultsHelpFormatter
-PRESET_CHOICES = ("cpu", "tiny", "base", "base-export", "base-full")
+PRESET_CHOICES = ("cpu", "cpu-export", "tiny", "base", "base-export", "base-full")
 
 
 def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -194,8 +194,15 @@ def _devices(text: str) -> int | str:
     return value
 
 
-_PRESET_EPOCHS = {"cpu": 2, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
-_PRESET_LR = {"cpu": 3e-3, "tiny": 3e-3, "base": 1e-3, "base-export": 1e-3, "base-full": 1e-3}
+_PRESET_EPOCHS = {"cpu": 2, "cpu-export": 2, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
+_PRESET_LR = {
+    "cpu": 3e-3,
+    "cpu-export": 3e-3,
+    "tiny": 3e-3,
+    "base": 1e-3,
+    "base-export": 1e-3,
+    "base-full": 1e-3,
+}
 
 
 def _run_train(args: argparse.Namespace) -> int:

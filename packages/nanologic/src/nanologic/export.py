@@ -100,7 +100,7 @@ def export_model(
         raise NanologicError(
             "cannot export to llama.cpp's llama architecture: this model uses "
             + "; ".join(problems)
-            + ". Train with an exportable preset (cpu or base-export)."
+            + ". Train with an exportable preset (cpu-export or base-export)."
         )
     gguf_cfg = gguf_config(cfg)
     return write_llama_gguf(
