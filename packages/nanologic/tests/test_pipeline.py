@@ -240,3 +240,14 @@ def test_clause_overlap_counts():
         "fraction_in_train": 0.5,
         "examples_with_a_train_clause": 1,
     }
+
+
+def test_held_out_patterns_are_drawn_within_each_complexity_level(splits):
+    records, _ = splits
+    from collections import Counter
+
+    train_mix = Counter(r["complexity"] for r in records["train"])
+    test_mix = Counter(r["complexity"] for r in records["test"])
+    # every level the model trains on is tested, and no level crowds the others out
+    assert set(test_mix) == set(train_mix)
+    assert max(test_mix.values()) < 0.6 * sum(test_mix.values())
