@@ -85,6 +85,10 @@ def test_index_type_too_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         ),
         ('{"version": 1, "defaults": {"tensors": {"attn_q": {}}}}', "unknown tensor 'attn_q'"),
         ('{"version": 1, "defaults": {"gating": {"min_mean": {"side": 1}}}}', "unknown keys ['side']"),
+        (
+            '{"version": 1, "defaults": {"autotune": {"enabled": true, "max_iters": 0}}}',
+            "defaults.autotune.max_iters: expected a positive integer, got 0",
+        ),
     ],
 )
 def test_malformed_policy(

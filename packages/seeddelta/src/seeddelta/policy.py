@@ -159,6 +159,12 @@ def _check_rule(rule: Any, where: str, allow_layers: bool = False) -> None:
                 not isinstance(a[key], list) or not all(isinstance(x, int) and x > 0 for x in a[key])
             ):
                 raise SeedDeltaError(f"{where}.autotune.{key}: expected a list of positive integers")
+        if "max_iters" in a and (
+            isinstance(a["max_iters"], bool) or not isinstance(a["max_iters"], int) or a["max_iters"] < 1
+        ):
+            raise SeedDeltaError(
+                f"{where}.autotune.max_iters: expected a positive integer, got {a['max_iters']!r}"
+            )
     if "tensors" in rule:
         t = rule["tensors"]
         if not isinstance(t, dict):
