@@ -246,8 +246,11 @@ def test_held_out_patterns_are_drawn_within_each_complexity_level(splits):
     records, _ = splits
     from collections import Counter
 
-    train_mix = Counter(r["complexity"] for r in records["train"])
     test_mix = Counter(r["complexity"] for r in records["test"])
-    # every level the model trains on is tested, and no level crowds the others out
-    assert set(test_mix) == set(train_mix)
-    assert max(test_mix.values()) < 0.6 * sum(test_mix.values())
+    # every level with patterns of two or more connectives is tested, and none crowds the others
+    # out; the one-connective building blocks (all of "simple") always train
+    assert set(test_mix) == {"intermediate", "advanced"}
+    assert max(test_mix.values()) < 0.7 * sum(test_mix.values())
+    held_out = {r["pattern"] for name in ("val", "test") for r in records[name]}
+    assert not [p for p in held_out if sum(p.count(op) for op in "∧∨→↔") <= 1]
+    assert {"X → ¬X", "¬X → X"} <= {r["pattern"] for r in records["train"]}

@@ -30,7 +30,6 @@ from nanologic.logic import (
     parse,
     pattern,
     rename,
-    size,
     subformulas,
     to_ascii,
     to_unicode,
@@ -525,7 +524,8 @@ def preprocess(
     examples whose own pattern also occurs in train are dropped, so every evaluated formula has a
     pattern the model never trained on; held-out patterns are then moved to train until every
     held-out (skeleton, slot, polarity) primitive also occurs in train (``literal_slots``).
-    Patterns are held out within each complexity level, so val and test keep the data's mix.
+    Patterns with at most one binary connective always train; the others are held out within
+    each complexity level, so val and test keep the data's mix of the levels they come from.
     """
     if abs(sum(fractions) - 1.0) > 1e-6 or any(f <= 0 for f in fractions):
         raise ValueError(f"fractions must be positive and sum to 1, got {fractions}")
@@ -588,13 +588,15 @@ def preprocess(
     counts = dict.fromkeys(names, 0)
     assignment: dict[str, str] = {}
     total = sum(pattern_size.values())
-    # Core patterns stay in train: the building blocks (X, ¬X and one binary connective X ∘ X),
-    # which a model cannot be asked to invent, and any pattern holding more than
-    # `core_pattern_fraction` of the data (held out, it would be most of the test set).
+    # Core patterns stay in train: the building blocks, every pattern with at most one binary
+    # connective whatever its negations (X, ¬X, X → ¬X, ¬(¬X ∧ X), …), which a model cannot be
+    # asked to invent and which real sentences use most, and any pattern holding more than
+    # `core_pattern_fraction` of the data (held out, it would be most of the test set). Holding
+    # out X → ¬X and ¬(¬X → ¬X) cut the default model's dev_real grounded accuracy from 0.445 to 0.291.
     core = {
         p
         for p in patterns
-        if pattern_size[p] > core_pattern_fraction * total or size(parse(p.replace("X", "x"))) <= 3
+        if pattern_size[p] > core_pattern_fraction * total or sum(p.count(op) for op in "∧∨→↔") <= 1
     }
     for p in sorted(core):
         assignment[p] = "train"
