@@ -21,7 +21,8 @@ def run_dir(tmp_path_factory):
 def test_default_run_layout_and_report(run_dir):
     report = json.loads((run_dir / "eval" / "report.json").read_text())
     assert 0.0 <= report["equivalence_accuracy"] <= 1.0
-    assert report["n_test"] == 12
+    n_test_split = len((run_dir / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines())
+    assert n_test_split > 0 and report["n_test"] == min(12, n_test_split)  # --eval-limit 12
     for name in ("report.md", "accuracy.png", "confusion.png", "predictions.jsonl"):
         assert (run_dir / "eval" / name).exists()
     for name in ("model.safetensors", "model_config.json", "train_config.json", "tokenizer/tokenizer.json"):
