@@ -62,3 +62,9 @@ def test_generate_raw_with_and_without_repair_parses(formalizer):
         formalizer.repair_tries = tries
         for text in formalizer.generate_raw(sentences):
             assert isinstance(parse_output(text)["atoms"], dict)
+
+
+def test_parsed_definitions_drop_the_sentence_final_punctuation_a_copy_carries():
+    text = f" {ATOMS} p: el perro ladra | q: el cartero llega. | r: Leonardo D. {CONNECTORS} →: si {FORMULA} q → p"
+    atoms = parse_output(text)["atoms"]
+    assert atoms == {"p": "el perro ladra", "q": "el cartero llega", "r": "Leonardo D."}

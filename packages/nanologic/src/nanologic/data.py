@@ -172,6 +172,16 @@ def sequence_text(record: dict, with_thought: bool) -> str:
     return prompt_text(record["natural_language_input"]) + target_text(record, with_thought)
 
 
+_TRAILING_PUNCTUATION = re.compile(r"(?<=[a-záéíóúüñ0-9%)])\s*[.,;:]+$")
+
+
+def _clause_text(definition: str) -> str:
+    """A definition as the format writes it: a clause never ends in punctuation. A copying model
+    carries the sentence's final period over ("el cartero llega."); an initial keeps its own
+    ("Leonardo D.")."""
+    return _TRAILING_PUNCTUATION.sub("", definition.strip())
+
+
 def parse_output(text: str) -> dict:
     """Split generated text (after ``<|output|>``) into atoms, connectors and formula.
 
@@ -196,7 +206,7 @@ def parse_output(text: str) -> dict:
         if ":" in item:
             letter, definition = item.split(":", 1)
             if letter.strip():
-                atoms_[letter.strip()] = definition.strip()
+                atoms_[letter.strip()] = _clause_text(definition)
     connectors: list[list[str]] = []
     for item in sections.get("connectors", "").split("|"):
         if ":" in item:
