@@ -112,3 +112,13 @@ def test_copy_head_refuses_label_smoothing():
     ids = torch.randint(10, VOCAB, (2, 6))
     with pytest.raises(ValueError, match="label smoothing"):
         model(ids, labels=ids, label_smoothing=0.1)
+
+
+def test_copy_head_token_ids_are_the_tokenizers_special_tokens():
+    # The model file does not import the data module; its defaults must name the same ids.
+    from nanologic.data import BOS, OUTPUT, SPECIAL_TOKENS
+    from nanologic.model import NanoLogicConfig
+
+    config = NanoLogicConfig()
+    assert config.bos_token_id == SPECIAL_TOKENS.index(BOS)
+    assert config.copy_until_token_id == SPECIAL_TOKENS.index(OUTPUT)

@@ -293,6 +293,18 @@ class Block(nn.Module):
         return x, present
 
 
+def _mixture(
+    log_vocab: torch.Tensor, copied: torch.Tensor, gate: torch.Tensor, has_source: torch.Tensor
+) -> torch.Tensor:
+    """log(σ(gate)·p_vocab + σ(−gate)·p_copy), elementwise and broadcasting: the copy head's
+    output distribution, for one target token (the loss) or the whole vocabulary (decoding).
+    Where ``has_source`` is False (nothing earlier to point at) the vocabulary alone counts."""
+    mixed = torch.logaddexp(
+        F.logsigmoid(gate) + log_vocab, F.logsigmoid(-gate) + copied.clamp_min(1e-30).log()
+    )
+    return torch.where(has_source, mixed, log_vocab)
+
+
 class NanoLogic(nn.Module):
     def __init__(self, cfg: NanoLogicConfig) -> None:
         super().__init__()
@@ -427,12 +439,7 @@ class NanoLogic(nn.Module):
                 weights[keep] * (source_ids.unsqueeze(1).expand_as(weights)[keep] == targets[:, None])
             ).sum(-1)
             gate = self.copy_gate(h[keep]).float().squeeze(-1)
-            log_p = torch.logaddexp(
-                F.logsigmoid(gate) + target_logit - lse, F.logsigmoid(-gate) + copied.clamp_min(1e-30).log()
-            )
-            # With nothing earlier to point at, the vocabulary alone is the distribution.
-            has_source = weights[keep].sum(-1) > 0
-            ce = -torch.where(has_source, log_p, target_logit - lse).mean()
+            ce = -_mixture(target_logit - lse, copied, gate, weights[keep].sum(-1) > 0).mean()
         elif label_smoothing > 0:
             ce = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
         else:
@@ -513,12 +520,7 @@ class NanoLogic(nn.Module):
         gate = self.copy_gate(h).float()
         copy = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
         copy.scatter_add_(2, proposed.unsqueeze(1).expand_as(weights), weights)
-        log_vocab = logits.float().log_softmax(-1)
-        mixed = torch.logaddexp(
-            F.logsigmoid(gate) + log_vocab, F.logsigmoid(-gate) + copy.clamp_min(1e-30).log()
-        )
-        # With nothing earlier to point at, the vocabulary alone is the distribution.
-        return torch.where(weights.sum(-1, keepdim=True) > 0, mixed, log_vocab)
+        return _mixture(logits.float().log_softmax(-1), copy, gate, weights.sum(-1, keepdim=True) > 0)
 
     @torch.no_grad()
     def generate(

@@ -585,7 +585,6 @@ def preprocess(
     patterns = sorted(pattern_size)
     rng.shuffle(patterns)
     names = ("train", "val", "test")
-    counts = dict.fromkeys(names, 0)
     assignment: dict[str, str] = {}
     total = sum(pattern_size.values())
     # Core patterns stay in train: the building blocks, every pattern with at most one binary
@@ -600,7 +599,6 @@ def preprocess(
     }
     for p in sorted(core):
         assignment[p] = "train"
-        counts["train"] += pattern_size[p]
     report.notes["core_patterns_in_train"] = len(core)
     # Held-out patterns are drawn level by level, so val and test have the complexity mix of the
     # data: drawn from all patterns at once, one seed's test split was 59 % simple sentences (two
@@ -621,7 +619,6 @@ def preprocess(
             split = min(names, key=lambda s: level_counts[s] / (fractions[names.index(s)] * level_total))
             assignment[p] = split
             level_counts[split] += pattern_size[p]
-            counts[split] += pattern_size[p]
     _cover_held_out_primitives(assignment, pattern_size, report)
     splits: dict[str, list[dict]] = {n: [] for n in names}
     for ex in kept:
