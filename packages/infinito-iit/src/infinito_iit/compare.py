@@ -22,12 +22,12 @@ import torch
 from lm_shared.metrics import repetition_report
 from lm_shared.runtime import save_config, seed_everything
 
-from .data import load_corpus, prepare_data
+from .data import PreparedData, load_corpus, prepare_data
 from .errors import InfinitoError
 from .generate import DecodingConfig, decode, validation_prompts
 from .model import PHI_COMPONENTS, InfinitoConfig, InfinitoLM
-from .phi_proxy import model_phi_proxy
-from .train import TrainConfig, train
+from .phi_proxy import PhiProxyReport, model_phi_proxy
+from .train import TrainConfig, TrainResult, train
 
 
 def _num_params(config: InfinitoConfig) -> int:
@@ -60,34 +60,105 @@ def _generations(
     return texts, [data.tokenizer.decode(cont) for _, cont in pairs]
 
 
-def run_compare(
-    model_config: InfinitoConfig,
-    train_config: TrainConfig,
-    out_dir: Path,
-    *,
-    seeds: int = 3,
-    dropout_study: bool = True,
-    match_parameters: bool = True,
-    proxy_bootstrap: int = 50,
-) -> dict[str, Any]:
+def _check_compare_args(seeds: int, out_dir: Path) -> None:
+    """Refuse a seed count below 1 or an output folder that already holds a comparison."""
     if seeds < 1:
         raise InfinitoError(f"--seeds must be >= 1, got {seeds}")
     if (out_dir / "compare.json").exists():
         raise InfinitoError(
             f"{out_dir}/compare.json already exists; choose another --out (nothing was overwritten)"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    corpus = load_corpus(train_config.data, valid_fraction=train_config.valid_fraction)
-    data = prepare_data(
-        corpus, train_config.seq_len, kind=train_config.tokenizer, vocab_size=train_config.vocab_size
-    )
-    iit = replace(model_config, vocab_size=data.tokenizer.vocab_size)
+
+
+def _variants(
+    iit: InfinitoConfig, *, dropout_study: bool, match_parameters: bool
+) -> dict[str, InfinitoConfig]:
+    """The model configs to compare, by name: the IIT model, the baseline and the dropout variants."""
     variants = {"iit": iit, "baseline": matched_baseline(iit) if match_parameters else iit.baseline()}
     if dropout_study:
         if iit.dropout != 0.15:
             variants["iit_dropout_0.15"] = replace(iit, dropout=0.15)
         variants["iit_dropout_0.25"] = replace(iit, dropout=0.25)
+    return variants
 
+
+def _final_phi_proxy(
+    result: TrainResult,
+    config: InfinitoConfig,
+    data: PreparedData,
+    train_config: TrainConfig,
+    seed: int,
+    proxy_bootstrap: int,
+) -> PhiProxyReport:
+    """The trained model's Φ proxy with bootstrap intervals, against a random-init null of ``config``."""
+    # Seeded so the random-init null depends on the seed alone, not on what training drew.
+    seed_everything(seed)
+    null = InfinitoLM(config).eval()
+    proxy_ids = data.valid.inputs[: train_config.proxy_sequences]
+    if (data.valid.labels[proxy_ids.shape[0] - 1] < 0).any():
+        proxy_ids = proxy_ids[:-1]
+    return model_phi_proxy(
+        result.model,
+        proxy_ids,
+        k=max(train_config.proxy_k, 2),
+        n_bootstrap=proxy_bootstrap,
+        null_model=null,
+        seed=seed,
+    )
+
+
+def _run_record(
+    seed: int, run_dir: Path, result: TrainResult, proxy: PhiProxyReport, texts: list[str]
+) -> dict[str, Any]:
+    """One trained run as ``compare.json`` reports it: final metrics, curves, Φ proxy, generations."""
+    history = result.history
+    return {
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "parameters": result.model.num_parameters(),
+        "bpb": result.final["bits_per_byte"],
+        "loss": result.final["loss"],
+        "perplexity": result.final["perplexity"],
+        "word_perplexity": result.final["word_perplexity"],
+        "steps": history["train"][-1]["step"] if history["train"] else 0,
+        "stopped": result.stopped_early,
+        "train_seconds": result.seconds,
+        "phi_weights_final": result.final.get("phi_weights"),
+        "phi_weight_trajectory": [
+            {"step": e["step"], **{c: e[f"phi_weight/{c}"] for c in PHI_COMPONENTS}}
+            for e in history["train"]
+            if f"phi_weight/{PHI_COMPONENTS[0]}" in e
+        ],
+        "components_final": {
+            k.split("/", 1)[1]: v
+            for k, v in (history["train"][-1] if history["train"] else {}).items()
+            if k.startswith("component/")
+        },
+        "loss_curve": [{"step": e["step"], "train_ce": e.get("ce", e["loss"])} for e in history["train"]],
+        "eval_curve": [
+            {k: e[k] for k in ("step", "loss", "bits_per_byte", "phi_proxy") if k in e}
+            for e in history["eval"]
+        ],
+        "phi_proxy": proxy.as_dict(),
+        "generation": repetition_report(texts),
+        "samples": texts[:3],
+    }
+
+
+def _train_variants(
+    variants: dict[str, InfinitoConfig],
+    train_config: TrainConfig,
+    data: PreparedData,
+    out_dir: Path,
+    *,
+    seeds: int,
+    proxy_bootstrap: int,
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Train every variant with every seed (seed-major order) under ``out_dir/runs``.
+
+    Returns:
+        The run records by variant name, and the human continuations of the generation prompts.
+    """
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     human_texts: list[str] = []
     for seed in range(seeds):
@@ -96,57 +167,14 @@ def run_compare(
             if (run_dir / "checkpoint.pt").exists():
                 raise InfinitoError(f"{run_dir}: already holds a run; choose another --out")
             result = train(config, replace(train_config, seed=seed), run_dir, data=data, log=lambda s: None)
-            seed_everything(seed)
-            null = InfinitoLM(config).eval()
-            proxy_ids = data.valid.inputs[: train_config.proxy_sequences]
-            if (data.valid.labels[proxy_ids.shape[0] - 1] < 0).any():
-                proxy_ids = proxy_ids[:-1]
-            proxy = model_phi_proxy(
-                result.model,
-                proxy_ids,
-                k=max(train_config.proxy_k, 2),
-                n_bootstrap=proxy_bootstrap,
-                null_model=null,
-                seed=seed,
-            )
-            texts, human = _generations(result.model, data, seed=seed)
-            human_texts = human
-            history = result.history
-            results[name].append(
-                {
-                    "seed": seed,
-                    "run_dir": str(run_dir),
-                    "parameters": result.model.num_parameters(),
-                    "bpb": result.final["bits_per_byte"],
-                    "loss": result.final["loss"],
-                    "perplexity": result.final["perplexity"],
-                    "word_perplexity": result.final["word_perplexity"],
-                    "steps": history["train"][-1]["step"] if history["train"] else 0,
-                    "stopped": result.stopped_early,
-                    "train_seconds": result.seconds,
-                    "phi_weights_final": result.final.get("phi_weights"),
-                    "phi_weight_trajectory": [
-                        {"step": e["step"], **{c: e[f"phi_weight/{c}"] for c in PHI_COMPONENTS}}
-                        for e in history["train"]
-                        if f"phi_weight/{PHI_COMPONENTS[0]}" in e
-                    ],
-                    "components_final": {
-                        k.split("/", 1)[1]: v
-                        for k, v in (history["train"][-1] if history["train"] else {}).items()
-                        if k.startswith("component/")
-                    },
-                    "loss_curve": [
-                        {"step": e["step"], "train_ce": e.get("ce", e["loss"])} for e in history["train"]
-                    ],
-                    "eval_curve": [
-                        {k: e[k] for k in ("step", "loss", "bits_per_byte", "phi_proxy") if k in e}
-                        for e in history["eval"]
-                    ],
-                    "phi_proxy": proxy.as_dict(),
-                    "generation": repetition_report(texts),
-                    "samples": texts[:3],
-                }
-            )
+            proxy = _final_phi_proxy(result, config, data, train_config, seed, proxy_bootstrap)
+            texts, human_texts = _generations(result.model, data, seed=seed)
+            results[name].append(_run_record(seed, run_dir, result, proxy, texts))
+    return results, human_texts
+
+
+def _summary(results: dict[str, list[dict[str, Any]]], variants: dict[str, InfinitoConfig]) -> dict[str, Any]:
+    """Per variant: mean ± std over seeds of the bpb and the final Φ proxy, its size, config and runs."""
     summary: dict[str, Any] = {}
     for name, runs in results.items():
         mean, std = _mean_std([r["bpb"] for r in runs])
@@ -160,9 +188,21 @@ def run_compare(
             "model_config": asdict(variants[name]),
             "per_seed": runs,
         }
+    return summary
+
+
+def _report(
+    summary: dict[str, Any],
+    results: dict[str, list[dict[str, Any]]],
+    human_texts: list[str],
+    train_config: TrainConfig,
+    data: PreparedData,
+    seeds: int,
+) -> dict[str, Any]:
+    """The ``compare.json`` contents: the summary, the paired IIT − baseline bpb, human text, settings."""
     diffs = [a["bpb"] - b["bpb"] for a, b in zip(results["iit"], results["baseline"])]
     dmean, dstd = _mean_std(diffs)
-    report = {
+    return {
         **summary,
         "iit_minus_baseline_bpb": {"per_seed": diffs, "mean": dmean, "std": dstd},
         "human_repetition": repetition_report(human_texts) if len(human_texts) > 1 else None,
@@ -170,6 +210,39 @@ def run_compare(
         "data": data.summary(),
         "seeds": seeds,
     }
+
+
+def run_compare(
+    model_config: InfinitoConfig,
+    train_config: TrainConfig,
+    out_dir: Path,
+    *,
+    seeds: int = 3,
+    dropout_study: bool = True,
+    match_parameters: bool = True,
+    proxy_bootstrap: int = 50,
+) -> dict[str, Any]:
+    """Train the IIT model, the baseline and the dropout variants on the same data and seeds.
+
+    Writes ``compare.json``, the PNG plots and one run folder per variant and seed under
+    ``out_dir``, and prints a summary table.
+
+    Returns:
+        The report written to ``compare.json``.
+    """
+    _check_compare_args(seeds, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = load_corpus(train_config.data, valid_fraction=train_config.valid_fraction)
+    data = prepare_data(
+        corpus, train_config.seq_len, kind=train_config.tokenizer, vocab_size=train_config.vocab_size
+    )
+    iit = replace(model_config, vocab_size=data.tokenizer.vocab_size)
+    variants = _variants(iit, dropout_study=dropout_study, match_parameters=match_parameters)
+    results, human_texts = _train_variants(
+        variants, train_config, data, out_dir, seeds=seeds, proxy_bootstrap=proxy_bootstrap
+    )
+    summary = _summary(results, variants)
+    report = _report(summary, results, human_texts, train_config, data, seeds)
     if dropout_study:
         report["dropout_study"] = _dropout_study(summary, iit)
     _plots(summary, out_dir)

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lm_shared.metrics import NLLAccumulator
 from lm_shared.runs import (
     NonFiniteError,
+    RunFolder,
     StopSignal,
     atomic_path,
     atomic_write_text,
@@ -733,6 +734,297 @@ def _weights_agree(module: InfinitoModule, trainer: L.Trainer) -> bool:
     return bool((gathered == gathered[0]).all()) if gathered.dim() > 1 else True
 
 
+def _check_settings(model_config: InfinitoConfig, train_config: TrainConfig) -> tuple[str, str]:
+    """Refuse settings this machine or model cannot run, before any work.
+
+    Returns:
+        ``(device, precision)``, the precision resolved from ``auto``.
+    """
+    require_gpus_for_fsdp(train_config.strategy)
+    if train_config.seq_len > model_config.max_seq_len:
+        raise InfinitoError(
+            f"--seq-len {train_config.seq_len} is above the model's max_seq_len {model_config.max_seq_len}"
+        )
+    return _device_and_precision(train_config.precision)
+
+
+def _open_run(
+    model_config: InfinitoConfig, train_config: TrainConfig, run_dir: Path, *, resume: bool, force: bool
+) -> RunFolder:
+    """Open ``run_dir`` under the run-folder policy; a resume must keep the saved architecture."""
+    requested = {"model": model_config.to_dict(), "train": asdict(train_config)}
+    if resume and (run_dir / "config.json").is_file():
+        saved = json.loads((run_dir / "config.json").read_text())
+        diffs = config_differences(saved["model"], model_config.to_dict())
+        if diffs:
+            raise InfinitoError(f"{run_dir}: model config does not match the checkpoint: " + "; ".join(diffs))
+    return open_run_dir(
+        run_dir,
+        package=PACKAGE,
+        resume=resume,
+        force=force,
+        config=requested,
+        resume_may_change=RESUME_MAY_CHANGE,
+        run_files=("config.json", WEIGHTS_FILE),
+    )
+
+
+def _load_data(train_config: TrainConfig, out_dir: Path, *, resume: bool) -> PreparedData:
+    """Read and tokenize the corpus; a resumed run reuses the tokenizer saved in its folder."""
+    corpus = load_corpus(train_config.data, valid_fraction=train_config.valid_fraction)
+    tokenizer = load_tokenizer(out_dir) if resume else None
+    return prepare_data(
+        corpus,
+        train_config.seq_len,
+        tokenizer=tokenizer,
+        kind=train_config.tokenizer,
+        vocab_size=train_config.vocab_size,
+    )
+
+
+def _resumed_history(run: RunFolder, last_ckpt: Path) -> dict[str, list[dict[str, Any]]] | None:
+    """Cut the logs of a resumed run back to the step of ``last_ckpt`` and return what they keep.
+
+    Returns:
+        The kept ``metrics.jsonl`` records by split (``train``, ``eval``), or None on a rank that
+        does not write the run folder.
+    """
+    try:
+        resumed_step = int(torch.load(last_ckpt, map_location="cpu", weights_only=False)["global_step"])
+    except Exception as exc:  # truncated, not a checkpoint, or not Lightning's
+        raise InfinitoError(
+            f"{last_ckpt}: damaged checkpoint, cannot resume ({type(exc).__name__}); start over with --force"
+        ) from None
+    if not run.is_writer:
+        return None
+    _truncate_jsonl(run.path / "grad_health.jsonl", resumed_step)
+    records = _truncate_jsonl(run.path / "metrics.jsonl", resumed_step)
+    return {
+        split: [{k: v for k, v in r.items() if k != "split"} for r in records if r.get("split") == split]
+        for split in ("train", "eval")
+    }
+
+
+def _write_run_config(
+    run: RunFolder,
+    model_config: InfinitoConfig,
+    train_config: TrainConfig,
+    data: PreparedData,
+    device: str,
+    precision: str,
+) -> None:
+    """Save a new run's tokenizer and ``config.json`` (model, training, data, device, precision)."""
+    data.tokenizer.save(run.path)
+    final_config = {"model": model_config.to_dict(), "train": asdict(train_config)}
+    run.update(config=final_config)
+    save_config(
+        {**final_config, "data": data.summary(), "device": device, "precision": precision},
+        run.path / "config.json",
+    )
+
+
+def _build_module(
+    model_config: InfinitoConfig,
+    train_config: TrainConfig,
+    data: PreparedData,
+    run: RunFolder,
+    history: dict[str, list[dict[str, Any]]] | None,
+) -> InfinitoModule:
+    """The LightningModule, freshly seeded; only the writing rank gets the run folder for its logs."""
+    # Seeded again so the initial weights do not depend on whether the data was prepared here or
+    # passed in.
+    seed_everything(train_config.seed)
+    module = InfinitoModule(
+        model_config,
+        train_config,
+        data.tokenizer.byte_lengths(),
+        (data.valid.n_words, data.valid.n_bytes),
+        _proxy_ids(data, train_config.proxy_sequences),
+        run.path if run.is_writer else None,
+    )
+    if history is not None:
+        module.history = history
+    return module
+
+
+@dataclass(frozen=True)
+class _StopMonitors:
+    """The callbacks whose state says why a fit ended."""
+
+    health: GradientHealthCallback
+    early: L.pytorch.callbacks.EarlyStopping
+    signal: StopSignal
+
+
+def _infinito_callbacks(
+    train_config: TrainConfig, out_dir: Path, last_ckpt: Path, *, progress: bool
+) -> tuple[list[L.Callback], _StopMonitors]:
+    """Gradient health, best/last checkpoints, early stopping, SIGINT/SIGTERM and the progress bar."""
+    # A skipped step is no optimizer step: global_step, max_steps and the logs count updates.
+    health = GradientHealthCallback(HealthConfig(clip_norm=train_config.clip_norm))
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=out_dir / CHECKPOINT_DIR,
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    early = L.pytorch.callbacks.EarlyStopping(
+        monitor="val_loss",
+        patience=train_config.patience,
+        min_delta=1e-4,
+        mode="min",
+        check_on_train_epoch_end=False,
+    )
+    stop = StopSignal()
+    own: list[L.Callback] = [health, checkpoints, early, StopOnSignal(stop, last_ckpt)]
+    if progress:
+        own.append(L.pytorch.callbacks.RichProgressBar(leave=True))
+    return own, _StopMonitors(health, early, stop)
+
+
+def _build_trainer(
+    train_config: TrainConfig,
+    device: str,
+    precision: str,
+    run: RunFolder,
+    callbacks: list[L.Callback],
+    *,
+    progress: bool,
+    precision_plugins: Sequence[Any],
+) -> L.Trainer:
+    """The Lightning trainer for ``train_config``; TensorBoard only on the writing rank."""
+    out_dir = run.path
+    return L.Trainer(
+        accelerator="cuda" if device == "cuda" else "mps" if device == "mps" else "cpu",
+        devices=parse_devices(train_config.devices),
+        num_nodes=train_config.num_nodes,
+        strategy=train_config.strategy,
+        precision=None if precision_plugins else precision,
+        max_steps=train_config.max_steps,
+        max_epochs=-1,
+        accumulate_grad_batches=train_config.grad_accum,
+        val_check_interval=train_config.eval_every * train_config.grad_accum,
+        check_val_every_n_epoch=None,
+        limit_val_batches=train_config.eval_batches or 1.0,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # EpochBatchSampler and _ValidationShard shard by rank
+        logger=tensorboard_logger(out_dir) if run.is_writer else False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO(), *precision_plugins],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        default_root_dir=str(out_dir),
+        deterministic=False,
+    )
+
+
+def _fit(
+    trainer: L.Trainer,
+    module: InfinitoModule,
+    datamodule: InfinitoDataModule,
+    stop: StopSignal,
+    ckpt_path: Path | None,
+) -> None:
+    """``trainer.fit`` with SIGINT/SIGTERM turned into a stop request and Lightning's known warnings off."""
+    with stop, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ReduceLROnPlateau conditioned on metric.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+
+def _raise_if_interrupted(stop: StopSignal, run: RunFolder, trainer: L.Trainer, last_ckpt: Path) -> None:
+    """After SIGINT/SIGTERM: mark the run interrupted and raise with the command that resumes it."""
+    if not stop.requested:
+        return
+    if run.is_writer:
+        run.mark_interrupted(step=trainer.global_step, checkpoint=str(last_ckpt))
+    raise stop.interrupted(
+        f"at step {trainer.global_step}, checkpoint {last_ckpt}",
+        f"infinito train --resume {run.final_path}",
+    )
+
+
+def _stop_reason(monitors: _StopMonitors, trainer: L.Trainer, train_config: TrainConfig) -> str:
+    """Why training ended before ``max_steps`` ("" when it did not).
+
+    Raises :class:`~lm_shared.runs.NonFiniteError` when the gradient-health check stopped it.
+    """
+    if monitors.health.stop_reason:
+        raise NonFiniteError(f"training stopped at step {trainer.global_step}: {monitors.health.stop_reason}")
+    early = monitors.early
+    if early.stopped_epoch or (
+        early.wait_count >= early.patience and trainer.global_step < train_config.max_steps
+    ):
+        return f"early stopping: no validation improvement in {train_config.patience} evaluations"
+    return ""
+
+
+def _save_best_model(module: InfinitoModule, out_dir: Path, model_config: InfinitoConfig) -> InfinitoLM:
+    """The trained model on the CPU with the best validation weights, saved as ``model.safetensors``."""
+    model = module.model.cpu()
+    best = out_dir / CHECKPOINT_DIR / "best.ckpt"
+    if best.is_file():
+        model.load_state_dict(load_checkpoint(best, model_config)["model"], strict=True)
+    save_weights(model, out_dir / WEIGHTS_FILE)
+    return model
+
+
+def _final_metrics(
+    model: InfinitoLM, data: PreparedData, train_config: TrainConfig, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Score the whole validation split: loss, bpb, Φ proxy, leakage warning, phi weights, size."""
+    final: dict[str, Any] = evaluate(
+        model,
+        data.valid.inputs,
+        data.valid.labels,
+        data.tokenizer.byte_lengths(),
+        data.valid.n_words,
+        data.valid.n_bytes,
+        batch_size=train_config.batch_size,
+    )
+    if train_config.proxy_k:
+        proxy_ids = _proxy_ids(data, train_config.proxy_sequences)
+        if proxy_ids.shape[0] >= 2:
+            report = model_phi_proxy(model, proxy_ids, k=train_config.proxy_k)
+            final["phi_proxy"], final["phi_proxy_total_mi"] = report.phi, report.total_mi
+    warning = leakage_warning(data.corpus, final)
+    if warning:
+        log(warning)
+        final["leakage_warning"] = warning
+    if model.phi_weights is not None:
+        final["phi_weights"] = model.phi_weights.as_dict()
+    final["parameters"] = model.num_parameters()
+    return final
+
+
+def _finish_run(
+    run: RunFolder,
+    history: dict[str, list[dict[str, Any]]],
+    final: dict[str, Any],
+    stopped: str,
+    step: int,
+    log: Callable[[str], None],
+) -> Path:
+    """Write ``history.json`` and ``metrics.json`` and mark the run finished.
+
+    Returns:
+        The run's final folder.
+    """
+    save_config(history, run.path / "history.json")
+    save_config(final, run.path / "metrics.json")
+    if stopped:
+        log(stopped)
+    final_dir = run.finish(step=step)
+    log(f"run finished: {final_dir} (step {step})")
+    return final_dir
+
+
 def train(
     model_config: InfinitoConfig,
     train_config: TrainConfig,
@@ -758,195 +1050,51 @@ def train(
     :class:`~lm_shared.runs.TrainingInterrupted` after SIGINT/SIGTERM (a resumable checkpoint saved).
     """
     start_time = time.perf_counter()
-    require_gpus_for_fsdp(train_config.strategy)
-    if train_config.seq_len > model_config.max_seq_len:
-        raise InfinitoError(
-            f"--seq-len {train_config.seq_len} is above the model's max_seq_len {model_config.max_seq_len}"
-        )
-    device, precision = _device_and_precision(train_config.precision)
+    device, precision = _check_settings(model_config, train_config)
     run_dir = Path(run_dir)
-    requested = {"model": model_config.to_dict(), "train": asdict(train_config)}
-    if resume and (run_dir / "config.json").is_file():
-        saved = json.loads((run_dir / "config.json").read_text())
-        diffs = config_differences(saved["model"], model_config.to_dict())
-        if diffs:
-            raise InfinitoError(f"{run_dir}: model config does not match the checkpoint: " + "; ".join(diffs))
-    run = open_run_dir(
-        run_dir,
-        package=PACKAGE,
-        resume=resume,
-        force=force,
-        config=requested,
-        resume_may_change=RESUME_MAY_CHANGE,
-        run_files=("config.json", WEIGHTS_FILE),
-    )
+    run = _open_run(model_config, train_config, run_dir, resume=resume, force=force)
     with run:
         last_ckpt = run.final_path / CHECKPOINT_DIR / "last.ckpt"
         if resume and not last_ckpt.is_file():
             raise InfinitoError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/last.ckpt)")
-        out_dir = run.path
         seed_everything(train_config.seed)
         if data is None:
-            corpus = load_corpus(train_config.data, valid_fraction=train_config.valid_fraction)
-            tokenizer = load_tokenizer(out_dir) if resume else None
-            data = prepare_data(
-                corpus,
-                train_config.seq_len,
-                tokenizer=tokenizer,
-                kind=train_config.tokenizer,
-                vocab_size=train_config.vocab_size,
-            )
+            data = _load_data(train_config, run.path, resume=resume)
         if model_config.vocab_size != data.tokenizer.vocab_size:
             model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size)
-        resumed_step = 0
+        history = None
         if resume:
-            try:
-                resumed_step = int(
-                    torch.load(last_ckpt, map_location="cpu", weights_only=False)["global_step"]
-                )
-            except Exception as exc:  # truncated, not a checkpoint, or not Lightning's
-                raise InfinitoError(
-                    f"{last_ckpt}: damaged checkpoint, cannot resume ({type(exc).__name__}); "
-                    "start over with --force"
-                ) from None
-            if run.is_writer:
-                _truncate_jsonl(out_dir / "grad_health.jsonl", resumed_step)
-                _truncate_jsonl(out_dir / "metrics.jsonl", resumed_step)
+            history = _resumed_history(run, last_ckpt)
         elif run.is_writer:
-            data.tokenizer.save(out_dir)
-            final_config = {"model": model_config.to_dict(), "train": asdict(train_config)}
-            run.update(config=final_config)
-            save_config(
-                {**final_config, "data": data.summary(), "device": device, "precision": precision},
-                out_dir / "config.json",
-            )
-
-        seed_everything(train_config.seed)
-        module = InfinitoModule(
-            model_config,
+            _write_run_config(run, model_config, train_config, data, device, precision)
+        module = _build_module(model_config, train_config, data, run, history)
+        own_callbacks, monitors = _infinito_callbacks(train_config, run.path, last_ckpt, progress=progress)
+        trainer = _build_trainer(
             train_config,
-            data.tokenizer.byte_lengths(),
-            (data.valid.n_words, data.valid.n_bytes),
-            _proxy_ids(data, train_config.proxy_sequences),
-            out_dir if run.is_writer else None,
+            device,
+            precision,
+            run,
+            [*(callbacks or []), *own_callbacks],
+            progress=progress,
+            precision_plugins=precision_plugins,
         )
-        if resume and run.is_writer:
-            records = _truncate_jsonl(out_dir / "metrics.jsonl", resumed_step)
-            module.history = {
-                split: [
-                    {k: v for k, v in r.items() if k != "split"} for r in records if r.get("split") == split
-                ]
-                for split in ("train", "eval")
-            }
-        # A skipped step is no optimizer step: global_step, max_steps and the logs count updates.
-        health = GradientHealthCallback(HealthConfig(clip_norm=train_config.clip_norm))
-        checkpoints = L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=out_dir / CHECKPOINT_DIR,
-            filename="best",
-            monitor="val_loss",
-            mode="min",
-            save_top_k=1,
-            save_last=True,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        )
-        early = L.pytorch.callbacks.EarlyStopping(
-            monitor="val_loss",
-            patience=train_config.patience,
-            min_delta=1e-4,
-            mode="min",
-            check_on_train_epoch_end=False,
-        )
-        stop = StopSignal()
-        all_callbacks: list[L.Callback] = [health, checkpoints, early, StopOnSignal(stop, last_ckpt)]
-        if progress:
-            all_callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
-        trainer = L.Trainer(
-            accelerator="cuda" if device == "cuda" else "mps" if device == "mps" else "cpu",
-            devices=parse_devices(train_config.devices),
-            num_nodes=train_config.num_nodes,
-            strategy=train_config.strategy,
-            precision=None if precision_plugins else precision,
-            max_steps=train_config.max_steps,
-            max_epochs=-1,
-            accumulate_grad_batches=train_config.grad_accum,
-            val_check_interval=train_config.eval_every * train_config.grad_accum,
-            check_val_every_n_epoch=None,
-            limit_val_batches=train_config.eval_batches or 1.0,
-            num_sanity_val_steps=0,
-            use_distributed_sampler=False,  # EpochBatchSampler and _ValidationShard shard by rank
-            logger=tensorboard_logger(out_dir) if run.is_writer else False,
-            callbacks=[*(callbacks or []), *all_callbacks],
-            plugins=[AtomicCheckpointIO(), *precision_plugins],
-            enable_progress_bar=progress,
-            enable_model_summary=False,
-            log_every_n_steps=1,
-            default_root_dir=str(out_dir),
-            deterministic=False,
-        )
-        with stop, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*ReduceLROnPlateau conditioned on metric.*")
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
-            trainer.fit(
-                module,
-                datamodule=InfinitoDataModule(data, train_config),
-                ckpt_path=last_ckpt if resume else None,
-            )
-        if stop.requested:
-            if run.is_writer:
-                run.mark_interrupted(step=trainer.global_step, checkpoint=str(last_ckpt))
-            raise stop.interrupted(
-                f"at step {trainer.global_step}, checkpoint {last_ckpt}",
-                f"infinito train --resume {run.final_path}",
-            )
+        datamodule = InfinitoDataModule(data, train_config)
+        _fit(trainer, module, datamodule, monitors.signal, last_ckpt if resume else None)
+        _raise_if_interrupted(monitors.signal, run, trainer, last_ckpt)
         agree = _weights_agree(module, trainer) if trainer.world_size > 1 else True
         if not trainer.is_global_zero:
             return TrainResult(run.final_path, module.model, data, {}, module.history, "", 0.0)
 
-        stopped = ""
-        if health.stop_reason:
-            raise NonFiniteError(f"training stopped at step {trainer.global_step}: {health.stop_reason}")
-        if early.stopped_epoch or (
-            early.wait_count >= early.patience and trainer.global_step < train_config.max_steps
-        ):
-            stopped = f"early stopping: no validation improvement in {train_config.patience} evaluations"
-        model = module.model.cpu()
-        best = out_dir / CHECKPOINT_DIR / "best.ckpt"
-        if best.is_file():
-            model.load_state_dict(load_checkpoint(best, model_config)["model"], strict=True)
-        save_weights(model, out_dir / WEIGHTS_FILE)
-        final = evaluate(
-            model,
-            data.valid.inputs,
-            data.valid.labels,
-            data.tokenizer.byte_lengths(),
-            data.valid.n_words,
-            data.valid.n_bytes,
-            batch_size=train_config.batch_size,
-        )
-        if train_config.proxy_k:
-            proxy_ids = _proxy_ids(data, train_config.proxy_sequences)
-            if proxy_ids.shape[0] >= 2:
-                report = model_phi_proxy(model, proxy_ids, k=train_config.proxy_k)
-                final["phi_proxy"], final["phi_proxy_total_mi"] = report.phi, report.total_mi
-        warning = leakage_warning(data.corpus, final)
-        if warning:
-            log(warning)
-            final["leakage_warning"] = warning
-        if model.phi_weights is not None:
-            final["phi_weights"] = model.phi_weights.as_dict()
-        final["parameters"] = model.num_parameters()
+        stopped = _stop_reason(monitors, trainer, train_config)
+        model = _save_best_model(module, run.path, model_config)
+        final = _final_metrics(model, data, train_config, log)
         seconds = time.perf_counter() - start_time
-        final["train_seconds"] = seconds
-        final["steps"] = trainer.global_step
-        final["stopped"] = stopped
-        final["world_size"] = trainer.world_size
-        final["ranks_agree"] = agree
-        save_config(module.history, out_dir / "history.json")
-        save_config(final, out_dir / "metrics.json")
-        if stopped:
-            log(stopped)
-        final_dir = run.finish(step=trainer.global_step)
-        log(f"run finished: {final_dir} (step {trainer.global_step})")
+        final.update(
+            train_seconds=seconds,
+            steps=trainer.global_step,
+            stopped=stopped,
+            world_size=trainer.world_size,
+            ranks_agree=agree,
+        )
+        final_dir = _finish_run(run, module.history, final, stopped, trainer.global_step, log)
         return TrainResult(final_dir, model, data, final, module.history, stopped, seconds)
