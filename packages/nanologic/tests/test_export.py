@@ -4,6 +4,7 @@ import torch
 from nanologic.data import EOS, SPECIAL_TOKENS, prompt_text
 from nanologic.export import export_model, hf_llama_state_dict, unsupported_features
 from nanologic.generator import generate
+from nanologic.llamacpp import POLARITY_MARKS_KEY, read_checked_metadata
 from nanologic.model import NanoLogic, build_config
 
 
@@ -65,6 +66,7 @@ def test_llamacpp_greedy_equals_torch(tokenizer, tmp_path):
     cfg = build_config("tiny", tokenizer.vocab_size, qk_norm=False, final_softcap=0.0, copy_head=False)
     model = NanoLogic(cfg).eval()
     path = export_model(model, tokenizer, tmp_path / "m.gguf")
+    assert read_checked_metadata(path)[POLARITY_MARKS_KEY] is True  # llama.cpp's formaliser applies them
 
     def reference(ids):
         with torch.no_grad():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nanologic.data import NanologicError
+from nanologic.errors import NanologicError
 from nanologic.evaluation import (
     aggregate,
     best_alignment,

@@ -1,10 +1,24 @@
 import pytest
 import torch
 
-from nanologic.data import ATOMS, CONNECTORS, EOS, FORMULA, SPECIAL_TOKENS, parse_output, prompt_text
+from nanologic.data import (
+    ATOMS,
+    CONNECTORS,
+    EOS,
+    FORMULA,
+    SPECIAL_TOKENS,
+    apply_polarity,
+    formalization_result,
+    literal_polarity,
+    parse_output,
+    prompt_text,
+    record_from_raw,
+    target_text,
+)
 from nanologic.generator import generate
 from nanologic.inference import Formalizer
-from nanologic.model import NanoLogic, build_config
+from nanologic.logic import parse
+from nanologic.model import NanoLogic, NanoLogicConfig, build_config
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +82,44 @@ def test_parsed_definitions_drop_the_sentence_final_punctuation_a_copy_carries()
     text = f" {ATOMS} p: el perro ladra | q: el cartero llega. | r: Leonardo D. {CONNECTORS} →: si {FORMULA} q → p"
     atoms = parse_output(text)["atoms"]
     assert atoms == {"p": "el perro ladra", "q": "el cartero llega", "r": "Leonardo D."}
+
+
+def test_polarity_marks_are_the_literals_signs_and_read_back():
+    assert literal_polarity("(p ∨ q) ∧ ¬(p ∧ q)") == {"p": "", "q": ""}  # a negated group is structure
+    assert literal_polarity("(p ∨ ¬p) ∧ (¬q ∧ r)") == {"p": "±", "q": "¬", "r": ""}
+    for r in map(record_from_raw, generate(200, seed=5)):
+        text = target_text(r, with_thought=False)
+        parsed = parse_output(text)
+        assert parsed["atoms"] == r["atoms"]
+        assert parsed["polarity"] == literal_polarity(r["formula"])
+        negated = [letter for letter, mark in parsed["polarity"].items() if mark == "¬"]
+        assert all(f"{letter}: {r['atoms'][letter]} ¬" in text for letter in negated)
+        assert formalization_result(text, polarity_marks=True)["formula"] == r["formula"]
+
+
+def test_an_answer_without_marks_reads_as_before():
+    text = f" {ATOMS} p: llueve | q: nieva {CONNECTORS} ∧: y {FORMULA} ¬p ∧ q"
+    parsed = parse_output(text)
+    assert parsed["atoms"] == {"p": "llueve", "q": "nieva"}
+    assert parsed["polarity"] == {"p": "", "q": ""}
+
+
+def test_declared_marks_set_the_formulas_literal_signs():
+    raw = f" {ATOMS} p: Ana canta | q: Luis baila {CONNECTORS} ∨: o | ∧: pero {FORMULA} (p ∨ ¬q) ∧ ¬(p ∧ ¬q) {EOS}"
+    assert formalization_result(raw)["formula"] == "(p ∨ ¬q) ∧ ¬(p ∧ ¬q)"  # a run without marks
+    assert formalization_result(raw, polarity_marks=True)["formula"] == "(p ∨ q) ∧ ¬(p ∧ q)"
+    marked = raw.replace("Luis baila", "Luis baila ¬").replace("(p ∨ ¬q) ∧ ¬(p ∧ ¬q)", "p ∧ q")
+    assert formalization_result(marked, polarity_marks=True)["formula"] == "p ∧ ¬q"
+    mixed = f" {ATOMS} p: llueve ± {CONNECTORS} ∨: o {FORMULA} p ∨ ¬p {EOS}"
+    assert formalization_result(mixed, polarity_marks=True)["formula"] == "p ∨ ¬p"
+    for formula in ("¬(p → q) ∧ (¬r ∨ s)", "(p ∨ ¬p) ∧ ¬q"):
+        node = parse(formula)
+        assert apply_polarity(node, literal_polarity(formula)) == node
+
+
+def test_models_built_now_write_marks_and_old_configs_do_not():
+    assert build_config("tiny", 100).polarity_marks
+    saved_before_the_marks = {
+        k: v for k, v in build_config("tiny", 100).to_dict().items() if k != "polarity_marks"
+    }
+    assert not NanoLogicConfig(**saved_before_the_marks).polarity_marks

@@ -9,13 +9,13 @@ import torch
 
 from nanologic.data import (
     SPECIAL_TOKENS,
-    NanologicError,
     formalization_result,
     prompt_text,
     record_from_raw,
     sequence_text,
     target_text,
 )
+from nanologic.errors import NanologicError
 from nanologic.generator import generate
 
 llama_cpp = pytest.importorskip("llama_cpp")

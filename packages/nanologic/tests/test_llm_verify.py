@@ -4,7 +4,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from nanologic.data import NanologicError
+from nanologic.errors import NanologicError
 from nanologic.generator import generate
 from nanologic.llm_verify import LLMVerifier, verify_with_llm
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Protocol
 
 from nanologic.argument import check_argument
-from nanologic.data import NanologicError, normalize_text, read_jsonl, write_jsonl
+from nanologic.data import normalize_text, read_jsonl, write_jsonl
+from nanologic.errors import NanologicError
 from nanologic.inference import formalize_output_row, shared_atoms, split_argument
 from nanologic.logic import (
     Atom,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from lm_shared.cli_help import DefaultsHelpFormatter, add_bench_device_arguments
-from nanologic.data import NanologicError
+from nanologic.errors import NanologicError
 from nanologic.runner import DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE
 
 _HELP = DefaultsHelpFormatter

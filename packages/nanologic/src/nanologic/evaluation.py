@@ -554,7 +554,8 @@ def read_gold(path: str | Path) -> list[dict]:
 
     Raises :class:`~nanologic.data.NanologicError` naming the file, line and field.
     """
-    from nanologic.data import NanologicError, read_jsonl
+    from nanologic.data import read_jsonl
+    from nanologic.errors import NanologicError
     from nanologic.generator import complexity_of
     from nanologic.logic import FormulaError, parse
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from nanologic.data import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, NanologicError
+from nanologic.data import BOS, EOS, PAD, SPECIAL_TOKENS, UNK
+from nanologic.errors import NanologicError
 from nanologic.model import NanoLogic, NanoLogicConfig
 
 RENDERED_SPECIALS = tuple(t for t in SPECIAL_TOKENS if t not in (PAD, BOS, EOS, UNK))
@@ -92,7 +93,7 @@ def export_model(
 ) -> Path:
     from lm_shared.gguf import write_llama_gguf
     from nanologic.grammar import answer_grammar
-    from nanologic.llamacpp import GRAMMAR_KEY
+    from nanologic.llamacpp import GRAMMAR_KEY, POLARITY_MARKS_KEY
 
     cfg = model.config
     problems = unsupported_features(cfg, allow_final_softcap)
@@ -117,7 +118,7 @@ def export_model(
         # The section markers are the visible answer format: rendered (USER_DEFINED) so llama.cpp
         # prints them by default; pad/bos/eos/unk stay CONTROL (hidden).
         rendered_specials=RENDERED_SPECIALS,
-        extra_metadata={GRAMMAR_KEY: answer_grammar()},
+        extra_metadata={GRAMMAR_KEY: answer_grammar(), POLARITY_MARKS_KEY: cfg.polarity_marks},
     )
 
 

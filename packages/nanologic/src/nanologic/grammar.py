@@ -2,10 +2,11 @@
 
 The answer the model writes after ``<|output|>`` is::
 
-    <|atoms|> p: def | q: def <|connectors|> ∧: y | →: si...entonces <|formula|> p ∧ q → r <|eos|>
+    <|atoms|> p: def | q: def ¬ <|connectors|> ∧: y | ¬: no | →: si <|formula|> p ∧ ¬q → r <|eos|>
 
 :func:`answer_grammar` accepts exactly: atoms lettered p, q, r, ... in order (so they are
-distinct), each with a definition of words; a connector list (possibly empty) of ``symbol: cue``;
+distinct), each with a definition of words and an optional polarity mark (``¬`` or ``±``, see
+:func:`nanologic.data.literal_polarity`); a connector list (possibly empty) of ``symbol: cue``;
 a formula that our parser (:func:`nanologic.logic.parse`) accepts, in the spacing
 :func:`nanologic.logic.to_unicode` writes, over the **declared** letters only; then the end
 (llama.cpp and xgrammar allow the eos token once the grammar is complete).
@@ -36,6 +37,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from nanologic.data import MIXED_MARK, NEGATED_MARK
 from nanologic.logic import AND, IFF, IMPLIES, NOT, OR, atom_letters
 
 MAX_ATOMS = 8  # p..w; the generator uses at most 6
@@ -275,7 +277,7 @@ def _grammar(definition_rule: str, max_atoms: int) -> str:
         'root ::= "<|atoms|> " (' + " | ".join(f"a{k}" for k in range(1, max_atoms + 1)) + ")",
     ]
     for k in range(1, max_atoms + 1):
-        items = ' " | " '.join(f'"{letter}: " def' for letter in letters[:k])
+        items = ' " | " '.join(f'"{letter}: " def mark?' for letter in letters[:k])
         lines.append(f'a{k} ::= {items} " <|connectors|> " conns? " <|formula|> " f{k} " "')
     symbols = " | ".join(_literal(s) for s in (NOT, AND, OR, IMPLIES, IFF))
     lines += [
@@ -284,6 +286,7 @@ def _grammar(definition_rule: str, max_atoms: int) -> str:
         'cue ::= cue-word (" " cue-word)*',
         "cue-word ::= [^ |<\\n]+",
         'def ::= word (" " word)*',
+        f'mark ::= " " ({_literal(NEGATED_MARK)} | {_literal(MIXED_MARK)})',
         definition_rule,
     ]
     for k in range(1, max_atoms + 1):
@@ -318,7 +321,7 @@ class GrammarCompiler:
         try:
             import xgrammar as xgr
         except ImportError:
-            from nanologic.data import NanologicError
+            from nanologic.errors import NanologicError
 
             raise NanologicError(
                 "grammar-constrained decoding needs xgrammar (`uv pip install xgrammar`)"

@@ -12,11 +12,11 @@ from nanologic.data import (
     ATOMS,
     CONNECTORS,
     EOS,
-    NanologicError,
     formalization_result,
     normalize_text,
     prompt_text,
 )
+from nanologic.errors import NanologicError
 from nanologic.logic import atom_letters, atoms, parse, rename
 from nanologic.model import NanoLogic, NanoLogicConfig
 
@@ -236,7 +236,7 @@ class Formalizer:
     def formalize(self, sentences: list[str], batch_size: int = 64) -> list[dict]:
         """atoms, connectors, formula (Unicode) and formula_ascii for each sentence."""
         texts = self.generate_raw([normalize_text(s) for s in sentences], batch_size)
-        return [formalization_result(text) for text in texts]
+        return [formalization_result(text, self.model.config.polarity_marks) for text in texts]
 
 
 _CONCLUSION_MARKERS = re.compile(

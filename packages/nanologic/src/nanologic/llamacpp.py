@@ -20,9 +20,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nanologic.data import EOS, NanologicError, formalization_result, normalize_text, prompt_text
+from nanologic.data import EOS, formalization_result, normalize_text, prompt_text
+from nanologic.errors import NanologicError
 
 GRAMMAR_KEY = "nanologic.answer_grammar"
+POLARITY_MARKS_KEY = "nanologic.polarity_marks"  # NanoLogicConfig.polarity_marks of the exported run
 REQUIRED_MARKERS = ("<|input|>", "<|output|>", "<|atoms|>", "<|connectors|>", "<|formula|>", EOS)
 
 
@@ -53,6 +55,7 @@ class LlamaCppFormalizer:
         grammar: bool | str = False,
         grammar_text: str | None = None,
         max_new_tokens: int = 160,
+        polarity_marks: bool = False,
     ) -> None:
         if grammar not in (False, True, "format", "grounded"):
             raise NanologicError(f"grammar must be False, True, 'format' or 'grounded', got {grammar!r}")
@@ -60,6 +63,7 @@ class LlamaCppFormalizer:
         self.context_length = context_length
         self.grammar = "format" if grammar is True else grammar
         self.max_new_tokens = max_new_tokens
+        self.polarity_marks = polarity_marks
         self._format_grammar = None
         if self.grammar == "format":
             from nanologic.grammar import answer_grammar
@@ -105,6 +109,7 @@ class LlamaCppFormalizer:
             grammar=grammar,
             grammar_text=metadata.get(GRAMMAR_KEY),
             max_new_tokens=max_new_tokens,
+            polarity_marks=bool(metadata.get(POLARITY_MARKS_KEY, False)),
         )
 
     @staticmethod
@@ -150,4 +155,6 @@ class LlamaCppFormalizer:
         ``batch_size`` is accepted for interface parity; llama-cpp-python decodes one sequence
         at a time.
         """
-        return [formalization_result(self.complete(normalize_text(s))) for s in sentences]
+        return [
+            formalization_result(self.complete(normalize_text(s)), self.polarity_marks) for s in sentences
+        ]

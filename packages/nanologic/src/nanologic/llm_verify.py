@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from nanologic.data import NanologicError
+from nanologic.errors import NanologicError
 from nanologic.logic import FormulaError, atoms, parse, to_ascii, to_unicode
 from nanologic.pipeline import StageReport
 

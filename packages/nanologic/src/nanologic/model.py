@@ -47,6 +47,9 @@ class NanoLogicConfig:
     copy_head: bool = False  # mix a pointer to earlier tokens into the output (not runnable in llama.cpp)
     bos_token_id: int = 1  # <|bos|>: starts each document (delimits the copy head's source)
     copy_until_token_id: int = 5  # the copy head copies only tokens before this one (<|output|>); -1: any
+    # The model writes each atom's polarity mark (nanologic.data.literal_polarity) and decoding
+    # gives the formula's literals those signs. False for runs trained before the marks.
+    polarity_marks: bool = False
     init_std: float = 0.02  # std of linear weights; residual outputs get init_std/√(2·layers)
 
     def __post_init__(self) -> None:
@@ -592,4 +595,5 @@ class NanoLogic(nn.Module):
 def build_config(preset: str, vocab_size: int, **overrides) -> NanoLogicConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    return NanoLogicConfig(vocab_size=vocab_size, **{**PRESETS[preset], **overrides})
+    # A model built now learns today's sequence format, which writes the polarity marks.
+    return NanoLogicConfig(vocab_size=vocab_size, **{"polarity_marks": True, **PRESETS[preset], **overrides})

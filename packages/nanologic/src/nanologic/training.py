@@ -23,7 +23,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lm_shared.runs import atomic_path
 from lm_shared.stability_lightning import optimizer_updates
-from nanologic.data import PAD, NanologicError, prompt_text, read_jsonl, target_text
+from nanologic.data import (
+    PAD,
+    SEQUENCE_FORMAT_VERSION,
+    prompt_text,
+    read_jsonl,
+    target_text,
+)
+from nanologic.errors import NanologicError
 from nanologic.model import NanoLogic, NanoLogicConfig
 
 
@@ -148,7 +155,7 @@ def cached_examples(
     cache; it reads it when present and tokenises in memory otherwise."""
     digest = hashlib.sha1(path.read_bytes())
     digest.update(tokenizer.hf.to_str().encode())
-    digest.update(f"{with_thought}-{max_len}".encode())
+    digest.update(f"{with_thought}-{max_len}-{SEQUENCE_FORMAT_VERSION}".encode())
     cache = cache_dir / f"{path.stem}-{digest.hexdigest()[:16]}.pt"
     if cache.exists():
         try:
