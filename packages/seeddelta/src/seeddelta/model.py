@@ -46,8 +46,10 @@ class ModelConfig:
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
             raise ValueError("hidden_size / num_heads must be an even integer (RoPE pairs)")
 
+    # Copied from lm_shared.gguf.LlamaGGUFConfig.head_dim
     @property
     def head_dim(self) -> int:
+        """Width of one attention head, ``hidden_size // num_heads`` (also RoPE's dimension count)."""
         return self.hidden_size // self.num_heads
 
 
