@@ -376,3 +376,20 @@ def test_some_definitions_copy_names_no_lexicon_holds(examples):
                 with_novel_name += 1
                 break
     assert with_novel_name > 0.02 * len(examples)
+
+
+def test_a_conjunction_cue_follows_the_word_elision_left_in_the_sentence():
+    from nanologic.generator import _conjunction_as_said
+
+    sentence = "Es falso que Raquel estudie dibujo e hiciera los deberes."
+    assert _conjunction_as_said("y", sentence) == "e"
+    assert _conjunction_as_said("y", "Raquel estudia y Luis hace los deberes.") == "y"
+    assert _conjunction_as_said("o", "Come pan u otro cereal.") == "u"
+    assert _conjunction_as_said("si", sentence) == "si"
+
+
+def test_people_do_things_in_a_bare_verb_too():
+    """Real sentences' atoms are short ("Ana canta"); the generator makes some."""
+    records = generate(400, seed=2)
+    lengths = [len(a["definition"].split()) for e in records for a in e["thought"]["identified_atoms"]]
+    assert sum(n <= 2 for n in lengths) / len(lengths) > 0.05

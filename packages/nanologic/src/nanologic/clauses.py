@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from nanologic.conjugation import INDICATIVE_OF_SUBJUNCTIVE, SUBJUNCTIVE_OF, conjugate
 from nanologic.lexicon import (
     ADVERBIALS,
+    BARE_VERBS,
     FILLERS,
     IMPERSONAL,
     NAMES_F,
@@ -71,6 +72,7 @@ COORDINABLE_SLOTS = frozenset(
 )
 P_ADVERBIAL = 0.35  # share of predicates that get a time or place adverbial
 P_NOVEL = 0.2  # share of noun and name slots filled with a pseudo-word (lexicon.novel_filler)
+P_BARE = 0.25  # share of people's predicates that are a bare verb (lexicon.BARE_VERBS)
 SUBJECT_MARK = "\x01", "\x02"  # around a subject that a later identical subject may elide
 
 _CLITICS = ("me", "te", "se", "nos", "os", "se")
@@ -276,6 +278,8 @@ class ClauseSampler:
         if subj.kind == "thing":
             block, index = subj.group.split(":")
             return self.predicate(self.rng.choice(THING_GROUPS[block][int(index)][1]))
+        if self.rng.random() < P_BARE:
+            return self.predicate(self.rng.choice(BARE_VERBS))
         return self.predicate(self.rng.choice(self._person_predicates()))
 
     def subject(self) -> Subject:

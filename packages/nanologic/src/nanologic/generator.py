@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -798,6 +799,17 @@ def _thought(atoms_list: list[dict], connectors: list[dict], formula: Node) -> l
     return [{"step": i + 1, "explanation": s} for i, s in enumerate(steps)]
 
 
+_CONJUNCTION_VARIANT = {"y": "e", "e": "y", "o": "u", "u": "o"}
+
+
+def _conjunction_as_said(cue: str, sentence: str) -> str:
+    """The cue "y" as "e" (or "o" as "u") when eliding a subject made the sentence say it so
+    ("… y Raquel hiciera …" -> "… e hiciera …")."""
+    other = _CONJUNCTION_VARIANT.get(cue)
+    words = set(re.findall(r"\w+", sentence.lower()))
+    return other if other and cue not in words and other in words else cue
+
+
 def example_from_phrase(
     phrase: Phrase, clauses: list[Clause], block: str, rng: random.Random | None = None
 ) -> dict:
@@ -822,14 +834,15 @@ def example_from_phrase(
         }
         for cid, letter in zip(first_mention, letters)
     ]
+    text = elide_repeated_subjects(phrase.text, rng) if rng is not None else strip_subject_marks(phrase.text)
+    sentence = _sentence_case(text)
     seen: set[tuple[str, str]] = set()
     connectors = []
     for symbol, cue in phrase.cues:
+        cue = _conjunction_as_said(cue, sentence)
         if (symbol, cue) not in seen:
             seen.add((symbol, cue))
             connectors.append({"connector": symbol, "natural_language_cue": cue})
-    text = elide_repeated_subjects(phrase.text, rng) if rng is not None else strip_subject_marks(phrase.text)
-    sentence = _sentence_case(text)
     return {
         "id": hashlib.sha1(sentence.encode()).hexdigest()[:12],
         "natural_language_input": sentence,

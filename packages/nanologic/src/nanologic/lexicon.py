@@ -1176,6 +1176,41 @@ THING_GROUPS: dict[str, list[tuple[list[str], list[str]]]] = {
 }
 
 # Impersonal clauses (no subject): weather above all. Third person singular.
+# Verbs that make a clause on their own ("Ana canta", "trabajamos"): real sentences' atoms are
+# short (45 % of dev_real's definitions have one to three words, 14 % of the generator's did).
+BARE_VERBS: list[str] = [
+    f"{lemma} | "
+    for lemma in (
+        "cantar",
+        "bailar",
+        "trabajar",
+        "estudiar",
+        "llegar",
+        "salir",
+        "correr",
+        "nadar",
+        "dormir",
+        "llorar",
+        "ganar",
+        "perder",
+        "comer",
+        "leer",
+        "escribir",
+        "jugar",
+        "viajar",
+        "aprobar",
+        "mentir",
+        "volver",
+        "descansar",
+        "cocinar",
+        "gritar",
+        "votar",
+        "dimitir",
+        "entrenar",
+        "pagar",
+    )
+]
+
 IMPERSONAL: list[str] = [
     "llover | ",
     "llover | {TIME}",
