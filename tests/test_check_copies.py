@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import textwrap
 
 import pytest
-from workspace_facts import ROOT
+from workspace_facts import ROOT, load_tool
 
-
-def load():
-    if "check_copies" not in sys.modules:  # dataclasses look their module up by name
-        spec = importlib.util.spec_from_file_location("check_copies", ROOT / "tools" / "check_copies.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["check_copies"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["check_copies"]
-
-
-check_copies = load()
+check_copies = load_tool("check_copies")
 
 
 def test_the_repository_copies_match_their_originals():

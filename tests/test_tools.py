@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from workspace_facts import MEMBERS, ROOT
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from workspace_facts import MEMBERS, ROOT, load_tool
 
 
 def test_bench_all_knows_every_member_and_its_cli():
-    bench_all = load("bench_all")
+    bench_all = load_tool("bench_all")
     assert bench_all.MEMBERS == {dist: cli for dist, (_, cli) in MEMBERS.items()}
     assert bench_all.machine()["cpu_count"] >= 1
 
 
 def test_bench_all_rejects_unknown_members(capsys):
-    bench_all = load("bench_all")
+    bench_all = load_tool("bench_all")
     with pytest.raises(SystemExit) as exc:
         bench_all.main(["--only", "nope"])
     assert exc.value.code == 2
@@ -37,7 +28,7 @@ PYTORCH_MEMBERS = {dist: cli for dist, (_, cli) in MEMBERS.items() if dist != "l
 def test_gpu_check_runs_every_pytorch_member_eager_and_compiled(tmp_path):
     import subprocess
 
-    gpu_check = load("gpu_check")
+    gpu_check = load_tool("gpu_check")
     assert gpu_check.MEMBERS == PYTORCH_MEMBERS
     calls = []
 
@@ -65,7 +56,7 @@ def test_gpu_check_runs_every_pytorch_member_eager_and_compiled(tmp_path):
 def test_gpu_check_refuses_without_a_gpu(monkeypatch, capsys):
     import torch
 
-    gpu_check = load("gpu_check")
+    gpu_check = load_tool("gpu_check")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_check.main(["--out", "never.json"]) == 2
     err = capsys.readouterr().err.strip()
@@ -93,19 +84,8 @@ def test_every_pytorch_bench_takes_the_flags_gpu_check_passes(dist):
 # ------------------------------------------------------------------ tools/user_trials.py (issue 19)
 
 
-def load_trials():
-    import sys
-
-    if "user_trials" not in sys.modules:  # dataclasses look their module up by name
-        spec = importlib.util.spec_from_file_location("user_trials", ROOT / "tools" / "user_trials.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["user_trials"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["user_trials"]
-
-
 def test_user_trials_cover_every_member_and_kind():
-    trials = load_trials()
+    trials = load_tool("user_trials")
     assert set(trials.SPECS) == set(MEMBERS)
     assert {dist: cli for dist, (cli, _) in trials.MEMBERS.items()} == {d: c for d, (_, c) in MEMBERS.items()}
     names = [t.name for t in trials.TRIALS]
@@ -121,7 +101,7 @@ def test_user_trials_cover_every_member_and_kind():
 
 
 def test_user_trials_one_line_error_check():
-    trials = load_trials()
+    trials = load_tool("user_trials")
     ok = trials.Result(["x"], 2, "", "some warning\nerror: data.txt: not UTF-8 (byte 3)\n", 0.1)
     assert trials.expect_user_error(ok, "data.txt").startswith("error: data.txt")
     traceback = trials.Result(
@@ -136,7 +116,7 @@ def test_user_trials_one_line_error_check():
 
 
 def test_user_trials_step_log_check():
-    trials = load_trials()
+    trials = load_tool("user_trials")
     assert "4 records" in trials.expect_true_steps([1, 2, 3, 4], 4, "log")
     for steps, message in (
         ([1, 2, 2, 3, 4], "repeated"),
@@ -152,7 +132,7 @@ def test_user_trials_step_log_check():
 def test_user_trials_help_check_and_digests(tmp_path):
     import argparse
 
-    trials = load_trials()
+    trials = load_tool("user_trials")
     parser = argparse.ArgumentParser(prog="x", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps")
