@@ -164,14 +164,14 @@ NEGATED_MARK, MIXED_MARK = "¬", "±"
 SEQUENCE_FORMAT_VERSION = 2
 
 
-def literal_polarity(formula: str) -> dict[str, str]:
+def literal_polarity(formula: str | Node) -> dict[str, str]:
     """Each letter's polarity mark in ``formula``: ``"¬"``, ``"±"`` or ``""`` (see ``NEGATED_MARK``).
 
     A literal is a letter or a negated letter; a negation over anything larger (``¬(p ∧ q)``) is
     structure, not polarity, so ``(p ∨ q) ∧ ¬(p ∧ q)`` marks neither letter.
 
     Raises:
-        FormulaError: ``formula`` does not parse.
+        FormulaError: ``formula`` is a string that does not parse.
     """
     signs: dict[str, set[bool]] = {}
 
@@ -186,7 +186,7 @@ def literal_polarity(formula: str) -> dict[str, str]:
             walk(node.left)
             walk(node.right)
 
-    walk(parse(formula))
+    walk(parse(formula) if isinstance(formula, str) else formula)
     return {
         letter: (MIXED_MARK if len(s) > 1 else NEGATED_MARK if True in s else "")
         for letter, s in signs.items()
@@ -222,7 +222,8 @@ def target_text(record: dict, with_thought: bool) -> str:
     the structure alone (signs only in the marks) was tried and did worse (README).
     """
     # A formula our parser rejects (a user's split with "A ∧ B") trains as before, without marks.
-    polarity = literal_polarity(record["formula"]) if try_parse(record["formula"]) is not None else {}
+    node = try_parse(record["formula"])
+    polarity = literal_polarity(node) if node is not None else {}
     atoms_part = " | ".join(
         f"{letter}: {definition}" + (f" {polarity[letter]}" if polarity.get(letter) else "")
         for letter, definition in record["atoms"].items()
