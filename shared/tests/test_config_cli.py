@@ -1,0 +1,221 @@
+"""lm_shared.config_cli: flags from dataclass fields, --config files, the saved config."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from lm_shared.config_cli import (
+    Flag,
+    add_dataclass_flags,
+    config_fields,
+    config_parser,
+    dump_config,
+    field_comments,
+    instantiate,
+    parse,
+    take_saved_settings,
+)
+
+
+@dataclass(frozen=True)
+class Data:
+    """Where the text comes from."""
+
+    path: str | None = None  # a text file; None = the built-in one
+    seq_len: int = 100  # tokens per window (50% overlap)
+    split: tuple[float, ...] = (
+        0.8,
+        0.2,
+    )  # train/validation fractions
+    lowercase: bool = False  # fold case
+    keep_punctuation: bool = True  # False turns punctuation into spaces
+
+
+@dataclass
+class Optim:
+    # the Adam step size
+    learning_rate: float = 1e-3
+    kind: Literal["adam", "sgd"] = "adam"
+    """Which optimizer."""
+    out: Path | None = None
+    epochs: int = dataclasses.field(default=3)  # passes over the data
+
+
+@dataclass
+class Needs:
+    model: Path  # the run folder
+    top: int = 5
+
+
+def _split(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.replace("/", ",").split(","))
+
+
+def make_parser():
+    parser = config_parser("prog train", "Train.")
+    add_dataclass_flags(
+        parser,
+        Data,
+        flags={
+            "path": Flag(name="--data"),
+            "keep_punctuation": Flag(aliases=("--no-punctuation",)),
+            "split": Flag(parse=_split),
+        },
+    )
+    add_dataclass_flags(parser, Optim, flags={"learning_rate": Flag(aliases=("--lr",))}, title="optimizer")
+    return parser
+
+
+def test_help_is_each_fields_comment_with_its_default(capsys):
+    comments = field_comments(Optim)
+    assert comments == {
+        "learning_rate": "the Adam step size",
+        "kind": "Which optimizer.",
+        "epochs": "passes over the data",
+    }
+    assert field_comments(Data)["split"] == "train/validation fractions"  # on a continuation line
+    with pytest.raises(SystemExit) as exit_info:
+        parse(make_parser(), ["--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--seq-len SEQ_LEN tokens per window (50% overlap) (default: 100)" in out
+    assert "--learning-rate LEARNING_RATE, --lr LEARNING_RATE the Adam step size (default: 0.001)" in out
+    assert "--kind {adam,sgd} Which optimizer. (default: adam)" in out
+    assert "--no-keep-punctuation, --no-punctuation set keep_punctuation to false" in out
+    assert "type:" not in out  # argparse's style, not jsonargparse's "(type: int, default: 100)"
+
+
+def test_defaults_exist_once_in_the_dataclass():
+    parser = make_parser()
+    defaults = parser.get_defaults()
+    fields = config_fields(parser)
+    assert {f.dest for f in fields} == {f.name for f in dataclasses.fields(Data)} | {
+        f.name for f in dataclasses.fields(Optim)
+    }
+    for field in fields:
+        assert defaults[field.dest] == field.default, field.dest
+    cfg, given = parse(parser, [])
+    assert instantiate(Data, cfg) == Data() and instantiate(Optim, cfg) == Optim()
+    assert given == set()
+
+
+def test_flags_aliases_switches_and_given_keys():
+    cfg, given = parse(
+        make_parser(),
+        [
+            "--data",
+            "a.txt",
+            "--lr",
+            "nan",
+            "--split",
+            "90/10",
+            "--lowercase",
+            "--no-punctuation",
+            "--epochs=4",
+        ],
+    )
+    data = instantiate(Data, cfg)
+    assert data == Data(path="a.txt", split=(90.0, 10.0), lowercase=True, keep_punctuation=False)
+    optim = instantiate(Optim, cfg)
+    assert optim.learning_rate != optim.learning_rate and optim.epochs == 4  # NaN reaches the dataclass
+    assert given == {"path", "learning_rate", "split", "lowercase", "keep_punctuation", "epochs"}
+    cfg, _ = parse(make_parser(), ["--no-keep-punctuation", "--learning-rate", "0.5"])
+    assert cfg.keep_punctuation is False and cfg.learning_rate == 0.5
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--seq-len", "abc"], "error: argument --seq-len: invalid int value: 'abc'"),
+        (["--kind", "rmsprop"], "error: argument --kind: invalid choice: 'rmsprop'"),
+        (["--bogus"], "error: unrecognized arguments: --bogus"),
+    ],
+)
+def test_a_bad_flag_is_one_line_and_exit_2(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        parse(make_parser(), argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_required_field_names_its_flag(capsys):
+    parser = config_parser("prog sample")
+    add_dataclass_flags(parser, Needs)
+    with pytest.raises(SystemExit):
+        parse(parser, ["--top", "3"])
+    assert capsys.readouterr().err.startswith("error: the following arguments are required: --model")
+    cfg, _ = parse(parser, ["--model", "run"])
+    assert instantiate(Needs, cfg) == Needs(model=Path("run"))
+
+
+def test_config_file_then_flags_and_the_saved_config_loads_back(tmp_path: Path, capsys):
+    parser = make_parser()
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("seq_len: 32\nsplit: [0.5, 0.5]\nlowercase: true\nlearning_rate: 0.01\n")
+    cfg, given = parse(parser, ["--config", str(settings), "--lr", "0.02", "--out", "runs/x"])
+    assert (cfg.seq_len, cfg.lowercase, cfg.learning_rate) == (32, True, 0.02)
+    assert instantiate(Data, cfg).split == (0.5, 0.5)
+    assert given == {"seq_len", "split", "lowercase", "learning_rate", "out"}
+    saved = tmp_path / "config.yaml"
+    text = dump_config(parser, cfg, exclude=("out",))
+    assert "out" not in text and "config" not in text and "stride" not in text
+    saved.write_text(text)
+    again, _ = parse(make_parser(), ["--config", str(saved)])
+    assert instantiate(Data, again) == instantiate(Data, cfg)
+    assert instantiate(Optim, again) == dataclasses.replace(instantiate(Optim, cfg), out=None)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("seq_len: 1.5\n", "error: argument --seq-len: not an integer: 1.5"),
+        ("lowercase: maybe\n", "error: argument --lowercase: not true or false: 'maybe'"),
+        ("bogus: 1\n", "error: Option 'bogus' is not accepted"),
+        ("seq_len: [\n", "error: Problems parsing config"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path: Path, capsys, yaml_text, expected):
+    settings = tmp_path / "bad.yaml"
+    settings.write_text(yaml_text)
+    with pytest.raises(SystemExit) as exit_info:
+        parse(make_parser(), ["--config", str(settings)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1
+
+
+def test_resume_takes_the_saved_settings_not_typed():
+    parser = make_parser()
+    cfg, given = parse(parser, ["--seq-len", "64"])
+    saved = {Data: {"seq_len": 16, "split": [0.6, 0.4], "lowercase": True}, Optim: {"epochs": 9}}
+    taken = take_saved_settings(parser, cfg, given, saved)
+    assert sorted(taken) == ["epochs", "lowercase", "split"]
+    assert (cfg.seq_len, cfg.split, cfg.lowercase, cfg.epochs) == (64, (0.6, 0.4), True, 9)
+
+
+def test_sections_nest_the_keys(tmp_path: Path):
+    parser = config_parser("prog")
+    add_dataclass_flags(parser, Optim, "optim")
+    add_dataclass_flags(parser, Needs, "needs")
+    settings = tmp_path / "s.yaml"
+    settings.write_text("optim:\n  epochs: 7\n")
+    cfg, given = parse(parser, ["--config", str(settings), "--model", "m"])
+    assert instantiate(Optim, cfg, "optim").epochs == 7 and given == {"optim.epochs", "needs.model"}
+    assert "optim:\n  learning_rate: 0.001" in dump_config(parser, cfg)
+
+
+def test_misuse_is_refused():
+    parser = config_parser("prog")
+    with pytest.raises(ValueError, match="no field"):
+        add_dataclass_flags(parser, Data, flags={"nope": Flag()})
+    add_dataclass_flags(parser, Optim)
+    with pytest.raises(ValueError, match="already"):
+        add_dataclass_flags(parser, Optim)
+    with pytest.raises(TypeError):
+        add_dataclass_flags(parser, dict)
