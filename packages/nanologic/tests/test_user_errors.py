@@ -143,15 +143,14 @@ def test_a_non_finite_model_is_never_saved(tmp_path) -> None:
 
 def test_truncated_checkpoint_is_named_and_damaged_cache_is_rebuilt(tmp_path, capsys) -> None:
     from lm_shared.tokenization import train_bpe
-    from nanologic.runner import _resume_checkpoint
-    from nanologic.training import cached_examples
+    from nanologic.training import cached_examples, resumable_checkpoint
 
     ckpt = tmp_path / "last.ckpt"
     torch.save({"state_dict": {}}, ckpt)
-    assert _resume_checkpoint(ckpt) == ckpt
+    assert resumable_checkpoint(ckpt) == ckpt
     ckpt.write_bytes(ckpt.read_bytes()[:40])
     with pytest.raises(UserError, match=r"last\.ckpt: damaged checkpoint"):
-        _resume_checkpoint(ckpt)
+        resumable_checkpoint(ckpt)
 
     split = tmp_path / "train.jsonl"
     record = {"natural_language_input": "Llueve.", "atoms": {"A": "llueve"}, "connectors": []}

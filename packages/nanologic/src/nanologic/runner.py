@@ -6,7 +6,9 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -21,6 +23,10 @@ from nanologic.data import (
 )
 from nanologic.errors import NanologicError
 from nanologic.pipeline import StageReport
+
+if TYPE_CHECKING:
+    from lm_shared.runs import RunFolder
+    from nanologic.training import TrainConfig
 
 console = Console(stderr=True)
 
@@ -284,25 +290,60 @@ def check_model_request(preset: str, vocab_size: int, model_overrides: dict | No
         raise NanologicError(f"--model-config: {exc}") from None
 
 
-def _resume_checkpoint(path: Path) -> Path:
-    """A Lightning checkpoint to resume from, checked to be a whole file (zip central directory)."""
-    import zipfile
+# Settings a resume may change: extending a run, or changing how it is run (not what it learns).
+_RESUME_MAY_CHANGE = (
+    "train_config.max_epochs",
+    "train_config.max_steps",
+    "train_config.num_workers",
+    "train_config.val_check_interval",
+    "train_config.debug",
+    "train_config.compile",
+    "train_config.devices",
+    "train_config.num_nodes",
+    "train_config.strategy",
+    "train_config.checkpoint_every_n_steps",
+)
 
-    if not path.is_file():
-        raise NanologicError(f"cannot resume: {path} does not exist")
-    if not zipfile.is_zipfile(path):
-        raise NanologicError(
-            f"{path}: damaged checkpoint (truncated or not a PyTorch checkpoint); "
-            "resume from another one with --resume PATH, or start over with --force"
-        )
-    return path
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What :func:`train_run` was asked for (its arguments), carried through its steps."""
+
+    preset: str
+    train_config: TrainConfig
+    data_dir: Path | None  # None: generate the embedded dataset into the run folder
+    n_generate: int
+    max_per_complexity: int | None
+    vocab_size: int
+    resume: str | None
+    eval_limit: int | None
+    model_overrides: dict
+    max_minutes: float | None
+    threads: int
+    callbacks: Sequence
+    precision_plugins: Sequence
+
+    def run_config(self) -> dict:
+        """The settings saved in ``run.json``, which a resumed run must repeat."""
+        from nanologic.training import train_config_dict
+
+        generated = self.data_dir is None
+        return {
+            "preset": self.preset,
+            "train_config": train_config_dict(self.train_config),
+            "data": None if generated else str(Path(self.data_dir).resolve()),
+            "n_generate": self.n_generate if generated else None,
+            "max_per_complexity": self.max_per_complexity if generated else None,
+            "vocab_size": self.vocab_size,
+            "model_overrides": self.model_overrides,
+        }
 
 
 def train_run(
     out: Path,
     *,
     preset: str,
-    train_config,
+    train_config: TrainConfig,
     data_dir: Path | None = None,
     n_generate: int = DEFAULT_N_GENERATE,
     max_per_complexity: int | None = DEFAULT_MAX_PER_COMPLEXITY,
@@ -333,136 +374,82 @@ def train_run(
     """
     from lm_shared.runs import open_run_dir
     from lm_shared.runs_lightning import require_gpus_for_fsdp
-    from nanologic.training import train_config_dict
 
     require_gpus_for_fsdp(train_config.strategy)
-
-    tc = train_config
     check_model_request(preset, vocab_size, model_overrides)
-    if resume is not None and data_dir is None and (Path(out) / "run.json").is_file():
-        from lm_shared.runs import read_run_state
-
-        saved_data = ((read_run_state(out) or {}).get("config") or {}).get("data")
-        if saved_data:  # the run's own --data, never a freshly generated dataset
-            data_dir = Path(saved_data)
+    if resume is not None and data_dir is None:
+        data_dir = _saved_data_dir(Path(out))
     if data_dir is not None:
-        for split in ("train", "val", "test"):
-            if not (Path(data_dir) / f"{split}.jsonl").is_file():
-                raise NanologicError(
-                    f"{Path(data_dir) / f'{split}.jsonl'}: missing (run `nanologic preprocess`)"
-                )
-    request = {
-        "preset": preset,
-        "train_config": train_config_dict(tc),
-        "data": str(Path(data_dir).resolve()) if data_dir is not None else None,
-        "n_generate": n_generate if data_dir is None else None,
-        "max_per_complexity": max_per_complexity if data_dir is None else None,
-        "vocab_size": vocab_size,
-        "model_overrides": dict(model_overrides or {}),
-    }
+        _require_splits(Path(data_dir))
+    request = TrainRequest(
+        preset=preset,
+        train_config=train_config,
+        data_dir=data_dir,
+        n_generate=n_generate,
+        max_per_complexity=max_per_complexity,
+        vocab_size=vocab_size,
+        resume=resume,
+        eval_limit=eval_limit,
+        model_overrides=dict(model_overrides or {}),
+        max_minutes=max_minutes,
+        threads=threads,
+        callbacks=callbacks,
+        precision_plugins=precision_plugins,
+    )
     run = open_run_dir(
         out,
         package="nanologic",
         resume=resume is not None,
         force=force,
-        config=request,
-        # Extending a run, or changing how it is run (not what it learns), is allowed on resume.
-        resume_may_change=[
-            "train_config.max_epochs",
-            "train_config.max_steps",
-            "train_config.num_workers",
-            "train_config.val_check_interval",
-            "train_config.debug",
-            "train_config.compile",
-            "train_config.devices",
-            "train_config.num_nodes",
-            "train_config.strategy",
-            "train_config.checkpoint_every_n_steps",
-        ],
+        config=request.run_config(),
+        resume_may_change=_RESUME_MAY_CHANGE,
         resume_hint="--resume",
         run_files=("model.safetensors", "train_config.json"),
     )
     with run:
-        report = _train_in(
-            run,
-            preset=preset,
-            tc=tc,
-            data_dir=data_dir,
-            n_generate=n_generate,
-            max_per_complexity=max_per_complexity,
-            vocab_size=vocab_size,
-            resume=resume,
-            eval_limit=eval_limit,
-            model_overrides=model_overrides,
-            max_minutes=max_minutes,
-            threads=threads,
-            callbacks=callbacks,
-            precision_plugins=precision_plugins,
-        )
+        report = _train_in(run, request)
         final = run.finish()
     console.print(f"[bold green]Run directory:[/] {final}  (use it as --checkpoint {final})")
     return report
 
 
-def _train_in(
-    run,
-    *,
-    preset,
-    tc,
-    data_dir,
-    n_generate,
-    max_per_complexity,
-    vocab_size,
-    resume,
-    eval_limit,
-    model_overrides,
-    max_minutes,
-    threads,
-    callbacks,
-    precision_plugins,
-) -> dict:
-    import lightning as L
+def _saved_data_dir(out: Path) -> Path | None:
+    """The ``--data`` an interrupted run in ``out`` was started with (never a generated dataset)."""
+    from lm_shared.runs import read_run_state
+
+    if not (out / "run.json").is_file():
+        return None
+    saved_data = ((read_run_state(out) or {}).get("config") or {}).get("data")
+    return Path(saved_data) if saved_data else None
+
+
+def _require_splits(data_dir: Path) -> None:
+    for split in ("train", "val", "test"):
+        if not (data_dir / f"{split}.jsonl").is_file():
+            raise NanologicError(f"{data_dir / f'{split}.jsonl'}: missing (run `nanologic preprocess`)")
+
+
+def _train_in(run: RunFolder, request: TrainRequest) -> dict:
+    """Prepare, train and (first process) save and evaluate, in the open run folder."""
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from lm_shared.resumable import LastCheckpoint
-    from lm_shared.runs import StopSignal
-    from lm_shared.runs_lightning import AtomicCheckpointIO, NonFiniteGuard, StopOnSignal
     from lm_shared.runtime import detect_device, detect_precision, save_config, seed_everything
-    from lm_shared.stability import HealthConfig
-    from lm_shared.stability_lightning import GradientHealthCallback
-    from lm_shared.summary import tensorboard_logger
-    from lm_shared.tokenization import BPETokenizer
     from nanologic.inference import save_run_model
-    from nanologic.model import NanoLogic, build_config
-    from nanologic.training import NanoLogicDataModule, NanoLogicModule, ProgressLog, train_config_dict
+    from nanologic.model import build_config
+    from nanologic.training import FitSettings, build_module, fit_phases, plain_model, train_config_dict
 
-    out = run.path
+    out, tc = run.path, request.train_config
     seed_everything(tc.seed)
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(max(1, request.threads))
     first = _is_first_process()
+    data_dir = request.data_dir
     if not first:
         _wait_for_preparation(out)
         data_dir = data_dir or out / "data"
     t_start = time.perf_counter()
-    if data_dir is None:
-        data_dir = out / "data"
-        if not (data_dir / "stats.json").exists():  # written last: a dataset cut short is rebuilt
-            console.print(
-                f"[bold]Generating the embedded dataset[/] ({n_generate} raw examples) in {data_dir}"
-            )
-            build_dataset(data_dir, n_generate, tc.seed, max_per_complexity=max_per_complexity)
-    for split in ("train", "val", "test"):
-        if not (data_dir / f"{split}.jsonl").exists():
-            raise NanologicError(f"{data_dir / f'{split}.jsonl'}: missing (run `nanologic preprocess`)")
-    for split in ("train", "val", "test"):
-        check_records(data_dir / f"{split}.jsonl")
-    tok_dir = out / "tokenizer"
-    if (tok_dir / "tokenizer.json").exists():
-        tokenizer = BPETokenizer.load(tok_dir / "tokenizer.json")  # a damaged one: TokenizerError names it
-    else:
-        tokenizer = train_tokenizer(data_dir, tok_dir, vocab_size)
-    model_cfg = build_config(preset, tokenizer.vocab_size, **(model_overrides or {}))
+    data_dir = _checked_data(out, data_dir, request)
+    tokenizer = _run_tokenizer(out, data_dir, request.vocab_size)
+    model_cfg = build_config(request.preset, tokenizer.vocab_size, **request.model_overrides)
     if first:
         save_config(model_cfg.to_dict(), out / "model_config.json")
         save_config(train_config_dict(tc), out / "train_config.json")
@@ -472,21 +459,82 @@ def _train_in(
     # tokens/s in bf16 autocast against 5,800 in fp32 on the same AMX Xeon (its fp32 log-mixture
     # costs more than the small bf16 matmuls save).
     precision = detect_precision(device) if tc.precision == "auto" else tc.precision
-
-    module = NanoLogicModule(model_cfg.to_dict(), train_config_dict(tc))
-    if tc.grad_ckpt:
-        module.model.gradient_checkpointing = True
-    if tc.compile:
-        # In place: parameter names (and so checkpoint keys) stay those of the plain model.
-        module.model.compile()
+    module = build_module(model_cfg, tc)
     n_params = sum(p.numel() for p in module.model.parameters())
-    summary = Table(title=f"nanologic run {out}")
-    summary.add_column("setting")
-    summary.add_column("value")
+    if first:
+        console.print(_settings_table(out, request, model_cfg, n_params, device, precision, data_dir))
+    settings = FitSettings(
+        tc,
+        precision,
+        max_minutes=request.max_minutes,
+        resume=request.resume,
+        callbacks=request.callbacks,
+        precision_plugins=request.precision_plugins,
+    )
+    trainer = fit_phases(run, module, tokenizer, data_dir, model_cfg.max_seq_len, settings)
+    train_seconds = time.perf_counter() - t_start
+    if not trainer.is_global_zero:
+        return {}
+    save_run_model(plain_model(module), out)
+    facts = {
+        "train_seconds": round(train_seconds, 1),
+        "n_parameters": n_params,
+        "preset": request.preset,
+        "precision": precision,
+        "device": device,
+    }
+    return _evaluate_trained_run(out, data_dir, request.eval_limit, facts, t_start)
+
+
+def _checked_data(out: Path, data_dir: Path | None, request: TrainRequest) -> Path:
+    """The run's data folder, with the embedded dataset generated into it when none was given."""
+    if data_dir is None:
+        data_dir = out / "data"
+        if not (data_dir / "stats.json").exists():  # written last: a dataset cut short is rebuilt
+            console.print(
+                f"[bold]Generating the embedded dataset[/] ({request.n_generate} raw examples) in {data_dir}"
+            )
+            build_dataset(
+                data_dir,
+                request.n_generate,
+                request.train_config.seed,
+                max_per_complexity=request.max_per_complexity,
+            )
+    _require_splits(data_dir)
+    for split in ("train", "val", "test"):
+        check_records(data_dir / f"{split}.jsonl")
+    return data_dir
+
+
+def _run_tokenizer(out: Path, data_dir: Path, vocab_size: int):
+    """The run's tokenizer: the saved one (a resumed run), else trained on ``data_dir``."""
+    from lm_shared.tokenization import BPETokenizer
+
+    tok_dir = out / "tokenizer"
+    if (tok_dir / "tokenizer.json").exists():
+        return BPETokenizer.load(tok_dir / "tokenizer.json")  # a damaged one: TokenizerError names it
+    return train_tokenizer(data_dir, tok_dir, vocab_size)
+
+
+def _settings_table(
+    out: Path,
+    request: TrainRequest,
+    model_cfg,
+    n_params: int,
+    device: str,
+    precision: str,
+    data_dir: Path,
+) -> Table:
+    import torch
+
+    tc = request.train_config
+    table = Table(title=f"nanologic run {out}")
+    table.add_column("setting")
+    table.add_column("value")
     for k, v in {
-        "preset": preset,
+        "preset": request.preset,
         "parameters": f"{n_params:,}",
-        "vocab": tokenizer.vocab_size,
+        "vocab": model_cfg.vocab_size,
         "width x layers": f"{model_cfg.hidden_size} x {model_cfg.num_layers} (heads {model_cfg.num_heads}/{model_cfg.num_kv_heads})",
         "device / precision": f"{device} / {precision}",
         "optimizer": f"{tc.optimizer} lr={tc.lr} wd={tc.weight_decay}",
@@ -494,102 +542,19 @@ def _train_in(
         "data": str(data_dir),
         "threads": torch.get_num_threads(),
     }.items():
-        summary.add_row(k, str(v))
-    if first:
-        console.print(summary)
+        table.add_row(k, str(v))
+    return table
 
-    ckpt_dir = out / "checkpoints"
-    phases = [("phase1", True, tc.cot_epochs)] if tc.cot_epochs > 0 else []
-    phases.append(("phase2", False, tc.max_epochs))
-    phases_done = list(run.state.get("phases_done", [])) if run.resumed else []
-    resume_command = f"nanologic train --out {run.final_path} --resume"
-    for phase, with_thought, epochs in phases:
-        if phase in phases_done:  # finished before the interruption: its weights, then move on
-            last = _resume_checkpoint(ckpt_dir / phase / "last.ckpt")
-            module.load_state_dict(torch.load(last, map_location="cpu", weights_only=False)["state_dict"])
-            continue
-        max_len = model_cfg.max_seq_len
-        dm = NanoLogicDataModule(tokenizer, data_dir, out / "cache", tc, max_len, with_thought=with_thought)
-        checkpoint = ModelCheckpoint(
-            dirpath=ckpt_dir / phase,
-            filename="{epoch}-{step}-{val_loss:.4f}",
-            monitor="val_loss",
-            mode="min",
-            save_top_k=3,
-        )
-        stop = StopSignal()
-        stop_callback = StopOnSignal(stop, ckpt_dir / phase / "last.ckpt")
-        # last.ckpt: at every epoch's end and every --checkpoint-every steps, always resumable
-        last = LastCheckpoint(ckpt_dir / phase, every_n_train_steps=tc.checkpoint_every_n_steps or None)
-        phase_callbacks = [
-            *callbacks,
-            checkpoint,
-            last,
-            ProgressLog(),
-            GradientHealthCallback(
-                HealthConfig(clip_norm=tc.grad_clip), checkpoint_path=ckpt_dir / "unhealthy.ckpt"
-            ),
-            NonFiniteGuard(),
-            stop_callback,
-        ]
-        trainer = L.Trainer(
-            max_epochs=epochs,
-            max_steps=tc.max_steps,
-            max_time={"minutes": max_minutes} if max_minutes else None,
-            accelerator="auto",
-            devices=tc.devices,
-            num_nodes=tc.num_nodes,
-            strategy=tc.strategy,
-            # the bucketing sampler shards its global batches itself (see LengthBucketSampler)
-            use_distributed_sampler=False,
-            precision=None if precision_plugins else precision,
-            plugins=[AtomicCheckpointIO(), *precision_plugins],
-            accumulate_grad_batches=tc.accumulate_grad_batches,
-            val_check_interval=tc.val_check_interval,
-            logger=tensorboard_logger(out / "tensorboard", name=phase),
-            callbacks=phase_callbacks,
-            detect_anomaly=tc.debug,
-            enable_model_summary=False,
-            log_every_n_steps=10,
-            num_sanity_val_steps=0,
-            deterministic=False,
-        )
-        ckpt_path = None
-        if run.resumed:
-            if resume not in (None, "last") and phase == phases[-1][0]:
-                ckpt_path = str(_resume_checkpoint(Path(resume)))
-            elif (ckpt_dir / phase / "last.ckpt").exists():
-                ckpt_path = str(_resume_checkpoint(ckpt_dir / phase / "last.ckpt"))
-        with stop:
-            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-        if stop.requested:
-            if stop_callback.saved_step is None:  # stopped before a step finished: keep the last epoch's
-                trainer.save_checkpoint(ckpt_dir / phase / "last.ckpt")
-            run.mark_interrupted(phase=phase, step=trainer.global_step)
-            raise stop.interrupted(
-                f"at step {trainer.global_step} ({phase}); checkpoint {ckpt_dir / phase / 'last.ckpt'}",
-                resume_command,
-            )
-        phases_done.append(phase)
-        run.update(phases_done=phases_done, step=trainer.global_step)
-    train_seconds = time.perf_counter() - t_start
-    if not trainer.is_global_zero:
-        return {}
-    model: NanoLogic = module.eval_model()
-    if hasattr(model, "_orig_mod"):
-        model = model._orig_mod
-    plain = NanoLogic(model_cfg)
-    plain.load_state_dict(model.state_dict())
-    save_run_model(plain, out)
-    console.print(f"[bold]Evaluating[/] on {data_dir / 'test.jsonl'}")
-    report = evaluate_run(out, data_dir / "test.jsonl", limit=eval_limit, out_dir=out / "eval")
-    report["train_seconds"] = round(train_seconds, 1)
-    report["n_parameters"] = n_params
-    report["preset"] = preset
-    report["precision"] = precision
-    report["device"] = device
+
+def _evaluate_trained_run(
+    out: Path, data_dir: Path, eval_limit: int | None, facts: dict, t_start: float
+) -> dict:
+    """Evaluate on the test split and the real-sentence set; the test report gets ``facts``."""
     from nanologic.pipeline import clause_overlap
 
+    console.print(f"[bold]Evaluating[/] on {data_dir / 'test.jsonl'}")
+    report = evaluate_run(out, data_dir / "test.jsonl", limit=eval_limit, out_dir=out / "eval")
+    report.update(facts)
     report["clause_overlap"] = clause_overlap(
         read_jsonl(data_dir / "train.jsonl"), read_jsonl(data_dir / "test.jsonl")
     )

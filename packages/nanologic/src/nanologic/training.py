@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lm_shared.runs import atomic_path
+from lm_shared.runs import RunFolder, atomic_path
 from lm_shared.stability_lightning import optimizer_updates
 from nanologic.data import (
     PAD,
@@ -576,3 +576,196 @@ class ProgressLog(L.Callback):
 
 def train_config_dict(tc: TrainConfig) -> dict:
     return asdict(tc)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Lightning Trainer: phases, callbacks, resume and interruption
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One ``trainer.fit``: chain-of-thought distillation (with the thought) or the output phase."""
+
+    name: str  # also the folder under checkpoints/ and the TensorBoard run name
+    with_thought: bool
+    epochs: int
+
+
+def training_phases(tc: TrainConfig) -> list[Phase]:
+    """``phase1`` (``cot_epochs`` with the thought) when asked for, then ``phase2`` (output only)."""
+    phases = [Phase("phase1", True, tc.cot_epochs)] if tc.cot_epochs > 0 else []
+    phases.append(Phase("phase2", False, tc.max_epochs))
+    return phases
+
+
+def build_module(model_config: NanoLogicConfig, tc: TrainConfig) -> NanoLogicModule:
+    """The LightningModule, with activation checkpointing and ``torch.compile`` as ``tc`` asks."""
+    module = NanoLogicModule(model_config.to_dict(), train_config_dict(tc))
+    if tc.grad_ckpt:
+        module.model.gradient_checkpointing = True
+    if tc.compile:
+        # In place: parameter names (and so checkpoint keys) stay those of the plain model.
+        module.model.compile()
+    return module
+
+
+def resumable_checkpoint(path: Path) -> Path:
+    """A Lightning checkpoint to resume from, checked to be a whole file (zip central directory).
+
+    Raises:
+        NanologicError: the file is missing, truncated or not a PyTorch checkpoint.
+    """
+    import zipfile
+
+    if not path.is_file():
+        raise NanologicError(f"cannot resume: {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise NanologicError(
+            f"{path}: damaged checkpoint (truncated or not a PyTorch checkpoint); "
+            "resume from another one with --resume PATH, or start over with --force"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a run's phases are fitted: everything but the module and the data."""
+
+    train_config: TrainConfig
+    precision: str  # the Lightning precision string (``train_config.precision`` resolved)
+    max_minutes: float | None = None  # wall-clock cap per phase
+    resume: str | None = None  # ``"last"`` or a checkpoint path (for the last phase)
+    callbacks: Sequence = ()  # run before nanologic's own
+    precision_plugins: Sequence = ()  # replace ``precision``
+
+
+def fit_phases(
+    run: RunFolder, module: NanoLogicModule, tokenizer, data_dir: Path, max_len: int, settings: FitSettings
+) -> L.Trainer:
+    """Fit every phase of ``run`` (open, see :func:`lm_shared.runs.open_run_dir`); returns the last Trainer.
+
+    A phase the run's state lists as done (a resumed run) only loads its last weights. SIGINT or
+    SIGTERM save ``checkpoints/<phase>/last.ckpt``, mark the run interrupted and raise
+    ``TrainingInterrupted`` with the command that resumes it.
+    """
+    phases = training_phases(settings.train_config)
+    phases_done = list(run.state.get("phases_done", [])) if run.resumed else []
+    for phase in phases:
+        if phase.name in phases_done:  # finished before the interruption: its weights, then move on
+            last = resumable_checkpoint(run.path / "checkpoints" / phase.name / "last.ckpt")
+            module.load_state_dict(torch.load(last, map_location="cpu", weights_only=False)["state_dict"])
+            continue
+        datamodule = NanoLogicDataModule(
+            tokenizer,
+            data_dir,
+            run.path / "cache",
+            settings.train_config,
+            max_len,
+            with_thought=phase.with_thought,
+        )
+        trainer = _fit_phase(run, phase, module, datamodule, settings, is_last=phase == phases[-1])
+        phases_done.append(phase.name)
+        run.update(phases_done=phases_done, step=trainer.global_step)
+    return trainer
+
+
+def _fit_phase(
+    run: RunFolder, phase: Phase, module: NanoLogicModule, datamodule, settings: FitSettings, is_last: bool
+) -> L.Trainer:
+    """One phase's ``trainer.fit``, resumed where the run left it; an interruption raises."""
+    from lm_shared.runs import StopSignal
+    from lm_shared.runs_lightning import StopOnSignal
+
+    phase_dir = run.path / "checkpoints" / phase.name
+    stop = StopSignal()
+    stop_callback = StopOnSignal(stop, phase_dir / "last.ckpt")
+    trainer = _phase_trainer(
+        run.path, phase, settings, [*_phase_callbacks(run.path, phase, settings), stop_callback]
+    )
+    ckpt_path = None
+    if run.resumed:
+        if settings.resume not in (None, "last") and is_last:
+            ckpt_path = str(resumable_checkpoint(Path(settings.resume)))
+        elif (phase_dir / "last.ckpt").exists():
+            ckpt_path = str(resumable_checkpoint(phase_dir / "last.ckpt"))
+    with stop:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if stop.requested:
+        if stop_callback.saved_step is None:  # stopped before a step finished: keep the last epoch's
+            trainer.save_checkpoint(phase_dir / "last.ckpt")
+        run.mark_interrupted(phase=phase.name, step=trainer.global_step)
+        raise stop.interrupted(
+            f"at step {trainer.global_step} ({phase.name}); checkpoint {phase_dir / 'last.ckpt'}",
+            f"nanologic train --out {run.final_path} --resume",
+        )
+    return trainer
+
+
+def _phase_callbacks(out: Path, phase: Phase, settings: FitSettings) -> list[L.Callback]:
+    """The caller's callbacks, then checkpoints (top 3 by val_loss, last), progress and health."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lm_shared.resumable import LastCheckpoint
+    from lm_shared.runs_lightning import NonFiniteGuard
+    from lm_shared.stability import HealthConfig
+    from lm_shared.stability_lightning import GradientHealthCallback
+
+    tc = settings.train_config
+    ckpt_dir = out / "checkpoints"
+    return [
+        *settings.callbacks,
+        ModelCheckpoint(
+            dirpath=ckpt_dir / phase.name,
+            filename="{epoch}-{step}-{val_loss:.4f}",
+            monitor="val_loss",
+            mode="min",
+            save_top_k=3,
+        ),
+        # last.ckpt: at every epoch's end and every --checkpoint-every steps, always resumable
+        LastCheckpoint(ckpt_dir / phase.name, every_n_train_steps=tc.checkpoint_every_n_steps or None),
+        ProgressLog(),
+        GradientHealthCallback(
+            HealthConfig(clip_norm=tc.grad_clip), checkpoint_path=ckpt_dir / "unhealthy.ckpt"
+        ),
+        NonFiniteGuard(),
+    ]
+
+
+def _phase_trainer(out: Path, phase: Phase, settings: FitSettings, callbacks: list) -> L.Trainer:
+    from lm_shared.runs_lightning import AtomicCheckpointIO
+    from lm_shared.summary import tensorboard_logger
+
+    tc = settings.train_config
+    return L.Trainer(
+        max_epochs=phase.epochs,
+        max_steps=tc.max_steps,
+        max_time={"minutes": settings.max_minutes} if settings.max_minutes else None,
+        accelerator="auto",
+        devices=tc.devices,
+        num_nodes=tc.num_nodes,
+        strategy=tc.strategy,
+        # the bucketing sampler shards its global batches itself (see LengthBucketSampler)
+        use_distributed_sampler=False,
+        precision=None if settings.precision_plugins else settings.precision,
+        plugins=[AtomicCheckpointIO(), *settings.precision_plugins],
+        accumulate_grad_batches=tc.accumulate_grad_batches,
+        val_check_interval=tc.val_check_interval,
+        logger=tensorboard_logger(out / "tensorboard", name=phase.name),
+        callbacks=callbacks,
+        detect_anomaly=tc.debug,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+
+
+def plain_model(module: NanoLogicModule) -> NanoLogic:
+    """The weights to save, in an uncompiled :class:`NanoLogic` (EMA ones when enabled)."""
+    model: NanoLogic = module.eval_model()
+    if hasattr(model, "_orig_mod"):
+        model = model._orig_mod
+    plain = NanoLogic(module.model_config)
+    plain.load_state_dict(model.state_dict())
+    return plain
