@@ -684,9 +684,11 @@ def aggregate(golds: Sequence[dict], scores: Sequence[dict]) -> dict:
 
 def write_report(report: dict, examples: Sequence[dict], out_dir: Path) -> list[Path]:
     """report.json, report.md, predictions.jsonl and PNG charts under ``out_dir``."""
+    from lm_shared.runs import atomic_write_json
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "report.json", out_dir / "report.md", out_dir / "predictions.jsonl"]
-    paths[0].write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(paths[0], report)  # the run's summary: never left half-written
     paths[1].write_text(markdown_report(report), encoding="utf-8")
     paths[2].write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), encoding="utf-8")
     paths += write_charts(report, out_dir)

@@ -179,13 +179,35 @@ def evaluate_run(
     ``-<constraint>`` appended under a decoding constraint), so evaluating another split or
     decoding never overwrites the run's test report. ``constraint``: ``None``, ``"format"`` or
     ``"grounded"`` (see :class:`nanologic.inference.Formalizer`)."""
+    from nanologic.evaluation import write_report
+
+    report, rows = score_run(
+        run_dir,
+        data_path,
+        limit=limit,
+        batch_size=batch_size,
+        repair_tries=repair_tries,
+        constraint=constraint,
+    )
+    write_report(report, rows, out_dir or default_report_dir(run_dir, data_path, constraint))
+    return report
+
+
+def score_run(
+    run_dir: Path,
+    data_path: Path,
+    limit: int | None = None,
+    batch_size: int = 64,
+    repair_tries: int = 2,
+    constraint: str | None = None,
+) -> tuple[dict, list[dict]]:
+    """:func:`evaluate_run` without the writing: the report and the prediction rows."""
     from nanologic.inference import Formalizer
 
     formalizer = Formalizer.from_run(run_dir, repair_tries=repair_tries, constraint=constraint)
-    return evaluate_formalizer(
+    return score_formalizer(
         formalizer,
         data_path,
-        out_dir or default_report_dir(run_dir, data_path, constraint),
         limit=limit,
         batch_size=batch_size,
         extra={"repair_tries": formalizer.repair_tries, "constraint": constraint},
@@ -203,7 +225,22 @@ def evaluate_formalizer(
     """Run any object with ``formalize(sentences, batch_size=...) -> list[dict]`` (the model, its
     GGUF twin, the rule baseline) over ``data_path`` (a split or a real-sentence set, see
     :func:`nanologic.evaluation.read_gold`) and write report.json/.md, predictions and charts."""
-    from nanologic.evaluation import aggregate, read_gold, score_example, write_report
+    from nanologic.evaluation import write_report
+
+    report, rows = score_formalizer(formalizer, data_path, limit=limit, batch_size=batch_size, extra=extra)
+    write_report(report, rows, out_dir)
+    return report
+
+
+def score_formalizer(
+    formalizer,
+    data_path: Path,
+    limit: int | None = None,
+    batch_size: int = 64,
+    extra: dict | None = None,
+) -> tuple[dict, list[dict]]:
+    """:func:`evaluate_formalizer` without the writing: the report and the prediction rows."""
+    from nanologic.evaluation import aggregate, read_gold, score_example
 
     golds = read_gold(data_path)[:limit]
     if not golds:
@@ -230,8 +267,7 @@ def evaluate_formalizer(
         }
         for g, p, s in zip(golds, preds, scores)
     ]
-    write_report(report, rows, out_dir)
-    return report
+    return report, rows
 
 
 def default_report_dir(run_dir: Path, data_path: Path, constraint: str | None = None) -> Path:
@@ -549,16 +585,18 @@ def _settings_table(
 def _evaluate_trained_run(
     out: Path, data_dir: Path, eval_limit: int | None, facts: dict, t_start: float
 ) -> dict:
-    """Evaluate on the test split and the real-sentence set; the test report gets ``facts``."""
+    """Evaluate on the test split and the real-sentence set; ``eval/report.json`` is written once,
+    with ``facts``, the clause overlap and the real-sentence figures in it."""
+    from nanologic.evaluation import write_report
     from nanologic.pipeline import clause_overlap
 
     console.print(f"[bold]Evaluating[/] on {data_dir / 'test.jsonl'}")
-    report = evaluate_run(out, data_dir / "test.jsonl", limit=eval_limit, out_dir=out / "eval")
+    report, rows = score_run(out, data_dir / "test.jsonl", limit=eval_limit)
     report.update(facts)
     report["clause_overlap"] = clause_overlap(
         read_jsonl(data_dir / "train.jsonl"), read_jsonl(data_dir / "test.jsonl")
     )
-    report["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    report["total_seconds"] = None  # its place in report.json, before dev_real; set once all is done
     if DEV_REAL.is_file():
         console.print(f"[bold]Evaluating[/] on the real-sentence development set {DEV_REAL}")
         dev = evaluate_run(out, DEV_REAL, out_dir=out / "eval-dev_real")
@@ -569,7 +607,7 @@ def _evaluate_trained_run(
         report["dev_real"]["error_categories"] = dev.get("error_categories", {})
         print_eval(dev)
     report["total_seconds"] = round(time.perf_counter() - t_start, 1)
-    atomic_write_json(out / "eval" / "report.json", report)
+    write_report(report, rows, out / "eval")
     print_eval(report)
     overlap = report["clause_overlap"]
     console.print(
