@@ -503,6 +503,9 @@ def clause_overlap(train: list[dict], held_out: list[dict]) -> dict:
     }
 
 
+_SPLITS = ("train", "val", "test")
+
+
 def preprocess(
     examples: list[dict],
     *,
@@ -534,9 +537,28 @@ def preprocess(
     for ex in examples:
         ex.setdefault("source_id", ex["id"])
         ex.setdefault("source_pattern", pattern(parse(ex["output"]["formula"])))
-
-    # Balance complexity on source sentences (so a group is kept or dropped whole).
+    # The rng is drawn from in this order: balance, block cap, pattern order, curriculum.
     sources = {ex["source_id"]: ex for ex in examples if not ex.get("augmented")}
+    keep_sources = _balance_complexity(sources, max_per_complexity, rng, report)
+    _cap_blocks(sources, keep_sources, max_block_fraction, rng, report)
+    kept = _examples_of_kept_sources(examples, sources, keep_sources)
+    splits = _split_by_pattern(kept, fractions, core_pattern_fraction, rng, report)
+    _drop_held_out_leaks(splits, report)
+    # Curriculum: simple -> intermediate -> advanced, shuffled within each level.
+    rng.shuffle(splits["train"])
+    splits["train"].sort(key=lambda ex: COMPLEXITIES.index(ex["complexity"]))
+    records = {name: [_processed_record(ex) for ex in rows] for name, rows in splits.items()}
+    report.n_out = sum(len(v) for v in records.values())
+    _describe_splits(records, report)
+    return records, report
+
+
+def _balance_complexity(
+    sources: dict[str, dict], max_per_complexity: int | None, rng: random.Random, report: StageReport
+) -> set[str]:
+    """The source sentences kept: each complexity level cut to 1.1x the smallest one (and to
+    ``max_per_complexity``), spread over the level's patterns. Whole groups go: a source's
+    rewrites and compositions follow it."""
     by_complexity: dict[str, list[str]] = defaultdict(list)
     for sid, ex in sources.items():
         by_complexity[ex["complexity"]].append(sid)
@@ -554,27 +576,53 @@ def preprocess(
         keep_sources.update(chosen)
         if len(ids) > cap:
             report.rejected[f"complexity balance ({c})"] += len(ids) - cap
-    # No block above max_block_fraction of the kept sources.
+    return keep_sources
+
+
+def _cap_blocks(
+    sources: dict[str, dict],
+    keep_sources: set[str],
+    max_block_fraction: float,
+    rng: random.Random,
+    report: StageReport,
+) -> None:
+    """Drop kept sources (in place) until no block holds more than ``max_block_fraction`` of them."""
     by_block: dict[str, list[str]] = defaultdict(list)
     for sid in sorted(keep_sources):
         by_block[sources[sid].get("block", "unknown")].append(sid)
-    if len(by_block) * max_block_fraction >= 1.0:
-        total = len(keep_sources)
-        for block, ids in sorted(by_block.items(), key=lambda kv: -len(kv[1])):
-            limit = int(max_block_fraction * total)
-            if len(ids) > limit:
-                rng.shuffle(ids)
-                for sid in ids[limit:]:
-                    keep_sources.discard(sid)
-                report.rejected[f"block cap ({block})"] += len(ids) - limit
+    if len(by_block) * max_block_fraction < 1.0:
+        return  # too few blocks for the cap to be met
+    total = len(keep_sources)
+    for block, ids in sorted(by_block.items(), key=lambda kv: -len(kv[1])):
+        limit = int(max_block_fraction * total)
+        if len(ids) > limit:
+            rng.shuffle(ids)
+            for sid in ids[limit:]:
+                keep_sources.discard(sid)
+            report.rejected[f"block cap ({block})"] += len(ids) - limit
+
+
+def _examples_of_kept_sources(
+    examples: list[dict], sources: dict[str, dict], keep_sources: set[str]
+) -> list[dict]:
+    """The examples whose source (and composition partner, if any) was kept."""
     # Augmentations whose source is not in the file (user data) count as their own source.
     kept = [
         ex
         for ex in examples
         if ex["source_id"] in keep_sources or (ex.get("augmented") and ex["source_id"] not in sources)
     ]
-    kept = [ex for ex in kept if not ex.get("partner_source_id") or ex["partner_source_id"] in keep_sources]
+    return [ex for ex in kept if not ex.get("partner_source_id") or ex["partner_source_id"] in keep_sources]
 
+
+def _split_by_pattern(
+    kept: list[dict],
+    fractions: tuple[float, float, float],
+    core_pattern_fraction: float,
+    rng: random.Random,
+    report: StageReport,
+) -> dict[str, list[dict]]:
+    """train/val/test: each group of sources goes where the pattern of its source formula goes."""
     groups = _union_groups(kept)
     group_pattern: dict[str, str] = {}
     for ex in kept:
@@ -584,7 +632,27 @@ def preprocess(
         pattern_size[group_pattern[groups[ex["source_id"]]]] += 1
     patterns = sorted(pattern_size)
     rng.shuffle(patterns)
-    names = ("train", "val", "test")
+    pattern_level: dict[str, Counter] = defaultdict(Counter)
+    for ex in kept:
+        pattern_level[group_pattern[groups[ex["source_id"]]]][ex.get("complexity", "")] += 1
+    level_of = {p: pattern_level[p].most_common(1)[0][0] for p in patterns}
+    assignment = _assign_patterns(patterns, pattern_size, level_of, fractions, core_pattern_fraction, report)
+    _cover_held_out_primitives(assignment, pattern_size, report)
+    splits: dict[str, list[dict]] = {n: [] for n in _SPLITS}
+    for ex in kept:
+        splits[assignment[group_pattern[groups[ex["source_id"]]]]].append(ex)
+    return splits
+
+
+def _assign_patterns(
+    patterns: list[str],
+    pattern_size: Counter,
+    level_of: dict[str, str],
+    fractions: tuple[float, float, float],
+    core_pattern_fraction: float,
+    report: StageReport,
+) -> dict[str, str]:
+    """Pattern -> split: the core patterns train, the others fill each level's splits in turn."""
     assignment: dict[str, str] = {}
     total = sum(pattern_size.values())
     # Core patterns stay in train: the building blocks, every pattern with at most one binary
@@ -603,26 +671,24 @@ def preprocess(
     # Held-out patterns are drawn level by level, so val and test have the complexity mix of the
     # data: drawn from all patterns at once, one seed's test split was 59 % simple sentences (two
     # frequent simple patterns) and its val split had none.
-    pattern_level: dict[str, Counter] = defaultdict(Counter)
-    for ex in kept:
-        pattern_level[group_pattern[groups[ex["source_id"]]]][ex.get("complexity", "")] += 1
-    level_of = {p: pattern_level[p].most_common(1)[0][0] for p in patterns}
     for level in sorted(set(level_of.values())):
         level_patterns = [p for p in patterns if level_of[p] == level]
         level_total = sum(pattern_size[p] for p in level_patterns)
-        level_counts = dict.fromkeys(names, 0)
+        level_counts = dict.fromkeys(_SPLITS, 0)
         for p in level_patterns:
             if p in core:
                 level_counts["train"] += pattern_size[p]
         for p in (p for p in level_patterns if p not in core):
             # Fill the split that is furthest below its target share of this level.
-            split = min(names, key=lambda s: level_counts[s] / (fractions[names.index(s)] * level_total))
+            split = min(_SPLITS, key=lambda s: level_counts[s] / (fractions[_SPLITS.index(s)] * level_total))
             assignment[p] = split
             level_counts[split] += pattern_size[p]
-    _cover_held_out_primitives(assignment, pattern_size, report)
-    splits: dict[str, list[dict]] = {n: [] for n in names}
-    for ex in kept:
-        splits[assignment[group_pattern[groups[ex["source_id"]]]]].append(ex)
+    return assignment
+
+
+def _drop_held_out_leaks(splits: dict[str, list[dict]], report: StageReport) -> None:
+    """Drop (in place) the val/test examples a model could answer from training alone: their
+    own pattern, a primitive they lack in train, or a clause that also occurs in train."""
     train_patterns = {pattern(parse(ex["output"]["formula"])) for ex in splits["train"]}
     for name in ("val", "test"):
         before = len(splits[name])
@@ -653,18 +719,18 @@ def preprocess(
     report.notes["clause_overlap"] = {
         name: clause_overlap(splits["train"], splits[name]) for name in ("val", "test")
     }
-    # Curriculum: simple -> intermediate -> advanced, shuffled within each level.
-    rng.shuffle(splits["train"])
-    splits["train"].sort(key=lambda ex: COMPLEXITIES.index(ex["complexity"]))
-    records = {}
-    for name, rows in splits.items():
-        records[name] = []
-        for ex in rows:
-            rec = record_from_raw(ex)
-            rec["pattern"] = pattern(parse(ex["output"]["formula"]))
-            rec["source_pattern"] = ex["source_pattern"]
-            records[name].append(rec)
-    report.n_out = sum(len(v) for v in records.values())
+
+
+def _processed_record(ex: dict) -> dict:
+    """The training record of an example, with its own pattern and its source's."""
+    rec = record_from_raw(ex)
+    rec["pattern"] = pattern(parse(ex["output"]["formula"]))
+    rec["source_pattern"] = ex["source_pattern"]
+    return rec
+
+
+def _describe_splits(records: dict[str, list[dict]], report: StageReport) -> None:
+    """Sizes, patterns, complexity, blocks and connector presence of the splits, in the notes."""
     report.notes["splits"] = {k: len(v) for k, v in records.items()}
     report.notes["patterns"] = {k: len({r["pattern"] for r in v}) for k, v in records.items()}
     report.notes["complexity"] = {k: dict(Counter(r["complexity"] for r in v)) for k, v in records.items()}
@@ -673,4 +739,3 @@ def preprocess(
         c: round(sum(c in r["formula"] for v in records.values() for r in v) / max(1, report.n_out), 3)
         for c in CONNECTORS
     }
-    return records, report
