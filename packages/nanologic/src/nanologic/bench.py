@@ -157,33 +157,12 @@ def run_bench(
     Raises:
         lm_shared.errors.UserError: ``--device cuda`` without a visible GPU.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from lm_shared.data import pack_documents
     from lm_shared.runtime import autocast_dtype, detect_precision, resolve_device
-    from lm_shared.tokenization import train_bpe
-    from nanologic.generator import generate
-    from nanologic.pipeline import clean
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     console = Console()
-    n_examples = 300 if quick else 2000
-    examples, _ = clean(generate(n_examples, seed=0))
-    records = [
-        {
-            "natural_language_input": e["natural_language_input"],
-            "atoms": {a["atom"]: a["definition"] for a in e["thought"]["identified_atoms"]},
-            "connectors": [
-                [c["connector"], c["natural_language_cue"]] for c in e["thought"]["identified_connectors"]
-            ],
-            "formula": e["output"]["formula"],
-        }
-        for e in examples
-    ]
-    texts = [prompt_text(r["natural_language_input"]) + target_text(r, False) for r in records]
-    tokenizer = train_bpe(texts, 8000, SPECIAL_TOKENS)
-    docs = tokenizer.encode_batch(texts)
+    tokenizer, docs = _bench_corpus(300 if quick else 2000)
     preset = "tiny" if quick else "cpu"
     cfg = build_config(preset, tokenizer.vocab_size, max_seq_len=512)
     device = resolve_device(device)
@@ -199,8 +178,69 @@ def run_bench(
         "precision": precision,
         "compile": compile,
     }
+    results.update(_padding_figures(docs, tokenizer.token_to_id("<|pad|>")))
+    results.update(_training_figures(cfg, quick, device, dtype, compile))
+    model = (
+        NanoLogic(
+            build_config(
+                preset,
+                tokenizer.vocab_size,
+                max_seq_len=512,
+                qk_norm=False,
+                final_softcap=0.0,
+                copy_head=False,
+            )
+        )
+        .to(device)
+        .eval()
+    )  # the exportable model: a plain llama, as llama.cpp runs it
+    prompt = docs[0][:24]
+    n_new = 128 if not quick else 32
+    results.update(_kv_cache_figures(model, prompt, n_new))
+    results.update(_llamacpp_figures(model, tokenizer, prompt, n_new, device, threads))
 
-    # -- padding vs packing ------------------------------------------------------------------
+    table = Table(title=f"nanologic bench ({preset} preset, {device}, {precision}, {threads} threads)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k, v in results.items():
+        if not k.startswith("profile_"):
+            table.add_row(k, str(v))
+    console.print(table)
+    if "profile_ours" in results:
+        _print_split(console, results)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _bench_corpus(n_examples: int) -> tuple:
+    """A BPE tokenizer trained on ``n_examples`` generated, cleaned examples, and their token ids."""
+    from lm_shared.tokenization import train_bpe
+    from nanologic.generator import generate
+    from nanologic.pipeline import clean
+
+    examples, _ = clean(generate(n_examples, seed=0))
+    records = [
+        {
+            "natural_language_input": e["natural_language_input"],
+            "atoms": {a["atom"]: a["definition"] for a in e["thought"]["identified_atoms"]},
+            "connectors": [
+                [c["connector"], c["natural_language_cue"]] for c in e["thought"]["identified_connectors"]
+            ],
+            "formula": e["output"]["formula"],
+        }
+        for e in examples
+    ]
+    texts = [prompt_text(r["natural_language_input"]) + target_text(r, False) for r in records]
+    tokenizer = train_bpe(texts, 8000, SPECIAL_TOKENS)
+    return tokenizer, tokenizer.encode_batch(texts)
+
+
+def _padding_figures(docs: list[list[int]], pad_id: int) -> dict:
+    """Non-pad fraction of batches of 32: padded to the longest, packed, length-bucketed."""
+    from lm_shared.data import pack_documents
+
     batch_size = 32
     order = list(range(len(docs)))
     random.Random(0).shuffle(order)
@@ -209,19 +249,24 @@ def run_bench(
         lengths = [len(docs[j]) for j in order[i : i + batch_size]]
         real += sum(lengths)
         padded += max(lengths) * len(lengths)
-    results["padding_efficiency"] = round(real / padded, 4)
-    pack_len = 256
-    packed = pack_documents([docs[j] for j in order], pack_len, tokenizer.token_to_id("<|pad|>"))
-    results["packing_efficiency"] = round(packed.efficiency, 4)
+    packed = pack_documents([docs[j] for j in order], 256, pad_id)
     by_len = sorted(order, key=lambda j: len(docs[j]))
     bucket_real = sum(len(d) for d in docs)
     bucket_padded = sum(
         max(len(docs[j]) for j in by_len[i : i + batch_size]) * len(by_len[i : i + batch_size])
         for i in range(0, len(by_len), batch_size)
     )
-    results["bucketing_efficiency"] = round(bucket_real / bucket_padded, 4)
+    return {
+        "padding_efficiency": round(real / padded, 4),
+        "packing_efficiency": round(packed.efficiency, 4),
+        "bucketing_efficiency": round(bucket_real / bucket_padded, 4),
+    }
 
-    # -- training throughput vs HF Llama ---------------------------------------------------------
+
+def _training_figures(cfg, quick: bool, device: str, dtype, compile: bool) -> dict:
+    """Training throughput of ours vs transformers' Llama of the same size, and the profile split."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     T = 96 if not quick else 48
     B = 16 if not quick else 4
     ids = torch.randint(10, cfg.vocab_size, (B, T), device=device)
@@ -256,6 +301,7 @@ def run_bench(
         steps["ours_bf16"] = _train_step_fn(NanoLogic(cfg), ids, ours_loss, torch.bfloat16)
     times = _time_interleaved(steps, repeats=2 if quick else 15)
     t_ours, t_hf = times["ours"], times["hf"]
+    results: dict = {}
     if compile:
         results["profile_note"] = "no profile split with --compile (compiled kernels are not aten ops)"
     else:
@@ -280,60 +326,39 @@ def run_bench(
         results["train_tokens_per_s_bf16_autocast"] = round(B * T / times["ours_bf16"], 1)
     results["n_parameters"] = ours.num_parameters()
     results["hf_n_parameters"] = sum(p.numel() for p in hf.parameters())
+    return results
 
-    # -- KV cache -----------------------------------------------------------------------------
-    model = (
-        NanoLogic(
-            build_config(
-                preset,
-                tokenizer.vocab_size,
-                max_seq_len=512,
-                qk_norm=False,
-                final_softcap=0.0,
-                copy_head=False,
-            )
-        )
-        .to(device)
-        .eval()
-    )
-    prompt = docs[0][:24]
-    n_new = 128 if not quick else 32
+
+def _kv_cache_figures(model: NanoLogic, prompt: list[int], n_new: int) -> dict:
+    """Greedy decoding of ``n_new`` tokens with the KV cache, and its speed-up over none."""
     t_cache = _time(lambda: model.generate([prompt], n_new), 1)
     t_nocache = _time(lambda: model.generate([prompt], n_new, use_cache=False), 1)
-    results["kv_cache_speedup"] = round(t_nocache / t_cache, 3)
-    results["torch_decode_tokens_per_s"] = round(n_new / t_cache, 1)
+    return {
+        "kv_cache_speedup": round(t_nocache / t_cache, 3),
+        "torch_decode_tokens_per_s": round(n_new / t_cache, 1),
+    }
 
-    # -- llama.cpp ------------------------------------------------------------------------------
+
+def _llamacpp_figures(
+    model: NanoLogic, tokenizer, prompt: list[int], n_new: int, device: str, threads: int
+) -> dict:
+    """Greedy decoding speed of ``model`` exported to GGUF, in llama.cpp (CPU bench only)."""
     from lm_shared.gguf import llamacpp_available, llamacpp_greedy, load_llamacpp
     from nanologic.export import export_model
 
     if device != "cpu":
-        results["llamacpp_decode_tokens_per_s"] = None
-        results["llamacpp_note"] = "llama.cpp is measured on the CPU bench only"
-    elif llamacpp_available():
-        with tempfile.TemporaryDirectory() as tmp:
-            path = export_model(model, tokenizer, Path(tmp) / "bench.gguf")
-            llm = load_llamacpp(path, n_ctx=len(prompt) + n_new + 8, n_threads=threads)
-            t_cpp = _time(lambda: llamacpp_greedy(llm, prompt, n_new), 1)
-            results["llamacpp_decode_tokens_per_s"] = round(n_new / t_cpp, 1)
-    else:
-        results["llamacpp_decode_tokens_per_s"] = None
-        results["llamacpp_note"] = LLAMACPP_MISSING
+        return {
+            "llamacpp_decode_tokens_per_s": None,
+            "llamacpp_note": "llama.cpp is measured on the CPU bench only",
+        }
+    if not llamacpp_available():
         Console(stderr=True).print(f"[yellow]{LLAMACPP_MISSING}[/yellow]")
-
-    table = Table(title=f"nanologic bench ({preset} preset, {device}, {precision}, {threads} threads)")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for k, v in results.items():
-        if not k.startswith("profile_"):
-            table.add_row(k, str(v))
-    console.print(table)
-    if "profile_ours" in results:
-        _print_split(console, results)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+        return {"llamacpp_decode_tokens_per_s": None, "llamacpp_note": LLAMACPP_MISSING}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_model(model, tokenizer, Path(tmp) / "bench.gguf")
+        llm = load_llamacpp(path, n_ctx=len(prompt) + n_new + 8, n_threads=threads)
+        t_cpp = _time(lambda: llamacpp_greedy(llm, prompt, n_new), 1)
+    return {"llamacpp_decode_tokens_per_s": round(n_new / t_cpp, 1)}
 
 
 def _print_split(console: Console, results: dict) -> None:
