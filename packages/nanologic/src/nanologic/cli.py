@@ -685,9 +685,27 @@ def _cmd_serve(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``nanologic`` command line: a subcommand per pipeline stage, then training and use."""
     parser = argparse.ArgumentParser(prog="nanologic", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate_command(sub)
+    _add_clean_command(sub)
+    _add_verify_command(sub)
+    _add_augment_command(sub)
+    _add_preprocess_command(sub)
+    _add_train_tokenizer_command(sub)
+    _add_train_command(sub)
+    _add_evaluate_command(sub)
+    _add_baseline_command(sub)
+    _add_formalize_command(sub)
+    _add_check_command(sub)
+    _add_export_gguf_command(sub)
+    _add_bench_command(sub)
+    _add_serve_command(sub)
+    return parser
 
+
+def _add_generate_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate", formatter_class=_HELP, help="generate raw Spanish examples (seed schema JSON)"
     )
@@ -697,6 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_generate)
 
+
+def _add_clean_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "clean",
         formatter_class=_HELP,
@@ -712,6 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_clean)
 
+
+def _add_verify_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify", formatter_class=_HELP, help="deterministic consistency check, plus an optional LLM check"
     )
@@ -734,6 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_verify)
 
+
+def _add_augment_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "augment", formatter_class=_HELP, help="AST rewrites proven by truth table, and compositions"
     )
@@ -749,6 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_augment)
 
+
+def _add_preprocess_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "preprocess", formatter_class=_HELP, help="balance, grouped pattern split 80/10/10, curriculum"
     )
@@ -764,6 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_preprocess)
 
+
+def _add_train_tokenizer_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-tokenizer", formatter_class=_HELP, help="BPE with the 10 special tokens at ids 0-9"
     )
@@ -773,11 +801,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_train_tokenizer)
 
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p = _train_parser(
         sub.add_parser("train", formatter_class=_HELP, help="train (the same trainer as `uv run train`)")
     )
     p.set_defaults(fn=_run_train)
 
+
+def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         formatter_class=_HELP,
@@ -815,6 +847,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=_cmd_evaluate)
 
+
+def _add_baseline_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "baseline",
         formatter_class=_HELP,
@@ -826,6 +860,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.set_defaults(fn=_cmd_baseline)
 
+
+def _add_formalize_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "formalize", formatter_class=_HELP, help="sentence(s) -> atoms, connectors, formula, truth table"
     )
@@ -836,6 +872,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_formalize)
 
+
+def _add_check_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check", formatter_class=_HELP, help="validity of an argument (text with a model, or formulas)"
     )
@@ -849,6 +887,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-code", action="store_true", help="exit 1 when the argument is invalid")
     p.set_defaults(fn=_cmd_check)
 
+
+def _add_export_gguf_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export-gguf", formatter_class=_HELP, help="write a llama.cpp GGUF (llama architecture)"
     )
@@ -861,6 +901,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.set_defaults(fn=_cmd_export)
 
+
+def _add_bench_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         formatter_class=_HELP,
@@ -872,6 +914,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_device_arguments(p, compile_help="torch.compile both models before timing them")
     p.set_defaults(fn=_cmd_bench)
 
+
+def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="web app: formalise, truth tables, arguments, JSONL batches")
     p.add_argument("--checkpoint", type=Path, help="run directory (default: the newest under --runs-dir)")
     p.add_argument("--gguf", type=Path, help="a GGUF exported with export-gguf (llama.cpp backend)")
@@ -882,7 +926,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-file", type=Path, help="file of 'user:password' lines: the page asks to log in")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where to look for the newest run")
     p.set_defaults(fn=_cmd_serve)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
