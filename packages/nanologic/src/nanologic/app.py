@@ -48,26 +48,27 @@ def _table_block(table_html: str, caption: str) -> str:
     return f"<p>{caption}</p><div class='nl-table-scroll'>{table_html}</div>" if table_html else ""
 
 
-def build_app(loaded: LoadedBackend, work_dir: str | Path | None = None) -> gr.Blocks:
-    """The Blocks app around one loaded backend (which may be None: formulas still work).
+def _formula_outputs(view: logic.FormulaView | None, message: str = ""):
+    """Unicode, ASCII, truth table (or the error) and tree of a rendered formula."""
+    if view is None:
+        return "", "", _error_html(message), ""
+    caption = f"Tabla de verdad: verdadera en {view.n_true} de {view.n_rows} filas (marcadas en verde)."
+    table = _table_block(view.table_html, caption) if view.table_html else _error_html(view.message)
+    return view.unicode, view.ascii, table + _error_html(message), view.tree_svg
 
-    Batch results are written under ``work_dir`` (default: the system's temporary folder), in a
-    fresh folder per request.
-    """
-    backend, load_error = loaded.backend, loaded.error
-    header = f"Modelo: `{loaded.description}`" if backend is not None else f"⚠️ **Sin modelo.** {load_error}"
 
-    def formula_outputs(view: logic.FormulaView | None, message: str = ""):
-        if view is None:
-            return "", "", _error_html(message), ""
-        caption = f"Tabla de verdad: verdadera en {view.n_true} de {view.n_rows} filas (marcadas en verde)."
-        table = _table_block(view.table_html, caption) if view.table_html else _error_html(view.message)
-        return view.unicode, view.ascii, table + _error_html(message), view.tree_svg
+class _Handlers:
+    """The app's event handlers over one loaded backend, which they only read (every session
+    shares it). Their names are the events' names in Gradio (and in its API)."""
 
-    def on_formalize(sentence: str):
+    def __init__(self, loaded: LoadedBackend, work_dir: str | Path | None) -> None:
+        self.backend, self.load_error = loaded.backend, loaded.error
+        self.work_dir = work_dir
+
+    def on_formalize(self, sentence: str):
         try:
-            backend_ = logic.require_backend(backend, load_error)
-            result = logic.formalize_sentence(backend_, sentence)
+            backend = logic.require_backend(self.backend, self.load_error)
+            result = logic.formalize_sentence(backend, sentence)
         except AppInputError as exc:
             return (
                 _error_html(str(exc)),
@@ -80,7 +81,7 @@ def build_app(loaded: LoadedBackend, work_dir: str | Path | None = None) -> gr.B
                 "",
                 {},
             )
-        unicode_, ascii_, table, tree = formula_outputs(result.formula, result.message)
+        unicode_, ascii_, table, tree = _formula_outputs(result.formula, result.message)
         if result.formula is None:  # let the user correct the model's unparsable answer
             unicode_ = result.raw.get("formula", "")
         status = (
@@ -99,15 +100,15 @@ def build_app(loaded: LoadedBackend, work_dir: str | Path | None = None) -> gr.B
             result.definitions,
         )
 
-    def on_edit_formula(text: str, definitions: dict):
+    def on_edit_formula(self, text: str, definitions: dict):
         try:
-            return formula_outputs(logic.render_formula(text, definitions))
+            return _formula_outputs(logic.render_formula(text, definitions))
         except AppInputError as exc:
             return gr.update(), "", _error_html(str(exc)), ""
 
-    def on_verify(premises: str, conclusion: str):
+    def on_verify(self, premises: str, conclusion: str):
         try:
-            view = logic.verify_argument(backend, premises, conclusion, load_error)
+            view = logic.verify_argument(self.backend, premises, conclusion, self.load_error)
         except AppInputError as exc:
             return _error_html(str(exc)), [], [], ""
         css_class = "nl-valid" if view.valid else "nl-invalid"
@@ -123,18 +124,18 @@ def build_app(loaded: LoadedBackend, work_dir: str | Path | None = None) -> gr.B
         return verdict, view.lines, view.shared_rows, table
 
     # Gradio injects the progress tracker through this default (its documented idiom).
-    def on_batch(upload, progress=gr.Progress()):  # noqa: B008
+    def on_batch(self, upload, progress=gr.Progress()):  # noqa: B008
         if upload is None:
             return _error_html('Sube un archivo JSONL con una línea por frase: {"input": "…"}.'), None, []
         path = Path(upload if isinstance(upload, str) else upload.name)
         try:
-            backend_ = logic.require_backend(backend, load_error)
+            backend = logic.require_backend(self.backend, self.load_error)
             rows = logic.read_batch(path, path.name)
-            folder = tempfile.mkdtemp(prefix="nanologic-batch-", dir=work_dir)
+            folder = tempfile.mkdtemp(prefix="nanologic-batch-", dir=self.work_dir)
             out = Path(folder) / f"{path.stem}.formalized.jsonl"
             progress((0, len(rows)), desc="Formalizando", unit="frases")
             logic.formalize_batch(
-                backend_,
+                backend,
                 rows,
                 out,
                 progress=lambda done, total: progress((done, total), desc="Formalizando", unit="frases"),
@@ -147,6 +148,19 @@ def build_app(loaded: LoadedBackend, work_dir: str | Path | None = None) -> gr.B
             logic.results_preview(out),
         )
 
+
+def build_app(loaded: LoadedBackend, work_dir: str | Path | None = None) -> gr.Blocks:
+    """The Blocks app around one loaded backend (which may be None: formulas still work).
+
+    Batch results are written under ``work_dir`` (default: the system's temporary folder), in a
+    fresh folder per request.
+    """
+    handlers = _Handlers(loaded, work_dir)
+    header = (
+        f"Modelo: `{loaded.description}`"
+        if loaded.backend is not None
+        else f"⚠️ **Sin modelo.** {loaded.error}"
+    )
     # Gradio's copies of uploads and results are deleted after an hour.
     with gr.Blocks(title="nanologic", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
@@ -155,116 +169,126 @@ def build_app(loaded: LoadedBackend, work_dir: str | Path | None = None) -> gr.B
         )
         definitions_state = gr.State({})
         with gr.Tab("Formalizar", id="formalizar"):
-            sentence = gr.Textbox(
-                label="Frase en español",
-                placeholder=logic.EXAMPLE_SENTENCES[0],
-                elem_id="nl-sentence",
-            )
-            go = gr.Button("Formalizar", variant="primary", elem_id="nl-formalize")
-            f_status = gr.HTML(elem_id="nl-f-status")
-            highlighted = gr.HighlightedText(
-                label="De dónde sale cada átomo (y cada conector)",
-                combine_adjacent=False,
-                show_legend=True,
-                elem_id="nl-highlight",
-            )
-            with gr.Row():
-                atoms_table = gr.Dataframe(
-                    headers=["átomo", "definición", "palabras de la frase"],
-                    label="Átomos",
-                    interactive=False,
-                    elem_id="nl-atoms",
-                )
-                connectors_table = gr.Dataframe(
-                    headers=["conector", "pista", "en la frase"],
-                    label="Conectores",
-                    interactive=False,
-                    elem_id="nl-connectors",
-                )
-            with gr.Row():
-                formula = gr.Textbox(
-                    label="Fórmula (Unicode; editable: corrígela y pulsa Intro)",
-                    buttons=["copy"],
-                    elem_id="nl-formula",
-                )
-                formula_ascii = gr.Textbox(
-                    label="Fórmula (ASCII)", buttons=["copy"], interactive=False, elem_id="nl-formula-ascii"
-                )
-            update = gr.Button("Actualizar tabla de verdad", elem_id="nl-update")
-            with gr.Row():
-                table = gr.HTML(elem_id="nl-truth-table")
-                tree = gr.HTML(label="Árbol de la fórmula", elem_id="nl-tree")
-            gr.Examples(
-                examples=[[s] for s in logic.EXAMPLE_SENTENCES],
-                inputs=[sentence],
-                label="Ejemplos (haz clic)",
-            )
-            f_outputs = [
-                f_status,
-                highlighted,
-                atoms_table,
-                connectors_table,
-                formula,
-                formula_ascii,
-                table,
-                tree,
-                definitions_state,
-            ]
-            go.click(on_formalize, [sentence], f_outputs, **MODEL_QUEUE)
-            sentence.submit(on_formalize, [sentence], f_outputs, **MODEL_QUEUE)
-            for trigger in (formula.submit, update.click):
-                trigger(on_edit_formula, [formula, definitions_state], [formula, formula_ascii, table, tree])
-
+            _formalize_tab(handlers, definitions_state)
         with gr.Tab("Verificar argumento", id="argumento"):
-            gr.Markdown(
-                "Cada premisa y la conclusión pueden ser una frase (la formaliza el modelo) o una "
-                "fórmula (`p → q`, `p -> q`). Los átomos de las frases se comparten por su definición."
-            )
-            premises = gr.Textbox(
-                label="Premisas (una por línea), o el argumento entero en una línea dejando vacía la conclusión",
-                lines=4,
-                elem_id="nl-premises",
-            )
-            conclusion = gr.Textbox(label="Conclusión", elem_id="nl-conclusion")
-            verify = gr.Button("Verificar", variant="primary", elem_id="nl-verify")
-            verdict = gr.HTML(elem_id="nl-argument-result")
-            lines_table = gr.Dataframe(
-                headers=["", "texto", "fórmula"], label="Formalización", interactive=False, elem_id="nl-lines"
-            )
-            shared_table = gr.Dataframe(
-                headers=["átomo", "definición", "aparece en"],
-                label="Átomos compartidos",
-                interactive=False,
-                elem_id="nl-shared",
-            )
-            argument_table = gr.HTML(elem_id="nl-argument-table")
-            gr.Examples(
-                examples=[list(pair) for pair in logic.EXAMPLE_ARGUMENTS],
-                inputs=[premises, conclusion],
-                label="Ejemplos (haz clic)",
-            )
-            verify.click(
-                on_verify,
-                [premises, conclusion],
-                [verdict, lines_table, shared_table, argument_table],
-                **MODEL_QUEUE,
-            )
-
+            _argument_tab(handlers)
         with gr.Tab("Lote", id="lote"):
-            gr.Markdown(
-                "Sube un archivo JSONL con un objeto por línea y un campo `input` (la frase). "
-                "El resultado tiene el formato de `nanologic formalize --output`: cada línea con sus "
-                "campos más `atoms`, `connectors`, `formula` y `formula_ascii`."
-            )
-            upload = gr.File(label="Archivo JSONL", file_types=[".jsonl"], elem_id="nl-upload")
-            run_batch = gr.Button("Formalizar el archivo", variant="primary", elem_id="nl-run-batch")
-            batch_status = gr.HTML(elem_id="nl-batch-status")
-            download = gr.File(label="Resultados (JSONL)", interactive=False, elem_id="nl-download")
-            preview = gr.Dataframe(
-                headers=["input", "formula"], label="Vista previa", interactive=False, elem_id="nl-preview"
-            )
-            run_batch.click(on_batch, [upload], [batch_status, download, preview], **MODEL_QUEUE)
+            _batch_tab(handlers)
     return demo
+
+
+def _formalize_tab(handlers: _Handlers, definitions_state: gr.State) -> None:
+    sentence = gr.Textbox(
+        label="Frase en español",
+        placeholder=logic.EXAMPLE_SENTENCES[0],
+        elem_id="nl-sentence",
+    )
+    go = gr.Button("Formalizar", variant="primary", elem_id="nl-formalize")
+    f_status = gr.HTML(elem_id="nl-f-status")
+    highlighted = gr.HighlightedText(
+        label="De dónde sale cada átomo (y cada conector)",
+        combine_adjacent=False,
+        show_legend=True,
+        elem_id="nl-highlight",
+    )
+    with gr.Row():
+        atoms_table = gr.Dataframe(
+            headers=["átomo", "definición", "palabras de la frase"],
+            label="Átomos",
+            interactive=False,
+            elem_id="nl-atoms",
+        )
+        connectors_table = gr.Dataframe(
+            headers=["conector", "pista", "en la frase"],
+            label="Conectores",
+            interactive=False,
+            elem_id="nl-connectors",
+        )
+    with gr.Row():
+        formula = gr.Textbox(
+            label="Fórmula (Unicode; editable: corrígela y pulsa Intro)",
+            buttons=["copy"],
+            elem_id="nl-formula",
+        )
+        formula_ascii = gr.Textbox(
+            label="Fórmula (ASCII)", buttons=["copy"], interactive=False, elem_id="nl-formula-ascii"
+        )
+    update = gr.Button("Actualizar tabla de verdad", elem_id="nl-update")
+    with gr.Row():
+        table = gr.HTML(elem_id="nl-truth-table")
+        tree = gr.HTML(label="Árbol de la fórmula", elem_id="nl-tree")
+    gr.Examples(
+        examples=[[s] for s in logic.EXAMPLE_SENTENCES],
+        inputs=[sentence],
+        label="Ejemplos (haz clic)",
+    )
+    f_outputs = [
+        f_status,
+        highlighted,
+        atoms_table,
+        connectors_table,
+        formula,
+        formula_ascii,
+        table,
+        tree,
+        definitions_state,
+    ]
+    go.click(handlers.on_formalize, [sentence], f_outputs, **MODEL_QUEUE)
+    sentence.submit(handlers.on_formalize, [sentence], f_outputs, **MODEL_QUEUE)
+    for trigger in (formula.submit, update.click):
+        trigger(handlers.on_edit_formula, [formula, definitions_state], [formula, formula_ascii, table, tree])
+
+
+def _argument_tab(handlers: _Handlers) -> None:
+    gr.Markdown(
+        "Cada premisa y la conclusión pueden ser una frase (la formaliza el modelo) o una "
+        "fórmula (`p → q`, `p -> q`). Los átomos de las frases se comparten por su definición."
+    )
+    premises = gr.Textbox(
+        label="Premisas (una por línea), o el argumento entero en una línea dejando vacía la conclusión",
+        lines=4,
+        elem_id="nl-premises",
+    )
+    conclusion = gr.Textbox(label="Conclusión", elem_id="nl-conclusion")
+    verify = gr.Button("Verificar", variant="primary", elem_id="nl-verify")
+    verdict = gr.HTML(elem_id="nl-argument-result")
+    lines_table = gr.Dataframe(
+        headers=["", "texto", "fórmula"], label="Formalización", interactive=False, elem_id="nl-lines"
+    )
+    shared_table = gr.Dataframe(
+        headers=["átomo", "definición", "aparece en"],
+        label="Átomos compartidos",
+        interactive=False,
+        elem_id="nl-shared",
+    )
+    argument_table = gr.HTML(elem_id="nl-argument-table")
+    gr.Examples(
+        examples=[list(pair) for pair in logic.EXAMPLE_ARGUMENTS],
+        inputs=[premises, conclusion],
+        label="Ejemplos (haz clic)",
+    )
+    verify.click(
+        handlers.on_verify,
+        [premises, conclusion],
+        [verdict, lines_table, shared_table, argument_table],
+        **MODEL_QUEUE,
+    )
+
+
+def _batch_tab(handlers: _Handlers) -> None:
+    gr.Markdown(
+        "Sube un archivo JSONL con un objeto por línea y un campo `input` (la frase). "
+        "El resultado tiene el formato de `nanologic formalize --output`: cada línea con sus "
+        "campos más `atoms`, `connectors`, `formula` y `formula_ascii`."
+    )
+    upload = gr.File(label="Archivo JSONL", file_types=[".jsonl"], elem_id="nl-upload")
+    run_batch = gr.Button("Formalizar el archivo", variant="primary", elem_id="nl-run-batch")
+    batch_status = gr.HTML(elem_id="nl-batch-status")
+    download = gr.File(label="Resultados (JSONL)", interactive=False, elem_id="nl-download")
+    preview = gr.Dataframe(
+        headers=["input", "formula"], label="Vista previa", interactive=False, elem_id="nl-preview"
+    )
+    run_batch.click(handlers.on_batch, [upload], [batch_status, download, preview], **MODEL_QUEUE)
 
 
 def serve(
