@@ -100,13 +100,14 @@ def test_defaults_exist_once_in_the_dataclass():
     for field in fields:
         assert defaults[field.dest] == field.default, field.dest
     cfg, given = parse(parser, [])
-    assert instantiate(Data, cfg) == Data() and instantiate(Optim, cfg) == Optim()
+    assert instantiate(parser, cfg, Data) == Data() and instantiate(parser, cfg, Optim) == Optim()
     assert given == set()
 
 
 def test_flags_aliases_switches_and_given_keys():
+    parser = make_parser()
     cfg, given = parse(
-        make_parser(),
+        parser,
         [
             "--data",
             "a.txt",
@@ -119,9 +120,9 @@ def test_flags_aliases_switches_and_given_keys():
             "--epochs=4",
         ],
     )
-    data = instantiate(Data, cfg)
+    data = instantiate(parser, cfg, Data)
     assert data == Data(path="a.txt", split=(90.0, 10.0), lowercase=True, keep_punctuation=False)
-    optim = instantiate(Optim, cfg)
+    optim = instantiate(parser, cfg, Optim)
     assert optim.learning_rate != optim.learning_rate and optim.epochs == 4  # NaN reaches the dataclass
     assert given == {"path", "learning_rate", "split", "lowercase", "keep_punctuation", "epochs"}
     cfg, _ = parse(make_parser(), ["--no-keep-punctuation", "--learning-rate", "0.5"])
@@ -151,7 +152,7 @@ def test_a_required_field_names_its_flag(capsys):
         parse(parser, ["--top", "3"])
     assert capsys.readouterr().err.startswith("error: the following arguments are required: --model")
     cfg, _ = parse(parser, ["--model", "run"])
-    assert instantiate(Needs, cfg) == Needs(model=Path("run"))
+    assert instantiate(parser, cfg, Needs) == Needs(model=Path("run"))
 
 
 def test_config_file_then_flags_and_the_saved_config_loads_back(tmp_path: Path, capsys):
@@ -160,15 +161,15 @@ def test_config_file_then_flags_and_the_saved_config_loads_back(tmp_path: Path, 
     settings.write_text("seq_len: 32\nsplit: [0.5, 0.5]\nlowercase: true\nlearning_rate: 0.01\n")
     cfg, given = parse(parser, ["--config", str(settings), "--lr", "0.02", "--out", "runs/x"])
     assert (cfg.seq_len, cfg.lowercase, cfg.learning_rate) == (32, True, 0.02)
-    assert instantiate(Data, cfg).split == (0.5, 0.5)
+    assert instantiate(parser, cfg, Data).split == (0.5, 0.5)
     assert given == {"seq_len", "split", "lowercase", "learning_rate", "out"}
     saved = tmp_path / "config.yaml"
     text = dump_config(parser, cfg, exclude=("out",))
     assert "out" not in text and "config" not in text and "stride" not in text
     saved.write_text(text)
-    again, _ = parse(make_parser(), ["--config", str(saved)])
-    assert instantiate(Data, again) == instantiate(Data, cfg)
-    assert instantiate(Optim, again) == dataclasses.replace(instantiate(Optim, cfg), out=None)
+    again, _ = parse(parser, ["--config", str(saved)])
+    assert instantiate(parser, again, Data) == instantiate(parser, cfg, Data)
+    assert instantiate(parser, again, Optim) == dataclasses.replace(instantiate(parser, cfg, Optim), out=None)
 
 
 @pytest.mark.parametrize(
@@ -206,8 +207,33 @@ def test_sections_nest_the_keys(tmp_path: Path):
     settings = tmp_path / "s.yaml"
     settings.write_text("optim:\n  epochs: 7\n")
     cfg, given = parse(parser, ["--config", str(settings), "--model", "m"])
-    assert instantiate(Optim, cfg, "optim").epochs == 7 and given == {"optim.epochs", "needs.model"}
+    assert instantiate(parser, cfg, Optim, "optim").epochs == 7 and given == {"optim.epochs", "needs.model"}
     assert "optim:\n  learning_rate: 0.001" in dump_config(parser, cfg)
+
+
+@dataclass
+class Model:
+    vocab_size: int = 0  # taken from the tokenizer, not a flag
+    width: int = 8  # hidden width
+
+
+@dataclass
+class Corpus:
+    vocab_size: int = 100  # the tokenizer's cap
+    stop: list[str] | None = None  # stop tokens (repeatable)
+
+
+def test_a_field_is_taken_only_from_its_own_flag_and_lists_repeat(tmp_path: Path):
+    parser = config_parser("prog")
+    add_dataclass_flags(parser, Corpus)
+    add_dataclass_flags(parser, Model, exclude=("vocab_size",))
+    cfg, _ = parse(parser, ["--vocab-size", "3", "--stop", "a", "--stop", "\\n"])
+    assert instantiate(parser, cfg, Model) == Model()  # Corpus's vocab_size is not Model's
+    assert instantiate(parser, cfg, Corpus) == Corpus(vocab_size=3, stop=["a", "\\n"])
+    settings = tmp_path / "s.yaml"
+    settings.write_text("stop: [x, y]\n")
+    cfg, _ = parse(parser, ["--config", str(settings)])
+    assert cfg.stop == ["x", "y"]
 
 
 def test_misuse_is_refused():

@@ -12,7 +12,8 @@ the workspace's commands need on top:
 - **Old spellings stay valid.** :class:`Flag` gives a field a name other than its own, aliases
   (``--lr`` for ``learning_rate``), choices or a parser for a compact spelling (``90/10``).
   A ``bool`` field is a switch: ``--name`` sets it when it defaults to False, ``--no-name``
-  clears it when it defaults to True.
+  clears it when it defaults to True. A ``list[X]`` field is a repeatable flag (``--stop a
+  --stop b``).
 - **argparse's behaviour and messages.** ``int``, ``float``, ``str`` and ``Path`` fields are
   converted as argparse does (``invalid int value: 'x'``; a float flag takes ``nan``, so the
   dataclass's own check names the flag); every parse error is one line and exit status 2.
@@ -26,7 +27,7 @@ Typical use::
     parser = config_parser("prog train", "Train a model.")
     add_dataclass_flags(parser, DataConfig, flags={"seq_len": Flag(aliases=("--context",))})
     cfg, given = parse(parser, argv)
-    data = instantiate(DataConfig, cfg)
+    data = instantiate(parser, cfg, DataConfig)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import inspect
 import io
 import os
@@ -190,8 +192,8 @@ def config_parser(
         CONFIG_FLAG,
         action=ActionConfigFile,
         help=config_help
-        or "YAML (or JSON) file of settings, in the sections of the config a run saves; "
-        "repeatable; flags typed after it win",
+        or "YAML (or JSON) file of settings keyed like the config a run saves (a run's own "
+        "among them); repeatable; flags typed after it win",
     )
     return parser
 
@@ -280,6 +282,8 @@ def _to_float(value: Any) -> float:
 
 
 def _to_str(value: Any) -> str:
+    if isinstance(value, bool):  # YAML 1.1 reads an unquoted on/off/yes/no as a bool
+        raise TypeError(f"not a string: {value!r} (quote the value in the YAML file)")
     if not isinstance(value, str):
         raise TypeError(f"not a string: {value!r}")
     return value
@@ -322,12 +326,43 @@ class _Switch(argparse.Action):
         setattr(namespace, self.dest, self.const)
 
 
+class _Append(argparse.Action):
+    """A repeatable flag for a ``list[X]`` field: each use adds one item; a config file gives the list."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, [*(current or []), values])
+
+
 _SCALARS: dict[Any, Callable[[Any], Any]] = {
     int: _named("int", _to_int),
     float: _named("float", _to_float),
     str: _named("str", _to_str),
     Path: _named("Path", _to_path),
 }
+
+
+def _list_item(annotation: Any) -> Any:
+    """``list[X]`` or ``list[X] | None`` -> X; anything else -> None."""
+    inner, _ = _optional_inner(annotation)
+    if typing.get_origin(inner) is list and len(typing.get_args(inner)) == 1:
+        return typing.get_args(inner)[0]
+    return None
+
+
+def _to_list(item: Callable[[Any], Any], value: Any) -> Any:
+    """One typed item (a flag's use), or a whole list (a config file's value) item by item."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [item(v) for v in value]
+    return item(value)
 
 
 def _optional_inner(annotation: Any) -> tuple[Any, bool]:
@@ -359,7 +394,7 @@ def _converter(annotation: Any, parse: Callable[[str], Any] | None) -> tuple[Any
         return _named(getattr(parse, "__name__", "value"), convert), choices
     base = _SCALARS.get(inner)
     if base is None:
-        return annotation, choices  # lists, tuples, nested types: jsonargparse checks them
+        return annotation, choices  # tuples, dicts, nested types: jsonargparse checks them
     if not optional:
         return base, choices
     scalar = base
@@ -441,6 +476,14 @@ def add_dataclass_flags(
             kwargs["action"] = _Switch
             kwargs["const"] = not negated
             kwargs["default"] = negated
+        elif _list_item(annotation) in _SCALARS and spec.parse is None:
+            own = flag_name(field.name)
+            item = _SCALARS[_list_item(annotation)]
+            kwargs["action"] = _Append
+            kwargs["type"] = _named(item.__name__, functools.partial(_to_list, item))
+            kwargs["default"] = None if default is dataclasses.MISSING else default
+            if spec.choices is not None:
+                kwargs["choices"] = tuple(spec.choices)
         else:
             own = flag_name(field.name)
             convert, choices = _converter(annotation, spec.parse)
@@ -507,21 +550,29 @@ def parse(parser: ConfigParser, argv: Sequence[str] | None = None) -> tuple[Name
     return cfg, given
 
 
-def instantiate(cls: type, cfg: Namespace, section: str | None = None, **overrides: Any) -> Any:
-    """Build ``cls`` from the parsed values of its flags.
+def instantiate(
+    parser: ConfigParser, cfg: Namespace, cls: type, section: str | None = None, **overrides: Any
+) -> Any:
+    """Build ``cls`` from the parsed values of the flags its fields made.
+
+    Only those flags count: another dataclass's field of the same name (a data ``vocab_size``
+    beside a model one that is not a flag) is not taken.
 
     Args:
-        cls: the dataclass given to :func:`add_dataclass_flags`.
+        parser: the command's parser.
         cfg: the parsed namespace.
-        section: the section it was added under.
+        cls: a dataclass given to :func:`add_dataclass_flags`.
+        section: the section it was added under, if it was added more than once.
         **overrides: values for fields that are not flags (or that the caller decides).
 
     Returns:
         ``cls(**values)``; its ``__post_init__`` checks run as usual.
     """
-    values = cfg.get(section) if section else cfg
-    source = values.as_dict() if isinstance(values, Namespace) else dict(values or {})
-    kwargs = {f.name: source[f.name] for f in dataclasses.fields(cls) if f.init and f.name in source}
+    kwargs = {
+        field.name: cfg[field.dest]
+        for field in parser.config_fields.values()
+        if field.cls is cls and (section is None or field.dest.startswith(f"{section}."))
+    }
     kwargs.update(overrides)
     return cls(**kwargs)
 
