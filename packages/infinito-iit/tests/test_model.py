@@ -272,3 +272,55 @@ def test_kv_cache_forward_equals_full_forward():
         out = model(ids[:, t : t + 3], past_key_values=out.past_key_values, use_cache=True)
         parts.append(out.logits)
     assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
+
+
+def _reference_temporal(h):
+    """The pre-issue-16 temporal integration (cosine_similarity per pair), as the oracle."""
+    out = torch.full(h.shape[:2], 0.5, dtype=h.dtype)
+    out[:, 1:] = 0.5 * (1.0 + torch.nn.functional.cosine_similarity(h[:, 1:], h[:, :-1], dim=-1, eps=1e-6))
+    return out
+
+
+def _reference_complexity(h, window):
+    """The pre-issue-16 participation ratio (one centred copy of every window), as the oracle."""
+    out = torch.full(h.shape[:2], 0.5, dtype=h.dtype)
+    windows = h.unfold(1, window, 1).transpose(-1, -2)
+    centred = windows - windows.mean(dim=2, keepdim=True)
+    gram = centred @ centred.transpose(-1, -2)
+    trace = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
+    ratio = trace.square() / (gram.square().sum((-2, -1)) + 1e-12)
+    out[:, window - 1 :] = ((ratio - 1.0) / (window - 2)).clamp(0, 1)
+    return out
+
+
+@pytest.mark.parametrize("offset", [0.0, 20.0])  # 20: states far from the origin, as residual streams drift
+def test_temporal_and_complexity_equal_the_previous_implementation_values_and_gradients(offset):
+    g = torch.Generator().manual_seed(0)
+    h = (torch.randn(3, 37, 16, generator=g, dtype=torch.float64) + offset).requires_grad_(True)
+    weights = torch.randn(3, 37, generator=g, dtype=torch.float64)
+    for new, old in (
+        (temporal_integration, _reference_temporal),
+        (lambda x: trajectory_complexity(x, 8), lambda x: _reference_complexity(x, 8)),
+    ):
+        a, b = new(h), old(h)
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+        (grad_a,) = torch.autograd.grad((a * weights).sum(), h)
+        (grad_b,) = torch.autograd.grad((b * weights).sum(), h)
+        torch.testing.assert_close(grad_a, grad_b, rtol=1e-8, atol=1e-10)
+    short = h[:, :5].detach()
+    assert torch.equal(trajectory_complexity(short, 8), torch.full((3, 5), 0.5, dtype=torch.float64))
+
+
+def test_softmax_with_entropy_backward_matches_finite_differences():
+    from infinito_iit.model import _SoftmaxWithEntropy
+
+    g = torch.Generator().manual_seed(0)
+    future = torch.ones(6, 6, dtype=torch.bool).triu(1)
+    scores = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda s: _SoftmaxWithEntropy.apply(s.masked_fill(future, float("-inf"))), (scores,)
+    )
+    probs, entropy = _SoftmaxWithEntropy.apply(scores.masked_fill(future, float("-inf")))
+    torch.testing.assert_close(entropy, -(probs * probs.clamp_min(1e-12).log()).sum(-1))
+    (only_probs,) = torch.autograd.grad(probs[..., 0].sum(), scores)  # entropy unused: its gradient is None
+    assert torch.isfinite(only_probs).all()

@@ -198,17 +198,48 @@ def _attention_with_statistics(
     """Explicit causal attention that also returns :func:`attention_statistics` of its probabilities.
 
     The metrics need the probabilities *before* dropout (rows sum to 1), so SDPA cannot be used.
-    Softmax, then -sum p log p: measured faster on the CPU than the entropy from the softmax's
-    log-normaliser (logsumexp(s) - sum p s), which costs a second exponential over T x T in the
-    forward and the backward pass (+10 % per training step of the cpu preset, issue 15).
+    Softmax and the per-head entropies come from one autograd function with a closed-form
+    backward (:class:`_SoftmaxWithEntropy`): autograd's chain through clamp, log and product
+    over T x T was the largest part of the IIT model's extra backward time (issue 16).
     """
     t = q.shape[2]
-    scores = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))).float()
+    # Scaling q instead of the T x T scores, and masking the fresh scores in place, saves two
+    # passes over T x T (autograd needs neither tensor).
+    scores = ((q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)).float()
     future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
-    probs = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
-    stats = attention_statistics(probs)
+    probs, head_entropy = _SoftmaxWithEntropy.apply(scores.masked_fill_(future, float("-inf")))
+    stats = attention_statistics(probs, head_entropy)
     y = F.dropout(probs.to(v.dtype), p=dropout_p, training=training) @ v
     return y, stats
+
+
+class _SoftmaxWithEntropy(torch.autograd.Function):
+    """``p = softmax(s)`` and ``H = -sum p log p`` over the last dim, with the backward in closed form.
+
+    Forward: ``scores`` ``[..., T]`` (float32, -inf where masked) -> ``p`` ``[..., T]`` and ``H``
+    ``[...]`` in nats (log clamped at 1e-12, as :func:`_entropy`). Backward: with
+    dH/ds_j = -p_j (log p_j + H), the gradient is the softmax backward of ``u = g_p - g_H log p``:
+    ``g_s = p * (u - sum(p * u))`` (the entropy's constant terms cancel there), four passes over
+    T x T instead of autograd's chain of nine.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, scores: Tensor) -> tuple[Tensor, Tensor]:
+        probs = scores.softmax(dim=-1)
+        log_probs = probs.clamp_min(1e-12).log()
+        ctx.save_for_backward(probs, log_probs)
+        return probs, -(probs * log_probs).sum(-1)
+
+    @staticmethod
+    def backward(ctx: Any, grad_probs: Tensor | None, grad_entropy: Tensor | None) -> Tensor:
+        probs, log_probs = ctx.saved_tensors
+        if grad_probs is None:
+            grad_probs = torch.zeros_like(probs)
+        if grad_entropy is None:
+            u = grad_probs.clone()
+        else:
+            u = torch.addcmul(grad_probs, log_probs, grad_entropy.unsqueeze(-1), value=-1.0)
+        return u.sub_((probs * u).sum(-1, keepdim=True)).mul_(probs)
 
 
 class MLP(nn.Module):
@@ -250,8 +281,10 @@ def _entropy(p: Tensor, dim: int = -1) -> Tensor:
     return -(p * p.clamp_min(1e-12).log()).sum(dim)
 
 
-def attention_statistics(probs: Tensor) -> dict[str, Tensor]:
+def attention_statistics(probs: Tensor, head_entropy: Tensor | None = None) -> dict[str, Tensor]:
     """Per-query attention diversity and head coherence from causal probabilities ``[B, H, T, T]``.
+
+    ``head_entropy`` ``[B, H, T]`` (nats), when the caller has it, saves computing it again.
 
     * diversity_t = mean over heads of H(p_h,t) / log(t + 1): 1 = uniform over the allowed past,
       0 = all mass on one key.
@@ -261,7 +294,8 @@ def attention_statistics(probs: Tensor) -> dict[str, Tensor]:
     Query 0 has a single allowed key, where both are undefined; it is excluded by ``valid``.
     """
     n_heads, t = probs.shape[1], probs.shape[-1]
-    head_entropy = _entropy(probs)  # [B, H, T]
+    if head_entropy is None:
+        head_entropy = _entropy(probs)  # [B, H, T]
     n_keys = torch.arange(1, t + 1, device=probs.device, dtype=probs.dtype)
     log_keys = n_keys.log().clamp_min(1e-6)
     mean_head_entropy = head_entropy.mean(1)
@@ -278,9 +312,10 @@ def _cosine01(a: Tensor, b: Tensor) -> Tensor:
 
 def temporal_integration(h: Tensor) -> Tensor:
     """(1 + cos(h_t, h_{t-1})) / 2 per position ``[B, T]``; position 0 (no past) is set to 0.5."""
-    out = torch.full(h.shape[:2], 0.5, device=h.device, dtype=h.dtype)
-    out[:, 1:] = _cosine01(h[:, 1:], h[:, :-1])
-    return out
+    # Each state is normalised once (cosine_similarity would do it twice, with a slower backward).
+    unit = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    cosine01 = 0.5 * (1.0 + (unit[:, 1:] * unit[:, :-1]).sum(-1))
+    return torch.cat([cosine01.new_full((h.shape[0], 1), 0.5), cosine01], dim=1)
 
 
 def segment_integration(h: Tensor, segment_len: int) -> Tensor:
@@ -309,16 +344,30 @@ def trajectory_complexity(h: Tensor, window: int) -> Tensor:
     tr(G)^2 / ||G||_F^2 = (sum of eigenvalues)^2 / sum of squared eigenvalues lies in [1, w - 1];
     it is mapped to [0, 1]. 0 = the recent states move along one direction, 1 = they spread
     evenly over w - 1 directions. No eigendecomposition is needed. Positions t < w - 1 get 0.5.
+
+    Every window's Gram matrix is read from the w diagonals <h_s, h_{s+k}> (k < w) of the states'
+    inner products and centred as J G J (J = I - 11^T / w), instead of centring and multiplying
+    T - w + 1 copies of the window (half the time forward and backward). Subtracting the
+    sequence's mean state first changes no centred Gram matrix and keeps the products small.
     """
     b, t, d = h.shape
     out = torch.full((b, t), 0.5, device=h.device, dtype=h.dtype)
     if t < window:
         return out
-    windows = h.unfold(1, window, 1).transpose(-1, -2)  # [B, T - w + 1, w, D]
-    centred = windows - windows.mean(dim=2, keepdim=True)
-    gram = centred @ centred.transpose(-1, -2)
-    trace = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
-    ratio = trace.square() / (gram.square().sum((-2, -1)) + 1e-12)
+    h = h - h.mean(dim=1, keepdim=True)
+    diagonals = torch.stack(
+        [F.pad((h[:, lag:] * h[:, : t - lag]).sum(-1), (0, lag)) for lag in range(window)], dim=1
+    )  # [B, w, T]: diagonals[:, k, s] = <h_s, h_{s+k}>
+    idx = torch.arange(window, device=h.device)
+    lag = (idx[:, None] - idx[None, :]).abs()
+    first = torch.minimum(idx[:, None], idx[None, :])
+    starts = torch.arange(t - window + 1, device=h.device)
+    gram = diagonals[:, lag, starts[:, None, None] + first]  # [B, T - w + 1, w, w]
+    centred = (
+        gram - gram.mean(-1, keepdim=True) - gram.mean(-2, keepdim=True) + gram.mean((-2, -1), keepdim=True)
+    )
+    trace = centred.diagonal(dim1=-2, dim2=-1).sum(-1)
+    ratio = trace.square() / (centred.square().sum((-2, -1)) + 1e-12)
     out[:, window - 1 :] = ((ratio - 1.0) / (window - 2)).clamp(0, 1)
     return out
 
