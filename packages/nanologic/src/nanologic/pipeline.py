@@ -534,20 +534,23 @@ def preprocess(
         raise ValueError(f"fractions must be positive and sum to 1, got {fractions}")
     rng = random.Random(seed)
     report = StageReport("preprocess", n_in=len(examples))
+    # Each formula's own pattern, parsed once: the source patterns, the leak filters and the
+    # records all need it.
+    own_pattern = {f: pattern(parse(f)) for f in dict.fromkeys(ex["output"]["formula"] for ex in examples)}
     for ex in examples:
         ex.setdefault("source_id", ex["id"])
-        ex.setdefault("source_pattern", pattern(parse(ex["output"]["formula"])))
+        ex.setdefault("source_pattern", own_pattern[ex["output"]["formula"]])
     # The rng is drawn from in this order: balance, block cap, pattern order, curriculum.
     sources = {ex["source_id"]: ex for ex in examples if not ex.get("augmented")}
     keep_sources = _balance_complexity(sources, max_per_complexity, rng, report)
     _cap_blocks(sources, keep_sources, max_block_fraction, rng, report)
     kept = _examples_of_kept_sources(examples, sources, keep_sources)
     splits = _split_by_pattern(kept, fractions, core_pattern_fraction, rng, report)
-    _drop_held_out_leaks(splits, report)
+    _drop_held_out_leaks(splits, own_pattern, report)
     # Curriculum: simple -> intermediate -> advanced, shuffled within each level.
     rng.shuffle(splits["train"])
     splits["train"].sort(key=lambda ex: COMPLEXITIES.index(ex["complexity"]))
-    records = {name: [_processed_record(ex) for ex in rows] for name, rows in splits.items()}
+    records = {name: [_processed_record(ex, own_pattern) for ex in rows] for name, rows in splits.items()}
     report.n_out = sum(len(v) for v in records.values())
     _describe_splits(records, report)
     return records, report
@@ -686,24 +689,27 @@ def _assign_patterns(
     return assignment
 
 
-def _drop_held_out_leaks(splits: dict[str, list[dict]], report: StageReport) -> None:
+def _drop_held_out_leaks(
+    splits: dict[str, list[dict]], own_pattern: dict[str, str], report: StageReport
+) -> None:
     """Drop (in place) the val/test examples a model could answer from training alone: their
-    own pattern, a primitive they lack in train, or a clause that also occurs in train."""
-    train_patterns = {pattern(parse(ex["output"]["formula"])) for ex in splits["train"]}
+    own pattern, a primitive they lack in train, or a clause that also occurs in train.
+    ``own_pattern``: formula -> its pattern."""
+
+    def pattern_of(ex: dict) -> str:
+        return own_pattern[ex["output"]["formula"]]
+
+    train_patterns = {pattern_of(ex) for ex in splits["train"]}
     for name in ("val", "test"):
         before = len(splits[name])
-        splits[name] = [
-            ex for ex in splits[name] if pattern(parse(ex["output"]["formula"])) not in train_patterns
-        ]
+        splits[name] = [ex for ex in splits[name] if pattern_of(ex) not in train_patterns]
         if before != len(splits[name]):
             report.rejected[f"{name}: pattern also in train"] += before - len(splits[name])
     # Rewrites and compositions have patterns of their own: those need their primitives in train too.
-    seen = set().union(*(literal_slots(pattern(parse(ex["output"]["formula"]))) for ex in splits["train"]))
+    seen = set().union(*(literal_slots(pattern_of(ex)) for ex in splits["train"]))
     for name in ("val", "test"):
         before = len(splits[name])
-        splits[name] = [
-            ex for ex in splits[name] if literal_slots(pattern(parse(ex["output"]["formula"]))) <= seen
-        ]
+        splits[name] = [ex for ex in splits[name] if literal_slots(pattern_of(ex)) <= seen]
         if before != len(splits[name]):
             report.rejected[f"{name}: primitive not in train"] += before - len(splits[name])
     # Test clauses must be unseen: a held-out example with a clause (atom definition) that also
@@ -721,10 +727,10 @@ def _drop_held_out_leaks(splits: dict[str, list[dict]], report: StageReport) -> 
     }
 
 
-def _processed_record(ex: dict) -> dict:
+def _processed_record(ex: dict, own_pattern: dict[str, str]) -> dict:
     """The training record of an example, with its own pattern and its source's."""
     rec = record_from_raw(ex)
-    rec["pattern"] = pattern(parse(ex["output"]["formula"]))
+    rec["pattern"] = own_pattern[ex["output"]["formula"]]
     rec["source_pattern"] = ex["source_pattern"]
     return rec
 
