@@ -1,6 +1,7 @@
 """End-to-end: the CLI trains, samples and evaluates a tiny model; bad input fails cleanly."""
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -241,3 +242,89 @@ def test_ctrl_c_stops_with_a_resumable_backup_even_when_started_in_the_backgroun
     assert "Traceback" not in err and "--resume" in err
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     assert (run / "backup").is_dir() and not (run / "model.keras").exists()
+
+
+# Every flag the argparse CLI accepted before its flags came from the config dataclasses (issue 17).
+FLAGS_BEFORE = {
+    "train": "--data --tokenizer --vocab-size --seq-len --stride --split --batch-size --lowercase "
+    "--no-punctuation --model --embedding-dim --lstm-units --lstm-layers --dropout --transformer-layers "
+    "--epochs --lr --label-smoothing --grad-accum --steps-per-epoch --patience --seed --precision "
+    "--jit-compile --out --overwrite --resume",
+    "sample": "--model --prompt --strategy --temperature --top-k --top-p --max-new-tokens --stop "
+    "--num-samples --seed",
+    "evaluate": "--model --out --data --prompts --prompt-tokens --new-tokens --seed",
+    "eda": "--data --out --lowercase --no-punctuation --top",
+    "bench": "--out --data --tokenizer --steps --new-tokens --no-bf16 --seq-len --batch-size "
+    "--jit-compile --rounds --seed",
+}
+
+
+@pytest.mark.parametrize("command", sorted(FLAGS_BEFORE))
+def test_each_commands_flags_and_defaults_are_its_dataclasses(command: str):
+    from lm_shared.config_cli import config_fields
+    from lstm_textgen.cli import COMMANDS
+
+    parser = COMMANDS[command][0]()
+    fields = config_fields(parser)
+    made = {option for field in fields for option in field.option_strings}
+    assert set(FLAGS_BEFORE[command].split()) <= made  # every earlier spelling still works
+    others = {o for a in parser._actions for o in a.option_strings} - made
+    assert others == {"-h", "--help", "--config", "--print_config"}
+    defaults = parser.get_defaults()
+    for field in fields:
+        if field.default is not dataclasses.MISSING:
+            assert defaults[field.dest] == field.default, (command, field.dest)
+    assert options_without_help(parser) == []
+
+
+def test_the_old_flags_give_the_same_configs():
+    from lm_shared.config_cli import instantiate, parse
+    from lstm_textgen.cli import _train_parser
+
+    argv = ["--split", "90/10", "--no-punctuation", "--model", "transformer", "--lr", "3e-4",
+            "--grad-accum", "2", "--patience", "5", "--tokenizer", "word", "--jit-compile", "off"]  # fmt: skip
+    parser = _train_parser()
+    cfg, given = parse(parser, argv)
+    data = instantiate(parser, cfg, DataConfig)
+    assert data == DataConfig(split=(0.9, 0.1), keep_punctuation=False, tokenizer="word")
+    assert instantiate(parser, cfg, ModelConfig).architecture == "transformer"
+    assert instantiate(parser, cfg, TrainConfig) == TrainConfig(
+        learning_rate=3e-4, grad_accum_steps=2, early_stopping_patience=5, jit_compile="off"
+    )
+    assert {"learning_rate", "architecture", "keep_punctuation"} <= given
+
+
+def test_the_run_saves_its_settings_and_config_loads_them(trained_run: Path, tmp_path: Path):
+    from lm_shared.config_cli import instantiate, parse
+    from lstm_textgen.cli import _train_parser
+    from lstm_textgen.train import config_from_dict
+
+    saved = trained_run / "config.yaml"
+    text = saved.read_text(encoding="utf-8")
+    keys = {line.split(":")[0] for line in text.splitlines() if line and not line.startswith(("-", " "))}
+    assert "seq_len: 32" in text.splitlines() and not keys & {"out", "overwrite", "resume", "config"}
+    config = json.loads((trained_run / "config.json").read_text(encoding="utf-8"))
+    parser = _train_parser()
+    cfg, _ = parse(parser, ["--config", str(saved), "--epochs", "5"])
+    assert instantiate(parser, cfg, DataConfig) == config_from_dict(DataConfig, config["data"])
+    assert instantiate(parser, cfg, TrainConfig) == TrainConfig(**{**config["train"], "epochs": 5})
+    model = instantiate(parser, cfg, ModelConfig, vocab_size=config["model"]["vocab_size"], max_len=32)
+    assert model == ModelConfig(**config["model"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--seq-len", "abc"], "error: argument --seq-len: invalid int value: 'abc'"),
+        (["train", "--split", "a,b"], "error: argument --split: expected comma-separated fractions"),
+        (["train", "--model", "gru"], "error: argument --model: invalid choice: 'gru'"),
+        (["sample", "--prompt", "x"], "error: the following arguments are required: --model"),
+        (["bench", "--out", "b.json", "--bf16"], "error: unrecognized arguments: --bf16"),
+    ],
+)
+def test_bad_flags_are_one_line_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err

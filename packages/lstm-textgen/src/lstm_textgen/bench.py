@@ -158,7 +158,7 @@ def bench_command(args: Any) -> int:
         tokenizer=args.tokenizer,
         steps=args.steps,
         new_tokens=args.new_tokens,
-        bf16=not args.no_bf16,
+        bf16=args.bf16,
         seed=args.seed,
         seq_len=args.seq_len,
         batch_size=args.batch_size,

@@ -1,5 +1,11 @@
 """``lstm-textgen`` command line: train | eda | sample | evaluate | bench.
 
+Every command's flags are the fields of its config dataclasses (``lstm_textgen.configs``,
+``data.DataConfig``, ``text.CleaningOptions``), made by :mod:`lm_shared.config_cli`: the help is
+each field's comment, the default is the field's, ``--config FILE.yaml`` loads settings (a run's
+saved ``config.yaml`` among them). The tables below only say where a flag keeps the name earlier
+releases documented (the field's own spelling works too).
+
 TensorFlow is imported only inside the subcommands, so ``--help`` and argument errors are instant.
 """
 
@@ -8,12 +14,36 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import Any
 
-from lm_shared.cli_help import DefaultsHelpFormatter
+from lm_shared.config_cli import (
+    ConfigParser,
+    Flag,
+    add_dataclass_flags,
+    config_parser,
+    dump_config,
+    instantiate,
+    parse,
+    take_saved_settings,
+)
 from lm_shared.errors import UserError
-from lstm_textgen.errors import TextgenError
-from lstm_textgen.runtime import DEFAULT_RUNS_ROOT
+from lstm_textgen.configs import (
+    ARCHITECTURES,
+    JIT_COMPILE_MODES,
+    STRATEGIES,
+    BenchOptions,
+    EdaOptions,
+    EvaluateOptions,
+    ModelConfig,
+    RunOptions,
+    SampleOptions,
+    SamplingConfig,
+    TrainConfig,
+)
+from lstm_textgen.data import DataConfig
+from lstm_textgen.runtime import PRECISIONS
+from lstm_textgen.text import CleaningOptions
+from lstm_textgen.tokenization import TOKENIZER_KINDS
 
 
 def _split(value: str) -> tuple[float, ...]:
@@ -28,171 +58,125 @@ def _split(value: str) -> tuple[float, ...]:
     return parts
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--data", type=str, default=None, help="UTF-8 text file or folder (default: embedded sonnets)"
-    )
-    group.add_argument(
-        "--tokenizer", choices=("word", "bpe", "char"), default="char", help="tokenization level"
-    )
-    group.add_argument(
-        "--vocab-size",
-        type=int,
-        default=10_004,
-        help="vocabulary cap including the 4 specials (default 10004)",
-    )
-    group.add_argument("--seq-len", type=int, default=100, help="tokens per window (default 100)")
-    group.add_argument("--stride", type=int, default=None, help="training window stride (default seq-len/2)")
-    group.add_argument(
-        "--split",
-        type=_split,
-        default=(0.8, 0.1, 0.1),
-        help="contiguous fractions, e.g. 0.8,0.1,0.1 or 90/10",
-    )
-    group.add_argument("--batch-size", type=int, default=32, help="windows per batch")
-    group.add_argument("--lowercase", action="store_true", help="lowercase the text")
-    group.add_argument("--no-punctuation", action="store_true", help="replace punctuation by spaces")
+NO_PUNCTUATION = Flag(name="--no-punctuation", help="replace punctuation by spaces")
+DATA_FLAGS = {
+    "data": Flag(help="UTF-8 text file or folder (default: embedded sonnets)"),
+    "tokenizer": Flag(choices=TOKENIZER_KINDS),
+    "split": Flag(parse=_split, help="contiguous fractions, e.g. 0.8,0.1,0.1 or 90/10"),
+    "keep_punctuation": NO_PUNCTUATION,
+}
+MODEL_FLAGS = {"architecture": Flag(name="--model", choices=ARCHITECTURES)}
+TRAIN_FLAGS = {
+    "learning_rate": Flag(name="--lr"),
+    "grad_accum_steps": Flag(name="--grad-accum"),
+    "early_stopping_patience": Flag(name="--patience"),
+    "precision": Flag(choices=PRECISIONS),
+    "jit_compile": Flag(choices=JIT_COMPILE_MODES),
+}
+# ModelConfig fields the run decides: the tokenizer's size, and the window length as context.
+MODEL_DERIVED = ("vocab_size", "max_len")
+# Not part of a run's saved settings: where it goes and what happens to a run already there.
+RUN_KEYS = ("out", "overwrite", "resume")
 
 
-def _train_parser(prog: str = "lstm-textgen train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        formatter_class=DefaultsHelpFormatter,
-        description="Train an LSTM or Transformer language model. With no options: a 2-layer LSTM "
+def _train_parser(prog: str = "lstm-textgen train") -> ConfigParser:
+    parser = config_parser(
+        prog,
+        "Train an LSTM or Transformer language model. With no options: a 2-layer LSTM "
         "on the embedded sonnets, character level, on the CPU in a few minutes.",
     )
-    _add_data_options(parser)
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", choices=("lstm", "transformer"), default="lstm", help="architecture")
-    model.add_argument("--embedding-dim", type=int, default=128, help="token embedding width")
-    model.add_argument("--lstm-units", type=int, default=256, help="units per LSTM layer")
-    model.add_argument("--lstm-layers", type=int, default=2, help="stacked LSTM layers")
-    model.add_argument("--dropout", type=float, default=0.3, help="dropout after each LSTM layer")
-    model.add_argument(
-        "--transformer-layers", type=int, default=1, help="decoder blocks (--model transformer)"
-    )
-    opt = parser.add_argument_group("training")
-    opt.add_argument("--epochs", type=int, default=10, help="maximum epochs (early stopping may end sooner)")
-    opt.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    opt.add_argument(
-        "--label-smoothing", type=float, default=0.1, help="label smoothing of the loss, in [0, 1)"
-    )
-    opt.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    opt.add_argument("--steps-per-epoch", type=int, default=None, help="cap batches per epoch")
-    opt.add_argument("--patience", type=int, default=3, help="EarlyStopping patience (epochs)")
-    opt.add_argument(
-        "--seed", type=int, default=0, help="one seed for data order, initialisation and dropout"
-    )
-    opt.add_argument(
-        "--precision",
-        choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
-        default="auto",
-        help="auto: mixed_float16 on GPUs with fast fp16, float32 elsewhere",
-    )
-    opt.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto", help="XLA")
-    opt.add_argument(
-        "--out", type=Path, default=None, help=f"run folder (default {DEFAULT_RUNS_ROOT}/<UTC time>)"
-    )
-    opt.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a finished run in --out (the old one is kept until the new one finishes)",
-    )
-    opt.add_argument(
-        "--resume", action="store_true", help="continue the interrupted run in --out from its backup/"
+    add_dataclass_flags(parser, DataConfig, flags=DATA_FLAGS, title="data")
+    add_dataclass_flags(parser, ModelConfig, flags=MODEL_FLAGS, exclude=MODEL_DERIVED, title="model")
+    add_dataclass_flags(parser, TrainConfig, flags=TRAIN_FLAGS, title="training")
+    add_dataclass_flags(parser, RunOptions, title="run folder")
+    return parser
+
+
+def _sample_parser(prog: str = "lstm-textgen sample") -> ConfigParser:
+    parser = config_parser(prog, "Generate text from a trained model.")
+    add_dataclass_flags(parser, SampleOptions)
+    add_dataclass_flags(
+        parser, SamplingConfig, flags={"strategy": Flag(choices=STRATEGIES)}, title="sampling"
     )
     return parser
+
+
+def _evaluate_parser(prog: str = "lstm-textgen evaluate") -> ConfigParser:
+    parser = config_parser(prog, "Test perplexity, bits per byte, BLEU, diversity and samples of a run.")
+    add_dataclass_flags(parser, EvaluateOptions)
+    return parser
+
+
+def _eda_parser(prog: str = "lstm-textgen eda") -> ConfigParser:
+    parser = config_parser(prog, "Corpus statistics as Markdown and PNG plots.")
+    add_dataclass_flags(parser, EdaOptions)
+    add_dataclass_flags(parser, CleaningOptions, flags={"keep_punctuation": NO_PUNCTUATION}, title="cleaning")
+    return parser
+
+
+def _bench_parser(prog: str = "lstm-textgen bench") -> ConfigParser:
+    parser = config_parser(prog, "Input pipeline, training and sampling throughput.")
+    add_dataclass_flags(
+        parser,
+        BenchOptions,
+        flags={
+            "tokenizer": Flag(choices=TOKENIZER_KINDS),
+            "jit_compile": Flag(choices=JIT_COMPILE_MODES),
+            "bf16": Flag(help="skip the CPU mixed_bfloat16 comparison"),
+        },
+    )
+    return parser
+
+
+# name -> (parser, help line in `lstm-textgen --help`)
+COMMANDS: dict[str, tuple[Callable[[], ConfigParser], str]] = {
+    "train": (_train_parser, "train a model (see `lstm-textgen train --help`)"),
+    "eda": (_eda_parser, "corpus statistics as Markdown and PNG plots"),
+    "sample": (_sample_parser, "generate text from a trained model"),
+    "evaluate": (_evaluate_parser, "test perplexity, bits per byte, BLEU, diversity, samples"),
+    "bench": (_bench_parser, "input pipeline, training and sampling throughput"),
+}
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``train`` (``uv run --package lstm-textgen train``) and ``lstm-textgen train``."""
     parser = _train_parser()
-    args = parser.parse_args(argv)
-    args.given = _given_options(parser, argv)
-    return _guard(lambda: _run_train(args))
+    cfg, given = parse(parser, argv)
+    return _guard(lambda: _run_train(parser, cfg, given))
 
 
-def _given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
-    """The ``dest`` of every option the user typed (a parse with every default suppressed)."""
-    import copy
+def _run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from lm_shared.runs import read_run_state
 
-    quiet = copy.deepcopy(parser)
-    for action in quiet._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(quiet.parse_args(argv)))
-
-
-def _run_train(args: argparse.Namespace) -> int:
+    run = instantiate(parser, cfg, RunOptions)
+    if run.resume and run.out is not None and run.out.is_dir():
+        state = read_run_state(run.out)
+        if state is not None:  # continue with the run's own data and settings
+            saved = state.get("config") or {}
+            sections = {DataConfig: "data", ModelConfig: "model", TrainConfig: "train"}
+            take_saved_settings(
+                parser, cfg, given, {cls: saved.get(name) or {} for cls, name in sections.items()}
+            )
+    data_config = instantiate(parser, cfg, DataConfig)
+    model_config = instantiate(parser, cfg, ModelConfig, max_len=data_config.seq_len)
+    train_config = instantiate(parser, cfg, TrainConfig)  # checked before TensorFlow starts
     from lstm_textgen.train import train_command
 
-    return train_command(args)
-
-
-def _sample_parser(sub) -> None:
-    p = sub.add_parser("sample", help="generate text from a trained model")
-    p.add_argument("--model", type=Path, required=True, help="run folder written by `train`")
-    p.add_argument("--prompt", default="", help="text to continue (empty: start of a text)")
-    p.add_argument("--strategy", choices=("greedy", "temperature", "top_k", "top_p"), default="top_k")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--max-new-tokens", type=int, default=200, help="length limit in tokens")
-    p.add_argument(
-        "--stop",
-        action="append",
-        default=None,
-        help="stop when this token is generated (repeatable; default <END>; each must be one token)",
+    return train_command(
+        data_config,
+        model_config,
+        train_config,
+        run,
+        command_config=dump_config(parser, cfg, exclude=RUN_KEYS),
     )
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-
-
-def _evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="test perplexity, bits per byte, BLEU, diversity, samples")
-    p.add_argument("--model", type=Path, required=True, help="run folder written by `train`")
-    p.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    p.add_argument(
-        "--data", default=None, help="evaluate on this corpus's test split instead of the training one"
-    )
-    p.add_argument("--prompts", type=int, default=16, help="test-text prompts for BLEU and samples")
-    p.add_argument("--prompt-tokens", type=int, default=None, help="prompt length (default seq_len/2)")
-    p.add_argument("--new-tokens", type=int, default=None, help="continuation length (default by tokenizer)")
-    p.add_argument("--seed", type=int, default=0)
-
-
-def _eda_parser(sub) -> None:
-    p = sub.add_parser("eda", help="corpus statistics as Markdown and PNG plots")
-    p.add_argument("--data", default=None, help="UTF-8 text file or folder (default: embedded sonnets)")
-    p.add_argument("--out", type=Path, default=Path("eda"), help="output folder (default ./eda)")
-    p.add_argument("--lowercase", action="store_true")
-    p.add_argument("--no-punctuation", action="store_true")
-    p.add_argument("--top", type=int, default=20, help="n-grams listed per order")
-
-
-def _bench_parser(sub) -> None:
-    p = sub.add_parser("bench", help="input pipeline, training and sampling throughput")
-    p.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    p.add_argument("--data", default=None, help="corpus (default: embedded sonnets)")
-    p.add_argument("--tokenizer", choices=("word", "bpe", "char"), default="char")
-    p.add_argument("--steps", type=int, default=20, help="timed training steps per model")
-    p.add_argument("--new-tokens", type=int, default=200, help="tokens generated per sampling timing")
-    p.add_argument("--no-bf16", action="store_true", help="skip the CPU mixed_bfloat16 comparison")
-    p.add_argument("--seq-len", type=int, default=100, help="tokens per window (default 100)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto", help="XLA")
-    p.add_argument("--rounds", type=int, default=2, help="timed runs per measure; the fastest is kept")
-    p.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``lstm-textgen``'s own parser: the list of commands (each command parses its own flags)."""
     parser = argparse.ArgumentParser(prog="lstm-textgen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("train", help="train a model (see `lstm-textgen train --help`)", add_help=False)
-    _eda_parser(sub)
-    _sample_parser(sub)
-    _evaluate_parser(sub)
-    _bench_parser(sub)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
@@ -214,28 +198,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
         return train_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    return _guard(lambda: _dispatch(args))
+    if not argv or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # --help, or the error naming the commands
+        return 2
+    name = argv[0]
+    cfg, _ = parse(COMMANDS[name][0](), argv[1:])
+    return _guard(lambda: _dispatch(name, cfg))
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "sample":
+def _dispatch(command: str, args: Any) -> int:
+    if command == "sample":
         from lstm_textgen.evaluate import sample_command
 
         return sample_command(args)
-    if args.command == "evaluate":
+    if command == "evaluate":
         from lstm_textgen.evaluate import evaluate_command
 
         return evaluate_command(args)
-    if args.command == "eda":
+    if command == "eda":
         from lstm_textgen.eda import eda_command
 
         return eda_command(args)
-    if args.command == "bench":
-        from lstm_textgen.bench import bench_command
+    from lstm_textgen.bench import bench_command
 
-        return bench_command(args)
-    raise TextgenError(f"unknown command {args.command!r}")  # argparse prevents this
+    return bench_command(args)
 
 
 if __name__ == "__main__":

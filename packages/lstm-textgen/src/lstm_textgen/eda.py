@@ -138,9 +138,7 @@ def write_report(stats: dict[str, Any], source: str, out_dir: Path) -> Path:
 
 def eda_command(args: Any) -> int:
     raw, source = read_corpus(args.data)
-    text = clean_text(
-        raw, CleaningOptions(lowercase=args.lowercase, keep_punctuation=not args.no_punctuation)
-    )
+    text = clean_text(raw, CleaningOptions(lowercase=args.lowercase, keep_punctuation=args.keep_punctuation))
     stats = corpus_stats(text, top=args.top)
     path = write_report(stats, source, Path(args.out))
     print(

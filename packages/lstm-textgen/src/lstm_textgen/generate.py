@@ -11,11 +11,11 @@ table's size), which is exact within the context and a sliding window beyond it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from lstm_textgen import runtime
+from lstm_textgen.configs import STRATEGIES, SamplingConfig  # noqa: F401  (re-exported)
 from lstm_textgen.errors import TextgenError
 from lstm_textgen.tokenization import END_ID, START_ID, UNK_ID, TextTokenizer
 
@@ -27,33 +27,6 @@ import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
 from lstm_textgen.model import LSTMLanguageModel, TransformerLanguageModel  # noqa: E402
-
-STRATEGIES = ("greedy", "temperature", "top_k", "top_p")
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How the next token is chosen."""
-
-    strategy: str = "top_k"  # greedy | temperature (plain sampling) | top_k | top_p
-    temperature: float = 1.0  # divides the logits before softmax; ignored by greedy
-    top_k: int = 40  # keep the k most likely tokens (top_k); optional cap for top_p (0 = none)
-    top_p: float = 0.9  # keep the smallest set with this much probability mass (top_p)
-    seed: int | None = 0  # sampling seed; same seed, same text
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise TextgenError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.temperature <= 0:
-            raise TextgenError(
-                f"temperature must be > 0 (use --strategy greedy for argmax), got {self.temperature}"
-            )
-        if self.top_k < 0:
-            raise TextgenError(f"top_k must be >= 0, got {self.top_k}")
-        if self.strategy == "top_k" and self.top_k < 1:
-            raise TextgenError("top_k sampling needs top_k >= 1")
-        if not 0.0 < self.top_p <= 1.0:
-            raise TextgenError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 def make_sampler(config: SamplingConfig, vocab_size: int) -> keras_hub.samplers.Sampler:

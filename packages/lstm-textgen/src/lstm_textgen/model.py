@@ -24,60 +24,17 @@ keras-hub sampler's cache: one token of work per generated token.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from lstm_textgen import runtime
+from lstm_textgen.configs import ARCHITECTURES, ModelConfig  # noqa: F401  (re-exported)
 from lstm_textgen.errors import TextgenError
-from lstm_textgen.tokenization import PAD_ID, SPECIAL_TOKENS
+from lstm_textgen.tokenization import PAD_ID
 
 runtime.configure_keras()
 
 import keras  # noqa: E402  (KERAS_BACKEND must be set first)
 import keras_hub  # noqa: E402
 from keras import ops  # noqa: E402
-
-ARCHITECTURES = ("lstm", "transformer")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Sizes of both architectures; the defaults are the original's."""
-
-    architecture: str = "lstm"  # lstm | transformer
-    vocab_size: int = 0  # specials included; 0 = take it from the tokenizer when training
-    embedding_dim: int = 128  # LSTM token embedding width
-    lstm_units: int = 256  # units per LSTM layer
-    lstm_layers: int = 2  # stacked LSTM layers, each followed by Dropout
-    dropout: float = 0.3  # Dropout after each LSTM layer
-    num_heads: int = 4  # Transformer attention heads
-    head_dim: int = 32  # width per head; model width = num_heads * head_dim = 128
-    ffn_dim: int = 512  # Transformer feed-forward width
-    transformer_layers: int = 1  # decoder blocks (the original sketches one)
-    transformer_dropout: float = 0.1  # dropout inside the decoder blocks
-    max_len: int = 100  # Transformer context (position table); generation slides a window of it
-
-    def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise TextgenError(f"model must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
-        if self.vocab_size != 0 and self.vocab_size <= len(SPECIAL_TOKENS):
-            raise TextgenError(
-                f"vocab_size={self.vocab_size} must exceed the {len(SPECIAL_TOKENS)} special tokens"
-            )
-        for name in (
-            "embedding_dim",
-            "lstm_units",
-            "lstm_layers",
-            "num_heads",
-            "head_dim",
-            "ffn_dim",
-            "transformer_layers",
-            "max_len",
-        ):
-            if getattr(self, name) < 1:
-                raise TextgenError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("dropout", "transformer_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise TextgenError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 @keras.saving.register_keras_serializable(package="lstm_textgen")

@@ -3,6 +3,7 @@
 A run folder holds everything needed to sample, evaluate or resume::
 
     config.json        data, model, training and runtime settings (read back by sample/evaluate)
+    config.yaml        the command's settings (``lstm-textgen train --config`` loads it again)
     tokenizer/         the fitted tokenizer
     model.keras        the best model (lowest validation perplexity), written when training ends
     checkpoints/       one full model per epoch (ModelCheckpoint)
@@ -19,12 +20,13 @@ import math
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lm_shared.runs import StopSignal, atomic_path, atomic_write_json
+from lm_shared.runs import StopSignal, atomic_path, atomic_write_json, atomic_write_text
 from lstm_textgen import runtime
+from lstm_textgen.configs import RunOptions, TrainConfig
 from lstm_textgen.data import DataConfig, prepare_splits, train_and_eval_datasets
 from lstm_textgen.errors import TextgenError
 from lstm_textgen.tokenization import load_tokenizer
@@ -44,51 +46,8 @@ from lstm_textgen.model import (  # noqa: E402
 )
 
 CONFIG_FILE = "config.json"
+COMMAND_CONFIG_FILE = "config.yaml"  # the command's settings, for `train --config`
 MODEL_FILE = "model.keras"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings; the defaults are the original's."""
-
-    epochs: int = 10  # maximum epochs (EarlyStopping usually ends sooner on small corpora)
-    learning_rate: float = 1e-3  # Adam
-    clipnorm: float = 1.0  # per-variable gradient norm clip, against exploding LSTM gradients
-    label_smoothing: float = 0.1  # target smoothing of the loss (perplexity stays unsmoothed)
-    grad_accum_steps: int = 1  # >1 accumulates gradients over this many batches (small GPUs)
-    early_stopping_patience: int = 3  # epochs without a better validation perplexity
-    reduce_lr_patience: int = 1  # epochs on a plateau before the learning rate is halved
-    reduce_lr_factor: float = 0.5  # learning-rate multiplier on a plateau
-    min_learning_rate: float = 1e-5  # floor for ReduceLROnPlateau
-    steps_per_epoch: int | None = None  # cap batches per epoch (quick runs); None = whole split
-    seed: int = 0  # one seed for data order, initialisation and dropout
-    precision: str = "auto"  # auto (mixed_float16 on fast-fp16 GPUs, else float32) or a Keras policy
-    jit_compile: str = "auto"  # auto | on | off; auto lets Keras decide (XLA is off for cuDNN LSTMs)
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise TextgenError(f"epochs must be >= 1, got {self.epochs}")
-        # `not x > 0` (not `x <= 0`): a NaN compares False both ways and must be refused too.
-        for flag, value in (
-            ("--lr (learning_rate)", self.learning_rate),
-            ("clipnorm", self.clipnorm),
-            ("reduce_lr_factor", self.reduce_lr_factor),
-            ("min_learning_rate", self.min_learning_rate),
-        ):
-            if not (math.isfinite(value) and value > 0):
-                raise TextgenError(f"{flag} must be a finite number > 0, got {value}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise TextgenError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.grad_accum_steps < 1:
-            raise TextgenError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise TextgenError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
-        if self.jit_compile not in ("auto", "on", "off"):
-            raise TextgenError(f"jit_compile must be auto, on or off, got {self.jit_compile!r}")
-        if self.precision not in runtime.PRECISIONS:
-            raise TextgenError(
-                f"precision must be one of {', '.join(runtime.PRECISIONS)}, got {self.precision!r}"
-            )
 
 
 def compile_model(model: keras.Model, config: TrainConfig) -> keras.Model:
@@ -164,6 +123,7 @@ def train(
     resume: bool = False,
     console: Console | None = None,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    command_config: str | None = None,
 ) -> dict[str, Any]:
     """Train a model and write the run folder described in the module docstring.
 
@@ -174,6 +134,7 @@ def train(
     run is replaced only with ``overwrite``, and then the new run is built in a hidden sibling
     folder and swapped in when it finishes (a kill leaves the old run whole); an interrupted run
     is continued from ``backup/`` with ``resume`` (same settings) or refused with that advice.
+    ``command_config`` (the command's settings as YAML) is written as ``config.yaml``.
     """
     from lm_shared.runs import open_run_dir
 
@@ -196,6 +157,8 @@ def train(
         run_files=(MODEL_FILE, CONFIG_FILE),
     )
     with run:
+        if command_config is not None:
+            atomic_write_text(run.path / COMMAND_CONFIG_FILE, command_config)
         metrics = _train_in(
             run, data_config, model_config, train_config, config, environment, console, extra_callbacks
         )
@@ -328,109 +291,32 @@ def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-# `train` option -> (section, field) of the run's saved config (config.json / run.json "config").
-RESUMED_SETTINGS = {
-    "data": ("data", "data"),
-    "tokenizer": ("data", "tokenizer"),
-    "vocab_size": ("data", "vocab_size"),
-    "seq_len": ("data", "seq_len"),
-    "stride": ("data", "stride"),
-    "split": ("data", "split"),
-    "batch_size": ("data", "batch_size"),
-    "lowercase": ("data", "lowercase"),
-    "no_punctuation": ("data", "keep_punctuation"),
-    "model": ("model", "architecture"),
-    "embedding_dim": ("model", "embedding_dim"),
-    "lstm_units": ("model", "lstm_units"),
-    "lstm_layers": ("model", "lstm_layers"),
-    "dropout": ("model", "dropout"),
-    "transformer_layers": ("model", "transformer_layers"),
-    "epochs": ("train", "epochs"),
-    "lr": ("train", "learning_rate"),
-    "label_smoothing": ("train", "label_smoothing"),
-    "grad_accum": ("train", "grad_accum_steps"),
-    "steps_per_epoch": ("train", "steps_per_epoch"),
-    "patience": ("train", "early_stopping_patience"),
-    "seed": ("train", "seed"),
-    "precision": ("train", "precision"),
-    "jit_compile": ("train", "jit_compile"),
-}
+def train_command(
+    data_config: DataConfig,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    run: RunOptions,
+    *,
+    command_config: str | None = None,
+) -> int:
+    """``lstm-textgen train``: train the checked configs, say where the model went.
 
-
-def resumed_arguments(args: Any, saved: dict) -> Any:
-    """``--resume``: the run's own settings (its data first of all) for every option not typed.
-
-    A typed option that differs from the run's is then refused by the run-folder check, naming
-    it; an option left out never falls back to a default such as the embedded corpus.
+    ``command_config`` is the YAML of the command's settings (``lm_shared.config_cli``), saved
+    as the run's ``config.yaml`` for ``--config`` to load again.
     """
-    given = getattr(args, "given", set())
-    for dest, (section, name) in RESUMED_SETTINGS.items():
-        if dest in given or name not in (saved.get(section) or {}):
-            continue
-        value = saved[section][name]
-        if dest == "no_punctuation":
-            value = not value
-        elif dest == "split":
-            value = tuple(value)
-        setattr(args, dest, value)
-    return args
-
-
-def data_config_from_args(args: Any) -> DataConfig:
-    """The data section of ``train``'s parsed arguments."""
-    return DataConfig(
-        data=args.data,
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        lowercase=args.lowercase,
-        keep_punctuation=not args.no_punctuation,
-        seq_len=args.seq_len,
-        stride=args.stride,
-        split=args.split,
-        batch_size=args.batch_size,
-    )
-
-
-def train_command(args: Any) -> int:
-    """``lstm-textgen train``: build the configs from parsed arguments, train, say where it went."""
-    from lm_shared.runs import read_run_state
     from lm_shared.runtime import make_run_dir
 
-    if args.resume and args.out is not None and Path(args.out).is_dir():
-        state = read_run_state(args.out)
-        if state is not None:  # continue with the run's own data and settings
-            args = resumed_arguments(args, state.get("config") or {})
-    data_config = data_config_from_args(args)
-    model_config = ModelConfig(
-        architecture=args.model,
-        embedding_dim=args.embedding_dim,
-        lstm_units=args.lstm_units,
-        lstm_layers=args.lstm_layers,
-        dropout=args.dropout,
-        transformer_layers=args.transformer_layers,
-        max_len=data_config.seq_len,
-    )
-    train_config = TrainConfig(
-        epochs=args.epochs,
-        learning_rate=args.lr,
-        label_smoothing=args.label_smoothing,
-        grad_accum_steps=args.grad_accum,
-        steps_per_epoch=args.steps_per_epoch,
-        early_stopping_patience=args.patience,
-        seed=args.seed,
-        precision=args.precision,
-        jit_compile=args.jit_compile,
-    )
-    out_dir = args.out if args.out is not None else make_run_dir(runtime.DEFAULT_RUNS_ROOT)
+    out_dir = run.out if run.out is not None else make_run_dir(runtime.DEFAULT_RUNS_ROOT)
     console = Console(stderr=True)
     metrics = train(
         data_config,
         model_config,
         train_config,
         Path(out_dir),
-        overwrite=args.overwrite,
-        resume=args.resume,
+        overwrite=run.overwrite,
+        resume=run.resume,
         console=console,
+        command_config=command_config,
     )
     console.print(
         f"best validation perplexity {metrics['best_val_perplexity']:.3f} (epoch {metrics['best_epoch']}/"
