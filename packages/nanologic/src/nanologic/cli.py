@@ -407,10 +407,8 @@ def _cmd_augment(args) -> int:
 
 
 def _cmd_preprocess(args) -> int:
-    from lm_shared.runs import atomic_write_json
-    from nanologic.data import write_jsonl
     from nanologic.pipeline import preprocess
-    from nanologic.runner import print_report
+    from nanologic.runner import print_report, write_splits
 
     if args.max_per_complexity is not None and args.max_per_complexity < 1:
         raise NanologicError(f"--max-per-complexity: expected an integer >= 1, got {args.max_per_complexity}")
@@ -424,9 +422,7 @@ def _cmd_preprocess(args) -> int:
             raise NanologicError(
                 f"{args.input}: too few examples for a {name} split ({len(examples)} in); nothing written"
             )
-    for name, rows in splits.items():
-        write_jsonl(args.out / f"{name}.jsonl", rows)
-    atomic_write_json(args.out / "stats.json", report.to_dict())
+    write_splits(args.out, splits, report)
     print(f"train/val/test = {report.notes['splits']} -> {args.out}")
     return 0
 

@@ -110,10 +110,16 @@ def build_dataset(
     write_raw(data_dir / "augmented.json", augmented)
     splits, rep = preprocess(augmented, max_per_complexity=max_per_complexity, seed=seed)
     print_report(rep)
-    for name, rows in splits.items():
-        write_jsonl(data_dir / f"{name}.jsonl", rows)
-    atomic_write_json(data_dir / "stats.json", rep.to_dict())
+    write_splits(data_dir, splits, rep)
     return rep.to_dict()
+
+
+def write_splits(out_dir: Path, splits: dict[str, list[dict]], report: StageReport) -> None:
+    """``preprocess`` output, the same files from ``train`` and from ``nanologic preprocess``:
+    ``<split>.jsonl`` per split, then ``stats.json`` (last: its presence marks a whole dataset)."""
+    for name, rows in splits.items():
+        write_jsonl(out_dir / f"{name}.jsonl", rows)
+    atomic_write_json(out_dir / "stats.json", report.to_dict())
 
 
 # Fields every processed record (``nanologic preprocess`` output) has, with their JSON types.
