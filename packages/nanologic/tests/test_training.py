@@ -56,3 +56,23 @@ def test_weight_decay_groups_exclude_embeddings_and_norms():
     names = {id(p): n for n, p in model.named_parameters()}
     assert all("norm" not in names[id(p)] and "embed" not in names[id(p)] for p in decay["params"])
     assert any("embed" in names[id(p)] for p in no_decay["params"])
+
+
+def test_resume_with_every_phase_done_loads_the_last_weights_and_fits_nothing(tmp_path):
+    # A run stopped during its evaluation has every phase done; resuming it used to reach the
+    # return of an unbound Trainer (UnboundLocalError) instead of going on to the evaluation.
+    from types import SimpleNamespace
+
+    from nanologic.training import FitSettings, TrainConfig, build_module, fit_phases, training_phases
+
+    tc = TrainConfig(cot_epochs=1)
+    module = build_module(build_config("tiny", 64), tc)
+    trained = {k: v + 1.0 if v.is_floating_point() else v for k, v in module.state_dict().items()}
+    phases = [phase.name for phase in training_phases(tc)]
+    for name in phases:
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+        torch.save({"state_dict": trained}, tmp_path / "checkpoints" / name / "last.ckpt")
+    run = SimpleNamespace(path=tmp_path, resumed=True, state={"phases_done": phases})
+    assert fit_phases(run, module, None, tmp_path, 64, FitSettings(tc, "32-true")) is None
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, trained[key]), key

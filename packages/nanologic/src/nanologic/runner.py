@@ -475,6 +475,7 @@ def _train_in(run: RunFolder, request: TrainRequest) -> dict:
     """Prepare, train and (first process) save and evaluate, in the open run folder."""
     import torch
 
+    from lm_shared.runs import is_global_rank_zero
     from lm_shared.runtime import detect_device, detect_precision, save_config, seed_everything
     from nanologic.inference import save_run_model
     from nanologic.model import build_config
@@ -515,7 +516,7 @@ def _train_in(run: RunFolder, request: TrainRequest) -> dict:
     )
     trainer = fit_phases(run, module, tokenizer, data_dir, model_cfg.max_seq_len, settings)
     train_seconds = time.perf_counter() - t_start
-    if not trainer.is_global_zero:
+    if not (trainer.is_global_zero if trainer is not None else is_global_rank_zero()):
         return {}
     save_run_model(plain_model(module), out)
     facts = {

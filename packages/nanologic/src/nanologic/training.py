@@ -642,15 +642,17 @@ class FitSettings:
 
 def fit_phases(
     run: RunFolder, module: NanoLogicModule, tokenizer, data_dir: Path, max_len: int, settings: FitSettings
-) -> L.Trainer:
+) -> L.Trainer | None:
     """Fit every phase of ``run`` (open, see :func:`lm_shared.runs.open_run_dir`); returns the last Trainer.
 
-    A phase the run's state lists as done (a resumed run) only loads its last weights. SIGINT or
+    A phase the run's state lists as done (a resumed run) only loads its last weights; when every
+    phase was done (a run stopped during its evaluation) no Trainer runs and None is returned. SIGINT or
     SIGTERM save ``checkpoints/<phase>/last.ckpt``, mark the run interrupted and raise
     ``TrainingInterrupted`` with the command that resumes it.
     """
     phases = training_phases(settings.train_config)
     phases_done = list(run.state.get("phases_done", [])) if run.resumed else []
+    trainer = None
     for phase in phases:
         if phase.name in phases_done:  # finished before the interruption: its weights, then move on
             last = resumable_checkpoint(run.path / "checkpoints" / phase.name / "last.ckpt")
