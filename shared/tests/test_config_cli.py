@@ -155,6 +155,32 @@ def test_a_required_field_names_its_flag(capsys):
     assert instantiate(parser, cfg, Needs) == Needs(model=Path("run"))
 
 
+@dataclass(frozen=True)
+class Report:
+    run: Path  # run folder
+    out: Path | None = None  # also write the report here
+    k: int = 8  # components
+
+
+def test_a_positional_field_is_an_argument_not_a_flag(tmp_path: Path, capsys):
+    parser = config_parser("prog phi")
+    add_dataclass_flags(parser, Report, flags={"run": Flag(positional=True, metavar="RUN_DIR")})
+    cfg, given = parse(parser, ["--k", "3", "runs/a"])
+    assert instantiate(parser, cfg, Report) == Report(run=Path("runs/a"), k=3) and given == {"run", "k"}
+    assert [f.option_strings for f in config_fields(parser)][0] == ()
+    with pytest.raises(SystemExit):
+        parse(parser, ["--k", "3"])
+    assert capsys.readouterr().err.startswith("error: the following arguments are required: run")
+    saved = tmp_path / "s.yaml"
+    saved.write_text(dump_config(parser, cfg))
+    assert parse(parser, ["--config", str(saved)])[0].run == Path("runs/a")
+    optional = config_parser("prog")
+    add_dataclass_flags(optional, Report, flags={"out": Flag(positional=True)}, exclude=("run",))
+    assert parse(optional, [])[0].out is None and parse(optional, ["o.json"])[0].out == Path("o.json")
+    with pytest.raises(ValueError, match="positional"):
+        add_dataclass_flags(config_parser("p"), Data, flags={"lowercase": Flag(positional=True)})
+
+
 def test_config_file_then_flags_and_the_saved_config_loads_back(tmp_path: Path, capsys):
     parser = make_parser()
     settings = tmp_path / "settings.yaml"

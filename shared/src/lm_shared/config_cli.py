@@ -73,6 +73,8 @@ class Flag:
             lists or numbers are passed on (a list as a tuple for a tuple field), for the
             dataclass to check.
         metavar: the value's name in ``--help``.
+        positional: the field is a positional argument (``prog evaluate RUN_DIR``), not a flag;
+            optional when the field has a default. Its key is the field's name, as for a flag.
     """
 
     name: str | None = None
@@ -81,6 +83,7 @@ class Flag:
     choices: Sequence[Any] | None = None
     parse: Callable[[str], Any] | None = None
     metavar: str | None = None
+    positional: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +94,8 @@ class ConfigField:
         dest: the key of its value in the parsed namespace and config files (``"data.seq_len"``).
         cls: the dataclass.
         name: the field's name.
-        option_strings: the flag's spellings, the first one the field's own.
+        option_strings: the flag's spellings, the first one the field's own (none for a
+            positional argument).
     """
 
     dest: str
@@ -158,7 +162,10 @@ class ConfigParser(ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
     def _one_line(self, message: str) -> str:
-        flags = {dest: field.option_strings[0] for dest, field in self.config_fields.items()}
+        flags = {
+            dest: field.option_strings[0] if field.option_strings else dest.rsplit(".", 1)[-1]
+            for dest, field in self.config_fields.items()
+        }
         for action in self._actions:
             if action.option_strings and action.dest not in flags:
                 flags[action.dest] = action.option_strings[-1]
@@ -501,7 +508,18 @@ def add_dataclass_flags(
         option_strings = tuple(dict.fromkeys((spec.name or own, *spec.aliases)))
         if dest in parser.config_fields:
             raise ValueError(f"{cls.__name__}.{field.name}: {dest!r} is already a flag's key; use a section")
-        group.add_argument(*option_strings, **kwargs)
+        if spec.positional:
+            if spec.name or spec.aliases or "action" in kwargs:
+                raise ValueError(
+                    f"{cls.__name__}.{field.name}: a positional field has no flag names or switch"
+                )
+            option_strings = ()
+            del kwargs["dest"]
+            if not kwargs.pop("required", False):
+                kwargs["nargs"] = "?"
+            group.add_argument(dest, **kwargs)
+        else:
+            group.add_argument(*option_strings, **kwargs)
         parser.config_fields[dest] = ConfigField(dest, cls, field.name, option_strings)
 
 
