@@ -197,3 +197,8 @@ def test_evaluate_and_bench_quick(run_dir, tmp_path):
     assert result["profile_ours"]["split_ms"]["logging_health"] > 0  # ours runs the health check
     assert result["matmul_peak_fp32_gflops"] > 0
     assert 0 < result["mfu_fp32_ours"] < 1 and 0 < result["mfu_fp32_hf"] < 1
+    # Real tokens per second over the same documents, each model fed by its own pipeline.
+    assert result["pipeline_real_tokens_per_s"] > 0 and result["hf_pipeline_real_tokens_per_s"] > 0
+    assert result["pipeline_speed_ratio_vs_hf"] == pytest.approx(
+        result["pipeline_real_tokens_per_s"] / result["hf_pipeline_real_tokens_per_s"], rel=1e-2
+    )

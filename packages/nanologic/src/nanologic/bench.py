@@ -5,6 +5,9 @@
   steps), fp32, plus ours under bf16 autocast on the CPU;
 - padding efficiency (non-pad fraction) of naive padding to the batch's longest sequence vs
   packing with document masks (and the length-bucketing sampler, for reference);
+- real (non-pad) training tokens per second over the same documents, each model fed by its own
+  pipeline: ours length-bucketed (what ``train`` does), transformers' Llama in random padded
+  batches (its ``Trainer``'s default);
 - greedy decoding of 128 tokens with vs without the KV cache;
 - greedy decoding speed of the exported GGUF in llama.cpp vs PyTorch with the cache;
 - where one training step's time goes (``torch.profiler``: matmuls, attention, norms/elementwise,
@@ -180,6 +183,7 @@ def run_bench(
     }
     results.update(_padding_figures(docs, tokenizer.token_to_id("<|pad|>")))
     results.update(_training_figures(cfg, quick, device, dtype, compile))
+    results.update(_pipeline_figures(cfg, docs, tokenizer.token_to_id("<|pad|>"), quick, device, dtype))
     model = (
         NanoLogic(
             build_config(
@@ -263,27 +267,97 @@ def _padding_figures(docs: list[list[int]], pad_id: int) -> dict:
     }
 
 
-def _training_figures(cfg, quick: bool, device: str, dtype, compile: bool) -> dict:
-    """Training throughput of ours vs transformers' Llama of the same size, and the profile split."""
+def _hf_llama(cfg):  # noqa: ANN001, ANN202
+    """transformers' ``LlamaForCausalLM`` of our model's size (tied embeddings, SDPA attention)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_kv_heads,
+            max_position_embeddings=cfg.max_seq_len,
+            rms_norm_eps=cfg.rms_norm_eps,
+            tie_word_embeddings=True,
+            attn_implementation="sdpa",
+        )
+    )
+
+
+def _pipeline_figures(cfg, docs: list[list[int]], pad_id: int, quick: bool, device: str, dtype) -> dict:  # noqa: ANN001
+    """Real (non-pad) training tokens per second over the same documents, each model fed the way
+    its training pipeline feeds it.
+
+    Ours: the length-bucketing sampler and dynamic padding that ``nanologic train`` uses (right
+    padding, so the causal SDPA path needs no mask). transformers' Llama: random batches padded to
+    the longest document with an attention mask, what its ``Trainer`` with
+    ``DataCollatorForLanguageModeling`` does by default. Same documents, same batch size, loss on
+    every real token for both; one warm-up step each, then every batch once, interleaved.
+    """
+    from nanologic.training import Example, LengthBucketSampler, pad_collate
+
+    batch_size = 8 if quick else 32
+    subset = [d for d in docs if 2 <= len(d) <= cfg.max_seq_len][: batch_size * (3 if quick else 17)]
+    examples = [Example(d, 0, "") for d in subset]
+    ours_batches = [
+        pad_collate([examples[i] for i in batch], pad_id, "all")
+        for batch in LengthBucketSampler([len(d) for d in subset], batch_size, seed=0).global_batches(0)
+    ]
+    order = list(range(len(subset)))
+    random.Random(0).shuffle(order)
+    hf_batches = []
+    for start in range(0, len(order), batch_size):
+        batch = [subset[j] for j in order[start : start + batch_size]]
+        longest = max(len(d) for d in batch)
+        input_ids = torch.tensor([d + [pad_id] * (longest - len(d)) for d in batch])
+        attention_mask = torch.tensor([[1] * len(d) + [0] * (longest - len(d)) for d in batch])
+        hf_batches.append(
+            {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "labels": input_ids.masked_fill(attention_mask == 0, -100),
+            }
+        )
+    ours, hf = NanoLogic(cfg).to(device), _hf_llama(cfg).to(device)
+    ours_opt = torch.optim.AdamW(ours.parameters(), lr=1e-4)
+    hf_opt = torch.optim.AdamW(hf.parameters(), lr=1e-4)
+
+    def step(model, opt, batch: dict) -> float:  # noqa: ANN001
+        inputs = {k: v.to(device) for k, v in batch.items() if k != "n_real"}  # pad_collate's count
+        t0 = time.perf_counter()
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(inputs.pop("input_ids"), **inputs)["loss"] if model is ours else model(**inputs).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        return time.perf_counter() - t0
+
+    step(ours, ours_opt, ours_batches[0])  # warm-up; then every document is timed once per model
+    step(hf, hf_opt, hf_batches[0])
+    ours_s = hf_s = 0.0
+    for ours_batch, hf_batch in zip(ours_batches, hf_batches, strict=True):
+        ours_s += step(ours, ours_opt, ours_batch)
+        hf_s += step(hf, hf_opt, hf_batch)
+    n_real = sum(len(d) - 1 for d in subset)  # the same in both models' batches
+    ours_tps, hf_tps = n_real / ours_s, n_real / hf_s
+    return {
+        "pipeline_real_tokens_per_s": round(ours_tps, 1),
+        "hf_pipeline_real_tokens_per_s": round(hf_tps, 1),
+        "pipeline_speed_ratio_vs_hf": round(ours_tps / hf_tps, 3),
+    }
+
+
+def _training_figures(cfg, quick: bool, device: str, dtype, compile: bool) -> dict:
+    """Training throughput of ours vs transformers' Llama of the same size, and the profile split."""
     T = 96 if not quick else 48
     B = 16 if not quick else 4
     ids = torch.randint(10, cfg.vocab_size, (B, T), device=device)
     ours = NanoLogic(cfg).to(device)
-    hf_cfg = LlamaConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        max_position_embeddings=cfg.max_seq_len,
-        rms_norm_eps=cfg.rms_norm_eps,
-        tie_word_embeddings=True,
-        attn_implementation="sdpa",
-    )
-    hf = LlamaForCausalLM(hf_cfg).to(device)
+    hf = _hf_llama(cfg).to(device)
 
     def ours_loss(model, x):
         labels = torch.cat([x[:, 1:], torch.full_like(x[:, :1], -100)], dim=1)
