@@ -271,3 +271,35 @@ def test_misuse_is_refused():
         add_dataclass_flags(parser, Optim)
     with pytest.raises(TypeError):
         add_dataclass_flags(parser, dict)
+
+
+@dataclass(frozen=True)
+class Mix:
+    weights: tuple[int, int, int] = (1, 4, 1)  # copy, sum, brackets
+    scales: tuple[float, ...] | None = None  # optional per-task scales
+
+
+def test_nargs_takes_several_values_and_gives_a_tuple(tmp_path: Path, capsys):
+    parser = config_parser("prog")
+    add_dataclass_flags(
+        parser, Mix, flags={"weights": Flag(nargs=3, metavar=("C", "S", "B")), "scales": Flag(nargs=2)}
+    )
+    cfg, given = parse(parser, ["--weights", "2", "0", "1"])
+    assert instantiate(parser, cfg, Mix) == Mix(weights=(2, 0, 1)) and given == {"weights"}
+    assert instantiate(parser, parse(parser, [])[0], Mix) == Mix()
+    assert instantiate(parser, parse(parser, ["--scales", "0.5", "2"])[0], Mix).scales == (0.5, 2.0)
+    saved = tmp_path / "s.yaml"
+    saved.write_text(dump_config(parser, cfg))
+    assert instantiate(parser, parse(parser, ["--config", str(saved)])[0], Mix) == Mix(weights=(2, 0, 1))
+    resumed, _ = parse(parser, [])
+    take_saved_settings(parser, resumed, set(), {Mix: {"weights": [3, 3, 3]}})
+    assert instantiate(parser, resumed, Mix).weights == (3, 3, 3)
+    for argv, message in (
+        (["--weights", "1", "2"], "expected 3 arguments"),
+        (["--weights", "1", "x", "1"], "invalid int value: 'x'"),
+    ):
+        with pytest.raises(SystemExit):
+            parse(parser, argv)
+        assert capsys.readouterr().err.startswith(f"error: argument --weights: {message}")
+    with pytest.raises(ValueError, match="nargs"):
+        add_dataclass_flags(config_parser("p"), Data, flags={"seq_len": Flag(nargs=2)})

@@ -75,6 +75,9 @@ class Flag:
         metavar: the value's name in ``--help``.
         positional: the field is a positional argument (``prog evaluate RUN_DIR``), not a flag;
             optional when the field has a default. Its key is the field's name, as for a flag.
+        nargs: the flag takes this many values (``--weights 1 4 1``), for a tuple field of one
+            scalar type (``tuple[int, int, int]``, ``tuple[float, ...]``); the parsed list
+            reaches the dataclass as a tuple (:func:`instantiate`).
     """
 
     name: str | None = None
@@ -84,6 +87,7 @@ class Flag:
     parse: Callable[[str], Any] | None = None
     metavar: str | None = None
     positional: bool = False
+    nargs: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,6 +367,15 @@ def _list_item(annotation: Any) -> Any:
     return None
 
 
+def _tuple_item(annotation: Any) -> Any:
+    """``tuple[X, ...]`` or ``tuple[X, X, X]`` (or either ``| None``) -> X; anything else -> None."""
+    inner, _ = _optional_inner(annotation)
+    args = typing.get_args(inner) if typing.get_origin(inner) is tuple else ()
+    if len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    return args[0] if args and all(a == args[0] for a in args) else None
+
+
 def _to_list(item: Callable[[Any], Any], value: Any) -> Any:
     """One typed item (a flag's use), or a whole list (a config file's value) item by item."""
     if value is None:
@@ -483,6 +496,21 @@ def add_dataclass_flags(
             kwargs["action"] = _Switch
             kwargs["const"] = not negated
             kwargs["default"] = negated
+        elif spec.nargs is not None:
+            own = flag_name(field.name)
+            item = _tuple_item(annotation)
+            if item not in _SCALARS or spec.parse is not None:
+                raise ValueError(
+                    f"{cls.__name__}.{field.name}: nargs needs a tuple of int, float, str or Path"
+                )
+            kwargs["nargs"] = spec.nargs
+            kwargs["type"] = _SCALARS[item]
+            if default is dataclasses.MISSING:
+                kwargs["required"] = True
+            else:  # a list: jsonargparse fills a default of several values in place
+                kwargs["default"] = None if default is None else list(default)
+            if spec.metavar:
+                kwargs["metavar"] = spec.metavar
         elif _list_item(annotation) in _SCALARS and spec.parse is None:
             own = flag_name(field.name)
             item = _SCALARS[_list_item(annotation)]
@@ -586,11 +614,15 @@ def instantiate(
     Returns:
         ``cls(**values)``; its ``__post_init__`` checks run as usual.
     """
+    hints = typing.get_type_hints(cls)
     kwargs = {
         field.name: cfg[field.dest]
         for field in parser.config_fields.values()
         if field.cls is cls and (section is None or field.dest.startswith(f"{section}."))
     }
+    for name, value in kwargs.items():  # an nargs flag's list, or a saved run's, for a tuple field
+        if isinstance(value, list) and _tuple_item(hints[name]) is not None:
+            kwargs[name] = tuple(value)
     kwargs.update(overrides)
     return cls(**kwargs)
 
