@@ -202,3 +202,15 @@ def test_evaluate_and_bench_quick(run_dir, tmp_path):
     assert result["pipeline_speed_ratio_vs_hf"] == pytest.approx(
         result["pipeline_real_tokens_per_s"] / result["hf_pipeline_real_tokens_per_s"], rel=1e-2
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "epochs"),
+    [([], 2), (["--quick"], 1), (["--quick", "--epochs", "3"], 3), (["--preset", "base", "--quick"], 10)],
+)
+def test_quick_halves_the_presets_epochs_unless_epochs_is_given(argv, epochs):
+    import argparse
+
+    from nanologic.cli import _epochs, _train_parser
+
+    assert _epochs(_train_parser(argparse.ArgumentParser()).parse_args(argv)) == epochs

@@ -37,6 +37,12 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--vocab-size", type=int, default=8000, help="BPE vocabulary (upper bound)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default from the preset)")
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="half the preset's epochs (cpu: 1 instead of 2), for 2-core CPUs with slow fp32 "
+        "where the default takes over 15 minutes (README: time and accuracy of both)",
+    )
+    parser.add_argument(
         "--max-steps",
         type=int,
         default=-1,
@@ -243,13 +249,21 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _epochs(args: argparse.Namespace) -> int:
+    """``--epochs``, else the preset's, halved by ``--quick``."""
+    if args.epochs is not None:
+        return args.epochs
+    epochs = _PRESET_EPOCHS[args.preset]
+    return max(1, epochs // 2) if args.quick else epochs
+
+
 def _train_config(args: argparse.Namespace, TrainConfig):  # noqa: N803 - the class, passed in
     return TrainConfig(
         batch_size=args.batch_size,
         lr=args.lr if args.lr is not None else _PRESET_LR[args.preset],
         weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps,
-        max_epochs=args.epochs if args.epochs is not None else _PRESET_EPOCHS[args.preset],
+        max_epochs=_epochs(args),
         max_steps=args.max_steps,
         optimizer=args.optimizer,
         label_smoothing=args.label_smoothing,
