@@ -88,6 +88,7 @@ def test_help_is_each_fields_comment_with_its_default(capsys):
     assert "--kind {adam,sgd} Which optimizer. (default: adam)" in out
     assert "--no-keep-punctuation, --no-punctuation set keep_punctuation to false" in out
     assert "type:" not in out  # argparse's style, not jsonargparse's "(type: int, default: 100)"
+    assert "flags typed after it win (default: none)" in out  # every option that takes a value says
 
 
 def test_defaults_exist_once_in_the_dataclass():

@@ -204,7 +204,7 @@ def config_parser(
         action=ActionConfigFile,
         help=config_help
         or "YAML (or JSON) file of settings keyed like the config a run saves (a run's own "
-        "among them); repeatable; flags typed after it win",
+        "among them); repeatable; flags typed after it win (default: none)",
     )
     return parser
 
