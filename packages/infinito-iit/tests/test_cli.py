@@ -120,6 +120,8 @@ def test_compare_writes_contract_keys_and_plots(tmp_path):
     assert run["phi_weight_trajectory"] and "phi" in run["phi_proxy"] and "distinct_2" in run["generation"]
     for png in ("loss_curves.png", "phi_weights.png", "phi_proxy.png"):
         assert (out / png).stat().st_size > 1000
+    saved = (out / "config.yaml").read_text(encoding="utf-8").splitlines()
+    assert "seeds: 2" in saved and "  d_model: 32" in saved and not any(x.startswith("out:") for x in saved)
     assert main(argv) == 2  # never overwrites an earlier comparison
 
 
@@ -195,7 +197,133 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130_with_one_line(tmp_pat
     assert steps == list(range(1, state["step"] + 3))  # true step numbers across the resume
 
 
-def test_train_help_describes_every_option():
+def test_train_help_describes_every_option(capsys):
     from infinito_iit.cli import build_parser
 
-    assert options_without_help(build_parser(), ("train",)) == []
+    assert options_without_help(build_parser()) == []
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "residual stream width (default: the --preset's)" in out and "(default: 300)" in out
+
+
+# Every flag the argparse CLI accepted before its flags came from the config dataclasses (issue 17).
+MODEL_FLAGS_BEFORE = (
+    "--preset --d-model --n-layers --n-heads --d-ff --max-seq-len --dropout --lambda-phi --phi-target "
+    "--noise-std --memory-slots --memory-writes --untied --baseline --no-memory --no-metrics "
+    "--fixed-phi-weights --phi-components"
+)
+TRAIN_FLAGS_BEFORE = (
+    "--data --tokenizer --vocab-size --seq-len --batch-size --grad-accum --lr --weight-decay --max-steps "
+    "--eval-every --eval-batches --patience --precision --seed --proxy-k --devices --num-nodes --strategy "
+    "--compile --threads"
+)
+FLAGS_BEFORE = {
+    "train": f"{MODEL_FLAGS_BEFORE} {TRAIN_FLAGS_BEFORE} --out --run-name --resume --force",
+    "evaluate": "--checkpoint --data --threads",
+    "phi": "--checkpoint --data --threads --k --layer --sequences --bootstrap --seed --out",
+    "generate": "--checkpoint --prompt --num-samples --max-new-tokens --temperature --top-k --top-p "
+    "--repetition-penalty --no-repeat-ngram --penalty-alpha --greedy --seed --data --out --threads",
+    "compare": f"{MODEL_FLAGS_BEFORE} {TRAIN_FLAGS_BEFORE} --seeds --out --no-dropout-study "
+    "--no-param-match --proxy-bootstrap",
+    "bench": f"{MODEL_FLAGS_BEFORE} --out --seq-len --batch-size --steps --threads --device --compile",
+}
+
+
+@pytest.mark.parametrize("command", sorted(FLAGS_BEFORE))
+def test_each_commands_flags_and_defaults_are_its_dataclasses(command):
+    import dataclasses
+
+    from infinito_iit.cli import COMMANDS
+    from lm_shared.config_cli import config_fields
+
+    parser = COMMANDS[command][0]()
+    fields = config_fields(parser)
+    made = {option for field in fields for option in field.option_strings}
+    assert set(FLAGS_BEFORE[command].split()) <= made  # every earlier spelling still works
+    others = {o for a in parser._actions for o in a.option_strings} - made
+    assert others == {"-h", "--help", "--config", "--print_config"}
+    defaults = parser.get_defaults()
+    for field in fields:
+        if field.default is not dataclasses.MISSING:
+            assert defaults[field.dest] == field.default, (command, field.dest)
+    assert options_without_help(parser) == []
+    if command in ("evaluate", "phi", "generate"):  # the run folder stays positional
+        assert [f.dest for f in fields if not f.option_strings] == ["run"]
+
+
+def test_the_old_flags_give_the_same_configs():
+    from infinito_iit.cli import COMMANDS, _train_config, build_model_config
+    from infinito_iit.generate import DecodingConfig
+    from infinito_iit.model import preset
+    from infinito_iit.train import TrainConfig
+    from lm_shared.config_cli import instantiate, parse
+
+    argv = ["--preset", "small", "--untied", "--no-metrics", "--fixed-phi-weights", "--lambda-phi", "0.5",
+            "--phi-components", "temporal,integration", "--n-layers", "2", "--lr", "3e-4",
+            "--grad-accum", "2", "--compile"]  # fmt: skip
+    parser = COMMANDS["train"][0]()
+    cfg, given = parse(parser, argv)
+    model = build_model_config(parser, cfg, given)
+    # untyped model fields are the preset's; --no-metrics turns off what needs the metrics
+    assert model == preset(
+        "small",
+        n_layers=2,
+        tie_embeddings=False,
+        iit_metrics=False,
+        memory=False,
+        lambda_phi=0.0,
+        learnable_phi_weights=False,
+        phi_components=("temporal", "integration"),
+    )
+    assert _train_config(parser, cfg, given) == TrainConfig(lr=3e-4, grad_accum=2, compile=True)
+    cfg, given = parse(parser, [])
+    assert build_model_config(parser, cfg, given) == preset("cpu")  # memory_slots 128, not 256
+    cfg, given = parse(parser, ["--baseline"])
+    assert build_model_config(parser, cfg, given) == preset("cpu").baseline()
+    parser = COMMANDS["generate"][0]()
+    cfg, _ = parse(parser, ["run", "--greedy", "--no-repeat-ngram", "3"])
+    assert instantiate(parser, cfg, DecodingConfig) == DecodingConfig(do_sample=False, no_repeat_ngram_size=3)
+
+
+def test_the_run_saves_its_settings_and_config_loads_them(run_dir, tmp_path):
+    from infinito_iit.cli import COMMANDS, _train_config, build_model_config
+    from infinito_iit.model import InfinitoConfig
+    from infinito_iit.train import TrainConfig
+    from lm_shared.config_cli import parse
+
+    saved = run_dir / "config.yaml"
+    text = saved.read_text(encoding="utf-8")
+    assert "  memory_slots: 8" in text.splitlines()
+    assert not {line.split(":")[0] for line in text.splitlines()} & {"out", "run_name", "resume", "force"}
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    parser = COMMANDS["train"][0]()
+    cfg, given = parse(parser, ["--config", str(saved), "--max-steps", "5", "--preset", "small"])
+    model = build_model_config(parser, cfg, given)
+    assert model == InfinitoConfig.from_dict({**config["model"], "vocab_size": model.vocab_size})
+    assert _train_config(parser, cfg, given) == TrainConfig(**{**config["train"], "max_steps": 5})
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--seq-len", "abc"], "error: argument --seq-len: invalid int value: 'abc'"),
+        (["train", "--preset", "huge"], "error: argument --preset: invalid choice: 'huge'"),
+        (
+            ["train", "--phi-weight-init", "a,b"],
+            "error: argument --phi-weight-init: expected comma-separated",
+        ),
+        (["evaluate", "--threads", "2"], "error: the following arguments are required: run"),
+        (["generate", "run", "--bogus"], "error: unrecognized arguments: --bogus"),
+        (["nope"], "usage: infinito"),
+    ],
+)
+def test_bad_flags_are_one_line_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and "Traceback" not in err
+    if not message.startswith("usage"):
+        assert err.count("\n") == 1

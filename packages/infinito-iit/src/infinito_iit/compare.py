@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from lm_shared.metrics import repetition_report
+from lm_shared.runs import atomic_write_text
 from lm_shared.runtime import save_config, seed_everything
 
 from .data import PreparedData, load_corpus, prepare_data
@@ -221,17 +222,21 @@ def run_compare(
     dropout_study: bool = True,
     match_parameters: bool = True,
     proxy_bootstrap: int = 50,
+    command_config: str | None = None,
 ) -> dict[str, Any]:
     """Train the IIT model, the baseline and the dropout variants on the same data and seeds.
 
     Writes ``compare.json``, the PNG plots and one run folder per variant and seed under
-    ``out_dir``, and prints a summary table.
+    ``out_dir``, and prints a summary table. ``command_config`` (the command's settings as YAML)
+    is saved there as ``config.yaml``, which ``infinito compare --config`` loads again.
 
     Returns:
         The report written to ``compare.json``.
     """
     _check_compare_args(seeds, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if command_config is not None:
+        atomic_write_text(out_dir / "config.yaml", command_config)
     corpus = load_corpus(train_config.data, valid_fraction=train_config.valid_fraction)
     data = prepare_data(
         corpus, train_config.seq_len, kind=train_config.tokenizer, vocab_size=train_config.vocab_size

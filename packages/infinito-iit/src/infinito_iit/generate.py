@@ -69,15 +69,17 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    max_new_tokens: int = 64
-    temperature: float = 1.0
+    """How ``infinito generate`` picks each next token (each field is one of its flags)."""
+
+    max_new_tokens: int = 64  # tokens generated per sample
+    temperature: float = 1.0  # divides the logits before sampling
     top_k: int = 0  # 0 = off; with penalty_alpha > 0 the contrastive candidate count
-    top_p: float = 1.0
+    top_p: float = 1.0  # nucleus sampling mass; 1 = off
     repetition_penalty: float = 1.0  # CTRL-style, ~1.2 is typical
-    no_repeat_ngram_size: int = 0
+    no_repeat_ngram_size: int = 0  # never repeat an n-gram of this size; 0 = off
     penalty_alpha: float = 0.0  # > 0 turns on contrastive search (Su et al. 2022; HF: 0.6 with top_k 4)
-    do_sample: bool = True
-    seed: int = 0
+    do_sample: bool = True  # sample (False: argmax decoding)
+    seed: int = 0  # sampling seed
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

@@ -53,6 +53,7 @@ from .model import InfinitoConfig, InfinitoLM, SequenceTooLongError
 from .phi_proxy import model_phi_proxy
 
 PACKAGE = "infinito-iit"
+COMMAND_CONFIG_FILE = "config.yaml"  # the command's settings, for `infinito train --config`
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 STRATEGIES = ("auto", "ddp", "fsdp")
 RESUME_MAY_CHANGE = tuple(
@@ -76,7 +77,7 @@ RESUME_MAY_CHANGE = tuple(
 class TrainConfig:
     """Everything about a run except the architecture (saved as ``config.json`` with it)."""
 
-    data: str | None = None  # corpus spec (see data.load_corpus); None = embedded default
+    data: str | None = None  # text file, WikiText folder, wikitext-2-raw-v1, default; None = embedded
     tokenizer: str = "bpe"  # "bpe" (lm_shared, trained on the train split) or "gpt2"
     vocab_size: int = 1024  # BPE size; small corpora need small vocabularies
     seq_len: int = 128  # tokens per chunk (<= the model's max_seq_len)
@@ -1037,13 +1038,16 @@ def train(
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
     precision_plugins: Sequence[Any] = (),
+    command_config: str | None = None,
 ) -> TrainResult:
     """Train one model into ``run_dir`` under the run-folder policy (new, ``resume`` or ``force``).
 
     ``callbacks`` run before infinito's own (gradient health, checkpoints, early stopping), so a
     callback sees each hook first (the fault-injection kit's gradient faults rely on it).
     ``precision_plugins`` replace ``train_config.precision`` with Lightning precision plugins (the
-    kit's fp16 ``MixedPrecision`` with a CPU GradScaler).
+    kit's fp16 ``MixedPrecision`` with a CPU GradScaler). ``command_config`` (the command's
+    settings as YAML, :mod:`lm_shared.config_cli`) is saved as the run's ``config.yaml``, which
+    ``infinito train --config`` loads again.
 
     Raises :class:`InfinitoError` for bad settings or folders (before any work),
     :class:`~lm_shared.runs.NonFiniteError` when training diverges (nothing non-finite saved) and
@@ -1062,6 +1066,8 @@ def train(
             data = _load_data(train_config, run.path, resume=resume)
         if model_config.vocab_size != data.tokenizer.vocab_size:
             model_config = replace(model_config, vocab_size=data.tokenizer.vocab_size)
+        if command_config is not None and run.is_writer:
+            atomic_write_text(run.path / COMMAND_CONFIG_FILE, command_config)
         history = None
         if resume:
             history = _resumed_history(run, last_ckpt)
