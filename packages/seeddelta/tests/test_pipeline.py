@@ -44,9 +44,10 @@ def test_train_smoke_writes_eval_json(trained_run: Path) -> None:
 
 
 def test_default_model_is_the_seed_proposal() -> None:
-    from seeddelta.cli import build_parser
+    from lm_shared.config_cli import parse
+    from seeddelta.cli import COMMANDS
 
-    args = build_parser().parse_args(["tiny", "train", "--out", "x"])
+    args, _ = parse(COMMANDS["tiny train"].parser(), ["--out", "x"])
     assert (args.num_layers, args.hidden_size, args.intermediate_size, args.num_heads) == (8, 192, 768, 6)
 
 

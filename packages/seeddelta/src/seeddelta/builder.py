@@ -60,8 +60,8 @@ class BuildConfig:
     layers: str | None = None  # "A-B" (or "1,3,5-6"); all layers when None
     K: int = 32  # kept residuals per row
     K_gate: int | None = None  # per-tensor K (defaults to K)
-    K_up: int | None = None
-    K_down: int | None = None
+    K_up: int | None = None  # K of ffn_up (defaults to K)
+    K_down: int | None = None  # K of ffn_down (defaults to K)
     kinds: tuple[str, ...] = KINDS  # which FFN tensors to consider
     scheme: str = "coo"  # coo | block
     block: int = 32  # block length of the block scheme

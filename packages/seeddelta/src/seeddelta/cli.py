@@ -1,16 +1,50 @@
-"""``seeddelta`` command line: toy, tiny (train/export), build, imatrix, eval, scan, baselines, quantize, bench."""
+"""``seeddelta`` command line: toy, tiny (train/export), build, imatrix, eval, scan, baselines, quantize, bench.
+
+Every command's flags are the fields of its config dataclasses (``toy.ToyConfig``,
+``train.TrainConfig`` and ``model.ModelConfig``, ``builder.BuildConfig``, ``scan.ScanConfig``,
+and ``seeddelta.options`` for the rest), made by :mod:`lm_shared.config_cli`: the help is each
+field's comment, the default is the field's, ``--config FILE.yaml`` loads settings (a run's saved
+``config.yaml`` among them). The tables below only say where a flag departs from its field
+(another name, choices, a compact spelling).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lm_shared.cli_help import DefaultsHelpFormatter, add_bench_device_arguments
+from lm_shared.config_cli import (
+    ConfigParser,
+    Flag,
+    add_dataclass_flags,
+    config_fields,
+    config_parser,
+    dump_config,
+    instantiate,
+    parse,
+    take_saved_settings,
+)
 from seeddelta.errors import SeedDeltaError
+from seeddelta.options import (
+    BASES,
+    DEVICES,
+    VAL_TYPES,
+    BaselinesOptions,
+    BenchOptions,
+    BuildOptions,
+    EvalOptions,
+    ExportOptions,
+    ImatrixOptions,
+    QuantizeOptions,
+    ScanOptions,
+    TinyTrainOptions,
+    ToyOptions,
+)
 
 
 def _print_json(obj: Any, path: str | None = None) -> None:
@@ -22,27 +56,78 @@ def _print_json(obj: Any, path: str | None = None) -> None:
         print(text)
 
 
+def _ffn_kinds(value: str) -> tuple[str, ...]:
+    """``gate,up`` -> ``("ffn_gate", "ffn_up")`` (the config's tensor kinds)."""
+    return tuple(f"ffn_{k}" for k in value.split(","))
+
+
+def _fractions(value: str) -> tuple[float, ...]:
+    """``0.0625,0.125`` -> ``(0.0625, 0.125)``."""
+    try:
+        return tuple(float(x) for x in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated fractions like 0.125,0.25, got {value!r}"
+        ) from None
+
+
+def _write_command_config(parser: ConfigParser, cfg: Any, out_dir: str, exclude: tuple[str, ...]) -> None:
+    """Save the settings a run used as ``out_dir/config.yaml`` (``--config`` loads it back)."""
+    from lm_shared.runs import atomic_write_text
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(out_dir) / "config.yaml", dump_config(parser, cfg, exclude=exclude))
+
+
+def _config_parser(name: str) -> ConfigParser:
+    """``seeddelta NAME``'s parser (with ``--config``), described by its line in ``seeddelta --help``."""
+    return config_parser(f"seeddelta {name}", COMMANDS[name].help + ".")
+
+
+def _options_parser(
+    name: str, options: type, flags: Mapping[str, Flag] | None = None
+) -> Callable[[], ConfigParser]:
+    """The parser factory of a command whose flags are one options dataclass's fields."""
+
+    def make() -> ConfigParser:
+        parser = _config_parser(name)
+        add_dataclass_flags(parser, options, flags=flags)
+        return parser
+
+    return make
+
+
+TENSORS = Flag(
+    name="--tensors", parse=_ffn_kinds, metavar="LIST", help="FFN tensors to encode, any of gate,up,down"
+)
+
+
 # --------------------------------------------------------------------------------------------- toy
-def cmd_toy(args: argparse.Namespace) -> int:
+def _toy_parser() -> ConfigParser:
+    from seeddelta.toy import PATTERNS, ToyConfig
+
+    parser = _config_parser("toy")
+    add_dataclass_flags(
+        parser,
+        ToyConfig,
+        flags={
+            "pattern": Flag(choices=PATTERNS),
+            "base": Flag(choices=BASES),
+            "scheme": Flag(choices=("coo", "block")),
+            "val_type": Flag(choices=VAL_TYPES),
+        },
+        title="toy case",
+    )
+    add_dataclass_flags(parser, ToyOptions)
+    return parser
+
+
+def cmd_toy(parser: ConfigParser, args: Any) -> int:
     from seeddelta.toy import ToyConfig, run_toy
 
-    cfg = ToyConfig(
-        pattern=args.pattern,
-        base=args.base,
-        K=args.K,
-        n_in=args.n_in,
-        n_out=args.n_out,
-        rank=args.rank,
-        block=args.block,
-        seed=args.seed,
-        perm_trials=args.perm_trials,
-        eval_x=args.eval_x,
-        val_type=args.val_type,
-        scheme=args.scheme,
-        row_scale=args.row_scale,
-    )
+    cfg = instantiate(parser, args, ToyConfig)
     report = run_toy(cfg)
-    if args.json:
+    if instantiate(parser, args, ToyOptions).json:
         _print_json(report)
     else:
         from rich.console import Console
@@ -67,104 +152,70 @@ def cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_toy(sub: argparse._SubParsersAction) -> None:
-    from seeddelta.toy import PATTERNS
-
-    p = sub.add_parser("toy", help="harness A: SeedΔ on synthetic matrices with known error")
-    p.add_argument("--pattern", choices=PATTERNS, default="identity")
-    p.add_argument("--base", choices=("none", "xor", "cyclic"), default="none")
-    p.add_argument("--K", type=int, default=1, help="kept residuals per output row")
-    p.add_argument("--n-in", type=int, default=64)
-    p.add_argument("--n-out", type=int, default=64)
-    p.add_argument("--rank", type=int, default=4, help="rank of the lowrank pattern")
-    p.add_argument("--block", type=int, default=8, help="block size (block pattern and block scheme)")
-    p.add_argument("--scheme", choices=("coo", "block"), default="coo")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--perm-trials", type=int, default=4)
-    p.add_argument("--eval-x", type=int, default=32)
-    p.add_argument("--val-type", choices=("f16", "f32"), default="f16")
-    p.add_argument("--row-scale", action="store_true")
-    p.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
-    p.set_defaults(func=cmd_toy)
-
-
 # -------------------------------------------------------------------------------------------- tiny
-# `tiny train` options that set the run's configuration: dest -> (section of config.json, field).
-_TINY_CONFIG_OPTIONS = {
-    "seed": ("train", "seed"),
-    "steps": ("train", "steps"),
-    "docs_per_step": ("train", "docs_per_step"),
-    "lr": ("train", "lr"),
-    "precision": ("train", "precision"),
-    "threads": ("train", "threads"),
-    "max_minutes": ("train", "max_minutes"),
-    "val_samples": ("train", "val_samples"),
-    "init_from": ("train", "init_from"),
-    "task_weights": ("train", "task_weights"),
-    "phase1_fraction": ("train", "phase1_fraction"),
-    "phase1_weights": ("train", "phase1_weights"),
-    "hidden_size": ("model", "hidden_size"),
-    "intermediate_size": ("model", "intermediate_size"),
-    "num_layers": ("model", "num_layers"),
-    "num_heads": ("model", "num_heads"),
-}
+# Not part of a run's saved settings: where it goes and what happens to a run already there.
+RUN_KEYS = ("out", "resume", "force", "quiet")
+MIX = ("COPY", "SUM", "BRACKETS")
 
 
-class _Typed(argparse.Action):
-    """Store the value and remember that the user typed the option (``--resume`` takes every
-    option not typed from the run's own ``config.json``, not from the parser's defaults)."""
+def _tiny_train_parser() -> ConfigParser:
+    from seeddelta.model import ModelConfig
+    from seeddelta.train import TrainConfig
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
-        setattr(namespace, self.dest, values)
-        namespace.typed_options = {*getattr(namespace, "typed_options", ()), self.dest}
-
-
-def _tiny_settings(args: argparse.Namespace) -> dict[str, object]:
-    """The options' values; with ``--resume``, those not typed come from ``--out``'s config.json."""
-    values = {dest: getattr(args, dest) for dest in _TINY_CONFIG_OPTIONS}
-    saved_path = Path(args.out) / "config.json"
-    if not (args.resume and saved_path.is_file()):
-        return values
-    from lm_shared.runtime import load_config
-
-    try:
-        saved = load_config(saved_path)
-    except ValueError as exc:
-        raise SeedDeltaError(str(exc)) from None
-    typed = getattr(args, "typed_options", set())
-    for dest, (section, field) in _TINY_CONFIG_OPTIONS.items():
-        if dest not in typed and field in saved.get(section, {}):
-            values[dest] = saved[section][field]
-    return values
+    parser = _config_parser("tiny train")
+    add_dataclass_flags(parser, TinyTrainOptions, title="run folder")
+    add_dataclass_flags(
+        parser,
+        TrainConfig,
+        flags={
+            "precision": Flag(choices=("auto", "32-true", "bf16-mixed")),
+            "task_weights": Flag(nargs=3, metavar=MIX),
+            "phase1_weights": Flag(nargs=3, metavar=MIX),
+        },
+        title="training",
+    )
+    # vocab_size is the tokenizer's (--vocab-size above sets it)
+    add_dataclass_flags(parser, ModelConfig, exclude=("vocab_size",), title="model")
+    return parser
 
 
-def cmd_tiny_train(args: argparse.Namespace) -> int:
+def _model_shape(parser: ConfigParser, args: Any) -> dict[str, Any]:
+    """The ModelConfig flags' values; ``train`` checks them (a bad shape is a one-line error)."""
+    from seeddelta.model import ModelConfig
+
+    return {f.name: args[f.dest] for f in config_fields(parser) if f.cls is ModelConfig}
+
+
+def cmd_tiny_train(parser: ConfigParser, args: Any, given: set[str]) -> int:
+    from seeddelta.model import ModelConfig
     from seeddelta.train import TrainConfig, train
 
-    v = _tiny_settings(args)
-    cfg = TrainConfig(
-        seed=v["seed"],
-        steps=v["steps"],
-        docs_per_step=v["docs_per_step"],
-        lr=v["lr"],
-        precision=v["precision"],
-        threads=v["threads"],
-        max_minutes=v["max_minutes"],
-        val_samples=v["val_samples"],
-        init_from=v["init_from"],
-        task_weights=tuple(v["task_weights"]),
-        phase1_fraction=v["phase1_fraction"],
-        phase1_weights=tuple(v["phase1_weights"]),
-    )
-    shape = {key: v[key] for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads")}
+    run = instantiate(parser, args, TinyTrainOptions)
+    saved_path = Path(run.out) / "config.json"
+    if run.resume and saved_path.is_file():  # every option not typed is the run's own
+        from lm_shared.runtime import load_config
+
+        try:
+            saved = load_config(saved_path)
+        except ValueError as exc:
+            raise SeedDeltaError(str(exc)) from None
+        sections = {TrainConfig: "train", ModelConfig: "model"}
+        take_saved_settings(parser, args, given, {cls: saved.get(key) or {} for cls, key in sections.items()})
+    cfg = instantiate(parser, args, TrainConfig)
     report = train(
-        Path(args.out), cfg, model_shape=shape, progress=not args.quiet, resume=args.resume, force=args.force
+        Path(run.out),
+        cfg,
+        model_shape=_model_shape(parser, args),
+        progress=not run.quiet,
+        resume=run.resume,
+        force=run.force,
+        command_config=dump_config(parser, args, exclude=RUN_KEYS),
     )
     em = report["exact_match"]
     print(
         f"exact_match copy={em.get('copy', 0):.3f} sum={em.get('sum', 0):.3f} brackets={em.get('brackets', 0):.3f} "
         f"answer_nll={report['answer_nll']:.4f} ppl={report['ppl']:.3f} "
-        f"train_seconds={report['train_seconds']:.0f} -> {Path(args.out) / 'eval.json'}"
+        f"train_seconds={report['train_seconds']:.0f} -> {Path(run.out) / 'eval.json'}"
     )
     return 0
 
@@ -174,275 +225,111 @@ def _refuse_existing(path: str | Path, force: bool) -> None:
         raise SeedDeltaError(f"{path} exists; pass --force to overwrite it")
 
 
-def cmd_tiny_export(args: argparse.Namespace) -> int:
+def cmd_tiny_export(parser: ConfigParser, args: Any) -> int:
     from lm_shared.runs import atomic_path
     from seeddelta.gguf_io import export_checkpoint
 
-    _refuse_existing(args.out, args.force)
-    with atomic_path(Path(args.out)) as tmp:
-        export_checkpoint(Path(args.checkpoint), tmp, args.dtype)
-    print(f"wrote {args.out}")
+    opts = instantiate(parser, args, ExportOptions)
+    _refuse_existing(opts.out, opts.force)
+    with atomic_path(Path(opts.out)) as tmp:
+        export_checkpoint(Path(opts.checkpoint), tmp, opts.dtype)
+    print(f"wrote {opts.out}")
     return 0
 
 
-def _add_tiny(sub: argparse._SubParsersAction) -> None:
-    from seeddelta.train import TrainConfig
-
-    d = TrainConfig()
-    p = sub.add_parser("tiny", help="harness B: the tiny trained model (train, export)")
-    tsub = p.add_subparsers(dest="tiny_command", required=True)
-    t = tsub.add_parser(
-        "train",
-        help="train the tiny LLaMA on copy/sum/brackets and write DIR/eval.json",
-        formatter_class=DefaultsHelpFormatter,
-    )
-    t.add_argument(
-        "--out", required=True, help="run directory (model.pt, tokenizer.json, config.json, eval.json)"
-    )
-    t.add_argument(
-        "--seed", action=_Typed, type=int, default=d.seed, help="one seed for data, initialisation and order"
-    )
-    t.add_argument("--steps", action=_Typed, type=int, default=d.steps, help="optimizer steps")
-    t.add_argument(
-        "--docs-per-step",
-        action=_Typed,
-        type=int,
-        default=d.docs_per_step,
-        help="task samples per optimizer step",
-    )
-    t.add_argument("--lr", action=_Typed, type=float, default=d.lr, help="peak AdamW learning rate")
-    t.add_argument(
-        "--precision",
-        action=_Typed,
-        choices=("auto", "32-true", "bf16-mixed"),
-        default=d.precision,
-        help="auto: bf16 autocast where supported",
-    )
-    t.add_argument("--threads", action=_Typed, type=int, default=d.threads, help="torch CPU threads")
-    t.add_argument(
-        "--task-weights",
-        action=_Typed,
-        type=int,
-        nargs=3,
-        metavar=("COPY", "SUM", "BRACKETS"),
-        default=list(d.task_weights),
-        help="training mix of the three tasks after phase 1 (the held-out split stays equal)",
-    )
-    t.add_argument(
-        "--phase1-fraction",
-        action=_Typed,
-        type=float,
-        default=d.phase1_fraction,
-        help="fraction of --steps trained on --phase1-weights first (0 = one phase); "
-        "each phase has its own warmup and cosine",
-    )
-    t.add_argument(
-        "--phase1-weights",
-        action=_Typed,
-        type=int,
-        nargs=3,
-        metavar=("COPY", "SUM", "BRACKETS"),
-        default=list(d.phase1_weights),
-        help="training mix of phase 1 (default: copy and brackets, no sum)",
-    )
-    t.add_argument(
-        "--val-samples",
-        action=_Typed,
-        type=int,
-        default=d.val_samples,
-        help="held-out samples per task for eval.json",
-    )
-    t.add_argument(
-        "--max-minutes",
-        action=_Typed,
-        type=float,
-        default=None,
-        help="stop training after this wall time (default: no limit)",
-    )
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the interrupted run in --out from checkpoint.pt, with the run's own settings "
-        "(options typed again must match them)",
-    )
-    t.add_argument("--force", action="store_true", help="replace a finished run in --out")
-    t.add_argument(
-        "--init-from",
-        action=_Typed,
-        default=None,
-        help="start from this run directory's weights (default: a new model)",
-    )
-    t.add_argument(
-        "--num-layers", action=_Typed, type=int, default=8, help="model depth (the original proposal v1's)"
-    )
-    t.add_argument("--hidden-size", action=_Typed, type=int, default=192, help="model width")
-    t.add_argument("--intermediate-size", action=_Typed, type=int, default=768, help="SwiGLU width")
-    t.add_argument("--num-heads", action=_Typed, type=int, default=6, help="attention heads")
-    t.set_defaults(func=cmd_tiny_train)
-    e = tsub.add_parser(
-        "export",
-        help="write a llama-arch GGUF of a trained checkpoint",
-        formatter_class=DefaultsHelpFormatter,
-    )
-    e.add_argument("--checkpoint", required=True, help="a `tiny train` run directory")
-    e.add_argument("--out", required=True, help="output .gguf")
-    e.add_argument("--dtype", choices=("f16", "f32"), default="f16", help="weight type in the GGUF")
-    e.add_argument("--force", action="store_true", help="overwrite an existing --out")
-    e.set_defaults(func=cmd_tiny_export)
-
-
 # ------------------------------------------------------------------------------------------- build
-def cmd_build(args: argparse.Namespace) -> int:
+def _build_parser() -> ConfigParser:
+    from seeddelta.builder import BuildConfig
+
+    parser = _config_parser("build")
+    add_dataclass_flags(
+        parser,
+        BuildConfig,
+        flags={
+            "input": Flag(aliases=("-i",)),
+            "output": Flag(aliases=("-o",)),
+            "layers": Flag(help='layers "A-B" or "1,3,5-6" (default: all)'),
+            "kinds": TENSORS,
+            "scheme": Flag(choices=("coo", "block")),
+            "idx_type": Flag(choices=("i16", "i32")),
+            "val_type": Flag(choices=VAL_TYPES),
+            "base_kind": Flag(choices=("xor", "cyclic")),
+        },
+        exclude=("activations",),  # captured by the command for --refit / --act-metrics
+        title="builder",
+    )
+    add_dataclass_flags(parser, BuildOptions, title="calibration and output")
+    return parser
+
+
+def cmd_build(parser: ConfigParser, args: Any) -> int:
     from seeddelta.builder import BuildConfig, build
 
-    if Path(args.output).resolve() != Path(args.input).resolve():  # that case has its own error
-        _refuse_existing(args.output, args.force)
+    opts = instantiate(parser, args, BuildOptions)
+    cfg = instantiate(parser, args, BuildConfig)
+    if Path(cfg.output).resolve() != Path(cfg.input).resolve():  # that case has its own error
+        _refuse_existing(cfg.output, opts.force)
+    if cfg.refit or opts.act_metrics:
+        from dataclasses import replace
 
-    activations = None
-    if args.refit or args.act_metrics:
         from seeddelta.calibrate import capture_ffn_inputs
         from seeddelta.gguf_io import load_gguf_model
         from seeddelta.tasks import make_split
 
-        model, tok, _ = load_gguf_model(args.input)
-        activations = capture_ffn_inputs(model, tok, make_split(args.seed + 7, args.calib_samples))
-    cfg = BuildConfig(
-        input=args.input,
-        output=args.output,
-        layers=args.layers,
-        K=args.K,
-        K_gate=args.K_gate,
-        K_up=args.K_up,
-        K_down=args.K_down,
-        kinds=tuple(f"ffn_{k}" for k in args.tensors.split(",")),
-        scheme=args.scheme,
-        block=args.block,
-        idx_type=args.idx_type,
-        val_type=args.val_type,
-        row_scale=args.row_scale,
-        base=args.base,
-        base_kind=args.base_kind,
-        base_max_samples=args.base_max_samples,
-        base_perm_trials=args.base_perm_trials,
-        imatrix=args.imatrix,
-        imatrix_eps=args.imatrix_eps,
-        imatrix_power=args.imatrix_power,
-        eval_cols=args.eval_cols,
-        eval_x=args.eval_x,
-        policy=args.policy,
-        policy_strict=args.policy_strict,
-        policy_export=args.policy_export,
-        strip_dense=args.strip_dense,
-        report_json=args.report_json,
-        seed=args.seed,
-        stack_cost_cap=args.stack_cost_cap,
-        delta_norm_clamp_down=args.delta_norm_clamp_down,
-        refit=args.refit,
-        activations=activations,
-    )
-    report = build(cfg, progress=not args.quiet)
+        model, tok, _ = load_gguf_model(cfg.input)
+        samples = make_split(cfg.seed + 7, opts.calib_samples)
+        cfg = replace(cfg, activations=capture_ffn_inputs(model, tok, samples))
+    report = build(cfg, progress=not opts.quiet)
     print(
-        f"wrote {args.output}: {report['n_emitted']}/{len(report['weights'])} tensors emitted"
-        + (f", report {args.report_json}" if args.report_json else "")
+        f"wrote {cfg.output}: {report['n_emitted']}/{len(report['weights'])} tensors emitted"
+        + (f", report {cfg.report_json}" if cfg.report_json else "")
     )
     return 0
 
 
-def _add_build(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build", help="encode a llama GGUF's FFN tensors with SeedΔ (the fork's builder)")
-    p.add_argument("-i", "--input", required=True, help="source GGUF (read only)")
-    p.add_argument("-o", "--output", required=True, help="SeedΔ GGUF to write")
-    p.add_argument("--layers", default=None, help='layers "A-B" or "1,3,5-6" (default: all)')
-    p.add_argument("--tensors", default="gate,up,down", help="FFN tensors to encode: any of gate,up,down")
-    p.add_argument("--K", type=int, default=32)
-    p.add_argument("--K-gate", type=int, default=None)
-    p.add_argument("--K-up", type=int, default=None)
-    p.add_argument("--K-down", type=int, default=None)
-    p.add_argument("--scheme", choices=("coo", "block"), default="coo")
-    p.add_argument("--block", type=int, default=32)
-    p.add_argument("--idx-type", choices=("i16", "i32"), default="i16")
-    p.add_argument("--val-type", choices=("f16", "f32"), default="f16")
-    p.add_argument("--row-scale", action="store_true")
-    p.add_argument("--base", action="store_true", help="fit the structured base W0")
-    p.add_argument("--base-kind", choices=("xor", "cyclic"), default="xor")
-    p.add_argument("--base-max-samples", type=int, default=2048)
-    p.add_argument("--base-perm-trials", type=int, default=1)
-    p.add_argument("--imatrix", default=None, help="llama.cpp GGUF imatrix (see `seeddelta imatrix`)")
-    p.add_argument("--imatrix-eps", type=float, default=1e-8)
-    p.add_argument("--imatrix-power", type=float, default=1.0)
-    p.add_argument("--eval-cols", type=int, default=0)
-    p.add_argument("--eval-x", type=int, default=0)
-    p.add_argument("--policy", default=None)
-    p.add_argument("--policy-strict", action="store_true")
-    p.add_argument("--policy-export", default=None)
-    p.add_argument("--strip-dense", action="store_true")
-    p.add_argument("--report-json", default=None)
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--stack-cost-cap", type=float, default=float("inf"))
-    p.add_argument("--delta-norm-clamp-down", type=float, default=None)
-    p.add_argument(
-        "--refit", action="store_true", help="activation-aware refit of Δ values (tiny llama inputs)"
-    )
-    p.add_argument("--act-metrics", action="store_true", help="also report metrics on captured activations")
-    p.add_argument(
-        "--calib-samples", type=int, default=256, help="task samples used for calibration activations"
-    )
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --output")
-    p.set_defaults(func=cmd_build)
-
-
-def cmd_imatrix(args: argparse.Namespace) -> int:
+def cmd_imatrix(parser: ConfigParser, args: Any) -> int:
     from seeddelta.calibrate import capture_ffn_inputs, write_imatrix
     from seeddelta.gguf_io import load_gguf_model
     from seeddelta.tasks import make_split
 
-    model, tok, _ = load_gguf_model(args.model)
-    acts = capture_ffn_inputs(model, tok, make_split(args.seed, args.samples), max_rows=1 << 30)
-    print(f"wrote {write_imatrix(Path(args.out), acts)}")
+    opts = instantiate(parser, args, ImatrixOptions)
+    model, tok, _ = load_gguf_model(opts.model)
+    acts = capture_ffn_inputs(model, tok, make_split(opts.seed, opts.samples), max_rows=1 << 30)
+    print(f"wrote {write_imatrix(Path(opts.out), acts)}")
     return 0
 
 
-def _add_imatrix(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "imatrix", help="importance matrix (llama.cpp GGUF layout) from calibration activations"
-    )
-    p.add_argument("--model", required=True, help="a llama GGUF the tiny model can load")
-    p.add_argument("--out", required=True)
-    p.add_argument("--samples", type=int, default=256)
-    p.add_argument("--seed", type=int, default=7)
-    p.set_defaults(func=cmd_imatrix)
-
-
 # -------------------------------------------------------------------------------------------- eval
-def cmd_eval(args: argparse.Namespace) -> int:
+
+
+def cmd_eval(parser: ConfigParser, args: Any) -> int:
     import torch
 
     from seeddelta.evaluate import evaluate_model
     from seeddelta.gguf_io import load_gguf_model
     from seeddelta.tasks import validation_set
 
-    torch.set_num_threads(args.threads)
-    samples = validation_set(args.seed, args.samples)
-    if args.text:
+    opts = instantiate(parser, args, EvalOptions)
+    torch.set_num_threads(opts.threads)
+    samples = validation_set(opts.seed, opts.samples)
+    if opts.text:
         from seeddelta.text_eval import text_exact_match
 
-        em, records = text_exact_match(args.model, samples, n_threads=args.threads)
+        em, records = text_exact_match(opts.model, samples, n_threads=opts.threads)
         report = {"exact_match": em, "exact_match_mean": float(sum(em.values()) / len(em)), "path": "text"}
-        report.update({"model": args.model, "n_samples": len(samples)})
-        if args.records:
+        report.update({"model": opts.model, "n_samples": len(samples)})
+        if opts.records:
             report["records"] = records
-        _print_json(report, args.json)
+        _print_json(report, opts.json)
         print("text exact_match " + " ".join(f"{k}={v:.3f}" for k, v in em.items()), file=sys.stderr)
         return 0
-    model, tok, info = load_gguf_model(args.model)
-    reference = load_gguf_model(args.reference)[0] if args.reference else None
-    report = evaluate_model(model, tok, samples, reference, with_records=args.records)
+    model, tok, info = load_gguf_model(opts.model)
+    reference = load_gguf_model(opts.reference)[0] if opts.reference else None
+    report = evaluate_model(model, tok, samples, reference, with_records=opts.records)
     report.update(
-        {"model": args.model, "reference": args.reference, "seeddelta_tensors": len(info["seeddelta"])}
+        {"model": opts.model, "reference": opts.reference, "seeddelta_tensors": len(info["seeddelta"])}
     )
-    _print_json(report, args.json)
+    _print_json(report, opts.json)
     em = report["exact_match"]
     print(
         "exact_match "
@@ -454,146 +341,90 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="the fixed evaluation protocol on a base, SeedΔ or quantized GGUF")
-    p.add_argument("--model", required=True)
-    p.add_argument("--reference", default=None, help="base GGUF for kl_to_reference")
-    p.add_argument("--json", default=None, help="write the report here (default: stdout)")
-    p.add_argument("--samples", type=int, default=400, help="held-out samples (the fork's 400)")
-    p.add_argument("--seed", type=int, default=1, help="dataset seed (the training seed)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--records", action="store_true", help="include per-sample predictions")
-    p.add_argument(
-        "--text",
-        action="store_true",
-        help="exact match through llama.cpp text prompts (as llama-cli runs them), not PyTorch",
-    )
-    p.set_defaults(func=cmd_eval)
-
-
 # -------------------------------------------------------------------------------------------- scan
-def cmd_scan(args: argparse.Namespace) -> int:
+def _scan_parser() -> ConfigParser:
+    from seeddelta.scan import ScanConfig
+
+    parser = _config_parser("scan")
+    add_dataclass_flags(parser, ScanOptions)
+    add_dataclass_flags(
+        parser,
+        ScanConfig,
+        flags={
+            "kinds": TENSORS,
+            "base": Flag(choices=BASES),
+            "val_type": Flag(choices=VAL_TYPES),
+        },
+        title="scan",
+    )
+    return parser
+
+
+def cmd_scan(parser: ConfigParser, args: Any) -> int:
     import torch
 
     from seeddelta.gguf_io import load_gguf_model
     from seeddelta.scan import ScanConfig, scan
 
-    torch.set_num_threads(args.threads)
-    model, tok, _ = load_gguf_model(args.model)
-    cfg = ScanConfig(
-        K=args.K,
-        K_down=args.K_down or args.K,
-        kinds=tuple(f"ffn_{k}" for k in args.tensors.split(",")),
-        base=args.base,
-        row_scale=not args.no_row_scale,
-        samples=args.samples,
-        cliff_drop=args.cliff_drop,
-        tolerance=args.tolerance,
-        seed=args.seed,
-    )
-    report = scan(model, tok, cfg, Path(args.out), progress=not args.quiet)
+    opts = instantiate(parser, args, ScanOptions)
+    cfg = instantiate(parser, args, ScanConfig)
+    torch.set_num_threads(opts.threads)
+    model, tok, _ = load_gguf_model(opts.model)
+    _write_command_config(parser, args, opts.out, exclude=("out", "quiet"))
+    report = scan(model, tok, cfg, Path(opts.out), progress=not opts.quiet)
     cl = report["first_cliff"]
     print(
         f"base EM {report['base']['em_mean']:.3f}; first cliff: growing={cl['growing'] and cl['growing']['set']} "
         f"interleaved={cl['interleaved'] and cl['interleaved']['set']}; safe layers {report['safe_layers']}; "
-        f"wrote {args.out}/scan.json, fragile_layers.md, scan.png, policy.recommended.json"
+        f"wrote {opts.out}/scan.json, fragile_layers.md, scan.png, policy.recommended.json"
     )
     return 0
 
 
-def _add_scan(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("scan", help="per-layer and layer-set sensitivity, first cliff, fragile-layer table")
-    p.add_argument("--model", required=True, help="base llama GGUF (the tiny model)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--K", type=int, default=32)
-    p.add_argument("--K-down", type=int, default=None)
-    p.add_argument(
-        "--tensors", default="gate,up", help="FFN tensors to encode (the fork's tiny scans: gate,up)"
-    )
-    p.add_argument("--base", choices=("none", "xor", "cyclic"), default="xor")
-    p.add_argument("--no-row-scale", action="store_true")
-    p.add_argument("--samples", type=int, default=150)
-    p.add_argument("--cliff-drop", type=float, default=0.10)
-    p.add_argument("--tolerance", type=float, default=0.02)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_scan)
-
-
-def cmd_baselines(args: argparse.Namespace) -> int:
+def cmd_baselines(parser: ConfigParser, args: Any) -> int:
     import torch
 
     from seeddelta.baselines import run_baselines
     from seeddelta.gguf_io import load_gguf_model
 
-    torch.set_num_threads(args.threads)
-    model, tok, _ = load_gguf_model(args.model)
-    densities = tuple(float(x) for x in args.densities.split(","))
+    opts = instantiate(parser, args, BaselinesOptions)
+    torch.set_num_threads(opts.threads)
+    model, tok, _ = load_gguf_model(opts.model)
+    _write_command_config(parser, args, opts.out, exclude=("out", "quiet"))
     report = run_baselines(
         model,
         tok,
-        Path(args.out),
-        densities=densities,
-        samples=args.samples,
-        calib_samples=args.calib_samples,
-        llamacpp_samples=args.llamacpp_samples,
-        seed=args.seed,
-        progress=not args.quiet,
+        Path(opts.out),
+        densities=opts.densities,
+        samples=opts.samples,
+        calib_samples=opts.calib_samples,
+        llamacpp_samples=opts.llamacpp_samples,
+        seed=opts.seed,
+        progress=not opts.quiet,
     )
-    print((Path(args.out) / "baselines.md").read_text())
+    print((Path(opts.out) / "baselines.md").read_text())
     return 0 if report["rows"] else 1
 
 
-def _add_baselines(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "baselines", help="quality vs bytes: SeedΔ, refit SeedΔ, magnitude pruning, Q8_0, Q4_0"
-    )
-    p.add_argument("--model", required=True, help="base llama GGUF (the tiny model)")
-    p.add_argument("--out", required=True, help="output directory (baselines.json/.md, quality_vs_bytes.png)")
-    p.add_argument("--densities", default="0.0625,0.125,0.25", help="kept fraction of each row's inputs")
-    p.add_argument("--samples", type=int, default=200)
-    p.add_argument("--calib-samples", type=int, default=200)
-    p.add_argument("--llamacpp-samples", type=int, default=40, help="prompts checked in llama.cpp (0 = skip)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_baselines)
-
-
-def cmd_quantize(args: argparse.Namespace) -> int:
+def cmd_quantize(parser: ConfigParser, args: Any) -> int:
     from seeddelta.baselines import llamacpp_quantize
 
-    print(f"wrote {llamacpp_quantize(Path(args.model), Path(args.out), args.type, args.threads)}")
+    opts = instantiate(parser, args, QuantizeOptions)
+    print(f"wrote {llamacpp_quantize(Path(opts.model), Path(opts.out), opts.type, opts.threads)}")
     return 0
 
 
-def _add_quantize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quantize", help="llama.cpp Q8_0/Q4_0 quantization of a GGUF (for `eval`)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--type", choices=("q8_0", "q4_0"), default="q8_0")
-    p.add_argument("--threads", type=int, default=2)
-    p.set_defaults(func=cmd_quantize)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench(parser: ConfigParser, args: Any) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from lm_shared.profiling import split_table
     from seeddelta.bench import run_bench
 
-    report = run_bench(
-        n_in=args.n_in,
-        n_out=args.n_out,
-        repeats=args.repeats,
-        threads=args.threads,
-        device=args.device,
-        compile=args.compile,
-    )
-    _print_json(report, args.out)
-    table = Table(title=f"SeedΔ bench {args.n_out}x{args.n_in}, {args.threads} threads (fp32)")
+    opts = instantiate(parser, args, BenchOptions)
+    report = run_bench(**{k: v for k, v in asdict(opts).items() if k != "out"})  # the other fields
+    _print_json(report, opts.out)
+    table = Table(title=f"SeedΔ bench {opts.n_out}x{opts.n_in}, {opts.threads} threads (fp32)")
     table.add_column("key")
     table.add_column("value", justify="right")
     for key, value in report.items():
@@ -610,49 +441,97 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="builder throughput and SeedDeltaLinear forward time vs dense")
-    p.add_argument("--out", required=True, help="JSON output")
-    p.add_argument("--n-in", type=int, default=2048)
-    p.add_argument("--n-out", type=int, default=5632)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--threads", type=int, default=2)
-    add_bench_device_arguments(
-        p,
-        device_help="where the tiny model's training step is measured (the SeedΔ matrices stay on the CPU)",
-        compile_help="torch.compile the tiny model before timing its step",
-    )
-    p.set_defaults(func=cmd_bench)
-
-
 # --------------------------------------------------------------------------------------------- main
-_ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_toy,
-    _add_tiny,
-    _add_build,
-    _add_imatrix,
-    _add_eval,
-    _add_scan,
-    _add_baselines,
-    _add_quantize,
-    _add_bench,
-]
+@dataclass(frozen=True)
+class Command:
+    """One ``seeddelta`` command: its parser, what it runs and its line in ``seeddelta --help``."""
+
+    parser: Callable[[], ConfigParser]
+    run: Callable[..., int]  # run(parser, args) or, for `tiny train`, run(parser, args, given)
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "toy": Command(_toy_parser, cmd_toy, "harness A: SeedΔ on synthetic matrices with known error"),
+    "tiny train": Command(
+        _tiny_train_parser,
+        cmd_tiny_train,
+        "train the tiny LLaMA on copy/sum/brackets and write DIR/eval.json",
+    ),
+    "tiny export": Command(
+        _options_parser("tiny export", ExportOptions, {"dtype": Flag(choices=VAL_TYPES)}),
+        cmd_tiny_export,
+        "write a llama-arch GGUF of a trained checkpoint",
+    ),
+    "build": Command(
+        _build_parser, cmd_build, "encode a llama GGUF's FFN tensors with SeedΔ (the fork's builder)"
+    ),
+    "imatrix": Command(
+        _options_parser("imatrix", ImatrixOptions),
+        cmd_imatrix,
+        "importance matrix (llama.cpp GGUF layout) from calibration activations",
+    ),
+    "eval": Command(
+        _options_parser("eval", EvalOptions),
+        cmd_eval,
+        "the fixed evaluation protocol on a base, SeedΔ or quantized GGUF",
+    ),
+    "scan": Command(
+        _scan_parser, cmd_scan, "per-layer and layer-set sensitivity, first cliff, fragile-layer table"
+    ),
+    "baselines": Command(
+        _options_parser("baselines", BaselinesOptions, {"densities": Flag(parse=_fractions, metavar="LIST")}),
+        cmd_baselines,
+        "quality vs bytes: SeedΔ, refit SeedΔ, magnitude pruning, Q8_0, Q4_0",
+    ),
+    "quantize": Command(
+        _options_parser("quantize", QuantizeOptions, {"type": Flag(choices=("q8_0", "q4_0"))}),
+        cmd_quantize,
+        "llama.cpp Q8_0/Q4_0 quantization of a GGUF (for `eval`)",
+    ),
+    "bench": Command(
+        _options_parser("bench", BenchOptions, {"device": Flag(choices=DEVICES)}),
+        cmd_bench,
+        "builder throughput and SeedDeltaLinear forward time vs dense",
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seeddelta", description=__doc__)
+    """``seeddelta``'s own parser: the list of commands (each command parses its own flags)."""
+    parser = argparse.ArgumentParser(prog="seeddelta", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in _ADDERS:
-        add(sub)
+    tiny = None
+    for name, command in COMMANDS.items():
+        if name.startswith("tiny "):
+            if tiny is None:
+                tiny = sub.add_parser(
+                    "tiny", help="harness B: the tiny trained model (train, export)"
+                ).add_subparsers(dest="tiny_command", required=True)
+            tiny.add_parser(name.split()[1], help=command.help, add_help=False)
+        else:
+            sub.add_parser(name, help=command.help, add_help=False)
     return parser
 
 
+def _command_name(argv: list[str]) -> str:
+    return " ".join(argv[:2]) if argv[:1] == ["tiny"] else " ".join(argv[:1])
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = _command_name(argv)
+    if name not in COMMANDS:
+        build_parser().parse_args(argv)  # --help, or the error naming the commands
+        return 2
+    command = COMMANDS[name]
+    parser = command.parser()
+    args, given = parse(parser, argv[len(name.split()) :])
     from lm_shared.runs import run_guarded
 
-    return run_guarded(lambda: args.func(args))
+    if name == "tiny train":
+        return run_guarded(lambda: command.run(parser, args, given))
+    return run_guarded(lambda: command.run(parser, args))
 
 
 def train_main(argv: list[str] | None = None) -> int:

@@ -32,17 +32,23 @@ from seeddelta.policy import gate_value
 
 @dataclass
 class ScanConfig:
+    """What ``seeddelta scan`` encodes and measures (defaults: the fork's tiny-model scans)."""
+
     K: int = 32  # kept residuals per row for gate/up
-    K_down: int = 32  # kept residuals per row for down
+    K_down: int | None = None  # kept residuals per row for down (default: K's value)
     kinds: tuple[str, ...] = ("ffn_gate", "ffn_up")  # the fork's tiny runs: gate and up, down off
     base: str = "xor"  # none | xor | cyclic
-    row_scale: bool = True
-    val_type: str = "f16"
+    row_scale: bool = True  # fit the weighted least-squares row scale
+    val_type: str = "f16"  # Δ and base value storage (f16 | f32)
     samples: int = 150  # held-out samples evaluated per set
     cliff_drop: float = 0.10  # mean exact-match fall that counts as a cliff
     tolerance: float = 0.02  # mean exact-match fall still counted as safe
     eval_x: int = 32  # Gaussian x for the gate metric
     seed: int = 1  # dataset seed
+
+    def __post_init__(self) -> None:
+        if self.K_down is None:
+            self.K_down = self.K
 
 
 def _evaluate(model: Any, tok: Any, samples: list, reference: Any) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from seeddelta.tasks import TASKS, Sample, make_split, task_cycle, training_stre
 class TrainConfig:
     """Defaults sized for ~12 minutes on 2 free CPU cores with bf16 autocast (AVX512-BF16/AMX)."""
 
-    seed: int = 1  # the fork's dataset seed
+    seed: int = 1  # one seed for data, initialisation and order (the fork's dataset seed)
     steps: int = 3000  # optimizer steps
     docs_per_step: int = 48  # samples per step, packed into rows of seq_len
     seq_len: int = 128  # packed row length (samples are 25-70 tokens)
@@ -63,7 +63,7 @@ class TrainConfig:
     init_from: str | None = None  # continue from this run directory's weights and tokenizer
     task_weights: tuple[int, int, int] = (1, 4, 1)  # phase-2 mix of copy, sum, brackets (held-out: equal)
     phase1_fraction: float = 0.3  # first fraction of the steps trained on phase1_weights (0 = one phase)
-    phase1_weights: tuple[int, int, int] = (1, 0, 1)  # copy and brackets first, then mostly sum
+    phase1_weights: tuple[int, int, int] = (1, 0, 1)  # phase-1 mix: copy and brackets first, then mostly sum
     checkpoint_every: int = 250  # steps between resumable checkpoints (checkpoint.pt)
 
     def __post_init__(self) -> None:
@@ -172,6 +172,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 # Settings that change how a run is executed, not what it computes: a resume may change them.
 RESUMABLE_CHANGES = ("train.threads", "train.max_minutes", "train.log_every", "train.checkpoint_every")
 CHECKPOINT = "checkpoint.pt"  # resumable state: model, optimizer, step, RNG, stream positions
+COMMAND_CONFIG_FILE = "config.yaml"  # the command's settings, for `tiny train --config`
 
 
 @dataclass
@@ -222,8 +223,7 @@ def _tokenizer_and_init(
         return BPETokenizer.load(run.path), None, shape
     if cfg.init_from:
         init_model, tok, init_cfg = load_checkpoint(Path(cfg.init_from))
-        keys = ("hidden_size", "intermediate_size", "num_layers", "num_heads")
-        return tok, init_model, {k: getattr(init_cfg, k) for k in keys}
+        return tok, init_model, {k: v for k, v in asdict(init_cfg).items() if k != "vocab_size"}
     return train_tokenizer(cfg.seed, cfg.tokenizer_samples, cfg.vocab_size), None, shape
 
 
@@ -487,6 +487,7 @@ def train(
     resume: bool = False,
     force: bool = False,
     on_step_end: Callable[[int, dict[str, Any]], object] | None = None,
+    command_config: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on the held-out split and write the run directory. Returns eval.json.
 
@@ -508,13 +509,15 @@ def train(
             ``grad_norm``, ``elapsed_s`` in seconds, ``repair_action`` unless none),
             ``checkpoint.pt`` while unfinished, then ``model.pt`` and ``eval.json``.
         cfg: The training settings.
-        model_shape: ``hidden_size``, ``intermediate_size``, ``num_layers``, ``num_heads``
-            (the ModelConfig defaults for those left out; ``cfg.init_from``'s when that is set).
+        model_shape: ModelConfig fields but ``vocab_size`` (``hidden_size``, ``num_layers``, ...;
+            the defaults for those left out; ``cfg.init_from``'s when that is set).
         progress: Show a rich progress bar.
         resume: Continue the interrupted run in ``out_dir`` from its ``checkpoint.pt``.
         force: Replace a finished run in ``out_dir``.
         on_step_end: Called as ``on_step_end(step, state)`` after every step (tests), ``state``
             holding ``model``, ``optimizer``, ``scheduler`` and the monitor's ``record``.
+        command_config: The command's settings as YAML (``lm_shared.config_cli``), written as
+            ``config.yaml`` for ``tiny train --config`` to load again.
 
     Returns:
         The evaluation report written to ``eval.json`` (``exact_match`` per task, ``answer_nll``,
@@ -541,6 +544,8 @@ def train(
         run_files=("model.pt", "config.json"),
     )
     with run:
+        if command_config is not None:
+            atomic_write_text(run.path / COMMAND_CONFIG_FILE, command_config)
         session = _setup(run, cfg, shape)
         _restore(session)
         log_path = _start_log(session)
