@@ -99,3 +99,19 @@ def test_resolve_device_refuses_what_the_machine_lacks(monkeypatch):
         resolve_device("gpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("cuda") == "cuda"
+
+
+def test_cpu_threads_leaves_busy_cores_alone_and_honours_an_explicit_count():
+    from lm_shared.runtime import cpu_threads
+
+    assert cpu_threads(3, preferred=2).threads == 3  # explicit wins, even above preferred
+    idle = cpu_threads(0, preferred=2, busy_cores=0.1, cores=2)
+    assert idle.threads == 2 and idle.reason == "auto: 2 free cores"
+    busy = cpu_threads(0, preferred=2, busy_cores=1.2, cores=2)
+    assert busy.threads == 1 and "--threads N" in busy.reason
+    assert cpu_threads(0, preferred=2, busy_cores=7.9, cores=2).threads == 1  # never below one
+    assert cpu_threads(0, preferred=4, busy_cores=0.0, cores=2).threads == 2  # never above the cores
+    assert cpu_threads(0, preferred=2, busy_cores=1.0, cores=8).threads == 2
+    assert 1 <= cpu_threads(0, preferred=2).threads <= 2  # measured on this machine
+    with pytest.raises(ValueError, match="threads"):
+        cpu_threads(-1)

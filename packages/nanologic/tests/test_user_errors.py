@@ -37,7 +37,7 @@ def _one_error_line(capsys) -> str:
         (["--vocab-size", "10"], "--vocab-size"),
         (["--model-config", '{"bogus": 1}'], "bogus"),
         (["--model-config", '{"num_heads": 5}'], "--model-config"),
-        (["--threads", "0"], "--threads"),
+        (["--threads", "-1"], "--threads"),
     ],
 )
 def test_bad_hyperparameters_are_refused_before_any_work(tmp_path, capsys, flags, named) -> None:

@@ -135,7 +135,13 @@ def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--grad-ckpt", action="store_true", help="gradient checkpointing (less memory, slower steps)"
     )
     parser.add_argument("--debug", action="store_true", help="autograd anomaly detection")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (1 is faster on a busy machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads (0 = auto: up to 2, leaving alone the cores other processes keep busy, "
+        "where a second thread would make every step several times slower)",
+    )
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test examples")
     return parser
 
@@ -175,7 +181,7 @@ _FLAG_FOR_FIELD = {
 
 def _check_run_options(args: argparse.Namespace) -> None:
     for flag, value, minimum in (
-        ("--threads", args.threads, 1),
+        ("--threads", args.threads, 0),
         ("--n-generate", args.n_generate, 1),
         ("--max-per-complexity", args.max_per_complexity, 1),
         ("--eval-limit", args.eval_limit, 1),

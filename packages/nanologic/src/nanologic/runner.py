@@ -26,6 +26,7 @@ from nanologic.pipeline import StageReport
 
 if TYPE_CHECKING:
     from lm_shared.runs import RunFolder
+    from lm_shared.runtime import ThreadChoice
     from nanologic.training import TrainConfig
 
 console = Console(stderr=True)
@@ -395,7 +396,7 @@ def train_run(
     eval_limit: int | None = None,
     model_overrides: dict | None = None,
     max_minutes: float | None = None,
-    threads: int = 2,
+    threads: int = 0,
     callbacks: Sequence = (),
     precision_plugins: Sequence = (),
 ) -> dict:
@@ -476,14 +477,15 @@ def _train_in(run: RunFolder, request: TrainRequest) -> dict:
     import torch
 
     from lm_shared.runs import is_global_rank_zero
-    from lm_shared.runtime import detect_device, detect_precision, save_config, seed_everything
+    from lm_shared.runtime import cpu_threads, detect_device, detect_precision, save_config, seed_everything
     from nanologic.inference import save_run_model
     from nanologic.model import build_config
     from nanologic.training import FitSettings, build_module, fit_phases, plain_model, train_config_dict
 
     out, tc = run.path, request.train_config
     seed_everything(tc.seed)
-    torch.set_num_threads(max(1, request.threads))
+    threads = cpu_threads(request.threads, preferred=2)
+    torch.set_num_threads(threads.threads)
     first = _is_first_process()
     data_dir = request.data_dir
     if not first:
@@ -505,7 +507,9 @@ def _train_in(run: RunFolder, request: TrainRequest) -> dict:
     module = build_module(model_cfg, tc)
     n_params = sum(p.numel() for p in module.model.parameters())
     if first:
-        console.print(_settings_table(out, request, model_cfg, n_params, device, precision, data_dir))
+        console.print(
+            _settings_table(out, request, model_cfg, n_params, device, precision, data_dir, threads)
+        )
     settings = FitSettings(
         tc,
         precision,
@@ -525,6 +529,7 @@ def _train_in(run: RunFolder, request: TrainRequest) -> dict:
         "preset": request.preset,
         "precision": precision,
         "device": device,
+        "threads": threads.threads,
     }
     return _evaluate_trained_run(out, data_dir, request.eval_limit, facts, t_start)
 
@@ -567,9 +572,8 @@ def _settings_table(
     device: str,
     precision: str,
     data_dir: Path,
+    threads: ThreadChoice,
 ) -> Table:
-    import torch
-
     tc = request.train_config
     table = Table(title=f"nanologic run {out}")
     table.add_column("setting")
@@ -583,7 +587,7 @@ def _settings_table(
         "optimizer": f"{tc.optimizer} lr={tc.lr} wd={tc.weight_decay}",
         "epochs / batch": f"{tc.max_epochs} / {tc.batch_size} x{tc.accumulate_grad_batches}",
         "data": str(data_dir),
-        "threads": torch.get_num_threads(),
+        "threads": f"{threads.threads} ({threads.reason})",
     }.items():
         table.add_row(k, str(v))
     return table
