@@ -215,7 +215,8 @@ def cmd_tiny_train(parser: ConfigParser, args: Any, given: set[str]) -> int:
     print(
         f"exact_match copy={em.get('copy', 0):.3f} sum={em.get('sum', 0):.3f} brackets={em.get('brackets', 0):.3f} "
         f"answer_nll={report['answer_nll']:.4f} ppl={report['ppl']:.3f} "
-        f"train_seconds={report['train_seconds']:.0f} -> {Path(run.out) / 'eval.json'}"
+        f"train_seconds={report['train_seconds']:.0f} threads={report['threads']} ({report['threads_reason']}) "
+        f"-> {Path(run.out) / 'eval.json'}"
     )
     return 0
 

@@ -31,7 +31,15 @@ from lm_shared.runs import (
     check_finite_parameters,
     open_run_dir,
 )
-from lm_shared.runtime import autocast_dtype, detect_device, detect_precision, save_config, seed_everything
+from lm_shared.runtime import (
+    ThreadChoice,
+    autocast_dtype,
+    cpu_threads,
+    detect_device,
+    detect_precision,
+    save_config,
+    seed_everything,
+)
 from lm_shared.stability import GradientHealthMonitor, HealthConfig, StepRecord, TrainingStopped
 from lm_shared.tokenization import BPETokenizer, train_bpe
 from seeddelta.errors import SeedDeltaError
@@ -57,7 +65,9 @@ class TrainConfig:
     tokenizer_samples: int = 3000  # samples the BPE is trained on
     vocab_size: int = 512  # BPE vocabulary (4 specials + 256 bytes + merges)
     precision: str = "auto"  # auto (bf16-mixed on CPUs with native bf16) | 32-true | bf16-mixed
-    threads: int = 2  # torch CPU threads
+    threads: int = (
+        0  # torch CPU threads (0 = auto: up to 2, leaving busy cores alone; lm_shared.runtime.cpu_threads)
+    )
     max_minutes: float | None = None  # optional wall-clock stop (the run records when it fired)
     log_every: int = 50  # steps between log lines
     init_from: str | None = None  # continue from this run directory's weights and tokenizer
@@ -73,8 +83,8 @@ class TrainConfig:
                 raise SeedDeltaError(f"{name}: expected a finite number >= 0, got {value}")
         if not self.lr > 0 or not self.clip_norm > 0:
             raise SeedDeltaError(f"lr and clip_norm must be > 0, got {self.lr} and {self.clip_norm}")
-        if self.warmup_steps < 0 or self.val_samples < 1 or self.threads < 1 or self.log_every < 1:
-            raise SeedDeltaError("warmup_steps must be >= 0; val_samples, threads and log_every >= 1")
+        if self.warmup_steps < 0 or self.val_samples < 1 or self.threads < 0 or self.log_every < 1:
+            raise SeedDeltaError("warmup_steps and threads must be >= 0; val_samples and log_every >= 1")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise SeedDeltaError(f"max_minutes must be > 0, got {self.max_minutes}")
         if self.checkpoint_every < 1:
@@ -192,6 +202,7 @@ class TrainingSession:
     val: list[Sample]  # the held-out split
     streams: dict[int, Iterator[Sample]]  # phase (1, 2) -> its endless training stream
     drawn: dict[int, int]  # samples taken from each stream (a resume fast-forwards to them)
+    threads: ThreadChoice  # torch's CPU threads and why
     start_step: int = 0  # first step this process runs (> 0 after a resume)
     elapsed_before: float = 0.0  # training seconds of the earlier processes of this run
     t0: float = 0.0  # perf_counter() when this process's first step started
@@ -251,7 +262,8 @@ def _optimizer(
 def _setup(run: RunFolder, cfg: TrainConfig, shape: dict[str, int]) -> TrainingSession:
     """Tokenizer, config.json, model, AdamW, schedule, gradient monitor and the sample streams."""
     out_dir = run.path
-    torch.set_num_threads(cfg.threads)
+    threads = cpu_threads(cfg.threads, preferred=2)
+    torch.set_num_threads(threads.threads)
     seed_everything(cfg.seed)
     tok, init_model, shape = _tokenizer_and_init(run, cfg, shape)
     tok.save(out_dir)
@@ -291,6 +303,7 @@ def _setup(run: RunFolder, cfg: TrainConfig, shape: dict[str, int]) -> TrainingS
         val=val,
         streams=streams,
         drawn={1: 0, 2: 0},
+        threads=threads,
     )
 
 
@@ -468,7 +481,8 @@ def _export(s: TrainingSession, steps_done: int, stopped_early: bool) -> dict[st
             "eval_seconds": time.perf_counter() - t1,
             "device": s.device,
             "precision": s.precision,
-            "threads": s.cfg.threads,
+            "threads": s.threads.threads,
+            "threads_reason": s.threads.reason,
             "n_params": sum(p.numel() for p in s.model.parameters()),
         }
     )
