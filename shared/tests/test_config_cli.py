@@ -304,3 +304,22 @@ def test_nargs_takes_several_values_and_gives_a_tuple(tmp_path: Path, capsys):
         assert capsys.readouterr().err.startswith(f"error: argument --weights: {message}")
     with pytest.raises(ValueError, match="nargs"):
         add_dataclass_flags(config_parser("p"), Data, flags={"seq_len": Flag(nargs=2)})
+
+
+@dataclass(frozen=True)
+class Resume:
+    resume: str | None = None  # continue the interrupted run (alone: from its last checkpoint)
+
+
+def test_const_lets_a_flag_go_without_its_value(tmp_path: Path, capsys):
+    parser = config_parser("prog")
+    add_dataclass_flags(parser, Resume, flags={"resume": Flag(const="last", metavar="PATH")})
+    assert instantiate(parser, parse(parser, [])[0], Resume) == Resume()
+    cfg, given = parse(parser, ["--resume"])
+    assert instantiate(parser, cfg, Resume) == Resume("last") and given == {"resume"}
+    assert instantiate(parser, parse(parser, ["--resume", "a.ckpt"])[0], Resume) == Resume("a.ckpt")
+    saved = tmp_path / "s.yaml"
+    saved.write_text(dump_config(parser, cfg))
+    assert instantiate(parser, parse(parser, ["--config", str(saved)])[0], Resume) == Resume("last")
+    parser.print_help()
+    assert "--resume [PATH]" in capsys.readouterr().out

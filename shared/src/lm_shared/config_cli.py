@@ -78,6 +78,8 @@ class Flag:
         nargs: the flag takes this many values (``--weights 1 4 1``), for a tuple field of one
             scalar type (``tuple[int, int, int]``, ``tuple[float, ...]``); the parsed list
             reaches the dataclass as a tuple (:func:`instantiate`).
+        const: the flag may also be given without a value, which then is ``const``
+            (``--resume`` alone means ``--resume last``; argparse's ``nargs="?"``).
     """
 
     name: str | None = None
@@ -88,6 +90,7 @@ class Flag:
     metavar: str | None = None
     positional: bool = False
     nargs: int | None = None
+    const: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -532,6 +535,9 @@ def add_dataclass_flags(
                 kwargs["default"] = default
             if spec.metavar:
                 kwargs["metavar"] = spec.metavar
+            if spec.const is not None:
+                kwargs["nargs"] = "?"
+                kwargs["const"] = spec.const
         kwargs["help"] = help_text
         option_strings = tuple(dict.fromkeys((spec.name or own, *spec.aliases)))
         if dest in parser.config_fields:
