@@ -149,3 +149,21 @@ def test_the_run_saves_its_settings_and_config_loads_them(tmp_path: Path):
     )
     model = instantiate(parser, cfg, ModelConfig, vocab_size=saved["model"]["vocab_size"])
     assert dataclasses.asdict(model) == saved["model"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "steps"), [([], 3000), (["--quick"], 1500), (["--quick", "--steps", "40"], 40)]
+)
+def test_quick_halves_the_default_steps_unless_steps_is_given(tmp_path, monkeypatch, extra, steps):
+    import seeddelta.train
+
+    seen = {}
+
+    def fake_train(out, cfg, **kwargs):
+        seen["steps"] = cfg.steps
+        report = {"exact_match": {}, "answer_nll": 0.0, "ppl": 1.0, "train_seconds": 0.0}
+        return report | {"threads": 1, "threads_reason": "as asked"}
+
+    monkeypatch.setattr(seeddelta.train, "train", fake_train)
+    assert main(["tiny", "train", "--out", str(tmp_path / "r"), "--quiet", *extra]) == 0
+    assert seen["steps"] == steps

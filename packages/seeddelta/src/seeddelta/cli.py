@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,8 @@ def cmd_tiny_train(parser: ConfigParser, args: Any, given: set[str]) -> int:
         sections = {TrainConfig: "train", ModelConfig: "model"}
         take_saved_settings(parser, args, given, {cls: saved.get(key) or {} for cls, key in sections.items()})
     cfg = instantiate(parser, args, TrainConfig)
+    if run.quick and "steps" not in given:
+        cfg = replace(cfg, steps=cfg.steps // 2)
     report = train(
         Path(run.out),
         cfg,
@@ -271,8 +273,6 @@ def cmd_build(parser: ConfigParser, args: Any) -> int:
     if Path(cfg.output).resolve() != Path(cfg.input).resolve():  # that case has its own error
         _refuse_existing(cfg.output, opts.force)
     if cfg.refit or opts.act_metrics:
-        from dataclasses import replace
-
         from seeddelta.calibrate import capture_ffn_inputs
         from seeddelta.gguf_io import load_gguf_model
         from seeddelta.tasks import make_split
