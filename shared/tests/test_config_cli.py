@@ -323,3 +323,51 @@ def test_const_lets_a_flag_go_without_its_value(tmp_path: Path, capsys):
     assert instantiate(parser, parse(parser, ["--config", str(saved)])[0], Resume) == Resume("last")
     parser.print_help()
     assert "--resume [PATH]" in capsys.readouterr().out
+
+
+@dataclass(frozen=True)
+class Ablation:
+    seeds: tuple[int, ...] = (0,)  # one run per seed
+
+
+def test_nargs_plus_takes_one_or_more_values(tmp_path: Path, capsys):
+    parser = config_parser("prog")
+    add_dataclass_flags(parser, Ablation, flags={"seeds": Flag(nargs="+")})
+    assert instantiate(parser, parse(parser, [])[0], Ablation) == Ablation()
+    cfg, given = parse(parser, ["--seeds", "0", "1", "2"])
+    assert instantiate(parser, cfg, Ablation) == Ablation((0, 1, 2)) and given == {"seeds"}
+    saved = tmp_path / "s.yaml"
+    saved.write_text(dump_config(parser, cfg))
+    assert instantiate(parser, parse(parser, ["--config", str(saved)])[0], Ablation).seeds == (0, 1, 2)
+    with pytest.raises(SystemExit):
+        parse(parser, ["--seeds"])
+    assert capsys.readouterr().err.startswith("error: argument --seeds: expected at least one argument")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FillMask:
+    run: Path | None = None  # trained run folder
+    text: str  # text with a mask
+
+
+def test_a_positional_field_with_aliases_is_also_a_flag(tmp_path: Path):
+    parser = config_parser("prog fill-mask")
+    add_dataclass_flags(
+        parser,
+        FillMask,
+        flags={"run": Flag(positional=True, aliases=("--run",)), "text": Flag(positional=True)},
+    )
+    for argv in (["runs/a", "x"], ["--run", "runs/a", "x"], ["x", "--run", "runs/a"]):
+        cfg, given = parse(parser, argv)
+        assert instantiate(parser, cfg, FillMask) == FillMask(run=Path("runs/a"), text="x")
+        assert given == {"run", "text"}
+    assert parse(parser, ["x"])[0].run is None
+    assert [f.option_strings for f in config_fields(parser)] == [("--run",), ()]
+    assert parser.get_defaults()["run"] is None
+    saved = tmp_path / "s.yaml"
+    saved.write_text(dump_config(parser, parse(parser, ["runs/a", "x"])[0]))
+    assert parse(parser, ["--config", str(saved)])[0].run == Path("runs/a")
+    with pytest.raises(ValueError, match="aliases only with a default"):
+        add_dataclass_flags(
+            config_parser("p"), Needs, flags={"model": Flag(positional=True, aliases=("--m",))}
+        )

@@ -75,9 +75,12 @@ class Flag:
         metavar: the value's name in ``--help``.
         positional: the field is a positional argument (``prog evaluate RUN_DIR``), not a flag;
             optional when the field has a default. Its key is the field's name, as for a flag.
-        nargs: the flag takes this many values (``--weights 1 4 1``), for a tuple field of one
-            scalar type (``tuple[int, int, int]``, ``tuple[float, ...]``); the parsed list
-            reaches the dataclass as a tuple (:func:`instantiate`).
+            With ``aliases`` it is both: ``prog fill-mask RUN TEXT`` or ``prog fill-mask --run
+            RUN TEXT`` (then the field needs a default; given both ways, the later one wins).
+        nargs: the flag takes this many values (``--weights 1 4 1``), or ``"+"`` one or more
+            (``--seeds 0 1 2``), for a tuple field of one scalar type (``tuple[int, int, int]``,
+            ``tuple[float, ...]``); the parsed list reaches the dataclass as a tuple
+            (:func:`instantiate`).
         const: the flag may also be given without a value, which then is ``const``
             (``--resume`` alone means ``--resume last``; argparse's ``nargs="?"``).
     """
@@ -89,7 +92,7 @@ class Flag:
     parse: Callable[[str], Any] | None = None
     metavar: str | None = None
     positional: bool = False
-    nargs: int | None = None
+    nargs: int | typing.Literal["+"] | None = None
     const: Any = None
 
 
@@ -281,6 +284,15 @@ def _class_comments(source: str) -> dict[str, str]:
 def _named(name: str, convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     convert.__name__ = name  # argparse names the type in "invalid <name> value: 'x'"
     return convert
+
+
+def _keep_suppress(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert``, except that argparse's SUPPRESS default passes unchanged (a position left out)."""
+
+    def keep(value: Any) -> Any:
+        return value if value is argparse.SUPPRESS else convert(value)
+
+    return _named(getattr(convert, "__name__", "value"), keep)
 
 
 def _to_int(value: Any) -> int:
@@ -543,11 +555,17 @@ def add_dataclass_flags(
         if dest in parser.config_fields:
             raise ValueError(f"{cls.__name__}.{field.name}: {dest!r} is already a flag's key; use a section")
         if spec.positional:
-            if spec.name or spec.aliases or "action" in kwargs:
+            if spec.name or "action" in kwargs or (spec.aliases and "required" in kwargs):
                 raise ValueError(
-                    f"{cls.__name__}.{field.name}: a positional field has no flag names or switch"
+                    f"{cls.__name__}.{field.name}: a positional field has no flag name or switch, "
+                    "and flag aliases only with a default"
                 )
-            option_strings = ()
+            option_strings = spec.aliases
+            if option_strings:  # the flag sets the value; the position, unused, leaves it alone
+                group.add_argument(*option_strings, **kwargs)
+                kwargs["default"] = argparse.SUPPRESS
+                kwargs["help"] = f"{help_text} (or {option_strings[0]})"
+                kwargs["type"] = _keep_suppress(kwargs["type"])  # argparse converts a str default
             del kwargs["dest"]
             if not kwargs.pop("required", False):
                 kwargs["nargs"] = "?"
