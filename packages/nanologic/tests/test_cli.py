@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -209,8 +210,129 @@ def test_evaluate_and_bench_quick(run_dir, tmp_path):
     [([], 2), (["--quick"], 1), (["--quick", "--epochs", "3"], 3), (["--preset", "base", "--quick"], 10)],
 )
 def test_quick_halves_the_presets_epochs_unless_epochs_is_given(argv, epochs):
-    import argparse
+    from lm_shared.config_cli import instantiate, parse
+    from nanologic.cli import _train_parser, train_config_from_flags
+    from nanologic.configs import TrainInputs
 
-    from nanologic.cli import _epochs, _train_parser
+    parser = _train_parser()
+    cfg, _ = parse(parser, argv)
+    assert train_config_from_flags(parser, cfg, instantiate(parser, cfg, TrainInputs)).max_epochs == epochs
 
-    assert _epochs(_train_parser(argparse.ArgumentParser()).parse_args(argv)) == epochs
+
+def test_the_cli_and_the_python_api_train_the_same_default():
+    # Issue 17: `nanologic train` trained the preset's epochs (cpu: 2) while TrainConfig() said 12.
+    # The preset-dependent defaults now live in one table that TrainConfig.for_preset fills in.
+    import inspect
+
+    from lm_shared.config_cli import instantiate, parse
+    from nanologic.cli import _train_parser, train_config_from_flags
+    from nanologic.configs import PRESET_TRAINING, TrainConfig, TrainInputs
+    from nanologic.model import PRESETS
+    from nanologic.runner import train_run
+
+    assert set(PRESET_TRAINING) == set(PRESETS)
+    parser = _train_parser()
+    cfg, _ = parse(parser, [])
+    inputs = instantiate(parser, cfg, TrainInputs)
+    from_cli = train_config_from_flags(parser, cfg, inputs)
+    assert from_cli == TrainConfig().for_preset("cpu")
+    assert (from_cli.max_epochs, from_cli.lr) == (2, 3e-3)  # the default run is unchanged
+    # train_run's defaults are the command's
+    names = {"data": "data_dir", "model_config": "model_overrides"}
+    params = inspect.signature(train_run).parameters
+    for field in dataclasses.fields(TrainInputs):
+        if field.name != "quick":
+            assert params[names.get(field.name, field.name)].default == field.default, field.name
+
+
+# Every flag `nanologic train` accepted before its flags came from the config dataclasses (issue 17).
+TRAIN_FLAGS_BEFORE = (
+    "--out --data --n-generate --max-per-complexity --preset --vocab-size --epochs --quick --max-steps "
+    "--max-minutes --batch-size --lr --optimizer --warmup-steps --weight-decay --label-smoothing "
+    "--grad-clip --grad-noise --ema --accumulate --loss-on --packing --no-curriculum --cot-epochs "
+    "--val-check-interval --precision --seed --resume --force --model-config --compile "
+    "--checkpoint-every --devices --num-nodes --strategy --grad-ckpt --debug --threads --eval-limit"
+)
+# the house vocabulary (issue 17 item 2), beside the old spellings
+TRAIN_FLAGS_ADDED = "--accumulate-grad-batches --max-epochs --ema-decay --checkpoint-every-n-steps"
+
+
+def test_train_flags_and_defaults_are_its_dataclasses():
+    from lm_shared.cli_help import options_without_help
+    from lm_shared.config_cli import config_fields
+    from nanologic.cli import _train_parser
+
+    parser = _train_parser()
+    fields = config_fields(parser)
+    made = {option for field in fields for option in field.option_strings}
+    assert set(f"{TRAIN_FLAGS_BEFORE} {TRAIN_FLAGS_ADDED}".split()) <= made
+    others = {o for a in parser._actions for o in a.option_strings} - made
+    assert others == {"-h", "--help", "--config", "--print_config"}
+    defaults = parser.get_defaults()
+    for field in fields:
+        expected = field.default
+        expected = list(expected) if isinstance(expected, tuple) else expected
+        assert defaults[field.dest] == expected, field.dest
+    assert options_without_help(parser) == []
+
+
+def test_the_old_flags_give_the_same_config():
+    from lm_shared.config_cli import instantiate, parse
+    from nanologic.cli import _train_parser, train_config_from_flags
+    from nanologic.configs import TrainConfig, TrainInputs, TrainOutput
+
+    argv = ["--preset", "tiny", "--accumulate", "2", "--ema", "0.5", "--checkpoint-every", "3",
+            "--no-curriculum", "--devices", "0,1", "--epochs", "4", "--lr", "1e-3", "--packing",
+            "--model-config", '{"num_layers": 4}', "--resume", "--out", "r"]  # fmt: skip
+    parser = _train_parser()
+    cfg, _ = parse(parser, argv)
+    inputs = instantiate(parser, cfg, TrainInputs)
+    assert inputs == TrainInputs(preset="tiny", model_config={"num_layers": 4})
+    assert instantiate(parser, cfg, TrainOutput) == TrainOutput(out=Path("r"), resume="last")
+    assert train_config_from_flags(parser, cfg, inputs) == TrainConfig(
+        accumulate_grad_batches=2,
+        ema_decay=0.5,
+        checkpoint_every_n_steps=3,
+        curriculum=False,
+        devices="0,1",
+        max_epochs=4,
+        lr=1e-3,
+        packing=True,
+    )
+    cfg, _ = parse(parser, ["--resume", "x.ckpt", "--devices", "2"])
+    assert instantiate(parser, cfg, TrainOutput).resume == "x.ckpt" and cfg["train.devices"] == 2
+
+
+def test_the_run_saves_its_settings_and_config_loads_them(run_dir):
+    from lm_shared.config_cli import instantiate, parse
+    from nanologic.cli import _train_parser, train_config_from_flags
+    from nanologic.configs import TrainConfig, TrainInputs
+
+    text = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    assert "preset: tiny" in text.splitlines() and "  max_epochs: 1" in text.splitlines()
+    assert not {line.split(":")[0] for line in text.splitlines()} & {"out", "resume", "force"}
+    parser = _train_parser()
+    cfg, _ = parse(parser, ["--config", str(run_dir / "config.yaml")])
+    inputs = instantiate(parser, cfg, TrainInputs)
+    saved = json.loads((run_dir / "train_config.json").read_text())
+    saved["betas"] = tuple(saved["betas"])
+    assert train_config_from_flags(parser, cfg, inputs) == TrainConfig(**saved)
+    assert (inputs.preset, inputs.n_generate, inputs.vocab_size, inputs.eval_limit) == ("tiny", 400, 600, 12)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--batch-size", "x"], "error: argument --batch-size: invalid int value: 'x'"),
+        (["--preset", "huge"], "error: argument --preset: invalid choice: 'huge'"),
+        (["--model-config", "{"], "error: argument --model-config: not valid JSON"),
+        (["--devices", "0"], "error: argument --devices: expected at least 1 device"),
+        (["--bogus"], "error: unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_train_flags_are_one_line_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err

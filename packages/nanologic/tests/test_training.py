@@ -65,7 +65,7 @@ def test_resume_with_every_phase_done_loads_the_last_weights_and_fits_nothing(tm
 
     from nanologic.training import FitSettings, TrainConfig, build_module, fit_phases, training_phases
 
-    tc = TrainConfig(cot_epochs=1)
+    tc = TrainConfig(cot_epochs=1).for_preset("tiny")
     module = build_module(build_config("tiny", 64), tc)
     trained = {k: v + 1.0 if v.is_floating_point() else v for k, v in module.state_dict().items()}
     phases = [phase.name for phase in training_phases(tc)]

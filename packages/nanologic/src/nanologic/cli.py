@@ -6,144 +6,32 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lm_shared.cli_help import DefaultsHelpFormatter, add_bench_device_arguments
+from lm_shared.config_cli import (
+    ConfigParser,
+    Flag,
+    add_dataclass_flags,
+    config_fields,
+    config_parser,
+    dump_config,
+    instantiate,
+    parse,
+)
+from nanologic.configs import (
+    DEFAULT_MAX_PER_COMPLEXITY,
+    PRESET_NAMES,
+    PRESET_TRAINING,
+    TrainInputs,
+    TrainOutput,
+)
 from nanologic.errors import NanologicError
-from nanologic.runner import DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE
 
 _HELP = DefaultsHelpFormatter
-PRESET_CHOICES = ("cpu", "cpu-export", "tiny", "base", "base-export", "base-full")
-
-
-def _train_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--out", type=Path, help="run directory (default: a new one under ./runs)")
-    parser.add_argument("--data", type=Path, help="directory with train/val/test.jsonl (default: generate)")
-    parser.add_argument(
-        "--n-generate",
-        type=int,
-        default=DEFAULT_N_GENERATE,
-        help="raw examples to generate when --data is absent",
-    )
-    parser.add_argument(
-        "--max-per-complexity",
-        type=int,
-        default=DEFAULT_MAX_PER_COMPLEXITY,
-        help="at most this many generated sentences per complexity level, spread over its patterns",
-    )
-    parser.add_argument(
-        "--preset", choices=PRESET_CHOICES, default="cpu", help="model size (cpu = the CPU default)"
-    )
-    parser.add_argument("--vocab-size", type=int, default=8000, help="BPE vocabulary (upper bound)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default from the preset)")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="half the preset's epochs (cpu: 1 instead of 2), for 2-core CPUs with slow fp32 "
-        "where the default takes over 15 minutes (README: time and accuracy of both)",
-    )
-    parser.add_argument(
-        "--max-steps",
-        type=int,
-        default=-1,
-        help="stop after this many optimizer steps (-1: the epochs decide)",
-    )
-    parser.add_argument(
-        "--max-minutes",
-        type=float,
-        default=None,
-        help="stop training after this many minutes (a wall-clock cap: the result then depends on the machine)",
-    )
-    parser.add_argument("--batch-size", type=int, default=32, help="examples per batch and device")
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="peak learning rate (default: the preset's, 3e-3 for cpu/tiny, 1e-3 for base)",
-    )
-    parser.add_argument(
-        "--optimizer", choices=("schedulefree", "adamw"), default="schedulefree", help="optimizer"
-    )
-    parser.add_argument("--warmup-steps", type=int, default=100, help="linear learning-rate warmup steps")
-    parser.add_argument("--weight-decay", type=float, default=0.1, help="decoupled weight decay")
-    parser.add_argument(
-        "--label-smoothing", type=float, default=0.0, help="label smoothing of the loss, in [0, 1)"
-    )
-    parser.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clipping threshold")
-    parser.add_argument(
-        "--grad-noise", type=float, default=0.0, help="η of annealed gradient noise (0 = off)"
-    )
-    parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of evaluation weights (0 = off)")
-    parser.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
-    parser.add_argument(
-        "--loss-on", choices=("output", "all"), default="output", help="tokens the loss is taken on"
-    )
-    parser.add_argument("--packing", action="store_true", help="pack sequences with document masks")
-    parser.add_argument(
-        "--no-curriculum", action="store_true", help="shuffle freely instead of easy-to-hard complexity order"
-    )
-    parser.add_argument(
-        "--cot-epochs", type=int, default=0, help="chain-of-thought phase-1 epochs before phase 2"
-    )
-    parser.add_argument(
-        "--val-check-interval",
-        type=float,
-        default=1.0,
-        help="validate every this fraction of an epoch (or, above 1, every this many steps)",
-    )
-    parser.add_argument("--precision", default="auto", help="auto, 32-true, bf16-mixed, 16-mixed")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (data, initialisation, order)")
-    parser.add_argument(
-        "--resume",
-        nargs="?",
-        const="last",
-        help="continue the interrupted run in --out (from its last checkpoint, or from PATH)",
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="replace a finished run in --out (kept until the new one finishes)",
-    )
-    parser.add_argument(
-        "--model-config",
-        type=_json_object,
-        default=None,
-        help="JSON object of model fields overriding the preset, e.g. '{\"num_layers\": 4}'",
-    )
-    parser.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (checkpoints unchanged)"
-    )
-    parser.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=0,
-        help="also write checkpoints/<phase>/last.ckpt every N optimizer steps (0 = at validation)",
-    )
-    parser.add_argument(
-        "--devices",
-        type=_devices,
-        default=1,
-        help="devices per node: a count, 'auto', or a list like 0,1 (--batch-size is per device)",
-    )
-    parser.add_argument(
-        "--num-nodes", type=int, default=1, help="machines taking part (with torchrun or SLURM)"
-    )
-    parser.add_argument(
-        "--strategy", choices=("auto", "ddp", "fsdp"), default="auto", help="Lightning multi-device strategy"
-    )
-    parser.add_argument(
-        "--grad-ckpt", action="store_true", help="gradient checkpointing (less memory, slower steps)"
-    )
-    parser.add_argument("--debug", action="store_true", help="autograd anomaly detection")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="CPU threads (0 = auto: up to 2, leaving alone the cores other processes keep busy, "
-        "where a second thread would make every step several times slower)",
-    )
-    parser.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test examples")
-    return parser
+PRESET_CHOICES = PRESET_NAMES
 
 
 def _json_object(text: str) -> dict:
@@ -154,42 +42,6 @@ def _json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     return value
-
-
-# TrainConfig fields and the `train` flags that set them (errors name the flag the user typed).
-_FLAG_FOR_FIELD = {
-    "batch_size": "--batch-size",
-    "lr": "--lr",
-    "weight_decay": "--weight-decay",
-    "warmup_steps": "--warmup-steps",
-    "max_epochs": "--epochs",
-    "max_steps": "--max-steps",
-    "label_smoothing": "--label-smoothing",
-    "grad_clip": "--grad-clip",
-    "grad_noise": "--grad-noise",
-    "ema_decay": "--ema",
-    "accumulate_grad_batches": "--accumulate",
-    "cot_epochs": "--cot-epochs",
-    "val_check_interval": "--val-check-interval",
-    "precision": "--precision",
-    "seed": "--seed",
-    "strategy": "--strategy",
-    "num_nodes": "--num-nodes",
-    "checkpoint_every_n_steps": "--checkpoint-every",
-}
-
-
-def _check_run_options(args: argparse.Namespace) -> None:
-    for flag, value, minimum in (
-        ("--threads", args.threads, 0),
-        ("--n-generate", args.n_generate, 1),
-        ("--max-per-complexity", args.max_per_complexity, 1),
-        ("--eval-limit", args.eval_limit, 1),
-    ):
-        if value is not None and value < minimum:
-            raise NanologicError(f"{flag}: expected an integer >= {minimum}, got {value}")
-    if args.max_minutes is not None and not args.max_minutes > 0:
-        raise NanologicError(f"--max-minutes: expected a number > 0, got {args.max_minutes}")
 
 
 def _devices(text: str) -> int | str:
@@ -206,45 +58,110 @@ def _devices(text: str) -> int | str:
     return value
 
 
-_PRESET_EPOCHS = {"cpu": 2, "cpu-export": 2, "tiny": 1, "base": 20, "base-export": 20, "base-full": 20}
-_PRESET_LR = {
-    "cpu": 3e-3,
-    "cpu-export": 3e-3,
-    "tiny": 3e-3,
-    "base": 1e-3,
-    "base-export": 1e-3,
-    "base-full": 1e-3,
+# Where a TrainConfig flag departs from its field: earlier names, choices, the preset's defaults.
+def _train_config_flags() -> dict[str, Flag]:
+    def by_preset(key: str) -> str:
+        values: dict[str, list[str]] = {}
+        for preset, defaults in PRESET_TRAINING.items():
+            values.setdefault(f"{defaults[key]:g}", []).append(preset)
+        return "; ".join(f"{v} for {', '.join(presets)}" for v, presets in values.items())
+
+    return {
+        "lr": Flag(help=f"peak learning rate (default: the preset's: {by_preset('lr')})"),
+        "max_epochs": Flag(
+            name="--epochs",
+            aliases=("--max-epochs",),
+            help=f"passes over the training set (default: the preset's: {by_preset('max_epochs')}; "
+            "--quick halves it)",
+        ),
+        "optimizer": Flag(choices=("schedulefree", "adamw")),
+        "betas": Flag(nargs=2, metavar=("B1", "B2")),
+        "ema_decay": Flag(name="--ema", aliases=("--ema-decay",)),
+        "accumulate_grad_batches": Flag(aliases=("--accumulate",)),
+        "loss_on": Flag(choices=("output", "all")),
+        "curriculum": Flag(help="shuffle freely instead of easy-to-hard complexity order"),
+        "checkpoint_every_n_steps": Flag(name="--checkpoint-every", aliases=("--checkpoint-every-n-steps",)),
+        "devices": Flag(parse=_devices, metavar="DEVICES"),
+        "strategy": Flag(choices=("auto", "ddp", "fsdp")),
+    }
+
+
+TRAIN_INPUT_FLAGS = {
+    "preset": Flag(choices=PRESET_NAMES),
+    "model_config": Flag(parse=_json_object, metavar="JSON"),
 }
+TRAIN_OUTPUT_FLAGS = {"resume": Flag(const="last", metavar="PATH")}
+# Not part of a run's saved settings: where it goes and what happens to a run already there.
+TRAIN_OUTPUT_KEYS = ("out", "resume", "force")
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    from lm_shared.runtime import make_run_dir
-    from nanologic.runner import check_model_request, train_run
-    from nanologic.training import TrainConfig, TrainConfigError
+def _train_parser(prog: str = "nanologic train") -> ConfigParser:
+    from nanologic.configs import TrainConfig
 
-    _check_run_options(args)
+    parser = config_parser(
+        prog,
+        "Train a nanologic model: generate the embedded dataset (or read --data), train the tokenizer, "
+        "train, evaluate. With no options: the cpu preset, on the CPU.",
+    )
+    add_dataclass_flags(parser, TrainInputs, flags=TRAIN_INPUT_FLAGS, title="model, data and machine")
+    add_dataclass_flags(parser, TrainConfig, "train", flags=_train_config_flags(), title="training")
+    add_dataclass_flags(parser, TrainOutput, flags=TRAIN_OUTPUT_FLAGS, title="run folder")
+    return parser
+
+
+def _check_run_options(inputs: TrainInputs) -> None:
+    for flag, value, minimum in (
+        ("--threads", inputs.threads, 0),
+        ("--n-generate", inputs.n_generate, 1),
+        ("--max-per-complexity", inputs.max_per_complexity, 1),
+        ("--eval-limit", inputs.eval_limit, 1),
+    ):
+        if value is not None and value < minimum:
+            raise NanologicError(f"{flag}: expected an integer >= {minimum}, got {value}")
+    if inputs.max_minutes is not None and not inputs.max_minutes > 0:
+        raise NanologicError(f"--max-minutes: expected a number > 0, got {inputs.max_minutes}")
+
+
+def train_config_from_flags(parser: ConfigParser, cfg: Any, inputs: TrainInputs):
+    """The TrainConfig the flags ask for, with the preset's epochs and learning rate where none was
+    given (``--quick`` halves the epochs); an out-of-range value names its flag."""
+    from nanologic.configs import TrainConfig, TrainConfigError
+
     try:
-        tc = _train_config(args, TrainConfig)
+        return instantiate(parser, cfg, TrainConfig).for_preset(inputs.preset, quick=inputs.quick)
     except TrainConfigError as exc:
         field = str(exc).split(":", 1)[0]
-        flag = _FLAG_FOR_FIELD.get(field)
+        flags = {f.name: f.option_strings[0] for f in config_fields(parser) if f.cls is TrainConfig}
+        flag = flags.get(field)
         raise NanologicError(f"{flag} ({exc})" if flag else str(exc)) from None
-    check_model_request(args.preset, args.vocab_size, args.model_config)
-    out = args.out or make_run_dir("runs", "nanologic")
+
+
+def _run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from lm_shared.runtime import make_run_dir
+    from nanologic.runner import check_model_request, train_run
+
+    inputs = instantiate(parser, cfg, TrainInputs)
+    output = instantiate(parser, cfg, TrainOutput)
+    _check_run_options(inputs)
+    tc = train_config_from_flags(parser, cfg, inputs)
+    check_model_request(inputs.preset, inputs.vocab_size, inputs.model_config)
+    cfg["train.max_epochs"], cfg["train.lr"] = tc.max_epochs, tc.lr  # config.yaml says what ran
+    out = output.out or make_run_dir("runs", "nanologic")
     report = train_run(
         Path(out),
-        preset=args.preset,
+        preset=inputs.preset,
         train_config=tc,
-        data_dir=args.data,
-        n_generate=args.n_generate,
-        max_per_complexity=args.max_per_complexity,
-        vocab_size=args.vocab_size,
-        resume=args.resume,
-        force=args.force,
-        eval_limit=args.eval_limit,
-        model_overrides=args.model_config,
-        max_minutes=args.max_minutes,
-        threads=args.threads,
+        data_dir=inputs.data,
+        n_generate=inputs.n_generate,
+        max_per_complexity=inputs.max_per_complexity,
+        vocab_size=inputs.vocab_size,
+        resume=output.resume,
+        force=output.force,
+        eval_limit=inputs.eval_limit,
+        model_overrides=inputs.model_config,
+        max_minutes=inputs.max_minutes,
+        threads=inputs.threads,
+        command_config=dump_config(parser, cfg, exclude=TRAIN_OUTPUT_KEYS),
     )
     if report:  # processes other than the first return no report
         keys = ("equivalence_accuracy", "n_test", "train_seconds", "total_seconds")
@@ -255,54 +172,9 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _epochs(args: argparse.Namespace) -> int:
-    """``--epochs``, else the preset's, halved by ``--quick``."""
-    if args.epochs is not None:
-        return args.epochs
-    epochs = _PRESET_EPOCHS[args.preset]
-    return max(1, epochs // 2) if args.quick else epochs
-
-
-def _train_config(args: argparse.Namespace, TrainConfig):  # noqa: N803 - the class, passed in
-    return TrainConfig(
-        batch_size=args.batch_size,
-        lr=args.lr if args.lr is not None else _PRESET_LR[args.preset],
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps,
-        max_epochs=_epochs(args),
-        max_steps=args.max_steps,
-        optimizer=args.optimizer,
-        label_smoothing=args.label_smoothing,
-        grad_clip=args.grad_clip,
-        grad_noise=args.grad_noise,
-        ema_decay=args.ema,
-        accumulate_grad_batches=args.accumulate,
-        loss_on=args.loss_on,
-        packing=args.packing,
-        curriculum=not args.no_curriculum,
-        cot_epochs=args.cot_epochs,
-        val_check_interval=args.val_check_interval,
-        precision=args.precision,
-        seed=args.seed,
-        compile=args.compile,
-        checkpoint_every_n_steps=args.checkpoint_every,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        strategy=args.strategy,
-        grad_ckpt=args.grad_ckpt,
-        debug=args.debug,
-    )
-
-
 def train_main(argv: list[str] | None = None) -> int:
-    parser = _train_parser(
-        argparse.ArgumentParser(
-            prog="nanologic train",
-            description="Train a nanologic model.",
-            formatter_class=DefaultsHelpFormatter,
-        )
-    )
-    return _guard(lambda: _run_train(parser.parse_args(argv)))
+    """The workspace ``train`` entry point: same as ``nanologic train``."""
+    return main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 def _guard(fn) -> int:
@@ -819,10 +691,8 @@ def _add_train_tokenizer_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
-    p = _train_parser(
-        sub.add_parser("train", formatter_class=_HELP, help="train (the same trainer as `uv run train`)")
-    )
-    p.set_defaults(fn=_run_train)
+    # its flags are _train_parser's (main hands `train` to it); listed here for `nanologic --help`
+    sub.add_parser("train", add_help=False, help="train (the same trainer as `uv run train`)")
 
 
 def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
@@ -944,7 +814,22 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=_cmd_serve)
 
 
+# Commands whose flags come from config dataclasses (lm_shared.config_cli): name -> (parser, run).
+CONFIG_COMMANDS: dict[
+    str, tuple[Callable[[str], ConfigParser], Callable[[ConfigParser, Any, set[str]], int]]
+] = {
+    "train": (_train_parser, _run_train),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; a user error is one ``error: ...`` line (exit 2), Ctrl-C one line (exit 130)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in CONFIG_COMMANDS:
+        make_parser, command = CONFIG_COMMANDS[argv[0]]
+        parser = make_parser(f"nanologic {argv[0]}")
+        cfg, given = parse(parser, argv[1:])
+        return _guard(lambda: command(parser, cfg, given))
     args = build_parser().parse_args(argv)
     return _guard(lambda: args.fn(args))
 

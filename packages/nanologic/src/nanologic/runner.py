@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lm_shared.runs import atomic_write_json
+from nanologic.configs import DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE, TrainConfig
 from nanologic.data import (
     SPECIAL_TOKENS,
     read_jsonl,
@@ -27,14 +28,10 @@ from nanologic.pipeline import StageReport
 if TYPE_CHECKING:
     from lm_shared.runs import RunFolder
     from lm_shared.runtime import ThreadChoice
-    from nanologic.training import TrainConfig
 
 console = Console(stderr=True)
 
 
-# The embedded default dataset: what `nanologic train` generates when no --data is given.
-DEFAULT_N_GENERATE = 40_000  # raw generated sentences
-DEFAULT_MAX_PER_COMPLEXITY = 8_000  # source sentences kept per complexity level
 # The real-sentence development set shipped with the package (issue 13); every run reports on it.
 DEV_REAL = Path(__file__).resolve().parents[2] / "data" / "dev_real.jsonl"
 
@@ -365,6 +362,7 @@ class TrainRequest:
     threads: int
     callbacks: Sequence
     precision_plugins: Sequence
+    command_config: str | None = None  # the YAML of the command's settings, saved as config.yaml
 
     def run_config(self) -> dict:
         """The settings saved in ``run.json``, which a resumed run must repeat."""
@@ -385,8 +383,8 @@ class TrainRequest:
 def train_run(
     out: Path,
     *,
-    preset: str,
-    train_config: TrainConfig,
+    preset: str = "cpu",
+    train_config: TrainConfig | None = None,
     data_dir: Path | None = None,
     n_generate: int = DEFAULT_N_GENERATE,
     max_per_complexity: int | None = DEFAULT_MAX_PER_COMPLEXITY,
@@ -399,8 +397,14 @@ def train_run(
     threads: int = 0,
     callbacks: Sequence = (),
     precision_plugins: Sequence = (),
+    command_config: str | None = None,
 ) -> dict:
     """The whole default run; every artefact lands under ``out``.
+
+    The defaults are ``nanologic train``'s (:class:`nanologic.configs.TrainInputs`); the fields of
+    ``train_config`` left at None (epochs, learning rate) take ``preset``'s values
+    (:meth:`~nanologic.configs.TrainConfig.for_preset`), as the command's do. ``command_config``
+    (the command's settings as YAML) is saved as ``config.yaml`` in the run folder.
 
     ``out`` follows the run-folder policy of :mod:`lm_shared.runs`: locked while training, a
     finished run is replaced only with ``force``, an interrupted one is continued with ``resume``
@@ -418,6 +422,7 @@ def train_run(
     from lm_shared.runs import open_run_dir
     from lm_shared.runs_lightning import require_gpus_for_fsdp
 
+    train_config = (train_config or TrainConfig()).for_preset(preset)
     require_gpus_for_fsdp(train_config.strategy)
     check_model_request(preset, vocab_size, model_overrides)
     if resume is not None and data_dir is None:
@@ -438,6 +443,7 @@ def train_run(
         threads=threads,
         callbacks=callbacks,
         precision_plugins=precision_plugins,
+        command_config=command_config,
     )
     run = open_run_dir(
         out,
@@ -498,6 +504,10 @@ def _train_in(run: RunFolder, request: TrainRequest) -> dict:
     if first:
         save_config(model_cfg.to_dict(), out / "model_config.json")
         save_config(train_config_dict(tc), out / "train_config.json")
+        if request.command_config is not None:
+            from lm_shared.runs import atomic_write_text
+
+            atomic_write_text(out / "config.yaml", request.command_config)
         _mark_prepared(out)
     device = detect_device()
     # fp32 on every CPU, native bf16 included: with the copy head the default trained at 4,560

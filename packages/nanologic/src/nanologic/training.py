@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lm_shared.runs import RunFolder, atomic_path
 from lm_shared.stability_lightning import optimizer_updates
+from nanologic.configs import PRECISIONS, TrainConfig, TrainConfigError  # noqa: F401 - re-exported
 from nanologic.data import (
     PAD,
     SEQUENCE_FORMAT_VERSION,
@@ -32,95 +33,6 @@ from nanologic.data import (
 )
 from nanologic.errors import NanologicError
 from nanologic.model import NanoLogic, NanoLogicConfig
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    batch_size: int = 32  # sequences per batch (dynamic padding) or rows (packing)
-    lr: float = 3e-3  # peak learning rate
-    weight_decay: float = 0.1  # on 2-D weights only (not embeddings, norms, scalars)
-    warmup_steps: int = 100  # linear warmup (schedule-free and cosine alike)
-    max_epochs: int = 12  # passes over the training set
-    max_steps: int = -1  # stop after this many optimizer steps (-1 = epochs decide)
-    optimizer: str = "schedulefree"  # "schedulefree" (AdamWScheduleFree) or "adamw" (+ cosine)
-    betas: tuple[float, float] = (0.9, 0.98)  # Adam betas
-    label_smoothing: float = 0.0  # cross-entropy label smoothing
-    grad_clip: float = 1.0  # global-norm clipping (done by the gradient-health callback)
-    grad_noise: float = 0.0  # η of annealed gradient noise N(0, η/(1+t)^γ) (0 = off)
-    grad_noise_gamma: float = 0.55  # γ of the gradient-noise schedule
-    ema_decay: float = 0.0  # EMA of weights used for evaluation (0 = off; redundant with schedule-free)
-    accumulate_grad_batches: int = 1  # gradient accumulation
-    loss_on: str = "output"  # "output" (after <|output|>) or "all" tokens
-    packing: bool = False  # pack sequences into rows with document masks instead of padding
-    pack_len: int = 256  # row length when packing
-    curriculum: bool = True  # first epoch(s) simple -> advanced in order, then shuffled
-    cot_epochs: int = 0  # chain-of-thought distillation: epochs of phase 1 (with thought) first
-    val_check_interval: float = 1.0  # validation every epoch (or fraction of one)
-    precision: str = "auto"  # Lightning precision string or "auto"
-    num_workers: int = 0  # DataLoader workers
-    seed: int = 0  # seed_everything
-    compile: bool = False  # torch.compile the model (checkpoints are the same either way)
-    checkpoint_every_n_steps: int = (
-        0  # also write checkpoints/<phase>/last.ckpt every N steps (0 = per validation)
-    )
-    devices: int | str = 1  # Lightning devices per node: a count, "auto", or a list like "0,1"
-    num_nodes: int = 1  # machines (each runs `devices` processes)
-    strategy: str = "auto"  # "auto", "ddp" or "fsdp" (Lightning strategies)
-    grad_ckpt: bool = False  # activation checkpointing per block
-    debug: bool = False  # autograd anomaly detection
-
-    def __post_init__(self) -> None:
-        """Check every field before any work starts; raises :class:`TrainConfigError` naming it."""
-        problem = _train_config_problem(self)
-        if problem is not None:
-            raise TrainConfigError(problem)
-
-
-class TrainConfigError(NanologicError, ValueError):
-    """A training hyperparameter out of range; the message names the field and what was expected."""
-
-
-# Lightning precision strings this trainer accepts ("auto" picks one for the device).
-PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
-
-
-def _train_config_problem(tc: TrainConfig) -> str | None:
-    def finite(name: str) -> bool:
-        return isinstance(getattr(tc, name), int | float) and math.isfinite(getattr(tc, name))
-
-    for name in ("lr", "weight_decay", "label_smoothing", "grad_clip", "grad_noise", "grad_noise_gamma"):
-        if not finite(name):
-            return f"{name}: expected a finite number, got {getattr(tc, name)}"
-    checks = [
-        (tc.optimizer in ("schedulefree", "adamw"), "optimizer", "'schedulefree' or 'adamw'"),
-        (tc.loss_on in ("output", "all"), "loss_on", "'output' or 'all'"),
-        (tc.lr > 0, "lr", "> 0"),
-        (tc.batch_size >= 1, "batch_size", "an integer >= 1"),
-        (tc.accumulate_grad_batches >= 1, "accumulate_grad_batches", "an integer >= 1"),
-        (tc.max_epochs >= 1, "max_epochs", "an integer >= 1"),
-        (tc.max_steps == -1 or tc.max_steps >= 1, "max_steps", "-1 (epochs decide) or an integer >= 1"),
-        (tc.warmup_steps >= 0, "warmup_steps", ">= 0"),
-        (tc.weight_decay >= 0, "weight_decay", ">= 0"),
-        (0.0 <= tc.label_smoothing < 1.0, "label_smoothing", "in [0, 1)"),
-        (tc.grad_clip > 0, "grad_clip", "> 0"),
-        (tc.grad_noise >= 0, "grad_noise", ">= 0"),
-        (0.0 <= tc.ema_decay < 1.0, "ema_decay", "in [0, 1)"),
-        (all(0.0 <= b < 1.0 for b in tc.betas), "betas", "two numbers in [0, 1)"),
-        (tc.pack_len >= 2, "pack_len", ">= 2"),
-        (tc.cot_epochs >= 0, "cot_epochs", ">= 0"),
-        (tc.val_check_interval > 0, "val_check_interval", "> 0 (a fraction of an epoch, or a step count)"),
-        (tc.precision in PRECISIONS, "precision", "one of " + ", ".join(PRECISIONS)),
-        (tc.num_workers >= 0, "num_workers", ">= 0"),
-        (0 <= tc.seed < 2**32, "seed", "in [0, 2**32)"),
-        (tc.strategy in ("auto", "ddp", "fsdp"), "strategy", "'auto', 'ddp' or 'fsdp'"),
-        (tc.num_nodes >= 1, "num_nodes", "an integer >= 1"),
-        (tc.checkpoint_every_n_steps >= 0, "checkpoint_every_n_steps", ">= 0"),
-    ]
-    for ok, name, expected in checks:
-        if not ok:
-            return f"{name}: expected {expected}, got {getattr(tc, name)!r}"
-    return None
-
 
 # ---------------------------------------------------------------------------------------------
 # Tokenised dataset
@@ -593,7 +505,13 @@ class Phase:
 
 
 def training_phases(tc: TrainConfig) -> list[Phase]:
-    """``phase1`` (``cot_epochs`` with the thought) when asked for, then ``phase2`` (output only)."""
+    """``phase1`` (``cot_epochs`` with the thought) when asked for, then ``phase2`` (output only).
+
+    ``tc`` must have its preset-dependent fields set (:meth:`TrainConfig.for_preset`)."""
+    if tc.max_epochs is None or tc.lr is None:
+        raise NanologicError(
+            "TrainConfig.max_epochs/lr are None: fill them in with TrainConfig.for_preset(preset)"
+        )
     phases = [Phase("phase1", True, tc.cot_epochs)] if tc.cot_epochs > 0 else []
     phases.append(Phase("phase2", False, tc.max_epochs))
     return phases

@@ -1,0 +1,183 @@
+"""The settings of ``nanologic train``, without torch: the CLI is made from these dataclasses.
+
+:class:`TrainConfig` (the trainer's hyperparameters, saved as ``train_config.json``),
+:class:`TrainInputs` (the preset, the data, the tokenizer, the machine: :func:`nanologic.runner.train_run`'s
+arguments) and :class:`TrainOutput` (the run folder) give ``nanologic train`` its flags through
+:mod:`lm_shared.config_cli`: each field's comment is its ``--help``, each default exists only here.
+Defaults that depend on the model preset (epochs, learning rate) are in :data:`PRESET_TRAINING`;
+``TrainConfig`` leaves them at None and :meth:`TrainConfig.for_preset` fills them in, for the CLI
+and the Python API alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nanologic.errors import NanologicError
+
+# The embedded default dataset: what `nanologic train` generates when no --data is given.
+DEFAULT_N_GENERATE = 40_000  # raw generated sentences
+DEFAULT_MAX_PER_COMPLEXITY = 8_000  # source sentences kept per complexity level
+
+# Training defaults that depend on the model preset: what TrainConfig's None fields become.
+PRESET_TRAINING: dict[str, dict[str, Any]] = {
+    "cpu": {"max_epochs": 2, "lr": 3e-3},
+    "cpu-export": {"max_epochs": 2, "lr": 3e-3},
+    "tiny": {"max_epochs": 1, "lr": 3e-3},
+    "base": {"max_epochs": 20, "lr": 1e-3},
+    "base-export": {"max_epochs": 20, "lr": 1e-3},
+    "base-full": {"max_epochs": 20, "lr": 1e-3},
+}
+PRESET_NAMES = tuple(PRESET_TRAINING)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32  # examples per batch and device (dynamic padding), or rows (packing)
+    lr: float | None = None  # peak learning rate (None: the preset's, PRESET_TRAINING)
+    weight_decay: float = 0.1  # decoupled weight decay, on 2-D weights only (not embeddings, norms, scalars)
+    warmup_steps: int = 100  # linear learning-rate warmup steps (schedule-free and cosine alike)
+    max_epochs: int | None = None  # passes over the training set (None: the preset's, PRESET_TRAINING)
+    max_steps: int = -1  # stop after this many optimizer steps (-1: the epochs decide)
+    optimizer: str = "schedulefree"  # schedulefree (AdamWScheduleFree) or adamw (with a cosine schedule)
+    betas: tuple[float, float] = (0.9, 0.98)  # Adam betas
+    label_smoothing: float = 0.0  # label smoothing of the loss, in [0, 1)
+    grad_clip: float = 1.0  # gradient-norm clipping threshold (done by the gradient-health callback)
+    grad_noise: float = 0.0  # η of annealed gradient noise N(0, η/(1+t)^γ) (0 = off)
+    grad_noise_gamma: float = 0.55  # γ of the gradient-noise schedule
+    ema_decay: float = 0.0  # EMA decay of the evaluation weights (0 = off; redundant with schedule-free)
+    accumulate_grad_batches: int = 1  # gradient accumulation steps
+    loss_on: str = "output"  # tokens the loss is taken on: output (after <|output|>) or all
+    packing: bool = False  # pack sequences into rows with document masks instead of padding
+    pack_len: int = 256  # row length when packing
+    curriculum: bool = True  # first epoch easy-to-hard (simple -> advanced), then shuffled
+    cot_epochs: int = 0  # chain-of-thought phase-1 epochs (with the thought) before phase 2
+    # validate every this fraction of an epoch (or, above 1, every this many steps)
+    val_check_interval: float = 1.0
+    precision: str = "auto"  # auto, 32-true, bf16-mixed, 16-mixed (Lightning precision strings)
+    num_workers: int = 0  # DataLoader workers
+    seed: int = 0  # random seed (data, initialisation, order)
+    compile: bool = False  # torch.compile the model (checkpoints are the same either way)
+    # also write checkpoints/<phase>/last.ckpt every N optimizer steps (0 = at validation)
+    checkpoint_every_n_steps: int = 0
+    # devices per node: a count, 'auto', or a list like 0,1 (the batch size is per device)
+    devices: int | str = 1
+    num_nodes: int = 1  # machines taking part (with torchrun or SLURM)
+    strategy: str = "auto"  # Lightning multi-device strategy: auto, ddp or fsdp
+    grad_ckpt: bool = False  # gradient checkpointing per block (less memory, slower steps)
+    debug: bool = False  # autograd anomaly detection
+
+    def __post_init__(self) -> None:
+        """Check every field before any work starts; raises :class:`TrainConfigError` naming it."""
+        problem = _train_config_problem(self)
+        if problem is not None:
+            raise TrainConfigError(problem)
+
+    def for_preset(self, preset: str, *, quick: bool = False) -> TrainConfig:
+        """This config with the preset's values (:data:`PRESET_TRAINING`) for the fields left at None.
+
+        Args:
+            preset: the model preset the run trains.
+            quick: half the preset's epochs (at least 1), when ``max_epochs`` is None.
+
+        Returns:
+            A config with every field set (the same config when none was None).
+
+        Raises:
+            NanologicError: an unknown preset.
+        """
+        if preset not in PRESET_TRAINING:
+            raise NanologicError(f"unknown preset {preset!r}; choose from {', '.join(PRESET_NAMES)}")
+        values = dict(PRESET_TRAINING[preset])
+        if quick:
+            values["max_epochs"] = max(1, values["max_epochs"] // 2)
+        missing = {name: value for name, value in values.items() if getattr(self, name) is None}
+        return dataclasses.replace(self, **missing) if missing else self
+
+
+class TrainConfigError(NanologicError, ValueError):
+    """A training hyperparameter out of range; the message names the field and what was expected."""
+
+
+# Lightning precision strings this trainer accepts ("auto" picks one for the device).
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
+
+
+def _train_config_problem(tc: TrainConfig) -> str | None:
+    def finite(name: str) -> bool:
+        value = getattr(tc, name)
+        return isinstance(value, int | float) and math.isfinite(value)
+
+    for name in ("lr", "weight_decay", "label_smoothing", "grad_clip", "grad_noise", "grad_noise_gamma"):
+        if not (name == "lr" and tc.lr is None) and not finite(name):
+            return f"{name}: expected a finite number, got {getattr(tc, name)}"
+    checks = [
+        (tc.optimizer in ("schedulefree", "adamw"), "optimizer", "'schedulefree' or 'adamw'"),
+        (tc.loss_on in ("output", "all"), "loss_on", "'output' or 'all'"),
+        (tc.lr is None or tc.lr > 0, "lr", "> 0"),
+        (tc.batch_size >= 1, "batch_size", "an integer >= 1"),
+        (tc.accumulate_grad_batches >= 1, "accumulate_grad_batches", "an integer >= 1"),
+        (tc.max_epochs is None or tc.max_epochs >= 1, "max_epochs", "an integer >= 1"),
+        (tc.max_steps == -1 or tc.max_steps >= 1, "max_steps", "-1 (epochs decide) or an integer >= 1"),
+        (tc.warmup_steps >= 0, "warmup_steps", ">= 0"),
+        (tc.weight_decay >= 0, "weight_decay", ">= 0"),
+        (0.0 <= tc.label_smoothing < 1.0, "label_smoothing", "in [0, 1)"),
+        (tc.grad_clip > 0, "grad_clip", "> 0"),
+        (tc.grad_noise >= 0, "grad_noise", ">= 0"),
+        (0.0 <= tc.ema_decay < 1.0, "ema_decay", "in [0, 1)"),
+        (all(0.0 <= b < 1.0 for b in tc.betas), "betas", "two numbers in [0, 1)"),
+        (tc.pack_len >= 2, "pack_len", ">= 2"),
+        (tc.cot_epochs >= 0, "cot_epochs", ">= 0"),
+        (tc.val_check_interval > 0, "val_check_interval", "> 0 (a fraction of an epoch, or a step count)"),
+        (tc.precision in PRECISIONS, "precision", "one of " + ", ".join(PRECISIONS)),
+        (tc.num_workers >= 0, "num_workers", ">= 0"),
+        (0 <= tc.seed < 2**32, "seed", "in [0, 2**32)"),
+        (tc.strategy in ("auto", "ddp", "fsdp"), "strategy", "'auto', 'ddp' or 'fsdp'"),
+        (tc.num_nodes >= 1, "num_nodes", "an integer >= 1"),
+        (tc.checkpoint_every_n_steps >= 0, "checkpoint_every_n_steps", ">= 0"),
+    ]
+    for ok, name, expected in checks:
+        if not ok:
+            return f"{name}: expected {expected}, got {getattr(tc, name)!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """``nanologic train``: the model preset, the data, the tokenizer, the evaluation and the machine.
+
+    :func:`nanologic.runner.train_run`'s arguments besides the TrainConfig (``data`` is its
+    ``data_dir``, ``model_config`` its ``model_overrides``), with the same defaults.
+    """
+
+    preset: str = "cpu"  # model size (cpu: the one for CPUs)
+    data: Path | None = None  # directory with train/val/test.jsonl (default: generate the embedded dataset)
+    n_generate: int = DEFAULT_N_GENERATE  # raw examples to generate when --data is absent
+    # at most this many generated sentences per complexity level, spread over its patterns
+    max_per_complexity: int = DEFAULT_MAX_PER_COMPLEXITY
+    vocab_size: int = 8000  # BPE vocabulary (upper bound)
+    # JSON object of model fields overriding the preset, e.g. '{"num_layers": 4}' (default: none)
+    model_config: dict[str, Any] | None = None
+    # half the preset's epochs (cpu: 1 instead of 2), for 2-core CPUs with slow fp32 where the
+    # default takes over 15 minutes (README: time and accuracy of both)
+    quick: bool = False
+    # stop training after this many minutes (a wall-clock cap: the result then depends on the machine)
+    max_minutes: float | None = None
+    # CPU threads (0 = auto: up to 2, leaving alone the cores other processes keep busy, where a
+    # second thread would make every step several times slower)
+    threads: int = 0
+    eval_limit: int | None = None  # evaluate on the first N test examples (default: all)
+
+
+@dataclass(frozen=True)
+class TrainOutput:
+    """``nanologic train``: where the run goes and what happens to a run already there."""
+
+    out: Path | None = None  # run directory (default: a new one under ./runs)
+    # continue the interrupted run in --out (alone: from its last checkpoint; or from PATH)
+    resume: str | None = None
+    force: bool = False  # replace a finished run in --out (kept until the new one finishes)
