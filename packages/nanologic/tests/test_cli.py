@@ -336,3 +336,21 @@ def test_bad_train_flags_are_one_line_exit_2(capsys, argv, message):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate"],
+        ["formalize", "Llueve."],
+        ["check", "Llueve. Luego llueve."],
+        ["export-gguf", "--out", "m.gguf"],
+        ["serve"],
+    ],
+)
+def test_run_means_a_trained_run_everywhere_and_checkpoint_stays(argv):
+    # Issue 17 item 2: one vocabulary, `--run DIR` for reading a trained run; `--checkpoint` kept.
+    from nanologic.cli import build_parser
+
+    for flag in ("--run", "--checkpoint"):
+        assert build_parser().parse_args([*argv, flag, "runs/x"]).checkpoint == Path("runs/x")

@@ -698,7 +698,7 @@ def load_backend(
                 None,
                 "",
                 f"No hay ningún modelo entrenado en {runs_dir}/: {TRAIN_HINT}, o pasa "
-                "--checkpoint DIR. Las fórmulas funcionan sin modelo.",
+                "--run DIR. Las fórmulas funcionan sin modelo.",
             )
         description = " (la ejecución más reciente en " + str(runs_dir) + "/)"
     from nanologic.inference import Formalizer

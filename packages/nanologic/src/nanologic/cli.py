@@ -344,7 +344,7 @@ def _cmd_evaluate(args) -> int:
             raise NanologicError("--baseline needs --data FILE.jsonl")
         return _evaluate_baseline(args.data, args.out, args.limit)
     if args.checkpoint is None:
-        raise NanologicError("give --checkpoint DIR (a trained run) or --baseline rules")
+        raise NanologicError("give --run DIR (a trained run; or --checkpoint DIR) or --baseline rules")
     data = args.data or (args.checkpoint / "data" / "test.jsonl")
     constraint = "grounded" if args.grounded else ("format" if args.constrained else None)
     out = args.out or default_report_dir(args.checkpoint, data, constraint)
@@ -429,9 +429,9 @@ def _cmd_formalize(args) -> int:
 
 
 def _formalizer(args):
-    """The PyTorch Formalizer (--checkpoint) or the llama.cpp one (--gguf), with the constraint."""
+    """The PyTorch Formalizer (--run) or the llama.cpp one (--gguf), with the constraint."""
     if (args.checkpoint is None) == (args.gguf is None):
-        raise NanologicError("give exactly one of --checkpoint DIR (PyTorch) or --gguf FILE.gguf (llama.cpp)")
+        raise NanologicError("give exactly one of --run DIR (PyTorch) or --gguf FILE.gguf (llama.cpp)")
     constraint = "grounded" if args.grounded else ("format" if args.constrained else None)
     if args.gguf is not None:
         from nanologic.llamacpp import LlamaCppFormalizer
@@ -443,7 +443,9 @@ def _formalizer(args):
 
 
 def _add_backend_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, help="a run directory (PyTorch)")
+    p.add_argument(
+        "--run", "--checkpoint", dest="checkpoint", type=Path, help="a trained run directory (PyTorch)"
+    )
     p.add_argument("--gguf", type=Path, help="an exported GGUF, run in llama.cpp (llama-cpp-python)")
     p.add_argument(
         "--constrained",
@@ -477,7 +479,7 @@ def _cmd_check(args) -> int:
     else:
         if (args.checkpoint is None and args.gguf is None) or args.text is None:
             raise NanologicError(
-                "give --checkpoint DIR (or --gguf FILE) and an argument text, or --premise/--conclusion formulas"
+                "give --run DIR (or --gguf FILE) and an argument text, or --premise/--conclusion formulas"
             )
         premises_text, conclusion_text = split_argument(args.text)
         formalizer = _formalizer(args)
@@ -552,7 +554,7 @@ def _cmd_serve(args) -> int:
     from nanologic.app import serve
 
     if args.checkpoint is not None and args.gguf is not None:
-        raise NanologicError("--checkpoint and --gguf are alternatives: give one")
+        raise NanologicError("--run (--checkpoint) and --gguf are alternatives: give one")
     auth = _read_auth_file(args.auth_file) if args.auth_file is not None else None
     if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         print(
@@ -701,7 +703,7 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
         formatter_class=_HELP,
         help="evaluate a run (or the rule baseline) on a split or a real-sentence set",
     )
-    p.add_argument("--checkpoint", type=Path, help="trained run directory")
+    p.add_argument("--run", "--checkpoint", dest="checkpoint", type=Path, help="trained run directory")
     p.add_argument(
         "--data",
         type=Path,
@@ -778,7 +780,9 @@ def _add_export_gguf_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export-gguf", formatter_class=_HELP, help="write a llama.cpp GGUF (llama architecture)"
     )
-    p.add_argument("--checkpoint", type=Path, required=True, help="run directory of a trained model")
+    p.add_argument(
+        "--run", "--checkpoint", dest="checkpoint", type=Path, required=True, help="trained run directory"
+    )
     p.add_argument("--out", type=Path, required=True, help="output .gguf file")
     p.add_argument("--dtype", choices=("f32", "f16"), default="f32", help="weight type in the GGUF")
     p.add_argument(
@@ -803,7 +807,13 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:
 
 def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="web app: formalise, truth tables, arguments, JSONL batches")
-    p.add_argument("--checkpoint", type=Path, help="run directory (default: the newest under --runs-dir)")
+    p.add_argument(
+        "--run",
+        "--checkpoint",
+        dest="checkpoint",
+        type=Path,
+        help="trained run directory (default: the newest under --runs-dir)",
+    )
     p.add_argument("--gguf", type=Path, help="a GGUF exported with export-gguf (llama.cpp backend)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument(

@@ -458,7 +458,7 @@ def train_run(
     with run:
         report = _train_in(run, request)
         final = run.finish()
-    console.print(f"[bold green]Run directory:[/] {final}  (use it as --checkpoint {final})")
+    console.print(f"[bold green]Run directory:[/] {final}  (use it as --run {final})")
     return report
 
 

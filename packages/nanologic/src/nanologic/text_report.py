@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="nanologic text-report", description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument(
+        "--run", "--checkpoint", dest="checkpoint", type=Path, required=True, help="trained run directory"
+    )
     parser.add_argument("--gguf", type=Path, required=True, help="the run's exported GGUF")
     parser.add_argument("--data", type=Path, help="JSONL split (default: the run's test split)")
     parser.add_argument("--limit", type=int, default=200)
