@@ -21,9 +21,9 @@ from lm_shared.runs import RunFolderError
 MODEL = InfinitoConfig(
     vocab_size=300,
     max_seq_len=32,
-    d_model=32,
-    n_layers=1,
-    n_heads=2,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=2,
     memory_slots=8,
     memory_writes=2,
     segment_len=4,

@@ -48,7 +48,7 @@ def run_dir(tmp_path_factory):
 
 def test_train_then_generate_evaluate_phi(run_dir, tmp_path, capsys):
     cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["model"]["d_model"] == 32 and cfg["model"]["lambda_phi"] > 0
+    assert cfg["model"]["hidden_size"] == 32 and cfg["model"]["lambda_phi"] > 0
     assert main(["evaluate", str(run_dir)]) == 0
     report = tmp_path / "gen.json"
     args = ["generate", str(run_dir), "--num-samples", "2", "--max-new-tokens", "6", "--out", str(report)]
@@ -82,7 +82,7 @@ def test_baseline_flag_turns_everything_off(tmp_path):
     [
         (["train", "--data", "/nonexistent/corpus.txt"], "/nonexistent/corpus.txt: no such file"),
         (["train", "--seq-len", "300"], "above the model's max_seq_len 128"),
-        (["train", "--d-model", "30"], "d_model"),
+        (["train", "--d-model", "30"], "hidden_size"),
         (["train", "--phi-target", "1.2"], "phi_target"),
     ],
 )
@@ -99,7 +99,7 @@ def test_empty_corpus_and_resume_mismatch(run_dir, tmp_path, capsys):
     assert "empty" in capsys.readouterr().err
     before = (run_dir / "model.safetensors").read_bytes()
     assert main(["train", *TINY, "--resume", str(run_dir), "--n-layers", "2"]) == 2
-    assert "n_layers: checkpoint has 1, requested 2" in capsys.readouterr().err
+    assert "num_layers: checkpoint has 1, requested 2" in capsys.readouterr().err
     assert (run_dir / "model.safetensors").read_bytes() == before
 
 
@@ -121,7 +121,9 @@ def test_compare_writes_contract_keys_and_plots(tmp_path):
     for png in ("loss_curves.png", "phi_weights.png", "phi_proxy.png"):
         assert (out / png).stat().st_size > 1000
     saved = (out / "config.yaml").read_text(encoding="utf-8").splitlines()
-    assert "seeds: 2" in saved and "  d_model: 32" in saved and not any(x.startswith("out:") for x in saved)
+    assert (
+        "seeds: 2" in saved and "  hidden_size: 32" in saved and not any(x.startswith("out:") for x in saved)
+    )
     assert main(argv) == 2  # never overwrites an earlier comparison
 
 
@@ -269,7 +271,7 @@ def test_the_old_flags_give_the_same_configs():
     # untyped model fields are the preset's; --no-metrics turns off what needs the metrics
     assert model == preset(
         "small",
-        n_layers=2,
+        num_layers=2,
         tie_embeddings=False,
         iit_metrics=False,
         memory=False,

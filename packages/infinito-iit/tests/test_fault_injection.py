@@ -84,9 +84,9 @@ class InfinitoAdapter:
         model = InfinitoConfig(
             vocab_size=300,
             max_seq_len=SEQ_LEN,
-            d_model=32,
-            n_layers=1,
-            n_heads=2,
+            hidden_size=32,
+            num_layers=1,
+            num_heads=2,
             memory_slots=8,
             memory_writes=2,
             segment_len=4,

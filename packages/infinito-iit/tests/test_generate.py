@@ -7,7 +7,7 @@ from infinito_iit.errors import InfinitoError
 from infinito_iit.generate import DecodingConfig, contrastive_search, decode, validation_prompts
 from infinito_iit.model import InfinitoConfig, InfinitoLM
 
-CFG = InfinitoConfig(vocab_size=50, max_seq_len=16, d_model=32, n_layers=1, n_heads=2, memory_slots=8)
+CFG = InfinitoConfig(vocab_size=50, max_seq_len=16, hidden_size=32, num_layers=1, num_heads=2, memory_slots=8)
 
 
 def model():

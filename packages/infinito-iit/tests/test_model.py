@@ -22,9 +22,9 @@ from infinito_iit.model import (
 TINY = InfinitoConfig(
     vocab_size=61,
     max_seq_len=40,
-    d_model=32,
-    n_layers=2,
-    n_heads=4,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
     dropout=0.0,
     memory_slots=16,
     segment_len=6,
@@ -224,14 +224,14 @@ def test_too_long_input_is_rejected():
 def test_config_roundtrip_and_validation():
     cfg = preset("small", vocab_size=1000, phi_components=("temporal",))
     assert InfinitoConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ValueError, match="d_model"):
-        InfinitoConfig(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="hidden_size"):
+        InfinitoConfig(hidden_size=30, num_heads=4)
     with pytest.raises(ValueError, match="unknown model config"):
         InfinitoConfig.from_dict({"width": 3})
     with pytest.raises(ValueError, match="iit_metrics"):
         InfinitoConfig(iit_metrics=False)
     base = cfg.baseline()
-    assert not base.uses_iit and base.d_model == cfg.d_model
+    assert not base.uses_iit and base.hidden_size == cfg.hidden_size
 
 
 def _reference_attention(q, k, v):
@@ -262,7 +262,7 @@ def test_attention_statistics_equal_the_previous_implementation_values_and_gradi
 def test_kv_cache_forward_equals_full_forward():
     torch.manual_seed(0)
     model = InfinitoLM(
-        InfinitoConfig(vocab_size=50, max_seq_len=16, d_model=32, n_layers=2, n_heads=2)
+        InfinitoConfig(vocab_size=50, max_seq_len=16, hidden_size=32, num_layers=2, num_heads=2)
     ).eval()
     ids = torch.randint(0, 50, (2, 12))
     full = model(ids).logits
@@ -324,3 +324,14 @@ def test_softmax_with_entropy_backward_matches_finite_differences():
     torch.testing.assert_close(entropy, -(probs * probs.clamp_min(1e-12).log()).sum(-1))
     (only_probs,) = torch.autograd.grad(probs[..., 0].sum(), scores)  # entropy unused: its gradient is None
     assert torch.isfinite(only_probs).all()
+
+
+def test_configs_saved_with_the_former_field_names_still_load():
+    old = {
+        k: v
+        for k, v in preset("cpu").to_dict().items()
+        if k not in ("hidden_size", "num_layers", "num_heads")
+    }
+    old.update(d_model=128, n_layers=2, n_heads=4, d_ff=0)
+    del old["intermediate_size"]
+    assert InfinitoConfig.from_dict(old) == preset("cpu")

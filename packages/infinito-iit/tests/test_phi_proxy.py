@@ -88,7 +88,9 @@ def test_bootstrap_interval_contains_estimate():
 
 def test_model_proxy_reports_nulls_and_does_not_train():
     torch.manual_seed(0)
-    cfg = InfinitoConfig(vocab_size=40, max_seq_len=32, d_model=32, n_layers=2, n_heads=4, memory_slots=8)
+    cfg = InfinitoConfig(
+        vocab_size=40, max_seq_len=32, hidden_size=32, num_layers=2, num_heads=4, memory_slots=8
+    )
     model, null = InfinitoLM(cfg), InfinitoLM(cfg)
     ids = torch.randint(0, 40, (16, 32))
     model.train()

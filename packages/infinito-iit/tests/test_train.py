@@ -14,9 +14,9 @@ from lm_shared.errors import UserError
 MODEL = InfinitoConfig(
     vocab_size=300,
     max_seq_len=32,
-    d_model=32,
-    n_layers=1,
-    n_heads=2,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=2,
     memory_slots=8,
     segment_len=4,
     complexity_window=4,
@@ -90,14 +90,14 @@ def test_rerun_into_a_finished_run_is_refused_and_overwrites_nothing(tmp_path, d
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     from dataclasses import replace
 
-    with pytest.raises(InfinitoError, match="d_model: checkpoint has 32, requested 64"):
-        train(replace(MODEL, d_model=64), TRAIN, run, resume=True, log=quiet, progress=False)
+    with pytest.raises(InfinitoError, match="hidden_size: checkpoint has 32, requested 64"):
+        train(replace(MODEL, hidden_size=64), TRAIN, run, resume=True, log=quiet, progress=False)
     with pytest.raises(UserError, match="holds a finished run"):
         train(MODEL, TRAIN, run, data=data, log=quiet, progress=False)
     with pytest.raises(UserError, match="already finished"):
         train(MODEL, TRAIN, run, resume=True, log=quiet, progress=False)
     with pytest.raises(InfinitoError, match="does not match"):
-        load_checkpoint(run / "checkpoints" / "best.ckpt", replace(MODEL, n_layers=2))
+        load_checkpoint(run / "checkpoints" / "best.ckpt", replace(MODEL, num_layers=2))
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     forced = train(MODEL, replace(TRAIN, max_steps=2), run, data=data, force=True, log=quiet, progress=False)
     assert forced.history["train"][-1]["step"] == 2

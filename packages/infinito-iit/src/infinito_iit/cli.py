@@ -16,6 +16,7 @@ print ``error: ...`` and exit 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -29,6 +30,7 @@ from lm_shared.config_cli import (
     config_parser,
     dump_config,
     field_comments,
+    flag_name,
     instantiate,
     parse,
     take_saved_settings,
@@ -62,13 +64,15 @@ def _numbers(value: str) -> tuple[float, ...]:
 
 def _model_flags() -> dict[str, Flag]:
     """Where a model flag departs from its field: earlier names, comma lists, the preset's sizes."""
-    from .model import PHI_COMPONENTS, PRESETS, InfinitoConfig
+    from .model import FORMER_FIELD_NAMES, PHI_COMPONENTS, PRESETS, InfinitoConfig
 
     comments = field_comments(InfinitoConfig)
     flags = {
         name: Flag(help=f"{comments[name]} (default: the --preset's)")
         for name in sorted({key for sizes in PRESETS.values() for key in sizes})
     }
+    for former, name in FORMER_FIELD_NAMES.items():  # the flags' spellings before issue 17
+        flags[name] = dataclasses.replace(flags.get(name, Flag()), aliases=(flag_name(former),))
     flags.update(
         tie_embeddings=Flag(aliases=("--untied",), help="separate output head (seed style)"),
         iit_metrics=Flag(aliases=("--no-metrics",), help="no IIT metrics (implies no phi loss, no memory)"),

@@ -40,9 +40,11 @@ def matched_baseline(config: InfinitoConfig) -> InfinitoConfig:
     """The baseline with its MLP widened so its parameter count is as close as possible to ``config``'s."""
     base = config.baseline()
     target, current = _num_params(config), _num_params(base)
-    per_unit = config.n_layers * (2 * config.d_model + 1)  # params per extra MLP hidden unit, all layers
+    per_unit = config.num_layers * (
+        2 * config.hidden_size + 1
+    )  # params per extra MLP hidden unit, all layers
     extra = round((target - current) / per_unit)
-    return replace(base, d_ff=base.ff_width + extra) if extra > 0 else base
+    return replace(base, intermediate_size=base.ff_width + extra) if extra > 0 else base
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -35,16 +35,25 @@ PHI_COMPONENTS = ("temporal", "integration", "complexity", "attention")
 """The four components mixed by the learnable phi weights, in logit order."""
 
 
+# Field names before issue 17's one vocabulary (hidden_size etc., as the other members and HF).
+FORMER_FIELD_NAMES = {
+    "d_model": "hidden_size",
+    "n_layers": "num_layers",
+    "n_heads": "num_heads",
+    "d_ff": "intermediate_size",
+}
+
+
 @dataclass(frozen=True)
 class InfinitoConfig:
     """Architecture and IIT-feature switches of :class:`InfinitoLM` (saved as JSON with every run)."""
 
     vocab_size: int = 2048  # tokenizer size; set from the trained tokenizer at build time
     max_seq_len: int = 128  # learned positions; longer inputs are rejected, never silently cropped
-    d_model: int = 128  # residual stream width
-    n_layers: int = 2  # transformer blocks
-    n_heads: int = 4  # attention heads (d_model must divide evenly)
-    d_ff: int = 0  # MLP hidden width; 0 means 4 * d_model (the original's ratio)
+    hidden_size: int = 128  # residual stream width
+    num_layers: int = 2  # transformer blocks
+    num_heads: int = 4  # attention heads (hidden_size must divide evenly)
+    intermediate_size: int = 0  # MLP hidden width; 0 means 4 * hidden_size (the original's ratio)
     dropout: float = 0.15  # the original's Model A value; applied to embeddings, attention and MLP
     tie_embeddings: bool = True  # share input embedding and output head (79% of the original's params)
     # --- IIT features (all off = the baseline transformer) ---
@@ -66,13 +75,13 @@ class InfinitoConfig:
         def bad(name: str, expected: str) -> None:
             raise ValueError(f"config field {name}={getattr(self, name)!r}: expected {expected}")
 
-        for name in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads"):
+        for name in ("vocab_size", "max_seq_len", "hidden_size", "num_layers", "num_heads"):
             if getattr(self, name) < 1:
                 bad(name, "a positive integer")
-        if self.d_model % self.n_heads:
-            bad("d_model", f"a multiple of n_heads={self.n_heads}")
-        if self.d_ff < 0:
-            bad("d_ff", "0 (= 4 * d_model) or a positive integer")
+        if self.hidden_size % self.num_heads:
+            bad("hidden_size", f"a multiple of num_heads={self.num_heads}")
+        if self.intermediate_size < 0:
+            bad("intermediate_size", "0 (= 4 * hidden_size) or a positive integer")
         if not 0.0 <= self.dropout < 1.0:
             bad("dropout", "a value in [0, 1)")
         unknown = set(self.phi_components) - set(PHI_COMPONENTS)
@@ -99,7 +108,7 @@ class InfinitoConfig:
 
     @property
     def ff_width(self) -> int:
-        return self.d_ff or 4 * self.d_model
+        return self.intermediate_size or 4 * self.hidden_size
 
     @property
     def uses_iit(self) -> bool:
@@ -116,11 +125,17 @@ class InfinitoConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InfinitoConfig:
+        """The config from its :meth:`to_dict` form; runs saved before the workspace's common names
+        (``d_model``, ``n_layers``, ``n_heads``, ``d_ff``) load too.
+
+        Raises:
+            ValueError: an unknown field, or a value :meth:`__post_init__` refuses.
+        """
+        values = {FORMER_FIELD_NAMES.get(key, key): value for key, value in data.items()}
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
-        values = dict(data)
         for name in ("phi_components", "phi_weight_init"):
             if name in values:
                 values[name] = tuple(values[name])
@@ -129,11 +144,11 @@ class InfinitoConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The original's "Model A" architecture (GPT-2 vocab, 256-token windows).
-    "seed": dict(d_model=512, n_layers=4, n_heads=8, dropout=0.15, max_seq_len=256),
+    "seed": dict(hidden_size=512, num_layers=4, num_heads=8, dropout=0.15, max_seq_len=256),
     # The original's proposed smaller model ("28M"; ~44.8M with an untied GPT-2 vocab).
-    "small": dict(d_model=384, n_layers=3, n_heads=6, dropout=0.15, max_seq_len=256),
+    "small": dict(hidden_size=384, num_layers=3, num_heads=6, dropout=0.15, max_seq_len=256),
     # Finishes a run on 2 CPU cores in minutes; the size used for the README comparison.
-    "cpu": dict(d_model=128, n_layers=2, n_heads=4, dropout=0.15, max_seq_len=128, memory_slots=128),
+    "cpu": dict(hidden_size=128, num_layers=2, num_heads=4, dropout=0.15, max_seq_len=128, memory_slots=128),
 }
 
 
@@ -156,10 +171,10 @@ KVCache = list[tuple[Tensor, Tensor]]
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: InfinitoConfig) -> None:
         super().__init__()
-        self.n_heads = config.n_heads
-        self.head_dim = config.d_model // config.n_heads
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.num_heads = config.num_heads
+        self.head_dim = config.hidden_size // config.num_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.attn_dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -173,7 +188,7 @@ class CausalSelfAttention(nn.Module):
         """
         b, t, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = (z.view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for z in (q, k, v))
+        q, k, v = (z.view(b, t, self.num_heads, self.head_dim).transpose(1, 2) for z in (q, k, v))
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         dropout_p = self.attn_dropout if self.training else 0.0
@@ -245,8 +260,8 @@ class _SoftmaxWithEntropy(torch.autograd.Function):
 class MLP(nn.Module):
     def __init__(self, config: InfinitoConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.d_model, config.ff_width)
-        self.proj = nn.Linear(config.ff_width, config.d_model)
+        self.fc = nn.Linear(config.hidden_size, config.ff_width)
+        self.proj = nn.Linear(config.ff_width, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -258,9 +273,9 @@ class Block(nn.Module):
 
     def __init__(self, config: InfinitoConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.ln_1 = nn.LayerNorm(config.hidden_size)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.ln_2 = nn.LayerNorm(config.hidden_size)
         self.mlp = MLP(config)
 
     def forward(
@@ -293,7 +308,7 @@ def attention_statistics(probs: Tensor, head_entropy: Tensor | None = None) -> d
 
     Query 0 has a single allowed key, where both are undefined; it is excluded by ``valid``.
     """
-    n_heads, t = probs.shape[1], probs.shape[-1]
+    num_heads, t = probs.shape[1], probs.shape[-1]
     if head_entropy is None:
         head_entropy = _entropy(probs)  # [B, H, T]
     n_keys = torch.arange(1, t + 1, device=probs.device, dtype=probs.dtype)
@@ -301,7 +316,7 @@ def attention_statistics(probs: Tensor, head_entropy: Tensor | None = None) -> d
     mean_head_entropy = head_entropy.mean(1)
     diversity = (mean_head_entropy / log_keys).clamp(0, 1)
     jsd = _entropy(probs.mean(1)) - mean_head_entropy  # [B, T], >= 0 up to rounding
-    log_mix = n_keys.clamp(max=n_heads).log().clamp_min(1e-6)
+    log_mix = n_keys.clamp(max=num_heads).log().clamp_min(1e-6)
     coherence = (1.0 - jsd / log_mix).clamp(0, 1)
     return {"diversity": diversity, "coherence": coherence}
 
@@ -447,7 +462,7 @@ class IITGuidedMemory(nn.Module):
 
     def __init__(self, config: InfinitoConfig) -> None:
         super().__init__()
-        d = config.d_model
+        d = config.hidden_size
         self.config = config
         self.norm = nn.LayerNorm(d)
         self.query = nn.Linear(d, d, bias=False)
@@ -570,12 +585,12 @@ class InfinitoLM(nn.Module):
     def __init__(self, config: InfinitoConfig) -> None:
         super().__init__()
         self.config = config
-        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
-        self.pos_emb = nn.Embedding(config.max_seq_len, config.d_model)
+        self.tok_emb = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.pos_emb = nn.Embedding(config.max_seq_len, config.hidden_size)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.ln_f = nn.LayerNorm(config.d_model)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.ln_f = nn.LayerNorm(config.hidden_size)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
         self.phi_weights = LearnablePhiWeights(config) if config.iit_metrics else None
@@ -583,7 +598,7 @@ class InfinitoLM(nn.Module):
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):  # GPT-2: scale residual projections by depth
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layers))
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.num_layers))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

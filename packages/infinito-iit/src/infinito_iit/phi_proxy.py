@@ -207,9 +207,9 @@ def residual_states(
     model: torch.nn.Module, input_ids: torch.Tensor, layer: int, batch_size: int = 32
 ) -> np.ndarray:
     """Residual stream ``[n_seq, T, D]`` after block ``layer`` (0 = embeddings), in eval mode."""
-    n_layers = model.config.n_layers
-    if not 0 <= layer <= n_layers:
-        raise ValueError(f"layer must be in [0, {n_layers}], got {layer}")
+    num_layers = model.config.num_layers
+    if not 0 <= layer <= num_layers:
+        raise ValueError(f"layer must be in [0, {num_layers}], got {layer}")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -241,7 +241,7 @@ def model_phi_proxy(
     ``shuffled_tokens`` feeds the same tokens in a random order within each sequence;
     ``random_init`` uses ``null_model`` (an untrained model of the same config) when given.
     """
-    layer = model.config.n_layers if layer is None else layer
+    layer = model.config.num_layers if layer is None else layer
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     series = leading_components(residual_states(model, input_ids, layer), k)
