@@ -96,6 +96,7 @@ TRAIN_FLAGS = {
     "tokenizer": Flag(choices=("bpe", "gpt2")),
     "precision": Flag(choices=("auto", "32-true", "bf16-mixed", "16-mixed")),
     "strategy": Flag(choices=("auto", "ddp", "fsdp")),
+    "grad_accum": Flag(aliases=("--accumulate-grad-batches",)),  # the other members' name
 }
 RUN_INPUT_FLAGS = {"run": Flag(positional=True, metavar="RUN")}
 DECODING_FLAGS = {

@@ -65,10 +65,13 @@ DATA_FLAGS = {
     "split": Flag(parse=_split, help="contiguous fractions, e.g. 0.8,0.1,0.1 or 90/10"),
     "keep_punctuation": NO_PUNCTUATION,
 }
-MODEL_FLAGS = {"architecture": Flag(name="--model", choices=ARCHITECTURES)}
+MODEL_FLAGS = {
+    "architecture": Flag(name="--model", choices=ARCHITECTURES),
+    "lstm_units": Flag(aliases=("--hidden-size",)),  # the other members' name for the width
+}
 TRAIN_FLAGS = {
     "learning_rate": Flag(name="--lr"),
-    "grad_accum_steps": Flag(name="--grad-accum"),
+    "grad_accum_steps": Flag(name="--grad-accum", aliases=("--accumulate-grad-batches",)),
     "early_stopping_patience": Flag(name="--patience"),
     "precision": Flag(choices=PRECISIONS),
     "jit_compile": Flag(choices=JIT_COMPILE_MODES),

@@ -78,6 +78,7 @@ def _train_config_flags() -> dict[str, Flag]:
         "betas": Flag(nargs=2, metavar=("B1", "B2")),
         "ema_decay": Flag(name="--ema", aliases=("--ema-decay",)),
         "accumulate_grad_batches": Flag(aliases=("--accumulate",)),
+        "grad_clip": Flag(aliases=("--clip-norm",)),  # the other members' name
         "loss_on": Flag(choices=("output", "all")),
         "curriculum": Flag(help="shuffle freely instead of easy-to-hard complexity order"),
         "checkpoint_every_n_steps": Flag(name="--checkpoint-every", aliases=("--checkpoint-every-n-steps",)),
