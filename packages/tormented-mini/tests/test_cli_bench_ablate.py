@@ -1,6 +1,5 @@
 """bench and ablate write the issue's JSON keys; the CLI rejects bad input with exit status 2."""
 
-import argparse
 import json
 
 import pytest
@@ -95,12 +94,16 @@ def test_info_lists_presets(capsys):
     assert "Tormented-BERT presets" in out and "derf" in out
 
 
-def test_train_help_describes_every_option():
-    from tormented_mini.cli import add_train_arguments
+def test_train_help_describes_every_option(capsys):
+    from tormented_mini.cli import COMMANDS
 
-    parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
-    assert options_without_help(parser) == []
+    for make_parser, _, _ in COMMANDS.values():
+        assert options_without_help(make_parser()) == []
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "HoPE position encoding (default: the preset's)" in out and "(default: 300)" in out
 
 
 def test_fill_mask_names_another_members_run_folder(tmp_path, capsys):

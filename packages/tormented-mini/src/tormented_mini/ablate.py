@@ -6,14 +6,15 @@ Every variant trains the same number of steps on the same tokenizer, rows, batch
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from lm_shared.runs import atomic_write_text
 from tormented_mini.errors import TormentedError
+from tormented_mini.options import AblateOptions
 
 # (name, norm_type, use_hope)
 VARIANTS = (
@@ -25,7 +26,12 @@ VARIANTS = (
 )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: AblateOptions, command_config: str | None = None) -> int:
+    """Train every variant for every seed and write the JSON report.
+
+    ``command_config`` (the command's settings as YAML) is saved as ``FILE.config.yaml`` next to
+    the report ``FILE.json``; ``tormented-mini ablate --config`` loads it again.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -114,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    table = Table(title=f"ablation ({args.model}, {args.max_steps} steps, seeds {args.seeds})")
+    if command_config is not None:
+        atomic_write_text(out.with_suffix(".config.yaml"), command_config)
+    table = Table(title=f"ablation ({args.model}, {args.max_steps} steps, seeds {list(args.seeds)})")
     for column in ("variant", "norm", "HoPE", "held-out MLM loss", "masked acc"):
         table.add_column(column)
     for name, s in summary.items():

@@ -12,7 +12,6 @@ counted as run), which with this machine's matmul peak, measured in the same run
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import resource
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tormented_mini.errors import TormentedError
+from tormented_mini.options import BenchOptions
 
 BLOCK_NAMES = (
     "retnet",
@@ -194,7 +194,7 @@ def _in_child(fn, *args: Any) -> Any:  # noqa: ANN001
         return pool.apply(fn, args)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: BenchOptions) -> int:
     import torch
     from rich.console import Console
     from rich.table import Table
@@ -206,8 +206,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".json":
         raise TormentedError(f"--out must be a .json file, got {out}")
-    device = resolve_device(getattr(args, "device", "auto"))
-    compile = getattr(args, "compile", False)
+    device = resolve_device(args.device)
+    compile = args.compile
     mini, frank = _presets(args.size, device)
     precision = detect_precision(device)
     console = Console()
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     with console.status("Frankenstein training steps"):
         results["frankenstein"] = _in_child(measure_model, frank, *common, precision, device, compile)
     bf16 = None
-    if not args.no_bf16 and device == "cpu":
+    if args.bf16 and device == "cpu":
         with console.status("Mini with bf16 autocast"):
             bf16 = _in_child(measure_model, mini, *common, "bf16-mixed", device, compile)
     from lm_shared.profiling import matmul_peak_flops, model_flops_utilization, split_table

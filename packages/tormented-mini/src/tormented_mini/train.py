@@ -20,6 +20,7 @@ one-process gradient.
 
 The run folder ``out`` ends up as a Hugging Face folder (config.json with auto_map, the modeling
 file, model.safetensors, tokenizer files) plus ``train_config.json``, ``model_config.json``,
+``config.yaml`` (the command's settings; ``train --config`` loads it again),
 ``checkpoints/last.ckpt`` (Lightning, for ``--resume``), ``stability.jsonl`` (one gradient-health
 record per optimizer-step attempt), ``metrics.jsonl`` (evaluations) and ``tb/`` (TensorBoard).
 Only global rank 0 writes files.
@@ -79,6 +80,7 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 STRATEGIES = ("auto", "ddp", "fsdp")
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+COMMAND_CONFIG_FILE = "config.yaml"  # the command's settings, for `tormented-mini train --config`
 # Settings a resumed run may change; every other field must match the run's own train_config.json.
 # The global batch stays the same whatever the devices, micro-batches or compilation.
 RESUMABLE_CHANGES = frozenset(
@@ -101,19 +103,20 @@ RESUMABLE_CHANGES = frozenset(
 class TrainConfig:
     """Everything a training run needs; saved as ``train_config.json`` next to the outputs."""
 
-    model: str = "mini"  # "mini" | "frankenstein"
-    size: str = "auto"  # "cpu" | "full" (the original's size) | "auto": full on a GPU, cpu otherwise
+    model: str = "mini"  # architecture family: "mini" | "frankenstein"
+    size: str = "auto"  # cpu preset, the original's full size, or auto (full on a GPU, cpu otherwise)
     out: str = "runs/tormented-mini"  # run folder (becomes a Hugging Face model folder)
-    data: str | None = None  # UTF-8 text file or folder of .txt; None: the embedded corpus
-    hf_dataset: str | None = None  # Hugging Face dataset name (e.g. erickfmm/red_pajama_es_hq_35)
-    hf_config: str | None = None  # dataset configuration name
+    data: str | None = None  # UTF-8 text file or folder of .txt files (default: the embedded corpus)
+    # Hugging Face dataset name, e.g. erickfmm/red_pajama_es_hq_35 (default: none, --data or the embedded corpus)
+    hf_dataset: str | None = None
+    hf_config: str | None = None  # dataset configuration name (default: the dataset's)
     hf_split: str = "train"  # dataset split
     text_field: str = "text"  # dataset column holding the text
-    max_docs: int = 20_000  # documents read from a Hugging Face dataset
+    max_docs: int = 20_000  # documents read from --hf-dataset
     vocab_size: int = 8192  # BPE vocabulary cap (a small corpus stops earlier)
     seq_len: int = 64  # tokens per packed row, [CLS] and [SEP] included
     batch_size: int = 16  # rows per optimizer step, over all devices and micro-batches
-    accumulate_grad_batches: int = 1  # micro-batches per optimizer step (splits batch_size)
+    accumulate_grad_batches: int = 1  # micro-batches per optimizer step; each is batch-size / this many rows
     max_steps: int = 300  # optimizer steps
     lr: float = 1e-3  # peak AdamW learning rate (small models; the original used 1e-4 at 1024 wide)
     ode_lr_scale: float = 0.5  # ODE-layer LR multiplier (the original: 5e-5 vs 1e-4)
@@ -121,26 +124,29 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas (the original's)
     warmup_steps: int = 30  # linear warmup, then cosine to min_lr_ratio * lr
     min_lr_ratio: float = 0.1  # floor of the cosine schedule
-    clip_norm: float = 1.0  # gradient clipping threshold (the original's 1.0)
+    clip_norm: float = 1.0  # global gradient-norm clipping threshold (the original's 1.0)
     max_retries: int = 3  # LR-halving retries of a non-finite batch before checkpoint-and-stop
     patience: int = 5  # evaluations of plateau with vanishing gradients before early stop
     mask_prob: float = 0.15  # MLM masking rate (80/10/10 inside)
     val_fraction: float = 0.1  # held-out share of the documents (the last ones)
-    eval_every: int = 100  # steps between evaluations (and checkpoints)
+    eval_every: int = 100  # steps between evaluations and checkpoints
     eval_batches: int = 8  # held-out batches per evaluation (0 = all)
-    precision: str = "auto"  # "auto" (lm_shared.detect_precision) | "32-true" | "bf16-mixed" | "16-mixed"
+    # auto: bf16-mixed or 16-mixed on GPUs that run them fast, 32-true elsewhere (lm_shared.detect_precision)
+    precision: str = "auto"
     seed: int = 0  # one seed for data order, masking and init
     threads: int = 0  # torch CPU threads (0: auto, 1 for the CPU presets, torch default otherwise)
-    devices: str = "auto"  # Lightning devices: "auto", a count ("2") or a list ("0,1")
+    devices: str = "auto"  # Lightning devices: auto, a count or a list like 0,1
     num_nodes: int = 1  # machines (torchrun / SLURM provide the rendezvous)
-    strategy: str = "auto"  # "auto" | "ddp" | "fsdp"
-    compile: bool = False  # torch.compile the forward pass (checkpoints are the same either way)
-    norm_type: str | None = None  # override the preset's norm ("layernorm", "dyt", "dynamic_tanh", "derf")
-    use_hope: bool | None = None  # override HoPE on/off
-    use_bitnet: bool | None = None  # override BitLinear on/off
-    use_moe: bool | None = None  # override MoE on/off
-    use_titan_memory: bool | None = None  # override the Titans memory branch
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # any other UltraConfig fields
+    strategy: str = "auto"  # Lightning strategy; ddp for several GPUs or nodes
+    compile: bool = False  # torch.compile the forward pass (checkpoints do not depend on it)
+    norm_type: str | None = None  # normalisation layer (default: the preset's)
+    use_hope: bool | None = None  # HoPE position encoding (default: the preset's)
+    use_bitnet: bool | None = None  # BitLinear 1.58-bit layers (default: the preset's)
+    use_moe: bool | None = None  # mixture-of-experts feed-forward (default: the preset's)
+    use_titan_memory: bool | None = None  # Titans memory branch (default: the preset's)
+    # other UltraConfig fields over the preset, a JSON object such as '{"layer_pattern": ["retnet"]}'
+    # (--model-config FILE adds a file's; default: none)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -710,9 +716,12 @@ class MLMTrainer:
         force: bool = False,
         progress: bool = True,
         precision_plugins: list[Any] | None = None,
+        command_config: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.progress = progress
+        # The command's settings as YAML (lm_shared.config_cli), saved as config.yaml for --config.
+        self.command_config = command_config
         # Lightning precision plugins in place of ``cfg.precision`` (the fault-injection kit's fp16
         # MixedPrecision with a CPU GradScaler).
         self.precision_plugins = list(precision_plugins or [])
@@ -884,6 +893,8 @@ class MLMTrainer:
                 self.tokenizer.save(tmp)
             save_config(cfg, self.out / "train_config.json")
             save_config(self.model_config, self.out / "model_config.json")
+            if self.command_config is not None:
+                atomic_write_text(self.out / COMMAND_CONFIG_FILE, self.command_config)
             if resuming:
                 done = int(self.resume_state["tormented"]["monitor"].get("step", 0))  # type: ignore[index]
                 truncate_jsonl(self.out / "stability.jsonl", done)
