@@ -328,3 +328,23 @@ def test_bad_flags_are_one_line_exit_2(capsys, argv, message):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_house_spellings_are_aliases():
+    # Issue 17's one vocabulary: --run DIR reads a trained run, --hidden-size is the width and
+    # --accumulate-grad-batches the accumulation, as in the other members.
+    from lm_shared.config_cli import instantiate, parse
+    from lstm_textgen.cli import _evaluate_parser, _sample_parser, _train_parser
+    from lstm_textgen.configs import EvaluateOptions, SampleOptions
+
+    for make, options, rest in (
+        (_sample_parser, SampleOptions, []),
+        (_evaluate_parser, EvaluateOptions, ["--out", "eval.json"]),
+    ):
+        parser = make()
+        by_run = instantiate(parser, parse(parser, ["--run", "runs/a", *rest])[0], options)
+        assert by_run == instantiate(parser, parse(parser, ["--model", "runs/a", *rest])[0], options)
+    parser = _train_parser()
+    cfg, _ = parse(parser, ["--hidden-size", "64", "--accumulate-grad-batches", "3"])
+    assert instantiate(parser, cfg, ModelConfig).lstm_units == 64
+    assert instantiate(parser, cfg, TrainConfig).grad_accum_steps == 3

@@ -76,6 +76,8 @@ TRAIN_FLAGS = {
     "precision": Flag(choices=PRECISIONS),
     "jit_compile": Flag(choices=JIT_COMPILE_MODES),
 }
+# A trained run is --run DIR in every member (issue 17); --model DIR, this command's earlier name, stays.
+RUN_INPUT_FLAGS = {"model": Flag(aliases=("--run",))}
 # ModelConfig fields the run decides: the tokenizer's size, and the window length as context.
 MODEL_DERIVED = ("vocab_size", "max_len")
 # Not part of a run's saved settings: where it goes and what happens to a run already there.
@@ -97,7 +99,7 @@ def _train_parser(prog: str = "lstm-textgen train") -> ConfigParser:
 
 def _sample_parser(prog: str = "lstm-textgen sample") -> ConfigParser:
     parser = config_parser(prog, "Generate text from a trained model.")
-    add_dataclass_flags(parser, SampleOptions)
+    add_dataclass_flags(parser, SampleOptions, flags=RUN_INPUT_FLAGS)
     add_dataclass_flags(
         parser, SamplingConfig, flags={"strategy": Flag(choices=STRATEGIES)}, title="sampling"
     )
@@ -106,7 +108,7 @@ def _sample_parser(prog: str = "lstm-textgen sample") -> ConfigParser:
 
 def _evaluate_parser(prog: str = "lstm-textgen evaluate") -> ConfigParser:
     parser = config_parser(prog, "Test perplexity, bits per byte, BLEU, diversity and samples of a run.")
-    add_dataclass_flags(parser, EvaluateOptions)
+    add_dataclass_flags(parser, EvaluateOptions, flags=RUN_INPUT_FLAGS)
     return parser
 
 
