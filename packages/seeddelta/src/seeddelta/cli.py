@@ -460,7 +460,11 @@ COMMANDS: dict[str, Command] = {
         "train the tiny LLaMA on copy/sum/brackets and write DIR/eval.json",
     ),
     "tiny export": Command(
-        _options_parser("tiny export", ExportOptions, {"dtype": Flag(choices=VAL_TYPES)}),
+        _options_parser(
+            "tiny export",
+            ExportOptions,
+            {"dtype": Flag(choices=VAL_TYPES), "checkpoint": Flag(aliases=("--run",))},  # issue 17: --run DIR
+        ),
         cmd_tiny_export,
         "write a llama-arch GGUF of a trained checkpoint",
     ),
