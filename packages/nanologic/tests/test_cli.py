@@ -206,17 +206,18 @@ def test_evaluate_and_bench_quick(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("argv", "epochs"),
-    [([], 2), (["--quick"], 1), (["--quick", "--epochs", "3"], 3), (["--preset", "base", "--quick"], 10)],
+    ("argv", "per_level"),
+    [([], 8000), (["--quick"], 4000), (["--quick", "--max-per-complexity", "300"], 300)],
 )
-def test_quick_halves_the_presets_epochs_unless_epochs_is_given(argv, epochs):
-    from lm_shared.config_cli import instantiate, parse
-    from nanologic.cli import _train_parser, train_config_from_flags
-    from nanologic.configs import TrainInputs
+def test_quick_halves_the_sentences_per_level_and_keeps_the_epochs(argv, per_level):
+    from lm_shared.config_cli import parse
+    from nanologic.cli import _train_parser, train_config_from_flags, train_inputs_from_flags
 
     parser = _train_parser()
-    cfg, _ = parse(parser, argv)
-    assert train_config_from_flags(parser, cfg, instantiate(parser, cfg, TrainInputs)).max_epochs == epochs
+    cfg, given = parse(parser, argv)
+    inputs = train_inputs_from_flags(parser, cfg, given)
+    assert inputs.max_per_complexity == per_level == cfg["max_per_complexity"]
+    assert train_config_from_flags(parser, cfg, inputs).max_epochs == 2
 
 
 def test_the_cli_and_the_python_api_train_the_same_default():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -71,8 +72,7 @@ def _train_config_flags() -> dict[str, Flag]:
         "max_epochs": Flag(
             name="--epochs",
             aliases=("--max-epochs",),
-            help=f"passes over the training set (default: the preset's: {by_preset('max_epochs')}; "
-            "--quick halves it)",
+            help=f"passes over the training set (default: the preset's: {by_preset('max_epochs')})",
         ),
         "optimizer": Flag(choices=("schedulefree", "adamw")),
         "betas": Flag(nargs=2, metavar=("B1", "B2")),
@@ -123,13 +123,23 @@ def _check_run_options(inputs: TrainInputs) -> None:
         raise NanologicError(f"--max-minutes: expected a number > 0, got {inputs.max_minutes}")
 
 
+def train_inputs_from_flags(parser: ConfigParser, cfg: Any, given: set[str]) -> TrainInputs:
+    """The TrainInputs the flags ask for; ``--quick`` halves the sentences per complexity level
+    unless ``--max-per-complexity`` was given (and ``cfg``, saved as config.yaml, says so)."""
+    inputs = instantiate(parser, cfg, TrainInputs)
+    if inputs.quick and "max_per_complexity" not in given:
+        inputs = dataclasses.replace(inputs, max_per_complexity=inputs.max_per_complexity // 2)
+        cfg["max_per_complexity"] = inputs.max_per_complexity
+    return inputs
+
+
 def train_config_from_flags(parser: ConfigParser, cfg: Any, inputs: TrainInputs):
     """The TrainConfig the flags ask for, with the preset's epochs and learning rate where none was
-    given (``--quick`` halves the epochs); an out-of-range value names its flag."""
+    given; an out-of-range value names its flag."""
     from nanologic.configs import TrainConfig, TrainConfigError
 
     try:
-        return instantiate(parser, cfg, TrainConfig).for_preset(inputs.preset, quick=inputs.quick)
+        return instantiate(parser, cfg, TrainConfig).for_preset(inputs.preset)
     except TrainConfigError as exc:
         field = str(exc).split(":", 1)[0]
         flags = {f.name: f.option_strings[0] for f in config_fields(parser) if f.cls is TrainConfig}
@@ -141,7 +151,7 @@ def _run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from lm_shared.runtime import make_run_dir
     from nanologic.runner import check_model_request, train_run
 
-    inputs = instantiate(parser, cfg, TrainInputs)
+    inputs = train_inputs_from_flags(parser, cfg, given)
     output = instantiate(parser, cfg, TrainOutput)
     _check_run_options(inputs)
     tc = train_config_from_flags(parser, cfg, inputs)

@@ -77,12 +77,11 @@ class TrainConfig:
         if problem is not None:
             raise TrainConfigError(problem)
 
-    def for_preset(self, preset: str, *, quick: bool = False) -> TrainConfig:
+    def for_preset(self, preset: str) -> TrainConfig:
         """This config with the preset's values (:data:`PRESET_TRAINING`) for the fields left at None.
 
         Args:
             preset: the model preset the run trains.
-            quick: half the preset's epochs (at least 1), when ``max_epochs`` is None.
 
         Returns:
             A config with every field set (the same config when none was None).
@@ -93,8 +92,6 @@ class TrainConfig:
         if preset not in PRESET_TRAINING:
             raise NanologicError(f"unknown preset {preset!r}; choose from {', '.join(PRESET_NAMES)}")
         values = dict(PRESET_TRAINING[preset])
-        if quick:
-            values["max_epochs"] = max(1, values["max_epochs"] // 2)
         missing = {name: value for name, value in values.items() if getattr(self, name) is None}
         return dataclasses.replace(self, **missing) if missing else self
 
@@ -162,8 +159,10 @@ class TrainInputs:
     vocab_size: int = 8000  # BPE vocabulary (upper bound)
     # JSON object of model fields overriding the preset, e.g. '{"num_layers": 4}' (default: none)
     model_config: dict[str, Any] | None = None
-    # half the preset's epochs (cpu: 1 instead of 2), for 2-core CPUs with slow fp32 where the
-    # default takes over 15 minutes (README: time and accuracy of both)
+    # half the sentences per complexity level (4,000 of 8,000) unless --max-per-complexity is
+    # given, same epochs: for 2-core CPUs with slow fp32 where the default takes over 15 minutes
+    # (README: time and accuracy of both; half the epochs instead left one curriculum-ordered
+    # epoch and near-zero accuracy)
     quick: bool = False
     # stop training after this many minutes (a wall-clock cap: the result then depends on the machine)
     max_minutes: float | None = None
