@@ -251,8 +251,9 @@ def test_each_commands_flags_and_defaults_are_its_dataclasses(command):
         if field.default is not dataclasses.MISSING:
             assert defaults[field.dest] == field.default, (command, field.dest)
     assert options_without_help(parser) == []
-    if command in ("evaluate", "phi", "generate"):  # the run folder stays positional
-        assert [f.dest for f in fields if not f.option_strings] == ["run"]
+    if command in ("evaluate", "phi", "generate"):  # the run folder stays positional, and is --run too
+        run = [f for f in fields if f.dest == "run"]
+        assert len(run) == 1 and "--run" in run[0].option_strings
 
 
 def test_the_old_flags_give_the_same_configs():
@@ -316,7 +317,6 @@ def test_the_run_saves_its_settings_and_config_loads_them(run_dir, tmp_path):
             ["train", "--phi-weight-init", "a,b"],
             "error: argument --phi-weight-init: expected comma-separated",
         ),
-        (["evaluate", "--threads", "2"], "error: the following arguments are required: run"),
         (["generate", "run", "--bogus"], "error: unrecognized arguments: --bogus"),
         (["nope"], "usage: infinito"),
     ],
@@ -329,3 +329,19 @@ def test_bad_flags_are_one_line_exit_2(capsys, argv, message):
     assert err.startswith(message) and "Traceback" not in err
     if not message.startswith("usage"):
         assert err.count("\n") == 1
+
+
+def test_a_trained_run_is_positional_or_run_and_its_absence_is_one_line(capsys):
+    from infinito_iit.cli import COMMANDS
+    from infinito_iit.configs import RunInput
+    from lm_shared.config_cli import instantiate, parse
+
+    for name in ("evaluate", "phi", "generate"):
+        parser = COMMANDS[name][0]()
+        positional = instantiate(parser, parse(parser, ["runs/a"])[0], RunInput)
+        assert positional == instantiate(parser, parse(parser, ["--run", "runs/a"])[0], RunInput)
+        assert str(positional.run) == "runs/a"
+    assert main(["evaluate"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == "error: name the trained run: infinito evaluate RUN (or --run RUN)"
+    )

@@ -97,8 +97,9 @@ TRAIN_FLAGS = {
     "precision": Flag(choices=("auto", "32-true", "bf16-mixed", "16-mixed")),
     "strategy": Flag(choices=("auto", "ddp", "fsdp")),
     "grad_accum": Flag(aliases=("--accumulate-grad-batches",)),  # the other members' name
+    "clip_norm": Flag(aliases=("--grad-clip",)),  # the house's other spelling
 }
-RUN_INPUT_FLAGS = {"run": Flag(positional=True, metavar="RUN")}
+RUN_INPUT_FLAGS = {"run": Flag(positional=True, aliases=("--run",), metavar="RUN")}
 DECODING_FLAGS = {
     "no_repeat_ngram_size": Flag(aliases=("--no-repeat-ngram",)),
     "do_sample": Flag(aliases=("--greedy",), help="argmax decoding instead of sampling"),
@@ -277,7 +278,7 @@ def _load(parser: ConfigParser, cfg: Any):
     from .generate import load_run
 
     _set_threads(parser, cfg)
-    given = instantiate(parser, cfg, RunInput)
+    given = _run_input(parser, cfg)
     run = load_run(given.run, given.checkpoint)
     train_cfg = run.config["train"]
     corpus = load_corpus(
@@ -333,11 +334,19 @@ def _cmd_phi(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     return 0
 
 
+def _run_input(parser: ConfigParser, cfg: Any) -> RunInput:
+    """The trained run named positionally or with ``--run`` (issue 17's house name)."""
+    source = instantiate(parser, cfg, RunInput)
+    if source.run is None:
+        raise InfinitoError(f"name the trained run: {parser.prog} RUN (or --run RUN)")
+    return source
+
+
 def _cmd_generate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from .generate import DecodingConfig, generate_report, load_run
 
     _set_threads(parser, cfg)
-    source = instantiate(parser, cfg, RunInput)
+    source = _run_input(parser, cfg)
     options = instantiate(parser, cfg, GenerateOptions)
     decoding = instantiate(parser, cfg, DecodingConfig)
     run = load_run(source.run, source.checkpoint)

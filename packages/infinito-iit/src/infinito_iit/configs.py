@@ -66,7 +66,7 @@ class BenchOptions:
 class RunInput:
     """``evaluate``, ``phi`` and ``generate``: which run, which weights, which text."""
 
-    run: Path  # run directory
+    run: Path | None = None  # run directory (required: RUN or --run RUN)
     # best (model.safetensors), last (checkpoints/last.ckpt) or a .ckpt/.safetensors path
     checkpoint: str = "best"
     data: str | None = None  # corpus: validation text and prompts (default: the run's)
