@@ -171,6 +171,7 @@ def _tiny_train_parser() -> ConfigParser:
             "precision": Flag(choices=("auto", "32-true", "bf16-mixed")),
             "task_weights": Flag(nargs=3, metavar=MIX),
             "phase1_weights": Flag(nargs=3, metavar=MIX),
+            "clip_norm": Flag(aliases=("--grad-clip",)),  # the house's other spelling (issue 17)
         },
         title="training",
     )
