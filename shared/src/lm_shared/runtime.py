@@ -157,7 +157,7 @@ def cpu_threads(
         preferred: the most threads auto picks (members size it to their ops: more threads do not
             pay for small matrices).
         busy_cores: cores' worth of CPU other processes use (default: measured over 0.25 s with
-            psutil, niced processes excluded; this process is idle while it measures).
+            psutil, niced processes included; this process is idle while it measures).
         cores: usable cores (default: this process's CPU affinity).
 
     Returns:
@@ -175,13 +175,14 @@ def cpu_threads(
     if busy_cores is None:
         import psutil
 
-        # Niced work (nice > 0) yields its core to us and does not slow the threads down
-        # (measured: 9,252 vs 10,016 tokens/s next to a `nice -n 19` busy loop), so it is not counted.
+        # Niced work counts too: a `nice -n 19` busy loop in this session cost the 2-thread step only
+        # 8 % (9,252 vs 10,016 tokens/s), but across sessions Linux's autogroups (on by default on
+        # desktops) give it a full share again, and then it halves the step like any other process.
         before = psutil.cpu_times()
         time.sleep(0.25)
         delta = {k: v - getattr(before, k) for k, v in psutil.cpu_times()._asdict().items()}
         total = sum(v for k, v in delta.items() if k not in ("guest", "guest_nice"))  # in user already
-        busy = sum(delta.get(k, 0.0) for k in ("user", "system", "irq", "softirq", "steal"))
+        busy = sum(delta.get(k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
         busy_cores = busy / total * (os.cpu_count() or 1) if total > 0 else 0.0
     free = max(1, cores - int(busy_cores + 0.5))
     threads = min(preferred, free)
