@@ -45,10 +45,10 @@ class DataConfig:
             )
         if self.seq_len < 1:
             raise TextgenError(f"seq_len must be >= 1, got {self.seq_len}")
-        if self.stride is None:
-            object.__setattr__(self, "stride", max(1, self.seq_len // 2))
-        if not 1 <= self.stride <= self.seq_len:
-            raise TextgenError(f"stride must be in [1, seq_len={self.seq_len}], got {self.stride}")
+        stride = max(1, self.seq_len // 2) if self.stride is None else self.stride
+        object.__setattr__(self, "stride", stride)
+        if not 1 <= stride <= self.seq_len:
+            raise TextgenError(f"stride must be in [1, seq_len={self.seq_len}], got {stride}")
         if self.batch_size < 1:
             raise TextgenError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.shuffle_buffer < 1:
@@ -181,6 +181,7 @@ def make_dataset(
 def train_and_eval_datasets(config: DataConfig, splits: dict[str, Split], seed: int):
     """Training windows overlap by ``stride``; validation windows never overlap, so every
     validation token is scored exactly once and validation perplexity is an honest number."""
+    assert config.stride is not None  # DataConfig.__post_init__ resolves None to seq_len // 2
     train = make_dataset(
         splits["train"].ids,
         seq_len=config.seq_len,

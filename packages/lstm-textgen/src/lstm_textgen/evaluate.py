@@ -122,6 +122,29 @@ def _continuation_pairs(split: Split, n_prompts: int, prompt_tokens: int, new_to
     return prompts, references
 
 
+def _generate_continuations(
+    model: keras.Model,
+    tokenizer: TextTokenizer,
+    prompts: list[list[int]],
+    new_tokens: int,
+    seed: int,
+    console: Console,
+) -> dict[str, list[str]]:
+    """Decoded continuations of every prompt, greedy and at each of ``SAMPLE_TEMPERATURES``."""
+    runs = [("greedy", SamplingConfig(strategy="greedy", seed=seed))] + [
+        (str(t), SamplingConfig(strategy="temperature", temperature=t, seed=seed))
+        for t in SAMPLE_TEMPERATURES
+    ]
+    generated: dict[str, list[str]] = {}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("generating continuations", total=len(runs))
+        for name, sampling in runs:
+            ids = generate_ids(model, prompts, new_tokens, sampling, stop_token_ids=(END_ID,))
+            generated[name] = [tokenizer.decode(g) for g in ids]
+            progress.advance(task)
+    return generated
+
+
 def evaluate_run(
     model_dir: str | Path,
     *,
@@ -149,23 +172,7 @@ def evaluate_run(
     prompt_tokens = prompt_tokens or max(1, data_config.seq_len // 2)
     new_tokens = new_tokens or DEFAULT_NEW_TOKENS[tokenizer.kind]
     prompts, references = _continuation_pairs(test, n_prompts, prompt_tokens, new_tokens)
-    decode = tokenizer.decode
-    reference_texts = [decode(r) for r in references]
-    runs = [("greedy", SamplingConfig(strategy="greedy", seed=seed))] + [
-        (str(t), SamplingConfig(strategy="temperature", temperature=t, seed=seed))
-        for t in SAMPLE_TEMPERATURES
-    ]
-    generated: dict[str, list[str]] = {}
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("generating continuations", total=len(runs))
-        for name, sampling in runs:
-            ids = generate_ids(model, prompts, new_tokens, sampling, stop_token_ids=(END_ID,))
-            generated[name] = [decode(g) for g in ids]
-            progress.advance(task)
-
-    bleu = corpus_bleu(generated["greedy"], reference_texts)
-    by_temperature = {name: repetition_report(texts) for name, texts in generated.items()}
-    diversity = by_temperature["1.0"]
+    generated = _generate_continuations(model, tokenizer, prompts, new_tokens, seed, console)
     result: dict[str, Any] = {
         "model": str(run_dir),
         "architecture": config["model"]["architecture"],
@@ -182,6 +189,27 @@ def evaluate_run(
         # Share of test tokens that are <UNK>: the model is not charged for spelling those words
         # out, so with a lossy (word) vocabulary perplexity and bits per byte are optimistic.
         "unk_rate": float(np.mean(test.ids == UNK_ID)),
+        **_continuation_report(tokenizer, prompts, references, generated, prompt_tokens, new_tokens),
+        "seconds": time.perf_counter() - started,
+    }
+    return result
+
+
+def _continuation_report(
+    tokenizer: TextTokenizer,
+    prompts: list[list[int]],
+    references: list[list[int]],
+    generated: dict[str, list[str]],
+    prompt_tokens: int,
+    new_tokens: int,
+) -> dict[str, Any]:
+    """The report's continuation keys: greedy BLEU against the held-out text, diversity and
+    repetition per decoding (headline numbers at temperature 1.0) and three samples of each."""
+    decode = tokenizer.decode
+    bleu = corpus_bleu(generated["greedy"], [decode(r) for r in references])
+    by_temperature = {name: repetition_report(texts) for name, texts in generated.items()}
+    diversity = by_temperature["1.0"]
+    return {
         "bleu": bleu,
         "bleu_setup": {
             "decoding": "greedy",
@@ -206,9 +234,7 @@ def evaluate_run(
             ]
             for name in generated
         },
-        "seconds": time.perf_counter() - started,
     }
-    return result
 
 
 def evaluate_command(args: Any) -> int:
@@ -270,6 +296,19 @@ def _stop_ids(tokenizer: TextTokenizer, stops: list[str] | None) -> tuple[int, .
 
 
 def sample_command(args: Any) -> int:
+    """``lstm-textgen sample``: print ``--num-samples`` continuations of ``--prompt``.
+
+    Args:
+        args: the parsed ``sample`` flags (``model``, ``prompt``, ``num_samples``,
+            ``max_new_tokens``, ``strategy``, ``temperature``, ``top_k``, ``top_p``, ``stop``, ``seed``).
+
+    Returns:
+        The exit status, 0; each sample (prompt + continuation) goes to stdout.
+
+    Raises:
+        TextgenError: the run cannot be loaded, the prompt is all ``<UNK>``, a stop is not one
+            token, or ``--num-samples < 1``.
+    """
     runtime.seed_all(args.seed)
     model, tokenizer, config, _ = load_run(args.model)
     prompt = clean_prompt(args.prompt, config_from_dict(DataConfig, config["data"]).cleaning)

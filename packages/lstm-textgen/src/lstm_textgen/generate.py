@@ -33,6 +33,13 @@ def make_sampler(config: SamplingConfig, vocab_size: int) -> keras_hub.samplers.
     """The keras-hub sampler for a strategy (a fresh one, so its seed restarts).
 
     ``top_k`` is capped at the vocabulary size (a character vocabulary can be smaller than 40).
+
+    Args:
+        config: the strategy (greedy, temperature, top_k or top_p), its temperature, k, p and seed.
+        vocab_size: the model's vocabulary size, the cap on ``top_k``.
+
+    Returns:
+        A ``GreedySampler``, ``RandomSampler``, ``TopKSampler`` or ``TopPSampler``.
     """
     top_k = min(config.top_k, vocab_size)
     if config.strategy == "greedy":
@@ -77,22 +84,37 @@ def prepare_generation(
     sampling: SamplingConfig,
     stop_token_ids: Sequence[int] = (END_ID,),
 ) -> tuple[Callable[[], np.ndarray], list[list[int]]]:
-    """Set up a compiled sampling loop; returns ``(run, prompts)``.
+    """Set up a compiled sampling loop.
 
-    ``run()`` returns the [B, longest prompt + max_new_tokens] token buffer. Calling it again
-    reuses the traced graph (the sampler's random state carries on), which is what ``bench`` times.
+    Calling ``run`` again reuses the traced graph (the sampler's random state carries on), which
+    is what ``bench`` times.
+
+    Args:
+        model: an ``LSTMLanguageModel`` or a ``TransformerLanguageModel``.
+        prompts: B prompts of token ids, lengths may differ; an empty one becomes ``[<START>]``.
+        max_new_tokens: tokens to add after the longest prompt (>= 1).
+        sampling: the strategy and its settings (see ``make_sampler``).
+        stop_token_ids: ids that end a row's generation (empty: never stop early).
+
+    Returns:
+        ``(run, prompts)``: ``run()`` returns the int32 token buffer
+        [B, longest prompt + max_new_tokens] as a numpy array, each prompt at the start of its
+        row; ``prompts`` are the prompts as written into the buffer (lists, empty ones replaced).
+
+    Raises:
+        TextgenError: ``max_new_tokens < 1``, no prompts, or a model of another class.
     """
     if max_new_tokens < 1:
         raise TextgenError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    prompts = [list(p) if len(p) else [START_ID] for p in prompts]
-    if not prompts:
+    rows = [list(p) if len(p) else [START_ID] for p in prompts]
+    if not rows:
         raise TextgenError("no prompts given")
-    lengths = np.asarray([len(p) for p in prompts])
+    lengths = np.asarray([len(p) for p in rows])
     start = int(lengths.min())
     total = int(lengths.max()) + max_new_tokens
-    token_ids = np.zeros((len(prompts), total), dtype=np.int32)
-    mask = np.zeros((len(prompts), total), dtype=bool)
-    for row, prompt in enumerate(prompts):
+    token_ids = np.zeros((len(rows), total), dtype=np.int32)
+    mask = np.zeros((len(rows), total), dtype=bool)
+    for row, prompt in enumerate(rows):
         token_ids[row, : len(prompt)] = prompt
         mask[row, : len(prompt)] = True
     sampler = make_sampler(sampling, model.vocab_size)
@@ -104,10 +126,10 @@ def prepare_generation(
         if start > 1:
             _, cache = model.call_with_state(token_ids[:, : start - 1], None, training=False)
         else:
-            cache = ops.zeros((len(prompts), 2 * model.num_layers, model.units), dtype=model.compute_dtype)
+            cache = ops.zeros((len(rows), 2 * model.num_layers, model.units), dtype=model.compute_dtype)
     elif isinstance(model, TransformerLanguageModel):
         next_fn = _transformer_next(model, total)
-        cache = ops.zeros((len(prompts), 1))  # unused placeholder: the sampler's loop needs a value
+        cache = ops.zeros((len(rows), 1))  # unused placeholder: the sampler's loop needs a value
     else:
         raise TextgenError(f"cannot generate with a {type(model).__name__}")
 
@@ -116,7 +138,7 @@ def prepare_generation(
         return sampler(next_fn, token_ids, cache=cache, index=start, mask=mask, stop_token_ids=stops)
 
     token_tensor, mask_tensor = tf.constant(token_ids), tf.constant(mask)
-    return (lambda: np.asarray(loop(token_tensor, cache, mask_tensor))), prompts
+    return (lambda: np.asarray(loop(token_tensor, cache, mask_tensor))), rows
 
 
 def generate_ids(
@@ -126,11 +148,24 @@ def generate_ids(
     sampling: SamplingConfig,
     stop_token_ids: Sequence[int] = (END_ID,),
 ) -> list[list[int]]:
-    """Continue each prompt by up to ``max_new_tokens``; returns only the new tokens per prompt.
+    """Continue each prompt by up to ``max_new_tokens``.
 
     Prompts may differ in length (the sampler keeps each prompt's own tokens where they are);
     an empty prompt starts from ``<START>``. Generation stops at the first stop token, which is
     not returned.
+
+    Args:
+        model: an ``LSTMLanguageModel`` or a ``TransformerLanguageModel``.
+        prompts: B prompts of token ids.
+        max_new_tokens: the most tokens added to each prompt (>= 1).
+        sampling: the strategy and its settings (see ``make_sampler``).
+        stop_token_ids: ids that end a continuation (default ``<END>``).
+
+    Returns:
+        B lists of new token ids (Python ints), each at most ``max_new_tokens`` long.
+
+    Raises:
+        TextgenError: as ``prepare_generation``.
     """
     run, prompts = prepare_generation(model, prompts, max_new_tokens, sampling, stop_token_ids)
     out = run()
@@ -150,6 +185,16 @@ def encode_prompt(tokenizer: TextTokenizer, prompt: str) -> list[int]:
 
     A prompt with some out-of-vocabulary tokens is kept (they read as ``<UNK>``, as in training);
     a prompt made only of unknown tokens gives the model nothing to continue and is an error.
+
+    Args:
+        tokenizer: the run's fitted tokenizer.
+        prompt: the prompt text (already cleaned as the training text was).
+
+    Returns:
+        The prompt's token ids, at least one.
+
+    Raises:
+        TextgenError: every token of the prompt is ``<UNK>``.
     """
     if not prompt:
         return [START_ID]
@@ -165,4 +210,5 @@ def encode_prompt(tokenizer: TextTokenizer, prompt: str) -> list[int]:
 
 
 def unknown_fraction(ids: Sequence[int]) -> float:
+    """Share of ``ids`` that are ``<UNK>``, in [0, 1] (0 for no ids)."""
     return sum(1 for i in ids if i == UNK_ID) / max(len(ids), 1)

@@ -80,13 +80,31 @@ class LSTMLanguageModel(keras.Model):
         self.built = True
 
     def call(self, token_ids, training=None):
+        """Next-token logits for every position, from zero states.
+
+        Args:
+            token_ids: integer token ids, [B, T] (any T: the LSTM has no context limit).
+            training: True applies the Dropout between the LSTM layers.
+
+        Returns:
+            float32 logits [B, T, vocab_size]; position t scores the token at t + 1.
+        """
         logits, _ = self.call_with_state(token_ids, None, training=training)
         return logits
 
     def call_with_state(self, token_ids, states=None, training=None):
-        """Logits [B, T, V] and the final states [B, 2 * num_layers, units] ((h, c) per layer).
+        """Logits and the final LSTM states, so a later call continues where this one stopped.
 
-        ``states=None`` starts from zeros; passing the previous call's states continues the text.
+        Args:
+            token_ids: integer token ids, [B, T].
+            states: the previous call's states, [B, 2 * num_layers, units] in the compute dtype
+                (h then c for each layer), or None to start from zeros.
+            training: True applies the Dropout between the LSTM layers.
+
+        Returns:
+            ``(logits, states)``: float32 logits [B, T, vocab_size] and the states after the last
+            position, [B, 2 * num_layers, units] in the compute dtype (float16/bfloat16 under
+            mixed precision, else float32).
         """
         x = self.embedding(token_ids)
         new_states = []
@@ -171,6 +189,15 @@ class TransformerLanguageModel(keras.Model):
         self.built = True
 
     def call(self, token_ids, training=None):
+        """Causal next-token logits for every position.
+
+        Args:
+            token_ids: integer token ids, [B, T] with T <= max_len (the position table's size).
+            training: True applies the decoder blocks' dropout.
+
+        Returns:
+            float32 logits [B, T, vocab_size]; position t sees tokens 0..t only.
+        """
         x = self.embedding(token_ids)
         for block in self.blocks:
             x = block(x, training=training)
@@ -191,7 +218,18 @@ class TransformerLanguageModel(keras.Model):
 
 
 def build_model(config: ModelConfig) -> keras.Model:
-    """Build (and give weights to) the configured model under the current dtype policy."""
+    """Build (and give weights to) the configured model under the current dtype policy.
+
+    Args:
+        config: the architecture (``lstm`` or ``transformer``) and its sizes; ``vocab_size``
+            must already be the tokenizer's.
+
+    Returns:
+        An ``LSTMLanguageModel`` or ``TransformerLanguageModel``, built for [None, max_len] inputs.
+
+    Raises:
+        TextgenError: ``config.vocab_size`` is still 0.
+    """
     if config.vocab_size == 0:
         raise TextgenError("ModelConfig.vocab_size is 0: set it from the tokenizer before building")
     if config.architecture == "lstm":
@@ -246,6 +284,17 @@ class SparseCategoricalCrossentropyWithLabelSmoothing(keras.losses.Loss):
         self.from_logits = from_logits
 
     def call(self, y_true, y_pred):
+        """Per-token smoothed cross-entropy, before Keras's reduction.
+
+        Args:
+            y_true: integer target ids, [B, T].
+            y_pred: logits (or probabilities when ``from_logits=False``), [B, T, vocab], any float
+                dtype (computed in float32).
+
+        Returns:
+            float32 loss in nats, [B, T]; 0 at ``ignore_class`` targets, which carry a Keras mask
+            so the mean reduction leaves them out.
+        """
         y_true = ops.cast(y_true, "int32")
         y_pred = ops.cast(y_pred, "float32")
         if self.from_logits:
@@ -277,9 +326,14 @@ class SparseCategoricalCrossentropyWithLabelSmoothing(keras.losses.Loss):
 
 
 def perplexity_metric() -> keras.metrics.Metric:
-    """keras-hub's token perplexity (exp of the unsmoothed cross-entropy), ``<PAD>`` masked."""
+    """keras-hub's token perplexity (exp of the unsmoothed cross-entropy), ``<PAD>`` masked.
+
+    Returns:
+        A ``keras_hub.metrics.Perplexity`` named ``perplexity`` that takes logits.
+    """
     return keras_hub.metrics.Perplexity(from_logits=True, mask_token_id=PAD_ID, name="perplexity")
 
 
 def count_params(model: keras.Model) -> int:
+    """Number of trainable parameters (scalars) of a built model."""
     return int(sum(math.prod(w.shape) for w in model.trainable_weights))

@@ -169,21 +169,9 @@ def train(
 def _train_in(run, data_config, model_config, train_config, config, environment, console, extra_callbacks):
     out_dir = run.path
     resume = run.resumed and (out_dir / "backup").exists()
-    tokenizer_dir = out_dir / "tokenizer"
-    existing = None
-    if resume and (tokenizer_dir / "tokenizer_config.json").exists():
-        existing = load_tokenizer(tokenizer_dir)  # a resumed run must keep its token ids
-    with console.status("reading, cleaning and tokenising the corpus"):
-        tokenizer, splits, source = prepare_splits(data_config, tokenizer_dir, existing)
-    model_config = replace(model_config, vocab_size=tokenizer.vocab_size, max_len=data_config.seq_len)
-    config["model"] = _jsonable(model_config)
-    if not run.resumed:  # a fresh run never appends to an earlier one's history
-        shutil.rmtree(out_dir / "backup", ignore_errors=True)
-        (out_dir / "history.csv").unlink(missing_ok=True)
-    config["runtime"] = {**environment, "source": source, "tensorflow_keras": keras.__version__}
-    config["splits"] = {name: {"tokens": s.n_tokens, "characters": len(s.text)} for name, s in splits.items()}
-    atomic_write_json(out_dir / CONFIG_FILE, config)
-
+    tokenizer, splits, source, model_config = _prepare_run(
+        run, data_config, model_config, config, environment, console, resume
+    )
     train_ds, val_ds = train_and_eval_datasets(data_config, splits, train_config.seed)
     model = compile_model(build_model(model_config), train_config)
     n_params = count_params(model)
@@ -195,46 +183,8 @@ def _train_in(run, data_config, model_config, train_config, config, environment,
         f"{splits['test'].n_tokens:,} | {environment['device']} {environment['precision']}"
         + (" | resuming from backup/" if resume else "")
     )
-
-    monitor = {"monitor": "val_perplexity", "mode": "min"}
-    callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir=str(out_dir / "backup")),
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.EarlyStopping(
-            patience=train_config.early_stopping_patience, restore_best_weights=True, **monitor
-        ),
-        keras.callbacks.ReduceLROnPlateau(
-            factor=train_config.reduce_lr_factor,
-            patience=train_config.reduce_lr_patience,
-            min_lr=train_config.min_learning_rate,
-            **monitor,
-        ),
-        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch_{epoch:03d}.keras")),
-        keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs")),
-        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
-        RichProgress(console, steps, train_config.epochs),
-        *extra_callbacks,
-    ]
-    started = time.perf_counter()
-    # SIGINT/SIGTERM (also when the launcher left SIGINT ignored, as nohup and `&` do) stop at the
-    # next batch as a KeyboardInterrupt: the backup of the last whole epoch stays, exit 130.
-    with StopSignal(quiet=True) as stop:
-        history = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=train_config.epochs,
-            steps_per_epoch=train_config.steps_per_epoch,
-            callbacks=[*callbacks, _StopOnRequest(stop)],
-            shuffle=False,  # the tf.data pipeline shuffles (seeded, every epoch)
-            verbose=0,
-        )
-    seconds = time.perf_counter() - started
-    val_ppl = history.history.get("val_perplexity", [])
-    if not val_ppl or not all(math.isfinite(v) for v in val_ppl):
-        raise TextgenError(
-            f"{out_dir}: training diverged (non-finite loss); checkpoints so far are in {out_dir / 'checkpoints'}; "
-            "try a lower --lr"
-        )
+    callbacks = _callbacks(out_dir, train_config, console, steps, extra_callbacks)
+    val_ppl, seconds = _fit(model, train_ds, val_ds, train_config, callbacks, out_dir)
     with atomic_path(out_dir / MODEL_FILE) as tmp:
         model.save(tmp)
     epochs_session = len(val_ppl)
@@ -256,6 +206,83 @@ def _train_in(run, data_config, model_config, train_config, config, environment,
     }
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def _prepare_run(run, data_config, model_config, config, environment, console, resume):
+    """Tokenise the corpus (a resumed run keeps its tokenizer), clear a fresh run's leftovers and
+    write ``config.json``; returns the tokenizer, the splits, the corpus's name and the model
+    config sized to the tokenizer and the window."""
+    out_dir = run.path
+    tokenizer_dir = out_dir / "tokenizer"
+    existing = None
+    if resume and (tokenizer_dir / "tokenizer_config.json").exists():
+        existing = load_tokenizer(tokenizer_dir)  # a resumed run must keep its token ids
+    with console.status("reading, cleaning and tokenising the corpus"):
+        tokenizer, splits, source = prepare_splits(data_config, tokenizer_dir, existing)
+    model_config = replace(model_config, vocab_size=tokenizer.vocab_size, max_len=data_config.seq_len)
+    config["model"] = _jsonable(model_config)
+    if not run.resumed:  # a fresh run never appends to an earlier one's history
+        shutil.rmtree(out_dir / "backup", ignore_errors=True)
+        (out_dir / "history.csv").unlink(missing_ok=True)
+    config["runtime"] = {**environment, "source": source, "tensorflow_keras": keras.__version__}
+    config["splits"] = {name: {"tokens": s.n_tokens, "characters": len(s.text)} for name, s in splits.items()}
+    atomic_write_json(out_dir / CONFIG_FILE, config)
+    return tokenizer, splits, source, model_config
+
+
+def _callbacks(
+    out_dir: Path,
+    train_config: TrainConfig,
+    console: Console,
+    steps: int,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+) -> list[keras.callbacks.Callback]:
+    """The stock Keras callbacks that write the run folder, then the progress bar and the extras."""
+    monitor = {"monitor": "val_perplexity", "mode": "min"}
+    return [
+        keras.callbacks.BackupAndRestore(backup_dir=str(out_dir / "backup")),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.EarlyStopping(
+            patience=train_config.early_stopping_patience, restore_best_weights=True, **monitor
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            factor=train_config.reduce_lr_factor,
+            patience=train_config.reduce_lr_patience,
+            min_lr=train_config.min_learning_rate,
+            **monitor,
+        ),
+        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "epoch_{epoch:03d}.keras")),
+        keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs")),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True),
+        RichProgress(console, steps, train_config.epochs),
+        *extra_callbacks,
+    ]
+
+
+def _fit(model, train_ds, val_ds, train_config, callbacks, out_dir: Path) -> tuple[list[float], float]:
+    """``model.fit`` under a stop signal; returns this session's validation perplexities and the
+    seconds it took, or raises ``TextgenError`` when training diverged."""
+    started = time.perf_counter()
+    # SIGINT/SIGTERM (also when the launcher left SIGINT ignored, as nohup and `&` do) stop at the
+    # next batch as a KeyboardInterrupt: the backup of the last whole epoch stays, exit 130.
+    with StopSignal(quiet=True) as stop:
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=train_config.epochs,
+            steps_per_epoch=train_config.steps_per_epoch,
+            callbacks=[*callbacks, _StopOnRequest(stop)],
+            shuffle=False,  # the tf.data pipeline shuffles (seeded, every epoch)
+            verbose=0,
+        )
+    seconds = time.perf_counter() - started
+    val_ppl = history.history.get("val_perplexity", [])
+    if not val_ppl or not all(math.isfinite(v) for v in val_ppl):
+        raise TextgenError(
+            f"{out_dir}: training diverged (non-finite loss); checkpoints so far are in {out_dir / 'checkpoints'}; "
+            "try a lower --lr"
+        )
+    return val_ppl, seconds
 
 
 class _StopOnRequest(keras.callbacks.Callback):
