@@ -182,6 +182,21 @@ def test_a_positional_field_is_an_argument_not_a_flag(tmp_path: Path, capsys):
         add_dataclass_flags(config_parser("p"), Data, flags={"lowercase": Flag(positional=True)})
 
 
+@dataclasses.dataclass
+class Sentences:
+    sentence: list[str] = dataclasses.field(default_factory=list)  # sentences to read
+    limit: int = 0  # at most this many (0 = all)
+
+
+def test_a_positional_list_field_takes_the_remaining_arguments():
+    parser = config_parser("prog formalize")
+    add_dataclass_flags(parser, Sentences, flags={"sentence": Flag(positional=True)})
+    cfg, given = parse(parser, ["--limit", "2", "Llueve.", "Hace sol."])
+    assert instantiate(parser, cfg, Sentences) == Sentences(["Llueve.", "Hace sol."], 2)
+    assert given == {"sentence", "limit"}
+    assert instantiate(parser, parse(parser, [])[0], Sentences) == Sentences()
+
+
 def test_config_file_then_flags_and_the_saved_config_loads_back(tmp_path: Path, capsys):
     parser = make_parser()
     settings = tmp_path / "settings.yaml"

@@ -29,19 +29,6 @@ def test_member_errors_are_user_errors(module: str, name: str) -> None:
     assert issubclass(getattr(mod, name), UserError)
 
 
-def test_defaults_help_formatter_shows_each_default_once():
-    import argparse
-
-    from lm_shared.cli_help import DefaultsHelpFormatter
-
-    parser = argparse.ArgumentParser(prog="x", formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps")
-    parser.add_argument("--data", default=None, help="text file (default: the embedded corpus)")
-    text = " ".join(parser.format_help().split())
-    assert "optimizer steps (default: 300)" in text
-    assert "(default: the embedded corpus)" in text and "(default: None)" not in text
-
-
 def test_options_without_help_names_undescribed_flags_of_chosen_subcommands():
     import argparse
 

@@ -127,6 +127,55 @@ def test_data_stages_chain(tmp_path, capsys):
     assert main(["generate", "--n", "10", "--out", str(raw)]) == 2
 
 
+def test_train_and_the_stage_commands_write_the_same_files(tmp_path, capsys):
+    # Issue 17 item 4: one driver (nanologic.stages) for `train`'s embedded dataset and the stage
+    # subcommands; with the same settings they write the same files, byte for byte.
+    from nanologic.configs import DatasetConfig
+    from nanologic.stages import STAGE_FILES, build_dataset
+
+    config = DatasetConfig.for_training(n_generate=400, max_per_complexity=60, seed=3)
+    build_dataset(tmp_path / "train", config)
+    cli = tmp_path / "cli"
+    raw, cleaned, verified, augmented = (cli / STAGE_FILES[s] for s in STAGE_FILES)
+    seed = ["--seed", "3"]
+    assert main(["generate", "--n", "400", *seed, "--out", str(raw)]) == 0
+    assert main(["clean", str(raw), "--out", str(cleaned), *seed]) == 0
+    assert main(["verify", str(cleaned), "--out", str(verified)]) == 0
+    assert main(["augment", str(verified), "--out", str(augmented), "--kinds", "composition", *seed]) == 0
+    assert main(["preprocess", str(augmented), "--out", str(cli), "--max-per-complexity", "60", *seed]) == 0
+    names = [*STAGE_FILES.values(), "train.jsonl", "val.jsonl", "test.jsonl", "stats.json"]
+    assert sorted(p.name for p in cli.iterdir()) == sorted(names)
+    for name in names:
+        assert (tmp_path / "train" / name).read_bytes() == (cli / name).read_bytes(), name
+
+
+def test_every_commands_flags_come_from_its_dataclasses():
+    # Issue 17 item 1: each default exists once, in nanologic.configs; the flags only rename.
+    from lm_shared.config_cli import config_fields
+    from nanologic.cli import COMMANDS, command_parser
+
+    for name in COMMANDS:
+        parser = command_parser(name)
+        fields = config_fields(parser)
+        made = {option for field in fields for option in field.option_strings}
+        others = {o for a in parser._actions for o in a.option_strings} - made
+        assert others == {"-h", "--help", "--config", "--print_config"}, name
+        defaults = parser.get_defaults()
+        for field in fields:
+            if field.default is not dataclasses.MISSING:
+                expected, got = field.default, defaults[field.dest]
+                assert (list(got) if isinstance(got, tuple) else got) == (
+                    list(expected) if isinstance(expected, tuple) else expected
+                ), f"{name} {field.dest}"
+
+
+def test_the_augmentation_kinds_are_the_pipelines():
+    from nanologic.configs import AUGMENTATION_KINDS
+    from nanologic.pipeline import REWRITES
+
+    assert AUGMENTATION_KINDS == (*REWRITES, "composition")
+
+
 def test_malformed_raw_json_names_line(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text('{"examples": [\n  {"a": 1},\n  {"b": }\n]}\n', encoding="utf-8")
@@ -351,7 +400,9 @@ def test_bad_train_flags_are_one_line_exit_2(capsys, argv, message):
 )
 def test_run_means_a_trained_run_everywhere_and_checkpoint_stays(argv):
     # Issue 17 item 2: one vocabulary, `--run DIR` for reading a trained run; `--checkpoint` kept.
-    from nanologic.cli import build_parser
+    from lm_shared.config_cli import parse
+    from nanologic.cli import command_parser
 
     for flag in ("--run", "--checkpoint"):
-        assert build_parser().parse_args([*argv, flag, "runs/x"]).checkpoint == Path("runs/x")
+        cfg, _ = parse(command_parser(argv[0]), [*argv[1:], flag, "runs/x"])
+        assert cfg.run == Path("runs/x")

@@ -29,11 +29,12 @@ def _shared_data(root: Path) -> Path:
     with open(data / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (data / "ready").exists():
+            from nanologic.configs import DatasetConfig
             from nanologic.data import read_jsonl, write_jsonl
-            from nanologic.runner import build_dataset
+            from nanologic.stages import build_dataset
 
             full = data / "full"
-            build_dataset(full, n=300, seed=0)
+            build_dataset(full, DatasetConfig.for_training(300, None, 0))
             for split, n in (("train", N_TRAIN), ("val", 16), ("test", 4)):
                 rows = read_jsonl(full / f"{split}.jsonl")
                 rows = (rows * (n // max(1, len(rows)) + 1))[:n]

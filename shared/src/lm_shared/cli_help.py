@@ -1,23 +1,11 @@
-"""One ``--help`` style for every member's commands: each option described, its default shown.
+"""The check behind every member's help test: each option of a command is described.
 
-:class:`DefaultsHelpFormatter` is argparse's ``ArgumentDefaultsHelpFormatter`` that leaves alone a
-help text which already speaks of its default ("default: the embedded corpus", "%(default)s"), so
-no option says its default twice.
+(The help's style, each default shown once, is :class:`lm_shared.config_cli.ConfigHelpFormatter`'s.)
 """
 
 from __future__ import annotations
 
 import argparse
-
-
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Append ``(default: X)`` to an option's help unless the help already mentions its default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        help_text = action.help or ""
-        if "default" in help_text.lower():
-            return help_text
-        return super()._get_help_string(action)
 
 
 def options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> list[str]:
@@ -42,24 +30,3 @@ def options_without_help(parser: argparse.ArgumentParser, only: tuple[str, ...] 
         elif action.option_strings and not action.help:
             missing.append(action.option_strings[-1])
     return missing
-
-
-def add_bench_device_arguments(
-    parser: argparse.ArgumentParser,
-    *,
-    device_help: str = "where to measure (auto: CUDA when visible)",
-    compile_help: str = "torch.compile the models before timing them",
-) -> None:
-    """Add ``--device auto|cpu|cuda`` and ``--compile``, the two flags every PyTorch ``bench`` takes.
-
-    ``tools/gpu_check.py`` passes them to each bench. Resolve the parsed device with
-    :func:`lm_shared.runtime.resolve_device`.
-
-    Args:
-        parser: the bench's parser; gains ``args.device`` (str, default ``"auto"``) and
-            ``args.compile`` (bool, default False).
-        device_help: help text of ``--device``.
-        compile_help: help text of ``--compile``.
-    """
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help=device_help)
-    parser.add_argument("--compile", action="store_true", help=compile_help)

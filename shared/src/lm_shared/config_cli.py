@@ -74,7 +74,8 @@ class Flag:
             dataclass to check.
         metavar: the value's name in ``--help``.
         positional: the field is a positional argument (``prog evaluate RUN_DIR``), not a flag;
-            optional when the field has a default. Its key is the field's name, as for a flag.
+            optional when the field has a default; a ``list[X]`` field takes all the remaining
+            arguments (none or more; argparse then sets it, so a config file cannot). Its key is the field's name, as for a flag.
             With ``aliases`` it is both: ``prog fill-mask RUN TEXT`` or ``prog fill-mask --run
             RUN TEXT`` (then the field needs a default; given both ways, the later one wins).
         nargs: the flag takes this many values (``--weights 1 4 1``), or ``"+"`` one or more
@@ -526,6 +527,11 @@ def add_dataclass_flags(
                 kwargs["default"] = None if default is None else list(default)
             if spec.metavar:
                 kwargs["metavar"] = spec.metavar
+        elif _list_item(annotation) in _SCALARS and spec.parse is None and spec.positional:
+            own = flag_name(field.name)  # the remaining arguments: ``prog formalize "A." "B."``
+            kwargs["nargs"] = "*"
+            kwargs["type"] = _SCALARS[_list_item(annotation)]
+            kwargs["default"] = [] if default is dataclasses.MISSING else default
         elif _list_item(annotation) in _SCALARS and spec.parse is None:
             own = flag_name(field.name)
             item = _SCALARS[_list_item(annotation)]
@@ -568,7 +574,7 @@ def add_dataclass_flags(
                 kwargs["type"] = _keep_suppress(kwargs["type"])  # argparse converts a str default
             del kwargs["dest"]
             if not kwargs.pop("required", False):
-                kwargs["nargs"] = "?"
+                kwargs.setdefault("nargs", "?")
             group.add_argument(dest, **kwargs)
         else:
             group.add_argument(*option_strings, **kwargs)

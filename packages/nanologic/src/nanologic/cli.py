@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lm_shared.cli_help import DefaultsHelpFormatter, add_bench_device_arguments
 from lm_shared.config_cli import (
     ConfigParser,
     Flag,
@@ -22,16 +20,21 @@ from lm_shared.config_cli import (
     instantiate,
     parse,
 )
+from nanologic import stages
 from nanologic.configs import (
-    DEFAULT_MAX_PER_COMPLEXITY,
+    AUGMENTATION_KINDS,
     PRESET_NAMES,
     PRESET_TRAINING,
+    AugmentConfig,
+    CleanConfig,
+    PreprocessConfig,
+    StageFiles,
     TrainInputs,
     TrainOutput,
+    VerifyConfig,
 )
 from nanologic.errors import NanologicError
 
-_HELP = DefaultsHelpFormatter
 PRESET_CHOICES = PRESET_NAMES
 
 
@@ -188,15 +191,7 @@ def train_main(argv: list[str] | None = None) -> int:
     return main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
-def _guard(fn) -> int:
-    from lm_shared.runs import run_guarded
-
-    return run_guarded(fn)
-
-
-# ---------------------------------------------------------------------------------------------
-# data stages
-# ---------------------------------------------------------------------------------------------
+Command = Callable[[ConfigParser, Any, set[str]], int]
 
 
 def _no_overwrite(path: Path, force: bool) -> None:
@@ -204,141 +199,111 @@ def _no_overwrite(path: Path, force: bool) -> None:
         raise NanologicError(f"{path} exists; pass --force to overwrite it")
 
 
-def _cmd_generate(args) -> int:
-    from nanologic.data import write_raw
-    from nanologic.generator import generate
+def _options(parser: ConfigParser, cfg: Any, cls: type) -> Any:
+    """``cls`` from the parsed flags; an out-of-range value names its flag, not the field."""
+    from nanologic.configs import ConfigError
 
-    _no_overwrite(args.out, args.force)
-    examples = generate(args.n, seed=args.seed)
-    write_raw(args.out, examples)
-    clauses = {a["definition"] for e in examples for a in e["thought"]["identified_atoms"]}
-    print(f"generated {len(examples)} examples ({len(clauses)} distinct clauses) -> {args.out}")
-    return 0
-
-
-def _read_stage_input(path: Path, cleaned: bool = True) -> list[dict]:
-    """A stage's input examples: refused when empty, or (after `clean`) when one is not a cleaned
-    example, naming the file, the example and the field (a skipped stage shows up here)."""
-    from nanologic.data import read_raw, schema_problem
-    from nanologic.logic import try_parse
-
-    examples = read_raw(path)
-    if not examples:
-        raise NanologicError(f"{path}: no examples")
-    if cleaned:
-        for i, ex in enumerate(examples):
-            problem = schema_problem(ex)
-            if problem is None and try_parse(ex["output"]["formula"]) is None:
-                problem = "output.formula: not a parsable formula"
-            if problem is not None:
-                raise NanologicError(
-                    f"{path}: example {i}: {problem} (expected `nanologic clean` output; was a stage skipped?)"
-                )
-    return examples
-
-
-def _write_stage_output(args, out: list[dict], report) -> None:
-    from nanologic.data import write_raw
-
-    if not out:
-        reasons = ", ".join(f"{r} ({n})" for r, n in report.rejected.most_common(3))
-        raise NanologicError(f"{args.input}: no example survived {report.stage}: {reasons or 'none kept'}")
-    write_raw(args.out, out)
-
-
-def _stage(args, fn, cleaned: bool = True, **kwargs) -> int:
-    from nanologic.runner import print_report
-
-    _no_overwrite(args.out, args.force)
-    examples = _read_stage_input(args.input, cleaned)
-    out, report = fn(examples, **kwargs)
-    print_report(report)
-    _write_stage_output(args, out, report)
-    print(f"{report.n_in} -> {report.n_out} examples -> {args.out}")
-    return 0
-
-
-def _cmd_clean(args) -> int:
-    from nanologic.pipeline import clean
-
-    return _stage(
-        args,
-        clean,
-        cleaned=False,
-        seed=args.seed,
-        max_trivial_fraction=args.max_trivial_fraction,
-        min_chars=args.min_chars,
-    )
-
-
-def _cmd_verify(args) -> int:
-    from nanologic.pipeline import consistency_check
-    from nanologic.runner import print_report
-
-    _no_overwrite(args.out, args.force)
-    examples = _read_stage_input(args.input)
-    kept, report = consistency_check(examples)
-    print_report(report)
-    if args.llm:
-        from nanologic.llm_verify import LLMVerifier, verify_with_llm
-
-        verifier = LLMVerifier(
-            base_url=args.base_url or os.environ.get("NANOLOGIC_API_BASE", ""),
-            model=args.model or os.environ.get("NANOLOGIC_MODEL", ""),
-            api_key=args.api_key or os.environ.get("NANOLOGIC_API_KEY", ""),
-            cache_path=args.cache,
-            max_retries=args.retries,
-            requests_per_minute=args.rpm,
-            price_in=args.price_in,
-            price_out=args.price_out,
-        )
-        kept, llm_report = verify_with_llm(kept, verifier)
-        print_report(llm_report)
-    _write_stage_output(args, kept, report)
-    print(f"{len(examples)} -> {len(kept)} examples -> {args.out}")
-    return 0
-
-
-def _cmd_augment(args) -> int:
-    from nanologic.pipeline import augment
-
-    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     try:
-        return _stage(args, augment, kinds=kinds, per_example=args.per_example, seed=args.seed)
-    except ValueError as exc:
-        raise NanologicError(str(exc)) from None
+        return instantiate(parser, cfg, cls)
+    except ConfigError as exc:
+        field, _, rest = str(exc).partition(":")
+        flags = {
+            f.name: f.option_strings[0] for f in config_fields(parser) if f.cls is cls and f.option_strings
+        }
+        raise NanologicError(f"{flags.get(field, field)}:{rest}") from None
 
 
-def _cmd_preprocess(args) -> int:
-    from nanologic.pipeline import preprocess
-    from nanologic.runner import print_report, write_splits
+# ---------------------------------------------------------------------------------------------
+# data stages: one step each of nanologic.stages, the driver `train` runs them all with
+# ---------------------------------------------------------------------------------------------
 
-    if args.max_per_complexity is not None and args.max_per_complexity < 1:
-        raise NanologicError(f"--max-per-complexity: expected an integer >= 1, got {args.max_per_complexity}")
-    for split in ("train", "val", "test"):
-        _no_overwrite(args.out / f"{split}.jsonl", args.force)
-    examples = _read_stage_input(args.input)
-    splits, report = preprocess(examples, max_per_complexity=args.max_per_complexity, seed=args.seed)
-    print_report(report)
-    for name, rows in splits.items():
-        if not rows:
-            raise NanologicError(
-                f"{args.input}: too few examples for a {name} split ({len(examples)} in); nothing written"
-            )
-    write_splits(args.out, splits, report)
-    print(f"train/val/test = {report.notes['splits']} -> {args.out}")
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+STAGE_FILE_FLAGS = {"input": Flag(positional=True)}
+
+
+def _stage_parser(name: str, description: str, config: type, flags: dict[str, Flag] | None = None):
+    def make(prog: str) -> ConfigParser:
+        parser = config_parser(prog, description)
+        out_flags = dict(STAGE_FILE_FLAGS)
+        if name == "preprocess":
+            out_flags["out"] = Flag(help="output directory")
+        add_dataclass_flags(parser, StageFiles, flags=out_flags, title="files")
+        add_dataclass_flags(parser, config, flags=flags, title=name)
+        return parser
+
+    return make
+
+
+def _generate_parser(prog: str) -> ConfigParser:
+    from nanologic.configs import GenerateConfig, GenerateFiles
+
+    parser = config_parser(prog, "Generate raw Spanish examples (the original's JSON schema).")
+    add_dataclass_flags(parser, GenerateConfig, title="generate")
+    add_dataclass_flags(parser, GenerateFiles, title="files")
+    return parser
+
+
+def _cmd_generate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from nanologic.configs import GenerateConfig, GenerateFiles
+    from nanologic.stages import generate_step
+
+    files = _options(parser, cfg, GenerateFiles)
+    config = _options(parser, cfg, GenerateConfig)
+    _no_overwrite(files.out, files.force)
+    examples = generate_step(config, files.out)
+    clauses = {a["definition"] for e in examples for a in e["thought"]["identified_atoms"]}
+    print(f"generated {len(examples)} examples ({len(clauses)} distinct clauses) -> {files.out}")
     return 0
 
 
-def _cmd_train_tokenizer(args) -> int:
+def _file_stage(config_cls: type, step: Callable[..., list[dict]], cleaned: bool = True) -> Command:
+    """The command of a file-to-file stage: read IN, run ``step`` of nanologic.stages, write --out."""
+
+    def command(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+        files = _options(parser, cfg, StageFiles)
+        config = _options(parser, cfg, config_cls)
+        _no_overwrite(files.out, files.force)
+        examples = stages.read_stage_input(files.input, cleaned)
+        out = step(examples, config, files.out, files.input)
+        print(f"{len(examples)} -> {len(out)} examples -> {files.out}")
+        return 0
+
+    return command
+
+
+def _cmd_preprocess(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    files = _options(parser, cfg, StageFiles)
+    config = _options(parser, cfg, PreprocessConfig)
+    for split in stages.SPLITS:
+        _no_overwrite(files.out / f"{split}.jsonl", files.force)
+    report = stages.preprocess_step(stages.read_stage_input(files.input), config, files.out, files.input)
+    print(f"train/val/test = {report.notes['splits']} -> {files.out}")
+    return 0
+
+
+def _tokenizer_parser(prog: str) -> ConfigParser:
+    from nanologic.configs import TokenizerOptions
+
+    parser = config_parser(prog, "Train the BPE tokenizer (the 10 special tokens at ids 0-9) on train.jsonl.")
+    add_dataclass_flags(parser, TokenizerOptions)
+    return parser
+
+
+def _cmd_train_tokenizer(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from nanologic.configs import TokenizerOptions
     from nanologic.runner import MIN_VOCAB_SIZE, check_records, train_tokenizer
 
-    if args.vocab_size < MIN_VOCAB_SIZE:
-        raise NanologicError(f"--vocab-size: expected at least {MIN_VOCAB_SIZE}, got {args.vocab_size}")
-    _no_overwrite(args.out / "tokenizer.json", args.force)
-    check_records(args.data / "train.jsonl")
-    tok = train_tokenizer(args.data, args.out, args.vocab_size)
-    print(f"tokenizer with {tok.vocab_size} tokens -> {args.out / 'tokenizer.json'}")
+    options = _options(parser, cfg, TokenizerOptions)
+    if options.vocab_size < MIN_VOCAB_SIZE:
+        raise NanologicError(f"--vocab-size: expected at least {MIN_VOCAB_SIZE}, got {options.vocab_size}")
+    _no_overwrite(options.out / "tokenizer.json", options.force)
+    check_records(options.data / "train.jsonl")
+    tok = train_tokenizer(options.data, options.out, options.vocab_size)
+    print(f"tokenizer with {tok.vocab_size} tokens -> {options.out / 'tokenizer.json'}")
     return 0
 
 
@@ -346,26 +311,40 @@ def _cmd_train_tokenizer(args) -> int:
 # evaluation and use
 # ---------------------------------------------------------------------------------------------
 
+RUN_FLAG = Flag(aliases=("--checkpoint",))  # --checkpoint: the name earlier releases documented
+CONSTRAINED_FLAG = Flag(aliases=("--grammar",))
 
-def _cmd_evaluate(args) -> int:
+
+def _evaluate_parser(prog: str) -> ConfigParser:
+    from nanologic.configs import EvaluateOptions
+
+    parser = config_parser(prog, "Evaluate a run (or the rule baseline) on a split or a real-sentence set.")
+    add_dataclass_flags(
+        parser, EvaluateOptions, flags={"run": RUN_FLAG, "constrained": CONSTRAINED_FLAG, "out": Flag()}
+    )
+    return parser
+
+
+def _cmd_evaluate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from nanologic.configs import EvaluateOptions
     from nanologic.runner import default_report_dir, evaluate_run, print_eval
 
-    if args.baseline is not None:
-        if args.data is None:
+    options = _options(parser, cfg, EvaluateOptions)
+    if options.baseline is not None:
+        if options.data is None:
             raise NanologicError("--baseline needs --data FILE.jsonl")
-        return _evaluate_baseline(args.data, args.out, args.limit)
-    if args.checkpoint is None:
+        return _evaluate_baseline(options.data, options.out, options.limit)
+    if options.run is None:
         raise NanologicError("give --run DIR (a trained run; or --checkpoint DIR) or --baseline rules")
-    data = args.data or (args.checkpoint / "data" / "test.jsonl")
-    constraint = "grounded" if args.grounded else ("format" if args.constrained else None)
-    out = args.out or default_report_dir(args.checkpoint, data, constraint)
+    data = options.data or (options.run / "data" / "test.jsonl")
+    out = options.out or default_report_dir(options.run, data, options.constraint)
     report = evaluate_run(
-        args.checkpoint,
+        options.run,
         data,
-        limit=args.limit,
-        repair_tries=args.repair_tries,
+        limit=options.limit,
+        repair_tries=options.repair_tries,
         out_dir=out,
-        constraint=constraint,
+        constraint=options.constraint,
     )
     print_eval(report)
     print(f"report -> {out}")
@@ -383,46 +362,76 @@ def _evaluate_baseline(data: Path, out: Path | None, limit: int | None) -> int:
     return 0
 
 
-def _cmd_baseline(args) -> int:
-    from nanologic.baseline import RuleFormalizer
+def _baseline_parser(prog: str) -> ConfigParser:
+    from nanologic.configs import BaselineOptions
 
-    if args.data is None and not args.sentence:
+    parser = config_parser(prog, "The rule-based formaliser over the generator's cues (issue 13's baseline).")
+    add_dataclass_flags(parser, BaselineOptions, flags={"sentence": Flag(positional=True)})
+    return parser
+
+
+def _cmd_baseline(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from nanologic.baseline import RuleFormalizer
+    from nanologic.configs import BaselineOptions
+
+    options = _options(parser, cfg, BaselineOptions)
+    if options.data is None and not options.sentence:
         raise NanologicError("give sentences to formalise, or --data FILE.jsonl to evaluate the baseline")
-    for sentence, res in zip(args.sentence, RuleFormalizer().formalize(args.sentence)):
+    for sentence, res in zip(options.sentence, RuleFormalizer().formalize(options.sentence)):
         print(sentence)
         for letter, definition in res["atoms"].items():
             print(f"  {letter}: {definition}")
         print(f"  fórmula: {res['formula']}")
-    if args.data is not None:
-        return _evaluate_baseline(args.data, args.out, args.limit)
+    if options.data is not None:
+        return _evaluate_baseline(options.data, options.out, options.limit)
     return 0
 
 
-def _cmd_formalize(args) -> int:
+def _add_decoding_flags(parser: ConfigParser) -> None:
+    from nanologic.configs import DecodingOptions
+
+    flags = {"run": RUN_FLAG, "constrained": CONSTRAINED_FLAG}
+    add_dataclass_flags(parser, DecodingOptions, flags=flags, title="model")
+
+
+def _formalize_parser(prog: str) -> ConfigParser:
+    from nanologic.configs import FormalizeOptions
+
+    parser = config_parser(prog, "Sentence(s) -> atoms, connectors, formula and truth table.")
+    add_dataclass_flags(parser, FormalizeOptions, flags={"sentence": Flag(positional=True)})
+    _add_decoding_flags(parser)
+    return parser
+
+
+def _cmd_formalize(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from nanologic.configs import DecodingOptions, FormalizeOptions
     from nanologic.data import read_jsonl, write_jsonl
     from nanologic.inference import formalize_output_row
     from nanologic.logic import format_truth_table, parse
 
-    if args.input is None and not args.sentence:
+    options = _options(parser, cfg, FormalizeOptions)
+    if options.input is None and not options.sentence:
         raise NanologicError("give a sentence, or --input FILE.jsonl --output FILE.jsonl")
-    if args.input is not None and args.output is None:
+    if options.input is not None and options.output is None:
         raise NanologicError("--input needs --output")
-    formalizer = _formalizer(args)
-    if args.input is not None:
-        _no_overwrite(args.output, args.force)
-        rows = read_jsonl(args.input, required=("input",))
+    formalizer = _formalizer(_options(parser, cfg, DecodingOptions))
+    if options.input is not None:
+        _no_overwrite(options.output, options.force)
+        rows = read_jsonl(options.input, required=("input",))
         if not rows:
-            raise NanologicError(f'{args.input}: no sentences (expected JSONL lines like {{"input": "..."}})')
+            raise NanologicError(
+                f'{options.input}: no sentences (expected JSONL lines like {{"input": "..."}})'
+            )
         results = formalizer.formalize([r["input"] for r in rows])
         out_rows = [formalize_output_row(row, res) for row, res in zip(rows, results)]
-        write_jsonl(args.output, out_rows)
-        print(f"{len(out_rows)} sentences -> {args.output}")
+        write_jsonl(options.output, out_rows)
+        print(f"{len(out_rows)} sentences -> {options.output}")
         return 0
     console = Console()
-    for sentence, res in zip(args.sentence, formalizer.formalize(args.sentence)):
+    for sentence, res in zip(options.sentence, formalizer.formalize(options.sentence)):
         console.print(f"[bold]{sentence}[/]")
         for letter, definition in res["atoms"].items():
             console.print(f"  {letter}: {definition}")
@@ -439,61 +448,54 @@ def _cmd_formalize(args) -> int:
     return 0
 
 
-def _formalizer(args):
+def _formalizer(options: Any) -> Any:
     """The PyTorch Formalizer (--run) or the llama.cpp one (--gguf), with the constraint."""
-    if (args.checkpoint is None) == (args.gguf is None):
+    if (options.run is None) == (options.gguf is None):
         raise NanologicError("give exactly one of --run DIR (PyTorch) or --gguf FILE.gguf (llama.cpp)")
-    constraint = "grounded" if args.grounded else ("format" if args.constrained else None)
-    if args.gguf is not None:
+    if options.gguf is not None:
         from nanologic.llamacpp import LlamaCppFormalizer
 
-        return LlamaCppFormalizer.from_gguf(args.gguf, grammar=constraint or False)
+        return LlamaCppFormalizer.from_gguf(options.gguf, grammar=options.constraint or False)
     from nanologic.inference import Formalizer
 
-    return Formalizer.from_run(args.checkpoint, constraint=constraint)
+    return Formalizer.from_run(options.run, constraint=options.constraint)
 
 
-def _add_backend_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--run", "--checkpoint", dest="checkpoint", type=Path, help="a trained run directory (PyTorch)"
-    )
-    p.add_argument("--gguf", type=Path, help="an exported GGUF, run in llama.cpp (llama-cpp-python)")
-    p.add_argument(
-        "--constrained",
-        "--grammar",
-        action="store_true",
-        help="decode under the answer grammar (atoms in order, formula over declared letters, parses)",
-    )
-    p.add_argument(
-        "--grounded",
-        action="store_true",
-        help="like --constrained, and atom definitions only use the sentence's words",
-    )
+def _check_parser(prog: str) -> ConfigParser:
+    from nanologic.configs import CheckOptions
+
+    parser = config_parser(prog, "Validity of an argument: its text (with a model), or its formulas.")
+    add_dataclass_flags(parser, CheckOptions, flags={"text": Flag(positional=True)})
+    _add_decoding_flags(parser)
+    return parser
 
 
-def _cmd_check(args) -> int:
+def _cmd_check(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from rich.console import Console
 
     from nanologic.argument import check_argument
+    from nanologic.configs import CheckOptions, DecodingOptions
     from nanologic.inference import shared_atoms, split_argument
     from nanologic.logic import FormulaError, to_unicode
 
+    options = _options(parser, cfg, CheckOptions)
+    decoding = _options(parser, cfg, DecodingOptions)
     console = Console()
     definitions: dict[str, str] = {}
-    if args.premises or args.conclusion:
-        if not (args.premises and args.conclusion):
+    if options.premise or options.conclusion:
+        if not (options.premise and options.conclusion):
             raise NanologicError("--premise (one or more) and --conclusion go together")
         try:
-            result = check_argument(args.premises, args.conclusion)
+            result = check_argument(options.premise, options.conclusion)
         except FormulaError as exc:
             raise NanologicError(f"unparsable formula: {exc}") from None
     else:
-        if (args.checkpoint is None and args.gguf is None) or args.text is None:
+        if (decoding.run is None and decoding.gguf is None) or options.text is None:
             raise NanologicError(
                 "give --run DIR (or --gguf FILE) and an argument text, or --premise/--conclusion formulas"
             )
-        premises_text, conclusion_text = split_argument(args.text)
-        formalizer = _formalizer(args)
+        premises_text, conclusion_text = split_argument(options.text)
+        formalizer = _formalizer(decoding)
         formulas, definitions = shared_atoms(formalizer.formalize([*premises_text, conclusion_text]))
         for sentence, f in zip([*premises_text, conclusion_text], formulas):
             console.print(f"  {sentence}  ->  {to_unicode(f)}")
@@ -507,26 +509,54 @@ def _cmd_check(args) -> int:
         console.print(f"[bold red]INVÁLIDO[/] — {result.fallacy or 'falacia formal (sin nombre clásico)'}")
         row = ", ".join(f"{k} = {'V' if v else 'F'}" for k, v in result.counterexample.items())
         console.print(f"  contraejemplo: {row} (premisas verdaderas, conclusión falsa)")
-    if args.json:
+    if options.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
-    return 0 if result.valid or not args.exit_code else 1
+    return 0 if result.valid or not options.exit_code else 1
 
 
-def _cmd_export(args) -> int:
+def _export_parser(prog: str) -> ConfigParser:
+    from nanologic.configs import ExportOptions
+
+    parser = config_parser(prog, "Write a llama.cpp GGUF (llama architecture) and its answer grammar.")
+    add_dataclass_flags(parser, ExportOptions, flags={"run": RUN_FLAG})
+    return parser
+
+
+def _cmd_export(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from nanologic.configs import ExportOptions
     from nanologic.export import export_gguf
 
-    _no_overwrite(args.out, args.force)
+    options = _options(parser, cfg, ExportOptions)
+    _no_overwrite(options.out, options.force)
     path = export_gguf(
-        args.checkpoint, args.out, dtype=args.dtype, allow_final_softcap=args.allow_final_softcap
+        options.run, options.out, dtype=options.dtype, allow_final_softcap=options.allow_final_softcap
     )
     print(f"wrote {path} and its answer grammar {path.with_suffix('.gbnf')}")
     return 0
 
 
-def _cmd_bench(args) -> int:
-    from nanologic.bench import run_bench
+def _bench_parser(prog: str) -> ConfigParser:
+    from nanologic.configs import BenchOptions
 
-    run_bench(args.out, quick=args.quick, threads=args.threads, device=args.device, compile=args.compile)
+    parser = config_parser(
+        prog, "Throughput against transformers' Llama, padding/packing, KV cache, llama.cpp."
+    )
+    add_dataclass_flags(parser, BenchOptions)
+    return parser
+
+
+def _cmd_bench(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from nanologic.bench import run_bench
+    from nanologic.configs import BenchOptions
+
+    options = _options(parser, cfg, BenchOptions)
+    run_bench(
+        options.out,
+        quick=options.quick,
+        threads=options.threads,
+        device=options.device,
+        compile=options.compile,
+    )
     return 0
 
 
@@ -561,298 +591,131 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _cmd_serve(args) -> int:
-    from nanologic.app import serve
+def _serve_parser(prog: str) -> ConfigParser:
+    from nanologic.configs import ServeOptions
 
-    if args.checkpoint is not None and args.gguf is not None:
+    parser = config_parser(prog, "Web app: formalise, truth tables, arguments, JSONL batches.")
+    add_dataclass_flags(parser, ServeOptions, flags={"run": RUN_FLAG})
+    return parser
+
+
+def _cmd_serve(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from nanologic.app import serve
+    from nanologic.configs import ServeOptions
+
+    options = _options(parser, cfg, ServeOptions)
+    if options.run is not None and options.gguf is not None:
         raise NanologicError("--run (--checkpoint) and --gguf are alternatives: give one")
-    auth = _read_auth_file(args.auth_file) if args.auth_file is not None else None
-    if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
+    auth = _read_auth_file(options.auth_file) if options.auth_file is not None else None
+    if options.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         print(
-            f"warning: serving on {args.host} without --auth-file: anyone who reaches this port can use "
-            "the app (see the README on exposing it safely)",
+            f"warning: serving on {options.host} without --auth-file: anyone who reaches this port can "
+            "use the app (see the README on exposing it safely)",
             file=sys.stderr,
         )
-    _check_port_free(args.host, args.port)
+    _check_port_free(options.host, options.port)
     serve(
-        checkpoint=args.checkpoint,
-        gguf=args.gguf,
-        port=args.port,
-        host=args.host,
+        checkpoint=options.run,
+        gguf=options.gguf,
+        port=options.port,
+        host=options.host,
         auth=auth,
-        runs_dir=args.runs_dir,
+        runs_dir=options.runs_dir,
     )
     return 0
 
 
+# name -> (its parser, what it runs, its line in `nanologic --help`); every command's flags come
+# from config dataclasses (nanologic.configs) through lm_shared.config_cli.
+COMMANDS: dict[str, tuple[Callable[[str], ConfigParser], Command, str]] = {
+    "generate": (_generate_parser, _cmd_generate, "generate raw Spanish examples (the original's schema)"),
+    "clean": (
+        _stage_parser(
+            "clean", "Parse, check atoms, deduplicate, subsample trivial formulas, normalise.", CleanConfig
+        ),
+        _file_stage(CleanConfig, stages.clean_step, cleaned=False),
+        "parse, check atoms, dedup, subsample trivial formulas, normalise",
+    ),
+    "verify": (
+        _stage_parser("verify", "Deterministic consistency check, plus an optional LLM check.", VerifyConfig),
+        _file_stage(VerifyConfig, stages.verify_step),
+        "deterministic consistency check, plus an optional LLM check",
+    ),
+    "augment": (
+        _stage_parser(
+            "augment",
+            "AST rewrites proven by truth table, and compositions.",
+            AugmentConfig,
+            flags={
+                "kinds": Flag(
+                    parse=_names,
+                    metavar="KINDS",
+                    help="comma-separated augmentations to apply (default: all of "
+                    + ",".join(AUGMENTATION_KINDS)
+                    + ")",
+                )
+            },
+        ),
+        _file_stage(AugmentConfig, stages.augment_step),
+        "AST rewrites proven by truth table, and compositions",
+    ),
+    "preprocess": (
+        _stage_parser(
+            "preprocess", "Balance, grouped pattern split 80/10/10, curriculum order.", PreprocessConfig
+        ),
+        _cmd_preprocess,
+        "balance, grouped pattern split 80/10/10, curriculum",
+    ),
+    "train-tokenizer": (_tokenizer_parser, _cmd_train_tokenizer, "BPE with the 10 special tokens at ids 0-9"),
+    "train": (_train_parser, _run_train, "train (the same trainer as `uv run train`)"),
+    "evaluate": (
+        _evaluate_parser,
+        _cmd_evaluate,
+        "evaluate a run (or the rule baseline) on a split or a real-sentence set",
+    ),
+    "baseline": (_baseline_parser, _cmd_baseline, "the rule-based formaliser over the generator's cues"),
+    "formalize": (
+        _formalize_parser,
+        _cmd_formalize,
+        "sentence(s) -> atoms, connectors, formula, truth table",
+    ),
+    "check": (_check_parser, _cmd_check, "validity of an argument (text with a model, or formulas)"),
+    "export-gguf": (_export_parser, _cmd_export, "write a llama.cpp GGUF (llama architecture)"),
+    "bench": (
+        _bench_parser,
+        _cmd_bench,
+        "throughput, padding/packing efficiency, KV-cache and llama.cpp speed",
+    ),
+    "serve": (_serve_parser, _cmd_serve, "web app: formalise, truth tables, arguments, JSONL batches"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``nanologic`` command line: a subcommand per pipeline stage, then training and use."""
+    """``nanologic``'s own parser: the list of commands (each command parses its own flags)."""
     parser = argparse.ArgumentParser(prog="nanologic", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_generate_command(sub)
-    _add_clean_command(sub)
-    _add_verify_command(sub)
-    _add_augment_command(sub)
-    _add_preprocess_command(sub)
-    _add_train_tokenizer_command(sub)
-    _add_train_command(sub)
-    _add_evaluate_command(sub)
-    _add_baseline_command(sub)
-    _add_formalize_command(sub)
-    _add_check_command(sub)
-    _add_export_gguf_command(sub)
-    _add_bench_command(sub)
-    _add_serve_command(sub)
+    for name, (_, _, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
-def _add_generate_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "generate", formatter_class=_HELP, help="generate raw Spanish examples (seed schema JSON)"
-    )
-    p.add_argument("--n", type=int, default=8000, help="raw examples to generate")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
-    p.add_argument("--out", type=Path, default=Path("data/raw.json"), help="output JSON file")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.set_defaults(fn=_cmd_generate)
-
-
-def _add_clean_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "clean",
-        formatter_class=_HELP,
-        help="parse, check atoms, dedup, subsample trivial formulas, normalise",
-    )
-    p.add_argument("input", type=Path, help="input file (seed-schema JSON or JSONL) from the previous stage")
-    p.add_argument("--out", type=Path, required=True, help="output JSON file")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
-    p.add_argument(
-        "--max-trivial-fraction", type=float, default=0.05, help="largest share of trivial formulas kept"
-    )
-    p.add_argument("--min-chars", type=int, default=5, help="shortest sentence kept, in characters")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.set_defaults(fn=_cmd_clean)
-
-
-def _add_verify_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "verify", formatter_class=_HELP, help="deterministic consistency check, plus an optional LLM check"
-    )
-    p.add_argument("input", type=Path, help="input file (seed-schema JSON or JSONL) from the previous stage")
-    p.add_argument("--out", type=Path, required=True, help="output JSON file")
-    p.add_argument("--llm", action="store_true", help="also ask an OpenAI-compatible chat API")
-    p.add_argument("--base-url", help="API base URL (or NANOLOGIC_API_BASE)")
-    p.add_argument("--model", help="model name (or NANOLOGIC_MODEL)")
-    p.add_argument("--api-key", help="API key (or NANOLOGIC_API_KEY)")
-    p.add_argument(
-        "--cache",
-        type=Path,
-        default=Path("data/verify_cache.jsonl"),
-        help="JSONL cache of LLM answers (reruns cost nothing)",
-    )
-    p.add_argument("--retries", type=int, default=4, help="retries of a failed API request")
-    p.add_argument("--rpm", type=float, default=60.0, help="requests per minute")
-    p.add_argument("--price-in", type=float, default=0.0, help="USD per 1M prompt tokens")
-    p.add_argument("--price-out", type=float, default=0.0, help="USD per 1M completion tokens")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.set_defaults(fn=_cmd_verify)
-
-
-def _add_augment_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "augment", formatter_class=_HELP, help="AST rewrites proven by truth table, and compositions"
-    )
-    p.add_argument("input", type=Path, help="input file (seed-schema JSON or JSONL) from the previous stage")
-    p.add_argument("--out", type=Path, required=True, help="output JSON file")
-    p.add_argument(
-        "--kinds",
-        default="implication,de_morgan,double_negation,commutativity,composition",
-        help="comma-separated rewrites to apply",
-    )
-    p.add_argument("--per-example", type=int, default=1, help="rewrites per example and kind")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.set_defaults(fn=_cmd_augment)
-
-
-def _add_preprocess_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "preprocess", formatter_class=_HELP, help="balance, grouped pattern split 80/10/10, curriculum"
-    )
-    p.add_argument("input", type=Path, help="input file (seed-schema JSON or JSONL) from the previous stage")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
-    p.add_argument(
-        "--max-per-complexity",
-        type=int,
-        default=DEFAULT_MAX_PER_COMPLEXITY,
-        help="at most this many source sentences per complexity level (as `train` uses)",
-    )
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.set_defaults(fn=_cmd_preprocess)
-
-
-def _add_train_tokenizer_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train-tokenizer", formatter_class=_HELP, help="BPE with the 10 special tokens at ids 0-9"
-    )
-    p.add_argument("--data", type=Path, required=True, help="directory with train.jsonl")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--vocab-size", type=int, default=8000, help="BPE vocabulary size (upper bound)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.set_defaults(fn=_cmd_train_tokenizer)
-
-
-def _add_train_command(sub: argparse._SubParsersAction) -> None:
-    # its flags are _train_parser's (main hands `train` to it); listed here for `nanologic --help`
-    sub.add_parser("train", add_help=False, help="train (the same trainer as `uv run train`)")
-
-
-def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        formatter_class=_HELP,
-        help="evaluate a run (or the rule baseline) on a split or a real-sentence set",
-    )
-    p.add_argument("--run", "--checkpoint", dest="checkpoint", type=Path, help="trained run directory")
-    p.add_argument(
-        "--data",
-        type=Path,
-        help="JSONL split, or a real-sentence set such as data/dev_real.jsonl (default: the run's test split)",
-    )
-    p.add_argument("--baseline", choices=("rules",), help="evaluate the rule-based baseline instead of a run")
-    p.add_argument(
-        "--out",
-        type=Path,
-        help="report directory (default: DIR/eval for the run's test split, DIR/eval-<stem> otherwise)",
-    )
-    p.add_argument("--limit", type=int, help="evaluate only the first N examples")
-    p.add_argument(
-        "--repair-tries",
-        type=int,
-        default=2,
-        help="re-decodes of an output that defines two atoms by the same clause (0 = plain greedy)",
-    )
-    p.add_argument(
-        "--constrained",
-        "--grammar",
-        action="store_true",
-        help="decode under the answer grammar (report in DIR/eval[-<stem>]-format)",
-    )
-    p.add_argument(
-        "--grounded",
-        action="store_true",
-        help="like --constrained, and atom definitions only use the sentence's words (report in …-grounded)",
-    )
-    p.set_defaults(fn=_cmd_evaluate)
-
-
-def _add_baseline_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "baseline",
-        formatter_class=_HELP,
-        help="the rule-based formaliser over the generator's cues (issue 13 baseline)",
-    )
-    p.add_argument("sentence", nargs="*", help="sentences to formalise")
-    p.add_argument("--data", type=Path, help="evaluate on this JSONL (a split or data/dev_real.jsonl)")
-    p.add_argument("--out", type=Path, help="report directory (default: runs/baseline-rules/eval-<stem>)")
-    p.add_argument("--limit", type=int)
-    p.set_defaults(fn=_cmd_baseline)
-
-
-def _add_formalize_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "formalize", formatter_class=_HELP, help="sentence(s) -> atoms, connectors, formula, truth table"
-    )
-    p.add_argument("sentence", nargs="*", help="Spanish sentence(s) to formalise")
-    _add_backend_flags(p)
-    p.add_argument("--input", type=Path, help="JSONL with a string field 'input' per line")
-    p.add_argument("--output", type=Path, help="output JSONL (with --input)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.set_defaults(fn=_cmd_formalize)
-
-
-def _add_check_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "check", formatter_class=_HELP, help="validity of an argument (text with a model, or formulas)"
-    )
-    p.add_argument(
-        "text", nargs="?", help="argument text: premise sentences, the last sentence is the conclusion"
-    )
-    _add_backend_flags(p)
-    p.add_argument("--premise", dest="premises", action="append", default=[], help="a premise formula")
-    p.add_argument("--conclusion", help="the conclusion formula")
-    p.add_argument("--json", action="store_true", help="also print the result as JSON")
-    p.add_argument("--exit-code", action="store_true", help="exit 1 when the argument is invalid")
-    p.set_defaults(fn=_cmd_check)
-
-
-def _add_export_gguf_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export-gguf", formatter_class=_HELP, help="write a llama.cpp GGUF (llama architecture)"
-    )
-    p.add_argument(
-        "--run", "--checkpoint", dest="checkpoint", type=Path, required=True, help="trained run directory"
-    )
-    p.add_argument("--out", type=Path, required=True, help="output .gguf file")
-    p.add_argument("--dtype", choices=("f32", "f16"), default="f32", help="weight type in the GGUF")
-    p.add_argument(
-        "--allow-final-softcap", action="store_true", help="drop the final soft-cap (greedy unchanged)"
-    )
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.set_defaults(fn=_cmd_export)
-
-
-def _add_bench_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench",
-        formatter_class=_HELP,
-        help="throughput, padding/packing efficiency, KV-cache and llama.cpp speed",
-    )
-    p.add_argument("--out", type=Path, default=Path("bench.json"), help="output JSON report")
-    p.add_argument("--quick", action="store_true", help="smaller sizes (for tests)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads")
-    add_bench_device_arguments(p, compile_help="torch.compile both models before timing them")
-    p.set_defaults(fn=_cmd_bench)
-
-
-def _add_serve_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="web app: formalise, truth tables, arguments, JSONL batches")
-    p.add_argument(
-        "--run",
-        "--checkpoint",
-        dest="checkpoint",
-        type=Path,
-        help="trained run directory (default: the newest under --runs-dir)",
-    )
-    p.add_argument("--gguf", type=Path, help="a GGUF exported with export-gguf (llama.cpp backend)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: this machine only; see the README)"
-    )
-    p.add_argument("--auth-file", type=Path, help="file of 'user:password' lines: the page asks to log in")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where to look for the newest run")
-    p.set_defaults(fn=_cmd_serve)
-
-
-# Commands whose flags come from config dataclasses (lm_shared.config_cli): name -> (parser, run).
-CONFIG_COMMANDS: dict[
-    str, tuple[Callable[[str], ConfigParser], Callable[[ConfigParser, Any, set[str]], int]]
-] = {
-    "train": (_train_parser, _run_train),
-}
+def command_parser(name: str) -> ConfigParser:
+    """The parser of ``nanologic <name>`` (its flags, defaults and help)."""
+    return COMMANDS[name][0](f"nanologic {name}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; a user error is one ``error: ...`` line (exit 2), Ctrl-C one line (exit 130)."""
+    from lm_shared.runs import run_guarded
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in CONFIG_COMMANDS:
-        make_parser, command = CONFIG_COMMANDS[argv[0]]
-        parser = make_parser(f"nanologic {argv[0]}")
-        cfg, given = parse(parser, argv[1:])
-        return _guard(lambda: command(parser, cfg, given))
-    args = build_parser().parse_args(argv)
-    return _guard(lambda: args.fn(args))
+    if not argv or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # --help, or the error naming the commands
+        return 2
+    parser = command_parser(argv[0])
+    cfg, given = parse(parser, argv[1:])
+    command = COMMANDS[argv[0]][1]
+    return run_guarded(lambda: command(parser, cfg, given))
 
 
 if __name__ == "__main__":

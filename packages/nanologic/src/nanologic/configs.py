@@ -1,4 +1,4 @@
-"""The settings of ``nanologic train``, without torch: the CLI is made from these dataclasses.
+"""The settings of every ``nanologic`` command, without torch: the CLI is made from these dataclasses.
 
 :class:`TrainConfig` (the trainer's hyperparameters, saved as ``train_config.json``),
 :class:`TrainInputs` (the preset, the data, the tokenizer, the machine: :func:`nanologic.runner.train_run`'s
@@ -7,6 +7,11 @@ arguments) and :class:`TrainOutput` (the run folder) give ``nanologic train`` it
 Defaults that depend on the model preset (epochs, learning rate) are in :data:`PRESET_TRAINING`;
 ``TrainConfig`` leaves them at None and :meth:`TrainConfig.for_preset` fills them in, for the CLI
 and the Python API alike.
+
+The data stages' settings (:class:`GenerateConfig`, :class:`CleanConfig`, :class:`AugmentConfig`,
+:class:`PreprocessConfig`, gathered in :class:`DatasetConfig`) are both the stage subcommands'
+flags and what ``train`` builds its embedded dataset with, through the one driver in
+:mod:`nanologic.stages`. The other commands' options follow (:class:`EvaluateOptions` …).
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from nanologic.errors import NanologicError
 
 # The embedded default dataset: what `nanologic train` generates when no --data is given.
 DEFAULT_N_GENERATE = 40_000  # raw generated sentences
 DEFAULT_MAX_PER_COMPLEXITY = 8_000  # source sentences kept per complexity level
+DEFAULT_VOCAB_SIZE = 8000  # BPE vocabulary (an upper bound)
 
 # Training defaults that depend on the model preset: what TrainConfig's None fields become.
 PRESET_TRAINING: dict[str, dict[str, Any]] = {
@@ -96,7 +102,12 @@ class TrainConfig:
         return dataclasses.replace(self, **missing) if missing else self
 
 
-class TrainConfigError(NanologicError, ValueError):
+class ConfigError(NanologicError, ValueError):
+    """A setting out of range; the message starts with the field's name (``"seed: expected ..."``),
+    which the CLI replaces by the flag's."""
+
+
+class TrainConfigError(ConfigError):
     """A training hyperparameter out of range; the message names the field and what was expected."""
 
 
@@ -156,7 +167,7 @@ class TrainInputs:
     n_generate: int = DEFAULT_N_GENERATE  # raw examples to generate when --data is absent
     # at most this many generated sentences per complexity level, spread over its patterns
     max_per_complexity: int = DEFAULT_MAX_PER_COMPLEXITY
-    vocab_size: int = 8000  # BPE vocabulary (upper bound)
+    vocab_size: int = DEFAULT_VOCAB_SIZE  # BPE vocabulary (upper bound)
     # JSON object of model fields overriding the preset, e.g. '{"num_layers": 4}' (default: none)
     model_config: dict[str, Any] | None = None
     # half the sentences per complexity level (4,000 of 8,000) unless --max-per-complexity is
@@ -180,3 +191,272 @@ class TrainOutput:
     # continue the interrupted run in --out (alone: from its last checkpoint; or from PATH)
     resume: str | None = None
     force: bool = False  # replace a finished run in --out (kept until the new one finishes)
+
+
+# ---------------------------------------------------------------------------------------------
+# the data stages (nanologic.stages runs them, for `train` and for the stage subcommands)
+# ---------------------------------------------------------------------------------------------
+
+# The augmentations nanologic.pipeline.augment knows: its four AST rewrites, then composition.
+AUGMENTATION_KINDS = ("implication", "de_morgan", "double_negation", "commutativity", "composition")
+
+
+def _check(ok: bool, name: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """``generate``: raw Spanish examples in the original's JSON schema."""
+
+    n: int = 8000  # raw examples to generate
+    seed: int = 0  # random seed (same seed, same output)
+
+    def __post_init__(self) -> None:
+        _check(self.n >= 1, "n", "an integer >= 1", self.n)
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """``clean``: parse, check atoms, deduplicate, subsample trivial formulas, normalise."""
+
+    seed: int = 0  # random seed (same seed, same output)
+    max_trivial_fraction: float = 0.05  # largest share of trivial formulas kept
+    min_chars: int = 5  # shortest sentence kept, in characters
+
+    def __post_init__(self) -> None:
+        _check(
+            0.0 <= self.max_trivial_fraction <= 1.0,
+            "max_trivial_fraction",
+            "a number in [0, 1]",
+            self.max_trivial_fraction,
+        )
+        _check(self.min_chars >= 0, "min_chars", "an integer >= 0", self.min_chars)
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """``verify``: the deterministic consistency check, and optionally an LLM's opinion."""
+
+    llm: bool = False  # also ask an OpenAI-compatible chat API
+    base_url: str | None = None  # API base URL (or NANOLOGIC_API_BASE)
+    model: str | None = None  # model name (or NANOLOGIC_MODEL)
+    api_key: str | None = None  # API key (or NANOLOGIC_API_KEY)
+    cache: Path = Path("data/verify_cache.jsonl")  # JSONL cache of LLM answers (reruns cost nothing)
+    retries: int = 4  # retries of a failed API request
+    rpm: float = 60.0  # requests per minute
+    price_in: float = 0.0  # USD per 1M prompt tokens
+    price_out: float = 0.0  # USD per 1M completion tokens
+
+    def __post_init__(self) -> None:
+        _check(self.retries >= 0, "retries", "an integer >= 0", self.retries)
+        _check(self.rpm > 0, "rpm", "a number > 0", self.rpm)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """``augment``: AST rewrites proven by truth table, and compositions of two examples."""
+
+    kinds: tuple[str, ...] = AUGMENTATION_KINDS  # comma-separated rewrites to apply
+    per_example: int = 1  # rewrites per example and kind
+    seed: int = 0  # random seed (same seed, same output)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.kinds) - set(AUGMENTATION_KINDS))
+        _check(not unknown, "kinds", "some of " + ",".join(AUGMENTATION_KINDS), ",".join(unknown))
+        _check(self.per_example >= 1, "per_example", "an integer >= 1", self.per_example)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """``preprocess``: balance, grouped pattern split 80/10/10, curriculum order."""
+
+    seed: int = 0  # random seed (same seed, same output)
+    # at most this many source sentences per complexity level (as `train` uses)
+    max_per_complexity: int | None = DEFAULT_MAX_PER_COMPLEXITY
+
+    def __post_init__(self) -> None:
+        value = self.max_per_complexity
+        _check(value is None or value >= 1, "max_per_complexity", "an integer >= 1", value)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Every stage's settings: the embedded dataset ``train`` builds when no ``--data`` is given."""
+
+    generate: GenerateConfig = GenerateConfig(n=DEFAULT_N_GENERATE)
+    clean: CleanConfig = CleanConfig()
+    verify: VerifyConfig = VerifyConfig()
+    # Compositions only: the rewrites give a sentence a second, equivalent formula, and one
+    # canonical target per sentence trains better than a mixture (README, "what changed").
+    augment: AugmentConfig = AugmentConfig(kinds=("composition",))
+    preprocess: PreprocessConfig = PreprocessConfig()
+
+    @classmethod
+    def for_training(cls, n_generate: int, max_per_complexity: int | None, seed: int) -> DatasetConfig:
+        """The dataset of ``nanologic train``: ``n_generate`` sentences, one seed for every stage.
+
+        Args:
+            n_generate: raw sentences to generate.
+            max_per_complexity: source sentences kept per complexity level (None: no cap).
+            seed: the training seed, which every stage's random choices also use.
+
+        Returns:
+            The stages' settings.
+
+        Raises:
+            NanologicError: an out-of-range value, naming its field.
+        """
+        base = cls()
+        return cls(
+            generate=GenerateConfig(n=n_generate, seed=seed),
+            clean=dataclasses.replace(base.clean, seed=seed),
+            verify=base.verify,
+            augment=dataclasses.replace(base.augment, seed=seed),
+            preprocess=PreprocessConfig(seed=seed, max_per_complexity=max_per_complexity),
+        )
+
+
+@dataclass(frozen=True)
+class StageFiles:
+    """A file stage's input and output (``nanologic clean IN --out OUT``)."""
+
+    input: Path  # input file (JSON or JSONL in the original's schema) from the previous stage
+    out: Path  # output JSON file
+    force: bool = False  # overwrite an existing output
+
+
+@dataclass(frozen=True)
+class GenerateFiles:
+    """``generate``: where the raw examples go."""
+
+    out: Path = Path("data/raw.json")  # output JSON file
+    force: bool = False  # overwrite an existing output
+
+
+@dataclass(frozen=True)
+class TokenizerOptions:
+    """``train-tokenizer``: BPE over a processed training split."""
+
+    data: Path  # directory with train.jsonl
+    out: Path  # output directory
+    vocab_size: int = DEFAULT_VOCAB_SIZE  # BPE vocabulary size (upper bound)
+    force: bool = False  # overwrite an existing output
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation and use
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How a trained model is run: PyTorch (``--run``) or llama.cpp (``--gguf``), and the constraint."""
+
+    run: Path | None = None  # a trained run directory (PyTorch)
+    gguf: Path | None = None  # an exported GGUF, run in llama.cpp (llama-cpp-python)
+    # decode under the answer grammar (atoms in order, formula over declared letters, parses)
+    constrained: bool = False
+    grounded: bool = False  # like --constrained, and atom definitions only use the sentence's words
+
+    @property
+    def constraint(self) -> str | None:
+        """``"grounded"``, ``"format"`` or None (see :class:`nanologic.inference.Formalizer`)."""
+        return "grounded" if self.grounded else ("format" if self.constrained else None)
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """``evaluate``: a run (or the rule baseline) on a split or a real-sentence set."""
+
+    run: Path | None = None  # trained run directory
+    # JSONL split, or a real-sentence set such as data/dev_real.jsonl (default: the run's test split)
+    data: Path | None = None
+    baseline: Literal["rules"] | None = None  # evaluate the rule-based baseline instead of a run
+    # report directory (default: DIR/eval for the run's test split, DIR/eval-<stem> otherwise)
+    out: Path | None = None
+    limit: int | None = None  # evaluate only the first N examples
+    # re-decodes of an output that defines two atoms by the same clause (0 = plain greedy)
+    repair_tries: int = 2
+    # decode under the answer grammar (report in DIR/eval[-<stem>]-format)
+    constrained: bool = False
+    # like --constrained, and atom definitions only use the sentence's words (report in …-grounded)
+    grounded: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit >= 1, "limit", "an integer >= 1", self.limit)
+        _check(self.repair_tries >= 0, "repair_tries", "an integer >= 0", self.repair_tries)
+
+    @property
+    def constraint(self) -> str | None:
+        """``"grounded"``, ``"format"`` or None, as :attr:`DecodingOptions.constraint`."""
+        return "grounded" if self.grounded else ("format" if self.constrained else None)
+
+
+@dataclass(frozen=True)
+class BaselineOptions:
+    """``baseline``: the rule-based formaliser, on sentences or over a file."""
+
+    sentence: list[str] = dataclasses.field(default_factory=list)  # sentences to formalise
+    data: Path | None = None  # evaluate on this JSONL (a split or data/dev_real.jsonl)
+    out: Path | None = None  # report directory (default: runs/baseline-rules/eval-<stem>)
+    limit: int | None = None  # evaluate only the first N examples
+
+
+@dataclass(frozen=True)
+class FormalizeOptions:
+    """``formalize``: sentences, or a JSONL file of them, to atoms, formula and truth table."""
+
+    sentence: list[str] = dataclasses.field(default_factory=list)  # Spanish sentence(s) to formalise
+    input: Path | None = None  # JSONL with a string field 'input' per line
+    output: Path | None = None  # output JSONL (with --input)
+    force: bool = False  # overwrite an existing output
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """``check``: the validity of an argument, from its text (with a model) or from formulas."""
+
+    text: str | None = None  # argument text: premise sentences, the last sentence is the conclusion
+    premise: list[str] = dataclasses.field(default_factory=list)  # a premise formula (repeatable)
+    conclusion: str | None = None  # the conclusion formula
+    json: bool = False  # also print the result as JSON
+    exit_code: bool = False  # exit 1 when the argument is invalid
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """``export-gguf``: a trained run as a llama.cpp GGUF (llama architecture) and its grammar."""
+
+    run: Path  # trained run directory
+    out: Path  # output .gguf file
+    dtype: Literal["f32", "f16"] = "f32"  # weight type in the GGUF
+    allow_final_softcap: bool = False  # drop the final soft-cap (greedy unchanged)
+    force: bool = False  # overwrite an existing output
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """``bench``: throughput, padding/packing efficiency, KV-cache and llama.cpp speed."""
+
+    out: Path = Path("bench.json")  # output JSON report
+    quick: bool = False  # smaller sizes (for tests)
+    threads: int = 2  # CPU threads
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where to measure (auto: CUDA when visible)
+    compile: bool = False  # torch.compile both models before timing them
+
+    def __post_init__(self) -> None:
+        _check(self.threads >= 1, "threads", "an integer >= 1", self.threads)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """``serve``: the web app (formalise, truth tables, arguments, JSONL batches)."""
+
+    run: Path | None = None  # trained run directory (default: the newest under --runs-dir)
+    gguf: Path | None = None  # a GGUF exported with export-gguf (llama.cpp backend)
+    port: int = 7860  # port to listen on
+    host: str = "127.0.0.1"  # address to bind (default: this machine only; see the README)
+    auth_file: Path | None = None  # file of 'user:password' lines: the page asks to log in
+    runs_dir: Path = Path("runs")  # where to look for the newest run

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nanologic.configs import AUGMENTATION_KINDS
 from nanologic.data import COMPLEXITIES, example_id, normalize_text, record_from_raw, schema_problem
 from nanologic.logic import (
     AND,
@@ -256,7 +257,6 @@ REWRITES: dict[str, Callable[[Node], Node | None]] = {
     "double_negation": _double_negation,
     "commutativity": _commutativity,
 }
-AUGMENTATION_KINDS = (*REWRITES, "composition")
 
 
 def rewrite(formula: Node, kind: str, rng: random.Random) -> Node | None:

@@ -1,8 +1,10 @@
-"""The default end-to-end run and the steps the CLI exposes one by one."""
+"""``train``'s sequence (data, tokenizer, training, evaluation) and the evaluation helpers.
+
+The data steps are :mod:`nanologic.stages`'; the Trainer's wiring is :mod:`nanologic.training`'s.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -13,17 +15,16 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from lm_shared.runs import atomic_write_json
-from nanologic.configs import DEFAULT_MAX_PER_COMPLEXITY, DEFAULT_N_GENERATE, TrainConfig
-from nanologic.data import (
-    SPECIAL_TOKENS,
-    read_jsonl,
-    sequence_text,
-    write_jsonl,
-    write_raw,
+from nanologic.configs import (
+    DEFAULT_MAX_PER_COMPLEXITY,
+    DEFAULT_N_GENERATE,
+    DEFAULT_VOCAB_SIZE,
+    DatasetConfig,
+    TrainConfig,
 )
+from nanologic.data import SPECIAL_TOKENS, read_jsonl, sequence_text
 from nanologic.errors import NanologicError
-from nanologic.pipeline import StageReport
+from nanologic.stages import build_dataset
 
 if TYPE_CHECKING:
     from lm_shared.runs import RunFolder
@@ -73,53 +74,6 @@ def _wait_for_preparation(out: Path, timeout_s: float = 6 * 3600) -> None:
     raise NanologicError(f"{out}: the first process did not prepare the run within {timeout_s:.0f} s")
 
 
-def print_report(report: StageReport) -> None:
-    table = Table(title=f"{report.stage}: {report.n_in} in, {report.n_out} out", show_header=True)
-    table.add_column("rejection reason")
-    table.add_column("count", justify="right")
-    for reason, count in report.rejected.most_common():
-        table.add_row(reason, str(count))
-    console.print(table)
-    for key, value in report.notes.items():
-        console.print(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
-
-
-def build_dataset(
-    data_dir: Path,
-    n: int = 8000,
-    seed: int = 0,
-    kinds: tuple[str, ...] = ("composition",),
-    max_per_complexity: int | None = None,
-) -> dict:
-    """generate -> clean -> verify (deterministic) -> augment -> preprocess, files at each stage."""
-    from nanologic.generator import generate
-    from nanologic.pipeline import augment, clean, consistency_check, preprocess
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    raw = generate(n, seed=seed)
-    write_raw(data_dir / "raw.json", raw)
-    cleaned, rep = clean(raw, seed=seed)
-    print_report(rep)
-    verified, rep = consistency_check(cleaned)
-    print_report(rep)
-    write_raw(data_dir / "verified.json", verified)
-    augmented, rep = augment(verified, kinds=kinds, seed=seed)
-    print_report(rep)
-    write_raw(data_dir / "augmented.json", augmented)
-    splits, rep = preprocess(augmented, max_per_complexity=max_per_complexity, seed=seed)
-    print_report(rep)
-    write_splits(data_dir, splits, rep)
-    return rep.to_dict()
-
-
-def write_splits(out_dir: Path, splits: dict[str, list[dict]], report: StageReport) -> None:
-    """``preprocess`` output, the same files from ``train`` and from ``nanologic preprocess``:
-    ``<split>.jsonl`` per split, then ``stats.json`` (last: its presence marks a whole dataset)."""
-    for name, rows in splits.items():
-        write_jsonl(out_dir / f"{name}.jsonl", rows)
-    atomic_write_json(out_dir / "stats.json", report.to_dict())
-
-
 # Fields every processed record (``nanologic preprocess`` output) has, with their JSON types.
 RECORD_FIELDS = {
     "natural_language_input": str,
@@ -155,7 +109,7 @@ def check_records(path: Path) -> int:
     return len(rows)
 
 
-def train_tokenizer(data_dir: Path, out_dir: Path, vocab_size: int = 8000):
+def train_tokenizer(data_dir: Path, out_dir: Path, vocab_size: int = DEFAULT_VOCAB_SIZE):
     """BPE over the training split's full sequences (thought included, so both phases are covered)."""
     from lm_shared.tokenization import train_bpe
 
@@ -388,7 +342,7 @@ def train_run(
     data_dir: Path | None = None,
     n_generate: int = DEFAULT_N_GENERATE,
     max_per_complexity: int | None = DEFAULT_MAX_PER_COMPLEXITY,
-    vocab_size: int = 8000,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
     resume: str | None = None,
     force: bool = False,
     eval_limit: int | None = None,
@@ -552,12 +506,10 @@ def _checked_data(out: Path, data_dir: Path | None, request: TrainRequest) -> Pa
             console.print(
                 f"[bold]Generating the embedded dataset[/] ({request.n_generate} raw examples) in {data_dir}"
             )
-            build_dataset(
-                data_dir,
-                request.n_generate,
-                request.train_config.seed,
-                max_per_complexity=request.max_per_complexity,
+            config = DatasetConfig.for_training(
+                request.n_generate, request.max_per_complexity, request.train_config.seed
             )
+            build_dataset(data_dir, config)
     _require_splits(data_dir)
     for split in ("train", "val", "test"):
         check_records(data_dir / f"{split}.jsonl")
