@@ -108,3 +108,16 @@ def test_tree_edit_distance():
     assert tree_edit_distance(parse("p ∧ q → r"), parse("p ∧ q → s")) == 1
     assert tree_similarity(parse("p ∧ q → r"), parse("p ∧ q → s")) == pytest.approx(0.8)
     assert tree_edit_distance(parse("p"), parse("¬(p ∧ q)")) == 3
+
+
+def test_a_formula_string_is_parsed_once_into_a_typed_record():
+    from nanologic.logic import FormulaError, ParsedFormula, parse, parsed, pattern, to_unicode
+
+    record = parsed("(p & ~q) -> r")
+    assert isinstance(record, ParsedFormula) and record.tree == parse("(p & ~q) -> r")
+    assert record.pattern == pattern(record.tree) == "(X ∧ ¬X) → X"
+    assert record.unicode == to_unicode(record.tree) == "(p ∧ ¬q) → r"
+    assert parsed("(p & ~q) -> r") is record  # the data stages share one parse per string
+    for _ in range(2):  # a bad formula raises every time (errors are not cached)
+        with pytest.raises(FormulaError):
+            parsed("p ->")

@@ -17,6 +17,7 @@ ASCII spellings are accepted on input (``~ ! & | -> => <-> <=>``) and written by
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -182,6 +183,40 @@ def try_parse(text: str) -> Node | None:
         return parse(text)
     except FormulaError:
         return None
+
+
+@dataclass(frozen=True)
+class ParsedFormula:
+    """A formula string with its tree, parsed once (:func:`parsed`), and what the pipeline derives.
+
+    Args:
+        text: the string as written (Unicode or ASCII notation).
+        tree: its AST.
+    """
+
+    text: str
+    tree: Node
+
+    @functools.cached_property
+    def pattern(self) -> str:
+        """The tree with every atom written ``X`` (:func:`pattern`), e.g. ``"X → ¬X"``."""
+        return pattern(self.tree)
+
+    @functools.cached_property
+    def unicode(self) -> str:
+        """The canonical Unicode spelling (:func:`to_unicode`)."""
+        return to_unicode(self.tree)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def parsed(text: str) -> ParsedFormula:
+    """``text`` parsed once per process: the data stages ask for the same formula many times
+    (clean, verify, augment, preprocess each need its tree or pattern); the trees are immutable.
+
+    Raises:
+        FormulaError: ``text`` does not parse (not cached: a later call raises again).
+    """
+    return ParsedFormula(text, parse(text))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,8 +28,7 @@ from nanologic.logic import (
     atoms,
     connectors_used,
     equivalent,
-    parse,
-    pattern,
+    parsed,
     rename,
     subformulas,
     to_ascii,
@@ -86,7 +85,7 @@ def clean(
             report.rejected["unbalanced parentheses"] += 1
             continue
         try:
-            formula = parse(raw_formula)
+            formula = parsed(raw_formula).tree
         except FormulaError:
             report.rejected["unparsable formula"] += 1
             continue
@@ -118,7 +117,7 @@ def clean(
     rng = random.Random(seed)
     by_pattern: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(kept):
-        p = pattern(parse(ex["output"]["formula"]))
+        p = parsed(ex["output"]["formula"]).pattern
         if p in TRIVIAL_PATTERNS:
             by_pattern[p].append(i)
     drop: set[int] = set()
@@ -158,7 +157,7 @@ def _stems(text: str) -> set[str]:
 def consistency_problems(ex: dict) -> list[str]:
     """Deterministic checks that need no model: connectors, cues and atoms agree with the text."""
     problems = []
-    formula = parse(ex["output"]["formula"])
+    formula = parsed(ex["output"]["formula"]).tree
     sentence = ex["natural_language_input"].lower()
     declared = {c["connector"] for c in ex["thought"].get("identified_connectors", [])}
     unknown = declared - set(CONNECTORS)
@@ -286,7 +285,7 @@ def compose(a: dict, b: dict) -> dict:
     """Join two examples with "además": formula (A) ∧ (B), atoms shared by definition, relettered."""
     defs_a = {x["atom"]: x["definition"] for x in a["thought"]["identified_atoms"]}
     defs_b = {x["atom"]: x["definition"] for x in b["thought"]["identified_atoms"]}
-    fa, fb = parse(a["output"]["formula"]), parse(b["output"]["formula"])
+    fa, fb = parsed(a["output"]["formula"]).tree, parsed(b["output"]["formula"]).tree
     # Letters by first mention in the joined sentence: A's atoms in A's order, then B's new ones.
     by_definition: dict[str, str] = {}
     letters = iter(atom_letters(len(defs_a) + len(defs_b)))
@@ -326,7 +325,7 @@ def compose(a: dict, b: dict) -> dict:
         "block": a.get("block", "unknown"),
         "augmented": True,
         "augmentation_type": "composition",
-        "source_pattern": pattern(fa),
+        "source_pattern": parsed(a["output"]["formula"]).pattern,
         "composed_from": [a["id"], b["id"]],
     }
 
@@ -350,14 +349,14 @@ def augment(
     out = []
     for ex in examples:
         ex = {**ex, "source_id": ex.get("source_id") or ex["id"]}
-        ex.setdefault("source_pattern", pattern(parse(ex["output"]["formula"])))
+        ex.setdefault("source_pattern", parsed(ex["output"]["formula"]).pattern)
         out.append(ex)
     made: Counter = Counter()
     rewrite_kinds = [k for k in kinds if k in REWRITES]
     seen = {(ex["natural_language_input"], ex["output"]["formula"]) for ex in out}
     if rewrite_kinds:
         for ex in list(out):
-            formula = parse(ex["output"]["formula"])
+            formula = parsed(ex["output"]["formula"]).tree
             for kind in rng.sample(rewrite_kinds, min(per_example, len(rewrite_kinds))):
                 new = rewrite(formula, kind, rng)
                 if new is None:
@@ -380,7 +379,7 @@ def augment(
         simple_by_pattern: dict[str, list[dict]] = defaultdict(list)
         for ex in examples:
             if ex["complexity"] == "simple" and not ex.get("augmented"):
-                simple_by_pattern[pattern(parse(ex["output"]["formula"]))].append(ex)
+                simple_by_pattern[parsed(ex["output"]["formula"]).pattern].append(ex)
         budget = int(composition_fraction * len(examples))
         pairs = []
         for group in simple_by_pattern.values():
@@ -534,9 +533,8 @@ def preprocess(
         raise ValueError(f"fractions must be positive and sum to 1, got {fractions}")
     rng = random.Random(seed)
     report = StageReport("preprocess", n_in=len(examples))
-    # Each formula's own pattern, parsed once: the source patterns, the leak filters and the
-    # records all need it.
-    own_pattern = {f: pattern(parse(f)) for f in dict.fromkeys(ex["output"]["formula"] for ex in examples)}
+    # Each formula's own pattern: the source patterns, the leak filters and the records need it.
+    own_pattern = {f: parsed(f).pattern for f in dict.fromkeys(ex["output"]["formula"] for ex in examples)}
     for ex in examples:
         ex.setdefault("source_id", ex["id"])
         ex.setdefault("source_pattern", own_pattern[ex["output"]["formula"]])

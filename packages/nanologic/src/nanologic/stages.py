@@ -32,7 +32,7 @@ from nanologic.configs import (
 )
 from nanologic.data import read_raw, schema_problem, write_jsonl, write_raw
 from nanologic.errors import NanologicError
-from nanologic.logic import try_parse
+from nanologic.logic import FormulaError, parsed
 from nanologic.pipeline import StageReport
 
 console = Console(stderr=True)
@@ -81,8 +81,11 @@ def read_stage_input(path: Path, cleaned: bool = True) -> list[dict]:
     if cleaned:
         for i, ex in enumerate(examples):
             problem = schema_problem(ex)
-            if problem is None and try_parse(ex["output"]["formula"]) is None:
-                problem = "output.formula: not a parsable formula"
+            if problem is None:
+                try:
+                    parsed(ex["output"]["formula"])
+                except FormulaError:
+                    problem = "output.formula: not a parsable formula"
             if problem is not None:
                 raise NanologicError(
                     f"{path}: example {i}: {problem} (expected `nanologic clean` output; was a stage skipped?)"
