@@ -47,6 +47,11 @@ def test_one_job_per_member_syncing_only_itself():
         runs = " ".join(step.get("run", "") for step in job["steps"])
         pkg = "lm-shared" if dist == "shared" else dist
         assert f"uv sync --package {pkg}" in runs, dist
+        # issue 17: a type checker in CI, lm_shared fully and every member at the basic level
+        checked = "shared/src" if dist == "shared" else f"packages/{dist}/src"
+        typecheck = jobs["typecheck"] if dist == "shared" else job
+        assert any("mypy" in step.get("run", "") for step in typecheck["steps"]), dist
+        assert dist == "shared" or f"mypy {checked}" in runs, dist
         assert job["if"] == f"needs.changes.outputs.{dist} == 'true'"
     filters = yaml.safe_load(jobs["changes"]["steps"][1]["with"]["filters"])
     for dist in MEMBERS:

@@ -72,7 +72,7 @@ class Flag:
         parse: converts the typed string (``"90/10"``); values a config file gives as YAML
             lists or numbers are passed on (a list as a tuple for a tuple field), for the
             dataclass to check.
-        metavar: the value's name in ``--help``.
+        metavar: the value's name in ``--help`` (a tuple: one name per value of an ``nargs`` flag).
         positional: the field is a positional argument (``prog evaluate RUN_DIR``), not a flag;
             optional when the field has a default; a ``list[X]`` field takes all the remaining
             arguments (none or more; argparse then sets it, so a config file cannot). Its key is the field's name, as for a flag.
@@ -91,7 +91,7 @@ class Flag:
     help: str | None = None
     choices: Sequence[Any] | None = None
     parse: Callable[[str], Any] | None = None
-    metavar: str | None = None
+    metavar: str | tuple[str, ...] | None = None
     positional: bool = False
     nargs: int | typing.Literal["+"] | None = None
     const: Any = None

@@ -438,9 +438,9 @@ def _cmd_formalize(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         console.print("  conectores: " + " | ".join(f"{s}: {c}" for s, c in res["connectors"]))
         console.print(f"  fórmula: [bold cyan]{res['formula']}[/]   ({res['formula_ascii']})")
         if res["valid_formula"]:
-            rows = format_truth_table(parse(res["formula"]))
-            table = Table(*rows[0])
-            for row in rows[1:]:
+            cells = format_truth_table(parse(res["formula"]))
+            table = Table(*cells[0])
+            for row in cells[1:]:
                 table.add_row(*row)
             console.print(table)
         else:
@@ -507,7 +507,8 @@ def _cmd_check(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         console.print(f"[bold green]VÁLIDO[/] — {result.form or 'forma válida (sin nombre clásico)'}")
     else:
         console.print(f"[bold red]INVÁLIDO[/] — {result.fallacy or 'falacia formal (sin nombre clásico)'}")
-        row = ", ".join(f"{k} = {'V' if v else 'F'}" for k, v in result.counterexample.items())
+        counterexample = result.counterexample or {}  # an invalid argument always has one
+        row = ", ".join(f"{k} = {'V' if v else 'F'}" for k, v in counterexample.items())
         console.print(f"  contraejemplo: {row} (premisas verdaderas, conclusión falsa)")
     if options.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))

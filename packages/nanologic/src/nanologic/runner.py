@@ -322,13 +322,12 @@ class TrainRequest:
         """The settings saved in ``run.json``, which a resumed run must repeat."""
         from nanologic.training import train_config_dict
 
-        generated = self.data_dir is None
         return {
             "preset": self.preset,
             "train_config": train_config_dict(self.train_config),
-            "data": None if generated else str(Path(self.data_dir).resolve()),
-            "n_generate": self.n_generate if generated else None,
-            "max_per_complexity": self.max_per_complexity if generated else None,
+            "data": None if self.data_dir is None else str(Path(self.data_dir).resolve()),
+            "n_generate": self.n_generate if self.data_dir is None else None,
+            "max_per_complexity": self.max_per_complexity if self.data_dir is None else None,
             "vocab_size": self.vocab_size,
             "model_overrides": self.model_overrides,
         }
