@@ -499,86 +499,91 @@ def add_dataclass_flags(
             continue
         spec = flags.get(field.name, Flag())
         dest = f"{section}.{field.name}" if section else field.name
-        entry = ConfigField(dest, cls, field.name, ())
-        default = entry.default
-        help_text = spec.help if spec.help is not None else comments.get(field.name, "")
-        annotation = hints[field.name]
-        kwargs: dict[str, Any] = {"dest": dest}
-        if annotation is bool:
-            negated = default is True
-            own = flag_name(("no_" if negated else "") + field.name)
-            if negated and spec.help is None:
-                help_text = f"set {field.name} to false" + (f" ({help_text})" if help_text else "")
-            kwargs["action"] = _Switch
-            kwargs["const"] = not negated
-            kwargs["default"] = negated
-        elif spec.nargs is not None:
-            own = flag_name(field.name)
-            item = _tuple_item(annotation)
-            if item not in _SCALARS or spec.parse is not None:
-                raise ValueError(
-                    f"{cls.__name__}.{field.name}: nargs needs a tuple of int, float, str or Path"
-                )
-            kwargs["nargs"] = spec.nargs
-            kwargs["type"] = _SCALARS[item]
-            if default is dataclasses.MISSING:
-                kwargs["required"] = True
-            else:  # a list: jsonargparse fills a default of several values in place
-                kwargs["default"] = None if default is None else list(default)
-            if spec.metavar:
-                kwargs["metavar"] = spec.metavar
-        elif _list_item(annotation) in _SCALARS and spec.parse is None and spec.positional:
-            own = flag_name(field.name)  # the remaining arguments: ``prog formalize "A." "B."``
-            kwargs["nargs"] = "*"
-            kwargs["type"] = _SCALARS[_list_item(annotation)]
-            kwargs["default"] = [] if default is dataclasses.MISSING else default
-        elif _list_item(annotation) in _SCALARS and spec.parse is None:
-            own = flag_name(field.name)
-            item = _SCALARS[_list_item(annotation)]
-            kwargs["action"] = _Append
-            kwargs["type"] = _named(item.__name__, functools.partial(_to_list, item))
-            kwargs["default"] = None if default is dataclasses.MISSING else default
-            if spec.choices is not None:
-                kwargs["choices"] = tuple(spec.choices)
-        else:
-            own = flag_name(field.name)
-            convert, choices = _converter(annotation, spec.parse)
-            kwargs["type"] = convert
-            choices = tuple(spec.choices) if spec.choices is not None else choices
-            if choices is not None:
-                kwargs["choices"] = choices
-            if default is dataclasses.MISSING:
-                kwargs["required"] = True
-            else:
-                kwargs["default"] = default
-            if spec.metavar:
-                kwargs["metavar"] = spec.metavar
-            if spec.const is not None:
-                kwargs["nargs"] = "?"
-                kwargs["const"] = spec.const
-        kwargs["help"] = help_text
-        option_strings = tuple(dict.fromkeys((spec.name or own, *spec.aliases)))
         if dest in parser.config_fields:
             raise ValueError(f"{cls.__name__}.{field.name}: {dest!r} is already a flag's key; use a section")
+        where = f"{cls.__name__}.{field.name}"
+        default = ConfigField(dest, cls, field.name, ()).default
+        help_text = spec.help if spec.help is not None else comments.get(field.name, "")
+        own, kwargs = _argument_kwargs(where, field.name, hints[field.name], default, spec, help_text)
+        kwargs["dest"] = dest
         if spec.positional:
-            if spec.name or "action" in kwargs or (spec.aliases and "required" in kwargs):
-                raise ValueError(
-                    f"{cls.__name__}.{field.name}: a positional field has no flag name or switch, "
-                    "and flag aliases only with a default"
-                )
-            option_strings = spec.aliases
-            if option_strings:  # the flag sets the value; the position, unused, leaves it alone
-                group.add_argument(*option_strings, **kwargs)
-                kwargs["default"] = argparse.SUPPRESS
-                kwargs["help"] = f"{help_text} (or {option_strings[0]})"
-                kwargs["type"] = _keep_suppress(kwargs["type"])  # argparse converts a str default
-            del kwargs["dest"]
-            if not kwargs.pop("required", False):
-                kwargs.setdefault("nargs", "?")
-            group.add_argument(dest, **kwargs)
+            option_strings = _add_positional(group, where, dest, spec, kwargs)
         else:
+            option_strings = tuple(dict.fromkeys((spec.name or own, *spec.aliases)))
             group.add_argument(*option_strings, **kwargs)
         parser.config_fields[dest] = ConfigField(dest, cls, field.name, option_strings)
+
+
+def _argument_kwargs(
+    where: str, name: str, annotation: Any, default: Any, spec: Flag, help_text: str
+) -> tuple[str, dict[str, Any]]:
+    """The field's own option string and ``add_argument``'s keywords (all but ``dest``)."""
+    kwargs: dict[str, Any] = {}
+    own = flag_name(name)
+    item = _list_item(annotation)
+    if annotation is bool:
+        negated = default is True
+        own = flag_name(("no_" if negated else "") + name)
+        if negated and spec.help is None:
+            help_text = f"set {name} to false" + (f" ({help_text})" if help_text else "")
+        kwargs.update(action=_Switch, const=not negated, default=negated)
+    elif spec.nargs is not None:
+        if _tuple_item(annotation) not in _SCALARS or spec.parse is not None:
+            raise ValueError(f"{where}: nargs needs a tuple of int, float, str or Path")
+        kwargs.update(nargs=spec.nargs, type=_SCALARS[_tuple_item(annotation)])
+        if default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:  # a list: jsonargparse fills a default of several values in place
+            kwargs["default"] = None if default is None else list(default)
+        if spec.metavar:
+            kwargs["metavar"] = spec.metavar
+    elif item in _SCALARS and spec.parse is None and spec.positional:
+        # the remaining arguments: ``prog formalize "A." "B."``
+        kwargs.update(
+            nargs="*", type=_SCALARS[item], default=[] if default is dataclasses.MISSING else default
+        )
+    elif item in _SCALARS and spec.parse is None:
+        convert = _named(_SCALARS[item].__name__, functools.partial(_to_list, _SCALARS[item]))
+        kwargs.update(
+            action=_Append, type=convert, default=None if default is dataclasses.MISSING else default
+        )
+        if spec.choices is not None:
+            kwargs["choices"] = tuple(spec.choices)
+    else:
+        convert, choices = _converter(annotation, spec.parse)
+        kwargs["type"] = convert
+        choices = tuple(spec.choices) if spec.choices is not None else choices
+        if choices is not None:
+            kwargs["choices"] = choices
+        if default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = default
+        if spec.metavar:
+            kwargs["metavar"] = spec.metavar
+        if spec.const is not None:
+            kwargs.update(nargs="?", const=spec.const)
+    kwargs["help"] = help_text
+    return own, kwargs
+
+
+def _add_positional(group: Any, where: str, dest: str, spec: Flag, kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """Add a positional field (and its flag aliases, if any); returns the aliases."""
+    if spec.name or "action" in kwargs or (spec.aliases and "required" in kwargs):
+        raise ValueError(
+            f"{where}: a positional field has no flag name or switch, and flag aliases only with a default"
+        )
+    option_strings = spec.aliases
+    if option_strings:  # the flag sets the value; the position, unused, leaves it alone
+        group.add_argument(*option_strings, **kwargs)
+        kwargs["default"] = argparse.SUPPRESS
+        kwargs["help"] = f"{kwargs['help']} (or {option_strings[0]})"
+        kwargs["type"] = _keep_suppress(kwargs["type"])  # argparse converts a str default
+    del kwargs["dest"]
+    if not kwargs.pop("required", False):
+        kwargs.setdefault("nargs", "?")
+    group.add_argument(dest, **kwargs)
+    return option_strings
 
 
 def config_fields(parser: ConfigParser) -> list[ConfigField]:

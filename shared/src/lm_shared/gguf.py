@@ -354,8 +354,37 @@ def write_llama_gguf(
         raise GGUFError(
             f"tokenizer has {tokenizer.vocab_size} tokens but config.vocab_size is {config.vocab_size}"
         )
-    expected = _expected_shapes(config)
     skip = set(skip_tensors)
+    names = _tensors_to_write(state_dict, config, skip)
+    special_ids = (bos_id, eos_id, pad_id)
+    token_types(tokenizer, rendered_specials, special_ids)  # validate before writing
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(str(tmp), "llama")
+    _add_hyperparameters(writer, config, dtype)
+    _add_tokenizer(writer, tokenizer, rendered_specials, special_ids, tokenizer_pre, add_bos)
+    for key, value in (extra_metadata or {}).items():
+        _add_metadata(writer, key, value)
+    for name in names:
+        writer.add_tensor(
+            hf_to_gguf_name(name), _gguf_array(state_dict[name], name, config, dtype, rope_layout)
+        )
+    for name, array in (extra_tensors or {}).items():
+        writer.add_tensor(name, np.ascontiguousarray(array))
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    tmp.replace(path)
+    return path
+
+
+def _tensors_to_write(state_dict: Mapping[str, Any], config: LlamaGGUFConfig, skip: set[str]) -> list[str]:
+    """The HF names to write, in llama.cpp's order, after checking every shape against ``config``."""
+    expected = _expected_shapes(config)
     for name, shape in expected.items():
         if name in skip:
             continue
@@ -371,12 +400,13 @@ def write_llama_gguf(
     unknown = sorted(set(state_dict) - set(expected) - {"lm_head.weight"} - skip)
     if unknown:
         raise GGUFError(f"state dict has tensors llama.cpp's llama architecture cannot use: {unknown[:5]}")
+    head = ["lm_head.weight"] if "lm_head.weight" in state_dict else []
+    return [name for name in [*expected, *head] if name not in skip]
 
-    token_types(tokenizer, rendered_specials, (bos_id, eos_id, pad_id))  # validate before writing
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    writer = gguf.GGUFWriter(str(tmp), "llama")
+
+def _add_hyperparameters(writer: Any, config: LlamaGGUFConfig, dtype: str) -> None:
+    import gguf
+
     writer.add_name(config.name)
     writer.add_context_length(config.context_length)
     writer.add_embedding_length(config.hidden_size)
@@ -390,13 +420,23 @@ def write_llama_gguf(
     writer.add_vocab_size(config.vocab_size)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
 
-    tokens = tokenizer.tokens_in_id_order()
+
+def _add_tokenizer(
+    writer: Any,
+    tokenizer: BPETokenizer,
+    rendered_specials: Collection[str],
+    special_ids: tuple[int | None, int | None, int | None],
+    tokenizer_pre: str,
+    add_bos: bool,
+) -> None:
+    """The byte-level BPE as llama.cpp's ``gpt2`` tokenizer; ``special_ids``: bos, eos, pad."""
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(tokenizer_pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types(token_types(tokenizer, rendered_specials, (bos_id, eos_id, pad_id)))
+    writer.add_token_list(tokenizer.tokens_in_id_order())
+    writer.add_token_types(token_types(tokenizer, rendered_specials, special_ids))
     writer.add_string(NORMALIZER_KEY, "NFC")
     writer.add_token_merges([f"{a} {b}" for a, b in tokenizer.merges()])
+    bos_id, eos_id, pad_id = special_ids
     if bos_id is not None:
         writer.add_bos_token_id(bos_id)
     if eos_id is not None:
@@ -404,31 +444,18 @@ def write_llama_gguf(
     if pad_id is not None:
         writer.add_pad_token_id(pad_id)
     writer.add_add_bos_token(add_bos)
-    for key, value in (extra_metadata or {}).items():
-        _add_metadata(writer, key, value)
 
-    for name in list(expected) + (["lm_head.weight"] if "lm_head.weight" in state_dict else []):
-        if name in skip:
-            continue
-        array = _to_numpy(state_dict[name]).astype(np.float32)
-        if rope_layout == "half" and name.endswith("self_attn.q_proj.weight"):
-            array = permute_rotate_half_to_interleaved(array, config.num_heads)
-        elif rope_layout == "half" and name.endswith("self_attn.k_proj.weight"):
-            array = permute_rotate_half_to_interleaved(array, config.num_kv_heads)
-        if dtype == "f16" and array.ndim == 2:
-            array = array.astype(np.float16)
-        writer.add_tensor(hf_to_gguf_name(name), array)
-    for name, array in (extra_tensors or {}).items():
-        writer.add_tensor(name, np.ascontiguousarray(array))
 
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
-    tmp.replace(path)
-    return path
+def _gguf_array(value: Any, name: str, config: LlamaGGUFConfig, dtype: str, rope_layout: str) -> np.ndarray:
+    """One HF tensor as the array llama.cpp reads: float32, Q/K rows interleaved for RoPE, 2-D in F16."""
+    array = _to_numpy(value).astype(np.float32)
+    if rope_layout == "half" and name.endswith("self_attn.q_proj.weight"):
+        array = permute_rotate_half_to_interleaved(array, config.num_heads)
+    elif rope_layout == "half" and name.endswith("self_attn.k_proj.weight"):
+        array = permute_rotate_half_to_interleaved(array, config.num_kv_heads)
+    if dtype == "f16" and array.ndim == 2:
+        array = array.astype(np.float16)
+    return array
 
 
 def token_types(
