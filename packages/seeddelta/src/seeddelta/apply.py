@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from seeddelta.delta import DeltaConfig, SeedDeltaTensor, encode, refit_values
+from seeddelta.errors import SeedDeltaError
 from seeddelta.gguf_io import HF_MLP
 from seeddelta.linear import SeedDeltaLinear
 from seeddelta.model import TinyLlama
@@ -40,6 +41,8 @@ def encode_model(
             imat = imatrix.get(name) if imatrix else None
             enc = encode(W, cfg, imatrix=imat, rng=rng, name=name)
             if refit:
+                if activations is None:
+                    raise SeedDeltaError(f"{name}: refit needs calibration activations")
                 enc = refit_values(enc, W, activations[name])
             out[name] = enc
     return out

@@ -79,6 +79,10 @@ def run_baselines(
     seed: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """Evaluate the base model and every method at every density; write JSON, Markdown and a plot.
+
+    Returns the ``baselines.json`` report (``samples``, ``densities`` and one row per variant).
+    """
     from rich.progress import Progress
 
     from seeddelta.calibrate import capture_ffn_inputs
@@ -87,13 +91,10 @@ def run_baselines(
     out_dir.mkdir(parents=True, exist_ok=True)
     val = validation_set(seed, samples)
     acts = capture_ffn_inputs(model, tok, make_split(seed + 7, calib_samples))
-    n = model.cfg.num_layers
-    d, ff = model.cfg.hidden_size, model.cfg.intermediate_size
     rows: list[dict[str, Any]] = []
-    n_ffn = 3 * d * ff * n
     jobs: list[tuple[str, float | None]] = [("q8_0", None), ("q4_0", None)]
-    for rho in densities:
-        jobs += [("seeddelta", rho), ("seeddelta_refit", rho), ("magnitude", rho)]
+    for density in densities:
+        jobs += [("seeddelta", density), ("seeddelta_refit", density), ("magnitude", density)]
     have_cpp = True
     try:
         import llama_cpp  # noqa: F401
@@ -106,47 +107,12 @@ def run_baselines(
         bar.advance(task)
         for method, rho in jobs:
             bar.update(task, description=f"{method} {rho or ''}")
-            if method in QUANT_BPW:
+            if rho is None:  # the quantizers
                 variant = quantize_ffn(model, method)
                 bpw = QUANT_BPW[method]
                 extra: dict[str, Any] = {}
             else:
-                k_in = max(1, round(rho * d))
-                k_ff = max(1, round(rho * ff))
-                base_kind = "none" if method == "magnitude" else "xor"
-                cfgs = {
-                    kind: DeltaConfig(
-                        K=k_ff if kind == "ffn_down" else k_in, base=base_kind, row_scale=base_kind != "none"
-                    )
-                    for kind in KINDS
-                }
-                encs = encode_model(
-                    model, cfgs, range(n), activations=acts, refit=method == "seeddelta_refit", seed=seed
-                )
-                variant = apply_seeddelta(model, encs)
-                bpw = 8.0 * sum(e.n_bytes() for e in encs.values()) / n_ffn
-                extra = {
-                    "K_gate_up": k_in,
-                    "K_down": k_ff,
-                    "act_rel_l2_mean": float(
-                        np.mean(
-                            [
-                                np.linalg.norm(
-                                    acts[name]
-                                    @ (
-                                        ffn_weight(model, int(name.split(".")[1]), name.split(".")[2])
-                                        - e.dense()
-                                    ).T
-                                )
-                                / np.linalg.norm(
-                                    acts[name]
-                                    @ ffn_weight(model, int(name.split(".")[1]), name.split(".")[2]).T
-                                )
-                                for name, e in encs.items()
-                            ]
-                        )
-                    ),
-                }
+                variant, bpw, extra = _sparse_variant(model, method, rho, acts, seed)
                 if method == "seeddelta" and not have_cpp:
                     extra["llamacpp_answer_agreement"] = None
                     extra["llamacpp_note"] = (
@@ -168,6 +134,49 @@ def run_baselines(
     (out_dir / "baselines.md").write_text(_markdown(rows))
     _plot(rows, out_dir / "quality_vs_bytes.png")
     return report
+
+
+def _sparse_variant(
+    model: Any, method: str, rho: float, acts: dict[str, np.ndarray], seed: int
+) -> tuple[Any, float, dict[str, Any]]:
+    """``model`` with every FFN tensor SeedΔ-encoded (or magnitude-pruned) at density ``rho``.
+
+    Returns the variant, its bits per FFN weight, and its row's extra keys: the per-row K of
+    gate/up and down and the mean relative error of the tensors' outputs on the activations.
+    """
+    n = model.cfg.num_layers
+    d, ff = model.cfg.hidden_size, model.cfg.intermediate_size
+    k_in = max(1, round(rho * d))
+    k_ff = max(1, round(rho * ff))
+    base_kind = "none" if method == "magnitude" else "xor"
+    cfgs = {
+        kind: DeltaConfig(
+            K=k_ff if kind == "ffn_down" else k_in, base=base_kind, row_scale=base_kind != "none"
+        )
+        for kind in KINDS
+    }
+    encs = encode_model(model, cfgs, range(n), activations=acts, refit=method == "seeddelta_refit", seed=seed)
+    variant = apply_seeddelta(model, encs)
+    bpw = 8.0 * sum(e.n_bytes() for e in encs.values()) / (3 * d * ff * n)
+    extra = {
+        "K_gate_up": k_in,
+        "K_down": k_ff,
+        "act_rel_l2_mean": float(
+            np.mean(
+                [
+                    np.linalg.norm(
+                        acts[name]
+                        @ (ffn_weight(model, int(name.split(".")[1]), name.split(".")[2]) - e.dense()).T
+                    )
+                    / np.linalg.norm(
+                        acts[name] @ ffn_weight(model, int(name.split(".")[1]), name.split(".")[2]).T
+                    )
+                    for name, e in encs.items()
+                ]
+            )
+        ),
+    }
+    return variant, bpw, extra
 
 
 def _row(method: str, rho: float | None, bpw: float, r: dict[str, Any]) -> dict[str, Any]:

@@ -189,7 +189,7 @@ def fit_base(
             rows, vals = rows[pick], vals[pick]
         col_w = (ws[cols] if tall else ws[cols + b * L]) ** 2
         wgt = np.broadcast_to(col_w[None, :], vals.shape)
-        best = (np.inf, None, None)
+        best: tuple[float, np.ndarray | None, np.ndarray | None] = (np.inf, None, None)
         trials = perm_trials if kind == "xor" else 1
         for t in range(trials):
             perm = np.arange(L) if t == 0 else rng.permutation(L)
@@ -204,7 +204,8 @@ def fit_base(
             sse = float((wgt * (vals - h[u]) ** 2).sum())
             if sse < best[0]:
                 best = (sse, h, perm)
-        _, h, perm = best
-        diags[b] = fwht(h) / L if kind == "xor" else h
-        perms[b] = perm
+        _, best_h, best_perm = best
+        assert best_h is not None and best_perm is not None  # trial 0 beats inf whenever W is finite
+        diags[b] = fwht(best_h) / L if kind == "xor" else best_h
+        perms[b] = best_perm
     return Base(kind, n_in, n_out, L, B, diags, perms)

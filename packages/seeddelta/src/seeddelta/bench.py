@@ -60,14 +60,14 @@ def measure_tiny_training(
     seed_everything(cfg.seed)
     tok = train_tokenizer(cfg.seed, 500, cfg.vocab_size)
     eager = TinyLlama(ModelConfig(vocab_size=tok.vocab_size)).to(device)
-    model = torch.compile(eager) if compile else eager
+    model: Callable[..., Any] = torch.compile(eager) if compile else eager
     opt = torch.optim.AdamW(eager.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
     stream = training_stream(cfg.seed, set(), cfg.task_cycle())
     batches = [_batch(tok, stream, cfg.docs_per_step, cfg.seq_len) for _ in range(steps + 2)]
     tokens = [int(b[0].numel()) for b in batches]
     it = iter(batches)
 
-    def forward_backward(batch: tuple[torch.Tensor, ...], model: torch.nn.Module = model) -> None:
+    def forward_backward(batch: tuple[torch.Tensor, ...], model: Callable[..., Any] = model) -> None:
         ids, pos, mask, tmask = (t.to(device) for t in batch)
         logits, _ = model(ids, pos, mask)
         loss = torch.nn.functional.cross_entropy(logits[:, :-1][tmask[:, 1:]], ids[:, 1:][tmask[:, 1:]])
@@ -80,13 +80,16 @@ def measure_tiny_training(
     def health() -> None:
         torch.nn.utils.clip_grad_norm_(eager.parameters(), cfg.clip_norm)
 
+    def whole_step() -> None:
+        forward_backward(next(it))
+        optimizer_step()
+        health()
+
     if compile:
         for batch in batches[:2]:  # warm-up: compilation
             forward_backward(batch)
             optimizer_step()
-        step_s = _median_time(
-            lambda: (forward_backward(next(it)), optimizer_step(), health()), steps, warmup=0
-        )
+        step_s = _median_time(whole_step, steps, warmup=0)
         split = None
     else:
         profile = profile_training_step(
@@ -157,9 +160,16 @@ def run_bench(
     dense_bf16 = dense.to(torch.bfloat16)
     for n_tok in tokens:
         x = torch.randn(n_tok, n_in)
+
+        def dense_fp32(x: torch.Tensor = x) -> torch.Tensor:
+            return x @ dense.T
+
+        def dense_bf16_cast(x: torch.Tensor = x) -> torch.Tensor:
+            return x.to(torch.bfloat16) @ dense_bf16.T
+
         with torch.no_grad():
-            t_dense = _median_time(lambda x=x: x @ dense.T, repeats)
-            t_dense_bf16 = _median_time(lambda x=x: x.to(torch.bfloat16) @ dense_bf16.T, repeats)
+            t_dense = _median_time(dense_fp32, repeats)
+            t_dense_bf16 = _median_time(dense_bf16_cast, repeats)
         out[f"dense_ms_t{n_tok}"] = 1e3 * t_dense
         out[f"dense_bf16_ms_t{n_tok}"] = 1e3 * t_dense_bf16
         for k in ks:
@@ -168,8 +178,12 @@ def run_bench(
                 ("_nobase", DeltaConfig(K=k)),
             ):
                 lin = SeedDeltaLinear(encode(W, cfg, rng=rng))
+
+                def seeddelta_forward(x: torch.Tensor = x, lin: SeedDeltaLinear = lin) -> torch.Tensor:
+                    return lin(x)
+
                 with torch.no_grad():
-                    t = _median_time(lambda x=x, lin=lin: lin(x), repeats)
+                    t = _median_time(seeddelta_forward, repeats)
                 out[f"seeddelta{label}_ms_k{k}_t{n_tok}"] = 1e3 * t
                 out[f"forward_ratio_k{k}{label}_t{n_tok}"] = t / t_dense
     # headline keys: single-token decode (the fork's use: generation on CPU), full SeedΔ layer

@@ -105,11 +105,9 @@ class BuildConfig:
 def _sd_tensors(prefix: str, enc: SeedDeltaTensor) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     if enc.scheme == "coo":
-        out[f"{prefix}.d_idx"] = enc.d_idx
-        out[f"{prefix}.d_val"] = enc.d_val
+        out[f"{prefix}.d_idx"], out[f"{prefix}.d_val"] = enc.coo_arrays()
     else:
-        out[f"{prefix}.b_idx"] = enc.b_idx
-        out[f"{prefix}.b_val"] = enc.b_val
+        out[f"{prefix}.b_idx"], out[f"{prefix}.b_val"] = enc.block_arrays()
     if enc.row_scale is not None:
         out[f"{prefix}.d_row_scale"] = enc.row_scale.astype(np.float16)
     if enc.base is not None:
@@ -401,7 +399,7 @@ def _attempt(
     tau_used = stack.guarded(t.kind, t.tau) if t.gating_enabled else t.tau
     if t.gating_enabled:
         value, p05, metric_used = gate_value(m, t.tp.gating_metric, t.kind, cfg.eval_x)
-        passed = value is not None and value >= tau_used[0] and p05 >= tau_used[1]
+        passed = value is not None and p05 is not None and value >= tau_used[0] and p05 >= tau_used[1]
     return Attempt(K, enc, m, value, p05, metric_used, passed, tau_used, time.perf_counter() - t0)
 
 
@@ -412,7 +410,7 @@ def _decide(
     if not gating_enabled:
         return Decision("no_gating", True, "")
     value, p05, tau = chosen.value, chosen.p05, chosen.tau_used
-    if value is None:
+    if value is None or p05 is None:  # gate_value gives both or neither
         return Decision("metric_unavailable", False, "gating needs metrics: set --eval-cols (and --eval-x)")
     if not chosen.passed:
         return Decision(
@@ -433,7 +431,10 @@ def _decide(
 def _measured_fields(chosen: Attempt) -> dict[str, Any]:
     """The report entry's size, cost and metric fields of the chosen encoding (in the fork's order)."""
     enc, m = chosen.enc, chosen.metrics
-    out: dict[str, Any] = {"K": enc.K, "n_blocks": int(enc.b_idx.shape[1]) if enc.scheme == "block" else 0}
+    out: dict[str, Any] = {
+        "K": enc.K,
+        "n_blocks": int(enc.block_arrays()[0].shape[1]) if enc.scheme == "block" else 0,
+    }
     ops = ("ops_dense", "ops_delta", "ops_base", "ops_ratio", "base_L", "base_B")
     out.update({key: m[key] for key in ops if key in m})
     if not m:

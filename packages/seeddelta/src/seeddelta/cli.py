@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lm_shared.config_cli import (
     ConfigParser,
@@ -169,8 +169,9 @@ def _tiny_train_parser() -> ConfigParser:
         TrainConfig,
         flags={
             "precision": Flag(choices=("auto", "32-true", "bf16-mixed")),
-            "task_weights": Flag(nargs=3, metavar=MIX),
-            "phase1_weights": Flag(nargs=3, metavar=MIX),
+            # argparse takes one name per value for nargs=3; Flag.metavar's annotation says str only
+            "task_weights": Flag(nargs=3, metavar=cast(str, MIX)),
+            "phase1_weights": Flag(nargs=3, metavar=cast(str, MIX)),
             "clip_norm": Flag(aliases=("--grad-clip",)),  # the house's other spelling (issue 17)
         },
         title="training",
@@ -318,7 +319,11 @@ def cmd_eval(parser: ConfigParser, args: Any) -> int:
         from seeddelta.text_eval import text_exact_match
 
         em, records = text_exact_match(opts.model, samples, n_threads=opts.threads)
-        report = {"exact_match": em, "exact_match_mean": float(sum(em.values()) / len(em)), "path": "text"}
+        report: dict[str, Any] = {
+            "exact_match": em,
+            "exact_match_mean": float(sum(em.values()) / len(em)),
+            "path": "text",
+        }
         report.update({"model": opts.model, "n_samples": len(samples)})
         if opts.records:
             report["records"] = records

@@ -18,8 +18,8 @@ import numpy as np
 from seeddelta.bases import Base, fit_base
 from seeddelta.errors import SeedDeltaError
 
-VAL_TYPES = {"f16": np.float16, "f32": np.float32}
-IDX_TYPES = {"i16": np.int16, "i32": np.int32}
+VAL_TYPES: dict[str, type[np.floating]] = {"f16": np.float16, "f32": np.float32}
+IDX_TYPES: dict[str, type[np.signedinteger]] = {"i16": np.int16, "i32": np.int32}
 SCHEMES = ("coo", "block")
 
 
@@ -83,25 +83,39 @@ class SeedDeltaTensor:
     row_scale: np.ndarray | None = None
     base: Base | None = None
 
+    def coo_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(d_idx, d_val)`` of a COO tensor; raises ``SeedDeltaError`` when they are not set."""
+        if self.d_idx is None or self.d_val is None:
+            raise SeedDeltaError(f"this {self.scheme} tensor has no d_idx/d_val")
+        return self.d_idx, self.d_val
+
+    def block_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(b_idx, b_val)`` of a block tensor; raises ``SeedDeltaError`` when they are not set."""
+        if self.b_idx is None or self.b_val is None:
+            raise SeedDeltaError(f"this {self.scheme} tensor has no b_idx/b_val")
+        return self.b_idx, self.b_val
+
     @property
     def K(self) -> int:
         """Effective entries per row (block scheme: blocks x block length)."""
         if self.scheme == "coo":
-            return int(self.d_idx.shape[1])
-        return int(self.b_idx.shape[1] * self.block)
+            return int(self.coo_arrays()[0].shape[1])
+        return int(self.block_arrays()[0].shape[1] * self.block)
 
     def coo(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows, cols, values) of Δ's stored non-padding entries (block scheme expanded)."""
         if self.scheme == "coo":
-            rows = np.repeat(np.arange(self.n_out), self.d_idx.shape[1])
-            cols = self.d_idx.astype(np.int64).ravel()
-            vals = self.d_val.astype(np.float64).ravel()
+            d_idx, d_val = self.coo_arrays()
+            rows = np.repeat(np.arange(self.n_out), d_idx.shape[1])
+            cols = d_idx.astype(np.int64).ravel()
+            vals = d_val.astype(np.float64).ravel()
         else:
-            nb = self.b_idx.shape[1]
+            b_idx, b_val = self.block_arrays()
+            nb = b_idx.shape[1]
             rows = np.repeat(np.arange(self.n_out), nb * self.block)
-            cols = (self.b_idx.astype(np.int64)[:, :, None] * self.block + np.arange(self.block)).ravel()
-            vals = self.b_val.astype(np.float64).ravel()
-            cols = np.where(np.repeat(self.b_idx.ravel() < 0, self.block), -1, cols)
+            cols = (b_idx.astype(np.int64)[:, :, None] * self.block + np.arange(self.block)).ravel()
+            vals = b_val.astype(np.float64).ravel()
+            cols = np.where(np.repeat(b_idx.ravel() < 0, self.block), -1, cols)
         keep = (cols >= 0) & (cols < self.n_in)
         return rows[keep], cols[keep], vals[keep]
 
@@ -151,7 +165,24 @@ def encode(
     rng: np.random.Generator | None = None,
     name: str = "tensor",
 ) -> SeedDeltaTensor:
-    """Encode ``W`` (n_out x n_in) with SeedΔ. ``name`` only labels errors."""
+    """Encode one weight with SeedΔ: fit the base, select Δ, clamp it, fit the row scale.
+
+    Args:
+        W: the weight [n_out, n_in], any real dtype (computed in float64).
+        config: scheme, K, storage dtypes, base and row scale.
+        imatrix: per-input importance [n_in] (llama.cpp imatrix), or None for uniform weights.
+        imatrix_eps: floor on the importance before the power.
+        imatrix_power: column weights are ``importance^(power / 2)``, normalised to mean 1.
+        rng: draws the base's sampled rows and permutation trials (default seed 1234).
+        name: labels errors only.
+
+    Returns:
+        The encoding; its arrays are in ``config``'s index and value dtypes, the row scale float16.
+
+    Raises:
+        SeedDeltaError: ``W`` is not 2-D or not finite, ``K > n_in``, the index type cannot
+            address ``n_in``, or the importance matrix has the wrong length.
+    """
     W = np.asarray(W, dtype=np.float64)
     if W.ndim != 2:
         raise SeedDeltaError(f"{name}: expected a 2-D weight, got shape {W.shape}")
@@ -179,58 +210,83 @@ def encode(
         ).with_dtype(vdt)
         W0 = base.dense()
     R = W - W0
-    K = config.K
     out = SeedDeltaTensor(n_in=n_in, n_out=n_out, scheme=config.scheme, block=config.block, base=base)
     if config.scheme == "coo":
-        score = np.abs(R) * ws[None, :]
-        if K == 0:
-            idx = np.zeros((n_out, 0), dtype=np.int64)
-        elif n_in == K:
-            idx = np.tile(np.arange(n_in), (n_out, 1))
-        else:
-            idx = np.sort(np.argpartition(-score, K - 1, axis=1)[:, :K], axis=1)
-        vals = np.take_along_axis(R, idx, axis=1)
-        # an exactly-zero residual needs no storage slot: mark it as padding (-1, value 0)
-        pad = vals == 0
-        idx = np.where(pad, -1, idx)
+        idx, vals = _top_k_entries(R, ws, config.K)
         out.d_idx = idx.astype(idt)
         out.d_val = vals.astype(vdt)
     else:
-        nb_total = math.ceil(n_in / config.block)
-        nb = min(nb_total, math.ceil(K / config.block)) if K > 0 else 0
-        Rp = np.zeros((n_out, nb_total * config.block))
-        Rp[:, :n_in] = R
-        wsp = np.zeros(nb_total * config.block)
-        wsp[:n_in] = ws
-        energy = ((Rp * wsp) ** 2).reshape(n_out, nb_total, config.block).sum(axis=2)
-        if nb == nb_total:
-            bidx = np.tile(np.arange(nb_total), (n_out, 1))
-        else:
-            bidx = np.sort(np.argpartition(-energy, max(nb - 1, 0), axis=1)[:, :nb], axis=1)
-        bvals = np.take_along_axis(Rp.reshape(n_out, nb_total, config.block), bidx[:, :, None], axis=1)
+        bidx, bvals = _top_blocks(R, ws, config.K, config.block)
         out.b_idx = bidx.astype(idt)
         out.b_val = bvals.astype(vdt)
-
     if config.delta_norm_clamp is not None:
-        d_norm = np.linalg.norm(out.delta_dense())
-        limit = config.delta_norm_clamp * np.linalg.norm(W)
-        if d_norm > limit > 0:
-            factor = limit / d_norm
-            if out.d_val is not None:
-                out.d_val = (out.d_val.astype(np.float64) * factor).astype(vdt)
-            else:
-                out.b_val = (out.b_val.astype(np.float64) * factor).astype(vdt)
-
+        _clamp_delta_norm(out, W, config.delta_norm_clamp, vdt)
     if config.row_scale:
-        if base is None:
-            out.row_scale = np.ones(n_out, dtype=np.float16)
-        else:
-            What = W0 + out.delta_dense()
-            D = ws[None, :] ** 2
-            num = (W * What * D).sum(axis=1)
-            den = (What * What * D).sum(axis=1)
-            out.row_scale = np.divide(num, den, out=np.ones(n_out), where=den > 0).astype(np.float16)
+        out.row_scale = np.ones(n_out, dtype=np.float16) if base is None else _row_scale(W, W0, out, ws)
     return out
+
+
+def _top_k_entries(R: np.ndarray, ws: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """COO selection: per row the ``K`` residuals with the largest ``|r| * ws``, in column order.
+
+    Returns int64 indices [n_out, K] (-1 where the residual is exactly zero: no storage slot
+    needed) and their float64 values (0 at the padding).
+    """
+    n_out, n_in = R.shape
+    score = np.abs(R) * ws[None, :]
+    if K == 0:
+        idx = np.zeros((n_out, 0), dtype=np.int64)
+    elif n_in == K:
+        idx = np.tile(np.arange(n_in), (n_out, 1))
+    else:
+        idx = np.sort(np.argpartition(-score, K - 1, axis=1)[:, :K], axis=1)
+    vals = np.take_along_axis(R, idx, axis=1)
+    # an exactly-zero residual needs no storage slot: mark it as padding (-1, value 0)
+    pad = vals == 0
+    return np.where(pad, -1, idx), vals
+
+
+def _top_blocks(R: np.ndarray, ws: np.ndarray, K: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block selection: per row the ``ceil(K / block)`` input blocks with the most ``Σ (r * ws)^2``.
+
+    Returns int64 block indices [n_out, nb] and their float64 residuals [n_out, nb, block]
+    (zero-padded past ``n_in``).
+    """
+    n_out, n_in = R.shape
+    nb_total = math.ceil(n_in / block)
+    nb = min(nb_total, math.ceil(K / block)) if K > 0 else 0
+    Rp = np.zeros((n_out, nb_total * block))
+    Rp[:, :n_in] = R
+    wsp = np.zeros(nb_total * block)
+    wsp[:n_in] = ws
+    energy = ((Rp * wsp) ** 2).reshape(n_out, nb_total, block).sum(axis=2)
+    if nb == nb_total:
+        bidx = np.tile(np.arange(nb_total), (n_out, 1))
+    else:
+        bidx = np.sort(np.argpartition(-energy, max(nb - 1, 0), axis=1)[:, :nb], axis=1)
+    bvals = np.take_along_axis(Rp.reshape(n_out, nb_total, block), bidx[:, :, None], axis=1)
+    return bidx, bvals
+
+
+def _clamp_delta_norm(out: SeedDeltaTensor, W: np.ndarray, clamp: float, vdt: type[np.floating]) -> None:
+    """Rescale Δ's stored values in place so that ``||Δ|| <= clamp * ||W||`` (the fork's down clamp)."""
+    d_norm = np.linalg.norm(out.delta_dense())
+    limit = clamp * np.linalg.norm(W)
+    if d_norm > limit > 0:
+        factor = limit / d_norm
+        if out.d_val is not None:
+            out.d_val = (out.d_val.astype(np.float64) * factor).astype(vdt)
+        else:
+            out.b_val = (out.block_arrays()[1].astype(np.float64) * factor).astype(vdt)
+
+
+def _row_scale(W: np.ndarray, W0: np.ndarray, out: SeedDeltaTensor, ws: np.ndarray) -> np.ndarray:
+    """The weighted least-squares row scale ``s_o = <w, ŵ>_D / <ŵ, ŵ>_D`` as float16 [n_out]."""
+    What = W0 + out.delta_dense()
+    D = ws[None, :] ** 2
+    num = (W * What * D).sum(axis=1)
+    den = (What * What * D).sum(axis=1)
+    return np.divide(num, den, out=np.ones(W.shape[0]), where=den > 0).astype(np.float16)
 
 
 def refit_values(enc: SeedDeltaTensor, W: np.ndarray, X: np.ndarray, ridge: float = 1e-6) -> SeedDeltaTensor:
@@ -250,8 +306,9 @@ def refit_values(enc: SeedDeltaTensor, W: np.ndarray, X: np.ndarray, ridge: floa
     W0 = enc.base_dense()
     s = enc.scale()
     target = W / np.where(s == 0, 1.0, s)[:, None] - W0
-    new_vals = enc.d_val.astype(np.float64).copy()
-    idx = enc.d_idx.astype(np.int64)
+    d_idx, d_val = enc.coo_arrays()
+    new_vals = d_val.astype(np.float64).copy()
+    idx = d_idx.astype(np.int64)
     for o in range(enc.n_out):
         valid = idx[o] >= 0
         S = idx[o][valid]
@@ -260,4 +317,4 @@ def refit_values(enc: SeedDeltaTensor, W: np.ndarray, X: np.ndarray, ridge: floa
         A = G[np.ix_(S, S)] + lam * np.eye(S.size)
         rhs = G[S] @ target[o]
         new_vals[o, valid] = np.linalg.solve(A, rhs)
-    return replace(enc, d_val=new_vals.astype(enc.d_val.dtype))
+    return replace(enc, d_val=new_vals.astype(d_val.dtype))

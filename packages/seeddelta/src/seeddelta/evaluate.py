@@ -47,7 +47,18 @@ def encode_sample(tok: BPETokenizer, s: Sample) -> EncodedSample:
 def greedy_generate(
     model: TinyLlama, prompts: Sequence[Sequence[int]], max_new_tokens: int, stop_id: int = EOS_ID
 ) -> list[list[int]]:
-    """Batched greedy decoding with a KV cache; prompts are left-padded, positions start at 0."""
+    """Batched greedy decoding with a KV cache; prompts are left-padded, positions start at 0.
+
+    Args:
+        model: the model to decode with (on any device; the batch follows its parameters).
+        prompts: B prompts of token ids (BOS included), lengths may differ.
+        max_new_tokens: the most tokens generated per prompt.
+        stop_id: a row stops after emitting this id (default EOS).
+
+    Returns:
+        B lists of generated ids (Python ints); a stopped row ends with ``stop_id``. Decoding
+        ends early when every row has stopped.
+    """
     device = next(model.parameters()).device
     B = len(prompts)
     T = max(len(p) for p in prompts)

@@ -217,7 +217,7 @@ def seeddelta_tensors(
             raise SeedDeltaError(f"{path}: tensor {prefix}.d_idx (or .b_idx) is missing")
         if not shape_ok:
             raise SeedDeltaError(f"{path}: tensor {prefix}.d_idx/d_val shapes do not match n_out={n_out}")
-        idx = g.get("d_idx", g.get("b_idx"))
+        idx = g["d_idx"] if "d_idx" in g else g["b_idx"]
         if idx.size and int(idx.max()) >= (n_in if "d_idx" in g else -(-n_in // block)):
             raise SeedDeltaError(f"{path}: tensor {prefix} has an index beyond n_in={n_in}")
         if "d_row_scale" in g:

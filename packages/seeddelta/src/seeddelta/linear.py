@@ -31,6 +31,15 @@ def fwht_torch(x: torch.Tensor) -> torch.Tensor:
 class SeedDeltaLinear(nn.Module):
     """Linear layer stored as SeedΔ (base + sparse residual + row scale); no bias, like LLaMA's MLP."""
 
+    # Buffers registered in __init__ (nn.Module's __getattr__ would type them Tensor | Module).
+    crow: torch.Tensor  # CSR row pointers of Δ, int64 [out_features + 1]
+    cols: torch.Tensor  # CSR column indices of Δ, int64 [nnz]
+    vals: torch.Tensor  # CSR values of Δ, [nnz] in the layer's dtype
+    row_scale: torch.Tensor | None  # per-row scale s, [out_features], or None
+    base_diag: torch.Tensor  # base diagonals, [B, L] (xor and cyclic bases)
+    base_perm: torch.Tensor  # base input permutations, int64 [B, L]
+    base_fft: torch.Tensor  # rfft of the cyclic base's diagonals, complex128 [B, L // 2 + 1]
+
     def __init__(self, enc: SeedDeltaTensor, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.in_features = enc.n_in
@@ -87,6 +96,14 @@ class SeedDeltaLinear(nn.Module):
         return y[:, : self.out_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``y = s ⊙ (W0 x + Δ x)`` without a dense weight.
+
+        Args:
+            x: inputs [..., in_features]; float16/bfloat16 are computed in float32.
+
+        Returns:
+            [..., out_features] in ``x``'s dtype.
+        """
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         compute = torch.float32 if x2.dtype in (torch.float16, torch.bfloat16) else x2.dtype

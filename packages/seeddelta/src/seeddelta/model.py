@@ -60,12 +60,29 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Root-mean-square normalise the last dim (computed in float32) and scale it.
+
+        Args:
+            x: activations [..., dim], any float dtype.
+
+        Returns:
+            The normalised activations [..., dim], cast back to ``x``'s dtype before the weight
+            multiplies them (the result takes the promoted dtype of the two).
+        """
         x32 = x.float()
         return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
 
 
 def rope_tables(cfg: ModelConfig, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin [B, 1, T, head_dim] for rotate-half RoPE."""
+    """cos/sin tables for rotate-half RoPE.
+
+    Args:
+        cfg: gives ``head_dim`` and ``rope_theta``.
+        position_ids: integer positions [B, T].
+
+    Returns:
+        ``(cos, sin)``, each float32 [B, 1, T, head_dim] (the 1 broadcasts over heads).
+    """
     inv = 1.0 / cfg.rope_theta ** (
         torch.arange(0, cfg.head_dim, 2, device=position_ids.device).float() / cfg.head_dim
     )
@@ -75,6 +92,14 @@ def rope_tables(cfg: ModelConfig, position_ids: torch.Tensor) -> tuple[torch.Ten
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """``(a, b) -> (-b, a)`` on the two halves of the last dim (HF Llama's RoPE layout).
+
+    Args:
+        x: queries or keys [..., head_dim], head_dim even.
+
+    Returns:
+        A tensor of ``x``'s shape and dtype.
+    """
     a, b = x.chunk(2, dim=-1)
     return torch.cat((-b, a), dim=-1)
 
@@ -97,6 +122,20 @@ class Attention(nn.Module):
         mask: torch.Tensor | None,
         past: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Multi-head self-attention with RoPE over the cached and the new positions.
+
+        Args:
+            x: normalised hidden states [B, T, hidden_size].
+            cos: RoPE cosines [B, 1, T, head_dim] in ``x``'s dtype (``rope_tables``).
+            sin: RoPE sines, same shape and dtype.
+            mask: bool [B, T, T_past + T], True = may attend, or None: causal (with a cache and
+                T > 1, causal after the cached keys).
+            past: this layer's cached ``(k, v)``, each [B, num_heads, T_past, head_dim], or None.
+
+        Returns:
+            ``(out, (k, v))``: the attention output [B, T, hidden_size] in ``x``'s dtype and the
+            updated cache, each [B, num_heads, T_past + T, head_dim].
+        """
         B, T, _ = x.shape
         H, hd = self.cfg.num_heads, self.cfg.head_dim
         q = self.q_proj(x).view(B, T, H, hd).transpose(1, 2)
@@ -126,6 +165,14 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """SwiGLU: ``down(silu(gate(x)) * up(x))``.
+
+        Args:
+            x: normalised hidden states [..., hidden_size].
+
+        Returns:
+            [..., hidden_size] in ``x``'s dtype.
+        """
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -137,7 +184,27 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, past):  # type: ignore[no-untyped-def]
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One pre-norm block: ``x + attn(norm(x))``, then ``+ mlp(norm(.))``.
+
+        Args:
+            x: hidden states [B, T, hidden_size].
+            cos: RoPE cosines [B, 1, T, head_dim] in ``x``'s dtype.
+            sin: RoPE sines, same shape and dtype.
+            mask: bool [B, T, T_past + T] (True = may attend) or None for causal attention.
+            past: this layer's cached ``(k, v)`` [B, num_heads, T_past, head_dim] each, or None.
+
+        Returns:
+            ``(x, (k, v))``: the new hidden states [B, T, hidden_size] and the layer's updated
+            cache [B, num_heads, T_past + T, head_dim] each.
+        """
         h, new = self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), new
@@ -177,11 +244,20 @@ class TinyLlama(nn.Module):
         attn_mask: torch.Tensor | None = None,
         past: KVCache | None = None,
     ) -> tuple[torch.Tensor, KVCache]:
-        """Logits [B, T, V] and the new KV cache.
+        """Next-token logits for every position, and the KV cache to continue from.
 
-        ``attn_mask`` (bool [B, T, T_total], True = may attend) is needed for packed or padded
-        batches; without it attention is plainly causal. ``position_ids`` default to 0..T-1
-        after the cached length.
+        Args:
+            input_ids: token ids, int64 [B, T].
+            position_ids: RoPE positions, integer [B, T]; default ``T_past .. T_past + T - 1``
+                (0 .. T - 1 without a cache). Packed rows restart them at each document.
+            attn_mask: bool [B, T, T_past + T], True = may attend; needed for packed or padded
+                batches. None: plainly causal.
+            past: the previous call's cache, or None.
+
+        Returns:
+            ``(logits, cache)``: unnormalised logits [B, T, vocab_size] in the parameters' dtype
+            (float32 by default; bfloat16 under bf16 autocast); the cache is one ``(k, v)`` per
+            layer, each [B, num_heads, T_past + T, head_dim].
         """
         B, T = input_ids.shape
         if position_ids is None:

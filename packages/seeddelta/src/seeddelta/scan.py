@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from seeddelta.apply import apply_seeddelta, encode_model, ffn_weight
-from seeddelta.delta import DeltaConfig
+from seeddelta.delta import DeltaConfig, SeedDeltaTensor
 from seeddelta.evaluate import answer_scores, exact_match
 from seeddelta.metrics import tensor_metrics
 from seeddelta.policy import gate_value
@@ -63,106 +63,29 @@ def _evaluate(model: Any, tok: Any, samples: list, reference: Any) -> dict[str, 
 
 
 def scan(model: Any, tok: Any, cfg: ScanConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
-    from rich.progress import Progress
+    """Encode every layer's tensors, evaluate the layer sets, and write the scan's four files.
 
+    Returns the ``scan.json`` report (also written to ``out_dir`` with
+    ``policy.recommended.json``, ``fragile_layers.md`` and ``scan.png``).
+    """
     from seeddelta.tasks import validation_set
 
     out_dir.mkdir(parents=True, exist_ok=True)
     n = model.cfg.num_layers
     samples = validation_set(cfg.seed, cfg.samples)
-    configs = {
-        kind: DeltaConfig(
-            K=cfg.K_down if kind == "ffn_down" else cfg.K,
-            base=cfg.base,
-            row_scale=cfg.row_scale,
-            val_type=cfg.val_type,
-            idx_type="i16",
-        )
-        for kind in cfg.kinds
-    }
-    encodings = encode_model(model, configs, range(n))
-    metrics: dict[str, dict[str, Any]] = {}
-    rng = np.random.default_rng(cfg.seed)
-    for name, enc in encodings.items():
-        _, layer, kind = name.split(".")
-        m = tensor_metrics(ffn_weight(model, int(layer), kind), enc, eval_cols=0, eval_x=cfg.eval_x, rng=rng)
-        value, p05, used = gate_value(m, "cos_x_w", kind, cfg.eval_x)
-        metrics[name] = {
-            "S_mean": m["rel_l2_mean"],
-            "cos_mean": m["cos_mean"],
-            "cos_mean_x_w": m["cos_mean_x_w"],
-            "cos_p05_x_w": m["cos_p05_x_w"],
-            "gate_metric": value,
-        }
+    encodings, metrics = _encode_layers(model, cfg)
     evens, odds = list(range(0, n, 2)), list(range(1, n, 2))
     order = evens + odds
     sets: list[tuple[str, str, list[int]]] = [("single", f"L{i}", [i]) for i in range(n)]
     sets += [("even", "even", evens), ("odd", "odd", odds)]
     sets += [("interleaved", f"interleaved{k}", order[:k]) for k in range(2, n + 1)]
     sets += [("growing", f"growing{k}", list(range(k))) for k in range(2, n + 1)]
-    results: list[dict[str, Any]] = []
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("scan", total=len(sets) + 1)
-        base_eval = _evaluate(model, tok, samples, None)
-        bar.advance(task)
-        for family, label, layers in sets:
-            sub = {k: v for k, v in encodings.items() if int(k.split(".")[1]) in layers}
-            r = _evaluate(apply_seeddelta(model, sub), tok, samples, model)
-            r.update(
-                {
-                    "family": family,
-                    "set": label,
-                    "layers": layers,
-                    "em_drop": base_eval["em_mean"] - r["em_mean"],
-                }
-            )
-            results.append(r)
-            bar.advance(task)
+    base_eval, results = _evaluate_sets(model, tok, samples, encodings, sets, progress)
     # single "growing1"/"interleaved1" are the single layer-0 result
     single = {r["layers"][0]: r for r in results if r["family"] == "single"}
-    cliffs = {}
-    for family in ("interleaved", "growing"):
-        seq = [single[order[0] if family == "interleaved" else 0]] + [
-            r for r in results if r["family"] == family
-        ]
-        hit = next((r for r in seq if r["em_drop"] > cfg.cliff_drop), None)
-        cliffs[family] = (
-            None
-            if hit is None
-            else {
-                "set": hit["set"] if hit["family"] != "single" else f"{family}1",
-                "n_layers": len(hit["layers"]),
-                "layers": hit["layers"],
-                "em_mean": hit["em_mean"],
-                "em_drop": hit["em_drop"],
-            }
-        )
-    table = []
-    for layer in range(n):
-        r = single[layer]
-        row = {
-            "layer": layer,
-            "em_mean": r["em_mean"],
-            "em_drop": r["em_drop"],
-            "kl_to_reference": r["kl_to_reference"],
-            "answer_nll": r["answer_nll"],
-            "safe": r["em_drop"] <= cfg.tolerance,
-        }
-        for kind in cfg.kinds:
-            row[f"{kind}_S_mean"] = metrics[f"blk.{layer}.{kind}"]["S_mean"]
-            row[f"{kind}_gate_metric"] = metrics[f"blk.{layer}.{kind}"]["gate_metric"]
-        table.append(row)
-    table.sort(key=lambda r: -r["kl_to_reference"])
-    thresholds = {}
-    for kind in cfg.kinds:
-        safe_vals = [r[f"{kind}_gate_metric"] for r in table if r["safe"]]
-        unsafe_vals = [r[f"{kind}_gate_metric"] for r in table if not r["safe"]]
-        if not safe_vals:
-            thresholds[kind] = None
-        elif not unsafe_vals:
-            thresholds[kind] = float(min(safe_vals))
-        else:
-            thresholds[kind] = float(max(min(safe_vals), max(unsafe_vals) + 1e-3))
+    cliffs = _first_cliffs(results, single, order, cfg.cliff_drop)
+    table = _fragile_table(single, metrics, cfg, n)
+    thresholds = _recommended_thresholds(table, cfg.kinds)
     safe_layers = sorted(r["layer"] for r in table if r["safe"])
     policy = {
         "version": 1,
@@ -188,6 +111,132 @@ def scan(model: Any, tok: Any, cfg: ScanConfig, out_dir: Path, progress: bool = 
     (out_dir / "fragile_layers.md").write_text(_markdown(report, cfg))
     _plot(report, out_dir / "scan.png")
     return report
+
+
+def _encode_layers(
+    model: Any, cfg: ScanConfig
+) -> tuple[dict[str, SeedDeltaTensor], dict[str, dict[str, Any]]]:
+    """SeedΔ encodings of ``cfg.kinds`` in every layer, and each one's error and gate metric."""
+    assert cfg.K_down is not None  # ScanConfig.__post_init__ resolves None to K
+    configs = {
+        kind: DeltaConfig(
+            K=cfg.K_down if kind == "ffn_down" else cfg.K,
+            base=cfg.base,
+            row_scale=cfg.row_scale,
+            val_type=cfg.val_type,
+            idx_type="i16",
+        )
+        for kind in cfg.kinds
+    }
+    encodings = encode_model(model, configs, range(model.cfg.num_layers))
+    metrics: dict[str, dict[str, Any]] = {}
+    rng = np.random.default_rng(cfg.seed)
+    for name, enc in encodings.items():
+        _, layer, kind = name.split(".")
+        m = tensor_metrics(ffn_weight(model, int(layer), kind), enc, eval_cols=0, eval_x=cfg.eval_x, rng=rng)
+        value, p05, used = gate_value(m, "cos_x_w", kind, cfg.eval_x)
+        metrics[name] = {
+            "S_mean": m["rel_l2_mean"],
+            "cos_mean": m["cos_mean"],
+            "cos_mean_x_w": m["cos_mean_x_w"],
+            "cos_p05_x_w": m["cos_p05_x_w"],
+            "gate_metric": value,
+        }
+    return encodings, metrics
+
+
+def _evaluate_sets(
+    model: Any,
+    tok: Any,
+    samples: list,
+    encodings: dict[str, SeedDeltaTensor],
+    sets: list[tuple[str, str, list[int]]],
+    progress: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The base model's evaluation, and one per layer set with SeedΔ applied to those layers."""
+    from rich.progress import Progress
+
+    results: list[dict[str, Any]] = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("scan", total=len(sets) + 1)
+        base_eval = _evaluate(model, tok, samples, None)
+        bar.advance(task)
+        for family, label, layers in sets:
+            sub = {k: v for k, v in encodings.items() if int(k.split(".")[1]) in layers}
+            r = _evaluate(apply_seeddelta(model, sub), tok, samples, model)
+            r.update(
+                {
+                    "family": family,
+                    "set": label,
+                    "layers": layers,
+                    "em_drop": base_eval["em_mean"] - r["em_mean"],
+                }
+            )
+            results.append(r)
+            bar.advance(task)
+    return base_eval, results
+
+
+def _first_cliffs(
+    results: list[dict[str, Any]], single: dict[int, dict[str, Any]], order: list[int], cliff_drop: float
+) -> dict[str, dict[str, Any] | None]:
+    """Per accumulating family, the first set whose exact match falls more than ``cliff_drop``."""
+    cliffs: dict[str, dict[str, Any] | None] = {}
+    for family in ("interleaved", "growing"):
+        seq = [single[order[0] if family == "interleaved" else 0]] + [
+            r for r in results if r["family"] == family
+        ]
+        hit = next((r for r in seq if r["em_drop"] > cliff_drop), None)
+        cliffs[family] = (
+            None
+            if hit is None
+            else {
+                "set": hit["set"] if hit["family"] != "single" else f"{family}1",
+                "n_layers": len(hit["layers"]),
+                "layers": hit["layers"],
+                "em_mean": hit["em_mean"],
+                "em_drop": hit["em_drop"],
+            }
+        )
+    return cliffs
+
+
+def _fragile_table(
+    single: dict[int, dict[str, Any]], metrics: dict[str, dict[str, Any]], cfg: ScanConfig, n: int
+) -> list[dict[str, Any]]:
+    """One row per layer (SeedΔ on it alone), most sensitive (largest KL to base) first."""
+    table = []
+    for layer in range(n):
+        r = single[layer]
+        row = {
+            "layer": layer,
+            "em_mean": r["em_mean"],
+            "em_drop": r["em_drop"],
+            "kl_to_reference": r["kl_to_reference"],
+            "answer_nll": r["answer_nll"],
+            "safe": r["em_drop"] <= cfg.tolerance,
+        }
+        for kind in cfg.kinds:
+            row[f"{kind}_S_mean"] = metrics[f"blk.{layer}.{kind}"]["S_mean"]
+            row[f"{kind}_gate_metric"] = metrics[f"blk.{layer}.{kind}"]["gate_metric"]
+        table.append(row)
+    table.sort(key=lambda r: -r["kl_to_reference"])
+    return table
+
+
+def _recommended_thresholds(table: list[dict[str, Any]], kinds: tuple[str, ...]) -> dict[str, float | None]:
+    """Per kind, the gate ``min_mean`` that admits the safe layers only (see the module docstring)."""
+    thresholds: dict[str, float | None] = {}
+    for kind in kinds:
+        safe_vals = [r[f"{kind}_gate_metric"] for r in table if r["safe"]]
+        unsafe_vals = [r[f"{kind}_gate_metric"] for r in table if not r["safe"]]
+        if not safe_vals:
+            thresholds[kind] = None
+        elif not unsafe_vals:
+            thresholds[kind] = float(min(safe_vals))
+        else:
+            thresholds[kind] = float(max(min(safe_vals), max(unsafe_vals) + 1e-3))
+    return thresholds
 
 
 def _markdown(report: dict[str, Any], cfg: ScanConfig) -> str:

@@ -48,7 +48,8 @@ def is_balanced(s: str) -> bool:
 
 def _balanced(rng: random.Random, n: int) -> str:
     """A uniformly shuffled balanced string of n (even) parentheses, built by rejection on prefixes."""
-    out, opened, closed = [], 0, 0
+    out: list[str] = []
+    opened = closed = 0
     half = n // 2
     while len(out) < n:
         can_open = opened < half
@@ -78,10 +79,10 @@ def make_sample(task: str, rng: random.Random) -> Sample:
             return Sample("brackets", _balanced(rng, n), "OK")
         kind = rng.random()
         if kind < 0.4:  # one flipped parenthesis in a balanced string
-            s = list(_balanced(rng, n - n % 2))
-            i = rng.randrange(len(s))
-            s[i] = "(" if s[i] == ")" else ")"
-            s = "".join(s)
+            chars = list(_balanced(rng, n - n % 2))
+            i = rng.randrange(len(chars))
+            chars[i] = "(" if chars[i] == ")" else ")"
+            s = "".join(chars)
         elif kind < 0.8:
             s = "".join(rng.choice("()") for _ in range(n))
         else:  # a rotation of a balanced string: equal counts, but a prefix may go below zero

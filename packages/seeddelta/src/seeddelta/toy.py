@@ -106,6 +106,6 @@ def run_toy(cfg: ToyConfig) -> dict[str, Any]:
     report["K_eff"] = enc.K
     report["bits_per_weight"] = bits_per_weight(enc)
     report["base_energy_fraction"] = float(
-        1 - np.linalg.norm(W - enc.base_dense()) ** 2 / max(np.linalg.norm(W) ** 2, 1e-300)
+        1 - np.linalg.norm(W - enc.base_dense()) ** 2 / max(float(np.linalg.norm(W)) ** 2, 1e-300)
     )
     return report

@@ -397,7 +397,7 @@ def _train_step(s: TrainingSession, step: int) -> tuple[torch.Tensor, float, Ste
 
 
 def _log_line(s: TrainingSession, step: int, loss: torch.Tensor, lr: float, record: StepRecord) -> str:
-    rec = {
+    rec: dict[str, Any] = {
         "step": step,
         "loss": loss.item(),
         "lr": lr,
