@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from lm_shared.config_cli import (
     ConfigParser,
@@ -169,9 +169,8 @@ def _tiny_train_parser() -> ConfigParser:
         TrainConfig,
         flags={
             "precision": Flag(choices=("auto", "32-true", "bf16-mixed")),
-            # argparse takes one name per value for nargs=3; Flag.metavar's annotation says str only
-            "task_weights": Flag(nargs=3, metavar=cast(str, MIX)),
-            "phase1_weights": Flag(nargs=3, metavar=cast(str, MIX)),
+            "task_weights": Flag(nargs=3, metavar=MIX),
+            "phase1_weights": Flag(nargs=3, metavar=MIX),
             "clip_norm": Flag(aliases=("--grad-clip",)),  # the house's other spelling (issue 17)
         },
         title="training",
