@@ -14,6 +14,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,14 @@ from .phi_proxy import model_phi_proxy
 
 
 def _step_fn(
-    model: InfinitoLM,
+    model: Callable[..., Any],
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     dtype: torch.dtype | None,
     device: str,
-):
+) -> Callable[[], None]:
+    """One training step of ``model`` (an :class:`InfinitoLM` or its ``torch.compile`` wrapper)."""
+
     def step() -> None:
         with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
             out = model(x[:, :-1], labels=x[:, 1:])
@@ -108,12 +111,15 @@ def measure_where_time_goes(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
+        def health(model: InfinitoLM = model) -> Any:  # what the trainer runs per step
+            return grad_health(model.parameters())
+
         split = None
         if profile:
             split = profile_training_step(
                 forward_backward,
                 optimizer_step,
-                health=lambda model=model: grad_health(model.parameters()),  # what the trainer runs per step
+                health=health,
                 steps=2,
                 device=device,
             ).as_dict()
@@ -181,6 +187,99 @@ def measure_generation(config: InfinitoConfig, seq_len: int, repeats: int = 3) -
     }
 
 
+def _bench_variants(model_config: InfinitoConfig) -> tuple[InfinitoConfig, dict[str, InfinitoConfig]]:
+    """The full IIT model (``model_config``, or its IIT version when every feature is off) and the
+    variants timed against it."""
+    iit = (
+        model_config
+        if model_config.uses_iit
+        else replace(model_config, iit_metrics=True, memory=True, lambda_phi=0.1, noise_std=0.05)
+    )
+    configs = {
+        "baseline": iit.baseline(),
+        "iit_metrics_only": replace(iit.baseline(), iit_metrics=True),
+        "iit_full": iit,
+        # Where the full model's extra cost goes: each feature switched off in turn.
+        "iit_full_no_memory": replace(iit, memory=False),
+        "iit_full_no_noise": replace(iit, noise_std=0.0),
+        "iit_full_no_phi_loss": replace(iit, lambda_phi=0.0),
+    }
+    return iit, configs
+
+
+def _bench_precisions(device: str) -> dict[str, torch.dtype | None]:
+    """Lightning precision name -> autocast dtype (``None`` = fp32) of each precision to time."""
+    from lm_shared.runtime import detect_precision
+
+    precisions: dict[str, torch.dtype | None] = {"32-true": None}
+    # bf16 only where it is native: without AVX512-BF16/AMX a CPU emulates it ~4-20x slower.
+    if (device == "cuda" and torch.cuda.is_bf16_supported()) or (device == "cpu" and cpu_has_native_bf16()):
+        precisions["bf16-mixed"] = torch.bfloat16
+    if device == "cuda" and detect_precision(device) == "16-mixed":
+        precisions["16-mixed"] = torch.float16
+    return precisions
+
+
+def _overhead_ratios(training: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Step-time ratios of the IIT variants to the baseline (and of each feature to the full model)."""
+    fp32 = training["32-true"]
+    ratios: dict[str, Any] = {
+        "iit_overhead_ratio": fp32["iit_full"]["median_step_s"] / fp32["baseline"]["median_step_s"],
+        "iit_metrics_overhead_ratio": fp32["iit_metrics_only"]["median_step_s"]
+        / fp32["baseline"]["median_step_s"],
+    }
+    if "bf16-mixed" in training:
+        bf = training["bf16-mixed"]
+        ratios["iit_overhead_ratio_bf16"] = bf["iit_full"]["median_step_s"] / bf["baseline"]["median_step_s"]
+        ratios["bf16_speedup_baseline"] = fp32["baseline"]["median_step_s"] / bf["baseline"]["median_step_s"]
+    full = fp32["iit_full"]["median_step_s"]
+    ratios["iit_overhead_split"] = {
+        "metrics_and_attention_stats": fp32["iit_metrics_only"]["median_step_s"]
+        / fp32["baseline"]["median_step_s"],
+        "memory": full / fp32["iit_full_no_memory"]["median_step_s"],
+        "noise": full / fp32["iit_full_no_noise"]["median_step_s"],
+        "phi_loss": full / fp32["iit_full_no_phi_loss"]["median_step_s"],
+    }
+    return ratios
+
+
+def _profile_and_mfu(
+    configs: dict[str, InfinitoConfig],
+    fp32: dict[str, dict[str, float]],
+    seq_len: int,
+    batch_size: int,
+    device: str,
+    *,
+    bf16: bool,
+    compile: bool,
+) -> dict[str, Any]:
+    """The baseline's and the full model's profile split, FLOPs and fp32 MFU against this
+    machine's matmul peak (GFLOP/s, measured here; bf16's too with ``bf16``)."""
+    from lm_shared.profiling import matmul_peak_flops, model_flops_utilization
+
+    where = measure_where_time_goes(
+        {"baseline": configs["baseline"], "iit_full": configs["iit_full"]},
+        seq_len,
+        batch_size,
+        device,
+        profile=not compile,
+    )
+    peak32 = matmul_peak_flops("float32", device=device)
+    results: dict[str, Any] = {
+        "matmul_peak_fp32_gflops": round(peak32 / 1e9, 1),
+        "matmul_peak_bf16_gflops": (
+            round(matmul_peak_flops("bfloat16", device=device) / 1e9, 1) if bf16 else None
+        ),
+    }
+    for name, measured in where.items():
+        tokens_per_s = fp32[name]["tokens_per_s"]
+        flops_per_token = measured["flops_per_step"] / (batch_size * seq_len)
+        results[f"profile_{name}"] = measured["profile"]
+        results[f"flops_per_step_{name}"] = measured["flops_per_step"]
+        results[f"mfu_fp32_{name}"] = round(model_flops_utilization(tokens_per_s, flops_per_token, peak32), 4)
+    return results
+
+
 def run_bench(
     model_config: InfinitoConfig,
     out: Path,
@@ -200,30 +299,12 @@ def run_bench(
     Raises:
         lm_shared.errors.UserError: ``--device cuda`` without a visible GPU.
     """
-    from lm_shared.runtime import detect_precision, resolve_device
+    from lm_shared.runtime import resolve_device
 
     device = resolve_device(device)
     seq_len = min(seq_len, model_config.max_seq_len)
-    iit = (
-        model_config
-        if model_config.uses_iit
-        else replace(model_config, iit_metrics=True, memory=True, lambda_phi=0.1, noise_std=0.05)
-    )
-    configs = {
-        "baseline": iit.baseline(),
-        "iit_metrics_only": replace(iit.baseline(), iit_metrics=True),
-        "iit_full": iit,
-        # Where the full model's extra cost goes: each feature switched off in turn.
-        "iit_full_no_memory": replace(iit, memory=False),
-        "iit_full_no_noise": replace(iit, noise_std=0.0),
-        "iit_full_no_phi_loss": replace(iit, lambda_phi=0.0),
-    }
-    precisions: dict[str, torch.dtype | None] = {"32-true": None}
-    # bf16 only where it is native: without AVX512-BF16/AMX a CPU emulates it ~4-20x slower.
-    if (device == "cuda" and torch.cuda.is_bf16_supported()) or (device == "cpu" and cpu_has_native_bf16()):
-        precisions["bf16-mixed"] = torch.bfloat16
-    if device == "cuda" and detect_precision(device) == "16-mixed":
-        precisions["16-mixed"] = torch.float16
+    iit, configs = _bench_variants(model_config)
+    precisions = _bench_precisions(device)
     results: dict[str, Any] = {
         "device": device,
         "cpu": platform.processor() or platform.machine(),
@@ -241,38 +322,12 @@ def run_bench(
             configs, seq_len, batch_size, steps, dtype, device, compile
         )
     fp32 = results["training"]["32-true"]
-    results["iit_overhead_ratio"] = fp32["iit_full"]["median_step_s"] / fp32["baseline"]["median_step_s"]
-    results["iit_metrics_overhead_ratio"] = (
-        fp32["iit_metrics_only"]["median_step_s"] / fp32["baseline"]["median_step_s"]
+    results.update(_overhead_ratios(results["training"]))
+    results.update(
+        _profile_and_mfu(
+            configs, fp32, seq_len, batch_size, device, bf16="bf16-mixed" in precisions, compile=compile
+        )
     )
-    if "bf16-mixed" in results["training"]:
-        bf = results["training"]["bf16-mixed"]
-        results["iit_overhead_ratio_bf16"] = bf["iit_full"]["median_step_s"] / bf["baseline"]["median_step_s"]
-        results["bf16_speedup_baseline"] = fp32["baseline"]["median_step_s"] / bf["baseline"]["median_step_s"]
-    full = fp32["iit_full"]["median_step_s"]
-    results["iit_overhead_split"] = {
-        "metrics_and_attention_stats": fp32["iit_metrics_only"]["median_step_s"]
-        / fp32["baseline"]["median_step_s"],
-        "memory": full / fp32["iit_full_no_memory"]["median_step_s"],
-        "noise": full / fp32["iit_full_no_noise"]["median_step_s"],
-        "phi_loss": full / fp32["iit_full_no_phi_loss"]["median_step_s"],
-    }
-    from lm_shared.profiling import matmul_peak_flops, model_flops_utilization
-
-    where = measure_where_time_goes(
-        {"baseline": configs["baseline"], "iit_full": iit}, seq_len, batch_size, device, profile=not compile
-    )
-    peak32 = matmul_peak_flops("float32", device=device)
-    results["matmul_peak_fp32_gflops"] = round(peak32 / 1e9, 1)
-    results["matmul_peak_bf16_gflops"] = (
-        round(matmul_peak_flops("bfloat16", device=device) / 1e9, 1) if "bf16-mixed" in precisions else None
-    )
-    for name, measured in where.items():
-        tokens_per_s = fp32[name]["tokens_per_s"]
-        flops_per_token = measured["flops_per_step"] / (batch_size * seq_len)
-        results[f"profile_{name}"] = measured["profile"]
-        results[f"flops_per_step_{name}"] = measured["flops_per_step"]
-        results[f"mfu_fp32_{name}"] = round(model_flops_utilization(tokens_per_s, flops_per_token, peak32), 4)
     results["generation"] = measure_generation(iit, seq_len)
     results["kv_cache_speedup"] = results["generation"]["kv_cache_speedup"]
     results["phi_proxy"] = measure_proxy(iit, seq_len, 32, (8, 12))

@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from lm_shared.config_cli import (
@@ -278,8 +279,8 @@ def _load(parser: ConfigParser, cfg: Any):
     from .generate import load_run
 
     _set_threads(parser, cfg)
-    given = _run_input(parser, cfg)
-    run = load_run(given.run, given.checkpoint)
+    run_dir, given = _run_input(parser, cfg)
+    run = load_run(run_dir, given.checkpoint)
     train_cfg = run.config["train"]
     corpus = load_corpus(
         given.data or train_cfg.get("data"), valid_fraction=train_cfg.get("valid_fraction", 0.1)
@@ -334,22 +335,23 @@ def _cmd_phi(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     return 0
 
 
-def _run_input(parser: ConfigParser, cfg: Any) -> RunInput:
-    """The trained run named positionally or with ``--run`` (issue 17's house name)."""
+def _run_input(parser: ConfigParser, cfg: Any) -> tuple[Path, RunInput]:
+    """The trained run named positionally or with ``--run`` (issue 17's house name), and the
+    other :class:`RunInput` fields."""
     source = instantiate(parser, cfg, RunInput)
     if source.run is None:
         raise InfinitoError(f"name the trained run: {parser.prog} RUN (or --run RUN)")
-    return source
+    return source.run, source
 
 
 def _cmd_generate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from .generate import DecodingConfig, generate_report, load_run
 
     _set_threads(parser, cfg)
-    source = _run_input(parser, cfg)
+    run_dir, source = _run_input(parser, cfg)
     options = instantiate(parser, cfg, GenerateOptions)
     decoding = instantiate(parser, cfg, DecodingConfig)
-    run = load_run(source.run, source.checkpoint)
+    run = load_run(run_dir, source.checkpoint)
     report = generate_report(
         run, options.prompt, decoding, num_samples=options.num_samples, human_data=source.data
     )

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -212,7 +212,8 @@ class GPT2BPE:
         return [i for piece in self.tok(_chunks_of_lines(text))["input_ids"] for i in piece]
 
     def decode(self, ids: list[int]) -> str:
-        return self.tok.decode(ids, skip_special_tokens=True)
+        # transformers annotates decode as ``str | list[str]`` (batched input); flat ids give a str.
+        return cast(str, self.tok.decode(ids, skip_special_tokens=True))
 
     def byte_lengths(self) -> np.ndarray:
         tokens = self.tok.convert_ids_to_tokens(list(range(self.vocab_size)))

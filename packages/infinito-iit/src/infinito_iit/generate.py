@@ -8,6 +8,7 @@ hide degeneration; they do not cure it, so compare models with the same decoding
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,17 @@ class LoadedRun:
 def load_run(run_dir: Path, checkpoint: str = "best") -> LoadedRun:
     """Model (strict load, config checked against ``config.json``), tokenizer and config of a run.
 
-    ``checkpoint``: ``best`` (``model.safetensors``, the best validation weights), ``last``
-    (``checkpoints/last.ckpt``) or a path to a ``.ckpt``/``.safetensors`` file (legacy ``.pt``
-    checkpoints of earlier versions load too). Raises :class:`InfinitoError` for anything missing,
-    damaged or belonging to another member's run.
+    Args:
+        run_dir: the run directory ``infinito train`` wrote.
+        checkpoint: ``best`` (``model.safetensors``, the best validation weights), ``last``
+            (``checkpoints/last.ckpt``) or a path to a ``.ckpt``/``.safetensors`` file (legacy
+            ``.pt`` checkpoints of earlier versions load too).
+
+    Returns:
+        The run, its model in eval mode.
+
+    Raises:
+        InfinitoError: anything missing, damaged or belonging to another member's run.
     """
     from lm_shared.runs import read_json_file, require_run_of
 
@@ -108,13 +116,23 @@ class _Cache:
     past: list | None
 
 
-def cached_step(model: InfinitoLM, use_cache: bool = True):
+def cached_step(
+    model: InfinitoLM, use_cache: bool = True
+) -> Callable[[torch.Tensor, _Cache | None], tuple[torch.Tensor, _Cache]]:
     """A ``lm_shared.sampling.generate`` step function with a KV cache.
 
     While the sequence fits in the model's learned positions each call runs only the new tokens on
     the cached keys and values. Past ``max_seq_len`` the window slides, every position shifts, and
     the cache no longer applies: each step then recomputes the last ``max_seq_len`` tokens, exactly
     what decoding without a cache does, so both give the same tokens.
+
+    Args:
+        model: the model, in eval mode.
+        use_cache: keep keys and values between calls (False: recompute the window every call).
+
+    Returns:
+        ``step(new_ids [B, T_new] int64, cache or None) -> (logits [B, T_new or window, V], cache)``;
+        the logits' last position scores the next token.
     """
 
     def step(new_ids: torch.Tensor, cache: _Cache | None) -> tuple[torch.Tensor, _Cache]:
@@ -137,12 +155,26 @@ def contrastive_search(
     processors=None,
     use_cache: bool = True,
 ) -> torch.Tensor:
-    """Pick, among the top-k tokens, the one maximising (1-α)·p(v) - α·max_j cos(h_v, h_j).
+    """Contrastive search (Su et al. 2022): among the top-k tokens pick the one maximising
+    (1-α)·p(v) - α·max_j cos(h_v, h_j), where h_j are the context's final hidden states.
 
     With ``use_cache`` the prompt is encoded once and each step runs only the k candidates, one
     token each, on the cached keys and values; the chosen candidate's keys, values, logits and
     hidden state carry over. Once the sequence fills ``max_seq_len`` every step recomputes the
     window, as without a cache, so both give the same tokens.
+
+    Args:
+        model: the model, in eval mode.
+        prompt_ids: prompts ``[B, T]`` (int64, on the model's device).
+        max_new_tokens: tokens added to every row (no stop tokens).
+        top_k: candidates per step (>= 2).
+        penalty_alpha: α in [0, 1], the weight of the degeneration penalty.
+        processors: ``processors(ids [B, T'] int64, scores [B, V] float32) -> scores``, applied
+            before the softmax (repetition penalty, no-repeat n-grams); ``None`` = none.
+        use_cache: reuse keys and values between steps (same tokens either way).
+
+    Returns:
+        The prompts and their continuations ``[B, T + max_new_tokens]`` (int64).
     """
     ids = prompt_ids
     b = ids.shape[0]
@@ -185,10 +217,22 @@ def decode(
     *,
     use_cache: bool = True,
 ) -> torch.Tensor:
-    """Continue ``prompt_ids`` ``[B, T]``; returns ``[B, T + n]`` on the model's device.
+    """Continue ``prompt_ids`` by sampling, argmax decoding or contrastive search (``cfg`` decides).
 
-    ``use_cache=False`` recomputes the whole window every token (the reference the cache is
-    tested against and that ``infinito bench`` times it against).
+    Args:
+        model: the model; put in eval mode.
+        prompt_ids: prompts ``[B, T]`` (int64, any device; moved to the model's).
+        cfg: the decoding settings; ``penalty_alpha > 0`` selects contrastive search, which
+            ignores ``temperature``, ``top_p``, ``do_sample``, ``seed`` and ``stop_ids``.
+        stop_ids: tokens that end a row once generated (the row then repeats it; decoding ends
+            when every row has stopped).
+        use_cache: reuse keys and values between tokens; False recomputes the whole window every
+            token (the reference the cache is tested against and that ``infinito bench`` times it
+            against). Both give the same tokens.
+
+    Returns:
+        Prompts and continuations ``[B, T + n]`` (int64, on the model's device), n <=
+        ``cfg.max_new_tokens``.
     """
     model.eval()
     prompt_ids = prompt_ids.to(next(model.parameters()).device)
@@ -223,7 +267,20 @@ def decode(
 def validation_prompts(
     ids: list[int], n: int, prompt_len: int, continuation_len: int
 ) -> list[tuple[list[int], list[int]]]:
-    """``n`` (prompt, human continuation) pairs at evenly spaced places of the validation tokens."""
+    """``n`` (prompt, human continuation) pairs at evenly spaced places of the validation tokens.
+
+    Args:
+        ids: the validation text's token ids.
+        n: the number of pairs.
+        prompt_len: tokens per prompt.
+        continuation_len: tokens per human continuation.
+
+    Returns:
+        ``n`` pairs of token-id lists, ``prompt_len`` and ``continuation_len`` long.
+
+    Raises:
+        InfinitoError: the validation text is shorter than one prompt plus its continuation.
+    """
     span = prompt_len + continuation_len
     if len(ids) < span:
         raise InfinitoError(
@@ -242,7 +299,26 @@ def generate_report(
     prompt_len: int = 16,
     human_data: str | None = None,
 ) -> dict[str, Any]:
-    """Generate continuations and compute the mode-collapse report next to human text."""
+    """Generate continuations and compute the mode-collapse report next to human text.
+
+    Args:
+        run: the loaded run.
+        prompts: prompt texts, cycled to ``num_samples`` rows; ``None`` or empty: prompts taken
+            from the validation text.
+        cfg: the decoding settings; row i samples with seed ``cfg.seed + i``.
+        num_samples: continuations generated (one row at a time: prompts differ in length).
+        prompt_len: tokens per validation prompt.
+        human_data: the corpus whose validation split gives the human continuations (default:
+            the run's training data).
+
+    Returns:
+        The JSON report: ``decoding``, ``prompts``, ``samples`` (texts), and the
+        :func:`lm_shared.metrics.repetition_report` of the ``generated`` texts and of the
+        ``human`` continuations of the validation prompts.
+
+    Raises:
+        InfinitoError: an empty prompt, or a validation text too short for the prompts.
+    """
     train_cfg = run.config.get("train", {})
     corpus = load_corpus(
         human_data or train_cfg.get("data"), valid_fraction=train_cfg.get("valid_fraction", 0.1)

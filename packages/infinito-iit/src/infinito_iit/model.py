@@ -153,7 +153,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str, **overrides: Any) -> InfinitoConfig:
-    """Build a config from a named preset plus explicit overrides."""
+    """Build a config from a named preset plus explicit overrides.
+
+    Args:
+        name: a key of :data:`PRESETS` (``seed``, ``small`` or ``cpu``).
+        **overrides: config fields whose values replace the preset's.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ValueError: an unknown preset, or a value :meth:`InfinitoConfig.__post_init__` refuses.
+        TypeError: an override that is not a config field.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     return InfinitoConfig(**{**PRESETS[name], **overrides})
@@ -297,16 +309,23 @@ def _entropy(p: Tensor, dim: int = -1) -> Tensor:
 
 
 def attention_statistics(probs: Tensor, head_entropy: Tensor | None = None) -> dict[str, Tensor]:
-    """Per-query attention diversity and head coherence from causal probabilities ``[B, H, T, T]``.
-
-    ``head_entropy`` ``[B, H, T]`` (nats), when the caller has it, saves computing it again.
+    """Per-query attention diversity and head coherence from causal attention probabilities.
 
     * diversity_t = mean over heads of H(p_h,t) / log(t + 1): 1 = uniform over the allowed past,
       0 = all mass on one key.
     * coherence_t = 1 - JSD(p_1,t .. p_H,t) / log(min(H, t + 1)), with the generalised
       Jensen-Shannon divergence JSD = H(mean_h p_h) - mean_h H(p_h): 1 = all heads attend alike.
 
-    Query 0 has a single allowed key, where both are undefined; it is excluded by ``valid``.
+    Query 0 has a single allowed key, where both are undefined; :func:`metric_validity` excludes it.
+
+    Args:
+        probs: attention probabilities ``[B, H, T, T]`` (float32), each row summing to 1 over the
+            allowed keys and 0 on future ones.
+        head_entropy: the entropy of each row ``[B, H, T]`` in nats, when the caller has it (saves
+            computing it again).
+
+    Returns:
+        ``diversity`` and ``coherence``, each ``[B, T]`` in [0, 1], in ``probs``' dtype.
     """
     num_heads, t = probs.shape[1], probs.shape[-1]
     if head_entropy is None:
@@ -326,7 +345,14 @@ def _cosine01(a: Tensor, b: Tensor) -> Tensor:
 
 
 def temporal_integration(h: Tensor) -> Tensor:
-    """(1 + cos(h_t, h_{t-1})) / 2 per position ``[B, T]``; position 0 (no past) is set to 0.5."""
+    """(1 + cos(h_t, h_{t-1})) / 2 per position: how little the state turns from one token to the next.
+
+    Args:
+        h: hidden states ``[B, T, D]`` (float).
+
+    Returns:
+        ``[B, T]`` in [0, 1], in ``h``'s dtype; position 0 (no past) is set to 0.5.
+    """
     # Each state is normalised once (cosine_similarity would do it twice, with a slower backward).
     unit = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     cosine01 = 0.5 * (1.0 + (unit[:, 1:] * unit[:, :-1]).sum(-1))
@@ -337,8 +363,15 @@ def segment_integration(h: Tensor, segment_len: int) -> Tensor:
     """(1 + cos(mean of the last s states, mean of all earlier states)) / 2 per position ``[B, T]``.
 
     The original split the whole window into quarters (reading the future); this causal version
-    compares the current segment with the context before it. Positions t < s have no earlier
-    context and get 0.5 (excluded from the averages by :func:`metric_validity`).
+    compares the current segment with the context before it.
+
+    Args:
+        h: hidden states ``[B, T, D]`` (float).
+        segment_len: s, the number of recent states averaged (>= 1).
+
+    Returns:
+        ``[B, T]`` in [0, 1], in ``h``'s dtype; positions t < s have no earlier context and get 0.5
+        (excluded from the averages by :func:`metric_validity`).
     """
     b, t, d = h.shape
     out = torch.full((b, t), 0.5, device=h.device, dtype=h.dtype)
@@ -364,6 +397,13 @@ def trajectory_complexity(h: Tensor, window: int) -> Tensor:
     inner products and centred as J G J (J = I - 11^T / w), instead of centring and multiplying
     T - w + 1 copies of the window (half the time forward and backward). Subtracting the
     sequence's mean state first changes no centred Gram matrix and keeps the products small.
+
+    Args:
+        h: hidden states ``[B, T, D]`` (float; float32 keeps the Gram matrices accurate).
+        window: w, the number of recent states (>= 3).
+
+    Returns:
+        ``[B, T]`` in [0, 1], in ``h``'s dtype; positions t < w - 1 get 0.5.
     """
     b, t, d = h.shape
     out = torch.full((b, t), 0.5, device=h.device, dtype=h.dtype)
@@ -388,7 +428,17 @@ def trajectory_complexity(h: Tensor, window: int) -> Tensor:
 
 
 def metric_validity(t: int, config: InfinitoConfig, device: torch.device) -> dict[str, Tensor]:
-    """Which positions each component is defined at (a bool mask ``[T]`` per component)."""
+    """Which positions each component is defined at.
+
+    Args:
+        t: the sequence length.
+        config: gives ``segment_len`` and ``complexity_window``.
+        device: where the masks are built.
+
+    Returns:
+        A bool mask ``[T]`` for each of ``temporal``, ``integration``, ``complexity`` and
+        ``attention`` (True = defined, enters the averages).
+    """
     pos = torch.arange(t, device=device)
     return {
         "temporal": pos >= 1,
@@ -401,7 +451,18 @@ def metric_validity(t: int, config: InfinitoConfig, device: torch.device) -> dic
 def iit_components(
     h: Tensor, attn_stats: list[dict[str, Tensor]], config: InfinitoConfig
 ) -> dict[str, Tensor]:
-    """All per-position components ``[B, T]`` (float32), plus attention diversity and coherence."""
+    """All per-position components, plus attention diversity and coherence.
+
+    Args:
+        h: the last block's residual stream ``[B, T, D]`` (any float dtype; used in float32).
+        attn_stats: per block, its :func:`attention_statistics` (at least one block).
+        config: gives ``segment_len`` and ``complexity_window``.
+
+    Returns:
+        ``temporal``, ``integration``, ``complexity``, ``attention`` (the mean of diversity and
+        coherence), ``attention_diversity`` and ``attention_coherence``: each ``[B, T]``, float32
+        in [0, 1], with its gradient; undefined positions hold 0.5 (see :func:`metric_validity`).
+    """
     h = h.float()
     diversity = torch.stack([s["diversity"] for s in attn_stats]).mean(0)
     coherence = torch.stack([s["coherence"] for s in attn_stats]).mean(0)
@@ -422,6 +483,9 @@ class LearnablePhiWeights(nn.Module):
     Components switched off in the config get a -inf logit, so the weights of the active ones
     still sum to 1. With ``learnable_phi_weights=False`` the logits are a buffer (no gradient).
     """
+
+    logits: Tensor  # a Parameter, or a buffer when the weights are fixed
+    active: Tensor  # bool [4]: which components enter the mixture
 
     def __init__(self, config: InfinitoConfig) -> None:
         super().__init__()
@@ -459,6 +523,12 @@ class IITGuidedMemory(nn.Module):
     lowest decayed priority (empty slots first). Eval and generation never write, so validation
     text cannot enter the memory. Everything is vectorised (no per-sample Python loop, no sync).
     """
+
+    slots: Tensor  # float32 [S, D]: stored hidden states
+    priority: Tensor  # float32 [S]: weighted phi when written; -inf = empty slot
+    written_at: Tensor  # int64 [S]: value of ``step`` when each slot was written
+    step: Tensor  # int64 scalar: writes attempted so far (the clock of the priority decay)
+    n_writes: Tensor  # int64 scalar: proposals stored so far
 
     def __init__(self, config: InfinitoConfig) -> None:
         super().__init__()
@@ -610,6 +680,14 @@ class InfinitoLM(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """The number of parameters, a tied embedding counted once.
+
+        Args:
+            exclude_embeddings: leave out the token and position embeddings (and an untied head).
+
+        Returns:
+            The parameter count.
+        """
         n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied weight once
         if exclude_embeddings:
             n -= self.tok_emb.weight.numel() + self.pos_emb.weight.numel()
@@ -631,14 +709,37 @@ class InfinitoLM(nn.Module):
         past_key_values: KVCache | None = None,
         use_cache: bool = False,
     ) -> InfinitoOutput:
-        """Run the model; ``labels`` are the next tokens, aligned with ``input_ids`` (-100 = ignore).
+        """Next-token logits for ``input_ids`` and, with ``labels``, the training losses.
 
-        ``compute_metrics`` defaults to the config's ``iit_metrics`` in training and to off in eval,
-        where nothing uses them (the memory only writes in training); pass True to inspect them.
         With ``use_cache`` the output carries every block's keys and values; passing them back as
         ``past_key_values`` runs only the new tokens (positions continue after the cached ones), with
         the same logits as running the whole sequence (eval mode; the memory reads per position).
-        Raises :class:`SequenceTooLongError` when cached plus new tokens exceed ``max_seq_len``.
+
+        Args:
+            input_ids: token ids ``[B, T]`` (int64).
+            labels: the next token of each position ``[B, T]`` (int64), aligned with ``input_ids``;
+                -100 = ignore. ``None``: no losses.
+            output_hidden_states: also return the residual stream after the embedding and after
+                each block (``num_layers + 1`` tensors ``[B, T, D]``).
+            compute_metrics: compute the IIT metrics (phi, its components, the phi loss and the
+                memory's write priority). ``None``: the config's ``iit_metrics`` in training and
+                off in eval, where nothing uses them (the memory only writes in training); pass
+                True to inspect them.
+            past_key_values: from an earlier call with ``use_cache``, per block the keys and values
+                ``[B, H, T_past, head_dim]`` of the tokens before ``input_ids`` (eval mode only).
+            use_cache: return every block's keys and values, ``past_key_values`` included.
+
+        Returns:
+            :class:`InfinitoOutput` with ``logits`` ``[B, T, V]`` and ``last_hidden`` ``[B, T, D]``
+            (the weights' dtype, or autocast's); with ``labels`` ``ce_loss`` (float32 scalar, nats
+            per token) and ``loss`` = ``ce_loss + lambda_phi * phi_loss``; with the metrics
+            ``phi``, ``phi_loss`` and the sequence-mean ``components`` (float32 scalars in [0, 1]).
+            In training a memory also stores the states with the highest weighted phi.
+
+        Raises:
+            SequenceTooLongError: cached plus new tokens exceed ``max_seq_len``.
+            ValueError: ``compute_metrics=True`` on a model built without ``iit_metrics``, or a KV
+                cache in training mode or with the metrics.
         """
         cfg = self.config
         b, t = input_ids.shape
@@ -672,24 +773,7 @@ class InfinitoLM(nn.Module):
                 hidden.append(x)
 
         out = InfinitoOutput(logits=x, last_hidden=x)  # both filled in below
-        priority = None
-        if compute_metrics:
-            comps = iit_components(x, attn_stats, cfg)
-            valid = metric_validity(t, cfg, x.device)
-            valid["attention_diversity"] = valid["attention_coherence"] = valid["attention"]
-            seq_means = {name: _masked_mean(comps[name], valid[name]) for name in comps}  # [B] each
-            out.components = {name: v.mean().detach() for name, v in seq_means.items()}
-            w = self.phi_weights()
-            active = [(i, name) for i, name in enumerate(PHI_COMPONENTS) if name in cfg.phi_components]
-            if active:
-                phi_per_seq = sum(w[i] * seq_means[name] for i, name in active)
-                out.phi = phi_per_seq.mean()
-                # Per-position weighted phi decides what the memory stores (-inf where undefined).
-                priority = sum(
-                    w[i] * comps[name].masked_fill(~valid[name], float("-inf")) for i, name in active
-                )
-                if cfg.lambda_phi > 0:
-                    out.phi_loss = F.relu(cfg.phi_target - phi_per_seq).square().mean()
+        priority = self._phi_terms(x, attn_stats, out) if compute_metrics else None
 
         if self.memory is not None:
             state = x
@@ -711,6 +795,32 @@ class InfinitoLM(nn.Module):
                 out.loss = out.loss + cfg.lambda_phi * out.phi_loss
         return out
 
+    def _phi_terms(
+        self, h: Tensor, attn_stats: list[dict[str, Tensor]], out: InfinitoOutput
+    ) -> Tensor | None:
+        """Fill ``out.components``, ``out.phi`` and ``out.phi_loss`` from the last block's ``h``.
+
+        Returns the per-position weighted phi ``[B, T]`` (-inf where a component is undefined),
+        which decides what the memory stores, or ``None`` when no component is active.
+        """
+        cfg = self.config
+        assert self.phi_weights is not None  # forward checked iit_metrics, which builds it
+        comps = iit_components(h, attn_stats, cfg)
+        valid = metric_validity(h.shape[1], cfg, h.device)
+        valid["attention_diversity"] = valid["attention_coherence"] = valid["attention"]
+        seq_means = {name: _masked_mean(comps[name], valid[name]) for name in comps}  # [B] each
+        out.components = {name: v.mean().detach() for name, v in seq_means.items()}
+        w = self.phi_weights()
+        active = [(i, name) for i, name in enumerate(PHI_COMPONENTS) if name in cfg.phi_components]
+        if not active:
+            return None
+        phi_per_seq = sum(w[i] * seq_means[name] for i, name in active)
+        out.phi = phi_per_seq.mean()
+        priority = sum(w[i] * comps[name].masked_fill(~valid[name], float("-inf")) for i, name in active)
+        if cfg.lambda_phi > 0:
+            out.phi_loss = F.relu(cfg.phi_target - phi_per_seq).square().mean()
+        return priority
+
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean over positions where ``mask`` ([T]) is true; ``values`` is ``[B, T]`` -> ``[B]``."""
@@ -719,7 +829,16 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def count_parameters(config: InfinitoConfig) -> dict[str, int]:
-    """Parameter counts of ``config`` built tied and untied (for the README table)."""
+    """Parameter counts of ``config`` built tied and untied (for the README table).
+
+    The models are built on the meta device, so no memory is allocated.
+
+    Args:
+        config: the architecture; its ``tie_embeddings`` is overridden both ways.
+
+    Returns:
+        ``tied``, ``tied_non_embedding``, ``untied`` and ``untied_non_embedding`` parameter counts.
+    """
     counts = {}
     for tied in (True, False):
         with torch.device("meta"):

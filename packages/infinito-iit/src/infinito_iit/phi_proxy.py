@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .model import InfinitoLM
+
 EXHAUSTIVE_MAX_K = 12
 """Up to this many components every bipartition is scored (2**(K-1) - 1 of them)."""
 
@@ -204,7 +206,7 @@ def phi_proxy_from_series(series: np.ndarray, *, n_bootstrap: int = 0, seed: int
 
 @torch.no_grad()
 def residual_states(
-    model: torch.nn.Module, input_ids: torch.Tensor, layer: int, batch_size: int = 32
+    model: InfinitoLM, input_ids: torch.Tensor, layer: int, batch_size: int = 32
 ) -> np.ndarray:
     """Residual stream ``[n_seq, T, D]`` after block ``layer`` (0 = embeddings), in eval mode."""
     num_layers = model.config.num_layers
@@ -225,13 +227,13 @@ def residual_states(
 
 @torch.no_grad()
 def model_phi_proxy(
-    model: torch.nn.Module,
+    model: InfinitoLM,
     input_ids: torch.Tensor,
     *,
     k: int = 8,
     layer: int | None = None,
     n_bootstrap: int = 0,
-    null_model: torch.nn.Module | None = None,
+    null_model: InfinitoLM | None = None,
     seed: int = 0,
 ) -> PhiProxyReport:
     """The Gaussian Φ proxy of ``model`` on ``input_ids`` (``[n_seq, T]``), with nulls.

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import numpy as np
@@ -49,8 +49,12 @@ from lm_shared.stability_lightning import GradientHealthCallback
 
 from .data import PreparedData, leakage_warning, load_corpus, load_tokenizer, prepare_data
 from .errors import InfinitoError
-from .model import InfinitoConfig, InfinitoLM, SequenceTooLongError
+from .model import InfinitoConfig, InfinitoLM, InfinitoOutput, SequenceTooLongError
 from .phi_proxy import model_phi_proxy
+
+if TYPE_CHECKING:
+    from lightning.fabric.connector import _PRECISION_INPUT
+    from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 PACKAGE = "infinito-iit"
 COMMAND_CONFIG_FILE = "config.yaml"  # the command's settings, for `infinito train --config`
@@ -267,7 +271,8 @@ def tensorboard_logger(run_dir: Path) -> Any:
 
 
 def param_groups(model: InfinitoLM, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         (decay if p.dim() >= 2 and "phi_weights" not in name else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -440,6 +445,7 @@ class _ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         sampler = self.batch_sampler
+        assert isinstance(sampler, EpochBatchSampler)  # the one __init__ was given
         sampler._pass_complete = False
         if state["batches_taken"] >= len(sampler):  # saved at the very end of an epoch
             sampler.epoch, sampler.start = state["epoch"] + 1, 0
@@ -472,6 +478,7 @@ class InfinitoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
+        assert trainer is not None  # Lightning attaches the trainer before it asks for loaders
         sampler = EpochBatchSampler(
             len(self.data.train),
             self.tc.batch_size,
@@ -488,6 +495,7 @@ class InfinitoDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         trainer = self.trainer
+        assert trainer is not None  # Lightning attaches the trainer before it asks for loaders
         valid = self.data.valid
         shard = _ValidationShard(len(valid), self.tc.batch_size, trainer.global_rank, trainer.world_size)
         return DataLoader(_Chunks(valid.inputs, valid.labels), batch_sampler=shard)
@@ -504,6 +512,9 @@ class InfinitoModule(L.LightningModule):
     Rank 0 appends each step's record to ``metrics.jsonl`` (and its gradient health to
     ``grad_health.jsonl``) and to TensorBoard; :attr:`history` holds the same records.
     """
+
+    byte_lengths: torch.Tensor  # int64 [V]: UTF-8 bytes of each token (0 for special tokens)
+    _forward: Callable[..., InfinitoOutput]  # the model, or its torch.compile wrapper
 
     def __init__(
         self,
@@ -546,6 +557,7 @@ class InfinitoModule(L.LightningModule):
         for name, value in values.items():
             if value is not None:
                 self._pending.setdefault(name, []).append(value.detach().float())
+        assert out.loss is not None  # labels were given
         self.log("train_loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
         return out.loss
 
@@ -608,9 +620,9 @@ class InfinitoModule(L.LightningModule):
         handle.flush()
 
     def on_fit_start(self) -> None:
-        self._health = next(
-            (c for c in self.trainer.callbacks if isinstance(c, GradientHealthCallback)), None
-        )
+        # Lightning's callback connector sets Trainer.callbacks; the class does not declare it.
+        callbacks = self.trainer.callbacks  # type: ignore[attr-defined]
+        self._health = next((c for c in callbacks if isinstance(c, GradientHealthCallback)), None)
 
     def on_fit_end(self) -> None:
         for handle in self._files.values():
@@ -629,6 +641,7 @@ class InfinitoModule(L.LightningModule):
         )
         mask = y >= 0
         n_bytes = self.byte_lengths[y[mask]].sum()
+        assert self._val_sums is not None  # set by on_validation_epoch_start
         self._val_sums += torch.stack([nll.double(), mask.sum().double(), n_bytes.double()])
 
     def on_validation_epoch_end(self) -> None:
@@ -654,7 +667,7 @@ class InfinitoModule(L.LightningModule):
             self.logger.log_metrics(scalars, step=self.global_step)
 
     # -- optimizer and the plateau schedule --------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         tc = self.train_config
         optimizer = torch.optim.AdamW(param_groups(self.model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.95))
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -904,7 +917,8 @@ def _build_trainer(
         devices=parse_devices(train_config.devices),
         num_nodes=train_config.num_nodes,
         strategy=train_config.strategy,
-        precision=None if precision_plugins else precision,
+        # a Lightning precision name (_device_and_precision resolved "auto")
+        precision=None if precision_plugins else cast("_PRECISION_INPUT", precision),
         max_steps=train_config.max_steps,
         max_epochs=-1,
         accumulate_grad_batches=train_config.grad_accum,
