@@ -16,6 +16,7 @@ import html
 import os
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 # Before gradio is imported: no usage analytics, no version check against the network.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -25,7 +26,15 @@ import gradio as gr  # noqa: E402
 from nanologic import app_logic as logic  # noqa: E402
 from nanologic.app_logic import AppInputError, LoadedBackend  # noqa: E402
 
-MODEL_QUEUE = {"concurrency_limit": 1, "concurrency_id": "model"}
+
+class _QueueSlot(TypedDict):
+    """The keyword arguments that put an event in the model's queue slot (``**MODEL_QUEUE``)."""
+
+    concurrency_limit: int
+    concurrency_id: str
+
+
+MODEL_QUEUE: _QueueSlot = {"concurrency_limit": 1, "concurrency_id": "model"}
 CSS = """
 .nl-truth { border-collapse: collapse; font-family: ui-monospace, monospace; }
 .nl-truth th, .nl-truth td { border: 1px solid #ccc; padding: 2px 10px; text-align: center; }

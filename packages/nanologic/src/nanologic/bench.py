@@ -125,10 +125,12 @@ def _where_time_goes(
     peak_bf16 = matmul_peak_flops("bfloat16", device=device, size=size) if native_bf16 else None
     results["matmul_peak_bf16_gflops"] = round(peak_bf16 / 1e9, 1) if peak_bf16 else None
     peak = peak32
-    if dtype is not None:
-        peak = (
-            peak_bf16 if dtype == torch.bfloat16 else matmul_peak_flops("float16", device=device, size=size)
-        )
+    if dtype == torch.bfloat16:
+        # bf16 autocast only where detect_precision found native bf16, so it was measured
+        assert peak_bf16 is not None
+        peak = peak_bf16
+    elif dtype is not None:
+        peak = matmul_peak_flops("float16", device=device, size=size)
     T = ids.shape[1]
     suffix = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     for name, model, tps in (("ours", ours, ours_tps), ("hf", hf, hf_tps)):

@@ -22,6 +22,7 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nanologic.logic import (
     CONNECTORS,
@@ -244,13 +245,14 @@ def best_alignment(pred_atoms: dict[str, str], gold_atoms: dict[str, str]) -> di
     if k == 0:
         return {}
     if math.perm(max(len(gold_letters), len(pred_letters)), k) <= _BRUTE_FORCE_LIMIT:
-        best, best_total = None, -1.0
+        best: list[tuple[str, str]] = []  # k >= 1: the first candidate's total (>= 0) replaces it
+        best_total = -1.0
         if len(gold_letters) <= len(pred_letters):
             candidates = (zip(gold_letters, perm) for perm in itertools.permutations(pred_letters, k))
         else:
             candidates = (zip(perm, pred_letters) for perm in itertools.permutations(gold_letters, k))
-        for pairs in candidates:
-            pairs = list(pairs)
+        for candidate in candidates:
+            pairs = list(candidate)
             total = sum(score[g, p] for g, p in pairs)
             if total > best_total:
                 best, best_total = pairs, total
@@ -574,7 +576,8 @@ def read_gold(path: str | Path) -> list[dict]:
             isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in atoms_field.items()
         ):
             raise NanologicError(f"{where}: expected 'atoms' as an object letter -> definition")
-        readings = [("formula", atoms_field, row.get("formula"))]
+        # (field, atoms, formula as read: parse() turns a non-string into a FormulaError)
+        readings: list[tuple[str, dict, Any]] = [("formula", atoms_field, row.get("formula"))]
         alts = row.get("alt", [])
         if not isinstance(alts, list):
             raise NanologicError(f"{where}: expected 'alt' as a list of readings")
@@ -597,7 +600,9 @@ def read_gold(path: str | Path) -> list[dict]:
                 )
             if not used <= set(declared):
                 raise NanologicError(f"{where}: {field} uses undeclared atoms {sorted(used - set(declared))}")
-        source = row.get("source") if isinstance(row.get("source"), dict) else {}
+        source = row.get("source")
+        if not isinstance(source, dict):
+            source = {}
         out.append(
             {
                 "id": row.get("id", str(lineno)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,6 +20,10 @@ from nanologic.data import (
 from nanologic.errors import NanologicError
 from nanologic.logic import atom_letters, atoms, parse, rename
 from nanologic.model import NanoLogic, NanoLogicConfig
+
+if TYPE_CHECKING:
+    from lm_shared.tokenization import BPETokenizer
+    from nanologic.grammar import GrammarCompiler, GrammarLogitsProcessor
 
 CONSTRAINTS = (None, "format", "grounded")
 WEIGHTS = "model.safetensors"
@@ -44,7 +49,7 @@ def save_run_model(model: NanoLogic, run_dir: Path) -> Path:
     return path
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[NanoLogic, object]:
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[NanoLogic, BPETokenizer]:
     """Model (eval mode) and tokenizer of a run directory, with clear errors when incomplete."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -117,7 +122,7 @@ class Formalizer:
         self.max_new_tokens = max_new_tokens
         self.repair_tries = 0 if constraint else repair_tries
         self.constraint = constraint
-        self._grammar_compiler = None
+        self._grammar_compiler: GrammarCompiler | None = None  # built on the first constrained batch
         self.eos_id = tokenizer.token_to_id(EOS)
         self.pad_id = tokenizer.token_to_id("<|pad|>")
         self.atoms_id = tokenizer.token_to_id(ATOMS)
@@ -129,7 +134,7 @@ class Formalizer:
     ) -> Formalizer:
         return cls(*load_run(run_dir), repair_tries=repair_tries, constraint=constraint)
 
-    def _processors(self, sentences: list[str], prompts: list[list[int]]):
+    def _processors(self, sentences: list[str], prompts: list[list[int]]) -> GrammarLogitsProcessor | None:
         """The grammar mask for a batch (None when unconstrained)."""
         if self.constraint is None:
             return None
@@ -157,6 +162,19 @@ class Formalizer:
         return min(self.max_new_tokens, room)
 
     def generate_raw(self, sentences: list[str], batch_size: int = 64) -> list[str]:
+        """Decode each sentence's answer: greedy (under the grammar with ``constraint``), repaired.
+
+        Args:
+            sentences: the sentences, already normalised (:func:`nanologic.data.normalize_text`).
+            batch_size: sentences decoded together (left-padded into one int64 [B, T0] batch).
+
+        Returns:
+            One decoded text per sentence, in order: the tokens after the prompt up to and
+            including ``<|eos|>`` (when reached), with special tokens as the tokenizer decodes them.
+
+        Raises:
+            NanologicError: a sentence's prompt does not fit in the model's ``max_seq_len``.
+        """
         texts = []
         for start in range(0, len(sentences), batch_size):
             chunk = sentences[start : start + batch_size]
@@ -234,7 +252,18 @@ class Formalizer:
         return head + tail
 
     def formalize(self, sentences: list[str], batch_size: int = 64) -> list[dict]:
-        """atoms, connectors, formula (Unicode) and formula_ascii for each sentence."""
+        """Formalise sentences: atoms, connectors, formula (Unicode) and formula_ascii for each.
+
+        Args:
+            sentences: the sentences as written (normalised here).
+            batch_size: sentences decoded together (see :meth:`generate_raw`).
+
+        Returns:
+            One :func:`nanologic.data.formalization_result` dict per sentence, in order.
+
+        Raises:
+            NanologicError: a sentence's prompt does not fit in the model's ``max_seq_len``.
+        """
         texts = self.generate_raw([normalize_text(s) for s in sentences], batch_size)
         return [formalization_result(text, self.model.config.polarity_marks) for text in texts]
 

@@ -13,9 +13,11 @@ import hashlib
 import math
 import random
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
@@ -33,6 +35,11 @@ from nanologic.data import (
 )
 from nanologic.errors import NanologicError
 from nanologic.model import NanoLogic, NanoLogicConfig
+
+if TYPE_CHECKING:
+    from lightning.fabric.connector import _PRECISION_INPUT
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+    from torch.optim.swa_utils import AveragedModel
 
 # ---------------------------------------------------------------------------------------------
 # Tokenised dataset
@@ -216,7 +223,7 @@ class NanoLogicModule(L.LightningModule):
         tc["betas"] = tuple(tc["betas"])
         self.train_config = TrainConfig(**tc)
         self.model = NanoLogic(self.model_config)
-        self.ema = None
+        self.ema: AveragedModel | None = None
         if self.train_config.ema_decay > 0:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -244,7 +251,9 @@ class NanoLogicModule(L.LightningModule):
             # share of the global target count makes that the gradient of the global mean, the
             # same as one process with the whole batch (the processes' batches differ in length).
             n = torch.tensor(float(out["n_targets"]), device=loss.device)
-            stats = self.all_gather(torch.stack([n, ce.float() * n])).reshape(-1, 2).sum(0)
+            gathered = self.all_gather(torch.stack([n, ce.float() * n]))
+            assert isinstance(gathered, torch.Tensor)  # a tensor in, a tensor out
+            stats = gathered.reshape(-1, 2).sum(0)
             loss = loss * (n * world / stats[0])
             ce = stats[1] / stats[0]
         self.log("train_loss", ce, prog_bar=True, batch_size=out["n_targets"])
@@ -319,7 +328,13 @@ class NanoLogicModule(L.LightningModule):
                 if p.grad is not None:
                     p.grad.add_(torch.randn_like(p.grad) * std)
 
-    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure) -> None:
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: torch.optim.Optimizer | LightningOptimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
         # The EMA moves once per applied optimizer step: not per micro-batch under accumulation,
         # not on a step the gradient-health callback skipped.
         before = optimizer_updates(optimizer)
@@ -362,7 +377,9 @@ class NanoLogicModule(L.LightningModule):
 
     def eval_model(self) -> NanoLogic:
         """The weights to evaluate: EMA when enabled, else the (schedule-free x) model weights."""
-        return self.ema.module if self.ema is not None else self.model
+        if self.ema is not None:
+            return cast(NanoLogic, self.ema.module)  # AveragedModel's deepcopy of self.model
+        return self.model
 
 
 class NanoLogicDataModule(L.LightningDataModule):
@@ -660,14 +677,15 @@ def _phase_trainer(out: Path, phase: Phase, settings: FitSettings, callbacks: li
     return L.Trainer(
         max_epochs=phase.epochs,
         max_steps=tc.max_steps,
-        max_time={"minutes": settings.max_minutes} if settings.max_minutes else None,
+        max_time=timedelta(minutes=settings.max_minutes) if settings.max_minutes else None,
         accelerator="auto",
         devices=tc.devices,
         num_nodes=tc.num_nodes,
         strategy=tc.strategy,
         # the bucketing sampler shards its global batches itself (see LengthBucketSampler)
         use_distributed_sampler=False,
-        precision=None if settings.precision_plugins else settings.precision,
+        # a Lightning precision string (configs.PRECISIONS checks it; runner resolves "auto")
+        precision=None if settings.precision_plugins else cast("_PRECISION_INPUT", settings.precision),
         plugins=[AtomicCheckpointIO(), *settings.precision_plugins],
         accumulate_grad_batches=tc.accumulate_grad_batches,
         val_check_interval=tc.val_check_interval,
@@ -683,9 +701,10 @@ def _phase_trainer(out: Path, phase: Phase, settings: FitSettings, callbacks: li
 
 def plain_model(module: NanoLogicModule) -> NanoLogic:
     """The weights to save, in an uncompiled :class:`NanoLogic` (EMA ones when enabled)."""
-    model: NanoLogic = module.eval_model()
-    if hasattr(model, "_orig_mod"):
-        model = model._orig_mod
+    model: torch.nn.Module = module.eval_model()
+    original = getattr(model, "_orig_mod", None)  # set on torch.compile's wrapper
+    if isinstance(original, torch.nn.Module):
+        model = original
     plain = NanoLogic(module.model_config)
     plain.load_state_dict(model.state_dict())
     return plain
