@@ -500,6 +500,36 @@ def verify_argument(
     premises, conclusion = _argument_lines(premises_text, conclusion_text)
     items = [*premises, conclusion]
     roles = [f"Premisa {i + 1}" for i in range(len(premises))] + ["Conclusión"]
+    all_nodes, definitions = _argument_formulas(backend, load_error, items, roles)
+    names = _argument_atom_names(all_nodes)
+    result = check_argument(all_nodes[:-1], all_nodes[-1])
+    lines = [[role, item, to_unicode(node)] for role, item, node in zip(roles, items, all_nodes)]
+    occurs = {a: [role for role, n in zip(roles, all_nodes) if a in atoms(n)] for a in names}
+    shared_rows = [
+        [a, definitions.get(a, "(fórmula)"), ", ".join(occurs[a])] for a in names if len(occurs[a]) > 1
+    ]
+    if result.valid:
+        name = result.form or "forma válida (sin nombre clásico)"
+    else:
+        name = result.fallacy or "falacia formal (sin nombre clásico)"
+    table_html, message = _argument_table_html(all_nodes, names, result.counterexample)
+    return ArgumentView(
+        valid=result.valid,
+        verdict="VÁLIDO" if result.valid else "INVÁLIDO",
+        name=name,
+        lines=lines,
+        shared_rows=shared_rows,
+        counterexample=result.counterexample,
+        table_html=table_html,
+        message=message,
+    )
+
+
+def _argument_formulas(
+    backend: Backend | None, load_error: str | None, items: list[str], roles: list[str]
+) -> tuple[list[Node], dict[str, str]]:
+    """Each line's formula (a formula as written, a sentence through the model) and the
+    definitions of the sentences' atoms, by letter. Errors name the line (its role)."""
     nodes: list[Node | None] = [None] * len(items)
     sentences: list[int] = []
     for i, (role, item) in enumerate(zip(roles, items)):
@@ -511,28 +541,44 @@ def verify_argument(
     formula_letters = {a for n in nodes if n is not None for a in atoms(n)}
     definitions: dict[str, str] = {}
     if sentences:
-        backend = require_backend(backend, load_error)
-        results = run_model(backend, [normalize_text(items[i]) for i in sentences])
-        for i, res in zip(sentences, results):
-            if not res.get("valid_formula", True):
-                raise AppInputError(
-                    f"{roles[i]}: el modelo escribió una fórmula que no se puede analizar "
-                    f"({res['formula']!r}); escríbela tú como fórmula."
-                )
-        try:
-            shared, shared_defs = shared_atoms(results)
-        except NanologicError as exc:
-            raise AppInputError(str(exc)) from None
-        free = iter(
-            a for a in atom_letters(len(formula_letters) + len(shared_defs) + 1) if a not in formula_letters
+        formalised, definitions = _formalize_argument_sentences(
+            require_backend(backend, load_error),
+            [items[i] for i in sentences],
+            [roles[i] for i in sentences],
+            formula_letters,
         )
-        relabel = {old: next(free) for old in shared_defs}
-        for i, node in zip(sentences, shared):
-            nodes[i] = rename(
-                rename(node, {k: f"{k}_tmp" for k in relabel}), {f"{k}_tmp": v for k, v in relabel.items()}
+        for i, node in zip(sentences, formalised):
+            nodes[i] = node
+    return [n for n in nodes if n is not None], definitions
+
+
+def _formalize_argument_sentences(
+    backend: Backend, sentences: list[str], roles: list[str], taken: set[str]
+) -> tuple[list[Node], dict[str, str]]:
+    """The sentences' formulas in one model call, atoms shared by definition and lettered
+    with letters not in ``taken`` (the formulas' own), and those atoms' definitions."""
+    results = run_model(backend, [normalize_text(s) for s in sentences])
+    for role, res in zip(roles, results):
+        if not res.get("valid_formula", True):
+            raise AppInputError(
+                f"{role}: el modelo escribió una fórmula que no se puede analizar "
+                f"({res['formula']!r}); escríbela tú como fórmula."
             )
-        definitions = {relabel[old]: d for old, d in shared_defs.items()}
-    all_nodes: list[Node] = [n for n in nodes if n is not None]
+    try:
+        shared, shared_defs = shared_atoms(results)
+    except NanologicError as exc:
+        raise AppInputError(str(exc)) from None
+    free = iter(a for a in atom_letters(len(taken) + len(shared_defs) + 1) if a not in taken)
+    relabel = {old: next(free) for old in shared_defs}
+    nodes = [
+        rename(rename(node, {k: f"{k}_tmp" for k in relabel}), {f"{k}_tmp": v for k, v in relabel.items()})
+        for node in shared
+    ]
+    return nodes, {relabel[old]: d for old, d in shared_defs.items()}
+
+
+def _argument_atom_names(all_nodes: list[Node]) -> list[str]:
+    """The argument's atoms in order of appearance; raises above MAX_ARGUMENT_ATOMS."""
     names: list[str] = []
     for n in all_nodes:
         names += [a for a in atoms(n) if a not in names]
@@ -540,41 +586,26 @@ def verify_argument(
         raise AppInputError(
             f"El argumento tiene {len(names)} átomos; el límite de la tabla de verdad es {MAX_ARGUMENT_ATOMS}."
         )
-    result = check_argument(all_nodes[:-1], all_nodes[-1])
-    lines = [[role, item, to_unicode(node)] for role, item, node in zip(roles, items, all_nodes)]
-    occurs = {a: [role for role, n in zip(roles, all_nodes) if a in atoms(n)] for a in names}
-    shared_rows = [
-        [a, definitions.get(a, "(fórmula)"), ", ".join(occurs[a])] for a in names if len(occurs[a]) > 1
-    ]
-    if result.valid:
-        name = result.form or "forma válida (sin nombre clásico)"
-    else:
-        name = result.fallacy or "falacia formal (sin nombre clásico)"
-    message = ""
+    return names
+
+
+def _argument_table_html(
+    all_nodes: list[Node], names: list[str], counterexample: dict[str, bool] | None
+) -> tuple[str, str]:
+    """The argument's truth table as HTML, the counterexample and rows with true premises
+    marked, and a message ("" or why there is no table: too many atoms)."""
     try:
         table = build_truth_table(all_nodes, names)
     except AppInputError as exc:
-        table, message = None, str(exc)
-    table_html = ""
-    if table is not None:
-        n_prem = len(all_nodes) - 1
+        return "", str(exc)
+    n_prem = len(all_nodes) - 1
 
-        def mark(assignment: dict[str, bool], values: list[bool]) -> str:
-            if assignment == result.counterexample:
-                return "nl-counterexample"
-            return "nl-premises-true" if all(values[:n_prem]) else ""
+    def mark(assignment: dict[str, bool], values: list[bool]) -> str:
+        if assignment == counterexample:
+            return "nl-counterexample"
+        return "nl-premises-true" if all(values[:n_prem]) else ""
 
-        table_html = table.html(mark)
-    return ArgumentView(
-        valid=result.valid,
-        verdict="VÁLIDO" if result.valid else "INVÁLIDO",
-        name=name,
-        lines=lines,
-        shared_rows=shared_rows,
-        counterexample=result.counterexample,
-        table_html=table_html,
-        message=message,
-    )
+    return table.html(mark), ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -637,7 +668,7 @@ def formalize_batch(
 
 def results_preview(path: str | Path, limit: int = 20) -> list[list[str]]:
     """The first rows of a results file as [input, formula] for a preview table."""
-    rows = []
+    rows: list[list[str]] = []
     with Path(path).open(encoding="utf-8") as handle:
         for line in handle:
             if len(rows) >= limit:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from nanologic.evaluation import SPANISH_STOPWORDS, normalize_definition
@@ -147,53 +147,86 @@ class RuleFormalizer:
         return _chain(AND, nodes)
 
     def _prefixed(self, text: str, low: str, r: _Reading) -> Node | None:
-        def rest_after(cue: str) -> str:
-            return text[len(cue) :].strip(_STRIP)
+        """The first of :data:`_PREFIX_RULES` (constructions that open the sentence) that reads it."""
+        for rule in _PREFIX_RULES:
+            node = rule(self, text, low, r)
+            if node is not None:
+                return node
+        return None
 
+    # -- the opening constructions, in the order _PREFIX_RULES tries them ------------------------
+    # A rule returns None when the sentence is not its construction; a few note a connector before
+    # they know (as the original single function did), so the order and the code stay as they were.
+    def _not_both(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "no puede ser que A y que B (a la vez)": ¬(A ∧ B)."""
         for cue in _cues("not_both"):
             if _starts_with(low, cue):
-                body = rest_after(cue)
+                body = _rest_after(text, cue)
                 for end in _cues("not_both_end"):
                     body = re.sub(r"\s*" + re.escape(end) + r"\s*$", "", body, flags=re.I)
                 left, sep, right = body.partition(" y que ")
                 if sep:
                     r.connectors.append((NOT, cue))
                     return Not(Binary(AND, self._parse(left, r), self._parse(right, r)))
+        return None
+
+    def _negation_prefix(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "no es cierto que A": ¬A."""
         for cue in _cues("negation_prefix"):
             if _starts_with(low, cue):
                 r.connectors.append((NOT, cue))
-                return Not(self._parse(rest_after(cue), r))
+                return Not(self._parse(_rest_after(text, cue), r))
+        return None
+
+    def _premise_prefix(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "dado que A, B", "aunque A, B": A ∧ B."""
         for cue in (*_cues("premise"), *[c for c in _cues("conjunction") if " " not in c and len(c) > 2]):
             if _starts_with(low, cue):
-                head, tail = _split_head(rest_after(cue))
+                head, tail = _split_head(_rest_after(text, cue))
                 if tail:
                     r.connectors.append((AND, cue))
                     return Binary(AND, self._parse(head, r), self._parse(tail, r))
+        return None
+
+    def _unless_prefix(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "a menos que A, B": ¬A → B."""
         for cue in _cues("unless"):
             if _starts_with(low, cue):
-                head, tail = _split_head(rest_after(cue))
+                head, tail = _split_head(_rest_after(text, cue))
                 if tail:
                     r.connectors += [(IMPLIES, cue), (NOT, cue)]
                     return Binary(IMPLIES, Not(self._parse(head, r)), self._parse(tail, r))
+        return None
+
+    def _only_if_prefix(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "solo si A, B": B → A."""
         for cue in _cues("only_if"):
             if _starts_with(low, cue):
-                head, tail = _split_head(rest_after(cue))
+                head, tail = _split_head(_rest_after(text, cue))
                 if tail:
                     r.connectors.append((IMPLIES, cue))
                     return Binary(IMPLIES, self._parse(tail, r), self._parse(head, r))
+        return None
+
+    def _purpose_then_necessary(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "para que A, es necesario que B": A → B."""
         for purpose in _cues("purpose"):
             if _starts_with(low, purpose):
                 for need in _cues("necessary"):
-                    body = rest_after(purpose)
+                    body = _rest_after(text, purpose)
                     i = _word_at(_fold(body), need)
                     if i > 0:
                         r.connectors.append((IMPLIES, need))
                         return Binary(
                             IMPLIES, self._parse(body[:i], r), self._parse(body[i + len(need) :], r)
                         )
+        return None
+
+    def _necessary_then_purpose(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "es necesario que A para que B": B → A."""
         for need in _cues("necessary"):
             if _starts_with(low, need):
-                body = rest_after(need)
+                body = _rest_after(text, need)
                 for purpose in _cues("purpose"):
                     i = _word_at(_fold(body), purpose)
                     if i > 0:
@@ -201,9 +234,13 @@ class RuleFormalizer:
                         return Binary(
                             IMPLIES, self._parse(body[i + len(purpose) :], r), self._parse(body[:i], r)
                         )
+        return None
+
+    def _sufficient(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "basta con que A para que B": A → B."""
         for cue in _cues("sufficient"):
             if _starts_with(low, cue):
-                body = rest_after(cue)
+                body = _rest_after(text, cue)
                 for purpose in _cues("purpose"):
                     i = _word_at(_fold(body), purpose)
                     if i > 0:
@@ -211,16 +248,23 @@ class RuleFormalizer:
                         return Binary(
                             IMPLIES, self._parse(body[:i], r), self._parse(body[i + len(purpose) :], r)
                         )
+        return None
+
+    def _either_antecedent(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "ya sea que A o que B, C": (A ∨ B) → C."""
         for cue in _cues("either_antecedent"):
             if _starts_with(low, cue):
-                head, tail = _split_head(rest_after(cue))
+                head, tail = _split_head(_rest_after(text, cue))
                 left, sep, right = head.partition(" o que ")
                 if tail and sep:
                     r.connectors += [(OR, cue), (IMPLIES, cue)]
                     either = Binary(OR, self._parse(left, r), self._parse(right, r))
                     return Binary(IMPLIES, either, self._parse(tail, r))
+        return None
+
+    def _excluded_middle(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "o A o no, pero B de todos modos": (A ∨ ¬A) ∧ B."""
         if _cues("excluded_middle") and _starts_with(low, "o"):
-            # "o A o no, pero B de todos modos": (A ∨ ¬A) ∧ B
             i = _word_at(low, "o no", 2)
             ends = [e for e in _cues("excluded_middle") if e != "o no" and _word_at(low, e) > 0]
             if i > 0 and ends:
@@ -231,9 +275,13 @@ class RuleFormalizer:
                     rest = re.sub(r"\s*" + re.escape(e) + r"\s*", " ", rest, flags=re.I)
                 r.connectors += [(OR, "o...o no"), (AND, ends[0])]
                 return Binary(AND, Binary(OR, a, Not(a)), self._parse(rest, r))
+        return None
+
+    def _both_conditions(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "tanto si A como si B, C": (A → C) ∧ (B → C)."""
         both_if = _cues("both_conditions")
         if len(both_if) >= 2 and _starts_with(low, "tanto si"):
-            body = rest_after("tanto si")
+            body = _rest_after(text, "tanto si")
             i = _word_at(_fold(body), "como si")
             if i > 0:
                 head, tail = _split_head(body[i + len("como si") :])
@@ -241,32 +289,47 @@ class RuleFormalizer:
                     r.connectors.append((IMPLIES, "tanto si...como si"))
                     a, b, c = self._parse(body[:i], r), self._parse(head, r), self._parse(tail, r)
                     return Binary(AND, Binary(IMPLIES, a, c), Binary(IMPLIES, b, c))
+        return None
+
+    def _only_when_prefix(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "solo cuando A, B": B → A."""
         for cue in _cues("only_when"):
             if _starts_with(low, cue):
-                head, tail = _split_head(rest_after(cue))
+                head, tail = _split_head(_rest_after(text, cue))
                 if tail:
                     r.connectors.append((IMPLIES, cue))
                     return Binary(IMPLIES, self._parse(tail, r), self._parse(head, r))
-        purpose_words = ("para que", "para")
+        return None
+
+    def _need_for_purpose(self, text: str, low: str, r: _Reading) -> Node | None:
+        """A necessity cue, then "para (que)": "NEED A para (que) B": B → A."""
         for need in _cues("purpose_necessary"):
-            if need in purpose_words or not _starts_with(low, need):
+            if need in _PURPOSE_WORDS or not _starts_with(low, need):
                 continue
-            body = rest_after(need)
-            for purpose in purpose_words:
+            body = _rest_after(text, need)
+            for purpose in _PURPOSE_WORDS:
                 i = _word_at(_fold(body), purpose, 1)
                 if i > 0 and purpose in (*_cues("purpose_necessary"), *_cues("purpose")):
                     r.connectors.append((IMPLIES, f"{need}...{purpose}"))
                     return Binary(IMPLIES, self._parse(body[i + len(purpose) :], r), self._parse(body[:i], r))
-        for purpose in purpose_words:
+        return None
+
+    def _purpose_first(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "para (que) A, (NEED) B": A → B."""
+        for purpose in _PURPOSE_WORDS:
             if purpose in (*_cues("purpose_necessary"), *_cues("purpose")) and _starts_with(low, purpose):
-                head, tail = _split_head(rest_after(purpose))
+                head, tail = _split_head(_rest_after(text, purpose))
                 if tail:
                     for need in _cues("purpose_necessary"):
-                        if need not in purpose_words and _starts_with(_fold(tail), need):
+                        if need not in _PURPOSE_WORDS and _starts_with(_fold(tail), need):
                             tail = tail[len(need) :]
                             break
                     r.connectors.append((IMPLIES, purpose))
                     return Binary(IMPLIES, self._parse(head, r), self._parse(tail, r))
+        return None
+
+    def _que_implies(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "que A implica que B" (A → B), "que A equivale a que B" (A ↔ B)."""
         if _starts_with(low, "que"):
             for op, role in ((IMPLIES, "implies"), (IFF, "biconditional")):
                 for cue in _cues(role):
@@ -274,9 +337,13 @@ class RuleFormalizer:
                     if i > 0:
                         r.connectors.append((op, cue))
                         return Binary(op, self._parse(text[3:i], r), self._parse(text[i + len(cue) + 4 :], r))
+        return None
+
+    def _conditional_prefix(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "si A, (entonces) B", "cuando A, B": A → B."""
         for cue in _cues("conditional"):
             if _starts_with(low, cue):
-                body = rest_after(cue)
+                body = _rest_after(text, cue)
                 then = [
                     (i, c) for c in _cues("conditional_then") for i in (_word_at(_fold(body), c, 1),) if i > 0
                 ]
@@ -289,15 +356,27 @@ class RuleFormalizer:
                     r.connectors.append((IMPLIES, cue))
                 if tail.strip(_STRIP):
                     return Binary(IMPLIES, self._parse(head, r), self._parse(tail, r))
+        return None
+
+    def _either_or(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "o bien A, o bien B": A ∨ B (∨ ...)."""
         for cue in _cues("either_or"):
             if _starts_with(low, cue):
                 parts = [p for p in re.split(r",\s*" + re.escape(cue) + r"\s+", text[len(cue) :], flags=re.I)]
                 if len(parts) >= 2:
                     r.connectors.append((OR, cue))
                     return _chain(OR, [self._parse(p, r) for p in parts])
+        return None
+
+    def _disjunction_prefix(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "o A o B": the leading "o" is dropped, the infix rules read the rest."""
         for cue in _cues("disjunction"):
             if _starts_with(low, cue) and _word_at(low, cue, len(cue) + 1) > 0:
-                return self._parse(rest_after(cue), r)
+                return self._parse(_rest_after(text, cue), r)
+        return None
+
+    def _nor(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "ni A ni B": ¬A ∧ ¬B."""
         for cue in _cues("nor"):
             later = (*_cues("conditional"), *_cues("only_if"), *_cues("unless"))
             if _starts_with(low, cue) and not any(_word_at(low, c, len(cue) + 1) > 0 for c in later):
@@ -398,6 +477,36 @@ class RuleFormalizer:
             definition = first.lower() + definition[len(first) :]
         node = r.atom(definition)
         return Not(node) if negated else node
+
+
+# The constructions that open a sentence, tried in this order (the first that reads it wins).
+_PREFIX_RULES: tuple[Callable[[RuleFormalizer, str, str, _Reading], Node | None], ...] = (
+    RuleFormalizer._not_both,
+    RuleFormalizer._negation_prefix,
+    RuleFormalizer._premise_prefix,
+    RuleFormalizer._unless_prefix,
+    RuleFormalizer._only_if_prefix,
+    RuleFormalizer._purpose_then_necessary,
+    RuleFormalizer._necessary_then_purpose,
+    RuleFormalizer._sufficient,
+    RuleFormalizer._either_antecedent,
+    RuleFormalizer._excluded_middle,
+    RuleFormalizer._both_conditions,
+    RuleFormalizer._only_when_prefix,
+    RuleFormalizer._need_for_purpose,
+    RuleFormalizer._purpose_first,
+    RuleFormalizer._que_implies,
+    RuleFormalizer._conditional_prefix,
+    RuleFormalizer._either_or,
+    RuleFormalizer._disjunction_prefix,
+    RuleFormalizer._nor,
+)
+_PURPOSE_WORDS = ("para que", "para")
+
+
+def _rest_after(text: str, cue: str) -> str:
+    """``text`` after its opening ``cue``, stripped."""
+    return text[len(cue) :].strip(_STRIP)
 
 
 def _contrast_or(role: str) -> tuple[str, ...]:

@@ -263,7 +263,7 @@ class SentenceBuilder:
             return self.elliptic(lits, kind, mood)
         if kind == "nor":
             a, b = (self.lit(Literal(x.clause_id), mood) for x in lits)
-            formula = Binary(AND, Not(a.formula), Not(b.formula))
+            formula: Node = Binary(AND, Not(a.formula), Not(b.formula))
             return _cat(
                 formula, Phrase("ni ", formula, [], [(NOT, "ni...ni"), (AND, "ni...ni")]), a, " ni ", b
             )
@@ -287,91 +287,43 @@ class SentenceBuilder:
 
     # -- top-level constructions -----------------------------------------------------------------
     def conditional(self, ante: Callable[[str], Phrase], cons: Callable[[str], Phrase]) -> Phrase:
-        """ante -> cons, said in one of the many Spanish ways, both clause orders."""
-        style = self.rng.choice(
-            [
-                "si_entonces",
-                "si",
-                "si_post",
-                "cuando",
-                "cuando_post",
-                "siempre_que",
-                "siempre_que_post",
-                "en_caso",
-                "en_caso_post",
-                "implica",
-                "solo_si",
-                "solo_si_pre",
-                "necesario",
-                "necesario_post",
-                "basta",
-                "solo_cuando",
-                "solo_cuando_pre",
-                "siempre_y_cuando",
-                "para_que",
-                "suficiente",
-                "necesaria",
-            ]
-        )
+        """ante -> cons, said in one of the many Spanish ways, both clause orders.
+
+        The clauses are drawn in the moods the style needs, always in this order: indicative and
+        after-"si" forms of both, then the subjunctive antecedent, then the subjunctive consequent.
+        Each draw may use the random generator, so this order is part of the data (same seed, same
+        sentences); the three groups of styles below follow it.
+        """
+        style = self.rng.choice(_CONDITIONAL_STYLES)
         a_ind, c_ind = ante("ind"), cons("ind")
         a_ante, c_ante = ante("ante"), cons("ante")
         f = Binary(IMPLIES, a_ind.formula, c_ind.formula)
-
-        def cue(c: str) -> Phrase:
-            return Phrase("", f, [], [(IMPLIES, c)])
-
-        a_ind_main = a_ind
-        a_ind = a_ante  # the antecedent after si/cuando/siempre que
-        if style == "si_entonces":
-            return _cat(f, "si ", cue("si...entonces"), a_ind, ", entonces ", c_ind)
-        if style == "si":
-            return _cat(f, "si ", cue("si"), a_ind, ", ", c_ind)
-        if style == "si_post":
-            return _cat(f, c_ind, " si ", cue("si"), a_ind)
-        if style == "cuando":
-            return _cat(f, "cuando ", cue("cuando"), a_ind, ", ", c_ind)
-        if style == "cuando_post":
-            return _cat(f, c_ind, " cuando ", cue("cuando"), a_ind)
-        if style == "siempre_que":
-            return _cat(f, "siempre que ", cue("siempre que"), a_ind, ", ", c_ind)
-        if style == "siempre_que_post":
-            return _cat(f, c_ind, " siempre que ", cue("siempre que"), a_ind)
+        if style in _CONDITIONAL_AFTER_SI:
+            return _conditional_after_si(style, f, a_ante, c_ind)
         a_sub = ante("sub")
-        if style == "en_caso":
-            return _cat(f, "en caso de que ", cue("en caso de que"), a_sub, ", ", c_ind)
-        if style == "en_caso_post":
-            return _cat(f, c_ind, " en caso de que ", cue("en caso de que"), a_sub)
-        if style == "implica":
-            return _cat(f, "que ", a_sub, " implica que ", cue("implica"), c_ind)
-        if style == "solo_si":
-            return _cat(f, a_ind_main, " solo si ", cue("solo si"), c_ante)
-        if style == "solo_si_pre":
-            return _cat(f, "solo si ", cue("solo si"), c_ante, ", ", a_ind_main)
-        if style in ("solo_cuando", "solo_cuando_pre"):
-            word = self.rng.choice(["solo cuando", "sólo cuando"])
-            if style == "solo_cuando":
-                return _cat(f, a_ind_main, f" {word} ", cue(word), c_ante)
-            return _cat(f, f"{word} ", cue(word), c_ante, ", ", a_ind_main)
+        if style in _CONDITIONAL_SUB_ANTECEDENT:
+            return self._conditional_sub_antecedent(style, f, a_ind, a_sub, c_ind, c_ante)
         c_sub = cons("sub")
-        if style == "siempre_y_cuando":
-            # "C siempre y cuando A": A is the condition of C
-            return _cat(f, c_ind, " siempre y cuando ", cue("siempre y cuando"), a_sub)
-        if style == "para_que":
-            # "para que A, C": C is necessary for A
-            return _cat(f, "para que ", cue("para que"), a_sub, ", ", c_ind)
-        if style == "suficiente":
-            return _cat(
-                f, "que ", a_sub, " es condición suficiente para que ", cue("condición suficiente"), c_sub
-            )
-        if style == "necesaria":
-            return _cat(
-                f, "que ", c_sub, " es condición necesaria para que ", cue("condición necesaria"), a_sub
-            )
-        if style == "necesario":
-            return _cat(f, "para que ", a_sub, ", es necesario que ", cue("es necesario que"), c_sub)
-        if style == "necesario_post":
-            return _cat(f, "es necesario que ", cue("es necesario que"), c_sub, " para que ", a_sub)
-        return _cat(f, "basta con que ", cue("basta con que"), a_sub, " para que ", c_sub)
+        return _conditional_sub_both(style, f, a_sub, c_ind, c_sub)
+
+    def _conditional_sub_antecedent(
+        self, style: str, f: Node, a_ind: Phrase, a_sub: Phrase, c_ind: Phrase, c_ante: Phrase
+    ) -> Phrase:
+        """The styles of :data:`_CONDITIONAL_SUB_ANTECEDENT` ("en caso de que", "solo si", ...)."""
+        if style == "en_caso":
+            return _cat(f, "en caso de que ", _implies_cue(f, "en caso de que"), a_sub, ", ", c_ind)
+        if style == "en_caso_post":
+            return _cat(f, c_ind, " en caso de que ", _implies_cue(f, "en caso de que"), a_sub)
+        if style == "implica":
+            return _cat(f, "que ", a_sub, " implica que ", _implies_cue(f, "implica"), c_ind)
+        if style == "solo_si":
+            return _cat(f, a_ind, " solo si ", _implies_cue(f, "solo si"), c_ante)
+        if style == "solo_si_pre":
+            return _cat(f, "solo si ", _implies_cue(f, "solo si"), c_ante, ", ", a_ind)
+        word = self.rng.choice(["solo cuando", "sólo cuando"])  # solo_cuando, solo_cuando_pre
+        if style == "solo_cuando":
+            return _cat(f, a_ind, f" {word} ", _implies_cue(f, word), c_ante)
+        return _cat(f, f"{word} ", _implies_cue(f, word), c_ante, ", ", a_ind)
 
     def simple_conditional(self, ante: Callable[[str], Phrase], cons: Callable[[str], Phrase]) -> Phrase:
         """A conditional that starts with its connective (safe to coordinate with another one)."""
@@ -735,10 +687,99 @@ def _skeleton(family: str, b: SentenceBuilder, d: _Draw) -> Phrase:
     if family == "negated_conditional":
         a, c = d.lit(), d.lit()
         inner = Binary(IMPLIES, b.lit(a).formula, b.lit(c).formula)
-        f = Not(inner)
-        cue = Phrase("", f, [], [(NOT, "no es cierto que"), (IMPLIES, "si...entonces")])
-        return _cat(f, "no es cierto que, si ", cue, b.lit(a, "ante"), ", entonces ", b.lit(c))
+        negated = Not(inner)
+        cue = Phrase("", negated, [], [(NOT, "no es cierto que"), (IMPLIES, "si...entonces")])
+        return _cat(negated, "no es cierto que, si ", cue, b.lit(a, "ante"), ", entonces ", b.lit(c))
     raise ValueError(f"unknown family {family!r}")
+
+
+# SentenceBuilder.conditional's styles, in the order its random choice indexes them.
+_CONDITIONAL_STYLES = (
+    "si_entonces",
+    "si",
+    "si_post",
+    "cuando",
+    "cuando_post",
+    "siempre_que",
+    "siempre_que_post",
+    "en_caso",
+    "en_caso_post",
+    "implica",
+    "solo_si",
+    "solo_si_pre",
+    "necesario",
+    "necesario_post",
+    "basta",
+    "solo_cuando",
+    "solo_cuando_pre",
+    "siempre_y_cuando",
+    "para_que",
+    "suficiente",
+    "necesaria",
+)
+# Styles whose clauses need no subjunctive (the antecedent after si/cuando/siempre que) ...
+_CONDITIONAL_AFTER_SI = (
+    "si_entonces",
+    "si",
+    "si_post",
+    "cuando",
+    "cuando_post",
+    "siempre_que",
+    "siempre_que_post",
+)
+# ... only a subjunctive antecedent; the others need a subjunctive consequent too.
+_CONDITIONAL_SUB_ANTECEDENT = (
+    "en_caso",
+    "en_caso_post",
+    "implica",
+    "solo_si",
+    "solo_si_pre",
+    "solo_cuando",
+    "solo_cuando_pre",
+)
+
+
+def _implies_cue(f: Node, cue: str) -> Phrase:
+    """The empty phrase that records a conditional's cue (→) in a sentence."""
+    return Phrase("", f, [], [(IMPLIES, cue)])
+
+
+def _conditional_after_si(style: str, f: Node, a_ante: Phrase, c_ind: Phrase) -> Phrase:
+    """The styles of :data:`_CONDITIONAL_AFTER_SI`: "si A, entonces C", "C cuando A", ..."""
+    if style == "si_entonces":
+        return _cat(f, "si ", _implies_cue(f, "si...entonces"), a_ante, ", entonces ", c_ind)
+    if style == "si":
+        return _cat(f, "si ", _implies_cue(f, "si"), a_ante, ", ", c_ind)
+    if style == "si_post":
+        return _cat(f, c_ind, " si ", _implies_cue(f, "si"), a_ante)
+    if style == "cuando":
+        return _cat(f, "cuando ", _implies_cue(f, "cuando"), a_ante, ", ", c_ind)
+    if style == "cuando_post":
+        return _cat(f, c_ind, " cuando ", _implies_cue(f, "cuando"), a_ante)
+    if style == "siempre_que":
+        return _cat(f, "siempre que ", _implies_cue(f, "siempre que"), a_ante, ", ", c_ind)
+    return _cat(f, c_ind, " siempre que ", _implies_cue(f, "siempre que"), a_ante)  # siempre_que_post
+
+
+def _conditional_sub_both(style: str, f: Node, a_sub: Phrase, c_ind: Phrase, c_sub: Phrase) -> Phrase:
+    """The other styles: "C siempre y cuando A", "para que A, es necesario que C", ..."""
+    if style == "siempre_y_cuando":
+        # "C siempre y cuando A": A is the condition of C
+        return _cat(f, c_ind, " siempre y cuando ", _implies_cue(f, "siempre y cuando"), a_sub)
+    if style == "para_que":
+        # "para que A, C": C is necessary for A
+        return _cat(f, "para que ", _implies_cue(f, "para que"), a_sub, ", ", c_ind)
+    if style == "suficiente":
+        cue = _implies_cue(f, "condición suficiente")
+        return _cat(f, "que ", a_sub, " es condición suficiente para que ", cue, c_sub)
+    if style == "necesaria":
+        cue = _implies_cue(f, "condición necesaria")
+        return _cat(f, "que ", c_sub, " es condición necesaria para que ", cue, a_sub)
+    if style == "necesario":
+        return _cat(f, "para que ", a_sub, ", es necesario que ", _implies_cue(f, "es necesario que"), c_sub)
+    if style == "necesario_post":
+        return _cat(f, "es necesario que ", _implies_cue(f, "es necesario que"), c_sub, " para que ", a_sub)
+    return _cat(f, "basta con que ", _implies_cue(f, "basta con que"), a_sub, " para que ", c_sub)
 
 
 def _coordinate(rng: random.Random, first: Phrase, second: Phrase) -> Phrase:

@@ -202,7 +202,7 @@ class Attention(nn.Module):
                 .transpose(2, 3)
                 .reshape(B, 2 * cfg.num_kv_heads, T, hd // 2)
             )
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.k_norm is not None:  # both or neither (cfg.qk_norm)
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q, cos, sin, cfg.rope_layout)
         k = apply_rope(k, cos, sin, cfg.rope_layout)
@@ -309,6 +309,9 @@ def _mixture(
 
 
 class NanoLogic(nn.Module):
+    rope_cos: torch.Tensor  # [max_seq_len, rope_dim/2] float32 buffer (not saved)
+    rope_sin: torch.Tensor
+
     def __init__(self, cfg: NanoLogicConfig) -> None:
         super().__init__()
         self.config = cfg
@@ -335,6 +338,7 @@ class NanoLogic(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=cfg.init_std)
         for block in self.layers:
+            assert isinstance(block, Block)
             for proj in (block.self_attn.o_proj, block.mlp.down_proj):
                 nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.num_layers))
         # With the √d scale, std 1/√d gives unit-variance inputs and, tied, unit-scale logits at
@@ -378,17 +382,22 @@ class NanoLogic(nn.Module):
                 head only runs on the positions that have a target, which halves the cost when
                 only the output is trained.
             position_ids: int64 [B, T] RoPE positions (default: continuing the cache).
-            attention_mask: bool [B, Tq, Tk] or [B, 1, Tq, Tk], True = may attend; None = causal.
-            past_key_values: the ``past_key_values`` of the previous call (one (k, v) pair per
-                layer, then, with the copy head, its keys and token ids).
+            attention_mask: bool [B, Tq, Tk] or [B, 1, Tq, Tk], True = may attend (Tk counts the
+                cached positions too); None = causal.
+            past_key_values: the ``past_key_values`` of the previous call: one (k, v) pair per
+                layer, each [B, num_kv_heads, Tp, head_dim] in the compute dtype (k is
+                [B, 2·num_kv_heads, Tp, head_dim/2] with differential attention), then, with the
+                copy head, its keys [B, Tp, d] and token ids int64 [B, Tp].
             use_cache: return ``past_key_values`` for the next call.
             label_smoothing: cross-entropy smoothing in [0, 1) (not with the copy head).
 
         Returns:
-            A dict: ``logits`` float [B, T, V] without labels (with the copy head, the log of the
-            mixed distribution, which ranks tokens the same way), else ``loss`` (cross-entropy in
-            nats per target token plus the z-loss), ``ce_loss``, ``z_loss``, ``n_targets``; and
-            ``past_key_values``.
+            A dict with ``past_key_values`` (a list as the argument describes, or None without
+            ``use_cache``) and, without labels, ``logits`` [B, T, V] in the compute dtype (with the
+            copy head, float32 log-probabilities of the mixed distribution, which rank tokens the
+            same way); with labels, ``loss`` (float32 scalar: cross-entropy in nats per target
+            token plus the weighted z-loss, with its graph), ``ce_loss`` and ``z_loss`` (detached
+            float32 scalars) and ``n_targets`` (an int).
 
         Raises:
             ValueError: a position beyond ``max_seq_len``, or label smoothing with the copy head.
@@ -429,6 +438,31 @@ class NanoLogic(nn.Module):
             logits = self.logits_from_hidden(h)
             out["logits"] = logits if pointer is None else self.copy_log_probs(logits, h, *pointer[:2])
             return out
+        out.update(self._loss(h, labels, pointer, label_smoothing))
+        return out
+
+    def _loss(
+        self,
+        h: torch.Tensor,
+        labels: torch.Tensor,
+        pointer: tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None,
+        label_smoothing: float,
+    ) -> dict:
+        """The loss of :meth:`forward` from the final hidden states.
+
+        Args:
+            h: final hidden states (after the last norm), [B, T, d].
+            labels: int64 [B, T] targets, -100 = ignored; the head runs on the other positions only.
+            pointer: the copy head's :meth:`_pointer` output, or None without the copy head.
+            label_smoothing: cross-entropy smoothing in [0, 1) (not with the copy head).
+
+        Returns:
+            ``loss``, ``ce_loss``, ``z_loss`` and ``n_targets``, as :meth:`forward` describes them.
+
+        Raises:
+            ValueError: label smoothing with the copy head.
+        """
+        cfg = self.config
         keep = labels != -100
         logits = self.logits_from_hidden(h[keep]).float()
         targets = labels[keep]
@@ -449,10 +483,9 @@ class NanoLogic(nn.Module):
             # Same value as F.cross_entropy, reusing the log-partition the z-loss needs anyway.
             ce = (lse - target_logit).mean()
         z = lse.pow(2).mean() if cfg.z_loss > 0 else logits.new_zeros(())
-        out.update(
+        return dict(
             loss=ce + cfg.z_loss * z, ce_loss=ce.detach(), z_loss=z.detach(), n_targets=int(keep.sum())
         )
-        return out
 
     def _pointer(
         self,
@@ -538,9 +571,25 @@ class NanoLogic(nn.Module):
     ) -> list[list[int]]:
         """Greedy decoding of a batch of prompts of any lengths (left-padded), with a KV cache.
 
-        Returns only the new tokens of each row, up to and including a stop token.
-        ``processors(sequence [B, T0 + t], logits [B, V]) -> logits`` runs before each argmax
-        (e.g. a grammar mask, :mod:`nanologic.grammar`); ``sequence`` starts with the padded prompts.
+        Args:
+            prompts: B token-id lists, of any lengths (each at least one token); they are
+                left-padded into one int64 [B, T0] batch on the model's device.
+            max_new_tokens: the most tokens generated per row; T0 plus it must stay within
+                ``max_seq_len``.
+            pad_id: the token id of the left padding (masked out, never attended to).
+            stop_ids: token ids that end a row (kept as its last token).
+            use_cache: decode with the KV cache (else each step re-runs the whole sequence; same
+                tokens, for checking the cache).
+            processors: ``processors(sequence int64 [B, T0 + t], logits float32 [B, V]) -> logits``, run
+                before each argmax (e.g. a grammar mask, :mod:`nanologic.grammar`); ``sequence``
+                starts with the padded prompts.
+
+        Returns:
+            Only the new tokens of each row, as B lists of ints, each up to and including its
+            first stop token.
+
+        Raises:
+            ValueError: a position beyond ``max_seq_len`` (from :meth:`forward`).
         """
         from lm_shared.sampling import generate as lm_generate
 

@@ -13,7 +13,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lm_shared.tokenization import BPETokenizer
+    from nanologic.model import NanoLogic
 
 
 def _tokenization_agreement(llm: Any, tokenizer: Any, texts: list[str]) -> float:
@@ -22,30 +26,46 @@ def _tokenization_agreement(llm: Any, tokenizer: Any, texts: list[str]) -> float
 
 
 def text_report(run_dir: Path, gguf: Path, data: Path, limit: int, out: Path | None = None) -> dict:
-    import llama_cpp
+    """Measure what a llama.cpp user gets from ``gguf`` against PyTorch on the first records of a split.
 
-    from lm_shared.gguf import write_llama_gguf
-    from nanologic.data import (
-        BOS,
-        EOS,
-        PAD,
-        formalization_result,
-        normalize_text,
-        prompt_text,
-        read_jsonl,
-        sequence_text,
-    )
-    from nanologic.export import gguf_config, hf_llama_state_dict
-    from nanologic.inference import Formalizer, load_run
-    from nanologic.llamacpp import LlamaCppFormalizer
-    from nanologic.logic import equivalent, try_parse
+    Args:
+        run_dir: the trained run directory.
+        gguf: the run's exported GGUF; a copy written as the older exporter did is put beside it.
+        data: JSONL split with ``natural_language_input``, ``atoms`` and ``formula``.
+        limit: the number of records read from ``data``.
+        out: where to write the report as JSON (None: not written).
+
+    Returns:
+        The report: ``n``, ``data``, ``gguf``; ``token_ids_equal_{prompts,full}_{before,after}``;
+        ``torch_seconds``; ``detokenize_parses_as_torch_{before,after}``; and ``modes``, each
+        decoding mode's parse rate, equivalence, seconds (and llama.cpp's agreement with PyTorch).
+    """
+    import llama_cpp  # noqa: F401 - fail before any work when llama-cpp-python is missing
+
+    from nanologic.data import read_jsonl
+    from nanologic.inference import load_run
 
     records = read_jsonl(data)[:limit]
     sentences = [r["natural_language_input"] for r in records]
     model, tokenizer = load_run(run_dir)
     report: dict[str, Any] = {"n": len(records), "data": str(data), "gguf": str(gguf)}
+    old = _write_old_exporter_gguf(model, tokenizer, gguf)
+    versions = (("before", old), ("after", gguf))
+    report.update(_token_id_agreement(tokenizer, versions, records, sentences))
+    report.update(_detokenized_torch_outputs(model, tokenizer, versions, sentences))
+    report["modes"] = _decoding_modes(model, tokenizer, gguf, records, sentences)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return report
 
-    # 1. token ids: current file vs a file written as the older exporter did
+
+def _write_old_exporter_gguf(model: NanoLogic, tokenizer: BPETokenizer, gguf: Path) -> Path:
+    """A copy of the model as the older exporter wrote it (``pre = "default"``, every special CONTROL)."""
+    from lm_shared.gguf import write_llama_gguf
+    from nanologic.data import BOS, EOS, PAD
+    from nanologic.export import gguf_config, hf_llama_state_dict
+
     old = gguf.with_name(gguf.stem + "-old-exporter.gguf")
     cfg = model.config
     write_llama_gguf(
@@ -59,14 +79,37 @@ def text_report(run_dir: Path, gguf: Path, data: Path, limit: int, out: Path | N
         pad_id=tokenizer.token_to_id(PAD),
         tokenizer_pre="default",  # and no rendered specials: every special CONTROL
     )
+    return old
+
+
+def _token_id_agreement(
+    tokenizer: BPETokenizer, versions: tuple[tuple[str, Path], ...], records: list[dict], sentences: list[str]
+) -> dict[str, float]:
+    """1. token ids: llama.cpp's vs ours, prompts and full sequences, for each GGUF version."""
+    import llama_cpp
+
+    from nanologic.data import prompt_text, sequence_text
+
     prompts = [prompt_text(s) for s in sentences]
     full = [sequence_text(r, with_thought=False) for r in records]
-    for name, path in (("before", old), ("after", gguf)):
+    figures = {}
+    for name, path in versions:
         vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-        report[f"token_ids_equal_prompts_{name}"] = _tokenization_agreement(vocab, tokenizer, prompts)
-        report[f"token_ids_equal_full_{name}"] = _tokenization_agreement(vocab, tokenizer, full)
+        figures[f"token_ids_equal_prompts_{name}"] = _tokenization_agreement(vocab, tokenizer, prompts)
+        figures[f"token_ids_equal_full_{name}"] = _tokenization_agreement(vocab, tokenizer, full)
+    return figures
 
-    # 2. PyTorch greedy (no repair) and its ids rendered by llama.cpp with defaults
+
+def _detokenized_torch_outputs(
+    model: NanoLogic, tokenizer: BPETokenizer, versions: tuple[tuple[str, Path], ...], sentences: list[str]
+) -> dict[str, float]:
+    """2. PyTorch greedy (no repair), and whether its ids rendered by llama.cpp parse the same."""
+    import llama_cpp
+
+    from nanologic.data import formalization_result, normalize_text, prompt_text
+    from nanologic.inference import Formalizer
+
+    figures: dict[str, float] = {}
     torch_free = Formalizer(model, tokenizer, repair_tries=0)
     start = time.perf_counter()
     ids = []
@@ -74,8 +117,8 @@ def text_report(run_dir: Path, gguf: Path, data: Path, limit: int, out: Path | N
         prompt = tokenizer.encode(prompt_text(normalize_text(s)))
         ids.append(model.generate([prompt], 160, pad_id=torch_free.pad_id, stop_ids=(torch_free.eos_id,))[0])
     torch_results = [formalization_result(tokenizer.decode(o)) for o in ids]
-    report["torch_seconds"] = time.perf_counter() - start
-    for name, path in (("before", old), ("after", gguf)):
+    figures["torch_seconds"] = time.perf_counter() - start
+    for name, path in versions:
         vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
         same = 0
         for o, ref in zip(ids, torch_results):
@@ -84,27 +127,44 @@ def text_report(run_dir: Path, gguf: Path, data: Path, limit: int, out: Path | N
             same += {k: v for k, v in res.items() if k != "raw"} == {
                 k: v for k, v in ref.items() if k != "raw"
             }
-        report[f"detokenize_parses_as_torch_{name}"] = same / len(ids)
+        figures[f"detokenize_parses_as_torch_{name}"] = same / len(ids)
+    return figures
 
-    # 3. decoding modes: PyTorch (free with/without repair, format, grounded) and llama.cpp text path
-    def score(results: list[dict]) -> dict:
-        parsed = sum(r["valid_formula"] for r in results)
-        equiv = 0
-        for r, g in zip(results, records):
-            node, gold = try_parse(r["formula"]), try_parse(g["formula"])
-            equiv += node is not None and gold is not None and equivalent(node, gold)
-        return {"parse_rate": parsed / len(results), "equivalent_same_letters": equiv / len(results)}
+
+def _score(results: list[dict], records: list[dict]) -> dict:
+    """Parse rate, and equivalence to the gold formula with the same letters."""
+    from nanologic.logic import equivalent, try_parse
+
+    parsed = sum(r["valid_formula"] for r in results)
+    equiv = 0
+    for r, g in zip(results, records):
+        node, gold = try_parse(r["formula"]), try_parse(g["formula"])
+        equiv += node is not None and gold is not None and equivalent(node, gold)
+    return {"parse_rate": parsed / len(results), "equivalent_same_letters": equiv / len(results)}
+
+
+def _decoding_modes(
+    model: NanoLogic, tokenizer: BPETokenizer, gguf: Path, records: list[dict], sentences: list[str]
+) -> dict[str, dict[str, Any]]:
+    """3. decoding modes: PyTorch (free with/without repair, format, grounded) and the llama.cpp text path."""
+    from nanologic.inference import Formalizer
+    from nanologic.llamacpp import LlamaCppFormalizer
 
     modes: dict[str, Any] = {}
-    for label, kwargs in (
+    torch_modes: tuple[tuple[str, dict[str, Any]], ...] = (
         ("torch_free", {"repair_tries": 0}),
         ("torch_repair2", {"repair_tries": 2}),
         ("torch_format", {"constraint": "format"}),
         ("torch_grounded", {"constraint": "grounded"}),
-    ):
+    )
+    for label, kwargs in torch_modes:
         start = time.perf_counter()
         results = Formalizer(model, tokenizer, **kwargs).formalize(sentences, batch_size=32)
-        modes[label] = {**score(results), "seconds": time.perf_counter() - start, "results": results}
+        modes[label] = {
+            **_score(results, records),
+            "seconds": time.perf_counter() - start,
+            "results": results,
+        }
     for label, grammar, ref in (
         ("llamacpp_free", False, "torch_free"),
         ("llamacpp_format", "format", "torch_format"),
@@ -114,16 +174,12 @@ def text_report(run_dir: Path, gguf: Path, data: Path, limit: int, out: Path | N
         results = LlamaCppFormalizer.from_gguf(gguf, grammar=grammar).formalize(sentences)
         agree = sum(a == b for a, b in zip(results, modes[ref]["results"])) / len(results)
         modes[label] = {
-            **score(results),
+            **_score(results, records),
             "seconds": time.perf_counter() - start,
             f"identical_to_{ref}": agree,
             "results": results,
         }
-    report["modes"] = {k: {m: v for m, v in d.items() if m != "results"} for k, d in modes.items()}
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    return report
+    return {k: {m: v for m, v in d.items() if m != "results"} for k, d in modes.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
