@@ -10,11 +10,18 @@ import json
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lm_shared.runs import atomic_write_text
 from tormented_mini.errors import TormentedError
 from tormented_mini.options import AblateOptions
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from lm_shared.tokenization import BPETokenizer
+    from tormented_mini.data import EncodedCorpus
+    from tormented_mini.train import TrainConfig
 
 # (name, norm_type, use_hope)
 VARIANTS = (
@@ -33,10 +40,8 @@ def run(args: AblateOptions, command_config: str | None = None) -> int:
     the report ``FILE.json``; ``tormented-mini ablate --config`` loads it again.
     """
     from rich.console import Console
-    from rich.table import Table
 
     from tormented_mini.data import build_tokenizer, default_corpus, encode_corpus, load_texts
-    from tormented_mini.train import MLMTrainer, TrainConfig
 
     out = Path(args.out)
     if out.suffix != ".json":
@@ -44,7 +49,42 @@ def run(args: AblateOptions, command_config: str | None = None) -> int:
     if args.max_steps < 1 or not args.seeds:
         raise TormentedError("--max-steps must be >= 1 and --seeds must name at least one seed")
     texts = load_texts(args.data) if args.data else default_corpus()
-    base = TrainConfig(
+    base = _base_config(args)
+    tokenizer = build_tokenizer(texts, base.vocab_size)
+    corpus = encode_corpus(texts, tokenizer, base.seq_len, base.val_fraction)
+    console = Console()
+    console.print(
+        f"ablation: {len(VARIANTS)} variants x {len(args.seeds)} seeds, {args.max_steps} steps, "
+        f"{corpus.train.shape[0]} train / {corpus.val.shape[0]} held-out rows of {args.seq_len} tokens"
+    )
+    runs = _train_variants(args, base, corpus, tokenizer, console)
+    summary = _summarise(runs)
+    report = {
+        "model": args.model,
+        "preset": base.preset_name("cpu"),
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "lr": args.lr,
+        "seeds": list(args.seeds),
+        "data": args.data or "embedded default corpus",
+        "summary": summary,
+        "runs": runs,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if command_config is not None:
+        atomic_write_text(out.with_suffix(".config.yaml"), command_config)
+    _print_summary(args, summary, console)
+    console.print(f"wrote {out}")
+    return 0
+
+
+def _base_config(args: AblateOptions) -> TrainConfig:
+    """The training settings every variant shares (the CPU preset, one evaluation at the end)."""
+    from tormented_mini.train import TrainConfig
+
+    return TrainConfig(
         model=args.model,
         size="cpu",
         max_steps=args.max_steps,
@@ -56,13 +96,15 @@ def run(args: AblateOptions, command_config: str | None = None) -> int:
         warmup_steps=max(1, args.max_steps // 10),
         threads=args.threads,
     )
-    tokenizer = build_tokenizer(texts, base.vocab_size)
-    corpus = encode_corpus(texts, tokenizer, base.seq_len, base.val_fraction)
-    console = Console()
-    console.print(
-        f"ablation: {len(VARIANTS)} variants x {len(args.seeds)} seeds, {args.max_steps} steps, "
-        f"{corpus.train.shape[0]} train / {corpus.val.shape[0]} held-out rows of {args.seq_len} tokens"
-    )
+
+
+def _train_variants(
+    args: AblateOptions, base: TrainConfig, corpus: EncodedCorpus, tokenizer: BPETokenizer, console: Console
+) -> list[dict[str, Any]]:
+    """Train each variant once per seed (runs under ``--runs-dir``, else a scratch folder); one
+    record of held-out results per run, seeds outermost."""
+    from tormented_mini.train import MLMTrainer, TrainConfig
+
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.runs_dir) if args.runs_dir else Path(scratch)
@@ -92,6 +134,11 @@ def run(args: AblateOptions, command_config: str | None = None) -> int:
                         "n_params": result.n_params,
                     }
                 )
+    return runs
+
+
+def _summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per variant: mean and standard deviation over seeds of the held-out loss and accuracy."""
     summary = {}
     for name, norm, hope in VARIANTS:
         mine = [r for r in runs if r["variant"] == name]
@@ -106,22 +153,12 @@ def run(args: AblateOptions, command_config: str | None = None) -> int:
             "val_masked_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "n_runs": len(mine),
         }
-    report = {
-        "model": args.model,
-        "preset": base.preset_name("cpu"),
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "seq_len": args.seq_len,
-        "lr": args.lr,
-        "seeds": list(args.seeds),
-        "data": args.data or "embedded default corpus",
-        "summary": summary,
-        "runs": runs,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if command_config is not None:
-        atomic_write_text(out.with_suffix(".config.yaml"), command_config)
+    return summary
+
+
+def _print_summary(args: AblateOptions, summary: dict[str, dict[str, Any]], console: Console) -> None:
+    from rich.table import Table
+
     table = Table(title=f"ablation ({args.model}, {args.max_steps} steps, seeds {list(args.seeds)})")
     for column in ("variant", "norm", "HoPE", "held-out MLM loss", "masked acc"):
         table.add_column(column)
@@ -135,5 +172,3 @@ def run(args: AblateOptions, command_config: str | None = None) -> int:
             f"{s['val_masked_acc']:.4f}",
         )
     console.print(table)
-    console.print(f"wrote {out}")
-    return 0

@@ -18,10 +18,13 @@ import resource
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tormented_mini.errors import TormentedError
 from tormented_mini.options import BenchOptions
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 BLOCK_NAMES = (
     "retnet",
@@ -69,9 +72,11 @@ def measure_model(
     torch.set_num_threads(threads)
     seed_everything(0)
     config = PRESETS[preset](max_position_embeddings=max(seq_len, 128))
-    eager = TormentedBertForMaskedLM(TormentedBertConfig.from_ultra(config, pad_token_id=0)).to(device)
-    model = torch.compile(eager) if compile else eager
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    eager = TormentedBertForMaskedLM(TormentedBertConfig.from_ultra(config, pad_token_id=0))
+    # PreTrainedModel.to is wrapped with functools.wraps, which mypy reads as an unbound method.
+    eager = eager.to(device)  # type: ignore[arg-type]
+    model = torch.compile(eager) if compile else eager  # the compiled wrapper shares eager's parameters
+    optimizer = torch.optim.AdamW(eager.parameters(), lr=1e-4)
     ids = torch.randint(5, config.vocab_size, (batch_size, seq_len), device=device)
     labels = torch.where(torch.rand(ids.shape, device=device) < 0.15, ids, torch.full_like(ids, -100))
     dtype = autocast_dtype(precision)
@@ -80,7 +85,7 @@ def measure_model(
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(ids, labels=labels).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(eager.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -103,7 +108,7 @@ def measure_model(
     return {
         "step_s": statistics.median(times),
         "peak_mb": peak_mb,
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "params_m": sum(p.numel() for p in eager.parameters()) / 1e6,
         "device": device,
         **_profile_and_count(eager, optimizer, ids, labels, device, dtype, profile=not compile),
     }
@@ -195,9 +200,15 @@ def _in_child(fn, *args: Any) -> Any:  # noqa: ANN001
 
 
 def run(args: BenchOptions) -> int:
+    """Time Mini's and Frankenstein's training steps (each in a fresh process) and every block
+    type, write the JSON report to ``args.out`` and print the tables.
+
+    Raises:
+        TormentedError: a non-positive size, or ``--out`` not a ``.json`` file.
+        lm_shared.errors.UserError: ``--device cuda`` without a visible GPU.
+    """
     import torch
     from rich.console import Console
-    from rich.table import Table
 
     from lm_shared.runtime import detect_precision, resolve_device
 
@@ -207,39 +218,79 @@ def run(args: BenchOptions) -> int:
     if out.suffix != ".json":
         raise TormentedError(f"--out must be a .json file, got {out}")
     device = resolve_device(args.device)
-    compile = args.compile
     mini, frank = _presets(args.size, device)
     precision = detect_precision(device)
     console = Console()
     console.print(
         f"bench on {device}, precision {precision}, batch {args.batch_size} x {args.seq_len}, {args.threads} threads"
     )
+    results = _measure_training(args, (mini, frank), precision, device, console)
+    peak32, peak_bf16 = _matmul_peaks(args.threads, device)
+    with console.status("per-block forward+backward"):
+        torch.set_num_threads(args.threads)
+        blocks = measure_blocks(mini, args.batch_size, args.seq_len, max(2, args.steps), device)
+    report = _report(args, device, precision, (mini, frank), results, blocks, (peak32, peak_bf16))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    _print_tables(console, report, results, peak32)
+    console.print(f"wrote {out}")
+    return 0
+
+
+def _measure_training(
+    args: BenchOptions, presets: tuple[str, str], precision: str, device: str, console: Console
+) -> dict[str, dict[str, Any]]:
+    """:func:`measure_model` of Mini and Frankenstein (and, with ``--bf16`` on the CPU, Mini under
+    bf16 autocast as ``mini_bf16``), each in a fresh process."""
+    mini, frank = presets
+    compile = args.compile
     common = (args.batch_size, args.seq_len, args.steps, args.threads)
     results: dict[str, Any] = {}
     with console.status("Mini training steps"):
         results["mini"] = _in_child(measure_model, mini, *common, precision, device, compile)
     with console.status("Frankenstein training steps"):
         results["frankenstein"] = _in_child(measure_model, frank, *common, precision, device, compile)
-    bf16 = None
     if args.bf16 and device == "cpu":
         with console.status("Mini with bf16 autocast"):
-            bf16 = _in_child(measure_model, mini, *common, "bf16-mixed", device, compile)
-    from lm_shared.profiling import matmul_peak_flops, model_flops_utilization, split_table
+            results["mini_bf16"] = _in_child(measure_model, mini, *common, "bf16-mixed", device, compile)
+    return results
+
+
+def _matmul_peaks(threads: int, device: str) -> tuple[float, float | None]:
+    """This machine's fp32 and (where native) bf16 matmul peaks in FLOP/s, with ``threads`` threads."""
+    import torch
+
+    from lm_shared.profiling import matmul_peak_flops
     from lm_shared.runtime import cpu_has_native_bf16
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     peak32 = matmul_peak_flops("float32", device=device)
     peak_bf16 = (
         matmul_peak_flops("bfloat16", device=device) if device == "cuda" or cpu_has_native_bf16() else None
     )
-    with console.status("per-block forward+backward"):
-        torch.set_num_threads(args.threads)
-        blocks = measure_blocks(mini, args.batch_size, args.seq_len, max(2, args.steps), device)
+    return peak32, peak_bf16
 
+
+def _report(
+    args: BenchOptions,
+    device: str,
+    precision: str,
+    presets: tuple[str, str],
+    results: dict[str, dict[str, Any]],
+    blocks: dict[str, float],
+    peaks: tuple[float, float | None],
+) -> dict[str, Any]:
+    """The JSON report: step times, peak memory, sizes, block times, and each model's FLOPs, MFU
+    (against the bf16 peak when training in bf16 and it is known) and profile split."""
+    from lm_shared.profiling import model_flops_utilization
+
+    mini, frank = presets
+    peak32, peak_bf16 = peaks
+    bf16 = results.get("mini_bf16")
     report = {
         "device": device,
         "precision": precision,
-        "compile": compile,
+        "compile": args.compile,
         "threads": args.threads,
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
@@ -267,13 +318,25 @@ def run(args: BenchOptions) -> int:
         report[f"{name}_flops_per_step"] = r["flops_per_step"]
         report[f"{name}_mfu"] = round(model_flops_utilization(tokens_per_s, flops_per_token, peak), 4)
         report[f"{name}_profile"] = r["profile"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
 
-    table = Table(title=f"training step ({device}, {precision}, batch {args.batch_size} x {args.seq_len})")
+
+def _print_tables(
+    console: Console, report: dict[str, Any], results: dict[str, dict[str, Any]], peak32: float
+) -> None:
+    """The training-step, per-block and profile-split tables."""
+    from rich.table import Table
+
+    from lm_shared.profiling import split_table
+
+    mini, bf16 = report["mini_preset"], results.get("mini_bf16")
+    table = Table(
+        title=f"training step ({report['device']}, {report['precision']}, "
+        f"batch {report['batch_size']} x {report['seq_len']})"
+    )
     for column in ("model", "preset", "params (M)", "step (s)", "peak (MB)"):
         table.add_column(column)
-    for name, preset in (("mini", mini), ("frankenstein", frank)):
+    for name, preset in (("mini", mini), ("frankenstein", report["frankenstein_preset"])):
         r = results[name]
         table.add_row(name, preset, f"{r['params_m']:.2f}", f"{r['step_s']:.3f}", f"{r['peak_mb']:.0f}")
     if bf16:
@@ -285,6 +348,7 @@ def run(args: BenchOptions) -> int:
             f"{bf16['peak_mb']:.0f}",
         )
     console.print(table)
+    blocks = report["block_fwd_bwd_s"]
     block_table = Table(title=f"block forward+backward ({mini} width)")
     block_table.add_column("block")
     block_table.add_column("seconds")
@@ -300,5 +364,3 @@ def run(args: BenchOptions) -> int:
             mfu={m: report[f"{m}_mfu"] for m in models},
         )
     )
-    console.print(f"wrote {out}")
-    return 0

@@ -288,7 +288,8 @@ class SpecialIds:
         missing = [tok for tok, i in ids.items() if i is None]
         if missing:
             raise DataError(f"tokenizer lacks the special tokens {missing}")
-        return cls(pad=ids[PAD], cls=ids[CLS], sep=ids[SEP], mask=ids[MASK], unk=ids[UNK])
+        found = {tok: i for tok, i in ids.items() if i is not None}
+        return cls(pad=found[PAD], cls=found[CLS], sep=found[SEP], mask=found[MASK], unk=found[UNK])
 
     def all(self) -> list[int]:
         return [self.pad, self.cls, self.sep, self.mask, self.unk]

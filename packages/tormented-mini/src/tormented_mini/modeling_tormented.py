@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -259,6 +259,18 @@ class BitLinear(nn.Linear):
 
 
 def make_linear(in_features: int, out_features: int, use_bitnet: bool, bias: bool = False) -> nn.Linear:
+    """A projection ``[..., in_features] -> [..., out_features]``.
+
+    Args:
+        in_features: input width.
+        out_features: output width.
+        use_bitnet: a :class:`BitLinear` (ternary weights, 8-bit activations in the forward)
+            instead of an ``nn.Linear``.
+        bias: add a learned bias.
+
+    Returns:
+        The layer (a :class:`BitLinear` is an ``nn.Linear`` subclass).
+    """
     return (
         BitLinear(in_features, out_features, bias=bias)
         if use_bitnet
@@ -332,6 +344,19 @@ class DynamicTanhNorm(nn.Module):
 
 
 def build_norm(config: UltraConfig, dim: int | None = None) -> nn.Module:
+    """The normalisation layer ``config.norm_type`` names, over the last dimension.
+
+    Args:
+        config: gives ``norm_type`` (``layernorm``, ``dyt``, ``dynamic_tanh`` or ``derf``) and
+            ``norm_eps``.
+        dim: the normalised width (default ``config.hidden_size``).
+
+    Returns:
+        A module mapping ``[..., dim]`` to ``[..., dim]`` in the input's dtype.
+
+    Raises:
+        ConfigError: an unknown ``norm_type``.
+    """
     dim = dim or config.hidden_size
     if config.norm_type == "layernorm":
         return nn.LayerNorm(dim, eps=config.norm_eps)
@@ -345,12 +370,28 @@ def build_norm(config: UltraConfig, dim: int | None = None) -> nn.Module:
 
 
 def rms_norm_heads(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-head RMS normalisation without affine: RetNet's GroupNorm with one group per head."""
+    """Per-head RMS normalisation without affine: RetNet's GroupNorm with one group per head.
+
+    Args:
+        x: per-head values ``[..., head_dim]`` (any float dtype; the mean square is float32).
+        eps: added to the mean square.
+
+    Returns:
+        ``x / rms(x)`` over the last dimension, same shape and dtype.
+    """
     return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps).to(x.dtype)
 
 
 def key_padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B, L] 1/0 mask -> additive [B, 1, 1, L] bias: 0 for tokens, -inf-like for pads."""
+    """The additive attention bias that hides padded keys.
+
+    Args:
+        attention_mask: ``[B, L]`` (int or bool), 1 for tokens and 0 for pads.
+        dtype: the dtype of the attention scores.
+
+    Returns:
+        ``[B, 1, 1, L]`` in ``dtype``: 0 for tokens, ``dtype``'s most negative finite value for pads.
+    """
     bias = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
     bias = bias.masked_fill(attention_mask == 0, torch.finfo(dtype).min)
     return bias[:, None, None, :]
@@ -509,9 +550,9 @@ class HoPE(nn.Module):
             diagonals.append(torch.cat([band.new_zeros(batch, heads, gap + 1, b, b), band], dim=2))
         skew = torch.stack(diagonals, dim=3)
         i = torch.arange(n_blocks, device=ap.device)
-        gap = i[:, None] - i[None, :]
+        gaps = i[:, None] - i[None, :]
         rows = i[:, None].expand(n_blocks, n_blocks)
-        return skew[:, :, rows, gap.clamp(min=0)] * (gap >= 0)[:, :, None, None]
+        return skew[:, :, rows, gaps.clamp(min=0)] * (gaps >= 0)[:, :, None, None]
 
 
 class _BlockedHoPEScores(torch.autograd.Function):
@@ -546,8 +587,18 @@ def delta_rule_recurrent(
 ) -> torch.Tensor:
     """Reference gated delta rule, one step at a time (used to test the chunked form).
 
-    S_t = S_{t-1} alpha_t (I - beta_t k_t k_t^T) + beta_t v_t k_t^T, o_t = S_t q_t, with S in
-    [B, H, Dv, Dk]. q, k: [B, H, L, Dk]; v: [B, H, L, Dv]; log_alpha, beta: [B, H, L].
+    S_t = S_{t-1} alpha_t (I - beta_t k_t k_t^T) + beta_t v_t k_t^T, o_t = S_t q_t, with the state
+    S ``[B, H, Dv, Dk]`` starting at zero.
+
+    Args:
+        q: queries ``[B, H, L, Dk]``.
+        k: keys ``[B, H, L, Dk]`` (L2-normalised keeps the update contractive).
+        v: values ``[B, H, L, Dv]``.
+        log_alpha: log of the decay alpha_t in (0, 1] ``[B, H, L]`` (<= 0).
+        beta: write strengths in [0, 1] ``[B, H, L]``.
+
+    Returns:
+        The outputs o_t ``[B, H, L, Dv]``, in the inputs' dtype.
     """
     b, h, length, dk = k.shape
     state = k.new_zeros(b, h, v.shape[-1], dk)
@@ -577,6 +628,18 @@ def delta_rule_chunked(
     Same maths as :func:`delta_rule_recurrent`; inside a chunk the updates become one triangular
     solve and matrix products, so the Python loop runs L/chunk times instead of L. Decays enter as
     exp of differences of cumulative log-decays (<= 0), never as e^{+sum}.
+
+    Args:
+        q: queries ``[B, H, L, Dk]``.
+        k: keys ``[B, H, L, Dk]``.
+        v: values ``[B, H, L, Dv]``.
+        log_alpha: log-decays ``[B, H, L]`` (<= 0).
+        beta: write strengths in [0, 1] ``[B, H, L]``.
+        chunk: steps per chunk; L is padded to a multiple with steps that keep the state.
+
+    Returns:
+        The outputs ``[B, H, L, Dv]``, in the inputs' dtype (equal to the recurrent form's up to
+        rounding).
     """
     b, h, length, dk = k.shape
     dv = v.shape[-1]
@@ -645,8 +708,10 @@ class TitansMemory(nn.Module):
         bias = torch.cat([torch.full((self.num_heads,), 4.0), torch.zeros(self.num_heads)])
         hf_init.copy_(self.gates.bias, bias)
 
-    def _scan(self, *qkv_gates: torch.Tensor) -> torch.Tensor:
-        return delta_rule_chunked(*qkv_gates, chunk=self.chunk)
+    def _scan(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_alpha: torch.Tensor, beta: torch.Tensor
+    ) -> torch.Tensor:
+        return delta_rule_chunked(q, k, v, log_alpha, beta, chunk=self.chunk)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         b, length, d = x.shape
@@ -755,10 +820,17 @@ class MultiScaleRetention(nn.Module):
 def selective_scan(
     delta_a: torch.Tensor, delta_bx: torch.Tensor, c: torch.Tensor, mode: str = "sequential"
 ) -> torch.Tensor:
-    """h_t = delta_a_t * h_{t-1} + delta_bx_t, y_t = <h_t, c_t>; delta_a, delta_bx: [B, L, D, N], c: [B, L, N].
+    """The selective-SSM recurrence h_t = delta_a_t * h_{t-1} + delta_bx_t, y_t = <h_t, c_t> (h_0 = 0).
 
-    "sequential" keeps one state in memory per step; "parallel" is a Hillis-Steele scan in log2(L)
-    vectorised steps (faster on a GPU, log2(L) times the memory).
+    Args:
+        delta_a: the discretised per-step decays ``[B, L, D, N]``.
+        delta_bx: the discretised inputs ``[B, L, D, N]``.
+        c: the output projections ``[B, L, N]``.
+        mode: ``sequential`` keeps one state in memory per step; ``parallel`` is a Hillis-Steele
+            scan in log2(L) vectorised steps (faster on a GPU, log2(L) times the memory).
+
+    Returns:
+        y ``[B, L, D]``, in the inputs' dtype (the caller passes float32).
     """
     if mode == "parallel":
         a, h = delta_a, delta_bx
@@ -1128,7 +1200,9 @@ class TormentedBertModel(TormentedBertPreTrainedModel):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        if not isinstance(value, nn.Embedding):  # the embedding scale and the tied decoder read .weight
+            raise TypeError(f"the input embeddings must be an nn.Embedding, got {type(value).__name__}")
         self.embeddings.word_embeddings = value
 
     def default_attention_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -1144,6 +1218,24 @@ class TormentedBertModel(TormentedBertPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> TormentedBaseOutput:
+        """Encode ``input_ids`` (every position sees the whole sequence; pads are hidden as keys).
+
+        Args:
+            input_ids: token ids ``[B, L]`` (int64).
+            attention_mask: ``[B, L]``, 1 for tokens and 0 for pads; ``None``: every token that is
+                not ``config.pad_token_id`` (all of them without one).
+            output_hidden_states: also return the embedding output and every layer's output.
+            return_dict: accepted for transformers' API; the output is always a
+                :class:`TormentedBaseOutput`.
+            **kwargs: other transformers arguments, ignored.
+
+        Returns:
+            ``last_hidden_state`` ``[B, L, hidden_size]`` after the final norm (the weights' dtype,
+            or autocast's); with ``output_hidden_states``, ``hidden_states``: the embedding output
+            and each layer's output over all loops (``1 + num_loops * num_layers`` tensors
+            ``[B, L, hidden_size]``); ``aux_loss``: float32 scalar, the MoE layers' weighted
+            load-balancing and router z-losses summed (0 without MoE).
+        """
         if attention_mask is None:
             attention_mask = self.default_attention_mask(input_ids)
         attention_mask = attention_mask.to(input_ids.device)
@@ -1157,11 +1249,9 @@ class TormentedBertModel(TormentedBertPreTrainedModel):
                 if output_hidden_states:
                     hidden_states.append(x)
         x = self.final_norm(x)
-        return TormentedBaseOutput(
-            last_hidden_state=x,
-            hidden_states=tuple(hidden_states) if output_hidden_states else None,
-            aux_loss=aux,
-        )
+        # transformers annotates its outputs as the legacy FloatTensor type; these are Tensors.
+        hidden = cast("tuple[torch.FloatTensor, ...]", tuple(hidden_states)) if output_hidden_states else None
+        return TormentedBaseOutput(last_hidden_state=x, hidden_states=hidden, aux_loss=aux)
 
 
 class TormentedBertForMaskedLM(TormentedBertPreTrainedModel):
@@ -1190,6 +1280,24 @@ class TormentedBertForMaskedLM(TormentedBertPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> TormentedMaskedLMOutput:
+        """Masked-token logits for every position and, with ``labels``, the training loss.
+
+        Args:
+            input_ids: token ids ``[B, L]`` (int64), with ``[MASK]`` where a token is to be predicted.
+            attention_mask: ``[B, L]``, 1 for tokens and 0 for pads (default as
+                :meth:`TormentedBertModel.forward`).
+            labels: ``[B, L]`` (int64), the original token at each position to predict and -100
+                elsewhere; ``None``: no loss.
+            output_hidden_states: also return the encoder's hidden states.
+            return_dict: accepted for transformers' API; the output is always a
+                :class:`TormentedMaskedLMOutput`.
+            **kwargs: other transformers arguments, ignored.
+
+        Returns:
+            ``logits`` ``[B, L, vocab_size]`` (the weights' dtype, or autocast's) and ``aux_loss``
+            (float32 scalar); with ``labels``, ``mlm_loss`` (float32 scalar, nats per predicted
+            token) and ``loss = mlm_loss + aux_loss``; ``hidden_states`` as the encoder's.
+        """
         out = self.tormented(
             input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
         )
@@ -1215,11 +1323,13 @@ class TormentedBertForSequenceClassification(TormentedBertPreTrainedModel):
 
     def __init__(self, config: TormentedBertConfig) -> None:
         super().__init__(config)
+        if config.num_labels is None:  # transformers' configs have 2 unless id2label was removed
+            raise ValueError("the config needs num_labels (or id2label)")
         self.num_labels = config.num_labels
         self.tormented = TormentedBertModel(config)
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, self.num_labels)
         self.post_init()
 
     def forward(
@@ -1231,6 +1341,26 @@ class TormentedBertForSequenceClassification(TormentedBertPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> SequenceClassifierOutput:
+        """Class logits from the first ([CLS]) position and, with ``labels``, the loss.
+
+        Args:
+            input_ids: token ids ``[B, L]`` (int64), starting with ``[CLS]``.
+            attention_mask: ``[B, L]``, 1 for tokens and 0 for pads (default as
+                :meth:`TormentedBertModel.forward`).
+            labels: ``[B]`` int64 class ids (single-label), ``[B, num_labels]`` float 0/1 targets
+                (multi-label) or ``[B]`` float targets (regression, ``num_labels == 1``). When
+                ``config.problem_type`` is unset, the first call with labels sets it from these.
+                ``None``: no loss.
+            output_hidden_states: also return the encoder's hidden states.
+            return_dict: accepted for transformers' API; the output is always a
+                ``SequenceClassifierOutput``.
+            **kwargs: other transformers arguments, ignored.
+
+        Returns:
+            ``logits`` ``[B, num_labels]`` (the weights' dtype, or autocast's); with ``labels``,
+            ``loss``: float32 scalar, cross-entropy (nats), MSE or BCE by ``problem_type``, plus
+            the encoder's ``aux_loss``; ``hidden_states`` as the encoder's.
+        """
         out = self.tormented(
             input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
         )
@@ -1252,7 +1382,10 @@ class TormentedBertForSequenceClassification(TormentedBertPreTrainedModel):
             else:
                 loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
             loss = loss + out.aux_loss
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        # transformers annotates its outputs as the legacy FloatTensor type; the loss is a Tensor.
+        return SequenceClassifierOutput(
+            loss=cast("torch.FloatTensor | None", loss), logits=logits, hidden_states=out.hidden_states
+        )
 
 
 # ==================================================================================== named models

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -75,6 +75,9 @@ from tormented_mini.modeling_tormented import (
     TormentedBertForMaskedLM,
     UltraConfig,
 )
+
+if TYPE_CHECKING:
+    from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 STRATEGIES = ("auto", "ddp", "fsdp")
@@ -456,6 +459,9 @@ class TormentedDataModule(L.LightningDataModule):
 class TormentedMLMModule(L.LightningModule):
     """The masked LM with manual optimisation through :class:`GradientHealthMonitor`."""
 
+    # The model, or its torch.compile wrapper; returns a TormentedMaskedLMOutput.
+    _forward: Callable[..., Any]
+
     def __init__(self, cfg: TrainConfig, model_config: UltraConfig, ids: SpecialIds, out: Path) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -481,7 +487,7 @@ class TormentedMLMModule(L.LightningModule):
         self.train_seconds = 0.0
 
     # ------------------------------------------------------------------ optimisation
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = torch.optim.AdamW(
             param_groups(self.model, self.cfg), lr=self.cfg.lr, betas=self.cfg.betas
         )
@@ -491,6 +497,9 @@ class TormentedMLMModule(L.LightningModule):
     def on_train_start(self) -> None:
         optimizer = self.optimizers(use_pl_optimizer=False)
         scheduler = self.lr_schedulers()
+        # configure_optimizers returns one of each
+        assert isinstance(optimizer, torch.optim.Optimizer)
+        assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         cfg = self.cfg
         self.monitor = GradientHealthMonitor(
@@ -514,7 +523,8 @@ class TormentedMLMModule(L.LightningModule):
         # it where Lightning would (after the scaler's unscale_, before the step), for callbacks
         # that read or change the gradients, then the module's own.
         trainer = self.trainer
-        for callback in trainer.callbacks:
+        # Lightning's callback connector sets Trainer.callbacks; the class does not declare it.
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
             callback.on_before_optimizer_step(trainer, self, optimizer)
         self.on_before_optimizer_step(optimizer)
 
