@@ -12,6 +12,7 @@ from nanologic.llm_verify import LLMVerifier, verify_with_llm
 class _Handler(BaseHTTPRequestHandler):
     calls = []
     fail_first = 0
+    fail_status = 429
     replies = []
 
     def do_POST(self):  # noqa: N802
@@ -19,7 +20,8 @@ class _Handler(BaseHTTPRequestHandler):
         type(self).calls.append((self.path, self.headers.get("Authorization"), body))
         if type(self).fail_first > 0:
             type(self).fail_first -= 1
-            self.send_response(429)
+            self.send_response(type(self).fail_status)
+            self.send_header("Content-Length", "0")
             self.end_headers()
             return
         content = type(self).replies.pop(0)
@@ -40,7 +42,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def server():
-    _Handler.calls, _Handler.fail_first, _Handler.replies = [], 0, []
+    _Handler.calls, _Handler.fail_first, _Handler.fail_status, _Handler.replies = [], 0, 429, []
     httpd = HTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -76,7 +78,6 @@ def test_verify_accepts_corrects_rejects_with_cache_retries_and_cost(server, tmp
         "test-model",
         api_key="k",
         cache_path=cache,
-        backoff_s=0.01,
         requests_per_minute=0,
         price_in=1.0,
         price_out=2.0,
@@ -107,9 +108,18 @@ def test_correction_that_changes_atoms_is_rejected(server):
 
 def test_gives_up_after_retries(server):
     _Handler.fail_first = 10
-    verifier = LLMVerifier(server, "m", max_retries=2, backoff_s=0.01, requests_per_minute=0)
+    verifier = LLMVerifier(server, "m", max_retries=2, requests_per_minute=0)
     with pytest.raises(NanologicError, match="after 3 attempts"):
         verifier.ask("hola")
+    assert _Handler.fail_first == 10 - 3  # the SDK's retries: three requests, then it gave up
+
+
+def test_a_refused_request_is_not_retried(server):
+    _Handler.fail_first, _Handler.fail_status = 10, 400
+    verifier = LLMVerifier(server, "m", max_retries=2, requests_per_minute=0)
+    with pytest.raises(NanologicError, match="LLM API error 400"):
+        verifier.ask("hola")
+    assert _Handler.fail_first == 10 - 1
 
 
 def test_needs_url_and_model():

@@ -51,7 +51,8 @@ _STRIP = " ,.;:¡!¿?\"'«»"
 
 def _cues(role: str) -> tuple[str, ...]:
     """The generator's cues of one role, accent-free, longest first ('siempre que' before 'si')."""
-    return tuple(sorted({_fold(c) for c in CUES.get(role, ())}, key=len, reverse=True))
+    # Ties broken alphabetically: a set's order changes with the per-process string hash seed.
+    return tuple(sorted({_fold(c) for c in CUES.get(role, ())}, key=lambda c: (-len(c), c)))
 
 
 def _fold(text: str) -> str:

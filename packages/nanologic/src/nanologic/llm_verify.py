@@ -1,7 +1,9 @@
 """Optional LLM check of (sentence, formula) pairs through any OpenAI-compatible chat API.
 
-Cache (JSONL keyed by model + prompt hash, so a rerun costs nothing), retries with exponential
-backoff on 429/5xx/timeouts, a requests-per-minute limit, and a token and cost report. The model
+The requests go through the ``openai`` SDK's client, whose retry policy we use as is (retries on
+connection errors, timeouts, 408/409/429 and 5xx, exponential backoff with jitter from 0.5 s to 8 s,
+``Retry-After`` honoured). Ours: a cache (JSONL keyed by model + prompt hash, so a rerun costs
+nothing), a requests-per-minute limit (the SDK has none), and a token and cost report. The model
 may propose a corrected formula; a correction is accepted only if it parses and uses exactly the
 declared atoms, so the LLM cannot silently change the atom vocabulary.
 """
@@ -14,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import openai
 
 from nanologic.errors import NanologicError
 from nanologic.logic import FormulaError, atoms, parse, to_ascii, to_unicode
@@ -29,6 +31,23 @@ SYSTEM_PROMPT = (
 
 @dataclass
 class LLMVerifier:
+    """A cached, rate-limited client of one model behind an OpenAI-compatible chat API.
+
+    Args:
+        base_url: the API's base URL (``https://host/v1``).
+        model: the model name.
+        api_key: the API key (empty for local servers that need none).
+        cache_path: JSONL cache of answers, read at start and appended to.
+        max_retries: retries of a failed request (the SDK's policy), so ``max_retries + 1`` attempts.
+        requests_per_minute: client-side rate limit (0 = none).
+        price_in: USD per 1M prompt tokens, for the cost report.
+        price_out: USD per 1M completion tokens.
+        timeout_s: seconds per request.
+
+    Raises:
+        NanologicError: no ``base_url`` or ``model``.
+    """
+
     base_url: str
     model: str
     api_key: str = ""
@@ -38,8 +57,6 @@ class LLMVerifier:
     price_in: float = 0.0  # USD per 1M prompt tokens
     price_out: float = 0.0  # USD per 1M completion tokens
     timeout_s: float = 60.0
-    backoff_s: float = 1.0
-    transport: httpx.BaseTransport | None = None
     usage: dict = field(
         default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "cache_hits": 0}
     )
@@ -56,16 +73,17 @@ class LLMVerifier:
                     entry = json.loads(line)
                     self._cache[entry["key"]] = entry["response"]
         self._last_request = 0.0
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._client = httpx.Client(
+        self._client = openai.OpenAI(
             base_url=self.base_url.rstrip("/"),
-            headers=headers,
+            # The SDK requires a key; a local server without auth ignores this placeholder.
+            api_key=self.api_key or "no-key",
+            max_retries=self.max_retries,
             timeout=self.timeout_s,
-            transport=self.transport,
         )
 
     @property
     def cost_usd(self) -> float:
+        """The cost so far in USD, from the token counts and the prices."""
         return (
             self.usage["prompt_tokens"] * self.price_in + self.usage["completion_tokens"] * self.price_out
         ) / 1e6
@@ -81,39 +99,46 @@ class LLMVerifier:
             time.sleep(gap)
 
     def ask(self, prompt: str) -> dict:
-        """The model's JSON answer (cached)."""
+        """The model's JSON answer to ``prompt`` (from the cache when asked before).
+
+        Raises:
+            NanologicError: the API refused the request (4xx other than 408/409/429), or every
+                attempt failed (the last error named).
+        """
         key = self._key(prompt)
         if key in self._cache:
             self.usage["cache_hits"] += 1
             return self._cache[key]
-        body = {
-            "model": self.model,
-            "temperature": 0.1,
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
-        }
-        last_error = ""
-        for attempt in range(self.max_retries + 1):
-            self._wait_for_rate_limit()
-            self._last_request = time.monotonic()
-            try:
-                response = self._client.post("/chat/completions", json=body)
-            except httpx.TransportError as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code == 200:
-                    data = response.json()
-                    usage = data.get("usage", {})
-                    self.usage["prompt_tokens"] += int(usage.get("prompt_tokens", 0))
-                    self.usage["completion_tokens"] += int(usage.get("completion_tokens", 0))
-                    self.usage["requests"] += 1
-                    answer = _parse_answer(data["choices"][0]["message"]["content"])
-                    self._store(key, answer)
-                    return answer
-                last_error = f"HTTP {response.status_code}"
-                if response.status_code not in (408, 409, 429) and response.status_code < 500:
-                    raise NanologicError(f"LLM API error {response.status_code}: {response.text[:200]}")
-            time.sleep(self.backoff_s * 2**attempt)
-        raise NanologicError(f"LLM API failed after {self.max_retries + 1} attempts ({last_error})")
+        self._wait_for_rate_limit()
+        self._last_request = time.monotonic()
+        attempts = self.max_retries + 1
+        try:
+            response = self._client.chat.completions.create(
+                model=self.model,
+                temperature=0.1,
+                messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
+            )
+        except (openai.RateLimitError, openai.InternalServerError) as exc:
+            raise NanologicError(
+                f"LLM API failed after {attempts} attempts (HTTP {exc.status_code})"
+            ) from None
+        except openai.APIStatusError as exc:
+            if exc.status_code in (408, 409):
+                raise NanologicError(
+                    f"LLM API failed after {attempts} attempts (HTTP {exc.status_code})"
+                ) from None
+            raise NanologicError(f"LLM API error {exc.status_code}: {str(exc.message)[:200]}") from None
+        except openai.APIConnectionError as exc:  # timeouts included
+            raise NanologicError(
+                f"LLM API failed after {attempts} attempts ({type(exc).__name__}: {exc})"
+            ) from None
+        if response.usage is not None:
+            self.usage["prompt_tokens"] += int(response.usage.prompt_tokens or 0)
+            self.usage["completion_tokens"] += int(response.usage.completion_tokens or 0)
+        self.usage["requests"] += 1
+        answer = _parse_answer(response.choices[0].message.content or "")
+        self._store(key, answer)
+        return answer
 
     def _store(self, key: str, answer: dict) -> None:
         self._cache[key] = answer
