@@ -406,3 +406,13 @@ def test_run_means_a_trained_run_everywhere_and_checkpoint_stays(argv):
     for flag in ("--run", "--checkpoint"):
         cfg, _ = parse(command_parser(argv[0]), [*argv[1:], flag, "runs/x"])
         assert cfg.run == Path("runs/x")
+
+
+def test_text_report_is_a_command_with_its_checks(tmp_path, capsys):
+    # `python -m nanologic.text_report` had its own argparse; it is now `nanologic text-report`.
+    from nanologic.text_report import main as module_main
+
+    assert main(["text-report", "--run", str(tmp_path), "--gguf", "m.gguf", "--limit", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --limit: expected an integer >= 1, got 0")
+    assert module_main(["--checkpoint", str(tmp_path / "none"), "--gguf", "m.gguf"]) == 2
+    assert "file not found" in capsys.readouterr().err

@@ -561,6 +561,25 @@ def _cmd_bench(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     return 0
 
 
+def _text_report_parser(prog: str) -> ConfigParser:
+    from nanologic.configs import TextReportOptions
+
+    parser = config_parser(prog, "What a llama.cpp user gets from an exported model, measured on a split.")
+    add_dataclass_flags(parser, TextReportOptions, flags={"run": RUN_FLAG})
+    return parser
+
+
+def _cmd_text_report(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from nanologic.configs import TextReportOptions
+    from nanologic.text_report import text_report
+
+    options = _options(parser, cfg, TextReportOptions)
+    data = options.data or options.run / "data" / "test.jsonl"
+    report = text_report(options.run, options.gguf, data, options.limit, options.out)
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
 def _read_auth_file(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise NanologicError(f"{path}: file not found")
@@ -686,6 +705,11 @@ COMMANDS: dict[str, tuple[Callable[[str], ConfigParser], Command, str]] = {
         _bench_parser,
         _cmd_bench,
         "throughput, padding/packing efficiency, KV-cache and llama.cpp speed",
+    ),
+    "text-report": (
+        _text_report_parser,
+        _cmd_text_report,
+        "llama.cpp's tokenization, rendering and decoding of an exported model vs PyTorch",
     ),
     "serve": (_serve_parser, _cmd_serve, "web app: formalise, truth tables, arguments, JSONL batches"),
 }

@@ -451,6 +451,20 @@ class BenchOptions:
 
 
 @dataclass(frozen=True)
+class TextReportOptions:
+    """``text-report``: what a llama.cpp user gets from an exported model, measured on a split."""
+
+    run: Path  # trained run directory
+    gguf: Path  # the run's exported GGUF
+    data: Path | None = None  # JSONL split (default: the run's test split)
+    limit: int = 200  # examples of the split to measure on
+    out: Path | None = None  # JSON report (default: print it)
+
+    def __post_init__(self) -> None:
+        _check(self.limit >= 1, "limit", "an integer >= 1", self.limit)
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     """``serve``: the web app (formalise, truth tables, arguments, JSONL batches)."""
 

@@ -183,22 +183,12 @@ def _decoding_modes(
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    """``python -m nanologic.text_report ARGS`` = ``nanologic text-report ARGS``."""
+    import sys
 
-    parser = argparse.ArgumentParser(prog="nanologic text-report", description=__doc__)
-    parser.add_argument(
-        "--run", "--checkpoint", dest="checkpoint", type=Path, required=True, help="trained run directory"
-    )
-    parser.add_argument("--gguf", type=Path, required=True, help="the run's exported GGUF")
-    parser.add_argument("--data", type=Path, help="JSONL split (default: the run's test split)")
-    parser.add_argument("--limit", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=None, help="JSON report (default: print)")
-    args = parser.parse_args(argv)
-    report = text_report(
-        args.checkpoint, args.gguf, args.data or args.checkpoint / "data" / "test.jsonl", args.limit, args.out
-    )
-    print(json.dumps(report, ensure_ascii=False, indent=2))
-    return 0
+    from nanologic.cli import main as cli_main
+
+    return cli_main(["text-report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
