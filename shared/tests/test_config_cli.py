@@ -10,6 +10,7 @@ from typing import Literal
 import pytest
 
 from lm_shared.config_cli import (
+    ConfigParser,
     Flag,
     add_dataclass_flags,
     config_fields,
@@ -386,3 +387,41 @@ def test_a_positional_field_with_aliases_is_also_a_flag(tmp_path: Path):
         add_dataclass_flags(
             config_parser("p"), Needs, flags={"model": Flag(positional=True, aliases=("--m",))}
         )
+
+
+def test_run_command_dispatches_one_and_two_word_commands(capsys):
+    from lm_shared.config_cli import Command, run_command
+    from lm_shared.errors import UserError
+
+    seen = []
+
+    def make() -> ConfigParser:
+        parser = config_parser("prog x")
+        add_dataclass_flags(parser, Sentences, flags={"sentence": Flag(positional=True)})
+        return parser
+
+    def record(parser, cfg, given):
+        seen.append((instantiate(parser, cfg, Sentences), given))
+        return 3
+
+    def fail(parser, cfg, given):
+        raise UserError("bad input: line 2")
+
+    commands = {
+        "read": Command(make, record, "read sentences"),
+        "tiny train": Command(make, record, "train the tiny model"),
+        "fail": Command(make, fail, "always fails"),
+    }
+    assert run_command("prog", "d", commands, ["read", "--limit", "1", "A."]) == 3
+    assert run_command("prog", "d", commands, ["tiny", "train", "B."]) == 3
+    assert seen == [(Sentences(["A."], 1), {"sentence", "limit"}), (Sentences(["B."]), {"sentence"})]
+    assert run_command("prog", "d", commands, ["fail"]) == 2
+    assert capsys.readouterr().err == "error: bad input: line 2\n"
+    with pytest.raises(SystemExit) as info:
+        run_command("prog", "d", commands, ["nope"])
+    assert info.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_command("prog", "d", commands, ["--help"], groups={"tiny": "the tiny model"})
+    out = capsys.readouterr().out
+    assert "read sentences" in out and "the tiny model" in out
+    assert run_command("prog", "d", commands, ["fail"], guard=lambda action: 7) == 7

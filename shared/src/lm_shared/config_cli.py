@@ -51,6 +51,8 @@ from typing import Any, NoReturn
 
 from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, Namespace
 
+from lm_shared.runs import run_guarded
+
 CONFIG_FLAG = "--config"
 _HELP_ONLY_COMMENTS = re.compile(r"^(noqa|type:|fmt:|pragma)\b")
 
@@ -720,3 +722,92 @@ def take_saved_settings(
         cfg[dest] = tuple(value) if isinstance(cfg[dest], tuple) and isinstance(value, list) else value
         taken.append(dest)
     return taken
+
+
+# ------------------------------------------------------------------------------------- commands
+
+Guard = Callable[[Callable[[], int]], int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One subcommand of a member's program (``nanologic generate``, ``seeddelta tiny train``).
+
+    Args:
+        parser: makes the command's parser (:func:`config_parser` plus its dataclass flags).
+        run: runs it with the parser, the parsed namespace and the keys typed or loaded from a
+            file (:func:`parse`); returns the exit status.
+        help: its line in the program's ``--help``.
+    """
+
+    parser: Callable[[], ConfigParser]
+    run: Callable[[ConfigParser, Namespace, set[str]], int]
+    help: str
+
+
+def program_parser(
+    prog: str, description: str, commands: Mapping[str, Command], groups: Mapping[str, str] | None = None
+) -> argparse.ArgumentParser:
+    """The program's own parser: only the list of commands (each command parses its own flags).
+
+    Args:
+        prog: the program (``"seeddelta"``).
+        description: its ``--help`` description.
+        commands: its commands; a two-word name (``"tiny train"``) is a subcommand of a group.
+        groups: each group's help line (``{"tiny": "the tiny trained model"}``).
+
+    Returns:
+        An argparse parser whose ``parse_args`` prints the help or the error naming the commands.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    group_parsers: dict[str, Any] = {}
+    for name, command in commands.items():
+        group, _, leaf = name.partition(" ")
+        if not leaf:
+            sub.add_parser(name, help=command.help, add_help=False)
+            continue
+        if group not in group_parsers:
+            help_text = (groups or {}).get(group, "")
+            group_parsers[group] = sub.add_parser(group, help=help_text).add_subparsers(
+                dest=f"{group}_command", required=True
+            )
+        group_parsers[group].add_parser(leaf, help=command.help, add_help=False)
+    return parser
+
+
+def run_command(
+    prog: str,
+    description: str,
+    commands: Mapping[str, Command],
+    argv: Sequence[str] | None = None,
+    *,
+    groups: Mapping[str, str] | None = None,
+    guard: Guard | None = None,
+) -> int:
+    """Run ``prog COMMAND [FLAGS]``: the program's ``main``.
+
+    Args:
+        prog: the program.
+        description: its ``--help`` description.
+        commands: its commands (see :func:`program_parser`).
+        argv: the arguments (default ``sys.argv[1:]``).
+        groups: help lines of the command groups.
+        guard: runs the command's body and turns expected failures into an exit status
+            (default :func:`lm_shared.runs.run_guarded`: one ``error: ...`` line, status 2).
+
+    Returns:
+        The command's exit status; 2 for an unknown command (after argparse's message).
+
+    Raises:
+        SystemExit: ``--help``, or a flag that does not parse (one line, status 2).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    name = " ".join(args[:2]) if " ".join(args[:2]) in commands else " ".join(args[:1])
+    if name not in commands:
+        program_parser(prog, description, commands, groups).parse_args(args)  # --help, or the error
+        return 2
+    command = commands[name]
+    parser = command.parser()
+    cfg, given = parse(parser, args[len(name.split()) :])
+    return (guard or run_guarded)(lambda: command.run(parser, cfg, given))

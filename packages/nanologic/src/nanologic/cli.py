@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_shared.config_cli import (
+    Command,
     ConfigParser,
     Flag,
     add_dataclass_flags,
@@ -18,7 +19,8 @@ from lm_shared.config_cli import (
     config_parser,
     dump_config,
     instantiate,
-    parse,
+    program_parser,
+    run_command,
 )
 from nanologic import stages
 from nanologic.configs import (
@@ -191,7 +193,7 @@ def train_main(argv: list[str] | None = None) -> int:
     return main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
-Command = Callable[[ConfigParser, Any, set[str]], int]
+DESCRIPTION = "Spanish sentences to propositional logic: the data pipeline, training, evaluation and use."
 
 
 def _no_overwrite(path: Path, force: bool) -> None:
@@ -225,9 +227,11 @@ def _names(text: str) -> tuple[str, ...]:
 STAGE_FILE_FLAGS = {"input": Flag(positional=True)}
 
 
-def _stage_parser(name: str, description: str, config: type, flags: dict[str, Flag] | None = None):
-    def make(prog: str) -> ConfigParser:
-        parser = config_parser(prog, description)
+def _stage_parser(
+    name: str, description: str, config: type, flags: dict[str, Flag] | None = None
+) -> Callable[[], ConfigParser]:
+    def make() -> ConfigParser:
+        parser = config_parser(f"nanologic {name}", description)
         out_flags = dict(STAGE_FILE_FLAGS)
         if name == "preprocess":
             out_flags["out"] = Flag(help="output directory")
@@ -238,7 +242,7 @@ def _stage_parser(name: str, description: str, config: type, flags: dict[str, Fl
     return make
 
 
-def _generate_parser(prog: str) -> ConfigParser:
+def _generate_parser(prog: str = "nanologic generate") -> ConfigParser:
     from nanologic.configs import GenerateConfig, GenerateFiles
 
     parser = config_parser(prog, "Generate raw Spanish examples (the original's JSON schema).")
@@ -260,7 +264,9 @@ def _cmd_generate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     return 0
 
 
-def _file_stage(config_cls: type, step: Callable[..., list[dict]], cleaned: bool = True) -> Command:
+def _file_stage(
+    config_cls: type, step: Callable[..., list[dict]], cleaned: bool = True
+) -> Callable[[ConfigParser, Any, set[str]], int]:
     """The command of a file-to-file stage: read IN, run ``step`` of nanologic.stages, write --out."""
 
     def command(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
@@ -285,7 +291,7 @@ def _cmd_preprocess(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     return 0
 
 
-def _tokenizer_parser(prog: str) -> ConfigParser:
+def _tokenizer_parser(prog: str = "nanologic train-tokenizer") -> ConfigParser:
     from nanologic.configs import TokenizerOptions
 
     parser = config_parser(prog, "Train the BPE tokenizer (the 10 special tokens at ids 0-9) on train.jsonl.")
@@ -315,7 +321,7 @@ RUN_FLAG = Flag(aliases=("--checkpoint",))  # --checkpoint: the name earlier rel
 CONSTRAINED_FLAG = Flag(aliases=("--grammar",))
 
 
-def _evaluate_parser(prog: str) -> ConfigParser:
+def _evaluate_parser(prog: str = "nanologic evaluate") -> ConfigParser:
     from nanologic.configs import EvaluateOptions
 
     parser = config_parser(prog, "Evaluate a run (or the rule baseline) on a split or a real-sentence set.")
@@ -362,7 +368,7 @@ def _evaluate_baseline(data: Path, out: Path | None, limit: int | None) -> int:
     return 0
 
 
-def _baseline_parser(prog: str) -> ConfigParser:
+def _baseline_parser(prog: str = "nanologic baseline") -> ConfigParser:
     from nanologic.configs import BaselineOptions
 
     parser = config_parser(prog, "The rule-based formaliser over the generator's cues (issue 13's baseline).")
@@ -394,7 +400,7 @@ def _add_decoding_flags(parser: ConfigParser) -> None:
     add_dataclass_flags(parser, DecodingOptions, flags=flags, title="model")
 
 
-def _formalize_parser(prog: str) -> ConfigParser:
+def _formalize_parser(prog: str = "nanologic formalize") -> ConfigParser:
     from nanologic.configs import FormalizeOptions
 
     parser = config_parser(prog, "Sentence(s) -> atoms, connectors, formula and truth table.")
@@ -461,7 +467,7 @@ def _formalizer(options: Any) -> Any:
     return Formalizer.from_run(options.run, constraint=options.constraint)
 
 
-def _check_parser(prog: str) -> ConfigParser:
+def _check_parser(prog: str = "nanologic check") -> ConfigParser:
     from nanologic.configs import CheckOptions
 
     parser = config_parser(prog, "Validity of an argument: its text (with a model), or its formulas.")
@@ -515,7 +521,7 @@ def _cmd_check(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     return 0 if result.valid or not options.exit_code else 1
 
 
-def _export_parser(prog: str) -> ConfigParser:
+def _export_parser(prog: str = "nanologic export-gguf") -> ConfigParser:
     from nanologic.configs import ExportOptions
 
     parser = config_parser(prog, "Write a llama.cpp GGUF (llama architecture) and its answer grammar.")
@@ -536,7 +542,7 @@ def _cmd_export(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     return 0
 
 
-def _bench_parser(prog: str) -> ConfigParser:
+def _bench_parser(prog: str = "nanologic bench") -> ConfigParser:
     from nanologic.configs import BenchOptions
 
     parser = config_parser(
@@ -561,7 +567,7 @@ def _cmd_bench(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     return 0
 
 
-def _text_report_parser(prog: str) -> ConfigParser:
+def _text_report_parser(prog: str = "nanologic text-report") -> ConfigParser:
     from nanologic.configs import TextReportOptions
 
     parser = config_parser(prog, "What a llama.cpp user gets from an exported model, measured on a split.")
@@ -611,7 +617,7 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _serve_parser(prog: str) -> ConfigParser:
+def _serve_parser(prog: str = "nanologic serve") -> ConfigParser:
     from nanologic.configs import ServeOptions
 
     parser = config_parser(prog, "Web app: formalise, truth tables, arguments, JSONL batches.")
@@ -647,21 +653,23 @@ def _cmd_serve(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
 
 # name -> (its parser, what it runs, its line in `nanologic --help`); every command's flags come
 # from config dataclasses (nanologic.configs) through lm_shared.config_cli.
-COMMANDS: dict[str, tuple[Callable[[str], ConfigParser], Command, str]] = {
-    "generate": (_generate_parser, _cmd_generate, "generate raw Spanish examples (the original's schema)"),
-    "clean": (
+COMMANDS: dict[str, Command] = {
+    "generate": Command(
+        _generate_parser, _cmd_generate, "generate raw Spanish examples (the original's schema)"
+    ),
+    "clean": Command(
         _stage_parser(
             "clean", "Parse, check atoms, deduplicate, subsample trivial formulas, normalise.", CleanConfig
         ),
         _file_stage(CleanConfig, stages.clean_step, cleaned=False),
         "parse, check atoms, dedup, subsample trivial formulas, normalise",
     ),
-    "verify": (
+    "verify": Command(
         _stage_parser("verify", "Deterministic consistency check, plus an optional LLM check.", VerifyConfig),
         _file_stage(VerifyConfig, stages.verify_step),
         "deterministic consistency check, plus an optional LLM check",
     ),
-    "augment": (
+    "augment": Command(
         _stage_parser(
             "augment",
             "AST rewrites proven by truth table, and compositions.",
@@ -679,68 +687,59 @@ COMMANDS: dict[str, tuple[Callable[[str], ConfigParser], Command, str]] = {
         _file_stage(AugmentConfig, stages.augment_step),
         "AST rewrites proven by truth table, and compositions",
     ),
-    "preprocess": (
+    "preprocess": Command(
         _stage_parser(
             "preprocess", "Balance, grouped pattern split 80/10/10, curriculum order.", PreprocessConfig
         ),
         _cmd_preprocess,
         "balance, grouped pattern split 80/10/10, curriculum",
     ),
-    "train-tokenizer": (_tokenizer_parser, _cmd_train_tokenizer, "BPE with the 10 special tokens at ids 0-9"),
-    "train": (_train_parser, _run_train, "train (the same trainer as `uv run train`)"),
-    "evaluate": (
+    "train-tokenizer": Command(
+        _tokenizer_parser, _cmd_train_tokenizer, "BPE with the 10 special tokens at ids 0-9"
+    ),
+    "train": Command(_train_parser, _run_train, "train (the same trainer as `uv run train`)"),
+    "evaluate": Command(
         _evaluate_parser,
         _cmd_evaluate,
         "evaluate a run (or the rule baseline) on a split or a real-sentence set",
     ),
-    "baseline": (_baseline_parser, _cmd_baseline, "the rule-based formaliser over the generator's cues"),
-    "formalize": (
+    "baseline": Command(
+        _baseline_parser, _cmd_baseline, "the rule-based formaliser over the generator's cues"
+    ),
+    "formalize": Command(
         _formalize_parser,
         _cmd_formalize,
         "sentence(s) -> atoms, connectors, formula, truth table",
     ),
-    "check": (_check_parser, _cmd_check, "validity of an argument (text with a model, or formulas)"),
-    "export-gguf": (_export_parser, _cmd_export, "write a llama.cpp GGUF (llama architecture)"),
-    "bench": (
+    "check": Command(_check_parser, _cmd_check, "validity of an argument (text with a model, or formulas)"),
+    "export-gguf": Command(_export_parser, _cmd_export, "write a llama.cpp GGUF (llama architecture)"),
+    "bench": Command(
         _bench_parser,
         _cmd_bench,
         "throughput, padding/packing efficiency, KV-cache and llama.cpp speed",
     ),
-    "text-report": (
+    "text-report": Command(
         _text_report_parser,
         _cmd_text_report,
         "llama.cpp's tokenization, rendering and decoding of an exported model vs PyTorch",
     ),
-    "serve": (_serve_parser, _cmd_serve, "web app: formalise, truth tables, arguments, JSONL batches"),
+    "serve": Command(_serve_parser, _cmd_serve, "web app: formalise, truth tables, arguments, JSONL batches"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """``nanologic``'s own parser: the list of commands (each command parses its own flags)."""
-    parser = argparse.ArgumentParser(prog="nanologic", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, _, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    return parser
+    return program_parser("nanologic", DESCRIPTION, COMMANDS)
 
 
 def command_parser(name: str) -> ConfigParser:
     """The parser of ``nanologic <name>`` (its flags, defaults and help)."""
-    return COMMANDS[name][0](f"nanologic {name}")
+    return COMMANDS[name].parser()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; a user error is one ``error: ...`` line (exit 2), Ctrl-C one line (exit 130)."""
-    from lm_shared.runs import run_guarded
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        build_parser().parse_args(argv)  # --help, or the error naming the commands
-        return 2
-    parser = command_parser(argv[0])
-    cfg, given = parse(parser, argv[1:])
-    command = COMMANDS[argv[0]][1]
-    return run_guarded(lambda: command(parser, cfg, given))
+    return run_command("nanologic", DESCRIPTION, COMMANDS, argv)
 
 
 if __name__ == "__main__":
