@@ -240,7 +240,7 @@ def test_each_commands_flags_and_defaults_are_its_dataclasses(command):
     from infinito_iit.cli import COMMANDS
     from lm_shared.config_cli import config_fields
 
-    parser = COMMANDS[command][0]()
+    parser = COMMANDS[command].parser()
     fields = config_fields(parser)
     made = {option for field in fields for option in field.option_strings}
     assert set(FLAGS_BEFORE[command].split()) <= made  # every earlier spelling still works
@@ -266,7 +266,7 @@ def test_the_old_flags_give_the_same_configs():
     argv = ["--preset", "small", "--untied", "--no-metrics", "--fixed-phi-weights", "--lambda-phi", "0.5",
             "--phi-components", "temporal,integration", "--n-layers", "2", "--lr", "3e-4",
             "--grad-accum", "2", "--compile"]  # fmt: skip
-    parser = COMMANDS["train"][0]()
+    parser = COMMANDS["train"].parser()
     cfg, given = parse(parser, argv)
     model = build_model_config(parser, cfg, given)
     # untyped model fields are the preset's; --no-metrics turns off what needs the metrics
@@ -285,7 +285,7 @@ def test_the_old_flags_give_the_same_configs():
     assert build_model_config(parser, cfg, given) == preset("cpu")  # memory_slots 128, not 256
     cfg, given = parse(parser, ["--baseline"])
     assert build_model_config(parser, cfg, given) == preset("cpu").baseline()
-    parser = COMMANDS["generate"][0]()
+    parser = COMMANDS["generate"].parser()
     cfg, _ = parse(parser, ["run", "--greedy", "--no-repeat-ngram", "3"])
     assert instantiate(parser, cfg, DecodingConfig) == DecodingConfig(do_sample=False, no_repeat_ngram_size=3)
 
@@ -301,7 +301,7 @@ def test_the_run_saves_its_settings_and_config_loads_them(run_dir, tmp_path):
     assert "  memory_slots: 8" in text.splitlines()
     assert not {line.split(":")[0] for line in text.splitlines()} & {"out", "run_name", "resume", "force"}
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    parser = COMMANDS["train"][0]()
+    parser = COMMANDS["train"].parser()
     cfg, given = parse(parser, ["--config", str(saved), "--max-steps", "5", "--preset", "small"])
     model = build_model_config(parser, cfg, given)
     assert model == InfinitoConfig.from_dict({**config["model"], "vocab_size": model.vocab_size})
@@ -337,7 +337,7 @@ def test_a_trained_run_is_positional_or_run_and_its_absence_is_one_line(capsys):
     from lm_shared.config_cli import instantiate, parse
 
     for name in ("evaluate", "phi", "generate"):
-        parser = COMMANDS[name][0]()
+        parser = COMMANDS[name].parser()
         positional = instantiate(parser, parse(parser, ["runs/a"])[0], RunInput)
         assert positional == instantiate(parser, parse(parser, ["--run", "runs/a"])[0], RunInput)
         assert str(positional.run) == "runs/a"

@@ -97,8 +97,8 @@ def test_info_lists_presets(capsys):
 def test_train_help_describes_every_option(capsys):
     from tormented_mini.cli import COMMANDS
 
-    for make_parser, _, _ in COMMANDS.values():
-        assert options_without_help(make_parser()) == []
+    for command in COMMANDS.values():
+        assert options_without_help(command.parser()) == []
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])
     assert exit_info.value.code == 0

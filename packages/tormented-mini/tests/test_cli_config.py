@@ -38,7 +38,7 @@ NEW_ALIASES = {
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_each_commands_flags_and_defaults_are_its_dataclasses(command):
-    parser = COMMANDS[command][0]()
+    parser = COMMANDS[command].parser()
     fields = config_fields(parser)
     made = {option for field in fields for option in field.option_strings}
     assert set(FLAGS_BEFORE[command].split()) <= made  # every earlier spelling still works
@@ -54,22 +54,22 @@ def test_each_commands_flags_and_defaults_are_its_dataclasses(command):
 
 
 def test_parsed_defaults_build_the_dataclasses_defaults():
-    parser = COMMANDS["train"][0]()
+    parser = COMMANDS["train"].parser()
     cfg, given = parse(parser, [])
     assert given == set() and instantiate(parser, cfg, TrainConfig) == TrainConfig()
     assert instantiate(parser, cfg, RunOptions) == RunOptions()
-    parser = COMMANDS["bench"][0]()
+    parser = COMMANDS["bench"].parser()
     assert instantiate(parser, parse(parser, ["--out", "b.json"])[0], BenchOptions) == BenchOptions(
         out=Path("b.json")
     )
-    parser = COMMANDS["ablate"][0]()
+    parser = COMMANDS["ablate"].parser()
     assert instantiate(parser, parse(parser, ["--out", "a.json"])[0], AblateOptions) == AblateOptions(
         out=Path("a.json")
     )
 
 
 def test_old_and_new_spellings_give_the_same_settings():
-    parser = COMMANDS["train"][0]()
+    parser = COMMANDS["train"].parser()
 
     def train_config(*argv):
         return instantiate(parser, parse(parser, list(argv))[0], TrainConfig)
@@ -89,14 +89,14 @@ def test_old_and_new_spellings_give_the_same_settings():
     )  # fmt: skip
     assert train_config("--betas", "0.8", "0.9").betas == (0.8, 0.9)
     assert train_config("--model-overrides", '{"hidden_size": 32}').model_overrides == {"hidden_size": 32}
-    ablate = COMMANDS["ablate"][0]()
+    ablate = COMMANDS["ablate"].parser()
     options = instantiate(
         ablate, parse(ablate, ["--out", "a.json", "--seeds", "0", "1", "2"])[0], AblateOptions
     )
     assert options.seeds == (0, 1, 2)
-    bench = COMMANDS["bench"][0]()
+    bench = COMMANDS["bench"].parser()
     assert instantiate(bench, parse(bench, ["--out", "b.json", "--no-bf16"])[0], BenchOptions).bf16 is False
-    fill = COMMANDS["fill-mask"][0]()
+    fill = COMMANDS["fill-mask"].parser()
     for argv in (["runs/x", "la [MASK]"], ["--run", "runs/x", "la [MASK]"], ["la [MASK]", "--run", "runs/x"]):
         options = instantiate(fill, parse(fill, argv)[0], FillMaskOptions)
         assert (str(options.run), options.text) == ("runs/x", "la [MASK]")

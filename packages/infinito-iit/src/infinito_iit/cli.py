@@ -20,11 +20,12 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lm_shared.config_cli import (
+    Command,
     ConfigParser,
     Flag,
     add_dataclass_flags,
@@ -33,7 +34,8 @@ from lm_shared.config_cli import (
     field_comments,
     flag_name,
     instantiate,
-    parse,
+    program_parser,
+    run_command,
     take_saved_settings,
 )
 
@@ -411,47 +413,39 @@ def _cmd_bench(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     return 0
 
 
-Command = Callable[[ConfigParser, Any, set[str]], int]
 # name -> (parser, what it runs, help line in `infinito --help`)
-COMMANDS: dict[str, tuple[Callable[[], ConfigParser], Command, str]] = {
-    "train": (
+COMMANDS: dict[str, Command] = {
+    "train": Command(
         _train_parser,
         _cmd_train,
         "train a model (IIT features on; --baseline for the plain transformer)",
     ),
-    "evaluate": (
+    "evaluate": Command(
         _evaluate_parser,
         _cmd_evaluate,
         "validation loss, perplexity, bits per byte, word perplexity",
     ),
-    "phi": (_phi_parser, _cmd_phi, "Gaussian Φ_AR proxy with bootstrap CIs and nulls"),
-    "generate": (_generate_parser, _cmd_generate, "sample text and report mode collapse next to human text"),
-    "compare": (_compare_parser, _cmd_compare, "IIT model vs baseline at equal parameters, steps and seeds"),
-    "bench": (_bench_parser, _cmd_bench, "training tokens/s with and without IIT features; Φ-proxy cost"),
+    "phi": Command(_phi_parser, _cmd_phi, "Gaussian Φ_AR proxy with bootstrap CIs and nulls"),
+    "generate": Command(
+        _generate_parser, _cmd_generate, "sample text and report mode collapse next to human text"
+    ),
+    "compare": Command(
+        _compare_parser, _cmd_compare, "IIT model vs baseline at equal parameters, steps and seeds"
+    ),
+    "bench": Command(
+        _bench_parser, _cmd_bench, "training tokens/s with and without IIT features; Φ-proxy cost"
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """``infinito``'s own parser: the list of commands (each command parses its own flags)."""
-    parser = argparse.ArgumentParser(prog="infinito", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, _, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    return parser
+    return program_parser("infinito", __doc__.splitlines()[0], COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; a user error is one ``error: ...`` line (exit 2), Ctrl-C one line (exit 130)."""
-    from lm_shared.runs import run_guarded
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        build_parser().parse_args(argv)  # --help, or the error naming the commands
-        return 2
-    make_parser, command, _ = COMMANDS[argv[0]]
-    parser = make_parser()
-    cfg, given = parse(parser, argv[1:])
-    return run_guarded(lambda: command(parser, cfg, given))
+    return run_command("infinito", __doc__.splitlines()[0], COMMANDS, argv)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

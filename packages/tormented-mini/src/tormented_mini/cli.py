@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from lm_shared.config_cli import (
+    Command,
     ConfigParser,
     Flag,
     add_dataclass_flags,
     config_parser,
     dump_config,
     instantiate,
-    parse,
+    program_parser,
+    run_command,
 )
 from tormented_mini.errors import USER_ERRORS, TormentedError
 from tormented_mini.options import AblateOptions, BenchOptions, FillMaskOptions, RunOptions
@@ -266,59 +268,54 @@ def _info_parser(prog: str = "tormented-mini info") -> ConfigParser:
     return ConfigParser(prog=prog, description="Parameter counts of the presets.")
 
 
-Command = Callable[[ConfigParser, Any, set[str]], int]
 # name -> (parser, what it runs, help line in `tormented-mini --help`)
-COMMANDS: dict[str, tuple[Callable[[], ConfigParser], Command, str]] = {
-    "train": (
+COMMANDS: dict[str, Command] = {
+    "train": Command(
         _train_parser,
         run_train,
         "pre-train a masked LM (same as `uv run --package tormented-mini train`)",
     ),
-    "bench": (
+    "bench": Command(
         _bench_parser,
         run_bench,
         "step time and peak memory of Mini vs Frankenstein, and per-block fwd+bwd time",
     ),
-    "ablate": (
+    "ablate": Command(
         _ablate_parser,
         run_ablate,
         "dynamic_tanh vs DyT vs Derf, and HoPE on/off, same steps and data",
     ),
-    "fill-mask": (_fill_mask_parser, run_fill_mask, "fill [MASK] with a trained run (transformers pipeline)"),
-    "info": (_info_parser, run_info, "parameter counts of the presets"),
+    "fill-mask": Command(
+        _fill_mask_parser, run_fill_mask, "fill [MASK] with a trained run (transformers pipeline)"
+    ),
+    "info": Command(_info_parser, run_info, "parameter counts of the presets"),
 }
+
+
+DESCRIPTION = "Hybrid masked-LM encoder: train, benchmark, ablate."
 
 
 def build_parser() -> argparse.ArgumentParser:
     """``tormented-mini``'s own parser: the list of commands (each command parses its own flags)."""
-    parser = argparse.ArgumentParser(
-        prog="tormented-mini", description="Hybrid masked-LM encoder: train, benchmark, ablate."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, _, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    return parser
+    return program_parser("tormented-mini", DESCRIPTION, COMMANDS)
+
+
+def _guard(action: Callable[[], int]) -> int:
+    """:func:`lm_shared.runs.run_guarded`, with the libraries' input errors as one-line user errors."""
+    from lm_shared.runs import run_guarded
+
+    def checked() -> int:
+        try:
+            return action()
+        except USER_ERRORS as exc:
+            raise TormentedError(str(exc)) from None
+
+    return run_guarded(checked)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; a user error is one ``error: ...`` line (exit 2), Ctrl-C one line (exit 130)."""
-    from lm_shared.runs import run_guarded
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        build_parser().parse_args(argv)  # --help, or the error naming the commands
-        return 2
-    make_parser, command, _ = COMMANDS[argv[0]]
-    parser = make_parser()
-    cfg, given = parse(parser, argv[1:])
-
-    def action() -> int:
-        try:
-            return command(parser, cfg, given)
-        except USER_ERRORS as exc:
-            raise TormentedError(str(exc)) from None
-
-    return run_guarded(action)
+    return run_command("tormented-mini", DESCRIPTION, COMMANDS, argv, guard=_guard)
 
 
 if __name__ == "__main__":
