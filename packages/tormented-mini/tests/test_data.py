@@ -13,6 +13,7 @@ from tormented_mini.data import (
     load_texts,
     mask_tokens,
     pack_sequences,
+    to_transformers_tokenizer,
 )
 from tormented_mini.errors import DataError
 
@@ -111,3 +112,81 @@ def test_split_is_contiguous_and_batches_are_reproducible(tokenizer):
     assert corpus.train.shape[1] == corpus.val.shape[1] == 32
     assert torch.equal(batch_for_step(corpus.train, 4, 7, 0), batch_for_step(corpus.train, 4, 7, 0))
     assert not torch.equal(batch_for_step(corpus.train, 4, 7, 0), batch_for_step(corpus.train, 4, 7, 1))
+
+
+def test_mask_tokens_rejects_bad_arguments():
+    rows = torch.randint(5, 300, (2, 8))
+    with pytest.raises(DataError, match="batch, seq_len"):
+        mask_tokens(rows[0], IDS, 300)
+    with pytest.raises(DataError, match="mask_prob"):
+        mask_tokens(rows, IDS, 300, 0.0)
+    with pytest.raises(DataError, match="no non-special id"):
+        mask_tokens(rows, IDS, 5)
+
+
+def test_mask_tokens_against_transformers_collator(tokenizer):
+    """Ours vs ``transformers.DataCollatorForLanguageModeling`` on the same batches, with the member's
+    own tokenizer: the differences listed in ``mask_tokens``' docstring, measured."""
+    from transformers import DataCollatorForLanguageModeling
+
+    hf_tokenizer = to_transformers_tokenizer(tokenizer, 64)
+    ids = SpecialIds.from_tokenizer(tokenizer)
+    specials = torch.tensor(ids.all())
+    vocab = len(hf_tokenizer)
+    # Both sides agree on what is special and on the vocabulary size.
+    assert sorted(hf_tokenizer.all_special_ids) == sorted(ids.all()) and vocab == tokenizer.vocab_size
+
+    def theirs(rows: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        collator = DataCollatorForLanguageModeling(hf_tokenizer, mlm_probability=0.15, seed=seed)
+        batch = collator(list(rows))  # the public call: stacks the rows, masks with its seeded generator
+        return batch["input_ids"], batch["labels"]
+
+    def ours(rows: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return mask_tokens(rows, ids, vocab, 0.15, torch.Generator().manual_seed(seed))
+
+    # 1. Long packed rows of the default corpus (>= 64 maskable tokens each, ~200k in all, so the
+    # draw leaves no row empty and ours takes no fallback draw): same rates, same picks.
+    rows = encode_corpus(default_corpus(300), tokenizer, 128).train
+    rows = rows[(~torch.isin(rows, specials)).sum(-1) >= 64]
+    rows = rows.repeat(-(-1800 // rows.shape[0]), 1)
+    special = torch.isin(rows, specials)
+    hf_inputs, hf_labels = theirs(rows, 7)
+    our_inputs, our_labels = ours(rows, 7)
+    picked = hf_labels != -100
+    assert picked.any(-1).all()
+    assert torch.equal(our_labels, hf_labels)  # identical picks: bernoulli(p) == rand() < p, draw for draw
+    assert not picked[special].any() and torch.equal(hf_labels[picked], rows[picked])
+    assert 0.145 < picked.sum() / (~special).sum() < 0.155
+    mask_slots = our_inputs == ids.mask
+    assert (hf_inputs[mask_slots] == ids.mask).all()  # its bernoulli(0.8) is our roll < 0.8
+    assert 0.79 < mask_slots.sum() / picked.sum() < 0.81
+    rest = picked & ~mask_slots  # the 10 % random + 10 % unchanged slots, the same on both sides
+    for inputs in (hf_inputs, our_inputs):
+        assert 0.09 < (rest & (inputs != rows)).sum() / picked.sum() < 0.11  # ~10 % replaced
+    assert not torch.equal(hf_inputs[rest], our_inputs[rest])  # from here on the draws part
+    # Transformers draws random tokens from the whole vocabulary, specials included; ours never does.
+    hf_special_draws = rest & torch.isin(hf_inputs, specials)
+    assert hf_special_draws.sum() >= 10 and (hf_inputs < vocab).all()
+    assert {ids.pad, ids.mask} <= set(hf_inputs[hf_special_draws].tolist())  # [PAD] and [MASK] as inputs
+    assert not (rest & torch.isin(our_inputs, specials)).any()
+
+    # 2. Short rows with two maskable tokens: transformers leaves ~0.85**2 = 72 % of them without a
+    # target; ours picks exactly one token there and keeps transformers' picks everywhere else.
+    short = torch.zeros(2000, 8, dtype=torch.long)
+    short[:, 0], short[:, 3], short[:, 4:] = ids.cls, ids.sep, ids.pad
+    short[:, 1:3] = torch.randint(5, vocab, (2000, 2), generator=torch.Generator().manual_seed(0))
+    _, hf_labels = theirs(short, 3)
+    _, our_labels = ours(short, 3)
+    hf_empty = (hf_labels == -100).all(-1)
+    assert 0.69 < hf_empty.float().mean() < 0.75
+    assert ((our_labels != -100).sum(-1) >= 1).all()
+    assert ((our_labels[hf_empty] != -100).sum(-1) == 1).all()
+    assert torch.equal(our_labels[~hf_empty], hf_labels[~hf_empty])
+
+    # 3. Its torch_mask_tokens writes into the tensor it is given; ours leaves input_ids untouched.
+    batch = rows[:64].clone()
+    DataCollatorForLanguageModeling(hf_tokenizer, seed=0).torch_mask_tokens(batch)
+    assert not torch.equal(batch, rows[:64])
+    batch = rows[:64].clone()
+    ours(batch, 0)
+    assert torch.equal(batch, rows[:64])

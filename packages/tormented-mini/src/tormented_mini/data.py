@@ -361,11 +361,75 @@ def mask_tokens(
     mask_prob: float = 0.15,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT dynamic masking: pick ``mask_prob`` of the non-special tokens; of those 80% -> [MASK],
-    10% -> a random non-special token, 10% unchanged. Labels are -100 everywhere else.
+    """BERT dynamic masking: pick ``mask_prob`` of the non-special tokens; of the picked, 80 % become
+    ``[MASK]``, 10 % a random non-special token and 10 % stay unchanged.
 
-    At least one token per row is picked, so every row contributes to the loss.
+    This is the masking of ``transformers.DataCollatorForLanguageModeling`` (``mlm=True``, its
+    ``torch_mask_tokens``), kept as our own function on purpose. Read against transformers 5.22.1,
+    ``transformers/data/data_collator.py`` (lines 798-858), and measured side by side with the member's
+    own tokenizer in ``tests/test_data.py::test_mask_tokens_against_transformers_collator``:
+
+    - Same rates, same first draws. The collator picks with ``torch.bernoulli(p)`` (line 827), which
+      on CPU (torch 2.15) gives the same positions as our ``torch.rand(...) < p`` from the same state;
+      its second draw, ``bernoulli(0.8)`` for ``[MASK]`` (line 835), matches our single 80/10/10 roll.
+      So with one seeded generator both pick the same tokens and put ``[MASK]`` in the same places
+      whenever every row got a pick; they part at the random replacements (its third draw is a
+      separate ``bernoulli(0.5)``, line 851, and its ``randint`` range differs, see below).
+    - At least one picked token per row (ours only). The collator's Bernoulli draw can pick nothing in
+      a row, and such a row contributes no loss; on a short row of two real tokens that happens
+      ``0.85 ** 2`` = 72 % of the time. Ours picks one random eligible token in any such row (an extra
+      ``torch.rand`` draw, taken only when some row is empty), so a short batch never has a row, or
+      with a small batch a whole step, without a masked-LM target.
+    - Random replacements never special (ours only). The collator draws them from the whole
+      vocabulary, ``torch.randint(len(self.tokenizer), ...)`` (line 855), so ``[PAD]``, ``[CLS]``,
+      ``[SEP]``, ``[UNK]`` and ``[MASK]`` itself can be written into the input (5 ids in 400 with the
+      test tokenizer); ours draws from ``[max(ids.all()) + 1, vocab_size)``, which assumes, as
+      :func:`build_tokenizer` guarantees, that the special tokens hold the first ids.
+    - Explicit generator (ours). The collator's ``seed`` builds one ``torch.Generator`` on its first
+      call and keeps it (``create_rng``, lines 744-765; ``seed + worker id`` in DataLoader workers), and
+      without ``seed`` it uses torch's global RNG; there is no per-call generator argument. Ours takes
+      the generator per call, so the training loop seeds it with ``(seed, step)``: step ``k``'s mask
+      depends on ``k`` alone, which makes a resumed run and every DDP rank see exactly the batches of
+      the uninterrupted one-process run.
+    - Which tokens are special. The collator asks the tokenizer, row by row in Python
+      (``get_special_tokens_mask(..., already_has_special_tokens=True)``, membership in
+      ``all_special_ids``) unless the batch carries a ``special_tokens_mask``; ours compares with the
+      five ids of ``ids`` in one vectorised pass. For this tokenizer the two sets are equal, and padding
+      is excluded in both only because ``[PAD]`` is one of them.
+    - No side effects (ours). ``torch_mask_tokens`` writes ``[MASK]`` into the tensor it is given
+      (``labels = inputs.clone()`` at line 806, then ``inputs[...] = ...``); ours returns new tensors
+      and leaves ``input_ids`` untouched. The collator also pads lists of unequal length, which packed
+      rows never need, and offers whole-word masking, which this member does not use.
+
+    Swapping in the collator would therefore change every training batch (the random tokens from the
+    first step on, and the RNG stream after any empty row), so the member's default run would no
+    longer reproduce its recorded numbers.
+
+    Args:
+        input_ids: ``[batch, seq_len]`` int64 token ids, special tokens (``[CLS]``, ``[SEP]``,
+            ``[PAD]``) included, as :func:`pack_sequences` makes them.
+        ids: the tokenizer's special-token ids; those tokens are never picked nor drawn as replacements.
+        vocab_size: number of token ids; random replacements are drawn from
+            ``[max(ids.all()) + 1, vocab_size)``.
+        mask_prob: the probability of picking each non-special token, in ``(0, 1]``.
+        generator: the random source; ``None`` uses torch's global RNG. The same generator state gives
+            the same masks.
+
+    Returns:
+        ``(inputs, labels)``, both ``[batch, seq_len]`` int64: ``inputs`` with the picked tokens
+        replaced (80/10/10), and ``labels`` holding the original id at picked positions and -100
+        everywhere else (the ``ignore_index`` of the cross-entropy loss).
+
+    Raises:
+        DataError: ``input_ids`` is not 2-D, ``mask_prob`` is outside ``(0, 1]``, or ``vocab_size``
+            leaves no non-special id to draw replacements from.
     """
+    if input_ids.dim() != 2:
+        raise DataError(f"mask_tokens expects [batch, seq_len] ids, got shape {tuple(input_ids.shape)}")
+    if not 0.0 < mask_prob <= 1.0:
+        raise DataError(f"mask_prob must be in (0, 1], got {mask_prob}")
+    if vocab_size <= max(ids.all()) + 1:
+        raise DataError(f"vocab_size {vocab_size} leaves no non-special id after the special ids {ids.all()}")
     special = torch.zeros_like(input_ids, dtype=torch.bool)
     for special_id in ids.all():
         special |= input_ids == special_id
