@@ -264,7 +264,7 @@ def test_each_commands_flags_and_defaults_are_its_dataclasses(command: str):
     from lm_shared.config_cli import config_fields
     from lstm_textgen.cli import COMMANDS
 
-    parser = COMMANDS[command][0]()
+    parser = COMMANDS[command].parser()
     fields = config_fields(parser)
     made = {option for field in fields for option in field.option_strings}
     assert set(FLAGS_BEFORE[command].split()) <= made  # every earlier spelling still works

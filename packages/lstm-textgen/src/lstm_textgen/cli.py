@@ -17,13 +17,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lm_shared.config_cli import (
+    Command,
     ConfigParser,
     Flag,
     add_dataclass_flags,
     config_parser,
     dump_config,
     instantiate,
-    parse,
+    program_parser,
+    run_command,
     take_saved_settings,
 )
 from lm_shared.errors import UserError
@@ -134,20 +136,11 @@ def _bench_parser(prog: str = "lstm-textgen bench") -> ConfigParser:
 
 
 # name -> (parser, help line in `lstm-textgen --help`)
-COMMANDS: dict[str, tuple[Callable[[], ConfigParser], str]] = {
-    "train": (_train_parser, "train a model (see `lstm-textgen train --help`)"),
-    "eda": (_eda_parser, "corpus statistics as Markdown and PNG plots"),
-    "sample": (_sample_parser, "generate text from a trained model"),
-    "evaluate": (_evaluate_parser, "test perplexity, bits per byte, BLEU, diversity, samples"),
-    "bench": (_bench_parser, "input pipeline, training and sampling throughput"),
-}
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``train`` (``uv run --package lstm-textgen train``) and ``lstm-textgen train``."""
-    parser = _train_parser()
-    cfg, given = parse(parser, argv)
-    return _guard(lambda: _run_train(parser, cfg, given))
+    return main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 def _run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
@@ -176,15 +169,6 @@ def _run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """``lstm-textgen``'s own parser: the list of commands (each command parses its own flags)."""
-    parser = argparse.ArgumentParser(prog="lstm-textgen", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    return parser
-
-
 def _guard(action: Callable[[], int]) -> int:
     try:
         return action()
@@ -199,34 +183,49 @@ def _guard(action: Callable[[], int]) -> int:
         return 130
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train":
-        return train_main(argv[1:])
-    if not argv or argv[0] not in COMMANDS:
-        build_parser().parse_args(argv)  # --help, or the error naming the commands
-        return 2
-    name = argv[0]
-    cfg, _ = parse(COMMANDS[name][0](), argv[1:])
-    return _guard(lambda: _dispatch(name, cfg))
+def _sample(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from lstm_textgen.evaluate import sample_command
+
+    return sample_command(cfg)
 
 
-def _dispatch(command: str, args: Any) -> int:
-    if command == "sample":
-        from lstm_textgen.evaluate import sample_command
+def _evaluate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from lstm_textgen.evaluate import evaluate_command
 
-        return sample_command(args)
-    if command == "evaluate":
-        from lstm_textgen.evaluate import evaluate_command
+    return evaluate_command(cfg)
 
-        return evaluate_command(args)
-    if command == "eda":
-        from lstm_textgen.eda import eda_command
 
-        return eda_command(args)
+def _eda(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    from lstm_textgen.eda import eda_command
+
+    return eda_command(cfg)
+
+
+def _bench(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from lstm_textgen.bench import bench_command
 
-    return bench_command(args)
+    return bench_command(cfg)
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command(_train_parser, _run_train, "train a model (see `lstm-textgen train --help`)"),
+    "eda": Command(_eda_parser, _eda, "corpus statistics as Markdown and PNG plots"),
+    "sample": Command(_sample_parser, _sample, "generate text from a trained model"),
+    "evaluate": Command(
+        _evaluate_parser, _evaluate, "test perplexity, bits per byte, BLEU, diversity, samples"
+    ),
+    "bench": Command(_bench_parser, _bench, "input pipeline, training and sampling throughput"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``lstm-textgen``'s own parser: the list of commands (each command parses its own flags)."""
+    return program_parser("lstm-textgen", __doc__.splitlines()[0], COMMANDS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; a user error is one ``error: ...`` line (exit 2), Ctrl-C one line (exit 130)."""
+    return run_command("lstm-textgen", __doc__.splitlines()[0], COMMANDS, argv, guard=_guard)
 
 
 if __name__ == "__main__":
