@@ -14,11 +14,12 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from lm_shared.config_cli import (
+    Command,
     ConfigParser,
     Flag,
     add_dataclass_flags,
@@ -26,7 +27,8 @@ from lm_shared.config_cli import (
     config_parser,
     dump_config,
     instantiate,
-    parse,
+    program_parser,
+    run_command,
     take_saved_settings,
 )
 from seeddelta.errors import SeedDeltaError
@@ -122,7 +124,7 @@ def _toy_parser() -> ConfigParser:
     return parser
 
 
-def cmd_toy(parser: ConfigParser, args: Any) -> int:
+def cmd_toy(parser: ConfigParser, args: Any, given: set[str]) -> int:
     from seeddelta.toy import ToyConfig, run_toy
 
     cfg = instantiate(parser, args, ToyConfig)
@@ -229,7 +231,7 @@ def _refuse_existing(path: str | Path, force: bool) -> None:
         raise SeedDeltaError(f"{path} exists; pass --force to overwrite it")
 
 
-def cmd_tiny_export(parser: ConfigParser, args: Any) -> int:
+def cmd_tiny_export(parser: ConfigParser, args: Any, given: set[str]) -> int:
     from lm_shared.runs import atomic_path
     from seeddelta.gguf_io import export_checkpoint
 
@@ -266,7 +268,7 @@ def _build_parser() -> ConfigParser:
     return parser
 
 
-def cmd_build(parser: ConfigParser, args: Any) -> int:
+def cmd_build(parser: ConfigParser, args: Any, given: set[str]) -> int:
     from seeddelta.builder import BuildConfig, build
 
     opts = instantiate(parser, args, BuildOptions)
@@ -289,7 +291,7 @@ def cmd_build(parser: ConfigParser, args: Any) -> int:
     return 0
 
 
-def cmd_imatrix(parser: ConfigParser, args: Any) -> int:
+def cmd_imatrix(parser: ConfigParser, args: Any, given: set[str]) -> int:
     from seeddelta.calibrate import capture_ffn_inputs, write_imatrix
     from seeddelta.gguf_io import load_gguf_model
     from seeddelta.tasks import make_split
@@ -304,7 +306,7 @@ def cmd_imatrix(parser: ConfigParser, args: Any) -> int:
 # -------------------------------------------------------------------------------------------- eval
 
 
-def cmd_eval(parser: ConfigParser, args: Any) -> int:
+def cmd_eval(parser: ConfigParser, args: Any, given: set[str]) -> int:
     import torch
 
     from seeddelta.evaluate import evaluate_model
@@ -366,7 +368,7 @@ def _scan_parser() -> ConfigParser:
     return parser
 
 
-def cmd_scan(parser: ConfigParser, args: Any) -> int:
+def cmd_scan(parser: ConfigParser, args: Any, given: set[str]) -> int:
     import torch
 
     from seeddelta.gguf_io import load_gguf_model
@@ -387,7 +389,7 @@ def cmd_scan(parser: ConfigParser, args: Any) -> int:
     return 0
 
 
-def cmd_baselines(parser: ConfigParser, args: Any) -> int:
+def cmd_baselines(parser: ConfigParser, args: Any, given: set[str]) -> int:
     import torch
 
     from seeddelta.baselines import run_baselines
@@ -412,7 +414,7 @@ def cmd_baselines(parser: ConfigParser, args: Any) -> int:
     return 0 if report["rows"] else 1
 
 
-def cmd_quantize(parser: ConfigParser, args: Any) -> int:
+def cmd_quantize(parser: ConfigParser, args: Any, given: set[str]) -> int:
     from seeddelta.baselines import llamacpp_quantize
 
     opts = instantiate(parser, args, QuantizeOptions)
@@ -420,7 +422,7 @@ def cmd_quantize(parser: ConfigParser, args: Any) -> int:
     return 0
 
 
-def cmd_bench(parser: ConfigParser, args: Any) -> int:
+def cmd_bench(parser: ConfigParser, args: Any, given: set[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -448,15 +450,6 @@ def cmd_bench(parser: ConfigParser, args: Any) -> int:
 
 
 # --------------------------------------------------------------------------------------------- main
-@dataclass(frozen=True)
-class Command:
-    """One ``seeddelta`` command: its parser, what it runs and its line in ``seeddelta --help``."""
-
-    parser: Callable[[], ConfigParser]
-    run: Callable[..., int]  # run(parser, args) or, for `tiny train`, run(parser, args, given)
-    help: str
-
-
 COMMANDS: dict[str, Command] = {
     "toy": Command(_toy_parser, cmd_toy, "harness A: SeedΔ on synthetic matrices with known error"),
     "tiny train": Command(
@@ -507,41 +500,17 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+GROUPS = {"tiny": "harness B: the tiny trained model (train, export)"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``seeddelta``'s own parser: the list of commands (each command parses its own flags)."""
-    parser = argparse.ArgumentParser(prog="seeddelta", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    tiny = None
-    for name, command in COMMANDS.items():
-        if name.startswith("tiny "):
-            if tiny is None:
-                tiny = sub.add_parser(
-                    "tiny", help="harness B: the tiny trained model (train, export)"
-                ).add_subparsers(dest="tiny_command", required=True)
-            tiny.add_parser(name.split()[1], help=command.help, add_help=False)
-        else:
-            sub.add_parser(name, help=command.help, add_help=False)
-    return parser
-
-
-def _command_name(argv: list[str]) -> str:
-    return " ".join(argv[:2]) if argv[:1] == ["tiny"] else " ".join(argv[:1])
+    return program_parser("seeddelta", __doc__.splitlines()[0], COMMANDS, GROUPS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    name = _command_name(argv)
-    if name not in COMMANDS:
-        build_parser().parse_args(argv)  # --help, or the error naming the commands
-        return 2
-    command = COMMANDS[name]
-    parser = command.parser()
-    args, given = parse(parser, argv[len(name.split()) :])
-    from lm_shared.runs import run_guarded
-
-    if name == "tiny train":
-        return run_guarded(lambda: command.run(parser, args, given))
-    return run_guarded(lambda: command.run(parser, args))
+    """Run one command; a user error is one ``error: ...`` line (exit 2), Ctrl-C one line (exit 130)."""
+    return run_command("seeddelta", __doc__.splitlines()[0], COMMANDS, argv, groups=GROUPS)
 
 
 def train_main(argv: list[str] | None = None) -> int:
