@@ -1266,7 +1266,7 @@ def _lr_nan(member: str):
 
 
 def _nl_raw(lab: Lab) -> Path:
-    """`nanologic generate` output (seed-schema raw JSON), the pipeline's first stage."""
+    """`nanologic generate` output (raw JSON in the original's schema), the pipeline's first stage."""
 
     def make() -> Path:
         raw = lab.work / "nl-raw.json"

@@ -1,4 +1,4 @@
-"""Reading and writing the raw (seed schema) and processed (JSONL) files, and the sequence format.
+"""Reading and writing the raw (the original's JSON schema) and processed (JSONL) files, and the sequence format.
 
 Raw file: ``{"examples": [...]}`` (the original's layout), a bare JSON list, or JSONL with one example
 per line. Errors name the file and line; per-example schema problems are reported by the clean
@@ -40,7 +40,7 @@ def _json_error(path: Path, exc: json.JSONDecodeError, line_offset: int = 0) -> 
 
 
 def read_raw(path: str | Path) -> list[dict]:
-    """Read examples from a seed-schema JSON file or a JSONL file."""
+    """Read examples from a JSON file in the original's schema (``{"examples": [...]}``) or a JSONL file."""
     path = Path(path)
     if not path.is_file():
         raise NanologicError(f"{path}: file not found")

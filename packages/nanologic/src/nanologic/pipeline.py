@@ -670,7 +670,7 @@ def _assign_patterns(
         assignment[p] = "train"
     report.notes["core_patterns_in_train"] = len(core)
     # Held-out patterns are drawn level by level, so val and test have the complexity mix of the
-    # data: drawn from all patterns at once, one seed's test split was 59 % simple sentences (two
+    # data: drawn from all patterns at once, one random seed's test split was 59 % simple sentences (two
     # frequent simple patterns) and its val split had none.
     for level in sorted(set(level_of.values())):
         level_patterns = [p for p in patterns if level_of[p] == level]
