@@ -6,6 +6,15 @@ position, in order, writing the sampled token at ``index``. For the LSTM the cac
 the states, so each new token costs one LSTM step and there is no context limit. The Transformer
 variant has no cache: ``next`` re-reads a window of its last ``max_len`` tokens (its position
 table's size), which is exact within the context and a sliding window beyond it.
+
+Why not ``keras_hub.models.CausalLM.generate`` (keras-hub 0.32): that method is a driver around
+``generate_step``, which every keras-hub model writes for itself (``GPT2CausalLM.generate_step``
+builds its cache, defines ``next`` and calls the sampler: what :func:`prepare_generation` does
+here), plus a preprocessor that turns strings into the padded buffer. Using it would mean making
+our two models keras-hub ``Backbone``/``CausalLM`` subclasses and our word/character tokenizer a
+keras-hub ``Tokenizer``, to reach the same sampler call with the same ``next``. What does the work
+is the library's: the samplers (the decoding loop, temperature, top-k, top-p, stop tokens, the
+prompt mask); the plumbing left here is the buffer set-up and each model's ``next``.
 """
 
 from __future__ import annotations
