@@ -34,8 +34,10 @@ from nanologic.configs import (
     TrainInputs,
     TrainOutput,
     VerifyConfig,
+    options_from_flags,
 )
 from nanologic.errors import NanologicError
+from nanologic.text_report import run_text_report, text_report_parser
 
 PRESET_CHOICES = PRESET_NAMES
 
@@ -201,20 +203,6 @@ def _no_overwrite(path: Path, force: bool) -> None:
         raise NanologicError(f"{path} exists; pass --force to overwrite it")
 
 
-def _options(parser: ConfigParser, cfg: Any, cls: type) -> Any:
-    """``cls`` from the parsed flags; an out-of-range value names its flag, not the field."""
-    from nanologic.configs import ConfigError
-
-    try:
-        return instantiate(parser, cfg, cls)
-    except ConfigError as exc:
-        field, _, rest = str(exc).partition(":")
-        flags = {
-            f.name: f.option_strings[0] for f in config_fields(parser) if f.cls is cls and f.option_strings
-        }
-        raise NanologicError(f"{flags.get(field, field)}:{rest}") from None
-
-
 # ---------------------------------------------------------------------------------------------
 # data stages: one step each of nanologic.stages, the driver `train` runs them all with
 # ---------------------------------------------------------------------------------------------
@@ -255,8 +243,8 @@ def _cmd_generate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from nanologic.configs import GenerateConfig, GenerateFiles
     from nanologic.stages import generate_step
 
-    files = _options(parser, cfg, GenerateFiles)
-    config = _options(parser, cfg, GenerateConfig)
+    files = options_from_flags(parser, cfg, GenerateFiles)
+    config = options_from_flags(parser, cfg, GenerateConfig)
     _no_overwrite(files.out, files.force)
     examples = generate_step(config, files.out)
     clauses = {a["definition"] for e in examples for a in e["thought"]["identified_atoms"]}
@@ -270,8 +258,8 @@ def _file_stage(
     """The command of a file-to-file stage: read IN, run ``step`` of nanologic.stages, write --out."""
 
     def command(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
-        files = _options(parser, cfg, StageFiles)
-        config = _options(parser, cfg, config_cls)
+        files = options_from_flags(parser, cfg, StageFiles)
+        config = options_from_flags(parser, cfg, config_cls)
         _no_overwrite(files.out, files.force)
         examples = stages.read_stage_input(files.input, cleaned)
         out = step(examples, config, files.out, files.input)
@@ -282,8 +270,8 @@ def _file_stage(
 
 
 def _cmd_preprocess(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
-    files = _options(parser, cfg, StageFiles)
-    config = _options(parser, cfg, PreprocessConfig)
+    files = options_from_flags(parser, cfg, StageFiles)
+    config = options_from_flags(parser, cfg, PreprocessConfig)
     for split in stages.SPLITS:
         _no_overwrite(files.out / f"{split}.jsonl", files.force)
     report = stages.preprocess_step(stages.read_stage_input(files.input), config, files.out, files.input)
@@ -303,7 +291,7 @@ def _cmd_train_tokenizer(parser: ConfigParser, cfg: Any, given: set[str]) -> int
     from nanologic.configs import TokenizerOptions
     from nanologic.runner import MIN_VOCAB_SIZE, check_records, train_tokenizer
 
-    options = _options(parser, cfg, TokenizerOptions)
+    options = options_from_flags(parser, cfg, TokenizerOptions)
     if options.vocab_size < MIN_VOCAB_SIZE:
         raise NanologicError(f"--vocab-size: expected at least {MIN_VOCAB_SIZE}, got {options.vocab_size}")
     _no_overwrite(options.out / "tokenizer.json", options.force)
@@ -335,7 +323,7 @@ def _cmd_evaluate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from nanologic.configs import EvaluateOptions
     from nanologic.runner import default_report_dir, evaluate_run, print_eval
 
-    options = _options(parser, cfg, EvaluateOptions)
+    options = options_from_flags(parser, cfg, EvaluateOptions)
     if options.baseline is not None:
         if options.data is None:
             raise NanologicError("--baseline needs --data FILE.jsonl")
@@ -380,7 +368,7 @@ def _cmd_baseline(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from nanologic.baseline import RuleFormalizer
     from nanologic.configs import BaselineOptions
 
-    options = _options(parser, cfg, BaselineOptions)
+    options = options_from_flags(parser, cfg, BaselineOptions)
     if options.data is None and not options.sentence:
         raise NanologicError("give sentences to formalise, or --data FILE.jsonl to evaluate the baseline")
     for sentence, res in zip(options.sentence, RuleFormalizer().formalize(options.sentence)):
@@ -418,12 +406,12 @@ def _cmd_formalize(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from nanologic.inference import formalize_output_row
     from nanologic.logic import format_truth_table, parse
 
-    options = _options(parser, cfg, FormalizeOptions)
+    options = options_from_flags(parser, cfg, FormalizeOptions)
     if options.input is None and not options.sentence:
         raise NanologicError("give a sentence, or --input FILE.jsonl --output FILE.jsonl")
     if options.input is not None and options.output is None:
         raise NanologicError("--input needs --output")
-    formalizer = _formalizer(_options(parser, cfg, DecodingOptions))
+    formalizer = _formalizer(options_from_flags(parser, cfg, DecodingOptions))
     if options.input is not None:
         _no_overwrite(options.output, options.force)
         rows = read_jsonl(options.input, required=("input",))
@@ -484,8 +472,8 @@ def _cmd_check(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from nanologic.inference import shared_atoms, split_argument
     from nanologic.logic import FormulaError, to_unicode
 
-    options = _options(parser, cfg, CheckOptions)
-    decoding = _options(parser, cfg, DecodingOptions)
+    options = options_from_flags(parser, cfg, CheckOptions)
+    decoding = options_from_flags(parser, cfg, DecodingOptions)
     console = Console()
     definitions: dict[str, str] = {}
     if options.premise or options.conclusion:
@@ -533,7 +521,7 @@ def _cmd_export(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from nanologic.configs import ExportOptions
     from nanologic.export import export_gguf
 
-    options = _options(parser, cfg, ExportOptions)
+    options = options_from_flags(parser, cfg, ExportOptions)
     _no_overwrite(options.out, options.force)
     path = export_gguf(
         options.run, options.out, dtype=options.dtype, allow_final_softcap=options.allow_final_softcap
@@ -556,7 +544,7 @@ def _cmd_bench(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from nanologic.bench import run_bench
     from nanologic.configs import BenchOptions
 
-    options = _options(parser, cfg, BenchOptions)
+    options = options_from_flags(parser, cfg, BenchOptions)
     run_bench(
         options.out,
         quick=options.quick,
@@ -564,25 +552,6 @@ def _cmd_bench(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         device=options.device,
         compile=options.compile,
     )
-    return 0
-
-
-def _text_report_parser(prog: str = "nanologic text-report") -> ConfigParser:
-    from nanologic.configs import TextReportOptions
-
-    parser = config_parser(prog, "What a llama.cpp user gets from an exported model, measured on a split.")
-    add_dataclass_flags(parser, TextReportOptions, flags={"run": RUN_FLAG})
-    return parser
-
-
-def _cmd_text_report(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
-    from nanologic.configs import TextReportOptions
-    from nanologic.text_report import text_report
-
-    options = _options(parser, cfg, TextReportOptions)
-    data = options.data or options.run / "data" / "test.jsonl"
-    report = text_report(options.run, options.gguf, data, options.limit, options.out)
-    print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 
 
@@ -629,7 +598,7 @@ def _cmd_serve(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from nanologic.app import serve
     from nanologic.configs import ServeOptions
 
-    options = _options(parser, cfg, ServeOptions)
+    options = options_from_flags(parser, cfg, ServeOptions)
     if options.run is not None and options.gguf is not None:
         raise NanologicError("--run (--checkpoint) and --gguf are alternatives: give one")
     auth = _read_auth_file(options.auth_file) if options.auth_file is not None else None
@@ -719,8 +688,8 @@ COMMANDS: dict[str, Command] = {
         "throughput, padding/packing efficiency, KV-cache and llama.cpp speed",
     ),
     "text-report": Command(
-        _text_report_parser,
-        _cmd_text_report,
+        text_report_parser,
+        run_text_report,
         "llama.cpp's tokenization, rendering and decoding of an exported model vs PyTorch",
     ),
     "serve": Command(_serve_parser, _cmd_serve, "web app: formalise, truth tables, arguments, JSONL batches"),

@@ -107,6 +107,33 @@ class ConfigError(NanologicError, ValueError):
     which the CLI replaces by the flag's."""
 
 
+def options_from_flags(parser: Any, cfg: Any, cls: type) -> Any:
+    """``cls`` built from a command's parsed flags (:func:`lm_shared.config_cli.instantiate`).
+
+    Args:
+        parser: the command's :class:`lm_shared.config_cli.ConfigParser`.
+        cfg: its parsed namespace.
+        cls: one of the dataclasses its flags were made from.
+
+    Returns:
+        The instance.
+
+    Raises:
+        NanologicError: a value out of range, the message naming the flag (``--limit: expected
+            ...``), not the field.
+    """
+    from lm_shared.config_cli import config_fields, instantiate
+
+    try:
+        return instantiate(parser, cfg, cls)
+    except ConfigError as exc:
+        field, _, rest = str(exc).partition(":")
+        flags = {
+            f.name: f.option_strings[0] for f in config_fields(parser) if f.cls is cls and f.option_strings
+        }
+        raise NanologicError(f"{flags.get(field, field)}:{rest}") from None
+
+
 class TrainConfigError(ConfigError):
     """A training hyperparameter out of range; the message names the field and what was expected."""
 

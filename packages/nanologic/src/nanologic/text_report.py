@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from lm_shared.config_cli import ConfigParser
     from lm_shared.tokenization import BPETokenizer
     from nanologic.model import NanoLogic
 
@@ -182,13 +183,37 @@ def _decoding_modes(
     return {k: {m: v for m, v in d.items() if m != "results"} for k, d in modes.items()}
 
 
+def text_report_parser(prog: str = "nanologic text-report") -> ConfigParser:
+    """The parser of ``nanologic text-report`` (flags: :class:`nanologic.configs.TextReportOptions`)."""
+    from lm_shared.config_cli import Flag, add_dataclass_flags, config_parser
+    from nanologic.configs import TextReportOptions
+
+    parser = config_parser(prog, "What a llama.cpp user gets from an exported model, measured on a split.")
+    add_dataclass_flags(parser, TextReportOptions, flags={"run": Flag(aliases=("--checkpoint",))})
+    return parser
+
+
+def run_text_report(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
+    """``nanologic text-report``: measure, then print the report as JSON (and write ``--out``)."""
+    from nanologic.configs import TextReportOptions, options_from_flags
+
+    options = options_from_flags(parser, cfg, TextReportOptions)
+    data = options.data or options.run / "data" / "test.jsonl"
+    report = text_report(options.run, options.gguf, data, options.limit, options.out)
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m nanologic.text_report ARGS`` = ``nanologic text-report ARGS``."""
     import sys
 
-    from nanologic.cli import main as cli_main
+    from lm_shared.config_cli import parse
+    from lm_shared.runs import run_guarded
 
-    return cli_main(["text-report", *(sys.argv[1:] if argv is None else argv)])
+    parser = text_report_parser()
+    cfg, given = parse(parser, sys.argv[1:] if argv is None else argv)
+    return run_guarded(lambda: run_text_report(parser, cfg, given))
 
 
 if __name__ == "__main__":
