@@ -425,3 +425,16 @@ def test_run_command_dispatches_one_and_two_word_commands(capsys):
     out = capsys.readouterr().out
     assert "read sentences" in out and "the tiny model" in out
     assert run_command("prog", "d", commands, ["fail"], guard=lambda action: 7) == 7
+
+
+def test_flag_problems_finds_a_second_default_and_a_hand_made_flag():
+    from lm_shared.config_cli import flag_problems
+
+    parser = make_parser()
+    assert flag_problems(parser) == []
+    parser.add_argument("--extra", type=int, default=1, help="hand-made")
+    parser.set_defaults(seq_len=99)
+    assert flag_problems(parser) == [
+        "--extra: not made from a dataclass field",
+        "seq_len: parser default 99, field default 100",
+    ]

@@ -235,21 +235,15 @@ FLAGS_BEFORE = {
 
 @pytest.mark.parametrize("command", sorted(FLAGS_BEFORE))
 def test_each_commands_flags_and_defaults_are_its_dataclasses(command):
-    import dataclasses
 
     from infinito_iit.cli import COMMANDS
-    from lm_shared.config_cli import config_fields
+    from lm_shared.config_cli import config_fields, flag_problems
 
     parser = COMMANDS[command].parser()
     fields = config_fields(parser)
     made = {option for field in fields for option in field.option_strings}
     assert set(FLAGS_BEFORE[command].split()) <= made  # every earlier spelling still works
-    others = {o for a in parser._actions for o in a.option_strings} - made
-    assert others == {"-h", "--help", "--config", "--print_config"}
-    defaults = parser.get_defaults()
-    for field in fields:
-        if field.default is not dataclasses.MISSING:
-            assert defaults[field.dest] == field.default, (command, field.dest)
+    assert flag_problems(parser) == []  # every flag is a field, every default the field's
     assert options_without_help(parser) == []
     if command in ("evaluate", "phi", "generate"):  # the run folder stays positional, and is --run too
         run = [f for f in fields if f.dest == "run"]

@@ -1,7 +1,6 @@
 """End-to-end: the CLI trains, samples and evaluates a tiny model; bad input fails cleanly."""
 
 import csv
-import dataclasses
 import json
 from pathlib import Path
 
@@ -261,19 +260,14 @@ FLAGS_BEFORE = {
 
 @pytest.mark.parametrize("command", sorted(FLAGS_BEFORE))
 def test_each_commands_flags_and_defaults_are_its_dataclasses(command: str):
-    from lm_shared.config_cli import config_fields
+    from lm_shared.config_cli import config_fields, flag_problems
     from lstm_textgen.cli import COMMANDS
 
     parser = COMMANDS[command].parser()
     fields = config_fields(parser)
     made = {option for field in fields for option in field.option_strings}
     assert set(FLAGS_BEFORE[command].split()) <= made  # every earlier spelling still works
-    others = {o for a in parser._actions for o in a.option_strings} - made
-    assert others == {"-h", "--help", "--config", "--print_config"}
-    defaults = parser.get_defaults()
-    for field in fields:
-        if field.default is not dataclasses.MISSING:
-            assert defaults[field.dest] == field.default, (command, field.dest)
+    assert flag_problems(parser) == []  # every flag is a field, every default the field's
     assert options_without_help(parser) == []
 
 

@@ -151,22 +151,11 @@ def test_train_and_the_stage_commands_write_the_same_files(tmp_path, capsys):
 
 def test_every_commands_flags_come_from_its_dataclasses():
     # Issue 17 item 1: each default exists once, in nanologic.configs; the flags only rename.
-    from lm_shared.config_cli import config_fields
+    from lm_shared.config_cli import flag_problems
     from nanologic.cli import COMMANDS, command_parser
 
     for name in COMMANDS:
-        parser = command_parser(name)
-        fields = config_fields(parser)
-        made = {option for field in fields for option in field.option_strings}
-        others = {o for a in parser._actions for o in a.option_strings} - made
-        assert others == {"-h", "--help", "--config", "--print_config"}, name
-        defaults = parser.get_defaults()
-        for field in fields:
-            if field.default is not dataclasses.MISSING:
-                expected, got = field.default, defaults[field.dest]
-                assert (list(got) if isinstance(got, tuple) else got) == (
-                    list(expected) if isinstance(expected, tuple) else expected
-                ), f"{name} {field.dest}"
+        assert flag_problems(command_parser(name)) == [], name
 
 
 def test_the_augmentation_kinds_are_the_pipelines():
@@ -309,20 +298,14 @@ TRAIN_FLAGS_ADDED = "--accumulate-grad-batches --max-epochs --ema-decay --checkp
 
 def test_train_flags_and_defaults_are_its_dataclasses():
     from lm_shared.cli_help import options_without_help
-    from lm_shared.config_cli import config_fields
+    from lm_shared.config_cli import config_fields, flag_problems
     from nanologic.cli import _train_parser
 
     parser = _train_parser()
     fields = config_fields(parser)
     made = {option for field in fields for option in field.option_strings}
     assert set(f"{TRAIN_FLAGS_BEFORE} {TRAIN_FLAGS_ADDED}".split()) <= made
-    others = {o for a in parser._actions for o in a.option_strings} - made
-    assert others == {"-h", "--help", "--config", "--print_config"}
-    defaults = parser.get_defaults()
-    for field in fields:
-        expected = field.default
-        expected = list(expected) if isinstance(expected, tuple) else expected
-        assert defaults[field.dest] == expected, field.dest
+    assert flag_problems(parser) == []  # every flag is a field, every default the field's
     assert options_without_help(parser) == []
 
 

@@ -601,6 +601,36 @@ def config_fields(parser: ConfigParser) -> list[ConfigField]:
     return list(parser.config_fields.values())
 
 
+def flag_problems(parser: ConfigParser) -> list[str]:
+    """What keeps a command's flags from being exactly its dataclasses' fields (every test's check).
+
+    Args:
+        parser: the command's parser.
+
+    Returns:
+        One line per problem: an option no dataclass field made (besides ``--help``, ``--config``
+        and jsonargparse's ``--print_config``), or a flag whose default is not its field's (a
+        tuple default counts as the list argparse holds); empty when the defaults exist once.
+    """
+    made = {option for field in config_fields(parser) for option in field.option_strings}
+    builtin = {"-h", "--help", CONFIG_FLAG, "--print_config"}
+    problems = [
+        f"{option}: not made from a dataclass field"
+        for action in parser._actions
+        for option in action.option_strings
+        if option not in made and option not in builtin
+    ]
+    defaults = parser.get_defaults()
+    for field in config_fields(parser):
+        expected = field.default
+        if expected is dataclasses.MISSING:
+            continue
+        got = defaults[field.dest]
+        if _plain(got) != _plain(expected):
+            problems.append(f"{field.dest}: parser default {got!r}, field default {expected!r}")
+    return problems
+
+
 def _leaf_keys(namespace: Namespace) -> set[str]:
     keys: set[str] = set()
     for key, value in namespace.items():
