@@ -220,8 +220,8 @@ def test_config_file_then_flags_and_the_saved_config_loads_back(tmp_path: Path, 
     [
         ("seq_len: 1.5\n", "error: argument --seq-len: not an integer: 1.5"),
         ("lowercase: maybe\n", "error: argument --lowercase: not true or false: 'maybe'"),
-        ("bogus: 1\n", "error: Option 'bogus' is not accepted"),
-        ("seq_len: [\n", "error: Problems parsing config"),
+        ("bogus: 1\n", "error: {path}:1: unknown setting 'bogus' for prog train"),
+        ("seq_len: [\n", "error: {path}:2: expected the node content"),
     ],
 )
 def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path: Path, capsys, yaml_text, expected):
@@ -231,7 +231,7 @@ def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path: Path, capsys, yaml_t
         parse(make_parser(), ["--config", str(settings)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith(expected) and err.count("\n") == 1
+    assert err.startswith(expected.format(path=settings)) and err.count("\n") == 1, err
 
 
 def test_resume_takes_the_saved_settings_not_typed():
@@ -417,9 +417,11 @@ def test_run_command_dispatches_one_and_two_word_commands(capsys):
     assert seen == [(Sentences(["A."], 1), {"sentence", "limit"}), (Sentences(["B."]), {"sentence"})]
     assert run_command("prog", "d", commands, ["fail"]) == 2
     assert capsys.readouterr().err == "error: bad input: line 2\n"
-    with pytest.raises(SystemExit) as info:
-        run_command("prog", "d", commands, ["nope"])
-    assert info.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+    for argv, typed in ((["nope"], "a command, not 'nope'"), (["tiny", "nope"], "a command, not 'tiny nope'"),
+                        (["--bogus"], "a command first")):  # fmt: skip
+        assert run_command("prog", "d", commands, argv) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: expected {typed}; choose from read, tiny train, fail (see prog --help)\n"
     with pytest.raises(SystemExit):
         run_command("prog", "d", commands, ["--help"], groups={"tiny": "the tiny model"})
     out = capsys.readouterr().out
@@ -438,3 +440,24 @@ def test_flag_problems_finds_a_second_default_and_a_hand_made_flag():
         "--extra: not made from a dataclass field",
         "seq_len: parser default 99, field default 100",
     ]
+
+
+def test_print_config_writes_paths_and_a_bad_config_file_is_named(tmp_path: Path, capsys):
+    parser = config_parser("prog")
+    add_dataclass_flags(parser, Report, flags={"run": Flag(positional=True)})
+    with pytest.raises(SystemExit) as info:
+        parse(parser, ["runs/a", "--print_config"])
+    assert info.value.code == 0 and "run: runs/a" in capsys.readouterr().out
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("k: 3\nout: [a\n")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("k: 3\nbogus: 1\n")
+    for path, message in (
+        (broken, f"error: {broken}:3: expected ',' or ']'"),
+        (unknown, f"error: {unknown}:2: unknown setting 'bogus' for prog"),
+        (tmp_path / "missing.yaml", f"error: {tmp_path / 'missing.yaml'}: cannot read the config file"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            parse(parser, ["runs/a", "--config", str(path)])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err

@@ -174,6 +174,24 @@ class ConfigParser(ArgumentParser):
             super().error(message, ex)
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
+    def dump(self, cfg: Namespace, *args: Any, **kwargs: Any) -> str:
+        """Serialise ``cfg`` as jsonargparse does, with paths as strings and tuples as lists.
+
+        YAML cannot write a ``Path``; ``--print_config`` and :func:`dump_config` both come here.
+
+        Args:
+            cfg: the namespace to write.
+            *args: passed to :meth:`jsonargparse.ArgumentParser.dump`.
+            **kwargs: passed to :meth:`jsonargparse.ArgumentParser.dump`.
+
+        Returns:
+            The serialised settings.
+        """
+        values = cfg.clone()
+        for key in list(values.keys()):
+            values[key] = _plain(values[key])
+        return super().dump(values, *args, **kwargs)
+
     def _one_line(self, message: str) -> str:
         flags = {
             dest: field.option_strings[0] if field.option_strings else dest.rsplit(".", 1)[-1]
@@ -657,10 +675,70 @@ def parse(parser: ConfigParser, argv: Sequence[str] | None = None) -> tuple[Name
             ``--print_config`` (status 0).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    for path in _config_files(args):
+        _check_config_file(parser, path)
     cfg = parser.parse_args(args)
     given = _leaf_keys(parser.parse_args(args, defaults=False))
     given.discard("config")
     return cfg, given
+
+
+def _config_files(args: Sequence[str]) -> list[str]:
+    files = []
+    for i, arg in enumerate(args):
+        if arg == CONFIG_FLAG and i + 1 < len(args):
+            files.append(args[i + 1])
+        elif arg.startswith(CONFIG_FLAG + "="):
+            files.append(arg.split("=", 1)[1])
+    return files
+
+
+def _check_config_file(parser: ConfigParser, path: str) -> None:
+    """A ``--config`` file's problems as one line naming the file (and the line), exit 2.
+
+    jsonargparse's own messages name neither (``in "<unicode string>", line 1``).
+    """
+    import yaml
+
+    def fail(what: str) -> NoReturn:
+        parser.exit(2, f"error: {path}{what} (see {parser.prog} --help)\n")
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f": cannot read the config file ({exc.strerror or exc})")
+    except UnicodeDecodeError:
+        fail(": not UTF-8 text")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        fail(f"{where}: {problem} (expected YAML settings such as `seq_len: 64`)")
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        fail(": expected YAML settings (key: value lines), got a " + type(data).__name__)
+    known = set(parser.config_fields) | {"config", "__path__"}
+    sections = {dest.split(".", 1)[0] for dest in parser.config_fields if "." in dest}
+
+    def keys(mapping: dict, prefix: str = "") -> Iterable[str]:
+        for key, value in mapping.items():
+            full = f"{prefix}{key}"
+            if full in sections and isinstance(value, dict):
+                yield from keys(value, full + ".")
+            else:
+                yield full
+
+    for key in keys(data):
+        if key not in known:
+            lines = [
+                i
+                for i, line in enumerate(text.splitlines(), 1)
+                if line.lstrip().startswith(f"{key.rsplit('.', 1)[-1]}:")
+            ]
+            fail(f"{':' + str(lines[0]) if lines else ''}: unknown setting {key!r} for {parser.prog}")
 
 
 def instantiate(
@@ -709,8 +787,6 @@ def dump_config(parser: ConfigParser, cfg: Namespace, exclude: Iterable[str] = (
     for key in {"config", "__path__", *exclude}:
         if key in values:
             del values[key]
-    for key in list(values.keys()):
-        values[key] = _plain(values[key])
     return parser.dump(values, format="yaml", skip_unset=False, skip_validation=True)
 
 
@@ -757,6 +833,7 @@ def take_saved_settings(
 # ------------------------------------------------------------------------------------- commands
 
 Guard = Callable[[Callable[[], int]], int]
+_HELP_FLAGS = ("-h", "--help")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -827,7 +904,8 @@ def run_command(
             (default :func:`lm_shared.runs.run_guarded`: one ``error: ...`` line, status 2).
 
     Returns:
-        The command's exit status; 2 for an unknown command (after argparse's message).
+        The command's exit status; 2 for an unknown command (after one ``error: ...`` line) or
+        none (after argparse's list of commands).
 
     Raises:
         SystemExit: ``--help``, or a flag that does not parse (one line, status 2).
@@ -835,7 +913,20 @@ def run_command(
     args = list(sys.argv[1:] if argv is None else argv)
     name = " ".join(args[:2]) if " ".join(args[:2]) in commands else " ".join(args[:1])
     if name not in commands:
-        program_parser(prog, description, commands, groups).parse_args(args)  # --help, or the error
+        group_names = {n.split(" ", 1)[0] for n in commands if " " in n}
+        first, second = (args + ["", ""])[:2]
+        if (
+            not first
+            or first in _HELP_FLAGS
+            or (first in group_names and (not second or second in _HELP_FLAGS))
+        ):
+            program_parser(prog, description, commands, groups).parse_args(args)  # the help or the list
+            return 2
+        typed = f"{first} {second}" if first in group_names else first
+        what = "a command first" if typed.startswith("-") else f"a command, not {typed!r}"
+        print(
+            f"error: expected {what}; choose from {', '.join(commands)} (see {prog} --help)", file=sys.stderr
+        )
         return 2
     command = commands[name]
     parser = command.parser()

@@ -260,8 +260,8 @@ def _file_stage(
     def command(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         files = options_from_flags(parser, cfg, StageFiles)
         config = options_from_flags(parser, cfg, config_cls)
+        examples = stages.read_stage_input(files.input, cleaned)  # a bad input is named first
         _no_overwrite(files.out, files.force)
-        examples = stages.read_stage_input(files.input, cleaned)
         out = step(examples, config, files.out, files.input)
         print(f"{len(examples)} -> {len(out)} examples -> {files.out}")
         return 0
@@ -272,9 +272,10 @@ def _file_stage(
 def _cmd_preprocess(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     files = options_from_flags(parser, cfg, StageFiles)
     config = options_from_flags(parser, cfg, PreprocessConfig)
+    examples = stages.read_stage_input(files.input)
     for split in stages.SPLITS:
         _no_overwrite(files.out / f"{split}.jsonl", files.force)
-    report = stages.preprocess_step(stages.read_stage_input(files.input), config, files.out, files.input)
+    report = stages.preprocess_step(examples, config, files.out, files.input)
     print(f"train/val/test = {report.notes['splits']} -> {files.out}")
     return 0
 
@@ -294,8 +295,8 @@ def _cmd_train_tokenizer(parser: ConfigParser, cfg: Any, given: set[str]) -> int
     options = options_from_flags(parser, cfg, TokenizerOptions)
     if options.vocab_size < MIN_VOCAB_SIZE:
         raise NanologicError(f"--vocab-size: expected at least {MIN_VOCAB_SIZE}, got {options.vocab_size}")
-    _no_overwrite(options.out / "tokenizer.json", options.force)
     check_records(options.data / "train.jsonl")
+    _no_overwrite(options.out / "tokenizer.json", options.force)
     tok = train_tokenizer(options.data, options.out, options.vocab_size)
     print(f"tokenizer with {tok.vocab_size} tokens -> {options.out / 'tokenizer.json'}")
     return 0

@@ -290,6 +290,7 @@ class AugmentConfig:
     seed: int = 0  # random seed (same seed, same output)
 
     def __post_init__(self) -> None:
+        _check(bool(self.kinds), "kinds", "at least one of " + ",".join(AUGMENTATION_KINDS), "")
         unknown = sorted(set(self.kinds) - set(AUGMENTATION_KINDS))
         _check(not unknown, "kinds", "some of " + ",".join(AUGMENTATION_KINDS), ",".join(unknown))
         _check(self.per_example >= 1, "per_example", "an integer >= 1", self.per_example)
@@ -429,6 +430,9 @@ class BaselineOptions:
     data: Path | None = None  # evaluate on this JSONL (a split or data/dev_real.jsonl)
     out: Path | None = None  # report directory (default: runs/baseline-rules/eval-<stem>)
     limit: int | None = None  # evaluate only the first N examples
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit >= 1, "limit", "an integer >= 1", self.limit)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[NanoLogic, BPETo
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise NanologicError(f"checkpoint directory {run_dir} does not exist")
+        raise NanologicError(f"run directory {run_dir} does not exist (expected a `nanologic train` output)")
     require_run_of(run_dir, "nanologic", finished=False)  # another member's run is named as such
     for name in (MODEL_CONFIG, WEIGHTS, TOKENIZER):
         if not (run_dir / name).is_file():
