@@ -312,17 +312,17 @@ def test_the_run_saves_its_settings_and_config_loads_them(run_dir, tmp_path):
             "error: argument --phi-weight-init: expected comma-separated",
         ),
         (["generate", "run", "--bogus"], "error: unrecognized arguments: --bogus"),
-        (["nope"], "usage: infinito"),
+        (["nope"], "error: expected a command, not 'nope'; choose from train, evaluate"),
     ],
 )
 def test_bad_flags_are_one_line_exit_2(capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
+    try:  # a flag's error exits from the parser; an unknown command returns
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith(message) and "Traceback" not in err
-    if not message.startswith("usage"):
-        assert err.count("\n") == 1
+    assert err.startswith(message) and err.count("\n") == 1, err
 
 
 def test_a_trained_run_is_positional_or_run_and_its_absence_is_one_line(capsys):
