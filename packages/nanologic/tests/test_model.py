@@ -117,3 +117,26 @@ def test_embedding_init_keeps_logits_small():
     m = NanoLogic(build_config("base", 8000, num_layers=1, final_softcap=0.0)).eval()
     logits = m(torch.randint(0, 8000, (1, 16)))["logits"]
     assert logits.std().item() < 3
+
+
+def test_compiled_rope_form_equals_the_eager_one(monkeypatch):
+    """Under torch.compile the interleaved rotation takes a real-arithmetic form (Inductor has no
+    complex codegen); it must give the eager complex form's values and gradients."""
+    from nanologic.model import apply_rope, rope_cache
+
+    torch.manual_seed(0)
+    cos, sin = rope_cache(16, 32, 10000.0)
+    cos, sin = cos[None, None, :12], sin[None, None, :12]
+    x = torch.randn(2, 3, 12, 16, requires_grad=True)
+    weights = torch.randn(2, 3, 12, 16)
+    outputs = []
+    for compiling in (False, True):
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda c=compiling: c)
+        out = apply_rope(x, cos, sin, "interleaved")
+        (grad,) = torch.autograd.grad((out * weights).sum(), x)
+        outputs.append((out.detach(), grad))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(outputs[0][1], outputs[1][1], rtol=0, atol=1e-6)
+    # and it is a rotation: each pair keeps its length
+    pairs = outputs[1][0].unflatten(-1, (-1, 2)).norm(dim=-1)
+    torch.testing.assert_close(pairs, x.detach().unflatten(-1, (-1, 2)).norm(dim=-1))

@@ -147,9 +147,15 @@ def rope_cache(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor,
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: str) -> torch.Tensor:
     """Rotate x [B, H, T, hd] by position; cos/sin are [B, 1, T, hd/2]."""
     x32 = x.float()
-    if layout == "interleaved":
-        # Adjacent pairs as complex numbers times e^{iθ} (LLaMA's reference form): ~3x faster on
-        # the CPU than slicing even/odd lanes and re-interleaving them with stack + flatten.
+    if layout == "interleaved" and torch.compiler.is_compiling():
+        # The same rotation in real arithmetic (the same products and sums, so the same floats):
+        # Inductor cannot generate code for complex tensors, and fused it made the compiled fp32
+        # CPU training step 1.45x eager, against 1.21x with the complex form (issue 16).
+        even, odd = x32.unflatten(-1, (-1, 2)).unbind(-1)
+        out = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+    elif layout == "interleaved":
+        # Adjacent pairs as complex numbers times e^{iθ} (LLaMA's reference form): in eager mode
+        # ~3x faster on the CPU than the real form above, which stacks and re-interleaves lanes.
         pairs = torch.view_as_complex(x32.unflatten(-1, (-1, 2)).contiguous())
         out = torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2)
     else:
