@@ -122,34 +122,3 @@ def test_copy_head_token_ids_are_the_tokenizers_special_tokens():
     config = NanoLogicConfig()
     assert config.bos_token_id == SPECIAL_TOKENS.index(BOS)
     assert config.copy_until_token_id == SPECIAL_TOKENS.index(OUTPUT)
-
-
-def test_match_scores_mark_where_a_copy_continues():
-    model = NanoLogic(build_config("tiny", VOCAB, copy_until_token_id=-1)).eval()
-    with torch.no_grad():
-        model.copy_match.copy_(torch.tensor([1.0, 10.0]))
-    # tokens 20 21 22 20 23 20: the last two positions are the queries (23, then 20 after 23)
-    ids = torch.tensor([[20, 21, 22, 20, 23, 20]])
-    scores = model._match_scores(ids, 2)  # queries: positions 4 (token 23) and 5 (token 20)
-    assert scores.shape == (1, 2, 6)
-    assert scores[0, 0].tolist() == [0, 0, 0, 0, 1 + 10, 0]  # 23 (after 20) only matches itself
-    assert scores[0, 1].tolist() == [1, 0, 0, 1, 0, 1 + 10]  # "20" at 0 and 3; "23 20" only at 5
-    # In the pointer, only earlier positions count: the query at 5 continues the copies at 0 and 3.
-
-
-def test_match_scores_speed_up_learning_to_copy():
-    # Measured: exact copies after 40 steps 1.00 with the match scores, 0.875 without.
-    torch.manual_seed(0)
-    accuracy, model = _train_copy_task(copy_head=True, steps=40)
-    assert model.config.copy_match_bias
-    assert accuracy >= 0.95
-
-
-def test_runs_without_match_scores_still_load():
-    # model_config.json of runs trained before the match scores has no such key: False.
-    from nanologic.model import NanoLogicConfig
-
-    settings = build_config("tiny", VOCAB).to_dict()
-    del settings["copy_match_bias"]
-    old = NanoLogic(NanoLogicConfig(**settings))
-    assert old.copy_match is None and "copy_match" not in old.state_dict()

@@ -47,9 +47,6 @@ class NanoLogicConfig:
     copy_head: bool = False  # mix a pointer to earlier tokens into the output (not runnable in llama.cpp)
     bos_token_id: int = 1  # <|bos|>: starts each document (delimits the copy head's source)
     copy_until_token_id: int = 5  # the copy head copies only tokens before this one (<|output|>); -1: any
-    # The copy head's pointer also scores token identity: a source position holding the token just
-    # read (and the one before it) is where a copy continues. False for runs trained before it.
-    copy_match_bias: bool = False
     # The model writes each atom's polarity mark (nanologic.data.literal_polarity) and decoding
     # gives the formula's literals those signs. False for runs trained before the marks.
     polarity_marks: bool = False
@@ -73,8 +70,6 @@ class NanoLogicConfig:
             raise ValueError("sizes must be positive")
         if self.attn_softcap < 0 or self.final_softcap < 0 or self.z_loss < 0:
             raise ValueError("soft-caps and z_loss must be >= 0")
-        if self.copy_match_bias and not self.copy_head:
-            raise ValueError("copy_match_bias needs copy_head")
 
     @property
     def head_dim(self) -> int:
@@ -102,21 +97,16 @@ _CPU_SIZE = dict(
 
 PRESETS: dict[str, dict] = {
     # The original's size with all of its stable tricks on, and the copy head.
-    "base": dict(_SEED_SIZE, copy_head=True, copy_match_bias=True),
+    "base": dict(_SEED_SIZE, copy_head=True),
     # The original's configuration with its llama.cpp-incompatible options too.
     "base-full": dict(
-        _SEED_SIZE,
-        attn_softcap=50.0,
-        differential_attention=True,
-        gate_residual=True,
-        copy_head=True,
-        copy_match_bias=True,
+        _SEED_SIZE, attn_softcap=50.0, differential_attention=True, gate_residual=True, copy_head=True
     ),
     # The original's size without QK-norm, attention soft-cap or copy head: exports to llama.cpp.
     "base-export": dict(_SEED_SIZE, qk_norm=False),
     # CPU default: trains in minutes on 2 cores. The copy head is what makes it read the sentence
     # (README: equivalence 0.13 -> 0.34 on the synthetic test with the same budget).
-    "cpu": dict(_CPU_SIZE, copy_head=True, copy_match_bias=True),
+    "cpu": dict(_CPU_SIZE, copy_head=True),
     # The CPU size as a plain llama: exports to llama.cpp (and compares with transformers' Llama).
     "cpu-export": dict(_CPU_SIZE),
     # For tests: a few seconds per step on one core (with the copy head, as the default).
@@ -130,7 +120,6 @@ PRESETS: dict[str, dict] = {
         dropout=0.0,
         stochastic_depth=0.0,
         copy_head=True,
-        copy_match_bias=True,
     ),
 }
 
@@ -341,8 +330,6 @@ class NanoLogic(nn.Module):
             self.copy_query = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
             self.copy_key = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
             self.copy_gate = nn.Linear(cfg.hidden_size, 1)
-        # Weights of the pointer's token-identity scores: [same token, same token and same previous one].
-        self.copy_match = nn.Parameter(torch.zeros(2)) if cfg.copy_match_bias else None
         cos, sin = rope_cache(
             cfg.head_dim // 2 if cfg.differential_attention else cfg.head_dim, cfg.max_seq_len, cfg.rope_theta
         )
@@ -366,11 +353,6 @@ class NanoLogic(nn.Module):
         nn.init.normal_(self.embed_tokens.weight, std=std)
         if cfg.copy_head:
             nn.init.zeros_(self.copy_gate.bias)
-        if self.copy_match is not None:
-            # A prior, then learnt: at init the content scores are ~0, so over ~30 source positions
-            # one that matches the token just read gets ~20 % of the pointer's mass, ~90 % if the
-            # previous token matches too.
-            nn.init.constant_(self.copy_match, 2.0)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -545,8 +527,6 @@ class NanoLogic(nn.Module):
             ids = torch.cat([past[1], ids], dim=1)
         T, Tk = h.size(1), keys.size(1)
         scores = (self.copy_query(h) @ keys.transpose(1, 2)).float() / math.sqrt(h.size(-1))
-        if self.copy_match is not None:
-            scores = scores + self._match_scores(ids, T)
         query_pos = torch.arange(Tk - T, Tk, device=h.device)
         allowed = torch.arange(Tk, device=h.device)[None, :] < query_pos[:, None]  # [T, Tk]
         if mask is not None:
@@ -566,24 +546,6 @@ class NanoLogic(nn.Module):
         # The key at j proposes x[j + 1]; the newest key's next token is not known yet (never allowed).
         proposed = torch.cat([ids[:, 1:], torch.zeros_like(ids[:, :1])], dim=1)
         return weights, proposed, (keys, ids)
-
-    def _match_scores(self, ids: torch.Tensor, T: int) -> torch.Tensor:
-        """Token-identity scores of the pointer, float32 [B, T, Tk], for the last ``T`` of ``ids``
-        [B, Tk] as queries: ``w0·[x_j = x_t] + w1·[x_j = x_t ∧ x_{j−1} = x_{t−1}]``.
-
-        The induction head's match made explicit (Olsson et al. 2022 describe the learnt one): a
-        position j holding the token t just read proposes x[j + 1], the continuation of a copy, so
-        a word of several BPE pieces is copied piece by piece without the hidden states having to
-        learn the match; the previous-token term tells apart repeated tokens. The content scores
-        still decide where a copy starts and when the definition leaves the sentence's order
-        (an elided subject).
-        """
-        previous = torch.cat([torch.full_like(ids[:, :1], -1), ids[:, :-1]], dim=1)  # -1: none
-        same = ids[:, None, :] == ids[:, -T:, None]
-        same_previous = same & (previous[:, None, :] == previous[:, -T:, None])
-        assert self.copy_match is not None
-        weight = self.copy_match.float()
-        return weight[0] * same.float() + weight[1] * same_previous.float()
 
     def copy_log_probs(
         self, logits: torch.Tensor, h: torch.Tensor, weights: torch.Tensor, proposed: torch.Tensor
@@ -689,7 +651,4 @@ def build_config(preset: str, vocab_size: int, **overrides) -> NanoLogicConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     # A model built now learns today's sequence format, which writes the polarity marks.
-    settings = {"polarity_marks": True, **PRESETS[preset], **overrides}
-    if not settings.get("copy_head", False) and "copy_match_bias" not in overrides:
-        settings["copy_match_bias"] = False  # the copy head switched off takes its match scores along
-    return NanoLogicConfig(vocab_size=vocab_size, **settings)
+    return NanoLogicConfig(vocab_size=vocab_size, **{"polarity_marks": True, **PRESETS[preset], **overrides})
