@@ -140,3 +140,32 @@ def test_compiled_rope_form_equals_the_eager_one(monkeypatch):
     # and it is a rotation: each pair keeps its length
     pairs = outputs[1][0].unflatten(-1, (-1, 2)).norm(dim=-1)
     torch.testing.assert_close(pairs, x.detach().unflatten(-1, (-1, 2)).norm(dim=-1))
+
+
+@pytest.mark.slow
+def test_compiled_training_compiles_once_for_every_length():
+    """`train --compile` (training.build_module): length-bucketed batches change the sequence length,
+    and one shape-generic compile must serve them all (compiling per shape hit Dynamo's recompile
+    limit and fell back to eager), trace the whole forward (SDPA's is_causal as a SymBool made it
+    skip the frame) and give the eager model's losses."""
+    from torch._dynamo.utils import counters
+
+    from nanologic.configs import TrainConfig
+    from nanologic.training import build_module
+
+    torch._dynamo.reset()
+    counters.clear()
+    config = build_config("tiny", 300)
+    compiled = build_module(config, TrainConfig(compile=True).for_preset("tiny")).model
+    eager = NanoLogic(config)
+    eager.load_state_dict(compiled.state_dict())
+    graphs = []
+    for length in (12, 17, 23, 31, 40):
+        ids = torch.randint(10, 300, (2, length), generator=torch.Generator().manual_seed(length))
+        labels = torch.cat([ids[:, 1:], torch.full((2, 1), -100)], dim=1)
+        losses = [model(ids, labels=labels)["loss"] for model in (compiled, eager)]
+        losses[0].backward()
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-5)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[-1] <= graphs[0] + 1  # measured: 8 graphs at the first length, 9 at 40
+    assert not any("SymBool" in reason or "in loop" in reason for reason in counters["graph_break"])

@@ -373,6 +373,9 @@ def _training_figures(cfg, quick: bool, device: str, dtype, compile: bool) -> di
         "ours": _train_step_fn(timed_ours, ids, ours_loss, dtype, device),
         "hf": _train_step_fn(timed_hf, ids, hf_loss, dtype, device),
     }
+    if compile:
+        # transformers' Llama as most people train it (eager), against ours compiled.
+        steps["hf_eager"] = _train_step_fn(hf, ids, hf_loss, dtype, device)
     if device == "cpu":
         steps["ours_bf16"] = _train_step_fn(NanoLogic(cfg), ids, ours_loss, torch.bfloat16)
     times = _time_interleaved(steps, repeats=2 if quick else 15)
@@ -398,6 +401,9 @@ def _training_figures(cfg, quick: bool, device: str, dtype, compile: bool) -> di
     results["train_tokens_per_s"] = round(B * T / t_ours, 1)
     results["hf_llama_train_tokens_per_s"] = round(B * T / t_hf, 1)
     results["train_speed_ratio_vs_hf"] = round(t_hf / t_ours, 3)
+    if "hf_eager" in times:
+        results["hf_llama_eager_train_tokens_per_s"] = round(B * T / times["hf_eager"], 1)
+        results["train_speed_ratio_vs_hf_eager"] = round(times["hf_eager"] / t_ours, 3)
     if "ours_bf16" in times:
         results["train_tokens_per_s_bf16_autocast"] = round(B * T / times["ours_bf16"], 1)
     results["n_parameters"] = ours.num_parameters()

@@ -224,7 +224,10 @@ class Attention(nn.Module):
             if mask is None and past is not None and T > 1:
                 # A chunk after a cache: causal within the chunk, everything before it visible.
                 mask = torch.ones(T, k.size(2), dtype=torch.bool, device=x.device).tril(k.size(2) - T)
-            is_causal = mask is None and T > 1
+            # Without a mask: causal for a whole sequence (one token alone is trivially so), none for
+            # one token after a cache. Not written with T > 1, which is a SymBool under a
+            # shape-generic compile that SDPA refuses (the whole forward then fell back to eager).
+            is_causal = mask is None and past is None
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=cfg.num_kv_heads != cfg.num_heads
             )
@@ -413,7 +416,9 @@ class NanoLogic(nn.Module):
         past_len = past_key_values[0][0].size(2) if past_key_values else 0
         if position_ids is None:
             position_ids = torch.arange(past_len, past_len + T, device=input_ids.device).expand(B, T)
-        if int(position_ids.max()) >= cfg.max_seq_len:
+        # Reading the maximum synchronises and breaks a torch.compile graph; compiled training
+        # batches were checked by the data pipeline (and an index past the table still fails).
+        if not torch.compiler.is_compiling() and int(position_ids.max()) >= cfg.max_seq_len:
             raise ValueError(f"sequence longer than max_seq_len={cfg.max_seq_len}")
         cos = self.rope_cos[position_ids].unsqueeze(1)
         sin = self.rope_sin[position_ids].unsqueeze(1)
