@@ -34,6 +34,11 @@ def test_default_run_layout_and_report(run_dir):
     assert report["dev_real"]["n_test"] >= 150
     assert 0.0 <= report["dev_real"]["grounded_accuracy"] <= 1.0
     assert (run_dir / "eval-dev_real" / "report.json").exists()
+    # ... decoded under the grounded grammar (the default), and freely for comparison
+    assert report["constraint"] == "grounded"
+    free = json.loads((run_dir / "eval-dev_real-free" / "report.json").read_text())
+    assert free["constraint"] is None and free["n_test"] == report["dev_real"]["n_test"]
+    assert report["dev_real_free"]["grounded_accuracy"] == free["grounded_accuracy"]
     # test clauses are unseen in train (issue 13), and the report says so
     assert report["clause_overlap"]["clauses"] > 0 and report["clause_overlap"]["clauses_in_train"] == 0
 
@@ -201,15 +206,20 @@ def test_evaluate_another_split_keeps_the_test_report(run_dir, capsys):
     assert str(run_dir / "eval-val") in capsys.readouterr().out
 
 
-def test_evaluate_grounded_decoding_reports_beside_the_free_one(run_dir):
+def test_evaluate_decoding_modes_report_side_by_side(run_dir):
     dev = Path(__file__).resolve().parents[1] / "data" / "dev_real.jsonl"
     argv = ["evaluate", "--checkpoint", str(run_dir), "--data", str(dev), "--limit", "3"]
-    free_report = (run_dir / "eval-dev_real" / "report.json").read_bytes()  # written by train
+    grounded_report = (run_dir / "eval-dev_real" / "report.json").read_bytes()  # written by train
+    assert main([*argv, "--decoding", "free"]) == 0
+    report = json.loads((run_dir / "eval-dev_real-free" / "report.json").read_text())
+    assert report["constraint"] is None and report["n_test"] == 3 and report["repair_tries"] == 2
+    assert main([*argv, "--decoding", "format", "--out", str(run_dir / "fmt")]) == 0
+    assert json.loads((run_dir / "fmt" / "report.json").read_text())["constraint"] == "format"
+    assert (run_dir / "eval-dev_real" / "report.json").read_bytes() == grounded_report
+    # the earlier spelling still selects grounded decoding, which does not run the repair
     assert main([*argv, "--grounded"]) == 0
-    report = json.loads((run_dir / "eval-dev_real-grounded" / "report.json").read_text())
-    assert report["constraint"] == "grounded" and report["n_test"] == 3
-    assert report["repair_tries"] == 0  # constrained decoding does not run the repair
-    assert (run_dir / "eval-dev_real" / "report.json").read_bytes() == free_report
+    report = json.loads((run_dir / "eval-dev_real" / "report.json").read_text())
+    assert report["constraint"] == "grounded" and report["repair_tries"] == 0 and report["n_test"] == 3
 
 
 def test_evaluate_and_bench_quick(run_dir, tmp_path):

@@ -68,6 +68,37 @@ def test_grounded_definitions_come_from_the_sentence(tokenizer, compiler):
     assert not accepts(compiler, tokenizer, grounded_grammar(sentence), invented)
 
 
+def _answer(definitions: list[str], formula: str, connectors: str = "") -> str:
+    atoms = " | ".join(f"{letter}: {d}" for letter, d in zip("pqrs", definitions))
+    return f"<|atoms|> {atoms} <|connectors|> {connectors} <|formula|> {formula} <|eos|>"
+
+
+def test_grounded_definitions_read_the_sentence_in_order(tokenizer, compiler):
+    """Words in the sentence's order, one jump back (a repeated subject or verb), no connective."""
+    grammar = grounded_grammar("Luis come pan y Ana también.")
+    gapped = _answer(["Luis come pan", "Ana come pan"], "p ∧ q", "∧: y")
+    assert accepts(compiler, tokenizer, grammar, gapped)  # "come pan" taken back once
+    for wrong in (
+        ["pan Ana come Luis", "Ana come pan"],  # two jumps back
+        ["Luis Luis Luis", "Ana come pan"],  # a loop on one word
+    ):
+        assert not accepts(compiler, tokenizer, grammar, _answer(wrong, "p ∧ q", "∧: y")), wrong
+        assert accepts(compiler, tokenizer, answer_grammar(), _answer(wrong, "p ∧ q", "∧: y"))
+    sentence = "Si no llueve, Ana canta o baila."
+    grammar = grounded_grammar(sentence)
+    right = _answer(["llueve", "Ana canta", "Ana baila"], "¬p → (q ∨ r)", "¬: no | →: si | ∨: o")
+    assert accepts(compiler, tokenizer, grammar, right)
+    for merged in (["no llueve", "Ana canta"], ["llueve", "Ana canta o baila"], ["si llueve", "Ana canta"]):
+        assert not accepts(compiler, tokenizer, grammar, _answer(merged, "p → q", "→: si")), merged
+
+
+def test_grounded_definitions_of_a_mathematical_sentence(tokenizer, compiler):
+    grammar = grounded_grammar("Si x ≠ 2, entonces y > 1.")
+    answer = _answer(["x = 2", "y > 1"], "¬p → q", "¬: ≠ | →: si")
+    assert accepts(compiler, tokenizer, grammar, answer)
+    assert not accepts(compiler, tokenizer, grammar, _answer(["x = 3", "y > 1"], "¬p → q"))
+
+
 def test_normalisation_table():
     assert {"valida", "valide"} <= indicative_variants("valide")
     assert {"hay", "ha"} <= indicative_variants("haya")
@@ -93,7 +124,9 @@ def test_constrained_decoding_follows_the_grammar(tokenizer, records):
     torch.manual_seed(0)
     model = NanoLogic(build_config("tiny", tokenizer.vocab_size)).eval()
     sentences = [r["natural_language_input"] for r in records[:6]]
-    free = Formalizer(model, tokenizer, max_new_tokens=60, repair_tries=0).formalize(sentences)
+    free = Formalizer(model, tokenizer, max_new_tokens=60, repair_tries=0, constraint=None).formalize(
+        sentences
+    )
     assert not any(r["raw"].startswith("<|atoms|> p: ") for r in free)
     for constraint in ("format", "grounded"):
         fmt = Formalizer(model, tokenizer, max_new_tokens=40, constraint=constraint)

@@ -29,7 +29,7 @@ def formalizer():
     tokenizer = train_bpe(texts, 600, SPECIAL_TOKENS)
     torch.manual_seed(0)
     model = NanoLogic(build_config("tiny", tokenizer.vocab_size)).eval()
-    return Formalizer(model, tokenizer, max_new_tokens=24)
+    return Formalizer(model, tokenizer, max_new_tokens=24, constraint=None)
 
 
 def _encode_output(f: Formalizer, atoms: list[str]) -> list[int]:

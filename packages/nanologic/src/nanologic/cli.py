@@ -182,10 +182,12 @@ def _run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         command_config=dump_config(parser, cfg, exclude=TRAIN_OUTPUT_KEYS),
     )
     if report:  # processes other than the first return no report
-        keys = ("equivalence_accuracy", "n_test", "train_seconds", "total_seconds")
+        keys = ("equivalence_accuracy", "grounded_accuracy", "n_test", "train_seconds", "total_seconds")
         summary = {k: report[k] for k in keys}
+        summary["decoding"] = report.get("constraint") or "free"
         if "dev_real" in report:
             summary["dev_real_grounded_accuracy"] = report["dev_real"]["grounded_accuracy"]
+            summary["dev_real_free_grounded_accuracy"] = report["dev_real_free"]["grounded_accuracy"]
         print(json.dumps(summary))
     return 0
 

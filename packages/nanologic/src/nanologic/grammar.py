@@ -241,14 +241,103 @@ def verb_variants(word: str) -> set[str]:
 _REFLEXIVE_PRONOUNS = ("me", "te", "se", "nos", "os")
 
 
+# Words an atom definition never holds: a definition is an affirmative atomic clause, so neither a
+# negation nor a sentence-level connective of the cue inventory is part of it ("y", which also
+# joins noun phrases, "Ana y Luis son primos", is allowed). None of them occurs in the 501 gold
+# definitions of data/dev_real.jsonl nor in a generated training split's 68,418.
+CONNECTIVE_WORDS = frozenset(
+    {
+        "no",
+        "ni",
+        "o",
+        "ó",
+        "u",
+        "si",
+        "entonces",
+        "pero",
+        "aunque",
+        "sino",
+        "porque",
+        "tampoco",
+        "mientras",
+        "además",
+        "embargo",
+        "cuando",
+        "luego",
+        "salvo",
+    }
+)
+# A word of the sentence for the grounded grammar: Spanish words, numbers (with a percent sign)
+# and the relation and operator symbols of mathematical sentences ("x + y = 3").
+_READING_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[=+<>≤≥≠]")
+_SYMBOL_VARIANTS = {"≠": ("=",)}  # "x ≠ y" is ¬(x = y): the definition drops the negation
+
+
+def _case_variants(forms: Iterable[str]) -> list[str]:
+    out: dict[str, None] = {}
+    for form in sorted(forms):
+        for variant in (form, form.lower(), form[:1].upper() + form[1:]):
+            out.setdefault(variant, None)
+    return list(out)
+
+
+def reading_positions(sentence: str) -> list[tuple[list[str], list[str]]]:
+    """The sentence's words in order, each as (optional prefixes, forms) a definition may use there.
+
+    A position's forms are the word itself (lower-cased or capitalised as well), the indicative forms
+    it may stand for (:func:`indicative_variants`, :func:`verb_variants`) and, for a symbol, its
+    affirmative relation; a pronominal infinitive ("ducharse") may be preceded by its reflexive
+    pronoun ("te duchas"). Negations and connectives (``CONNECTIVE_WORDS``) have no forms.
+    """
+    positions = []
+    for raw in _READING_RE.findall(unicodedata.normalize("NFC", sentence)):
+        if raw.lower() in CONNECTIVE_WORDS:
+            continue
+        verbs = verb_variants(raw)
+        prefixes: list[str] = []
+        if len(raw) > 4 and raw.lower().endswith("se"):  # "ducharse" -> "te duchas"
+            prefixes = sorted(verbs & set(_REFLEXIVE_PRONOUNS))
+            verbs -= set(prefixes)
+        variants = indicative_variants(raw) | verbs | set(_SYMBOL_VARIANTS.get(raw, ()))
+        positions.append((prefixes, _case_variants(variants)))
+    return positions
+
+
 def sentence_words(sentence: str) -> list[str]:
     """Words a grounded definition may use, in first-seen order (NFC; case variants added)."""
     words: dict[str, None] = {}
-    for raw in _WORD_RE.findall(unicodedata.normalize("NFC", sentence)):
-        for form in sorted(indicative_variants(raw) | verb_variants(raw)):
-            for variant in (form, form.lower(), form[:1].upper() + form[1:]):
-                words.setdefault(variant, None)
+    for prefixes, forms in reading_positions(sentence):
+        for word in prefixes + forms:
+            words.setdefault(word, None)
     return list(words)
+
+
+def _reading_rules(sentence: str) -> list[str] | None:
+    """GBNF rules of ``def``: the sentence's words in their order, with at most one jump back.
+
+    Rules ``c<L>-<i>`` start a run at position i or later, ``s<L>-<i>`` write position i and go on;
+    L = 1 once the definition has gone back to an earlier word (a subject or verb repeated from
+    before: "Juana tiene trece años y Rosa quince" -> "Rosa tiene quince años"). None when the
+    sentence has no usable word.
+    """
+    positions = reading_positions(sentence)
+    if not positions:
+        return None
+    last = len(positions) - 1
+    rules = ["def ::= c0-0"]
+    for i, (prefixes, forms) in enumerate(positions):
+        word = " | ".join(_literal(f) for f in forms)
+        if prefixes:
+            word = "(" + " | ".join(_literal(p + " ") for p in prefixes) + ")? (" + word + ")"
+        rules.append(f"w{i} ::= {word}")
+    for level in (0, 1):
+        for i in range(last + 1):
+            rules.append(f"c{level}-{i} ::= s{level}-{i}" + (f" | c{level}-{i + 1}" if i < last else ""))
+            onward = [f"c{level}-{i + 1}"] if i < last else []
+            if level == 0:
+                onward.append("c1-0")
+            rules.append(f"s{level}-{i} ::= w{i}" + (f' (" " ({" | ".join(onward)}))?' if onward else ""))
+    return rules
 
 
 def _literal(text: str) -> str:
@@ -269,7 +358,7 @@ def _formula_rules(k: int) -> list[str]:
     ]
 
 
-def _grammar(definition_rule: str, max_atoms: int) -> str:
+def _grammar(definition_rules: list[str], max_atoms: int) -> str:
     letters = atom_letters(max_atoms)
     lines = [
         "# nanologic answer grammar (GBNF): atoms p, q, r... in order with definitions,",
@@ -285,9 +374,8 @@ def _grammar(definition_rule: str, max_atoms: int) -> str:
         f'conn ::= ({symbols}) ": " cue',
         'cue ::= cue-word (" " cue-word)*',
         "cue-word ::= [^ |<\\n]+",
-        'def ::= word (" " word)*',
         f'mark ::= " " ({_literal(NEGATED_MARK)} | {_literal(MIXED_MARK)})',
-        definition_rule,
+        *definition_rules,
     ]
     for k in range(1, max_atoms + 1):
         lines += _formula_rules(k)
@@ -298,15 +386,17 @@ def answer_grammar(max_atoms: int = MAX_ATOMS) -> str:
     """The GBNF grammar of a well-formed answer (definitions: any words without | < or newline)."""
     if not 1 <= max_atoms <= 26:
         raise ValueError(f"max_atoms must be in 1..26, got {max_atoms}")
-    return _grammar("word ::= [^ |<:\\n]+", max_atoms)
+    return _grammar(['def ::= word (" " word)*', "word ::= [^ |<:\\n]+"], max_atoms)
 
 
 def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS) -> str:
-    """:func:`answer_grammar` whose atom definitions use only the sentence's words (see module doc)."""
-    words = sentence_words(sentence)
-    if not words:
+    """:func:`answer_grammar` whose atom definitions read the sentence (see module doc)."""
+    if not 1 <= max_atoms <= 26:
+        raise ValueError(f"max_atoms must be in 1..26, got {max_atoms}")
+    rules = _reading_rules(sentence)
+    if rules is None:
         return answer_grammar(max_atoms)
-    return _grammar("word ::= " + " | ".join(_literal(w) for w in words), max_atoms)
+    return _grammar(rules, max_atoms)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from nanologic.configs import DEFAULT_CONSTRAINT
 from nanologic.data import (
     ATOMS,
     CONNECTORS,
@@ -102,7 +103,8 @@ class Formalizer:
 
     ``constraint``: ``None`` (free greedy decoding), ``"format"`` (the answer grammar of
     :mod:`nanologic.grammar` as a logits mask: outputs always parse, over declared letters) or
-    ``"grounded"`` (also atom definitions only from the sentence's words). Constrained decoding
+    ``"grounded"`` (the default: also atom definitions read from the sentence, its words in their
+    order without negations or connectives, see :func:`nanologic.grammar.grounded_grammar`). Constrained decoding
     does not run the repair (the grammar already fixes the format; the repair's re-decoding
     would run outside it).
     """
@@ -113,7 +115,7 @@ class Formalizer:
         tokenizer,
         max_new_tokens: int = 160,
         repair_tries: int = 2,
-        constraint: str | None = None,
+        constraint: str | None = DEFAULT_CONSTRAINT,
     ) -> None:
         if constraint not in CONSTRAINTS:
             raise NanologicError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
@@ -130,7 +132,7 @@ class Formalizer:
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, repair_tries: int = 2, constraint: str | None = None
+        cls, run_dir: str | Path, repair_tries: int = 2, constraint: str | None = DEFAULT_CONSTRAINT
     ) -> Formalizer:
         return cls(*load_run(run_dir), repair_tries=repair_tries, constraint=constraint)
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nanologic.configs import (
+    DEFAULT_CONSTRAINT,
     DEFAULT_MAX_PER_COMPLEXITY,
     DEFAULT_N_GENERATE,
     DEFAULT_VOCAB_SIZE,
@@ -130,13 +131,13 @@ def evaluate_run(
     batch_size: int = 64,
     repair_tries: int = 2,
     out_dir: Path | None = None,
-    constraint: str | None = None,
+    constraint: str | None = DEFAULT_CONSTRAINT,
 ) -> dict:
     """Decode ``data_path`` and write the report to ``out_dir``: by default ``run_dir/eval`` for
-    the run's own test split and ``run_dir/eval-<file stem>`` for any other file (with
-    ``-<constraint>`` appended under a decoding constraint), so evaluating another split or
-    decoding never overwrites the run's test report. ``constraint``: ``None``, ``"format"`` or
-    ``"grounded"`` (see :class:`nanologic.inference.Formalizer`)."""
+    the run's own test split and ``run_dir/eval-<file stem>`` for any other file (with ``-free``
+    or ``-format`` appended when decoding is not the default), so evaluating another split or
+    decoding never overwrites the run's test report. ``constraint``: ``"grounded"`` (default),
+    ``"format"`` or ``None`` (free; see :class:`nanologic.inference.Formalizer`)."""
     from nanologic.evaluation import write_report
 
     report, rows = score_run(
@@ -157,7 +158,7 @@ def score_run(
     limit: int | None = None,
     batch_size: int = 64,
     repair_tries: int = 2,
-    constraint: str | None = None,
+    constraint: str | None = DEFAULT_CONSTRAINT,
 ) -> tuple[dict, list[dict]]:
     """:func:`evaluate_run` without the writing: the report and the prediction rows."""
     from nanologic.inference import Formalizer
@@ -228,10 +229,12 @@ def score_formalizer(
     return report, rows
 
 
-def default_report_dir(run_dir: Path, data_path: Path, constraint: str | None = None) -> Path:
+def default_report_dir(run_dir: Path, data_path: Path, constraint: str | None = DEFAULT_CONSTRAINT) -> Path:
     own_test = Path(data_path).resolve() == (Path(run_dir) / "data" / "test.jsonl").resolve()
     name = "eval" if own_test else f"eval-{Path(data_path).stem}"
-    return Path(run_dir) / (f"{name}-{constraint}" if constraint else name)
+    if constraint == DEFAULT_CONSTRAINT:
+        return Path(run_dir) / name
+    return Path(run_dir) / f"{name}-{constraint or 'free'}"
 
 
 def print_eval(report: dict) -> None:
@@ -572,12 +575,13 @@ def _evaluate_trained_run(
     if DEV_REAL.is_file():
         console.print(f"[bold]Evaluating[/] on the real-sentence development set {DEV_REAL}")
         dev = evaluate_run(out, DEV_REAL, out_dir=out / "eval-dev_real")
-        report["dev_real"] = {
-            k: dev[k]
-            for k in ("n_test", "grounded_accuracy", "equivalence_accuracy", "equivalence_any_mapping")
-        }
+        keys = ("n_test", "grounded_accuracy", "equivalence_accuracy", "equivalence_any_mapping")
+        report["dev_real"] = {k: dev[k] for k in keys}
         report["dev_real"]["error_categories"] = dev.get("error_categories", {})
         print_eval(dev)
+        # The same set decoded freely: what the grounded decoding adds (issue 13, part 3).
+        free = evaluate_run(out, DEV_REAL, out_dir=out / "eval-dev_real-free", constraint=None)
+        report["dev_real_free"] = {k: free[k] for k in keys}
     report["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_report(report, rows, out / "eval")
     print_eval(report)

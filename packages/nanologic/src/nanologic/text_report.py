@@ -111,7 +111,7 @@ def _detokenized_torch_outputs(
     from nanologic.inference import Formalizer
 
     figures: dict[str, float] = {}
-    torch_free = Formalizer(model, tokenizer, repair_tries=0)
+    torch_free = Formalizer(model, tokenizer, repair_tries=0, constraint=None)
     start = time.perf_counter()
     ids = []
     for s in sentences:
@@ -153,8 +153,8 @@ def _decoding_modes(
 
     modes: dict[str, Any] = {}
     torch_modes: tuple[tuple[str, dict[str, Any]], ...] = (
-        ("torch_free", {"repair_tries": 0}),
-        ("torch_repair2", {"repair_tries": 2}),
+        ("torch_free", {"repair_tries": 0, "constraint": None}),
+        ("torch_repair2", {"repair_tries": 2, "constraint": None}),
         ("torch_format", {"constraint": "format"}),
         ("torch_grounded", {"constraint": "grounded"}),
     )
