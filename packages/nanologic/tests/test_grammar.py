@@ -97,6 +97,7 @@ def test_grounded_definitions_of_a_mathematical_sentence(tokenizer, compiler):
     answer = _answer(["x = 2", "y > 1"], "¬p → q", "¬: ≠ | →: si")
     assert accepts(compiler, tokenizer, grammar, answer)
     assert not accepts(compiler, tokenizer, grammar, _answer(["x = 3", "y > 1"], "¬p → q"))
+    assert not accepts(compiler, tokenizer, grammar, _answer(["x ≠ 2", "y > 1"], "p → q"))  # affirmative
 
 
 def test_normalisation_table():

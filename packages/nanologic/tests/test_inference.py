@@ -70,6 +70,42 @@ def test_switch_least_sure_changes_one_token_of_the_repeat_and_resumes(formalize
     assert len(switched) == 2
 
 
+def _encode_answer(f: Formalizer, atoms: list[str], formula: str) -> list[int]:
+    listed = " | ".join(f"{letter}: {d}" for letter, d in zip("pqrs", atoms))
+    return f.tokenizer.encode(f"{ATOMS} {listed} {CONNECTORS} ∧: y {FORMULA} {formula} {EOS}")
+
+
+def test_repair_span_under_a_grammar_takes_merged_or_missed_clauses(formalizer):
+    listed = _encode_answer(formalizer, ["llueve", "me mojo"], "p ∧ q")
+    assert formalizer.repair_span(listed, whole_list=True) is None
+    for atoms, formula in ((["llueve y me mojo"], "p ∧ p"), (["llueve", "me mojo"], "p ∧ ¬p")):
+        out = _encode_answer(formalizer, atoms, formula)
+        assert formalizer.repair_span(out) is None  # free decoding: only repeated definitions
+        start, end = formalizer.repair_span(out, whole_list=True)
+        assert formalizer.tokenizer.decode(out[start:end]).strip().startswith("p: llueve")
+        assert out[end] == formalizer.connectors_id
+    repeated = _encode_answer(formalizer, ["llueve", "llueve"], "p ∧ q")
+    assert formalizer.repair_span(repeated, whole_list=True) == formalizer.repeated_atom_span(repeated)
+
+
+def test_switch_under_the_grammar_keeps_the_answer_in_it(formalizer):
+    xgr = pytest.importorskip("xgrammar")
+    from nanologic.grammar import grounded_grammar
+
+    sentence = "Si llueve, me mojo."
+    grammar = grounded_grammar(sentence)
+    grounded = Formalizer(formalizer.model, formalizer.tokenizer, max_new_tokens=40, constraint="grounded")
+    prompt = formalizer.tokenizer.encode(prompt_text(sentence))
+    out = _encode_answer(formalizer, ["llueve", "llueve"], "p ∧ q")
+    start, end = grounded.repair_span(out, whole_list=True)
+    switched: set[int] = set()
+    new = grounded._switch_least_sure(prompt, out, (start, end), switched, grammar)
+    (pos,) = switched
+    assert new[:pos] == out[:pos] and new[pos] != out[pos]
+    matcher = xgr.GrammarMatcher(grounded._grammar_compiler.compile(grammar))
+    assert all(matcher.accept_token(t) for t in new), formalizer.tokenizer.decode(new)
+
+
 def test_generate_raw_with_and_without_repair_parses(formalizer):
     sentences = ["Si llueve, me mojo.", "No hay backup y el server crashea."]
     for tries in (0, 2):

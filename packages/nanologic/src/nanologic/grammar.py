@@ -11,12 +11,18 @@ a formula that our parser (:func:`nanologic.logic.parse`) accepts, in the spacin
 :func:`nanologic.logic.to_unicode` writes, over the **declared** letters only; then the end
 (llama.cpp and xgrammar allow the eos token once the grammar is complete).
 
-:func:`grounded_grammar` (issue 13, part 3) also restricts each atom definition to words of the
-sentence, plus the normalisations the format allows: dropping the negation (any subset of the
-sentence's words is allowed), indicative for subjunctive (:func:`indicative_variants`: a table of
-irregular forms and the regular ending swaps), and repeating an elided subject or predicate (any
-sentence word may appear in any definition). Case: a word may also appear lower-cased or
-capitalised (the sentence's first word is capitalised; definitions are not).
+:func:`grounded_grammar` (issue 13, part 3) makes each atom definition *read* the sentence: its words
+in the sentence's order (skipping any), with one jump back to an earlier word at most, so that a
+subject or predicate shared by two clauses can be repeated ("Luis come pan y Ana también" -> "Ana
+come pan"), and a word may be given in the forms the format's normalisations allow: the
+indicative for a subjunctive (:func:`indicative_variants`, :func:`verb_variants`), the agreement of
+a repeated predicate, "x = y" for "x ≠ y", lower-cased or capitalised. A definition never holds a
+negation or a sentence-level connective (``CONNECTIVE_WORDS``), because it is an affirmative
+atomic clause. Of the 501 gold definitions of ``data/dev_real.jsonl`` 465 read the sentence in
+order and 6 need the jump (29 use words the sentence lacks, "la física es una ciencia natural");
+of a generated test split's 1,501, 1,499 read it in order. Measured on the default model
+(README): dev_real grounded accuracy 0.370 free, 0.392 with an earlier grammar that allowed any
+sentence word in any order, 0.423 with this one.
 
 The grammar is plain GBNF (literals, character classes, ``? * +``, alternation), read by
 llama.cpp (``--grammar-file``, ``llama_cpp.LlamaGrammar``) and by xgrammar
@@ -270,7 +276,7 @@ CONNECTIVE_WORDS = frozenset(
 # A word of the sentence for the grounded grammar: Spanish words, numbers (with a percent sign)
 # and the relation and operator symbols of mathematical sentences ("x + y = 3").
 _READING_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[=+<>≤≥≠]")
-_SYMBOL_VARIANTS = {"≠": ("=",)}  # "x ≠ y" is ¬(x = y): the definition drops the negation
+_SYMBOL_VARIANTS = {"≠": ("=",)}  # "x ≠ y" is ¬(x = y): the definition is the affirmative "x = y"
 
 
 def _case_variants(forms: Iterable[str]) -> list[str]:
@@ -298,7 +304,7 @@ def reading_positions(sentence: str) -> list[tuple[list[str], list[str]]]:
         if len(raw) > 4 and raw.lower().endswith("se"):  # "ducharse" -> "te duchas"
             prefixes = sorted(verbs & set(_REFLEXIVE_PRONOUNS))
             verbs -= set(prefixes)
-        variants = indicative_variants(raw) | verbs | set(_SYMBOL_VARIANTS.get(raw, ()))
+        variants = set(_SYMBOL_VARIANTS[raw]) if raw in _SYMBOL_VARIANTS else indicative_variants(raw) | verbs
         positions.append((prefixes, _case_variants(variants)))
     return positions
 

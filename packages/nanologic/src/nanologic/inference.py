@@ -19,7 +19,7 @@ from nanologic.data import (
     prompt_text,
 )
 from nanologic.errors import NanologicError
-from nanologic.logic import atom_letters, atoms, parse, rename
+from nanologic.logic import Binary, Node, Not, atom_letters, atoms, parse, rename
 from nanologic.model import NanoLogic, NanoLogicConfig
 
 if TYPE_CHECKING:
@@ -94,19 +94,22 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[NanoLogic, BPETo
 
 
 class Formalizer:
-    """Greedy decoding, plus a repair of one failure greedy decoding is prone to.
+    """Greedy decoding, plus a repair of outputs that break the format's own rules.
 
     Atoms are distinct propositions by construction, so an atom list that defines two letters by
     the same clause is wrong whatever the formula. ``repair_tries`` > 0 re-decodes such outputs:
     within the repeated definition, the token where the model was least sure (smallest top-1 /
     top-2 logit margin) is switched to its second choice and greedy decoding resumes from there.
+    Under a grammar the repair also takes outputs whose formula joins a subformula with itself
+    (``p ∧ p``) or leaves a declared letter out, the marks of two clauses written as one or of a
+    clause missed; then the least sure token of the whole atom list is switched. The switch and the
+    re-decoding stay under the grammar, and a repair is kept only when its output is free of these
+    marks (else the first output is).
 
     ``constraint``: ``None`` (free greedy decoding), ``"format"`` (the answer grammar of
     :mod:`nanologic.grammar` as a logits mask: outputs always parse, over declared letters) or
     ``"grounded"`` (the default: also atom definitions read from the sentence, its words in their
-    order without negations or connectives, see :func:`nanologic.grammar.grounded_grammar`). Constrained decoding
-    does not run the repair (the grammar already fixes the format; the repair's re-decoding
-    would run outside it).
+    order without negations or connectives, see :func:`nanologic.grammar.grounded_grammar`).
     """
 
     def __init__(
@@ -122,7 +125,7 @@ class Formalizer:
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
-        self.repair_tries = 0 if constraint else repair_tries
+        self.repair_tries = repair_tries
         self.constraint = constraint
         self._grammar_compiler: GrammarCompiler | None = None  # built on the first constrained batch
         self.eos_id = tokenizer.token_to_id(EOS)
@@ -136,24 +139,31 @@ class Formalizer:
     ) -> Formalizer:
         return cls(*load_run(run_dir), repair_tries=repair_tries, constraint=constraint)
 
-    def _processors(self, sentences: list[str], prompts: list[list[int]]) -> GrammarLogitsProcessor | None:
-        """The grammar mask for a batch (None when unconstrained)."""
+    def _grammars(self, sentences: list[str]) -> list[str] | None:
+        """Each sentence's answer grammar (None when unconstrained)."""
         if self.constraint is None:
             return None
-        from nanologic.grammar import (
-            GrammarCompiler,
-            GrammarLogitsProcessor,
-            answer_grammar,
-            grounded_grammar,
-        )
+        from nanologic.grammar import answer_grammar, grounded_grammar
+
+        if self.constraint == "grounded":
+            return [grounded_grammar(s) for s in sentences]
+        return [answer_grammar()] * len(sentences)
+
+    def _processor(
+        self, grammars: list[str] | None, prompt_len: int, answers: list[list[int]] | None = None
+    ) -> GrammarLogitsProcessor | None:
+        """The grammar mask for a batch; ``answers``: tokens each row has already written."""
+        if grammars is None:
+            return None
+        from nanologic.grammar import GrammarCompiler, GrammarLogitsProcessor
 
         if self._grammar_compiler is None:
             self._grammar_compiler = GrammarCompiler(self.tokenizer, stop_ids=(self.eos_id,))
-        if self.constraint == "grounded":
-            grammars = [grounded_grammar(s) for s in sentences]
-        else:
-            grammars = [answer_grammar()] * len(sentences)
-        return GrammarLogitsProcessor(self._grammar_compiler, grammars, max(len(p) for p in prompts))
+        processor = GrammarLogitsProcessor(self._grammar_compiler, grammars, prompt_len)
+        for matcher, answer in zip(processor.matchers, answers or []):
+            for token in answer:
+                matcher.accept_token(token)
+        return processor
 
     def _room(self, prompt_len: int) -> int:
         room = self.model.config.max_seq_len - prompt_len
@@ -181,22 +191,47 @@ class Formalizer:
         for start in range(0, len(sentences), batch_size):
             chunk = sentences[start : start + batch_size]
             prompts = [self.tokenizer.encode(prompt_text(s)) for s in chunk]
+            grammars = self._grammars(chunk)
             outs = self.model.generate(
                 prompts,
                 self._room(max(len(p) for p in prompts)),
                 pad_id=self.pad_id,
                 stop_ids=(self.eos_id,),
-                processors=self._processors(chunk, prompts),
+                processors=self._processor(grammars, max(len(p) for p in prompts)),
             )
-            for prompt, out in zip(prompts, outs):
-                switched: set[int] = set()  # positions already switched are not switched back
-                for _ in range(self.repair_tries):
-                    span = self.repeated_atom_span(out)
-                    if span is None:
-                        break
-                    out = self._switch_least_sure(prompt, out, span, switched)
-                texts.append(self.tokenizer.decode(out))
+            for k, (prompt, out) in enumerate(zip(prompts, outs)):
+                grammar = None if grammars is None else grammars[k]
+                texts.append(self.tokenizer.decode(self._repair(prompt, out, grammar)))
         return texts
+
+    def _repair(self, prompt: list[int], out: list[int], grammar: str | None) -> list[int]:
+        """Up to ``repair_tries`` switches of the least sure token (see the class docstring)."""
+        first = out
+        switched: set[int] = set()  # positions already switched are not switched back
+        for _ in range(self.repair_tries):
+            span = self.repair_span(out, whole_list=grammar is not None)
+            if span is None:
+                return out
+            out = self._switch_least_sure(prompt, out, span, switched, grammar)
+        if grammar is not None and self.repair_span(out, whole_list=True) is not None:
+            return first
+        return out
+
+    def repair_span(self, out: list[int], whole_list: bool = False) -> tuple[int, int] | None:
+        """Token range [start, end) to repair: a repeated definition (:meth:`repeated_atom_span`) or,
+        with ``whole_list``, the whole atom list when the formula joins a subformula with itself or
+        leaves a declared letter out. None when the output shows neither."""
+        span = self.repeated_atom_span(out)
+        if span is not None or not whole_list:
+            return span
+        if self.atoms_id not in out or self.connectors_id not in out:
+            return None
+        result = formalization_result(self.tokenizer.decode(out))
+        node = parse(result["formula"]) if result["valid_formula"] else None
+        if node is None or not (_joins_itself(node) or set(result["atoms"]) - set(atoms(node))):
+            return None
+        start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
+        return (start, end) if end > start else None
 
     def repeated_atom_span(self, out: list[int]) -> tuple[int, int] | None:
         """Token range [start, end) of the first atom definition equal to an earlier one."""
@@ -227,7 +262,12 @@ class Formalizer:
 
     @torch.no_grad()
     def _switch_least_sure(
-        self, prompt: list[int], out: list[int], span: tuple[int, int], switched: set[int]
+        self,
+        prompt: list[int],
+        out: list[int],
+        span: tuple[int, int],
+        switched: set[int],
+        grammar: str | None = None,
     ) -> list[int]:
         start, end = span
         device = self.model.embed_tokens.weight.device
@@ -235,6 +275,11 @@ class Formalizer:
         logits = self.model(ids)["logits"][0].float()
         # logits at position len(prompt) + j - 1 predict out[j]
         rows = logits[len(prompt) + start - 1 : len(prompt) + end - 1]
+        if grammar is not None:  # the choices the grammar allowed at each position of the span
+            mask = self._processor([grammar], start, [out[:start]])
+            assert mask is not None
+            for j in range(end - start):
+                rows[j] = mask(torch.tensor([out[: start + j]]), rows[j : j + 1])[0, : rows.size(1)]
         top = rows.topk(2, dim=-1)
         margin = top.values[:, 0] - top.values[:, 1]
         for pos in switched:
@@ -246,10 +291,15 @@ class Formalizer:
         )
         switched.add(start + j)
         head = out[: start + j] + [choice]
-        if choice == self.eos_id:
-            return head
+        if choice == self.eos_id or not torch.isfinite(top.values[j, 1]):
+            return head if choice == self.eos_id else out
+        processor = None if grammar is None else self._processor([grammar], len(prompt) + len(head), [head])
         tail = self.model.generate(
-            [prompt + head], self._room(len(prompt) + len(head)), pad_id=self.pad_id, stop_ids=(self.eos_id,)
+            [prompt + head],
+            self._room(len(prompt) + len(head)),
+            pad_id=self.pad_id,
+            stop_ids=(self.eos_id,),
+            processors=processor,
         )[0]
         return head + tail
 
@@ -268,6 +318,15 @@ class Formalizer:
         """
         texts = self.generate_raw([normalize_text(s) for s in sentences], batch_size)
         return [formalization_result(text, self.model.config.polarity_marks) for text in texts]
+
+
+def _joins_itself(node: Node) -> bool:
+    """Whether a binary connective anywhere in ``node`` has two equal sides (``p ∧ p``)."""
+    if isinstance(node, Binary):
+        return node.left == node.right or _joins_itself(node.left) or _joins_itself(node.right)
+    if isinstance(node, Not):
+        return _joins_itself(node.child)
+    return False
 
 
 _CONCLUSION_MARKERS = re.compile(
