@@ -84,6 +84,10 @@ def test_repair_span_under_a_grammar_takes_merged_or_missed_clauses(formalizer):
         start, end = formalizer.repair_span(out, whole_list=True)
         assert formalizer.tokenizer.decode(out[start:end]).strip().startswith("p: llueve")
         assert out[end] == formalizer.connectors_id
+    # the formula's connectives differ from the declared ones ("∧: y"): connectors and formula
+    out = _encode_answer(formalizer, ["llueve", "me mojo"], "p → q")
+    start, end = formalizer.repair_span(out, whole_list=True)
+    assert out[start - 1] == formalizer.connectors_id and out[end] == formalizer.eos_id
     repeated = _encode_answer(formalizer, ["llueve", "llueve"], "p ∧ q")
     assert formalizer.repair_span(repeated, whole_list=True) == formalizer.repeated_atom_span(repeated)
 

@@ -19,7 +19,7 @@ from nanologic.data import (
     prompt_text,
 )
 from nanologic.errors import NanologicError
-from nanologic.logic import Binary, Node, Not, atom_letters, atoms, parse, rename
+from nanologic.logic import Binary, Node, Not, atom_letters, atoms, connectors_used, parse, rename
 from nanologic.model import NanoLogic, NanoLogicConfig
 
 if TYPE_CHECKING:
@@ -102,9 +102,10 @@ class Formalizer:
     top-2 logit margin) is switched to its second choice and greedy decoding resumes from there.
     Under a grammar the repair also takes outputs whose formula joins a subformula with itself
     (``p ∧ p``) or leaves a declared letter out, the marks of two clauses written as one or of a
-    clause missed; then the least sure token of the whole atom list is switched. The switch and the
-    re-decoding stay under the grammar, and a repair is kept only when its output is free of these
-    marks (else the first output is).
+    clause missed (then the least sure token of the whole atom list is switched), and outputs whose
+    formula's connectives are not the declared connectors (then the least sure token of the
+    connectors and formula). The switch and the re-decoding stay under the grammar, and a repair is
+    kept only when its output is free of these marks (else the first output is).
 
     ``constraint``: ``None`` (free greedy decoding), ``"format"`` (the answer grammar of
     :mod:`nanologic.grammar` as a logits mask: outputs always parse, over declared letters) or
@@ -218,20 +219,30 @@ class Formalizer:
         return out
 
     def repair_span(self, out: list[int], whole_list: bool = False) -> tuple[int, int] | None:
-        """Token range [start, end) to repair: a repeated definition (:meth:`repeated_atom_span`) or,
-        with ``whole_list``, the whole atom list when the formula joins a subformula with itself or
-        leaves a declared letter out. None when the output shows neither."""
+        """Token range [start, end) to repair, or None when the output keeps the format's rules.
+
+        A repeated definition (:meth:`repeated_atom_span`); with ``whole_list`` (decoding under a
+        grammar) also the whole atom list when the formula joins a subformula with itself or
+        leaves a declared letter out, and the connector list and formula when the formula's
+        connectives are not the declared ones (the ``verify`` stage's consistency rule).
+        """
         span = self.repeated_atom_span(out)
         if span is not None or not whole_list:
             return span
         if self.atoms_id not in out or self.connectors_id not in out:
             return None
-        result = formalization_result(self.tokenizer.decode(out))
+        result = formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)
         node = parse(result["formula"]) if result["valid_formula"] else None
-        if node is None or not (_joins_itself(node) or set(result["atoms"]) - set(atoms(node))):
+        if node is None:
             return None
-        start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
-        return (start, end) if end > start else None
+        if _joins_itself(node) or set(result["atoms"]) - set(atoms(node)):
+            start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
+            return (start, end) if end > start else None
+        if set(connectors_used(node)) != {symbol for symbol, _ in result["connectors"]}:
+            start = out.index(self.connectors_id) + 1
+            end = len(out) - (out[-1] == self.eos_id)
+            return (start, end) if end > start else None
+        return None
 
     def repeated_atom_span(self, out: list[int]) -> tuple[int, int] | None:
         """Token range [start, end) of the first atom definition equal to an earlier one."""
