@@ -78,7 +78,11 @@ def _encode_answer(f: Formalizer, atoms: list[str], formula: str) -> list[int]:
 def test_repair_span_under_a_grammar_takes_merged_or_missed_clauses(formalizer):
     listed = _encode_answer(formalizer, ["llueve", "me mojo"], "p ∧ q")
     assert formalizer.repair_span(listed, whole_list=True) is None
-    for atoms, formula in ((["llueve y me mojo"], "p ∧ p"), (["llueve", "me mojo"], "p ∧ ¬p")):
+    for atoms, formula in (
+        (["llueve y me mojo"], "p ∧ p"),
+        (["llueve", "me mojo"], "p ∧ ¬p"),
+        (["llueve", "me mojo"], "p ∧ (q ∧ (p"),  # cut by the token limit
+    ):
         out = _encode_answer(formalizer, atoms, formula)
         assert formalizer.repair_span(out) is None  # free decoding: only repeated definitions
         start, end = formalizer.repair_span(out, whole_list=True)

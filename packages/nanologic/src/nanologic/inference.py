@@ -101,8 +101,8 @@ class Formalizer:
     within the repeated definition, the token where the model was least sure (smallest top-1 /
     top-2 logit margin) is switched to its second choice and greedy decoding resumes from there.
     Under a grammar the repair also takes outputs whose formula joins a subformula with itself
-    (``p ∧ p``) or leaves a declared letter out, the marks of two clauses written as one or of a
-    clause missed (then the least sure token of the whole atom list is switched), and outputs whose
+    (``p ∧ p``), leaves a declared letter out or never ends, the marks of two clauses written as
+    one or of a clause missed (then the least sure token of the whole atom list is switched), and outputs whose
     formula's connectives are not the declared connectors (then the least sure token of the
     connectors and formula). The switch and the re-decoding stay under the grammar, and a repair is
     kept only when its output is free of these marks (else the first output is).
@@ -222,9 +222,11 @@ class Formalizer:
         """Token range [start, end) to repair, or None when the output keeps the format's rules.
 
         A repeated definition (:meth:`repeated_atom_span`); with ``whole_list`` (decoding under a
-        grammar) also the whole atom list when the formula joins a subformula with itself or
-        leaves a declared letter out, and the connector list and formula when the formula's
-        connectives are not the declared ones (the ``verify`` stage's consistency rule).
+        grammar) also the whole atom list when the formula joins a subformula with itself, leaves
+        a declared letter out or never ends (under the grammar, an answer that does not parse ran
+        into the token limit, mostly one clause-merging atom repeated: ``p ∧ ¬p ∧ p ∧ …``), and the
+        connector list and formula when the formula's connectives are not the declared ones (the
+        ``verify`` stage's consistency rule).
         """
         span = self.repeated_atom_span(out)
         if span is not None or not whole_list:
@@ -233,9 +235,7 @@ class Formalizer:
             return None
         result = formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)
         node = parse(result["formula"]) if result["valid_formula"] else None
-        if node is None:
-            return None
-        if _joins_itself(node) or set(result["atoms"]) - set(atoms(node)):
+        if node is None or _joins_itself(node) or set(result["atoms"]) - set(atoms(node)):
             start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
             return (start, end) if end > start else None
         if set(connectors_used(node)) != {symbol for symbol, _ in result["connectors"]}:
