@@ -216,8 +216,8 @@ def test_evaluate_decoding_modes_report_side_by_side(run_dir):
     assert main([*argv, "--decoding", "format", "--out", str(run_dir / "fmt")]) == 0
     assert json.loads((run_dir / "fmt" / "report.json").read_text())["constraint"] == "format"
     assert (run_dir / "eval-dev_real" / "report.json").read_bytes() == grounded_report
-    # the earlier spelling still selects grounded decoding, which does not run the repair
-    assert main([*argv, "--grounded"]) == 0
+    # the earlier spelling still selects grounded decoding
+    assert main([*argv, "--grounded", "--repair-tries", "0"]) == 0
     report = json.loads((run_dir / "eval-dev_real" / "report.json").read_text())
     assert report["constraint"] == "grounded" and report["repair_tries"] == 0 and report["n_test"] == 3
 
@@ -409,3 +409,15 @@ def test_text_report_is_a_command_with_its_checks(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: --limit: expected an integer >= 1, got 0")
     assert module_main(["--checkpoint", str(tmp_path / "none"), "--gguf", "m.gguf"]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_decoding_defaults_per_backend():
+    """Grounded decoding by default in PyTorch; free in llama.cpp, whose grammar sampler is slow."""
+    from nanologic.configs import DecodingOptions
+
+    assert DecodingOptions(run=Path("r")).constraint == "grounded"
+    assert DecodingOptions(gguf=Path("m.gguf")).constraint is None
+    assert DecodingOptions(gguf=Path("m.gguf"), decoding="grounded").constraint == "grounded"
+    assert DecodingOptions(gguf=Path("m.gguf"), grounded=True).constraint == "grounded"
+    assert DecodingOptions(run=Path("r"), decoding="free").constraint is None
+    assert DecodingOptions(run=Path("r"), constrained=True).constraint == "format"

@@ -402,14 +402,18 @@ class DecodingOptions:
     gguf: Path | None = None  # an exported GGUF, run in llama.cpp (llama-cpp-python)
     # grounded: the answer grammar, atom definitions read from the sentence; format: the grammar
     # only (atoms in order, formula over declared letters, parses); free: plain greedy decoding
-    decoding: Decoding = DEFAULT_CONSTRAINT
+    # (default: grounded with --run; free with --gguf, as llama.cpp's grammar sampler takes ~25 s
+    # a sentence under the grounded grammar)
+    decoding: Decoding | None = None
     constrained: bool = False  # same as --decoding format (earlier spelling)
     grounded: bool = False  # same as --decoding grounded (earlier spelling)
 
     @property
     def constraint(self) -> str | None:
         """``"grounded"``, ``"format"`` or None (see :class:`nanologic.inference.Formalizer`)."""
-        return decoding_constraint(self.decoding, self.constrained, self.grounded)
+        if self.decoding is None and self.gguf is not None:
+            return decoding_constraint("free", self.constrained, self.grounded)
+        return decoding_constraint(self.decoding or DEFAULT_CONSTRAINT, self.constrained, self.grounded)
 
 
 @dataclass(frozen=True)

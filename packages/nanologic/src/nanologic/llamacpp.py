@@ -11,8 +11,9 @@ greedy choices; the PyTorch path's repeated-atom repair is not run here (compare
 
 ``grammar``: ``False`` (free decoding), ``True`` / ``"format"`` (the answer grammar stored in the
 file, :func:`nanologic.grammar.answer_grammar`) or ``"grounded"`` (per sentence, definitions
-read from the sentence: :func:`nanologic.grammar.grounded_grammar`; the default of
-:meth:`LlamaCppFormalizer.from_gguf`, as of the PyTorch path).
+read from the sentence: :func:`nanologic.grammar.grounded_grammar`). Free decoding is this
+path's default, unlike PyTorch's: llama.cpp's grammar sampler takes ~25 s a sentence under the
+grounded grammar with an 8,000-token vocabulary.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nanologic.configs import DEFAULT_CONSTRAINT
 from nanologic.data import EOS, formalization_result, normalize_text, prompt_text
 from nanologic.errors import NanologicError
 
@@ -76,7 +76,7 @@ class LlamaCppFormalizer:
     def from_gguf(
         cls,
         path: str | os.PathLike[str],
-        grammar: bool | str = DEFAULT_CONSTRAINT,
+        grammar: bool | str = False,
         *,
         n_threads: int | None = None,
         max_new_tokens: int = 160,

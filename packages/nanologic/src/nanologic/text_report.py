@@ -147,7 +147,7 @@ def _score(results: list[dict], records: list[dict]) -> dict:
 def _decoding_modes(
     model: NanoLogic, tokenizer: BPETokenizer, gguf: Path, records: list[dict], sentences: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """3. decoding modes: PyTorch (free with/without repair, format, grounded) and the llama.cpp text path."""
+    """3. decoding modes: PyTorch (free and grounded with/without repair, format) and the llama.cpp text path."""
     from nanologic.inference import Formalizer
     from nanologic.llamacpp import LlamaCppFormalizer
 
@@ -155,8 +155,10 @@ def _decoding_modes(
     torch_modes: tuple[tuple[str, dict[str, Any]], ...] = (
         ("torch_free", {"repair_tries": 0, "constraint": None}),
         ("torch_repair2", {"repair_tries": 2, "constraint": None}),
-        ("torch_format", {"constraint": "format"}),
-        ("torch_grounded", {"constraint": "grounded"}),
+        # llama.cpp runs no repair, so the grammars are compared without it
+        ("torch_format", {"repair_tries": 0, "constraint": "format"}),
+        ("torch_grounded", {"repair_tries": 0, "constraint": "grounded"}),
+        ("torch_grounded_repair2", {"repair_tries": 2, "constraint": "grounded"}),
     )
     for label, kwargs in torch_modes:
         start = time.perf_counter()
