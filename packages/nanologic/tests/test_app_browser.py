@@ -174,7 +174,7 @@ def _table_rows(page, selector: str) -> list[list[str]]:
     out = []
     for i in range(rows.count()):
         cells = rows.nth(i).locator("td")
-        out.append([cells.nth(j).inner_text().strip() for j in range(cells.count())])
+        out.append([(cells.nth(j).text_content() or "").strip() for j in range(cells.count())])
     return [r for r in out if any(r)]
 
 
@@ -215,8 +215,14 @@ def test_three_tabs_in_chromium(server, browser, backend, tmp_path):
     # --- Formalizar: the model's atoms and formula for the user's sentence, as the page shows them
     _formalize(page, RAIN)
     expected = _wait_formalized(page, backend, RAIN)
+    want_rows = [r[:2] for r in expected.atoms_rows]
+    deadline = time.monotonic() + 30  # the table may render after the formula box
     atoms_rows = _table_rows(page, "#nl-atoms")
-    assert [r[:2] for r in atoms_rows] == [r[:2] for r in expected.atoms_rows]
+    while [r[:2] for r in atoms_rows] != want_rows:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"page atoms {atoms_rows} != {want_rows}")
+        time.sleep(0.2)
+        atoms_rows = _table_rows(page, "#nl-atoms")
     if expected.formula is not None:
         assert page.locator("#nl-formula-ascii textarea").input_value() == expected.formula.ascii
         n_true = page.locator("#nl-truth-table tr.nl-true").count()

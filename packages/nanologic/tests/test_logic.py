@@ -19,6 +19,7 @@ from nanologic.logic import (
     to_unicode,
     tree_edit_distance,
     tree_similarity,
+    try_parse,
 )
 
 
@@ -60,6 +61,19 @@ def test_parse_errors_report_position(text, position, reason):
         parse(text)
     assert info.value.position == position
     assert reason in info.value.reason
+
+
+@pytest.mark.parametrize("text", ["¬" * 600 + "p", "(" * 300 + "p" + ")" * 300, "p → " * 300 + "p"])
+def test_runaway_nesting_is_a_formula_error_not_a_crash(text):
+    """An undertrained model writes such answers up to its token limit; scoring must not crash."""
+    with pytest.raises(FormulaError, match="nested deeper than"):
+        parse(text)
+    assert try_parse(text) is None
+    node = parse("¬" * 60 + "p")  # deep, but within the limit
+    for _ in range(60):
+        assert isinstance(node, Not)
+        node = node.child
+    assert node == Atom("p")
 
 
 def _formulas():

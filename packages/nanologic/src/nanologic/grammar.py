@@ -358,7 +358,9 @@ def _formula_rules(k: int) -> list[str]:
         f"f{k}-imp ::= f{k}-dis ({_literal(' ' + IMPLIES + ' ')} f{k}-imp)?",
         f"f{k}-dis ::= f{k}-con ({_literal(' ' + OR + ' ')} f{k}-con)*",
         f"f{k}-con ::= f{k}-un ({_literal(' ' + AND + ' ')} f{k}-un)*",
-        f"f{k}-un ::= {_literal(NOT)} f{k}-un | f{k}-prim",
+        # at most two ¬ in a row: no gold formula has even two, and an unbounded run let an
+        # undertrained model write "¬¬¬…" up to the token limit
+        f"f{k}-un ::= ({_literal(NOT)} {_literal(NOT)}?)? f{k}-prim",
         f'f{k}-prim ::= f{k}-atom | "(" f{k} ")"',
         f"f{k}-atom ::= {letters}",
     ]

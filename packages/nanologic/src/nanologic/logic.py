@@ -92,11 +92,23 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
     return tokens
 
 
+# Deeper formulas are refused: no formalisation needs them, and an undertrained model can write
+# "¬¬¬…" or "p → p → …" up to its token limit, which would overflow Python's recursion here and in
+# every recursive function over the tree.
+MAX_NESTING = 64
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens = _tokenize(text)
         self.index = 0
+        self.depth = 0
+
+    def nest(self, levels: int, pos: int) -> None:
+        self.depth += levels
+        if self.depth > MAX_NESTING:
+            raise FormulaError(f"formula nested deeper than {MAX_NESTING} levels", self.text, pos)
 
     def peek(self) -> tuple[str, str, int]:
         return self.tokens[self.index]
@@ -129,8 +141,9 @@ class _Parser:
     def implication(self) -> Node:
         node = self.disjunction()
         if self.peek()[0] == "imp":
-            self.take()
-            return Binary(IMPLIES, node, self.implication())
+            self.nest(1, self.take()[2])
+            node = Binary(IMPLIES, node, self.implication())
+            self.depth -= 1
         return node
 
     def disjunction(self) -> Node:
@@ -148,10 +161,15 @@ class _Parser:
         return node
 
     def unary(self) -> Node:
-        if self.peek()[0] == "not":
-            self.take()
-            return Not(self.unary())
-        return self.primary()
+        negations = 0
+        while self.peek()[0] == "not":
+            self.nest(1, self.take()[2])
+            negations += 1
+        node = self.primary()
+        self.depth -= negations
+        for _ in range(negations):
+            node = Not(node)
+        return node
 
     def primary(self) -> Node:
         kind, value, pos = self.peek()
@@ -160,7 +178,9 @@ class _Parser:
             return Atom(value)
         if kind == "lpar":
             self.take()
+            self.nest(1, pos)
             node = self.biconditional()
+            self.depth -= 1
             if self.peek()[0] != "rpar":
                 if self.peek()[0] == "end":
                     raise FormulaError("unbalanced '(' (missing ')')", self.text, pos)
