@@ -421,3 +421,18 @@ def test_decoding_defaults_per_backend():
     assert DecodingOptions(gguf=Path("m.gguf"), grounded=True).constraint == "grounded"
     assert DecodingOptions(run=Path("r"), decoding="free").constraint is None
     assert DecodingOptions(run=Path("r"), constrained=True).constraint == "format"
+    assert DecodingOptions(run=Path("r"), decoding="format", constrained=True).constraint == "format"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--decoding", "free", "--grounded"],
+        ["--decoding", "grounded", "--constrained"],
+        ["--grounded", "--grammar"],
+    ],
+)
+def test_contradicting_decoding_flags_are_refused(argv, capsys):
+    assert main(["formalize", "--run", "r", *argv, "Llueve."]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "--decoding" in err and len(err.splitlines()) == 1

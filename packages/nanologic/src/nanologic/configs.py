@@ -385,13 +385,24 @@ DEFAULT_CONSTRAINT: Final = "grounded"
 
 
 def decoding_constraint(decoding: Decoding, constrained: bool = False, grounded: bool = False) -> str | None:
-    """The :class:`nanologic.inference.Formalizer` constraint of ``--decoding`` and its old flags
-    (``--grounded`` and ``--constrained``/``--grammar`` win over ``--decoding``, in that order)."""
+    """The :class:`nanologic.inference.Formalizer` constraint of ``--decoding`` or its old flags
+    ``--grounded`` and ``--constrained``/``--grammar`` (see :func:`check_decoding_flags`)."""
     if grounded:
         return "grounded"
     if constrained:
         return "format"
     return None if decoding == "free" else decoding
+
+
+def check_decoding_flags(decoding: Decoding | None, constrained: bool, grounded: bool) -> None:
+    """Raises :class:`ConfigError` when ``--decoding`` and the old flags ask for different things."""
+    if grounded and constrained:
+        raise ConfigError("grounded: --grounded and --constrained ask for two decodings; give --decoding")
+    for flag, value, meaning in (("grounded", grounded, "grounded"), ("constrained", constrained, "format")):
+        if value and decoding not in (None, meaning):
+            raise ConfigError(
+                f"{flag}: --{flag} means --decoding {meaning}, but --decoding {decoding} was given"
+            )
 
 
 @dataclass(frozen=True)
@@ -407,6 +418,9 @@ class DecodingOptions:
     decoding: Decoding | None = None
     constrained: bool = False  # same as --decoding format (earlier spelling)
     grounded: bool = False  # same as --decoding grounded (earlier spelling)
+
+    def __post_init__(self) -> None:
+        check_decoding_flags(self.decoding, self.constrained, self.grounded)
 
     @property
     def constraint(self) -> str | None:
@@ -427,23 +441,26 @@ class EvaluateOptions:
     # report directory (default: DIR/eval for the run's test split, DIR/eval-<stem> otherwise)
     out: Path | None = None
     limit: int | None = None  # evaluate only the first N examples
-    # re-decodes of an output that defines two atoms by the same clause (0 = plain greedy)
+    # re-decodes of an output that breaks the format's rules: two atoms defined by the same clause
+    # and, under a grammar, a formula like p ∧ p, a declared letter unused, connectives other than
+    # the declared ones, no end (0 = plain greedy)
     repair_tries: int = 2
     # grounded: the answer grammar, atom definitions read from the sentence; format: the grammar
     # only; free: plain greedy decoding with the repair (reports of format and free decoding go to
     # DIR/eval[-<stem>]-format or -free)
-    decoding: Decoding = DEFAULT_CONSTRAINT
+    decoding: Decoding | None = None  # (default: grounded)
     constrained: bool = False  # same as --decoding format (earlier spelling)
     grounded: bool = False  # same as --decoding grounded (earlier spelling)
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, "limit", "an integer >= 1", self.limit)
         _check(self.repair_tries >= 0, "repair_tries", "an integer >= 0", self.repair_tries)
+        check_decoding_flags(self.decoding, self.constrained, self.grounded)
 
     @property
     def constraint(self) -> str | None:
         """``"grounded"``, ``"format"`` or None, as :attr:`DecodingOptions.constraint`."""
-        return decoding_constraint(self.decoding, self.constrained, self.grounded)
+        return decoding_constraint(self.decoding or DEFAULT_CONSTRAINT, self.constrained, self.grounded)
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,11 @@ def score_run(
         data_path,
         limit=limit,
         batch_size=batch_size,
-        extra={"repair_tries": formalizer.repair_tries, "constraint": constraint},
+        extra={
+            "repair_tries": formalizer.repair_tries,
+            "constraint": constraint,
+            "decoding": constraint or "free",
+        },
     )
 
 
