@@ -102,10 +102,10 @@ class Formalizer:
     top-2 logit margin) is switched to its second choice and greedy decoding resumes from there.
     Under a grammar the repair also takes outputs whose formula joins a subformula with itself
     (``p ∧ p``), leaves a declared letter out or never ends, the marks of two clauses written as
-    one or of a clause missed (then the least sure token of the whole atom list is switched), and outputs whose
-    formula's connectives are not the declared connectors (then the least sure token of the
-    connectors and formula). The switch and the re-decoding stay under the grammar, and a repair is
-    kept only when its output is free of these marks (else the first output is).
+    one or of a clause missed (then the least sure token of the whole atom list is switched), and
+    outputs whose formula's connectives are not the declared connectors (then the least sure
+    token of the connectors and formula). The switch and the re-decoding stay under the grammar,
+    and a repair is kept only when its output is free of these marks (else the first output is).
 
     ``constraint``: ``None`` (free greedy decoding), ``"format"`` (the answer grammar of
     :mod:`nanologic.grammar` as a logits mask: outputs always parse, over declared letters) or
