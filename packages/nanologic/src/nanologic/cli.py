@@ -184,7 +184,7 @@ def _run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     if report:  # processes other than the first return no report
         keys = ("equivalence_accuracy", "grounded_accuracy", "n_test", "train_seconds", "total_seconds")
         summary = {k: report[k] for k in keys}
-        summary["decoding"] = report.get("constraint") or "free"
+        summary["decoding"] = report["decoding"]
         if "dev_real" in report:
             summary["dev_real_grounded_accuracy"] = report["dev_real"]["grounded_accuracy"]
             summary["dev_real_free_grounded_accuracy"] = report["dev_real_free"]["grounded_accuracy"]

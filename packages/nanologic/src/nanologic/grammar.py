@@ -145,7 +145,6 @@ _ENDING_SWAPS = (
     ("ado", ("ó",)),
     ("ido", ("ió",)),
 )
-_WORD_RE = re.compile(r"\w+(?:[-'’]\w+)*")
 
 
 def indicative_variants(word: str) -> set[str]:
