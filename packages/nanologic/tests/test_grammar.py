@@ -92,6 +92,33 @@ def test_grounded_definitions_read_the_sentence_in_order(tokenizer, compiler):
         assert not accepts(compiler, tokenizer, grammar, _answer(merged, "p → q", "→: si")), merged
 
 
+def test_grounded_definitions_split_at_y_between_clauses(tokenizer, compiler):
+    """ "y" joining clauses or an elided coordination is a cue, not part of a definition."""
+    for sentence, merged, split in (
+        (
+            "El cielo es azul y los campos son verdes.",
+            ["el cielo es azul y los campos son verdes"],
+            ["el cielo es azul", "los campos son verdes"],
+        ),
+        (
+            "Nicanor Parra es escritor y matemático.",
+            ["Nicanor Parra es escritor y matemático"],
+            ["Nicanor Parra es escritor", "Nicanor Parra es matemático"],
+        ),
+    ):
+        grammar = grounded_grammar(sentence)
+        assert not accepts(compiler, tokenizer, grammar, _answer(merged, "p"))
+        assert accepts(compiler, tokenizer, grammar, _answer(split, "p ∧ q", "∧: y"))
+    # between the terms of arithmetic, and as a variable, "y" stays
+    for sentence, definitions in (
+        ("Si la suma de 5 y 12 es 17, llueve.", ["la suma de 5 y 12 es 17", "llueve"]),
+        ("Si x + y = 3, llueve.", ["x + y = 3", "llueve"]),
+        ("Si y es positivo, x es negativo.", ["y es positivo", "x es negativo"]),
+    ):
+        answer = _answer(definitions, "p → q", "→: si")
+        assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer), sentence
+
+
 def test_grounded_definitions_of_a_mathematical_sentence(tokenizer, compiler):
     grammar = grounded_grammar("Si x ≠ 2, entonces y > 1.")
     answer = _answer(["x = 2", "y > 1"], "¬p → q", "¬: ≠ | →: si")

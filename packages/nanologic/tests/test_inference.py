@@ -16,7 +16,7 @@ from nanologic.data import (
     target_text,
 )
 from nanologic.generator import generate
-from nanologic.inference import Formalizer
+from nanologic.inference import Formalizer, uncovered_words
 from nanologic.logic import parse
 from nanologic.model import NanoLogic, NanoLogicConfig, build_config
 
@@ -112,6 +112,46 @@ def test_switch_under_the_grammar_keeps_the_answer_in_it(formalizer):
     assert new[:pos] == out[:pos] and new[pos] != out[pos]
     matcher = xgr.GrammarMatcher(grounded._grammar_compiler.compile(grammar))
     assert all(matcher.accept_token(t) for t in new), formalizer.tokenizer.decode(new)
+
+
+def test_uncovered_words_are_the_content_words_no_definition_holds():
+    sentence = "Si llueve y hace sol sale el arco iris."
+    assert uncovered_words(sentence, ["llueve", "hace sol"]) == ["sale", "arco", "iris"]
+    assert uncovered_words(sentence, ["llueve", "hace sol", "sale el arco iris"]) == []
+    # another form of a verb holds it; negations, cues and function words never count
+    assert uncovered_words("Si no es el caso de que salga el sol, llueve.", ["sale el sol", "llueve"]) == []
+    assert uncovered_words("No supo qué contestar.", ["supo qué"]) == ["contestar"]
+
+
+def test_cover_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, monkeypatch):
+    sentence = "Si llueve y hace sol, sale el arco iris."
+    grounded = Formalizer(formalizer.model, formalizer.tokenizer, max_new_tokens=40, constraint="grounded")
+    prompt = formalizer.tokenizer.encode(prompt_text(sentence))
+    complete = formalizer.tokenizer.encode(
+        f"{ATOMS} p: llueve | q: hace sol | r: sale el arco iris {CONNECTORS} ∧: y | →: si "
+        f"{FORMULA} (p ∧ q) → r {EOS}"
+    )
+    assert grounded._cover(prompt, complete, "grammar", sentence) is complete
+    short = _encode_answer(formalizer, ["llueve", "hace sol"], "p ∧ q")
+    unused = _encode_answer(formalizer, ["llueve", "hace sol", "sale el arco iris"], "p ∧ q")
+    tries = []
+
+    def switch(candidates):
+        def fake(prompt, out, span, switched, grammar):
+            tries.append(span)
+            return candidates[len(tries) - 1]
+
+        return fake
+
+    # the first try (another atom where the list ended) declares r but never uses it: refused
+    monkeypatch.setattr(grounded, "_switch_least_sure", switch([unused, complete]))
+    assert grounded._cover(prompt, short, "grammar", sentence) is complete
+    end = short.index(grounded.connectors_id)
+    assert tries == [(end - 1, end), (short.index(grounded.atoms_id) + 1, end)]
+    # neither try leaves fewer words out: the answer stays as it was
+    tries.clear()
+    monkeypatch.setattr(grounded, "_switch_least_sure", switch([unused, short]))
+    assert grounded._cover(prompt, short, "grammar", sentence) is short
 
 
 def test_generate_raw_with_and_without_repair_parses(formalizer):

@@ -247,9 +247,9 @@ _REFLEXIVE_PRONOUNS = ("me", "te", "se", "nos", "os")
 
 
 # Words an atom definition never holds: a definition is an affirmative atomic clause, so neither a
-# negation nor a sentence-level connective of the cue inventory is part of it ("y", which also
-# joins noun phrases, "Ana y Luis son primos", is allowed). None of them occurs in the 501 gold
-# definitions of data/dev_real.jsonl nor in a generated training split's 68,418.
+# negation nor a sentence-level connective of the cue inventory is part of it ("y" and "e": see
+# _AND_WORDS). None of them occurs in the 501 gold definitions of data/dev_real.jsonl nor in a
+# generated training split's 68,418.
 CONNECTIVE_WORDS = frozenset(
     {
         "no",
@@ -272,6 +272,30 @@ CONNECTIVE_WORDS = frozenset(
         "salvo",
     }
 )
+# "y"/"e" join clauses ("el cielo es azul y los campos son verdes": two atoms) and elided
+# coordinations ("Nicanor Parra es escritor y matemático": two atoms sharing the subject), so a
+# definition holds them only between terms of arithmetic ("la suma de 5 y 12", "x + y = 3", where
+# "y" is also a variable). In data/dev_real.jsonl 3 of 501 gold definitions join noun phrases
+# with "y" ("Perú y Ecuador son países fronterizos"); the grammar cannot write those.
+_AND_WORDS = frozenset({"y", "e"})
+
+
+def _is_term(token: str) -> bool:
+    """A number, a relation symbol or a one-letter variable (not the words a, e, o, u, y)."""
+    return (
+        any(c.isdigit() for c in token)
+        or not token.isalnum()
+        or (len(token) == 1 and token.lower() not in "aeouy")
+    )
+
+
+def _joins_terms(tokens: list[str], index: int) -> bool:
+    """Whether tokens[index] ("y", "e") may be part of a definition: next to a term, or the
+    variable "y" of a mathematical sentence ("si y es positivo, x es negativo")."""
+    neighbours = tokens[max(index - 1, 0) : index] + tokens[index + 1 : index + 2]
+    return any(map(_is_term, neighbours)) or (tokens[index].lower() == "y" and any(map(_is_term, tokens)))
+
+
 # A word of the sentence for the grounded grammar: Spanish words, numbers (with a percent sign)
 # and the relation and operator symbols of mathematical sentences ("x + y = 3").
 _READING_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[=+<>≤≥≠]")
@@ -286,6 +310,11 @@ def _case_variants(forms: Iterable[str]) -> list[str]:
     return list(out)
 
 
+def sentence_tokens(sentence: str) -> list[str]:
+    """The sentence's words, numbers and relation symbols as the grammar reads them (NFC)."""
+    return _READING_RE.findall(unicodedata.normalize("NFC", sentence))
+
+
 def reading_positions(sentence: str) -> list[tuple[list[str], list[str]]]:
     """The sentence's words in order, each as (optional prefixes, forms) a definition may use there.
 
@@ -295,8 +324,9 @@ def reading_positions(sentence: str) -> list[tuple[list[str], list[str]]]:
     pronoun ("te duchas"). Negations and connectives (``CONNECTIVE_WORDS``) have no forms.
     """
     positions = []
-    for raw in _READING_RE.findall(unicodedata.normalize("NFC", sentence)):
-        if raw.lower() in CONNECTIVE_WORDS:
+    tokens = sentence_tokens(sentence)
+    for index, raw in enumerate(tokens):
+        if raw.lower() in CONNECTIVE_WORDS or (raw.lower() in _AND_WORDS and not _joins_terms(tokens, index)):
             continue
         verbs = verb_variants(raw)
         prefixes: list[str] = []

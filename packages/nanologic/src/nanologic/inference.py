@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -202,8 +204,38 @@ class Formalizer:
             )
             for k, (prompt, out) in enumerate(zip(prompts, outs)):
                 grammar = None if grammars is None else grammars[k]
-                texts.append(self.tokenizer.decode(self._repair(prompt, out, grammar)))
+                out = self._repair(prompt, out, grammar)
+                if grammar is not None and self.repair_tries > 0:
+                    out = self._cover(prompt, out, grammar, chunk[k])
+                texts.append(self.tokenizer.decode(out))
         return texts
+
+    def _uncovered(self, sentence: str, out: list[int]) -> int:
+        result = formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)
+        return len(uncovered_words(sentence, result["atoms"].values()))
+
+    def _cover(self, prompt: list[int], out: list[int], grammar: str, sentence: str) -> list[int]:
+        """Re-decode an answer whose definitions leave content words of the sentence out.
+
+        Two tries, each from ``out``: another atom where the list ended (a clause missed) and the
+        least sure token of the atom list (a clause cut short or merged). A try is kept when it
+        keeps the format's rules (:meth:`repair_span`) and leaves fewer content words out.
+        """
+        missing = self._uncovered(sentence, out)
+        if missing == 0 or self.connectors_id not in out or self.atoms_id not in out:
+            return out
+        start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
+        if end - 1 <= start:
+            return out
+        best = out
+        for span in ((end - 1, end), (start, end)):
+            candidate = self._switch_least_sure(prompt, out, span, set(), grammar)
+            if self.repair_span(candidate, whole_list=True) is not None:
+                continue
+            candidate_missing = self._uncovered(sentence, candidate)
+            if candidate_missing < missing:
+                best, missing = candidate, candidate_missing
+        return best
 
     def _repair(self, prompt: list[int], out: list[int], grammar: str | None) -> list[int]:
         """Up to ``repair_tries`` switches of the least sure token (see the class docstring)."""
@@ -329,6 +361,84 @@ class Formalizer:
         """
         texts = self.generate_raw([normalize_text(s) for s in sentences], batch_size)
         return [formalization_result(text, self.model.config.polarity_marks) for text in texts]
+
+
+# Words that carry no clause of their own: articles, prepositions, pronouns and the like, which a
+# definition may drop ("ya", "también", "sí"); the cue inventory's words are added to them.
+_FUNCTION_WORDS = frozenset(
+    [
+        "el",
+        "la",
+        "los",
+        "las",
+        "lo",
+        "le",
+        "les",
+        "un",
+        "una",
+        "unos",
+        "unas",
+        "de",
+        "del",
+        "al",
+        "a",
+        "en",
+        "que",
+        "y",
+        "e",
+        "por",
+        "para",
+        "con",
+        "se",
+        "su",
+        "sus",
+        "es",
+        "son",
+        "ya",
+        "también",
+        "sí",
+        "tan",
+        "muy",
+        "me",
+        "te",
+        "nos",
+        "os",
+        "mi",
+        "mis",
+        "tu",
+        "tus",
+    ]
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _not_content_words() -> frozenset[str]:
+    from nanologic.generator import CUES
+    from nanologic.grammar import CONNECTIVE_WORDS
+
+    cue_words = {w.lower() for cues in CUES.values() for cue in cues for w in re.findall(r"\w+", cue)}
+    return _FUNCTION_WORDS | CONNECTIVE_WORDS | frozenset(cue_words)
+
+
+def uncovered_words(sentence: str, definitions: Iterable[str]) -> list[str]:
+    """Content words of ``sentence`` that no definition holds in any form the grammar allows.
+
+    A word counts as held when one of its forms in :func:`nanologic.grammar.reading_positions`
+    (the indicative of a subjunctive, another person of a verb, case) is a word of a definition.
+    Function words and the cue inventory's words (``generator.CUES``) never count as left out.
+    """
+    from nanologic.grammar import reading_positions, sentence_tokens
+
+    held = {w.lower() for d in definitions for w in d.split()}
+    skip = _not_content_words()
+    missing = []
+    for word in sentence_tokens(sentence):
+        if word.lower() in skip:
+            continue
+        forms = {f.lower() for _, variants in reading_positions(word) for f in variants}
+        if not (forms | {word.lower()}) & held:
+            missing.append(word)
+    return missing
 
 
 def _joins_itself(node: Node) -> bool:
