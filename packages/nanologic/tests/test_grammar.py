@@ -81,6 +81,7 @@ def test_grounded_definitions_read_the_sentence_in_order(tokenizer, compiler):
     for wrong in (
         ["pan Ana come Luis", "Ana come pan"],  # two jumps back
         ["Luis Luis Luis", "Ana come pan"],  # a loop on one word
+        ["Luis come pan pan", "Ana come pan"],  # the jump back to the word just written
     ):
         assert not accepts(compiler, tokenizer, grammar, _answer(wrong, "p ∧ q", "∧: y")), wrong
         assert accepts(compiler, tokenizer, answer_grammar(), _answer(wrong, "p ∧ q", "∧: y"))

@@ -352,8 +352,8 @@ def _reading_rules(sentence: str) -> list[str] | None:
 
     Rules ``c<L>-<i>`` start a run at position i or later, ``s<L>-<i>`` write position i and go on;
     L = 1 once the definition has gone back to an earlier word (a subject or verb repeated from
-    before: "Juana tiene trece años y Rosa quince" -> "Rosa tiene quince años"). None when the
-    sentence has no usable word.
+    before: "Juana tiene trece años y Rosa quince" -> "Rosa tiene quince años"); ``b<i>`` is that
+    jump from position i, to a position before i. None when the sentence has no usable word.
     """
     positions = reading_positions(sentence)
     if not positions:
@@ -369,9 +369,12 @@ def _reading_rules(sentence: str) -> list[str] | None:
         for i in range(last + 1):
             rules.append(f"c{level}-{i} ::= s{level}-{i}" + (f" | c{level}-{i + 1}" if i < last else ""))
             onward = [f"c{level}-{i + 1}"] if i < last else []
-            if level == 0:
-                onward.append("c1-0")
+            if level == 0 and i > 0:
+                onward.append(f"b{i}")
             rules.append(f"s{level}-{i} ::= w{i}" + (f' (" " ({" | ".join(onward)}))?' if onward else ""))
+    # b<i>: the jump back after word i goes to a word before it, never to itself ("me mojo me mojo")
+    for i in range(1, last + 1):
+        rules.append(f"b{i} ::= s1-{i - 1}" + (f" | b{i - 1}" if i > 1 else ""))
     return rules
 
 
