@@ -201,9 +201,9 @@ def test_evaluate_another_split_keeps_the_test_report(run_dir, capsys):
         == 0
     )
     assert (run_dir / "eval" / "report.json").read_bytes() == test_report
-    val_report = json.loads((run_dir / "eval-val" / "report.json").read_text())
+    val_report = json.loads((run_dir / "eval-val-first3" / "report.json").read_text())
     assert val_report["split"] == "val" and val_report["n_test"] == 3
-    assert str(run_dir / "eval-val") in capsys.readouterr().out
+    assert str(run_dir / "eval-val-first3") in capsys.readouterr().out
 
 
 def test_evaluate_decoding_modes_report_side_by_side(run_dir):
@@ -211,15 +211,16 @@ def test_evaluate_decoding_modes_report_side_by_side(run_dir):
     argv = ["evaluate", "--checkpoint", str(run_dir), "--data", str(dev), "--limit", "3"]
     grounded_report = (run_dir / "eval-dev_real" / "report.json").read_bytes()  # written by train
     assert main([*argv, "--decoding", "free"]) == 0
-    report = json.loads((run_dir / "eval-dev_real-free" / "report.json").read_text())
+    report = json.loads((run_dir / "eval-dev_real-free-first3" / "report.json").read_text())
     assert report["constraint"] is None and report["n_test"] == 3 and report["repair_tries"] == 2
     assert main([*argv, "--decoding", "format", "--out", str(run_dir / "fmt")]) == 0
     assert json.loads((run_dir / "fmt" / "report.json").read_text())["constraint"] == "format"
     assert (run_dir / "eval-dev_real" / "report.json").read_bytes() == grounded_report
-    # the earlier spelling still selects grounded decoding
+    # the earlier spelling still selects grounded decoding; a --limit never replaces the full report
     assert main([*argv, "--grounded", "--repair-tries", "0"]) == 0
-    report = json.loads((run_dir / "eval-dev_real" / "report.json").read_text())
+    report = json.loads((run_dir / "eval-dev_real-first3" / "report.json").read_text())
     assert report["constraint"] == "grounded" and report["repair_tries"] == 0 and report["n_test"] == 3
+    assert (run_dir / "eval-dev_real" / "report.json").read_bytes() == grounded_report
 
 
 def test_evaluate_and_bench_quick(run_dir, tmp_path):

@@ -334,7 +334,7 @@ def _cmd_evaluate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     if options.run is None:
         raise NanologicError("give --run DIR (a trained run; or --checkpoint DIR) or --baseline rules")
     data = options.data or (options.run / "data" / "test.jsonl")
-    out = options.out or default_report_dir(options.run, data, options.constraint)
+    out = options.out or default_report_dir(options.run, data, options.constraint, options.limit)
     report = evaluate_run(
         options.run,
         data,
@@ -352,7 +352,7 @@ def _evaluate_baseline(data: Path, out: Path | None, limit: int | None) -> int:
     from nanologic.baseline import RuleFormalizer
     from nanologic.runner import evaluate_formalizer, print_eval
 
-    out = out or Path("runs") / "baseline-rules" / f"eval-{data.stem}"
+    out = out or Path("runs") / "baseline-rules" / (f"eval-{data.stem}" + (f"-first{limit}" if limit else ""))
     report = evaluate_formalizer(RuleFormalizer(), data, out, limit=limit, extra={"formalizer": "rules"})
     print_eval(report)
     print(f"report -> {out}")

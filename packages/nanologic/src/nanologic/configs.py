@@ -438,7 +438,8 @@ class EvaluateOptions:
     # JSONL split, or a real-sentence set such as data/dev_real.jsonl (default: the run's test split)
     data: Path | None = None
     baseline: Literal["rules"] | None = None  # evaluate the rule-based baseline instead of a run
-    # report directory (default: DIR/eval for the run's test split, DIR/eval-<stem> otherwise)
+    # report directory (default: DIR/eval for the run's test split, DIR/eval-<stem> otherwise,
+    # then -free/-format for a non-default decoding and -first<N> with --limit)
     out: Path | None = None
     limit: int | None = None  # evaluate only the first N examples
     # re-decodes of an output that breaks the format's rules: two atoms defined by the same clause

@@ -233,12 +233,19 @@ def score_formalizer(
     return report, rows
 
 
-def default_report_dir(run_dir: Path, data_path: Path, constraint: str | None = DEFAULT_CONSTRAINT) -> Path:
+def default_report_dir(
+    run_dir: Path, data_path: Path, constraint: str | None = DEFAULT_CONSTRAINT, limit: int | None = None
+) -> Path:
+    """Where ``evaluate`` writes a run's report: ``eval`` (its own test split) or ``eval-<file stem>``,
+    then ``-free``/``-format`` for a decoding other than the default and ``-first<N>`` for a
+    ``--limit``, so that a partial or differently decoded evaluation never replaces the full one."""
     own_test = Path(data_path).resolve() == (Path(run_dir) / "data" / "test.jsonl").resolve()
     name = "eval" if own_test else f"eval-{Path(data_path).stem}"
-    if constraint == DEFAULT_CONSTRAINT:
-        return Path(run_dir) / name
-    return Path(run_dir) / f"{name}-{constraint or 'free'}"
+    if constraint != DEFAULT_CONSTRAINT:
+        name += f"-{constraint or 'free'}"
+    if limit is not None:
+        name += f"-first{limit}"
+    return Path(run_dir) / name
 
 
 def print_eval(report: dict) -> None:
