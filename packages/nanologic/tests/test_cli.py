@@ -216,6 +216,9 @@ def test_evaluate_decoding_modes_report_side_by_side(run_dir):
     assert main([*argv, "--decoding", "format", "--out", str(run_dir / "fmt")]) == 0
     assert json.loads((run_dir / "fmt" / "report.json").read_text())["constraint"] == "format"
     assert (run_dir / "eval-dev_real" / "report.json").read_bytes() == grounded_report
+    assert main([*argv, "--no-normalize-definitions"]) == 0
+    report = json.loads((run_dir / "eval-dev_real-as-written-first3" / "report.json").read_text())
+    assert report["normalize_definitions"] is False and report["decoding"] == "grounded"
     # the earlier spelling still selects grounded decoding; a --limit never replaces the full report
     assert main([*argv, "--grounded", "--repair-tries", "0"]) == 0
     report = json.loads((run_dir / "eval-dev_real-first3" / "report.json").read_text())

@@ -92,6 +92,14 @@ def test_repair_span_under_a_grammar_takes_merged_or_missed_clauses(formalizer):
     out = _encode_answer(formalizer, ["llueve", "me mojo"], "p → q")
     start, end = formalizer.repair_span(out, whole_list=True)
     assert out[start - 1] == formalizer.connectors_id and out[end] == formalizer.eos_id
+    # a letter used three times: the formula has run on
+    out = formalizer.tokenizer.encode(
+        f"{ATOMS} p: llueve | q: me mojo {CONNECTORS} ∧: y | →: si {FORMULA} p ∧ (q → (p → (q ∧ p))) {EOS}"
+    )
+    start, end = formalizer.repair_span(out, whole_list=True)
+    assert out[start - 1] == formalizer.connectors_id and out[end] == formalizer.eos_id
+    twice = f"{ATOMS} p: llueve | q: me mojo {CONNECTORS} ∧: y | →: si {FORMULA} (p → q) ∧ (q → p) {EOS}"
+    assert formalizer.repair_span(formalizer.tokenizer.encode(twice), whole_list=True) is None
     repeated = _encode_answer(formalizer, ["llueve", "llueve"], "p ∧ q")
     assert formalizer.repair_span(repeated, whole_list=True) == formalizer.repeated_atom_span(repeated)
 
@@ -152,6 +160,19 @@ def test_cover_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, monk
     tries.clear()
     monkeypatch.setattr(grounded, "_switch_least_sure", switch([unused, short]))
     assert grounded._cover(prompt, short, "grammar", sentence) is short
+
+
+def test_formalize_normalises_definitions_and_keeps_the_raw_answer(formalizer, monkeypatch):
+    sentence = "La alcaldesa apoya la moción y firma el plan."
+    raw = (
+        f"{ATOMS} p: la alcaldesa apoya la moción | q: firma el plan {CONNECTORS} ∧: y {FORMULA} p ∧ q {EOS}"
+    )
+    monkeypatch.setattr(formalizer, "generate_raw", lambda sentences, batch_size=64: [raw])
+    (result,) = formalizer.formalize([sentence])
+    assert result["atoms"] == {"p": "la alcaldesa apoya la moción", "q": "la alcaldesa firma el plan"}
+    assert result["raw"] == raw
+    monkeypatch.setattr(formalizer, "normalize_definitions", False)
+    assert formalizer.formalize([sentence])[0]["atoms"]["q"] == "firma el plan"
 
 
 def test_generate_raw_with_and_without_repair_parses(formalizer):

@@ -92,10 +92,25 @@ class _Reading:
 class RuleFormalizer:
     """``formalize(sentences) -> list[dict]`` with the same keys as the model's
     :class:`nanologic.inference.Formalizer` (``atoms``, ``connectors``, ``formula``,
-    ``formula_ascii``, ``valid_formula``, ``raw``). Deterministic; no parameters."""
+    ``formula_ascii``, ``valid_formula``, ``raw``). Deterministic.
+
+    ``normalize_definitions`` (default on, as for the model): the definitions are rewritten by
+    :func:`nanologic.normalize.normalize_definitions`, so that both are scored after the same
+    post-processing.
+    """
+
+    def __init__(self, normalize_definitions: bool = True) -> None:
+        self.normalize_definitions = normalize_definitions
 
     def formalize(self, sentences: Sequence[str], batch_size: int = 0) -> list[dict]:
-        return [self.formalize_one(s) for s in sentences]
+        from nanologic.data import normalize_text
+        from nanologic.normalize import normalize_definitions
+
+        results = [self.formalize_one(s) for s in sentences]
+        if self.normalize_definitions:
+            for result, sentence in zip(results, sentences):
+                result["atoms"] = normalize_definitions(result["atoms"], normalize_text(sentence))
+        return results
 
     def formalize_one(self, sentence: str) -> dict:
         reading = _Reading()

@@ -330,11 +330,13 @@ def _cmd_evaluate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     if options.baseline is not None:
         if options.data is None:
             raise NanologicError("--baseline needs --data FILE.jsonl")
-        return _evaluate_baseline(options.data, options.out, options.limit)
+        return _evaluate_baseline(options.data, options.out, options.limit, options.normalize_definitions)
     if options.run is None:
         raise NanologicError("give --run DIR (a trained run; or --checkpoint DIR) or --baseline rules")
     data = options.data or (options.run / "data" / "test.jsonl")
-    out = options.out or default_report_dir(options.run, data, options.constraint, options.limit)
+    out = options.out or default_report_dir(
+        options.run, data, options.constraint, options.limit, options.normalize_definitions
+    )
     report = evaluate_run(
         options.run,
         data,
@@ -342,18 +344,27 @@ def _cmd_evaluate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         repair_tries=options.repair_tries,
         out_dir=out,
         constraint=options.constraint,
+        normalize_definitions=options.normalize_definitions,
     )
     print_eval(report)
     print(f"report -> {out}")
     return 0
 
 
-def _evaluate_baseline(data: Path, out: Path | None, limit: int | None) -> int:
+def _evaluate_baseline(
+    data: Path, out: Path | None, limit: int | None, normalize_definitions: bool = True
+) -> int:
     from nanologic.baseline import RuleFormalizer
     from nanologic.runner import evaluate_formalizer, print_eval
 
-    out = out or Path("runs") / "baseline-rules" / (f"eval-{data.stem}" + (f"-first{limit}" if limit else ""))
-    report = evaluate_formalizer(RuleFormalizer(), data, out, limit=limit, extra={"formalizer": "rules"})
+    name = (
+        f"eval-{data.stem}"
+        + ("" if normalize_definitions else "-as-written")
+        + (f"-first{limit}" if limit else "")
+    )
+    out = out or Path("runs") / "baseline-rules" / name
+    extra = {"formalizer": "rules", "normalize_definitions": normalize_definitions}
+    report = evaluate_formalizer(RuleFormalizer(normalize_definitions), data, out, limit=limit, extra=extra)
     print_eval(report)
     print(f"report -> {out}")
     return 0
@@ -374,13 +385,14 @@ def _cmd_baseline(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     options = options_from_flags(parser, cfg, BaselineOptions)
     if options.data is None and not options.sentence:
         raise NanologicError("give sentences to formalise, or --data FILE.jsonl to evaluate the baseline")
-    for sentence, res in zip(options.sentence, RuleFormalizer().formalize(options.sentence)):
+    rules = RuleFormalizer(options.normalize_definitions)
+    for sentence, res in zip(options.sentence, rules.formalize(options.sentence)):
         print(sentence)
         for letter, definition in res["atoms"].items():
             print(f"  {letter}: {definition}")
         print(f"  fórmula: {res['formula']}")
     if options.data is not None:
-        return _evaluate_baseline(options.data, options.out, options.limit)
+        return _evaluate_baseline(options.data, options.out, options.limit, options.normalize_definitions)
     return 0
 
 

@@ -439,9 +439,12 @@ class EvaluateOptions:
     data: Path | None = None
     baseline: Literal["rules"] | None = None  # evaluate the rule-based baseline instead of a run
     # report directory (default: DIR/eval for the run's test split, DIR/eval-<stem> otherwise,
-    # then -free/-format for a non-default decoding and -first<N> with --limit)
+    # then -free/-format for a non-default decoding, -as-written, and -first<N> with --limit)
     out: Path | None = None
     limit: int | None = None  # evaluate only the first N examples
+    # rewrite definitions into the format's indicative with elided subjects written out
+    # (--no-normalize-definitions scores the model's definitions as written)
+    normalize_definitions: bool = True
     # re-decodes of an output that breaks the format's rules: two atoms defined by the same clause
     # and, under a grammar, a formula like p ∧ p, a declared letter unused, connectives other than
     # the declared ones, no end (0 = plain greedy)
@@ -472,6 +475,8 @@ class BaselineOptions:
     data: Path | None = None  # evaluate on this JSONL (a split or data/dev_real.jsonl)
     out: Path | None = None  # report directory (default: runs/baseline-rules/eval-<stem>)
     limit: int | None = None  # evaluate only the first N examples
+    # rewrite definitions as the model's are (indicative, elided subjects written out)
+    normalize_definitions: bool = True
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, "limit", "an integer >= 1", self.limit)

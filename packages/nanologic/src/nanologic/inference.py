@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Iterable
@@ -21,8 +20,9 @@ from nanologic.data import (
     prompt_text,
 )
 from nanologic.errors import NanologicError
-from nanologic.logic import Binary, Node, Not, atom_letters, atoms, connectors_used, parse, rename
+from nanologic.logic import Atom, Binary, Node, Not, atom_letters, atoms, connectors_used, parse, rename
 from nanologic.model import NanoLogic, NanoLogicConfig
+from nanologic.normalize import normalize_definitions, not_content_words
 
 if TYPE_CHECKING:
     from lm_shared.tokenization import BPETokenizer
@@ -105,9 +105,15 @@ class Formalizer:
     Under a grammar the repair also takes outputs whose formula joins a subformula with itself
     (``p ∧ p``), leaves a declared letter out or never ends, the marks of two clauses written as
     one or of a clause missed (then the least sure token of the whole atom list is switched), and
-    outputs whose formula's connectives are not the declared connectors (then the least sure
-    token of the connectors and formula). The switch and the re-decoding stay under the grammar,
+    outputs whose formula's connectives are not the declared connectors or that use a letter three
+    times (then the least sure token of the connectors and formula). The switch and the re-decoding stay under the grammar,
     and a repair is kept only when its output is free of these marks (else the first output is).
+    Under a grammar an answer whose definitions leave content words of the sentence out
+    (:func:`uncovered_words`) is re-decoded once more (:meth:`_cover`).
+
+    ``normalize_definitions`` (default on): the definitions are rewritten into the format's
+    indicative with the elided subject written out (:func:`nanologic.normalize.normalize_definitions`);
+    the model's own text stays in each result's ``raw``.
 
     ``constraint``: ``None`` (free greedy decoding), ``"format"`` (the answer grammar of
     :mod:`nanologic.grammar` as a logits mask: outputs always parse, over declared letters) or
@@ -122,6 +128,7 @@ class Formalizer:
         max_new_tokens: int = 160,
         repair_tries: int = 2,
         constraint: str | None = DEFAULT_CONSTRAINT,
+        normalize_definitions: bool = True,
     ) -> None:
         if constraint not in CONSTRAINTS:
             raise NanologicError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
@@ -130,6 +137,7 @@ class Formalizer:
         self.max_new_tokens = max_new_tokens
         self.repair_tries = repair_tries
         self.constraint = constraint
+        self.normalize_definitions = normalize_definitions
         self._grammar_compiler: GrammarCompiler | None = None  # built on the first constrained batch
         self.eos_id = tokenizer.token_to_id(EOS)
         self.pad_id = tokenizer.token_to_id("<|pad|>")
@@ -138,9 +146,20 @@ class Formalizer:
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, repair_tries: int = 2, constraint: str | None = DEFAULT_CONSTRAINT
+        cls,
+        run_dir: str | Path,
+        repair_tries: int = 2,
+        constraint: str | None = DEFAULT_CONSTRAINT,
+        normalize_definitions: bool = True,
     ) -> Formalizer:
-        return cls(*load_run(run_dir), repair_tries=repair_tries, constraint=constraint)
+        model, tokenizer = load_run(run_dir)
+        return cls(
+            model,
+            tokenizer,
+            repair_tries=repair_tries,
+            constraint=constraint,
+            normalize_definitions=normalize_definitions,
+        )
 
     def _grammars(self, sentences: list[str]) -> list[str] | None:
         """Each sentence's answer grammar (None when unconstrained)."""
@@ -258,7 +277,8 @@ class Formalizer:
         a declared letter out or never ends (under the grammar, an answer that does not parse ran
         into the token limit, mostly one clause-merging atom repeated: ``p ∧ ¬p ∧ p ∧ …``), and the
         connector list and formula when the formula's connectives are not the declared ones (the
-        ``verify`` stage's consistency rule).
+        ``verify`` stage's consistency rule) or it uses a letter more than
+        ``MAX_USES_OF_A_LETTER`` times.
         """
         span = self.repeated_atom_span(out)
         if span is not None or not whole_list:
@@ -270,7 +290,10 @@ class Formalizer:
         if node is None or _joins_itself(node) or set(result["atoms"]) - set(atoms(node)):
             start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
             return (start, end) if end > start else None
-        if set(connectors_used(node)) != {symbol for symbol, _ in result["connectors"]}:
+        if (
+            set(connectors_used(node)) != {symbol for symbol, _ in result["connectors"]}
+            or _most_uses_of_a_letter(node) > MAX_USES_OF_A_LETTER
+        ):
             start = out.index(self.connectors_id) + 1
             end = len(out) - (out[-1] == self.eos_id)
             return (start, end) if end > start else None
@@ -359,65 +382,13 @@ class Formalizer:
         Raises:
             NanologicError: a sentence's prompt does not fit in the model's ``max_seq_len``.
         """
-        texts = self.generate_raw([normalize_text(s) for s in sentences], batch_size)
-        return [formalization_result(text, self.model.config.polarity_marks) for text in texts]
-
-
-# Words that carry no clause of their own: articles, prepositions, pronouns and the like, which a
-# definition may drop ("ya", "también", "sí"); the cue inventory's words are added to them.
-_FUNCTION_WORDS = frozenset(
-    [
-        "el",
-        "la",
-        "los",
-        "las",
-        "lo",
-        "le",
-        "les",
-        "un",
-        "una",
-        "unos",
-        "unas",
-        "de",
-        "del",
-        "al",
-        "a",
-        "en",
-        "que",
-        "y",
-        "e",
-        "por",
-        "para",
-        "con",
-        "se",
-        "su",
-        "sus",
-        "es",
-        "son",
-        "ya",
-        "también",
-        "sí",
-        "tan",
-        "muy",
-        "me",
-        "te",
-        "nos",
-        "os",
-        "mi",
-        "mis",
-        "tu",
-        "tus",
-    ]
-)
-
-
-@functools.lru_cache(maxsize=1)
-def _not_content_words() -> frozenset[str]:
-    from nanologic.generator import CUES
-    from nanologic.grammar import CONNECTIVE_WORDS
-
-    cue_words = {w.lower() for cues in CUES.values() for cue in cues for w in re.findall(r"\w+", cue)}
-    return _FUNCTION_WORDS | CONNECTIVE_WORDS | frozenset(cue_words)
+        normalised = [normalize_text(s) for s in sentences]
+        texts = self.generate_raw(normalised, batch_size)
+        results = [formalization_result(text, self.model.config.polarity_marks) for text in texts]
+        if self.normalize_definitions:
+            for result, sentence in zip(results, normalised):
+                result["atoms"] = normalize_definitions(result["atoms"], sentence)
+        return results
 
 
 def uncovered_words(sentence: str, definitions: Iterable[str]) -> list[str]:
@@ -430,7 +401,7 @@ def uncovered_words(sentence: str, definitions: Iterable[str]) -> list[str]:
     from nanologic.grammar import reading_positions, sentence_tokens
 
     held = {w.lower() for d in definitions for w in d.split()}
-    skip = _not_content_words()
+    skip = not_content_words()
     missing = []
     for word in sentence_tokens(sentence):
         if word.lower() in skip:
@@ -439,6 +410,26 @@ def uncovered_words(sentence: str, definitions: Iterable[str]) -> list[str]:
         if not (forms | {word.lower()}) & held:
             missing.append(word)
     return missing
+
+
+# No gold formula of a training split (22,448) or of data/dev_real.jsonl uses a letter three
+# times (3 of dev_real's alternative readings do: an exclusive "o" written out); an undertrained
+# model's formula that does has mostly run on ("p ∧ ((¬q ∧ ¬r) → (¬r → (p → ¬r)))").
+MAX_USES_OF_A_LETTER = 2
+
+
+def _most_uses_of_a_letter(node: Node) -> int:
+    counts: dict[str, int] = {}
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Atom):
+            counts[n.name] = counts.get(n.name, 0) + 1
+        elif isinstance(n, Not):
+            stack.append(n.child)
+        elif isinstance(n, Binary):
+            stack += [n.left, n.right]
+    return max(counts.values())
 
 
 def _joins_itself(node: Node) -> bool:

@@ -58,6 +58,7 @@ class LlamaCppFormalizer:
         grammar_text: str | None = None,
         max_new_tokens: int = 160,
         polarity_marks: bool = False,
+        normalize_definitions: bool = True,
     ) -> None:
         if grammar not in (False, True, "format", "grounded"):
             raise NanologicError(f"grammar must be False, True, 'format' or 'grounded', got {grammar!r}")
@@ -66,6 +67,7 @@ class LlamaCppFormalizer:
         self.grammar = "format" if grammar is True else grammar
         self.max_new_tokens = max_new_tokens
         self.polarity_marks = polarity_marks
+        self.normalize_definitions = normalize_definitions
         self._format_grammar = None
         if self.grammar == "format":
             from nanologic.grammar import answer_grammar
@@ -152,11 +154,19 @@ class LlamaCppFormalizer:
         return text + EOS if out["choices"][0]["finish_reason"] == "stop" else text
 
     def formalize(self, sentences: list[str], batch_size: int = 64) -> list[dict]:
-        """atoms, connectors, formula, formula_ascii, valid_formula and raw for each sentence.
+        """atoms, connectors, formula, formula_ascii, valid_formula and raw for each sentence
+        (definitions normalised as :class:`nanologic.inference.Formalizer` does, unless
+        ``normalize_definitions`` is off).
 
         ``batch_size`` is accepted for interface parity; llama-cpp-python decodes one sequence
         at a time.
         """
-        return [
-            formalization_result(self.complete(normalize_text(s)), self.polarity_marks) for s in sentences
-        ]
+        from nanologic.normalize import normalize_definitions
+
+        results = []
+        for sentence in map(normalize_text, sentences):
+            result = formalization_result(self.complete(sentence), self.polarity_marks)
+            if self.normalize_definitions:
+                result["atoms"] = normalize_definitions(result["atoms"], sentence)
+            results.append(result)
+        return results

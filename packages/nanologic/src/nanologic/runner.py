@@ -132,6 +132,7 @@ def evaluate_run(
     repair_tries: int = 2,
     out_dir: Path | None = None,
     constraint: str | None = DEFAULT_CONSTRAINT,
+    normalize_definitions: bool = True,
 ) -> dict:
     """Decode ``data_path`` and write the report to ``out_dir``: by default ``run_dir/eval`` for
     the run's own test split and ``run_dir/eval-<file stem>`` for any other file (with ``-free``
@@ -147,8 +148,10 @@ def evaluate_run(
         batch_size=batch_size,
         repair_tries=repair_tries,
         constraint=constraint,
+        normalize_definitions=normalize_definitions,
     )
-    write_report(report, rows, out_dir or default_report_dir(run_dir, data_path, constraint))
+    default_out = default_report_dir(run_dir, data_path, constraint, limit, normalize_definitions)
+    write_report(report, rows, out_dir or default_out)
     return report
 
 
@@ -159,11 +162,14 @@ def score_run(
     batch_size: int = 64,
     repair_tries: int = 2,
     constraint: str | None = DEFAULT_CONSTRAINT,
+    normalize_definitions: bool = True,
 ) -> tuple[dict, list[dict]]:
     """:func:`evaluate_run` without the writing: the report and the prediction rows."""
     from nanologic.inference import Formalizer
 
-    formalizer = Formalizer.from_run(run_dir, repair_tries=repair_tries, constraint=constraint)
+    formalizer = Formalizer.from_run(
+        run_dir, repair_tries=repair_tries, constraint=constraint, normalize_definitions=normalize_definitions
+    )
     return score_formalizer(
         formalizer,
         data_path,
@@ -173,6 +179,7 @@ def score_run(
             "repair_tries": formalizer.repair_tries,
             "constraint": constraint,
             "decoding": constraint or "free",
+            "normalize_definitions": normalize_definitions,
         },
     )
 
@@ -234,15 +241,22 @@ def score_formalizer(
 
 
 def default_report_dir(
-    run_dir: Path, data_path: Path, constraint: str | None = DEFAULT_CONSTRAINT, limit: int | None = None
+    run_dir: Path,
+    data_path: Path,
+    constraint: str | None = DEFAULT_CONSTRAINT,
+    limit: int | None = None,
+    normalize_definitions: bool = True,
 ) -> Path:
     """Where ``evaluate`` writes a run's report: ``eval`` (its own test split) or ``eval-<file stem>``,
-    then ``-free``/``-format`` for a decoding other than the default and ``-first<N>`` for a
-    ``--limit``, so that a partial or differently decoded evaluation never replaces the full one."""
+    then ``-free``/``-format`` for a decoding other than the default, ``-as-written`` without the
+    definitions' normalisation and ``-first<N>`` for a ``--limit``, so that a partial or differently
+    decoded evaluation never replaces the full one."""
     own_test = Path(data_path).resolve() == (Path(run_dir) / "data" / "test.jsonl").resolve()
     name = "eval" if own_test else f"eval-{Path(data_path).stem}"
     if constraint != DEFAULT_CONSTRAINT:
         name += f"-{constraint or 'free'}"
+    if not normalize_definitions:
+        name += "-as-written"
     if limit is not None:
         name += f"-first{limit}"
     return Path(run_dir) / name

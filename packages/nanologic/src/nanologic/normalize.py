@@ -1,0 +1,195 @@
+"""The format's normalisations of an atom definition, applied to a model's answer after decoding.
+
+A definition is an affirmative clause in the indicative with its subject written out (see the
+package README, "format"): "Si Lucía suspendiera el examen, repetirá curso" defines
+``p: Lucía suspendió el examen``, and "la alcaldesa apoya la moción y firma el plan" defines
+``q: la alcaldesa firma el plan``. The grounded grammar lets the model write these forms
+(:func:`nanologic.grammar.verb_variants`, its jump back), but a small model often copies the
+sentence's words as they stand instead. :func:`normalize_definitions` does the two rewrites the
+format asks for where a rule can tell them apart:
+
+- a subjunctive form of a lexicon verb that is not also an indicative form (and not a noun after a
+  determiner: "el viaje") becomes the indicative of the same person, as the generator's
+  ``INDICATIVE_OF_SUBJUNCTIVE`` maps tenses;
+- a definition that starts with a third-person verb whose subject the sentence leaves out (the
+  verb follows a cue, a comma or the sentence start) takes the subject of the nearest earlier
+  definition, when their number agrees.
+
+Only the generator's verb lexicon is known (:mod:`nanologic.conjugation`); other words stay.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from nanologic.conjugation import INDICATIVE_OF_SUBJUNCTIVE, SUBJUNCTIVE_TENSES, TENSES, conjugate
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Words that carry no clause of their own: articles, prepositions, pronouns and the like, which a
+# definition may drop ("ya", "también", "sí"); the cue inventory's words are added to them.
+_FUNCTION_WORDS = _words(
+    "el la los las lo le les un una unos unas de del al a en que y e por "
+    "para con se su sus es son ya también sí tan muy me te nos os mi mis tu tus"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def not_content_words() -> frozenset[str]:
+    """Words that are never the content of a definition: function words, negations and
+    sentence-level connectives (:data:`nanologic.grammar.CONNECTIVE_WORDS`), the cue inventory's
+    words (:data:`nanologic.generator.CUES`); lower case."""
+    from nanologic.generator import CUES
+    from nanologic.grammar import CONNECTIVE_WORDS
+
+    cue_words = {w.lower() for cues in CUES.values() for cue in cues for w in re.findall(r"\w+", cue)}
+    return _FUNCTION_WORDS | CONNECTIVE_WORDS | frozenset(cue_words)
+
+
+_DETERMINERS = _words(
+    "el la los las un una unos unas del al mi mis tu tus su sus este esta estos estas ese esa cada otro otra"
+)
+_PLURAL_DETERMINERS = _words("los las unos unas mis tus sus estos estas nuestros nuestras")
+_PERSONAL_PRONOUNS = _words("yo tú nosotros nosotras vosotros vosotras")
+# words that may stand between a verb and what precedes its clause ("…, no se cae")
+_CLITICS = _words("no se lo la le les me te nos os ya también sí")
+# verbs without a subject: weather and existence ("llueve", "hay tarea", "hace frío")
+_IMPERSONAL_LEMMAS = frozenset({"llover", "nevar", "haber", "hacer", "granizar", "tronar", "amanecer"})
+_PARTICIPLE_ENDINGS = ("ado", "ido", "to", "cho")
+_THIRD_SINGULAR, _THIRD_PLURAL = 2, 5
+_WORD_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[,;:.]")
+
+
+@functools.lru_cache(maxsize=1)
+def _conjugation_tables() -> tuple[dict[str, frozenset[int]], dict[str, frozenset[str]], dict[str, tuple]]:
+    """(first word of a finite form -> persons, -> lemmas, subjunctive-only form -> its readings)."""
+    from nanologic.grammar import _lexicon_lemmas
+
+    persons: dict[str, set[int]] = {}
+    lemmas: dict[str, set[str]] = {}
+    indicative: set[str] = set()
+    subjunctive: dict[str, list[tuple[str, str, int]]] = {}
+    for lemma in _lexicon_lemmas():
+        for tense in TENSES + SUBJUNCTIVE_TENSES:
+            for person in range(6):
+                try:
+                    first = conjugate(lemma, tense, person).split()[0]
+                except (ValueError, KeyError, IndexError):
+                    continue
+                persons.setdefault(first, set()).add(person)
+                lemmas.setdefault(first, set()).add(lemma)
+                if tense in TENSES:
+                    indicative.add(first)
+                else:
+                    subjunctive.setdefault(first, []).append((lemma, tense, person))
+    only_subjunctive = {
+        form: tuple(readings)
+        for form, readings in subjunctive.items()
+        if form not in indicative and len({lemma for lemma, _, _ in readings}) == 1
+    }
+    return (
+        {k: frozenset(v) for k, v in persons.items()},
+        {k: frozenset(v) for k, v in lemmas.items()},
+        only_subjunctive,
+    )
+
+
+def _is_plural(subject: list[str]) -> bool:
+    return subject[0].lower() in _PLURAL_DETERMINERS or "y" in subject
+
+
+def _indicative(words: list[str]) -> list[str]:
+    """The words with each subjunctive-only verb form in the indicative of the same person."""
+    readings_of = _conjugation_tables()[2]
+    out = list(words)
+    for i, word in enumerate(words):
+        readings = readings_of.get(word.lower())
+        if not readings or (i > 0 and words[i - 1].lower() in _DETERMINERS):
+            continue
+        persons = {person for _, _, person in readings}
+        if words[0].lower() == "yo" and 0 in persons:
+            person = 0
+        elif _THIRD_PLURAL in persons and _is_plural(words):
+            person = _THIRD_PLURAL
+        else:
+            person = _THIRD_SINGULAR if _THIRD_SINGULAR in persons else min(persons)
+        lemma, tense = next((lemma, tense) for lemma, tense, p in readings if p == person)
+        form = conjugate(lemma, INDICATIVE_OF_SUBJUNCTIVE[tense], person).split()[0]
+        out[i] = form.capitalize() if word[:1].isupper() else form
+    return out
+
+
+def _finite_verb_index(words: list[str]) -> int | None:
+    persons = _conjugation_tables()[0]
+    return next((i for i, w in enumerate(words) if w.lower() in persons), None)
+
+
+def _subject_left_out(sentence: str, verb: str) -> bool:
+    """Whether ``verb`` follows a cue, a punctuation mark or the start of the sentence."""
+    tokens = _WORD_RE.findall(sentence)
+    cue_words = not_content_words() - _DETERMINERS - {"de", "a", "en", "es", "son"}
+    for i, token in enumerate(tokens):
+        if token.lower() != verb.lower():
+            continue
+        j = i - 1
+        while j >= 0 and tokens[j].lower() in _CLITICS:
+            j -= 1
+        if j < 0 or not tokens[j][0].isalnum() or tokens[j].lower() in cue_words:
+            return True
+    return False
+
+
+def _with_subject(words: list[str], earlier: list[list[str]], sentence: str) -> list[str]:
+    """``words`` with the subject of the nearest earlier definition put first, when it is elided."""
+    persons_of, lemmas_of, _ = _conjugation_tables()
+    verb = words[1] if words[0].lower() == "se" and len(words) > 1 else words[0]
+    persons = persons_of.get(verb.lower(), frozenset())
+    if not persons:
+        return words
+    auxiliary = len(words) > 1 and words[1].lower().endswith(_PARTICIPLE_ENDINGS)  # "ha llovido"
+    impersonal = lemmas_of[verb.lower()] & _IMPERSONAL_LEMMAS and not auxiliary
+    if not persons & {_THIRD_SINGULAR, _THIRD_PLURAL} or impersonal:
+        return words
+    for previous in reversed(earlier):
+        k = _finite_verb_index(previous)
+        if not k:  # no verb, or no subject before it: look further back
+            continue
+        subject = previous[: k - 1] if previous[k - 1].lower() == "se" else previous[:k]
+        lowered = {w.lower() for w in words}
+        if (
+            not subject
+            or subject[0].lower() in _PERSONAL_PRONOUNS
+            or any(w.lower() in lowered for w in subject if w.lower() not in _DETERMINERS)
+            or not _subject_left_out(sentence, verb)
+        ):
+            return words
+        plural = _is_plural(subject)
+        if (plural and _THIRD_PLURAL in persons) or (not plural and _THIRD_SINGULAR in persons):
+            return subject + words
+        return words
+    return words
+
+
+def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str]:
+    """The atom definitions with the format's normalisations applied (see the module docstring).
+
+    Args:
+        atoms: letter -> definition, in the order the answer declared them.
+        sentence: the sentence they were read from.
+
+    Returns:
+        A new dict, same letters and order; a definition no rule applies to is unchanged.
+    """
+    out: dict[str, str] = {}
+    earlier: list[list[str]] = []
+    for letter, definition in atoms.items():
+        words = definition.split()
+        if words:
+            words = _with_subject(_indicative(words), earlier, sentence)
+            earlier.append(words)
+        out[letter] = " ".join(words) if words else definition
+    return out

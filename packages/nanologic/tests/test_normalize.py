@@ -1,0 +1,64 @@
+"""The format's normalisations of a decoded definition (nanologic.normalize)."""
+
+import pytest
+
+from nanologic.normalize import normalize_definitions
+
+
+@pytest.mark.parametrize(
+    ("atoms", "sentence", "expected"),
+    [
+        # a subjunctive in the indicative, of the definition's person
+        (
+            {"p": "Lucía suspendiera el examen"},
+            "Si Lucía suspendiera el examen, llueve.",
+            "Lucía suspendió el examen",
+        ),
+        ({"p": "yo pidiera la cuenta"}, "Si yo pidiera la cuenta, llueve.", "yo pedí la cuenta"),
+        (
+            {"p": "los jugadores voten a menudo"},
+            "Que los jugadores voten a menudo.",
+            "los jugadores votan a menudo",
+        ),
+        # "viaje" after a determiner is the noun, not the subjunctive of "viajar"
+        ({"p": "el salón estuvo limpio durante el viaje"}, "El salón estuvo limpio durante el viaje.", None),
+    ],
+)
+def test_subjunctive_becomes_indicative(atoms, sentence, expected):
+    assert normalize_definitions(atoms, sentence)["p"] == (expected or atoms["p"])
+
+
+@pytest.mark.parametrize(
+    ("sentence", "first", "second", "expected"),
+    [
+        (
+            "La alcaldesa apoya la moción y firma el plan.",
+            "la alcaldesa apoya la moción",
+            "firma el plan",
+            "la alcaldesa firma el plan",
+        ),
+        ("Los niños juegan y cantan.", "los niños juegan", "cantan", "los niños cantan"),
+        (
+            "El jefe llega y ha entendido la lección.",
+            "el jefe llega",
+            "ha entendido la lección",
+            "el jefe ha entendido la lección",
+        ),
+        # the number does not agree: no subject to take
+        ("La niña juega y cantan.", "la niña juega", "cantan", "cantan"),
+        # the sentence writes its own subject before the verb
+        ("Si Ana canta, Luis baila.", "Ana canta", "baila", "baila"),
+        # a verb without a subject, a first person
+        ("El jefe llega y llueve.", "el jefe llega", "llueve", "llueve"),
+        ("Yo canto y bailo.", "yo canto", "bailo", "bailo"),
+    ],
+)
+def test_an_elided_subject_is_written_out(sentence, first, second, expected):
+    out = normalize_definitions({"p": first, "q": second}, sentence)
+    assert list(out) == ["p", "q"]
+    assert out == {"p": first, "q": expected}
+
+
+def test_definitions_no_rule_applies_to_are_unchanged():
+    atoms = {"p": "x + y = 3", "q": "", "r": "hace frío"}
+    assert normalize_definitions(atoms, "Si x + y = 3, hace frío.") == atoms
