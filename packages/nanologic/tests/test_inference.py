@@ -16,7 +16,7 @@ from nanologic.data import (
     target_text,
 )
 from nanologic.generator import generate
-from nanologic.inference import Formalizer, uncovered_words
+from nanologic.inference import Formalizer, has_redundant_definition, uncovered_words
 from nanologic.logic import parse
 from nanologic.model import NanoLogic, NanoLogicConfig, build_config
 
@@ -80,6 +80,7 @@ def test_repair_span_under_a_grammar_takes_merged_or_missed_clauses(formalizer):
     assert formalizer.repair_span(listed, whole_list=True) is None
     for atoms, formula in (
         (["llueve y me mojo"], "p ∧ p"),
+        (["llueve mucho", "llueve"], "p ∧ q"),  # q holds nothing p lacks
         (["llueve", "me mojo"], "p ∧ ¬p"),
         (["llueve", "me mojo"], "p ∧ (q ∧ (p"),  # cut by the token limit
     ):
@@ -120,6 +121,15 @@ def test_switch_under_the_grammar_keeps_the_answer_in_it(formalizer):
     assert new[:pos] == out[:pos] and new[pos] != out[pos]
     matcher = xgr.GrammarMatcher(grounded._grammar_compiler.compile(grammar))
     assert all(matcher.accept_token(t) for t in new), formalizer.tokenizer.decode(new)
+
+
+def test_a_redundant_definition_holds_no_content_word_of_its_own():
+    assert has_redundant_definition(
+        ["Rosa es menor de edad", "Rosa es mayor de edad", "su hermano es mayor de edad"]
+    )
+    assert has_redundant_definition(["Juana tiene trece años", "Juana tiene trece"])
+    assert not has_redundant_definition(["Juana tiene trece años", "Rosa tiene quince años"])
+    assert not has_redundant_definition(["llueve"])
 
 
 def test_uncovered_words_are_the_content_words_no_definition_holds():

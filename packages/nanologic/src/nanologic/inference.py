@@ -102,7 +102,8 @@ class Formalizer:
     the same clause is wrong whatever the formula. ``repair_tries`` > 0 re-decodes such outputs:
     within the repeated definition, the token where the model was least sure (smallest top-1 /
     top-2 logit margin) is switched to its second choice and greedy decoding resumes from there.
-    Under a grammar the repair also takes outputs whose formula joins a subformula with itself
+    Under a grammar the repair also takes outputs with a definition made only of other
+    definitions' words ("Juana tiene trece" beside "Juana tiene trece años"), whose formula joins a subformula with itself
     (``p ∧ p``), leaves a declared letter out or never ends, the marks of two clauses written as
     one or of a clause missed (then the least sure token of the whole atom list is switched), and
     outputs whose formula's connectives are not the declared connectors or that use a letter three
@@ -229,16 +230,24 @@ class Formalizer:
                 texts.append(self.tokenizer.decode(out))
         return texts
 
+    def _definitions(self, out: list[int]) -> list[str]:
+        return list(
+            formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)[
+                "atoms"
+            ].values()
+        )
+
     def _uncovered(self, sentence: str, out: list[int]) -> int:
-        result = formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)
-        return len(uncovered_words(sentence, result["atoms"].values()))
+        return len(uncovered_words(sentence, self._definitions(out)))
 
     def _cover(self, prompt: list[int], out: list[int], grammar: str, sentence: str) -> list[int]:
         """Re-decode an answer whose definitions leave content words of the sentence out.
 
         Two tries, each from ``out``: another atom where the list ended (a clause missed) and the
         least sure token of the atom list (a clause cut short or merged). A try is kept when it
-        keeps the format's rules (:meth:`repair_span`) and leaves fewer content words out.
+        keeps the format's rules (:meth:`repair_span`), leaves fewer content words out and has no
+        definition made only of other definitions' words (a clause added next to the wrong one:
+        "Rosa es mayor de edad" beside "su hermano es mayor de edad").
         """
         missing = self._uncovered(sentence, out)
         if missing == 0 or self.connectors_id not in out or self.atoms_id not in out:
@@ -249,7 +258,9 @@ class Formalizer:
         best = out
         for span in ((end - 1, end), (start, end)):
             candidate = self._switch_least_sure(prompt, out, span, set(), grammar)
-            if self.repair_span(candidate, whole_list=True) is not None:
+            if self.repair_span(candidate, whole_list=True) is not None or has_redundant_definition(
+                self._definitions(candidate)
+            ):
                 continue
             candidate_missing = self._uncovered(sentence, candidate)
             if candidate_missing < missing:
@@ -273,7 +284,8 @@ class Formalizer:
         """Token range [start, end) to repair, or None when the output keeps the format's rules.
 
         A repeated definition (:meth:`repeated_atom_span`); with ``whole_list`` (decoding under a
-        grammar) also the whole atom list when the formula joins a subformula with itself, leaves
+        grammar) also the whole atom list when a definition is made only of other definitions'
+        words (:func:`has_redundant_definition`), the formula joins a subformula with itself, leaves
         a declared letter out or never ends (under the grammar, an answer that does not parse ran
         into the token limit, mostly one clause-merging atom repeated: ``p ∧ ¬p ∧ p ∧ …``), and the
         connector list and formula when the formula's connectives are not the declared ones (the
@@ -287,7 +299,12 @@ class Formalizer:
             return None
         result = formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)
         node = parse(result["formula"]) if result["valid_formula"] else None
-        if node is None or _joins_itself(node) or set(result["atoms"]) - set(atoms(node)):
+        if (
+            node is None
+            or _joins_itself(node)
+            or set(result["atoms"]) - set(atoms(node))
+            or has_redundant_definition(list(result["atoms"].values()))
+        ):
             start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
             return (start, end) if end > start else None
         if (
@@ -389,6 +406,13 @@ class Formalizer:
             for result, sentence in zip(results, normalised):
                 result["atoms"] = normalize_definitions(result["atoms"], sentence)
         return results
+
+
+def has_redundant_definition(definitions: list[str]) -> bool:
+    """Whether some definition holds no content word (lower-cased) that the others lack."""
+    skip = not_content_words()
+    words = [{w.lower() for w in d.split()} - skip for d in definitions]
+    return any(not mine - set().union(*words[:k], *words[k + 1 :]) for k, mine in enumerate(words))
 
 
 def uncovered_words(sentence: str, definitions: Iterable[str]) -> list[str]:
