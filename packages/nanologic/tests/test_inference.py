@@ -101,6 +101,13 @@ def test_repair_span_under_a_grammar_takes_merged_or_missed_clauses(formalizer):
     assert out[start - 1] == formalizer.connectors_id and out[end] == formalizer.eos_id
     twice = f"{ATOMS} p: llueve | q: me mojo {CONNECTORS} ∧: y | →: si {FORMULA} (p → q) ∧ (q → p) {EOS}"
     assert formalizer.repair_span(formalizer.tokenizer.encode(twice), whole_list=True) is None
+    # a negation said (in the sentence or the connectors) but missing from the formula: all of it
+    affirmative = formalizer.tokenizer.encode(f"{ATOMS} p: llueve {CONNECTORS}  {FORMULA} p {EOS}")
+    start, end = formalizer.repair_span(affirmative, whole_list=True, sentence="No llueve.")
+    assert affirmative[start - 1] == formalizer.atoms_id and affirmative[end] == formalizer.eos_id
+    assert formalizer.repair_span(affirmative, whole_list=True, sentence="Llueve.") is None
+    declared = formalizer.tokenizer.encode(f"{ATOMS} p: llueve {CONNECTORS} ¬: no {FORMULA} p {EOS}")
+    assert formalizer.repair_span(declared, whole_list=True)[1] == len(declared) - 1
     repeated = _encode_answer(formalizer, ["llueve", "llueve"], "p ∧ q")
     assert formalizer.repair_span(repeated, whole_list=True) == formalizer.repeated_atom_span(repeated)
 
