@@ -62,3 +62,12 @@ def test_an_elided_subject_is_written_out(sentence, first, second, expected):
 def test_definitions_no_rule_applies_to_are_unchanged():
     atoms = {"p": "x + y = 3", "q": "", "r": "hace frío"}
     assert normalize_definitions(atoms, "Si x + y = 3, hace frío.") == atoms
+
+
+def test_cue_spellings_the_generator_does_not_use_are_folded():
+    from nanologic.normalize import normalize_cue_spelling
+
+    assert normalize_cue_spelling("Iré sí y sólo sí me dan el alta.") == "Iré si y solo si me dan el alta."
+    assert normalize_cue_spelling("Sólo si llueve, sí salgo.") == "Solo si llueve, sí salgo."
+    unchanged = "Yo sí quiero, y sólo entonces sigo."
+    assert normalize_cue_spelling(unchanged) == unchanged

@@ -22,7 +22,7 @@ from nanologic.data import (
 from nanologic.errors import NanologicError
 from nanologic.logic import NOT, Atom, Binary, Node, Not, atom_letters, atoms, connectors_used, parse, rename
 from nanologic.model import NanoLogic, NanoLogicConfig
-from nanologic.normalize import normalize_definitions, not_content_words
+from nanologic.normalize import normalize_cue_spelling, normalize_definitions, not_content_words
 
 if TYPE_CHECKING:
     from lm_shared.tokenization import BPETokenizer
@@ -405,7 +405,7 @@ class Formalizer:
         Raises:
             NanologicError: a sentence's prompt does not fit in the model's ``max_seq_len``.
         """
-        normalised = [normalize_text(s) for s in sentences]
+        normalised = [normalize_cue_spelling(normalize_text(s)) for s in sentences]
         texts = self.generate_raw(normalised, batch_size)
         results = [formalization_result(text, self.model.config.polarity_marks) for text in texts]
         if self.normalize_definitions:

@@ -161,10 +161,10 @@ class LlamaCppFormalizer:
         ``batch_size`` is accepted for interface parity; llama-cpp-python decodes one sequence
         at a time.
         """
-        from nanologic.normalize import normalize_definitions
+        from nanologic.normalize import normalize_cue_spelling, normalize_definitions
 
         results = []
-        for sentence in map(normalize_text, sentences):
+        for sentence in (normalize_cue_spelling(normalize_text(s)) for s in sentences):
             result = formalization_result(self.complete(sentence), self.polarity_marks)
             if self.normalize_definitions:
                 result["atoms"] = normalize_definitions(result["atoms"], sentence)

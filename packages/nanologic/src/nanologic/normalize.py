@@ -193,3 +193,22 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
             earlier.append(words)
         out[letter] = " ".join(words) if words else definition
     return out
+
+
+# Spellings of the cue inventory's phrases that writers use and the generator does not: the
+# accented "sí y sólo sí" (6 of data/dev_real.jsonl's biconditionals) and "sólo si".
+_CUE_SPELLINGS = (
+    (re.compile(r"(?<!\w)([Ss])[ií] y s[oó]lo s[ií](?!\w)"), r"\1i y solo si"),
+    (re.compile(r"(?<!\w)([Ss])ólo si(?!\w)"), r"\1olo si"),
+)
+
+
+def normalize_cue_spelling(sentence: str) -> str:
+    """``sentence`` with the cue spellings the generator does not use written as it does.
+
+    "Iré sí y sólo sí me dan el alta" -> "Iré si y solo si me dan el alta"; "Sólo si" -> "Solo si".
+    Applied to a sentence before it is decoded (:class:`nanologic.inference.Formalizer`, llama.cpp).
+    """
+    for pattern, replacement in _CUE_SPELLINGS:
+        sentence = pattern.sub(replacement, sentence)
+    return sentence
