@@ -71,3 +71,10 @@ def test_cue_spellings_the_generator_does_not_use_are_folded():
     assert normalize_cue_spelling("Sólo si llueve, sí salgo.") == "Solo si llueve, sí salgo."
     unchanged = "Yo sí quiero, y sólo entonces sigo."
     assert normalize_cue_spelling(unchanged) == unchanged
+
+
+def test_words_written_twice_in_a_row_are_written_once():
+    out = normalize_definitions(
+        {"p": "llueve", "q": "me mojo me mojo", "r": "fuma fuma fuma"}, "Si llueve, me mojo."
+    )
+    assert out == {"p": "llueve", "q": "me mojo", "r": "fuma"}
