@@ -15,6 +15,7 @@ from nanologic.data import (
     record_from_raw,
     target_text,
 )
+from nanologic.errors import NanologicError
 from nanologic.generator import generate
 from nanologic.inference import Formalizer, has_redundant_definition, uncovered_words
 from nanologic.logic import parse
@@ -137,6 +138,13 @@ def test_a_redundant_definition_holds_no_content_word_of_its_own():
     assert has_redundant_definition(["Juana tiene trece años", "Juana tiene trece"])
     assert not has_redundant_definition(["Juana tiene trece años", "Rosa tiene quince años"])
     assert not has_redundant_definition(["llueve"])
+    assert not has_redundant_definition(["hay examen", "el examen es difícil"])  # "hay" is a word of its own
+    assert has_redundant_definition(["", "llueve"])
+
+
+def test_a_sentence_without_words_is_refused(formalizer):
+    with pytest.raises(NanologicError, match="sentence 2"):
+        formalizer.formalize(["Llueve.", "..."])
 
 
 def test_uncovered_words_are_the_content_words_no_definition_holds():

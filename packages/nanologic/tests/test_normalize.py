@@ -48,6 +48,8 @@ def test_subjunctive_becomes_indicative(atoms, sentence, expected):
         ("La niña juega y cantan.", "la niña juega", "cantan", "cantan"),
         # the sentence writes its own subject before the verb
         ("Si Ana canta, Luis baila.", "Ana canta", "baila", "baila"),
+        # a noun after a determiner is not the verb: the subject is "el estudio", not "el"
+        ("El estudio termina y canta.", "el estudio termina", "canta", "el estudio canta"),
         # a verb without a subject, a first person
         ("El jefe llega y llueve.", "el jefe llega", "llueve", "llueve"),
         ("Yo canto y bailo.", "yo canto", "bailo", "bailo"),
@@ -78,3 +80,8 @@ def test_words_written_twice_in_a_row_are_written_once():
         {"p": "llueve", "q": "me mojo me mojo", "r": "fuma fuma fuma"}, "Si llueve, me mojo."
     )
     assert out == {"p": "llueve", "q": "me mojo", "r": "fuma"}
+
+
+def test_a_capitalised_verb_is_lower_cased_behind_its_subject():
+    out = normalize_definitions({"p": "Ana canta", "q": "Baila"}, "Ana canta. Baila.")
+    assert out["q"] == "Ana baila"

@@ -20,9 +20,15 @@ from nanologic.data import (
     prompt_text,
 )
 from nanologic.errors import NanologicError
+from nanologic.grammar import CONNECTIVE_WORDS
 from nanologic.logic import NOT, Atom, Binary, Node, Not, atom_letters, atoms, connectors_used, parse, rename
 from nanologic.model import NanoLogic, NanoLogicConfig
-from nanologic.normalize import normalize_cue_spelling, normalize_definitions, not_content_words
+from nanologic.normalize import (
+    FUNCTION_WORDS,
+    normalize_cue_spelling,
+    normalize_definitions,
+    not_content_words,
+)
 
 if TYPE_CHECKING:
     from lm_shared.tokenization import BPETokenizer
@@ -403,8 +409,12 @@ class Formalizer:
             One :func:`nanologic.data.formalization_result` dict per sentence, in order.
 
         Raises:
-            NanologicError: a sentence's prompt does not fit in the model's ``max_seq_len``.
+            NanologicError: a sentence has no word, or its prompt does not fit in the model's
+                ``max_seq_len``.
         """
+        for number, sentence in enumerate(sentences, 1):
+            if not re.search(r"\w", sentence):
+                raise NanologicError(f"sentence {number} ({sentence!r}) has no words to formalise")
         normalised = [normalize_cue_spelling(normalize_text(s)) for s in sentences]
         texts = self.generate_raw(normalised, batch_size)
         results = [formalization_result(text, self.model.config.polarity_marks) for text in texts]
@@ -415,8 +425,9 @@ class Formalizer:
 
 
 def has_redundant_definition(definitions: list[str]) -> bool:
-    """Whether some definition holds no content word (lower-cased) that the others lack."""
-    skip = not_content_words()
+    """Whether some definition holds no word (lower-cased, other than function words, negations
+    and connectives) that the others lack; an empty definition is redundant."""
+    skip = FUNCTION_WORDS | CONNECTIVE_WORDS
     words = [{w.lower() for w in d.split()} - skip for d in definitions]
     return any(not mine - set().union(*words[:k], *words[k + 1 :]) for k, mine in enumerate(words))
 

@@ -33,7 +33,7 @@ def _words(text: str) -> frozenset[str]:
 
 # Words that carry no clause of their own: articles, prepositions, pronouns and the like, which a
 # definition may drop ("ya", "también", "sí"); the cue inventory's words are added to them.
-_FUNCTION_WORDS = _words(
+FUNCTION_WORDS = _words(
     "el la los las lo le les un una unos unas de del al a en que y e por "
     "para con se su sus es son ya también sí tan muy me te nos os mi mis tu tus"
 )
@@ -48,7 +48,7 @@ def not_content_words() -> frozenset[str]:
     from nanologic.grammar import CONNECTIVE_WORDS
 
     cue_words = {w.lower() for cues in CUES.values() for cue in cues for w in re.findall(r"\w+", cue)}
-    return _FUNCTION_WORDS | CONNECTIVE_WORDS | frozenset(cue_words)
+    return FUNCTION_WORDS | CONNECTIVE_WORDS | frozenset(cue_words)
 
 
 _DETERMINERS = _words(
@@ -87,11 +87,13 @@ def _conjugation_tables() -> tuple[dict[str, frozenset[int]], dict[str, frozense
                     indicative.add(first)
                 else:
                     subjunctive.setdefault(first, []).append((lemma, tense, person))
-    only_subjunctive = {
-        form: tuple(readings)
-        for form, readings in subjunctive.items()
-        if form not in indicative and len({lemma for lemma, _, _ in readings}) == 1
-    }
+    only_subjunctive = {}
+    for form, readings in subjunctive.items():
+        # "haya" begins every verb's perfect subjunctive ("haya cantado"): read it as haber's own
+        if "haber" in {lemma for lemma, _, _ in readings}:
+            readings = [r for r in readings if r[0] == "haber"]
+        if form not in indicative and len({lemma for lemma, _, _ in readings}) == 1:
+            only_subjunctive[form] = tuple(readings)
     return (
         {k: frozenset(v) for k, v in persons.items()},
         {k: frozenset(v) for k, v in lemmas.items()},
@@ -125,8 +127,16 @@ def _indicative(words: list[str]) -> list[str]:
 
 
 def _finite_verb_index(words: list[str]) -> int | None:
+    """The first word that is a verb form, not one after a determiner ("el estudio termina")."""
     persons = _conjugation_tables()[0]
-    return next((i for i, w in enumerate(words) if w.lower() in persons), None)
+    return next(
+        (
+            i
+            for i, w in enumerate(words)
+            if w.lower() in persons and not (i and words[i - 1].lower() in _DETERMINERS)
+        ),
+        None,
+    )
 
 
 def _subject_left_out(sentence: str, verb: str) -> bool:
@@ -162,7 +172,7 @@ def _with_subject(words: list[str], earlier: list[list[str]], sentence: str) -> 
         subject = previous[: k - 1] if previous[k - 1].lower() == "se" else previous[:k]
         lowered = {w.lower() for w in words}
         if (
-            not subject
+            all(w.lower() in _DETERMINERS for w in subject)
             or subject[0].lower() in _PERSONAL_PRONOUNS
             or any(w.lower() in lowered for w in subject if w.lower() not in _DETERMINERS)
             or not _subject_left_out(sentence, verb)
@@ -170,7 +180,7 @@ def _with_subject(words: list[str], earlier: list[list[str]], sentence: str) -> 
             return words
         plural = _is_plural(subject)
         if (plural and _THIRD_PLURAL in persons) or (not plural and _THIRD_SINGULAR in persons):
-            return subject + words
+            return subject + [words[0][:1].lower() + words[0][1:]] + words[1:]
         return words
     return words
 
