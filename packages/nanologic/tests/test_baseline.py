@@ -41,6 +41,16 @@ from nanologic.logic import parse
         ("Dado que hoy es festivo, si llueve, me quedo en casa.", "p ∧ (q → r)", None),
         ("Hace frío, pero no llueve.", "p ∧ ¬q", ["hace frío", "llueve"]),
         ("Leonardo D. fue pintor; además, no fue distinguido.", "p ∧ ¬q", None),
+        # arguments: the premises, joined, imply the conclusion (not a conjunction of sentences)
+        (
+            "Si llueve, me mojo. No me mojo. Por lo tanto, no llueve.",
+            "((p → q) ∧ ¬q) → ¬p",
+            ["llueve", "me mojo"],
+        ),
+        ("Si tengo hambre, como; no como, luego no tengo hambre.", "((p → q) ∧ ¬q) → ¬p", None),
+        ("O es de día o es de noche. No es de día. Entonces, es de noche.", "((p ∨ q) ∧ ¬p) → q", None),
+        # "si A, entonces B" after a full stop stays a conditional, not a conclusion
+        ("Hace frío. Si llueve, entonces me quedo en casa.", "p ∧ (q → r)", None),
     ],
 )
 def test_rules_on_the_generator_cues(sentence, formula, definitions):

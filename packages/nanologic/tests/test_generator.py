@@ -5,6 +5,7 @@ import pytest
 
 from nanologic.clauses import BLOCKS, ClauseSampler, Predicate, Subject, build_clause
 from nanologic.conjugation import TENSES
+from nanologic.generator import CUES as CUES_BY_ROLE
 from nanologic.generator import (
     Literal,
     SentenceBuilder,
@@ -96,6 +97,10 @@ CUES = [
     "siempre y cuando",
     "o...o no",
     "tanto si...como si",
+    # conclusions of arguments said in several sentences
+    "por lo tanto",
+    "luego",
+    "así que",
 ]
 
 
@@ -220,6 +225,30 @@ def test_new_cues_round_trip_to_the_right_formula(examples):
         assert f.op == "∧" and f.left.op == f.right.op == "→" and f.left.right == f.right.right
     for e in _first(examples, "tanto...como"):
         assert "∧" in e["output"]["formula"]
+
+
+def test_arguments_join_their_premises_and_imply_the_conclusion(examples):
+    # "Si A, B. No B. Por lo tanto, no A." is ((A → B) ∧ ¬B) → ¬A, the textbooks' reading of an
+    # argument said in several sentences; each sentence starts with a capital.
+    arguments = [
+        e
+        for e in examples
+        if any(
+            c["connector"] == "∧" and c["natural_language_cue"] in CUES_BY_ROLE["conclusion"]
+            for c in e["thought"]["identified_connectors"]
+        )
+    ]
+    assert len(arguments) >= 30
+    forms = set()
+    for e in arguments:
+        f = parse(e["output"]["formula"])
+        assert f.op == "→" and f.left.op == "∧", e["natural_language_input"]
+        forms.add(pattern(f))
+        for sentence in e["natural_language_input"].split(". ")[1:]:
+            assert sentence[0].isupper(), e["natural_language_input"]
+        assert not consistency_problems(e)
+    # modus ponens, modus tollens, disjunctive syllogism, the fallacies and the chain all occur
+    assert len(forms) >= 6, forms
 
 
 def _clause(subject, person, gender, kind, lemma, complement, tense="pres", reflexive=False):

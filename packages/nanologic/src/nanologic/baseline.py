@@ -147,6 +147,14 @@ class RuleFormalizer:
         parts = [p for p in re.split(r";\s*|(?<!\b\w)\.\s+(?=[A-ZÁÉÍÓÚÑ¿¡])", text) if p.strip(_STRIP)]
         if len(parts) < 2:
             return None
+        premises, conclusion = _conclusion_split(parts)
+        if conclusion is not None:
+            r.connectors.append((AND, conclusion[0]))
+            r.connectors.append((IMPLIES, conclusion[0]))
+            body = self._sentences("; ".join(premises), _fold("; ".join(premises)), r)
+            if body is None:
+                body = self._parse(premises[0], r)
+            return Binary(IMPLIES, body, self._parse(conclusion[1], r))
         nodes = []
         for part in parts:
             part = part.strip(_STRIP)
@@ -523,6 +531,23 @@ _PURPOSE_WORDS = ("para que", "para")
 def _rest_after(text: str, cue: str) -> str:
     """``text`` after its opening ``cue``, stripped."""
     return text[len(cue) :].strip(_STRIP)
+
+
+def _conclusion_split(parts: list[str]) -> tuple[list[str], tuple[str, str] | None]:
+    """An argument's premises and (cue, conclusion) when its last sentence opens with a
+    conclusion cue ("Por lo tanto, no llueve") or says one after a comma ("no como, luego no
+    tengo hambre", but not the "entonces" of "si A, entonces B"); else (parts, None)."""
+    last = parts[-1].strip(_STRIP)
+    low = _fold(last)
+    for cue in _cues("conclusion"):
+        if _starts_with(low, cue):
+            return parts[:-1], (cue, _rest_after(last, cue))
+    if not any(_starts_with(low, c) for c in _cues("conditional")):
+        for cue in _cues("conclusion"):
+            at = low.find(f", {cue} ")
+            if at > 0:
+                return parts[:-1] + [last[:at]], (cue, last[at + len(cue) + 2 :].strip(_STRIP))
+    return parts, None
 
 
 def _contrast_or(role: str) -> tuple[str, ...]:

@@ -122,6 +122,9 @@ CUES: dict[str, tuple[str, ...]] = {
         "de todas formas",
     ),  # "o A o no, pero B de todos modos": (A ∨ ¬A) ∧ B
     "both_conditions": ("tanto si", "como si"),  # "tanto si A como si B, C": (A → C) ∧ (B → C)
+    # Opens the conclusion of an argument said in several sentences: "Si A, B. No B. Por lo
+    # tanto, no A." is ((A → B) ∧ ¬B) → ¬A, the premises joined, implying the conclusion.
+    "conclusion": ("por lo tanto", "luego", "así que", "en consecuencia", "por consiguiente", "entonces"),
 }
 
 
@@ -611,6 +614,7 @@ FAMILIES = (
     "infinitive_condition",
     "tautology",
     "tanto_si",
+    "argument",
 )
 
 
@@ -684,6 +688,8 @@ def _skeleton(family: str, b: SentenceBuilder, d: _Draw) -> Phrase:
         f = Binary(AND, premise.formula, cond.formula)
         word = rng.choice(["dado que", "ya que", "puesto que"])
         return _cat(f, f"{word} ", Phrase("", f, [], [(AND, word)]), premise, ", ", cond)
+    if family == "argument":
+        return _argument(b, d)
     if family == "negated_conditional":
         a, c = d.lit(), d.lit()
         inner = Binary(IMPLIES, b.lit(a).formula, b.lit(c).formula)
@@ -691,6 +697,49 @@ def _skeleton(family: str, b: SentenceBuilder, d: _Draw) -> Phrase:
         cue = Phrase("", negated, [], [(NOT, "no es cierto que"), (IMPLIES, "si...entonces")])
         return _cat(negated, "no es cierto que, si ", cue, b.lit(a, "ante"), ", entonces ", b.lit(c))
     raise ValueError(f"unknown family {family!r}")
+
+
+# Two-premise argument forms: the minor premise and the conclusion as (which literal, flipped?),
+# over the major premise's literals a and c ("chain": a → c, c → e, so a → e).
+_ARGUMENT_FORMS = {
+    "modus_ponens": (("a", False), ("c", False)),
+    "modus_tollens": (("c", True), ("a", True)),
+    "disjunctive_syllogism": (("a", True), ("c", False)),
+    "affirming_the_consequent": (("c", False), ("a", False)),
+    "denying_the_antecedent": (("a", True), ("c", True)),
+    "chain": None,
+}
+
+
+def _argument(b: SentenceBuilder, d: _Draw) -> Phrase:
+    """An argument said in several sentences, as textbooks write them: "Si llueve, me mojo. No me
+    mojo. Por lo tanto, no llueve." The premises are joined and imply the conclusion:
+    ((a → c) ∧ ¬c) → ¬a. Valid forms and the two classic fallacies alike (formalising is not
+    judging validity)."""
+    rng = b.rng
+    form = rng.choice(list(_ARGUMENT_FORMS))
+    a, c = d.lit(), d.lit()
+    if form == "disjunctive_syllogism":
+        major = b.group([a, c], "or")
+    else:
+        major = b.simple_conditional(_reuse(b, a), _reuse(b, c))
+    if form == "chain":
+        e = d.lit()
+        minor = b.simple_conditional(_reuse(b, c), _reuse(b, e))
+        conclusion = b.simple_conditional(_reuse(b, a), _reuse(b, e))
+    else:
+        spec = _ARGUMENT_FORMS[form]
+        assert spec is not None
+        chosen = [{"a": a, "c": c}[which] for which, _ in spec]
+        minor, conclusion = (
+            b.lit(Literal(lit.clause_id, lit.negated != flip)) for lit, (_, flip) in zip(chosen, spec)
+        )
+    f = Binary(IMPLIES, Binary(AND, major.formula, minor.formula), conclusion.formula)
+    word = rng.choice(CUES["conclusion"])
+    cue = Phrase("", f, [], [(AND, word), (IMPLIES, word)])
+    if rng.random() < 0.7:
+        return _cat(f, major, ". ", minor, f". {word.capitalize()}, ", cue, conclusion)
+    return _cat(f, major, "; ", minor, f", {word} ", cue, conclusion)
 
 
 # SentenceBuilder.conditional's styles, in the order its random choice indexes them.
@@ -814,6 +863,8 @@ def _binaries(node: Node) -> Iterator[Binary]:
 
 
 def _sentence_case(text: str) -> str:
+    """Capital first letter, and after each full stop of a text in several sentences (arguments)."""
+    text = re.sub(r"(\. )(\w)", lambda m: m.group(1) + m.group(2).upper(), text)
     return text[0].upper() + text[1:] + "."
 
 
@@ -923,6 +974,7 @@ _WEIGHTS = {
     "infinitive_condition": 4,
     "tautology": 2,
     "tanto_si": 2,
+    "argument": 3,
 }
 
 
