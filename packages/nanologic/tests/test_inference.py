@@ -17,7 +17,7 @@ from nanologic.data import (
 )
 from nanologic.errors import NanologicError
 from nanologic.generator import generate
-from nanologic.inference import Formalizer, has_redundant_definition, uncovered_words
+from nanologic.inference import Formalizer, first_complete_formula, has_redundant_definition, uncovered_words
 from nanologic.logic import parse
 from nanologic.model import NanoLogic, NanoLogicConfig, build_config
 
@@ -198,6 +198,32 @@ def test_formalize_normalises_definitions_and_keeps_the_raw_answer(formalizer, m
     assert result["raw"] == raw
     monkeypatch.setattr(formalizer, "normalize_definitions", False)
     assert formalizer.formalize([sentence])[0]["atoms"]["q"] == "firma el plan"
+
+
+@pytest.mark.parametrize(
+    ("runaway", "letters", "cut"),
+    [
+        ("¬(p → q ↔ q → ¬q ↔ ¬p ∨ q → ¬q ∧ q", {"p", "q"}, "¬(p → q)"),
+        ("(p → q) ∧ (q ∧ q → ¬q ∧ (q ∧ (q", {"p", "q"}, "p → q"),
+        ("p ∧ (q → r ∨ r → p ∧ (q → r ↔ r", {"p", "q", "r"}, "p ∧ (q → r)"),
+        # never a whole formula over the declared letters, or not a formula's start at all
+        ("(p ∨ q) → (((q ∨ (p ∧ (((q ∨ q", {"p", "q", "r"}, None),
+        ("p ∧ q))", {"p", "q", "r"}, None),
+    ],
+)
+def test_a_runaway_formula_is_cut_where_it_first_was_whole(runaway, letters, cut):
+    assert first_complete_formula(runaway, letters) == cut
+
+
+def test_formalize_cuts_a_runaway_formula_and_keeps_the_raw_answer(formalizer, monkeypatch):
+    raw = f"{ATOMS} p: estudias | q: suspendes ¬ {CONNECTORS} ¬: no pasa que {FORMULA} ¬(p → q ↔ q → p ∧ ¬(q"
+    monkeypatch.setattr(formalizer, "generate_raw", lambda sentences, batch_size=64: [raw])
+    (result,) = formalizer.formalize(["No pasa que si estudias, suspendas."])
+    assert result["valid_formula"] and result["formula_cut"] and result["raw"] == raw
+    assert parse(result["formula"]) == parse("¬(p → ¬q)")  # the declared mark sets q's sign
+    whole = f"{ATOMS} p: estudias | q: suspendes {CONNECTORS} →: si {FORMULA} p → q {EOS}"
+    monkeypatch.setattr(formalizer, "generate_raw", lambda sentences, batch_size=64: [whole])
+    assert not formalizer.formalize(["Si estudias, suspendes."])[0]["formula_cut"]
 
 
 def test_generate_raw_with_and_without_repair_parses(formalizer):

@@ -15,13 +15,27 @@ from nanologic.data import (
     ATOMS,
     CONNECTORS,
     EOS,
+    FORMULA,
     formalization_result,
     normalize_text,
     prompt_text,
 )
 from nanologic.errors import NanologicError
 from nanologic.grammar import CONNECTIVE_WORDS
-from nanologic.logic import NOT, Atom, Binary, Node, Not, atom_letters, atoms, connectors_used, parse, rename
+from nanologic.logic import (
+    NOT,
+    Atom,
+    Binary,
+    Node,
+    Not,
+    atom_letters,
+    atoms,
+    connectors_used,
+    parse,
+    rename,
+    to_unicode,
+    try_parse,
+)
 from nanologic.model import NanoLogic, NanoLogicConfig
 from nanologic.normalize import (
     FUNCTION_WORDS,
@@ -417,11 +431,53 @@ class Formalizer:
                 raise NanologicError(f"sentence {number} ({sentence!r}) has no words to formalise")
         normalised = [normalize_cue_spelling(normalize_text(s)) for s in sentences]
         texts = self.generate_raw(normalised, batch_size)
-        results = [formalization_result(text, self.model.config.polarity_marks) for text in texts]
+        results = [self._result(text) for text in texts]
         if self.normalize_definitions:
             for result, sentence in zip(results, normalised):
                 result["atoms"] = normalize_definitions(result["atoms"], sentence)
         return results
+
+    def _result(self, text: str) -> dict:
+        """:func:`formalization_result` of a decoded answer; a formula that ran into the token
+        limit is cut where it first was complete (:func:`first_complete_formula`), with
+        ``formula_cut`` set and the model's text kept in ``raw``."""
+        result = formalization_result(text, self.model.config.polarity_marks)
+        result["formula_cut"] = False
+        if result["valid_formula"] or FORMULA not in text:
+            return result
+        head, _, tail = text.partition(FORMULA)
+        cut = first_complete_formula(tail.split(EOS)[0], set(result["atoms"]))
+        if cut is None:
+            return result
+        result = formalization_result(f"{head}{FORMULA} {cut} {EOS}", self.model.config.polarity_marks)
+        result.update(raw=text, formula_cut=True)
+        return result
+
+
+_FORMULA_SYMBOL_RE = re.compile(r"[a-z][0-9]*|[¬∧∨→↔()]")
+
+
+def first_complete_formula(text: str, letters: set[str]) -> str | None:
+    """The shortest prefix of a runaway formula that, its open parentheses closed, parses and uses
+    every declared letter (Unicode, normalised), or None when no prefix does.
+
+    A small model's greedy decoding can loop inside the formula until the token limit
+    ("¬(p → q ↔ q → ¬q ↔ …" for "No pasa que si estudias, suspendas"); under the answer grammar
+    every prefix is the start of a formula, so the first point where it was a whole formula over
+    the sentence's atoms is the model's own reading before the loop (here ``¬(p → q)``).
+    """
+    symbols = _FORMULA_SYMBOL_RE.findall(text)
+    depth = 0
+    for end, symbol in enumerate(symbols, 1):
+        depth += {"(": 1, ")": -1}.get(symbol, 0)
+        if depth < 0:
+            return None
+        if symbol in "(¬∧∨→↔":
+            continue
+        node = try_parse(" ".join(symbols[:end]) + ")" * depth)
+        if node is not None and set(atoms(node)) >= letters:
+            return to_unicode(node)
+    return None
 
 
 def has_redundant_definition(definitions: list[str]) -> bool:
