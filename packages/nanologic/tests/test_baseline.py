@@ -49,6 +49,8 @@ from nanologic.logic import parse
         ),
         ("Si tengo hambre, como; no como, luego no tengo hambre.", "((p → q) ∧ ¬q) → ¬p", None),
         ("O es de día o es de noche. No es de día. Entonces, es de noche.", "((p ∨ q) ∧ ¬p) → q", None),
+        # a relation in symbols: "≠" is the negation of "="
+        ("Si x ≠ 2, entonces y > 1.", "¬p → q", ["x = 2", "y > 1"]),
         # "si A, entonces B" after a full stop stays a conditional, not a conclusion
         ("Hace frío. Si llueve, entonces me quedo en casa.", "p ∧ (q → r)", None),
     ],

@@ -44,6 +44,16 @@ def test_gold_answers_are_accepted(records, tokenizer, compiler):
         assert accepts(compiler, tokenizer, grounded_grammar(r["natural_language_input"]), answer), r
 
 
+def test_relations_in_symbols_are_written_and_read(tokenizer, compiler):
+    # "<" standing alone is a relation (it cannot start "<|eos|>"); "≠" is read as ¬ over "="
+    sentence = "Si x ≠ 2, entonces z − n < n."
+    answer = "<|atoms|> p: x = 2 ¬ | q: z − n < n <|connectors|> →: si | ¬: ≠ <|formula|> ¬p → q <|eos|>"
+    assert accepts(compiler, tokenizer, answer_grammar(), answer)
+    assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer)
+    assert not accepts(compiler, tokenizer, grounded_grammar(sentence), answer.replace("x = 2", "x = 3"))
+    assert not accepts(compiler, tokenizer, answer_grammar(), answer.replace("n < n", "n <n"))
+
+
 @pytest.mark.parametrize(
     "answer",
     [

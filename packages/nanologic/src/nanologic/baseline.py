@@ -489,7 +489,10 @@ class RuleFormalizer:
         for neg in _cues("negation"):
             lowered = [w.lower().strip(_STRIP) for w in words]
             if neg in lowered:
-                del words[lowered.index(neg)]
+                if neg == "≠":  # "x ≠ 2" is ¬(x = 2): the relation stays, affirmative
+                    words[lowered.index(neg)] = "="
+                else:
+                    del words[lowered.index(neg)]
                 negated = True
                 r.connectors.append((NOT, neg))
                 break

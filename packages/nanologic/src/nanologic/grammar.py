@@ -298,7 +298,7 @@ def _joins_terms(tokens: list[str], index: int) -> bool:
 
 # A word of the sentence for the grounded grammar: Spanish words, numbers (with a percent sign)
 # and the relation and operator symbols of mathematical sentences ("x + y = 3").
-_READING_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[=+<>≤≥≠]")
+_READING_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[=+\-−<>≤≥≠]")
 _SYMBOL_VARIANTS = {"≠": ("=",)}  # "x ≠ y" is ¬(x = y): the definition is the affirmative "x = y"
 
 
@@ -423,10 +423,11 @@ def _grammar(definition_rules: list[str], max_atoms: int) -> str:
 
 
 def answer_grammar(max_atoms: int = MAX_ATOMS) -> str:
-    """The GBNF grammar of a well-formed answer (definitions: any words without | < or newline)."""
+    """The GBNF grammar of a well-formed answer (definitions: words without | < : or newline, or
+    the relation "<" standing alone, as in "x < 3"; a "<" inside a word could start "<|eos|>")."""
     if not 1 <= max_atoms <= 26:
         raise ValueError(f"max_atoms must be in 1..26, got {max_atoms}")
-    return _grammar(['def ::= word (" " word)*', "word ::= [^ |<:\\n]+"], max_atoms)
+    return _grammar(['def ::= word (" " word)*', 'word ::= [^ |<:\\n]+ | "<"'], max_atoms)
 
 
 def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS) -> str:
