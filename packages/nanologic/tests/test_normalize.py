@@ -71,7 +71,8 @@ def test_cue_spellings_the_generator_does_not_use_are_folded():
 
     assert normalize_cue_spelling("Iré sí y sólo sí me dan el alta.") == "Iré si y solo si me dan el alta."
     assert normalize_cue_spelling("Sólo si llueve, sí salgo.") == "Solo si llueve, sí salgo."
-    unchanged = "Yo sí quiero, y sólo entonces sigo."
+    assert normalize_cue_spelling("x + y = 2 ó x + y = 0.") == "x + y = 2 o x + y = 0."
+    unchanged = "Yo sí quiero, y sólo entonces sigo; la canción ó."
     assert normalize_cue_spelling(unchanged) == unchanged
 
 

@@ -218,17 +218,20 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
 
 
 # Spellings of the cue inventory's phrases that writers use and the generator does not: the
-# accented "sí y sólo sí" (6 of data/dev_real.jsonl's biconditionals) and "sólo si".
+# accented "sí y sólo sí" (6 of data/dev_real.jsonl's biconditionals), "sólo si", and the "ó"
+# that older texts write between numbers ("x + y = 2 ó x + y = 0", the RAE's rule before 2010).
 _CUE_SPELLINGS = (
     (re.compile(r"(?<!\w)([Ss])[ií] y s[oó]lo s[ií](?!\w)"), r"\1i y solo si"),
     (re.compile(r"(?<!\w)([Ss])ólo si(?!\w)"), r"\1olo si"),
+    (re.compile(r"(?<=\s)ó(?=\s)"), "o"),
 )
 
 
 def normalize_cue_spelling(sentence: str) -> str:
     """``sentence`` with the cue spellings the generator does not use written as it does.
 
-    "Iré sí y sólo sí me dan el alta" -> "Iré si y solo si me dan el alta"; "Sólo si" -> "Solo si".
+    "Iré sí y sólo sí me dan el alta" -> "Iré si y solo si me dan el alta"; "Sólo si" -> "Solo si";
+    "x = 2 ó x = 0" -> "x = 2 o x = 0".
     Applied to a sentence before it is decoded (:class:`nanologic.inference.Formalizer`, llama.cpp).
     """
     for pattern, replacement in _CUE_SPELLINGS:
