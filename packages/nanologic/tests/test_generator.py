@@ -245,36 +245,10 @@ def test_arguments_join_their_premises_and_imply_the_conclusion(examples):
         assert f.op == "→" and f.left.op == "∧", e["natural_language_input"]
         forms.add(pattern(f))
         for sentence in e["natural_language_input"].split(". ")[1:]:
-            assert sentence[0].isupper() or re.match(r"[a-z0-9]+²? [=<>≠+−-]", sentence), e[
-                "natural_language_input"
-            ]
+            assert sentence[0].isupper(), e["natural_language_input"]
         assert not consistency_problems(e)
     # modus ponens, modus tollens, disjunctive syllogism, the fallacies and the chain all occur
     assert len(forms) >= 6, forms
-
-
-def test_mathematics_writes_relations_in_symbols(examples):
-    # "x + y = 3", "c² = a² + b²", "x > z"; negated, an equation is said with "≠" and defined with
-    # "=" (¬(x = 2)), an inequality with "no es cierto que" before it
-    sampler = ClauseSampler(random.Random(0), "matemáticas")
-    term = r"\w+²?(?: [+−-] \w+²?)?"
-    for clause in (sampler.symbolic_clause() for _ in range(200)):
-        assert re.fullmatch(f"{term} [=<>] {term}", clause.definition), clause.definition
-        if " = " in clause.definition:
-            assert clause.text(negated=True) == clause.definition.replace(" = ", " ≠ ")
-            assert clause.negation_cue == "≠"
-        else:
-            assert clause.text(negated=True) == f"no es cierto que {clause.definition}"
-    said_unequal = [e for e in examples if "≠" in e["natural_language_input"]]
-    assert len(said_unequal) >= 20
-    for e in said_unequal:
-        definitions = [a["definition"] for a in e["thought"]["identified_atoms"]]
-        assert not any("≠" in d for d in definitions) and "¬" in e["output"]["formula"]
-        assert ["¬", "≠"] in [
-            [c["connector"], c["natural_language_cue"]] for c in e["thought"]["identified_connectors"]
-        ]
-    # a variable that opens the sentence keeps its case
-    assert any(re.match(r"[a-z]²? [=<>≠+−-]", e["natural_language_input"]) for e in examples)
 
 
 def _clause(subject, person, gender, kind, lemma, complement, tense="pres", reflexive=False):

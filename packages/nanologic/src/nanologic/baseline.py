@@ -486,13 +486,14 @@ class RuleFormalizer:
     def _clause(self, text: str, r: _Reading) -> Node:
         words = text.strip(_STRIP).split()
         negated = False
-        for neg in _cues("negation"):
+        if "≠" in words:  # "x ≠ 2" is ¬(x = 2): the relation stays, affirmative
+            words[words.index("≠")] = "="
+            negated = True
+            r.connectors.append((NOT, "≠"))
+        for neg in () if negated else _cues("negation"):
             lowered = [w.lower().strip(_STRIP) for w in words]
             if neg in lowered:
-                if neg == "≠":  # "x ≠ 2" is ¬(x = 2): the relation stays, affirmative
-                    words[lowered.index(neg)] = "="
-                else:
-                    del words[lowered.index(neg)]
+                del words[lowered.index(neg)]
                 negated = True
                 r.connectors.append((NOT, neg))
                 break

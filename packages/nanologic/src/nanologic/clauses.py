@@ -73,7 +73,6 @@ COORDINABLE_SLOTS = frozenset(
 P_ADVERBIAL = 0.35  # share of predicates that get a time or place adverbial
 P_NOVEL = 0.2  # share of noun and name slots filled with a pseudo-word (lexicon.novel_filler)
 P_BARE = 0.25  # share of people's predicates that are a bare verb (lexicon.BARE_VERBS)
-P_SYMBOLIC = 0.35  # share of mathematics clauses written in symbols ("x + y = 3")
 SUBJECT_MARK = "\x01", "\x02"  # around a subject that a later identical subject may elide
 
 _CLITICS = ("me", "te", "se", "nos", "os", "se")
@@ -144,8 +143,6 @@ class Clause:
     ante_indicative: str = ""  # after "si"/"cuando" a future is said in the present
     subj: Subject | None = None
     pred: Predicate | None = None
-    negated_text: str = ""  # said negated in every mood, when not "no" + predicate ("x ≠ 2")
-    negation_cue: str = "no"  # the cue of that negation
 
     def text(self, negated: bool = False, mood: str = "ind", tampoco: bool = False, mark: bool = True) -> str:
         """Surface text; ``mood`` is "ind", "sub", "inf" (infinitive, no subject) or "ante" (the
@@ -154,8 +151,6 @@ class Clause:
         With ``mark`` a named subject is wrapped in :data:`SUBJECT_MARK` so that the generator can
         elide it when the previous clause had the same subject ("Juan estudia y aprueba").
         """
-        if negated and self.negated_text and not tampoco:
-            return self.negated_text
         negation = "tampoco" if tampoco else ("no" if negated else "")
         if mood == "inf":
             return " ".join(part for part in (negation, self.infinitive) if part)
@@ -307,63 +302,9 @@ class ClauseSampler:
         self.used.add(clause.sub_definition.lower())
         return clause
 
-    def _term(self) -> str:
-        var, number = self.filler("VAR"), self.rng.choice(FILLERS["SMALLNUM"][:10] + ["0", "1"])
-        minus = self.rng.choice(("−", "-"))
-        other = self.filler("VAR")
-        while other == var:
-            other = self.filler("VAR")
-        return self.rng.choice(
-            [
-                var,
-                var,
-                f"{var} + {other}",
-                f"{var} {minus} {other}",
-                f"{var} + {number}",
-                f"{var}²",
-                f"2{var}",
-            ]
-        )
-
-    def symbolic_clause(self) -> Clause:
-        """A relation written in symbols, as mathematics textbooks do: "x + y = 3", "c² = a² + b²",
-        "x > z". Negated, an equation is said with "≠" ("x ≠ 2" is ¬(x = 2), defined "x = 2") and
-        an inequality with "no es cierto que" before it."""
-        for _ in range(100):
-            left = self._term()
-            relation = self.rng.choice(("=", "=", "=", "<", ">"))
-            right = self.rng.choice(
-                [self.filler("VAR"), self.rng.choice(FILLERS["SMALLNUM"][:20] + ["0", "1"]), self._term()]
-            )
-            if left == right:
-                continue
-            text = f"{left} {relation} {right}"
-            if relation == "=":
-                negated, cue = f"{left} ≠ {right}", "≠"
-            else:
-                negated, cue = f"no es cierto que {text}", "no"
-            clause = Clause(
-                subject="",
-                indicative=text,
-                subjunctive=text,
-                block=self.block,
-                sub_indicative=text,
-                ante_indicative=text,
-                subj=Subject("", 2, "m", "symbolic"),
-                negated_text=negated,
-                negation_cue=cue,
-            )
-            if self._accept(clause) is not None:
-                return clause
-        raise RuntimeError("could not draw a fresh symbolic clause")
-
     # -- clauses --------------------------------------------------------------------------------
-    def clause(self, same_subject_as: Clause | None = None, symbolic: bool = True) -> Clause:
-        """A fresh clause; with ``same_subject_as`` it keeps that clause's subject when it can.
-        In mathematics a share ``P_SYMBOLIC`` of clauses are relations in symbols (unless
-        ``symbolic`` is False: a construction that needs a verb)."""
-        if symbolic and self.block == "matemáticas" and self.rng.random() < P_SYMBOLIC:
-            return self.symbolic_clause()
+    def clause(self, same_subject_as: Clause | None = None) -> Clause:
+        """A fresh clause; with ``same_subject_as`` it keeps that clause's subject when it can."""
         for _ in range(100):
             subj = self.subject()
             previous = same_subject_as.subj if same_subject_as is not None else None

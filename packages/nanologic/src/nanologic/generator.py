@@ -82,7 +82,7 @@ _CUE_NOTES = {
 # cue). Public so that the baseline formaliser and the evaluation's "cue unknown" category read the
 # generator's inventory instead of copying it; a test checks that every cue an example records is here.
 CUES: dict[str, tuple[str, ...]] = {
-    "negation": ("no", "tampoco", "≠"),  # inside a clause: negates that clause ("x ≠ 2": ¬(x = 2))
+    "negation": ("no", "tampoco"),  # inside a clause: negates that clause
     "negation_prefix": (
         "no es cierto que",
         "es falso que",
@@ -190,7 +190,7 @@ class SentenceBuilder:
         if tampoco:
             atom, cues = Not(atom), [(NOT, "tampoco")]
         elif literal.negated:
-            atom, cues = Not(atom), [(NOT, clause.negation_cue)]
+            atom, cues = Not(atom), [(NOT, "no")]
         text = clause.text(literal.negated and not tampoco, mood, tampoco)
         subs = [literal.clause_id] if normalises(clause, mood) else []
         return Phrase(text, atom, [literal.clause_id], cues, subs)
@@ -538,8 +538,8 @@ class _Draw:
         if kind.startswith("pred") or kind == "tanto":
             a, b = self.sampler.shared_predicate_pair()
         elif kind == "vp_nor":
-            a = self.sampler.clause(symbolic=False)  # "Pedro no estudia ni trabaja": verbs
-            b = self.sampler.clause(same_subject_as=a, symbolic=False)
+            a = self.sampler.clause()
+            b = self.sampler.clause(same_subject_as=a)
             if b.subject != a.subject:
                 a, b = self.sampler.shared_verb_pair()
         else:
@@ -864,14 +864,8 @@ def _binaries(node: Node) -> Iterator[Binary]:
 
 def _sentence_case(text: str) -> str:
     """Capital first letter, and after each full stop of a text in several sentences (arguments)."""
-    sentences = [
-        part if _STARTS_WITH_VARIABLE.match(part) else part[:1].upper() + part[1:]  # "x = 3": keeps "x"
-        for part in text.split(". ")
-    ]
-    return ". ".join(sentences) + "."
-
-
-_STARTS_WITH_VARIABLE = re.compile(r"[a-z]²?(?: [=+\-−<>≠]|²)")
+    text = re.sub(r"(\. )(\w)", lambda m: m.group(1) + m.group(2).upper(), text)
+    return text[0].upper() + text[1:] + "."
 
 
 def _thought(atoms_list: list[dict], connectors: list[dict], formula: Node) -> list[dict]:

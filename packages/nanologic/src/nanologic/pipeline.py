@@ -151,10 +151,7 @@ def _stem(word: str) -> str:
 
 
 def _stems(text: str) -> set[str]:
-    """Content-word stems; a one-letter word is kept when it is a variable ("a = y", not "a casa")."""
-    words = _WORD.findall(text.lower())
-    symbolic = bool(re.search(r"[=<>≠+−²]", text))
-    return {_stem(w) for w in words if w not in _STOP or (symbolic and len(w) == 1)}
+    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP}
 
 
 def consistency_problems(ex: dict) -> list[str]:
