@@ -431,27 +431,28 @@ class Formalizer:
                 raise NanologicError(f"sentence {number} ({sentence!r}) has no words to formalise")
         normalised = [normalize_cue_spelling(normalize_text(s)) for s in sentences]
         texts = self.generate_raw(normalised, batch_size)
-        results = [self._result(text) for text in texts]
+        results = [answer_result(text, self.model.config.polarity_marks) for text in texts]
         if self.normalize_definitions:
             for result, sentence in zip(results, normalised):
                 result["atoms"] = normalize_definitions(result["atoms"], sentence)
         return results
 
-    def _result(self, text: str) -> dict:
-        """:func:`formalization_result` of a decoded answer; a formula that ran into the token
-        limit is cut where it first was complete (:func:`first_complete_formula`), with
-        ``formula_cut`` set and the model's text kept in ``raw``."""
-        result = formalization_result(text, self.model.config.polarity_marks)
-        result["formula_cut"] = False
-        if result["valid_formula"] or FORMULA not in text:
-            return result
-        head, _, tail = text.partition(FORMULA)
-        cut = first_complete_formula(tail.split(EOS)[0], set(result["atoms"]))
-        if cut is None:
-            return result
-        result = formalization_result(f"{head}{FORMULA} {cut} {EOS}", self.model.config.polarity_marks)
-        result.update(raw=text, formula_cut=True)
+
+def answer_result(text: str, polarity_marks: bool) -> dict:
+    """:func:`formalization_result` of a decoded answer (any backend); a formula that ran into the
+    token limit is cut where it first was complete (:func:`first_complete_formula`), with
+    ``formula_cut`` set and the model's text kept in ``raw``."""
+    result = formalization_result(text, polarity_marks)
+    result["formula_cut"] = False
+    if result["valid_formula"] or FORMULA not in text:
         return result
+    head, _, tail = text.partition(FORMULA)
+    cut = first_complete_formula(tail.split(EOS)[0], set(result["atoms"]))
+    if cut is None:
+        return result
+    result = formalization_result(f"{head}{FORMULA} {cut} {EOS}", polarity_marks)
+    result.update(raw=text, formula_cut=True)
+    return result
 
 
 _FORMULA_SYMBOL_RE = re.compile(r"[a-z][0-9]*|[¬∧∨→↔()]")

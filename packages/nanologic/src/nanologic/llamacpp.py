@@ -4,7 +4,7 @@ The model runs in llama.cpp, not PyTorch: the prompt is text (``<|bos|><|input|>
 <|output|>``, after the NFC and whitespace normalisation of :func:`nanologic.data.normalize_text`,
 since llama.cpp applies no normaliser), the answer is the text llama.cpp renders with its
 defaults (the section markers are USER_DEFINED tokens, so they are printed), and the result is
-parsed with the same :func:`nanologic.data.formalization_result` as the PyTorch path. Decoding is
+parsed with the same :func:`nanologic.inference.answer_result` as the PyTorch path. Decoding is
 greedy (``temperature=0``, ``repeat_penalty=1``) with an F32 KV cache, so it follows PyTorch's
 greedy choices; the PyTorch path's repeated-atom repair is not run here (compare with
 ``Formalizer(..., repair_tries=0)``).
@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nanologic.data import EOS, formalization_result, normalize_text, prompt_text
+from nanologic.data import EOS, normalize_text, prompt_text
 from nanologic.errors import NanologicError
 
 GRAMMAR_KEY = "nanologic.answer_grammar"
@@ -161,11 +161,12 @@ class LlamaCppFormalizer:
         ``batch_size`` is accepted for interface parity; llama-cpp-python decodes one sequence
         at a time.
         """
+        from nanologic.inference import answer_result
         from nanologic.normalize import normalize_cue_spelling, normalize_definitions
 
         results = []
         for sentence in (normalize_cue_spelling(normalize_text(s)) for s in sentences):
-            result = formalization_result(self.complete(sentence), self.polarity_marks)
+            result = answer_result(self.complete(sentence), self.polarity_marks)
             if self.normalize_definitions:
                 result["atoms"] = normalize_definitions(result["atoms"], sentence)
             results.append(result)
