@@ -209,6 +209,9 @@ def test_formalize_normalises_definitions_and_keeps_the_raw_answer(formalizer, m
         # never a whole formula over the declared letters, or not a formula's start at all
         ("(p ∨ q) → (((q ∨ (p ∧ (((q ∨ q", {"p", "q", "r"}, None),
         ("p ∧ q))", {"p", "q", "r"}, None),
+        # ASCII spellings are read as the parser reads them; text after the formula is not
+        ("p -> q & q <-> p |", {"p", "q"}, "p → q"),
+        ("p ∧ q ya está", {"p", "q"}, "p ∧ q"),
     ],
 )
 def test_a_runaway_formula_is_cut_where_it_first_was_whole(runaway, letters, cut):

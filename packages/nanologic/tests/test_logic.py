@@ -11,6 +11,7 @@ from nanologic.logic import (
     depth,
     equivalent,
     format_truth_table,
+    formula_tokens,
     is_tautology,
     main_connector,
     parse,
@@ -135,3 +136,16 @@ def test_a_formula_string_is_parsed_once_into_a_typed_record():
     for _ in range(2):  # a bad formula raises every time (errors are not cached)
         with pytest.raises(FormulaError):
             parsed("p ->")
+
+
+def test_formula_tokens_read_both_spellings_and_stop_at_other_text() -> None:
+    assert formula_tokens("¬(p1 -> q)") == [
+        ("not", "¬"),
+        ("lpar", "("),
+        ("atom", "p1"),
+        ("imp", "->"),
+        ("atom", "q"),
+        ("rpar", ")"),
+    ]
+    assert formula_tokens("p ∧ q; ya") == [("atom", "p"), ("and", "∧"), ("atom", "q")]
+    assert formula_tokens("") == []

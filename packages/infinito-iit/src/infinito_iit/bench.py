@@ -66,6 +66,10 @@ def measure_training(
     x = torch.randint(
         0, min(c.vocab_size for c in configs.values()), (batch_size, seq_len + 1), device=device
     )
+    if compile:
+        # Every variant is a new module whose forward Dynamo guards separately; without a reset the
+        # second precision's variants pass the recompile limit (8) and silently run eager.
+        torch._dynamo.reset()
     fns = {}
     for name, cfg in configs.items():
         model = InfinitoLM(cfg).to(device).train()

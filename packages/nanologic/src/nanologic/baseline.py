@@ -103,14 +103,12 @@ class RuleFormalizer:
         self.normalize_definitions = normalize_definitions
 
     def formalize(self, sentences: Sequence[str], batch_size: int = 0) -> list[dict]:
-        from nanologic.data import normalize_text
-        from nanologic.normalize import normalize_definitions
+        from nanologic.normalize import normalize_results, prepare_sentence
 
         results = [self.formalize_one(s) for s in sentences]
-        if self.normalize_definitions:
-            for result, sentence in zip(results, sentences):
-                result["atoms"] = normalize_definitions(result["atoms"], normalize_text(sentence))
-        return results
+        if not self.normalize_definitions:
+            return results
+        return normalize_results(results, [prepare_sentence(s) for s in sentences])
 
     def formalize_one(self, sentence: str) -> dict:
         reading = _Reading()

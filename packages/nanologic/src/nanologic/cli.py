@@ -355,14 +355,12 @@ def _evaluate_baseline(
     data: Path, out: Path | None, limit: int | None, normalize_definitions: bool = True
 ) -> int:
     from nanologic.baseline import RuleFormalizer
-    from nanologic.runner import evaluate_formalizer, print_eval
+    from nanologic.configs import DEFAULT_CONSTRAINT
+    from nanologic.runner import default_report_dir, evaluate_formalizer, print_eval
 
-    name = (
-        f"eval-{data.stem}"
-        + ("" if normalize_definitions else "-as-written")
-        + (f"-first{limit}" if limit else "")
+    out = out or default_report_dir(
+        Path("runs") / "baseline-rules", data, DEFAULT_CONSTRAINT, limit, normalize_definitions
     )
-    out = out or Path("runs") / "baseline-rules" / name
     extra = {"formalizer": "rules", "normalize_definitions": normalize_definitions}
     report = evaluate_formalizer(RuleFormalizer(normalize_definitions), data, out, limit=limit, extra=extra)
     print_eval(report)

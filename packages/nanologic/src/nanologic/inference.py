@@ -31,6 +31,7 @@ from nanologic.logic import (
     atom_letters,
     atoms,
     connectors_used,
+    formula_tokens,
     parse,
     rename,
     to_unicode,
@@ -39,9 +40,9 @@ from nanologic.logic import (
 from nanologic.model import NanoLogic, NanoLogicConfig
 from nanologic.normalize import (
     FUNCTION_WORDS,
-    normalize_cue_spelling,
-    normalize_definitions,
+    normalize_results,
     not_content_words,
+    prepare_sentence,
 )
 
 if TYPE_CHECKING:
@@ -429,13 +430,10 @@ class Formalizer:
         for number, sentence in enumerate(sentences, 1):
             if not re.search(r"\w", sentence):
                 raise NanologicError(f"sentence {number} ({sentence!r}) has no words to formalise")
-        normalised = [normalize_cue_spelling(normalize_text(s)) for s in sentences]
-        texts = self.generate_raw(normalised, batch_size)
+        prepared = [prepare_sentence(s) for s in sentences]
+        texts = self.generate_raw(prepared, batch_size)
         results = [answer_result(text, self.model.config.polarity_marks) for text in texts]
-        if self.normalize_definitions:
-            for result, sentence in zip(results, normalised):
-                result["atoms"] = normalize_definitions(result["atoms"], sentence)
-        return results
+        return normalize_results(results, prepared) if self.normalize_definitions else results
 
 
 def answer_result(text: str, polarity_marks: bool) -> dict:
@@ -455,9 +453,6 @@ def answer_result(text: str, polarity_marks: bool) -> dict:
     return result
 
 
-_FORMULA_SYMBOL_RE = re.compile(r"[a-z][0-9]*|[¬∧∨→↔()]")
-
-
 def first_complete_formula(text: str, letters: set[str]) -> str | None:
     """The shortest prefix of a runaway formula that, its open parentheses closed, parses and uses
     every declared letter (Unicode, normalised), or None when no prefix does.
@@ -467,15 +462,15 @@ def first_complete_formula(text: str, letters: set[str]) -> str | None:
     every prefix is the start of a formula, so the first point where it was a whole formula over
     the sentence's atoms is the model's own reading before the loop (here ``¬(p → q)``).
     """
-    symbols = _FORMULA_SYMBOL_RE.findall(text)
+    tokens = formula_tokens(text)
     depth = 0
-    for end, symbol in enumerate(symbols, 1):
-        depth += {"(": 1, ")": -1}.get(symbol, 0)
+    for end, (kind, _) in enumerate(tokens, 1):
+        depth += {"lpar": 1, "rpar": -1}.get(kind, 0)
         if depth < 0:
             return None
-        if symbol in "(¬∧∨→↔":
+        if kind not in ("atom", "rpar"):  # a formula never ends on an operator or "("
             continue
-        node = try_parse(" ".join(symbols[:end]) + ")" * depth)
+        node = try_parse(" ".join(symbol for _, symbol in tokens[:end]) + ")" * depth)
         if node is not None and set(atoms(node)) >= letters:
             return to_unicode(node)
     return None

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nanologic.data import EOS, normalize_text, prompt_text
+from nanologic.data import EOS, prompt_text
 from nanologic.errors import NanologicError
 
 GRAMMAR_KEY = "nanologic.answer_grammar"
@@ -162,12 +162,8 @@ class LlamaCppFormalizer:
         at a time.
         """
         from nanologic.inference import answer_result
-        from nanologic.normalize import normalize_cue_spelling, normalize_definitions
+        from nanologic.normalize import normalize_results, prepare_sentence
 
-        results = []
-        for sentence in (normalize_cue_spelling(normalize_text(s)) for s in sentences):
-            result = answer_result(self.complete(sentence), self.polarity_marks)
-            if self.normalize_definitions:
-                result["atoms"] = normalize_definitions(result["atoms"], sentence)
-            results.append(result)
-        return results
+        prepared = [prepare_sentence(s) for s in sentences]
+        results = [answer_result(self.complete(s), self.polarity_marks) for s in prepared]
+        return normalize_results(results, prepared) if self.normalize_definitions else results

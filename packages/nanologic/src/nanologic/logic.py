@@ -74,8 +74,9 @@ _TOKEN_RE = re.compile(
 _KIND_TO_OP = {"iff": IFF, "imp": IMPLIES, "and": AND, "or": OR, "not": NOT}
 
 
-def _tokenize(text: str) -> list[tuple[str, str, int]]:
-    tokens: list[tuple[str, str, int]] = []
+def _lex(text: str) -> Iterator[tuple[str, str, int]]:
+    """(kind, symbol, offset) of each token; raises :class:`FormulaError` at a character that
+    starts no token."""
     pos = 0
     while pos < len(text):
         if text[pos:].strip() == "":
@@ -85,10 +86,24 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
             bad = pos + (len(text[pos:]) - len(text[pos:].lstrip()))
             raise FormulaError(f"unexpected character {text[bad]!r}", text, bad)
         kind = match.lastgroup or ""
-        start = match.start(kind)
-        tokens.append((kind, match.group(kind), start))
+        yield kind, match.group(kind), match.start(kind)
         pos = match.end()
-    tokens.append(("end", "", len(text)))
+
+
+def _tokenize(text: str) -> list[tuple[str, str, int]]:
+    return [*_lex(text), ("end", "", len(text))]
+
+
+def formula_tokens(text: str) -> list[tuple[str, str]]:
+    """The tokens of ``text`` as ``(kind, symbol)`` pairs, up to the first character that is not
+    part of a formula; kinds are ``atom``, ``not``, ``and``, ``or``, ``imp``, ``iff``, ``lpar``
+    and ``rpar`` (ASCII spellings accepted as :func:`parse` does)."""
+    tokens: list[tuple[str, str]] = []
+    try:
+        for kind, symbol, _ in _lex(text):
+            tokens.append((kind, symbol))
+    except FormulaError:
+        pass
     return tokens
 
 

@@ -227,6 +227,26 @@ _CUE_SPELLINGS = (
 )
 
 
+def prepare_sentence(sentence: str) -> str:
+    """The sentence every formaliser reads: :func:`nanologic.data.normalize_text` (spaces, quotes,
+    Unicode form) then :func:`normalize_cue_spelling`."""
+    from nanologic.data import normalize_text
+
+    return normalize_cue_spelling(normalize_text(sentence))
+
+
+def normalize_results(results: list[dict], sentences: list[str]) -> list[dict]:
+    """Apply :func:`normalize_definitions` to every result's ``atoms`` in place (and return them).
+
+    The one post-processing shared by the PyTorch, llama.cpp and rule formalisers, so the three
+    cannot drift apart. ``sentences`` are the prepared sentences (:func:`prepare_sentence`), one
+    per result, in order.
+    """
+    for result, sentence in zip(results, sentences, strict=True):
+        result["atoms"] = normalize_definitions(result["atoms"], sentence)
+    return results
+
+
 def normalize_cue_spelling(sentence: str) -> str:
     """``sentence`` with the cue spellings the generator does not use written as it does.
 
