@@ -207,7 +207,8 @@ class TrainInputs:
     # CPU threads (0 = auto: up to 2, leaving alone the cores other processes keep busy, where a
     # second thread would make every step several times slower)
     threads: int = 0
-    eval_limit: int | None = None  # evaluate on the first N test examples (default: all)
+    # evaluate on the first N examples of the test split and of the real-sentence set (default: all)
+    eval_limit: int | None = None
 
 
 @dataclass(frozen=True)

@@ -599,13 +599,15 @@ def _evaluate_trained_run(
     report["total_seconds"] = None  # its place in report.json, before dev_real; set once all is done
     if DEV_REAL.is_file():
         console.print(f"[bold]Evaluating[/] on the real-sentence development set {DEV_REAL}")
-        dev = evaluate_run(out, DEV_REAL, out_dir=out / "eval-dev_real")
+        dev = evaluate_run(out, DEV_REAL, limit=eval_limit, out_dir=out / "eval-dev_real")
         keys = ("n_test", "grounded_accuracy", "equivalence_accuracy", "equivalence_any_mapping")
         report["dev_real"] = {k: dev[k] for k in keys}
         report["dev_real"]["error_categories"] = dev.get("error_categories", {})
         print_eval(dev)
         # The same set decoded freely: what the grounded decoding adds (issue 13, part 3).
-        free = evaluate_run(out, DEV_REAL, out_dir=out / "eval-dev_real-free", constraint=None)
+        free = evaluate_run(
+            out, DEV_REAL, limit=eval_limit, out_dir=out / "eval-dev_real-free", constraint=None
+        )
         report["dev_real_free"] = {k: free[k] for k in keys}
     report["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_report(report, rows, out / "eval")
