@@ -106,9 +106,8 @@ class RuleFormalizer:
         from nanologic.normalize import normalize_results, prepare_sentence
 
         results = [self.formalize_one(s) for s in sentences]
-        if not self.normalize_definitions:
-            return results
-        return normalize_results(results, [prepare_sentence(s) for s in sentences])
+        prepared = [prepare_sentence(s) for s in sentences]
+        return normalize_results(results, prepared, self.normalize_definitions)
 
     def formalize_one(self, sentence: str) -> dict:
         reading = _Reading()

@@ -433,7 +433,7 @@ class Formalizer:
         prepared = [prepare_sentence(s) for s in sentences]
         texts = self.generate_raw(prepared, batch_size)
         results = [answer_result(text, self.model.config.polarity_marks) for text in texts]
-        return normalize_results(results, prepared) if self.normalize_definitions else results
+        return normalize_results(results, prepared, self.normalize_definitions)
 
 
 def answer_result(text: str, polarity_marks: bool) -> dict:

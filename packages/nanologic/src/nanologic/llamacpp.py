@@ -166,4 +166,4 @@ class LlamaCppFormalizer:
 
         prepared = [prepare_sentence(s) for s in sentences]
         results = [answer_result(self.complete(s), self.polarity_marks) for s in prepared]
-        return normalize_results(results, prepared) if self.normalize_definitions else results
+        return normalize_results(results, prepared, self.normalize_definitions)

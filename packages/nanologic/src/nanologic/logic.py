@@ -95,9 +95,14 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
 
 
 def formula_tokens(text: str) -> list[tuple[str, str]]:
-    """The tokens of ``text`` as ``(kind, symbol)`` pairs, up to the first character that is not
-    part of a formula; kinds are ``atom``, ``not``, ``and``, ``or``, ``imp``, ``iff``, ``lpar``
-    and ``rpar`` (ASCII spellings accepted as :func:`parse` does)."""
+    """The tokens of ``text`` as ``(kind, symbol)`` pairs, up to the first character that starts
+    no token; kinds are ``atom``, ``not``, ``and``, ``or``, ``imp``, ``iff``, ``lpar`` and ``rpar``
+    (ASCII spellings accepted as :func:`parse` does).
+
+    Lexing only: every lower-case letter is an atom, so words after a formula come back as atoms
+    (``"p ∧ q llueve"`` gives ``p``, ``∧``, ``q``, ``l``, ``l``, …) and ``":"`` ends the tokens
+    (``"p ∧ q: llueve"`` gives three). Where the formula ends is the parser's question
+    (:func:`nanologic.inference.first_complete_formula`)."""
     tokens: list[tuple[str, str]] = []
     try:
         for kind, symbol, _ in _lex(text):

@@ -25,6 +25,7 @@ import functools
 import re
 
 from nanologic.conjugation import INDICATIVE_OF_SUBJUNCTIVE, SUBJUNCTIVE_TENSES, TENSES, conjugate
+from nanologic.data import normalize_text
 
 
 def _words(text: str) -> frozenset[str]:
@@ -230,18 +231,19 @@ _CUE_SPELLINGS = (
 def prepare_sentence(sentence: str) -> str:
     """The sentence every formaliser reads: :func:`nanologic.data.normalize_text` (spaces, quotes,
     Unicode form) then :func:`normalize_cue_spelling`."""
-    from nanologic.data import normalize_text
-
     return normalize_cue_spelling(normalize_text(sentence))
 
 
-def normalize_results(results: list[dict], sentences: list[str]) -> list[dict]:
+def normalize_results(results: list[dict], sentences: list[str], enabled: bool = True) -> list[dict]:
     """Apply :func:`normalize_definitions` to every result's ``atoms`` in place (and return them).
 
     The one post-processing shared by the PyTorch, llama.cpp and rule formalisers, so the three
     cannot drift apart. ``sentences`` are the prepared sentences (:func:`prepare_sentence`), one
-    per result, in order.
+    per result, in order. ``enabled=False`` (the formalisers' ``normalize_definitions`` off)
+    returns the results as written.
     """
+    if not enabled:
+        return results
     for result, sentence in zip(results, sentences, strict=True):
         result["atoms"] = normalize_definitions(result["atoms"], sentence)
     return results
