@@ -188,23 +188,37 @@ def _lexicon_lemmas() -> set[str]:
 
 
 @functools.cache
-def _verb_forms() -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
-    """(form -> lemmas, lemma -> the words of its indicative forms), from the conjugator."""
+def lexicon_conjugations() -> tuple[tuple[str, str, int, str], ...]:
+    """Every ``(lemma, tense, person, form)`` the conjugator gives for the lexicon's verbs, the
+    indicative tenses and the subjunctive ones, persons 0-5 (forms it cannot build are left out).
+
+    The one table behind the grounded grammar's verb variants and the definitions' normalisation
+    (:mod:`nanologic.normalize`)."""
     from nanologic.conjugation import SUBJUNCTIVE_TENSES, TENSES, conjugate
 
-    lemmas_of: dict[str, set[str]] = {}
-    indicative: dict[str, set[str]] = {}
-    for lemma in _lexicon_lemmas():
+    rows = []
+    for lemma in sorted(_lexicon_lemmas()):
         for tense in TENSES + SUBJUNCTIVE_TENSES:
             for person in range(6):
                 try:
-                    form = conjugate(lemma, tense, person)
+                    rows.append((lemma, tense, person, conjugate(lemma, tense, person)))
                 except (ValueError, KeyError, IndexError):
                     continue
-                # the last word identifies the verb; "ha" of "ha llovido" would match every verb
-                lemmas_of.setdefault(form.split()[-1], set()).add(lemma)
-                if tense in TENSES:
-                    indicative.setdefault(lemma, set()).update(form.split())
+    return tuple(rows)
+
+
+@functools.cache
+def _verb_forms() -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """(form -> lemmas, lemma -> the words of its indicative forms), from the conjugator."""
+    from nanologic.conjugation import TENSES
+
+    lemmas_of: dict[str, set[str]] = {}
+    indicative: dict[str, set[str]] = {}
+    for lemma, tense, _, form in lexicon_conjugations():
+        # the last word identifies the verb; "ha" of "ha llovido" would match every verb
+        lemmas_of.setdefault(form.split()[-1], set()).add(lemma)
+        if tense in TENSES:
+            indicative.setdefault(lemma, set()).update(form.split())
     return (
         {k: frozenset(v) for k, v in lemmas_of.items()},
         {k: frozenset(v) for k, v in indicative.items()},

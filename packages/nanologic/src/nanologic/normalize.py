@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import re
 
-from nanologic.conjugation import INDICATIVE_OF_SUBJUNCTIVE, SUBJUNCTIVE_TENSES, TENSES, conjugate
+from nanologic.conjugation import INDICATIVE_OF_SUBJUNCTIVE, TENSES, conjugate
 from nanologic.data import normalize_text
 
 
@@ -69,25 +69,20 @@ _WORD_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[,;:.]")
 @functools.lru_cache(maxsize=1)
 def _conjugation_tables() -> tuple[dict[str, frozenset[int]], dict[str, frozenset[str]], dict[str, tuple]]:
     """(first word of a finite form -> persons, -> lemmas, subjunctive-only form -> its readings)."""
-    from nanologic.grammar import _lexicon_lemmas
+    from nanologic.grammar import lexicon_conjugations
 
     persons: dict[str, set[int]] = {}
     lemmas: dict[str, set[str]] = {}
     indicative: set[str] = set()
     subjunctive: dict[str, list[tuple[str, str, int]]] = {}
-    for lemma in _lexicon_lemmas():
-        for tense in TENSES + SUBJUNCTIVE_TENSES:
-            for person in range(6):
-                try:
-                    first = conjugate(lemma, tense, person).split()[0]
-                except (ValueError, KeyError, IndexError):
-                    continue
-                persons.setdefault(first, set()).add(person)
-                lemmas.setdefault(first, set()).add(lemma)
-                if tense in TENSES:
-                    indicative.add(first)
-                else:
-                    subjunctive.setdefault(first, []).append((lemma, tense, person))
+    for lemma, tense, person, form in lexicon_conjugations():
+        first = form.split()[0]
+        persons.setdefault(first, set()).add(person)
+        lemmas.setdefault(first, set()).add(lemma)
+        if tense in TENSES:
+            indicative.add(first)
+        else:
+            subjunctive.setdefault(first, []).append((lemma, tense, person))
     only_subjunctive = {}
     for form, readings in subjunctive.items():
         # "haya" begins every verb's perfect subjunctive ("haya cantado"): read it as haber's own
