@@ -229,6 +229,14 @@ def test_formalize_cuts_a_runaway_formula_and_keeps_the_raw_answer(formalizer, m
     assert not formalizer.formalize(["Si estudias, suspendes."])[0]["formula_cut"]
 
 
+def test_an_answer_cut_inside_a_character_shows_no_replacement_character(formalizer, monkeypatch):
+    # the token limit fell inside "∨" (three bytes): the byte-level decoder gives U+FFFD
+    raw = f"{ATOMS} p: llueve {CONNECTORS} ∨: o {FORMULA} p ∨ p ∨ p \ufffd"
+    monkeypatch.setattr(formalizer, "generate_raw", lambda sentences, batch_size=64: [raw])
+    (result,) = formalizer.formalize(["Llueve."])
+    assert "\ufffd" not in result["formula"] and result["formula"].startswith("p ∨ p ∨ p")
+
+
 def test_generate_raw_with_and_without_repair_parses(formalizer):
     sentences = ["Si llueve, me mojo.", "No hay backup y el server crashea."]
     for tries in (0, 2):

@@ -83,6 +83,10 @@ def test_stage_inputs_non_utf8_skipped_stage_and_empty(tmp_path, capsys) -> None
     jsonl.write_bytes(b'{"input": "ok"}\n{"input": "\xf1"}\n')
     with pytest.raises(UserError, match=r"rows\.jsonl:2: not UTF-8"):
         read_jsonl(jsonl)
+    # a raw tab inside a string: json's message ends in " at", the position is given as line:column
+    jsonl.write_text('{"input": "ok"}\n{"input": "a\tb"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"rows\.jsonl:2:13: malformed JSON: Invalid control character$"):
+        read_jsonl(jsonl)
 
     processed = tmp_path / "train.jsonl"  # preprocess output given to a stage that wants clean output
     processed.write_text(

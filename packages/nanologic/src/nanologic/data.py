@@ -36,7 +36,10 @@ COMPLEXITIES = ("simple", "intermediate", "advanced")
 
 
 def _json_error(path: Path, exc: json.JSONDecodeError, line_offset: int = 0) -> NanologicError:
-    return NanologicError(f"{path}:{exc.lineno + line_offset}:{exc.colno}: malformed JSON: {exc.msg}")
+    # json's messages for a position end in " at" ("Invalid control character at"), the position
+    # being in the str() this one-line error replaces: it is given as path:line:column instead.
+    message = exc.msg.removesuffix(" at").removesuffix(" starting")
+    return NanologicError(f"{path}:{exc.lineno + line_offset}:{exc.colno}: malformed JSON: {message}")
 
 
 def read_raw(path: str | Path) -> list[dict]:
@@ -85,7 +88,7 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise NanologicError(f"{path}:{lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+                raise _json_error(path, exc, line_offset=lineno - 1) from None
             except RecursionError:
                 raise NanologicError(f"{path}:{lineno}: malformed JSON: nested too deeply") from None
             if not isinstance(row, dict):

@@ -440,6 +440,9 @@ def answer_result(text: str, polarity_marks: bool) -> dict:
     """:func:`formalization_result` of a decoded answer (any backend); a formula that ran into the
     token limit is cut where it first was complete (:func:`first_complete_formula`), with
     ``formula_cut`` set and the model's text kept in ``raw``."""
+    # the byte-level tokenizer decodes an answer cut by the token limit inside a character ("∨" is
+    # three bytes) to a trailing U+FFFD, which no reader wants to see
+    raw, text = text, text.rstrip().rstrip("\ufffd")
     result = formalization_result(text, polarity_marks)
     result["formula_cut"] = False
     if result["valid_formula"] or FORMULA not in text:
@@ -449,7 +452,7 @@ def answer_result(text: str, polarity_marks: bool) -> dict:
     if cut is None:
         return result
     result = formalization_result(f"{head}{FORMULA} {cut} {EOS}", polarity_marks)
-    result.update(raw=text, formula_cut=True)
+    result.update(raw=raw, formula_cut=True)
     return result
 
 
