@@ -86,7 +86,8 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                # without its newline, json's position is always on line 1 of the string
+                row = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 raise _json_error(path, exc, line_offset=lineno - 1) from None
             except RecursionError:
