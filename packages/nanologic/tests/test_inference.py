@@ -290,3 +290,25 @@ def test_models_built_now_write_marks_and_old_configs_do_not():
         k: v for k, v in build_config("tiny", 100).to_dict().items() if k != "polarity_marks"
     }
     assert not NanoLogicConfig(**saved_before_the_marks).polarity_marks
+
+
+def test_beam_keeps_the_best_answer_that_breaks_no_rule(formalizer, monkeypatch):
+    repeated = _encode_answer(formalizer, ["me mojo", "me mojo"], "p → q")
+    clean = _encode_answer(formalizer, ["llueve", "me mojo"], "p → q")
+    also_clean = _encode_answer(formalizer, ["llueve", "hace frío"], "p ∧ q")
+    prompt = formalizer.tokenizer.encode(prompt_text("Si llueve, me mojo."))
+    calls = []
+
+    def beam_search(p, max_new_tokens, beam_size, *, stop_ids, mask):
+        calls.append((p, beam_size, mask))
+        return [(repeated, -0.1), (clean, -0.2), (also_clean, -0.3)]
+
+    monkeypatch.setattr(formalizer.model, "beam_search", beam_search)
+    monkeypatch.setattr(formalizer, "beam_size", 3)
+    assert formalizer._beam(prompt, None, "Si llueve, me mojo.") == clean
+    assert calls == [(prompt, 3, None)]
+    # none keeps the rules: the best one (the repair then gets its turn)
+    monkeypatch.setattr(formalizer.model, "beam_search", lambda *a, **k: [(repeated, -0.1)])
+    assert formalizer._beam(prompt, None, "Si llueve, me mojo.") == repeated
+    with pytest.raises(NanologicError, match="beam_size"):
+        Formalizer(formalizer.model, formalizer.tokenizer, beam_size=0)

@@ -78,6 +78,67 @@ def test_batched_generation_equals_single_and_uncached():
     assert batched == single == m.generate(prompts, 12, use_cache=False)
 
 
+def _answer_log_prob(m, prompt: list[int], answer: list[int]) -> float:
+    """Summed log-probability of ``answer`` after ``prompt``, from one full forward pass."""
+    ids = torch.tensor([prompt + answer])
+    log_probs = m(ids)["logits"][0, len(prompt) - 1 : -1].float().log_softmax(-1)
+    return log_probs.gather(1, torch.tensor(answer)[:, None]).sum().item()
+
+
+@pytest.mark.parametrize("copy_head", [False, True])
+def test_beam_search_of_one_beam_is_greedy_and_scores_are_the_models(copy_head):
+    torch.manual_seed(0)
+    m = _tiny(copy_head=copy_head, bos_token_id=1, copy_until_token_id=3).eval()
+    prompt = [1, 4, 20, 30, 50, 3]
+    greedy = m.generate([prompt], 10, stop_ids=(2,))[0]
+    assert m.beam_search(prompt, 10, 1, stop_ids=(2,))[0][0] == greedy
+    hypotheses = m.beam_search(prompt, 10, 4, stop_ids=(2,), length_penalty=0.0)
+    assert len(hypotheses) >= 1
+    scores = [score for _, score in hypotheses]
+    assert scores == sorted(scores, reverse=True)
+    for answer, score in hypotheses:
+        assert math.isclose(score, _answer_log_prob(m, prompt, answer), rel_tol=1e-4, abs_tol=1e-4)
+
+
+class _EvenTokensOnly:
+    """A beam mask allowing only even token ids; records the parents it was advanced with."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, scores):
+        scores = scores.clone()
+        scores[:, 1::2] = float("-inf")
+        return scores
+
+    def advance(self, parents, tokens):
+        self.steps.append((list(parents), list(tokens)))
+
+
+def test_beam_search_keeps_the_mask_and_a_full_beam_finds_the_best_answer():
+    torch.manual_seed(0)
+    m = _tiny().eval()
+    prompt = [1, 7, 9, 11]
+    mask = _EvenTokensOnly()
+    hypotheses = m.beam_search(prompt, 6, 3, stop_ids=(2,), mask=mask, length_penalty=0.0)
+    assert all(t % 2 == 0 for answer, _ in hypotheses for t in answer)
+    assert len(mask.steps) >= 1 and all(len(p) == len(t) <= 3 for p, t in mask.steps)
+    # A beam as wide as the allowed vocabulary is exhaustive over two-token answers: it must find
+    # the argmax of all 150 x 150, scored here by brute force (greedy finds it only by luck).
+    best, score = m.beam_search(prompt, 2, 150, stop_ids=(), mask=_EvenTokensOnly(), length_penalty=0.0)[0]
+    even = torch.arange(0, 300, 2)
+    with torch.no_grad():
+        first = m(torch.tensor([prompt]))["logits"][0, -1].float().log_softmax(-1)[even]
+        pairs = torch.tensor([prompt + [int(a)] for a in even])
+        second = m(pairs)["logits"][:, -1].float().log_softmax(-1)[:, even]
+    totals = first[:, None] + second
+    flat = int(totals.argmax())
+    assert best == [int(even[flat // len(even)]), int(even[flat % len(even)])]
+    assert math.isclose(score, totals.max().item(), abs_tol=1e-4)
+    with pytest.raises(ValueError, match="beam_size"):
+        m.beam_search(prompt, 6, 0, stop_ids=(2,))
+
+
 def test_generation_stops_at_eos():
     m = _tiny().eval()
     with torch.no_grad():

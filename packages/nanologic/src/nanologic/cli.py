@@ -345,6 +345,7 @@ def _cmd_evaluate(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         out_dir=out,
         constraint=options.constraint,
         normalize_definitions=options.normalize_definitions,
+        beam_size=options.beam_size,
     )
     print_eval(report)
     print(f"report -> {out}")
@@ -462,10 +463,13 @@ def _formalizer(options: Any) -> Any:
     if options.gguf is not None:
         from nanologic.llamacpp import LlamaCppFormalizer
 
+        if options.beam_size > 1:
+            raise NanologicError("--beam-size: beam search runs with --run (PyTorch), not with --gguf")
+
         return LlamaCppFormalizer.from_gguf(options.gguf, grammar=options.constraint or False)
     from nanologic.inference import Formalizer
 
-    return Formalizer.from_run(options.run, constraint=options.constraint)
+    return Formalizer.from_run(options.run, constraint=options.constraint, beam_size=options.beam_size)
 
 
 def _check_parser(prog: str = "nanologic check") -> ConfigParser:

@@ -383,6 +383,8 @@ Decoding = Literal["grounded", "format", "free"]
 # Decoding that reads the sentence (issue 13, part 3) is the default of every command and of
 # Formalizer: on the default model it lifted dev_real grounded accuracy from 0.370 to 0.471.
 DEFAULT_CONSTRAINT: Final = "grounded"
+# Beams of the model's decoding (1: greedy); see nanologic.model.NanoLogic.beam_search.
+DEFAULT_BEAM_SIZE: Final = 1
 
 
 def decoding_constraint(decoding: Decoding, constrained: bool = False, grounded: bool = False) -> str | None:
@@ -419,9 +421,13 @@ class DecodingOptions:
     decoding: Decoding | None = None
     constrained: bool = False  # same as --decoding format (earlier spelling)
     grounded: bool = False  # same as --decoding grounded (earlier spelling)
+    # beam search over this many beams, keeping the best answer that breaks none of the format's
+    # rules (1: greedy; PyTorch only)
+    beam_size: int = DEFAULT_BEAM_SIZE
 
     def __post_init__(self) -> None:
         check_decoding_flags(self.decoding, self.constrained, self.grounded)
+        _check(self.beam_size >= 1, "beam_size", "an integer >= 1", self.beam_size)
 
     @property
     def constraint(self) -> str | None:
@@ -456,10 +462,14 @@ class EvaluateOptions:
     decoding: Decoding | None = None  # (default: grounded)
     constrained: bool = False  # same as --decoding format (earlier spelling)
     grounded: bool = False  # same as --decoding grounded (earlier spelling)
+    # beam search over this many beams, keeping the best answer that breaks none of the format's
+    # rules (1: greedy)
+    beam_size: int = DEFAULT_BEAM_SIZE
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, "limit", "an integer >= 1", self.limit)
         _check(self.repair_tries >= 0, "repair_tries", "an integer >= 0", self.repair_tries)
+        _check(self.beam_size >= 1, "beam_size", "an integer >= 1", self.beam_size)
         check_decoding_flags(self.decoding, self.constrained, self.grounded)
 
     @property

@@ -507,8 +507,6 @@ class GrammarLogitsProcessor:
         self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), self.vocab_size)
 
     def __call__(self, sequence: Any, logits: Any) -> Any:
-        import torch
-
         generated = sequence.size(1) - self.prompt_len
         if generated > 0:
             newest = sequence[:, -1].tolist()
@@ -519,9 +517,47 @@ class GrammarLogitsProcessor:
         for i, matcher in enumerate(self.matchers):
             if not matcher.is_terminated():
                 matcher.fill_next_token_bitmask(self.bitmask, i)
-        masked = logits[:, : self.vocab_size].float().contiguous()
-        self.xgr.apply_token_bitmask_inplace(masked, self.bitmask.to(masked.device))
-        if logits.size(1) > self.vocab_size:  # padded embedding rows are never allowed
-            pad = torch.full_like(logits[:, self.vocab_size :], float("-inf"), dtype=masked.dtype)
-            masked = torch.cat([masked, pad], dim=1)
-        return masked
+        return _apply_bitmask(self.xgr, self.bitmask, logits, self.vocab_size)
+
+
+def _apply_bitmask(xgr: Any, bitmask: Any, logits: Any, vocab_size: int) -> Any:
+    """float32 copy of ``logits`` [B, V'] with the tokens ``bitmask`` forbids (and any padded
+    embedding row past the tokenizer's ``vocab_size``) at -inf."""
+    import torch
+
+    masked = logits[:, :vocab_size].float().contiguous()
+    xgr.apply_token_bitmask_inplace(masked, bitmask.to(masked.device))
+    if logits.size(1) > vocab_size:  # padded embedding rows are never allowed
+        pad = torch.full_like(logits[:, vocab_size:], float("-inf"), dtype=masked.dtype)
+        masked = torch.cat([masked, pad], dim=1)
+    return masked
+
+
+class BeamGrammarMask:
+    """The grammar of one sentence for a beam search: one matcher per live beam.
+
+    Calling it sets the tokens a beam's grammar forbids to -inf; :meth:`advance` follows the
+    beams the search kept (each new beam forks its parent's matcher and accepts its token), so
+    every beam is masked by the state of its own prefix.
+    """
+
+    def __init__(self, compiler: GrammarCompiler, grammar: str) -> None:
+        self.xgr = compiler.xgr
+        self.vocab_size = compiler.vocab_size
+        self.matchers = [self.xgr.GrammarMatcher(compiler.compile(grammar))]
+
+    def advance(self, parents: Sequence[int], tokens: Sequence[int]) -> None:
+        """Beam i continues beam ``parents[i]`` with ``tokens[i]``."""
+        matchers = []
+        for parent, token in zip(parents, tokens):
+            matcher = self.matchers[parent].fork()
+            matcher.accept_token(int(token))
+            matchers.append(matcher)
+        self.matchers = matchers
+
+    def __call__(self, scores: Any) -> Any:
+        """float32 [beams, V'] scores with the forbidden tokens at -inf (V' >= the tokenizer's V)."""
+        bitmask = self.xgr.allocate_token_bitmask(len(self.matchers), self.vocab_size)
+        for i, matcher in enumerate(self.matchers):
+            matcher.fill_next_token_bitmask(bitmask, i)
+        return _apply_bitmask(self.xgr, bitmask, scores, self.vocab_size)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nanologic.configs import DEFAULT_CONSTRAINT
+from nanologic.configs import DEFAULT_BEAM_SIZE, DEFAULT_CONSTRAINT
 from nanologic.data import (
     ATOMS,
     CONNECTORS,
@@ -21,7 +21,16 @@ from nanologic.data import (
     prompt_text,
 )
 from nanologic.errors import NanologicError
-from nanologic.grammar import CONNECTIVE_WORDS
+from nanologic.grammar import (
+    CONNECTIVE_WORDS,
+    BeamGrammarMask,
+    GrammarCompiler,
+    GrammarLogitsProcessor,
+    answer_grammar,
+    grounded_grammar,
+    reading_positions,
+    sentence_tokens,
+)
 from nanologic.logic import (
     NOT,
     Atom,
@@ -47,7 +56,6 @@ from nanologic.normalize import (
 
 if TYPE_CHECKING:
     from lm_shared.tokenization import BPETokenizer
-    from nanologic.grammar import GrammarCompiler, GrammarLogitsProcessor
 
 CONSTRAINTS = (None, "format", "grounded")
 WEIGHTS = "model.safetensors"
@@ -151,9 +159,13 @@ class Formalizer:
         repair_tries: int = 2,
         constraint: str | None = DEFAULT_CONSTRAINT,
         normalize_definitions: bool = True,
+        beam_size: int = DEFAULT_BEAM_SIZE,
     ) -> None:
         if constraint not in CONSTRAINTS:
             raise NanologicError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
+        if beam_size < 1:
+            raise NanologicError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+        self.beam_size = beam_size
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
@@ -173,6 +185,7 @@ class Formalizer:
         repair_tries: int = 2,
         constraint: str | None = DEFAULT_CONSTRAINT,
         normalize_definitions: bool = True,
+        beam_size: int = DEFAULT_BEAM_SIZE,
     ) -> Formalizer:
         model, tokenizer = load_run(run_dir)
         return cls(
@@ -181,14 +194,13 @@ class Formalizer:
             repair_tries=repair_tries,
             constraint=constraint,
             normalize_definitions=normalize_definitions,
+            beam_size=beam_size,
         )
 
     def _grammars(self, sentences: list[str]) -> list[str] | None:
         """Each sentence's answer grammar (None when unconstrained)."""
         if self.constraint is None:
             return None
-        from nanologic.grammar import answer_grammar, grounded_grammar
-
         if self.constraint == "grounded":
             return [grounded_grammar(s) for s in sentences]
         return [answer_grammar()] * len(sentences)
@@ -199,15 +211,28 @@ class Formalizer:
         """The grammar mask for a batch; ``answers``: tokens each row has already written."""
         if grammars is None:
             return None
-        from nanologic.grammar import GrammarCompiler, GrammarLogitsProcessor
-
-        if self._grammar_compiler is None:
-            self._grammar_compiler = GrammarCompiler(self.tokenizer, stop_ids=(self.eos_id,))
-        processor = GrammarLogitsProcessor(self._grammar_compiler, grammars, prompt_len)
+        processor = GrammarLogitsProcessor(self._compiler(), grammars, prompt_len)
         for matcher, answer in zip(processor.matchers, answers or []):
             for token in answer:
                 matcher.accept_token(token)
         return processor
+
+    def _compiler(self) -> GrammarCompiler:
+        if self._grammar_compiler is None:
+            self._grammar_compiler = GrammarCompiler(self.tokenizer, stop_ids=(self.eos_id,))
+        return self._grammar_compiler
+
+    def _beam(self, prompt: list[int], grammar: str | None, sentence: str) -> list[int]:
+        """The best of ``beam_size`` beam-search answers that keeps the format's rules
+        (:meth:`repair_span`), else the best one."""
+        mask = None if grammar is None else BeamGrammarMask(self._compiler(), grammar)
+        hypotheses = self.model.beam_search(
+            prompt, self._room(len(prompt)), self.beam_size, stop_ids=(self.eos_id,), mask=mask
+        )
+        for answer, _ in hypotheses:
+            if self.repair_span(answer, whole_list=grammar is not None, sentence=sentence) is None:
+                return answer
+        return hypotheses[0][0]
 
     def _room(self, prompt_len: int) -> int:
         room = self.model.config.max_seq_len - prompt_len
@@ -236,13 +261,19 @@ class Formalizer:
             chunk = sentences[start : start + batch_size]
             prompts = [self.tokenizer.encode(prompt_text(s)) for s in chunk]
             grammars = self._grammars(chunk)
-            outs = self.model.generate(
-                prompts,
-                self._room(max(len(p) for p in prompts)),
-                pad_id=self.pad_id,
-                stop_ids=(self.eos_id,),
-                processors=self._processor(grammars, max(len(p) for p in prompts)),
-            )
+            if self.beam_size > 1:
+                outs = [
+                    self._beam(prompt, None if grammars is None else grammars[k], chunk[k])
+                    for k, prompt in enumerate(prompts)
+                ]
+            else:
+                outs = self.model.generate(
+                    prompts,
+                    self._room(max(len(p) for p in prompts)),
+                    pad_id=self.pad_id,
+                    stop_ids=(self.eos_id,),
+                    processors=self._processor(grammars, max(len(p) for p in prompts)),
+                )
             for k, (prompt, out) in enumerate(zip(prompts, outs)):
                 grammar = None if grammars is None else grammars[k]
                 out = self._repair(prompt, out, grammar, chunk[k] if grammar is not None else None)
@@ -494,8 +525,6 @@ def uncovered_words(sentence: str, definitions: Iterable[str]) -> list[str]:
     (the indicative of a subjunctive, another person of a verb, case) is a word of a definition.
     Function words and the cue inventory's words (``generator.CUES``) never count as left out.
     """
-    from nanologic.grammar import reading_positions, sentence_tokens
-
     held = {w.lower() for d in definitions for w in d.split()}
     skip = not_content_words()
     missing = []

@@ -12,13 +12,24 @@ sublayer it only damps sublayer j by α^-j (see README).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+
+class BeamMask(Protocol):
+    """A constraint on :meth:`NanoLogic.beam_search`, e.g. :class:`nanologic.grammar.BeamGrammarMask`."""
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        """float32 [beams, V] scores with the tokens each beam may not write next at -inf."""
+
+    def advance(self, parents: Sequence[int], tokens: Sequence[int]) -> None:
+        """Beam i of the next step continues beam ``parents[i]`` with ``tokens[i]``."""
 
 
 @dataclass(frozen=True)
@@ -650,6 +661,88 @@ class NanoLogic(nn.Module):
                     break
             results.append(row)
         return results
+
+    @torch.no_grad()
+    def beam_search(
+        self,
+        prompt: list[int],
+        max_new_tokens: int,
+        beam_size: int,
+        *,
+        stop_ids: tuple[int, ...],
+        mask: BeamMask | None = None,
+        length_penalty: float = 1.0,
+    ) -> list[tuple[list[int], float]]:
+        """Beam search over one prompt's answers, with a KV cache (beams are the batch).
+
+        Each step extends every live beam by the ``beam_size`` best tokens of the model's
+        log-probabilities (those ``mask`` allows) and keeps the ``beam_size`` best continuations;
+        a continuation ending in a stop token is a finished hypothesis. The search ends when
+        ``beam_size`` hypotheses are finished (they cannot be bettered without a length bonus,
+        ``early_stopping=True`` in transformers' terms), no beam is left, or after
+        ``max_new_tokens``.
+
+        Args:
+            prompt: the prompt's token ids (at least one).
+            max_new_tokens: the most tokens of an answer; len(prompt) plus it must stay within
+                ``max_seq_len``.
+            beam_size: beams kept per step (1 is greedy decoding).
+            stop_ids: token ids that end an answer (kept as its last token).
+            mask: the constraint, e.g. :class:`nanologic.grammar.BeamGrammarMask`: ``mask(scores
+                float32 [beams, V]) -> scores`` with forbidden tokens at -inf, and
+                ``mask.advance(parents, tokens)`` after each step.
+            length_penalty: a hypothesis' score is its summed log-probability divided by
+                ``length ** length_penalty`` (Wu et al. 2016's normalisation; 0 = the plain sum,
+                which favours short answers).
+
+        Returns:
+            The finished hypotheses (or, if none finished, the live beams), best first: each a pair
+            (the answer's token ids, its score).
+
+        Raises:
+            ValueError: ``beam_size < 1``, or a position beyond ``max_seq_len`` (from :meth:`forward`).
+        """
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        device = self.embed_tokens.weight.device
+        out = self(torch.tensor([prompt], device=device), use_cache=True)
+        cache, logits = out["past_key_values"], out["logits"][:, -1]
+        beams: list[list[int]] = [[]]
+        sums = torch.zeros(1, device=device)
+        finished: list[tuple[list[int], float]] = []
+        for _ in range(max_new_tokens):
+            log_probs = logits.float().log_softmax(-1)  # idempotent on the copy head's log-probs
+            if mask is not None:
+                log_probs = mask(log_probs)
+            totals = (sums[:, None] + log_probs).view(-1)
+            values, indices = totals.topk(min(2 * beam_size, totals.numel()))
+            parents, tokens, kept = [], [], []
+            for value, index in zip(values.tolist(), indices.tolist()):
+                if value == float("-inf"):
+                    break
+                parent, token = divmod(index, log_probs.size(1))
+                answer = beams[parent] + [token]
+                if token in stop_ids:
+                    finished.append((answer, value / len(answer) ** length_penalty))
+                else:
+                    parents.append(parent)
+                    tokens.append(token)
+                    kept.append(value)
+                if len(kept) == beam_size:
+                    break
+            if len(finished) >= beam_size or not kept:
+                break
+            beams = [beams[p] + [t] for p, t in zip(parents, tokens)]
+            sums = torch.tensor(kept, device=device)
+            index = torch.tensor(parents, device=device)
+            cache = [tuple(x.index_select(0, index) for x in entry) for entry in cache]
+            if mask is not None:
+                mask.advance(parents, tokens)
+            out = self(torch.tensor(tokens, device=device)[:, None], past_key_values=cache, use_cache=True)
+            cache, logits = out["past_key_values"], out["logits"][:, -1]
+        if not finished:
+            finished = [(b, s / max(len(b), 1) ** length_penalty) for b, s in zip(beams, sums.tolist())]
+        return sorted(finished, key=lambda hypothesis: -hypothesis[1])
 
 
 def build_config(preset: str, vocab_size: int, **overrides) -> NanoLogicConfig:

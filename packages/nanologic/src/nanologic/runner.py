@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nanologic.configs import (
+    DEFAULT_BEAM_SIZE,
     DEFAULT_CONSTRAINT,
     DEFAULT_MAX_PER_COMPLEXITY,
     DEFAULT_N_GENERATE,
@@ -133,6 +134,7 @@ def evaluate_run(
     out_dir: Path | None = None,
     constraint: str | None = DEFAULT_CONSTRAINT,
     normalize_definitions: bool = True,
+    beam_size: int = DEFAULT_BEAM_SIZE,
 ) -> dict:
     """Decode ``data_path`` and write the report to ``out_dir``: by default ``run_dir/eval`` for
     the run's own test split and ``run_dir/eval-<file stem>`` for any other file (with ``-free``
@@ -149,6 +151,7 @@ def evaluate_run(
         repair_tries=repair_tries,
         constraint=constraint,
         normalize_definitions=normalize_definitions,
+        beam_size=beam_size,
     )
     default_out = default_report_dir(run_dir, data_path, constraint, limit, normalize_definitions)
     write_report(report, rows, out_dir or default_out)
@@ -163,12 +166,17 @@ def score_run(
     repair_tries: int = 2,
     constraint: str | None = DEFAULT_CONSTRAINT,
     normalize_definitions: bool = True,
+    beam_size: int = DEFAULT_BEAM_SIZE,
 ) -> tuple[dict, list[dict]]:
     """:func:`evaluate_run` without the writing: the report and the prediction rows."""
     from nanologic.inference import Formalizer
 
     formalizer = Formalizer.from_run(
-        run_dir, repair_tries=repair_tries, constraint=constraint, normalize_definitions=normalize_definitions
+        run_dir,
+        repair_tries=repair_tries,
+        constraint=constraint,
+        normalize_definitions=normalize_definitions,
+        beam_size=beam_size,
     )
     return score_formalizer(
         formalizer,
@@ -177,6 +185,7 @@ def score_run(
         batch_size=batch_size,
         extra={
             "repair_tries": formalizer.repair_tries,
+            "beam_size": formalizer.beam_size,
             "constraint": constraint,
             "decoding": constraint or "free",
             "normalize_definitions": normalize_definitions,
