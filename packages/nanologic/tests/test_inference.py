@@ -170,20 +170,20 @@ def test_cover_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, monk
     tries = []
 
     def switch(candidates):
-        def fake(prompt, out, span, switched, grammar):
-            tries.append(span)
-            return candidates[len(tries) - 1]
+        def fake(items):
+            tries.extend(span for _, _, span, _, _ in items)
+            return candidates[: len(items)]
 
         return fake
 
     # the first try (another atom where the list ended) declares r but never uses it: refused
-    monkeypatch.setattr(grounded, "_switch_least_sure", switch([unused, complete]))
+    monkeypatch.setattr(grounded, "_switch_batch", switch([unused, complete]))
     assert grounded._cover(prompt, short, "grammar", sentence) is complete
     end = short.index(grounded.connectors_id)
     assert tries == [(end - 1, end), (short.index(grounded.atoms_id) + 1, end)]
     # neither try leaves fewer words out: the answer stays as it was
     tries.clear()
-    monkeypatch.setattr(grounded, "_switch_least_sure", switch([unused, short]))
+    monkeypatch.setattr(grounded, "_switch_batch", switch([unused, short]))
     assert grounded._cover(prompt, short, "grammar", sentence) is short
 
 
@@ -312,3 +312,25 @@ def test_beam_keeps_the_best_answer_that_breaks_no_rule(formalizer, monkeypatch)
     assert formalizer._beam(prompt, None, "Si llueve, me mojo.") == repeated
     with pytest.raises(NanologicError, match="beam_size"):
         Formalizer(formalizer.model, formalizer.tokenizer, beam_size=0)
+
+
+def test_repairs_batched_over_sentences_equal_one_sentence_at_a_time(formalizer, monkeypatch):
+    pytest.importorskip("xgrammar")
+    f = Formalizer(formalizer.model, formalizer.tokenizer, max_new_tokens=24, constraint="grounded")
+    sentences = [
+        "Si llueve, me mojo.",
+        "Juan estudia o Marta trabaja.",
+        "No es cierto que Ana cante y Pedro baile.",
+        "El perro ladra si el cartero llega.",
+    ]
+    batch_sizes = []
+    switch_batch = f._switch_batch
+
+    def counting(items):
+        batch_sizes.append(len(items))
+        return switch_batch(items)
+
+    monkeypatch.setattr(f, "_switch_batch", counting)
+    together = f.generate_raw(sentences)
+    assert max(batch_sizes) > 1  # the untrained model's answers were repaired together
+    assert together == [f.generate_raw([s])[0] for s in sentences]

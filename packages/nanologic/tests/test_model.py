@@ -69,6 +69,15 @@ def test_kv_cache_matches_full_forward(kw):
     torch.testing.assert_close(torch.cat([first["logits"], second["logits"]], 1), full, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("copy_head", [False, True])
+def test_logits_to_keep_gives_the_last_positions_logits(copy_head):
+    torch.manual_seed(0)
+    m = _tiny(copy_head=copy_head, bos_token_id=1, copy_until_token_id=3).eval()
+    ids = torch.tensor([[1, 4, 20, 30, 3, 20], [1, 8, 9, 10, 11, 3]])
+    full = m(ids)["logits"]
+    torch.testing.assert_close(m(ids, logits_to_keep=2)["logits"], full[:, -2:])
+
+
 def test_batched_generation_equals_single_and_uncached():
     torch.manual_seed(0)
     m = _tiny().eval()

@@ -274,12 +274,11 @@ class Formalizer:
                     stop_ids=(self.eos_id,),
                     processors=self._processor(grammars, max(len(p) for p in prompts)),
                 )
-            for k, (prompt, out) in enumerate(zip(prompts, outs)):
-                grammar = None if grammars is None else grammars[k]
-                out = self._repair(prompt, out, grammar, chunk[k] if grammar is not None else None)
-                if grammar is not None and self.repair_tries > 0:
-                    out = self._cover(prompt, out, grammar, chunk[k])
-                texts.append(self.tokenizer.decode(out))
+            row_grammars = grammars or [None] * len(chunk)
+            outs = self._repair_batch(prompts, outs, row_grammars, chunk)
+            if grammars is not None and self.repair_tries > 0:
+                outs = self._cover_batch(prompts, outs, grammars, chunk)
+            texts.extend(self.tokenizer.decode(out) for out in outs)
         return texts
 
     def _definitions(self, out: list[int]) -> list[str]:
@@ -301,38 +300,71 @@ class Formalizer:
         definition made only of other definitions' words (a clause added next to the wrong one:
         "Rosa es mayor de edad" beside "su hermano es mayor de edad").
         """
-        missing = self._uncovered(sentence, out)
-        if missing == 0 or self.connectors_id not in out or self.atoms_id not in out:
-            return out
-        start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
-        if end - 1 <= start:
-            return out
-        best = out
-        for span in ((end - 1, end), (start, end)):
-            candidate = self._switch_least_sure(prompt, out, span, set(), grammar)
-            if self.repair_span(candidate, True, sentence) is not None or has_redundant_definition(
+        return self._cover_batch([prompt], [out], [grammar], [sentence])[0]
+
+    def _cover_batch(
+        self, prompts: list[list[int]], outs: list[list[int]], grammars: list[str], sentences: list[str]
+    ) -> list[list[int]]:
+        """:meth:`_cover` of several answers, every try re-decoded in one batch."""
+        items, owners, missing = [], [], {}
+        for k, (prompt, out, grammar, sentence) in enumerate(zip(prompts, outs, grammars, sentences)):
+            if self.connectors_id not in out or self.atoms_id not in out:
+                continue
+            start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
+            if end - 1 <= start or (left_out := self._uncovered(sentence, out)) == 0:
+                continue
+            missing[k] = left_out
+            for span in ((end - 1, end), (start, end)):
+                items.append((prompt, out, span, set(), grammar))
+                owners.append(k)
+        best = list(outs)
+        for k, candidate in zip(owners, self._switch_batch(items)):
+            if self.repair_span(candidate, True, sentences[k]) is not None or has_redundant_definition(
                 self._definitions(candidate)
             ):
                 continue
-            candidate_missing = self._uncovered(sentence, candidate)
-            if candidate_missing < missing:
-                best, missing = candidate, candidate_missing
+            candidate_missing = self._uncovered(sentences[k], candidate)
+            if candidate_missing < missing[k]:
+                best[k], missing[k] = candidate, candidate_missing
         return best
 
     def _repair(
         self, prompt: list[int], out: list[int], grammar: str | None, sentence: str | None = None
     ) -> list[int]:
         """Up to ``repair_tries`` switches of the least sure token (see the class docstring)."""
-        first = out
-        switched: set[int] = set()  # positions already switched are not switched back
+        return self._repair_batch([prompt], [out], [grammar], [sentence or ""])[0]
+
+    def _repair_batch(
+        self,
+        prompts: list[list[int]],
+        outs: list[list[int]],
+        grammars: list[str | None],
+        sentences: list[str],
+    ) -> list[list[int]]:
+        """:meth:`_repair` of several answers, each round's re-decodings in one batch (a
+        sentence's text only counts under a grammar)."""
+        firsts, outs = outs, list(outs)
+        switched: list[set[int]] = [set() for _ in outs]  # positions switched are not switched back
+        active = list(range(len(outs)))
         for _ in range(self.repair_tries):
-            span = self.repair_span(out, whole_list=grammar is not None, sentence=sentence)
-            if span is None:
-                return out
-            out = self._switch_least_sure(prompt, out, span, switched, grammar)
-        if grammar is not None and self.repair_span(out, whole_list=True, sentence=sentence) is not None:
-            return first
-        return out
+            spans = {
+                k: self.repair_span(
+                    outs[k],
+                    whole_list=grammars[k] is not None,
+                    sentence=sentences[k] if grammars[k] is not None else None,
+                )
+                for k in active
+            }
+            active = [k for k in active if spans[k] is not None]
+            if not active:
+                break
+            items = [(prompts[k], outs[k], spans[k], switched[k], grammars[k]) for k in active]
+            for k, out in zip(active, self._switch_batch(items)):
+                outs[k] = out
+        for k, grammar in enumerate(grammars):
+            if grammar is not None and self.repair_span(outs[k], True, sentences[k]) is not None:
+                outs[k] = firsts[k]
+        return outs
 
     def repair_span(
         self, out: list[int], whole_list: bool = False, sentence: str | None = None
@@ -401,7 +433,6 @@ class Formalizer:
             offset += len(item) + 1
         return None
 
-    @torch.no_grad()
     def _switch_least_sure(
         self,
         prompt: list[int],
@@ -410,6 +441,51 @@ class Formalizer:
         switched: set[int],
         grammar: str | None = None,
     ) -> list[int]:
+        """``out`` with the least sure token of ``span`` switched (a position not in ``switched``,
+        which gets it) and greedy decoding resumed from there, under ``grammar``."""
+        return self._switch_batch([(prompt, out, span, switched, grammar)])[0]
+
+    def _switch_batch(
+        self, items: list[tuple[list[int], list[int], tuple[int, int], set[int], str | None]]
+    ) -> list[list[int]]:
+        """:meth:`_switch_least_sure` of several (prompt, out, span, switched, grammar) items, the
+        re-decodings left-padded into one batch."""
+        answers: list[list[int]] = []
+        resumed: list[int] = []  # items whose head is decoded on
+        for k, (prompt, out, span, switched, grammar) in enumerate(items):
+            head, finished = self._switched_head(prompt, out, span, switched, grammar)
+            answers.append(head)
+            if not finished:
+                resumed.append(k)
+        if not resumed:
+            return answers
+        prompts = [items[k][0] + answers[k] for k in resumed]
+        longest = max(len(p) for p in prompts)
+        grammars = [items[k][4] for k in resumed]
+        tails = self.model.generate(
+            prompts,
+            self._room(longest),
+            pad_id=self.pad_id,
+            stop_ids=(self.eos_id,),
+            processors=self._processor(
+                None if grammars[0] is None else grammars, longest, [answers[k] for k in resumed]
+            ),
+        )
+        for k, tail in zip(resumed, tails):
+            answers[k] = answers[k] + tail
+        return answers
+
+    @torch.no_grad()
+    def _switched_head(
+        self,
+        prompt: list[int],
+        out: list[int],
+        span: tuple[int, int],
+        switched: set[int],
+        grammar: str | None,
+    ) -> tuple[list[int], bool]:
+        """The answer up to and including the switched token, and whether it is already whole
+        (the switch wrote ``<|eos|>``, or no other token was allowed: then ``out`` itself)."""
         start, end = span
         device = self.model.embed_tokens.weight.device
         ids = torch.tensor([prompt + out[:end]], device=device)
@@ -432,17 +508,11 @@ class Formalizer:
         )
         switched.add(start + j)
         head = out[: start + j] + [choice]
-        if choice == self.eos_id or not torch.isfinite(top.values[j, 1]):
-            return head if choice == self.eos_id else out
-        processor = None if grammar is None else self._processor([grammar], len(prompt) + len(head), [head])
-        tail = self.model.generate(
-            [prompt + head],
-            self._room(len(prompt) + len(head)),
-            pad_id=self.pad_id,
-            stop_ids=(self.eos_id,),
-            processors=processor,
-        )[0]
-        return head + tail
+        if choice == self.eos_id:
+            return head, True
+        if not torch.isfinite(top.values[j, 1]):
+            return out, True
+        return head, False
 
     def formalize(self, sentences: list[str], batch_size: int = 64) -> list[dict]:
         """Formalise sentences: atoms, connectors, formula (Unicode) and formula_ascii for each.

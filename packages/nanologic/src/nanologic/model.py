@@ -393,6 +393,7 @@ class NanoLogic(nn.Module):
         past_key_values: list | None = None,
         use_cache: bool = False,
         label_smoothing: float = 0.0,
+        logits_to_keep: int = 0,
     ) -> dict:
         """Run the decoder; with ``labels``, also the loss.
 
@@ -410,12 +411,15 @@ class NanoLogic(nn.Module):
                 copy head, its keys [B, Tp, d] and token ids int64 [B, Tp].
             use_cache: return ``past_key_values`` for the next call.
             label_smoothing: cross-entropy smoothing in [0, 1) (not with the copy head).
+            logits_to_keep: without labels, compute the logits of the last this many positions
+                only (0: all; decoding needs the last one, and the prompt's [B, T, V] logits and
+                copy mixture cost more than its decoder layers).
 
         Returns:
             A dict with ``past_key_values`` (a list as the argument describes, or None without
-            ``use_cache``) and, without labels, ``logits`` [B, T, V] in the compute dtype (with the
-            copy head, float32 log-probabilities of the mixed distribution, which rank tokens the
-            same way); with labels, ``loss`` (float32 scalar: cross-entropy in nats per target
+            ``use_cache``) and, without labels, ``logits`` [B, T, V] (T = ``logits_to_keep`` when
+            set) in the compute dtype (with the copy head, float32 log-probabilities of the mixed
+            distribution, which rank tokens the same way); with labels, ``loss`` (float32 scalar: cross-entropy in nats per target
             token plus the weighted z-loss, with its graph), ``ce_loss`` and ``z_loss`` (detached
             float32 scalars) and ``n_targets`` (an int).
 
@@ -457,6 +461,10 @@ class NanoLogic(nn.Module):
             presents.append(pointer[2])
         out: dict = {"past_key_values": presents if use_cache else None}
         if labels is None:
+            if logits_to_keep > 0:
+                h = h[:, -logits_to_keep:]
+                if pointer is not None:
+                    pointer = (pointer[0][:, -logits_to_keep:], *pointer[1:])
             logits = self.logits_from_hidden(h)
             out["logits"] = logits if pointer is None else self.copy_log_probs(logits, h, *pointer[:2])
             return out
@@ -477,6 +485,9 @@ class NanoLogic(nn.Module):
             labels: int64 [B, T] targets, -100 = ignored; the head runs on the other positions only.
             pointer: the copy head's :meth:`_pointer` output, or None without the copy head.
             label_smoothing: cross-entropy smoothing in [0, 1) (not with the copy head).
+            logits_to_keep: without labels, compute the logits of the last this many positions
+                only (0: all; decoding needs the last one, and the prompt's [B, T, V] logits and
+                copy mixture cost more than its decoder layers).
 
         Returns:
             ``loss``, ``ce_loss``, ``z_loss`` and ``n_targets``, as :meth:`forward` describes them.
@@ -637,7 +648,12 @@ class NanoLogic(nn.Module):
             mask = mask | (key_pos[None, None, :] == query_pos[None, :, None])
             positions = (query_pos[None, :] - start[:, None]).clamp(min=0)
             out = self(
-                input_ids, position_ids=positions, attention_mask=mask, past_key_values=cache, use_cache=True
+                input_ids,
+                position_ids=positions,
+                attention_mask=mask,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
             )
             return out["logits"], out["past_key_values"]
 
@@ -705,7 +721,7 @@ class NanoLogic(nn.Module):
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         device = self.embed_tokens.weight.device
-        out = self(torch.tensor([prompt], device=device), use_cache=True)
+        out = self(torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1)
         cache, logits = out["past_key_values"], out["logits"][:, -1]
         beams: list[list[int]] = [[]]
         sums = torch.zeros(1, device=device)
