@@ -141,6 +141,10 @@ class Formalizer:
     Under a grammar an answer whose definitions leave content words of the sentence out
     (:func:`uncovered_words`) is re-decoded once more (:meth:`_cover`).
 
+    ``beam_size`` > 1 decodes each sentence by beam search (:meth:`NanoLogic.beam_search`, each
+    beam under its own fork of the grammar) and keeps the best answer that breaks none of the rules
+    above, before the repair; 1 (the default) is greedy decoding of the whole batch.
+
     ``normalize_definitions`` (default on): the definitions are rewritten into the format's
     indicative with the elided subject written out (:func:`nanologic.normalize.normalize_definitions`);
     the model's own text stays in each result's ``raw``.
