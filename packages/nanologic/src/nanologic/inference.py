@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     from lm_shared.tokenization import BPETokenizer
 
 CONSTRAINTS = (None, "format", "grounded")
+# What the repair re-decodes: (prompt, answer, token span to switch in, positions switched, grammar).
+_SwitchItem = tuple[list[int], list[int], tuple[int, int], set[int], str | None]
 WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model_config.json"
 TOKENIZER = "tokenizer/tokenizer.json"
@@ -260,7 +262,7 @@ class Formalizer:
         Raises:
             NanologicError: a sentence's prompt does not fit in the model's ``max_seq_len``.
         """
-        texts = []
+        texts: list[str] = []
         for start in range(0, len(sentences), batch_size):
             chunk = sentences[start : start + batch_size]
             prompts = [self.tokenizer.encode(prompt_text(s)) for s in chunk]
@@ -278,7 +280,7 @@ class Formalizer:
                     stop_ids=(self.eos_id,),
                     processors=self._processor(grammars, max(len(p) for p in prompts)),
                 )
-            row_grammars = grammars or [None] * len(chunk)
+            row_grammars: list[str | None] = list(grammars) if grammars is not None else [None] * len(chunk)
             outs = self._repair_batch(prompts, outs, row_grammars, chunk)
             if grammars is not None and self.repair_tries > 0:
                 outs = self._cover_batch(prompts, outs, grammars, chunk)
@@ -310,7 +312,9 @@ class Formalizer:
         self, prompts: list[list[int]], outs: list[list[int]], grammars: list[str], sentences: list[str]
     ) -> list[list[int]]:
         """:meth:`_cover` of several answers, every try re-decoded in one batch."""
-        items, owners, missing = [], [], {}
+        items: list[_SwitchItem] = []
+        owners: list[int] = []
+        missing: dict[int, int] = {}
         for k, (prompt, out, grammar, sentence) in enumerate(zip(prompts, outs, grammars, sentences)):
             if self.connectors_id not in out or self.atoms_id not in out:
                 continue
@@ -351,18 +355,18 @@ class Formalizer:
         switched: list[set[int]] = [set() for _ in outs]  # positions switched are not switched back
         active = list(range(len(outs)))
         for _ in range(self.repair_tries):
-            spans = {
-                k: self.repair_span(
-                    outs[k],
-                    whole_list=grammars[k] is not None,
-                    sentence=sentences[k] if grammars[k] is not None else None,
-                )
-                for k in active
-            }
-            active = [k for k in active if spans[k] is not None]
+            repaired: list[int] = []
+            items: list[_SwitchItem] = []
+            for k in active:
+                grammar = grammars[k]
+                sentence = sentences[k] if grammar is not None else None
+                span = self.repair_span(outs[k], whole_list=grammar is not None, sentence=sentence)
+                if span is not None:
+                    repaired.append(k)
+                    items.append((prompts[k], outs[k], span, switched[k], grammar))
+            active = repaired
             if not active:
                 break
-            items = [(prompts[k], outs[k], spans[k], switched[k], grammars[k]) for k in active]
             for k, out in zip(active, self._switch_batch(items)):
                 outs[k] = out
         for k, grammar in enumerate(grammars):
@@ -449,9 +453,7 @@ class Formalizer:
         which gets it) and greedy decoding resumed from there, under ``grammar``."""
         return self._switch_batch([(prompt, out, span, switched, grammar)])[0]
 
-    def _switch_batch(
-        self, items: list[tuple[list[int], list[int], tuple[int, int], set[int], str | None]]
-    ) -> list[list[int]]:
+    def _switch_batch(self, items: list[_SwitchItem]) -> list[list[int]]:
         """:meth:`_switch_least_sure` of several (prompt, out, span, switched, grammar) items, the
         re-decodings left-padded into one batch."""
         answers: list[list[int]] = []
@@ -465,15 +467,14 @@ class Formalizer:
             return answers
         prompts = [items[k][0] + answers[k] for k in resumed]
         longest = max(len(p) for p in prompts)
-        grammars = [items[k][4] for k in resumed]
+        grammars = [grammar for k in resumed if (grammar := items[k][4]) is not None]
         tails = self.model.generate(
             prompts,
             self._room(longest),
             pad_id=self.pad_id,
             stop_ids=(self.eos_id,),
-            processors=self._processor(
-                None if grammars[0] is None else grammars, longest, [answers[k] for k in resumed]
-            ),
+            # a Formalizer decodes every sentence under a grammar or none
+            processors=self._processor(grammars or None, longest, [answers[k] for k in resumed]),
         )
         for k, tail in zip(resumed, tails):
             answers[k] = answers[k] + tail
