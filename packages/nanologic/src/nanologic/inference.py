@@ -336,12 +336,6 @@ class Formalizer:
                 best[k], missing[k] = candidate, candidate_missing
         return best
 
-    def _repair(
-        self, prompt: list[int], out: list[int], grammar: str | None, sentence: str | None = None
-    ) -> list[int]:
-        """Up to ``repair_tries`` switches of the least sure token (see the class docstring)."""
-        return self._repair_batch([prompt], [out], [grammar], [sentence or ""])[0]
-
     def _repair_batch(
         self,
         prompts: list[list[int]],
@@ -349,8 +343,9 @@ class Formalizer:
         grammars: list[str | None],
         sentences: list[str],
     ) -> list[list[int]]:
-        """:meth:`_repair` of several answers, each round's re-decodings in one batch (a
-        sentence's text only counts under a grammar)."""
+        """Up to ``repair_tries`` switches of the least sure token of each answer (see the class
+        docstring), each round's re-decodings in one batch (a sentence's text only counts under a
+        grammar)."""
         firsts, outs = outs, list(outs)
         switched: list[set[int]] = [set() for _ in outs]  # positions switched are not switched back
         active = list(range(len(outs)))

@@ -485,9 +485,6 @@ class NanoLogic(nn.Module):
             labels: int64 [B, T] targets, -100 = ignored; the head runs on the other positions only.
             pointer: the copy head's :meth:`_pointer` output, or None without the copy head.
             label_smoothing: cross-entropy smoothing in [0, 1) (not with the copy head).
-            logits_to_keep: without labels, compute the logits of the last this many positions
-                only (0: all; decoding needs the last one, and the prompt's [B, T, V] logits and
-                copy mixture cost more than its decoder layers).
 
         Returns:
             ``loss``, ``ce_loss``, ``z_loss`` and ``n_targets``, as :meth:`forward` describes them.
