@@ -242,6 +242,8 @@ def test_evaluate_and_bench_quick(run_dir, tmp_path):
     ):
         assert key in result
     assert result["packing_efficiency"] > result["padding_efficiency"]
+    # Issue 16: the step at a default run's vocabulary, which the bench's small tokenizer lacks.
+    assert result["default_vocab_size"] == 8000 and result["train_tokens_per_s_default_vocab"] > 0
     # Issue 16: the step's profile split, the machine's matmul peak and MFU, for ours and the reference.
     for key in ("profile_ours", "profile_hf"):
         split = result[key]["split_fraction"]
