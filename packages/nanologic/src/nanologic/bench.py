@@ -371,10 +371,12 @@ def _training_figures(cfg, quick: bool, device: str, dtype, compile: bool) -> di
     def hf_loss(model, x):
         return model(input_ids=x, labels=x).loss
 
-    timed_ours, timed_hf = (torch.compile(ours), torch.compile(hf)) if compile else (ours, hf)
+    def timed(model: torch.nn.Module):  # an OptimizedModule with --compile
+        return torch.compile(model) if compile else model
+
     steps = {
-        "ours": _train_step_fn(timed_ours, ids, ours_loss, dtype, device),
-        "hf": _train_step_fn(timed_hf, ids, hf_loss, dtype, device),
+        "ours": _train_step_fn(timed(ours), ids, ours_loss, dtype, device),
+        "hf": _train_step_fn(timed(hf), ids, hf_loss, dtype, device),
     }
     if compile:
         # transformers' Llama as most people train it (eager), against ours compiled.
@@ -387,9 +389,7 @@ def _training_figures(cfg, quick: bool, device: str, dtype, compile: bool) -> di
     # Compiled when ours is, so that it reads against train_tokens_per_s.
     run_cfg = dataclasses.replace(cfg, vocab_size=max(cfg.vocab_size, DEFAULT_VOCAB_SIZE))
     run_model = NanoLogic(run_cfg).to(device)
-    steps["ours_default_vocab"] = _train_step_fn(
-        torch.compile(run_model) if compile else run_model, ids, ours_loss, dtype, device
-    )
+    steps["ours_default_vocab"] = _train_step_fn(timed(run_model), ids, ours_loss, dtype, device)
     times = _time_interleaved(steps, repeats=2 if quick else 15)
     t_ours, t_hf = times["ours"], times["hf"]
     results: dict = {}
