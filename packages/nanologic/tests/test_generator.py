@@ -229,7 +229,8 @@ def test_new_cues_round_trip_to_the_right_formula(examples):
 
 def test_arguments_join_their_premises_and_imply_the_conclusion(examples):
     # "Si A, B. No B. Por lo tanto, no A." is ((A → B) ∧ ¬B) → ¬A, the textbooks' reading of an
-    # argument said in several sentences; each sentence starts with a capital.
+    # argument said in several sentences; each sentence starts with a capital, or with the
+    # lower-case variable of a formula ("x ≠ 2.").
     arguments = [
         e
         for e in examples
@@ -245,7 +246,7 @@ def test_arguments_join_their_premises_and_imply_the_conclusion(examples):
         assert f.op == "→" and f.left.op == "∧", e["natural_language_input"]
         forms.add(pattern(f))
         for sentence in e["natural_language_input"].split(". ")[1:]:
-            assert sentence[0].isupper(), e["natural_language_input"]
+            assert sentence[0].isupper() or _FORMULA_START.match(sentence), e["natural_language_input"]
         assert not consistency_problems(e)
     # modus ponens, modus tollens, disjunctive syllogism, the fallacies and the chain all occur
     assert len(forms) >= 6, forms
@@ -346,6 +347,9 @@ def test_person_and_tense_coverage():
     for i in range(3000):
         sampler = ClauseSampler(rng, BLOCKS[i % len(BLOCKS)])
         c = sampler.clause()
+        if c.subj is None:  # an equation in symbols ("x + y = 3") has no subject
+            assert c.symbolic
+            continue
         persons.add(c.subj.person)
         tenses.add(c.tense)
         domains.add(c.block)
@@ -422,3 +426,33 @@ def test_people_do_things_in_a_bare_verb_too():
     records = generate(400, seed=2)
     lengths = [len(a["definition"].split()) for e in records for a in e["thought"]["identified_atoms"]]
     assert sum(n <= 2 for n in lengths) / len(lengths) > 0.05
+
+
+_FORMULA_START = re.compile(r"[a-z]²? [=<>≤≥≠+−-]")
+
+
+def test_equations_in_symbols_negate_with_not_equal_and_keep_the_affirmative_atom(examples):
+    relation = re.compile(r" [=<>≤≥] ")
+    symbolic = [
+        (e, a) for e in examples for a in e["thought"]["identified_atoms"] if relation.search(a["definition"])
+    ]
+    assert len(symbolic) >= 50  # mathematics says a share of its clauses in symbols
+    negated = 0
+    for e, a in symbolic:
+        sentence, definition = e["natural_language_input"], a["definition"]
+        assert "≠" not in definition  # "x ≠ 2" is defined as "x = 2"
+        as_not_equal = definition.replace(" = ", " ≠ ", 1)
+        if " = " in definition and as_not_equal in sentence and definition not in sentence:
+            negated += 1
+            assert f"¬{a['atom']}" in e["output"]["formula"], sentence
+            assert {"connector": "¬", "natural_language_cue": "≠"} in e["thought"]["identified_connectors"]
+        else:
+            assert definition in sentence, sentence
+    assert negated >= 10
+    # a sentence that opens with a formula keeps its variable in lower case: "x + y = 2 y z = 1."
+    openers = [
+        e["natural_language_input"]
+        for e, _ in symbolic
+        if _FORMULA_START.match(e["natural_language_input"].lower())
+    ]
+    assert openers and all(s[0].islower() for s in openers)

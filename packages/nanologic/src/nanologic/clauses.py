@@ -12,6 +12,10 @@ copy them from the sentence. Negation goes between subject and predicate ("el ba
 subjunctive is defined in the matching indicative (llueva -> llueve, haya ganado -> ha ganado,
 lloviera -> llovió), and an infinitive of a generic clause in the second person ("tener entrada"
 -> "tienes entrada"), as the textbooks do.
+
+Mathematics also says clauses in symbols ("x + y = 3", "c² > a²"), as the exercises do: an
+equation's negation is written "x ≠ 3" and its atom stays the affirmative "x = 3"; an inequality is
+negated only where a construction forces it, as "no es cierto que x > 3".
 """
 
 from __future__ import annotations
@@ -73,9 +77,13 @@ COORDINABLE_SLOTS = frozenset(
 P_ADVERBIAL = 0.35  # share of predicates that get a time or place adverbial
 P_NOVEL = 0.2  # share of noun and name slots filled with a pseudo-word (lexicon.novel_filler)
 P_BARE = 0.25  # share of people's predicates that are a bare verb (lexicon.BARE_VERBS)
+P_SYMBOLIC = 0.4  # share of mathematics clauses written in symbols ("x + y = 3")
 SUBJECT_MARK = "\x01", "\x02"  # around a subject that a later identical subject may elide
 
 _CLITICS = ("me", "te", "se", "nos", "os", "se")
+# Relations of a symbolic clause and their weights; "=" is the one with a symbol for its negation.
+_RELATIONS = {"=": 6, "<": 1, ">": 1, "≤": 1, "≥": 1}
+_OPERATORS = ("+", "−", "-")  # the minus sign and the hyphen people type for it
 _SLOT = re.compile(r"\{([A-Z]+)\}")
 
 
@@ -143,6 +151,20 @@ class Clause:
     ante_indicative: str = ""  # after "si"/"cuando" a future is said in the present
     subj: Subject | None = None
     pred: Predicate | None = None
+    symbolic: bool = False  # an equation or inequality in symbols ("x + y = 3")
+
+    @property
+    def negatable(self) -> bool:
+        """Whether a draw may negate it: an inequality's negation, "no es cierto que x > 3", would
+        leave its scope ambiguous inside a sentence, so only the forced negations of a few
+        constructions (an argument's "No es cierto que x > 3.") say it."""
+        return not self.symbolic or " = " in self.indicative
+
+    def negation_cue(self, tampoco: bool = False) -> str:
+        """The words (or symbol) that negate this clause in :meth:`text`."""
+        if self.symbolic:
+            return "≠" if " = " in self.indicative else "no es cierto que"
+        return "tampoco" if tampoco else "no"
 
     def text(self, negated: bool = False, mood: str = "ind", tampoco: bool = False, mark: bool = True) -> str:
         """Surface text; ``mood`` is "ind", "sub", "inf" (infinitive, no subject) or "ante" (the
@@ -150,7 +172,14 @@ class Clause:
 
         With ``mark`` a named subject is wrapped in :data:`SUBJECT_MARK` so that the generator can
         elide it when the previous clause had the same subject ("Juan estudia y aprueba").
+        A symbolic clause has one text in every mood; negated, "=" becomes "≠" ("tampoco" too).
         """
+        if self.symbolic:
+            if not (negated or tampoco):
+                return self.indicative
+            if self.negation_cue() == "≠":
+                return self.indicative.replace(" = ", " ≠ ", 1)
+            return f"no es cierto que {self.indicative}"
         negation = "tampoco" if tampoco else ("no" if negated else "")
         if mood == "inf":
             return " ".join(part for part in (negation, self.infinitive) if part)
@@ -302,10 +331,38 @@ class ClauseSampler:
         self.used.add(clause.sub_definition.lower())
         return clause
 
+    def _operand(self, variable: bool = False) -> str:
+        if variable or self.rng.random() < 0.6:
+            return self.rng.choice(FILLERS["VAR"]) + ("²" if self.rng.random() < 0.1 else "")
+        # small numbers as often as the rest: the exercises' "x = 1", "y > 0" (0 to 100)
+        return self.rng.choice(FILLERS["NUM"][:101] if self.rng.random() < 0.5 else FILLERS["NUM"][:11])
+
+    def _side(self, variable_first: bool = False) -> str:
+        first = self._operand(variable_first)
+        if self.rng.random() < 0.35:
+            return f"{first} {self.rng.choice(_OPERATORS)} {self._operand()}"
+        return first
+
+    def symbolic_clause(self) -> Clause | None:
+        """An equation or inequality that opens with a variable ("x + y = 3", "c² > a² + 1", "x ≤ 7"),
+        or None when both sides are the same or it repeats a clause of the sentence."""
+        left, right = self._side(variable_first=True), self._side()
+        relation = self.rng.choices(list(_RELATIONS), weights=list(_RELATIONS.values()))[0]
+        if left == right:
+            return None
+        text = f"{left} {relation} {right}"
+        return self._accept(Clause("", text, text, "matemáticas", symbolic=True))
+
     # -- clauses --------------------------------------------------------------------------------
     def clause(self, same_subject_as: Clause | None = None) -> Clause:
-        """A fresh clause; with ``same_subject_as`` it keeps that clause's subject when it can."""
+        """A fresh clause; with ``same_subject_as`` it keeps that clause's subject when it can.
+        A mathematics clause is symbolic with probability :data:`P_SYMBOLIC` (no subject to keep)."""
         for _ in range(100):
+            if self.block == "matemáticas" and self.rng.random() < P_SYMBOLIC:
+                symbolic = self.symbolic_clause()
+                if symbolic is not None:
+                    return symbolic
+                continue
             subj = self.subject()
             previous = same_subject_as.subj if same_subject_as is not None else None
             if previous is not None and previous.kind in ("name", "person", "thing", "pronoun"):

@@ -83,6 +83,7 @@ _CUE_NOTES = {
 # generator's inventory instead of copying it; a test checks that every cue an example records is here.
 CUES: dict[str, tuple[str, ...]] = {
     "negation": ("no", "tampoco"),  # inside a clause: negates that clause
+    "negation_symbol": ("≠",),  # "x ≠ 2" is ¬(x = 2): the atom keeps "="
     "negation_prefix": (
         "no es cierto que",
         "es falso que",
@@ -158,9 +159,11 @@ def _cat(formula: Node, *parts: Phrase | str) -> Phrase:
 
 
 def _y(next_text: str) -> str:
-    """'y' becomes 'e' before an /i/ sound (hielo keeps 'y')."""
+    """'y' becomes 'e' before an /i/ sound (hielo keeps 'y') and, as the exercises write it, before
+    the variable y ("x ≠ y e y ≠ z")."""
     low = strip_subject_marks(next_text).lower()
-    return "e" if (low.startswith("i") or low.startswith("hi")) and not low.startswith("hie") else "y"
+    i_sound = (low.startswith("i") or low.startswith("hi")) and not low.startswith("hie")
+    return "e" if i_sound or re.match(r"y²? ", low) else "y"
 
 
 def _o(next_text: str) -> str:
@@ -187,10 +190,8 @@ class SentenceBuilder:
         clause = self.clauses[literal.clause_id]
         atom: Node = Atom(f"c{literal.clause_id}")
         cues: list[tuple[str, str]] = []
-        if tampoco:
-            atom, cues = Not(atom), [(NOT, "tampoco")]
-        elif literal.negated:
-            atom, cues = Not(atom), [(NOT, "no")]
+        if tampoco or literal.negated:
+            atom, cues = Not(atom), [(NOT, clause.negation_cue(tampoco))]
         text = clause.text(literal.negated and not tampoco, mood, tampoco)
         subs = [literal.clause_id] if normalises(clause, mood) else []
         return Phrase(text, atom, [literal.clause_id], cues, subs)
@@ -528,7 +529,8 @@ class _Draw:
         clauses = self.builder.clauses
         prev = clauses[-1] if clauses and self.rng.random() < self.p_same_subject else None
         cid = self._add(self.sampler.clause(same_subject_as=prev))
-        return Literal(cid, allow_neg and self.rng.random() < self.p_neg)
+        negated = allow_neg and self.rng.random() < self.p_neg
+        return Literal(cid, negated and clauses[cid].negatable)
 
     def generic_lit(self, allow_neg: bool = True) -> Literal:
         cid = self._add(self.sampler.generic_clause())
@@ -540,7 +542,7 @@ class _Draw:
         elif kind == "vp_nor":
             a = self.sampler.clause()
             b = self.sampler.clause(same_subject_as=a)
-            if b.subject != a.subject:
+            if b.subject != a.subject or a.symbolic or b.symbolic:
                 a, b = self.sampler.shared_verb_pair()
         else:
             a, b = self.sampler.shared_verb_pair()
@@ -862,10 +864,18 @@ def _binaries(node: Node) -> Iterator[Binary]:
         yield from _binaries(node.child)
 
 
+_FORMULA_START = re.compile(r"[a-z]²? [=+\-−<>≤≥≠]")
+
+
 def _sentence_case(text: str) -> str:
-    """Capital first letter, and after each full stop of a text in several sentences (arguments)."""
-    text = re.sub(r"(\. )(\w)", lambda m: m.group(1) + m.group(2).upper(), text)
-    return text[0].upper() + text[1:] + "."
+    """Capital first letter, and after each full stop of a text in several sentences (arguments),
+    except a variable that opens a formula ("x + y = 2 y z = 1.")."""
+
+    def capital(start: str) -> str:
+        return start if _FORMULA_START.match(start) else start[0].upper() + start[1:]
+
+    text = re.sub(r"(?<=\. )\w.{0,3}", lambda m: capital(m.group(0)), text)
+    return capital(text[:4]) + text[4:] + "."
 
 
 def _thought(atoms_list: list[dict], connectors: list[dict], formula: Node) -> list[dict]:

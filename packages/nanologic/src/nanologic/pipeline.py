@@ -150,8 +150,13 @@ def _stem(word: str) -> str:
     return re.sub("[aeiouáéíóú]", "*", word.replace("ie", "e").replace("ue", "o")[:3])
 
 
-def _stems(text: str) -> set[str]:
-    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP}
+_RELATION = re.compile(r"[=<>≤≥]")
+
+
+def _stems(text: str, keep_stop_words: bool = False) -> set[str]:
+    # In a formula ("y ≥ a") the one-letter stop words are variables, so they count.
+    keep_stop_words = keep_stop_words or bool(_RELATION.search(text))
+    return {_stem(w) for w in _WORD.findall(text.lower()) if keep_stop_words or w not in _STOP}
 
 
 def consistency_problems(ex: dict) -> list[str]:
@@ -175,7 +180,7 @@ def consistency_problems(ex: dict) -> list[str]:
         if pieces and not all(p in sentence for p in pieces):
             problems.append(f"cue {c['natural_language_cue']!r} not in the sentence")
             break
-    sentence_stems = _stems(sentence)
+    sentence_stems = _stems(sentence, keep_stop_words=True)
     definitions = []
     for a in ex["thought"]["identified_atoms"]:
         stems = _stems(a["definition"])
