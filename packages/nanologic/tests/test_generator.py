@@ -229,8 +229,7 @@ def test_new_cues_round_trip_to_the_right_formula(examples):
 
 def test_arguments_join_their_premises_and_imply_the_conclusion(examples):
     # "Si A, B. No B. Por lo tanto, no A." is ((A → B) ∧ ¬B) → ¬A, the textbooks' reading of an
-    # argument said in several sentences; each sentence starts with a capital, or with the
-    # lower-case variable of a formula ("x ≠ 2.").
+    # argument said in several sentences; each sentence starts with a capital.
     arguments = [
         e
         for e in examples
@@ -246,7 +245,7 @@ def test_arguments_join_their_premises_and_imply_the_conclusion(examples):
         assert f.op == "→" and f.left.op == "∧", e["natural_language_input"]
         forms.add(pattern(f))
         for sentence in e["natural_language_input"].split(". ")[1:]:
-            assert sentence[0].isupper() or _FORMULA_START.match(sentence), e["natural_language_input"]
+            assert sentence[0].isupper(), e["natural_language_input"]
         assert not consistency_problems(e)
     # modus ponens, modus tollens, disjunctive syllogism, the fallacies and the chain all occur
     assert len(forms) >= 6, forms
@@ -347,9 +346,6 @@ def test_person_and_tense_coverage():
     for i in range(3000):
         sampler = ClauseSampler(rng, BLOCKS[i % len(BLOCKS)])
         c = sampler.clause()
-        if c.subj is None:  # an equation in symbols ("x + y = 3") has no subject
-            assert c.symbolic
-            continue
         persons.add(c.subj.person)
         tenses.add(c.tense)
         domains.add(c.block)
@@ -431,7 +427,19 @@ def test_people_do_things_in_a_bare_verb_too():
 _FORMULA_START = re.compile(r"[a-z]²? [=<>≤≥≠+−-]")
 
 
-def test_equations_in_symbols_negate_with_not_equal_and_keep_the_affirmative_atom(examples):
+def test_equations_in_symbols_negate_with_not_equal_and_keep_the_affirmative_atom():
+    examples = generate(3000, seed=7, symbolic_share=0.4)
+    kept, report = clean(examples, max_trivial_fraction=1.0)
+    assert not {k for k in report.rejected if k != "exact duplicate"}
+    inventory = set(known_cues())
+    for e in kept:
+        assert consistency_problems(e) == [], e["natural_language_input"]
+        cues = {
+            p.strip()
+            for c in e["thought"]["identified_connectors"]
+            for p in c["natural_language_cue"].split("...")
+        }
+        assert cues <= inventory, e["natural_language_input"]
     relation = re.compile(r" [=<>≤≥] ")
     symbolic = [
         (e, a) for e in examples for a in e["thought"]["identified_atoms"] if relation.search(a["definition"])
@@ -456,3 +464,9 @@ def test_equations_in_symbols_negate_with_not_equal_and_keep_the_affirmative_ato
         if _FORMULA_START.match(e["natural_language_input"].lower())
     ]
     assert openers and all(s[0].islower() for s in openers)
+
+
+def test_no_symbols_unless_asked_for(examples):
+    assert not any(re.search(r" [=<>≤≥≠] ", e["natural_language_input"]) for e in examples)
+    with pytest.raises(ValueError, match="symbolic_share"):
+        generate(5, symbolic_share=1.5)

@@ -988,16 +988,21 @@ _WEIGHTS = {
 }
 
 
-def generate_one(rng: random.Random, block: str) -> dict:
-    """One example of domain ``block`` with fresh clauses from :class:`ClauseSampler`."""
+def generate_one(rng: random.Random, block: str, symbolic_share: float = 0.0) -> dict:
+    """One example of domain ``block`` with fresh clauses from :class:`ClauseSampler` (a share
+    ``symbolic_share`` of the mathematics clauses in symbols, "x + y = 3")."""
     families = list(_WEIGHTS)
     family = rng.choices(families, weights=[_WEIGHTS[f] for f in families])[0]
     builder = SentenceBuilder(rng, [])
-    phrase = _skeleton(family, builder, _Draw(rng, builder, ClauseSampler(rng, block)))
+    phrase = _skeleton(family, builder, _Draw(rng, builder, ClauseSampler(rng, block, symbolic_share)))
     return example_from_phrase(phrase, builder.clauses, block, rng)
 
 
-def generate(n: int, seed: int = 0) -> list[dict]:
-    """``n`` examples, domains in rotation; the same seed gives the same list."""
+def generate(n: int, seed: int = 0, symbolic_share: float = 0.0) -> list[dict]:
+    """``n`` examples, domains in rotation; the same seed gives the same list.
+
+    ``symbolic_share`` (0 to 1) of the mathematics clauses are written in symbols ("x + y = 3",
+    "x ≠ 2" for ¬(x = 2)); raises ValueError outside [0, 1].
+    """
     rng = random.Random(seed)
-    return [generate_one(rng, BLOCKS[i % len(BLOCKS)]) for i in range(n)]
+    return [generate_one(rng, BLOCKS[i % len(BLOCKS)], symbolic_share) for i in range(n)]

@@ -518,7 +518,7 @@ FILLERS["NUMWORD"] = [
     "treinta",
     "cien",
 ]
-FILLERS["VAR"] = list("xyzabcnmk")
+FILLERS["VAR"] = list("xyzabnmk")
 
 NAMES_F = tuple(_NAMES_F)
 NAMES_M = tuple(_NAMES_M)
