@@ -77,10 +77,6 @@ COORDINABLE_SLOTS = frozenset(
 P_ADVERBIAL = 0.35  # share of predicates that get a time or place adverbial
 P_NOVEL = 0.2  # share of noun and name slots filled with a pseudo-word (lexicon.novel_filler)
 P_BARE = 0.25  # share of people's predicates that are a bare verb (lexicon.BARE_VERBS)
-# Share of mathematics clauses written in symbols ("x + y = 3") when asked for (generate's
-# symbolic_share): 0.4 as measured, but 0 by default, because over two seeds it did not win on
-# dev_real as a whole (README, "Clauses in symbols").
-P_SYMBOLIC = 0.4
 _SYMBOL_VARIABLES = list("xyzabcnmk")
 SUBJECT_MARK = "\x01", "\x02"  # around a subject that a later identical subject may elide
 
