@@ -86,19 +86,7 @@ def test_text_front_end_equals_pytorch_greedy(records, exported, grammar):
     constraint = grammar or None
     ref = Formalizer(model, tokenizer, max_new_tokens=48, repair_tries=0, constraint=constraint)
     ours = LlamaCppFormalizer.from_gguf(path, grammar=grammar, max_new_tokens=48, n_threads=1)
-    if not grammar:
-        assert ours.formalize(sentences) == ref.formalize(sentences, batch_size=2)
-        return
-    # Under a grammar the two engines may split one character into different tokens: xgrammar
-    # allows a lone UTF-8 lead byte ("Ã" of "é") that llama.cpp's grammar rejects, so where this
-    # untrained model prefers the lead byte llama.cpp writes "é" one token earlier. The text is
-    # the same; only the cut at max_new_tokens may fall one token apart.
-    longer = Formalizer(model, tokenizer, max_new_tokens=56, repair_tries=0, constraint=constraint)
-    pairs = zip(ours.formalize(sentences), ref.formalize(sentences), longer.formalize(sentences))
-    for theirs, pytorch, pytorch_longer in pairs:
-        assert theirs["raw"].startswith(pytorch["raw"]) and pytorch_longer["raw"].startswith(theirs["raw"])
-        if theirs["raw"] == pytorch["raw"]:
-            assert theirs == pytorch
+    assert ours.formalize(sentences) == ref.formalize(sentences, batch_size=2)
 
 
 def test_old_exporter_file_is_refused(exported, tmp_path):
