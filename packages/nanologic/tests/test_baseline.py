@@ -53,6 +53,23 @@ from nanologic.logic import parse
         ("Si x ≠ 2, entonces y > 1.", "¬p → q", ["x = 2", "y > 1"]),
         # "si A, entonces B" after a full stop stays a conditional, not a conclusion
         ("Hace frío. Si llueve, entonces me quedo en casa.", "p ∧ (q → r)", None),
+        # "y", "e", "o" next to an operator are terms; between relations they join them
+        ("x + y = 2 y z = 1.", "p ∧ q", ["x + y = 2", "z = 1"]),
+        ("Si x ≠ y e y ≠ z, entonces x > z.", "(¬p ∧ ¬q) → r", ["x = y", "y = z", "x > z"]),
+        ("x + y = 2 ó x + y = 0.", "p ∨ q", ["x + y = 2", "x + y = 0"]),
+        # the affirmative "sí" is no conditional, and the atom leaves it out
+        (
+            "Aunque no quieras aprender, yo sí quiero enseñar.",
+            "¬p ∧ q",
+            ["quieras aprender", "yo quiero enseñar"],
+        ),
+        (
+            "No realiza su tarea y sí participa en clase.",
+            "¬p ∧ q",
+            ["realiza su tarea", "participa en clase"],
+        ),
+        # a biconditional that opens the sentence
+        ("Si y solo si llueve, me quedo en casa.", "p ↔ q", ["llueve", "me quedo en casa"]),
     ],
 )
 def test_rules_on_the_generator_cues(sentence, formula, definitions):

@@ -7,13 +7,17 @@ others. The sentence is split top-down, loosest construction first:
 1. ``;`` joins independent parts (a conjunction; a leading "además", "pero", "y" is dropped);
 2. constructions that open the sentence: negation prefixes ("no es cierto que"), "no puede ser que
    ... a la vez", asserted premises and "aunque" ("dado que A, B"), conditionals ("si A, entonces
-   B", "cuando A, B"), "solo si", "a menos que", "para que A, es necesario que B", "basta con que A
-   para que B", "ya sea que A o que B, C", "que A implica/equivale a que B", "o bien A, o bien B",
-   "ni A ni B", "o A o B, pero no ambos";
+   B", "cuando A, B"), "si y solo si A, B", "solo si", "a menos que", "para que A, es necesario
+   que B", "basta con que A para que B", "ya sea que A o que B, C", "que A implica/equivale a que
+   B", "o bien A, o bien B", "ni A ni B", "o A o B, pero no ambos";
 3. infix constructions: biconditionals, contrast and premise ("A, pero B"), "A solo si B",
    "A a menos que B", "A si B", then disjunction ("o", "u") and conjunction ("y", "e", lists);
 4. what is left is a clause: a "no" or "tampoco" in it becomes ¬ and is removed from the
-   definition; a leading "que" is dropped. Clauses with the same normalised text share a letter.
+   definition, as is an emphatic "sí"; a leading "que" is dropped. Clauses with the same
+   normalised text share a letter.
+
+"y", "e", "o" next to an operator are terms, not connectives ("x + y = 2 y z = 1": two atoms). The
+sentence read is :func:`nanologic.normalize.prepare_sentence`'s, as for the model.
 
 The opening clause of a construction ends at the first comma that does not continue a list or an
 "o bien" group. Letters are p, q, r, ... by first mention, as in the generator. It does not
@@ -56,12 +60,22 @@ def _cues(role: str) -> tuple[str, ...]:
 
 
 def _fold(text: str) -> str:
-    """Lower-case without accents, same length as ``text`` (NFC), so indices carry over."""
-    folded = "".join(
+    """Lower-case without accents, same length as ``text`` (NFC), so indices carry over.
+
+    The affirmative "sí" keeps its accent, so that no cue "si" matches it ("yo sí quiero enseñar",
+    "no realiza su tarea y sí participa en clase"); :func:`nanologic.normalize.prepare_sentence`
+    has already written the accented "sí y sólo sí" as the cue "si y solo si".
+    """
+    folded = [
         unicodedata.normalize("NFD", ch)[0] if unicodedata.normalize("NFD", ch)[0].isalpha() else ch
         for ch in text
-    )
-    return folded.lower()
+    ]
+    for match in _AFFIRMATIVE_SI.finditer(text):
+        folded[match.start() + 1] = "í"
+    return "".join(folded).lower()
+
+
+_AFFIRMATIVE_SI = re.compile(r"(?<!\w)sí(?!\w)", re.IGNORECASE)
 
 
 def _word_at(low: str, cue: str, start: int = 0) -> int:
@@ -105,8 +119,8 @@ class RuleFormalizer:
     def formalize(self, sentences: Sequence[str], batch_size: int = 0) -> list[dict]:
         from nanologic.normalize import normalize_results, prepare_sentence
 
-        results = [self.formalize_one(s) for s in sentences]
         prepared = [prepare_sentence(s) for s in sentences]
+        results = [self.formalize_one(s) for s in prepared]
         return normalize_results(results, prepared, self.normalize_definitions)
 
     def formalize_one(self, sentence: str) -> dict:
@@ -360,6 +374,16 @@ class RuleFormalizer:
                         return Binary(op, self._parse(text[3:i], r), self._parse(text[i + len(cue) + 4 :], r))
         return None
 
+    def _biconditional_prefix(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "si y solo si A, B": A ↔ B."""
+        for cue in _cues("biconditional"):
+            if _starts_with(low, cue):
+                head, tail = _split_head(_rest_after(text, cue))
+                if tail:
+                    r.connectors.append((IFF, cue))
+                    return Binary(IFF, self._parse(head, r), self._parse(tail, r))
+        return None
+
     def _conditional_prefix(self, text: str, low: str, r: _Reading) -> Node | None:
         """ "si A, (entonces) B", "cuando A, B": A → B."""
         for cue in _cues("conditional"):
@@ -494,6 +518,8 @@ class RuleFormalizer:
                 negated = True
                 r.connectors.append((NOT, neg))
                 break
+        # The emphatic "sí" ("yo sí quiero") only asserts: the atom is the clause without it.
+        words = [w for w in words if w.lower() != "sí"] or words
         while words and words[0].lower() in ("que", *_cues("conditional_then")):
             words = words[1:]
         definition = " ".join(words).strip(_STRIP) or text.strip(_STRIP)
@@ -521,6 +547,7 @@ _PREFIX_RULES: tuple[Callable[[RuleFormalizer, str, str, _Reading], Node | None]
     RuleFormalizer._need_for_purpose,
     RuleFormalizer._purpose_first,
     RuleFormalizer._que_implies,
+    RuleFormalizer._biconditional_prefix,
     RuleFormalizer._conditional_prefix,
     RuleFormalizer._either_or,
     RuleFormalizer._disjunction_prefix,
@@ -620,11 +647,17 @@ def _split_top(text: str, cues: tuple[str, ...]) -> tuple[str, str]:
     return text, ""
 
 
+_OPERATORS = re.escape("=+-−<>≤≥≠·×/^")
+
+
 def _split_all(text: str, cues: tuple[str, ...]) -> list[str]:
     """Split on every whole-word occurrence of the cues, and on list commas before the last one."""
     if not cues:
         return [text]
-    pattern = r"\s+(?:" + "|".join(re.escape(c) for c in cues) + r")\s+"
+    # Not next to an operator: there "y", "e", "o" is a term ("x + y = 2", the variable y).
+    pattern = (
+        rf"(?<![{_OPERATORS}])\s+(?:" + "|".join(re.escape(c) for c in cues) + rf")\s+(?![{_OPERATORS}])"
+    )
     parts = [p for p in re.split(pattern, text, flags=re.I) if p.strip(_STRIP)]
     if len(parts) < 2:
         return [text]
