@@ -38,6 +38,7 @@ def _one_error_line(capsys) -> str:
         (["--model-config", '{"bogus": 1}'], "bogus"),
         (["--model-config", '{"num_heads": 5}'], "--model-config"),
         (["--threads", "-1"], "--threads"),
+        (["--symbolic-share", "1.5"], "--symbolic-share"),
     ],
 )
 def test_bad_hyperparameters_are_refused_before_any_work(tmp_path, capsys, flags, named) -> None:

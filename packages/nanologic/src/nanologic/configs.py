@@ -194,6 +194,9 @@ class TrainInputs:
     n_generate: int = DEFAULT_N_GENERATE  # raw examples to generate when --data is absent
     # at most this many generated sentences per complexity level, spread over its patterns
     max_per_complexity: int = DEFAULT_MAX_PER_COMPLEXITY
+    # share of the generated mathematics clauses written in symbols ("x + y = 3"), as
+    # `nanologic generate --symbolic-share` (default 0: README, "Clauses in symbols")
+    symbolic_share: float = 0.0
     vocab_size: int = DEFAULT_VOCAB_SIZE  # BPE vocabulary (upper bound)
     # JSON object of model fields overriding the preset, e.g. '{"num_layers": 4}' (default: none)
     model_config: dict[str, Any] | None = None
@@ -327,13 +330,16 @@ class DatasetConfig:
     preprocess: PreprocessConfig = PreprocessConfig()
 
     @classmethod
-    def for_training(cls, n_generate: int, max_per_complexity: int | None, seed: int) -> DatasetConfig:
+    def for_training(
+        cls, n_generate: int, max_per_complexity: int | None, seed: int, symbolic_share: float = 0.0
+    ) -> DatasetConfig:
         """The dataset of ``nanologic train``: ``n_generate`` sentences, one seed for every stage.
 
         Args:
             n_generate: raw sentences to generate.
             max_per_complexity: source sentences kept per complexity level (None: no cap).
             seed: the training seed, which every stage's random choices also use.
+            symbolic_share: share of the mathematics clauses written in symbols (0 to 1).
 
         Returns:
             The stages' settings.
@@ -343,7 +349,7 @@ class DatasetConfig:
         """
         base = cls()
         return cls(
-            generate=GenerateConfig(n=n_generate, seed=seed),
+            generate=GenerateConfig(n=n_generate, seed=seed, symbolic_share=symbolic_share),
             clean=dataclasses.replace(base.clean, seed=seed),
             verify=base.verify,
             augment=dataclasses.replace(base.augment, seed=seed),

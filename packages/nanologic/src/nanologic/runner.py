@@ -354,12 +354,13 @@ class TrainRequest:
     callbacks: Sequence
     precision_plugins: Sequence
     command_config: str | None = None  # the YAML of the command's settings, saved as config.yaml
+    symbolic_share: float = 0.0
 
     def run_config(self) -> dict:
         """The settings saved in ``run.json``, which a resumed run must repeat."""
         from nanologic.training import train_config_dict
 
-        return {
+        config = {
             "preset": self.preset,
             "train_config": train_config_dict(self.train_config),
             "data": None if self.data_dir is None else str(Path(self.data_dir).resolve()),
@@ -368,6 +369,9 @@ class TrainRequest:
             "vocab_size": self.vocab_size,
             "model_overrides": self.model_overrides,
         }
+        if self.data_dir is None and self.symbolic_share:  # absent at 0, as in runs made before it existed
+            config["symbolic_share"] = self.symbolic_share
+        return config
 
 
 def train_run(
@@ -378,6 +382,7 @@ def train_run(
     data_dir: Path | None = None,
     n_generate: int = DEFAULT_N_GENERATE,
     max_per_complexity: int | None = DEFAULT_MAX_PER_COMPLEXITY,
+    symbolic_share: float = 0.0,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     resume: str | None = None,
     force: bool = False,
@@ -434,6 +439,7 @@ def train_run(
         callbacks=callbacks,
         precision_plugins=precision_plugins,
         command_config=command_config,
+        symbolic_share=symbolic_share,
     )
     run = open_run_dir(
         out,
@@ -543,7 +549,10 @@ def _checked_data(out: Path, data_dir: Path | None, request: TrainRequest) -> Pa
                 f"[bold]Generating the embedded dataset[/] ({request.n_generate} raw examples) in {data_dir}"
             )
             config = DatasetConfig.for_training(
-                request.n_generate, request.max_per_complexity, request.train_config.seed
+                request.n_generate,
+                request.max_per_complexity,
+                request.train_config.seed,
+                request.symbolic_share,
             )
             build_dataset(data_dir, config)
     _require_splits(data_dir)
