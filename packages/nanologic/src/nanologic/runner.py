@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -360,7 +360,7 @@ class TrainRequest:
         """The settings saved in ``run.json``, which a resumed run must repeat."""
         from nanologic.training import train_config_dict
 
-        config = {
+        config: dict[str, Any] = {
             "preset": self.preset,
             "train_config": train_config_dict(self.train_config),
             "data": None if self.data_dir is None else str(Path(self.data_dir).resolve()),
