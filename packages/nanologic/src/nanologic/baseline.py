@@ -59,6 +59,9 @@ def _cues(role: str) -> tuple[str, ...]:
     return tuple(sorted({_fold(c) for c in CUES.get(role, ())}, key=lambda c: (-len(c), c)))
 
 
+_AFFIRMATIVE_SI = re.compile(r"(?<!\w)sí(?!\w)", re.IGNORECASE)
+
+
 def _fold(text: str) -> str:
     """Lower-case without accents, same length as ``text`` (NFC), so indices carry over.
 
@@ -73,9 +76,6 @@ def _fold(text: str) -> str:
     for match in _AFFIRMATIVE_SI.finditer(text):
         folded[match.start() + 1] = "í"
     return "".join(folded).lower()
-
-
-_AFFIRMATIVE_SI = re.compile(r"(?<!\w)sí(?!\w)", re.IGNORECASE)
 
 
 def _word_at(low: str, cue: str, start: int = 0) -> int:
