@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 import pytest
 from workspace_facts import MEMBERS, ROOT, load_tool
 
@@ -41,16 +44,41 @@ def test_gpu_check_runs_every_pytorch_member_eager_and_compiled(tmp_path):
             f.write('{"ok": 1}')
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    results = gpu_check.run_plan(list(PYTORCH_MEMBERS), "cuda", False, 60, tmp_path, runner=fake_run)
+    snapshots = []
+    results = gpu_check.run_plan(
+        list(PYTORCH_MEMBERS),
+        "cuda",
+        False,
+        60,
+        tmp_path,
+        runner=fake_run,
+        on_result=lambda r: snapshots.append(sum(len(s) for s in r.values())),
+    )
     assert len(calls) == 2 * len(PYTORCH_MEMBERS)
     for cmd in calls:
         assert (
             cmd[cmd.index("--device") + 1] == "cuda"
             and cmd[cmd.index("bench") - 1] in PYTORCH_MEMBERS.values()
         )
-    assert sum("--compile" in cmd for cmd in calls) == len(PYTORCH_MEMBERS)
+    # every eager bench first, so a run cut short loses compiled results, not eager ones
+    assert ["--compile" in cmd for cmd in calls] == [False] * len(PYTORCH_MEMBERS) + [True] * len(
+        PYTORCH_MEMBERS
+    )
+    assert snapshots == list(range(1, len(calls) + 1))  # the report is rewritten after each bench
     assert results["nanologic"]["compile"]["result"] == {"ok": 1}
     assert "boom" in results["seeddelta"]["compile"]["stderr_tail"]
+
+
+def test_gpu_check_python_launcher_runs_each_cli_module_with_this_interpreter():
+    import sys
+
+    gpu_check = load_tool("gpu_check")
+    for dist in PYTORCH_MEMBERS:
+        cmd = gpu_check.bench_command(dist, Path("o.json"), "cuda", True, False, launcher="python")
+        assert cmd[:3] == [sys.executable, "-m", f"{dist.replace('-', '_')}.cli"]
+        assert cmd[3:] == ["bench", "--device", "cuda", "--out", "o.json", "--compile"]
+        module = importlib.import_module(cmd[2])
+        assert callable(module.main)
 
 
 def test_gpu_check_refuses_without_a_gpu(monkeypatch, capsys):
@@ -67,11 +95,10 @@ def test_gpu_check_refuses_without_a_gpu(monkeypatch, capsys):
 def test_every_pytorch_bench_takes_the_flags_gpu_check_passes(dist):
     import subprocess
     import sys
-    from pathlib import Path
 
-    script = Path(sys.executable).parent / PYTORCH_MEMBERS[dist]  # the workspace venv's console script
+    # as --launcher python runs it: `python -m <package>.cli`, which needs the module's main guard
     help_text = subprocess.run(
-        [str(script), "bench", "--help"],
+        [sys.executable, "-m", f"{dist.replace('-', '_')}.cli", "bench", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -2,10 +2,15 @@
 
     uv run python tools/gpu_check.py [--out gpu_check.json] [--only nanologic seeddelta]
                                      [--device cuda] [--quick] [--timeout 900]
+                                     [--launcher uv|python]
 
 For each of nanologic, tormented-mini, infinito-iit and seeddelta it runs ``<cli> bench --device
-cuda --out FILE`` and the same with ``--compile``, one process each, one after another (timings
-taken while another bench runs are meaningless). Each bench trains in the precision the member's
+cuda --out FILE``, then for each the same with ``--compile``, one process each, one after another
+(timings taken while another bench runs are meaningless). Every eager bench comes before the
+compiled ones, and the report is rewritten after each bench, so a run cut short keeps what it
+measured. ``--launcher python`` runs ``python -m <package>.cli`` with this interpreter instead of
+``uv run --package``: for a GPU image that has PyTorch but no uv, with the workspace's sources on
+``PYTHONPATH``. Each bench trains in the precision the member's
 trainer picks for the card (``lm_shared.runtime.detect_precision``: bf16 on Ampere and newer,
 fp16 on Volta/Turing such as the T4, fp32 on the P40 whose fp16 is slow). The report holds the
 GPU (name, compute capability, memory, the precision chosen), the torch and CUDA versions, and per
@@ -62,9 +67,15 @@ QUICK_ARGS = {
 }
 
 
-def bench_command(dist: str, out: Path, device: str, compile: bool, quick: bool) -> list[str]:
-    """The command line that runs ``dist``'s bench (through ``uv run --package``)."""
-    cmd = ["uv", "run", "--package", dist, MEMBERS[dist], "bench", "--device", device, "--out", str(out)]
+def bench_command(
+    dist: str, out: Path, device: str, compile: bool, quick: bool, launcher: str = "uv"
+) -> list[str]:
+    """The command line that runs ``dist``'s bench: ``uv run --package`` or this interpreter's ``-m``."""
+    if launcher == "uv":
+        cli = ["uv", "run", "--package", dist, MEMBERS[dist]]
+    else:
+        cli = [sys.executable, "-m", f"{dist.replace('-', '_')}.cli"]
+    cmd = [*cli, "bench", "--device", device, "--out", str(out)]
     if compile:
         cmd.append("--compile")
     if quick:
@@ -99,16 +110,25 @@ def device_report(device: str) -> dict[str, object]:
 
 
 def run_plan(
-    members: list[str], device: str, quick: bool, timeout: float, work: Path, runner=subprocess.run
+    members: list[str],
+    device: str,
+    quick: bool,
+    timeout: float,
+    work: Path,
+    runner=subprocess.run,
+    launcher: str = "uv",
+    on_result=None,
 ) -> dict[str, dict[str, object]]:
-    """Run each member's bench without and with ``--compile``; ``runner`` is ``subprocess.run``."""
-    results: dict[str, dict[str, object]] = {}
-    for dist in members:
-        results[dist] = {}
-        for compile in (False, True):
+    """Run every member's bench eager, then every member's with ``--compile``.
+
+    ``runner`` is ``subprocess.run``; ``on_result(results)`` is called after each bench.
+    """
+    results: dict[str, dict[str, object]] = {dist: {} for dist in members}
+    for compile in (False, True):
+        for dist in members:
             setting = "compile" if compile else "eager"
             out = work / f"{dist}-{setting}.json"
-            cmd = bench_command(dist, out, device, compile, quick)
+            cmd = bench_command(dist, out, device, compile, quick, launcher)
             print(f"== {dist} ({setting}): {' '.join(cmd)}", flush=True)
             start = time.perf_counter()
             entry: dict[str, object] = {"command": " ".join(cmd)}
@@ -126,6 +146,8 @@ def run_plan(
             status = "ok" if "result" in entry else "FAILED"
             print(f"   {status} in {entry['wall_s']} s", flush=True)
             results[dist][setting] = entry
+            if on_result is not None:
+                on_result(results)
     return results
 
 
@@ -140,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="the members' smallest sizes")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per bench run")
+    parser.add_argument(
+        "--launcher",
+        choices=("uv", "python"),
+        default="uv",
+        help="python: this interpreter's -m <package>.cli (a GPU image without uv)",
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda":
         import torch
@@ -152,13 +180,25 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     members = args.only or list(MEMBERS)
     report: dict[str, object] = {"machine": device_report(args.device)}
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-        results = run_plan(members, args.device, args.quick, args.timeout, Path(tmp))
-    report["benches"] = results
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_name(args.out.name + ".tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_out, args.out)
+
+    def write_report(results: dict[str, dict[str, object]]) -> None:
+        report["benches"] = results
+        tmp_out = args.out.with_name(args.out.name + ".tmp")
+        tmp_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp_out, args.out)
+
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        results = run_plan(
+            members,
+            args.device,
+            args.quick,
+            args.timeout,
+            Path(tmp),
+            launcher=args.launcher,
+            on_result=write_report,
+        )
+    write_report(results)
     failed = [
         f"{d} ({s})" for d, settings in results.items() for s, e in settings.items() if "result" not in e
     ]

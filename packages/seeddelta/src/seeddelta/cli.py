@@ -519,3 +519,7 @@ def train_main(argv: list[str] | None = None) -> int:
     if "--out" not in argv and not any(a.startswith("--out=") for a in argv):
         argv += ["--out", "runs/seeddelta-tiny"]
     return main(["tiny", "train", *argv])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
