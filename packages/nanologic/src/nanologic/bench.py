@@ -119,7 +119,7 @@ def _where_time_goes(
     # Ours runs the gradient-health statistics training runs every step; the reference has none.
     results["profile_ours"] = profiled(ours, ours_loss, lambda: grad_health(ours.parameters())).as_dict()
     results["profile_hf"] = profiled(hf, hf_loss, None).as_dict()
-    size = 256 if quick else (4096 if device == "cuda" else 1024)
+    size = 256 if quick else None  # None: lm_shared's default for the device
     peak32 = matmul_peak_flops("float32", device=device, size=size)
     results["matmul_peak_fp32_gflops"] = round(peak32 / 1e9, 1)
     native_bf16 = (
