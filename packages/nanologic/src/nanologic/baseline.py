@@ -9,9 +9,13 @@ others. The sentence is split top-down, loosest construction first:
    ... a la vez", asserted premises and "aunque" ("dado que A, B"), conditionals ("si A, entonces
    B", "cuando A, B"), "si y solo si A, B", "solo si", "a menos que", "para que A, es necesario
    que B", "basta con que A para que B", "ya sea que A o que B, C", "que A implica/equivale a que
-   B", "o bien A, o bien B", "ni A ni B", "o A o B, pero no ambos";
+   B", "o bien A, o bien B", "ni A ni B", "tanto A como B", "o A o B, pero no ambos";
 3. infix constructions: biconditionals, contrast and premise ("A, pero B"), "A solo si B",
-   "A a menos que B", "A si B", then disjunction ("o", "u") and conjunction ("y", "e", lists);
+   "A a menos que B", "A si B", then disjunction ("o", "u") and conjunction ("y", "e", lists),
+   then "A pero B" without a comma. Coordinated parts get the words they share written out
+   (:func:`_complete_ellipsis`: "ni el banco ni la farmacia abren" gives "el banco abren",
+   "Parra es escritor y matemático" gives "Parra es matemático"), as the generator's elliptic
+   sentences define each atom in full;
 4. what is left is a clause: a "no" or "tampoco" in it becomes ¬ and is removed from the
    definition, as is an emphatic "sí"; a leading "que" is dropped. Clauses with the same
    normalised text share a letter.
@@ -34,6 +38,8 @@ from dataclasses import dataclass, field
 
 from nanologic.evaluation import SPANISH_STOPWORDS, normalize_definition
 from nanologic.generator import CUES
+from nanologic.grammar import is_lexicon_verb_form
+from nanologic.lexicon import NAMES_F, NAMES_M, PRONOUNS, PRONOUNS_F, SURNAMES
 from nanologic.logic import (
     AND,
     IFF,
@@ -428,7 +434,19 @@ class RuleFormalizer:
                 parts = re.split(r"\s+" + re.escape(cue) + r"\s+", text[len(cue) :], flags=re.I)
                 if len(parts) >= 2:
                     r.connectors += [(NOT, f"{cue}...{cue}"), (AND, f"{cue}...{cue}")]
-                    return _chain(AND, [Not(self._parse(p, r)) for p in parts])
+                    return _chain(AND, [Not(self._parse(p, r)) for p in _complete_ellipsis(parts)])
+        return None
+
+    def _both(self, text: str, low: str, r: _Reading) -> Node | None:
+        """ "tanto A como B <predicado>": A ∧ B, the predicate shared."""
+        first, second = _cues("both") or ("", "")
+        if first and _starts_with(low, first) and not _starts_with(low, "tanto si"):
+            head, tail = _split_head(_rest_after(text, first))
+            left, sep, right = head.partition(f" {second} ")
+            if sep and left.strip(_STRIP) and right.strip(_STRIP):
+                r.connectors.append((AND, f"{first}...{second}"))
+                both = _chain(AND, [self._parse(p, r) for p in _complete_ellipsis([left, right])])
+                return Binary(AND, both, self._parse(tail, r)) if tail.strip(_STRIP) else both
         return None
 
     def _infix(self, text: str, low: str, r: _Reading) -> Node | None:
@@ -496,7 +514,17 @@ class RuleFormalizer:
             )
             if len(parts) >= 2:
                 r.connectors.append((op, _cues(role)[-1]))
-                return _chain(op, [self._parse(p, r) for p in parts])
+                return _chain(op, [self._parse(p, r) for p in _complete_ellipsis(parts)])
+        for cue in ("pero",):
+            i = _word_at(low, cue, 1)
+            if i > 0:
+                r.connectors.append((AND, cue))
+                return Binary(AND, self._parse(text[:i], r), self._parse(text[i + len(cue) :], r))
+        # "A pero B" without a comma: a contrast conjunction once nothing else has split the text
+        i = _word_at(low, "pero", 1)
+        if i > 0 and "pero" in _cues("conjunction"):
+            r.connectors.append((AND, "pero"))
+            return Binary(AND, self._parse(text[:i], r), self._parse(text[i + len("pero") :], r))
         for cue in _cues("nor"):
             i = _word_at(low, cue, 1)
             if i > 0:
@@ -543,6 +571,7 @@ _PREFIX_RULES: tuple[Callable[[RuleFormalizer, str, str, _Reading], Node | None]
     RuleFormalizer._either_antecedent,
     RuleFormalizer._excluded_middle,
     RuleFormalizer._both_conditions,
+    RuleFormalizer._both,
     RuleFormalizer._only_when_prefix,
     RuleFormalizer._need_for_purpose,
     RuleFormalizer._purpose_first,
@@ -648,6 +677,78 @@ def _split_top(text: str, cues: tuple[str, ...]) -> tuple[str, str]:
 
 
 _OPERATORS = re.escape("=+-−<>≤≥≠·×/^")
+
+
+_DETERMINERS = frozenset({
+    "el", "la", "los", "las", "un", "una", "unos", "unas", "mi", "mis", "tu", "tus", "su", "sus",
+    "nuestro", "nuestra", "nuestros", "nuestras", "este", "esta", "estos", "estas", "ese", "esa",
+    "esos", "esas", "aquel", "aquella", "aquellos", "aquellas",
+})  # fmt: skip
+_SUBJECT_PRONOUNS = frozenset({*PRONOUNS, *PRONOUNS_F, "usted", "ustedes"})
+_NAMES = frozenset({*NAMES_F, *NAMES_M, *SURNAMES})
+_FOCUS_ADVERBS = frozenset({"también", "tampoco", "solo", "sólo", "solamente", "únicamente"})
+_NEGATIONS = frozenset({"no", "nunca", "jamás", "tampoco"})
+_PREPOSITIONS = frozenset({
+    "a", "con", "de", "desde", "en", "entre", "hacia", "hasta", "para", "por", "sin", "sobre", "tras",
+})  # fmt: skip
+
+
+def _subject_words(words: list[str], names_only: bool = False) -> int:
+    """How many of ``words`` open them as a subject: a determiner and its noun, a pronoun, or a
+    run of capitalised names (with ``names_only``, names of the lexicon: at a sentence's start
+    every word is capitalised); 0 when they do not open with one."""
+    if not words:
+        return 0
+    first = words[0].lower()
+    if first in _DETERMINERS:
+        return 2 if len(words) >= 2 else 0
+    if first in _SUBJECT_PRONOUNS:
+        return 1
+    n = 0
+    while n < len(words) and words[n][:1].isupper() and (not names_only or words[n] in _NAMES):
+        n += 1
+    return n
+
+
+def _complete_ellipsis(parts: list[str]) -> list[str]:
+    """Coordinated parts with the words they share written out, so that each reads as a clause.
+
+    - bare subjects before a last part with its own subject share its predicate ("el banco", "la
+      farmacia abren los domingos" → "el banco abren los domingos", ...);
+    - a later part of one word (a focus adverb aside) takes the first part's words but its last
+      ("Nicanor Parra es escritor", "matemático" → "Nicanor Parra es matemático"), or only its
+      subject when the word is a verb of the lexicon ("mi tía no obtuvo una beca", "durmió" → "mi
+      tía durmió");
+    - a later part that opens with a preposition of the first part takes the first part's words
+      before it ("reviso el correo desde el computador", "desde el celular" → "reviso el correo
+      desde el celular").
+
+    Borrowed words leave a negation behind: it belongs to the part that says it.
+    """
+    parts = [p.strip(_STRIP) for p in parts]
+    words = [p.split() for p in parts]
+    last = words[-1]
+    k = _subject_words(last)
+    heads = words[:-1]
+    if 0 < k < len(last) and all(0 < _subject_words(h, names_only=True) == len(h) for h in heads):
+        predicate = " ".join(last[k:])
+        return [f"{' '.join(h)} {predicate}" for h in heads] + [parts[-1]]
+    first = [w for w in words[0] if w.lower() not in _NEGATIONS]
+    completed = [parts[0]]
+    for part, ws in zip(parts[1:], words[1:]):
+        core = [w for w in ws if w.lower() not in _FOCUS_ADVERBS]
+        opener = ws[0].lower() if ws else ""
+        at = max((j for j, w in enumerate(first) if j > 0 and w.lower() == opener), default=0)
+        if len(core) == 1 and is_lexicon_verb_form(core[0]):
+            subject = first[: _subject_words(first, names_only=True)]
+            completed.append(" ".join(subject + ws))
+        elif len(core) == 1 and len(first) >= 3:
+            completed.append(" ".join(first[:-1] + ws))
+        elif opener in _PREPOSITIONS and at > 0:
+            completed.append(" ".join(first[:at] + ws))
+        else:
+            completed.append(part)
+    return completed
 
 
 def _split_all(text: str, cues: tuple[str, ...]) -> list[str]:

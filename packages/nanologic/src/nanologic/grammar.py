@@ -225,6 +225,12 @@ def _verb_forms() -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]
     )
 
 
+def is_lexicon_verb_form(word: str) -> bool:
+    """Whether ``word`` (any case) is a finite form of a verb of the generator's lexicon (the last
+    word of a conjugated form: "durmió", "corra", "llovido")."""
+    return word.lower() in _verb_forms()[0]
+
+
 def verb_variants(word: str) -> set[str]:
     """Every indicative form (any person, any tense) of the verbs ``word`` may be a form of.
 
