@@ -100,6 +100,20 @@ from nanologic.logic import parse
         ),
         # two words that are not one clause's shape are left as they are
         ("Hace frío y llueve.", "p ∧ q", ["hace frío", "llueve"]),
+        # a conditional without a comma: the consequent opens where a verb, "no", a clitic before a
+        # verb or "es que" follows a head that holds a verb
+        ("Si está durmiendo no vendrá a la fiesta.", "p → ¬q", ["está durmiendo", "vendrá a la fiesta"]),
+        ("Si no vas al teatro es que no te gusta.", "¬p → ¬q", ["vas al teatro", "te gusta"]),
+        (
+            "Si trabajas o estudias te preparas mejor.",
+            "(p ∨ q) → r",
+            ["trabajas", "estudias", "te preparas mejor"],
+        ),
+        (
+            "Si llueve y hace sol sale el arco iris.",
+            "(p ∧ q) → r",
+            ["llueve", "hace sol", "sale el arco iris"],
+        ),
         # a contrast without a comma, once nothing else splits the sentence
         ("Los discos antiguos son buenos pero los modernos son mejores.", "p ∧ q", None),
     ],

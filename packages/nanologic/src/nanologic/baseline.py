@@ -9,7 +9,8 @@ others. The sentence is split top-down, loosest construction first:
    ... a la vez", asserted premises and "aunque" ("dado que A, B"), conditionals ("si A, entonces
    B", "cuando A, B"), "si y solo si A, B", "solo si", "a menos que", "para que A, es necesario
    que B", "basta con que A para que B", "ya sea que A o que B, C", "que A implica/equivale a que
-   B", "o bien A, o bien B", "ni A ni B", "tanto A como B", "o A o B, pero no ambos";
+   B", "o bien A, o bien B", "ni A ni B", "tanto A como B", "o A o B, pero no ambos"; a
+   conditional without a comma is split where its consequent opens (:func:`_split_commaless`);
 3. infix constructions: biconditionals, contrast and premise ("A, pero B"), "A solo si B",
    "A a menos que B", "A si B", then disjunction ("o", "u") and conjunction ("y", "e", lists),
    then "A pero B" without a comma. Coordinated parts get the words they share written out
@@ -404,6 +405,8 @@ class RuleFormalizer:
                     r.connectors.append((IMPLIES, f"{cue}...{cue_then}"))
                 else:
                     head, tail = _split_head(body)
+                    if not tail.strip(_STRIP):
+                        head, tail = _split_commaless(body)
                     r.connectors.append((IMPLIES, cue))
                 if tail.strip(_STRIP):
                     return Binary(IMPLIES, self._parse(head, r), self._parse(tail, r))
@@ -664,6 +667,39 @@ def _split_head(body: str) -> tuple[str, str]:
             if re.search(r"\s(y|e|o|u)\s", segment) and not re.search(r"\s(y|e|o|u)\s", head_low):
                 continue
         return head, tail
+    return body, ""
+
+
+_CLITICS = frozenset({"me", "te", "se", "nos", "os", "lo", "la", "los", "las", "le", "les"})
+_FUTURE_ENDINGS = ("ré", "rás", "rá", "remos", "réis", "rán")
+_COORDINATORS = frozenset({"y", "e", "o", "u", "ni"})
+
+
+def _is_verb(word: str) -> bool:
+    """A finite verb by the lexicon's conjugations, or a future by its ending ("recibirán")."""
+    low = word.lower().strip(_STRIP)
+    return is_lexicon_verb_form(low) or (len(low) > 4 and low.endswith(_FUTURE_ENDINGS))
+
+
+def _split_commaless(body: str) -> tuple[str, str]:
+    """Split a conditional's 'HEAD TAIL' that has no comma ("si está durmiendo no vendrá"), after a
+    head that holds a verb: before "es que", a "no" or a clitic opening the tail, or a verb that
+    follows neither a verb ("está durmiendo") nor a coordinator ("llueve y hace sol"). ``(body,
+    "")`` when no such place is found."""
+    words = body.split()
+    for i in range(1, len(words)):
+        head, word, before = words[:i], words[i].lower(), words[i - 1].lower()
+        if not any(_is_verb(w) for w in head) or before in _COORDINATORS or before in _CLITICS:
+            continue
+        opens_tail = (
+            words[i : i + 2] == ["es", "que"]
+            or word == "no"
+            or (word in _CLITICS and i + 1 < len(words) and _is_verb(words[i + 1]))
+            or (_is_verb(word) and not _is_verb(before) and before != "no")
+        )
+        if opens_tail:
+            tail = words[i + 2 :] if words[i : i + 2] == ["es", "que"] else words[i:]
+            return " ".join(head), " ".join(tail)
     return body, ""
 
 
