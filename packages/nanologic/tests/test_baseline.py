@@ -114,6 +114,20 @@ from nanologic.logic import parse
             "(p ∧ q) → r",
             ["llueve", "hace sol", "sale el arco iris"],
         ),
+        # an argument repeats a premise in another tense: the same content words, the same atom
+        (
+            "Si el perro detecta un intruso, el perro ladra. El perro no ladró. Por lo tanto, el perro no detectó un intruso.",
+            "((p → q) ∧ ¬q) → ¬p",
+            None,
+        ),
+        # ... but not in symbols, where the order of the same symbols is another relation
+        ("Si x − y = 2, entonces y − x ≠ 2.", "p → ¬q", ["x − y = 2", "y − x = 2"]),
+        # the excluded middle may repeat its clause after the "o no"
+        (
+            "O apruebo el examen o no lo apruebo, pero de todos modos me voy de vacaciones.",
+            "(p ∨ ¬p) ∧ q",
+            ["apruebo el examen", "me voy de vacaciones"],
+        ),
         # a contrast without a comma, once nothing else splits the sentence
         ("Los discos antiguos son buenos pero los modernos son mejores.", "p ∧ q", None),
     ],

@@ -37,7 +37,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from nanologic.evaluation import SPANISH_STOPWORDS, normalize_definition
+from nanologic.evaluation import SPANISH_STOPWORDS, content_words, normalize_definition
 from nanologic.generator import CUES
 from nanologic.grammar import is_lexicon_verb_form
 from nanologic.lexicon import NAMES_F, NAMES_M, PRONOUNS, PRONOUNS_F, SURNAMES
@@ -102,9 +102,13 @@ class _Reading:
     connectors: list[tuple[str, str]] = field(default_factory=list)
 
     def atom(self, text: str) -> Node:
+        # The same content words are the same clause in another tense or word order ("el perro
+        # ladra" ... "el perro no ladró"), as an argument repeats its premises in its conclusion;
+        # not in symbols, where order is meaning ("x − y = 2", "y − x = 2").
         key = normalize_definition(text)
+        stems = None if re.search(rf"[{_OPERATORS}]", text) else content_words(text)
         for i, d in enumerate(self.definitions):
-            if normalize_definition(d) == key:
+            if normalize_definition(d) == key or (stems is not None and content_words(d) == stems):
                 return Atom(f"a{i}")
         self.definitions.append(text)
         return Atom(f"a{len(self.definitions) - 1}")
@@ -305,13 +309,17 @@ class RuleFormalizer:
         return None
 
     def _excluded_middle(self, text: str, low: str, r: _Reading) -> Node | None:
-        """ "o A o no, pero B de todos modos": (A ∨ ¬A) ∧ B."""
+        """ "o A o no (A), pero B de todos modos": (A ∨ ¬A) ∧ B."""
         if _cues("excluded_middle") and _starts_with(low, "o"):
             i = _word_at(low, "o no", 2)
             ends = [e for e in _cues("excluded_middle") if e != "o no" and _word_at(low, e) > 0]
             if i > 0 and ends:
                 a = self._parse(text[1:i], r)
                 rest = text[i + 4 :].strip(_STRIP)
+                # "o A o no lo A, pero ...": the denial may repeat A's words before its comma
+                repeated, comma, after = rest.partition(",")
+                if comma and content_words(repeated) <= content_words(text[1:i]):
+                    rest = after.strip(_STRIP)
                 rest = re.sub(r"^pero\s+", "", rest, flags=re.I)
                 for e in ends:
                     rest = re.sub(r"\s*" + re.escape(e) + r"\s*", " ", rest, flags=re.I)
