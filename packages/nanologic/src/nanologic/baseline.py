@@ -37,9 +37,9 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from nanologic.evaluation import SPANISH_STOPWORDS, content_words, normalize_definition
+from nanologic.evaluation import SPANISH_STOPWORDS, content_words, normalize_definition, word_stems
 from nanologic.generator import CUES
-from nanologic.grammar import is_lexicon_verb_form
+from nanologic.grammar import lexicon_verb_lemma
 from nanologic.lexicon import NAMES_F, NAMES_M, PRONOUNS, PRONOUNS_F, SURNAMES
 from nanologic.logic import (
     AND,
@@ -100,17 +100,22 @@ def _starts_with(low: str, cue: str) -> bool:
 class _Reading:
     definitions: list[str] = field(default_factory=list)
     connectors: list[tuple[str, str]] = field(default_factory=list)
+    sentence: int = 0  # which of the text's sentences (split at ";" or a full stop) is being read
+    sentence_of: list[int] = field(default_factory=list)
 
     def atom(self, text: str) -> Node:
-        # The same content words are the same clause in another tense or word order ("el perro
-        # ladra" ... "el perro no ladró"), as an argument repeats its premises in its conclusion;
-        # not in symbols, where order is meaning ("x − y = 2", "y − x = 2").
-        key = normalize_definition(text)
-        stems = None if re.search(rf"[{_OPERATORS}]", text) else content_words(text)
+        # Across sentences, the same words in another tense, or without their subject, are the same
+        # clause ("el perro ladra" ... "el perro no ladró", "ella duerme" ... "duerme"): an argument
+        # repeats its premises in its conclusion. Within one sentence a change of tense is another
+        # clause ("o defiende la tesis o la defendió").
+        key, tenseless = normalize_definition(text), _tenseless(text)
         for i, d in enumerate(self.definitions):
-            if normalize_definition(d) == key or (stems is not None and content_words(d) == stems):
+            if normalize_definition(d) == key:
+                return Atom(f"a{i}")
+            if self.sentence_of[i] != self.sentence and _same_but_subject(_tenseless(d), tenseless):
                 return Atom(f"a{i}")
         self.definitions.append(text)
+        self.sentence_of.append(self.sentence)
         return Atom(f"a{len(self.definitions) - 1}")
 
 
@@ -176,9 +181,11 @@ class RuleFormalizer:
             body = self._sentences("; ".join(premises), _fold("; ".join(premises)), r)
             if body is None:
                 body = self._parse(premises[0], r)
+            r.sentence += 1
             return Binary(IMPLIES, body, self._parse(conclusion[1], r))
         nodes = []
         for part in parts:
+            r.sentence += 1
             part = part.strip(_STRIP)
             leading = True
             while leading:  # "y además, ..." drops both cues
@@ -678,6 +685,38 @@ def _split_head(body: str) -> tuple[str, str]:
     return body, ""
 
 
+def _tenseless(clause: str) -> tuple[str, ...]:
+    """``clause`` word by word with the tense taken out: a verb of the lexicon as its infinitive, an
+    auxiliary "haber" before a participle dropped ("ha llegado" is "llega"), any other word as its
+    stem. Every word counts and order is kept: "él canta" is not "ella canta", "Ana ama a Luis" is
+    not "Luis ama a Ana", and "x − y = 2" is not "y − x = 2" (a symbol stays itself)."""
+    words = re.findall(r"\w+|[^\w\s]", clause.lower())
+    stems = word_stems(" ".join(words))
+    out: list[str] = []
+    stem_at = 0
+    for i, word in enumerate(words):
+        if not re.fullmatch(r"\w+", word):
+            out.append(word)
+            continue
+        lemma = lexicon_verb_lemma(word)
+        stem, stem_at = stems[stem_at], stem_at + 1
+        following = words[i + 1] if i + 1 < len(words) else ""
+        if lemma == "haber" and lexicon_verb_lemma(following):
+            continue
+        out.append(lemma or stem)
+    return tuple(out)
+
+
+def _same_but_subject(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """``a`` and ``b`` (:func:`_tenseless` keys) are equal, or equal once the longer one's opening
+    subject (a pronoun, a determiner and its noun, a name) is left out."""
+    if a == b:
+        return True
+    longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+    n = len(longer) - len(shorter)
+    return 0 < n <= 2 and longer[n:] == shorter and _subject_words(list(longer[:n]) + ["x"]) == n
+
+
 _CLITICS = frozenset({"me", "te", "se", "nos", "os", "lo", "la", "los", "las", "le", "les"})
 _FUTURE_ENDINGS = ("ré", "rás", "rá", "remos", "réis", "rán")
 _COORDINATORS = frozenset({"y", "e", "o", "u", "ni"})
@@ -686,28 +725,28 @@ _COORDINATORS = frozenset({"y", "e", "o", "u", "ni"})
 def _is_verb(word: str) -> bool:
     """A finite verb by the lexicon's conjugations, or a future by its ending ("recibirán")."""
     low = word.lower().strip(_STRIP)
-    return is_lexicon_verb_form(low) or (len(low) > 4 and low.endswith(_FUTURE_ENDINGS))
+    return lexicon_verb_lemma(low) is not None or (len(low) > 4 and low.endswith(_FUTURE_ENDINGS))
 
 
 def _split_commaless(body: str) -> tuple[str, str]:
-    """Split a conditional's 'HEAD TAIL' that has no comma ("si está durmiendo no vendrá"), after a
-    head that holds a verb: before "es que", a "no" or a clitic opening the tail, or a verb that
-    follows neither a verb ("está durmiendo") nor a coordinator ("llueve y hace sol"). ``(body,
-    "")`` when no such place is found."""
+    """Split a conditional's 'HEAD TAIL' that has no comma ("si está durmiendo no vendrá"): at "es
+    que" (dropped), or, after a head that holds a verb, before a "no" or a clitic opening the tail
+    or a verb that follows neither a verb ("está durmiendo") nor a coordinator ("llueve y hace
+    sol"). ``(body, "")`` when no such place is found."""
     words = body.split()
     for i in range(1, len(words)):
         head, word, before = words[:i], words[i].lower(), words[i - 1].lower()
+        if i >= 2 and [w.lower() for w in words[i : i + 2]] == ["es", "que"]:
+            return " ".join(head), " ".join(words[i + 2 :])  # "si A es que B": A → B
         if not any(_is_verb(w) for w in head) or before in _COORDINATORS or before in _CLITICS:
             continue
         opens_tail = (
-            words[i : i + 2] == ["es", "que"]
-            or word == "no"
+            word == "no"
             or (word in _CLITICS and i + 1 < len(words) and _is_verb(words[i + 1]))
             or (_is_verb(word) and not _is_verb(before) and before != "no")
         )
         if opens_tail:
-            tail = words[i + 2 :] if words[i : i + 2] == ["es", "que"] else words[i:]
-            return " ".join(head), " ".join(tail)
+            return " ".join(head), " ".join(words[i:])
     return body, ""
 
 
@@ -783,7 +822,7 @@ def _complete_ellipsis(parts: list[str]) -> list[str]:
         core = [w for w in ws if w.lower() not in _FOCUS_ADVERBS]
         opener = ws[0].lower() if ws else ""
         at = max((j for j, w in enumerate(first) if j > 0 and w.lower() == opener), default=0)
-        if len(core) == 1 and is_lexicon_verb_form(core[0]):
+        if len(core) == 1 and lexicon_verb_lemma(core[0]):
             subject = first[: _subject_words(first, names_only=True)]
             completed.append(" ".join(subject + ws))
         elif len(core) == 1 and len(first) >= 3:

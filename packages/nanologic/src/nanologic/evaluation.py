@@ -197,6 +197,12 @@ def _strip_accents(text: str) -> str:
     return unicodedata.normalize("NFC", "".join(c for c in decomposed if unicodedata.category(c) != "Mn"))
 
 
+def word_stems(text: str) -> list[str]:
+    """Every word of ``text`` as its Spanish Snowball stem, lower-cased and accent-stripped, in order."""
+    words = re.findall(r"\w+", unicodedata.normalize("NFC", text).lower())
+    return [_strip_accents(stem) for stem in _stemmer().stemWords(words)]
+
+
 def content_words(text: str) -> set[str]:
     """Content words of ``text`` as Spanish Snowball stems, lower-cased and accent-stripped.
 

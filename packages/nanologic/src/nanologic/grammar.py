@@ -225,10 +225,12 @@ def _verb_forms() -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]
     )
 
 
-def is_lexicon_verb_form(word: str) -> bool:
-    """Whether ``word`` (any case) is a finite form of a verb of the generator's lexicon (the last
-    word of a conjugated form: "durmió", "corra", "llovido")."""
-    return word.lower() in _verb_forms()[0]
+def lexicon_verb_lemma(word: str) -> str | None:
+    """The infinitive of ``word`` (any case) when it is a form of a verb of the generator's lexicon
+    (the last word of a conjugated form: "durmió" -> "dormir", "llovido" -> "llover"), else None.
+    A form of several verbs gives the first infinitive in alphabetical order."""
+    lemmas = _verb_forms()[0].get(word.lower())
+    return min(lemmas) if lemmas else None
 
 
 def verb_variants(word: str) -> set[str]:
