@@ -233,8 +233,8 @@ def matmul_peak_flops(
         dtype: a torch dtype name (``"float32"``, ``"bfloat16"``, ``"float16"``).
         device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
         size: matrix side; default 8192 on CUDA, 1024 elsewhere. A GPU needs the large side: on an
-            H200 a 1024 or 4096 bf16 product is over before the launch overhead is paid off (61
-            and 560 TFLOP/s measured against about 790 at 8192).
+            H200 a 1024 or 4096 bf16 product is too short to reach the peak (95 and 745 TFLOP/s
+            against 798 at 8192 in one run; 61-76 at 1024 and 560 at 4096 in the benches' runs).
         repeats: timed calls.
 
     Returns:
