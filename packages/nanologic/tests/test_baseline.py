@@ -221,6 +221,23 @@ def test_cli_baseline_formalises_and_evaluates(tmp_path, capsys):
     assert [p["grounded"] for p in preds] == [True, False]
 
 
+def test_formalize_and_check_take_the_baseline_instead_of_a_model(tmp_path, capsys):
+    assert main(["formalize", "--baseline", "rules", "Tanto Carmen como Raúl votaron."]) == 0
+    out = capsys.readouterr().out
+    assert "p ∧ q" in out and "Raúl votaron" in out and "┃ p ┃ q ┃" in out  # with its truth table
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text('{"input": "Si llueve no salgo."}\n{"input": "Ni el banco ni la tienda abren."}\n')
+    assert main(["formalize", "--baseline", "rules", "--input", str(src), "--output", str(dst)]) == 0
+    rows = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
+    assert [parse(r["formula"]) for r in rows] == [parse("p → ¬q"), parse("¬p ∧ ¬q")]
+    argument = "Si llueve, me mojo. No me mojo. Por lo tanto, no llueve."
+    assert main(["check", "--baseline", "rules", "--exit-code", argument]) == 0
+    assert "modus tollens" in capsys.readouterr().out
+    assert main(["formalize", "--baseline", "rules", "--run", str(tmp_path), "Llueve."]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: give exactly one of") and "\n" not in err
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["baseline"]) == 2
     assert main(["evaluate", "--baseline", "rules"]) == 2

@@ -460,9 +460,16 @@ def _cmd_formalize(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
 
 
 def _formalizer(options: Any) -> Any:
-    """The PyTorch Formalizer (--run) or the llama.cpp one (--gguf), with the constraint."""
-    if (options.run is None) == (options.gguf is None):
-        raise NanologicError("give exactly one of --run DIR (PyTorch) or --gguf FILE.gguf (llama.cpp)")
+    """The PyTorch Formalizer (--run), the llama.cpp one (--gguf), with the constraint, or the rule
+    baseline (--baseline rules)."""
+    if sum(x is not None for x in (options.run, options.gguf, options.baseline)) != 1:
+        raise NanologicError(
+            "give exactly one of --run DIR (PyTorch), --gguf FILE.gguf (llama.cpp) or --baseline rules"
+        )
+    if options.baseline is not None:
+        from nanologic.baseline import RuleFormalizer
+
+        return RuleFormalizer()
     if options.gguf is not None:
         from nanologic.llamacpp import LlamaCppFormalizer
 
@@ -504,9 +511,12 @@ def _cmd_check(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         except FormulaError as exc:
             raise NanologicError(f"unparsable formula: {exc}") from None
     else:
-        if (decoding.run is None and decoding.gguf is None) or options.text is None:
+        if (
+            decoding.run is None and decoding.gguf is None and decoding.baseline is None
+        ) or options.text is None:
             raise NanologicError(
-                "give --run DIR (or --gguf FILE) and an argument text, or --premise/--conclusion formulas"
+                "give --run DIR (or --gguf FILE, or --baseline rules) and an argument text, "
+                "or --premise/--conclusion formulas"
             )
         premises_text, conclusion_text = split_argument(options.text)
         formalizer = _formalizer(decoding)

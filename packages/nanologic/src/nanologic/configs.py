@@ -420,10 +420,12 @@ def check_decoding_flags(decoding: Decoding | None, constrained: bool, grounded:
 
 @dataclass(frozen=True)
 class DecodingOptions:
-    """How a trained model is run: PyTorch (``--run``) or llama.cpp (``--gguf``), and the constraint."""
+    """How sentences are formalised: a trained model in PyTorch (``--run``) or llama.cpp
+    (``--gguf``) with its constraint, or the rule baseline (``--baseline rules``)."""
 
     run: Path | None = None  # a trained run directory (PyTorch)
     gguf: Path | None = None  # an exported GGUF, run in llama.cpp (llama-cpp-python)
+    baseline: Literal["rules"] | None = None  # the rule-based formaliser instead of a model
     # grounded: the answer grammar, atom definitions read from the sentence; format: the grammar
     # only (atoms in order, formula over declared letters, parses); free: plain greedy decoding
     # (default: grounded with --run; free with --gguf, as llama.cpp's grammar sampler takes ~25 s
