@@ -533,11 +533,6 @@ class RuleFormalizer:
             if len(parts) >= 2:
                 r.connectors.append((op, _cues(role)[-1]))
                 return _chain(op, [self._parse(p, r) for p in _complete_ellipsis(parts)])
-        for cue in ("pero",):
-            i = _word_at(low, cue, 1)
-            if i > 0:
-                r.connectors.append((AND, cue))
-                return Binary(AND, self._parse(text[:i], r), self._parse(text[i + len(cue) :], r))
         # "A pero B" without a comma: a contrast conjunction once nothing else has split the text
         i = _word_at(low, "pero", 1)
         if i > 0 and "pero" in _cues("conjunction"):
@@ -709,7 +704,7 @@ def _tenseless(clause: str) -> tuple[str, ...]:
 
 def _same_but_subject(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     """``a`` and ``b`` (:func:`_tenseless` keys) are equal, or equal once the longer one's opening
-    subject (a pronoun, a determiner and its noun, a name) is left out."""
+    subject (a pronoun, or a determiner and its noun) is left out."""
     if a == b:
         return True
     longer, shorter = (a, b) if len(a) > len(b) else (b, a)
