@@ -236,6 +236,9 @@ def test_formalize_and_check_take_the_baseline_instead_of_a_model(tmp_path, caps
     assert main(["formalize", "--baseline", "rules", "--run", str(tmp_path), "Llueve."]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: give exactly one of") and "\n" not in err
+    assert main(["formalize", "--baseline", "rules", "--beam-size", "4", "Llueve."]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --beam-size: decoding a model's answer, not for --baseline rules"
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

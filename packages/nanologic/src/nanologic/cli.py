@@ -469,6 +469,20 @@ def _formalizer(options: Any) -> Any:
     if options.baseline is not None:
         from nanologic.baseline import RuleFormalizer
 
+        model_flags = [
+            flag
+            for flag, given in (
+                ("--decoding", options.decoding is not None),
+                ("--constrained", options.constrained),
+                ("--grounded", options.grounded),
+                ("--beam-size", options.beam_size != 1),
+            )
+            if given
+        ]
+        if model_flags:
+            raise NanologicError(
+                f"{', '.join(model_flags)}: decoding a model's answer, not for --baseline rules"
+            )
         return RuleFormalizer()
     if options.gguf is not None:
         from nanologic.llamacpp import LlamaCppFormalizer
