@@ -685,20 +685,13 @@ def _tenseless(clause: str) -> tuple[str, ...]:
     auxiliary "haber" before a participle dropped ("ha llegado" is "llega"), any other word as its
     stem. Every word counts and order is kept: "él canta" is not "ella canta", "Ana ama a Luis" is
     not "Luis ama a Ana", and "x − y = 2" is not "y − x = 2" (a symbol stays itself)."""
-    words = re.findall(r"\w+|[^\w\s]", clause.lower())
-    stems = word_stems(" ".join(words))
+    tokens = re.findall(r"\w+|[^\w\s]", clause.lower())
     out: list[str] = []
-    stem_at = 0
-    for i, word in enumerate(words):
-        if not re.fullmatch(r"\w+", word):
-            out.append(word)
-            continue
+    for word, following in zip(tokens, [*tokens[1:], ""]):
         lemma = lexicon_verb_lemma(word)
-        stem, stem_at = stems[stem_at], stem_at + 1
-        following = words[i + 1] if i + 1 < len(words) else ""
         if lemma == "haber" and lexicon_verb_lemma(following):
             continue
-        out.append(lemma or stem)
+        out.append(lemma or (word_stems(word) or [word])[0])  # a symbol has no stem: itself
     return tuple(out)
 
 

@@ -525,11 +525,9 @@ def _cmd_check(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         except FormulaError as exc:
             raise NanologicError(f"unparsable formula: {exc}") from None
     else:
-        if (
-            decoding.run is None and decoding.gguf is None and decoding.baseline is None
-        ) or options.text is None:
+        if options.text is None:  # which formaliser reads it, _formalizer checks
             raise NanologicError(
-                "give --run DIR (or --gguf FILE, or --baseline rules) and an argument text, "
+                "give an argument text (with --run DIR, --gguf FILE or --baseline rules), "
                 "or --premise/--conclusion formulas"
             )
         premises_text, conclusion_text = split_argument(options.text)

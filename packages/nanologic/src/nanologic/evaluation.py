@@ -197,10 +197,17 @@ def _strip_accents(text: str) -> str:
     return unicodedata.normalize("NFC", "".join(c for c in decomposed if unicodedata.category(c) != "Mn"))
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", unicodedata.normalize("NFC", text).lower())
+
+
+def _stems(words: list[str]) -> list[str]:
+    return [_strip_accents(stem) for stem in _stemmer().stemWords(words)]
+
+
 def word_stems(text: str) -> list[str]:
     """Every word of ``text`` as its Spanish Snowball stem, lower-cased and accent-stripped, in order."""
-    words = re.findall(r"\w+", unicodedata.normalize("NFC", text).lower())
-    return [_strip_accents(stem) for stem in _stemmer().stemWords(words)]
+    return _stems(_words(text))
 
 
 def content_words(text: str) -> set[str]:
@@ -211,9 +218,8 @@ def content_words(text: str) -> set[str]:
     Numbers and symbols ("x", "2", "c²") count as content: in "x + y = 2" they are the content. A
     definition made only of stopwords keeps all its words, so it is never empty.
     """
-    words = re.findall(r"\w+", unicodedata.normalize("NFC", text).lower())
-    content = [w for w in words if _strip_accents(w) not in SPANISH_STOPWORDS] or words
-    return {_strip_accents(stem) for stem in _stemmer().stemWords(content)}
+    words = _words(text)
+    return set(_stems([w for w in words if _strip_accents(w) not in SPANISH_STOPWORDS] or words))
 
 
 @functools.cache
