@@ -25,8 +25,8 @@ class ToyOptions:
 class TinyTrainOptions:
     out: str  # run directory (model.pt, tokenizer.json, config.json, config.yaml, eval.json)
     quiet: bool = False  # no progress bar
-    # half the steps (1,500 of 3,000) unless --steps is given: for 2-core CPUs without native
-    # bf16, where the default trains in fp32 for over 15 minutes (README: time and accuracy of both)
+    # half the steps (1,500 of 3,000) unless --steps is given: a first look in half the time, at
+    # much lower accuracy on sum (README: time and accuracy of both)
     quick: bool = False
     # continue the interrupted run in --out from checkpoint.pt, with the run's own settings
     # (options typed again must match them)
