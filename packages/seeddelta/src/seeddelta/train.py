@@ -253,6 +253,9 @@ def _optimizer(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
         betas=(0.9, 0.95),
+        # One fused kernel over all parameters: 3 ms a step on 2 CPU cores against 16 ms for the
+        # default multi-tensor loop (5 % of a default fp32 step; README, *Harness B*).
+        fused=next(model.parameters()).device.type in ("cpu", "cuda"),
     )
     # Advances once per applied update; the monitor's LR repair scales its base rates, so a
     # halving lasts (writing param_groups would be overwritten by the next step).
