@@ -50,7 +50,7 @@ from seeddelta.tasks import TASKS, Sample, make_split, task_cycle, training_stre
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Defaults sized for under 15 minutes on 2 free CPU cores in fp32 (no native bf16 needed).
+    """Defaults sized for about 15 minutes on 2 free CPU cores in fp32 (no native bf16 needed).
 
     32 samples a step (48 before, sized for bf16 autocast): the sum task's carries need about as
     many sum samples as the 3,000 steps give at this size (24 a step never learnt them), and a
