@@ -53,7 +53,7 @@ def measure_tiny_training(
     from lm_shared.runtime import seed_everything
     from seeddelta.model import ModelConfig, TinyLlama
     from seeddelta.tasks import training_stream
-    from seeddelta.train import TrainConfig, _batch, train_tokenizer
+    from seeddelta.train import TrainConfig, _batch, _optimizer, train_tokenizer
 
     torch.set_num_threads(threads)
     cfg = TrainConfig()
@@ -61,7 +61,7 @@ def measure_tiny_training(
     tok = train_tokenizer(cfg.seed, 500, cfg.vocab_size)
     eager = TinyLlama(ModelConfig(vocab_size=tok.vocab_size)).to(device)
     model: Callable[..., Any] = torch.compile(eager) if compile else eager
-    opt = torch.optim.AdamW(eager.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
+    opt = _optimizer(eager, cfg)[0]  # the trainer's own AdamW (groups, fused kernel)
     stream = training_stream(cfg.seed, set(), cfg.task_cycle())
     batches = [_batch(tok, stream, cfg.docs_per_step, cfg.seq_len) for _ in range(steps + 2)]
     tokens = [int(b[0].numel()) for b in batches]
