@@ -115,3 +115,35 @@ def test_cpu_threads_leaves_busy_cores_alone_and_honours_an_explicit_count():
     assert 1 <= cpu_threads(0, preferred=2).threads <= 2  # measured on this machine
     with pytest.raises(ValueError, match="threads"):
         cpu_threads(-1)
+
+
+def test_compile_choice_compiles_only_where_a_backend_exists_and_the_run_repays_it(monkeypatch):
+    import lm_shared.runtime as runtime
+
+    monkeypatch.setattr(runtime, "compile_backend", lambda device: "g++" if device == "cpu" else None)
+    assert runtime.compile_choice("auto", "cpu", 3000) == runtime.CompileChoice(
+        True, "auto: g++ found and 3000 steps to run"
+    )
+    short = runtime.compile_choice("auto", "cpu", 999)
+    assert not short.enabled and "too few" in short.reason
+    assert not runtime.compile_choice("auto", "mps", 3000).enabled
+    assert not runtime.compile_choice("off", "cpu", 3000).enabled
+    assert runtime.compile_choice("on", "cpu", 1).enabled  # asked for: even a short run
+    with pytest.raises(
+        ValueError, match=r"cannot build kernels on cuda \(it needs Triton\); use --compile off"
+    ):
+        runtime.compile_choice("on", "cuda", 3000)
+    with pytest.raises(ValueError, match="one of auto, on, off"):
+        runtime.compile_choice("yes", "cpu", 3000)
+
+
+def test_compile_backend_runs_inductors_own_compiler_search():
+    import torch._inductor.config as inductor_config
+
+    from lm_shared.runtime import compile_backend
+
+    assert compile_backend("mps") is None
+    # A "compiler" that exists but fails is no backend: the search runs it, not just finds it.
+    # (torch's own patch: pytest's monkeypatch leaves a config entry deleted on undo.)
+    with inductor_config.patch({"cpp.cxx": ("/bin/false",)}):
+        assert compile_backend("cpu") is None

@@ -153,7 +153,12 @@ def test_quick_halves_the_default_steps_unless_steps_is_given(tmp_path, monkeypa
     def fake_train(out, cfg, **kwargs):
         seen["steps"] = cfg.steps
         report = {"exact_match": {}, "answer_nll": 0.0, "ppl": 1.0, "train_seconds": 0.0}
-        return report | {"threads": 1, "threads_reason": "as asked"}
+        return report | {
+            "threads": 1,
+            "threads_reason": "as asked",
+            "compiled": False,
+            "compile_reason": "off",
+        }
 
     monkeypatch.setattr(seeddelta.train, "train", fake_train)
     assert main(["tiny", "train", "--out", str(tmp_path / "r"), "--quiet", *extra]) == 0

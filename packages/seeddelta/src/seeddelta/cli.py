@@ -171,6 +171,7 @@ def _tiny_train_parser() -> ConfigParser:
         TrainConfig,
         flags={
             "precision": Flag(choices=("auto", "32-true", "bf16-mixed")),
+            "compile": Flag(choices=("auto", "on", "off")),
             "task_weights": Flag(nargs=3, metavar=MIX),
             "phase1_weights": Flag(nargs=3, metavar=MIX),
             "clip_norm": Flag(aliases=("--grad-clip",)),  # the house's other spelling (issue 17)
@@ -221,6 +222,7 @@ def cmd_tiny_train(parser: ConfigParser, args: Any, given: set[str]) -> int:
         f"exact_match copy={em.get('copy', 0):.3f} sum={em.get('sum', 0):.3f} brackets={em.get('brackets', 0):.3f} "
         f"answer_nll={report['answer_nll']:.4f} ppl={report['ppl']:.3f} "
         f"train_seconds={report['train_seconds']:.0f} threads={report['threads']} ({report['threads_reason']}) "
+        f"compiled={report['compiled']} ({report['compile_reason']}) "
         f"-> {Path(run.out) / 'eval.json'}"
     )
     return 0
