@@ -76,3 +76,31 @@ def test_resume_with_every_phase_done_loads_the_last_weights_and_fits_nothing(tm
     assert fit_phases(run, module, None, tmp_path, 64, FitSettings(tc, "32-true")) is None
     for key, value in module.state_dict().items():
         assert torch.equal(value, trained[key]), key
+
+
+def test_compile_is_auto_by_default_and_old_switch_values_still_read(tmp_path, monkeypatch):
+    import pytest
+
+    import lm_shared.runtime as runtime
+    from lm_shared.config_cli import instantiate
+    from nanologic.cli import _train_parser
+    from nanologic.configs import TrainConfig, TrainConfigError
+    from nanologic.errors import NanologicError
+    from nanologic.runner import _compile_choice
+
+    parser = _train_parser()
+    for argv, expected in (([], "auto"), (["--compile"], "on"), (["--compile", "off"], "off")):
+        assert instantiate(parser, parser.parse_args(argv), TrainConfig).compile == expected
+    assert TrainConfig(compile=True).compile == "on" and TrainConfig(compile=False).compile == "off"
+    with pytest.raises(TrainConfigError, match="compile: expected 'auto', 'on' or 'off'"):
+        TrainConfig(compile="yes")
+
+    # auto weighs the run's optimizer steps: 700 examples / 32 a batch = 22 a step, x 2 epochs
+    (tmp_path / "train.jsonl").write_text('{"x": 1}\n' * 700)
+    monkeypatch.setattr(runtime, "compile_backend", lambda device: "g++")
+    short = _compile_choice(TrainConfig(max_epochs=2), "cpu", tmp_path)
+    assert not short.enabled and short.reason == "auto: 44 steps are too few to repay compiling, eager"
+    assert _compile_choice(TrainConfig(max_epochs=2, max_steps=5000), "cpu", tmp_path).enabled
+    monkeypatch.setattr(runtime, "compile_backend", lambda device: None)
+    with pytest.raises(NanologicError, match="--compile: compile on: .*use --compile off"):
+        _compile_choice(TrainConfig(compile="on"), "cpu", tmp_path)

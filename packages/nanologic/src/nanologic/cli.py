@@ -91,6 +91,7 @@ def _train_config_flags() -> dict[str, Flag]:
         "checkpoint_every_n_steps": Flag(name="--checkpoint-every", aliases=("--checkpoint-every-n-steps",)),
         "devices": Flag(parse=_devices, metavar="DEVICES"),
         "strategy": Flag(choices=("auto", "ddp", "fsdp")),
+        "compile": Flag(choices=("auto", "on", "off"), const="on"),  # --compile alone: on, as before
     }
 
 

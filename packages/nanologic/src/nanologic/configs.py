@@ -67,7 +67,9 @@ class TrainConfig:
     precision: str = "auto"  # auto, 32-true, bf16-mixed, 16-mixed (Lightning precision strings)
     num_workers: int = 0  # DataLoader workers
     seed: int = 0  # random seed (data, initialisation, order)
-    compile: bool = False  # torch.compile the model (checkpoints are the same either way)
+    # torch.compile the model: auto = where Inductor finds a C++ compiler (Triton on CUDA) and the run
+    # has >= 1,000 steps | on (--compile alone) | off; checkpoints are the same either way
+    compile: str = "auto"
     # also write checkpoints/<phase>/last.ckpt every N optimizer steps (0 = at validation)
     checkpoint_every_n_steps: int = 0
     # devices per node: a count, 'auto', or a list like 0,1 (the batch size is per device)
@@ -79,6 +81,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Check every field before any work starts; raises :class:`TrainConfigError` naming it."""
+        if isinstance(self.compile, bool):  # configs saved when compile was a switch
+            object.__setattr__(self, "compile", "on" if self.compile else "off")
         problem = _train_config_problem(self)
         if problem is not None:
             raise TrainConfigError(problem)
@@ -172,6 +176,7 @@ def _train_config_problem(tc: TrainConfig) -> str | None:
         (tc.num_workers >= 0, "num_workers", ">= 0"),
         (0 <= tc.seed < 2**32, "seed", "in [0, 2**32)"),
         (tc.strategy in ("auto", "ddp", "fsdp"), "strategy", "'auto', 'ddp' or 'fsdp'"),
+        (tc.compile in ("auto", "on", "off"), "compile", "'auto', 'on' or 'off'"),
         (tc.num_nodes >= 1, "num_nodes", "an integer >= 1"),
         (tc.checkpoint_every_n_steps >= 0, "checkpoint_every_n_steps", ">= 0"),
     ]

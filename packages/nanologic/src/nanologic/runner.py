@@ -5,6 +5,7 @@ The data steps are :mod:`nanologic.stages`'; the Trainer's wiring is :mod:`nanol
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from nanologic.stages import build_dataset
 
 if TYPE_CHECKING:
     from lm_shared.runs import RunFolder
-    from lm_shared.runtime import ThreadChoice
+    from lm_shared.runtime import CompileChoice, ThreadChoice
 
 console = Console(stderr=True)
 
@@ -510,11 +511,12 @@ def _train_in(run: RunFolder, request: TrainRequest) -> dict:
     # tokens/s in bf16 autocast against 5,800 in fp32 on the same AMX Xeon (its fp32 log-mixture
     # costs more than the small bf16 matmuls save).
     precision = detect_precision(device) if tc.precision == "auto" else tc.precision
-    module = build_module(model_cfg, tc)
+    compiled = _compile_choice(tc, device, data_dir)
+    module = build_module(model_cfg, tc, compile=compiled.enabled)
     n_params = sum(p.numel() for p in module.model.parameters())
     if first:
         console.print(
-            _settings_table(out, request, model_cfg, n_params, device, precision, data_dir, threads)
+            _settings_table(out, request, model_cfg, n_params, device, precision, data_dir, threads, compiled)
         )
     settings = FitSettings(
         tc,
@@ -536,8 +538,26 @@ def _train_in(run: RunFolder, request: TrainRequest) -> dict:
         "precision": precision,
         "device": device,
         "threads": threads.threads,
+        "compiled": compiled.enabled,
+        "compile_reason": compiled.reason,
     }
     return _evaluate_trained_run(out, data_dir, request.eval_limit, facts, t_start)
+
+
+def _compile_choice(tc: TrainConfig, device: str, data_dir: Path) -> CompileChoice:
+    """``tc.compile`` resolved for this run: ``auto`` weighs the optimizer steps the run will take
+    (training examples / batch size / accumulation x epochs, or ``max_steps``) against the
+    compilation (about a minute on 2 cores; :func:`lm_shared.runtime.compile_choice`)."""
+    from lm_shared.runtime import compile_choice
+
+    with open(data_dir / "train.jsonl", "rb") as f:
+        n_train = sum(1 for line in f if line.strip())
+    per_epoch = math.ceil(n_train / tc.batch_size) // tc.accumulate_grad_batches
+    steps = tc.max_steps if tc.max_steps > 0 else per_epoch * (tc.max_epochs or 1)
+    try:
+        return compile_choice(tc.compile, device, steps)
+    except ValueError as exc:
+        raise NanologicError(f"--compile: {exc}") from None
 
 
 def _checked_data(out: Path, data_dir: Path | None, request: TrainRequest) -> Path:
@@ -580,6 +600,7 @@ def _settings_table(
     precision: str,
     data_dir: Path,
     threads: ThreadChoice,
+    compiled: CompileChoice,
 ) -> Table:
     tc = request.train_config
     table = Table(title=f"nanologic run {out}")
@@ -595,6 +616,7 @@ def _settings_table(
         "epochs / batch": f"{tc.max_epochs} / {tc.batch_size} x{tc.accumulate_grad_batches}",
         "data": str(data_dir),
         "threads": f"{threads.threads} ({threads.reason})",
+        "torch.compile": f"{'yes' if compiled.enabled else 'no'} ({compiled.reason})",
     }.items():
         table.add_row(k, str(v))
     return table

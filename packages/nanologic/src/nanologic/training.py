@@ -534,12 +534,20 @@ def training_phases(tc: TrainConfig) -> list[Phase]:
     return phases
 
 
-def build_module(model_config: NanoLogicConfig, tc: TrainConfig) -> NanoLogicModule:
-    """The LightningModule, with activation checkpointing and ``torch.compile`` as ``tc`` asks."""
+def build_module(
+    model_config: NanoLogicConfig, tc: TrainConfig, compile: bool | None = None
+) -> NanoLogicModule:
+    """The LightningModule, with activation checkpointing and ``torch.compile`` as asked.
+
+    ``compile``: compile the model (None: when ``tc.compile`` is ``"on"``; the trainer resolves
+    ``"auto"`` with :func:`lm_shared.runtime.compile_choice` and passes the answer).
+    """
     module = NanoLogicModule(model_config.to_dict(), train_config_dict(tc))
     if tc.grad_ckpt:
         module.model.gradient_checkpointing = True
-    if tc.compile:
+    if compile is None:
+        compile = tc.compile == "on"
+    if compile:
         # In place: parameter names (and so checkpoint keys) stay those of the plain model.
         # dynamic=True: length-bucketed batches change the sequence length every few steps, and
         # compiling per shape hit Dynamo's recompile limit and fell back to eager (no speed-up

@@ -171,7 +171,7 @@ def _tiny_train_parser() -> ConfigParser:
         TrainConfig,
         flags={
             "precision": Flag(choices=("auto", "32-true", "bf16-mixed")),
-            "compile": Flag(choices=("auto", "on", "off")),
+            "compile": Flag(choices=("auto", "on", "off"), const="on"),  # --compile alone: on
             "task_weights": Flag(nargs=3, metavar=MIX),
             "phase1_weights": Flag(nargs=3, metavar=MIX),
             "clip_norm": Flag(aliases=("--grad-clip",)),  # the house's other spelling (issue 17)
