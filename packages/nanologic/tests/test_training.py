@@ -102,5 +102,10 @@ def test_compile_is_auto_by_default_and_old_switch_values_still_read(tmp_path, m
     assert not short.enabled and short.reason == "auto: 44 steps are too few to repay compiling, eager"
     assert _compile_choice(TrainConfig(max_epochs=2, max_steps=5000), "cpu", tmp_path).enabled
     monkeypatch.setattr(runtime, "compile_backend", lambda device: None)
-    with pytest.raises(NanologicError, match="--compile: compile on: .*use --compile off"):
+    with pytest.raises(NanologicError, match="^compile on: .*use --compile off"):
         _compile_choice(TrainConfig(compile="on"), "cpu", tmp_path)
+    from nanologic.runner import train_run
+
+    with pytest.raises(NanologicError, match="^compile on: .*use --compile off"):
+        train_run(tmp_path / "run", train_config=TrainConfig(compile="on"))
+    assert not (tmp_path / "run").exists()  # refused before the run folder and its data

@@ -242,8 +242,8 @@ def compile_backend(device: str) -> str | None:
         device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
 
     Returns:
-        The working C++ compiler Inductor found on the CPU (its own search, which runs the
-        compiler once), ``"triton"`` on CUDA when Triton imports, ``None`` when nothing usable was
+        The C++ compiler Inductor found on the CPU (its own search, which runs ``CXX --version``:
+        a compiler that answers but cannot build is caught only when compiling fails), ``"triton"`` on CUDA when Triton imports, ``None`` when nothing usable was
         found (and always on MPS, which Inductor does not target here).
     """
     if device == "cpu":

@@ -425,6 +425,13 @@ def train_run(
         data_dir = _saved_data_dir(Path(out))
     if data_dir is not None:
         _require_splits(Path(data_dir))
+    if train_config.compile == "on":  # refused before the run folder and its data are made
+        from lm_shared.runtime import compile_choice, detect_device
+
+        try:
+            compile_choice("on", detect_device(), 0)
+        except ValueError as exc:
+            raise NanologicError(str(exc)) from None
     request = TrainRequest(
         preset=preset,
         train_config=train_config,
@@ -547,7 +554,8 @@ def _train_in(run: RunFolder, request: TrainRequest) -> dict:
 def _compile_choice(tc: TrainConfig, device: str, data_dir: Path) -> CompileChoice:
     """``tc.compile`` resolved for this run: ``auto`` weighs the optimizer steps the run will take
     (training examples / batch size / accumulation x epochs, or ``max_steps``) against the
-    compilation (about a minute on 2 cores; :func:`lm_shared.runtime.compile_choice`)."""
+    compilation (15-75 s on 2 cores; :func:`lm_shared.runtime.compile_choice`). ``--quick``'s
+    ~700 steps therefore train eagerly: compiling cold (75 s) repays itself after ~750 steps."""
     from lm_shared.runtime import compile_choice
 
     with open(data_dir / "train.jsonl", "rb") as f:
@@ -557,7 +565,7 @@ def _compile_choice(tc: TrainConfig, device: str, data_dir: Path) -> CompileChoi
     try:
         return compile_choice(tc.compile, device, steps)
     except ValueError as exc:
-        raise NanologicError(f"--compile: {exc}") from None
+        raise NanologicError(str(exc)) from None
 
 
 def _checked_data(out: Path, data_dir: Path | None, request: TrainRequest) -> Path:

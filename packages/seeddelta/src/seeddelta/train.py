@@ -85,7 +85,8 @@ class TrainConfig:
     phase1_weights: tuple[int, int, int] = (1, 0, 1)  # phase-1 mix: copy and brackets first, then mostly sum
     checkpoint_every: int = 250  # steps between resumable checkpoints (checkpoint.pt)
     # torch.compile the model: auto = when Inductor finds a C++ compiler (or Triton on CUDA) and the
-    # run has >= 1,000 steps (a minute of compiling, then steps ~1.27x faster on 2 cores) | on | off
+    # run has >= 1,000 steps (a minute of compiling, then steps ~1.27x faster on 2 cores) | on
+    # (--compile alone) | off
     compile: str = "auto"
 
     def __post_init__(self) -> None:
@@ -415,7 +416,7 @@ def _train_step(s: TrainingSession, step: int) -> tuple[torch.Tensor, float, Ste
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             if cfg.compile == "on":
                 raise SeedDeltaError(
-                    f"torch.compile failed at step {step} ({reason}); use --compile off"
+                    f"torch.compile failed at step {step} ({reason}); continue with --resume --compile off"
                 ) from None
             print(f"torch.compile failed ({reason}); training on without it", file=sys.stderr)
             s.compile, s.forward = CompileChoice(False, f"auto: compiling failed ({reason}), eager"), None
