@@ -229,7 +229,7 @@ class CompileChoice:
     """Whether a training model is ``torch.compile``d, and why (see :func:`compile_choice`)."""
 
     enabled: bool
-    reason: str  # one line for the run header and report, e.g. "auto: C++ compiler g++"
+    reason: str  # one line for the run header and report, e.g. "auto: g++ found and 3000 steps to run"
 
 
 COMPILE_MODES = ("auto", "on", "off")
@@ -243,8 +243,9 @@ def compile_backend(device: str) -> str | None:
 
     Returns:
         The C++ compiler Inductor found on the CPU (its own search, which runs ``CXX --version``:
-        a compiler that answers but cannot build is caught only when compiling fails), ``"triton"`` on CUDA when Triton imports, ``None`` when nothing usable was
-        found (and always on MPS, which Inductor does not target here).
+        a compiler that answers but cannot build is caught only when compiling fails),
+        ``"triton"`` on CUDA when Triton imports, ``None`` when nothing usable was found (and
+        always on MPS, which Inductor does not target here).
     """
     if device == "cpu":
         try:
