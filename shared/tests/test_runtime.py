@@ -147,3 +147,21 @@ def test_compile_backend_runs_inductors_own_compiler_search():
     # (torch's own patch: pytest's monkeypatch leaves a config entry deleted on undo.)
     with inductor_config.patch({"cpp.cxx": ("/bin/false",)}):
         assert compile_backend("cpu") is None
+
+
+def test_compile_module_draws_eager_dropout_masks_on_the_cpu():
+    from lm_shared.runtime import compile_backend, compile_module
+
+    if compile_backend("cpu") is None:
+        pytest.skip("no C++ compiler for Inductor on this machine")
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Dropout(0.5)).train()
+    x = torch.randn(4, 16)
+    compiled = compile_module(module, "cpu")
+    torch.manual_seed(1)
+    eager_out = module(x)
+    torch.manual_seed(1)
+    compiled_out = compiled(x)
+    # The same seed gives the same dropout mask: Inductor called eager PyTorch's random kernel.
+    assert torch.equal(compiled_out == 0, eager_out == 0)
+    torch.testing.assert_close(compiled_out, eager_out)

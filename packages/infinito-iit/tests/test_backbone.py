@@ -200,10 +200,17 @@ def test_e_crash_and_resume_gives_the_same_weights_and_logged_losses(tmp_path, d
 
 def test_f_checkpoints_do_not_depend_on_compile(tmp_path, data, monkeypatch):
     real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model: real_compile(model, backend="eager"))
+    compiled: list[str] = []
+
+    def eager_backend_compile(model, options=None):
+        compiled.append(type(model).__name__)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_backend_compile)
     cfg = replace(TRAIN, max_steps=5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path / "c", data, replace(cfg, compile=True), callbacks=[CrashAt(4)])
+    assert compiled == ["InfinitoLM"]
     run(tmp_path / "p", data, replace(cfg, max_steps=3))
     keys = torch.load(tmp_path / "c" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"].keys()
     plain_keys = torch.load(tmp_path / "p" / "checkpoints" / "last.ckpt", weights_only=False)[

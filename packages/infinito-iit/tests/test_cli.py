@@ -6,6 +6,7 @@ import pytest
 
 import infinito_iit
 from infinito_iit.cli import main, train_main
+from infinito_iit.errors import InfinitoError
 from lm_shared.cli_help import options_without_help
 
 TINY = [
@@ -49,6 +50,9 @@ def run_dir(tmp_path_factory):
 def test_train_then_generate_evaluate_phi(run_dir, tmp_path, capsys):
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["model"]["hidden_size"] == 32 and cfg["model"]["lambda_phi"] > 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert cfg["train"]["compile"] == "auto" and not metrics["compiled"]  # a short run trains eagerly
+    assert metrics["compile_reason"].endswith("steps are too few to repay compiling, eager")
     assert main(["evaluate", str(run_dir)]) == 0
     report = tmp_path / "gen.json"
     args = ["generate", str(run_dir), "--num-samples", "2", "--max-new-tokens", "6", "--out", str(report)]
@@ -90,6 +94,19 @@ def test_user_errors_exit_2_without_traceback(argv, message, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_compile_on_without_a_compiler_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from lm_shared import runtime
+
+    monkeypatch.setattr(runtime, "compile_backend", lambda device: None)
+    assert main(["train", *TINY, "--compile", "on", "--out", str(tmp_path), "--run-name", "c"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: compile on: torch.compile cannot build kernels on cpu")
+        and "--compile off" in err
+    )
+    assert not (tmp_path / "c").exists()
 
 
 def test_empty_corpus_and_resume_mismatch(run_dir, tmp_path, capsys):
@@ -274,7 +291,11 @@ def test_the_old_flags_give_the_same_configs():
         learnable_phi_weights=False,
         phi_components=("temporal", "integration"),
     )
-    assert _train_config(parser, cfg, given) == TrainConfig(lr=3e-4, grad_accum=2, compile=True)
+    assert _train_config(parser, cfg, given) == TrainConfig(lr=3e-4, grad_accum=2, compile="on")
+    # Configs saved when --compile was a switch still load; a value outside the choices is refused.
+    assert TrainConfig(compile=False).compile == "off" and TrainConfig(compile=True).compile == "on"
+    with pytest.raises(InfinitoError, match=r"compile=.yes.: expected auto \| on \| off"):
+        TrainConfig(compile="yes")
     cfg, given = parse(parser, [])
     assert build_model_config(parser, cfg, given) == preset("cpu")  # memory_slots 128, not 256
     cfg, given = parse(parser, ["--baseline"])
@@ -339,3 +360,27 @@ def test_a_trained_run_is_positional_or_run_and_its_absence_is_one_line(capsys):
     assert (
         capsys.readouterr().err.strip() == "error: name the trained run: infinito evaluate RUN (or --run RUN)"
     )
+
+
+def test_compiled_bench_also_times_the_eager_models_and_rates_each_at_its_faster(monkeypatch):
+    from infinito_iit import bench
+    from infinito_iit.model import InfinitoConfig
+
+    compiled = []
+    monkeypatch.setattr(bench, "compile_module", lambda model, device: compiled.append(model) or model)
+    tiny = InfinitoConfig(
+        vocab_size=40, max_seq_len=16, hidden_size=16, num_layers=1, num_heads=2, memory_slots=8
+    )
+    configs = {"baseline": tiny.baseline(), "iit_full": tiny}
+    timed = bench.measure_training(configs, 8, 2, 1, None, "cpu", compile=True, eager_too=("baseline",))
+    assert set(timed) == {"baseline", "iit_full", "baseline_eager"} and len(compiled) == 2
+
+    def steps(**seconds):
+        return {name: {"median_step_s": s} for name, s in seconds.items()}
+
+    fp32 = steps(baseline=1.2, baseline_eager=1.0, iit_full=1.1, iit_full_eager=1.5, iit_metrics_only=1.0)
+    fp32.update(steps(iit_full_no_memory=1.0, iit_full_no_noise=1.0, iit_full_no_phi_loss=1.0))
+    ratios = bench._overhead_ratios({"32-true": fp32})
+    assert ratios["iit_overhead_ratio"] == pytest.approx(1.1 / 1.2)  # both compiled
+    assert ratios["iit_overhead_ratio_best"] == pytest.approx(1.1 / 1.0)  # compiled IIT, eager baseline
+    assert ratios["compile_speedup"] == pytest.approx({"baseline": 1.0 / 1.2, "iit_full": 1.5 / 1.1})

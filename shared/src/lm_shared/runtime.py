@@ -306,6 +306,28 @@ def compile_choice(requested: str, device: str, steps: int, min_steps: int = 100
     return CompileChoice(True, f"auto: {backend} found and {steps} steps to run")
 
 
+def compile_module(module: Any, device: str) -> Any:
+    """``torch.compile(module)`` (Inductor) with eager PyTorch's random numbers on the CPU.
+
+    Inductor generates its own random numbers for dropout and ``randn_like`` by default, and on
+    the CPU they are slower than eager PyTorch's: infinito-iit's baseline step (dropout 0.15, 2
+    cores) took 379 ms compiled that way against 284 ms eager, and 263 ms compiled with
+    Inductor's ``fallback_random`` option, which calls the eager random kernels instead. With that
+    option the compiled module also draws the same numbers as the eager one from the same seed.
+    On CUDA Inductor's fused (Philox) random numbers are the fast path, so they stay.
+
+    Args:
+        module: an ``nn.Module`` (or a function) to compile.
+        device: the device type it runs on (``"cpu"``, ``"cuda"``, ``"mps"``).
+
+    Returns:
+        The ``torch.compile`` wrapper; compilation itself happens at the first call.
+    """
+    import torch
+
+    return torch.compile(module, options={"fallback_random": True} if device == "cpu" else None)
+
+
 def autocast_dtype(precision: str) -> Any:
     """The ``torch.autocast`` dtype for a Lightning precision string.
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from lm_shared.runtime import cpu_has_native_bf16, save_config, seed_everything
+from lm_shared.runtime import compile_module, cpu_has_native_bf16, save_config, seed_everything
 
 from .model import InfinitoConfig, InfinitoLM
 from .phi_proxy import model_phi_proxy
@@ -59,9 +59,12 @@ def measure_training(
     dtype: torch.dtype | None,
     device: str,
     compile: bool = False,
+    eager_too: tuple[str, ...] = (),
 ) -> dict[str, dict[str, float]]:
     """Median seconds per training step for each config, interleaved round-robin (each model
-    ``torch.compile``d first with ``compile``)."""
+    ``torch.compile``d first with ``compile``, by :func:`lm_shared.runtime.compile_module`). With
+    ``compile``, the configs named in ``eager_too`` are also timed uncompiled, in the same rounds,
+    as ``<name>_eager``."""
     seed_everything(0)
     x = torch.randint(
         0, min(c.vocab_size for c in configs.values()), (batch_size, seq_len + 1), device=device
@@ -70,13 +73,16 @@ def measure_training(
         # Every variant is a new module whose forward Dynamo guards separately; without a reset the
         # second precision's variants pass the recompile limit (8) and silently run eager.
         torch._dynamo.reset()
+    timed_configs = [(name, cfg, compile) for name, cfg in configs.items()]
+    if compile:
+        timed_configs += [(f"{name}_eager", configs[name], False) for name in eager_too]
     fns = {}
-    for name, cfg in configs.items():
+    for name, cfg, compiled in timed_configs:
         model = InfinitoLM(cfg).to(device).train()
-        timed = torch.compile(model) if compile else model
+        timed = compile_module(model, device) if compiled else model
         fns[name] = _step_fn(timed, torch.optim.AdamW(model.parameters(), lr=1e-4), x, dtype, device)
         fns[name]()  # warm-up (allocations, autocast caches)
-    times: dict[str, list[float]] = {name: [] for name in configs}
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(steps):
         for name, fn in fns.items():
             _sync(device)
@@ -236,6 +242,14 @@ def _overhead_ratios(training: dict[str, dict[str, dict[str, float]]]) -> dict[s
         bf = training["bf16-mixed"]
         ratios["iit_overhead_ratio_bf16"] = bf["iit_full"]["median_step_s"] / bf["baseline"]["median_step_s"]
         ratios["bf16_speedup_baseline"] = fp32["baseline"]["median_step_s"] / bf["baseline"]["median_step_s"]
+    if "baseline_eager" in fp32:  # a --compile bench: each model at its faster of compiled and eager
+        step = {name: fp32[name]["median_step_s"] for name in fp32}
+        ratios["iit_overhead_ratio_best"] = min(step["iit_full"], step["iit_full_eager"]) / min(
+            step["baseline"], step["baseline_eager"]
+        )
+        ratios["compile_speedup"] = {
+            name: step[f"{name}_eager"] / step[name] for name in ("baseline", "iit_full")
+        }
     full = fp32["iit_full"]["median_step_s"]
     ratios["iit_overhead_split"] = {
         "metrics_and_attention_stats": fp32["iit_metrics_only"]["median_step_s"]
@@ -323,7 +337,7 @@ def run_bench(
     }
     for precision, dtype in precisions.items():
         results["training"][precision] = measure_training(
-            configs, seq_len, batch_size, steps, dtype, device, compile
+            configs, seq_len, batch_size, steps, dtype, device, compile, eager_too=("baseline", "iit_full")
         )
     fp32 = results["training"]["32-true"]
     results.update(_overhead_ratios(results["training"]))
@@ -384,6 +398,13 @@ def _print(results: dict[str, Any], out: Path) -> None:
         f"{gen['no_cache_tokens_per_s']:.0f} without, speed-up {gen['kv_cache_speedup']:.2f}x "
         f"(same tokens: {gen['same_tokens']})"
     )
+    if "iit_overhead_ratio_best" in results:
+        speedup = results["compile_speedup"]
+        console.print(
+            f"compiled/eager speed-up (fp32): baseline {speedup['baseline']:.2f}x, iit_full "
+            f"{speedup['iit_full']:.2f}x; iit_overhead_ratio_best (each at its faster) = "
+            f"{results['iit_overhead_ratio_best']:.2f}x"
+        )
     console.print(
         f"iit_overhead_ratio (fp32) = {results['iit_overhead_ratio']:.2f}x; Φ proxy per evaluation: "
         f"K=8 {proxy['k8']['seconds']:.2f}s, K=12 {proxy['k12']['seconds']:.2f}s "

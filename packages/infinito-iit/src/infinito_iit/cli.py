@@ -101,6 +101,7 @@ TRAIN_FLAGS = {
     "strategy": Flag(choices=("auto", "ddp", "fsdp")),
     "grad_accum": Flag(aliases=("--accumulate-grad-batches",)),  # the other members' name
     "clip_norm": Flag(aliases=("--grad-clip",)),  # the house's other spelling
+    "compile": Flag(choices=("auto", "on", "off"), const="on"),  # --compile alone: on, as before
 }
 RUN_INPUT_FLAGS = {"run": Flag(positional=True, aliases=("--run",), metavar="RUN")}
 DECODING_FLAGS = {

@@ -43,7 +43,17 @@ from lm_shared.runs import (
     open_run_dir,
 )
 from lm_shared.runs_lightning import AtomicCheckpointIO, StopOnSignal, require_gpus_for_fsdp
-from lm_shared.runtime import autocast_dtype, detect_device, detect_precision, save_config, seed_everything
+from lm_shared.runtime import (
+    COMPILE_MODES,
+    CompileChoice,
+    autocast_dtype,
+    compile_choice,
+    compile_module,
+    detect_device,
+    detect_precision,
+    save_config,
+    seed_everything,
+)
 from lm_shared.stability import HealthConfig
 from lm_shared.stability_lightning import GradientHealthCallback
 
@@ -104,12 +114,18 @@ class TrainConfig:
     devices: str = "auto"  # Lightning devices: "auto", a count ("2") or a list ("0,1")
     num_nodes: int = 1  # machines (each with `devices` devices)
     strategy: str = "auto"  # auto | ddp | fsdp
-    compile: bool = False  # torch.compile the model (checkpoints are the same either way)
+    # torch.compile the model: auto = where Inductor finds a C++ compiler (Triton on CUDA) and the run
+    # has >= 1,000 steps | on (--compile alone) | off; checkpoints are the same either way
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> None:
             raise InfinitoError(f"train config {name}={getattr(self, name)!r}: expected {expected}")
 
+        if isinstance(self.compile, bool):  # configs saved when compile was a switch
+            object.__setattr__(self, "compile", "on" if self.compile else "off")
+        if self.compile not in COMPILE_MODES:
+            bad("compile", " | ".join(COMPILE_MODES))
         for name in (
             "seq_len",
             "batch_size",
@@ -524,15 +540,18 @@ class InfinitoModule(L.LightningModule):
         valid_totals: tuple[int, int] = (0, 0),
         proxy_ids: torch.Tensor | None = None,
         run_dir: Path | None = None,
+        compiled: bool = False,
     ) -> None:
         super().__init__()
         self.model_config, self.train_config = model_config, train_config
+        self.compiled = compiled  # torch.compile the model at fit start (compile_choice decided)
         self.model = InfinitoLM(model_config)
         if self.model.memory is not None:
             self.model.memory.defer_writes = True
-        # The compiled wrapper is kept out of the module tree (not a registered submodule), so the
-        # checkpoint keys are the same with and without --compile.
-        self.__dict__["_forward"] = torch.compile(self.model) if train_config.compile else self.model
+        # The compiled wrapper (made in on_fit_start, once the device is known) is kept out of the
+        # module tree (not a registered submodule), so the checkpoint keys are the same with and
+        # without --compile.
+        self.__dict__["_forward"] = self.model
         lengths = torch.as_tensor(byte_lengths if byte_lengths is not None else np.zeros(1), dtype=torch.long)
         self.register_buffer("byte_lengths", lengths, persistent=False)
         self.valid_words, self.valid_bytes = valid_totals
@@ -620,6 +639,8 @@ class InfinitoModule(L.LightningModule):
         handle.flush()
 
     def on_fit_start(self) -> None:
+        if self.compiled:
+            self.__dict__["_forward"] = compile_module(self.model, self.device.type)
         # Lightning's callback connector sets Trainer.callbacks; the class does not declare it.
         callbacks = self.trainer.callbacks  # type: ignore[attr-defined]
         self._health = next((c for c in callbacks if isinstance(c, GradientHealthCallback)), None)
@@ -748,18 +769,26 @@ def _weights_agree(module: InfinitoModule, trainer: L.Trainer) -> bool:
     return bool((gathered == gathered[0]).all()) if gathered.dim() > 1 else True
 
 
-def _check_settings(model_config: InfinitoConfig, train_config: TrainConfig) -> tuple[str, str]:
+def _check_settings(
+    model_config: InfinitoConfig, train_config: TrainConfig
+) -> tuple[str, str, CompileChoice]:
     """Refuse settings this machine or model cannot run, before any work.
 
     Returns:
-        ``(device, precision)``, the precision resolved from ``auto``.
+        ``(device, precision, compiled)``: the precision resolved from ``auto``, and whether the
+        model is ``torch.compile``d (:func:`lm_shared.runtime.compile_choice` over ``max_steps``).
     """
     require_gpus_for_fsdp(train_config.strategy)
     if train_config.seq_len > model_config.max_seq_len:
         raise InfinitoError(
             f"--seq-len {train_config.seq_len} is above the model's max_seq_len {model_config.max_seq_len}"
         )
-    return _device_and_precision(train_config.precision)
+    device, precision = _device_and_precision(train_config.precision)
+    try:
+        compiled = compile_choice(train_config.compile, device, train_config.max_steps)
+    except ValueError as err:
+        raise InfinitoError(str(err)) from None
+    return device, precision, compiled
 
 
 def _open_run(
@@ -843,6 +872,7 @@ def _build_module(
     data: PreparedData,
     run: RunFolder,
     history: dict[str, list[dict[str, Any]]] | None,
+    compiled: bool,
 ) -> InfinitoModule:
     """The LightningModule, freshly seeded; only the writing rank gets the run folder for its logs."""
     # Seeded again so the initial weights do not depend on whether the data was prepared here or
@@ -855,6 +885,7 @@ def _build_module(
         (data.valid.n_words, data.valid.n_bytes),
         _proxy_ids(data, train_config.proxy_sequences),
         run.path if run.is_writer else None,
+        compiled=compiled,
     )
     if history is not None:
         module.history = history
@@ -1068,7 +1099,7 @@ def train(
     :class:`~lm_shared.runs.TrainingInterrupted` after SIGINT/SIGTERM (a resumable checkpoint saved).
     """
     start_time = time.perf_counter()
-    device, precision = _check_settings(model_config, train_config)
+    device, precision, compiled = _check_settings(model_config, train_config)
     run_dir = Path(run_dir)
     run = _open_run(model_config, train_config, run_dir, resume=resume, force=force)
     with run:
@@ -1087,7 +1118,9 @@ def train(
             history = _resumed_history(run, last_ckpt)
         elif run.is_writer:
             _write_run_config(run, model_config, train_config, data, device, precision)
-        module = _build_module(model_config, train_config, data, run, history)
+        if run.is_writer:
+            log(f"torch.compile: {compiled.reason}")
+        module = _build_module(model_config, train_config, data, run, history, compiled.enabled)
         own_callbacks, monitors = _infinito_callbacks(train_config, run.path, last_ckpt, progress=progress)
         trainer = _build_trainer(
             train_config,
@@ -1115,6 +1148,8 @@ def train(
             stopped=stopped,
             world_size=trainer.world_size,
             ranks_agree=agree,
+            compiled=compiled.enabled,
+            compile_reason=compiled.reason,
         )
         final_dir = _finish_run(run, module.history, final, stopped, trainer.global_step, log)
         return TrainResult(final_dir, model, data, final, module.history, stopped, seconds)
