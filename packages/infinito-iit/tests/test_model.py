@@ -159,6 +159,34 @@ def test_memory_writes_in_training_only_and_reads_back():
     assert torch.equal(clone.memory.slots, model.memory.slots)
 
 
+def _reference_memory_read(mem, h):
+    """The pre-2026-12-04 read (query and output projections on every position), as the oracle."""
+    q = mem.query(mem.norm(h))
+    slots = mem.norm(mem.slots.to(h.dtype))
+    scores = (q @ mem.key(slots).T) / math.sqrt(h.shape[-1])
+    scores = scores.masked_fill(~mem.filled(), float("-inf"))
+    null = torch.zeros(*h.shape[:2], 1, dtype=h.dtype)
+    weights = torch.cat([null, scores], dim=-1).softmax(-1)[..., 1:]
+    return mem.out(weights @ mem.value(slots))
+
+
+def test_memory_read_equals_the_previous_implementation_values_and_gradients():
+    torch.manual_seed(0)
+    mem = tiny(memory_slots=16).double().memory.eval()
+    torch.nn.init.normal_(mem.out.bias)  # a non-zero bias must still be added once
+    mem.write(torch.randn(8, 5, 32, dtype=torch.float64), torch.randn(8, 5, dtype=torch.float64))
+    assert 0 < int(mem.filled().sum()) < 16  # empty slots are masked in both
+    h = torch.randn(3, 7, 32, dtype=torch.float64, requires_grad=True)
+    new, old = mem.read(h), _reference_memory_read(mem, h)
+    torch.testing.assert_close(new, old, rtol=1e-10, atol=1e-10)
+    weights = torch.randn_like(new)
+    inputs = (h, *mem.parameters())
+    for a, b in zip(
+        torch.autograd.grad((new * weights).sum(), inputs), torch.autograd.grad((old * weights).sum(), inputs)
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 def test_memory_evicts_lowest_priority_when_full():
     model = tiny(memory_slots=4, memory_writes=4, memory_decay=1.0)
     mem = model.memory
