@@ -234,6 +234,26 @@ def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path: Path, capsys, yaml_t
     assert err.startswith(expected.format(path=settings)) and err.count("\n") == 1, err
 
 
+@dataclass(frozen=True)
+class Compiled:
+    compile: str = "auto"  # auto | on | off
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [("compile: on\n", "on"), ("compile: false\n", "off"), ("compile: auto\n", "auto")],
+)
+def test_an_unquoted_on_off_or_an_old_switch_value_in_a_config_file_is_that_choice(
+    tmp_path: Path, yaml_text, expected
+):
+    parser = config_parser("prog train", "Train.")
+    add_dataclass_flags(parser, Compiled, flags={"compile": Flag(choices=("auto", "on", "off"), const="on")})
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml_text)
+    assert instantiate(parser, parse(parser, ["--config", str(settings)])[0], Compiled).compile == expected
+    assert instantiate(parser, parse(parser, ["--compile"])[0], Compiled).compile == "on"
+
+
 def test_resume_takes_the_saved_settings_not_typed():
     parser = make_parser()
     cfg, given = parse(parser, ["--seq-len", "64"])

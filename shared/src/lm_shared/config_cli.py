@@ -307,6 +307,20 @@ def _named(name: str, convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return convert
 
 
+def _on_off(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert``, except that a bool becomes ``"on"`` / ``"off"``.
+
+    For a field choosing among ``on``/``off``/…, a YAML file's unquoted ``on``/``off`` (YAML 1.1
+    booleans) and the ``true``/``false`` of a setting that was once a switch (``compile: false``)
+    mean those choices.
+    """
+
+    def read(value: Any) -> Any:
+        return ("on" if value else "off") if isinstance(value, bool) else convert(value)
+
+    return _named(getattr(convert, "__name__", "value"), read)
+
+
 def _keep_suppress(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``convert``, except that argparse's SUPPRESS default passes unchanged (a position left out)."""
 
@@ -571,8 +585,10 @@ def _argument_kwargs(
             kwargs["choices"] = tuple(spec.choices)
     else:
         convert, choices = _converter(annotation, spec.parse)
-        kwargs["type"] = convert
         choices = tuple(spec.choices) if spec.choices is not None else choices
+        if choices is not None and {"on", "off"} <= set(choices):
+            convert = _on_off(convert)
+        kwargs["type"] = convert
         if choices is not None:
             kwargs["choices"] = choices
         if default is dataclasses.MISSING:
