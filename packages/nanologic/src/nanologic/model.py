@@ -493,29 +493,31 @@ class NanoLogic(nn.Module):
             ValueError: label smoothing with the copy head.
         """
         cfg = self.config
-        keep = labels != -100
-        logits = self.logits_from_hidden(h[keep]).float()
-        targets = labels[keep]
+        # One index of the target positions, then index_select: each boolean-mask index is a
+        # data-dependent shape, where torch.compile splits the graph (seven splits before).
+        rows = (labels != -100).flatten().nonzero().squeeze(1)  # [N] flat positions with a target
+        h = h.flatten(0, 1).index_select(0, rows)  # [N, d]
+        logits = self.logits_from_hidden(h).float()
+        targets = labels.flatten().index_select(0, rows)
         lse = torch.logsumexp(logits, dim=-1)
         target_logit = logits.gather(1, targets[:, None]).squeeze(1)
         if pointer is not None:
             if label_smoothing > 0:
                 raise ValueError("label smoothing is not supported with the copy head")
             weights, source_ids, _ = pointer
-            copied = (
-                weights[keep] * (source_ids.unsqueeze(1).expand_as(weights)[keep] == targets[:, None])
-            ).sum(-1)
-            gate = self.copy_gate(h[keep]).float().squeeze(-1)
-            ce = -_mixture(target_logit - lse, copied, gate, weights[keep].sum(-1) > 0).mean()
+            batch_of_row = torch.div(rows, weights.size(1), rounding_mode="floor")
+            weights = weights.flatten(0, 1).index_select(0, rows)  # [N, Tk]
+            sources = source_ids.index_select(0, batch_of_row)  # [N, Tk]: the tokens each key proposes
+            copied = (weights * (sources == targets[:, None])).sum(-1)
+            gate = self.copy_gate(h).float().squeeze(-1)
+            ce = -_mixture(target_logit - lse, copied, gate, weights.sum(-1) > 0).mean()
         elif label_smoothing > 0:
             ce = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
         else:
             # Same value as F.cross_entropy, reusing the log-partition the z-loss needs anyway.
             ce = (lse - target_logit).mean()
         z = lse.pow(2).mean() if cfg.z_loss > 0 else logits.new_zeros(())
-        return dict(
-            loss=ce + cfg.z_loss * z, ce_loss=ce.detach(), z_loss=z.detach(), n_targets=int(keep.sum())
-        )
+        return dict(loss=ce + cfg.z_loss * z, ce_loss=ce.detach(), z_loss=z.detach(), n_targets=rows.numel())
 
     def _pointer(
         self,
