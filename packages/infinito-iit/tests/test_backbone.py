@@ -207,6 +207,9 @@ def test_f_checkpoints_do_not_depend_on_compile(tmp_path, data, monkeypatch):
         return real_compile(model, backend="eager")
 
     monkeypatch.setattr(torch, "compile", eager_backend_compile)
+    from lm_shared import runtime
+
+    monkeypatch.setattr(runtime, "compile_backend", lambda device: "g++")  # not needed by the eager backend
     cfg = replace(TRAIN, max_steps=5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path / "c", data, replace(cfg, compile=True), callbacks=[CrashAt(4)])

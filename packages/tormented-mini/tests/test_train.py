@@ -288,9 +288,20 @@ def test_force_replaces_a_finished_run_only_when_the_new_one_finishes(tmp_path):
 
 def test_checkpoints_do_not_depend_on_compile(tmp_path, monkeypatch):
     real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model, **kw: real_compile(model, backend="eager"))
+    compiled = []
+
+    def eager_backend_compile(model, **kw):
+        compiled.append(kw)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_backend_compile)
+    from lm_shared import runtime
+
+    monkeypatch.setattr(runtime, "compile_backend", lambda device: "g++")  # not needed by the eager backend
     with pytest.raises(SystemError):
         MLMTrainer(tiny(tmp_path, eval_every=1, compile=True), progress=False).run(extra_callbacks=[Crash(2)])
+    # A config saved when --compile was a switch reads true as on; the CPU keeps eager random numbers.
+    assert compiled == [{"options": {"fallback_random": True}}]
     keys = torch.load(tmp_path / "run" / LAST, weights_only=False)["state_dict"].keys()
     assert not any("_orig_mod" in k for k in keys)
     with pytest.raises(SystemError):  # saved compiled, resumed plain
@@ -298,6 +309,26 @@ def test_checkpoints_do_not_depend_on_compile(tmp_path, monkeypatch):
     # saved plain, resumed compiled
     again = MLMTrainer(tiny(tmp_path, eval_every=1, compile=True), resume=True, progress=False)
     assert again.run().steps == 6
+
+
+def test_compile_is_auto_by_default_and_on_without_a_compiler_is_refused_before_any_work(
+    tmp_path, monkeypatch
+):
+    from lm_shared import runtime
+    from tormented_mini.errors import TormentedError
+
+    short = MLMTrainer(tiny(tmp_path, name="short"), progress=False)
+    assert short.cfg.compile == "auto" and not short.compiled.enabled  # 6 steps: eager
+    assert short.compiled.reason == "auto: 6 steps are too few to repay compiling, eager"
+    short.run_folder.release()
+    monkeypatch.setattr(runtime, "compile_backend", lambda device: None)
+    with pytest.raises(
+        TormentedError, match=r"compile on: torch.compile cannot build kernels on cpu .*--compile off"
+    ):
+        MLMTrainer(tiny(tmp_path, compile="on"), progress=False)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(TormentedError, match="--compile must be one of auto, on, off, got 'yes'"):
+        tiny(tmp_path, compile="yes")
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,7 @@ def _train_flags() -> dict[str, Flag]:
         "size": Flag(choices=SIZES),
         "precision": Flag(choices=PRECISIONS),
         "strategy": Flag(choices=STRATEGIES),
+        "compile": Flag(choices=("auto", "on", "off"), const="on"),  # --compile alone: on, as before
         "clip_norm": Flag(name="--grad-clip", aliases=("--clip-norm",)),
         "accumulate_grad_batches": Flag(aliases=("--grad-accum",)),
         "betas": Flag(nargs=2, metavar="BETA"),
@@ -134,7 +135,8 @@ def run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         f"[bold]{config.model}[/] ({config.preset_name(trainer.device)}): hidden {mc.hidden_size}, {mc.num_layers} layers x "
         f"{mc.num_loops} loops, {n_params / 1e6:.2f}M params, norm {mc.norm_type}, bitnet {mc.use_bitnet}, "
         f"vocab {mc.vocab_size}, device {trainer.device}, precision {trainer.precision}, "
-        f"{trainer.corpus.train.shape[0]} train / {trainer.corpus.val.shape[0]} held-out rows"
+        f"{trainer.corpus.train.shape[0]} train / {trainer.corpus.val.shape[0]} held-out rows; "
+        f"torch.compile {trainer.compiled.reason}"
     )
     result = trainer.run()
     console.print(

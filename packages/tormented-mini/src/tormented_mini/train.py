@@ -52,7 +52,15 @@ from lm_shared.runs import (
     open_run_dir,
 )
 from lm_shared.runs_lightning import AtomicCheckpointIO
-from lm_shared.runtime import detect_device, detect_precision, save_config, seed_everything
+from lm_shared.runtime import (
+    COMPILE_MODES,
+    compile_choice,
+    compile_module,
+    detect_device,
+    detect_precision,
+    save_config,
+    seed_everything,
+)
 from lm_shared.stability import GradientHealthMonitor, HealthConfig, TrainingStopped
 from lm_shared.tokenization import BPETokenizer, TokenizerError
 from tormented_mini.data import (
@@ -141,7 +149,9 @@ class TrainConfig:
     devices: str = "auto"  # Lightning devices: auto, a count or a list like 0,1
     num_nodes: int = 1  # machines (torchrun / SLURM provide the rendezvous)
     strategy: str = "auto"  # Lightning strategy; ddp for several GPUs or nodes
-    compile: bool = False  # torch.compile the forward pass (checkpoints do not depend on it)
+    # torch.compile the forward pass: auto = where Inductor finds a C++ compiler (Triton on CUDA) and
+    # the run has >= 1,000 steps | on (--compile alone) | off; checkpoints do not depend on it
+    compile: str = "auto"
     norm_type: str | None = None  # normalisation layer (default: the preset's)
     use_hope: bool | None = None  # HoPE position encoding (default: the preset's)
     use_bitnet: bool | None = None  # BitLinear 1.58-bit layers (default: the preset's)
@@ -154,6 +164,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         self.devices = str(self.devices)
+        if isinstance(self.compile, bool):  # configs saved when --compile was a switch
+            self.compile = "on" if self.compile else "off"
+        if self.compile not in COMPILE_MODES:
+            raise TormentedError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.model not in ("mini", "frankenstein"):
             raise TormentedError(f"--model must be 'mini' or 'frankenstein', got {self.model!r}")
         if self.size not in ("auto", "cpu", "full"):
@@ -249,6 +263,8 @@ class TrainResult:
     n_params: int
     precision: str
     history: list[dict[str, float]]
+    compiled: bool = False  # the forward was torch.compiled (see compile_reason)
+    compile_reason: str = ""  # why, as lm_shared.runtime.compile_choice says
 
 
 # ==================================================================================== helpers
@@ -462,7 +478,15 @@ class TormentedMLMModule(L.LightningModule):
     # The model, or its torch.compile wrapper; returns a TormentedMaskedLMOutput.
     _forward: Callable[..., Any]
 
-    def __init__(self, cfg: TrainConfig, model_config: UltraConfig, ids: SpecialIds, out: Path) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model_config: UltraConfig,
+        ids: SpecialIds,
+        out: Path,
+        compile_for: str | None = None,
+    ) -> None:
+        """``compile_for``: the device type to ``torch.compile`` the forward for, None = eager."""
         super().__init__()
         self.automatic_optimization = False
         self.cfg, self.model_config, self.ids, self.out = cfg, model_config, ids, out
@@ -476,7 +500,8 @@ class TormentedMLMModule(L.LightningModule):
         self.model = TormentedBertForMaskedLM(hf_config)
         # The compiled forward is not registered as a submodule, so state_dict keys never carry
         # ``_orig_mod.``: checkpoints load with or without --compile.
-        object.__setattr__(self, "_forward", torch.compile(self.model) if cfg.compile else self.model)
+        forward = compile_module(self.model, compile_for) if compile_for else self.model
+        object.__setattr__(self, "_forward", forward)
         self.monitor: GradientHealthMonitor | None = None
         self.monitor_state: dict[str, Any] = {"step": 0}
         self.history: list[dict[str, float]] = []
@@ -739,6 +764,10 @@ class MLMTrainer:
         self.precision = detect_precision(self.device) if cfg.precision == "auto" else cfg.precision
         if self.precision == "16-mixed" and self.device != "cuda":
             raise TormentedError("--precision 16-mixed needs a CUDA GPU; on CPU use 32-true or bf16-mixed")
+        try:
+            self.compiled = compile_choice(cfg.compile, self.device, cfg.max_steps)
+        except ValueError as exc:
+            raise TormentedError(str(exc)) from None
         if cfg.strategy == "fsdp":
             raise TormentedError(
                 "--strategy fsdp is not supported by tormented-mini: its gradient-health check and "
@@ -807,7 +836,8 @@ class MLMTrainer:
             self.model_config = UltraConfig(**self.resume_state["tormented"]["model_config"])
         else:
             self.model_config = cfg.model_config(tokenizer.vocab_size, self.device)
-        self.module = TormentedMLMModule(cfg, self.model_config, self.ids, self.out)
+        compile_for = self.device if self.compiled.enabled else None
+        self.module = TormentedMLMModule(cfg, self.model_config, self.ids, self.out, compile_for)
         self.datamodule = TormentedDataModule(corpus, cfg, self.model_config.vocab_size)
 
     @property
@@ -955,6 +985,8 @@ class MLMTrainer:
             n_params=n_params,
             precision=self.precision,
             history=module.history,
+            compiled=self.compiled.enabled,
+            compile_reason=self.compiled.reason,
         )
 
 
