@@ -499,8 +499,17 @@ class NanoLogic(nn.Module):
         h = h.flatten(0, 1).index_select(0, rows)  # [N, d]
         logits = self.logits_from_hidden(h).float()
         targets = labels.flatten().index_select(0, rows)
-        lse = torch.logsumexp(logits, dim=-1)
         target_logit = logits.gather(1, targets[:, None]).squeeze(1)
+        if torch.compiler.is_compiling():
+            # Inductor fuses logsumexp's forward and backward: 0.91x the step of the eager branch's form.
+            lse = torch.logsumexp(logits, dim=-1)
+            target_log_prob = target_logit - lse
+        else:
+            # Eager, log_softmax's backward is one fused kernel, logsumexp's three passes over [N, V]
+            # (a subtraction, an exponential, a product): 0.93x the step. The z-loss's log-partition
+            # is then the target's logit minus its log-probability.
+            target_log_prob = logits.log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
+            lse = target_logit - target_log_prob
         if pointer is not None:
             if label_smoothing > 0:
                 raise ValueError("label smoothing is not supported with the copy head")
@@ -510,12 +519,11 @@ class NanoLogic(nn.Module):
             sources = source_ids.index_select(0, batch_of_row)  # [N, Tk]: the tokens each key proposes
             copied = (weights * (sources == targets[:, None])).sum(-1)
             gate = self.copy_gate(h).float().squeeze(-1)
-            ce = -_mixture(target_logit - lse, copied, gate, weights.sum(-1) > 0).mean()
+            ce = -_mixture(target_log_prob, copied, gate, weights.sum(-1) > 0).mean()
         elif label_smoothing > 0:
             ce = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
         else:
-            # Same value as F.cross_entropy, reusing the log-partition the z-loss needs anyway.
-            ce = (lse - target_logit).mean()
+            ce = -target_log_prob.mean()  # F.cross_entropy's value, from the log-probabilities above
         z = lse.pow(2).mean() if cfg.z_loss > 0 else logits.new_zeros(())
         return dict(loss=ce + cfg.z_loss * z, ce_loss=ce.detach(), z_loss=z.detach(), n_targets=rows.numel())
 
