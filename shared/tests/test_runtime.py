@@ -165,3 +165,16 @@ def test_compile_module_draws_eager_dropout_masks_on_the_cpu():
     # The same seed gives the same dropout mask: Inductor called eager PyTorch's random kernel.
     assert torch.equal(compiled_out == 0, eager_out == 0)
     torch.testing.assert_close(compiled_out, eager_out)
+
+
+def test_a_bench_compile_without_a_backend_is_one_line(monkeypatch):
+    from lm_shared import runtime
+    from lm_shared.errors import UserError
+
+    monkeypatch.setattr(runtime, "compile_backend", lambda device: None)
+    with pytest.raises(
+        UserError, match=r"^--compile: torch.compile cannot build kernels on cpu .*; run without --compile$"
+    ):
+        runtime.require_compile_backend("cpu")
+    monkeypatch.setattr(runtime, "compile_backend", lambda device: "g++")
+    assert runtime.require_compile_backend("cpu") == "g++"

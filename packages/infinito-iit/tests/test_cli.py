@@ -109,6 +109,18 @@ def test_compile_on_without_a_compiler_is_refused_before_any_work(tmp_path, monk
     assert not (tmp_path / "c").exists()
 
 
+def test_bench_compile_without_a_compiler_is_one_line(tmp_path, monkeypatch, capsys):
+    from lm_shared import runtime
+
+    monkeypatch.setattr(runtime, "compile_backend", lambda device: None)
+    assert main(["bench", "--compile", "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: --compile: torch.compile cannot build kernels on cpu") and err.count("\n") == 1
+    )
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_empty_corpus_and_resume_mismatch(run_dir, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")

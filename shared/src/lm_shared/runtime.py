@@ -294,16 +294,35 @@ def compile_choice(requested: str, device: str, steps: int, min_steps: int = 100
     backend = compile_backend(device)
     if requested == "on":
         if backend is None:
-            need = {"cpu": "a working C++ compiler (g++ or clang++)", "cuda": "Triton"}.get(device, "")
-            raise ValueError(
-                f"compile on: torch.compile cannot build kernels on {device}"
-                + (f" (it needs {need})" if need else "")
-                + "; use --compile off"
-            )
+            raise ValueError(_no_backend_message("compile on", device, "use --compile off"))
         return CompileChoice(True, f"on: as asked ({backend})")
     if backend is None:
         return CompileChoice(False, f"auto: no compiler backend for {device}, eager")
     return CompileChoice(True, f"auto: {backend} found and {steps} steps to run")
+
+
+def _no_backend_message(what: str, device: str, instead: str) -> str:
+    need = {"cpu": "a working C++ compiler (g++ or clang++; $CXX if set)", "cuda": "Triton"}.get(device, "")
+    return (
+        f"{what}: torch.compile cannot build kernels on {device}"
+        + (f" (it needs {need})" if need else "")
+        + f"; {instead}"
+    )
+
+
+def require_compile_backend(device: str) -> str:
+    """The compiler backend of ``device`` (:func:`compile_backend`), for a bench's ``--compile``.
+
+    Raises:
+        lm_shared.errors.UserError: none found (one line: a bench's ``--compile`` otherwise fails
+            deep inside Inductor with a long traceback).
+    """
+    from lm_shared.errors import UserError
+
+    backend = compile_backend(device)
+    if backend is None:
+        raise UserError(_no_backend_message("--compile", device, "run without --compile"))
+    return backend
 
 
 def compile_module(module: Any, device: str) -> Any:

@@ -320,6 +320,10 @@ def run_bench(
     from lm_shared.runtime import resolve_device
 
     device = resolve_device(device)
+    if compile:
+        from lm_shared.runtime import require_compile_backend
+
+        require_compile_backend(device)
     seq_len = min(seq_len, model_config.max_seq_len)
     iit, configs = _bench_variants(model_config)
     precisions = _bench_precisions(device)

@@ -174,6 +174,10 @@ def run_bench(
     preset = "tiny" if quick else "cpu"
     cfg = build_config(preset, tokenizer.vocab_size, max_seq_len=512)
     device = resolve_device(device)
+    if compile:
+        from lm_shared.runtime import require_compile_backend
+
+        require_compile_backend(device)
     # The CPU's throughput figure is fp32 (bf16 autocast is measured beside it); a GPU trains in
     # the precision the trainer would pick for it (T4 fp16, P40 fp32, Ampere and newer bf16).
     precision = detect_precision(device) if device == "cuda" else "32-true"

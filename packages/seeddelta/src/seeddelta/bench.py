@@ -136,6 +136,10 @@ def run_bench(
     from lm_shared.runtime import resolve_device
 
     device = resolve_device(device)
+    if compile:
+        from lm_shared.runtime import require_compile_backend
+
+        require_compile_backend(device)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     W = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32)

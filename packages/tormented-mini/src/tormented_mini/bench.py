@@ -218,6 +218,10 @@ def run(args: BenchOptions) -> int:
     if out.suffix != ".json":
         raise TormentedError(f"--out must be a .json file, got {out}")
     device = resolve_device(args.device)
+    if args.compile:
+        from lm_shared.runtime import require_compile_backend
+
+        require_compile_backend(device)
     mini, frank = _presets(args.size, device)
     precision = detect_precision(device)
     console = Console()

@@ -136,7 +136,7 @@ def run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         f"{mc.num_loops} loops, {n_params / 1e6:.2f}M params, norm {mc.norm_type}, bitnet {mc.use_bitnet}, "
         f"vocab {mc.vocab_size}, device {trainer.device}, precision {trainer.precision}, "
         f"{trainer.corpus.train.shape[0]} train / {trainer.corpus.val.shape[0]} held-out rows; "
-        f"torch.compile {trainer.compiled.reason}"
+        f"torch.compile: {trainer.compiled.reason}"
     )
     result = trainer.run()
     console.print(
