@@ -217,3 +217,39 @@ def test_grounded_words_cover_the_formats_verb_normalisations():
     # a word that is no verb form gets nothing, and an auxiliary does not open every verb
     assert verb_variants("sed") == set()
     assert "llueve" not in verb_variants("ha")
+
+
+def _allowed_after(tokenizer, compiler, text: str) -> set[str]:
+    """The texts of the tokens the mask allows after ``text`` (fed one token at a time)."""
+    from nanologic.grammar import GrammarLogitsProcessor
+
+    ids = tokenizer.encode(text)
+    proc = GrammarLogitsProcessor(compiler, [answer_grammar()], prompt_len=0)
+    for k in range(len(ids) + 1):
+        masked = proc(torch.tensor([ids[:k]]), torch.zeros(1, tokenizer.vocab_size))
+    return {tokenizer.decode([i]) for i in torch.isfinite(masked[0]).nonzero().flatten().tolist()}
+
+
+def test_formula_uses_only_the_declared_binary_connectives(tokenizer, compiler):
+    prefix = "<|atoms|> p: llueve | q: nieva | r: hace frío <|connectors|> ∧: y | ¬: no <|formula|> p"
+    allowed = _allowed_after(tokenizer, compiler, prefix)
+    assert any("∧" in a for a in allowed)
+    assert not any(symbol in a for a in allowed for symbol in "∨→↔"), allowed
+    # a token holding the first bytes of "→" or "↔" (U+2192, U+2194 share E2 86) cannot open a
+    # path to them either: with "∧" and "∨" allowed the mask keeps E2 88's tokens only
+    tail = "<|atoms|> p: llueve | q: nieva <|connectors|> ∨: o | ∧: y <|formula|> p"
+    ids = tokenizer.encode(tail)
+    from nanologic.grammar import GrammarLogitsProcessor
+
+    proc = GrammarLogitsProcessor(compiler, [answer_grammar()], prompt_len=len(ids), answers=[ids])
+    masked = proc(torch.tensor([ids]), torch.zeros(1, tokenizer.vocab_size))
+    allowed_bytes = [compiler.token_bytes[t] for t in torch.isfinite(masked[0]).nonzero().flatten().tolist()]
+    assert any(b"\xe2\x88\xa7" in b for b in allowed_bytes)
+    assert not any(b"\xe2\x86" in b for b in allowed_bytes), allowed_bytes
+    # after a lone first byte, only the bytes that finish "∧" or "∨" remain
+    lone = [t for t in range(tokenizer.vocab_size) if compiler.token_bytes[t] == b" \xe2"]
+    if lone:
+        proc = GrammarLogitsProcessor(compiler, [answer_grammar()], prompt_len=0, answers=[ids + lone])
+        masked = proc(torch.tensor([[]], dtype=torch.long), torch.zeros(1, tokenizer.vocab_size))
+        for t in torch.isfinite(masked[0]).nonzero().flatten().tolist():
+            assert compiler.token_bytes[t].startswith(b"\x88"), compiler.token_bytes[t]

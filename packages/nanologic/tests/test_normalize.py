@@ -86,3 +86,41 @@ def test_words_written_twice_in_a_row_are_written_once():
 def test_a_capitalised_verb_is_lower_cased_behind_its_subject():
     out = normalize_definitions({"p": "Ana canta", "q": "Baila"}, "Ana canta. Baila.")
     assert out["q"] == "Ana baila"
+
+
+def _result(atoms: dict, formula: str, polarity: dict | None = None) -> dict:
+    from nanologic.logic import to_ascii, try_parse
+
+    node = try_parse(formula)
+    return {
+        "atoms": dict(atoms),
+        "formula": formula,
+        "formula_ascii": to_ascii(node) if node is not None else "",
+        "valid_formula": node is not None,
+        "polarity": polarity or {},
+    }
+
+
+def test_a_clause_declared_twice_becomes_one_letter_and_the_chain_is_kept():
+    from nanologic.normalize import merge_repeated_atoms
+
+    # "Si llueve, me mojo; y si me mojo, me resfrío": the model declared "me mojo" twice
+    result = _result(
+        {"p": "llueve", "q": "me mojo", "r": "Me mojo.", "s": "me resfrío"},
+        "(p → q) ∧ (r → ¬s)",
+        {"p": "", "q": "", "r": "", "s": "¬"},
+    )
+    merge_repeated_atoms(result)
+    assert result["atoms"] == {"p": "llueve", "q": "me mojo", "r": "me resfrío"}
+    assert result["formula"] == "(p → q) ∧ (q → ¬r)"
+    assert result["formula_ascii"] == "(p -> q) & (q -> ~r)"
+    assert result["polarity"] == {"p": "", "q": "", "r": "¬"}
+
+
+def test_distinct_clauses_and_unparsable_formulas_are_left_as_written():
+    from nanologic.normalize import merge_repeated_atoms
+
+    distinct = _result({"p": "llueve", "q": "llovió"}, "p → q")
+    assert merge_repeated_atoms(dict(distinct)) == distinct
+    broken = _result({"p": "llueve", "q": "llueve"}, "p → (q")
+    assert merge_repeated_atoms(dict(broken)) == broken

@@ -217,11 +217,7 @@ class Formalizer:
         """The grammar mask for a batch; ``answers``: tokens each row has already written."""
         if grammars is None:
             return None
-        processor = GrammarLogitsProcessor(self._compiler(), grammars, prompt_len)
-        for matcher, answer in zip(processor.matchers, answers or []):
-            for token in answer:
-                matcher.accept_token(token)
-        return processor
+        return GrammarLogitsProcessor(self._compiler(), grammars, prompt_len, answers)
 
     def _compiler(self) -> GrammarCompiler:
         if self._grammar_compiler is None:
@@ -610,6 +606,7 @@ def uncovered_words(sentence: str, definitions: Iterable[str]) -> list[str]:
 # Every gold formula of a sentence with one of these words has a ¬ (a training split's 18,159,
 # dev_real's 81).
 _NEGATION_RE = re.compile(r"(?<!\w)(no|ni|nunca|jamás|tampoco)(?!\w)", re.IGNORECASE)
+
 
 # No gold formula of a training split (22,448) or of data/dev_real.jsonl uses a letter three
 # times (3 of dev_real's alternative readings do: an exclusive "o" written out); an undertrained
