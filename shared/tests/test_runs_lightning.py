@@ -102,3 +102,25 @@ def test_lightning_tips_are_dropped_and_other_info_kept(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert not any("Tip:" in m for m in messages)
     assert any("GPU available" in m for m in messages)
+
+
+@pytest.mark.parametrize(("max_epochs", "expected"), [(-1, "Epoch 2"), (5, "Epoch 2/4")])
+def test_steps_progress_bar_gives_no_negative_epoch_total(
+    tmp_path: Path, max_epochs: int, expected: str
+) -> None:
+    pytest.importorskip("rich")
+    from lm_shared.runs_lightning import StepsProgressBar
+
+    bar = StepsProgressBar()
+    trainer = L.Trainer(
+        max_steps=3,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[bar],
+        accelerator="cpu",
+    )
+    trainer.fit(Tiny(), _loader())
+    assert bar._get_train_description(2).strip() == expected

@@ -9,6 +9,8 @@
   ``patience`` steps (single bad steps are the gradient-health callback's to skip), raises
   :class:`lm_shared.runs.NonFiniteError`; parameters are checked before every checkpoint, so no
   non-finite model is written.
+- :class:`StepsProgressBar`: Lightning's rich progress bar for a run bounded by steps
+  (``max_epochs=-1``), which Lightning 2.6 labels "Epoch 0/-2"; it reads "Epoch 0".
 - :func:`drop_lightning_tips`: Lightning's advertising line ("💡 Tip: ... try installing
   litlogger ...") is dropped from every trainer's output; importing this module applies it, since
   every Lightning trainer of the workspace imports it.
@@ -23,6 +25,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lm_shared.runs import StopSignal, atomic_path, check_finite_parameters
@@ -70,6 +73,25 @@ def drop_lightning_tips() -> None:
 
 
 drop_lightning_tips()
+
+
+class StepsProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, without an epoch total when the trainer has none.
+
+    A run bounded by ``max_steps`` has ``max_epochs=-1``.
+    Lightning 2.6.6 writes ``max_epochs - 1`` after the epoch whatever its sign ("Epoch 0/-2";
+    Lightning-AI/pytorch-lightning#21925, fixed upstream by #21924 after the last release this
+    workspace resolves); drop this class once a release with the fix is the lowest allowed.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = super()._get_train_description(current_epoch)
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs < 0:
+            description = description.replace(
+                f"Epoch {current_epoch}/{max_epochs - 1}", f"Epoch {current_epoch}"
+            )
+        return description
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -42,7 +42,7 @@ from lm_shared.runs import (
     check_finite_parameters,
     open_run_dir,
 )
-from lm_shared.runs_lightning import AtomicCheckpointIO, StopOnSignal, require_gpus_for_fsdp
+from lm_shared.runs_lightning import AtomicCheckpointIO, StepsProgressBar, StopOnSignal, require_gpus_for_fsdp
 from lm_shared.runtime import (
     COMPILE_MODES,
     CompileChoice,
@@ -927,7 +927,7 @@ def _infinito_callbacks(
     stop = StopSignal()
     own: list[L.Callback] = [health, checkpoints, early, StopOnSignal(stop, last_ckpt)]
     if progress:
-        own.append(L.pytorch.callbacks.RichProgressBar(leave=True))
+        own.append(StepsProgressBar(leave=True))
     return own, _StopMonitors(health, early, stop)
 
 

@@ -51,7 +51,7 @@ from lm_shared.runs import (
     check_finite_parameters,
     open_run_dir,
 )
-from lm_shared.runs_lightning import AtomicCheckpointIO
+from lm_shared.runs_lightning import AtomicCheckpointIO, StepsProgressBar
 from lm_shared.runtime import (
     COMPILE_MODES,
     compile_choice,
@@ -851,7 +851,7 @@ class MLMTrainer:
     def build_trainer(
         self, stop: StopSignal, extra_callbacks: list[L.Callback] | None = None
     ) -> tuple[L.Trainer, RunFiles]:
-        from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+        from lightning.pytorch.callbacks import ModelCheckpoint
         from lightning.pytorch.loggers import TensorBoardLogger
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -871,7 +871,7 @@ class MLMTrainer:
             ),
         ]
         if self.progress:
-            callbacks.append(RichProgressBar(leave=True))
+            callbacks.append(StepsProgressBar(leave=True))
         # Unrouted experts get no gradient on a step: DDP must not wait for them.
         strategy: Any = DDPStrategy(find_unused_parameters=True) if cfg.strategy == "ddp" else cfg.strategy
         trainer = L.Trainer(
