@@ -178,3 +178,10 @@ def test_a_bench_compile_without_a_backend_is_one_line(monkeypatch):
         runtime.require_compile_backend("cpu")
     monkeypatch.setattr(runtime, "compile_backend", lambda device: "g++")
     assert runtime.require_compile_backend("cpu") == "g++"
+
+
+def test_compile_mode_reads_a_saved_switch_as_on_or_off():
+    from lm_shared.runtime import compile_mode
+
+    assert (compile_mode(True), compile_mode(False)) == ("on", "off")
+    assert [compile_mode(m) for m in ("auto", "on", "off", "bogus")] == ["auto", "on", "off", "bogus"]

@@ -235,6 +235,17 @@ class CompileChoice:
 COMPILE_MODES = ("auto", "on", "off")
 
 
+def compile_mode(value: str | bool) -> str | bool:
+    """A config's ``compile`` field, with a bool read as one of ``COMPILE_MODES``.
+
+    ``True``/``False`` (configs saved when ``--compile`` was a switch) become ``"on"``/``"off"``;
+    anything else is returned as it is, for the config's own check to accept or refuse.
+    """
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
 def compile_backend(device: str) -> str | None:
     """What Inductor (``torch.compile``'s default backend) needs to build kernels for ``device``.
 

@@ -48,6 +48,7 @@ from lm_shared.runtime import (
     CompileChoice,
     autocast_dtype,
     compile_choice,
+    compile_mode,
     compile_module,
     detect_device,
     detect_precision,
@@ -122,8 +123,7 @@ class TrainConfig:
         def bad(name: str, expected: str) -> None:
             raise InfinitoError(f"train config {name}={getattr(self, name)!r}: expected {expected}")
 
-        if isinstance(self.compile, bool):  # configs saved when compile was a switch
-            object.__setattr__(self, "compile", "on" if self.compile else "off")
+        object.__setattr__(self, "compile", compile_mode(self.compile))
         if self.compile not in COMPILE_MODES:
             bad("compile", " | ".join(COMPILE_MODES))
         for name in (

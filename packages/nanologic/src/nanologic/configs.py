@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from lm_shared.runtime import COMPILE_MODES, compile_mode
 from nanologic.errors import NanologicError
 
 # The embedded default dataset: what `nanologic train` generates when no --data is given.
@@ -81,8 +82,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Check every field before any work starts; raises :class:`TrainConfigError` naming it."""
-        if isinstance(self.compile, bool):  # configs saved when compile was a switch
-            object.__setattr__(self, "compile", "on" if self.compile else "off")
+        object.__setattr__(self, "compile", compile_mode(self.compile))
         problem = _train_config_problem(self)
         if problem is not None:
             raise TrainConfigError(problem)
@@ -176,7 +176,7 @@ def _train_config_problem(tc: TrainConfig) -> str | None:
         (tc.num_workers >= 0, "num_workers", ">= 0"),
         (0 <= tc.seed < 2**32, "seed", "in [0, 2**32)"),
         (tc.strategy in ("auto", "ddp", "fsdp"), "strategy", "'auto', 'ddp' or 'fsdp'"),
-        (tc.compile in ("auto", "on", "off"), "compile", "'auto', 'on' or 'off'"),
+        (tc.compile in COMPILE_MODES, "compile", "'auto', 'on' or 'off'"),
         (tc.num_nodes >= 1, "num_nodes", "an integer >= 1"),
         (tc.checkpoint_every_n_steps >= 0, "checkpoint_every_n_steps", ">= 0"),
     ]

@@ -55,6 +55,7 @@ from lm_shared.runs_lightning import AtomicCheckpointIO, StepsProgressBar
 from lm_shared.runtime import (
     COMPILE_MODES,
     compile_choice,
+    compile_mode,
     compile_module,
     detect_device,
     detect_precision,
@@ -164,8 +165,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         self.devices = str(self.devices)
-        if isinstance(self.compile, bool):  # configs saved when --compile was a switch
-            self.compile = "on" if self.compile else "off"
+        self.compile = compile_mode(self.compile)  # type: ignore[assignment]
         if self.compile not in COMPILE_MODES:
             raise TormentedError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.model not in ("mini", "frankenstein"):
