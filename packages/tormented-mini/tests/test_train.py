@@ -118,6 +118,11 @@ def test_train_writes_a_hugging_face_folder_ready_for_fill_mask(tmp_path):
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
     assert {"grad_norm", "has_nan", "has_inf", "repair_action", "loss", "lr"} <= steps[0].keys()
     assert [m["step"] for m in records(out, "metrics.jsonl")] == [3, 6]
+    run = json.loads((out / "run.json").read_text())
+    assert run["compiled"] is result.compiled and run["compile_reason"] == result.compile_reason
+    # the first step (torch.compile's, when compiled) is reported apart from the others
+    assert 0 < run["first_step_seconds"] == result.first_step_seconds < result.train_seconds
+    assert run["seconds_per_step"] == pytest.approx((result.train_seconds - result.first_step_seconds) / 5)
     model = AutoModelForMaskedLM.from_pretrained(out, trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer.mask_token == "[MASK]" and tokenizer.mask_token_id == trainer.ids.mask

@@ -141,7 +141,8 @@ def run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     result = trainer.run()
     console.print(
         f"step {result.steps}: held-out MLM loss {result.val_mlm_loss:.4f}, masked-token accuracy "
-        f"{result.val_masked_acc:.4f}, {result.seconds_per_step:.3f} s/step, saved to {result.out}"
+        f"{result.val_masked_acc:.4f}, {result.seconds_per_step:.3f} s/step after the first "
+        f"({result.first_step_seconds:.1f} s), saved to {result.out}"
     )
     if result.stopped:
         console.print(f"[red]training stopped:[/] {result.stop_reason}")

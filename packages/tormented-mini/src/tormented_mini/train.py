@@ -259,12 +259,13 @@ class TrainResult:
     val_mlm_loss: float
     val_masked_acc: float
     train_seconds: float
-    seconds_per_step: float
+    seconds_per_step: float  # after the first step (which compiles, when compiled), validation included
     n_params: int
     precision: str
     history: list[dict[str, float]]
     compiled: bool = False  # the forward was torch.compiled (see compile_reason)
     compile_reason: str = ""  # why, as lm_shared.runtime.compile_choice says
+    first_step_seconds: float = 0.0  # the first step of this fit (torch.compile's work included)
 
 
 # ==================================================================================== helpers
@@ -510,6 +511,7 @@ class TormentedMLMModule(L.LightningModule):
         self.stop_reason = ""
         self._val_sums = torch.zeros(3, dtype=torch.float64)
         self.train_seconds = 0.0
+        self.first_step_seconds: float | None = None
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
@@ -637,6 +639,8 @@ class TormentedMLMModule(L.LightningModule):
         progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         progress.increment_ready()
         progress.increment_completed()
+        if self.first_step_seconds is None:
+            self.first_step_seconds = time.perf_counter() - self._train_start
 
     # ------------------------------------------------------------------ evaluation
     def on_validation_epoch_start(self) -> None:
@@ -969,10 +973,21 @@ class MLMTrainer:
         if stopped:
             self.run_folder.mark_interrupted(step=trainer.global_step, stop_reason=module.stop_reason)
             out = self.out
-        else:
-            out = self.run_folder.finish(step=trainer.global_step)
         metrics = module.history[-1] if module.history else {}
         done = trainer.global_step - start_step
+        first = module.first_step_seconds or 0.0
+        # the first step compiles the model (tens of seconds) when compiled: leave it out
+        per_step = (
+            (module.train_seconds - first) / (done - 1) if done > 1 else module.train_seconds / max(1, done)
+        )
+        timing = {
+            "seconds_per_step": per_step,
+            "first_step_seconds": first,
+            "compiled": self.compiled.enabled,
+            "compile_reason": self.compiled.reason,
+        }
+        if not stopped:
+            out = self.run_folder.finish(step=trainer.global_step, **timing)
         return TrainResult(
             out=out,
             steps=trainer.global_step,
@@ -981,12 +996,13 @@ class MLMTrainer:
             val_mlm_loss=float(metrics.get("val_mlm_loss", float("nan"))),
             val_masked_acc=float(metrics.get("val_masked_acc", float("nan"))),
             train_seconds=module.train_seconds,
-            seconds_per_step=module.train_seconds / max(1, done),
+            seconds_per_step=per_step,
             n_params=n_params,
             precision=self.precision,
             history=module.history,
             compiled=self.compiled.enabled,
             compile_reason=self.compiled.reason,
+            first_step_seconds=first,
         )
 
 
