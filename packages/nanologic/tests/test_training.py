@@ -109,3 +109,13 @@ def test_compile_is_auto_by_default_and_old_switch_values_still_read(tmp_path, m
     with pytest.raises(NanologicError, match="^compile on: .*use --compile off"):
         train_run(tmp_path / "run", train_config=TrainConfig(compile="on"))
     assert not (tmp_path / "run").exists()  # refused before the run folder and its data
+
+
+def test_a_run_whose_only_epoch_is_the_curriculum_gets_a_note():
+    from nanologic.configs import TrainConfig
+    from nanologic.runner import curriculum_note
+
+    assert "--no-curriculum" in curriculum_note(TrainConfig(max_epochs=1, curriculum=True))
+    assert curriculum_note(TrainConfig(max_epochs=2, curriculum=True)) is None
+    assert curriculum_note(TrainConfig(max_epochs=1, curriculum=False)) is None
+    assert curriculum_note(TrainConfig(max_epochs=1, max_steps=50)) is None  # steps decide
