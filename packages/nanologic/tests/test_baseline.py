@@ -57,6 +57,12 @@ from nanologic.logic import parse
         ("x + y = 2 y z = 1.", "p ∧ q", ["x + y = 2", "z = 1"]),
         ("Si x ≠ y e y ≠ z, entonces x > z.", "(¬p ∧ ¬q) → r", ["x = y", "y = z", "x > z"]),
         ("x + y = 2 ó x + y = 0.", "p ∨ q", ["x + y = 2", "x + y = 0"]),
+        # "y" between two numbers names one operation ("sumar 14 y 92"); between clauses it joins
+        (
+            "Si sumamos 14 y 92, el resultado es par y no es 3.",
+            "p → (q ∧ ¬r)",
+            ["sumamos 14 y 92", "el resultado es par", "el resultado es 3"],
+        ),
         # the affirmative "sí" is no conditional, and the atom leaves it out
         (
             "Aunque no quieras aprender, yo sí quiero enseñar.",

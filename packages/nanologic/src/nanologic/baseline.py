@@ -830,8 +830,23 @@ def _split_all(text: str, cues: tuple[str, ...]) -> list[str]:
     pattern = (
         rf"(?<![{_OPERATORS}])\s+(?:" + "|".join(re.escape(c) for c in cues) + rf")\s+(?![{_OPERATORS}])"
     )
-    parts = [p for p in re.split(pattern, text, flags=re.I) if p.strip(_STRIP)]
+    pieces, start = [], 0
+    for match in re.finditer(pattern, text, flags=re.I):
+        # Nor between two numbers: "sumamos 14 y 92", "el producto de 3 y 16" name one operation.
+        if match.group(0).strip().lower() in ("y", "e") and _between_numbers(
+            text, match.start(), match.end()
+        ):
+            continue
+        pieces.append(text[start : match.start()])
+        start = match.end()
+    pieces.append(text[start:])
+    parts = [p for p in pieces if p.strip(_STRIP)]
     if len(parts) < 2:
         return [text]
     first = [p for p in re.split(r",\s+", parts[0]) if p.strip(_STRIP)]
     return [*first, *parts[1:]]
+
+
+def _between_numbers(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` has a numeral on each side ("14 y 92", "3,5 y 7")."""
+    return 0 < start and end < len(text) and text[start - 1].isdigit() and text[end].isdigit()
