@@ -57,6 +57,12 @@ from nanologic.logic import parse
         ("x + y = 2 y z = 1.", "p ∧ q", ["x + y = 2", "z = 1"]),
         ("Si x ≠ y e y ≠ z, entonces x > z.", "(¬p ∧ ¬q) → r", ["x = y", "y = z", "x > z"]),
         ("x + y = 2 ó x + y = 0.", "p ∨ q", ["x + y = 2", "x + y = 0"]),
+        # a negated verb before "ni A ni B" is shared; a later object takes the first one's verb
+        (
+            "Ana no toca ni la gaita ni el piano, aunque Luis prepara la comida o la sopa.",
+            "¬p ∧ ¬q ∧ (r ∨ s)",
+            ["ana toca la gaita", "ana toca el piano", "luis prepara la comida", "luis prepara la sopa"],
+        ),
         # "y" between two numbers names one operation ("sumar 14 y 92"); between clauses it joins
         (
             "Si sumamos 14 y 92, el resultado es par y no es 3.",
@@ -154,6 +160,15 @@ def test_rules_on_the_generator_cues(sentence, formula, definitions):
     if definitions is not None:
         assert [d.lower() for d in out["atoms"].values()] == definitions
     assert out["valid_formula"] and out["formula_ascii"]
+
+
+def test_a_verb_after_ni_is_not_read_as_an_object_of_the_verb_before():
+    from nanologic.baseline import _negated_verb_before_nor
+
+    assert _negated_verb_before_nor("Ana no toca", ["la gaita", "el piano"])
+    assert not _negated_verb_before_nor("Ana no canta", ["baila", "toca"])  # each its own verb
+    assert not _negated_verb_before_nor("Ana toca", ["la gaita", "el piano"])  # no negation
+    assert not _negated_verb_before_nor("Ana no toca", ["la gaita"])  # one item: "A ni B"
 
 
 def test_deterministic_and_same_keys_as_the_model():

@@ -541,6 +541,14 @@ class RuleFormalizer:
         for cue in _cues("nor"):
             i = _word_at(low, cue, 1)
             if i > 0:
+                head, items = (
+                    text[:i].strip(),
+                    re.split(rf"\s+{re.escape(cue)}\s+", text[i + len(cue) :], flags=re.I),
+                )
+                if _negated_verb_before_nor(head, items):
+                    # "la médica no tocará ni la gaita ni el acordeón": ¬(… la gaita) ∧ ¬(… el acordeón)
+                    r.connectors.append((AND, f"{cue}...{cue}"))
+                    return _chain(AND, [self._parse(f"{head} {item}", r) for item in items])
                 r.connectors.append((AND, cue))
                 return Binary(AND, self._parse(text[:i], r), Not(self._parse(text[i + len(cue) :], r)))
         return None
@@ -792,7 +800,10 @@ def _complete_ellipsis(parts: list[str]) -> list[str]:
       tía durmió");
     - a later part that opens with a preposition of the first part takes the first part's words
       before it ("reviso el correo desde el computador", "desde el celular" → "reviso el correo
-      desde el celular").
+      desde el celular");
+    - a later part that opens with a determiner and holds no verb is another object: it takes the
+      first part's words before its object ("Cristina preparaba la comida", "la sopa" → "Cristina
+      preparaba la sopa").
 
     Borrowed words leave a negation behind: it belongs to the part that says it.
     """
@@ -817,9 +828,20 @@ def _complete_ellipsis(parts: list[str]) -> list[str]:
             completed.append(" ".join(first[:-1] + ws))
         elif opener in _PREPOSITIONS and at > 0:
             completed.append(" ".join(first[:at] + ws))
+        elif opener in _DETERMINERS and not any(_is_verb(w) for w in ws) and (obj := _object_start(first)):
+            completed.append(" ".join(first[:obj] + ws))
         else:
             completed.append(part)
     return completed
+
+
+def _object_start(words: list[str]) -> int:
+    """Where the object of a clause begins: the first determiner after its subject with a verb
+    before it ("Cristina preparaba | la comida"); 0 when there is none."""
+    for j in range(max(1, _subject_words(words)), len(words)):
+        if words[j].lower() in _DETERMINERS and any(_is_verb(w) for w in words[:j]):
+            return j
+    return 0
 
 
 def _split_all(text: str, cues: tuple[str, ...]) -> list[str]:
@@ -850,3 +872,17 @@ def _split_all(text: str, cues: tuple[str, ...]) -> list[str]:
 def _between_numbers(text: str, start: int, end: int) -> bool:
     """Whether ``text[start:end]`` has a numeral on each side ("14 y 92", "3,5 y 7")."""
     return 0 < start and end < len(text) and text[start - 1].isdigit() and text[end].isdigit()
+
+
+def _negated_verb_before_nor(head: str, items: list[str]) -> bool:
+    """Whether "HEAD ni A ni B" shares a negated verb: HEAD says "no" (or "nunca", …) and ends with
+    a verb, and two or more items follow, none of them opening with a verb ("no tocará ni la gaita
+    ni el acordeón"; not "no canta ni baila ni toca", where each item is its own verb)."""
+    words = head.split()
+    return (
+        len(items) >= 2
+        and any(w.lower() in _NEGATIONS for w in words)
+        and bool(words)
+        and _is_verb(words[-1])
+        and all(item.split() and not _is_verb(item.split()[0]) for item in items)
+    )
