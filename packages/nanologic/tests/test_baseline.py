@@ -57,6 +57,14 @@ from nanologic.logic import parse
         ("x + y = 2 y z = 1.", "p ∧ q", ["x + y = 2", "z = 1"]),
         ("Si x ≠ y e y ≠ z, entonces x > z.", "(¬p ∧ ¬q) → r", ["x = y", "y = z", "x > z"]),
         ("x + y = 2 ó x + y = 0.", "p ∨ q", ["x + y = 2", "x + y = 0"]),
+        # a chain of conditionals joined by ", y si" reads as if written with ";"
+        (
+            "Si llueve, me mojo, y si me mojo, me resfrío.",
+            "(p → q) ∧ (q → r)",
+            ["llueve", "me mojo", "me resfrío"],
+        ),
+        # "ni A ni B" ends where a contrast after a comma begins
+        ("Ni Juan ni Ana vienen, aunque no llueve.", "¬p ∧ ¬q ∧ ¬r", ["juan vienen", "ana vienen", "llueve"]),
         # a negated verb before "ni A ni B" is shared; a later object takes the first one's verb
         (
             "Ana no toca ni la gaita ni el piano, aunque Luis prepara la comida o la sopa.",

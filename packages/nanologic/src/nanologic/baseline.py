@@ -172,6 +172,7 @@ class RuleFormalizer:
     def _sentences(self, text: str, low: str, r: _Reading) -> Node | None:
         # "; " or a full stop before a capital ("Leonardo D. fue" is not a sentence end).
         parts = [p for p in re.split(r";\s*|(?<!\b\w)\.\s+(?=[A-ZÁÉÍÓÚÑ¿¡])", text) if p.strip(_STRIP)]
+        parts = [chained for part in parts for chained in _conditional_chain(part)]
         if len(parts) < 2:
             return None
         premises, conclusion = _conclusion_split(parts)
@@ -445,9 +446,13 @@ class RuleFormalizer:
         return None
 
     def _nor(self, text: str, low: str, r: _Reading) -> Node | None:
-        """ "ni A ni B": ¬A ∧ ¬B."""
+        """ "ni A ni B": ¬A ∧ ¬B. A later conditional, or a contrast or premise after a comma ("ni A
+        ni B vienen, aunque C"), is split first by the infix rules."""
         for cue in _cues("nor"):
             later = (*_cues("conditional"), *_cues("only_if"), *_cues("unless"))
+            after_comma = (*_contrast_or("conjunction_contrast"), *(f", {c}" for c in _cues("premise")))
+            if any(low.find(c + " ") > 0 for c in after_comma):
+                continue
             if _starts_with(low, cue) and not any(_word_at(low, c, len(cue) + 1) > 0 for c in later):
                 parts = re.split(r"\s+" + re.escape(cue) + r"\s+", text[len(cue) :], flags=re.I)
                 if len(parts) >= 2:
@@ -886,3 +891,18 @@ def _negated_verb_before_nor(head: str, items: list[str]) -> bool:
         and _is_verb(words[-1])
         and all(item.split() and not _is_verb(item.split()[0]) for item in items)
     )
+
+
+def _conditional_chain(part: str) -> list[str]:
+    """A conditional followed by another after a comma, "Si A, B, y si C, D", as two sentences (as
+    if written with ";"). Only where the text before ", y si" already holds a comma, the first
+    conditional's own: "Si A y si B, C" is one conditional with two conditions."""
+    low = _fold(part)
+    if not any(_starts_with(low, c) for c in _cues("conditional")):
+        return [part]
+    conjunctions = "|".join(re.escape(c) for c in _cues("conjunction"))
+    conditionals = "|".join(re.escape(c) for c in _cues("conditional"))
+    for match in re.finditer(rf",\s+(?:{conjunctions})\s+(?:{conditionals})(?!\w)", low):
+        if "," in low[: match.start()]:
+            return [part[: match.start()], *_conditional_chain(part[match.start() + 1 :].strip())]
+    return [part]
