@@ -278,3 +278,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["baseline", "--data", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl: example 1" in err and "Traceback" not in err
+
+
+def test_check_keeps_a_semicolon_inside_a_premise(capsys):
+    from nanologic.inference import split_argument
+
+    text = "Si llueve, me mojo; y si me mojo, me resfrío. Llueve. Por lo tanto, me resfrío."
+    assert split_argument(text) == (
+        ["Si llueve, me mojo; y si me mojo, me resfrío.", "Llueve."],
+        "Me resfrío.",
+    )
+    assert split_argument("Llueve; por lo tanto, me mojo.") == (["Llueve"], "Me mojo.")
+    # the chain as one premise, read by the rules: a valid argument (exit 0 with --exit-code)
+    assert main(["check", "--baseline", "rules", "--exit-code", text]) == 0, capsys.readouterr()

@@ -637,15 +637,23 @@ def _joins_itself(node: Node) -> bool:
     return False
 
 
-_CONCLUSION_MARKERS = re.compile(
-    r"^(por lo tanto|por tanto|luego|así que|en consecuencia|por consiguiente|de modo que|entonces)\s*,?\s*",
-    re.IGNORECASE,
+_CONCLUSION_WORDS = (
+    "por lo tanto|por tanto|luego|así que|en consecuencia|por consiguiente|de modo que|entonces"
 )
+_CONCLUSION_MARKERS = re.compile(rf"^({_CONCLUSION_WORDS})\s*,?\s*", re.IGNORECASE)
+
+
+_ARGUMENT_SPLIT = re.compile(rf"(?<=[.!?])\s+|;\s+(?=(?:{_CONCLUSION_WORDS})(?!\w))", re.IGNORECASE)
 
 
 def split_argument(text: str) -> tuple[list[str], str]:
-    """Premises and conclusion of 'P1. P2. Por lo tanto, C.' (the last sentence is the conclusion)."""
-    sentences = [s.strip() for s in re.split(r"(?<=[.;!?])\s+", normalize_text(text)) if s.strip()]
+    """Premises and conclusion of 'P1. P2. Por lo tanto, C.' (the last sentence is the conclusion).
+
+    Sentences end at ".", "!" or "?"; a ";" ends one only before a conclusion marker ("Llueve; por
+    lo tanto, me mojo"), since elsewhere it joins the clauses of one premise ("Si llueve, me mojo;
+    y si me mojo, me resfrío").
+    """
+    sentences = [s.strip() for s in _ARGUMENT_SPLIT.split(normalize_text(text)) if s.strip()]
     if len(sentences) < 2:
         raise NanologicError("an argument needs at least one premise and a conclusion, separated by '.'")
     conclusion = _CONCLUSION_MARKERS.sub("", sentences[-1])
