@@ -63,6 +63,12 @@ from nanologic.logic import parse
             "(p → q) ∧ (q → r)",
             ["llueve", "me mojo", "me resfrío"],
         ),
+        # ... while "si A y si B, C" is one conditional with two conditions
+        (
+            "Si llueve y si hace frío, me quedo en casa.",
+            "(p ∧ q) → r",
+            ["llueve", "hace frío", "me quedo en casa"],
+        ),
         # "ni A ni B" ends where a contrast after a comma begins
         ("Ni Juan ni Ana vienen, aunque no llueve.", "¬p ∧ ¬q ∧ ¬r", ["juan vienen", "ana vienen", "llueve"]),
         # a negated verb before "ni A ni B" is shared; a later object takes the first one's verb

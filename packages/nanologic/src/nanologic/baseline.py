@@ -425,6 +425,8 @@ class RuleFormalizer:
                         head, tail = _split_commaless(body)
                     r.connectors.append((IMPLIES, cue))
                 if tail.strip(_STRIP):
+                    # "si A y si B, C": the repeated "si" opens a second condition, not a conditional
+                    head = re.sub(r"(?<!\w)(y|e|o|u)\s+si(?!\w)", r"\1", head, flags=re.IGNORECASE)
                     return Binary(IMPLIES, self._parse(head, r), self._parse(tail, r))
         return None
 
