@@ -124,3 +124,17 @@ def test_distinct_clauses_and_unparsable_formulas_are_left_as_written():
     assert merge_repeated_atoms(dict(distinct)) == distinct
     broken = _result({"p": "llueve", "q": "llueve"}, "p → (q")
     assert merge_repeated_atoms(dict(broken)) == broken
+
+
+def test_shared_atoms_keep_relations_apart_and_join_the_same_clause():
+    from nanologic.inference import shared_atoms
+    from nanologic.logic import to_unicode
+
+    premises = [
+        {"formula": "p → q", "valid_formula": True, "atoms": {"p": "x < 3", "q": "Llueve."}},
+        {"formula": "p", "valid_formula": True, "atoms": {"p": "x > 3"}},
+        {"formula": "¬p", "valid_formula": True, "atoms": {"p": "llueve"}},
+    ]
+    formulas, definitions = shared_atoms(premises)
+    assert [to_unicode(f) for f in formulas] == ["p → q", "r", "¬q"]
+    assert definitions == {"p": "x < 3", "q": "Llueve.", "r": "x > 3"}

@@ -616,7 +616,7 @@ class GrammarLogitsProcessor:
         xgr = compiler.xgr
         self.xgr = xgr
         self.matchers = [xgr.GrammarMatcher(compiler.compile(g)) for g in grammars]
-        self.limits = [DeclaredConnectives(compiler) for _ in self.matchers]
+        self.connectives = [DeclaredConnectives(compiler) for _ in self.matchers]
         self.prompt_len = prompt_len
         self.vocab_size = compiler.vocab_size
         self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), self.vocab_size)
@@ -627,7 +627,7 @@ class GrammarLogitsProcessor:
     def _accept(self, row: int, token: int) -> None:
         if not self.matchers[row].is_terminated():
             self.matchers[row].accept_token(token)
-            self.limits[row].accept(token)
+            self.connectives[row].accept(token)
 
     def __call__(self, sequence: Any, logits: Any) -> Any:
         generated = sequence.size(1) - self.prompt_len
@@ -639,9 +639,9 @@ class GrammarLogitsProcessor:
             if not matcher.is_terminated():
                 matcher.fill_next_token_bitmask(self.bitmask, i)
         masked = _apply_bitmask(self.xgr, self.bitmask, logits, self.vocab_size)
-        for i, (matcher, limits) in enumerate(zip(self.matchers, self.limits)):
+        for i, (matcher, connectives) in enumerate(zip(self.matchers, self.connectives)):
             if not matcher.is_terminated():
-                masked[i] = limits.mask_row(masked[i])
+                masked[i] = connectives.mask_row(masked[i])
         return masked
 
 
@@ -670,18 +670,18 @@ class BeamGrammarMask:
         self.xgr = compiler.xgr
         self.vocab_size = compiler.vocab_size
         self.matchers = [self.xgr.GrammarMatcher(compiler.compile(grammar))]
-        self.limits = [DeclaredConnectives(compiler)]
+        self.connectives = [DeclaredConnectives(compiler)]
 
     def advance(self, parents: Sequence[int], tokens: Sequence[int]) -> None:
         """Beam i continues beam ``parents[i]`` with ``tokens[i]``."""
-        matchers, limits = [], []
+        matchers, connectives = [], []
         for parent, token in zip(parents, tokens):
             matcher = self.matchers[parent].fork()
             matcher.accept_token(int(token))
             matchers.append(matcher)
-            limits.append(self.limits[parent].copy())
-            limits[-1].accept(int(token))
-        self.matchers, self.limits = matchers, limits
+            connectives.append(self.connectives[parent].copy())
+            connectives[-1].accept(int(token))
+        self.matchers, self.connectives = matchers, connectives
 
     def __call__(self, scores: Any) -> Any:
         """float32 [beams, V'] scores with the forbidden tokens at -inf (V' >= the tokenizer's V),
@@ -690,6 +690,6 @@ class BeamGrammarMask:
         for i, matcher in enumerate(self.matchers):
             matcher.fill_next_token_bitmask(bitmask, i)
         masked = _apply_bitmask(self.xgr, bitmask, scores, self.vocab_size)
-        for i, limits in enumerate(self.limits):
-            masked[i] = limits.mask_row(masked[i])
+        for i, connectives in enumerate(self.connectives):
+            masked[i] = connectives.mask_row(masked[i])
         return masked

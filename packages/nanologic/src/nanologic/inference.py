@@ -49,6 +49,7 @@ from nanologic.logic import (
 from nanologic.model import NanoLogic, NanoLogicConfig
 from nanologic.normalize import (
     FUNCTION_WORDS,
+    clause_key,
     normalize_results,
     not_content_words,
     prepare_sentence,
@@ -674,8 +675,6 @@ def formalize_output_row(row: dict, result: dict) -> dict:
 
 def shared_atoms(formalised: list[dict]) -> tuple[list, dict[str, str]]:
     """Rename each sentence's atoms into one vocabulary shared across sentences (by definition)."""
-    from nanologic.evaluation import normalize_definition
-
     letter_of: dict[str, str] = {}
     definitions: dict[str, str] = {}
     formulas = []
@@ -687,7 +686,7 @@ def shared_atoms(formalised: list[dict]) -> tuple[list, dict[str, str]]:
         mapping = {}
         for letter in atoms(node):
             definition = item["atoms"].get(letter, letter)
-            key = normalize_definition(definition)
+            key = clause_key(definition)
             if key not in letter_of:
                 letter_of[key] = next(pool)
                 definitions[letter_of[key]] = definition

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 
 from nanologic.conjugation import INDICATIVE_OF_SUBJUNCTIVE, TENSES, conjugate
 from nanologic.data import literal_polarity, normalize_text
@@ -246,8 +247,14 @@ def normalize_results(results: list[dict], sentences: list[str], enabled: bool =
     return results
 
 
-def _same_clause_key(definition: str) -> str:
-    return " ".join(definition.casefold().strip(" .,;:").split())
+def clause_key(definition: str) -> str:
+    """The key under which two definitions are one clause: case, spacing and end punctuation aside.
+
+    Used within an answer (:func:`merge_repeated_atoms`) and across the sentences of an argument
+    (:func:`nanologic.inference.shared_atoms`). Relation symbols count, so "x < 3" and "x > 3" stay
+    two clauses (``evaluation.normalize_definition``, a scoring key, drops them).
+    """
+    return " ".join(unicodedata.normalize("NFC", definition).casefold().strip(" .,;:").split())
 
 
 def merge_repeated_atoms(result: dict) -> dict:
@@ -270,7 +277,7 @@ def merge_repeated_atoms(result: dict) -> dict:
     first_letter: dict[str, str] = {}
     merged: dict[str, str] = {}
     for letter, definition in atoms.items():
-        key = _same_clause_key(definition)
+        key = clause_key(definition)
         if key and key in first_letter:
             merged[letter] = first_letter[key]
         else:
