@@ -53,12 +53,22 @@ def test_subjunctive_becomes_indicative(atoms, sentence, expected):
         # a verb without a subject, a first person
         ("El jefe llega y llueve.", "el jefe llega", "llueve", "llueve"),
         ("Yo canto y bailo.", "yo canto", "bailo", "bailo"),
+        # the sentence holds the subjunctive the definition is given in the indicative of
+        (
+            "Para que ni Miriam riegue ni haya vuelto, llueve.",
+            "Miriam riega",
+            "haya vuelto",
+            "Miriam ha vuelto",
+        ),
+        # weather is impersonal in the perfect too, and "amanecer nublado" is not a perfect
+        ("O Nuria sale o ha nevado en la sierra.", "Nuria sale", "ha nevado en la sierra", None),
+        ("Si Miguel pierde, amanecerá nublado.", "Miguel pierde", "amanecerá nublado", None),
     ],
 )
 def test_an_elided_subject_is_written_out(sentence, first, second, expected):
     out = normalize_definitions({"p": first, "q": second}, sentence)
     assert list(out) == ["p", "q"]
-    assert out == {"p": first, "q": expected}
+    assert out == {"p": first, "q": expected or second}
 
 
 def test_definitions_no_rule_applies_to_are_unchanged():
@@ -138,3 +148,26 @@ def test_shared_atoms_keep_relations_apart_and_join_the_same_clause():
     formulas, definitions = shared_atoms(premises)
     assert [to_unicode(f) for f in formulas] == ["p → q", "r", "¬q"]
     assert definitions == {"p": "x < 3", "q": "Llueve.", "r": "x > 3"}
+
+
+@pytest.mark.parametrize(
+    ("definition", "expected"),
+    [
+        # a predicate shared by several subjects is defined for each, in the singular
+        ("Valeria piden la cuenta otra vez", "Valeria pide la cuenta otra vez"),
+        ("la final han sido el domingo", "la final ha sido el domingo"),
+        ("la excursión se suspenderán durante el viaje", "la excursión se suspenderá durante el viaje"),
+        ("mi prima consiguieron el puesto", "mi prima consiguió el puesto"),
+        # an adjective after "estar" agrees with the determiner's gender
+        ("la tarde estuvieron despejados el lunes", "la tarde estuvo despejada el lunes"),
+        ("el día estuvieron despejados", "el día estuvo despejado"),
+        # plural subjects, and capitals that open a sentence rather than name someone, stay
+        ("los niños comen", None),
+        ("Perú y Ecuador son países fronterizos", None),
+        ("Ellos comen", None),
+        ("Muchos votaron", None),
+        ("Ana estudia", None),
+    ],
+)
+def test_a_shared_plural_verb_agrees_with_a_singular_subject(definition, expected):
+    assert normalize_definitions({"p": definition}, "x")["p"] == (expected or definition)

@@ -11,6 +11,8 @@ format asks for where a rule can tell them apart:
 - a subjunctive form of a lexicon verb that is not also an indicative form (and not a noun after a
   determiner: "el viaje") becomes the indicative of the same person, as the generator's
   ``INDICATIVE_OF_SUBJUNCTIVE`` maps tenses;
+- a third-person plural verb after a singular subject (a predicate shared by several subjects:
+  "Ni Valeria ni Ana piden la cuenta" defines ``Valeria pide la cuenta``) takes the singular;
 - a definition that starts with a third-person verb whose subject the sentence leaves out (the
   verb follows a cue, a comma or the sentence start) takes the subject of the nearest earlier
   definition, when their number agrees.
@@ -58,11 +60,17 @@ _DETERMINERS = _words(
     "el la los las un una unos unas del al mi mis tu tus su sus este esta estos estas ese esa cada otro otra"
 )
 _PLURAL_DETERMINERS = _words("los las unos unas mis tus sus estos estas nuestros nuestras")
+_SINGULAR_DETERMINERS = _words("el la un una mi tu su este esta ese esa aquel aquella cada")
+_NOT_NAMES = _words(
+    "ellos ellas ustedes nosotros nosotras vosotros vosotras todos todas muchos muchas algunos algunas "
+    "varios varias ambos ambas pocos pocas otros otras unos unas"
+)
 _PERSONAL_PRONOUNS = _words("yo tú nosotros nosotras vosotros vosotras")
 # words that may stand between a verb and what precedes its clause ("…, no se cae")
 _CLITICS = _words("no se lo la le les me te nos os ya también sí")
 # verbs without a subject: weather and existence ("llueve", "hay tarea", "hace frío")
 _IMPERSONAL_LEMMAS = frozenset({"llover", "nevar", "haber", "hacer", "granizar", "tronar", "amanecer"})
+_WEATHER_LEMMAS = _IMPERSONAL_LEMMAS - {"haber", "hacer"}
 _PARTICIPLE_ENDINGS = ("ado", "ido", "to", "cho")
 _THIRD_SINGULAR, _THIRD_PLURAL = 2, 5
 _WORD_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[,;:.]")
@@ -99,6 +107,30 @@ def _conjugation_tables() -> tuple[dict[str, frozenset[int]], dict[str, frozense
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _participle_lemmas() -> dict[str, frozenset[str]]:
+    """Past participle of a lexicon verb -> its lemmas ("nevado" -> nevar), from the perfect."""
+    from nanologic.grammar import lexicon_conjugations
+
+    lemmas: dict[str, set[str]] = {}
+    for lemma, tense, _, form in lexicon_conjugations():
+        if tense == "perf":
+            lemmas.setdefault(form.split()[-1], set()).add(lemma)
+    return {k: frozenset(v) for k, v in lemmas.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _readings() -> dict[str, frozenset[tuple[str, str, int]]]:
+    """First word of a conjugated form -> every (lemma, tense, person) it may be ("han" -> the
+    perfect's third plural of every verb, and haber's present)."""
+    from nanologic.grammar import lexicon_conjugations
+
+    readings: dict[str, set[tuple[str, str, int]]] = {}
+    for lemma, tense, person, form in lexicon_conjugations():
+        readings.setdefault(form.split()[0], set()).add((lemma, tense, person))
+    return {k: frozenset(v) for k, v in readings.items()}
+
+
 def _is_plural(subject: list[str]) -> bool:
     return subject[0].lower() in _PLURAL_DETERMINERS or "y" in subject
 
@@ -121,6 +153,48 @@ def _indicative(words: list[str]) -> list[str]:
         lemma, tense = next((lemma, tense) for lemma, tense, p in readings if p == person)
         form = conjugate(lemma, INDICATIVE_OF_SUBJUNCTIVE[tense], person).split()[0]
         out[i] = form.capitalize() if word[:1].isupper() else form
+    return out
+
+
+def _singular_subject(subject: list[str]) -> bool:
+    """A determiner that says one ("la final"), "él"/"ella", or a name ("Valeria", "Leonardo D.")."""
+    if not subject or _is_plural(subject):
+        return False
+    first = subject[0].lower()
+    if first in _SINGULAR_DETERMINERS or first in {"él", "ella"}:
+        return True
+    # a capital opens a sentence too ("Ellos comen", "Muchos votan"): a name is no such word
+    return all(w[:1].isupper() and w.lower() not in _NOT_NAMES for w in subject)
+
+
+def _agreeing(words: list[str]) -> list[str]:
+    """A third-person plural verb after a singular subject put in the singular, with an adjective
+    after "estar": a predicate shared by several subjects ("Ni Valeria ni Ana piden la cuenta",
+    "el día y la tarde estuvieron despejados") is defined for each ("Valeria pide la cuenta", "la
+    tarde estuvo despejada"). A form of several tenses or verbs is changed only when every reading
+    gives the same singular."""
+    k = _finite_verb_index(words)
+    if not k:
+        return words
+    subject = words[: k - 1] if words[k - 1].lower() == "se" else words[:k]
+    readings = _readings().get(words[k].lower(), frozenset())
+    if not readings or any(person != _THIRD_PLURAL for _, _, person in readings):
+        return words
+    if not _singular_subject(subject):
+        return words
+    singular = {conjugate(lemma, tense, _THIRD_SINGULAR).split()[0] for lemma, tense, _ in readings}
+    if len(singular) != 1:
+        return words
+    out = list(words)
+    out[k] = singular.pop()
+    following = out[k + 1].lower() if len(out) > k + 1 else ""
+    if (
+        {lemma for lemma, _, _ in readings} == {"estar"}
+        and following.endswith(("os", "as"))
+        and len(following) > 4
+    ):
+        gender = {"el": "o", "un": "o", "la": "a", "una": "a"}.get(subject[0].lower(), following[-2])
+        out[k + 1] = following[:-2] + gender
     return out
 
 
@@ -152,15 +226,29 @@ def _subject_left_out(sentence: str, verb: str) -> bool:
     return False
 
 
-def _with_subject(words: list[str], earlier: list[list[str]], sentence: str) -> list[str]:
-    """``words`` with the subject of the nearest earlier definition put first, when it is elided."""
+def _with_subject(
+    words: list[str], earlier: list[list[str]], sentence: str, written: list[str] | None = None
+) -> list[str]:
+    """``words`` with the subject of the nearest earlier definition put first, when it is elided.
+
+    ``written``: the definition as the model wrote it, before the indicative replaced a
+    subjunctive ("haya vuelto" -> "ha vuelto"); its verb is the one to look for in the sentence."""
     persons_of, lemmas_of, _ = _conjugation_tables()
-    verb = words[1] if words[0].lower() == "se" and len(words) > 1 else words[0]
+    verb_at = 1 if words[0].lower() == "se" and len(words) > 1 else 0
+    verb = words[verb_at]
+    written_verb = written[verb_at] if written is not None and len(written) > verb_at else verb
     persons = persons_of.get(verb.lower(), frozenset())
     if not persons:
         return words
-    auxiliary = len(words) > 1 and words[1].lower().endswith(_PARTICIPLE_ENDINGS)  # "ha llovido"
-    impersonal = lemmas_of[verb.lower()] & _IMPERSONAL_LEMMAS and not auxiliary
+    # a perfect is impersonal by its participle ("ha nevado", not "ha hecho", which has "ha hecho
+    # los deberes" too), "amanecerá nublado" by its verb
+    participle = words[1].lower() if len(words) > 1 and "haber" in lemmas_of[verb.lower()] else ""
+    if participle in _participle_lemmas():
+        impersonal = _participle_lemmas()[participle] & _WEATHER_LEMMAS
+    else:
+        impersonal = lemmas_of[verb.lower()] & _IMPERSONAL_LEMMAS and not participle.endswith(
+            _PARTICIPLE_ENDINGS
+        )
     if not persons & {_THIRD_SINGULAR, _THIRD_PLURAL} or impersonal:
         return words
     for previous in reversed(earlier):
@@ -173,7 +261,7 @@ def _with_subject(words: list[str], earlier: list[list[str]], sentence: str) -> 
             all(w.lower() in _DETERMINERS for w in subject)
             or subject[0].lower() in _PERSONAL_PRONOUNS
             or any(w.lower() in lowered for w in subject if w.lower() not in _DETERMINERS)
-            or not _subject_left_out(sentence, verb)
+            or not _subject_left_out(sentence, written_verb)
         ):
             return words
         plural = _is_plural(subject)
@@ -209,7 +297,7 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
     for letter, definition in atoms.items():
         words = _without_repeats(definition).split()
         if words:
-            words = _with_subject(_indicative(words), earlier, sentence)
+            words = _with_subject(_agreeing(_indicative(words)), earlier, sentence, written=words)
             earlier.append(words)
         out[letter] = " ".join(words) if words else definition
     return out
