@@ -229,12 +229,27 @@ def test_formalize_cuts_a_runaway_formula_and_keeps_the_raw_answer(formalizer, m
     assert not formalizer.formalize(["Si estudias, suspendes."])[0]["formula_cut"]
 
 
+def test_a_formula_that_ran_on_and_ended_is_cut_where_it_first_was_whole(formalizer, monkeypatch):
+    # no gold formula uses a letter three times; this one went on after p ∧ (q → r) and closed
+    answer = (
+        f"{ATOMS} p: Leo es abogado | q: Manuel trabajó | r: la reunión dura {CONNECTORS} ∧: puesto que | →: cuando "
+        f"{FORMULA} p ∧ ((q → r) → (p → (r → (p → (r ∧ r))))) {EOS}"
+    )
+    monkeypatch.setattr(formalizer, "generate_raw", lambda sentences, batch_size=64: [answer])
+    (result,) = formalizer.formalize(["Puesto que Leo es abogado, cuando Manuel trabajó, la reunión dura."])
+    assert result["formula_cut"] and parse(result["formula"]) == parse("p ∧ (q → r)")
+    twice = f"{ATOMS} p: llueve | q: nieva {CONNECTORS} ∨: o {FORMULA} (p ∨ q) ∧ ¬(p ∧ q) {EOS}"
+    monkeypatch.setattr(formalizer, "generate_raw", lambda sentences, batch_size=64: [twice])
+    (result,) = formalizer.formalize(["O llueve o nieva."])
+    assert not result["formula_cut"] and parse(result["formula"]) == parse("(p ∨ q) ∧ ¬(p ∧ q)")
+
+
 def test_an_answer_cut_inside_a_character_shows_no_replacement_character(formalizer, monkeypatch):
     # the token limit fell inside "∨" (three bytes): the byte-level decoder gives U+FFFD
-    raw = f"{ATOMS} p: llueve {CONNECTORS} ∨: o {FORMULA} p ∨ p ∨ p \ufffd"
+    raw = f"{ATOMS} p: llueve | q: nieva {CONNECTORS} ∨: o {FORMULA} p ∨ q \ufffd"
     monkeypatch.setattr(formalizer, "generate_raw", lambda sentences, batch_size=64: [raw])
-    (result,) = formalizer.formalize(["Llueve."])
-    assert "\ufffd" not in result["formula"] and result["formula"].startswith("p ∨ p ∨ p")
+    (result,) = formalizer.formalize(["Llueve o nieva."])
+    assert result["formula"] == "p ∨ q" and not result["formula_cut"]
 
 
 def test_generate_raw_with_and_without_repair_parses(formalizer):
