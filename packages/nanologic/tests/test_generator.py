@@ -9,12 +9,13 @@ from nanologic.generator import CUES as CUES_BY_ROLE
 from nanologic.generator import (
     Literal,
     SentenceBuilder,
+    _cat,
     distinct_clauses,
     example_from_phrase,
     generate,
     known_cues,
 )
-from nanologic.logic import Not, atoms, depth, parse, pattern, to_unicode
+from nanologic.logic import AND, Binary, Not, atoms, depth, parse, pattern, to_unicode
 from nanologic.pipeline import clean, consistency_problems
 
 
@@ -264,6 +265,22 @@ def _realise(kind, a, b, negated=False):
     return ex["natural_language_input"], ex["output"]["formula"], defs
 
 
+def test_a_clause_said_once_in_the_indicative_is_defined_as_said():
+    # "Si A, sumarás B; y si sumas B, ...": a conditional says the future in the present, so only
+    # a clause every mention of which changes mood or tense is defined in the normalised form
+    add = _clause("", 1, "m", "pronoun", "sumar", "250 y 51", tense="fut")
+    rain = _clause("", 2, "m", "impersonal", "llover", "")
+    builder = SentenceBuilder(random.Random(0), [rain, add])
+    said, again = builder.lit(Literal(1), "ind"), builder.lit(Literal(1), "ante")
+    both = _cat(Binary(AND, said.formula, again.formula), said, " y si ", again)
+    ex = example_from_phrase(both, builder.clauses, "compras")
+    assert ex["natural_language_input"] == "Sumarás 250 y 51 y si sumas 250 y 51."
+    assert [a["definition"] for a in ex["thought"]["identified_atoms"]] == ["sumarás 250 y 51"]
+    only_ante = builder.lit(Literal(1), "ante")
+    ex = example_from_phrase(only_ante, builder.clauses, "compras")
+    assert [a["definition"] for a in ex["thought"]["identified_atoms"]] == ["sumas 250 y 51"]
+
+
 def test_elliptic_coordination_gives_complete_definitions():
     bank = _clause("el banco", 2, "m", "thing", "abrir", "hoy")
     shop = _clause("la tienda", 2, "f", "thing", "abrir", "hoy")
@@ -352,6 +369,19 @@ def test_person_and_tense_coverage():
     assert persons == set(range(6))
     assert tenses == set(TENSES)
     assert domains == set(BLOCKS)
+
+
+def test_a_pronoun_is_dropped_only_where_the_verb_names_the_person():
+    # "Ana sale o llega tarde": a dropped third person reads as the previous clause's subject, so
+    # the generator says "él" / "ellas"; "salgo" and "salís" name their person themselves
+    rng = random.Random(5)
+    dropped, said = set(), set()
+    for i in range(3000):
+        subj = ClauseSampler(rng, BLOCKS[i % len(BLOCKS)]).clause().subj
+        if subj is not None and subj.kind == "pronoun":
+            (said if subj.text else dropped).add(subj.person)
+    assert dropped == {0, 1, 3, 4}
+    assert said == set(range(6))
 
 
 def test_subjunctive_only_mentions_are_defined_in_the_indicative(examples):

@@ -284,7 +284,10 @@ class ClauseSampler:
         if r < 0.35:
             person = self.rng.choice([0, 0, 1, 1, 2, 3, 3, 4, 5])
             gender = self.rng.choice("mf")
-            explicit = self.rng.random() < 0.25
+            # A dropped third-person pronoun ("llega tarde") reads as the previous clause's subject
+            # ("Ana sale o llega tarde"), as the definitions' normalisation writes it; so only the
+            # first and second persons, which the verb's ending names, go without one.
+            explicit = self.rng.random() < 0.25 or person in (2, 5)
             pronoun = (PRONOUNS_F if gender == "f" else PRONOUNS)[person]
             return Subject(pronoun if explicit else "", person, gender, "pronoun")
         if r < 0.75 or self.block == "historias":

@@ -927,8 +927,9 @@ def example_from_phrase(
     letters = atom_letters(len(first_mention))
     mapping = {f"c{cid}": letter for cid, letter in zip(first_mention, letters)}
     formula = rename(phrase.formula, mapping)
-    indicative = set(phrase.mentions) - set(phrase.sub_mentions)
-    only_sub = {cid for cid in first_mention if cid not in indicative}
+    # by count: "Si A, sumarás B; y si sumas B, C" says B once in the future and once in the
+    # present a conditional takes, so B is defined as said, "sumarás B"
+    only_sub = {cid for cid in first_mention if phrase.mentions.count(cid) == phrase.sub_mentions.count(cid)}
     atoms_list = [
         {
             "atom": letter,
