@@ -50,9 +50,14 @@ def test_subjunctive_becomes_indicative(atoms, sentence, expected):
         ("Si Ana canta, Luis baila.", "Ana canta", "baila", "baila"),
         # a noun after a determiner is not the verb: the subject is "el estudio", not "el"
         ("El estudio termina y canta.", "el estudio termina", "canta", "el estudio canta"),
-        # a verb without a subject, a first person
+        # a verb without a subject
         ("El jefe llega y llueve.", "el jefe llega", "llueve", "llueve"),
-        ("Yo canto y bailo.", "yo canto", "bailo", "bailo"),
+        # a first or second person takes a pronoun of its own person, a third person "ellos"
+        ("Yo canto y bailo.", "yo canto", "bailo", "yo bailo"),
+        ("Nosotras cantamos y bailamos.", "nosotras cantamos", "bailamos", "nosotras bailamos"),
+        ("Yo canto y bailas.", "yo canto", "bailas", "bailas"),
+        ("Ana canta y bailamos.", "Ana canta", "bailamos", "bailamos"),
+        ("Ellos gastan y ahorran.", "ellos gastan", "ahorran", "ellos ahorran"),
         # the sentence holds the subjunctive the definition is given in the indicative of
         (
             "Para que ni Miriam riegue ni haya vuelto, llueve.",

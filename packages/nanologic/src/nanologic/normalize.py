@@ -65,6 +65,12 @@ _NOT_NAMES = _words(
     "ellos ellas ustedes nosotros nosotras vosotros vosotras todos todas muchos muchas algunos algunas "
     "varios varias ambos ambas pocos pocas otros otras unos unas"
 )
+_PRONOUN_PERSON = {
+    **dict.fromkeys(("yo",), 0),
+    **dict.fromkeys(("tú",), 1),
+    **dict.fromkeys(("nosotros", "nosotras"), 3),
+    **dict.fromkeys(("vosotros", "vosotras"), 4),
+}
 _PERSONAL_PRONOUNS = _words("yo tú nosotros nosotras vosotros vosotras")
 # words that may stand between a verb and what precedes its clause ("…, no se cae")
 _CLITICS = _words("no se lo la le les me te nos os ya también sí")
@@ -132,7 +138,7 @@ def _readings() -> dict[str, frozenset[tuple[str, str, int]]]:
 
 
 def _is_plural(subject: list[str]) -> bool:
-    return subject[0].lower() in _PLURAL_DETERMINERS or "y" in subject
+    return subject[0].lower() in _PLURAL_DETERMINERS | {"ellos", "ellas"} or "y" in subject
 
 
 def _indicative(words: list[str]) -> list[str]:
@@ -249,13 +255,22 @@ def _with_subject(
         impersonal = lemmas_of[verb.lower()] & _IMPERSONAL_LEMMAS and not participle.endswith(
             _PARTICIPLE_ENDINGS
         )
-    if not persons & {_THIRD_SINGULAR, _THIRD_PLURAL} or impersonal:
+    third_person = persons & {_THIRD_SINGULAR, _THIRD_PLURAL} and not impersonal
+    if not third_person and not persons & {0, 1, 3, 4}:
         return words
     for previous in reversed(earlier):
         k = _finite_verb_index(previous)
         if not k:  # no verb, or no subject before it: look further back
             continue
         subject = previous[: k - 1] if previous[k - 1].lower() == "se" else previous[:k]
+        pronoun_person = _PRONOUN_PERSON.get(subject[0].lower()) if len(subject) == 1 else None
+        if pronoun_person in (0, 1, 3, 4):
+            # "nosotras cantamos y bailamos" defines "nosotras bailamos": the verb names the person
+            if pronoun_person in persons and _subject_left_out(sentence, written_verb):
+                return subject + words
+            return words
+        if not third_person:
+            return words
         lowered = {w.lower() for w in words}
         if (
             all(w.lower() in _DETERMINERS for w in subject)
