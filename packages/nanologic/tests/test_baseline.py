@@ -100,13 +100,13 @@ from nanologic.logic import parse
         (
             "Ni el banco ni la farmacia abren los domingos.",
             "¬p ∧ ¬q",
-            ["el banco abren los domingos", "la farmacia abren los domingos"],
+            ["el banco abre los domingos", "la farmacia abre los domingos"],  # the shared verb agrees
         ),
         ("Ni mi hermano ni yo sabemos nadar.", "¬p ∧ ¬q", ["mi hermano sabemos nadar", "yo sabemos nadar"]),
         (
             "Tanto Carmen como Raúl votaron en las elecciones.",
             "p ∧ q",
-            ["carmen votaron en las elecciones", "raúl votaron en las elecciones"],
+            ["carmen votó en las elecciones", "raúl votó en las elecciones"],
         ),
         (
             "Nicanor Parra es escritor y matemático.",
@@ -259,7 +259,7 @@ def test_cli_baseline_formalises_and_evaluates(tmp_path, capsys):
 def test_formalize_and_check_take_the_baseline_instead_of_a_model(tmp_path, capsys):
     assert main(["formalize", "--baseline", "rules", "Tanto Carmen como Raúl votaron."]) == 0
     out = capsys.readouterr().out
-    assert "p ∧ q" in out and "Raúl votaron" in out and "┃ p ┃ q ┃" in out  # with its truth table
+    assert "p ∧ q" in out and "Raúl votó" in out and "┃ p ┃ q ┃" in out  # with its truth table
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text('{"input": "Si llueve no salgo."}\n{"input": "Ni el banco ni la tienda abren."}\n')
     assert main(["formalize", "--baseline", "rules", "--input", str(src), "--output", str(dst)]) == 0

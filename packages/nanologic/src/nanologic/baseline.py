@@ -14,7 +14,8 @@ others. The sentence is split top-down, loosest construction first:
 3. infix constructions: biconditionals, contrast and premise ("A, pero B"), "A solo si B",
    "A a menos que B", "A si B", then disjunction ("o", "u") and conjunction ("y", "e", lists),
    then "A pero B" without a comma. Coordinated parts get the words they share written out
-   (:func:`_complete_ellipsis`: "ni el banco ni la farmacia abren" gives "el banco abren",
+   (:func:`_complete_ellipsis`: "ni el banco ni la farmacia abren" gives "el banco abren", which
+   the shared normalisation turns into "el banco abre",
    "Parra es escritor y matemático" gives "Parra es matemático"), as the generator's elliptic
    sentences define each atom in full;
 4. what is left is a clause: a "no" or "tampoco" in it becomes ¬ and is removed from the

@@ -250,12 +250,12 @@ def _with_subject(
     # los deberes" too), "amanecerá nublado" by its verb
     participle = words[1].lower() if len(words) > 1 and "haber" in lemmas_of[verb.lower()] else ""
     if participle in _participle_lemmas():
-        impersonal = _participle_lemmas()[participle] & _WEATHER_LEMMAS
+        impersonal = bool(_participle_lemmas()[participle] & _WEATHER_LEMMAS)
     else:
-        impersonal = lemmas_of[verb.lower()] & _IMPERSONAL_LEMMAS and not participle.endswith(
+        impersonal = bool(lemmas_of[verb.lower()] & _IMPERSONAL_LEMMAS) and not participle.endswith(
             _PARTICIPLE_ENDINGS
         )
-    third_person = persons & {_THIRD_SINGULAR, _THIRD_PLURAL} and not impersonal
+    third_person = bool(persons & {_THIRD_SINGULAR, _THIRD_PLURAL}) and not impersonal
     if not third_person and not persons & {0, 1, 3, 4}:
         return words
     for previous in reversed(earlier):
