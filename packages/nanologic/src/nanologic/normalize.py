@@ -83,18 +83,27 @@ _WORD_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[,;:.]")
 
 
 @functools.lru_cache(maxsize=1)
-def _conjugation_tables() -> tuple[dict[str, frozenset[int]], dict[str, frozenset[str]], dict[str, tuple]]:
-    """(first word of a finite form -> persons, -> lemmas, subjunctive-only form -> its readings)."""
+def _conjugation_tables() -> tuple[
+    dict[str, frozenset[int]],
+    dict[str, frozenset[str]],
+    dict[str, tuple],
+    dict[str, frozenset[tuple[str, str, int]]],
+]:
+    """(first word of a finite form -> persons, -> lemmas, subjunctive-only form -> its readings,
+    first word -> every (lemma, tense, person) it may begin: "han" -> every verb's perfect, third
+    plural, and haber's present)."""
     from nanologic.grammar import lexicon_conjugations
 
     persons: dict[str, set[int]] = {}
     lemmas: dict[str, set[str]] = {}
+    readings_of: dict[str, set[tuple[str, str, int]]] = {}
     indicative: set[str] = set()
     subjunctive: dict[str, list[tuple[str, str, int]]] = {}
     for lemma, tense, person, form in lexicon_conjugations():
         first = form.split()[0]
         persons.setdefault(first, set()).add(person)
         lemmas.setdefault(first, set()).add(lemma)
+        readings_of.setdefault(first, set()).add((lemma, tense, person))
         if tense in TENSES:
             indicative.add(first)
         else:
@@ -110,31 +119,8 @@ def _conjugation_tables() -> tuple[dict[str, frozenset[int]], dict[str, frozense
         {k: frozenset(v) for k, v in persons.items()},
         {k: frozenset(v) for k, v in lemmas.items()},
         only_subjunctive,
+        {k: frozenset(v) for k, v in readings_of.items()},
     )
-
-
-@functools.lru_cache(maxsize=1)
-def _participle_lemmas() -> dict[str, frozenset[str]]:
-    """Past participle of a lexicon verb -> its lemmas ("nevado" -> nevar), from the perfect."""
-    from nanologic.grammar import lexicon_conjugations
-
-    lemmas: dict[str, set[str]] = {}
-    for lemma, tense, _, form in lexicon_conjugations():
-        if tense == "perf":
-            lemmas.setdefault(form.split()[-1], set()).add(lemma)
-    return {k: frozenset(v) for k, v in lemmas.items()}
-
-
-@functools.lru_cache(maxsize=1)
-def _readings() -> dict[str, frozenset[tuple[str, str, int]]]:
-    """First word of a conjugated form -> every (lemma, tense, person) it may be ("han" -> the
-    perfect's third plural of every verb, and haber's present)."""
-    from nanologic.grammar import lexicon_conjugations
-
-    readings: dict[str, set[tuple[str, str, int]]] = {}
-    for lemma, tense, person, form in lexicon_conjugations():
-        readings.setdefault(form.split()[0], set()).add((lemma, tense, person))
-    return {k: frozenset(v) for k, v in readings.items()}
 
 
 def _is_plural(subject: list[str]) -> bool:
@@ -183,7 +169,7 @@ def _agreeing(words: list[str]) -> list[str]:
     if not k:
         return words
     subject = words[: k - 1] if words[k - 1].lower() == "se" else words[:k]
-    readings = _readings().get(words[k].lower(), frozenset())
+    readings = _conjugation_tables()[3].get(words[k].lower(), frozenset())
     if not readings or any(person != _THIRD_PLURAL for _, _, person in readings):
         return words
     if not _singular_subject(subject):
@@ -239,7 +225,7 @@ def _with_subject(
 
     ``written``: the definition as the model wrote it, before the indicative replaced a
     subjunctive ("haya vuelto" -> "ha vuelto"); its verb is the one to look for in the sentence."""
-    persons_of, lemmas_of, _ = _conjugation_tables()
+    persons_of, lemmas_of, _, _ = _conjugation_tables()
     verb_at = 1 if words[0].lower() == "se" and len(words) > 1 else 0
     verb = words[verb_at]
     written_verb = written[verb_at] if written is not None and len(written) > verb_at else verb
@@ -248,9 +234,12 @@ def _with_subject(
         return words
     # a perfect is impersonal by its participle ("ha nevado", not "ha hecho", which has "ha hecho
     # los deberes" too), "amanecerá nublado" by its verb
+    from nanologic.grammar import lexicon_verb_lemma
+
     participle = words[1].lower() if len(words) > 1 and "haber" in lemmas_of[verb.lower()] else ""
-    if participle in _participle_lemmas():
-        impersonal = bool(_participle_lemmas()[participle] & _WEATHER_LEMMAS)
+    participle_lemma = lexicon_verb_lemma(participle) if participle.endswith(_PARTICIPLE_ENDINGS) else None
+    if participle_lemma is not None:
+        impersonal = participle_lemma in _WEATHER_LEMMAS
     else:
         impersonal = bool(lemmas_of[verb.lower()] & _IMPERSONAL_LEMMAS) and not participle.endswith(
             _PARTICIPLE_ENDINGS

@@ -565,9 +565,10 @@ def preprocess(
 
 
 def _seeded_order(keys: Iterable[str], seed: int) -> list[str]:
-    """``keys`` in a random order that is a function of each key and ``seed`` alone (SHA-256), so
-    that adding or removing some keys leaves the others in the same relative order."""
-    return sorted(keys, key=lambda k: hashlib.sha256(f"{seed}\x00{k}".encode()).digest())
+    """``keys`` in a random order that is a function of each key and ``seed`` alone
+    (:func:`_unit_hash`), so that adding or removing some keys leaves the others in the same
+    relative order."""
+    return sorted(keys, key=lambda k: _unit_hash(f"{seed}\x00{k}"))
 
 
 def _balance_complexity(
@@ -646,7 +647,7 @@ def _split_by_pattern(
     pattern_size: Counter = Counter()
     for ex in kept:
         pattern_size[group_pattern[groups[ex["source_id"]]]] += 1
-    patterns = _seeded_order(pattern_size, seed)
+    patterns = sorted(pattern_size)  # each pattern's split is its own hash's: order is moot
     pattern_level: dict[str, Counter] = defaultdict(Counter)
     for ex in kept:
         pattern_level[group_pattern[groups[ex["source_id"]]]][ex.get("complexity", "")] += 1
