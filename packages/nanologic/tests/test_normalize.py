@@ -172,7 +172,21 @@ def test_shared_atoms_keep_relations_apart_and_join_the_same_clause():
         ("Ellos comen", None),
         ("Muchos votaron", None),
         ("Ana estudia", None),
+        # first and second person plural, after a subject of one person ("Ni mi hermano ni yo
+        # sabemos nadar", "Juan y yo estamos cansados", "Ana y tú sabéis nadar")
+        ("mi hermano sabemos nadar", "mi hermano sabe nadar"),
+        ("yo sabemos nadar", "yo sé nadar"),
+        ("Juan estamos cansados", "Juan está cansado"),
+        ("yo estamos cansadas", "yo estoy cansada"),
+        ("tú sabéis nadar", "tú sabes nadar"),
+        ("tú vamos al cine", "tú vas al cine"),
+        ("mis padres vamos al cine", "mis padres van al cine"),
+        ("nosotros comemos", None),
+        ("vosotras cantáis", None),
+        # an adverb that opens the sentence is no subject
+        ("Hoy llegan los invitados", None),
+        ("Mañana vamos al cine", None),
     ],
 )
-def test_a_shared_plural_verb_agrees_with_a_singular_subject(definition, expected):
+def test_a_shared_plural_verb_agrees_with_each_subject(definition, expected):
     assert normalize_definitions({"p": definition}, "x")["p"] == (expected or definition)

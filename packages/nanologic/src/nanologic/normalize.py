@@ -63,7 +63,10 @@ _PLURAL_DETERMINERS = _words("los las unos unas mis tus sus estos estas nuestros
 _SINGULAR_DETERMINERS = _words("el la un una mi tu su este esta ese esa aquel aquella cada")
 _NOT_NAMES = _words(
     "ellos ellas ustedes nosotros nosotras vosotros vosotras todos todas muchos muchas algunos algunas "
-    "varios varias ambos ambas pocos pocas otros otras unos unas"
+    "varios varias ambos ambas pocos pocas otros otras unos unas "
+    # adverbs that open a sentence with a capital ("Hoy llegan los invitados")
+    "hoy mañana ayer anoche ahora siempre nunca jamás aquí allí allá ahí luego después antes "
+    "pronto tarde también tampoco todavía ya entonces así"
 )
 _PRONOUN_PERSON = {
     **dict.fromkeys(("yo",), 0),
@@ -159,29 +162,45 @@ def _singular_subject(subject: list[str]) -> bool:
     return all(w[:1].isupper() and w.lower() not in _NOT_NAMES for w in subject)
 
 
+def _subject_person(subject: list[str]) -> int | None:
+    """The person a clause's own subject asks of its verb (0-5, as ``conjugate``), or None when
+    the subject does not say: "yo" 0, "tú" 1, a singular noun phrase or name 2, a plural one 5."""
+    if len(subject) == 1 and subject[0].lower() in {"yo", "tú"}:
+        return _PRONOUN_PERSON[subject[0].lower()]
+    if _singular_subject(subject):
+        return _THIRD_SINGULAR
+    if subject and subject[0].lower() in _PLURAL_DETERMINERS and "y" not in subject:
+        return _THIRD_PLURAL
+    return None
+
+
 def _agreeing(words: list[str]) -> list[str]:
-    """A third-person plural verb after a singular subject put in the singular, with an adjective
-    after "estar": a predicate shared by several subjects ("Ni Valeria ni Ana piden la cuenta",
-    "el día y la tarde estuvieron despejados") is defined for each ("Valeria pide la cuenta", "la
-    tarde estuvo despejada"). A form of several tenses or verbs is changed only when every reading
-    gives the same singular."""
+    """A plural verb after a subject of another person put in that subject's person, with an
+    adjective after "estar" agreeing: a predicate shared by several subjects ("Ni Valeria ni Ana
+    piden la cuenta", "el día y la tarde estuvieron despejados", "Ni mi hermano ni yo sabemos
+    nadar") is defined for each ("Valeria pide la cuenta", "la tarde estuvo despejada", "mi
+    hermano sabe nadar", "yo sé nadar"). A form of several tenses or verbs is changed only when
+    every reading gives the same form."""
     k = _finite_verb_index(words)
     if not k:
         return words
-    subject = words[: k - 1] if words[k - 1].lower() == "se" else words[:k]
+    subject = words[: k - 1] if words[k - 1].lower() in {"se", "no"} else words[:k]
     readings = _conjugation_tables()[3].get(words[k].lower(), frozenset())
-    if not readings or any(person != _THIRD_PLURAL for _, _, person in readings):
+    verb_persons = {person for _, _, person in readings}
+    if len(verb_persons) != 1 or verb_persons.isdisjoint({3, 4, _THIRD_PLURAL}):
         return words
-    if not _singular_subject(subject):
+    person = _subject_person(subject)
+    if person is None or person in verb_persons:
         return words
-    singular = {conjugate(lemma, tense, _THIRD_SINGULAR).split()[0] for lemma, tense, _ in readings}
-    if len(singular) != 1:
+    agreed = {conjugate(lemma, tense, person).split()[0] for lemma, tense, _ in readings}
+    if len(agreed) != 1:
         return words
     out = list(words)
-    out[k] = singular.pop()
+    out[k] = agreed.pop()
     following = out[k + 1].lower() if len(out) > k + 1 else ""
     if (
-        {lemma for lemma, _, _ in readings} == {"estar"}
+        person != _THIRD_PLURAL
+        and {lemma for lemma, _, _ in readings} == {"estar"}
         and following.endswith(("os", "as"))
         and len(following) > 4
     ):
