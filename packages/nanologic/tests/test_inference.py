@@ -113,6 +113,26 @@ def test_repair_span_under_a_grammar_takes_merged_or_missed_clauses(formalizer):
     assert formalizer.repair_span(repeated, whole_list=True) == formalizer.repeated_atom_span(repeated)
 
 
+def test_coverage_tries_are_judged_on_the_answer_as_it_will_be_given(formalizer):
+    # A chain's clause written once without its subject and once with it, or twice word for word,
+    # to reach the clause after it: the normalisation gives both one letter, so the answer is
+    # whole. Read as written (the repair) it is marked, and the coverage try that found the
+    # missed clause was refused.
+    sentence = "Si Ana canta, no baila; y si no baila, Ana llora."
+    connectors = f"{CONNECTORS} →: si | ¬: no | ∧: y | →: si {FORMULA}"
+    written = Formalizer(formalizer.model, formalizer.tokenizer, constraint=None, normalize_definitions=False)
+    for second in ("baila", "Ana baila"):
+        atoms = f"{ATOMS} p: Ana canta | q: {second} ¬ | r: Ana baila ¬"
+        out = formalizer.tokenizer.encode(f"{atoms} | s: Ana llora {connectors} (p → q) ∧ (r → s) {EOS}")
+        assert formalizer.repair_span(out, whole_list=True, sentence=sentence, as_given=True) is None
+        assert formalizer._answered_result(out, sentence)["formula"] == "(p → ¬q) ∧ (¬q → r)"
+        assert formalizer.repair_span(out, whole_list=True, sentence=sentence) is not None
+        assert written.repair_span(out, whole_list=True, sentence=sentence, as_given=True) is not None
+        # as given, a formula that joins the merged clause with itself is still marked
+        looped = formalizer.tokenizer.encode(f"{atoms} {connectors} (p → q) ∧ (q → r) {EOS}")
+        assert formalizer.repair_span(looped, whole_list=True, sentence=sentence, as_given=True) is not None
+
+
 def test_switch_under_the_grammar_keeps_the_answer_in_it(formalizer):
     xgr = pytest.importorskip("xgrammar")
     from nanologic.grammar import grounded_grammar

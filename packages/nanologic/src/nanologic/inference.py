@@ -284,6 +284,15 @@ class Formalizer:
             texts.extend(self.tokenizer.decode(out) for out in outs)
         return texts
 
+    def _answered_result(self, out: list[int], sentence: str) -> dict:
+        """The answer ``out`` as :meth:`formalize` will give it for the (prepared) ``sentence``:
+        normalised, with a clause declared twice under one letter
+        (:func:`nanologic.normalize.normalize_results`). A chain's clause written once without its
+        subject and once with it ("q: es médico", "r: Enrique es médico") is one clause there, not
+        a definition made of another's words."""
+        result = formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)
+        return normalize_results([result], [sentence], self.normalize_definitions)[0]
+
     def _definitions(self, out: list[int]) -> list[str]:
         return list(
             formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)[
@@ -299,9 +308,11 @@ class Formalizer:
 
         Two tries, each from ``out``: another atom where the list ended (a clause missed) and the
         least sure token of the atom list (a clause cut short or merged). A try is kept when it
-        keeps the format's rules (:meth:`repair_span`), leaves fewer content words out and has no
+        keeps the format's rules on the answer as it will be given (:meth:`repair_span` with
+        ``as_given``: a clause declared twice is one letter there), which include no
         definition made only of other definitions' words (a clause added next to the wrong one:
-        "Rosa es mayor de edad" beside "su hermano es mayor de edad").
+        "Rosa es mayor de edad" beside "su hermano es mayor de edad"), and leaves fewer content
+        words out.
         """
         return self._cover_batch([prompt], [out], [grammar], [sentence])[0]
 
@@ -324,9 +335,11 @@ class Formalizer:
                 owners.append(k)
         best = list(outs)
         for k, candidate in zip(owners, self._switch_batch(items)):
-            if self.repair_span(candidate, True, sentences[k]) is not None or has_redundant_definition(
-                self._definitions(candidate)
-            ):
+            # A try that declares the chain's clause again to reach the one after it ("q: Celia se
+            # lesionó | r: Celia se lesionó | s: Ricardo marca un gol", (p → ¬q) ∧ (r → s)) is kept:
+            # the answer gives the repeat one letter. The marks include a definition made only of
+            # another's words (a clause added beside the wrong one).
+            if self.repair_span(candidate, True, sentences[k], as_given=True) is not None:
                 continue
             candidate_missing = self._uncovered(sentences[k], candidate)
             if candidate_missing < missing[k]:
@@ -367,7 +380,11 @@ class Formalizer:
         return outs
 
     def repair_span(
-        self, out: list[int], whole_list: bool = False, sentence: str | None = None
+        self,
+        out: list[int],
+        whole_list: bool = False,
+        sentence: str | None = None,
+        as_given: bool = False,
     ) -> tuple[int, int] | None:
         """Token range [start, end) to repair, or None when the output keeps the format's rules.
 
@@ -380,13 +397,22 @@ class Formalizer:
         ``verify`` stage's consistency rule) or it uses a letter more than
         ``MAX_USES_OF_A_LETTER`` times; the whole answer when the connectors declare a ¬ or the
         ``sentence`` says "no", "ni", "nunca", "jamás" or "tampoco" and the formula has no ¬.
+        With ``as_given`` (and a ``sentence``, the definitions normalised) the marks are read on
+        the answer as it will be given (:meth:`_answered_result`), where a clause declared twice is
+        one letter, so a repeated definition is no mark of its own. The repair reads them as
+        written: read as given, answers whose repeat had hidden a wrong reading were no longer
+        repaired (``¬p ∧ ¬q ∧ ¬r`` became ``¬p ∧ ¬q ∧ (¬r ∧ r)``, 4 of a test split's 549).
         """
         span = self.repeated_atom_span(out)
-        if span is not None or not whole_list:
+        given_sentence = sentence if as_given and self.normalize_definitions else None
+        if (span is not None and given_sentence is None) or not whole_list:
             return span
         if self.atoms_id not in out or self.connectors_id not in out:
             return None
-        result = formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)
+        if given_sentence is not None:
+            result = self._answered_result(out, given_sentence)
+        else:
+            result = formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)
         node = parse(result["formula"]) if result["valid_formula"] else None
         if (
             node is None
