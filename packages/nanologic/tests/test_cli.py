@@ -295,7 +295,7 @@ def test_the_cli_and_the_python_api_train_the_same_default():
     inputs = instantiate(parser, cfg, TrainInputs)
     from_cli = train_config_from_flags(parser, cfg, inputs)
     assert from_cli == TrainConfig().for_preset("cpu")
-    assert (from_cli.max_epochs, from_cli.lr) == (2, 3e-3)  # the default run is unchanged
+    assert (from_cli.max_epochs, from_cli.lr) == (2, 6e-3)  # the default run's schedule
     # train_run's defaults are the command's
     names = {"data": "data_dir", "model_config": "model_overrides"}
     params = inspect.signature(train_run).parameters
