@@ -102,7 +102,7 @@ from nanologic.logic import parse
             "¬p ∧ ¬q",
             ["el banco abre los domingos", "la farmacia abre los domingos"],  # the shared verb agrees
         ),
-        ("Ni mi hermano ni yo sabemos nadar.", "¬p ∧ ¬q", ["mi hermano sabemos nadar", "yo sabemos nadar"]),
+        ("Ni mi hermano ni yo sabemos nadar.", "¬p ∧ ¬q", ["mi hermano sabe nadar", "yo sé nadar"]),
         (
             "Tanto Carmen como Raúl votaron en las elecciones.",
             "p ∧ q",
