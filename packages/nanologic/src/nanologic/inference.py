@@ -284,21 +284,20 @@ class Formalizer:
             texts.extend(self.tokenizer.decode(out) for out in outs)
         return texts
 
+    def _written_result(self, out: list[int]) -> dict:
+        """The answer ``out`` as the model wrote it (:func:`formalization_result`)."""
+        return formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)
+
     def _answered_result(self, out: list[int], sentence: str) -> dict:
         """The answer ``out`` as :meth:`formalize` will give it for the (prepared) ``sentence``:
         normalised, with a clause declared twice under one letter
         (:func:`nanologic.normalize.normalize_results`). A chain's clause written once without its
         subject and once with it ("q: es médico", "r: Enrique es médico") is one clause there, not
         a definition made of another's words."""
-        result = formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)
-        return normalize_results([result], [sentence], self.normalize_definitions)[0]
+        return normalize_results([self._written_result(out)], [sentence], self.normalize_definitions)[0]
 
     def _definitions(self, out: list[int]) -> list[str]:
-        return list(
-            formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)[
-                "atoms"
-            ].values()
-        )
+        return list(self._written_result(out)["atoms"].values())
 
     def _uncovered(self, sentence: str, out: list[int]) -> int:
         return len(uncovered_words(sentence, self._definitions(out)))
@@ -409,10 +408,11 @@ class Formalizer:
             return span
         if self.atoms_id not in out or self.connectors_id not in out:
             return None
-        if given_sentence is not None:
-            result = self._answered_result(out, given_sentence)
-        else:
-            result = formalization_result(self.tokenizer.decode(out), self.model.config.polarity_marks)
+        result = (
+            self._written_result(out)
+            if given_sentence is None
+            else self._answered_result(out, given_sentence)
+        )
         node = parse(result["formula"]) if result["valid_formula"] else None
         if (
             node is None

@@ -82,6 +82,7 @@ _IMPERSONAL_LEMMAS = frozenset({"llover", "nevar", "haber", "hacer", "granizar",
 _WEATHER_LEMMAS = _IMPERSONAL_LEMMAS - {"haber", "hacer"}
 _PARTICIPLE_ENDINGS = ("ado", "ido", "to", "cho")
 _THIRD_SINGULAR, _THIRD_PLURAL = 2, 5
+_PLURAL_PERSONS = frozenset({_PRONOUN_PERSON["nosotros"], _PRONOUN_PERSON["vosotros"], _THIRD_PLURAL})
 _WORD_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[,;:.]")
 
 
@@ -187,7 +188,7 @@ def _agreeing(words: list[str]) -> list[str]:
     subject = words[: k - 1] if words[k - 1].lower() in {"se", "no"} else words[:k]
     readings = _conjugation_tables()[3].get(words[k].lower(), frozenset())
     verb_persons = {person for _, _, person in readings}
-    if len(verb_persons) != 1 or verb_persons.isdisjoint({3, 4, _THIRD_PLURAL}):
+    if len(verb_persons) != 1 or verb_persons.isdisjoint(_PLURAL_PERSONS):
         return words
     person = _subject_person(subject)
     if person is None or person in verb_persons:
