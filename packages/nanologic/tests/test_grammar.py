@@ -219,6 +219,27 @@ def test_grounded_words_cover_the_formats_verb_normalisations():
     assert "llueve" not in verb_variants("ha")
 
 
+def test_a_verb_is_read_in_its_own_tense_without_the_perfects_auxiliary():
+    """ "Llover es condición suficiente para que el suelo se moje" was defined "el suelo se ha que
+    el suelo se ha", and "Si y solo si estudio, saco buenas notas" wrote "saqué": every verb's
+    position offered every tense and "ha", "he", "hemos"… (the first word of its perfect). A verb
+    now gives its own tense in any person, the present for a future, an infinitive or a present
+    subjunctive, the past tenses or the present for an imperfect subjunctive; the sentence's own
+    auxiliary still gives "ha"."""
+    from nanologic.grammar import verb_variants
+
+    for verb in ("moje", "llover", "hablo", "vaya"):
+        assert not {"ha", "he", "has", "hemos", "habéis", "han"} & verb_variants(verb), verb
+    assert {"saca", "sacamos"} <= verb_variants("saco") and "saqué" not in verb_variants("saco")
+    assert "hablé" not in verb_variants("hablo")
+    assert {"moja", "mojará"} <= verb_variants("moje")
+    assert {"llueve", "llueves"} <= verb_variants("llover") and "lloverá" not in verb_variants("llover")
+    assert {"empezó", "empezaba", "empieza"} <= verb_variants("empezara")
+    assert {"ha", "hay"} <= set(sentence_words("Es posible que haya llovido."))
+    assert "ha" in sentence_words("El juego ha empezado.")
+    assert "ha" not in sentence_words("Si llueve, el suelo se moja.")
+
+
 def _allowed_after(tokenizer, compiler, text: str) -> set[str]:
     """The texts of the tokens the mask allows after ``text`` (fed one token at a time)."""
     from nanologic.grammar import GrammarLogitsProcessor

@@ -213,20 +213,30 @@ def lexicon_conjugations() -> tuple[tuple[str, str, int, str], ...]:
 
 
 @functools.cache
-def _verb_forms() -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
-    """(form -> lemmas, lemma -> the words of its indicative forms), from the conjugator."""
+def _tense_forms() -> tuple[dict[tuple[str, str], frozenset[str]], dict[str, frozenset[tuple[str, str]]]]:
+    """((lemma, indicative tense) -> its forms' words, word -> the (lemma, tense) it is a form of)."""
     from nanologic.conjugation import TENSES
 
-    lemmas_of: dict[str, set[str]] = {}
-    indicative: dict[str, set[str]] = {}
+    by_tense: dict[tuple[str, str], set[str]] = {}
+    tenses_of: dict[str, set[tuple[str, str]]] = {}
     for lemma, tense, _, form in lexicon_conjugations():
         # the last word identifies the verb; "ha" of "ha llovido" would match every verb
-        lemmas_of.setdefault(form.split()[-1], set()).add(lemma)
+        tenses_of.setdefault(form.split()[-1], set()).add((lemma, tense))
         if tense in TENSES:
-            indicative.setdefault(lemma, set()).update(form.split())
+            by_tense.setdefault((lemma, tense), set()).update(form.split())
     return (
-        {k: frozenset(v) for k, v in lemmas_of.items()},
-        {k: frozenset(v) for k, v in indicative.items()},
+        {k: frozenset(v) for k, v in by_tense.items()},
+        {k: frozenset(v) for k, v in tenses_of.items()},
+    )
+
+
+@functools.cache
+def _verb_forms() -> tuple[dict[str, frozenset[str]], frozenset[str]]:
+    """(form -> the lemmas it is a form of, the lemmas), from :func:`_tense_forms`."""
+    by_tense, tenses_of = _tense_forms()
+    return (
+        {word: frozenset(lemma for lemma, _ in pairs) for word, pairs in tenses_of.items()},
+        frozenset(lemma for lemma, _ in by_tense),
     )
 
 
@@ -239,7 +249,8 @@ def lexicon_verb_lemma(word: str) -> str | None:
 
 
 def verb_variants(word: str) -> set[str]:
-    """Every indicative form (any person, any tense) of the verbs ``word`` may be a form of.
+    """The indicative forms (any person) of the verbs ``word`` may be a form of, in the tenses
+    its own tense may be read as (``_TENSES_READ_AS``; an infinitive as the present).
 
     Also the four agreement forms of a word ending like an adjective (``llenos`` -> ``lleno``) and
     the reflexive pronouns of a pronominal infinitive (``ducharse`` -> ``te duchas``).
@@ -250,19 +261,24 @@ def verb_variants(word: str) -> set[str]:
     given in the indicative. Only verbs of the generator's lexicon are known (the conjugator in
     :mod:`nanologic.conjugation`); other words get nothing extra.
     """
-    lemmas_of, indicative = _verb_forms()
+    lemmas_of, infinitives = _verb_forms()
     low = word.lower()
     out: set[str] = set()
     lemmas = set(lemmas_of.get(low, ()))
-    if low in indicative:
+    if low in infinitives:
         lemmas.add(low)
-    if low.endswith("se") and low[:-2] in indicative:  # "ducharse" -> "te duchas"
+    if low.endswith("se") and low[:-2] in infinitives:  # "ducharse" -> "te duchas"
         lemmas.add(low[:-2])
         out.update(_REFLEXIVE_PRONOUNS)
     if "haber" in lemmas:
         out.add("hay")  # impersonal "haber clase" -> "hay clase"
+    by_tense, tenses_of = _tense_forms()
     for lemma in lemmas:
-        out.update(indicative.get(lemma, ()))
+        said = {tense for lem, tense in tenses_of.get(low, ()) if lem == lemma} or {"inf"}
+        for tense in set().union(*(_TENSES_READ_AS[t] for t in said)):
+            out.update(by_tense.get((lemma, tense), ()))
+    if "haber" not in lemmas:
+        out -= _PERFECT_AUXILIARIES
     if len(low) > 3 and (low[-1] in "oa" or low.endswith(("os", "as"))):
         # agreement of an adjective or participle with the subject of each definition
         stem = low[:-2] if low.endswith(("os", "as")) else low[:-1]
@@ -271,6 +287,25 @@ def verb_variants(word: str) -> set[str]:
 
 
 _REFLEXIVE_PRONOUNS = ("me", "te", "se", "nos", "os")
+
+# The indicative tenses a definition may give for a verb said in each tense (any person): its own,
+# the present for a future after "si"/"cuando" and for an infinitive (the generic "tú"), the
+# indicative of a subjunctive.
+_TENSES_READ_AS = {
+    "pres": {"pres"},
+    "pret": {"pret"},
+    "impf": {"impf"},
+    "fut": {"fut", "pres"},
+    "perf": {"perf"},
+    "pres_sub": {"pres", "fut"},
+    "impf_sub": {"pret", "impf", "pres"},
+    "perf_sub": {"perf"},
+    "inf": {"pres"},
+}
+# The first word of every perfect ("ha llegado"): a verb's position may not write it alone
+# ("Juan ha que Juan …", "Hemos" for "hablo"), and no reading needs it there, since the participle
+# would need a position of its own; the sentence's own "ha" / "haya" still give it.
+_PERFECT_AUXILIARIES = frozenset({"he", "has", "ha", "hemos", "habéis", "han"})
 
 
 # Words an atom definition never holds: a definition is an affirmative atomic clause, so neither a
