@@ -240,6 +240,22 @@ def test_a_verb_is_read_in_its_own_tense_without_the_perfects_auxiliary():
     assert "ha" not in sentence_words("Si llueve, el suelo se moja.")
 
 
+def test_a_definition_never_holds_a_cue_phrase_the_sentence_says():
+    """ "O A o B, pero no las dos cosas" was read `(A ∨ B) ∧ r` with `r: las dos cosas`, and
+    "Tener entrada es condición necesaria para entrar al concierto" as one atom: the words of a cue
+    phrase of several words are no definition's, where the sentence says the phrase (and only
+    there: "casi siempre; y cuando" is no "siempre y cuando")."""
+    words = {w.lower() for w in sentence_words("O llueve o nieva, pero no las dos cosas.")}
+    assert {"llueve", "nieva"} <= words and not {"las", "dos", "cosas"} & words
+    words = {w.lower() for w in sentence_words("Tener entrada es condición necesaria para entrar.")}
+    assert "entrada" in words and not {"condición", "necesaria"} & words
+    assert not {"y", "solo", "sólo"} & {w.lower() for w in sentence_words("Si y sólo si llueve, me mojo.")}
+    assert "siempre" in sentence_words("Ana no llora casi siempre; y cuando canta, baila.")
+    assert "siempre" not in sentence_words("Ana gana siempre y cuando entrena.")
+    # the words stay a definition's where they are no cue
+    assert {"dos", "cosas"} <= set(sentence_words("Compro dos cosas."))
+
+
 def _allowed_after(tokenizer, compiler, text: str) -> set[str]:
     """The texts of the tokens the mask allows after ``text`` (fed one token at a time)."""
     from nanologic.grammar import GrammarLogitsProcessor

@@ -377,18 +377,59 @@ def sentence_tokens(sentence: str) -> list[str]:
     return _READING_RE.findall(unicodedata.normalize("NFC", sentence))
 
 
+@functools.cache
+def _cue_phrase_re() -> re.Pattern[str]:
+    """The cue inventory's phrases of several words (``generator.CUES``), longest first, each
+    word separated by spaces only (no punctuation: "casi siempre; y cuando" is no cue), with or
+    without written accents ("si y sólo si")."""
+    from nanologic.generator import known_cues
+
+    phrases = [r"\s+".join(map(_accent_free_pattern, cue.split())) for cue in known_cues() if " " in cue]
+    return re.compile(r"(?<!\w)(?:" + "|".join(phrases) + r")(?!\w)", re.IGNORECASE)
+
+
+_ACCENTED = {"a": "á", "e": "é", "i": "í", "o": "ó", "u": "ú"}
+
+
+def _accent_free_pattern(word: str) -> str:
+    """A regex for ``word`` with each vowel accented or not: "solo" matches "sólo"."""
+    plain = unicodedata.normalize("NFD", word)
+    plain = "".join(c for c in plain if unicodedata.category(c) != "Mn")
+    return "".join(f"[{c}{_ACCENTED[c]}]" if c in _ACCENTED else re.escape(c) for c in plain)
+
+
+def _cue_phrase_indices(sentence: str) -> set[int]:
+    """Indices of :func:`sentence_tokens` inside a cue phrase of several words ("es condición
+    necesaria", "si y solo si", "en caso de que", "de todos modos"): a definition is an atomic
+    clause and never holds one (none of dev_real's 501 gold definitions does), but a model that
+    merged a clause across "es necesario" or wrote "solo" for "si y solo si" did."""
+    text = unicodedata.normalize("NFC", sentence)
+    spans = [m.span() for m in _cue_phrase_re().finditer(text)]
+    return {
+        index
+        for index, token in enumerate(_READING_RE.finditer(text))
+        if any(start <= token.start() and token.end() <= end for start, end in spans)
+    }
+
+
 def reading_positions(sentence: str) -> list[tuple[list[str], list[str]]]:
     """The sentence's words in order, each as (optional prefixes, forms) a definition may use there.
 
     A position's forms are the word itself (lower-cased or capitalised as well), the indicative forms
     it may stand for (:func:`indicative_variants`, :func:`verb_variants`) and, for a symbol, its
     affirmative relation; a pronominal infinitive ("ducharse") may be preceded by its reflexive
-    pronoun ("te duchas"). Negations and connectives (``CONNECTIVE_WORDS``) have no forms.
+    pronoun ("te duchas"). Negations and connectives (``CONNECTIVE_WORDS``) have no forms, nor the
+    words of a cue phrase of several words where the sentence says it (:func:`_cue_phrase_indices`).
     """
     positions = []
     tokens = sentence_tokens(sentence)
+    in_cue = _cue_phrase_indices(sentence)
     for index, raw in enumerate(tokens):
-        if raw.lower() in CONNECTIVE_WORDS or (raw.lower() in _AND_WORDS and not _joins_terms(tokens, index)):
+        if (
+            index in in_cue
+            or raw.lower() in CONNECTIVE_WORDS
+            or (raw.lower() in _AND_WORDS and not _joins_terms(tokens, index))
+        ):
             continue
         verbs = verb_variants(raw)
         prefixes: list[str] = []
