@@ -399,7 +399,7 @@ def _accent_free_pattern(word: str) -> str:
 
 
 def _cue_phrase_indices(sentence: str) -> set[int]:
-    """Indices of :func:`sentence_tokens` inside a cue phrase of several words ("es condición
+    """Indices of :func:`sentence_tokens` inside a cue phrase of several words ("condición
     necesaria", "si y solo si", "en caso de que", "de todos modos"): a definition is an atomic
     clause and never holds one (none of dev_real's 501 gold definitions does), but a model that
     merged a clause across "es necesario" or wrote "solo" for "si y solo si" did."""
