@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from nanologic.evaluation import SPANISH_STOPWORDS, content_words, normalize_definition, word_stems
 from nanologic.generator import CUES
-from nanologic.grammar import lexicon_verb_lemma
+from nanologic.grammar import fold_text, lexicon_verb_lemma
 from nanologic.lexicon import NAMES_F, NAMES_M, PRONOUNS, PRONOUNS_F, SURNAMES
 from nanologic.logic import (
     AND,
@@ -64,26 +64,7 @@ _STRIP = " ,.;:¡!¿?\"'«»"
 def _cues(role: str) -> tuple[str, ...]:
     """The generator's cues of one role, accent-free, longest first ('siempre que' before 'si')."""
     # Ties broken alphabetically: a set's order changes with the per-process string hash seed.
-    return tuple(sorted({_fold(c) for c in CUES.get(role, ())}, key=lambda c: (-len(c), c)))
-
-
-_AFFIRMATIVE_SI = re.compile(r"(?<!\w)sí(?!\w)", re.IGNORECASE)
-
-
-def _fold(text: str) -> str:
-    """Lower-case without accents, same length as ``text`` (NFC), so indices carry over.
-
-    The affirmative "sí" keeps its accent, so that no cue "si" matches it ("yo sí quiero enseñar",
-    "no realiza su tarea y sí participa en clase"); :func:`nanologic.normalize.prepare_sentence`
-    has already written the accented "sí y sólo sí" as the cue "si y solo si".
-    """
-    folded = [
-        unicodedata.normalize("NFD", ch)[0] if unicodedata.normalize("NFD", ch)[0].isalpha() else ch
-        for ch in text
-    ]
-    for match in _AFFIRMATIVE_SI.finditer(text):
-        folded[match.start() + 1] = "í"
-    return "".join(folded).lower()
+    return tuple(sorted({fold_text(c) for c in CUES.get(role, ())}, key=lambda c: (-len(c), c)))
 
 
 def _word_at(low: str, cue: str, start: int = 0) -> int:
@@ -163,7 +144,7 @@ class RuleFormalizer:
     # -- the rules ------------------------------------------------------------------------------
     def _parse(self, text: str, r: _Reading) -> Node:
         text = unicodedata.normalize("NFC", text).strip(_STRIP)
-        low = _fold(text)
+        low = fold_text(text)
         for rule in (self._sentences, self._prefixed, self._infix):
             node = rule(text, low, r)
             if node is not None:
@@ -180,7 +161,7 @@ class RuleFormalizer:
         if conclusion is not None:
             r.connectors.append((AND, conclusion[0]))
             r.connectors.append((IMPLIES, conclusion[0]))
-            body = self._sentences("; ".join(premises), _fold("; ".join(premises)), r)
+            body = self._sentences("; ".join(premises), fold_text("; ".join(premises)), r)
             if body is None:
                 body = self._parse(premises[0], r)
             r.sentence += 1
@@ -193,7 +174,7 @@ class RuleFormalizer:
             while leading:  # "y además, ..." drops both cues
                 leading = False
                 for cue in _cues("conjunction"):
-                    if _starts_with(_fold(part), cue):
+                    if _starts_with(fold_text(part), cue):
                         part = part[len(cue) :].strip(_STRIP)
                         r.connectors.append((AND, cue))
                         leading = True
@@ -269,7 +250,7 @@ class RuleFormalizer:
             if _starts_with(low, purpose):
                 for need in _cues("necessary"):
                     body = _rest_after(text, purpose)
-                    i = _word_at(_fold(body), need)
+                    i = _word_at(fold_text(body), need)
                     if i > 0:
                         r.connectors.append((IMPLIES, need))
                         return Binary(
@@ -283,7 +264,7 @@ class RuleFormalizer:
             if _starts_with(low, need):
                 body = _rest_after(text, need)
                 for purpose in _cues("purpose"):
-                    i = _word_at(_fold(body), purpose)
+                    i = _word_at(fold_text(body), purpose)
                     if i > 0:
                         r.connectors.append((IMPLIES, need))
                         return Binary(
@@ -297,7 +278,7 @@ class RuleFormalizer:
             if _starts_with(low, cue):
                 body = _rest_after(text, cue)
                 for purpose in _cues("purpose"):
-                    i = _word_at(_fold(body), purpose)
+                    i = _word_at(fold_text(body), purpose)
                     if i > 0:
                         r.connectors.append((IMPLIES, cue))
                         return Binary(
@@ -341,7 +322,7 @@ class RuleFormalizer:
         both_if = _cues("both_conditions")
         if len(both_if) >= 2 and _starts_with(low, "tanto si"):
             body = _rest_after(text, "tanto si")
-            i = _word_at(_fold(body), "como si")
+            i = _word_at(fold_text(body), "como si")
             if i > 0:
                 head, tail = _split_head(body[i + len("como si") :])
                 if tail:
@@ -367,7 +348,7 @@ class RuleFormalizer:
                 continue
             body = _rest_after(text, need)
             for purpose in _PURPOSE_WORDS:
-                i = _word_at(_fold(body), purpose, 1)
+                i = _word_at(fold_text(body), purpose, 1)
                 if i > 0 and purpose in (*_cues("purpose_necessary"), *_cues("purpose")):
                     r.connectors.append((IMPLIES, f"{need}...{purpose}"))
                     return Binary(IMPLIES, self._parse(body[i + len(purpose) :], r), self._parse(body[:i], r))
@@ -380,7 +361,7 @@ class RuleFormalizer:
                 head, tail = _split_head(_rest_after(text, purpose))
                 if tail:
                     for need in _cues("purpose_necessary"):
-                        if need not in _PURPOSE_WORDS and _starts_with(_fold(tail), need):
+                        if need not in _PURPOSE_WORDS and _starts_with(fold_text(tail), need):
                             tail = tail[len(need) :]
                             break
                     r.connectors.append((IMPLIES, purpose))
@@ -414,7 +395,10 @@ class RuleFormalizer:
             if _starts_with(low, cue):
                 body = _rest_after(text, cue)
                 then = [
-                    (i, c) for c in _cues("conditional_then") for i in (_word_at(_fold(body), c, 1),) if i > 0
+                    (i, c)
+                    for c in _cues("conditional_then")
+                    for i in (_word_at(fold_text(body), c, 1),)
+                    if i > 0
                 ]
                 if then:
                     i, cue_then = then[0]
@@ -480,7 +464,7 @@ class RuleFormalizer:
             if low.endswith(", " + end) or low.endswith(" " + end):
                 body = text[: len(text) - len(end)].strip(_STRIP)
                 for cue in _cues("disjunction"):
-                    if _starts_with(_fold(body), cue):
+                    if _starts_with(fold_text(body), cue):
                         body = body[len(cue) :].strip()
                         break
                 left, right = _split_top(body, _cues("disjunction"))
@@ -624,7 +608,7 @@ def _conclusion_split(parts: list[str]) -> tuple[list[str], tuple[str, str] | No
     conclusion cue ("Por lo tanto, no llueve") or says one after a comma ("no como, luego no
     tengo hambre", but not the "entonces" of "si A, entonces B"); else (parts, None)."""
     last = parts[-1].strip(_STRIP)
-    low = _fold(last)
+    low = fold_text(last)
     for cue in _cues("conclusion"):
         if _starts_with(low, cue):
             return parts[:-1], (cue, _rest_after(last, cue))
@@ -655,7 +639,7 @@ def _chain(op: str, nodes: list[Node]) -> Node:
 _CONTINUATIONS = ("y ", "e ", "o ", "u ", "pero no ")
 # Cues that open a new construction: a comma before one of them always ends the opening clause.
 _OPENERS = tuple(
-    _fold(c)
+    fold_text(c)
     for role in (
         "conditional",
         "only_if",
@@ -679,7 +663,7 @@ def _split_head(body: str) -> tuple[str, str]:
     commas = [m.start() for m in re.finditer(r",\s*", body)]
     for i, pos in enumerate(commas):
         head, tail = body[:pos], body[pos:].lstrip(", ")
-        tail_low, head_low = _fold(tail), head.lower()
+        tail_low, head_low = fold_text(tail), head.lower()
         if tail_low.startswith("o bien"):
             if "o bien" in head_low:
                 continue
@@ -900,7 +884,7 @@ def _conditional_chain(part: str) -> list[str]:
     """A conditional followed by another after a comma, "Si A, B, y si C, D", as two sentences (as
     if written with ";"). Only where the text before ", y si" already holds a comma, the first
     conditional's own: "Si A y si B, C" is one conditional with two conditions."""
-    low = _fold(part)
+    low = fold_text(part)
     if not any(_starts_with(low, c) for c in _cues("conditional")):
         return [part]
     conjunctions = "|".join(re.escape(c) for c in _cues("conjunction"))

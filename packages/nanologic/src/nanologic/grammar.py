@@ -377,25 +377,35 @@ def sentence_tokens(sentence: str) -> list[str]:
     return _READING_RE.findall(unicodedata.normalize("NFC", sentence))
 
 
+_AFFIRMATIVE_SI = re.compile(r"(?<!\w)sí(?!\w)", re.IGNORECASE)
+
+
+def fold_text(text: str) -> str:
+    """Lower-case without accents, same length as ``text`` (NFC), so indices carry over.
+
+    The affirmative "sí" keeps its accent, so that no cue "si" matches it ("yo sí quiero enseñar",
+    "no realiza su tarea y sí participa en clase"); :func:`nanologic.normalize.prepare_sentence`
+    writes the accented "sí y sólo sí" as the cue "si y solo si" before either reads a sentence.
+    Shared by the rule baseline's cue matching and the grounded grammar's.
+    """
+    folded = [
+        unicodedata.normalize("NFD", ch)[0] if unicodedata.normalize("NFD", ch)[0].isalpha() else ch
+        for ch in text
+    ]
+    for match in _AFFIRMATIVE_SI.finditer(text):
+        folded[match.start() + 1] = "í"
+    return "".join(folded).lower()
+
+
 @functools.cache
 def _cue_phrase_re() -> re.Pattern[str]:
-    """The cue inventory's phrases of several words (``generator.CUES``), longest first, each
-    word separated by spaces only (no punctuation: "casi siempre; y cuando" is no cue), with or
-    without written accents ("si y sólo si")."""
+    """The cue inventory's phrases of several words (``generator.CUES``), folded
+    (:func:`fold_text`), longest first, each word separated by spaces only (no punctuation: "casi
+    siempre; y cuando" is no cue)."""
     from nanologic.generator import known_cues
 
-    phrases = [r"\s+".join(map(_accent_free_pattern, cue.split())) for cue in known_cues() if " " in cue]
-    return re.compile(r"(?<!\w)(?:" + "|".join(phrases) + r")(?!\w)", re.IGNORECASE)
-
-
-_ACCENTED = {"a": "á", "e": "é", "i": "í", "o": "ó", "u": "ú"}
-
-
-def _accent_free_pattern(word: str) -> str:
-    """A regex for ``word`` with each vowel accented or not: "solo" matches "sólo"."""
-    plain = unicodedata.normalize("NFD", word)
-    plain = "".join(c for c in plain if unicodedata.category(c) != "Mn")
-    return "".join(f"[{c}{_ACCENTED[c]}]" if c in _ACCENTED else re.escape(c) for c in plain)
+    phrases = [r"\s+".join(map(re.escape, fold_text(cue).split())) for cue in known_cues() if " " in cue]
+    return re.compile(r"(?<!\w)(?:" + "|".join(phrases) + r")(?!\w)")
 
 
 def _cue_phrase_indices(sentence: str) -> set[int]:
@@ -404,7 +414,7 @@ def _cue_phrase_indices(sentence: str) -> set[int]:
     clause and never holds one (none of dev_real's 501 gold definitions does), but a model that
     merged a clause across "es necesario" or wrote "solo" for "si y solo si" did."""
     text = unicodedata.normalize("NFC", sentence)
-    spans = [m.span() for m in _cue_phrase_re().finditer(text)]
+    spans = [m.span() for m in _cue_phrase_re().finditer(fold_text(text))]
     return {
         index
         for index, token in enumerate(_READING_RE.finditer(text))
