@@ -131,11 +131,41 @@ def test_grounded_definitions_split_at_y_between_clauses(tokenizer, compiler):
 
 
 def test_grounded_definitions_of_a_mathematical_sentence(tokenizer, compiler):
-    grammar = grounded_grammar("Si x ≠ 2, entonces y > 1.")
+    # a model without polarity marks writes the negation of "x ≠ 2" in its formula
+    grammar = grounded_grammar("Si x ≠ 2, entonces y > 1.", polarity_marks=False)
     answer = _answer(["x = 2", "y > 1"], "¬p → q", "¬: ≠ | →: si")
     assert accepts(compiler, tokenizer, grammar, answer)
     assert not accepts(compiler, tokenizer, grammar, _answer(["x = 3", "y > 1"], "¬p → q"))
     assert not accepts(compiler, tokenizer, grammar, _answer(["x ≠ 2", "y > 1"], "p → q"))  # affirmative
+
+
+def test_an_expression_is_written_whole_and_a_negated_one_takes_the_mark(tokenizer, compiler):
+    """An equation is one proposition: no definition holds a piece of it ("x", "x 2", "= 2") or
+    runs two together; "x ≠ y" is the atom "x = y" with the mark ¬ (± where the sentence also
+    affirms it)."""
+    sentence = "Si x ≠ y e y ≠ z, entonces x + y > z y z = 1."
+    grammar = grounded_grammar(sentence)
+    right = ["x = y ¬", "y = z ¬", "x + y > z", "z = 1"]
+    assert accepts(compiler, tokenizer, grammar, _answer(right, "(p ∧ q) → (r ∧ s)", "→: si"))
+    for wrong in (
+        ["x = y", *right[1:]],  # a negated expression without its mark
+        ["x = y ±", *right[1:]],  # mixed, where the sentence never affirms "x = y"
+        ["x ¬", *right[1:]],  # a piece of an expression
+        [*right[:2], "x + y", "z = 1"],
+        [*right[:2], "x + y > z z = 1"],  # two expressions run together
+        [*right[:2], "x + y > z y z = 1"],  # the conjunction between them
+        ["x = y y = z ¬", *right[2:]],
+    ):
+        assert not accepts(compiler, tokenizer, grammar, _answer(wrong, "(p ∧ q) → (r ∧ s)")), wrong
+    both = _answer(["x = 2 ±", "llueve"], "(p ∨ ¬p) → q")
+    assert accepts(compiler, tokenizer, grounded_grammar("Si x = 2 o x ≠ 2, llueve."), both)
+    # the words of an expression that is not one stay words: "la suma de 5 y 12", the variable "y"
+    assert accepts(
+        compiler,
+        tokenizer,
+        grounded_grammar("Si la suma de 5 y 12 es 17, llueve."),
+        _answer(["la suma de 5 y 12 es 17", "llueve"], "p → q"),
+    )
 
 
 def test_normalisation_table():

@@ -364,6 +364,31 @@ _READING_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[=+\-−<>≤≥≠]")
 _SYMBOL_VARIANTS = {"≠": ("=",)}  # "x ≠ y" is ¬(x = y): the definition is the affirmative "x = y"
 
 
+_OPERATOR_TOKENS = frozenset("=+-−<>≤≥≠")
+
+
+def _is_operand(token: str) -> bool:
+    """A number ("3", "2006", "c²") or a one-letter variable ("x", and here also "y" or "a")."""
+    return token not in _OPERATOR_TOKENS and (any(c.isdigit() for c in token) or len(token) == 1)
+
+
+def _expression_spans(tokens: list[str]) -> list[tuple[int, int]]:
+    """[start, end) of each expression of arithmetic in ``tokens``: an operand, then one or more
+    operator and operand pairs ("x + y = 3", "c² = a² + b²", "x ≠ 0"), read left to right, so that
+    in "x + y = 2 y z = 1" the second "y", between two expressions, is the conjunction."""
+    spans = []
+    start = 0
+    while start < len(tokens):
+        end = start + 1
+        if _is_operand(tokens[start]):
+            while end + 1 < len(tokens) and tokens[end] in _OPERATOR_TOKENS and _is_operand(tokens[end + 1]):
+                end += 2
+        if end - start > 1:
+            spans.append((start, end))
+        start = end
+    return spans
+
+
 def _case_variants(forms: Iterable[str]) -> list[str]:
     out: dict[str, None] = {}
     for form in sorted(forms):
@@ -430,15 +455,38 @@ def reading_positions(sentence: str) -> list[tuple[list[str], list[str]]]:
     affirmative relation; a pronominal infinitive ("ducharse") may be preceded by its reflexive
     pronoun ("te duchas"). Negations and connectives (``CONNECTIVE_WORDS``) have no forms, nor the
     words of a cue phrase of several words where the sentence says it (:func:`_cue_phrase_indices`).
+    An expression of arithmetic ("x + y = 3", :func:`_expression_spans`) is one position, written
+    whole, with "=" for "≠".
     """
-    positions = []
+    return [(prefixes, forms) for prefixes, forms, _ in _reading_positions(sentence)]
+
+
+def _reading_positions(sentence: str) -> list[tuple[list[str], list[str], bool]]:
+    """:func:`reading_positions`, each with whether it is an expression negated by "≠"."""
+    positions: list[tuple[list[str], list[str], bool]] = []
     tokens = sentence_tokens(sentence)
     in_cue = _cue_phrase_indices(sentence)
+    expressions = dict(_expression_spans(tokens))
+    # "x + y = 2 y z = 1": a "y" between two expressions is the conjunction
+    between_expressions = {end for end in expressions.values() if end + 1 in expressions}
+    inside_expression_until = 0
     for index, raw in enumerate(tokens):
+        if index < inside_expression_until:
+            continue
+        if index in expressions:
+            # An equation is one proposition: a definition writes it whole or not at all.
+            inside_expression_until = expressions[index]
+            expression = tokens[index:inside_expression_until]
+            written = " ".join(_SYMBOL_VARIANTS.get(t, (t,))[0] for t in expression)
+            positions.append(([], [written], "≠" in expression))
+            continue
         if (
             index in in_cue
             or raw.lower() in CONNECTIVE_WORDS
-            or (raw.lower() in _AND_WORDS and not _joins_terms(tokens, index))
+            or (
+                raw.lower() in _AND_WORDS
+                and (index in between_expressions or not _joins_terms(tokens, index))
+            )
         ):
             continue
         verbs = verb_variants(raw)
@@ -447,7 +495,7 @@ def reading_positions(sentence: str) -> list[tuple[list[str], list[str]]]:
             prefixes = sorted(verbs & set(_REFLEXIVE_PRONOUNS))
             verbs -= set(prefixes)
         variants = set(_SYMBOL_VARIANTS[raw]) if raw in _SYMBOL_VARIANTS else indicative_variants(raw) | verbs
-        positions.append((prefixes, _case_variants(variants)))
+        positions.append((prefixes, _case_variants(variants), False))
     return positions
 
 
@@ -460,19 +508,36 @@ def sentence_words(sentence: str) -> list[str]:
     return list(words)
 
 
-def _reading_rules(sentence: str) -> list[str] | None:
+def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | None:
     """GBNF rules of ``def``: the sentence's words in their order, with at most one jump back.
 
     Rules ``c<L>-<i>`` start a run at position i or later, ``s<L>-<i>`` write position i and go on;
     L = 1 once the definition has gone back to an earlier word (a subject or verb repeated from
     before: "Juana tiene trece años y Rosa quince" -> "Rosa tiene quince años"); ``b<i>`` is that
-    jump from position i, to a position before i. None when the sentence has no usable word.
+    jump from position i, to a position before i. An expression negated by "≠" is no word of such a
+    run: it is a definition alone, "x = y" with the mark ¬ (or ±, where the sentence also affirms
+    it; rule ``neg-def``; the mark optional without ``polarity_marks``), since "x ≠ y" is the negation
+    of the atom "x = y". None when the sentence has no usable word.
     """
-    positions = reading_positions(sentence)
-    if not positions:
+    all_positions = _reading_positions(sentence)
+    positions = [(prefixes, forms) for prefixes, forms, negated in all_positions if not negated]
+    negated = [forms[0] for _, forms, is_negated in all_positions if is_negated]
+    if not positions and not negated:
         return None
+    rules = []
+    if negated:
+        optional = "" if polarity_marks else "?"
+        affirmed = {form for _, forms in positions for form in forms}
+        alternatives = [
+            # ¬, or either mark where the sentence also affirms the expression ("x = 2 o x ≠ 2")
+            _literal(form) + (f" mark{optional}" if form in affirmed else f' " {NEGATED_MARK}"{optional}')
+            for form in dict.fromkeys(negated)
+        ]
+        rules.append("neg-def ::= " + " | ".join(alternatives))
+    if not positions:
+        return rules
     last = len(positions) - 1
-    rules = ["def ::= c0-0"]
+    rules.append("def ::= c0-0")
     for i, (prefixes, forms) in enumerate(positions):
         word = " | ".join(_literal(f) for f in forms)
         if prefixes:
@@ -513,13 +578,19 @@ def _formula_rules(k: int) -> list[str]:
 
 def _grammar(definition_rules: list[str], max_atoms: int) -> str:
     letters = atom_letters(max_atoms)
+    defines = {rule.split(" ::= ")[0] for rule in definition_rules}
+    definition = " | ".join(
+        d for d, name in (("def mark?", "def"), ("neg-def", "neg-def")) if name in defines
+    )
+    if " | " in definition:
+        definition = f"({definition})"
     lines = [
         "# nanologic answer grammar (GBNF): atoms p, q, r... in order with definitions,",
         "# connectors, a formula over the declared letters only; eos follows the final space.",
         'root ::= "<|atoms|> " (' + " | ".join(f"a{k}" for k in range(1, max_atoms + 1)) + ")",
     ]
     for k in range(1, max_atoms + 1):
-        items = ' " | " '.join(f'"{letter}: " def mark?' for letter in letters[:k])
+        items = ' " | " '.join(f'"{letter}: " {definition}' for letter in letters[:k])
         lines.append(f'a{k} ::= {items} " <|connectors|> " conns? " <|formula|> " f{k} " "')
     symbols = " | ".join(_literal(s) for s in (NOT, AND, OR, IMPLIES, IFF))
     lines += [
@@ -543,11 +614,16 @@ def answer_grammar(max_atoms: int = MAX_ATOMS) -> str:
     return _grammar(['def ::= word (" " word)*', 'word ::= [^ |<:\\n]+ | "<"'], max_atoms)
 
 
-def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS) -> str:
-    """:func:`answer_grammar` whose atom definitions read the sentence (see module doc)."""
+def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: bool = True) -> str:
+    """:func:`answer_grammar` whose atom definitions read the sentence (see module doc).
+
+    ``polarity_marks``: the model writes each atom's polarity mark (``NanoLogicConfig.polarity_marks``),
+    so the definition of an expression negated by "≠" takes the mark; without marks the formula
+    writes the negation itself and the mark stays optional.
+    """
     if not 1 <= max_atoms <= 26:
         raise ValueError(f"max_atoms must be in 1..26, got {max_atoms}")
-    rules = _reading_rules(sentence)
+    rules = _reading_rules(sentence, polarity_marks)
     if rules is None:
         return answer_grammar(max_atoms)
     return _grammar(rules, max_atoms)

@@ -209,7 +209,7 @@ class Formalizer:
         if self.constraint is None:
             return None
         if self.constraint == "grounded":
-            return [grounded_grammar(s) for s in sentences]
+            return [grounded_grammar(s, polarity_marks=self.model.config.polarity_marks) for s in sentences]
         return [answer_grammar()] * len(sentences)
 
     def _processor(

@@ -129,7 +129,7 @@ class LlamaCppFormalizer:
         if self.grammar == "grounded":
             from nanologic.grammar import grounded_grammar
 
-            return self._compile(grounded_grammar(sentence))
+            return self._compile(grounded_grammar(sentence, polarity_marks=self.polarity_marks))
         return self._format_grammar
 
     def complete(self, sentence: str) -> str:
