@@ -16,9 +16,10 @@ in the sentence's order (skipping any), with one jump back to an earlier word at
 subject or predicate shared by two clauses can be repeated ("Luis come pan y Ana también" -> "Ana
 come pan"), and a word may be given in the forms the format's normalisations allow: the
 indicative for a subjunctive (:func:`indicative_variants`, :func:`verb_variants`), the agreement of
-a repeated predicate, "x = y" for "x ≠ y", lower-cased or capitalised. A definition never holds a
-negation or a sentence-level connective (``CONNECTIVE_WORDS``), because it is an affirmative
-atomic clause. Of the 501 gold definitions of ``data/dev_real.jsonl`` 465 read the sentence in
+a repeated predicate, lower-cased or capitalised; an expression of arithmetic is written whole
+("x + y = 3"), and "x ≠ y" is the definition "x = y" with the polarity mark ¬. A definition never
+holds a negation or a sentence-level connective (``CONNECTIVE_WORDS``), because it is an
+affirmative atomic clause. Of the 501 gold definitions of ``data/dev_real.jsonl`` 465 read the sentence in
 order and 6 need the jump (29 use words the sentence lacks, "la física es una ciencia natural");
 of a generated test split's 1,501, 1,499 read it in order. Measured on the default model
 (README): dev_real grounded accuracy 0.370 free, 0.392 with an earlier grammar that allowed any
