@@ -139,6 +139,17 @@ def test_grounded_definitions_of_a_mathematical_sentence(tokenizer, compiler):
     assert not accepts(compiler, tokenizer, grammar, _answer(["x ≠ 2", "y > 1"], "p → q"))  # affirmative
 
 
+def test_a_definition_never_ends_on_a_word_that_needs_a_complement(tokenizer, compiler):
+    sentence = "La enfermedad la provocó el tabaco o los productos con los que trabaja."
+    grammar = grounded_grammar(sentence)
+    whole = ["la enfermedad la provocó el tabaco", "los productos con los que trabaja"]
+    assert accepts(compiler, tokenizer, grammar, _answer(whole, "p ∨ q", "∨: o"))
+    for cut in (["la enfermedad la provocó el", whole[1]], [whole[0], "los productos con los que"]):
+        assert not accepts(compiler, tokenizer, grammar, _answer(cut, "p ∨ q", "∨: o")), cut
+    # a function word stands for itself: no subjunctive-to-indicative guess "qua" for "que"
+    assert "qua" not in {w.lower() for w in sentence_words(sentence)}
+
+
 def test_an_expression_is_written_whole_and_a_negated_one_takes_the_mark(tokenizer, compiler):
     """An equation is one proposition: no definition holds a piece of it ("x", "x 2", "= 2") or
     runs two together; "x ≠ y" is the atom "x = y" with the mark ¬ (± where the sentence also
