@@ -139,6 +139,21 @@ def test_grounded_definitions_of_a_mathematical_sentence(tokenizer, compiler):
     assert not accepts(compiler, tokenizer, grammar, _answer(["x ≠ 2", "y > 1"], "p → q"))  # affirmative
 
 
+def test_no_negation_where_the_sentence_says_none(tokenizer, compiler):
+    affirmative = grounded_grammar("Está ventoso y hace frío.")
+    right = _answer(["está ventoso", "hace frío"], "p ∧ q", "∧: y")
+    assert accepts(compiler, tokenizer, affirmative, right)
+    for wrong in (
+        _answer(["está ventoso", "hace frío"], "¬(p ∧ q)", "∧: y"),
+        _answer(["está ventoso ¬", "hace frío"], "p ∧ q", "∧: y"),  # a polarity mark
+        _answer(["está ventoso", "hace frío"], "p ∧ q", "∧: y | ¬: y"),  # a declared ¬
+    ):
+        assert not accepts(compiler, tokenizer, affirmative, wrong), wrong
+    for sentence in ("Nunca está ventoso y hace frío.", "Es falso que esté ventoso y haga frío."):
+        negated = _answer(["está ventoso", "hace frío"], "¬(p ∧ q)", "¬: nunca")
+        assert accepts(compiler, tokenizer, grounded_grammar(sentence), negated), sentence
+
+
 def test_a_definition_never_ends_on_a_word_that_needs_a_complement(tokenizer, compiler):
     sentence = "La enfermedad la provocó el tabaco o los productos con los que trabaja."
     grammar = grounded_grammar(sentence)

@@ -582,8 +582,9 @@ def _literal(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _formula_rules(k: int) -> list[str]:
-    """Rules f<k> ... over the first k letters, mirroring nanologic.logic's recursive descent."""
+def _formula_rules(k: int, negation: bool = True) -> list[str]:
+    """Rules f<k> ... over the first k letters, mirroring nanologic.logic's recursive descent
+    (without ¬ when ``negation`` is False)."""
     letters = " | ".join(_literal(a) for a in atom_letters(k))
     return [
         f"f{k} ::= f{k}-imp ({_literal(' ' + IFF + ' ')} f{k}-imp)*",
@@ -592,18 +593,21 @@ def _formula_rules(k: int) -> list[str]:
         f"f{k}-con ::= f{k}-un ({_literal(' ' + AND + ' ')} f{k}-un)*",
         # at most two ¬ in a row: no gold formula has even two, and an unbounded run let an
         # undertrained model write "¬¬¬…" up to the token limit
-        f"f{k}-un ::= ({_literal(NOT)} {_literal(NOT)}?)? f{k}-prim",
+        f"f{k}-un ::= ({_literal(NOT)} {_literal(NOT)}?)? f{k}-prim"
+        if negation
+        else f"f{k}-un ::= f{k}-prim",
         f'f{k}-prim ::= f{k}-atom | "(" f{k} ")"',
         f"f{k}-atom ::= {letters}",
     ]
 
 
-def _grammar(definition_rules: list[str], max_atoms: int) -> str:
+def _grammar(definition_rules: list[str], max_atoms: int, negation: bool = True) -> str:
+    """The answer grammar over ``definition_rules`` (rule ``def``, and ``neg-def`` if given); without
+    ``negation`` no ¬ anywhere: not in the formula, not as a polarity mark, not declared."""
     letters = atom_letters(max_atoms)
     defines = {rule.split(" ::= ")[0] for rule in definition_rules}
-    definition = " | ".join(
-        d for d, name in (("def mark?", "def"), ("neg-def", "neg-def")) if name in defines
-    )
+    plain = "def mark?" if negation else "def"
+    definition = " | ".join(d for d, name in ((plain, "def"), ("neg-def", "neg-def")) if name in defines)
     if " | " in definition:
         definition = f"({definition})"
     lines = [
@@ -614,7 +618,7 @@ def _grammar(definition_rules: list[str], max_atoms: int) -> str:
     for k in range(1, max_atoms + 1):
         items = ' " | " '.join(f'"{letter}: " {definition}' for letter in letters[:k])
         lines.append(f'a{k} ::= {items} " <|connectors|> " conns? " <|formula|> " f{k} " "')
-    symbols = " | ".join(_literal(s) for s in (NOT, AND, OR, IMPLIES, IFF))
+    symbols = " | ".join(_literal(s) for s in (NOT, AND, OR, IMPLIES, IFF) if negation or s != NOT)
     lines += [
         'conns ::= conn (" | " conn)*',
         f'conn ::= ({symbols}) ": " cue',
@@ -624,7 +628,7 @@ def _grammar(definition_rules: list[str], max_atoms: int) -> str:
         *definition_rules,
     ]
     for k in range(1, max_atoms + 1):
-        lines += _formula_rules(k)
+        lines += _formula_rules(k, negation)
     return "\n".join(lines) + "\n"
 
 
@@ -634,6 +638,25 @@ def answer_grammar(max_atoms: int = MAX_ATOMS) -> str:
     if not 1 <= max_atoms <= 26:
         raise ValueError(f"max_atoms must be in 1..26, got {max_atoms}")
     return _grammar(['def ::= word (" " word)*', 'word ::= [^ |<:\\n]+ | "<"'], max_atoms)
+
+
+# Every word with which a sentence can negate: the cue inventory's (generator.CUES: "no", "ni",
+# "tampoco", "≠", "es falso que", "es mentira que", "a menos que", "salvo que") and the other ways
+# Spanish says it ("nunca", "jamás", "sin", "excepto", "nadie", "ningún", "imposible", "distinto").
+# Every gold formula with a ¬ comes from a sentence with one of them (data/dev_real.jsonl's 227, a
+# training split's 22,298); the default model wrote ¬ for sentences without any ("Es primavera."
+# -> ¬p, "Está ventoso y hace frío." -> ¬(p ∧ q)).
+_NEGATION_WORD_RE = re.compile(
+    r"(?<!\w)(no|ni|nunca|jam[aá]s|tampoco|sin|salvo|excepto|menos|falso|mentira|ning[uú]n|ningun[oa]s?"
+    r"|nadie|nada|imposible|distint[oa]s?|diferentes?)(?!\w)|≠",
+    re.IGNORECASE,
+)
+
+
+def says_a_negation(sentence: str) -> bool:
+    """Whether ``sentence`` holds a word that can negate (``_NEGATION_WORD_RE``); without one the
+    grounded grammar writes no ¬."""
+    return _NEGATION_WORD_RE.search(unicodedata.normalize("NFC", sentence)) is not None
 
 
 def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: bool = True) -> str:
@@ -648,7 +671,7 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
     rules = _reading_rules(sentence, polarity_marks)
     if rules is None:
         return answer_grammar(max_atoms)
-    return _grammar(rules, max_atoms)
+    return _grammar(rules, max_atoms, negation=says_a_negation(sentence))
 
 
 # ---------------------------------------------------------------------------------------------
