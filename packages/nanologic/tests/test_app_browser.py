@@ -138,8 +138,15 @@ def browser():
 
 @pytest.fixture(scope="module")
 def backend(checkpoint):
-    """The same model in the test process: what the page must show for a sentence."""
-    return logic.load_backend(checkpoint=checkpoint).backend
+    """The same model in the test process: what the page must show for a sentence. On one thread,
+    as the server runs (OMP_NUM_THREADS=1): the untrained model's logits are near ties, which
+    another thread count's rounding can flip."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield logic.load_backend(checkpoint=checkpoint).backend
+    torch.set_num_threads(threads)
 
 
 def _new_page(browser, url: str, outside: list[str]):
@@ -169,11 +176,13 @@ def _shot(page, name: str, folder: Path, docs_name: str | None = None) -> Path:
 
 
 def _table_rows(page, selector: str) -> list[list[str]]:
-    """Cell texts of a gr.Dataframe's body rows."""
-    rows = page.locator(f"{selector} tbody tr")
+    """Cell texts of a gr.Dataframe's body rows, read by their ARIA roles: Gradio 6 draws the body
+    as ``div[role=row]`` of ``div[role=gridcell]``; its ``tbody tr`` is a hidden sizing copy of the
+    first row only."""
+    rows = page.locator(f"{selector} [role=row]:has([role=gridcell])")
     out = []
     for i in range(rows.count()):
-        cells = rows.nth(i).locator("td")
+        cells = rows.nth(i).locator("[role=gridcell]")
         out.append([(cells.nth(j).text_content() or "").strip() for j in range(cells.count())])
     return [r for r in out if any(r)]
 

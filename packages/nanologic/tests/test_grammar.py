@@ -154,6 +154,22 @@ def test_no_negation_where_the_sentence_says_none(tokenizer, compiler):
         assert accepts(compiler, tokenizer, grounded_grammar(sentence), negated), sentence
 
 
+def test_two_clauses_joined_by_a_connective_are_two_atoms(tokenizer, compiler):
+    sentence = "Hemos de llegar allí antes, u otro recibirá el empleo."
+    two = _answer(["hemos de llegar allí antes", "otro recibirá el empleo"], "p ∨ q", "∨: u")
+    assert accepts(compiler, tokenizer, grounded_grammar(sentence), two)
+    assert not accepts(
+        compiler, tokenizer, grounded_grammar(sentence), _answer(["hemos de llegar allí antes"], "p")
+    )
+    # one atom said twice, a "y" between numbers, a sentence without a connective
+    for sentence, answer in (
+        ("Hablo y no hablo.", _answer(["hablo"], "p ∧ ¬p", "∧: y | ¬: no")),
+        ("Mi tía suma 54 y 82 cada semana.", _answer(["mi tía suma 54 y 82 cada semana"], "p")),
+        ("Es primavera.", _answer(["es primavera"], "p")),
+    ):
+        assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer), sentence
+
+
 def test_a_definition_never_ends_on_a_word_that_needs_a_complement(tokenizer, compiler):
     sentence = "La enfermedad la provocó el tabaco o los productos con los que trabaja."
     grammar = grounded_grammar(sentence)

@@ -357,6 +357,10 @@ def test_repairs_batched_over_sentences_equal_one_sentence_at_a_time(formalizer,
         "Juan estudia o Marta trabaja.",
         "No es cierto que Ana cante y Pedro baile.",
         "El perro ladra si el cartero llega.",
+        "Si nieva, no salgo de casa.",
+        "Ana canta y Pedro baila.",
+        "Hablo y no hablo.",
+        "Es primavera.",
     ]
     batch_sizes = []
     switch_batch = f._switch_batch
