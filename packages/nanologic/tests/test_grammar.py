@@ -154,6 +154,24 @@ def test_no_negation_where_the_sentence_says_none(tokenizer, compiler):
         assert accepts(compiler, tokenizer, grounded_grammar(sentence), negated), sentence
 
 
+def test_only_the_connectives_the_sentence_can_say(tokenizer, compiler):
+    grammar = grounded_grammar("Está ventoso y hace frío.")
+    atoms = ["está ventoso", "hace frío"]
+    assert accepts(compiler, tokenizer, grammar, _answer(atoms, "p ∧ q", "∧: y"))
+    for formula in ("q → p", "p ∨ q", "p ↔ q"):
+        assert not accepts(compiler, tokenizer, grammar, _answer(atoms, formula)), formula
+    assert not accepts(compiler, tokenizer, grammar, _answer(atoms, "p ∧ q", "∧: y | →: y"))
+    either = _answer(["hemos de llegar allí antes", "otro recibirá el empleo"], "p ∨ q", "∨: u")
+    assert accepts(
+        compiler,
+        tokenizer,
+        grounded_grammar("Hemos de llegar allí antes, u otro recibirá el empleo."),
+        either,
+    )
+    iff = _answer(["llueve", "me mojo"], "p ↔ q", "↔: si y solo si")
+    assert accepts(compiler, tokenizer, grounded_grammar("Si y sólo si llueve, me mojo."), iff)
+
+
 def test_two_clauses_joined_by_a_connective_are_two_atoms(tokenizer, compiler):
     sentence = "Hemos de llegar allí antes, u otro recibirá el empleo."
     two = _answer(["hemos de llegar allí antes", "otro recibirá el empleo"], "p ∨ q", "∨: u")
