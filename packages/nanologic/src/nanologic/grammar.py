@@ -19,8 +19,10 @@ indicative for a subjunctive (:func:`indicative_variants`, :func:`verb_variants`
 a repeated predicate, lower-cased or capitalised; an expression of arithmetic is written whole
 ("x + y = 3"), and "x ≠ y" is the definition "x = y" with the polarity mark ¬. A definition never
 holds a negation or a sentence-level connective (``CONNECTIVE_WORDS``), because it is an
-affirmative atomic clause. Of the 501 gold definitions of ``data/dev_real.jsonl`` 465 read the sentence in
-order and 6 need the jump (29 use words the sentence lacks, "la física es una ciencia natural");
+affirmative atomic clause; the formula uses only the connectives the sentence can say
+(:func:`said_connectives`), and a sentence that joins clauses has two atoms at least
+(:func:`joins_clauses`). Of the 501 gold definitions of ``data/dev_real.jsonl`` 465 read the
+sentence in order and 6 need the jump (29 use words the sentence lacks, "la física es una ciencia natural");
 of a generated test split's 1,501, 1,499 read it in order. Measured on the default model
 (README): dev_real grounded accuracy 0.370 free, 0.392 with an earlier grammar that allowed any
 sentence word in any order, 0.423 with this one.
@@ -521,10 +523,10 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     L = 1 once the definition has gone back to an earlier word (a subject or verb repeated from
     before: "Juana tiene trece años y Rosa quince" -> "Rosa tiene quince años"); ``b<i>`` is that
     jump from position i, to a position before i; a definition never ends on a word that needs a
-    complement (``_NEEDS_COMPLEMENT``: "el", "de", "su"). An expression negated by "≠" is no word of such a
-    run: it is a definition alone, "x = y" with the mark ¬ (or ±, where the sentence also affirms
-    it; rule ``neg-def``; the mark optional without ``polarity_marks``), since "x ≠ y" is the negation
-    of the atom "x = y". None when the sentence has no usable word.
+    complement (``_NEEDS_COMPLEMENT``: "el", "de", "su"). An expression negated by "≠" is no word
+    of such a run: it is a definition alone, "x = y" with the mark ¬ (or ±, where the sentence also
+    affirms it; rule ``neg-def``; the mark optional without ``polarity_marks``), since "x ≠ y" is
+    the negation of the atom "x = y". None when the sentence has no usable word.
     """
     all_positions = _reading_positions(sentence)
     positions = [(prefixes, forms) for prefixes, forms, negated in all_positions if not negated]
@@ -616,8 +618,8 @@ def _grammar(
     min_atoms: int = 1,
 ) -> str:
     """The answer grammar over ``definition_rules`` (rule ``def``, and ``neg-def`` if given), with
-    ``min_atoms`` to ``max_atoms`` atoms; without ``negation`` no ¬ anywhere: not in the formula,
-    not as a polarity mark, not declared."""
+    ``min_atoms`` to ``max_atoms`` atoms and only the ``connectives`` given, in the formula and the
+    connector list (without ¬ no polarity mark either)."""
     letters = atom_letters(max_atoms)
     defines = {rule.split(" ::= ")[0] for rule in definition_rules}
     plain = "def mark?" if NOT in connectives else "def"
@@ -673,6 +675,10 @@ def says_a_negation(sentence: str) -> bool:
     return _NEGATION_WORD_RE.search(unicodedata.normalize("NFC", sentence)) is not None
 
 
+def _word_set(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
 # Words that can say a conditional, a disjunction, a biconditional (folded: lower case, no
 # accents). Broad on purpose: the cue inventory's (generator.CUES) and the other ways Spanish
 # says each ("de modo que", "se deduce", "requiere", "con tal de que"); a connective the sentence
@@ -680,10 +686,6 @@ def says_a_negation(sentence: str) -> bool:
 # sentence (data/dev_real.jsonl's 227, two training splits' 22,298 and 22,367); the default
 # model wrote → for "Está ventoso y hace frío." and "Tengo que estudiar y limpiar el cuarto."
 # (25 such answers of six runs on dev_real, none right).
-def _word_set(words: str) -> frozenset[str]:
-    return frozenset(words.split())
-
-
 _SAID_BY = {
     IMPLIES: _word_set(
         "si entonces cuando luego implica implican para solo solamente unicamente necesario necesaria "
