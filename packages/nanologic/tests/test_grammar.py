@@ -172,6 +172,20 @@ def test_only_the_connectives_the_sentence_can_say(tokenizer, compiler):
     assert accepts(compiler, tokenizer, grounded_grammar("Si y sólo si llueve, me mojo."), iff)
 
 
+def test_an_argument_is_its_premises_then_its_conclusion(tokenizer, compiler):
+    sentence = "Si está soleado, entonces es de día. No es de día. Por lo tanto, no está soleado."
+    grammar = grounded_grammar(sentence)
+    atoms = ["está soleado", "es de día"]
+    assert accepts(compiler, tokenizer, grammar, _answer(atoms, "((p → q) ∧ ¬q) → ¬p", "→: si | ¬: no"))
+    for formula in ("p → q", "(p → q) ∧ ¬q", "(p → q) → ¬p", "¬q → ¬p"):  # two premises, then →
+        assert not accepts(compiler, tokenizer, grammar, _answer(atoms, formula, "→: si")), formula
+    # one premise before the conclusion; a sentence without a conclusion is free
+    one = _answer(["llueve", "me mojo"], "p → q", "→: luego")
+    assert accepts(compiler, tokenizer, grounded_grammar("Llueve. Luego, me mojo."), one)
+    free = _answer(["llueve", "me mojo"], "(p → q) ∧ p", "→: si")
+    assert accepts(compiler, tokenizer, grounded_grammar("Si llueve, me mojo. Llueve."), free)
+
+
 def test_two_clauses_joined_by_a_connective_are_two_atoms(tokenizer, compiler):
     sentence = "Hemos de llegar allí antes, u otro recibirá el empleo."
     two = _answer(["hemos de llegar allí antes", "otro recibirá el empleo"], "p ∨ q", "∨: u")
