@@ -319,6 +319,21 @@ def test_declared_marks_set_the_formulas_literal_signs():
         assert apply_polarity(node, literal_polarity(formula)) == node
 
 
+def test_a_formula_written_out_deeper_than_the_parser_takes_back_is_unparsable():
+    """A run-on "p ↔ q ↔ p ↔ …" parses (a loop), but written out with its parentheses it nests
+    past logic.MAX_NESTING: every later parse of the answer would fail (evaluate crashed on one)."""
+    chain = " ↔ ".join("pq" * 40)
+    result = formalization_result(
+        f"<|atoms|> p: llueve | q: nieva <|connectors|> ↔: si <|formula|> {chain} <|eos|>"
+    )
+    assert parse(chain) is not None
+    assert not result["valid_formula"] and result["formula_ascii"] == ""
+    short = formalization_result(
+        "<|atoms|> p: llueve | q: nieva <|connectors|> ↔: si <|formula|> p ↔ q ↔ p <|eos|>"
+    )
+    assert short["valid_formula"] and short["formula"] == "(p ↔ q) ↔ p"
+
+
 def test_models_built_now_write_marks_and_old_configs_do_not():
     assert build_config("tiny", 100).polarity_marks
     saved_before_the_marks = {

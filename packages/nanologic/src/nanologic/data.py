@@ -319,6 +319,10 @@ def formalization_result(raw: str, polarity_marks: bool = False) -> dict:
     node = try_parse(parsed["formula"])
     if node is not None and polarity_marks:
         node = apply_polarity(node, parsed["polarity"])
+    if node is not None and try_parse(to_unicode(node)) is None:
+        # A run-on chain ("p ↔ q ↔ p ↔ …", "p → q → …") written out with its parentheses nests
+        # deeper than the parser takes back (logic.MAX_NESTING): unparsable, as everywhere after.
+        node = None
     return {
         "atoms": parsed["atoms"],
         "connectors": parsed["connectors"],
