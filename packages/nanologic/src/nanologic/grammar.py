@@ -50,6 +50,7 @@ from nanologic.data import CONNECTORS as CONNECTORS_MARKER
 from nanologic.data import FORMULA as FORMULA_MARKER
 from nanologic.data import MIXED_MARK, NEGATED_MARK
 from nanologic.logic import AND, IFF, IMPLIES, NOT, OR, atom_letters
+from nanologic.normalize import not_content_words, word_set
 
 BINARY_CONNECTIVES = (AND, OR, IMPLIES, IFF)
 FORMULA_SYMBOLS = (NOT, *BINARY_CONNECTIVES)
@@ -687,10 +688,6 @@ def says_a_negation(sentence: str) -> bool:
     return _NEGATION_WORD_RE.search(unicodedata.normalize("NFC", sentence)) is not None
 
 
-def _word_set(words: str) -> frozenset[str]:
-    return frozenset(words.split())
-
-
 # Words that can say a conditional, a disjunction, a biconditional (folded: lower case, no
 # accents). Broad on purpose: the cue inventory's (generator.CUES) and the other ways Spanish
 # says each ("de modo que", "se deduce", "requiere", "con tal de que"); a connective the sentence
@@ -699,7 +696,7 @@ def _word_set(words: str) -> frozenset[str]:
 # model wrote → for "Está ventoso y hace frío." and "Tengo que estudiar y limpiar el cuarto."
 # (25 such answers of six runs on dev_real, none right).
 _SAID_BY = {
-    IMPLIES: _word_set(
+    IMPLIES: word_set(
         "si entonces cuando luego implica implican para solo solamente unicamente necesario necesaria "
         "necesarios necesarias necesita necesitan suficiente suficientes basta menos salvo excepto "
         "siempre caso porque puesto ya dado dada consiguiente consecuencia tanto asi ende modo manera "
@@ -707,8 +704,8 @@ _SAID_BY = {
         "deduce concluye conlleva supone significa requiere requisito exige equivale equivalen "
         "equivalente sino cuanto consecuentemente pues"
     ),
-    OR: _word_set("o u bien sea menos salvo excepto ni sino"),
-    IFF: _word_set(
+    OR: word_set("o u bien sea menos salvo excepto ni sino"),
+    IFF: word_set(
         "solo solamente unicamente equivale equivalen equivalente siempre suficiente suficientes cuando"
     ),
 }
@@ -755,8 +752,6 @@ def joins_clauses(sentence: str) -> bool:
     with one atom where the gold has several ("Hemos de llegar allí antes, u otro recibirá el
     empleo." -> p)."""
     tokens = sentence_tokens(sentence)
-    from nanologic.normalize import not_content_words  # normalize imports this module
-
     skip = not_content_words()
     content = [t.lower() for t in tokens if t.isalpha() and t.lower() not in skip]
     if len(set(content)) < len(content):

@@ -32,13 +32,14 @@ from nanologic.data import literal_polarity, normalize_text
 from nanologic.logic import rename, to_ascii, to_unicode, try_parse
 
 
-def _words(text: str) -> frozenset[str]:
+def word_set(text: str) -> frozenset[str]:
+    """The space-separated words of ``text`` as a set (the word lists here and in the grammar)."""
     return frozenset(text.split())
 
 
 # Words that carry no clause of their own: articles, prepositions, pronouns and the like, which a
 # definition may drop ("ya", "también", "sí"); the cue inventory's words are added to them.
-FUNCTION_WORDS = _words(
+FUNCTION_WORDS = word_set(
     "el la los las lo le les un una unos unas de del al a en que y e por "
     "para con se su sus es son ya también sí tan muy me te nos os mi mis tu tus"
 )
@@ -56,12 +57,12 @@ def not_content_words() -> frozenset[str]:
     return FUNCTION_WORDS | CONNECTIVE_WORDS | frozenset(cue_words)
 
 
-_DETERMINERS = _words(
+_DETERMINERS = word_set(
     "el la los las un una unos unas del al mi mis tu tus su sus este esta estos estas ese esa cada otro otra"
 )
-_PLURAL_DETERMINERS = _words("los las unos unas mis tus sus estos estas nuestros nuestras")
-_SINGULAR_DETERMINERS = _words("el la un una mi tu su este esta ese esa aquel aquella cada")
-_NOT_NAMES = _words(
+_PLURAL_DETERMINERS = word_set("los las unos unas mis tus sus estos estas nuestros nuestras")
+_SINGULAR_DETERMINERS = word_set("el la un una mi tu su este esta ese esa aquel aquella cada")
+_NOT_NAMES = word_set(
     "ellos ellas ustedes nosotros nosotras vosotros vosotras todos todas muchos muchas algunos algunas "
     "varios varias ambos ambas pocos pocas otros otras unos unas "
     # adverbs that open a sentence with a capital ("Hoy llegan los invitados")
@@ -74,9 +75,9 @@ _PRONOUN_PERSON = {
     **dict.fromkeys(("nosotros", "nosotras"), 3),
     **dict.fromkeys(("vosotros", "vosotras"), 4),
 }
-_PERSONAL_PRONOUNS = _words("yo tú nosotros nosotras vosotros vosotras")
+_PERSONAL_PRONOUNS = word_set("yo tú nosotros nosotras vosotros vosotras")
 # words that may stand between a verb and what precedes its clause ("…, no se cae")
-_CLITICS = _words("no se lo la le les me te nos os ya también sí")
+_CLITICS = word_set("no se lo la le les me te nos os ya también sí")
 # verbs without a subject: weather and existence ("llueve", "hay tarea", "hace frío")
 _IMPERSONAL_LEMMAS = frozenset({"llover", "nevar", "haber", "hacer", "granizar", "tronar", "amanecer"})
 _WEATHER_LEMMAS = _IMPERSONAL_LEMMAS - {"haber", "hacer"}
