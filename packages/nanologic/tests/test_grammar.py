@@ -360,12 +360,12 @@ def test_a_definition_never_holds_a_cue_phrase_the_sentence_says():
     assert {"dos", "cosas"} <= set(sentence_words("Compro dos cosas."))
 
 
-def _allowed_after(tokenizer, compiler, text: str) -> set[str]:
+def _allowed_after(tokenizer, compiler, text: str, grammar: str | None = None) -> set[str]:
     """The texts of the tokens the mask allows after ``text`` (fed one token at a time)."""
     from nanologic.grammar import GrammarLogitsProcessor
 
     ids = tokenizer.encode(text)
-    proc = GrammarLogitsProcessor(compiler, [answer_grammar()], prompt_len=0)
+    proc = GrammarLogitsProcessor(compiler, [grammar or answer_grammar()], prompt_len=0)
     for k in range(len(ids) + 1):
         masked = proc(torch.tensor([ids[:k]]), torch.zeros(1, tokenizer.vocab_size))
     return {tokenizer.decode([i]) for i in torch.isfinite(masked[0]).nonzero().flatten().tolist()}
@@ -394,3 +394,59 @@ def test_formula_uses_only_the_declared_binary_connectives(tokenizer, compiler):
         masked = proc(torch.tensor([[]], dtype=torch.long), torch.zeros(1, tokenizer.vocab_size))
         for t in torch.isfinite(masked[0]).nonzero().flatten().tolist():
             assert compiler.token_bytes[t].startswith(b"\x88"), compiler.token_bytes[t]
+
+
+def _mask_allows(tokenizer, compiler, grammar: str, text: str) -> bool:
+    """Whether the whole mask (grammar and :class:`FormulaMask`) allows every token of ``text``."""
+    from nanologic.grammar import GrammarLogitsProcessor
+
+    ids = tokenizer.encode(text)
+    proc = GrammarLogitsProcessor(compiler, [grammar], prompt_len=0)
+    for k in range(len(ids)):
+        masked = proc(torch.tensor([ids[:k]]), torch.zeros(1, tokenizer.vocab_size))
+        if not torch.isfinite(masked[0, ids[k]]):
+            return False
+    return True
+
+
+def test_a_formula_names_each_letter_once_where_the_sentence_says_each_clause_once(
+    records, tokenizer, compiler
+):
+    from nanologic.grammar import LETTERS_ONCE_NOTE, letters_once
+
+    sentence = "Si llueve, nieva y hace frío."
+    assert letters_once(sentence) and letters_once("Si y solo si llueve, me quedo en casa.")
+    for other in (
+        "Hablo y no hablo.",  # one clause said twice
+        "Cuando Esteban no era médico, Noelia saldrá; además, cuando sale, devolvió una bicicleta.",
+        "Elena estudia medicina o derecho, pero no ambas cosas.",  # (p ∨ q) ∧ ¬(p ∧ q)
+        "Tanto si llueve como si nieva, la excursión se suspende.",  # (p → r) ∧ (q → r)
+        "O Beatriz ganará el partido o no, pero llueve.",  # (p ∨ ¬p) ∧ q
+        "Si hierve, suelta vapor. No suelta vapor. Por lo tanto, no hierve.",
+    ):
+        assert not letters_once(other), other
+        assert LETTERS_ONCE_NOTE not in grounded_grammar(other)
+    grammar = grounded_grammar(sentence)
+    assert LETTERS_ONCE_NOTE in grammar
+    head = "<|atoms|> p: llueve | q: nieva | r: hace frío <|connectors|> →: si | ∧: y <|formula|> "
+    assert _mask_allows(
+        tokenizer, compiler, grammar, _answer(["llueve", "nieva", "hace frío"], "p → (q ∧ r)", "→: si | ∧: y")
+    )
+    allowed = _allowed_after(tokenizer, compiler, head + "p → (q ∧ ", grammar)
+    assert "r" in {a.strip() for a in allowed} and not any(c in a for a in allowed for c in "pq"), allowed
+    # every letter named: the formula may only close and end
+    allowed = _allowed_after(tokenizer, compiler, head + "p → (q ∧ r", grammar)
+    assert allowed and all(set(a) <= set(") ") for a in allowed), allowed
+    # one letter left: no "(" (it would hold two)
+    two = "<|atoms|> p: llueve | q: nieva <|connectors|> →: si <|formula|> p → "
+    assert not any("(" in a for a in _allowed_after(tokenizer, compiler, two, grounded_grammar(sentence)))
+    # two letters left, inside a parenthesis without its connective yet: "((" would need three
+    nested = head.replace("<|formula|> ", "<|formula|> p → (")
+    assert not any("(" in a for a in _allowed_after(tokenizer, compiler, nested, grammar))
+    assert any("(" in a for a in _allowed_after(tokenizer, compiler, head + "(", grammar))
+    # without the rule a letter may come back
+    assert "p" in {a.strip() for a in _allowed_after(tokenizer, compiler, head + "p → (q ∧ ")}
+    # no generated gold answer is ruled out
+    for r in records:
+        answer = target_text(r, with_thought=False)
+        assert _mask_allows(tokenizer, compiler, grounded_grammar(r["natural_language_input"]), answer), r

@@ -629,10 +629,12 @@ def _grammar(
     connectives: frozenset[str] = frozenset(FORMULA_SYMBOLS),
     min_atoms: int = 1,
     premises: int = 0,
+    once: bool = False,
 ) -> str:
     """The answer grammar over ``definition_rules`` (rule ``def``, and ``neg-def`` if given), with
     ``min_atoms`` to ``max_atoms`` atoms and only the ``connectives`` given, in the formula and the
-    connector list (without ¬ no polarity mark either); ``premises``: see :func:`_formula_rules`."""
+    connector list (without ¬ no polarity mark either); ``premises``: see :func:`_formula_rules`;
+    ``once``: the grammar carries ``LETTERS_ONCE_NOTE`` (:func:`letters_once`)."""
     letters = atom_letters(max_atoms)
     defines = {rule.split(" ::= ")[0] for rule in definition_rules}
     plain = "def mark?" if NOT in connectives else "def"
@@ -642,6 +644,7 @@ def _grammar(
     lines = [
         "# nanologic answer grammar (GBNF): atoms p, q, r... in order with definitions,",
         "# connectors, a formula over the declared letters only; eos follows the final space.",
+        *([LETTERS_ONCE_NOTE] if once else []),
         'root ::= "<|atoms|> " (' + " | ".join(f"a{k}" for k in range(min_atoms, max_atoms + 1)) + ")",
     ]
     for k in range(1, max_atoms + 1):
@@ -659,6 +662,12 @@ def _grammar(
     for k in range(1, max_atoms + 1):
         lines += _formula_rules(k, connectives, premises)
     return "\n".join(lines) + "\n"
+
+
+# A grammar cannot count a letter's uses without one copy of the formula rules per set of letters
+# used, so the rule of :func:`letters_once` travels in the grammar as this comment, which
+# :class:`FormulaMask` reads (llama.cpp ignores it, and has no FormulaMask).
+LETTERS_ONCE_NOTE = "# formula: each declared letter at most once"
 
 
 def answer_grammar(max_atoms: int = MAX_ATOMS) -> str:
@@ -743,6 +752,41 @@ def argument_premises(sentence: str) -> int:
     return len(parts) - 1
 
 
+def _says_a_word_twice(tokens: list[str]) -> bool:
+    """Whether a content word comes twice in ``tokens``, counting two forms of one verb as one
+    word ("saldrá" … "sale": :func:`lexicon_verb_lemma`; a verb outside the lexicon by its first
+    five letters, "gritarán" … "gritan")."""
+    skip = not_content_words()
+    keys = [
+        lexicon_verb_lemma(low) or fold_text(low)[:5]
+        for low in (t.lower() for t in tokens)
+        if low.isalpha() and low not in skip
+    ]
+    return len(set(keys)) < len(keys)
+
+
+# Cues whose formula names a clause twice without the sentence saying it twice: the exclusive
+# "pero no ambos" ((p ∨ q) ∧ ¬(p ∧ q)), "tanto si A como si B, C" ((p → r) ∧ (q → r)) and "o A o
+# no" (p ∨ ¬p); folded.
+_NAMES_A_CLAUSE_TWICE_RE = re.compile(
+    r"(?<!\w)(?:tanto si(?!\w).*(?<!\w)como si|no (?:ambos|ambas|los dos|las dos)|o no(?=\s*(?:[,;.:]|$|pero(?!\w))))(?!\w)"
+)
+
+
+def letters_once(sentence: str) -> bool:
+    """Whether the formula of ``sentence`` names each declared letter at most once: the sentence
+    says no content word twice (:func:`_says_a_word_twice`), is no argument
+    (:func:`argument_premises`) and has none of the cues that name a clause twice
+    (``_NAMES_A_CLAUSE_TWICE_RE``). Gold formulas that break it: 0 of data/dev_real.jsonl's 169
+    such sentences, 0 of two training splits' 13,734 and 13,598 (the generator's chains, "cuando
+    A, B; y si B, C", say B's verb twice). The default model named a letter twice in 21 answers
+    to them of 227 at each of two runs, 19 of them wrong (``(¬p ∧ q ∧ q) → ¬p`` for "Si x ≠ 2,
+    entonces y > 1", ``p ∧ p`` for "Si y solo si llueve, me quedo en casa")."""
+    if _says_a_word_twice(sentence_tokens(sentence)) or argument_premises(sentence):
+        return False
+    return _NAMES_A_CLAUSE_TWICE_RE.search(fold_text(unicodedata.normalize("NFC", sentence))) is None
+
+
 def joins_clauses(sentence: str) -> bool:
     """Whether ``sentence`` joins two clauses with a connective (``CONNECTIVE_WORDS`` other than a
     negation; "y" / "e" unless between terms of arithmetic) and repeats no word of its own (as
@@ -752,9 +796,7 @@ def joins_clauses(sentence: str) -> bool:
     with one atom where the gold has several ("Hemos de llegar allí antes, u otro recibirá el
     empleo." -> p)."""
     tokens = sentence_tokens(sentence)
-    skip = not_content_words()
-    content = [t.lower() for t in tokens if t.isalpha() and t.lower() not in skip]
-    if len(set(content)) < len(content):
+    if _says_a_word_twice(tokens):
         return False
     expressions = dict(_expression_spans(tokens))
     between_expressions = {end for end in expressions.values() if end + 1 in expressions}
@@ -785,7 +827,8 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
     min_atoms = 2 if joins_clauses(sentence) else 1
     connectives = said_connectives(sentence)
     premises = argument_premises(sentence) if IMPLIES in connectives else 0
-    return _grammar(rules, max_atoms, connectives, min(min_atoms, max_atoms), premises)
+    once = letters_once(sentence)
+    return _grammar(rules, max_atoms, connectives, min(min_atoms, max_atoms), premises, once)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -825,6 +868,22 @@ class GrammarCompiler:
             self._cache[grammar] = self.compiler.compile_grammar(grammar)
         return self._cache[grammar]
 
+    def tokens_naming(self, letters: frozenset[str]) -> Any:
+        """bool [V]: the tokens that write one of the atom ``letters`` (the formula's only letters;
+        special tokens such as ``<|eos|>`` hold letters but write none)."""
+        import torch
+
+        key = (letters, b"<letters>")
+        if key not in self._completing:
+            if len(self._completing) > 256:
+                self._completing.clear()
+            encoded = [letter.encode() for letter in letters]
+            self._completing[key] = torch.tensor(
+                [not text.startswith(b"<|") and any(b in text for b in encoded) for text in self.token_bytes],
+                dtype=torch.bool,
+            )
+        return self._completing[key]
+
     def tokens_completing(self, symbols: frozenset[str], tail: bytes) -> Any:
         """bool [V]: the tokens that, after ``tail`` (the incomplete UTF-8 end of the text so far),
         write one of ``symbols`` or start a character that only ``symbols`` among the formula's
@@ -861,36 +920,64 @@ def _incomplete_utf8_tail(data: bytes) -> bytes:
     return b""
 
 
-class DeclaredConnectives:
-    """The binary connectives an answer's formula may use: those its connector list declares.
+def _parentheses_missing_their_connective(formula: bytes) -> int:
+    """How many of the parentheses open at the end of ``formula`` have no binary connective of
+    their own yet (each needs one more operand, so one more letter)."""
+    connectives = tuple(symbol.encode() for symbol in BINARY_CONNECTIVES)
+    has_connective: list[bool] = []
+    k = 0
+    while k < len(formula):
+        if formula[k : k + 1] == b"(":
+            has_connective.append(False)
+        elif formula[k : k + 1] == b")" and has_connective:
+            has_connective.pop()
+        elif has_connective and formula.startswith(connectives, k):
+            has_connective[-1] = True
+        k += 1
+    return has_connective.count(False)
 
-    The answer grammar cannot tie the formula to the connector list written before it (that would
-    take one copy of the formula rules per subset of connectives), so this follows one answer's
-    tokens and, once ``<|formula|>`` is written, masks the tokens that would write a binary
-    connective (∧ ∨ → ↔) the list left out. A small model's formula otherwise strays into
-    connectives no cue of the sentence gave: "Ni A ni B, aunque no C" declared ∧ and ¬ and was
-    written ``¬p ∧ ¬q ∧ (¬r ↔ (¬r ∧ ¬p ∧ ¬q))``. ¬ is left free: with polarity marks a negation
-    may be declared in the atom list instead.
 
-    Capping each letter at ``nanologic.inference.MAX_USES_OF_A_LETTER`` uses here as well was
-    tried and not kept: a formula that runs on is cut where it was first complete
+class FormulaMask:
+    """What the grammar cannot say about an answer's formula: only the declared connectives, and,
+    under ``LETTERS_ONCE_NOTE``, each declared letter at most once.
+
+    The answer grammar cannot tie the formula to the lists written before it (that would take one
+    copy of the formula rules per subset of connectives or of letters), so this follows one
+    answer's tokens and, once ``<|formula|>`` is written, masks the tokens that would write a
+    binary connective (∧ ∨ → ↔) the connector list left out. A small model's formula otherwise
+    strays into connectives no cue of the sentence gave: "Ni A ni B, aunque no C" declared ∧ and ¬
+    and was written ``¬p ∧ ¬q ∧ (¬r ↔ (¬r ∧ ¬p ∧ ¬q))``. ¬ is left free: with polarity marks a
+    negation may be declared in the atom list instead. With ``once`` (the grammar of a sentence
+    that :func:`letters_once` holds for) it also masks a letter the formula has named, and, once
+    every declared letter is named, anything that opens another operand (a binary connective, ¬,
+    "("), so the formula can only close and end, and "(" where too few letters are left for it
+    (two, and one for each open parenthesis still without its connective).
+
+    Capping each letter at ``nanologic.inference.MAX_USES_OF_A_LETTER`` uses for every sentence
+    was tried and not kept: a formula that runs on is cut where it was first complete
     (:func:`nanologic.inference.answer_result`), which reads "Dado que A, cuando B, C" right
     (``p ∧ (q → r)``), while a capped formula ends complete and wrong
     (``p ∧ ((q → r) → (p → (r → q)))``): the default run's synthetic test scored 0.719 grounded
     with the cap and 0.756 without (2026-12-05).
     """
 
-    def __init__(self, compiler: GrammarCompiler) -> None:
+    def __init__(self, compiler: GrammarCompiler, once: bool = False) -> None:
         self.compiler = compiler
+        self.once = once
         self.section = "atoms"
+        self.atom_text = b""
         self.connector_text = b""
-        self.formula_tail = b""
+        self.formula_text = b""
         self.banned: frozenset[str] = frozenset()
 
-    def copy(self) -> DeclaredConnectives:
-        twin = DeclaredConnectives(self.compiler)
-        twin.section, twin.connector_text = self.section, self.connector_text
-        twin.formula_tail, twin.banned = self.formula_tail, self.banned
+    @classmethod
+    def for_grammar(cls, compiler: GrammarCompiler, grammar: str) -> FormulaMask:
+        return cls(compiler, once=LETTERS_ONCE_NOTE in grammar)
+
+    def copy(self) -> FormulaMask:
+        twin = FormulaMask(self.compiler, self.once)
+        twin.section, twin.atom_text, twin.connector_text = self.section, self.atom_text, self.connector_text
+        twin.formula_text, twin.banned = self.formula_text, self.banned
         return twin
 
     def accept(self, token: int) -> None:
@@ -901,17 +988,40 @@ class DeclaredConnectives:
             items = self.connector_text.decode(errors="replace").split("|")
             declared = {item.split(":", 1)[0].strip() for item in items}
             self.banned = frozenset(BINARY_CONNECTIVES) - declared
+        elif self.section == "atoms":
+            self.atom_text += self.compiler.token_bytes[token]
         elif self.section == "connectors":
             self.connector_text += self.compiler.token_bytes[token]
         elif self.section == "formula":
-            self.formula_tail = _incomplete_utf8_tail(self.formula_tail + self.compiler.token_bytes[token])
+            self.formula_text += self.compiler.token_bytes[token]
 
     def mask_row(self, row: Any) -> Any:
-        """``row`` (float [V'], already masked by the grammar) with the tokens that would write an
-        undeclared connective at -inf, unless that would leave no token at all."""
-        if self.section != "formula" or not self.banned:
+        """``row`` (float [V'], already masked by the grammar) with the tokens this rules out at
+        -inf, unless that would leave no token at all."""
+        if self.section != "formula":
             return row
-        banned = self.compiler.tokens_completing(self.banned, self.formula_tail).to(row.device)
+        banned_symbols, named = self.banned, frozenset()
+        if self.once:
+            # a definition holds no ":" (the grammar's word), so "x: " opens an item of the list
+            declared = frozenset(
+                re.findall(r"(?<![^\s>|])([a-z]): ", self.atom_text.decode(errors="replace"))
+            )
+            named = frozenset(re.findall(r"[a-z]", self.formula_text.decode(errors="replace")))
+            unnamed = len(declared - named)
+            if declared and unnamed == 0:
+                banned_symbols = banned_symbols | {*BINARY_CONNECTIVES, NOT, "("}
+            elif unnamed < 2 + _parentheses_missing_their_connective(self.formula_text):
+                # a new "(" holds two letters, and every open one still to write its connective
+                # one more: without this the untrained and the default model ran "((((…" to the
+                # token limit
+                banned_symbols = banned_symbols | {"("}
+        if not banned_symbols and not named:
+            return row
+        tail = _incomplete_utf8_tail(self.formula_text)
+        banned = self.compiler.tokens_completing(banned_symbols, tail)
+        if named:
+            banned = banned | self.compiler.tokens_naming(named)
+        banned = banned.to(row.device)
         masked = row.clone()
         masked[: banned.numel()] = masked[: banned.numel()].masked_fill(banned, float("-inf"))
         return masked if bool(masked.isfinite().any()) else row
@@ -936,8 +1046,9 @@ class GrammarLogitsProcessor:
     ) -> None:
         xgr = compiler.xgr
         self.xgr = xgr
+        grammars = list(grammars)
         self.matchers = [xgr.GrammarMatcher(compiler.compile(g)) for g in grammars]
-        self.connectives = [DeclaredConnectives(compiler) for _ in self.matchers]
+        self.connectives = [FormulaMask.for_grammar(compiler, g) for g in grammars]
         self.prompt_len = prompt_len
         self.vocab_size = compiler.vocab_size
         self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), self.vocab_size)
@@ -991,7 +1102,7 @@ class BeamGrammarMask:
         self.xgr = compiler.xgr
         self.vocab_size = compiler.vocab_size
         self.matchers = [self.xgr.GrammarMatcher(compiler.compile(grammar))]
-        self.connectives = [DeclaredConnectives(compiler)]
+        self.connectives = [FormulaMask.for_grammar(compiler, grammar)]
 
     def advance(self, parents: Sequence[int], tokens: Sequence[int]) -> None:
         """Beam i continues beam ``parents[i]`` with ``tokens[i]``."""
@@ -1006,7 +1117,7 @@ class BeamGrammarMask:
 
     def __call__(self, scores: Any) -> Any:
         """float32 [beams, V'] scores with the forbidden tokens at -inf (V' >= the tokenizer's V),
-        :class:`DeclaredConnectives` included."""
+        :class:`FormulaMask` included."""
         bitmask = self.xgr.allocate_token_bitmask(len(self.matchers), self.vocab_size)
         for i, matcher in enumerate(self.matchers):
             matcher.fill_next_token_bitmask(bitmask, i)
