@@ -450,3 +450,48 @@ def test_a_formula_names_each_letter_once_where_the_sentence_says_each_clause_on
     for r in records:
         answer = target_text(r, with_thought=False)
         assert _mask_allows(tokenizer, compiler, grounded_grammar(r["natural_language_input"]), answer), r
+
+
+def test_an_argument_may_say_its_conclusion_after_a_comma(tokenizer, compiler):
+    from nanologic.grammar import argument_parts, argument_premises
+
+    sentence = "Si tengo hambre, como; no como, luego no tengo hambre."
+    assert argument_parts(sentence) == (["si tengo hambre, como", "no como"], "luego no tengo hambre")
+    atoms = ["tengo hambre", "como"]
+    grammar = grounded_grammar(sentence)
+    assert accepts(compiler, tokenizer, grammar, _answer(atoms, "((p → q) ∧ ¬q) → ¬p", "→: si | ¬: no"))
+    assert not accepts(compiler, tokenizer, grammar, _answer(atoms, "(p → q) ∧ (¬q → ¬p)", "→: si | ¬: no"))
+    # "entonces" after a comma is a conditional's consequent, "luego de" a time
+    assert argument_premises("Si llueve, me mojo; si me mojo, entonces me resfrío.") == 0
+    assert argument_premises("Llegó; luego de comer, se fue.") == 0
+
+
+def test_an_arguments_premise_of_one_clause_takes_its_letter_and_sign(tokenizer, compiler):
+    from nanologic.grammar import argument_literal_notes
+
+    sentence = "Si está soleado, entonces es de día. No es de día. Por lo tanto, no está soleado."
+    notes = argument_literal_notes(sentence)
+    assert notes[0] == "# argument premises 2" and notes[1].startswith("# argument literal 2 ¬ ")
+    assert notes[2].startswith("# argument literal c ¬ ")
+    grammar = grounded_grammar(sentence)
+    connectors = "→: si | ∧: por lo tanto | ¬: no"  # the mask also keeps the declared connectives
+    head = _answer(["está soleado", "es de día"], "", connectors).replace(" <|eos|>", "")
+    # the second premise, "No es de día": ¬ first, then q (p's definition shares no word with it)
+    allowed = {a.strip() for a in _allowed_after(tokenizer, compiler, head + "((p → q) ∧", grammar)}
+    assert allowed == {"¬"} or allowed <= {"¬", ""}, allowed
+    allowed = {a.strip() for a in _allowed_after(tokenizer, compiler, head + "((p → q) ∧ ¬", grammar)}
+    assert "q" in allowed and "p" not in allowed and not any("(" in a or "¬" in a for a in allowed), allowed
+    # the conclusion, "no está soleado": ¬p
+    allowed = {a.strip() for a in _allowed_after(tokenizer, compiler, head + "((p → q) ∧ ¬q) → ¬", grammar)}
+    assert "p" in allowed and "q" not in allowed, allowed
+    assert _mask_allows(
+        tokenizer,
+        compiler,
+        grammar,
+        _answer(["está soleado", "es de día"], "((p → q) ∧ ¬q) → ¬p", connectors),
+    )
+    # no such premise or conclusion, no note
+    assert (
+        argument_literal_notes("Si llueve, me mojo. Si me mojo, me resfrío. Luego, si llueve, me resfrío.")
+        == []
+    )

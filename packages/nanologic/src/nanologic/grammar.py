@@ -631,11 +631,13 @@ def _grammar(
     min_atoms: int = 1,
     premises: int = 0,
     once: bool = False,
+    notes: Sequence[str] = (),
 ) -> str:
     """The answer grammar over ``definition_rules`` (rule ``def``, and ``neg-def`` if given), with
     ``min_atoms`` to ``max_atoms`` atoms and only the ``connectives`` given, in the formula and the
     connector list (without ¬ no polarity mark either); ``premises``: see :func:`_formula_rules`;
-    ``once``: the grammar carries ``LETTERS_ONCE_NOTE`` (:func:`letters_once`)."""
+    ``once``: the grammar carries ``LETTERS_ONCE_NOTE`` (:func:`letters_once`); ``notes``: more
+    comment lines for :class:`FormulaMask` (:func:`argument_literal_notes`)."""
     letters = atom_letters(max_atoms)
     defines = {rule.split(" ::= ")[0] for rule in definition_rules}
     plain = "def mark?" if NOT in connectives else "def"
@@ -646,6 +648,7 @@ def _grammar(
         "# nanologic answer grammar (GBNF): atoms p, q, r... in order with definitions,",
         "# connectors, a formula over the declared letters only; eos follows the final space.",
         *([LETTERS_ONCE_NOTE] if once else []),
+        *notes,
         'root ::= "<|atoms|> " (' + " | ".join(f"a{k}" for k in range(min_atoms, max_atoms + 1)) + ")",
     ]
     for k in range(1, max_atoms + 1):
@@ -732,38 +735,119 @@ def said_connectives(sentence: str) -> frozenset[str]:
 
 # An argument's conclusion: the last of its sentences (split at "." and ";") opens with one of these.
 _CONCLUSION_RE = re.compile(
-    r"(por lo tanto|por tanto|luego|asi que|entonces|en consecuencia|por consiguiente|por ende|de modo que"
+    r"(por lo tanto|por tanto|luego(?! de)|asi que|entonces|en consecuencia|por consiguiente|por ende|de modo que"
     r"|de manera que|de ahi que|se concluye que|se sigue que|concluimos que)(?!\w)"
 )
 
 
-def argument_premises(sentence: str) -> int:
-    """The number of premises when ``sentence`` is an argument written as several sentences whose
-    last opens with a conclusion ("Si A, B. No B. Por lo tanto, no A." -> 2), else 0. Its formula
-    is then the premises' conjunction → the conclusion, ``((p → q) ∧ ¬q) → ¬p`` (a premise that is
-    itself a conjunction adds conjuncts): so every such gold formula of data/dev_real.jsonl (10)
-    and of a training split (661), and the default model answered 8 of dev_real's 10 ``p → q``."""
+# The same cues after a comma inside the last sentence ("Si A, B; no B, luego no A."); not
+# "entonces", which opens a conditional's consequent ("Si A, entonces B"), nor "luego de".
+_LATE_CONCLUSION_RE = re.compile(
+    r",\s*(?:por lo tanto|por tanto|luego(?! de)|asi que|en consecuencia|por consiguiente|por ende"
+    r"|de modo que|de manera que|de ahi que)(?!\w)"
+)
+
+
+def argument_parts(sentence: str) -> tuple[list[str], str] | None:
+    """The premises and the conclusion (folded text, :func:`fold_text`) when ``sentence`` is an
+    argument written as several sentences (split at "." and ";") whose last opens with a
+    conclusion ("Si A, B. No B. Por lo tanto, no A.") or says one after a comma ("Si A, B; no B,
+    luego no A.": the last sentence's words before the comma are one more premise); else None."""
     parts = [
-        part
+        part.strip(" ,")
         for part in re.split(r"[.;](?:\s+|$)", fold_text(unicodedata.normalize("NFC", sentence)))
-        if part.strip()
+        if part.strip(" ,")
     ]
-    if len(parts) < 2 or not _CONCLUSION_RE.match(parts[-1].strip(" ,")):
-        return 0
-    return len(parts) - 1
+    if len(parts) < 2:
+        return None
+    if _CONCLUSION_RE.match(parts[-1]):
+        return parts[:-1], parts[-1]
+    late = _LATE_CONCLUSION_RE.search(parts[-1])
+    if late is None:
+        return None
+    return [*parts[:-1], parts[-1][: late.start()]], parts[-1][late.start() :].lstrip(" ,")
+
+
+# A premise or conclusion of one clause, negated or not: "No B", "luego no A". Its literal in the
+# formula travels in the grammar as a comment line, "# argument literal SLOT SIGN KEYS" (SLOT the
+# premise's number or "c" for the conclusion, SIGN "¬" or "+", KEYS :func:`content_keys`), which
+# :class:`FormulaMask` reads.
+ARGUMENT_LITERAL_NOTE = "# argument literal"
+ARGUMENT_PREMISES_NOTE = "# argument premises"
+_SIMPLE_NEGATIONS = frozenset({"no", "nunca", "jamas", "tampoco"})
+# a premise that is one conjunct whatever it holds: a conditional or a disjunction
+_ONE_CONJUNCT_OPENERS = frozenset({"si", "cuando", "siempre", "o", "u"})
+
+
+def _literal_part(part: str) -> tuple[bool, list[str]] | None:
+    """(negated, content keys) when the folded ``part`` of an argument says one clause: no comma,
+    no word that can join clauses (``CONNECTIVE_WORDS``, ``_SAID_BY``) but one negation at most;
+    else None."""
+    words = re.findall(r"\w+", part)
+    negations = [w for w in words if w in _SIMPLE_NEGATIONS]
+    joining = CONNECTIVE_WORDS | _AND_WORDS | _SAID_BY[IMPLIES] | _SAID_BY[OR] | _SAID_BY[IFF]
+    others = [w for w in words if w in joining and w not in _SIMPLE_NEGATIONS]
+    if "," in part or others or len(negations) > 1 or (not negations and says_a_negation(part)):
+        return None
+    keys = content_keys(words)
+    return (bool(negations), keys) if keys else None
+
+
+def argument_literal_notes(sentence: str) -> list[str]:
+    """The ``ARGUMENT_LITERAL_NOTE`` lines of an argument (:func:`argument_parts`): one per premise
+    of one clause, as long as each premise before it is one conjunct (one clause, a conditional, a
+    disjunction), and one for a conclusion of one clause. The default model wrote such a premise or
+    conclusion with another clause's letter or the other sign in most of its wrong answers to
+    arguments ("Si está lloviendo, te espero dentro del teatro. Está lloviendo. Por lo tanto, te
+    espero dentro del teatro." -> ``((p → q) ∧ q) → p``)."""
+    parts = argument_parts(sentence)
+    if parts is None:
+        return []
+    premises, conclusion = parts
+    notes = [f"{ARGUMENT_PREMISES_NOTE} {len(premises)}"]
+    for number, premise in enumerate(premises, 1):
+        literal = _literal_part(premise)
+        if literal is not None:
+            notes.append(
+                f"{ARGUMENT_LITERAL_NOTE} {number} {'¬' if literal[0] else '+'} {' '.join(literal[1])}"
+            )
+        elif premise.split()[0] not in _ONE_CONJUNCT_OPENERS:
+            break  # it may add conjuncts: the later premises' places are unknown
+    cue = _CONCLUSION_RE.match(conclusion)
+    literal = _literal_part(conclusion[cue.end() :].lstrip(" ,") if cue else conclusion)
+    if literal is not None:
+        notes.append(f"{ARGUMENT_LITERAL_NOTE} c {'¬' if literal[0] else '+'} {' '.join(literal[1])}")
+    return notes if len(notes) > 1 else []
+
+
+def argument_premises(sentence: str) -> int:
+    """The number of premises when ``sentence`` is an argument (:func:`argument_parts`), else 0.
+    Its formula is then the premises' conjunction → the conclusion, ``((p → q) ∧ ¬q) → ¬p`` (a
+    premise that is itself a conjunction adds conjuncts): so every such gold formula of
+    data/dev_real.jsonl (12) and of two training splits (894 and 597; 233 and 156 of them with the
+    conclusion after a comma), and the default model answered 8 of dev_real's 12 ``p → q``."""
+    parts = argument_parts(sentence)
+    return 0 if parts is None else len(parts[0])
 
 
 def _says_a_word_twice(tokens: list[str]) -> bool:
     """Whether a content word comes twice in ``tokens``, counting two forms of one verb as one
     word ("saldrá" … "sale": :func:`lexicon_verb_lemma`; a verb outside the lexicon by its first
     five letters, "gritarán" … "gritan")."""
+    keys = content_keys(tokens)
+    return len(set(keys)) < len(keys)
+
+
+def content_keys(tokens: Iterable[str]) -> list[str]:
+    """One key per content word of ``tokens`` (not :func:`not_content_words`): a verb's infinitive
+    (:func:`lexicon_verb_lemma`), else the word's first five letters, folded ("gritarán" and
+    "gritan" share "grita"), so two forms of one word share their key."""
     skip = not_content_words()
-    keys = [
+    return [
         lexicon_verb_lemma(low) or fold_text(low)[:5]
         for low in (t.lower() for t in tokens)
         if low.isalpha() and low not in skip
     ]
-    return len(set(keys)) < len(keys)
 
 
 # Cues whose formula names a clause twice without the sentence saying it twice: the exclusive
@@ -829,7 +913,8 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
     connectives = said_connectives(sentence)
     premises = argument_premises(sentence) if IMPLIES in connectives else 0
     once = letters_once(sentence)
-    return _grammar(rules, max_atoms, connectives, min(min_atoms, max_atoms), premises, once)
+    notes = argument_literal_notes(sentence) if premises else []
+    return _grammar(rules, max_atoms, connectives, min(min_atoms, max_atoms), premises, once, notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -970,13 +1055,23 @@ class FormulaMask:
         self.connector_text = b""
         self.formula_text = b""
         self.banned: frozenset[str] = frozenset()
+        self.premises = 0  # an argument's (ARGUMENT_PREMISES_NOTE)
+        self.literals: dict[str, tuple[bool, frozenset[str]]] = {}  # slot -> (negated, keys)
 
     @classmethod
     def for_grammar(cls, compiler: GrammarCompiler, grammar: str) -> FormulaMask:
-        return cls(compiler, once=LETTERS_ONCE_NOTE in grammar)
+        mask = cls(compiler, once=LETTERS_ONCE_NOTE in grammar)
+        for line in grammar.splitlines():
+            if line.startswith(ARGUMENT_PREMISES_NOTE + " "):
+                mask.premises = int(line.split()[-1])
+            elif line.startswith(ARGUMENT_LITERAL_NOTE + " "):
+                slot, sign, *keys = line[len(ARGUMENT_LITERAL_NOTE) + 1 :].split()
+                mask.literals[slot] = (sign == NOT, frozenset(keys))
+        return mask
 
     def copy(self) -> FormulaMask:
         twin = FormulaMask(self.compiler, self.once)
+        twin.premises, twin.literals = self.premises, self.literals
         twin.section, twin.atom_text, twin.connector_text = self.section, self.atom_text, self.connector_text
         twin.formula_text, twin.banned = self.formula_text, self.banned
         return twin
@@ -1016,6 +1111,9 @@ class FormulaMask:
                 # one more: without this the untrained and the default model ran "((((…" to the
                 # token limit
                 banned_symbols = banned_symbols | {"("}
+        if self.literals:
+            more_symbols, more_letters = self._argument_literal_bans()
+            banned_symbols, named = banned_symbols | more_symbols, named | more_letters
         if not banned_symbols and not named:
             return row
         tail = _incomplete_utf8_tail(self.formula_text)
@@ -1026,6 +1124,53 @@ class FormulaMask:
         masked = row.clone()
         masked[: banned.numel()] = masked[: banned.numel()].masked_fill(banned, float("-inf"))
         return masked if bool(masked.isfinite().any()) else row
+
+    def _argument_literal_bans(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(symbols, letters) to ban where the formula is at a premise or conclusion of one clause
+        (``self.literals``): the sign the clause says (¬ first where it negates, no ¬ where it does
+        not, no "(") and a letter whose definition shares a content word with it (any declared
+        letter where none does)."""
+        where = _argument_slot(self.formula_text.decode(errors="replace"), self.premises)
+        if where is None or where[0] not in self.literals:
+            return frozenset(), frozenset()
+        slot, written = where
+        if re.search(r"[a-z]", written):
+            return frozenset(), frozenset()  # its letter is written
+        negated, keys = self.literals[slot]
+        definitions = dict(
+            re.findall(r"(?<![^\s>|])([a-z]): ([^|<]*)", self.atom_text.decode(errors="replace"))
+        )
+        declared = frozenset(definitions)
+        if negated and NOT not in written:
+            return frozenset({"("}), declared
+        sharing = frozenset(
+            letter
+            for letter, definition in definitions.items()
+            if keys & set(content_keys(re.findall(r"\w+", fold_text(definition))))
+        )
+        return frozenset({"(", NOT}), declared - (sharing or declared)
+
+
+def _argument_slot(formula: str, premises: int) -> tuple[str, str] | None:
+    """Where an argument's ``formula`` (written so far) is: (the premise's number or "c" for the
+    conclusion, the text written there), or None between them. The formula is ``P1 → C`` with one
+    premise, ``(P1 ∧ P2 ∧ …) → C`` with several (:func:`_formula_rules`)."""
+    depth, start = 0, 0
+    slot: str | None = "1" if premises == 1 else None
+    for k, ch in enumerate(formula):
+        if ch == "(":
+            depth += 1
+            if premises > 1 and depth == 1 and slot is None:
+                slot, start = "1", k + 1
+        elif ch == ")":
+            depth -= 1
+            if premises > 1 and depth == 0 and slot not in (None, "c"):
+                slot = "→"
+        elif ch == AND and premises > 1 and depth == 1 and slot not in (None, "→", "c"):
+            slot, start = str(int(slot) + 1), k + 1
+        elif ch == IMPLIES and depth == 0 and slot in ("1", "→"):
+            slot, start = "c", k + 1
+    return None if slot in (None, "→") else (slot, formula[start:])
 
 
 class GrammarLogitsProcessor:
