@@ -149,3 +149,24 @@ def test_formula_tokens_read_both_spellings_and_stop_at_other_text() -> None:
     ]
     assert formula_tokens("p ∧ q; ya") == [("atom", "p"), ("and", "∧"), ("atom", "q")]
     assert formula_tokens("") == []
+
+
+def test_a_tautology_or_contradiction_is_read_by_its_shape():
+    from nanologic.logic import parse, same_reading
+
+    def same(a: str, b: str) -> bool:
+        return same_reading(parse(a), parse(b))
+
+    # a valid argument is a tautology: any tautology is equivalent, only its own premises and
+    # conclusion read it
+    assert same("((p → q) ∧ p) → q", "((p → q) ∧ p) → q")
+    assert same("(p ∧ (p → q)) → q", "((p → q) ∧ p) → q")  # the premises in any order
+    assert same("((¬q ∨ p) ∧ ¬p) → ¬q", "((q → p) ∧ ¬p) → ¬q")  # each premise by equivalence
+    assert not same("(p ∧ p) → p", "((p → q) ∧ p) → q")
+    assert not same("((p → q) ∧ q) → p", "((p → q) ∧ p) → q")  # not equivalent at all
+    assert not same("p → p", "p ∨ ¬p")
+    assert same("¬p ∨ p", "p ∨ ¬p")
+    assert same("q ∧ p ∧ ¬p", "(p ∧ ¬p) ∧ q")  # a contradiction's chain in any order
+    # anything else is read by equivalence alone
+    assert same("¬(p ∧ q)", "¬p ∨ ¬q")
+    assert not same("p ∧ q", "p ∨ q")

@@ -8,7 +8,9 @@ Grounded accuracy (issue 13) asks more of real sentences, whose gold definitions
 reproduce word for word: the predicted atoms are aligned one-to-one with the gold atoms so that the
 total definition overlap is largest, every gold atom the reading uses must be aligned with a
 predicted definition holding at least half of its content words, and under that alignment the
-predicted formula must be equivalent to the gold formula or to one of its ``alt`` readings.
+predicted formula must be equivalent to the gold formula or to one of its ``alt`` readings
+(:func:`nanologic.logic.same_reading`: where the gold is a tautology, as a valid argument's formula
+is, or a contradiction, of its shape too, so that ``(p ∧ p) → p`` does not pass for modus ponens).
 :func:`error_category` sorts the failures into cue unknown, wrong structure, atom not grounded and
 polarity (plus unparsable).
 """
@@ -34,6 +36,7 @@ from nanologic.logic import (
     equivalent,
     main_connector,
     rename,
+    same_reading,
     subformulas,
     to_unicode,
     tree_similarity,
@@ -318,7 +321,7 @@ def grounded_match(pred: dict, gold: dict) -> bool:
         if any(g not in alignment or alignment[g][1] < GROUNDING_THRESHOLD for g in used):
             continue
         aligned = _grounded_rename(pred_formula, alignment)
-        if len(set(atoms(aligned)) | set(used)) <= 16 and equivalent(aligned, gold_formula):
+        if len(set(atoms(aligned)) | set(used)) <= 16 and same_reading(aligned, gold_formula):
             return True
     return False
 
@@ -342,7 +345,7 @@ def equivalent_any_mapping(pred_formula: Node, gold_formula: Node, max_mappings:
         fresh = {a: f"extra_{a}" for a in pred_letters if a not in chosen}
         for targets in itertools.permutations(gold_letters, k):
             mapping = {**fresh, **dict(zip(chosen, targets))}
-            if equivalent(rename(pred_formula, mapping), gold_formula):
+            if same_reading(rename(pred_formula, mapping), gold_formula):
                 return True
     return False
 
@@ -526,7 +529,7 @@ def score_example(pred: dict, gold: dict, known_cues: Sequence[str] | None = Non
         pred_subs = {to_unicode(n) for n in subformulas(aligned)}
         result.update(
             normalized_match=to_unicode(aligned) == to_unicode(gold_formula),
-            equivalent=len(atoms(aligned)) <= 16 and equivalent(aligned, gold_formula),
+            equivalent=len(atoms(aligned)) <= 16 and same_reading(aligned, gold_formula),
             connector_match=connectors_used(aligned) == connectors_used(gold_formula),
             main_connector_match=main_connector(aligned) == main_connector(gold_formula),
             pred_main=main_connector(aligned),
@@ -538,7 +541,7 @@ def score_example(pred: dict, gold: dict, known_cues: Sequence[str] | None = Non
             alt_mapping = align_atoms(pred.get("atoms", {}), alt_atoms)
             undeclared = {a: f"undeclared_{a}" for a in atoms(pred_formula) if a not in alt_mapping}
             alt_aligned = rename(pred_formula, {**alt_mapping, **undeclared})
-            if len(atoms(alt_aligned)) <= 16 and equivalent(alt_aligned, alt_formula):
+            if len(atoms(alt_aligned)) <= 16 and same_reading(alt_aligned, alt_formula):
                 result["equivalent"] = True
                 break
     result["grounded"] = grounded_match(pred, gold)

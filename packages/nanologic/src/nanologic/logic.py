@@ -420,6 +420,47 @@ def is_tautology(node: Node) -> bool:
     return all(value for _, value in truth_table(node))
 
 
+def is_contradiction(node: Node) -> bool:
+    return not any(value for _, value in truth_table(node))
+
+
+def same_reading(pred: Node, gold: Node) -> bool:
+    """Whether ``pred`` reads the sentence as ``gold`` does: equivalent, and, where ``gold`` is a
+    tautology or a contradiction, of its shape (the same connective, each side read the same; ∧
+    and ∨ chains as lists in any order, ↔ either way round).
+
+    A valid argument's formula, ``((p → q) ∧ p) → q``, is a tautology, so equivalence alone counts
+    any tautology right: ``(p ∧ p) → p`` for modus ponens, ``p → p`` for "Viene o no viene"
+    (``p ∨ ¬p``). Comparing the shape there judges the premises and the conclusion, each by
+    equivalence again.
+    """
+    if not equivalent(pred, gold):
+        return False
+    if not (is_tautology(gold) or is_contradiction(gold)):
+        return True
+    if isinstance(gold, Not):
+        return isinstance(pred, Not) and same_reading(pred.child, gold.child)
+    if not isinstance(gold, Binary):
+        return True
+    if not (isinstance(pred, Binary) and pred.op == gold.op):
+        return False
+    if gold.op in (AND, OR):
+        mine, theirs = _chain(pred, gold.op), _chain(gold, gold.op)
+        return len(mine) == len(theirs) and any(
+            all(same_reading(a, b) for a, b in zip(order, theirs)) for order in itertools.permutations(mine)
+        )
+    if same_reading(pred.left, gold.left) and same_reading(pred.right, gold.right):
+        return True
+    return gold.op == IFF and same_reading(pred.left, gold.right) and same_reading(pred.right, gold.left)
+
+
+def _chain(node: Node, op: str) -> list[Node]:
+    """The operands of a chain of ``op`` (``(p ∧ q) ∧ r`` -> [p, q, r])."""
+    if isinstance(node, Binary) and node.op == op:
+        return _chain(node.left, op) + _chain(node.right, op)
+    return [node]
+
+
 def format_truth_table(node: Node, names: Sequence[str] | None = None) -> list[list[str]]:
     """Rows of ``V``/``F`` strings (Spanish convention), header first."""
     names = list(names) if names is not None else atoms(node)
