@@ -21,9 +21,10 @@ a repeated predicate, lower-cased or capitalised; an expression of arithmetic is
 holds a negation or a sentence-level connective (``CONNECTIVE_WORDS``), because it is an
 affirmative atomic clause; the formula uses only the connectives the sentence can say
 (:func:`said_connectives`), a sentence that joins clauses has two atoms at least
-(:func:`joins_clauses`), and a formula names each letter once where the sentence says each clause
-once (:func:`letters_once`, kept by :class:`FormulaMask`). Of the 501 gold definitions of ``data/dev_real.jsonl`` 465 read the
-sentence in order and 6 need the jump (29 use words the sentence lacks, "la física es una ciencia natural");
+(:func:`joins_clauses`), a formula names each letter once where the sentence says each clause once
+(:func:`letters_once`), and an argument's premises and conclusion of one clause take their own
+letter and sign (:func:`argument_literal_notes`), the last two kept by :class:`FormulaMask`. Of the
+501 gold definitions of ``data/dev_real.jsonl`` 465 read the sentence in order and 6 need the jump (29 use words the sentence lacks, "la física es una ciencia natural");
 of a generated test split's 1,501, 1,499 read it in order. Measured on the default model
 (README): dev_real grounded accuracy 0.370 free, 0.392 with an earlier grammar that allowed any
 sentence word in any order, 0.423 with this one.
@@ -862,9 +863,9 @@ def letters_once(sentence: str) -> bool:
     """Whether the formula of ``sentence`` names each declared letter at most once: the sentence
     says no content word twice (:func:`_says_a_word_twice`), is no argument
     (:func:`argument_premises`) and has none of the cues that name a clause twice
-    (``_NAMES_A_CLAUSE_TWICE_RE``). Gold formulas that break it: 0 of data/dev_real.jsonl's 169
-    such sentences, 0 of two training splits' 13,734 and 13,598 (the generator's chains, "cuando
-    A, B; y si B, C", say B's verb twice). The default model named a letter twice in 21 answers
+    (``_NAMES_A_CLAUSE_TWICE_RE``). Gold formulas that break it: 0 of data/dev_real.jsonl's 166
+    such sentences, 0 of two training splits' 12,649 and 12,499 (the generator's chains, "cuando
+    A, B saldrá; y si B sale, C", say B's verb twice, in two forms). The default model named a letter twice in 21 answers
     to them of 227 at each of two runs, 19 of them wrong (``(¬p ∧ q ∧ q) → ¬p`` for "Si x ≠ 2,
     entonces y > 1", ``p ∧ p`` for "Si y solo si llueve, me quedo en casa")."""
     if _says_a_word_twice(sentence_tokens(sentence)) or argument_premises(sentence):
@@ -1037,7 +1038,10 @@ class FormulaMask:
     that :func:`letters_once` holds for) it also masks a letter the formula has named, and, once
     every declared letter is named, anything that opens another operand (a binary connective, ¬,
     "("), so the formula can only close and end, and "(" where too few letters are left for it
-    (two, and one for each open parenthesis still without its connective).
+    (two, and one for each open parenthesis still without its connective). With
+    ``ARGUMENT_LITERAL_NOTE`` lines (:func:`argument_literal_notes`) it writes an argument's
+    premise or conclusion of one clause with the sign that clause says and a letter whose
+    definition shares its words.
 
     Capping each letter at ``nanologic.inference.MAX_USES_OF_A_LETTER`` uses for every sentence
     was tried and not kept: a formula that runs on is cut where it was first complete
@@ -1096,13 +1100,14 @@ class FormulaMask:
         -inf, unless that would leave no token at all."""
         if self.section != "formula":
             return row
-        banned_symbols, named = self.banned, frozenset()
+        banned_symbols, banned_letters = self.banned, frozenset()
         if self.once:
             # a definition holds no ":" (the grammar's word), so "x: " opens an item of the list
             declared = frozenset(
                 re.findall(r"(?<![^\s>|])([a-z]): ", self.atom_text.decode(errors="replace"))
             )
             named = frozenset(re.findall(r"[a-z]", self.formula_text.decode(errors="replace")))
+            banned_letters = named
             unnamed = len(declared - named)
             if declared and unnamed == 0:
                 banned_symbols = banned_symbols | {*BINARY_CONNECTIVES, NOT, "("}
@@ -1113,13 +1118,13 @@ class FormulaMask:
                 banned_symbols = banned_symbols | {"("}
         if self.literals:
             more_symbols, more_letters = self._argument_literal_bans()
-            banned_symbols, named = banned_symbols | more_symbols, named | more_letters
-        if not banned_symbols and not named:
+            banned_symbols, banned_letters = banned_symbols | more_symbols, banned_letters | more_letters
+        if not banned_symbols and not banned_letters:
             return row
         tail = _incomplete_utf8_tail(self.formula_text)
         banned = self.compiler.tokens_completing(banned_symbols, tail)
-        if named:
-            banned = banned | self.compiler.tokens_naming(named)
+        if banned_letters:
+            banned = banned | self.compiler.tokens_naming(banned_letters)
         banned = banned.to(row.device)
         masked = row.clone()
         masked[: banned.numel()] = masked[: banned.numel()].masked_fill(banned, float("-inf"))
