@@ -1100,7 +1100,8 @@ class FormulaMask:
         -inf, unless that would leave no token at all."""
         if self.section != "formula":
             return row
-        banned_symbols, banned_letters = self.banned, frozenset()
+        banned_symbols = self.banned
+        banned_letters: frozenset[str] = frozenset()
         if self.once:
             # a definition holds no ":" (the grammar's word), so "x: " opens an item of the list
             declared = frozenset(
