@@ -734,19 +734,15 @@ def said_connectives(sentence: str) -> frozenset[str]:
     return frozenset(said | {symbol for symbol, cues in _SAID_BY.items() if words & cues})
 
 
-# An argument's conclusion: the last of its sentences (split at "." and ";") opens with one of these.
-_CONCLUSION_RE = re.compile(
-    r"(por lo tanto|por tanto|luego(?! de)|asi que|entonces|en consecuencia|por consiguiente|por ende|de modo que"
-    r"|de manera que|de ahi que|se concluye que|se sigue que|concluimos que)(?!\w)"
+# An argument's conclusion (folded): the last of its sentences (split at "." and ";") opens with one
+# of these, or says one after a comma ("Si A, B; no B, luego no A."), though never "entonces" there,
+# which opens a conditional's consequent ("Si A, entonces B"); "luego de" is a time, not a cue.
+_CONCLUSION_CUES = (
+    "por lo tanto|por tanto|luego(?! de)|asi que|en consecuencia|por consiguiente|por ende|de modo que"
+    "|de manera que|de ahi que|se concluye que|se sigue que|concluimos que"
 )
-
-
-# The same cues after a comma inside the last sentence ("Si A, B; no B, luego no A."); not
-# "entonces", which opens a conditional's consequent ("Si A, entonces B"), nor "luego de".
-_LATE_CONCLUSION_RE = re.compile(
-    r",\s*(?:por lo tanto|por tanto|luego(?! de)|asi que|en consecuencia|por consiguiente|por ende"
-    r"|de modo que|de manera que|de ahi que)(?!\w)"
-)
+_CONCLUSION_RE = re.compile(rf"(?:{_CONCLUSION_CUES}|entonces)(?!\w)")
+_LATE_CONCLUSION_RE = re.compile(rf",\s*(?:{_CONCLUSION_CUES})(?!\w)")
 
 
 def argument_parts(sentence: str) -> tuple[list[str], str] | None:
@@ -1095,6 +1091,11 @@ class FormulaMask:
         elif self.section == "formula":
             self.formula_text += self.compiler.token_bytes[token]
 
+    def _definitions(self) -> dict[str, str]:
+        """Letter -> definition (with its mark, if any) of the atom list written so far."""
+        # a definition holds no ":" (the grammar's word), so "x: " opens an item of the list
+        return dict(re.findall(r"(?<![^\s>|])([a-z]): ([^|<]*)", self.atom_text.decode(errors="replace")))
+
     def mask_row(self, row: Any) -> Any:
         """``row`` (float [V'], already masked by the grammar) with the tokens this rules out at
         -inf, unless that would leave no token at all."""
@@ -1103,10 +1104,7 @@ class FormulaMask:
         banned_symbols = self.banned
         banned_letters: frozenset[str] = frozenset()
         if self.once:
-            # a definition holds no ":" (the grammar's word), so "x: " opens an item of the list
-            declared = frozenset(
-                re.findall(r"(?<![^\s>|])([a-z]): ", self.atom_text.decode(errors="replace"))
-            )
+            declared = frozenset(self._definitions())
             named = frozenset(re.findall(r"[a-z]", self.formula_text.decode(errors="replace")))
             banned_letters = named
             unnamed = len(declared - named)
@@ -1143,9 +1141,7 @@ class FormulaMask:
         if re.search(r"[a-z]", written):
             return frozenset(), frozenset()  # its letter is written
         negated, keys = self.literals[slot]
-        definitions = dict(
-            re.findall(r"(?<![^\s>|])([a-z]): ([^|<]*)", self.atom_text.decode(errors="replace"))
-        )
+        definitions = self._definitions()
         declared = frozenset(definitions)
         if negated and NOT not in written:
             return frozenset({"("}), declared
