@@ -471,8 +471,8 @@ def test_an_arguments_premise_of_one_clause_takes_its_letter_and_sign(tokenizer,
 
     sentence = "Si está soleado, entonces es de día. No es de día. Por lo tanto, no está soleado."
     notes = argument_literal_notes(sentence)
-    assert notes[0] == "# argument premises 2" and notes[1].startswith("# argument literal 2 ¬ ")
-    assert notes[2].startswith("# argument literal c ¬ ")
+    assert notes[0] == "# argument premises 2" and notes[2].startswith("# argument literal 2 ¬ ")
+    assert notes[3].startswith("# argument literal c ¬ ")
     grammar = grounded_grammar(sentence)
     connectors = "→: si | ∧: por lo tanto | ¬: no"  # the mask also keeps the declared connectives
     head = _answer(["está soleado", "es de día"], "", connectors).replace(" <|eos|>", "")
@@ -492,6 +492,49 @@ def test_an_arguments_premise_of_one_clause_takes_its_letter_and_sign(tokenizer,
     )
     # no such premise or conclusion, no note
     assert (
-        argument_literal_notes("Si llueve, me mojo. Si me mojo, me resfrío. Luego, si llueve, me resfrío.")
+        argument_literal_notes(
+            "Si llueve y nieva, me mojo y me resfrío. Llueve y nieva. Luego me mojo y me resfrío."
+        )
         == []
     )
+
+
+def test_an_arguments_conditional_premise_is_written_as_one(tokenizer, compiler):
+    from nanologic.grammar import argument_literal_notes
+
+    sentence = "Si llueve, el suelo se moja. Llueve. Por lo tanto, el suelo se moja."
+    notes = argument_literal_notes(sentence)
+    assert notes[1].startswith("# argument compound 1 → + ") and " / + " in notes[1]
+    assert argument_literal_notes("O no llueve, o nieva. Llueve. Luego, nieva.")[1].startswith(
+        "# argument compound 1 ∨ ¬ "
+    )
+    grammar = grounded_grammar(sentence)
+    connectors = "→: si | ∧: por lo tanto"
+    head = _answer(["llueve", "el suelo se moja"], "", connectors).replace(" <|eos|>", "")
+
+    def allowed(formula: str) -> set[str]:
+        # without the tokens that hold the first bytes of a symbol only ("\ufffd" decoded)
+        return {
+            a.strip()
+            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
+            if "\ufffd" not in a
+        }
+
+    # the premise opens with "(" (a model had written "(p ∧ p ∧ p …) → q")
+    assert allowed("(") and all(a.startswith("(") for a in allowed("(") if a), allowed("(")
+    assert "p" in allowed("((") and "q" not in allowed("((")  # "llueve" first
+    assert allowed("((p") <= {"→", ""} and "→" in allowed("((p")  # its connective
+    assert "q" in allowed("((p →") and "p" not in allowed("((p →")
+    assert allowed("((p → q") <= {")", "),", ""} | {a for a in allowed("((p → q") if a.startswith(")")}
+    # each premise is one conjunct: after the second the conjunction closes
+    assert allowed("((p → q) ∧ p") == {")"} or allowed("((p → q) ∧ p") <= {")", ") →"}
+    assert _mask_allows(
+        tokenizer, compiler, grammar, _answer(["llueve", "el suelo se moja"], "((p → q) ∧ p) → q", connectors)
+    )
+    # a negated first clause: "(" then "¬", never "¬" bare (a model had written "(¬p ∧ q) → ¬p")
+    negated = grounded_grammar("Si no llueve, salgo. No llueve. Luego salgo.")
+    head = _answer(["llueve", "salgo"], "", "→: si | ¬: no").replace(" <|eos|>", "")
+    opening = {
+        a.strip() for a in _allowed_after(tokenizer, compiler, head + "(", negated) if "\ufffd" not in a
+    }
+    assert opening and all(a.startswith("(") for a in opening), opening

@@ -23,7 +23,8 @@ affirmative atomic clause; the formula uses only the connectives the sentence ca
 (:func:`said_connectives`), a sentence that joins clauses has two atoms at least
 (:func:`joins_clauses`), a formula names each letter once where the sentence says each clause once
 (:func:`letters_once`), and an argument's premises and conclusion of one clause take their own
-letter and sign (:func:`argument_literal_notes`), the last two kept by :class:`FormulaMask`. Of the
+letter and sign, those of two clauses ("si A, B", "o A, o B") their parentheses, connective,
+letters and signs (:func:`argument_literal_notes`), the last two kept by :class:`FormulaMask`. Of the
 501 gold definitions of ``data/dev_real.jsonl`` 465 read the sentence in order and 6 need the jump (29 use words the sentence lacks, "la física es una ciencia natural");
 of a generated test split's 1,501, 1,499 read it in order. Measured on the default model
 (README): dev_real grounded accuracy 0.370 free, 0.392 with an earlier grammar that allowed any
@@ -786,14 +787,63 @@ def _literal_part(part: str) -> tuple[bool, list[str]] | None:
     others = [w for w in words if w in joining and w not in _SIMPLE_NEGATIONS]
     if "," in part or others or len(negations) > 1 or (not negations and says_a_negation(part)):
         return None
-    keys = content_keys(words)
+    keys = _literal_keys(words)
     return (bool(negations), keys) if keys else None
 
 
+def _literal_keys(words: list[str]) -> list[str]:
+    """:func:`content_keys` of ``words`` and their numbers, which tell "Yolanda tiene 18 años"
+    from "… 22 años" where the argument's letter for a clause is chosen (:class:`FormulaMask`)."""
+    return content_keys(words) + [word for word in words if word.isdigit()]
+
+
+# A premise or conclusion of two such clauses joined by "si … , (entonces)" or "o … , o": its
+# parenthesised formula "(L1 → L2)" or "(L1 ∨ L2)" travels as "# argument compound SLOT SYMBOL
+# SIGN KEYS / SIGN KEYS".
+ARGUMENT_COMPOUND_NOTE = "# argument compound"
+_COMPOUND_PARTS = (
+    (IMPLIES, re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,]+), (?:entonces )?(?P<b>[^,]+)")),
+    (OR, re.compile(r"(?:o bien|o|u) (?P<a>[^,]+), (?:o bien|o|u) (?P<b>[^,]+)")),
+)
+
+
+def _compound_part(part: str) -> tuple[str, tuple[bool, list[str]], tuple[bool, list[str]]] | None:
+    """(→ or ∨, first literal, second literal) when the folded ``part`` of an argument is a
+    conditional "si A, (entonces) B" ("cuando", "siempre que") or a disjunction "o A, o B" whose
+    A and B each say one clause (:func:`_literal_part`); else None."""
+    for symbol, pattern in _COMPOUND_PARTS:
+        match = pattern.fullmatch(part)
+        if match:
+            first, second = _literal_part(match["a"]), _literal_part(match["b"])
+            if first is not None and second is not None:
+                return symbol, first, second
+    return None
+
+
+def _part_notes(slot: str, part: str) -> list[str]:
+    """The note of an argument's ``part`` at ``slot`` (a premise's number or "c"): a literal
+    (``ARGUMENT_LITERAL_NOTE``), a compound of two (``ARGUMENT_COMPOUND_NOTE``), or none."""
+
+    def said(literal: tuple[bool, list[str]]) -> str:
+        return f"{NOT if literal[0] else '+'} {' '.join(literal[1])}"
+
+    literal = _literal_part(part)
+    if literal is not None:
+        return [f"{ARGUMENT_LITERAL_NOTE} {slot} {said(literal)}"]
+    compound = _compound_part(part)
+    if compound is not None:
+        symbol, first, second = compound
+        return [f"{ARGUMENT_COMPOUND_NOTE} {slot} {symbol} {said(first)} / {said(second)}"]
+    return []
+
+
 def argument_literal_notes(sentence: str) -> list[str]:
-    """The ``ARGUMENT_LITERAL_NOTE`` lines of an argument (:func:`argument_parts`): one per premise
-    of one clause, as long as each premise before it is one conjunct (one clause, a conditional, a
-    disjunction), and one for a conclusion of one clause. The default model wrote such a premise or
+    """The ``ARGUMENT_LITERAL_NOTE`` and ``ARGUMENT_COMPOUND_NOTE`` lines of an argument
+    (:func:`argument_parts`): one per premise of one clause or of two (:func:`_compound_part`), as
+    long as each premise before it is one conjunct (one clause, a conditional, a disjunction), and
+    one for such a conclusion. The default model wrote a premise of two clauses as one letter and
+    then ran on, ``(p ∧ p ∧ p ∧ …) → q`` for modus ponens (29 answers of a synthetic test split
+    won back with the compound notes, 2026-12-05). The default model wrote a premise or
     conclusion with another clause's letter or the other sign in most of its wrong answers to
     arguments ("Si está lloviendo, te espero dentro del teatro. Está lloviendo. Por lo tanto, te
     espero dentro del teatro." -> ``((p → q) ∧ q) → p``)."""
@@ -803,17 +853,12 @@ def argument_literal_notes(sentence: str) -> list[str]:
     premises, conclusion = parts
     notes = [f"{ARGUMENT_PREMISES_NOTE} {len(premises)}"]
     for number, premise in enumerate(premises, 1):
-        literal = _literal_part(premise)
-        if literal is not None:
-            notes.append(
-                f"{ARGUMENT_LITERAL_NOTE} {number} {'¬' if literal[0] else '+'} {' '.join(literal[1])}"
-            )
-        elif premise.split()[0] not in _ONE_CONJUNCT_OPENERS:
+        part_notes = _part_notes(str(number), premise)
+        notes += part_notes
+        if not part_notes and premise.split()[0] not in _ONE_CONJUNCT_OPENERS:
             break  # it may add conjuncts: the later premises' places are unknown
     cue = _CONCLUSION_RE.match(conclusion)
-    literal = _literal_part(conclusion[cue.end() :].lstrip(" ,") if cue else conclusion)
-    if literal is not None:
-        notes.append(f"{ARGUMENT_LITERAL_NOTE} c {'¬' if literal[0] else '+'} {' '.join(literal[1])}")
+    notes += _part_notes("c", conclusion[cue.end() :].lstrip(" ,") if cue else conclusion)
     return notes if len(notes) > 1 else []
 
 
@@ -967,6 +1012,17 @@ class GrammarCompiler:
             )
         return self._completing[key]
 
+    def tokens_opening(self) -> Any:
+        """bool [V]: the tokens that open a parenthesis: "(" first after any spaces."""
+        import torch
+
+        key = (frozenset(), b"<opening>")
+        if key not in self._completing:
+            self._completing[key] = torch.tensor(
+                [text.lstrip(b" ").startswith(b"(") for text in self.token_bytes], dtype=torch.bool
+            )
+        return self._completing[key]
+
     def tokens_completing(self, symbols: frozenset[str], tail: bytes) -> Any:
         """bool [V]: the tokens that, after ``tail`` (the incomplete UTF-8 end of the text so far),
         write one of ``symbols`` or start a character that only ``symbols`` among the formula's
@@ -1036,8 +1092,10 @@ class FormulaMask:
     "("), so the formula can only close and end, and "(" where too few letters are left for it
     (two, and one for each open parenthesis still without its connective). With
     ``ARGUMENT_LITERAL_NOTE`` lines (:func:`argument_literal_notes`) it writes an argument's
-    premise or conclusion of one clause with the sign that clause says and a letter whose
-    definition shares its words.
+    premise or conclusion of one clause with the sign that clause says and the letter whose
+    definition shares the most of its words; with ``ARGUMENT_COMPOUND_NOTE`` lines one of two
+    clauses as "(", the first literal, its connective, the second literal, ")"; and where every
+    premise has a note, the premises' conjunction closes after the last one.
 
     Capping each letter at ``nanologic.inference.MAX_USES_OF_A_LETTER`` uses for every sentence
     was tried and not kept: a formula that runs on is cut where it was first complete
@@ -1057,6 +1115,8 @@ class FormulaMask:
         self.banned: frozenset[str] = frozenset()
         self.premises = 0  # an argument's (ARGUMENT_PREMISES_NOTE)
         self.literals: dict[str, tuple[bool, frozenset[str]]] = {}  # slot -> (negated, keys)
+        # slot -> (symbol, first literal, second literal)
+        self.compounds: dict[str, tuple[str, tuple[bool, frozenset[str]], tuple[bool, frozenset[str]]]] = {}
 
     @classmethod
     def for_grammar(cls, compiler: GrammarCompiler, grammar: str) -> FormulaMask:
@@ -1067,11 +1127,16 @@ class FormulaMask:
             elif line.startswith(ARGUMENT_LITERAL_NOTE + " "):
                 slot, sign, *keys = line[len(ARGUMENT_LITERAL_NOTE) + 1 :].split()
                 mask.literals[slot] = (sign == NOT, frozenset(keys))
+            elif line.startswith(ARGUMENT_COMPOUND_NOTE + " "):
+                slot, symbol, *rest = line[len(ARGUMENT_COMPOUND_NOTE) + 1 :].split()
+                sides = " ".join(rest).split(" / ")
+                first, second = ((side.split()[0] == NOT, frozenset(side.split()[1:])) for side in sides)
+                mask.compounds[slot] = (symbol, first, second)
         return mask
 
     def copy(self) -> FormulaMask:
         twin = FormulaMask(self.compiler, self.once)
-        twin.premises, twin.literals = self.premises, self.literals
+        twin.premises, twin.literals, twin.compounds = self.premises, self.literals, self.compounds
         twin.section, twin.atom_text, twin.connector_text = self.section, self.atom_text, self.connector_text
         twin.formula_text, twin.banned = self.formula_text, self.banned
         return twin
@@ -1115,41 +1180,85 @@ class FormulaMask:
                 # one more: without this the untrained and the default model ran "((((…" to the
                 # token limit
                 banned_symbols = banned_symbols | {"("}
-        if self.literals:
-            more_symbols, more_letters = self._argument_literal_bans()
+        opens = False
+        if self.literals or self.compounds:
+            more_symbols, more_letters, opens = self._argument_literal_bans()
             banned_symbols, banned_letters = banned_symbols | more_symbols, banned_letters | more_letters
-        if not banned_symbols and not banned_letters:
+        if not banned_symbols and not banned_letters and not opens:
             return row
         tail = _incomplete_utf8_tail(self.formula_text)
         banned = self.compiler.tokens_completing(banned_symbols, tail)
         if banned_letters:
             banned = banned | self.compiler.tokens_naming(banned_letters)
+        if opens:
+            banned = banned | ~self.compiler.tokens_opening()
         banned = banned.to(row.device)
         masked = row.clone()
         masked[: banned.numel()] = masked[: banned.numel()].masked_fill(banned, float("-inf"))
         return masked if bool(masked.isfinite().any()) else row
 
-    def _argument_literal_bans(self) -> tuple[frozenset[str], frozenset[str]]:
-        """(symbols, letters) to ban where the formula is at a premise or conclusion of one clause
+    def _argument_literal_bans(self) -> tuple[frozenset[str], frozenset[str], bool]:
+        """(symbols, letters, whether the next token must open a parenthesis) to ban where the formula is at a premise or conclusion of one clause
         (``self.literals``): the sign the clause says (¬ first where it negates, no ¬ where it does
         not, no "(") and a letter whose definition shares a content word with it (any declared
-        letter where none does)."""
+        letter where none does); or of two (``self.compounds``): "(", the first literal, the
+        compound's connective, the second literal, ")"."""
         where = _argument_slot(self.formula_text.decode(errors="replace"), self.premises)
-        if where is None or where[0] not in self.literals:
-            return frozenset(), frozenset()
+        if where is None:
+            return frozenset(), frozenset(), False
         slot, written = where
+        declared = frozenset(self._definitions())
+        text = written.replace(" ", "")
+        written_whole = re.search(r"[a-z]", text) if slot in self.literals else ")" in text
+        last = slot == str(self.premises) and self.premises > 1
+        if (
+            written_whole
+            and last
+            and all(str(n) in self.literals or str(n) in self.compounds for n in range(1, self.premises + 1))
+        ):
+            # each premise is one conjunct: the conjunction closes after the last ("(p ∧ p ∧ …)")
+            return frozenset({"(", NOT, " ", *BINARY_CONNECTIVES}), declared, False
+        if slot in self.literals:
+            return *self._literal_bans(self.literals[slot], written), False
+        if slot not in self.compounds:
+            return frozenset(), frozenset(), False
+        symbol, first, second = self.compounds[slot]
+        if not text:  # "(" opens it, in a token of its own or as "(¬"
+            return frozenset(BINARY_CONNECTIVES) | (frozenset() if first[0] else {NOT}), declared, True
+        if not text.startswith("(") or ")" in text:
+            return frozenset(), frozenset(), False  # written another way, or closed
+        body = text[1:]
+        letters = re.findall(r"[a-z]", body)
+        if not letters:
+            return *self._literal_bans(first, body), False
+        if len(letters) == 1 and not any(c in body for c in BINARY_CONNECTIVES):
+            return frozenset(BINARY_CONNECTIVES) - {symbol} | {"(", ")", NOT}, declared, False
+        if len(letters) == 1:
+            after = body.split(symbol, 1)[-1]
+            return *self._literal_bans(second, after, avoid=letters[0]), False
+        # only ")" is left; a space would open another connective, which a greedy model took
+        return frozenset({"(", NOT, " ", *BINARY_CONNECTIVES}), declared, False
+
+    def _literal_bans(
+        self, literal: tuple[bool, frozenset[str]], written: str, avoid: str = ""
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        """(symbols, letters) to ban for one clause's ``literal`` (negated, content keys), of which
+        ``written`` is written: its sign, then a letter whose definition shares the most content
+        words with it, other than ``avoid`` (any declared letter where none shares one)."""
         if re.search(r"[a-z]", written):
             return frozenset(), frozenset()  # its letter is written
-        negated, keys = self.literals[slot]
+        negated, keys = literal
         definitions = self._definitions()
         declared = frozenset(definitions)
         if negated and NOT not in written:
             return frozenset({"("}), declared
-        sharing = frozenset(
-            letter
+        shared = {
+            letter: len(keys & set(_literal_keys(re.findall(r"\w+", fold_text(definition)))))
             for letter, definition in definitions.items()
-            if keys & set(content_keys(re.findall(r"\w+", fold_text(definition))))
-        )
+            if letter != avoid
+        } or {avoid: 1}
+        most = max(shared.values())
+        sharing = frozenset(letter for letter, count in shared.items() if count == most and count)
         return frozenset({"(", NOT}), declared - (sharing or declared)
 
 
