@@ -508,6 +508,14 @@ def test_an_arguments_conditional_premise_is_written_as_one(tokenizer, compiler)
     assert argument_literal_notes("O no llueve, o nieva. Llueve. Luego, nieva.")[1].startswith(
         "# argument compound 1 ∨ ¬ "
     )
+    # "A o no B" is a disjunction too; "otra vez" and "debes" (without "para") join no clauses
+    notes = argument_literal_notes("Ana canta o no baila. No canta. Luego, no baila.")
+    assert notes[1].startswith("# argument compound 1 ∨ + ") and " / ¬ " in notes[1], notes
+    assert notes[2].startswith("# argument literal 2 ¬ "), notes
+    notes = argument_literal_notes(
+        "Si Ana canta otra vez, debes irte. Ana canta otra vez. Luego, debes irte."
+    )
+    assert notes[1].startswith("# argument compound 1 → ") and notes[3].startswith("# argument literal c + ")
     grammar = grounded_grammar(sentence)
     connectors = "→: si | ∧: por lo tanto"
     head = _answer(["llueve", "el suelo se moja"], "", connectors).replace(" <|eos|>", "")

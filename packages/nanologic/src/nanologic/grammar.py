@@ -777,14 +777,31 @@ _SIMPLE_NEGATIONS = frozenset({"no", "nunca", "jamas", "tampoco"})
 _ONE_CONJUNCT_OPENERS = frozenset({"si", "cuando", "siempre", "o", "u"})
 
 
+# words of _SAID_BY that join clauses only in company: "cada vez que", "a la vez" but not "otra
+# vez"; "hay que … para", "debes … para" but not "debes ir a comprar"
+_OBLIGATION_WORDS = frozenset({"hay", "debe", "deben", "debes", "debemos", "deber", "deberia"})
+
+
+def _joins_here(words: list[str], index: int) -> bool:
+    """Whether ``words[index]``, a word of ``_SAID_BY``, joins clauses where it stands."""
+    word = words[index]
+    if word == "vez":
+        return index > 0 and words[index - 1] in ("cada", "la", "tal")
+    return word not in _OBLIGATION_WORDS or "para" in words
+
+
 def _literal_part(part: str) -> tuple[bool, list[str]] | None:
     """(negated, content keys) when the folded ``part`` of an argument says one clause: no comma,
-    no word that can join clauses (``CONNECTIVE_WORDS``, ``_SAID_BY``) but one negation at most;
-    else None."""
+    no word that can join clauses there (``CONNECTIVE_WORDS``, ``_SAID_BY``: :func:`_joins_here`)
+    but one negation at most; else None."""
     words = re.findall(r"\w+", part)
     negations = [w for w in words if w in _SIMPLE_NEGATIONS]
     joining = CONNECTIVE_WORDS | _AND_WORDS | _SAID_BY[IMPLIES] | _SAID_BY[OR] | _SAID_BY[IFF]
-    others = [w for w in words if w in joining and w not in _SIMPLE_NEGATIONS]
+    others = [
+        w
+        for k, w in enumerate(words)
+        if w in joining and w not in _SIMPLE_NEGATIONS and _joins_here(words, k)
+    ]
     if "," in part or others or len(negations) > 1 or (not negations and says_a_negation(part)):
         return None
     keys = _literal_keys(words)
@@ -804,13 +821,14 @@ ARGUMENT_COMPOUND_NOTE = "# argument compound"
 _COMPOUND_PARTS = (
     (IMPLIES, re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,]+), (?:entonces )?(?P<b>[^,]+)")),
     (OR, re.compile(r"(?:o bien|o|u) (?P<a>[^,]+), (?:o bien|o|u) (?P<b>[^,]+)")),
+    (OR, re.compile(r"(?P<a>[^,]+?) (?:o|u) (?P<b>[^,]+)")),
 )
 
 
 def _compound_part(part: str) -> tuple[str, tuple[bool, list[str]], tuple[bool, list[str]]] | None:
     """(→ or ∨, first literal, second literal) when the folded ``part`` of an argument is a
-    conditional "si A, (entonces) B" ("cuando", "siempre que") or a disjunction "o A, o B" whose
-    A and B each say one clause (:func:`_literal_part`); else None."""
+    conditional "si A, (entonces) B" ("cuando", "siempre que") or a disjunction "o A, o B" or "A
+    o B" whose A and B each say one clause (:func:`_literal_part`); else None."""
     for symbol, pattern in _COMPOUND_PARTS:
         match = pattern.fullmatch(part)
         if match:
