@@ -443,7 +443,7 @@ def test_a_formula_names_each_letter_once_where_the_sentence_says_each_clause_on
     # two letters left, inside a parenthesis without its connective yet: "((" would need three
     nested = head.replace("<|formula|> ", "<|formula|> p → (")
     assert not any("(" in a for a in _allowed_after(tokenizer, compiler, nested, grammar))
-    assert any("(" in a for a in _allowed_after(tokenizer, compiler, head + "(", grammar))
+    assert any("(" in a for a in _allowed_after(tokenizer, compiler, head + "p → ", grammar))
     # without the rule a letter may come back
     assert "p" in {a.strip() for a in _allowed_after(tokenizer, compiler, head + "p → (q ∧ ")}
     # no generated gold answer is ruled out
@@ -546,3 +546,36 @@ def test_an_arguments_conditional_premise_is_written_as_one(tokenizer, compiler)
         a.strip() for a in _allowed_after(tokenizer, compiler, head + "(", negated) if "\ufffd" not in a
     }
     assert opening and all(a.startswith("(") for a in opening), opening
+
+
+def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
+    from nanologic.grammar import conditional_antecedent_notes
+
+    sentence = "Si no llueve, salgo y corro."
+    assert conditional_antecedent_notes(sentence)[0].startswith("# conditional antecedent ¬ ")
+    for other in (
+        "Si y solo si llueve, me quedo en casa.",  # "y": no one clause
+        "Si llueve, me mojo. Llueve. Luego me mojo.",  # an argument: its own notes
+        "Si llueve y nieva, me quedo, aunque salgas.",  # a comma in the consequent
+    ):
+        assert conditional_antecedent_notes(other) == [], other
+    grammar = grounded_grammar(sentence)
+    head = _answer(["llueve", "salgo", "corro"], "", "→: si | ¬: no | ∧: y").replace(" <|eos|>", "")
+
+    def allowed(formula: str) -> set[str]:
+        return {
+            a.strip()
+            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
+            if "\ufffd" not in a
+        }
+
+    assert allowed("") <= {"¬"} and allowed(""), allowed("")  # "(¬p → q) ∧ r" or "q ∧ …" ruled out
+    assert allowed("¬") == {"p"}
+    assert allowed("¬p") <= {"→", ""} and "→" in allowed("¬p")  # no ∧, no end
+    assert "(" in allowed("¬p →")  # the consequent is free
+    assert _mask_allows(
+        tokenizer,
+        compiler,
+        grammar,
+        _answer(["llueve", "salgo", "corro"], "¬p → (q ∧ r)", "→: si | ¬: no | ∧: y"),
+    )
