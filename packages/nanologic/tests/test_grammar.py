@@ -553,7 +553,18 @@ def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
 
     sentence = "Si no llueve, salgo y corro."
     assert conditional_antecedent_notes(sentence)[0].startswith("# conditional antecedent ¬ ")
+    # the condition said after, or as an exception: "a menos que A" is ¬A
+    assert conditional_antecedent_notes("Salgo y corro cuando no llueve.")[0].startswith(
+        "# conditional antecedent ¬ "
+    )
+    assert conditional_antecedent_notes("A menos que llueva, salgo.")[0].startswith(
+        "# conditional antecedent ¬ "
+    )
+    assert conditional_antecedent_notes("Salgo a menos que no llueva.")[0].startswith(
+        "# conditional antecedent + "
+    )
     for other in (
+        "Salgo sólo cuando llueve.",  # "B sólo cuando A" is B → A
         "Si y solo si llueve, me quedo en casa.",  # "y": no one clause
         "Si llueve, me mojo. Llueve. Luego me mojo.",  # an argument: its own notes
         "Si llueve y nieva, me quedo, aunque salgas.",  # a comma in the consequent
