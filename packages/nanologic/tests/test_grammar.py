@@ -488,7 +488,7 @@ def test_an_arguments_premise_of_one_clause_takes_its_letter_and_sign(tokenizer,
         tokenizer,
         compiler,
         grammar,
-        _answer(["está soleado", "es de día"], "((p → q) ∧ ¬q) → ¬p", connectors),
+        _answer(["está soleado ±", "es de día ±"], "((p → q) ∧ ¬q) → ¬p", connectors),
     )
     # no such premise or conclusion, no note
     assert (
@@ -588,5 +588,25 @@ def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
         tokenizer,
         compiler,
         grammar,
-        _answer(["llueve", "salgo", "corro"], "¬p → (q ∧ r)", "→: si | ¬: no | ∧: y"),
+        _answer(["llueve ¬", "salgo", "corro"], "¬p → (q ∧ r)", "→: si | ¬: no | ∧: y"),
     )
+
+
+def test_polarity_marks_follow_the_noted_literals(tokenizer, compiler):
+    from nanologic.grammar import MARKS_FOLLOW_NOTE
+
+    sentence = "Salgo a menos que llueva."  # ¬q → p: q's mark is "¬" (decoding applies marks)
+    grammar = grounded_grammar(sentence)
+    assert MARKS_FOLLOW_NOTE in grammar and MARKS_FOLLOW_NOTE not in grounded_grammar(
+        sentence, polarity_marks=False
+    )
+    allowed = _allowed_after(tokenizer, compiler, "<|atoms|> p: salgo | q: llueve", grammar)
+    assert any("¬" in a for a in allowed) and not any("|" in a for a in allowed), allowed
+    # a clause said positive takes no "¬"
+    allowed = _allowed_after(
+        tokenizer, compiler, "<|atoms|> p: llueve", grounded_grammar("Si llueve, salgo.")
+    )
+    assert any("|" in a for a in allowed) and not any("¬" in a for a in allowed), allowed
+    # a definition holding more than the clause and a subject is another clause: free
+    allowed = _allowed_after(tokenizer, compiler, "<|atoms|> p: salgo de casa con mi perro", grammar)
+    assert any("¬" in a for a in allowed) and any("|" in a for a in allowed), allowed

@@ -884,6 +884,9 @@ def argument_literal_notes(sentence: str) -> list[str]:
 # and →, as "# conditional antecedent SIGN KEYS". Folded sentences, without the final period:
 # (pattern, whether the condition is said negated: "a menos que A, B" is ¬A → B).
 CONDITIONAL_ANTECEDENT_NOTE = "# conditional antecedent"
+# The polarity marks (which decoding applies to the formula's literals, data.apply_polarity)
+# agree with the signs the notes above fix: read by FormulaMask where the model writes marks.
+MARKS_FOLLOW_NOTE = "# atoms: polarity marks follow the noted literals"
 _IF_CUES = r"(?:si|cuando|siempre que|siempre y cuando|en caso de que|con tal de que)"
 _UNLESS_CUES = r"(?:a menos que|salvo que|excepto que|salvo si|excepto si)"
 _CONDITIONAL_SENTENCES = (
@@ -1014,6 +1017,8 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
     premises = argument_premises(sentence) if IMPLIES in connectives else 0
     once = letters_once(sentence)
     notes = argument_literal_notes(sentence) if premises else conditional_antecedent_notes(sentence)
+    if notes and polarity_marks:
+        notes.append(MARKS_FOLLOW_NOTE)
     return _grammar(rules, max_atoms, connectives, min(min_atoms, max_atoms), premises, once, notes)
 
 
@@ -1066,6 +1071,36 @@ class GrammarCompiler:
             encoded = [letter.encode() for letter in letters]
             self._completing[key] = torch.tensor(
                 [not text.startswith(b"<|") and any(b in text for b in encoded) for text in self.token_bytes],
+                dtype=torch.bool,
+            )
+        return self._completing[key]
+
+    def tokens_ending_definition(self, end: str) -> Any:
+        """bool [V]: the tokens that hold ``end`` (here "|": the next atom, or
+        ``<|connectors|>``) outside a special token other than ``<|connectors|>``."""
+        import torch
+
+        key = (frozenset({end}), b"<definition end>")
+        if key not in self._completing:
+            self._completing[key] = torch.tensor(
+                [
+                    end.encode() in text
+                    and (not text.startswith(b"<|") or text == CONNECTORS_MARKER.encode())
+                    for text in self.token_bytes
+                ],
+                dtype=torch.bool,
+            )
+        return self._completing[key]
+
+    def tokens_marking(self, *marks: str) -> Any:
+        """bool [V]: the tokens that write one of the polarity ``marks`` (not special tokens)."""
+        import torch
+
+        key = (frozenset(marks), b"<marks>")
+        if key not in self._completing:
+            encoded = [mark.encode() for mark in marks]
+            self._completing[key] = torch.tensor(
+                [not text.startswith(b"<|") and any(m in text for m in encoded) for text in self.token_bytes],
                 dtype=torch.bool,
             )
         return self._completing[key]
@@ -1175,11 +1210,13 @@ class FormulaMask:
         self.literals: dict[str, tuple[bool, frozenset[str]]] = {}  # slot -> (negated, keys)
         # slot -> (symbol, first literal, second literal)
         self.antecedent: tuple[bool, frozenset[str]] | None = None  # CONDITIONAL_ANTECEDENT_NOTE
+        self.marks_follow = False  # MARKS_FOLLOW_NOTE
         self.compounds: dict[str, tuple[str, tuple[bool, frozenset[str]], tuple[bool, frozenset[str]]]] = {}
 
     @classmethod
     def for_grammar(cls, compiler: GrammarCompiler, grammar: str) -> FormulaMask:
         mask = cls(compiler, once=LETTERS_ONCE_NOTE in grammar)
+        mask.marks_follow = MARKS_FOLLOW_NOTE in grammar
         for line in grammar.splitlines():
             if line.startswith(ARGUMENT_PREMISES_NOTE + " "):
                 mask.premises = int(line.split()[-1])
@@ -1199,7 +1236,7 @@ class FormulaMask:
     def copy(self) -> FormulaMask:
         twin = FormulaMask(self.compiler, self.once)
         twin.premises, twin.literals, twin.compounds = self.premises, self.literals, self.compounds
-        twin.antecedent = self.antecedent
+        twin.antecedent, twin.marks_follow = self.antecedent, self.marks_follow
         twin.section, twin.atom_text, twin.connector_text = self.section, self.atom_text, self.connector_text
         twin.formula_text, twin.banned = self.formula_text, self.banned
         return twin
@@ -1227,6 +1264,8 @@ class FormulaMask:
     def mask_row(self, row: Any) -> Any:
         """``row`` (float [V'], already masked by the grammar) with the tokens this rules out at
         -inf, unless that would leave no token at all."""
+        if self.section == "atoms" and self.marks_follow:
+            return self._mask_marks(row)
         if self.section != "formula":
             return row
         banned_symbols = self.banned
@@ -1304,6 +1343,52 @@ class FormulaMask:
             return *self._literal_bans(second, after, avoid=letters[0]), False
         # only ")" is left; a space would open another connective, which a greedy model took
         return frozenset({"(", NOT, " ", *BINARY_CONNECTIVES}), declared, False
+
+    def _mask_marks(self, row: Any) -> Any:
+        """``row`` with the tokens at -inf that would give the definition being written a polarity
+        mark against the noted literals whose words it holds (all of them): no "¬" for a clause
+        said positive, no end without a mark for a clause
+        said negated ("¬", or "±" where it also holds a clause said positive, since the formula may
+        say it positive elsewhere). Decoding gives the formula's literals the marks' signs
+        (:func:`nanologic.data.apply_polarity`), so a sign the formula mask fixed was undone by a
+        mark: "Lucía aprobará el curso a menos que suspenda el examen final" was decoded
+        ``¬q → p``, then read ``q → p``. Gold answers it rules out: none of data/dev_real.jsonl,
+        1 of a training split's 894 arguments (the generator's "se adelantaron" … "no se
+        adelantan", one verb in two tenses, two atoms)."""
+        definitions = list(self._definitions().values())
+        current = definitions[-1].strip() if definitions else ""
+        if not current or current.endswith((NEGATED_MARK, MIXED_MARK)):
+            return row
+        keys = set(_literal_keys(re.findall(r"\w+", fold_text(current))))
+        said = [self.antecedent] if self.antecedent is not None else []
+        said += [*self.literals.values()] + [side for _, *sides in self.compounds.values() for side in sides]
+
+        # a definition may add an elided subject to the clause's words, little more: "el senado
+        # bajaba los impuestos el lunes" holds the words of "baje los impuestos" but is not it
+        # and a clause an earlier definition holds is no longer this one's ("el Rayo gana la liga"
+        # after "el Rayo ganó la liga": one verb, two tenses)
+        def holds(words: set[str], literal: frozenset[str]) -> bool:
+            return literal <= words and len(words - literal) <= 1
+
+        earlier = [set(_literal_keys(re.findall(r"\w+", fold_text(d)))) for d in definitions[:-1]]
+        matched = {
+            negated
+            for negated, literal in said
+            if holds(keys, literal) and not any(holds(words, literal) for words in earlier)
+        }
+        positive, negative = False in matched, True in matched
+        if negative:  # no ending without a mark, and "±" only where it is also said positive
+            banned = self.compiler.tokens_ending_definition("|")
+            if positive:
+                banned = banned | self.compiler.tokens_marking(NEGATED_MARK)
+        elif positive:
+            banned = self.compiler.tokens_marking(NEGATED_MARK)
+        else:
+            return row
+        masked = row.clone()
+        banned = banned.to(row.device)
+        masked[: banned.numel()] = masked[: banned.numel()].masked_fill(banned, float("-inf"))
+        return masked if bool(masked.isfinite().any()) else row
 
     def _antecedent_bans(self) -> tuple[frozenset[str], frozenset[str]]:
         """(symbols, letters) to ban while the formula writes a conditional's antecedent
