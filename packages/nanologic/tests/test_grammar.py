@@ -610,3 +610,20 @@ def test_polarity_marks_follow_the_noted_literals(tokenizer, compiler):
     # a definition holding more than the clause and a subject is another clause: free
     allowed = _allowed_after(tokenizer, compiler, "<|atoms|> p: salgo de casa con mi perro", grammar)
     assert any("¬" in a for a in allowed) and any("|" in a for a in allowed), allowed
+
+
+def test_a_conjunction_is_written_only_where_the_sentence_can_say_one():
+    from nanologic.grammar import AND, IMPLIES, said_connectives
+
+    # a conditional of two clauses and no word of ∧: no ∧ (a model wrote "p ∧ q")
+    assert AND not in said_connectives("Si se somete el agua a cien grados, entra en ebullición.")
+    assert AND not in said_connectives("Si x ≠ 2, entonces y > 1.")  # "y", a variable
+    assert said_connectives("Si x ≠ 2, entonces y > 1.") >= {IMPLIES}
+    for sentence in (
+        "Si llueve, salgo y corro.",  # "y"
+        "Si llueve, salgo, corro, grito.",  # a list: two separators or more
+        "No saldremos, puesto que hay examen.",  # a reason read as ∧
+        "Si llueve, me mojo. Llueve. Luego me mojo.",  # an argument
+        "Juan canta, María baila.",  # no other connective: the comma may join
+    ):
+        assert AND in said_connectives(sentence), sentence
