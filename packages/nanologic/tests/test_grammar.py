@@ -627,3 +627,38 @@ def test_a_conjunction_is_written_only_where_the_sentence_can_say_one():
         "Juan canta, María baila.",  # no other connective: the comma may join
     ):
         assert AND in said_connectives(sentence), sentence
+
+
+def test_o_a_o_no_pero_opens_with_the_excluded_middle(tokenizer, compiler):
+    from nanologic.grammar import excluded_middle_notes
+
+    sentence = "O Marta viene a la cena o no viene, pero la cena se celebra de todos modos."
+    assert excluded_middle_notes(sentence)[0].startswith("# excluded middle ")
+    assert excluded_middle_notes("O el virus muere o no se contamina, pero no las dos cosas.") == []
+    assert excluded_middle_notes("O llueve o no nieva, pero salgo.") == []  # "no nieva": another clause
+    grammar = grounded_grammar(sentence)
+    # ∨ is left out of the connector list: the shape needs it all the same
+    head = _answer(["Marta viene a la cena ±", "la cena se celebra"], "", "∧: pero | ¬: no").replace(
+        " <|eos|>", ""
+    )
+
+    def allowed(formula: str) -> set[str]:
+        return {
+            a.strip()
+            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
+            if "\ufffd" not in a
+        }
+
+    assert all(a.startswith("(") for a in allowed("")) and allowed("")
+    assert "p" in allowed("(") and "q" not in allowed("(")
+    assert allowed("(p") <= {"∨", ""} and "∨" in allowed("(p")
+    assert allowed("(p ∨") <= {"¬", ""} and "¬" in allowed("(p ∨")
+    assert allowed("(p ∨ ¬") == {"p"}
+    assert {a for a in allowed("(p ∨ ¬p") if a} <= {a for a in allowed("(p ∨ ¬p") if a.startswith(")")}
+    assert "∧" in allowed("(p ∨ ¬p)") and "→" not in allowed("(p ∨ ¬p)")
+    assert _mask_allows(
+        tokenizer,
+        compiler,
+        grammar,
+        _answer(["Marta viene a la cena ±", "la cena se celebra"], "(p ∨ ¬p) ∧ q", "∧: pero | ¬: no"),
+    )
