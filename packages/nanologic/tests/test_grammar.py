@@ -662,3 +662,36 @@ def test_o_a_o_no_pero_opens_with_the_excluded_middle(tokenizer, compiler):
         grammar,
         _answer(["Marta viene a la cena ±", "la cena se celebra"], "(p ∨ ¬p) ∧ q", "∧: pero | ¬: no"),
     )
+
+
+def test_a_conjunction_of_conditionals_is_written_part_by_part(tokenizer, compiler):
+    from nanologic.grammar import conjunction_notes
+
+    sentence = "Si estudio, no limpio; y si no limpio, no corro."
+    notes = conjunction_notes(sentence)
+    assert notes[0] == "# conjunction parts 2" and all("argument compound" in n for n in notes[1:]), notes
+    assert conjunction_notes("Si estudio, entonces no limpio y si limpio, entonces no estudio.")[0].endswith(
+        " 2"
+    )
+    assert (
+        conjunction_notes("No pasa que llueva o nieve; además, no pasa que salga o corra.") == []
+    )  # ¬(A ∨ B)
+    assert conjunction_notes("Si llueve, salgo.") == []
+    grammar = grounded_grammar(sentence)
+    atoms = ["estudio", "limpio ¬", "corro ¬"]
+    head = _answer(atoms, "", "→: si | ¬: no | ∧: y").replace(" <|eos|>", "")
+
+    def allowed(formula: str) -> set[str]:
+        return {
+            a.strip()
+            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
+            if "\ufffd" not in a
+        }
+
+    # the second part repeats the first's clause: its letter, its sign (a model wrote "(¬r → ¬s)")
+    assert allowed("(p → ¬q) ∧ (") == {"¬"} or allowed("(p → ¬q) ∧ (") <= {"¬", ""}
+    assert "q" in allowed("(p → ¬q) ∧ (¬") and "p" not in allowed("(p → ¬q) ∧ (¬")
+    assert not any(c in a for a in allowed("(p → ¬q) ∧ (¬q → ¬r)") for c in "∧∨→↔(")  # it ends
+    assert _mask_allows(
+        tokenizer, compiler, grammar, _answer(atoms, "(p → ¬q) ∧ (¬q → ¬r)", "→: si | ¬: no | ∧: y")
+    )

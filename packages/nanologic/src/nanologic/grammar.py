@@ -826,6 +826,11 @@ def _joins_here(words: list[str], index: int) -> bool:
     return word not in _OBLIGATION_WORDS or "para" in words
 
 
+_NEGATES_A_SENTENCE_RE = re.compile(
+    r"(?<!\w)(?:no (?:pasa|ocurre|sucede|es (?:cierto|verdad|el caso))|es (?:falso|mentira))(?!\w)"
+)
+
+
 def _literal_part(part: str) -> tuple[bool, list[str]] | None:
     """(negated, content keys) when the folded ``part`` of an argument says one clause: no comma,
     no word that can join clauses there (``CONNECTIVE_WORDS``, ``_SAID_BY``: :func:`_joins_here`)
@@ -839,6 +844,8 @@ def _literal_part(part: str) -> tuple[bool, list[str]] | None:
         if w in joining and w not in _SIMPLE_NEGATIONS and _joins_here(words, k)
     ]
     if "," in part or others or len(negations) > 1 or (not negations and says_a_negation(part)):
+        return None
+    if _NEGATES_A_SENTENCE_RE.search(part):  # "no pasa que A o B" is ¬(A ∨ B)
         return None
     keys = _literal_keys(words)
     return (bool(negations), keys) if keys else None
@@ -957,6 +964,36 @@ def conditional_antecedent_notes(sentence: str) -> list[str]:
             negated = literal[0] != flips
             return [f"{CONDITIONAL_ANTECEDENT_NOTE} {NOT if negated else '+'} {' '.join(literal[1])}"]
     return []
+
+
+# "Si A, B; y si C, D": a conjunction of parts of one or two clauses (:func:`_part_notes`), its
+# formula "(A → B) ∧ (C → D)", as "# conjunction parts N" and the parts' notes.
+CONJUNCTION_PARTS_NOTE = "# conjunction parts"
+_CONJUNCTION_SPLIT_RE = re.compile(r"\s*;\s*|,? (?:y|pero) (?=(?:si|cuando|siempre que) )")
+_PART_OPENER_RE = re.compile(r"(?:y ademas|ademas|y|pero)(?:,\s*|\s+)")
+
+
+def conjunction_notes(sentence: str) -> list[str]:
+    """The ``CONJUNCTION_PARTS_NOTE`` line and the parts' notes of a sentence that joins two or
+    three parts with ";" or "y" / "pero" before a conditional ("Si estudio, no limpio y si limpio,
+    no estudio"), every part a conditional or a disjunction of two clauses or one clause
+    (:func:`_part_notes`), and is no argument. The default model wrote the second of such a
+    chain's repeated clause with a letter of its own or the wrong sign in most of its wrong
+    answers to them, ``(p → ¬q) ∧ (¬r → ¬s)`` for "Cuando Putibioe mentía, el entrenador no
+    miente cada semana; y cuando no miente cada semana, …" (2026-12-05)."""
+    if argument_parts(sentence) is not None:
+        return []
+    folded = fold_text(unicodedata.normalize("NFC", sentence)).strip().rstrip(".")
+    parts = [
+        _PART_OPENER_RE.sub("", part, count=1) if _PART_OPENER_RE.match(part) else part
+        for part in _CONJUNCTION_SPLIT_RE.split(folded)
+    ]
+    if not 2 <= len(parts) <= 3:
+        return []
+    notes = [_part_notes(str(number), part) for number, part in enumerate(parts, 1)]
+    if not all(notes) or not any(ARGUMENT_COMPOUND_NOTE in note[0] for note in notes):
+        return []
+    return [f"{CONJUNCTION_PARTS_NOTE} {len(parts)}", *(note for part_notes in notes for note in part_notes)]
 
 
 # "O A o no, pero B": the formula opens with A's excluded middle, "(p ∨ ¬p) ∧ ", as
@@ -1078,7 +1115,9 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
     notes = (
         argument_literal_notes(sentence)
         if premises
-        else conditional_antecedent_notes(sentence) or excluded_middle_notes(sentence)
+        else conjunction_notes(sentence)
+        or conditional_antecedent_notes(sentence)
+        or excluded_middle_notes(sentence)
     )
     if notes and polarity_marks:
         notes.append(MARKS_FOLLOW_NOTE)
@@ -1274,6 +1313,7 @@ class FormulaMask:
         # slot -> (symbol, first literal, second literal)
         self.antecedent: tuple[bool, frozenset[str]] | None = None  # CONDITIONAL_ANTECEDENT_NOTE
         self.marks_follow = False  # MARKS_FOLLOW_NOTE
+        self.conjuncts = 0  # CONJUNCTION_PARTS_NOTE: the parts of a conjunction of compounds
         self.excluded_middle: frozenset[str] | None = None  # EXCLUDED_MIDDLE_NOTE: A's keys
         self.compounds: dict[str, tuple[str, tuple[bool, frozenset[str]], tuple[bool, frozenset[str]]]] = {}
 
@@ -1290,6 +1330,8 @@ class FormulaMask:
             elif line.startswith(CONDITIONAL_ANTECEDENT_NOTE + " "):
                 sign, *keys = line[len(CONDITIONAL_ANTECEDENT_NOTE) + 1 :].split()
                 mask.antecedent = (sign == NOT, frozenset(keys))
+            elif line.startswith(CONJUNCTION_PARTS_NOTE + " "):
+                mask.conjuncts = int(line.split()[-1])
             elif line.startswith(EXCLUDED_MIDDLE_NOTE + " "):
                 mask.excluded_middle = frozenset(line[len(EXCLUDED_MIDDLE_NOTE) + 1 :].split())
             elif line.startswith(ARGUMENT_COMPOUND_NOTE + " "):
@@ -1303,7 +1345,7 @@ class FormulaMask:
         twin = FormulaMask(self.compiler, self.once)
         twin.premises, twin.literals, twin.compounds = self.premises, self.literals, self.compounds
         twin.antecedent, twin.marks_follow = self.antecedent, self.marks_follow
-        twin.excluded_middle = self.excluded_middle
+        twin.excluded_middle, twin.conjuncts = self.excluded_middle, self.conjuncts
         twin.section, twin.atom_text, twin.connector_text = self.section, self.atom_text, self.connector_text
         twin.formula_text, twin.banned = self.formula_text, self.banned
         return twin
@@ -1377,18 +1419,23 @@ class FormulaMask:
         return masked if bool(masked.isfinite().any()) else row
 
     def _argument_literal_bans(self) -> tuple[frozenset[str], frozenset[str], bool]:
-        """(symbols, letters, whether the next token must open a parenthesis) to ban where the formula is at a premise or conclusion of one clause
+        """(symbols, letters, whether the next token must open a parenthesis) to ban where the
+        formula is at a premise or conclusion of an argument, or a part of a conjunction
+        (``self.conjuncts``), of one clause
         (``self.literals``): the sign the clause says (¬ first where it negates, no ¬ where it does
         not, no "(") and a letter whose definition shares a content word with it (any declared
         letter where none does); or of two (``self.compounds``): "(", the first literal, the
         compound's connective, the second literal, ")"."""
-        where = _argument_slot(self.formula_text.decode(errors="replace"), self.premises)
+        formula = self.formula_text.decode(errors="replace")
+        where = _conjunct_slot(formula) if self.conjuncts else _argument_slot(formula, self.premises)
         if where is None:
             return frozenset(), frozenset(), False
         slot, written = where
         declared = frozenset(self._definitions())
         text = written.replace(" ", "")
         written_whole = re.search(r"[a-z]", text) if slot in self.literals else ")" in text
+        if written_whole and slot == str(self.conjuncts):  # the last part: the formula ends
+            return frozenset({"(", NOT, *BINARY_CONNECTIVES}), declared, False
         last = slot == str(self.premises) and self.premises > 1
         if (
             written_whole
@@ -1420,10 +1467,10 @@ class FormulaMask:
 
     def _mask_marks(self, row: Any) -> Any:
         """``row`` with the tokens at -inf that would give the definition being written a polarity
-        mark against the noted literals whose words it holds (all of them): no "¬" for a clause
-        said positive, no end without a mark for a clause
-        said negated ("¬", or "±" where it also holds a clause said positive, since the formula may
-        say it positive elsewhere). Decoding gives the formula's literals the marks' signs
+        mark against the noted literals whose words it holds (all of them; the fullest of them where
+        they disagree): no "¬" for a clause said positive, no end without a mark ("¬" or "±",
+        since the formula may say it positive elsewhere) for a clause said negated, "±" for one
+        said both ways. Decoding gives the formula's literals the marks' signs
         (:func:`nanologic.data.apply_polarity`), so a sign the formula mask fixed was undone by a
         mark: "Lucía aprobará el curso a menos que suspenda el examen final" was decoded
         ``¬q → p``, then read ``q → p``. Gold answers it rules out: none of data/dev_real.jsonl,
@@ -1445,20 +1492,20 @@ class FormulaMask:
             return literal <= words and len(words - literal) <= 1
 
         earlier = [set(_literal_keys(re.findall(r"\w+", fold_text(d)))) for d in definitions[:-1]]
-        matched = {
-            negated
+        held = [
+            (len(literal), negated)
             for negated, literal in said
             if holds(keys, literal) and not any(holds(words, literal) for words in earlier)
-        }
-        positive, negative = False in matched, True in matched
-        if negative:  # no ending without a mark, and "±" only where it is also said positive
-            banned = self.compiler.tokens_ending_definition("|")
-            if positive:
-                banned = banned | self.compiler.tokens_marking(NEGATED_MARK)
-        elif positive:
-            banned = self.compiler.tokens_marking(NEGATED_MARK)
-        else:
+        ]
+        if not held:
             return row
+        size = {sign: max((n for n, negated in held if negated == sign), default=0) for sign in (True, False)}
+        if size[True] == size[False]:  # one clause said with both signs (an argument's): "±"
+            banned = self.compiler.tokens_ending_definition("|") | self.compiler.tokens_marking(NEGATED_MARK)
+        elif size[True] > size[False]:  # the fullest clause it holds is said negated: a mark
+            banned = self.compiler.tokens_ending_definition("|")
+        else:  # "será positivo" may be "el número es positivo" or another subject's clause
+            banned = self.compiler.tokens_marking(NEGATED_MARK)
         masked = row.clone()
         banned = banned.to(row.device)
         masked[: banned.numel()] = masked[: banned.numel()].masked_fill(banned, float("-inf"))
@@ -1527,6 +1574,20 @@ class FormulaMask:
         most = max(shared.values())
         sharing = frozenset(letter for letter, count in shared.items() if count == most and count)
         return frozenset({"(", NOT}), declared - (sharing or declared)
+
+
+def _conjunct_slot(formula: str) -> tuple[str, str]:
+    """Where a conjunction's ``formula`` (written so far) is: (the part's number, the text written
+    there); parts are separated by ∧ outside parentheses."""
+    depth, start, slot = 0, 0, 1
+    for k, ch in enumerate(formula):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == AND and depth == 0:
+            slot, start = slot + 1, k + 1
+    return str(slot), formula[start:]
 
 
 def _argument_slot(formula: str, premises: int) -> tuple[str, str] | None:
