@@ -24,7 +24,12 @@ affirmative atomic clause; the formula uses only the connectives the sentence ca
 (:func:`joins_clauses`), a formula names each letter once where the sentence says each clause once
 (:func:`letters_once`), and an argument's premises and conclusion of one clause take their own
 letter and sign, those of two clauses ("si A, B", "o A, o B") their parentheses, connective,
-letters and signs (:func:`argument_literal_notes`), the last two kept by :class:`FormulaMask`. Of the
+letters and signs (:func:`argument_literal_notes`), as do the parts of a conjunction of
+conditionals (:func:`conjunction_notes`); a conditional opens with its condition's literal
+(:func:`conditional_antecedent_notes`), "O A o no, pero" with A's excluded middle
+(:func:`excluded_middle_notes`), and the polarity marks agree (``MARKS_FOLLOW_NOTE``): the rules
+from :func:`letters_once` on are kept by :class:`FormulaMask`, which reads them from comment lines
+of the grammar (llama.cpp ignores them). Of the
 501 gold definitions of ``data/dev_real.jsonl`` 465 read the sentence in order and 6 need the jump (29 use words the sentence lacks, "la física es una ciencia natural");
 of a generated test split's 1,501, 1,499 read it in order. Measured on the default model
 (README): dev_real grounded accuracy 0.370 free, 0.392 with an earlier grammar that allowed any
@@ -1290,7 +1295,12 @@ class FormulaMask:
     premise or conclusion of one clause with the sign that clause says and the letter whose
     definition shares the most of its words; with ``ARGUMENT_COMPOUND_NOTE`` lines one of two
     clauses as "(", the first literal, its connective, the second literal, ")"; and where every
-    premise has a note, the premises' conjunction closes after the last one.
+    premise has a note, the premises' conjunction closes after the last one. The parts of a
+    conjunction (``CONJUNCTION_PARTS_NOTE``) are written the same way, a conditional's antecedent
+    (``CONDITIONAL_ANTECEDENT_NOTE``) and an excluded middle (``EXCLUDED_MIDDLE_NOTE``) open the
+    formula, and in the atom list the polarity marks follow the signs these notes fix
+    (``MARKS_FOLLOW_NOTE``, :meth:`_mask_marks`). A binary connective a note demands passes even
+    where the connector list left it out.
 
     Capping each letter at ``nanologic.inference.MAX_USES_OF_A_LETTER`` uses for every sentence
     was tried and not kept: a formula that runs on is cut where it was first complete
