@@ -563,6 +563,10 @@ def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
     assert conditional_antecedent_notes("Salgo a menos que no llueva.")[0].startswith(
         "# conditional antecedent + "
     )
+    # "Para que A, B": B is necessary for A, A → B; "sea" is the verb there, not "sea … sea"
+    assert conditional_antecedent_notes("Para que ella sea feliz, necesita luz y agua.")[0].startswith(
+        "# conditional antecedent + "
+    )
     for other in (
         "Salgo sólo cuando llueve.",  # "B sólo cuando A" is B → A
         "Si y solo si llueve, me quedo en casa.",  # "y": no one clause
