@@ -1170,62 +1170,36 @@ class GrammarCompiler:
             self._cache[grammar] = self.compiler.compile_grammar(grammar)
         return self._cache[grammar]
 
-    def tokens_naming(self, letters: frozenset[str]) -> Any:
-        """bool [V]: the tokens that write one of the atom ``letters`` (the formula's only letters;
-        special tokens such as ``<|eos|>`` hold letters but write none)."""
+    def _token_mask(self, key: tuple[frozenset[str], bytes], holds: Any) -> Any:
+        """bool [V], cached under ``key``: the tokens whose bytes ``holds`` (bytes -> bool)."""
         import torch
 
-        key = (letters, b"<letters>")
         if key not in self._completing:
             if len(self._completing) > 256:
                 self._completing.clear()
-            encoded = [letter.encode() for letter in letters]
-            self._completing[key] = torch.tensor(
-                [not text.startswith(b"<|") and any(b in text for b in encoded) for text in self.token_bytes],
-                dtype=torch.bool,
-            )
+            self._completing[key] = torch.tensor([holds(text) for text in self.token_bytes], dtype=torch.bool)
         return self._completing[key]
 
-    def tokens_ending_definition(self, end: str) -> Any:
-        """bool [V]: the tokens that hold ``end`` (here "|": the next atom, or
-        ``<|connectors|>``) outside a special token other than ``<|connectors|>``."""
-        import torch
+    def tokens_naming(self, texts: frozenset[str]) -> Any:
+        """bool [V]: the tokens that write one of ``texts``: the atom letters (the formula's only
+        letters) or a polarity mark; special tokens such as ``<|eos|>`` hold letters but write none."""
+        encoded = [text.encode() for text in texts]
+        return self._token_mask(
+            (texts, b"<letters>"), lambda text: not text.startswith(b"<|") and any(e in text for e in encoded)
+        )
 
-        key = (frozenset({end}), b"<definition end>")
-        if key not in self._completing:
-            self._completing[key] = torch.tensor(
-                [
-                    end.encode() in text
-                    and (not text.startswith(b"<|") or text == CONNECTORS_MARKER.encode())
-                    for text in self.token_bytes
-                ],
-                dtype=torch.bool,
-            )
-        return self._completing[key]
-
-    def tokens_marking(self, *marks: str) -> Any:
-        """bool [V]: the tokens that write one of the polarity ``marks`` (not special tokens)."""
-        import torch
-
-        key = (frozenset(marks), b"<marks>")
-        if key not in self._completing:
-            encoded = [mark.encode() for mark in marks]
-            self._completing[key] = torch.tensor(
-                [not text.startswith(b"<|") and any(m in text for m in encoded) for text in self.token_bytes],
-                dtype=torch.bool,
-            )
-        return self._completing[key]
+    def tokens_ending_definition(self) -> Any:
+        """bool [V]: the tokens that end an atom's definition without a mark: those holding "|"
+        (the next atom), and ``<|connectors|>`` among the special tokens."""
+        connectors = CONNECTORS_MARKER.encode()
+        return self._token_mask(
+            (frozenset(), b"<definition end>"),
+            lambda text: b"|" in text and (not text.startswith(b"<|") or text == connectors),
+        )
 
     def tokens_opening(self) -> Any:
         """bool [V]: the tokens that open a parenthesis: "(" first after any spaces."""
-        import torch
-
-        key: tuple[frozenset[str], bytes] = (frozenset(), b"<opening>")
-        if key not in self._completing:
-            self._completing[key] = torch.tensor(
-                [text.lstrip(b" ").startswith(b"(") for text in self.token_bytes], dtype=torch.bool
-            )
-        return self._completing[key]
+        return self._token_mask((frozenset(), b"<opening>"), lambda text: text.lstrip(b" ").startswith(b"("))
 
     def tokens_completing(self, symbols: frozenset[str], tail: bytes) -> Any:
         """bool [V]: the tokens that, after ``tail`` (the incomplete UTF-8 end of the text so far),
@@ -1427,10 +1401,7 @@ class FormulaMask:
             banned = banned | self.compiler.tokens_naming(banned_letters)
         if opens:
             banned = banned | ~self.compiler.tokens_opening()
-        banned = banned.to(row.device)
-        masked = row.clone()
-        masked[: banned.numel()] = masked[: banned.numel()].masked_fill(banned, float("-inf"))
-        return masked if bool(masked.isfinite().any()) else row
+        return _without(row, banned)
 
     def _argument_literal_bans(self) -> tuple[frozenset[str], frozenset[str], bool]:
         """(symbols, letters, whether the next token must open a parenthesis) to ban where the
@@ -1494,7 +1465,7 @@ class FormulaMask:
         current = definitions[-1].strip() if definitions else ""
         if not current or current.endswith((NEGATED_MARK, MIXED_MARK)):
             return row
-        keys = set(_literal_keys(re.findall(r"\w+", fold_text(current))))
+        keys = _definition_keys(current)
         said = [self.antecedent] if self.antecedent is not None else []
         said += [*self.literals.values()] + [side for _, *sides in self.compounds.values() for side in sides]
 
@@ -1505,7 +1476,7 @@ class FormulaMask:
         def holds(words: set[str], literal: frozenset[str]) -> bool:
             return literal <= words and len(words - literal) <= 1
 
-        earlier = [set(_literal_keys(re.findall(r"\w+", fold_text(d)))) for d in definitions[:-1]]
+        earlier = [_definition_keys(d) for d in definitions[:-1]]
         held = [
             (len(literal), negated)
             for negated, literal in said
@@ -1515,15 +1486,14 @@ class FormulaMask:
             return row
         size = {sign: max((n for n, negated in held if negated == sign), default=0) for sign in (True, False)}
         if size[True] == size[False]:  # one clause said with both signs (an argument's): "±"
-            banned = self.compiler.tokens_ending_definition("|") | self.compiler.tokens_marking(NEGATED_MARK)
+            banned = self.compiler.tokens_ending_definition() | self.compiler.tokens_naming(
+                frozenset({NEGATED_MARK})
+            )
         elif size[True] > size[False]:  # the fullest clause it holds is said negated: a mark
-            banned = self.compiler.tokens_ending_definition("|")
+            banned = self.compiler.tokens_ending_definition()
         else:  # "será positivo" may be "el número es positivo" or another subject's clause
-            banned = self.compiler.tokens_marking(NEGATED_MARK)
-        masked = row.clone()
-        banned = banned.to(row.device)
-        masked[: banned.numel()] = masked[: banned.numel()].masked_fill(banned, float("-inf"))
-        return masked if bool(masked.isfinite().any()) else row
+            banned = self.compiler.tokens_naming(frozenset({NEGATED_MARK}))
+        return _without(row, banned)
 
     def _excluded_middle_bans(self) -> tuple[frozenset[str], frozenset[str], bool]:
         """(symbols, letters, whether "(" must come next) while the formula writes the excluded
@@ -1581,13 +1551,27 @@ class FormulaMask:
         if negated and NOT not in written:
             return frozenset({"("}), declared
         shared = {
-            letter: len(keys & set(_literal_keys(re.findall(r"\w+", fold_text(definition)))))
+            letter: len(keys & _definition_keys(definition))
             for letter, definition in definitions.items()
             if letter != avoid
         } or {avoid: 1}
         most = max(shared.values())
         sharing = frozenset(letter for letter, count in shared.items() if count == most and count)
         return frozenset({"(", NOT}), declared - (sharing or declared)
+
+
+def _without(row: Any, banned: Any) -> Any:
+    """``row`` (float [V']) with the ``banned`` tokens (bool [V], V <= V') at -inf, unless that
+    would leave no token at all (then ``row`` as it is: the grammar alone decides)."""
+    banned = banned.to(row.device)
+    masked = row.clone()
+    masked[: banned.numel()] = masked[: banned.numel()].masked_fill(banned, float("-inf"))
+    return masked if bool(masked.isfinite().any()) else row
+
+
+def _definition_keys(definition: str) -> set[str]:
+    """:func:`_literal_keys` of an atom's ``definition`` as written (folded words)."""
+    return set(_literal_keys(re.findall(r"\w+", fold_text(definition))))
 
 
 def _conjunct_slot(formula: str) -> tuple[str, str]:
