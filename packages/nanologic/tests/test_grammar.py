@@ -499,6 +499,22 @@ def test_an_arguments_premise_of_one_clause_takes_its_letter_and_sign(tokenizer,
     )
 
 
+def test_an_argument_opens_as_its_first_premise_does(tokenizer, compiler):
+    """The conjunction's "(" and the first premise's opening can be one token (" ((¬"): the model
+    wrote ``((¬p ∨ ¬q) ∧ ¬p) → ¬q`` for "A o no B. No A. Luego no B."."""
+    grammar = grounded_grammar("Juan estudia o no trabaja. No estudia. Luego Juan no trabaja.")
+    head = _answer(["Juan estudia ±", "Juan trabaja ¬"], "", "∨: o | ¬: no | →: luego").replace(
+        " <|eos|>", ""
+    )
+    opening = {a.strip() for a in _allowed_after(tokenizer, compiler, head, grammar)}
+    assert opening and opening <= {"(", "(("}, opening
+    # a first premise of one clause said negated: "(" and "(¬"
+    grammar = grounded_grammar("No estudio. Si no estudio, no apruebo. Luego no apruebo.")
+    head = _answer(["estudio ¬", "apruebo ¬"], "", "¬: no | →: si").replace(" <|eos|>", "")
+    opening = {a.strip() for a in _allowed_after(tokenizer, compiler, head, grammar) if "\ufffd" not in a}
+    assert opening and opening <= {"(", "(¬"}, opening
+
+
 def test_an_arguments_conditional_premise_is_written_as_one(tokenizer, compiler):
     from nanologic.grammar import argument_literal_notes
 
@@ -567,8 +583,19 @@ def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
     assert conditional_antecedent_notes("Para que ella sea feliz, necesita luz y agua.")[0].startswith(
         "# conditional antecedent + "
     )
+    # necessary and sufficient conditions said around the clause: A → B opens with A's literal
+    for said, antecedent in (
+        ("Salgo sólo cuando llueve.", "salir"),  # "A sólo cuando B" is A → B, not B → A
+        ("Solo si llueve, salgo.", "salir"),
+        ("Que llueva implica que salgo y corro.", "llover"),
+        ("Que llueva es condición suficiente para que salga.", "llover"),
+        ("Basta con que llueva para que salga.", "llover"),
+        ("Es necesario que estudies para que apruebes.", "aprobar"),
+        ("Estudiar es condición necesaria para aprobar.", "aprob"),
+        ("Hay que estudiar para aprobar.", "aprob"),
+    ):
+        assert conditional_antecedent_notes(said) == [f"# conditional antecedent + {antecedent}"], said
     for other in (
-        "Salgo sólo cuando llueve.",  # "B sólo cuando A" is B → A
         "Si y solo si llueve, me quedo en casa.",  # "y": no one clause
         "Si llueve, me mojo. Llueve. Luego me mojo.",  # an argument: its own notes
         "Si llueve y nieva, me quedo, aunque salgas.",  # a comma in the consequent
@@ -611,6 +638,11 @@ def test_polarity_marks_follow_the_noted_literals(tokenizer, compiler):
         tokenizer, compiler, "<|atoms|> p: llueve", grounded_grammar("Si llueve, salgo.")
     )
     assert any("|" in a for a in allowed) and not any("¬" in a for a in allowed), allowed
+    # one clause said with both signs, once without its subject: "±" ("Fidel votará … o no …. No
+    # votará …" had been marked positive, which undid the ¬ the formula mask had fixed)
+    argument = grounded_grammar("Juan estudia o no trabaja. No estudia. Luego Juan no trabaja.")
+    allowed = _allowed_after(tokenizer, compiler, "<|atoms|> p: Juan estudia", argument)
+    assert allowed and not any("|" in a or "¬" in a for a in allowed), allowed
     # a definition holding more than the clause and a subject is another clause: free
     allowed = _allowed_after(tokenizer, compiler, "<|atoms|> p: salgo de casa con mi perro", grammar)
     assert any("¬" in a for a in allowed) and any("|" in a for a in allowed), allowed
@@ -665,6 +697,41 @@ def test_o_a_o_no_pero_opens_with_the_excluded_middle(tokenizer, compiler):
         compiler,
         grammar,
         _answer(["Marta viene a la cena ±", "la cena se celebra"], "(p ∨ ¬p) ∧ q", "∧: pero | ¬: no"),
+    )
+
+
+def test_the_part_after_an_excluded_middle_is_written_as_said(tokenizer, compiler):
+    from nanologic.grammar import excluded_middle_notes
+
+    sentence = "O Marta viene a la cena o no viene, pero de todos modos ni llueve ni hace frío."
+    notes = excluded_middle_notes(sentence)
+    assert notes[1:] == ["# conjunction parts 2", "# argument compound 2 ∧ ¬ llover / ¬ hacer frio"], notes
+    assert excluded_middle_notes("O Marta viene a la cena o no viene, pero llueve y no hace frío.")[2] == (
+        "# argument compound 2 ∧ + llover / ¬ hacer frio"
+    )
+    assert excluded_middle_notes("O Marta viene a la cena o no, pero no llueve de todas formas.")[2] == (
+        "# argument literal 2 ¬ llover"
+    )
+    # a predicate shared by two subjects is one clause's: no split at "y"
+    shared = "O Marta viene a la cena o no viene, pero el bebé y los perros no estarán tranquilos."
+    assert len(excluded_middle_notes(shared)) == 1
+    grammar = grounded_grammar(sentence)
+    atoms = ["Marta viene a la cena ±", "llueve ¬", "hace frío ¬"]
+    head = _answer(atoms, "", "∨: o | ¬: no | ∧: pero").replace(" <|eos|>", "")
+
+    def allowed(formula: str) -> set[str]:
+        return {
+            a.strip()
+            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
+            if "\ufffd" not in a
+        }
+
+    # the model wrote "(p ∨ ¬p) ∧ (¬q ∨ ¬r)" and "(p ∨ ¬p) ∧ ¬q" for such sentences
+    assert allowed("(p ∨ ¬p) ∧") and all(a.startswith("(") for a in allowed("(p ∨ ¬p) ∧"))
+    assert allowed("(p ∨ ¬p) ∧ (¬q") <= {"∧", ""} and "∧" in allowed("(p ∨ ¬p) ∧ (¬q")
+    assert allowed("(p ∨ ¬p) ∧ (¬q ∧ ¬") == {"r"}
+    assert _mask_allows(
+        tokenizer, compiler, grammar, _answer(atoms, "(p ∨ ¬p) ∧ (¬q ∧ ¬r)", "∨: o | ¬: no | ∧: pero")
     )
 
 

@@ -875,22 +875,62 @@ _COMPOUND_PARTS = (
 )
 
 
-def _compound_part(part: str) -> tuple[str, tuple[bool, list[str]], tuple[bool, list[str]]] | None:
+# Conjunctions of two clauses, read where a part is one conjunct of a larger conjunction (the
+# second part of "O A o no, pero B y C"), never in an argument, whose premise "A y B" adds two
+# conjuncts: "ni A ni B" (both negated), "A y B".
+_CONJUNCTION_COMPOUNDS = (
+    (AND, re.compile(r"ni (?P<a>[^,]+?),? ni (?P<b>[^,]+)")),
+    (AND, re.compile(r"(?P<a>[^,]+?),? (?:y|e) (?P<b>[^,]+)")),
+)
+
+
+@functools.cache
+def _folded_verb_forms() -> frozenset[str]:
+    # not the prepositions and cue words a verb's form folds to ("dé" -> "de", "pará" -> "para")
+    return frozenset(fold_text(form) for form in _verb_forms()[0]) - {
+        "caso",
+        "como",
+        "dado",
+        "de",
+        "para",
+        "puesto",
+        "se",
+    }
+
+
+def _says_a_verb(text: str) -> bool:
+    """Whether the folded ``text`` holds a verb form of the lexicon (:func:`lexicon_verb_lemma`),
+    folded ("vendia", "hara")."""
+    return not _folded_verb_forms().isdisjoint(re.findall(r"\w+", text))
+
+
+def _compound_part(
+    part: str, conjunctions: bool = False
+) -> tuple[str, tuple[bool, list[str]], tuple[bool, list[str]]] | None:
     """(→ or ∨, first literal, second literal) when the folded ``part`` of an argument is a
     conditional "si A, (entonces) B" ("cuando", "siempre que") or a disjunction "o A, o B" or "A
-    o B" whose A and B each say one clause (:func:`_literal_part`); else None."""
-    for symbol, pattern in _COMPOUND_PARTS:
+    o B" whose A and B each say one clause (:func:`_literal_part`); with ``conjunctions`` also
+    (∧, …) for "ni A ni B" (A and B negated) and "A y B"; else None."""
+    for symbol, pattern in _COMPOUND_PARTS + (_CONJUNCTION_COMPOUNDS if conjunctions else ()):
         match = pattern.fullmatch(part)
         if match:
             first, second = _literal_part(match["a"]), _literal_part(match["b"])
-            if first is not None and second is not None:
-                return symbol, first, second
+            if first is None or second is None:
+                continue
+            if symbol == AND and not all(_says_a_verb(match[side]) for side in "ab"):
+                continue  # a shared predicate ("el bebé y los perros no estarán tranquilos")
+            if part.startswith("ni "):
+                if first[0] or second[0]:
+                    continue
+                first, second = (True, first[1]), (True, second[1])
+            return symbol, first, second
     return None
 
 
-def _part_notes(slot: str, part: str) -> list[str]:
+def _part_notes(slot: str, part: str, conjunctions: bool = False) -> list[str]:
     """The note of an argument's ``part`` at ``slot`` (a premise's number or "c"): a literal
-    (``ARGUMENT_LITERAL_NOTE``), a compound of two (``ARGUMENT_COMPOUND_NOTE``), or none."""
+    (``ARGUMENT_LITERAL_NOTE``), a compound of two (``ARGUMENT_COMPOUND_NOTE``; ``conjunctions``:
+    see :func:`_compound_part`), or none."""
 
     def said(literal: tuple[bool, list[str]]) -> str:
         return f"{NOT if literal[0] else '+'} {' '.join(literal[1])}"
@@ -898,7 +938,7 @@ def _part_notes(slot: str, part: str) -> list[str]:
     literal = _literal_part(part)
     if literal is not None:
         return [f"{ARGUMENT_LITERAL_NOTE} {slot} {said(literal)}"]
-    compound = _compound_part(part)
+    compound = _compound_part(part, conjunctions)
     if compound is not None:
         symbol, first, second = compound
         return [f"{ARGUMENT_COMPOUND_NOTE} {slot} {symbol} {said(first)} / {said(second)}"]
@@ -950,6 +990,23 @@ _CONDITIONAL_SENTENCES = (
         False,
     ),
     (re.compile(rf"[^,;.]+? {_UNLESS_CUES} (?P<a>[^,;.]+)"), True),
+    # A is necessary or sufficient for B, said around B: "que A implica que B", "que A es condición
+    # suficiente para que B", "basta con que A para que B", "A es condición suficiente para B", "A
+    # solo si B", "A sólo cuando B" (A → B); "que B es condición necesaria para que A", "es
+    # necesario que B para que A", "hay que B para A", "se debe B para A", "B es condición necesaria
+    # para A", "solo si B, A", "solo cuando B, A" (A → B)
+    (re.compile(r"que (?P<a>[^,;.]+?) (?:implica que|es condicion suficiente para que) [^,;.]+"), False),
+    (re.compile(r"basta con que (?P<a>[^,;.]+?) para que [^,;.]+"), False),
+    (re.compile(r"(?P<a>[^,;.]+?) (?:es condicion suficiente para|solo si|solo cuando) [^,;.]+"), False),
+    (
+        re.compile(
+            r"(?:que [^,;.]+? es condicion necesaria|es necesario que [^,;.]+?) para que (?P<a>[^,;.]+)"
+        ),
+        False,
+    ),
+    (re.compile(r"(?:hay que|se debe) [^,;.]+? para (?P<a>[^,;.]+)"), False),
+    (re.compile(r"[^,;.]+? es condicion necesaria para (?P<a>[^,;.]+)"), False),
+    (re.compile(r"solo (?:si|cuando) [^,;.]+, (?P<a>[^,;.]+)"), False),
 )
 
 
@@ -1006,10 +1063,14 @@ def conjunction_notes(sentence: str) -> list[str]:
 
 
 # "O A o no, pero B": the formula opens with A's excluded middle, "(p ∨ ¬p) ∧ ", as
-# "# excluded middle KEYS".
+# "# excluded middle KEYS"; B, of one clause or two, is the conjunction's second part
+# (``CONJUNCTION_PARTS_NOTE`` 2 and B's note at slot 2).
 EXCLUDED_MIDDLE_NOTE = "# excluded middle"
 _EXCLUDED_MIDDLE_RE = re.compile(
     r"o (?P<a>[^,]+?) o no(?: (?P<again>[^,]+))?, pero (?!no (?:ambos|ambas|los dos|las dos))"
+)
+_ANYWAY_RE = re.compile(
+    r"^(?:de (?:todos modos|todas formas|todas maneras),? )|,? de (?:todos modos|todas formas|todas maneras)$"
 )
 
 
@@ -1018,14 +1079,24 @@ def excluded_middle_notes(sentence: str) -> list[str]:
     clause (:func:`_literal_part`): its formula opens ``(p ∨ ¬p) ∧`` with A's letter. So every such
     gold formula of a training split (512) and of data/dev_real.jsonl (2, "O Marta viene a la
     cena o no viene, pero la cena se celebra de todos modos."); the default model wrote most of a
-    test split's otherwise, ``(p ∨ ¬q) ∧ ¬r`` (2026-12-05)."""
-    match = _EXCLUDED_MIDDLE_RE.match(fold_text(unicodedata.normalize("NFC", sentence)).strip())
+    test split's otherwise, ``(p ∨ ¬q) ∧ ¬r`` (2026-12-05). Where the rest B ("de todos modos"
+    aside) is one clause, "A y B", "ni A ni B", "o bien A, o bien B" or "A o B" (:func:`_part_notes`),
+    its note follows at slot 2 of a two-part conjunction: the default model wrote
+    ``(p ∨ ¬p) ∧ (¬q ∧ ¬r)`` for "…, pero ella no está en forma o David no …" in 9 answers of a
+    test split (2026-12-05)."""
+    folded = fold_text(unicodedata.normalize("NFC", sentence)).strip().rstrip(".")
+    match = _EXCLUDED_MIDDLE_RE.match(folded)
     literal = _literal_part(match["a"]) if match else None
     if match is None or literal is None or literal[0]:
         return []
     if match["again"] and not set(content_keys(match["again"].split())) & set(literal[1]):
         return []  # "o no B": another clause, not A again
-    return [f"{EXCLUDED_MIDDLE_NOTE} {' '.join(literal[1])}"]
+    rest = _ANYWAY_RE.sub("", folded[match.end() :].strip())
+    second = _part_notes("2", rest, conjunctions=True)
+    return [
+        f"{EXCLUDED_MIDDLE_NOTE} {' '.join(literal[1])}",
+        *([f"{CONJUNCTION_PARTS_NOTE} 2", *second] if second else []),
+    ]
 
 
 def argument_premises(sentence: str) -> int:
@@ -1197,9 +1268,12 @@ class GrammarCompiler:
             lambda text: b"|" in text and (not text.startswith(b"<|") or text == connectors),
         )
 
-    def tokens_opening(self) -> Any:
-        """bool [V]: the tokens that open a parenthesis: "(" first after any spaces."""
-        return self._token_mask((frozenset(), b"<opening>"), lambda text: text.lstrip(b" ").startswith(b"("))
+    def tokens_writing(self, texts: frozenset[str]) -> Any:
+        """bool [V]: the tokens that write one of ``texts`` after any spaces, and nothing more (the
+        openings of a formula's part: "(", "(¬", "((", whose byte-level tokens may end inside "¬")."""
+        encoded = {text.encode() for text in texts}
+        starts = {text[: text.find(b"\xc2") + 1] for text in encoded if b"\xc2" in text}
+        return self._token_mask((texts, b"<writing>"), lambda text: text.lstrip(b" ") in encoded | starts)
 
     def tokens_completing(self, symbols: frozenset[str], tail: bytes) -> Any:
         """bool [V]: the tokens that, after ``tail`` (the incomplete UTF-8 end of the text so far),
@@ -1379,48 +1453,54 @@ class FormulaMask:
                 # one more: without this the untrained and the default model ran "((((…" to the
                 # token limit
                 banned_symbols = banned_symbols | {"("}
-        opens = False
-        noted: tuple[frozenset[str], frozenset[str], bool] | None = None
+        openings: frozenset[str] = frozenset()
+        noted: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None
         if self.antecedent is not None:
-            noted = (*self._antecedent_bans(), False)
-        if self.excluded_middle is not None:
+            noted = (*self._antecedent_bans(), frozenset())
+        formula = self.formula_text.decode(errors="replace")
+        if self.excluded_middle is not None and (not self.conjuncts or _conjunct_slot(formula)[0] == "1"):
             noted = self._excluded_middle_bans()
-        if self.literals or self.compounds:
+        elif self.literals or self.compounds:
             noted = self._argument_literal_bans()
         if noted is not None:
-            more_symbols, more_letters, opens = noted
+            more_symbols, more_letters, openings = noted
             demanded = frozenset(BINARY_CONNECTIVES) - more_symbols
             if len(demanded) == 1:  # the sentence's shape needs it, declared in the connector list or not
                 banned_symbols = banned_symbols - demanded
             banned_symbols, banned_letters = banned_symbols | more_symbols, banned_letters | more_letters
-        if not banned_symbols and not banned_letters and not opens:
+        if not banned_symbols and not banned_letters and not openings:
             return row
         tail = _incomplete_utf8_tail(self.formula_text)
         banned = self.compiler.tokens_completing(banned_symbols, tail)
         if banned_letters:
             banned = banned | self.compiler.tokens_naming(banned_letters)
-        if opens:
-            banned = banned | ~self.compiler.tokens_opening()
+        if openings:
+            banned = banned | ~self.compiler.tokens_writing(openings)
         return _without(row, banned)
 
-    def _argument_literal_bans(self) -> tuple[frozenset[str], frozenset[str], bool]:
-        """(symbols, letters, whether the next token must open a parenthesis) to ban where the
+    def _argument_literal_bans(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+        """(symbols, letters, the openings the next token must write, or none) to ban where the
         formula is at a premise or conclusion of an argument, or a part of a conjunction
         (``self.conjuncts``), of one clause
         (``self.literals``): the sign the clause says (¬ first where it negates, no ¬ where it does
         not, no "(") and a letter whose definition shares a content word with it (any declared
         letter where none does); or of two (``self.compounds``): "(", the first literal, the
-        compound's connective, the second literal, ")"."""
+        compound's connective, the second literal, ")". An argument of several premises opens with
+        the conjunction's "(" and what its first premise's opening allows in the same token
+        (" ((¬" is one token: the model wrote ``((¬p ∨ ¬q) ∧ ¬p) → ¬q`` for "A o no B. No A. …")."""
+        free = frozenset[str]()
         formula = self.formula_text.decode(errors="replace")
         where = _conjunct_slot(formula) if self.conjuncts else _argument_slot(formula, self.premises)
         if where is None:
-            return frozenset(), frozenset(), False
+            if self.premises > 1 and not formula.strip() and ("1" in self.literals or "1" in self.compounds):
+                return free, free, frozenset("(" + opening for opening in self._openings("1") | {""})
+            return free, free, free
         slot, written = where
         declared = frozenset(self._definitions())
         text = written.replace(" ", "")
         written_whole = re.search(r"[a-z]", text) if slot in self.literals else ")" in text
         if written_whole and slot == str(self.conjuncts):  # the last part: the formula ends
-            return frozenset({"(", NOT, *BINARY_CONNECTIVES}), declared, False
+            return frozenset({"(", NOT, *BINARY_CONNECTIVES}), declared, free
         last = slot == str(self.premises) and self.premises > 1
         if (
             written_whole
@@ -1428,27 +1508,40 @@ class FormulaMask:
             and all(str(n) in self.literals or str(n) in self.compounds for n in range(1, self.premises + 1))
         ):
             # each premise is one conjunct: the conjunction closes after the last ("(p ∧ p ∧ …)")
-            return frozenset({"(", NOT, " ", *BINARY_CONNECTIVES}), declared, False
+            return frozenset({"(", NOT, " ", *BINARY_CONNECTIVES}), declared, free
         if slot in self.literals:
-            return *self._literal_bans(self.literals[slot], written), False
+            return *self._literal_bans(self.literals[slot], written), free
         if slot not in self.compounds:
-            return frozenset(), frozenset(), False
+            return free, free, free
         symbol, first, second = self.compounds[slot]
         if not text:  # "(" opens it, in a token of its own or as "(¬"
-            return frozenset(BINARY_CONNECTIVES) | (frozenset() if first[0] else {NOT}), declared, True
+            return (
+                frozenset(BINARY_CONNECTIVES) | (free if first[0] else {NOT}),
+                declared,
+                self._openings(slot),
+            )
         if not text.startswith("(") or ")" in text:
-            return frozenset(), frozenset(), False  # written another way, or closed
+            return free, free, free  # written another way, or closed
         body = text[1:]
         letters = re.findall(r"[a-z]", body)
         if not letters:
-            return *self._literal_bans(first, body), False
+            return *self._literal_bans(first, body), free
         if len(letters) == 1 and not any(c in body for c in BINARY_CONNECTIVES):
-            return frozenset(BINARY_CONNECTIVES) - {symbol} | {"(", ")", NOT}, declared, False
+            return frozenset(BINARY_CONNECTIVES) - {symbol} | {"(", ")", NOT}, declared, free
         if len(letters) == 1:
             after = body.split(symbol, 1)[-1]
-            return *self._literal_bans(second, after, avoid=letters[0]), False
+            return *self._literal_bans(second, after, avoid=letters[0]), free
         # only ")" is left; a space would open another connective, which a greedy model took
-        return frozenset({"(", NOT, " ", *BINARY_CONNECTIVES}), declared, False
+        return frozenset({"(", NOT, " ", *BINARY_CONNECTIVES}), declared, free
+
+    def _openings(self, slot: str) -> frozenset[str]:
+        """What a noted part at ``slot`` may open with in one token: a compound "(" (and "(¬" where
+        its first literal is negated), a literal nothing or "¬" (where it is negated)."""
+        if slot in self.compounds:
+            return frozenset({"(", "(" + NOT} if self.compounds[slot][1][0] else {"("})
+        if slot in self.literals:
+            return frozenset({NOT} if self.literals[slot][0] else set())
+        return frozenset()
 
     def _mask_marks(self, row: Any) -> Any:
         """``row`` with the tokens at -inf that would give the definition being written a polarity
@@ -1478,14 +1571,23 @@ class FormulaMask:
 
         earlier = [_definition_keys(d) for d in definitions[:-1]]
         held = [
-            (len(literal), negated)
+            (literal, negated)
             for negated, literal in said
             if holds(keys, literal) and not any(holds(words, literal) for words in earlier)
         ]
         if not held:
             return row
-        size = {sign: max((n for n, negated in held if negated == sign), default=0) for sign in (True, False)}
-        if size[True] == size[False]:  # one clause said with both signs (an argument's): "±"
+        fullest = {
+            sign: max((literal for literal, negated in held if negated == sign), key=len, default=frozenset())
+            for sign in (True, False)
+        }
+        size = {sign: len(literal) for sign, literal in fullest.items()}
+        # one clause said with both signs (an argument's), in an argument also with its subject
+        # once elided ("Fidel votará … o no …. No votará …"; in a chain "Siempre que éramos
+        # reelegidos, Raquel no es reelegida" are two clauses): "±"
+        smaller, larger = sorted(fullest.values(), key=len)
+        elided = self.premises > 0 and smaller and smaller <= larger and len(larger - smaller) <= 1
+        if size[True] == size[False] or elided:
             banned = self.compiler.tokens_ending_definition() | self.compiler.tokens_naming(
                 frozenset({NEGATED_MARK})
             )
@@ -1495,8 +1597,8 @@ class FormulaMask:
             banned = self.compiler.tokens_naming(frozenset({NEGATED_MARK}))
         return _without(row, banned)
 
-    def _excluded_middle_bans(self) -> tuple[frozenset[str], frozenset[str], bool]:
-        """(symbols, letters, whether "(" must come next) while the formula writes the excluded
+    def _excluded_middle_bans(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+        """(symbols, letters, the openings the next token must write, or none) while the formula writes the excluded
         middle it opens with (``self.excluded_middle``): "(", A's letter, " ∨ ¬", the same
         letter, ")", " ∧ "."""
         assert self.excluded_middle is not None
@@ -1504,23 +1606,23 @@ class FormulaMask:
         declared = frozenset(self._definitions())
         binary = frozenset(BINARY_CONNECTIVES)
         if not text:
-            return binary | {NOT}, declared, True
+            return binary | {NOT}, declared, frozenset({"("})
         match = re.fullmatch(r"\((?:([a-z])(?:(∨)(?:(¬)(?:([a-z])(\))?)?)?)?)?", text)
         if match is None:
             if text.startswith("(") and re.fullmatch(r"\(([a-z])∨¬\1\)", text[: text.find(")") + 1]):
                 after = text[text.find(")") + 1 :]
                 if not after:  # " ∧ " and nothing else: no end, no other connective
-                    return binary - {AND} | {")", "<|eos|>"}, declared, False
-            return frozenset(), frozenset(), False
+                    return binary - {AND} | {")", "<|eos|>"}, declared, frozenset()
+            return frozenset(), frozenset(), frozenset()
         letter, disjunction, negation, again, _ = match.groups()
         if letter is None:
-            return self._literal_bans((False, self.excluded_middle), "") + (False,)
+            return self._literal_bans((False, self.excluded_middle), "") + (frozenset(),)
         if disjunction is None:
-            return binary - {OR} | {"(", ")", NOT}, declared, False
+            return binary - {OR} | {"(", ")", NOT}, declared, frozenset()
         if negation is None:
-            return binary | {"(", ")"}, declared, False
+            return binary | {"(", ")"}, declared, frozenset()
         if again is None:
-            return binary | {"(", ")", NOT}, declared - {letter}, False
+            return binary | {"(", ")", NOT}, declared - {letter}, frozenset()
         return binary | {"(", NOT, " "}, declared, False  # only ")"
 
     def _antecedent_bans(self) -> tuple[frozenset[str], frozenset[str]]:
