@@ -437,9 +437,12 @@ def test_a_formula_names_each_letter_once_where_the_sentence_says_each_clause_on
     # every letter named: the formula may only close and end
     allowed = _allowed_after(tokenizer, compiler, head + "p → (q ∧ r", grammar)
     assert allowed and all(set(a) <= set(") ") for a in allowed), allowed
-    # one letter left: no "(" (it would hold two)
-    two = "<|atoms|> p: llueve | q: nieva <|connectors|> →: si <|formula|> p → "
-    assert not any("(" in a for a in _allowed_after(tokenizer, compiler, two, grounded_grammar(sentence)))
+    # one letter left: no "(" (it would hold two); a sentence whose consequent has no note, which
+    # would ask for the "(" of "(q ∧ r)"
+    two = "<|atoms|> p: llueve | q: nieva <|connectors|> →: cuando <|formula|> p → "
+    commaless = grounded_grammar("Cuando llueve nieva y hace frío.")
+    assert LETTERS_ONCE_NOTE in commaless and "# argument" not in commaless
+    assert not any("(" in a for a in _allowed_after(tokenizer, compiler, two, commaless))
     # two letters left, inside a parenthesis without its connective yet: "((" would need three
     nested = head.replace("<|formula|> ", "<|formula|> p → (")
     assert not any("(" in a for a in _allowed_after(tokenizer, compiler, nested, grammar))
@@ -594,7 +597,7 @@ def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
         ("Estudiar es condición necesaria para aprobar.", "aprob"),
         ("Hay que estudiar para aprobar.", "aprob"),
     ):
-        assert conditional_antecedent_notes(said) == [f"# conditional antecedent + {antecedent}"], said
+        assert conditional_antecedent_notes(said)[0] == f"# conditional antecedent + {antecedent}", said
     for other in (
         "Si y solo si llueve, me quedo en casa.",  # "y": no one clause
         "Si llueve, me mojo. Llueve. Luego me mojo.",  # an argument: its own notes
@@ -614,7 +617,11 @@ def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
     assert allowed("") <= {"¬"} and allowed(""), allowed("")  # "(¬p → q) ∧ r" or "q ∧ …" ruled out
     assert allowed("¬") == {"p"}
     assert allowed("¬p") <= {"→", ""} and "→" in allowed("¬p")  # no ∧, no end
-    assert "(" in allowed("¬p →")  # the consequent is free
+    # the consequent as said: "(", q, ∧, r, ")", then the end (the model wrote "¬(p ∨ q) → (¬r ∨ ¬s)"
+    # for "A menos que A o B, no C y no D")
+    assert allowed("¬p →") and all(a.startswith("(") for a in allowed("¬p →")), allowed("¬p →")
+    assert allowed("¬p → (q") <= {"∧", ""} and "∧" in allowed("¬p → (q")
+    assert not any(c in a for a in allowed("¬p → (q ∧ r)") for c in "∧∨→↔¬(")
     assert _mask_allows(
         tokenizer,
         compiler,

@@ -980,33 +980,41 @@ CONDITIONAL_ANTECEDENT_NOTE = "# conditional antecedent"
 _IF_CUES = r"(?:si|cuando|siempre que|siempre y cuando|en caso de que|con tal de que)"
 _UNLESS_CUES = r"(?:a menos que|salvo que|excepto que|salvo si|excepto si)"
 _CONDITIONAL_SENTENCES = (
-    (re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,;.]+), (?:entonces )?[^,;.]+"), False),
-    (re.compile(rf"{_UNLESS_CUES} (?P<a>[^,;.]+), [^,;.]+"), True),
+    (re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,;.]+), (?:entonces )?(?P<b>[^,;.]+)"), False),
+    (re.compile(rf"{_UNLESS_CUES} (?P<a>[^,;.]+), (?P<b>[^,;.]+)"), True),
     # "Para que A, B": B is necessary for A, A → B (121 of a training split, 1 of dev_real)
     (re.compile(r"para que (?P<a>[^,;.]+), [^,;.]+"), False),
     # "B sólo cuando A" is B → A, "B siempre y cuando A" A → B
     (
-        re.compile(rf"[^,;.]+? (?<!solo )(?<!solamente )(?<!unicamente )(?<!y ){_IF_CUES} (?P<a>[^,;.]+)"),
+        re.compile(
+            rf"(?P<b>[^,;.]+?) (?<!solo )(?<!solamente )(?<!unicamente )(?<!y ){_IF_CUES} (?P<a>[^,;.]+)"
+        ),
         False,
     ),
-    (re.compile(rf"[^,;.]+? {_UNLESS_CUES} (?P<a>[^,;.]+)"), True),
+    (re.compile(rf"(?P<b>[^,;.]+?) {_UNLESS_CUES} (?P<a>[^,;.]+)"), True),
     # A is necessary or sufficient for B, said around B: "que A implica que B", "que A es condición
     # suficiente para que B", "basta con que A para que B", "A es condición suficiente para B", "A
     # solo si B", "A sólo cuando B" (A → B); "que B es condición necesaria para que A", "es
     # necesario que B para que A", "hay que B para A", "se debe B para A", "B es condición necesaria
     # para A", "solo si B, A", "solo cuando B, A" (A → B)
-    (re.compile(r"que (?P<a>[^,;.]+?) (?:implica que|es condicion suficiente para que) [^,;.]+"), False),
-    (re.compile(r"basta con que (?P<a>[^,;.]+?) para que [^,;.]+"), False),
-    (re.compile(r"(?P<a>[^,;.]+?) (?:es condicion suficiente para|solo si|solo cuando) [^,;.]+"), False),
+    (
+        re.compile(r"que (?P<a>[^,;.]+?) (?:implica que|es condicion suficiente para que) (?P<b>[^,;.]+)"),
+        False,
+    ),
+    (re.compile(r"basta con que (?P<a>[^,;.]+?) para que (?P<b>[^,;.]+)"), False),
+    (
+        re.compile(r"(?P<a>[^,;.]+?) (?:es condicion suficiente para|solo si|solo cuando) (?P<b>[^,;.]+)"),
+        False,
+    ),
     (
         re.compile(
-            r"(?:que [^,;.]+? es condicion necesaria|es necesario que [^,;.]+?) para que (?P<a>[^,;.]+)"
+            r"(?:que (?P<b>[^,;.]+?) es condicion necesaria|es necesario que (?P<b2>[^,;.]+?)) para que (?P<a>[^,;.]+)"
         ),
         False,
     ),
     (re.compile(r"(?:hay que|se debe) [^,;.]+? para (?P<a>[^,;.]+)"), False),
     (re.compile(r"[^,;.]+? es condicion necesaria para (?P<a>[^,;.]+)"), False),
-    (re.compile(r"solo (?:si|cuando) [^,;.]+, (?P<a>[^,;.]+)"), False),
+    (re.compile(r"solo (?:si|cuando) (?P<b>[^,;.]+), (?P<a>[^,;.]+)"), False),
 )
 
 
@@ -1028,7 +1036,12 @@ def conditional_antecedent_notes(sentence: str) -> list[str]:
         literal = _literal_part(match["a"]) if match else None
         if literal is not None:
             negated = literal[0] != flips
-            return [f"{CONDITIONAL_ANTECEDENT_NOTE} {NOT if negated else '+'} {' '.join(literal[1])}"]
+            said = match.groupdict()
+            consequent = said.get("b") or said.get("b2")
+            return [
+                f"{CONDITIONAL_ANTECEDENT_NOTE} {NOT if negated else '+'} {' '.join(literal[1])}",
+                *(_part_notes("c", consequent, conjunctions=True) if consequent else []),
+            ]
     return []
 
 
@@ -1455,12 +1468,14 @@ class FormulaMask:
                 banned_symbols = banned_symbols | {"("}
         openings: frozenset[str] = frozenset()
         noted: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None
+        formula = self.formula_text.decode(errors="replace")
         if self.antecedent is not None:
             noted = (*self._antecedent_bans(), frozenset())
-        formula = self.formula_text.decode(errors="replace")
+            if IMPLIES in formula and ("c" in self.literals or "c" in self.compounds):
+                noted = self._argument_literal_bans()  # the consequent (:func:`conditional_antecedent_notes`)
         if self.excluded_middle is not None and (not self.conjuncts or _conjunct_slot(formula)[0] == "1"):
             noted = self._excluded_middle_bans()
-        elif self.literals or self.compounds:
+        elif (self.literals or self.compounds) and self.antecedent is None:
             noted = self._argument_literal_bans()
         if noted is not None:
             more_symbols, more_letters, openings = noted
@@ -1490,7 +1505,8 @@ class FormulaMask:
         (" ((¬" is one token: the model wrote ``((¬p ∨ ¬q) ∧ ¬p) → ¬q`` for "A o no B. No A. …")."""
         free = frozenset[str]()
         formula = self.formula_text.decode(errors="replace")
-        where = _conjunct_slot(formula) if self.conjuncts else _argument_slot(formula, self.premises)
+        premises = self.premises or (1 if self.antecedent is not None else 0)  # a conditional: A → B
+        where = _conjunct_slot(formula) if self.conjuncts else _argument_slot(formula, premises)
         if where is None:
             if self.premises > 1 and not formula.strip() and ("1" in self.literals or "1" in self.compounds):
                 return free, free, frozenset("(" + opening for opening in self._openings("1") | {""})
@@ -1499,7 +1515,8 @@ class FormulaMask:
         declared = frozenset(self._definitions())
         text = written.replace(" ", "")
         written_whole = re.search(r"[a-z]", text) if slot in self.literals else ")" in text
-        if written_whole and slot == str(self.conjuncts):  # the last part: the formula ends
+        # the last part of a conjunction, or a conditional's consequent: the formula ends
+        if written_whole and (slot == str(self.conjuncts) or (slot == "c" and self.antecedent is not None)):
             return frozenset({"(", NOT, *BINARY_CONNECTIVES}), declared, free
         last = slot == str(self.premises) and self.premises > 1
         if (
@@ -1598,9 +1615,9 @@ class FormulaMask:
         return _without(row, banned)
 
     def _excluded_middle_bans(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-        """(symbols, letters, the openings the next token must write, or none) while the formula writes the excluded
-        middle it opens with (``self.excluded_middle``): "(", A's letter, " ∨ ¬", the same
-        letter, ")", " ∧ "."""
+        """(symbols, letters, the openings the next token must write, or none) while the formula
+        writes the excluded middle it opens with (``self.excluded_middle``): "(", A's letter, " ∨ ¬",
+        the same letter, ")", " ∧ "."""
         assert self.excluded_middle is not None
         text = self.formula_text.decode(errors="replace").replace(" ", "")
         declared = frozenset(self._definitions())
@@ -1623,7 +1640,7 @@ class FormulaMask:
             return binary | {"(", ")"}, declared, frozenset()
         if again is None:
             return binary | {"(", ")", NOT}, declared - {letter}, frozenset()
-        return binary | {"(", NOT, " "}, declared, False  # only ")"
+        return binary | {"(", NOT, " "}, declared, frozenset()  # only ")"
 
     def _antecedent_bans(self) -> tuple[frozenset[str], frozenset[str]]:
         """(symbols, letters) to ban while the formula writes a conditional's antecedent
