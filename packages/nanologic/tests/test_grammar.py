@@ -599,7 +599,6 @@ def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
     ):
         assert conditional_antecedent_notes(said)[0] == f"# conditional antecedent + {antecedent}", said
     for other in (
-        "Si y solo si llueve, me quedo en casa.",  # "y": no one clause
         "Si llueve, me mojo. Llueve. Luego me mojo.",  # an argument: its own notes
         "Si llueve y nieva, me quedo, aunque salgas.",  # a comma in the consequent
     ):
@@ -628,6 +627,63 @@ def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
         grammar,
         _answer(["llueve ¬", "salgo", "corro"], "¬p → (q ∧ r)", "→: si | ¬: no | ∧: y"),
     )
+
+
+def test_a_condition_of_two_clauses_opens_the_formula_as_said(tokenizer, compiler):
+    """ "Si llueve y no llevo paraguas, entonces me mojo." (issue 13's first example) had become
+    ``p → (¬q ∧ r)``: the condition's compound is written first, then → and the consequent."""
+    from nanologic.grammar import CONDITIONAL_COMPOUND_NOTE, conditional_antecedent_notes
+
+    sentence = "Si llueve y no llevo paraguas, entonces me mojo."
+    assert conditional_antecedent_notes(sentence) == [
+        CONDITIONAL_COMPOUND_NOTE,
+        "# argument compound 1 ∧ + llover / ¬ llevar parag",
+        "# argument literal c + mojar",
+    ]
+    assert (
+        conditional_antecedent_notes("A menos que llueva o nieve, salgo.") == []
+    )  # ¬(A ∨ B): not written so
+    grammar = grounded_grammar(sentence)
+    atoms, connectors = ["llueve", "llevo paraguas ¬", "me mojo"], "∧: y | ¬: no | →: si"
+    head = _answer(atoms, "", connectors).replace(" <|eos|>", "")
+
+    def allowed(formula: str) -> set[str]:
+        return {
+            a.strip()
+            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
+            if "\ufffd" not in a
+        }
+
+    assert allowed("") and all(a.startswith("(") for a in allowed("")), allowed("")
+    assert allowed("(p") <= {"∧", ""} and "∧" in allowed("(p")
+    assert allowed("(p ∧ ¬q)") <= {"→", ""} and "→" in allowed("(p ∧ ¬q)")
+    assert allowed("(p ∧ ¬q) →") <= {"r", ""} and "r" in allowed("(p ∧ ¬q) →")
+    assert _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "(p ∧ ¬q) → r", connectors))
+
+
+def test_a_biconditional_is_written_as_said(tokenizer, compiler):
+    """ "Si y solo si llueve, me quedo en casa." had become ``p ∧ p``: its first clause, ↔, the other."""
+    from nanologic.grammar import BICONDITIONAL_NOTE, conditional_antecedent_notes
+
+    for said in (
+        "Si y solo si llueve, me quedo en casa.",
+        "Me quedo en casa sí y solo sí llueve.",
+        "Me quedo en casa cuando y sólo cuando llueve.",
+        "Que llueva equivale a que me quede en casa.",
+        "Que llueva es condición necesaria y suficiente para que me quede en casa.",
+    ):
+        assert conditional_antecedent_notes(said)[0] == BICONDITIONAL_NOTE, said
+    # a sum of numbers is no conjunction of clauses ("suma" is a verb of the lexicon too)
+    assert "∧" not in " ".join(conditional_antecedent_notes("La suma de 7 y 8 es par si y solo si llueve."))
+    grammar = grounded_grammar("Si y solo si llueve, me quedo en casa.")
+    atoms, connectors = ["llueve", "me quedo en casa"], "↔: si y solo si"
+    head = _answer(atoms, "", connectors).replace(" <|eos|>", "")
+    allowed = {
+        a.strip() for a in _allowed_after(tokenizer, compiler, head + "p", grammar) if "\ufffd" not in a
+    }
+    assert allowed <= {"↔", ""} and "↔" in allowed, allowed
+    assert _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "p ↔ q", connectors))
+    assert not _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "p ↔ q ∧ p", connectors))
 
 
 def test_polarity_marks_follow_the_noted_literals(tokenizer, compiler):

@@ -25,9 +25,10 @@ affirmative atomic clause; the formula uses only the connectives the sentence ca
 (:func:`letters_once`), and an argument's premises and conclusion of one clause take their own
 letter and sign, those of two clauses ("si A, B", "o A, o B") their parentheses, connective,
 letters and signs (:func:`argument_literal_notes`), as do the parts of a conjunction of
-conditionals (:func:`conjunction_notes`); a conditional opens with its condition's literal
-(:func:`conditional_antecedent_notes`), "O A o no, pero" with A's excluded middle
-(:func:`excluded_middle_notes`), and the polarity marks agree (``MARKS_FOLLOW_NOTE``): the rules
+conditionals (:func:`conjunction_notes`); a conditional opens with its condition's literal and
+writes its consequent as said (:func:`conditional_antecedent_notes`), "O A o no, pero B" opens
+with A's excluded middle and writes B as said (:func:`excluded_middle_notes`), an argument's first
+token opens as its first premise does, and the polarity marks agree (``MARKS_FOLLOW_NOTE``): the rules
 from :func:`letters_once` on are kept by :class:`FormulaMask`, which reads them from comment lines
 of the grammar (llama.cpp ignores them). Of the
 501 gold definitions of ``data/dev_real.jsonl`` 465 read the sentence in order and 6 need the jump (29 use words the sentence lacks, "la física es una ciencia natural");
@@ -919,6 +920,8 @@ def _compound_part(
                 continue
             if symbol == AND and not all(_says_a_verb(match[side]) for side in "ab"):
                 continue  # a shared predicate ("el bebé y los perros no estarán tranquilos")
+            if re.search(r"\d$", match["a"]) and re.match(r"\d", match["b"]):
+                continue  # numbers: "la suma de 7 y 8 es par" (and "suma" a verb of the lexicon)
             if part.startswith("ni "):
                 if first[0] or second[0]:
                     continue
@@ -977,6 +980,20 @@ MARKS_FOLLOW_NOTE = "# atoms: polarity marks follow the noted literals"
 # and →, as "# conditional antecedent SIGN KEYS". Folded sentences, without the final period:
 # (pattern, whether the condition is said negated: "a menos que A, B" is ¬A → B).
 CONDITIONAL_ANTECEDENT_NOTE = "# conditional antecedent"
+# A conditional whose condition says two clauses ("Si A y no B, C"): its formula opens with their
+# compound, "(A ∧ ¬B) → ", the compound's note at slot "1" (``ARGUMENT_COMPOUND_NOTE``).
+CONDITIONAL_COMPOUND_NOTE = "# conditional compound antecedent"
+# A biconditional said so ("A si y solo si B"): the same notes, and this line: ↔ where → was.
+BICONDITIONAL_NOTE = "# conditional connective ↔"
+_BICONDITIONAL_SENTENCES = (
+    re.compile(r"s[ií] y s[oó]lo s[ií] (?P<a>[^,;.]+), (?P<b>[^,;.]+)"),
+    re.compile(
+        r"(?P<a>[^,;.]+?) (?:s[ií] y s[oó]lo s[ií]|s[ií] y solamente s[ií]|cuando y solo cuando"
+        r"|unicamente cuando) (?P<b>[^,;.]+)"
+    ),
+    re.compile(r"que (?P<a>[^,;.]+?) equivale a que (?P<b>[^,;.]+)"),
+    re.compile(r"(?:que )?(?P<a>[^,;.]+?) es condicion necesaria y suficiente para (?:que )?(?P<b>[^,;.]+)"),
+)
 _IF_CUES = r"(?:si|cuando|siempre que|siempre y cuando|en caso de que|con tal de que)"
 _UNLESS_CUES = r"(?:a menos que|salvo que|excepto que|salvo si|excepto si)"
 _CONDITIONAL_SENTENCES = (
@@ -1022,27 +1039,46 @@ def conditional_antecedent_notes(sentence: str) -> list[str]:
     """The ``CONDITIONAL_ANTECEDENT_NOTE`` line of a conditional sentence without commas but the
     one after its opening condition: "Si A, (entonces) B", "A menos que A, B", "Para que A, B",
     "B si A", "B a menos que A" ("cuando", "siempre que", "en caso de que", "salvo que", …; not
-    "sólo si", "si y solo si") whose condition A says one clause (:func:`_literal_part`): its formula is A's literal
-    (negated after "a menos que") → B's formula. The gold formula of every such sentence opens so:
+    "si y solo si"), and the conditions said around their clause (``_CONDITIONAL_SENTENCES``: "que
+    A implica que B", "A solo si B", "es necesario que B para que A", …) whose condition A says one
+    clause (:func:`_literal_part`): its formula is A's literal (negated after "a menos que") → B's
+    formula; where B is one clause or two (:func:`_part_notes`, conjunctions too) its note follows
+    at slot "c", and the formula ends after it. The gold formula of every such sentence opens so:
     43 of data/dev_real.jsonl, 1,227 of a training split, 63 of two synthetic test splits; the
     default model answered 8 of the 66 `dev_real` answers of two runs to the first form otherwise
     ("Si se somete el agua a una temperatura de cien grados, entra en ebullición." -> ``p ∧ q``)
     and most of a test split's "A menos que A, B y no C" (``¬(p ∧ q) → ¬r``) (2026-12-05)."""
     folded = fold_text(unicodedata.normalize("NFC", sentence)).strip().rstrip(".")
-    if "si y solo si" in folded or argument_parts(sentence) is not None:
+    if argument_parts(sentence) is not None:
+        return []
+    for biconditional in _BICONDITIONAL_SENTENCES:
+        match = biconditional.fullmatch(folded)
+        notes = _conditional_notes(match, False) if match else []
+        if notes:
+            return [BICONDITIONAL_NOTE, *notes]
+    if re.search(r"s[ií] y s[oó]lo s[ií]", folded):
         return []
     for pattern, flips in _CONDITIONAL_SENTENCES:
         match = pattern.fullmatch(folded)
-        literal = _literal_part(match["a"]) if match else None
-        if literal is not None:
-            negated = literal[0] != flips
-            said = match.groupdict()
-            consequent = said.get("b") or said.get("b2")
-            return [
-                f"{CONDITIONAL_ANTECEDENT_NOTE} {NOT if negated else '+'} {' '.join(literal[1])}",
-                *(_part_notes("c", consequent, conjunctions=True) if consequent else []),
-            ]
+        notes = _conditional_notes(match, flips) if match else []
+        if notes:
+            return notes
     return []
+
+
+def _conditional_notes(match: re.Match[str], flips: bool) -> list[str]:
+    """The notes of a conditional whose condition is ``match["a"]`` (negated where ``flips``) and
+    consequent ``match["b"]`` (or ``"b2"``), when the condition says one clause or two."""
+    said = match.groupdict()
+    consequent = said.get("b") or said.get("b2")
+    after = _part_notes("c", consequent, conjunctions=True) if consequent else []
+    literal = _literal_part(match["a"])
+    if literal is not None:
+        negated = literal[0] != flips
+        return [f"{CONDITIONAL_ANTECEDENT_NOTE} {NOT if negated else '+'} {' '.join(literal[1])}", *after]
+    # two clauses; not after "a menos que", whose ¬(A ∨ B) the compound rule does not write
+    compound = [] if flips else _part_notes("1", match["a"], conjunctions=True)
+    return [CONDITIONAL_COMPOUND_NOTE, *compound, *after] if compound else []
 
 
 # "Si A, B; y si C, D": a conjunction of parts of one or two clauses (:func:`_part_notes`), its
@@ -1386,6 +1422,8 @@ class FormulaMask:
         self.premises = 0  # an argument's (ARGUMENT_PREMISES_NOTE)
         self.literals: dict[str, tuple[bool, frozenset[str]]] = {}  # slot -> (negated, keys)
         self.antecedent: tuple[bool, frozenset[str]] | None = None  # CONDITIONAL_ANTECEDENT_NOTE
+        self.compound_antecedent = False  # CONDITIONAL_COMPOUND_NOTE
+        self.connective = IMPLIES  # a conditional's: ↔ under BICONDITIONAL_NOTE
         self.marks_follow = False  # MARKS_FOLLOW_NOTE
         self.conjuncts = 0  # CONJUNCTION_PARTS_NOTE: the parts of a conjunction of compounds
         self.excluded_middle: frozenset[str] | None = None  # EXCLUDED_MIDDLE_NOTE: A's keys
@@ -1402,6 +1440,10 @@ class FormulaMask:
             elif line.startswith(ARGUMENT_LITERAL_NOTE + " "):
                 slot, sign, *keys = line[len(ARGUMENT_LITERAL_NOTE) + 1 :].split()
                 mask.literals[slot] = (sign == NOT, frozenset(keys))
+            elif line == BICONDITIONAL_NOTE:
+                mask.connective = IFF
+            elif line == CONDITIONAL_COMPOUND_NOTE:
+                mask.compound_antecedent = True
             elif line.startswith(CONDITIONAL_ANTECEDENT_NOTE + " "):
                 sign, *keys = line[len(CONDITIONAL_ANTECEDENT_NOTE) + 1 :].split()
                 mask.antecedent = (sign == NOT, frozenset(keys))
@@ -1420,6 +1462,7 @@ class FormulaMask:
         twin = FormulaMask(self.compiler, self.once)
         twin.premises, twin.literals, twin.compounds = self.premises, self.literals, self.compounds
         twin.antecedent, twin.marks_follow = self.antecedent, self.marks_follow
+        twin.compound_antecedent, twin.connective = self.compound_antecedent, self.connective
         twin.excluded_middle, twin.conjuncts = self.excluded_middle, self.conjuncts
         twin.section, twin.atom_text, twin.connector_text = self.section, self.atom_text, self.connector_text
         twin.formula_text, twin.banned = self.formula_text, self.banned
@@ -1471,7 +1514,7 @@ class FormulaMask:
         formula = self.formula_text.decode(errors="replace")
         if self.antecedent is not None:
             noted = (*self._antecedent_bans(), frozenset())
-            if IMPLIES in formula and ("c" in self.literals or "c" in self.compounds):
+            if self.connective in formula and ("c" in self.literals or "c" in self.compounds):
                 noted = self._argument_literal_bans()  # the consequent (:func:`conditional_antecedent_notes`)
         if self.excluded_middle is not None and (not self.conjuncts or _conjunct_slot(formula)[0] == "1"):
             noted = self._excluded_middle_bans()
@@ -1505,8 +1548,11 @@ class FormulaMask:
         (" ((¬" is one token: the model wrote ``((¬p ∨ ¬q) ∧ ¬p) → ¬q`` for "A o no B. No A. …")."""
         free = frozenset[str]()
         formula = self.formula_text.decode(errors="replace")
-        premises = self.premises or (1 if self.antecedent is not None else 0)  # a conditional: A → B
-        where = _conjunct_slot(formula) if self.conjuncts else _argument_slot(formula, premises)
+        conditional = self.antecedent is not None or self.compound_antecedent
+        premises = self.premises or (1 if conditional else 0)  # a conditional: A → B
+        where = (
+            _conjunct_slot(formula) if self.conjuncts else _argument_slot(formula, premises, self.connective)
+        )
         if where is None:
             if self.premises > 1 and not formula.strip() and ("1" in self.literals or "1" in self.compounds):
                 return free, free, frozenset("(" + opening for opening in self._openings("1") | {""})
@@ -1516,8 +1562,14 @@ class FormulaMask:
         text = written.replace(" ", "")
         written_whole = re.search(r"[a-z]", text) if slot in self.literals else ")" in text
         # the last part of a conjunction, or a conditional's consequent: the formula ends
-        if written_whole and (slot == str(self.conjuncts) or (slot == "c" and self.antecedent is not None)):
+        if written_whole and (slot == str(self.conjuncts) or (slot == "c" and conditional)):
             return frozenset({"(", NOT, *BINARY_CONNECTIVES}), declared, free
+        if written_whole and slot == "1" and premises == 1:  # A, then " → " and B
+            return (
+                frozenset(BINARY_CONNECTIVES) - {self.connective} | {"(", ")", NOT, "<|eos|>"},
+                declared,
+                free,
+            )
         last = slot == str(self.premises) and self.premises > 1
         if (
             written_whole
@@ -1644,15 +1696,15 @@ class FormulaMask:
 
     def _antecedent_bans(self) -> tuple[frozenset[str], frozenset[str]]:
         """(symbols, letters) to ban while the formula writes a conditional's antecedent
-        (``self.antecedent``): its literal, then " → " (the answer may not end there: the end
-        token is banned as the symbol ``<|eos|>``)."""
+        (``self.antecedent``): its literal, then " → " (" ↔ " for a biconditional; the answer may not
+        end there: the end token is banned as the symbol ``<|eos|>``)."""
         formula = self.formula_text.decode(errors="replace")
         if any(symbol in formula for symbol in BINARY_CONNECTIVES):
             return frozenset(), frozenset()
         if not re.search(r"[a-z]", formula):
             assert self.antecedent is not None
             return self._literal_bans(self.antecedent, formula)
-        return frozenset(BINARY_CONNECTIVES) - {IMPLIES} | {"(", ")", NOT, "<|eos|>"}, frozenset(
+        return frozenset(BINARY_CONNECTIVES) - {self.connective} | {"(", ")", NOT, "<|eos|>"}, frozenset(
             self._definitions()
         )
 
@@ -1707,10 +1759,11 @@ def _conjunct_slot(formula: str) -> tuple[str, str]:
     return str(slot), formula[start:]
 
 
-def _argument_slot(formula: str, premises: int) -> tuple[str, str] | None:
+def _argument_slot(formula: str, premises: int, connective: str = IMPLIES) -> tuple[str, str] | None:
     """Where an argument's ``formula`` (written so far) is: (the premise's number or "c" for the
     conclusion, the text written there), or None between them. The formula is ``P1 → C`` with one
-    premise, ``(P1 ∧ P2 ∧ …) → C`` with several (:func:`_formula_rules`)."""
+    premise, ``(P1 ∧ P2 ∧ …) → C`` with several (:func:`_formula_rules`); a biconditional's
+    ``connective`` is ↔ (``P1 ↔ C``)."""
     depth, start = 0, 0
     slot: str | None = "1" if premises == 1 else None
     for k, ch in enumerate(formula):
@@ -1724,7 +1777,7 @@ def _argument_slot(formula: str, premises: int) -> tuple[str, str] | None:
                 slot = "→"
         elif ch == AND and premises > 1 and depth == 1 and slot not in (None, "→", "c"):
             slot, start = str(int(slot) + 1), k + 1
-        elif ch == IMPLIES and depth == 0 and slot in ("1", "→"):
+        elif ch == connective and depth == 0 and slot in ("1", "→"):
             slot, start = "c", k + 1
     return None if slot in (None, "→") else (slot, formula[start:])
 
