@@ -594,8 +594,9 @@ def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
         ("Que llueva es condición suficiente para que salga.", "llover"),
         ("Basta con que llueva para que salga.", "llover"),
         ("Es necesario que estudies para que apruebes.", "aprobar"),
-        ("Estudiar es condición necesaria para aprobar.", "aprob"),
-        ("Hay que estudiar para aprobar.", "aprob"),
+        ("Estudiar es condición necesaria para aprobar.", "aprobar"),
+        ("Hay que estudiar para aprobar.", "aprobar"),  # an infinitive of the lexicon: its own key
+        ("Si Vicente viaja al norte entonces no se queda.", "vicen viajar norte"),  # no comma
     ):
         assert conditional_antecedent_notes(said)[0] == f"# conditional antecedent + {antecedent}", said
     for other in (
@@ -659,6 +660,30 @@ def test_a_condition_of_two_clauses_opens_the_formula_as_said(tokenizer, compile
     assert allowed("(p ∧ ¬q)") <= {"→", ""} and "→" in allowed("(p ∧ ¬q)")
     assert allowed("(p ∧ ¬q) →") <= {"r", ""} and "r" in allowed("(p ∧ ¬q) →")
     assert _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "(p ∧ ¬q) → r", connectors))
+
+
+def test_a_marker_spelled_in_plain_tokens_changes_the_section(tokenizer, compiler):
+    """With ``<|connectors|>`` banned (a definition that needs its mark), a model wrote "<|" and
+    spelled the marker out; the mask then stayed in the atom list and left the formula free, and the
+    missing mark undid the formula's ¬ ("El examen es el lunes salvo que el profesor esté enfermo."
+    -> ``q → p``)."""
+    from nanologic.grammar import FormulaMask
+
+    sentence = "El examen es el lunes salvo que el profesor esté enfermo."
+    grammar = grounded_grammar(sentence)
+    allowed = _allowed_after(
+        tokenizer, compiler, "<|atoms|> p: el examen es el lunes | q: el profesor esté enfermo ", grammar
+    )
+    assert allowed and not any(a.lstrip().startswith("<") for a in allowed), allowed
+    mask = FormulaMask.for_grammar(compiler, grammar)
+    pieces = ["<|atoms|>", " p: llueve", " <", "|conn", "ectors|", "> ∧: y ", "<|", "formula|>", " p"]
+    ids = [i for piece in pieces for i in tokenizer.encode(piece)]
+    assert tokenizer.decode(ids).count("<|connectors|>") == 1 and compiler.connectors_id not in ids
+    for token in ids:
+        mask.accept(token)
+    assert mask.section == "formula" and mask.formula_text == b" p", mask.formula_text
+    assert mask.connector_text.strip() == "∧: y".encode() and mask.banned == {"∨", "→", "↔"}
+    assert mask._definitions() == {"p": "llueve "}
 
 
 def test_a_biconditional_is_written_as_said(tokenizer, compiler):

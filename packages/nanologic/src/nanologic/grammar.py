@@ -998,6 +998,7 @@ _IF_CUES = r"(?:si|cuando|siempre que|siempre y cuando|en caso de que|con tal de
 _UNLESS_CUES = r"(?:a menos que|salvo que|excepto que|salvo si|excepto si)"
 _CONDITIONAL_SENTENCES = (
     (re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,;.]+), (?:entonces )?(?P<b>[^,;.]+)"), False),
+    (re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,;.]+?) entonces (?P<b>[^,;.]+)"), False),  # no comma
     (re.compile(rf"{_UNLESS_CUES} (?P<a>[^,;.]+), (?P<b>[^,;.]+)"), True),
     # "Para que A, B": B is necessary for A, A → B (121 of a training split, 1 of dev_real)
     (re.compile(r"para que (?P<a>[^,;.]+), [^,;.]+"), False),
@@ -1168,11 +1169,13 @@ def _says_a_word_twice(tokens: list[str]) -> bool:
 
 def content_keys(tokens: Iterable[str]) -> list[str]:
     """One key per content word of ``tokens`` (not :func:`not_content_words`): a verb's infinitive
-    (:func:`lexicon_verb_lemma`), else the word's first five letters, folded ("gritarán" and
-    "gritan" share "grita"), so two forms of one word share their key."""
+    (:func:`lexicon_verb_lemma`; an infinitive of the lexicon is its own key, so "llover" and
+    "llueve" share "llover"), else the word's first five letters, folded ("gritarán" and "gritan"
+    share "grita"), so two forms of one word share their key."""
     skip = not_content_words()
+    infinitives = _verb_forms()[1]
     return [
-        lexicon_verb_lemma(low) or fold_text(low)[:5]
+        lexicon_verb_lemma(low) or (low if low in infinitives else fold_text(low)[:5])
         for low in (t.lower() for t in tokens)
         if low.isalpha() and low not in skip
     ]
@@ -1310,12 +1313,18 @@ class GrammarCompiler:
 
     def tokens_ending_definition(self) -> Any:
         """bool [V]: the tokens that end an atom's definition without a mark: those holding "|"
-        (the next atom), and ``<|connectors|>`` among the special tokens."""
+        (the next atom), ``<|connectors|>`` among the special tokens, and the plain tokens that
+        spell it ("<", "<|", " <|": with ``<|connectors|>`` banned, a model wrote "<|" and went on
+        to spell the marker out)."""
         connectors = CONNECTORS_MARKER.encode()
-        return self._token_mask(
-            (frozenset(), b"<definition end>"),
-            lambda text: b"|" in text and (not text.startswith(b"<|") or text == connectors),
-        )
+
+        def ends(text: bytes) -> bool:
+            special = text.startswith(b"<|") and text.endswith(b"|>") and len(text) > 4
+            if special:
+                return text == connectors
+            return b"|" in text or text.lstrip(b" ").startswith(b"<")
+
+        return self._token_mask((frozenset(), b"<definition end>"), ends)
 
     def tokens_writing(self, texts: frozenset[str]) -> Any:
         """bool [V]: the tokens that write one of ``texts`` after any spaces, and nothing more (the
@@ -1469,19 +1478,29 @@ class FormulaMask:
         return twin
 
     def accept(self, token: int) -> None:
-        if token == self.compiler.connectors_id:
-            self.section = "connectors"
-        elif token == self.compiler.formula_id:
-            self.section = "formula"
-            items = self.connector_text.decode(errors="replace").split("|")
-            declared = {item.split(":", 1)[0].strip() for item in items}
-            self.banned = frozenset(BINARY_CONNECTIVES) - declared
-        elif self.section == "atoms":
-            self.atom_text += self.compiler.token_bytes[token]
-        elif self.section == "connectors":
-            self.connector_text += self.compiler.token_bytes[token]
-        elif self.section == "formula":
-            self.formula_text += self.compiler.token_bytes[token]
+        """Follow one more token. The sections change where their marker's text is written, as
+        its special token or spelled in plain tokens ("<|", "connect", …), which the grammar
+        accepts as well."""
+        piece = self.compiler.token_bytes[token]
+        if self.section == "atoms":
+            self.atom_text, marker, rest = (self.atom_text + piece).partition(CONNECTORS_MARKER.encode())
+            if marker:
+                self.section, self.connector_text = "connectors", b""
+                piece = rest
+        if self.section == "connectors":
+            self.connector_text, marker, rest = (self.connector_text + piece).partition(
+                FORMULA_MARKER.encode()
+            )
+            if marker:
+                self.section, self.formula_text = "formula", b""
+                items = self.connector_text.decode(errors="replace").split("|")
+                declared = {item.split(":", 1)[0].strip() for item in items}
+                self.banned = frozenset(BINARY_CONNECTIVES) - declared
+                piece = rest
+            else:
+                return
+        if self.section == "formula":
+            self.formula_text += piece
 
     def _definitions(self) -> dict[str, str]:
         """Letter -> definition (with its mark, if any) of the atom list written so far."""
