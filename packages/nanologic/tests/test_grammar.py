@@ -686,6 +686,43 @@ def test_a_marker_spelled_in_plain_tokens_changes_the_section(tokenizer, compile
     assert mask._definitions() == {"p": "llueve "}
 
 
+def test_a_sentence_of_two_clauses_is_their_compound(tokenizer, compiler):
+    """ "A y B", "o A, o B", "ni A ni B" whole: L1, the connective, L2, the end, two atoms at most;
+    "Hablo y no hablo." names its one clause twice (the model had written ``p ∧ p``)."""
+    from nanologic.grammar import sentence_compound_notes
+
+    assert sentence_compound_notes("Ana canta y Pedro no baila.") == [
+        "# sentence compound ∧ + ana cantar / ¬ pedro bailar"
+    ]
+    assert sentence_compound_notes("Ni llueve ni nieva.") == ["# sentence compound ∧ ¬ llover / ¬ nevar"]
+    assert sentence_compound_notes("Si llueve, salgo.") == []
+    grammar = grounded_grammar("Ana canta y Pedro no baila.")
+    assert "a3 ::=" not in grammar  # two atoms at most
+    atoms, connectors = ["Ana canta", "Pedro baila ¬"], "∧: y | ¬: no"
+    head = _answer(atoms, "", connectors).replace(" <|eos|>", "")
+
+    def allowed(formula: str, grammar: str = grammar, head: str = head) -> set[str]:
+        return {
+            a.strip()
+            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
+            if "\ufffd" not in a
+        }
+
+    assert allowed("") == {"p"}
+    assert allowed("p") <= {"∧", ""} and "∧" in allowed("p")
+    assert allowed("p ∧") <= {"¬", ""} and "¬" in allowed("p ∧")
+    assert allowed("p ∧ ¬") == {"q"}
+    assert not any(c in a for a in allowed("p ∧ ¬q") for c in "∧∨→↔¬(")
+    assert _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "p ∧ ¬q", connectors))
+    # one clause said twice: the same letter
+    twice = grounded_grammar("Hablo y no hablo.")
+    head = _answer(["hablo ±"], "", "∧: y | ¬: no").replace(" <|eos|>", "")
+    assert allowed("p ∧ ¬", twice, head) == {"p"}
+    # and its mark is "±": a mark "" would make the ¬ the mask fixed positive again ("p ∧ p")
+    marks = _allowed_after(tokenizer, compiler, "<|atoms|> p: hablo", twice)
+    assert marks and not any("|" in a or "¬" in a or "<" in a for a in marks), marks
+
+
 def test_a_biconditional_is_written_as_said(tokenizer, compiler):
     """ "Si y solo si llueve, me quedo en casa." had become ``p ∧ p``: its first clause, ↔, the other."""
     from nanologic.grammar import BICONDITIONAL_NOTE, conditional_antecedent_notes

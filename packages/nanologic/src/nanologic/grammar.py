@@ -1149,6 +1149,27 @@ def excluded_middle_notes(sentence: str) -> list[str]:
     ]
 
 
+# A sentence that is one compound of two clauses, "A y no B", "O A, o B", "Ni A ni B": its formula
+# is "L1 ∧ L2" / "L1 ∨ L2" without parentheses, then the end, as "# sentence compound SYMBOL SIGN
+# KEYS / SIGN KEYS", and it has two atoms at most (one where both sides say one clause: "Hablo y
+# no hablo").
+SENTENCE_COMPOUND_NOTE = "# sentence compound"
+
+
+def sentence_compound_notes(sentence: str) -> list[str]:
+    """The ``SENTENCE_COMPOUND_NOTE`` line of a sentence that is, whole, a conjunction or a
+    disjunction of two clauses (:func:`_compound_part`: "A y B", "ni A ni B", "A o B", "o A, o B"
+    with A and B one clause each). The default model had answered "Los murciélagos son aves y el
+    sol no brilla." with a third atom, ``p ∧ ¬q ∧ r``, and "Hablo y no hablo." with ``p ∧ p``."""
+    folded = fold_text(unicodedata.normalize("NFC", sentence)).strip().rstrip(".")
+    compound = _compound_part(folded, conjunctions=True)
+    if compound is None or compound[0] == IMPLIES:
+        return []
+    symbol, first, second = compound
+    sides = " / ".join(f"{NOT if negated else '+'} {' '.join(keys)}" for negated, keys in (first, second))
+    return [f"{SENTENCE_COMPOUND_NOTE} {symbol} {sides}"]
+
+
 def argument_premises(sentence: str) -> int:
     """The number of premises when ``sentence`` is an argument (:func:`argument_parts`), else 0.
     Its formula is then the premises' conjunction → the conclusion, ``((p → q) ∧ ¬q) → ¬p`` (a
@@ -1250,7 +1271,10 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
         else conjunction_notes(sentence)
         or conditional_antecedent_notes(sentence)
         or excluded_middle_notes(sentence)
+        or sentence_compound_notes(sentence)
     )
+    if notes and notes[0].startswith(SENTENCE_COMPOUND_NOTE):
+        max_atoms = min(max_atoms, 2)
     if notes and polarity_marks:
         notes.append(MARKS_FOLLOW_NOTE)
     return _grammar(rules, max_atoms, connectives, min(min_atoms, max_atoms), premises, once, notes)
@@ -1432,6 +1456,8 @@ class FormulaMask:
         self.literals: dict[str, tuple[bool, frozenset[str]]] = {}  # slot -> (negated, keys)
         self.antecedent: tuple[bool, frozenset[str]] | None = None  # CONDITIONAL_ANTECEDENT_NOTE
         self.compound_antecedent = False  # CONDITIONAL_COMPOUND_NOTE
+        # SENTENCE_COMPOUND_NOTE: (symbol, first literal, second literal)
+        self.sentence: tuple[str, tuple[bool, frozenset[str]], tuple[bool, frozenset[str]]] | None = None
         self.connective = IMPLIES  # a conditional's: ↔ under BICONDITIONAL_NOTE
         self.marks_follow = False  # MARKS_FOLLOW_NOTE
         self.conjuncts = 0  # CONJUNCTION_PARTS_NOTE: the parts of a conjunction of compounds
@@ -1449,6 +1475,13 @@ class FormulaMask:
             elif line.startswith(ARGUMENT_LITERAL_NOTE + " "):
                 slot, sign, *keys = line[len(ARGUMENT_LITERAL_NOTE) + 1 :].split()
                 mask.literals[slot] = (sign == NOT, frozenset(keys))
+            elif line.startswith(SENTENCE_COMPOUND_NOTE + " "):
+                symbol, *rest = line[len(SENTENCE_COMPOUND_NOTE) + 1 :].split()
+                first, second = (
+                    (side.split()[0] == NOT, frozenset(side.split()[1:]))
+                    for side in " ".join(rest).split(" / ")
+                )
+                mask.sentence = (symbol, first, second)
             elif line == BICONDITIONAL_NOTE:
                 mask.connective = IFF
             elif line == CONDITIONAL_COMPOUND_NOTE:
@@ -1472,6 +1505,7 @@ class FormulaMask:
         twin.premises, twin.literals, twin.compounds = self.premises, self.literals, self.compounds
         twin.antecedent, twin.marks_follow = self.antecedent, self.marks_follow
         twin.compound_antecedent, twin.connective = self.compound_antecedent, self.connective
+        twin.sentence = self.sentence
         twin.excluded_middle, twin.conjuncts = self.excluded_middle, self.conjuncts
         twin.section, twin.atom_text, twin.connector_text = self.section, self.atom_text, self.connector_text
         twin.formula_text, twin.banned = self.formula_text, self.banned
@@ -1539,6 +1573,8 @@ class FormulaMask:
             noted = self._excluded_middle_bans()
         elif (self.literals or self.compounds) and self.antecedent is None:
             noted = self._argument_literal_bans()
+        elif self.sentence is not None:
+            noted = self._sentence_bans()
         if noted is not None:
             more_symbols, more_letters, openings = noted
             demanded = frozenset(BINARY_CONNECTIVES) - more_symbols
@@ -1649,6 +1685,7 @@ class FormulaMask:
         keys = _definition_keys(current)
         said = [self.antecedent] if self.antecedent is not None else []
         said += [*self.literals.values()] + [side for _, *sides in self.compounds.values() for side in sides]
+        said += [*self.sentence[1:]] if self.sentence is not None else []
 
         # a definition may add an elided subject to the clause's words, little more: "el senado
         # bajaba los impuestos el lunes" holds the words of "baje los impuestos" but is not it
@@ -1712,6 +1749,28 @@ class FormulaMask:
         if again is None:
             return binary | {"(", ")", NOT}, declared - {letter}, frozenset()
         return binary | {"(", NOT, " "}, declared, frozenset()  # only ")"
+
+    def _sentence_bans(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+        """(symbols, letters, openings) while the formula writes a sentence that is one compound
+        (``self.sentence``): the first literal, the compound's connective, the second literal (the
+        first's letter again where both say one clause, "Hablo y no hablo", another else), the end."""
+        assert self.sentence is not None
+        symbol, first, second = self.sentence
+        text = self.formula_text.decode(errors="replace").replace(" ", "")
+        declared = frozenset(self._definitions())
+        free = frozenset[str]()
+        letters = re.findall(r"[a-z]", text)
+        if not letters:
+            return *self._literal_bans(first, text), free
+        if len(letters) == 1 and symbol not in text:
+            return frozenset(BINARY_CONNECTIVES) - {symbol} | {"(", ")", NOT, "<|eos|>"}, declared, free
+        if len(letters) == 1:
+            after = text.split(symbol, 1)[-1]
+            if first[1] == second[1]:  # one clause said twice: its letter
+                symbols, _ = self._literal_bans((second[0], frozenset()), after)
+                return symbols, declared - {letters[0]}, free
+            return *self._literal_bans(second, after, avoid=letters[0]), free
+        return frozenset({"(", ")", NOT, *BINARY_CONNECTIVES}), declared, free
 
     def _antecedent_bans(self) -> tuple[frozenset[str], frozenset[str]]:
         """(symbols, letters) to ban while the formula writes a conditional's antecedent
