@@ -396,6 +396,20 @@ def test_formula_uses_only_the_declared_binary_connectives(tokenizer, compiler):
             assert compiler.token_bytes[t].startswith(b"\x88"), compiler.token_bytes[t]
 
 
+def _texts_after(tokenizer, compiler, grammar: str, head: str):
+    """formula written so far -> the texts (stripped, whole characters) of the tokens the whole mask
+    allows after ``head`` and it."""
+
+    def allowed(formula: str) -> set[str]:
+        return {
+            a.strip()
+            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
+            if "\ufffd" not in a
+        }
+
+    return allowed
+
+
 def _mask_allows(tokenizer, compiler, grammar: str, text: str) -> bool:
     """Whether the whole mask (grammar and :class:`FormulaMask`) allows every token of ``text``."""
     from nanologic.grammar import GrammarLogitsProcessor
@@ -607,12 +621,7 @@ def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
     grammar = grounded_grammar(sentence)
     head = _answer(["llueve", "salgo", "corro"], "", "→: si | ¬: no | ∧: y").replace(" <|eos|>", "")
 
-    def allowed(formula: str) -> set[str]:
-        return {
-            a.strip()
-            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
-            if "\ufffd" not in a
-        }
+    allowed = _texts_after(tokenizer, compiler, grammar, head)
 
     assert allowed("") <= {"¬"} and allowed(""), allowed("")  # "(¬p → q) ∧ r" or "q ∧ …" ruled out
     assert allowed("¬") == {"p"}
@@ -648,12 +657,7 @@ def test_a_condition_of_two_clauses_opens_the_formula_as_said(tokenizer, compile
     atoms, connectors = ["llueve", "llevo paraguas ¬", "me mojo"], "∧: y | ¬: no | →: si"
     head = _answer(atoms, "", connectors).replace(" <|eos|>", "")
 
-    def allowed(formula: str) -> set[str]:
-        return {
-            a.strip()
-            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
-            if "\ufffd" not in a
-        }
+    allowed = _texts_after(tokenizer, compiler, grammar, head)
 
     assert allowed("") and all(a.startswith("(") for a in allowed("")), allowed("")
     assert allowed("(p") <= {"∧", ""} and "∧" in allowed("(p")
@@ -701,12 +705,7 @@ def test_a_sentence_of_two_clauses_is_their_compound(tokenizer, compiler):
     atoms, connectors = ["Ana canta", "Pedro baila ¬"], "∧: y | ¬: no"
     head = _answer(atoms, "", connectors).replace(" <|eos|>", "")
 
-    def allowed(formula: str, grammar: str = grammar, head: str = head) -> set[str]:
-        return {
-            a.strip()
-            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
-            if "\ufffd" not in a
-        }
+    allowed = _texts_after(tokenizer, compiler, grammar, head)
 
     assert allowed("") == {"p"}
     assert allowed("p") <= {"∧", ""} and "∧" in allowed("p")
@@ -717,7 +716,7 @@ def test_a_sentence_of_two_clauses_is_their_compound(tokenizer, compiler):
     # one clause said twice: the same letter
     twice = grounded_grammar("Hablo y no hablo.")
     head = _answer(["hablo ±"], "", "∧: y | ¬: no").replace(" <|eos|>", "")
-    assert allowed("p ∧ ¬", twice, head) == {"p"}
+    assert _texts_after(tokenizer, compiler, twice, head)("p ∧ ¬") == {"p"}
     # and its mark is "±": a mark "" would make the ¬ the mask fixed positive again ("p ∧ p")
     marks = _allowed_after(tokenizer, compiler, "<|atoms|> p: hablo", twice)
     assert marks and not any("|" in a or "¬" in a or "<" in a for a in marks), marks
@@ -803,12 +802,7 @@ def test_o_a_o_no_pero_opens_with_the_excluded_middle(tokenizer, compiler):
         " <|eos|>", ""
     )
 
-    def allowed(formula: str) -> set[str]:
-        return {
-            a.strip()
-            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
-            if "\ufffd" not in a
-        }
+    allowed = _texts_after(tokenizer, compiler, grammar, head)
 
     assert all(a.startswith("(") for a in allowed("")) and allowed("")
     assert "p" in allowed("(") and "q" not in allowed("(")
@@ -844,12 +838,7 @@ def test_the_part_after_an_excluded_middle_is_written_as_said(tokenizer, compile
     atoms = ["Marta viene a la cena ±", "llueve ¬", "hace frío ¬"]
     head = _answer(atoms, "", "∨: o | ¬: no | ∧: pero").replace(" <|eos|>", "")
 
-    def allowed(formula: str) -> set[str]:
-        return {
-            a.strip()
-            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
-            if "\ufffd" not in a
-        }
+    allowed = _texts_after(tokenizer, compiler, grammar, head)
 
     # the model wrote "(p ∨ ¬p) ∧ (¬q ∨ ¬r)" and "(p ∨ ¬p) ∧ ¬q" for such sentences
     assert allowed("(p ∨ ¬p) ∧") and all(a.startswith("(") for a in allowed("(p ∨ ¬p) ∧"))
@@ -877,12 +866,7 @@ def test_a_conjunction_of_conditionals_is_written_part_by_part(tokenizer, compil
     atoms = ["estudio", "limpio ¬", "corro ¬"]
     head = _answer(atoms, "", "→: si | ¬: no | ∧: y").replace(" <|eos|>", "")
 
-    def allowed(formula: str) -> set[str]:
-        return {
-            a.strip()
-            for a in _allowed_after(tokenizer, compiler, head + formula, grammar)
-            if "\ufffd" not in a
-        }
+    allowed = _texts_after(tokenizer, compiler, grammar, head)
 
     # the second part repeats the first's clause: its letter, its sign (a model wrote "(¬r → ¬s)")
     assert allowed("(p → ¬q) ∧ (") == {"¬"} or allowed("(p → ¬q) ∧ (") <= {"¬", ""}
