@@ -1044,7 +1044,10 @@ def conditional_antecedent_notes(sentence: str) -> list[str]:
     A implica que B", "A solo si B", "es necesario que B para que A", …) whose condition A says one
     clause (:func:`_literal_part`): its formula is A's literal (negated after "a menos que") → B's
     formula; where B is one clause or two (:func:`_part_notes`, conjunctions too) its note follows
-    at slot "c", and the formula ends after it. The gold formula of every such sentence opens so:
+    at slot "c", and the formula ends after it. A condition of two clauses gives
+    ``CONDITIONAL_COMPOUND_NOTE`` and its compound at slot "1" (not after "a menos que"), and a
+    biconditional (``_BICONDITIONAL_SENTENCES``: "si y solo si", "equivale a", …) the same notes
+    after ``BICONDITIONAL_NOTE``. The gold formula of every such sentence opens so:
     43 of data/dev_real.jsonl, 1,227 of a training split, 63 of two synthetic test splits; the
     default model answered 8 of the 66 `dev_real` answers of two runs to the first form otherwise
     ("Si se somete el agua a una temperatura de cien grados, entra en ebullición." -> ``p ∧ q``)
@@ -1431,10 +1434,14 @@ class FormulaMask:
     clauses as "(", the first literal, its connective, the second literal, ")"; and where every
     premise has a note, the premises' conjunction closes after the last one. The parts of a
     conjunction (``CONJUNCTION_PARTS_NOTE``) are written the same way, a conditional's antecedent
-    (``CONDITIONAL_ANTECEDENT_NOTE``) and an excluded middle (``EXCLUDED_MIDDLE_NOTE``) open the
-    formula, and in the atom list the polarity marks follow the signs these notes fix
+    (``CONDITIONAL_ANTECEDENT_NOTE``, or ``CONDITIONAL_COMPOUND_NOTE`` and a compound at slot "1")
+    and an excluded middle (``EXCLUDED_MIDDLE_NOTE``) open the formula, a conditional's
+    consequent (slot "c") ends it, ``BICONDITIONAL_NOTE`` makes that conditional's connective ↔,
+    a sentence that is one compound (``SENTENCE_COMPOUND_NOTE``) is written without parentheses,
+    and in the atom list the polarity marks follow the signs these notes fix
     (``MARKS_FOLLOW_NOTE``, :meth:`_mask_marks`). A binary connective a note demands passes even
-    where the connector list left it out.
+    where the connector list left it out. The sections are followed by the markers' text, so a
+    marker spelled in plain tokens changes the section too.
 
     Capping each letter at ``nanologic.inference.MAX_USES_OF_A_LETTER`` uses for every sentence
     was tried and not kept: a formula that runs on is cut where it was first complete
