@@ -722,6 +722,36 @@ def test_a_sentence_of_two_clauses_is_their_compound(tokenizer, compiler):
     assert marks and not any("|" in a or "¬" in a or "<" in a for a in marks), marks
 
 
+def test_a_number_does_not_make_y_a_variable(tokenizer, compiler):
+    """ "…, entonces ya acabó el periodo y hay fiesta el 16." had the definition "ya acabó el periodo
+    y hay fiesta el 16": the number made its "y" a possible variable, a word definitions may hold."""
+    grammar = grounded_grammar("Si no hay tarea, entonces ya acabó el periodo y hay fiesta el 16.")
+    connectors = "→: si | ¬: no | ∧: y"
+    merged = _answer(["hay tarea ¬", "ya acabó el periodo y hay fiesta el 16"], "¬p → q", connectors)
+    apart = _answer(["hay tarea ¬", "ya acabó el periodo", "hay fiesta el 16"], "¬p → (q ∧ r)", connectors)
+    assert accepts(compiler, tokenizer, grammar, apart) and not accepts(compiler, tokenizer, grammar, merged)
+    # the variable "y" of a mathematical sentence stays a word of its definitions
+    allowed = _allowed_after(
+        tokenizer, compiler, "<|atoms|> p: x = 1 | q:", grounded_grammar("Si x = 1, entonces y > 1.")
+    )
+    assert any(a.strip().startswith("y") for a in allowed), allowed
+
+
+def test_each_relation_said_is_an_atom():
+    """ "Si x ≠ y, entonces x ≠ 1 y x ≠ z." had been answered with the one atom "x = y"."""
+    from nanologic.grammar import relations_said
+
+    assert relations_said("Si x ≠ y, entonces x ≠ 1 y x ≠ z.") == 3
+    assert relations_said("x = 2 o x ≠ 2.") == 1  # one atom, affirmed and negated
+    assert relations_said("Si llueve, salgo.") == 0
+    root = next(
+        line
+        for line in grounded_grammar("Si x ≠ y, entonces x ≠ 1 y x ≠ z.").splitlines()
+        if line.startswith("root")
+    )
+    assert "a2 " not in root and "a3" in root, root
+
+
 def test_a_biconditional_is_written_as_said(tokenizer, compiler):
     """ "Si y solo si llueve, me quedo en casa." had become ``p ∧ p``: its first clause, ↔, the other."""
     from nanologic.grammar import BICONDITIONAL_NOTE, conditional_antecedent_notes
