@@ -985,21 +985,23 @@ def _compound_part(
     return None
 
 
+def _said(literal: tuple[bool, list[str]]) -> str:
+    """A literal as the notes write it: "¬ KEYS" or "+ KEYS"."""
+    return f"{NOT if literal[0] else '+'} {' '.join(literal[1])}"
+
+
 def _part_notes(slot: str, part: str, conjunctions: bool = False) -> list[str]:
     """The note of an argument's ``part`` at ``slot`` (a premise's number or "c"): a literal
     (``ARGUMENT_LITERAL_NOTE``), a compound of two (``ARGUMENT_COMPOUND_NOTE``; ``conjunctions``:
     see :func:`_compound_part`), or none."""
 
-    def said(literal: tuple[bool, list[str]]) -> str:
-        return f"{NOT if literal[0] else '+'} {' '.join(literal[1])}"
-
     literal = _literal_part(part)
     if literal is not None:
-        return [f"{ARGUMENT_LITERAL_NOTE} {slot} {said(literal)}"]
+        return [f"{ARGUMENT_LITERAL_NOTE} {slot} {_said(literal)}"]
     compound = _compound_part(part, conjunctions)
     if compound is not None:
         symbol, first, second = compound
-        return [f"{ARGUMENT_COMPOUND_NOTE} {slot} {symbol} {said(first)} / {said(second)}"]
+        return [f"{ARGUMENT_COMPOUND_NOTE} {slot} {symbol} {_said(first)} / {_said(second)}"]
     return []
 
 
@@ -1224,8 +1226,7 @@ def sentence_compound_notes(sentence: str) -> list[str]:
     if compound is None or compound[0] == IMPLIES:
         return []
     symbol, first, second = compound
-    sides = " / ".join(f"{NOT if negated else '+'} {' '.join(keys)}" for negated, keys in (first, second))
-    return [f"{SENTENCE_COMPOUND_NOTE} {symbol} {sides}"]
+    return [f"{SENTENCE_COMPOUND_NOTE} {symbol} {_said(first)} / {_said(second)}"]
 
 
 def argument_premises(sentence: str) -> int:
@@ -1364,8 +1365,6 @@ class GrammarCompiler:
         self.compiler = xgr.GrammarCompiler(info, max_threads=1)
         self._cache: dict[str, Any] = {}
         self.token_bytes: list[bytes] = list(info.decoded_vocab)
-        self.connectors_id = tokenizer.token_to_id(CONNECTORS_MARKER)
-        self.formula_id = tokenizer.token_to_id(FORMULA_MARKER)
         self._completing: dict[tuple[frozenset[str], bytes], Any] = {}
 
     def compile(self, grammar: str) -> Any:
@@ -1468,6 +1467,18 @@ def _parentheses_missing_their_connective(formula: bytes) -> int:
     return has_connective.count(False)
 
 
+# A compound of two clauses as the notes give it: (its connective, first literal, second literal),
+# each literal (negated, content keys).
+Compound = tuple[str, tuple[bool, frozenset[str]], tuple[bool, frozenset[str]]]
+
+
+def _read_compound(text: str) -> Compound:
+    """The compound of a note's "SYMBOL SIGN KEYS / SIGN KEYS" (:func:`_said`)."""
+    symbol, sides = text.split(" ", 1)
+    first, second = ((side.split()[0] == NOT, frozenset(side.split()[1:])) for side in sides.split(" / "))
+    return symbol, first, second
+
+
 class FormulaMask:
     """What the grammar cannot say about an answer's formula: only the declared connectives, and,
     under ``LETTERS_ONCE_NOTE``, each declared letter at most once.
@@ -1519,13 +1530,13 @@ class FormulaMask:
         self.antecedent: tuple[bool, frozenset[str]] | None = None  # CONDITIONAL_ANTECEDENT_NOTE
         self.compound_antecedent = False  # CONDITIONAL_COMPOUND_NOTE
         # SENTENCE_COMPOUND_NOTE: (symbol, first literal, second literal)
-        self.sentence: tuple[str, tuple[bool, frozenset[str]], tuple[bool, frozenset[str]]] | None = None
+        self.sentence: Compound | None = None
         self.connective = IMPLIES  # a conditional's: ↔ under BICONDITIONAL_NOTE
         self.marks_follow = False  # MARKS_FOLLOW_NOTE
         self.conjuncts = 0  # CONJUNCTION_PARTS_NOTE: the parts of a conjunction of compounds
         self.excluded_middle: frozenset[str] | None = None  # EXCLUDED_MIDDLE_NOTE: A's keys
         # ARGUMENT_COMPOUND_NOTE: slot -> (symbol, first literal, second literal)
-        self.compounds: dict[str, tuple[str, tuple[bool, frozenset[str]], tuple[bool, frozenset[str]]]] = {}
+        self.compounds: dict[str, Compound] = {}
 
     @classmethod
     def for_grammar(cls, compiler: GrammarCompiler, grammar: str) -> FormulaMask:
@@ -1538,12 +1549,7 @@ class FormulaMask:
                 slot, sign, *keys = line[len(ARGUMENT_LITERAL_NOTE) + 1 :].split()
                 mask.literals[slot] = (sign == NOT, frozenset(keys))
             elif line.startswith(SENTENCE_COMPOUND_NOTE + " "):
-                symbol, *rest = line[len(SENTENCE_COMPOUND_NOTE) + 1 :].split()
-                first, second = (
-                    (side.split()[0] == NOT, frozenset(side.split()[1:]))
-                    for side in " ".join(rest).split(" / ")
-                )
-                mask.sentence = (symbol, first, second)
+                mask.sentence = _read_compound(line[len(SENTENCE_COMPOUND_NOTE) + 1 :])
             elif line == BICONDITIONAL_NOTE:
                 mask.connective = IFF
             elif line == CONDITIONAL_COMPOUND_NOTE:
@@ -1556,10 +1562,8 @@ class FormulaMask:
             elif line.startswith(EXCLUDED_MIDDLE_NOTE + " "):
                 mask.excluded_middle = frozenset(line[len(EXCLUDED_MIDDLE_NOTE) + 1 :].split())
             elif line.startswith(ARGUMENT_COMPOUND_NOTE + " "):
-                slot, symbol, *rest = line[len(ARGUMENT_COMPOUND_NOTE) + 1 :].split()
-                sides = " ".join(rest).split(" / ")
-                first, second = ((side.split()[0] == NOT, frozenset(side.split()[1:])) for side in sides)
-                mask.compounds[slot] = (symbol, first, second)
+                slot, compound = line[len(ARGUMENT_COMPOUND_NOTE) + 1 :].split(" ", 1)
+                mask.compounds[slot] = _read_compound(compound)
         return mask
 
     def copy(self) -> FormulaMask:
@@ -1708,17 +1712,7 @@ class FormulaMask:
             )
         if not text.startswith("(") or ")" in text:
             return free, free, free  # written another way, or closed
-        body = text[1:]
-        letters = re.findall(r"[a-z]", body)
-        if not letters:
-            return *self._literal_bans(first, body), free
-        if len(letters) == 1 and not any(c in body for c in BINARY_CONNECTIVES):
-            return frozenset(BINARY_CONNECTIVES) - {symbol} | {"(", ")", NOT}, declared, free
-        if len(letters) == 1:
-            after = body.split(symbol, 1)[-1]
-            return *self._literal_bans(second, after, avoid=letters[0]), free
-        # only ")" is left; a space would open another connective, which a greedy model took
-        return frozenset({"(", NOT, " ", *BINARY_CONNECTIVES}), declared, free
+        return *self._compound_bans((symbol, first, second), text[1:], closes=True), free
 
     def _openings(self, slot: str) -> frozenset[str]:
         """What a noted part at ``slot`` may open with in one token: a compound "(" (and "(¬" where
@@ -1814,25 +1808,34 @@ class FormulaMask:
 
     def _sentence_bans(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
         """(symbols, letters, openings) while the formula writes a sentence that is one compound
-        (``self.sentence``): the first literal, the compound's connective, the second literal (the
-        first's letter again where both say one clause, "Hablo y no hablo", another else), the end."""
+        (``self.sentence``), without parentheses: :meth:`_compound_bans`, then the end."""
         assert self.sentence is not None
-        symbol, first, second = self.sentence
         text = self.formula_text.decode(errors="replace").replace(" ", "")
+        return *self._compound_bans(self.sentence, text, closes=False), frozenset()
+
+    def _compound_bans(
+        self, compound: Compound, body: str, closes: bool
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        """(symbols, letters) to ban where ``body`` of a compound of two clauses is written: the first
+        literal, the compound's connective, the second literal, then ")" where it ``closes`` (a
+        parenthesised part; a space there would open another connective, which a greedy model
+        took), else the end. The second literal takes another letter than the first, but in a whole
+        sentence both sides saying one clause ("Hablo y no hablo") take one; in a part, such sides
+        are the generator's one verb in two tenses, two atoms ("Si el proyecto se cancela, el
+        proyecto se canceló.")."""
+        symbol, first, second = compound
         declared = frozenset(self._definitions())
-        free = frozenset[str]()
-        letters = re.findall(r"[a-z]", text)
+        letters = re.findall(r"[a-z]", body)
         if not letters:
-            return *self._literal_bans(first, text), free
-        if len(letters) == 1 and symbol not in text:
-            return frozenset(BINARY_CONNECTIVES) - {symbol} | {"(", ")", NOT, "<|eos|>"}, declared, free
+            return self._literal_bans(first, body)
+        if len(letters) == 1 and not any(c in body for c in BINARY_CONNECTIVES):
+            return frozenset(BINARY_CONNECTIVES) - {symbol} | {"(", ")", NOT, "<|eos|>"}, declared
         if len(letters) == 1:
-            after = text.split(symbol, 1)[-1]
-            if first[1] == second[1]:  # one clause said twice: its letter
-                symbols, _ = self._literal_bans((second[0], frozenset()), after)
-                return symbols, declared - {letters[0]}, free
-            return *self._literal_bans(second, after, avoid=letters[0]), free
-        return frozenset({"(", ")", NOT, *BINARY_CONNECTIVES}), declared, free
+            after = body.split(symbol, 1)[-1]
+            if not closes and first[1] == second[1]:  # one clause said twice: its letter
+                return self._literal_bans((second[0], frozenset()), after)[0], declared - {letters[0]}
+            return self._literal_bans(second, after, avoid=letters[0])
+        return frozenset({"(", NOT, *BINARY_CONNECTIVES} | ({" "} if closes else {")"})), declared
 
     def _antecedent_bans(self) -> tuple[frozenset[str], frozenset[str]]:
         """(symbols, letters) to ban while the formula writes a conditional's antecedent
