@@ -677,6 +677,14 @@ def test_an_unless_of_two_clauses_opens_the_formula_negated_whole(tokenizer, com
         conditional_antecedent_notes("Salgo a menos que llueva y nieve.")[0]
         == CONDITIONAL_NEGATED_COMPOUND_NOTE
     )
+    # a part's "y" between numbers, "casi siempre", "para" before a noun join no clauses
+    for said in (
+        "A menos que Jimena dibuje un círculo o Celia sume 30 y 3, no juega y no dibuja un círculo.",
+        "Salvo que los niños duerman la siesta casi siempre o se acuesten tarde, ni Ana corre ni Luis baila.",
+        "A menos que Ana cante o Luis baile, ni Lobrue canta ni Víctor compra entradas para el concierto.",
+    ):
+        notes = conditional_antecedent_notes(said)
+        assert len(notes) == 3 and notes[2].startswith("# argument compound c ∧ ¬ "), (said, notes)
     grammar = grounded_grammar(sentence)
     atoms, connectors = (
         ["llueve", "nieva", "Ana sale ¬", "Luis corre ¬"],

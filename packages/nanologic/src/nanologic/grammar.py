@@ -1127,7 +1127,9 @@ def conditional_antecedent_notes(sentence: str) -> list[str]:
     clause (:func:`_literal_part`): its formula is A's literal (negated after "a menos que") → B's
     formula; where B is one clause or two (:func:`_part_notes`, conjunctions too) its note follows
     at slot "c", and the formula ends after it. A condition of two clauses gives
-    ``CONDITIONAL_COMPOUND_NOTE`` and its compound at slot "1" (not after "a menos que"), and a
+    ``CONDITIONAL_COMPOUND_NOTE`` and its compound at slot "1" (``CONDITIONAL_NEGATED_COMPOUND_NOTE``
+    after "a menos que": ``¬(A ∨ B) → C``, so every such gold formula of two training splits,
+    1,000), and a
     biconditional (``_BICONDITIONAL_SENTENCES``: "si y solo si", "equivale a", …) the same notes
     after ``BICONDITIONAL_NOTE``. The gold formula of every such sentence opens so:
     43 of data/dev_real.jsonl, 1,227 of a training split, 63 of two synthetic test splits; the
