@@ -667,16 +667,14 @@ def test_an_unless_of_two_clauses_opens_the_formula_negated_whole(tokenizer, com
     """ "A menos que A o B, ni C ni D" is ``¬(A ∨ B) → (¬C ∧ ¬D)``: the default model wrote the
     consequent ``(¬r ∨ ¬s)`` (6 of a test split's 17 such sentences); "¬(" opens the formula, in
     one token or two, the compound follows, then → and the consequent as said."""
-    from nanologic.grammar import CONDITIONAL_NEGATED_COMPOUND_NOTE, conditional_antecedent_notes
+    from nanologic.grammar import CONDITIONAL_COMPOUND_NOTE, conditional_antecedent_notes
 
     sentence = "A menos que llueva o nieve, ni Ana sale ni Luis corre."
     notes = conditional_antecedent_notes(sentence)
-    assert notes[0] == CONDITIONAL_NEGATED_COMPOUND_NOTE and notes[1].startswith("# argument compound 1 ∨ + ")
-    assert notes[2].startswith("# argument compound c ∧ ¬ ") and " / ¬ " in notes[2], notes
-    assert (
-        conditional_antecedent_notes("Salgo a menos que llueva y nieve.")[0]
-        == CONDITIONAL_NEGATED_COMPOUND_NOTE
-    )
+    assert notes[:2] == [CONDITIONAL_COMPOUND_NOTE, "# negated compound 1"], notes
+    assert notes[2].startswith("# argument compound 1 ∨ + "), notes
+    assert notes[3].startswith("# argument compound c ∧ ¬ ") and " / ¬ " in notes[3], notes
+    assert conditional_antecedent_notes("Salgo a menos que llueva y nieve.")[1] == "# negated compound 1"
     # a part's "y" between numbers, "casi siempre", "para" before a noun join no clauses
     for said in (
         "A menos que Jimena dibuje un círculo o Celia sume 30 y 3, no juega y no dibuja un círculo.",
@@ -684,7 +682,7 @@ def test_an_unless_of_two_clauses_opens_the_formula_negated_whole(tokenizer, com
         "A menos que Ana cante o Luis baile, ni Lobrue canta ni Víctor compra entradas para el concierto.",
     ):
         notes = conditional_antecedent_notes(said)
-        assert len(notes) == 3 and notes[2].startswith("# argument compound c ∧ ¬ "), (said, notes)
+        assert len(notes) == 4 and notes[3].startswith("# argument compound c ∧ ¬ "), (said, notes)
     grammar = grounded_grammar(sentence)
     atoms, connectors = (
         ["llueve", "nieva", "Ana sale ¬", "Luis corre ¬"],
@@ -701,6 +699,29 @@ def test_an_unless_of_two_clauses_opens_the_formula_negated_whole(tokenizer, com
     assert allowed("¬(p ∨ q) → (¬r") <= {"∧", ""} and "∧" in allowed("¬(p ∨ q) → (¬r")
     assert _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "¬(p ∨ q) → (¬r ∧ ¬s)", connectors))
     assert not _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "¬(p ∨ q) → (¬r ∨ ¬s)", connectors))
+
+
+def test_an_exclusive_or_is_its_disjunction_and_the_negated_conjunction(tokenizer, compiler):
+    """ "O A o B, pero no las dos cosas" is ``(A ∨ B) ∧ ¬(A ∧ B)`` with two atoms; the default model
+    had written ``(¬p ∨ q) ∧ ¬r`` with a third."""
+    from nanologic.grammar import exclusive_or_notes
+
+    sentence = "O la casa no está limpia o Ana tiene calefacción, pero no las dos cosas."
+    assert exclusive_or_notes(sentence)[0] == "# conjunction parts 2"
+    assert exclusive_or_notes("O bien llueve, o bien nieva, pero no ambos.")[2] == "# negated compound 2"
+    assert exclusive_or_notes("Llueve, pero no ambos.") == []
+    grammar = grounded_grammar(sentence)
+    assert "a3 ::=" not in grammar  # two atoms
+    atoms, connectors = ["la casa está limpia ¬", "Ana tiene calefacción"], "∨: o | ¬: no | ∧: pero"
+    head = _answer(atoms, "", connectors).replace(" <|eos|>", "")
+
+    allowed = _texts_after(tokenizer, compiler, grammar, head)
+
+    assert allowed("(¬p ∨ q)") <= {"∧", ""} and "∧" in allowed("(¬p ∨ q)")
+    assert allowed("(¬p ∨ q) ∧") and all(a.startswith("¬") for a in allowed("(¬p ∨ q) ∧"))
+    assert allowed("(¬p ∨ q) ∧ ¬(¬p") <= {"∧", ""} and "∧" in allowed("(¬p ∨ q) ∧ ¬(¬p")
+    assert _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "(¬p ∨ q) ∧ ¬(¬p ∧ q)", connectors))
+    assert not _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "(¬p ∨ q) ∧ ¬q", connectors))
 
 
 def test_a_marker_spelled_in_plain_tokens_changes_the_section(tokenizer, compiler):
