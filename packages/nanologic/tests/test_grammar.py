@@ -724,6 +724,29 @@ def test_an_exclusive_or_is_its_disjunction_and_the_negated_conjunction(tokenize
     assert not _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "(¬p ∨ q) ∧ ¬q", connectors))
 
 
+def test_relations_of_arithmetic_and_either_or_consequents_are_noted():
+    """ "x ≠ 3" is a literal, the negated atom "x = 3", keyed by its relation written whole ("x-y=2"
+    is not "y-x=2"); a part with two relations is two clauses; "y" between terms is a variable; "o
+    bien A, o bien B" may be said before its condition. The default model had written
+    ``¬p → (¬q ∨ r)`` for "Si x ≠ 0 ó x ≠ 3, entonces x = 1." and ``(¬p ∨ ¬q) → ¬r`` for "O bien
+    A, o bien B siempre que no C"."""
+    from nanologic.grammar import conditional_antecedent_notes
+
+    assert conditional_antecedent_notes("Si x ≠ 0 o x ≠ 3, entonces x = 1.")[1:] == [
+        "# argument compound 1 ∨ ¬ x 0 x=0 / ¬ x 3 x=3",
+        "# argument literal c + x 1 x=1",
+    ]
+    assert conditional_antecedent_notes("Si x − y = 2, entonces y − x ≠ 2.") == [
+        "# conditional antecedent + x 2 x−y=2",
+        "# argument literal c ¬ x 2 y−x=2",
+    ]
+    assert conditional_antecedent_notes("Si x + y > z y z = 1, entonces x + y > 1.") == []
+    assert conditional_antecedent_notes("O bien Ana canta, o bien Luis no baila siempre que no llueve.") == [
+        "# conditional antecedent ¬ llover",
+        "# argument compound c ∨ + ana cantar / ¬ luis bailar",
+    ]
+
+
 def test_a_marker_spelled_in_plain_tokens_changes_the_section(tokenizer, compiler):
     """With ``<|connectors|>`` banned (a definition that needs its mark), a model wrote "<|" and
     spelled the marker out; the mask then stayed in the atom list and left the formula free, and the

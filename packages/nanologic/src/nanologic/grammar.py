@@ -891,12 +891,13 @@ _OBLIGATION_WORDS = frozenset({"hay", "debe", "deben", "debes", "debemos", "debe
 
 def _joins_here(words: list[str], index: int) -> bool:
     """Whether ``words[index]``, a word of ``_SAID_BY`` or "y" / "e", joins clauses where it stands:
-    not "y" between numbers ("Celia suma 30 y 3"), "siempre" after "casi" (a time), "para" before
-    anything but "que" or an infinitive ("compra entradas para el concierto")."""
+    not "y" between numbers, symbols or variables ("Celia suma 30 y 3", "x + y = 3"), "siempre"
+    after "casi" (a time), "para" before anything but "que" or an infinitive ("compra entradas para
+    el concierto")."""
     word = words[index]
     before, after = words[index - 1] if index else "", words[index + 1] if index + 1 < len(words) else ""
     if word in _AND_WORDS:
-        return not (before.isdigit() and after.isdigit())
+        return not ((not before or _is_term(before)) and after and _is_term(after))
     if word == "siempre":
         return before != "casi"
     if word == "para":
@@ -918,10 +919,13 @@ _FOLDED_CONNECTIVE_WORDS = frozenset(fold_text(word) for word in CONNECTIVE_WORD
 
 def _literal_part(part: str) -> tuple[bool, list[str]] | None:
     """(negated, content keys) when the folded ``part`` of an argument says one clause: no comma,
-    no word that can join clauses there (``CONNECTIVE_WORDS``, ``_SAID_BY``: :func:`_joins_here`)
-    but one negation at most; else None."""
-    words = re.findall(r"\w+", part)
-    negations = [w for w in words if w in _SIMPLE_NEGATIONS]
+    no word that can join clauses there (``CONNECTIVE_WORDS``, ``_SAID_BY``: :func:`_joins_here`),
+    one negation at most ("≠" one too), one relation of arithmetic at most; else None."""
+    words = [token.lower() for token in sentence_tokens(part)]
+    if sum(word in _RELATIONS for word in words) > 1:
+        return None  # two relations of arithmetic, two clauses: "x + y > z y z = 1"
+    # "x ≠ 3" is the negation of the atom "x = 3" (:func:`_reading_rules`)
+    negations = [w for w in words if w in _SIMPLE_NEGATIONS or w == "≠"]
     joining = _FOLDED_CONNECTIVE_WORDS | _AND_WORDS | _SAID_BY[IMPLIES] | _SAID_BY[OR] | _SAID_BY[IFF]
     others = [
         w
@@ -938,8 +942,14 @@ def _literal_part(part: str) -> tuple[bool, list[str]] | None:
 
 def _literal_keys(words: list[str]) -> list[str]:
     """:func:`content_keys` of ``words`` and their numbers, which tell "Yolanda tiene 18 años"
-    from "… 22 años" where the argument's letter for a clause is chosen (:class:`FormulaMask`)."""
-    return content_keys(words) + [word for word in words if word.isdigit()]
+    from "… 22 años" where the argument's letter for a clause is chosen (:class:`FormulaMask`), and
+    each relation of arithmetic they hold, written whole ("x-y=2" is not "y-x=2"; "≠" as "=")."""
+    relations = [
+        "".join("=" if word == "≠" else word for word in words[start:end])
+        for start, end in _expression_spans(words)
+        if _RELATIONS.intersection(words[start:end])
+    ]
+    return content_keys(words) + [word for word in words if word.isdigit()] + relations
 
 
 # A premise or conclusion of two such clauses joined by "si … , (entonces)" or "o … , o": its
@@ -1078,20 +1088,22 @@ _BICONDITIONAL_SENTENCES = (
 )
 _IF_CUES = r"(?:si|cuando|siempre que|siempre y cuando|en caso de que|con tal de que)"
 _UNLESS_CUES = r"(?:a menos que|salvo que|excepto que|salvo si|excepto si)"
+_EITHER_OR = r"(?:o bien|o|u) [^,;.]+, (?:o bien|o|u) [^,;.]+?"  # "o bien A, o bien B", commas and all
 _CONDITIONAL_SENTENCES = (
     (re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,;.]+), (?:entonces )?(?P<b>[^,;.]+)"), False),
     (re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,;.]+?) entonces (?P<b>[^,;.]+)"), False),  # no comma
     (re.compile(rf"{_UNLESS_CUES} (?P<a>[^,;.]+), (?P<b>[^,;.]+)"), True),
     # "Para que A, B": B is necessary for A, A → B (121 of a training split, 1 of dev_real)
     (re.compile(r"para que (?P<a>[^,;.]+), [^,;.]+"), False),
-    # "B sólo cuando A" is B → A, "B siempre y cuando A" A → B
+    # "B sólo cuando A" is B → A, "B siempre y cuando A" A → B; B may be "o bien C, o bien D"
     (
         re.compile(
-            rf"(?P<b>[^,;.]+?) (?<!solo )(?<!solamente )(?<!unicamente )(?<!y ){_IF_CUES} (?P<a>[^,;.]+)"
+            rf"(?P<b>{_EITHER_OR}|[^,;.]+?) (?<!solo )(?<!solamente )(?<!unicamente )(?<!y ){_IF_CUES}"
+            r" (?P<a>[^,;.]+)"
         ),
         False,
     ),
-    (re.compile(rf"(?P<b>[^,;.]+?) {_UNLESS_CUES} (?P<a>[^,;.]+)"), True),
+    (re.compile(rf"(?P<b>{_EITHER_OR}|[^,;.]+?) {_UNLESS_CUES} (?P<a>[^,;.]+)"), True),
     # A is necessary or sufficient for B, said around B: "que A implica que B", "que A es condición
     # suficiente para que B", "basta con que A para que B", "A es condición suficiente para B", "A
     # solo si B", "A sólo cuando B" (A → B); "que B es condición necesaria para que A", "es
@@ -1108,7 +1120,8 @@ _CONDITIONAL_SENTENCES = (
     ),
     (
         re.compile(
-            r"(?:que (?P<b>[^,;.]+?) es condicion necesaria|es necesario que (?P<b2>[^,;.]+?)) para que (?P<a>[^,;.]+)"
+            rf"(?:que (?P<b>[^,;.]+?) es condicion necesaria|es necesario que (?P<b2>{_EITHER_OR}|[^,;.]+?))"
+            r" para que (?P<a>[^,;.]+)"
         ),
         False,
     ),
@@ -1959,7 +1972,7 @@ def _without(row: Any, banned: Any) -> Any:
 
 def _definition_keys(definition: str) -> set[str]:
     """:func:`_literal_keys` of an atom's ``definition`` as written (folded words)."""
-    return set(_literal_keys(re.findall(r"\w+", fold_text(definition))))
+    return set(_literal_keys(sentence_tokens(fold_text(definition))))
 
 
 def _conjunct_slot(formula: str) -> tuple[str, str]:
