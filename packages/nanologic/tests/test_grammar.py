@@ -1006,3 +1006,15 @@ def test_a_conjunction_of_conditionals_is_written_part_by_part(tokenizer, compil
     assert _mask_allows(
         tokenizer, compiler, grammar, _answer(atoms, "(p → ¬q) ∧ (¬q → ¬r)", "→: si | ¬: no | ∧: y")
     )
+    # a clause the model declared twice (one verb, two tenses) takes its first letter: the default
+    # model had written "(p → ¬q) ∧ (¬r → ¬s)" with q "Montse cantará tango", r "Montse canta tango"
+    sentence = "Si Montse está afinada, no cantará tango; y si no canta tango, el concierto no se celebra."
+    atoms = [
+        "Montse está afinada",
+        "Montse cantará tango ¬",
+        "Montse canta tango ¬",
+        "el concierto se celebra ¬",
+    ]
+    head = _answer(atoms, "", "→: si | ¬: no | ∧: y").replace(" <|eos|>", "")
+    allowed = _texts_after(tokenizer, compiler, grounded_grammar(sentence), head)
+    assert "q" in allowed("(p → ¬q) ∧ (¬") and "r" not in allowed("(p → ¬q) ∧ (¬")

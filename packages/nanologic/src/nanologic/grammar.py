@@ -1957,8 +1957,11 @@ class FormulaMask:
             if letter != avoid
         } or {avoid: 1}
         most = max(shared.values())
-        sharing = frozenset(letter for letter, count in shared.items() if count == most and count)
-        return frozenset({"(", NOT}), declared - (sharing or declared)
+        sharing: dict[frozenset[str], str] = {}  # a clause declared twice, as the model did ("Montse
+        for letter in sorted(letter for letter, count in shared.items() if count == most and count):
+            # cantará tango" … "Montse canta tango"), takes its first letter
+            sharing.setdefault(frozenset(_definition_keys(definitions[letter])), letter)
+        return frozenset({"(", NOT}), declared - (frozenset(sharing.values()) or declared)
 
 
 def _without(row: Any, banned: Any) -> Any:
