@@ -741,6 +741,11 @@ def test_relations_of_arithmetic_and_either_or_consequents_are_noted():
         "# argument literal c ¬ x 2 y−x=2",
     ]
     assert conditional_antecedent_notes("Si x + y > z y z = 1, entonces x + y > 1.") == []
+    # every cue of a condition said first ("en caso de que", "siempre y cuando", "con tal de que")
+    assert conditional_antecedent_notes("En caso de que Ana nade, Luis trabaja y Eva corre.") == [
+        "# conditional antecedent + ana nadar",
+        "# argument compound c ∧ + luis trabajar / + eva correr",
+    ]
     assert conditional_antecedent_notes("O bien Ana canta, o bien Luis no baila siempre que no llueve.") == [
         "# conditional antecedent ¬ llover",
         "# argument compound c ∨ + ana cantar / ¬ luis bailar",
@@ -1018,3 +1023,8 @@ def test_a_conjunction_of_conditionals_is_written_part_by_part(tokenizer, compil
     head = _answer(atoms, "", "→: si | ¬: no | ∧: y").replace(" <|eos|>", "")
     allowed = _texts_after(tokenizer, compiler, grounded_grammar(sentence), head)
     assert "q" in allowed("(p → ¬q) ∧ (¬") and "r" not in allowed("(p → ¬q) ∧ (¬")
+    # but a conditional's consequent is another clause than its condition (one verb, two atoms)
+    sentence = "Si la célula crece, la célula creció."
+    head = _answer(["la célula crece", "la célula creció"], "", "→: si").replace(" <|eos|>", "")
+    allowed = _texts_after(tokenizer, compiler, grounded_grammar(sentence), head)
+    assert allowed("p →") == {"q"} or allowed("p →") <= {"q", ""}, allowed("p →")

@@ -1090,7 +1090,7 @@ _IF_CUES = r"(?:si|cuando|siempre que|siempre y cuando|en caso de que|con tal de
 _UNLESS_CUES = r"(?:a menos que|salvo que|excepto que|salvo si|excepto si)"
 _EITHER_OR = r"(?:o bien|o|u) [^,;.]+, (?:o bien|o|u) [^,;.]+?"  # "o bien A, o bien B", commas and all
 _CONDITIONAL_SENTENCES = (
-    (re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,;.]+), (?:entonces )?(?P<b>[^,;.]+)"), False),
+    (re.compile(rf"{_IF_CUES} (?P<a>[^,;.]+), (?:entonces )?(?P<b>[^,;.]+)"), False),
     (re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,;.]+?) entonces (?P<b>[^,;.]+)"), False),  # no comma
     (re.compile(rf"{_UNLESS_CUES} (?P<a>[^,;.]+), (?P<b>[^,;.]+)"), True),
     # "Para que A, B": B is necessary for A, A → B (121 of a training split, 1 of dev_real)
@@ -1777,8 +1777,13 @@ class FormulaMask:
         ):
             # each premise is one conjunct: the conjunction closes after the last ("(p ∧ p ∧ …)")
             return frozenset({"(", NOT, " ", *BINARY_CONNECTIVES}), declared, free
+        # a conditional's consequent is another clause than its condition, even where they say one
+        # verb ("En caso de que la célula creciera, crece.", "Siempre que el Rayo ganó la liga, no
+        # gana la liga y …": two atoms)
+        condition = re.search(r"[a-z]", formula) if slot == "c" and self.antecedent is not None else None
+        avoid = condition[0] if condition else ""
         if slot in self.literals:
-            return *self._literal_bans(self.literals[slot], written), free
+            return *self._literal_bans(self.literals[slot], written, avoid), free
         if slot not in self.compounds:
             return free, free, free
         symbol, first, second = self.compounds[slot]
@@ -1799,7 +1804,7 @@ class FormulaMask:
             )
         if not text.startswith("(") or ")" in text:
             return free, free, free  # written another way, or closed
-        return *self._compound_bans((symbol, first, second), text[1:], closes=True), free
+        return *self._compound_bans((symbol, first, second), text[1:], closes=True, avoid=avoid), free
 
     def _openings(self, slot: str) -> frozenset[str]:
         """What a noted part at ``slot`` may open with in one token: a compound "(" (and "(¬" where
@@ -1901,7 +1906,7 @@ class FormulaMask:
         return *self._compound_bans(self.sentence, text, closes=False), frozenset()
 
     def _compound_bans(
-        self, compound: Compound, body: str, closes: bool
+        self, compound: Compound, body: str, closes: bool, avoid: str = ""
     ) -> tuple[frozenset[str], frozenset[str]]:
         """(symbols, letters) to ban where ``body`` of a compound of two clauses is written: the first
         literal, the compound's connective, the second literal, then ")" where it ``closes`` (a
@@ -1909,19 +1914,19 @@ class FormulaMask:
         took), else the end. The second literal takes another letter than the first, but in a whole
         sentence both sides saying one clause ("Hablo y no hablo") take one; in a part, such sides
         are the generator's one verb in two tenses, two atoms ("Si el proyecto se cancela, el
-        proyecto se canceló.")."""
+        proyecto se canceló."). Neither takes a letter of ``avoid``."""
         symbol, first, second = compound
         declared = frozenset(self._definitions())
         letters = re.findall(r"[a-z]", body)
         if not letters:
-            return self._literal_bans(first, body)
+            return self._literal_bans(first, body, avoid)
         if len(letters) == 1 and not any(c in body for c in BINARY_CONNECTIVES):
             return frozenset(BINARY_CONNECTIVES) - {symbol} | {"(", ")", NOT, "<|eos|>"}, declared
         if len(letters) == 1:
             after = body.split(symbol, 1)[-1]
             if not closes and first[1] == second[1]:  # one clause said twice: its letter
                 return self._literal_bans((second[0], frozenset()), after)[0], declared - {letters[0]}
-            return self._literal_bans(second, after, avoid=letters[0])
+            return self._literal_bans(second, after, avoid + letters[0])
         return frozenset({"(", NOT, *BINARY_CONNECTIVES} | ({" "} if closes else {")"})), declared
 
     def _antecedent_bans(self) -> tuple[frozenset[str], frozenset[str]]:
@@ -1943,7 +1948,7 @@ class FormulaMask:
     ) -> tuple[frozenset[str], frozenset[str]]:
         """(symbols, letters) to ban for one clause's ``literal`` (negated, content keys), of which
         ``written`` is written: its sign, then a letter whose definition shares the most content
-        words with it, other than ``avoid`` (any declared letter where none shares one)."""
+        words with it, none of the letters of ``avoid`` (any declared letter where none shares one)."""
         if re.search(r"[a-z]", written):
             return frozenset(), frozenset()  # its letter is written
         negated, keys = literal
@@ -1954,8 +1959,8 @@ class FormulaMask:
         shared = {
             letter: len(keys & _definition_keys(definition))
             for letter, definition in definitions.items()
-            if letter != avoid
-        } or {avoid: 1}
+            if letter not in avoid
+        } or dict.fromkeys(avoid, 1)
         most = max(shared.values())
         sharing: dict[frozenset[str], str] = {}  # a clause declared twice, as the model did ("Montse
         for letter in sorted(letter for letter, count in shared.items() if count == most and count):
