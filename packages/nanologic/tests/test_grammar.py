@@ -998,6 +998,19 @@ def test_a_conjunction_of_conditionals_is_written_part_by_part(tokenizer, compil
         conjunction_notes("No pasa que llueva o nieve; además, no pasa que salga o corra.") == []
     )  # ¬(A ∨ B)
     assert conjunction_notes("Si llueve, salgo.") == []
+    # after a comma before a word of contrast or reason, or opened by one; "ni A ni B" opening the
+    # sentence is two flat conjuncts (the model had written "¬p ∧ ¬q ∧ (r ∧ s)" for "…, pero A o B")
+    assert conjunction_notes("Ni Inés duerme ni Ana cuenta, pero Eva llega o Luis calcula.") == [
+        "# conjunction parts 3",
+        "# argument literal 1 ¬ ines dormir",
+        "# argument literal 2 ¬ ana contar",
+        "# argument compound 3 ∨ + eva llegar / + luis calcular",
+    ]
+    assert conjunction_notes("Puesto que o bien Ana canta, o bien Eva baila, Luis corre y Leo salta.")[1:] == [
+        "# argument compound 1 ∨ + ana cantar / + eva bailar",
+        "# argument compound 2 ∧ + luis correr / + leo saltar",
+    ]
+    assert conjunction_notes("O Ana canta o Eva baila, pero no ambos.") == []  # an exclusive or
     grammar = grounded_grammar(sentence)
     atoms = ["estudio", "limpio ¬", "corro ¬"]
     head = _answer(atoms, "", "→: si | ¬: no | ∧: y").replace(" <|eos|>", "")

@@ -1187,15 +1187,30 @@ def _conditional_notes(match: re.Match[str], flips: bool) -> list[str]:
 # "Si A, B; y si C, D": a conjunction of parts of one or two clauses (:func:`_part_notes`), its
 # formula "(A → B) ∧ (C → D)", as "# conjunction parts N" and the parts' notes.
 CONJUNCTION_PARTS_NOTE = "# conjunction parts"
-_CONJUNCTION_SPLIT_RE = re.compile(r"\s*;\s*|,? (?:y|pero) (?=(?:si|cuando|siempre que) )")
-_PART_OPENER_RE = re.compile(r"(?:y ademas|ademas|y|pero)(?:,\s*|\s+)")
+# parts: after ";", before "y / pero si (cuando, siempre que)", and after a comma before a word of
+# contrast or reason ("…, pero B", "…, sin embargo, B", "…, dado que B"; not "pero no ambos")
+_CONJUNCTION_SPLIT_RE = re.compile(
+    r"\s*;\s*|,? (?:y|pero) (?=(?:si|cuando|siempre que) )"
+    r"|, (?=(?:pero|sin embargo|no obstante|aunque|dado que|puesto que|ya que)(?!\w)(?! no (?:ambos|ambas|los dos|las dos)))"
+)
+_PART_OPENER_RE = re.compile(
+    r"(?:y ademas|ademas|y|pero|sin embargo|no obstante|aunque|dado que|puesto que|ya que)(?:,\s*|\s+)"
+)
+# "Aunque A, B", "Puesto que A, B": the reason or the concession is the first part
+_REASON_FIRST_RE = re.compile(
+    rf"(?:aunque|dado que|puesto que|ya que) (?P<a>{_EITHER_OR}|[^,;]+), (?P<b>[^;]+)"
+)
 
 
 def conjunction_notes(sentence: str) -> list[str]:
     """The ``CONJUNCTION_PARTS_NOTE`` line and the parts' notes of a sentence that joins two or
-    three parts with ";" or "y" / "pero" before a conditional ("Si estudio, no limpio y si limpio,
-    no estudio"), every part a conditional or a disjunction of two clauses or one clause
-    (:func:`_part_notes`), and is no argument. The default model wrote the second of such a
+    three parts with ";", "y" / "pero" before a conditional ("Si estudio, no limpio y si limpio,
+    no estudio"), a comma before a word of contrast or reason (", pero", ", sin embargo", ", dado
+    que") or opens with one ("Aunque A, B"), every part a conditional or a disjunction of two
+    clauses, a conjunction of two ("ni A ni B", "A y B"; two conjuncts where it opens the sentence,
+    as the generator writes the conjunction: ``¬p ∧ ¬q ∧ (r ∨ s)`` but ``¬p ∧ (¬q ∧ ¬r)``) or one
+    clause (:func:`_part_notes`), at least
+    one part not one clause, and is no argument. The default model wrote the second of such a
     chain's repeated clause with a letter of its own or the wrong sign in most of its wrong
     answers to them, ``(p → ¬q) ∧ (¬r → ¬s)`` for "Cuando Putibioe mentía, el entrenador no
     miente cada semana; y cuando no miente cada semana, …" (2026-12-05)."""
@@ -1206,12 +1221,30 @@ def conjunction_notes(sentence: str) -> list[str]:
         _PART_OPENER_RE.sub("", part, count=1) if _PART_OPENER_RE.match(part) else part
         for part in _CONJUNCTION_SPLIT_RE.split(folded)
     ]
+    reason_first = _REASON_FIRST_RE.fullmatch(folded)
+    if len(parts) == 1 and reason_first:
+        parts = [reason_first["a"], reason_first["b"]]
     if not 2 <= len(parts) <= 3:
         return []
-    notes = [_part_notes(str(number), part) for number, part in enumerate(parts, 1)]
-    if not all(notes) or not any(ARGUMENT_COMPOUND_NOTE in note[0] for note in notes):
-        return []
-    return [f"{CONJUNCTION_PARTS_NOTE} {len(parts)}", *(note for part_notes in notes for note in part_notes)]
+    said: list[str] = []  # each conjunct's literal or compound, "SIGN KEYS" or "SYMBOL SIGN KEYS / …"
+    for part in parts:
+        literal = _literal_part(part)
+        compound = None if literal is not None else _compound_part(part, conjunctions=True)
+        if literal is not None:
+            said.append(_said(literal))
+        elif compound is not None and compound[0] == AND and not said:  # "Ni A ni B; …" opens flat
+            said += [_said(compound[1]), _said(compound[2])]
+        elif compound is not None:
+            said.append(f"{compound[0]} {_said(compound[1])} / {_said(compound[2])}")
+        else:
+            return []
+    if len(said) == len(parts) and not any(" / " in conjunct for conjunct in said):
+        return []  # clauses only, no shape to note
+    notes = [
+        f"{ARGUMENT_COMPOUND_NOTE if ' / ' in conjunct else ARGUMENT_LITERAL_NOTE} {number} {conjunct}"
+        for number, conjunct in enumerate(said, 1)
+    ]
+    return [f"{CONJUNCTION_PARTS_NOTE} {len(said)}", *notes]
 
 
 # "O A o no, pero B": the formula opens with A's excluded middle, "(p ∨ ¬p) ∧ ", as
