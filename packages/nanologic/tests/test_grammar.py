@@ -1006,7 +1006,9 @@ def test_a_conjunction_of_conditionals_is_written_part_by_part(tokenizer, compil
         "# argument literal 2 ¬ ana contar",
         "# argument compound 3 ∨ + eva llegar / + luis calcular",
     ]
-    assert conjunction_notes("Puesto que o bien Ana canta, o bien Eva baila, Luis corre y Ana baila.")[1:] == [
+    assert conjunction_notes("Puesto que o bien Ana canta, o bien Eva baila, Luis corre y Ana baila.")[
+        1:
+    ] == [
         "# argument compound 1 ∨ + ana cantar / + eva bailar",
         "# argument compound 2 ∧ + luis correr / + ana bailar",
     ]

@@ -1609,6 +1609,8 @@ class FormulaMask:
     and an excluded middle (``EXCLUDED_MIDDLE_NOTE``) open the formula, a conditional's
     consequent (slot "c") ends it, ``BICONDITIONAL_NOTE`` makes that conditional's connective ↔,
     a sentence that is one compound (``SENTENCE_COMPOUND_NOTE``) is written without parentheses,
+    a compound under ``NEGATED_COMPOUND_NOTE`` opens with "¬(" ("a menos que A o B", the second part
+    of an exclusive or), a noted conjunction's part written whole is followed by " ∧ ",
     and in the atom list the polarity marks follow the signs these notes fix
     (``MARKS_FOLLOW_NOTE``, :meth:`_mask_marks`). A binary connective a note demands passes even
     where the connector list left it out. The sections are followed by the markers' text, so a
