@@ -1013,6 +1013,10 @@ def test_a_conjunction_of_conditionals_is_written_part_by_part(tokenizer, compil
         "# argument compound 2 ∧ + luis correr / + ana bailar",
     ]
     assert conjunction_notes("O Ana canta o Eva baila, pero no ambos.") == []  # an exclusive or
+    # "tanto A como B V": A shares B's predicate and its sign (the model had written "(q ∨ r)")
+    assert conjunction_notes("Ana no canta, pero tanto Luis como Eva no bailan.")[-1] == (
+        "# argument compound 2 ∧ ¬ luis / ¬ eva bailar"
+    )
     grammar = grounded_grammar(sentence)
     atoms = ["estudio", "limpio ¬", "corro ¬"]
     head = _answer(atoms, "", "→: si | ¬: no | ∧: y").replace(" <|eos|>", "")

@@ -965,9 +965,10 @@ _COMPOUND_PARTS = (
 
 # Conjunctions of two clauses, read where a part is one conjunct of a larger conjunction (the
 # second part of "O A o no, pero B y C"), never in an argument, whose premise "A y B" adds two
-# conjuncts: "ni A ni B" (both negated), "A y B".
+# conjuncts: "ni A ni B" (both negated), "tanto A como B" (one predicate), "A y B".
 _CONJUNCTION_COMPOUNDS = (
     (AND, re.compile(r"ni (?P<a>[^,]+?),? ni (?P<b>[^,]+)")),
+    (AND, re.compile(r"tanto (?P<a>[^,]+?) como (?P<b>[^,]+)")),
     (AND, re.compile(r"(?P<a>[^,]+?),? (?:y|e) (?P<b>[^,]+)")),
 )
 
@@ -998,13 +999,16 @@ def _compound_part(
     """(→ or ∨, first literal, second literal) when the folded ``part`` of an argument is a
     conditional "si A, (entonces) B" ("cuando", "siempre que") or a disjunction "o A, o B" or "A
     o B" whose A and B each say one clause (:func:`_literal_part`); with ``conjunctions`` also
-    (∧, …) for "ni A ni B" (A and B negated) and "A y B"; else None."""
+    (∧, …) for "ni A ni B" (A and B negated), "tanto A como B" (A with B's sign) and "A y B"; else
+    None."""
     for symbol, pattern in _COMPOUND_PARTS + (_CONJUNCTION_COMPOUNDS if conjunctions else ()):
         match = pattern.fullmatch(part)
         if match:
             first, second = _literal_part(match["a"]), _literal_part(match["b"])
             if first is None or second is None:
                 continue
+            if part.startswith("tanto "):  # "tanto A como B V": A shares B's predicate, and its sign
+                return symbol, (second[0], first[1]), second
             if symbol == AND and not all(_says_a_verb(match[side]) for side in "ab"):
                 continue  # a shared predicate ("el bebé y los perros no estarán tranquilos")
             if re.search(r"\d$", match["a"]) and re.match(r"\d", match["b"]):
