@@ -741,6 +741,11 @@ def test_relations_of_arithmetic_and_either_or_consequents_are_noted():
         "# argument literal c ¬ x 2 y−x=2",
     ]
     assert conditional_antecedent_notes("Si x + y > z y z = 1, entonces x + y > 1.") == []
+    # a condition of three clauses, "Si A, no B y C, D" (the model had written (p ∧ ¬q) → (r ∧ s))
+    assert conditional_antecedent_notes("Si Ana canta, Luis no baila y Eva corre, entonces salto.")[1:] == [
+        "# argument compound 1 ∧ + ana cantar / ¬ luis bailar / + eva correr",
+        "# argument literal c + salto",
+    ]
     # every cue of a condition said first ("en caso de que", "siempre y cuando", "con tal de que")
     assert conditional_antecedent_notes("En caso de que Ana nade, Luis trabaja y Eva corre.") == [
         "# conditional antecedent + ana nadar",
@@ -750,6 +755,20 @@ def test_relations_of_arithmetic_and_either_or_consequents_are_noted():
         "# conditional antecedent ¬ llover",
         "# argument compound c ∨ + ana cantar / ¬ luis bailar",
     ]
+
+
+def test_a_condition_of_three_clauses_is_written_as_said(tokenizer, compiler):
+    sentence = "Si Ana canta, Luis no baila y Eva corre, entonces salto."
+    atoms, connectors = ["Ana canta", "Luis baila ¬", "Eva corre", "salto"], "→: si | ¬: no | ∧: y"
+    head = _answer(atoms, "", connectors).replace(" <|eos|>", "")
+    allowed = _texts_after(tokenizer, compiler, grounded_grammar(sentence), head)
+
+    assert allowed("(p ∧ ¬q") <= {"∧", ""} and "∧" in allowed("(p ∧ ¬q")
+    assert "r" in allowed("(p ∧ ¬q ∧") and not allowed("(p ∧ ¬q ∧") & {"p", "q", "s"}
+    assert allowed("(p ∧ ¬q ∧ r)") <= {"→", ""} and "→" in allowed("(p ∧ ¬q ∧ r)")
+    grammar = grounded_grammar(sentence)
+    assert _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "(p ∧ ¬q ∧ r) → s", connectors))
+    assert not _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "(p ∧ ¬q) → (r ∧ s)", connectors))
 
 
 def test_a_marker_spelled_in_plain_tokens_changes_the_section(tokenizer, compiler):

@@ -1021,6 +1021,25 @@ def _compound_part(
     return None
 
 
+_LIST_RE = re.compile(r"(?P<a>[^,]+), (?P<b>[^,]+) (?:y|e) (?P<c>[^,]+)")
+
+
+def _list_notes(slot: str, part: str) -> list[str]:
+    """The ``ARGUMENT_COMPOUND_NOTE`` at ``slot`` of a conjunction of three clauses, "A, B y C",
+    each one clause with a verb of the lexicon (:func:`_literal_part`, :func:`_says_a_verb`); else
+    none. The condition of "Si A, no B y C, D" is ``(p ∧ ¬q ∧ r)``; the default model had written
+    ``(p ∧ ¬q) → (r ∧ s)``."""
+    match = _LIST_RE.fullmatch(part)
+    if match is None or not all(_says_a_verb(match[side]) for side in "abc"):
+        return []
+    literals = [_literal_part(match[side]) for side in "abc"]
+    if any(literal is None for literal in literals):
+        return []
+    return [
+        f"{ARGUMENT_COMPOUND_NOTE} {slot} {AND} {' / '.join(_said(literal) for literal in literals if literal)}"
+    ]
+
+
 def _said(literal: tuple[bool, list[str]]) -> str:
     """A literal as the notes write it: "¬ KEYS" or "+ KEYS"."""
     return f"{NOT if literal[0] else '+'} {' '.join(literal[1])}"
@@ -1094,6 +1113,8 @@ _IF_CUES = r"(?:si|cuando|siempre que|siempre y cuando|en caso de que|con tal de
 _UNLESS_CUES = r"(?:a menos que|salvo que|excepto que|salvo si|excepto si)"
 _EITHER_OR = r"(?:o bien|o|u) [^,;.]+, (?:o bien|o|u) [^,;.]+?"  # "o bien A, o bien B", commas and all
 _CONDITIONAL_SENTENCES = (
+    # "Si A, B y C, D": a condition of three clauses (_list_notes)
+    (re.compile(rf"{_IF_CUES} (?P<a>[^,;.]+, [^,;.]+ (?:y|e) [^,;.]+), (?:entonces )?(?P<b>[^,;.]+)"), False),
     (re.compile(rf"{_IF_CUES} (?P<a>[^,;.]+), (?:entonces )?(?P<b>[^,;.]+)"), False),
     (re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,;.]+?) entonces (?P<b>[^,;.]+)"), False),  # no comma
     (re.compile(rf"{_UNLESS_CUES} (?P<a>[^,;.]+), (?P<b>[^,;.]+)"), True),
@@ -1181,7 +1202,7 @@ def _conditional_notes(match: re.Match[str], flips: bool) -> list[str]:
     if literal is not None:
         negated = literal[0] != flips
         return [f"{CONDITIONAL_ANTECEDENT_NOTE} {NOT if negated else '+'} {' '.join(literal[1])}", *after]
-    compound = _part_notes("1", match["a"], conjunctions=True)  # two clauses
+    compound = _part_notes("1", match["a"], conjunctions=True) or _list_notes("1", match["a"])
     if not compound:
         return []
     negated = [f"{NEGATED_COMPOUND_NOTE} 1"] if flips else []
@@ -1578,14 +1599,13 @@ def _parentheses_missing_their_connective(formula: bytes) -> int:
 
 # A compound of two clauses as the notes give it: (its connective, first literal, second literal),
 # each literal (negated, content keys).
-Compound = tuple[str, tuple[bool, frozenset[str]], tuple[bool, frozenset[str]]]
+Compound = tuple[str, tuple[bool, frozenset[str]], ...]
 
 
 def _read_compound(text: str) -> Compound:
-    """The compound of a note's "SYMBOL SIGN KEYS / SIGN KEYS" (:func:`_said`)."""
+    """The compound of a note's "SYMBOL SIGN KEYS / SIGN KEYS …" (:func:`_said`), two sides or more."""
     symbol, sides = text.split(" ", 1)
-    first, second = ((side.split()[0] == NOT, frozenset(side.split()[1:])) for side in sides.split(" / "))
-    return symbol, first, second
+    return (symbol, *((side.split()[0] == NOT, frozenset(side.split()[1:])) for side in sides.split(" / ")))
 
 
 class FormulaMask:
@@ -1825,7 +1845,7 @@ class FormulaMask:
             return *self._literal_bans(self.literals[slot], written, avoid), free
         if slot not in self.compounds:
             return free, free, free
-        symbol, first, second = self.compounds[slot]
+        compound = self.compounds[slot]
         if slot in self.negated:  # "¬(" opens it, in one token or two
             if not text:
                 openings = self._openings(slot)
@@ -1837,13 +1857,13 @@ class FormulaMask:
             text = text[1:]
         if not text:  # "(" opens it, in a token of its own or as "(¬"
             return (
-                frozenset(BINARY_CONNECTIVES) | (free if first[0] else {NOT}),
+                frozenset(BINARY_CONNECTIVES) | (free if compound[1][0] else {NOT}),
                 declared,
                 self._openings(slot),
             )
         if not text.startswith("(") or ")" in text:
             return free, free, free  # written another way, or closed
-        return *self._compound_bans((symbol, first, second), text[1:], closes=True, avoid=avoid), free
+        return *self._compound_bans(compound, text[1:], closes=True, avoid=avoid), free
 
     def _openings(self, slot: str) -> frozenset[str]:
         """What a noted part at ``slot`` may open with in one token: a compound "(" (and "(¬" where
@@ -1954,18 +1974,18 @@ class FormulaMask:
         sentence both sides saying one clause ("Hablo y no hablo") take one; in a part, such sides
         are the generator's one verb in two tenses, two atoms ("Si el proyecto se cancela, el
         proyecto se canceló."). Neither takes a letter of ``avoid``."""
-        symbol, first, second = compound
+        symbol, first, *rest = compound
         declared = frozenset(self._definitions())
         letters = re.findall(r"[a-z]", body)
         if not letters:
             return self._literal_bans(first, body, avoid)
-        if len(letters) == 1 and not any(c in body for c in BINARY_CONNECTIVES):
+        if body.count(symbol) < len(letters) < len(compound) - 1:  # a side written: the connective
             return frozenset(BINARY_CONNECTIVES) - {symbol} | {"(", ")", NOT, "<|eos|>"}, declared
-        if len(letters) == 1:
-            after = body.split(symbol, 1)[-1]
-            if not closes and first[1] == second[1]:  # one clause said twice: its letter
-                return self._literal_bans((second[0], frozenset()), after)[0], declared - {letters[0]}
-            return self._literal_bans(second, after, avoid + letters[0])
+        if body.count(symbol) == len(letters):  # the next side
+            after = body.rsplit(symbol, 1)[-1]
+            if len(letters) == 1 and not closes and first[1] == rest[0][1]:  # one clause said twice
+                return self._literal_bans((rest[0][0], frozenset()), after)[0], declared - {letters[0]}
+            return self._literal_bans(rest[len(letters) - 1], after, avoid + "".join(letters))
         return frozenset({"(", NOT, *BINARY_CONNECTIVES} | ({" "} if closes else {")"})), declared
 
     def _antecedent_bans(self) -> tuple[frozenset[str], frozenset[str]]:
