@@ -1597,8 +1597,8 @@ def _parentheses_missing_their_connective(formula: bytes) -> int:
     return has_connective.count(False)
 
 
-# A compound of two clauses as the notes give it: (its connective, first literal, second literal),
-# each literal (negated, content keys).
+# A compound of two clauses or more as the notes give it: (its connective, first literal, second
+# literal, …), each literal (negated, content keys).
 Compound = tuple[str, tuple[bool, frozenset[str]], ...]
 
 
@@ -1967,10 +1967,10 @@ class FormulaMask:
     def _compound_bans(
         self, compound: Compound, body: str, closes: bool, avoid: str = ""
     ) -> tuple[frozenset[str], frozenset[str]]:
-        """(symbols, letters) to ban where ``body`` of a compound of two clauses is written: the first
-        literal, the compound's connective, the second literal, then ")" where it ``closes`` (a
-        parenthesised part; a space there would open another connective, which a greedy model
-        took), else the end. The second literal takes another letter than the first, but in a whole
+        """(symbols, letters) to ban where ``body`` of a compound of two clauses or more is written:
+        the first literal, the compound's connective, the second literal (and so on), then ")" where
+        it ``closes`` (a parenthesised part; a space there would open another connective, which a
+        greedy model took), else the end. Each literal takes another letter than those before it, but in a whole
         sentence both sides saying one clause ("Hablo y no hablo") take one; in a part, such sides
         are the generator's one verb in two tenses, two atoms ("Si el proyecto se cancela, el
         proyecto se canceló."). Neither takes a letter of ``avoid``."""
