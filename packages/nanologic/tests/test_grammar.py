@@ -741,11 +741,6 @@ def test_relations_of_arithmetic_and_either_or_consequents_are_noted():
         "# argument literal c ¬ x 2 y−x=2",
     ]
     assert conditional_antecedent_notes("Si x + y > z y z = 1, entonces x + y > 1.") == []
-    # a condition of three clauses, "Si A, no B y C, D" (the model had written (p ∧ ¬q) → (r ∧ s))
-    assert conditional_antecedent_notes("Si Ana canta, Luis no baila y Eva corre, entonces salto.")[1:] == [
-        "# argument compound 1 ∧ + ana cantar / ¬ luis bailar / + eva correr",
-        "# argument literal c + salto",
-    ]
     # every cue of a condition said first ("en caso de que", "siempre y cuando", "con tal de que")
     assert conditional_antecedent_notes("En caso de que Ana nade, Luis trabaja y Eva corre.") == [
         "# conditional antecedent + ana nadar",
@@ -758,7 +753,14 @@ def test_relations_of_arithmetic_and_either_or_consequents_are_noted():
 
 
 def test_a_condition_of_three_clauses_is_written_as_said(tokenizer, compiler):
+    """ "Si A, no B y C, D" is ``(p ∧ ¬q ∧ r) → s``; the default model had written ``(p ∧ ¬q) → (r ∧ s)``."""
+    from nanologic.grammar import conditional_antecedent_notes
+
     sentence = "Si Ana canta, Luis no baila y Eva corre, entonces salto."
+    assert conditional_antecedent_notes(sentence)[1:] == [
+        "# argument compound 1 ∧ + ana cantar / ¬ luis bailar / + eva correr",
+        "# argument literal c + salto",
+    ]
     atoms, connectors = ["Ana canta", "Luis baila ¬", "Eva corre", "salto"], "→: si | ¬: no | ∧: y"
     head = _answer(atoms, "", connectors).replace(" <|eos|>", "")
     allowed = _texts_after(tokenizer, compiler, grounded_grammar(sentence), head)
