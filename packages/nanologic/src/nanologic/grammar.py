@@ -1205,8 +1205,8 @@ def _conditional_notes(match: re.Match[str], flips: bool) -> list[str]:
     compound = _part_notes("1", match["a"], conjunctions=True) or _list_notes("1", match["a"])
     if not compound:
         return []
-    negated = [f"{NEGATED_COMPOUND_NOTE} 1"] if flips else []
-    return [CONDITIONAL_COMPOUND_NOTE, *negated, *compound, *after]
+    negation = [f"{NEGATED_COMPOUND_NOTE} 1"] if flips else []
+    return [CONDITIONAL_COMPOUND_NOTE, *negation, *compound, *after]
 
 
 # "Si A, B; y si C, D": a conjunction of parts of one or two clauses (:func:`_part_notes`), its
@@ -1597,15 +1597,15 @@ def _parentheses_missing_their_connective(formula: bytes) -> int:
     return has_connective.count(False)
 
 
-# A compound of two clauses or more as the notes give it: (its connective, first literal, second
-# literal, …), each literal (negated, content keys).
-Compound = tuple[str, tuple[bool, frozenset[str]], ...]
+# A compound of two clauses or more as the notes give it: (its connective, (first literal, second
+# literal, …)), each literal (negated, content keys).
+Compound = tuple[str, tuple[tuple[bool, frozenset[str]], ...]]
 
 
 def _read_compound(text: str) -> Compound:
     """The compound of a note's "SYMBOL SIGN KEYS / SIGN KEYS …" (:func:`_said`), two sides or more."""
     symbol, sides = text.split(" ", 1)
-    return (symbol, *((side.split()[0] == NOT, frozenset(side.split()[1:])) for side in sides.split(" / ")))
+    return symbol, tuple((side.split()[0] == NOT, frozenset(side.split()[1:])) for side in sides.split(" / "))
 
 
 class FormulaMask:
@@ -1857,7 +1857,7 @@ class FormulaMask:
             text = text[1:]
         if not text:  # "(" opens it, in a token of its own or as "(¬"
             return (
-                frozenset(BINARY_CONNECTIVES) | (free if compound[1][0] else {NOT}),
+                frozenset(BINARY_CONNECTIVES) | (free if compound[1][0][0] else {NOT}),
                 declared,
                 self._openings(slot),
             )
@@ -1869,7 +1869,7 @@ class FormulaMask:
         """What a noted part at ``slot`` may open with in one token: a compound "(" (and "(¬" where
         its first literal is negated), a literal nothing or "¬" (where it is negated)."""
         if slot in self.compounds:
-            return frozenset({"(", "(" + NOT} if self.compounds[slot][1][0] else {"("})
+            return frozenset({"(", "(" + NOT} if self.compounds[slot][1][0][0] else {"("})
         if slot in self.literals:
             return frozenset({NOT} if self.literals[slot][0] else set())
         return frozenset()
@@ -1891,8 +1891,8 @@ class FormulaMask:
             return row
         keys = _definition_keys(current)
         said = [self.antecedent] if self.antecedent is not None else []
-        said += [*self.literals.values()] + [side for _, *sides in self.compounds.values() for side in sides]
-        said += [*self.sentence[1:]] if self.sentence is not None else []
+        said += [*self.literals.values()] + [side for _, sides in self.compounds.values() for side in sides]
+        said += [*self.sentence[1]] if self.sentence is not None else []
 
         # a definition may add an elided subject to the clause's words, little more: "el senado
         # bajaba los impuestos el lunes" holds the words of "baje los impuestos" but is not it
@@ -1974,12 +1974,12 @@ class FormulaMask:
         sentence both sides saying one clause ("Hablo y no hablo") take one; in a part, such sides
         are the generator's one verb in two tenses, two atoms ("Si el proyecto se cancela, el
         proyecto se canceló."). Neither takes a letter of ``avoid``."""
-        symbol, first, *rest = compound
+        symbol, (first, *rest) = compound
         declared = frozenset(self._definitions())
         letters = re.findall(r"[a-z]", body)
         if not letters:
             return self._literal_bans(first, body, avoid)
-        if body.count(symbol) < len(letters) < len(compound) - 1:  # a side written: the connective
+        if body.count(symbol) < len(letters) < len(compound[1]):  # a side written: the connective
             return frozenset(BINARY_CONNECTIVES) - {symbol} | {"(", ")", NOT, "<|eos|>"}, declared
         if body.count(symbol) == len(letters):  # the next side
             after = body.rsplit(symbol, 1)[-1]
