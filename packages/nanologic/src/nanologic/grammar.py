@@ -1036,13 +1036,19 @@ def _list_notes(slot: str, part: str) -> list[str]:
     if any(literal is None for literal in literals):
         return []
     return [
-        f"{ARGUMENT_COMPOUND_NOTE} {slot} {AND} {' / '.join(_said(literal) for literal in literals if literal)}"
+        f"{ARGUMENT_COMPOUND_NOTE} {slot} {_said_compound(AND, *(literal for literal in literals if literal))}"
     ]
 
 
 def _said(literal: tuple[bool, list[str]]) -> str:
     """A literal as the notes write it: "¬ KEYS" or "+ KEYS"."""
     return f"{NOT if literal[0] else '+'} {' '.join(literal[1])}"
+
+
+def _said_compound(symbol: str, *literals: tuple[bool, list[str]]) -> str:
+    """A compound as the notes write it, "SYMBOL SIGN KEYS / SIGN KEYS …" (read by
+    :func:`_read_compound`)."""
+    return f"{symbol} {' / '.join(map(_said, literals))}"
 
 
 def _part_notes(slot: str, part: str, conjunctions: bool = False) -> list[str]:
@@ -1055,8 +1061,7 @@ def _part_notes(slot: str, part: str, conjunctions: bool = False) -> list[str]:
         return [f"{ARGUMENT_LITERAL_NOTE} {slot} {_said(literal)}"]
     compound = _compound_part(part, conjunctions)
     if compound is not None:
-        symbol, first, second = compound
-        return [f"{ARGUMENT_COMPOUND_NOTE} {slot} {symbol} {_said(first)} / {_said(second)}"]
+        return [f"{ARGUMENT_COMPOUND_NOTE} {slot} {_said_compound(*compound)}"]
     return []
 
 
@@ -1251,25 +1256,25 @@ def conjunction_notes(sentence: str) -> list[str]:
         parts = [reason_first["a"], reason_first["b"]]
     if not 2 <= len(parts) <= 3:
         return []
-    said: list[str] = []  # each conjunct's literal or compound, "SIGN KEYS" or "SYMBOL SIGN KEYS / …"
+    conjuncts: list[tuple[str, str]] = []  # each conjunct's note kind and what it says
     for part in parts:
         literal = _literal_part(part)
         compound = None if literal is not None else _compound_part(part, conjunctions=True)
         if literal is not None:
-            said.append(_said(literal))
-        elif compound is not None and compound[0] == AND and not said:  # "Ni A ni B; …" opens flat
-            said += [_said(compound[1]), _said(compound[2])]
+            conjuncts.append((ARGUMENT_LITERAL_NOTE, _said(literal)))
+        elif compound is not None and compound[0] == AND and not conjuncts:  # "Ni A ni B; …" opens flat
+            conjuncts += [
+                (ARGUMENT_LITERAL_NOTE, _said(compound[1])),
+                (ARGUMENT_LITERAL_NOTE, _said(compound[2])),
+            ]
         elif compound is not None:
-            said.append(f"{compound[0]} {_said(compound[1])} / {_said(compound[2])}")
+            conjuncts.append((ARGUMENT_COMPOUND_NOTE, _said_compound(*compound)))
         else:
             return []
-    if len(said) == len(parts) and not any(" / " in conjunct for conjunct in said):
+    if all(kind == ARGUMENT_LITERAL_NOTE for kind, _ in conjuncts) and len(conjuncts) == len(parts):
         return []  # clauses only, no shape to note
-    notes = [
-        f"{ARGUMENT_COMPOUND_NOTE if ' / ' in conjunct else ARGUMENT_LITERAL_NOTE} {number} {conjunct}"
-        for number, conjunct in enumerate(said, 1)
-    ]
-    return [f"{CONJUNCTION_PARTS_NOTE} {len(said)}", *notes]
+    notes = [f"{kind} {number} {said}" for number, (kind, said) in enumerate(conjuncts, 1)]
+    return [f"{CONJUNCTION_PARTS_NOTE} {len(conjuncts)}", *notes]
 
 
 # "O A o no, pero B": the formula opens with A's excluded middle, "(p ∨ ¬p) ∧ ", as
@@ -1325,8 +1330,7 @@ def sentence_compound_notes(sentence: str) -> list[str]:
     compound = _compound_part(folded, conjunctions=True)
     if compound is None or compound[0] == IMPLIES:
         return []
-    symbol, first, second = compound
-    return [f"{SENTENCE_COMPOUND_NOTE} {symbol} {_said(first)} / {_said(second)}"]
+    return [f"{SENTENCE_COMPOUND_NOTE} {_said_compound(*compound)}"]
 
 
 # "O A o B, pero no ambos" (an exclusive or): "(A ∨ B) ∧ ¬(A ∧ B)", a conjunction of two parts,
@@ -1349,12 +1353,11 @@ def exclusive_or_notes(sentence: str) -> list[str]:
     if match is None or compound is None or compound[0] != OR:
         return []
     _, first, second = compound
-    sides = f"{_said(first)} / {_said(second)}"
     return [
         f"{CONJUNCTION_PARTS_NOTE} 2",
-        f"{ARGUMENT_COMPOUND_NOTE} 1 {OR} {sides}",
+        f"{ARGUMENT_COMPOUND_NOTE} 1 {_said_compound(OR, first, second)}",
         f"{NEGATED_COMPOUND_NOTE} 2",
-        f"{ARGUMENT_COMPOUND_NOTE} 2 {AND} {sides}",
+        f"{ARGUMENT_COMPOUND_NOTE} 2 {_said_compound(AND, first, second)}",
     ]
 
 
