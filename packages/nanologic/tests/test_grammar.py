@@ -213,6 +213,43 @@ def test_a_definition_never_ends_on_a_word_that_needs_a_complement(tokenizer, co
     assert "qua" not in {w.lower() for w in sentence_words(sentence)}
 
 
+def test_a_definition_starting_in_an_elided_conjunct_goes_on_past_it(tokenizer, compiler):
+    """ "té y fruta", "en Oaxaca y en Nopiane", "ni Mogrecuee ni Ignacio pierden": a conjunct
+    without a verb shares one said elsewhere, so it is no definition alone."""
+    for sentence, fragment, whole in (
+        (
+            "La médica compró té y fruta.",
+            ["la médica compró té", "fruta"],
+            ["la médica compró té", "la médica compró fruta"],
+        ),
+        (
+            "Carla trabajará en Oaxaca y en Nopiane.",
+            ["Carla trabajará en Oaxaca", "en Nopiane"],
+            ["Carla trabajará en Oaxaca", "Carla trabajará en Nopiane"],
+        ),
+        (
+            "Ni Mogrecuee ni Ignacio pierden las elecciones.",
+            ["Mogrecuee", "Ignacio pierde las elecciones"],
+            ["Mogrecuee pierde las elecciones", "Ignacio pierde las elecciones"],
+        ),
+    ):
+        grammar = grounded_grammar(sentence)
+        connectors = "¬: ni | ∧: ni" if sentence.startswith("Ni") else "∧: y"
+        formula = "¬p ∧ ¬q" if sentence.startswith("Ni") else "p ∧ q"
+        assert accepts(compiler, tokenizer, grammar, _answer(whole, formula, connectors)), sentence
+        assert not accepts(compiler, tokenizer, grammar, _answer(fragment, formula, connectors)), sentence
+    # a conjunct that is a clause, its verb known to the lexicon or not, stays a definition
+    for sentence, definitions in (
+        ("Los murciélagos son aves y el sol brilla.", ["los murciélagos son aves", "el sol brilla"]),
+        ("O vienes o te quedas.", ["vienes", "te quedas"]),
+        ("Juana tiene trece años y Rosa quince.", ["Juana tiene trece años", "Rosa tiene quince"]),
+    ):
+        connectors = "∨: o" if sentence.startswith("O") else "∧: y"
+        formula = "p ∨ q" if sentence.startswith("O") else "p ∧ q"
+        answer = _answer(definitions, formula, connectors)
+        assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer), sentence
+
+
 def test_an_expression_is_written_whole_and_a_negated_one_takes_the_mark(tokenizer, compiler):
     """An equation is one proposition: no definition holds a piece of it ("x", "x 2", "= 2") or
     runs two together; "x ≠ y" is the atom "x = y" with the mark ¬ (± where the sentence also
