@@ -949,6 +949,40 @@ def test_polarity_marks_follow_the_noted_literals(tokenizer, compiler):
     assert any("¬" in a for a in allowed) and any("|" in a for a in allowed), allowed
 
 
+def test_polarity_marks_follow_each_clause_where_no_other_note_holds(tokenizer, compiler):
+    from nanologic.grammar import CLAUSE_SIGN_NOTE, clause_sign_notes
+
+    sentence = "Cuando Ana dimite, Luis no sale; además, si no llueve, Ana canta o no baila."
+    grammar = grounded_grammar(sentence)
+    assert CLAUSE_SIGN_NOTE in grammar
+    for definition, mark in (
+        ("Ana dimite", ""),  # "cuando dimite" says no negation
+        ("Luis sale", "¬"),
+        ("llueve", "¬"),
+        ("Ana canta", ""),
+        ("Ana baila", "¬"),  # "o no baila"
+    ):
+        allowed = _allowed_after(tokenizer, compiler, f"<|atoms|> p: {definition}", grammar)
+        if mark:
+            assert any("¬" in a for a in allowed) and not any("|" in a for a in allowed), definition
+        else:
+            assert any("|" in a for a in allowed) and not any("¬" in a for a in allowed), definition
+    # a sign the clause's own words do not say: left to the model
+    for sentence in (
+        "Es falso que llueva.",  # ¬p, but "Es falso que llueva y nieve." is ¬(p ∧ q)
+        "Salgo salvo que llueva.",
+        "Ana y Luis no cantan.",  # the elided conjunct "Ana" takes the shared predicate's sign
+        "Nadie canta.",
+    ):
+        keys = {key for note in clause_sign_notes(sentence) for key in note.split()[3:]}
+        assert not keys & {"llover", "ana", "cantar"} or keys == {"luis", "cantar"}, sentence
+    assert clause_sign_notes("No es cierto que el tren salga ni que llegue tarde.") == [
+        "# clause ¬ llegar tarde"
+    ]
+    # one clause said with both signs: both notes, so its mark is "±"
+    assert clause_sign_notes("Llueve o no llueve.") == ["# clause + llover", "# clause ¬ llover"]
+
+
 def test_a_conjunction_is_written_only_where_the_sentence_can_say_one():
     from nanologic.grammar import AND, IMPLIES, said_connectives
 

@@ -584,27 +584,25 @@ def sentence_words(sentence: str) -> list[str]:
 
 # Words that open a clause of their own, so an elided conjunct (:func:`_elided_conjuncts`) ends
 # before them: the connectives but the negations, and "que" ("es necesario que A y B …").
-_CLAUSE_OPENERS = (CONNECTIVE_WORDS - {"no", "tampoco"}) | {"que", "como", "pues"}
+_CLAUSE_OPENERS = frozenset(
+    {
+        word
+        for connective in CONNECTIVE_WORDS - {"no", "tampoco"}
+        for word in (connective, fold_text(connective))
+    }
+    | {"que", "como", "pues"}
+)
 _COORDINATORS = frozenset({"y", "e", "o", "u", "ni"})
+# "que" after these compares ("menor que 66") and opens no clause; folded
+_COMPARATIVES = frozenset({"mayor", "menor", "mas", "menos", "antes", "despues", "igual", "mejor", "peor"})
 _PUNCTUATION_RE = re.compile(r"[,;:.?!()¿¡«»\"—]")
 
 
-def _elided_conjuncts(sentence: str) -> list[tuple[int, int]]:
-    """[start, end) spans of :func:`sentence_tokens` that are a conjunct of a coordination ("y",
-    "e", "o", "u", "ni" right before or after it) and say no verb of the lexicon
-    (:func:`_says_a_verb`) nor a relation of arithmetic: the conjunct shares a verb said elsewhere,
-    "la médica compró té y *fruta*", "*ni Mogrecuee* ni Ignacio pierden las elecciones", "Carla
-    trabajará en Oaxaca y *en Nopiane*". A conjunct runs between punctuation, coordinators, clause
-    openers (``_CLAUSE_OPENERS``) and the words of cue phrases; "y" between terms of arithmetic
-    ("la suma de 5 y 12") joins none.
-
-    A gold definition is a whole clause ("la médica compró fruta"), but the default model wrote
-    the conjunct alone ("fruta", "Mogrecuee", "en Nopiane"), so a definition that holds a word of
-    one must also hold a content word said outside them (:func:`_reading_rules`). A conjunct counts
-    only where it reads as a noun phrase (:func:`_reads_as_a_noun_phrase`) and no word of it may be
-    a verb (:func:`_may_be_a_verb`), since a clause whose verb the lexicon does not know ("o el sol
-    brilla") must stay a definition: no gold answer of ``dev_real``, both test splits or 3,000
-    training sentences is ruled out."""
+def _conjuncts(sentence: str) -> tuple[list[str], list[tuple[int, int]], set[int]]:
+    """(:func:`sentence_tokens`, the [start, end) spans of its conjuncts, the indices of its
+    coordinators). A conjunct runs between punctuation, coordinators ("y", "e", "o", "u", "ni";
+    "y" between terms of arithmetic, "la suma de 5 y 12", joins none), clause openers
+    (``_CLAUSE_OPENERS``) and the words of cue phrases; spans may be empty."""
     text = unicodedata.normalize("NFC", sentence)
     matches = list(_READING_RE.finditer(text))
     tokens = [match.group() for match in matches]
@@ -618,7 +616,12 @@ def _elided_conjuncts(sentence: str) -> list[tuple[int, int]]:
     start = 0
     for k in range(len(tokens) + 1):
         breaks = (
-            k == len(tokens) or k in coordinators or k in in_cue or fold_text(tokens[k]) in _CLAUSE_OPENERS
+            k == len(tokens)
+            or k in coordinators
+            or k in in_cue
+            or (
+                tokens[k].lower() in _CLAUSE_OPENERS and not (k and fold_text(tokens[k - 1]) in _COMPARATIVES)
+            )
         )
         if (
             not breaks
@@ -630,6 +633,24 @@ def _elided_conjuncts(sentence: str) -> list[tuple[int, int]]:
         if breaks:
             spans.append((start, k))
             start = k + 1
+    return tokens, spans, coordinators
+
+
+def _elided_conjuncts(sentence: str) -> list[tuple[int, int]]:
+    """[start, end) spans of :func:`sentence_tokens` that are a conjunct (:func:`_conjuncts`) of a
+    coordination ("y", "e", "o", "u", "ni" right before or after it) and say no verb
+    (:func:`_may_be_a_verb`) nor a relation of arithmetic: the conjunct shares a verb said
+    elsewhere, "la médica compró té y *fruta*", "*ni Mogrecuee* ni Ignacio pierden las elecciones",
+    "Carla trabajará en Oaxaca y *en Nopiane*".
+
+    A gold definition is a whole clause ("la médica compró fruta"), but the default model wrote
+    the conjunct alone ("fruta", "Mogrecuee", "en Nopiane"), so a definition that holds a word of
+    one must also hold a content word said outside them (:func:`_reading_rules`). A conjunct counts
+    only where it reads as a noun phrase (:func:`_reads_as_a_noun_phrase`) and no word of it may be
+    a verb, since a clause whose verb the lexicon does not know ("o el sol brilla") must stay a
+    definition: no gold answer of ``dev_real``, both test splits or 3,000 training sentences is
+    ruled out."""
+    tokens, spans, coordinators = _conjuncts(sentence)
     return [
         (a, b)
         for a, b in spans
@@ -696,12 +717,21 @@ def _more_verb_forms() -> frozenset[str]:
     return frozenset(forms)
 
 
+@functools.cache
+def _lexicon_names() -> frozenset[str]:
+    from nanologic.lexicon import NAMES_F, NAMES_M
+
+    return frozenset(NAMES_F + NAMES_M)
+
+
 def _may_be_a_verb(tokens: list[str], k: int) -> bool:
-    """Whether ``tokens[k]`` may be a verb form: of the lexicon (:func:`_folded_verb_forms`,
+    """Whether ``tokens[k]``, not a name of the lexicon, may be a verb form: of the lexicon (:func:`_folded_verb_forms`,
     :func:`_more_verb_forms`), a frequent one (``_FREQUENT_VERB_FORMS``), a verb's ending
     (``_VERB_ENDINGS``), after a negation or a clitic ("no brilla"), or "para" after a noun."""
     low = tokens[k].lower()
     folded = fold_text(low)
+    if tokens[k] in _lexicon_names():  # "Fernando", "Armando"
+        return False
     return (
         folded in _folded_verb_forms()
         or folded in _more_verb_forms()
@@ -1508,6 +1538,55 @@ def sentence_compound_notes(sentence: str) -> list[str]:
 _EXCLUSIVE_OR_RE = re.compile(r"(?P<a>[^;.]+?),? pero no (?:ambos|ambas|los dos|las dos)(?: cosas)?")
 
 
+# Where a sentence has no other note, each of its clauses travels with the sign it is said with,
+# as "# clause SIGN KEYS", so the polarity marks follow what the sentence says (MARKS_FOLLOW_NOTE,
+# FormulaMask._mask_marks).
+CLAUSE_SIGN_NOTE = "# clause"
+# what a clause's sign cannot be read from: the words before it negate it without a word of its
+# own ("es falso que A", "a menos que A": ¬A, but ¬(A ∧ B) keeps A positive)
+_NEGATED_FROM_BEFORE_RE = re.compile(
+    r"(?<!\w)(?:falso|mentira|cierto|verdad|pasa|ocurre|sucede|caso(?: de)?|menos|salvo|excepto|sin)$"
+)
+
+
+def clause_sign_notes(sentence: str) -> list[str]:
+    """``CLAUSE_SIGN_NOTE`` lines, one per conjunct (:func:`_conjuncts`) of ``sentence`` with
+    content words (folded keys): "¬" where it says one simple negation ("no", "nunca", "jamás",
+    "tampoco", "≠") or follows "ni", "ni que" or the "no" of "o no", "+" where it says none; none
+    for an elided conjunct (:func:`_elided_conjuncts`: "El maratón y el torneo no son…"), for one
+    with another negation ("sin", "nadie", "ningún") or two, for one whose sign the words before it
+    decide ("es falso que", "a menos que"), nor for a sentence that names a clause twice without
+    saying it twice ("o A o no", "pero no ambos"), whose marks come from the formula.
+
+    The model had marked "siempre que dimite" negated and "o bien nevó mañana" too, in 15 of 33
+    polarity errors of a synthetic test split, and "No supo qué contestar" positive."""
+    if _NAMES_A_CLAUSE_TWICE_RE.search(fold_text(sentence).lower()):
+        return []
+    said, spans, _ = _conjuncts(sentence)
+    tokens = [fold_text(token).lower() for token in said]
+    elided = _elided_conjuncts(sentence)  # their sign is the shared predicate's
+    notes = []
+    for start, end in spans:
+        words = tokens[start:end]
+        simple = sum(word in _SIMPLE_NEGATIONS or word == "≠" for word in words)
+        # "ni A", and "o no A", whose "no" belongs to the cue phrase "o no"
+        before = tokens[max(start - 2, 0) : start]
+        negated_before = bool(before) and (
+            before[-1] in _SIMPLE_NEGATIONS | {"ni"} or before == ["ni", "que"]
+        )
+        keys = _literal_keys(words)
+        if (
+            not keys
+            or (start, end) in elided
+            or simple + negated_before > 1
+            or (not simple and says_a_negation(" ".join(words)))
+            or _NEGATED_FROM_BEFORE_RE.search(" ".join(tokens[max(start - 3, 0) : max(start - 1, 0)]))
+        ):
+            continue
+        notes.append(f"{CLAUSE_SIGN_NOTE} {NOT if simple or negated_before else '+'} {' '.join(keys)}")
+    return notes
+
+
 def exclusive_or_notes(sentence: str) -> list[str]:
     """The ``CONJUNCTION_PARTS_NOTE`` 2 lines of an exclusive or, "o A o B, pero no ambos" ("las dos
     cosas"), whose A and B each say one clause (:func:`_compound_part`): ``(A ∨ B) ∧ ¬(A ∧ B)``,
@@ -1634,6 +1713,7 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
         or excluded_middle_notes(sentence)
         or sentence_compound_notes(sentence)
         or exclusive_or_notes(sentence)
+        or clause_sign_notes(sentence)
     )
     if notes and (notes[0].startswith(SENTENCE_COMPOUND_NOTE) or NEGATED_COMPOUND_NOTE + " 2" in notes):
         max_atoms = min(max_atoms, 2)
@@ -1842,6 +1922,7 @@ class FormulaMask:
         self.excluded_middle: frozenset[str] | None = None  # EXCLUDED_MIDDLE_NOTE: A's keys
         # ARGUMENT_COMPOUND_NOTE: slot -> (symbol, first literal, second literal)
         self.compounds: dict[str, Compound] = {}
+        self.clauses: list[tuple[bool, frozenset[str]]] = []  # CLAUSE_SIGN_NOTE: (negated, keys)
 
     @classmethod
     def for_grammar(cls, compiler: GrammarCompiler, grammar: str) -> FormulaMask:
@@ -1868,6 +1949,9 @@ class FormulaMask:
                 mask.conjuncts = int(line.split()[-1])
             elif line.startswith(EXCLUDED_MIDDLE_NOTE + " "):
                 mask.excluded_middle = frozenset(line[len(EXCLUDED_MIDDLE_NOTE) + 1 :].split())
+            elif line.startswith(CLAUSE_SIGN_NOTE + " "):
+                sign, *keys = line[len(CLAUSE_SIGN_NOTE) + 1 :].split()
+                mask.clauses.append((sign == NOT, frozenset(keys)))
             elif line.startswith(ARGUMENT_COMPOUND_NOTE + " "):
                 slot, compound = line[len(ARGUMENT_COMPOUND_NOTE) + 1 :].split(" ", 1)
                 mask.compounds[slot] = _read_compound(compound)
@@ -1878,7 +1962,7 @@ class FormulaMask:
         twin.premises, twin.literals, twin.compounds = self.premises, self.literals, self.compounds
         twin.antecedent, twin.marks_follow = self.antecedent, self.marks_follow
         twin.compound_antecedent, twin.connective = self.compound_antecedent, self.connective
-        twin.negated = self.negated
+        twin.negated, twin.clauses = self.negated, self.clauses
         twin.sentence = self.sentence
         twin.excluded_middle, twin.conjuncts = self.excluded_middle, self.conjuncts
         twin.section, twin.atom_text, twin.connector_text = self.section, self.atom_text, self.connector_text
@@ -2066,6 +2150,7 @@ class FormulaMask:
         said = [self.antecedent] if self.antecedent is not None else []
         said += [*self.literals.values()] + [side for _, sides in self.compounds.values() for side in sides]
         said += [*self.sentence[1]] if self.sentence is not None else []
+        said += self.clauses
 
         # a definition may add an elided subject to the clause's words, little more: "el senado
         # bajaba los impuestos el lunes" holds the words of "baje los impuestos" but is not it
