@@ -590,7 +590,7 @@ _CLAUSE_OPENERS = frozenset(
         for connective in CONNECTIVE_WORDS - {"no", "tampoco"}
         for word in (connective, fold_text(connective))
     }
-    | {"que", "como", "pues"}
+    | {"que", "pues"}
 )
 _COORDINATORS = frozenset({"y", "e", "o", "u", "ni"})
 # "que" after these compares ("menor que 66") and opens no clause; folded
