@@ -677,7 +677,8 @@ def _reads_as_a_noun_phrase(tokens: list[str], start: int, end: int) -> bool:
 
 # Forms of frequent verbs outside the lexicon's conjugations (irregular, or "hay"), and endings
 # that only verbs have in practice (future, conditional, preterite, imperfect, gerund,
-# participle, infinitive): :func:`_may_be_a_verb` errs towards "a verb", which only leaves a conjunct free.
+# participle, infinitive): :func:`_may_be_a_verb` errs towards "a verb", which only leaves a
+# conjunct free.
 _FREQUENT_VERB_FORMS = frozenset(
     {"hay", "es", "son", "era", "eran", "fue", "fueron", "sea", "sean", "soy", "eres", "somos"}
     | {"esta", "estan", "estas", "estoy", "estamos", "estaba", "estaban", "ha", "han", "he", "has"}
@@ -725,9 +726,10 @@ def _lexicon_names() -> frozenset[str]:
 
 
 def _may_be_a_verb(tokens: list[str], k: int) -> bool:
-    """Whether ``tokens[k]``, not a name of the lexicon, may be a verb form: of the lexicon (:func:`_folded_verb_forms`,
-    :func:`_more_verb_forms`), a frequent one (``_FREQUENT_VERB_FORMS``), a verb's ending
-    (``_VERB_ENDINGS``), after a negation or a clitic ("no brilla"), or "para" after a noun."""
+    """Whether ``tokens[k]``, not a name of the lexicon, may be a verb form: of the lexicon
+    (:func:`_folded_verb_forms`, :func:`_more_verb_forms`), a frequent one
+    (``_FREQUENT_VERB_FORMS``), a verb's ending (``_VERB_ENDINGS``), after a negation or a clitic
+    ("no brilla"), or "para" after a noun."""
     low = tokens[k].lower()
     folded = fold_text(low)
     if tokens[k] in _lexicon_names():  # "Fernando", "Armando"
@@ -753,10 +755,11 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     never ends on a word that needs a complement (``_NEEDS_COMPLEMENT``: "el", "de", "su"). Where
     the sentence has elided conjuncts (:func:`_elided_conjuncts`), each rule also carries a state
     ("", "o", "f": ``c<L><state>-<i>``, ``b<state><i>``): a definition holding a word of one goes
-    on, never back, to a content word said outside them ("la médica compró fruta", not "fruta"). An expression negated by "≠" is no word
-    of such a run: it is a definition alone, "x = y" with the mark ¬ (or ±, where the sentence also
-    affirms it; rule ``neg-def``; the mark optional without ``polarity_marks``), since "x ≠ y" is
-    the negation of the atom "x = y". None when the sentence has no usable word.
+    on, never back, to a content word said outside them ("la médica compró fruta", not "fruta").
+    An expression negated by "≠" is no word of such a run: it is a definition alone, "x = y" with
+    the mark ¬ (or ±, where the sentence also affirms it; rule ``neg-def``; the mark optional
+    without ``polarity_marks``), since "x ≠ y" is the negation of the atom "x = y". None when the
+    sentence has no usable word.
     """
     all_positions = _reading_positions(sentence)
     positions = [(prefixes, forms) for prefixes, forms, negated, _ in all_positions if not negated]
@@ -1888,8 +1891,9 @@ class FormulaMask:
     a sentence that is one compound (``SENTENCE_COMPOUND_NOTE``) is written without parentheses,
     a compound under ``NEGATED_COMPOUND_NOTE`` opens with "¬(" ("a menos que A o B", the second part
     of an exclusive or), a noted conjunction's part written whole is followed by " ∧ ",
-    and in the atom list the polarity marks follow the signs these notes fix
-    (``MARKS_FOLLOW_NOTE``, :meth:`_mask_marks`). A binary connective a note demands passes even
+    and in the atom list the polarity marks follow the signs these notes fix, or, in a sentence
+    without them, the sign each clause is said with (``CLAUSE_SIGN_NOTE``; ``MARKS_FOLLOW_NOTE``,
+    :meth:`_mask_marks`). A binary connective a note demands passes even
     where the connector list left it out. The sections are followed by the markers' text, so a
     marker spelled in plain tokens changes the section too.
 
