@@ -212,10 +212,16 @@ def lexicon_conjugations() -> tuple[tuple[str, str, int, str], ...]:
 
     The one table behind the grounded grammar's verb variants and the definitions' normalisation
     (:mod:`nanologic.normalize`)."""
+    return _conjugations(sorted(_lexicon_lemmas()))
+
+
+def _conjugations(lemmas: Iterable[str]) -> tuple[tuple[str, str, int, str], ...]:
+    """``(lemma, tense, person, form)`` for ``lemmas``, the indicative and subjunctive tenses,
+    persons 0-5, as :mod:`nanologic.conjugation` builds them (forms it cannot build left out)."""
     from nanologic.conjugation import SUBJUNCTIVE_TENSES, TENSES, conjugate
 
     rows = []
-    for lemma in sorted(_lexicon_lemmas()):
+    for lemma in lemmas:
         for tense in TENSES + SUBJUNCTIVE_TENSES:
             for person in range(6):
                 try:
@@ -582,16 +588,10 @@ def sentence_words(sentence: str) -> list[str]:
     return list(words)
 
 
+_FOLDED_CONNECTIVE_WORDS = frozenset(fold_text(word) for word in CONNECTIVE_WORDS)  # "ademas"
 # Words that open a clause of their own, so an elided conjunct (:func:`_elided_conjuncts`) ends
 # before them: the connectives but the negations, and "que" ("es necesario que A y B …").
-_CLAUSE_OPENERS = frozenset(
-    {
-        word
-        for connective in CONNECTIVE_WORDS - {"no", "tampoco"}
-        for word in (connective, fold_text(connective))
-    }
-    | {"que", "pues"}
-)
+_CLAUSE_OPENERS = (CONNECTIVE_WORDS | _FOLDED_CONNECTIVE_WORDS) - {"no", "tampoco"} | {"que", "pues"}
 _COORDINATORS = frozenset({"y", "e", "o", "u", "ni"})
 # "que" after these compares ("menor que 66") and opens no clause; folded
 _COMPARATIVES = frozenset({"mayor", "menor", "mas", "menos", "antes", "despues", "igual", "mejor", "peor"})
@@ -704,18 +704,10 @@ _BEFORE_A_VERB = frozenset({"no", "me", "te", "se", "nos", "os", "le", "les", "l
 def _more_verb_forms() -> frozenset[str]:
     """Folded forms of the generator's bare verbs ("mentir", "gritar"), which the lexicon's
     conjugation table (:func:`_lexicon_lemmas`) leaves out."""
-    from nanologic.conjugation import SUBJUNCTIVE_TENSES, TENSES, conjugate
     from nanologic.lexicon import BARE_VERBS
 
-    forms = set()
-    for lemma in (entry.split(" | ")[0].strip() for entry in BARE_VERBS):
-        for tense in TENSES + SUBJUNCTIVE_TENSES:
-            for person in range(6):
-                try:
-                    forms.add(fold_text(conjugate(lemma, tense, person).split()[-1]))
-                except (ValueError, KeyError, IndexError):
-                    continue
-    return frozenset(forms)
+    lemmas = (entry.split(" | ")[0].strip() for entry in BARE_VERBS)
+    return frozenset(fold_text(form.split()[-1]) for *_, form in _conjugations(lemmas))
 
 
 @functools.cache
@@ -1115,9 +1107,6 @@ def _joins_here(words: list[str], index: int) -> bool:
 _NEGATES_A_SENTENCE_RE = re.compile(
     r"(?<!\w)(?:no (?:pasa|ocurre|sucede|es (?:cierto|verdad|el caso))|es (?:falso|mentira))(?!\w)"
 )
-
-
-_FOLDED_CONNECTIVE_WORDS = frozenset(fold_text(word) for word in CONNECTIVE_WORDS)  # "ademas"
 
 
 def _literal_part(part: str) -> tuple[bool, list[str]] | None:
