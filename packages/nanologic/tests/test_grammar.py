@@ -360,6 +360,24 @@ def test_grounded_words_cover_the_formats_verb_normalisations():
     assert "llueve" not in verb_variants("ha")
 
 
+def test_the_generators_bare_verbs_are_conjugated_like_the_others(tokenizer, compiler):
+    """ "mentir", "gritar" and "descansar" are in no table of the lexicon but its bare verbs, and
+    the conjugation table had left them out: the gold answer of "Es mentira que mintieras o cante
+    por fin" (``mentiste``) did not read the sentence, nor 17 other gold answers of a test split
+    and 3,000 training sentences."""
+    from nanologic.grammar import lexicon_verb_lemma, verb_variants
+
+    assert {"mentiste", "mientes"} <= verb_variants("mintieras")
+    assert lexicon_verb_lemma("gritaron") == "gritar" and lexicon_verb_lemma("descansaras") == "descansar"
+    grammar = grounded_grammar("Es mentira que mintieras o cante por fin.")
+    assert accepts(
+        compiler,
+        tokenizer,
+        grammar,
+        _answer(["mentiste", "canto por fin"], "¬(p ∨ q)", "¬: es mentira | ∨: o"),
+    )
+
+
 def test_a_verb_is_read_in_its_own_tense_without_the_perfects_auxiliary():
     """ "Llover es condición suficiente para que el suelo se moje" was defined "el suelo se ha que
     el suelo se ha", and "Si y solo si estudio, saco buenas notas" wrote "saqué": every verb's

@@ -181,7 +181,8 @@ def indicative_variants(word: str) -> set[str]:
 
 
 def _lexicon_lemmas() -> set[str]:
-    """Infinitives of the generator's lexicon (clitic ``se`` removed)."""
+    """Infinitives of the generator's lexicon (clitic ``se`` removed), its bare verbs included
+    ("mentir", "gritar", "descansar" are in no other table)."""
     from nanologic import lexicon
 
     def strings(value: Any) -> Iterable[str]:
@@ -195,7 +196,7 @@ def _lexicon_lemmas() -> set[str]:
                 yield from strings(v)
 
     lemmas = set()
-    for table in (lexicon.PERSON_PREDICATES, lexicon.THING_GROUPS, lexicon.IMPERSONAL):
+    for table in (lexicon.PERSON_PREDICATES, lexicon.THING_GROUPS, lexicon.IMPERSONAL, lexicon.BARE_VERBS):
         for text in strings(table):
             if " | " in text or re.fullmatch(r"[a-záéíóúñ]+(ar|er|ir)(se)?", text.strip()):
                 head = text.split(" | ")[0].strip().split(" ")[0]
@@ -212,16 +213,10 @@ def lexicon_conjugations() -> tuple[tuple[str, str, int, str], ...]:
 
     The one table behind the grounded grammar's verb variants and the definitions' normalisation
     (:mod:`nanologic.normalize`)."""
-    return _conjugations(sorted(_lexicon_lemmas()))
-
-
-def _conjugations(lemmas: Iterable[str]) -> tuple[tuple[str, str, int, str], ...]:
-    """``(lemma, tense, person, form)`` for ``lemmas``, the indicative and subjunctive tenses,
-    persons 0-5, as :mod:`nanologic.conjugation` builds them (forms it cannot build left out)."""
     from nanologic.conjugation import SUBJUNCTIVE_TENSES, TENSES, conjugate
 
     rows = []
-    for lemma in lemmas:
+    for lemma in sorted(_lexicon_lemmas()):
         for tense in TENSES + SUBJUNCTIVE_TENSES:
             for person in range(6):
                 try:
@@ -701,16 +696,6 @@ _BEFORE_A_VERB = frozenset({"no", "me", "te", "se", "nos", "os", "le", "les", "l
 
 
 @functools.cache
-def _more_verb_forms() -> frozenset[str]:
-    """Folded forms of the generator's bare verbs ("mentir", "gritar"), which the lexicon's
-    conjugation table (:func:`_lexicon_lemmas`) leaves out."""
-    from nanologic.lexicon import BARE_VERBS
-
-    lemmas = (entry.split(" | ")[0].strip() for entry in BARE_VERBS)
-    return frozenset(fold_text(form.split()[-1]) for *_, form in _conjugations(lemmas))
-
-
-@functools.cache
 def _lexicon_names() -> frozenset[str]:
     from nanologic.lexicon import NAMES_F, NAMES_M
 
@@ -719,7 +704,7 @@ def _lexicon_names() -> frozenset[str]:
 
 def _may_be_a_verb(tokens: list[str], k: int) -> bool:
     """Whether ``tokens[k]``, not a name of the lexicon, may be a verb form: of the lexicon
-    (:func:`_folded_verb_forms`, :func:`_more_verb_forms`), a frequent one
+    (:func:`_folded_verb_forms`), a frequent one
     (``_FREQUENT_VERB_FORMS``), a verb's ending (``_VERB_ENDINGS``), after a negation or a clitic
     ("no brilla"), or "para" after a noun."""
     low = tokens[k].lower()
@@ -728,7 +713,6 @@ def _may_be_a_verb(tokens: list[str], k: int) -> bool:
         return False
     return (
         folded in _folded_verb_forms()
-        or folded in _more_verb_forms()
         or folded in _FREQUENT_VERB_FORMS
         or (len(low) > 3 and low.endswith(_VERB_ENDINGS))
         or (k > 0 and tokens[k - 1].lower() in _BEFORE_A_VERB)
