@@ -1065,6 +1065,36 @@ def test_o_a_o_no_pero_opens_with_the_excluded_middle(tokenizer, compiler):
     )
 
 
+def test_the_excluded_middles_clause_is_marked_said_both_ways(tokenizer, compiler):
+    """The mark "¬" or none on A of "O A o no, pero B" undid the formula's excluded middle, since
+    decoding gives each literal its mark's sign: ``(p ∨ ¬p)`` was given as ``(¬p ∨ ¬p)`` or
+    ``(p ∨ p)`` in 4 answers of two synthetic test splits. A takes "±"."""
+    grammar = grounded_grammar("O Marta viene a la cena o no viene, pero la cena se celebra de todos modos.")
+    allowed = _allowed_after(tokenizer, compiler, "<|atoms|> p: Marta viene a la cena", grammar)
+    # the definition may go on, or end with its mark: neither "¬" nor an end without one
+    assert " " in allowed and not any("|" in a or "¬" in a for a in allowed), allowed
+
+
+def test_an_adverb_or_a_participle_joins_no_clauses():
+    """ "bien" joins clauses only in "o bien", "si bien"; "dado", "puesto", "ya" only before "que":
+    "O el Atleti juega bien mañana o no, pero …" and "O Inés ha dado clase de arte o no, pero …" had
+    no excluded middle, "Íñigo consigue el puesto, dado que …" no reason, and the model wrote
+    ``p ∨ (¬q ∨ r)`` and ``p → (q ∧ r)`` for them."""
+    from nanologic.grammar import _literal_part, excluded_middle_notes
+
+    for clause in ("el atleti juega bien manana", "ines ha dado clase de arte", "consigues el puesto"):
+        assert _literal_part(clause) is not None, clause
+    for joined in (
+        "o bien llueve",
+        "dado que llueve",
+        "puesto que llueve",
+        "ya que llueve",
+        "ya sea que llueva",
+    ):
+        assert _literal_part(joined) is None, joined
+    assert excluded_middle_notes("O el Atleti juega bien mañana o no, pero de todos modos gana el Betis.")
+
+
 def test_the_part_after_an_excluded_middle_is_written_as_said(tokenizer, compiler):
     from nanologic.grammar import excluded_middle_notes
 

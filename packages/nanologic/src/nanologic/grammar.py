@@ -1068,11 +1068,16 @@ _ONE_CONJUNCT_OPENERS = frozenset({"si", "cuando", "siempre", "o", "u"})
 _OBLIGATION_WORDS = frozenset({"hay", "debe", "deben", "debes", "debemos", "deber", "deberia"})
 
 
+# words of _SAID_BY that join clauses only before "que" ("ya" also in "ya sea"), folded
+_JOINS_BEFORE_QUE = frozenset({"dado", "dada", "puesto", "ya", "modo", "manera"})
+
+
 def _joins_here(words: list[str], index: int) -> bool:
     """Whether ``words[index]``, a word of ``_SAID_BY`` or "y" / "e", joins clauses where it stands:
     not "y" between numbers, symbols or variables ("Celia suma 30 y 3", "x + y = 3"), "siempre"
     after "casi" (a time), "para" before anything but "que" or an infinitive ("compra entradas para
-    el concierto")."""
+    el concierto"), "bien" but after "o" or "si", "dado", "puesto", "ya", "modo", "manera" but
+    before "que" ("Inés ha dado clase", "el Atleti juega bien": one clause each)."""
     word = words[index]
     before, after = words[index - 1] if index else "", words[index + 1] if index + 1 < len(words) else ""
     if word in _AND_WORDS:
@@ -1085,6 +1090,10 @@ def _joins_here(words: list[str], index: int) -> bool:
         return index > 0 and words[index - 1] in ("cada", "la", "tal")
     if word == "sea":  # "sea A, sea B", "o sea"; else the verb: "que ella sea mayor de edad"
         return words.count("sea") > 1 or (index > 0 and words[index - 1] == "o")
+    if word == "bien":  # "o bien", "si bien"; else the adverb: "el Atleti juega bien"
+        return before in ("o", "u", "si")
+    if word in _JOINS_BEFORE_QUE:  # "dado que", "puesto que", "ya que"; else "ha dado clase", "el puesto"
+        return after == "que" or (word == "ya" and after == "sea")
     return word not in _OBLIGATION_WORDS or "para" in words
 
 
@@ -2128,6 +2137,8 @@ class FormulaMask:
         said += [*self.literals.values()] + [side for _, sides in self.compounds.values() for side in sides]
         said += [*self.sentence[1]] if self.sentence is not None else []
         said += self.clauses
+        if self.excluded_middle is not None:  # "O A o no": A said both ways, so "±"
+            said += [(False, self.excluded_middle), (True, self.excluded_middle)]
 
         # a definition may add an elided subject to the clause's words, little more: "el senado
         # bajaba los impuestos el lunes" holds the words of "baje los impuestos" but is not it
