@@ -1095,6 +1095,24 @@ def test_an_adverb_or_a_participle_joins_no_clauses():
     assert excluded_middle_notes("O el Atleti juega bien mañana o no, pero de todos modos gana el Betis.")
 
 
+def test_the_formula_names_every_clause_an_atom_defines(tokenizer, compiler):
+    """ "No corremos otra vez, no faltábamos a clase y Chubruel no hará los deberes el jueves" was
+    answered with r declared as the third clause and the formula ``¬p ∧ ¬q``: the formula may not
+    end while a declared letter that defines a clause of the sentence is unnamed (and no named
+    letter defines that clause)."""
+    from nanologic.grammar import NAMED_CLAUSE_NOTE, named_clause_notes
+
+    sentence = "No corremos otra vez, no faltábamos a clase y Chubruel no hará los deberes el jueves."
+    assert len(named_clause_notes(sentence)) == 3 and NAMED_CLAUSE_NOTE in grounded_grammar(sentence)
+    grammar = grounded_grammar(sentence)
+    atoms = ["corremos otra vez ¬", "faltábamos a clase ¬", "Chubruel hará los deberes el jueves ¬"]
+    assert not _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "¬p ∧ ¬q", "¬: no | ∧: y"))
+    assert _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "¬p ∧ ¬q ∧ ¬r", "¬: no | ∧: y"))
+    # a letter whose definition is no clause of the sentence may stay out
+    junk = [*atoms[:2], "Chubruel"]
+    assert _mask_allows(tokenizer, compiler, grammar, _answer(junk, "¬p ∧ ¬q", "¬: no | ∧: y"))
+
+
 def test_the_part_after_an_excluded_middle_is_written_as_said(tokenizer, compiler):
     from nanologic.grammar import excluded_middle_notes
 
