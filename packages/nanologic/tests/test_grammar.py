@@ -1113,6 +1113,33 @@ def test_the_formula_names_every_clause_an_atom_defines(tokenizer, compiler):
     assert _mask_allows(tokenizer, compiler, grammar, _answer(junk, "¬p ∧ ¬q", "¬: no | ∧: y"))
 
 
+def test_a_side_without_a_verb_shares_the_other_sides_predicate_and_sign():
+    """ "ni Bruno ni Beatriz abren la tienda", "Bruno y la camarera no multiplican 20 por 9", "ha
+    escuchado bachata y salsa" are two clauses each (the generator's elliptic coordination), and
+    had no note: the model wrote ``(¬r ∨ ¬s)``, ``(q ∧ ¬r)``, ``(q ∨ r)`` for them. A side counts as
+    verbless only where it reads as a noun phrase and no word of it may be a verb, so "o llegará
+    tarde", "o el sol brilla", whose verbs the lexicon does not know, keep their own sign."""
+    from nanologic.grammar import AND, OR, _compound_part, conditional_antecedent_notes
+
+    assert _compound_part("bruno y la camarera no multiplican 20 por 9", True) == (
+        AND,
+        (True, ["bruno"]),
+        (True, ["camar", "multiplicar", "20", "9"]),
+    )
+    assert _compound_part("jordi ha escuchado bachata y salsa", True)[2] == (False, ["salsa"])
+    assert _compound_part("ni bruno ni beatriz abren la tienda", True)[1:] == (
+        (True, ["bruno"]),
+        (True, ["beatr", "abrir", "tiend"]),
+    )
+    for own_signs in ("no vendra a la fiesta o llegara tarde", "los murcielagos no son aves o el sol brilla"):
+        symbol, first, second = _compound_part(own_signs, True)
+        assert symbol == OR and first[0] and not second[0], own_signs
+    notes = conditional_antecedent_notes(
+        "A menos que Álvaro pida vacaciones o Jordi pidiera un aumento, ni Bruno ni Beatriz abren la tienda."
+    )
+    assert notes[-1] == "# argument compound c ∧ ¬ bruno / ¬ beatr abrir tiend"
+
+
 def test_the_part_after_an_excluded_middle_is_written_as_said(tokenizer, compiler):
     from nanologic.grammar import excluded_middle_notes
 
@@ -1125,9 +1152,9 @@ def test_the_part_after_an_excluded_middle_is_written_as_said(tokenizer, compile
     assert excluded_middle_notes("O Marta viene a la cena o no, pero no llueve de todas formas.")[2] == (
         "# argument literal 2 ¬ llover"
     )
-    # a predicate shared by two subjects is one clause's: no split at "y"
+    # a predicate shared by two subjects: two clauses, each with the predicate and its sign
     shared = "O Marta viene a la cena o no viene, pero el bebé y los perros no estarán tranquilos."
-    assert len(excluded_middle_notes(shared)) == 1
+    assert excluded_middle_notes(shared)[2] == "# argument compound 2 ∧ ¬ bebe / ¬ perro estar tranq"
     grammar = grounded_grammar(sentence)
     atoms = ["Marta viene a la cena ±", "llueve ¬", "hace frío ¬"]
     head = _answer(atoms, "", "∨: o | ¬: no | ∧: pero").replace(" <|eos|>", "")

@@ -1178,6 +1178,17 @@ def _says_a_verb(text: str) -> bool:
     return not _folded_verb_forms().isdisjoint(re.findall(r"\w+", text))
 
 
+def _says_no_verb(text: str) -> bool:
+    """Whether the folded ``text`` reads as a noun phrase with no word that may be a verb
+    (:func:`_reads_as_a_noun_phrase`, :func:`_may_be_a_verb`): "la camarera", "en mexico"."""
+    tokens = text.split()
+    return (
+        bool(tokens)
+        and _reads_as_a_noun_phrase(tokens, 0, len(tokens))
+        and not any(_may_be_a_verb(tokens, k) for k in range(len(tokens)))
+    )
+
+
 def _compound_part(
     part: str, conjunctions: bool = False
 ) -> tuple[str, tuple[bool, list[str]], tuple[bool, list[str]]] | None:
@@ -1185,7 +1196,10 @@ def _compound_part(
     conditional "si A, (entonces) B" ("cuando", "siempre que") or a disjunction "o A, o B" or "A
     o B" whose A and B each say one clause (:func:`_literal_part`); with ``conjunctions`` also
     (∧, …) for "ni A ni B" (A and B negated), "tanto A como B" (A with B's sign) and "A y B"; else
-    None."""
+    None. Where one side says no verb it shares the other's predicate and sign ("Bruno y la
+    camarera no multiplican 20 por 9", "ni Celia ni Braclaplan observaron la muestra", "ha
+    escuchado bachata y salsa": two atoms each, as the generator writes them), and its literal
+    holds its own words only."""
     for symbol, pattern in _COMPOUND_PARTS + (_CONJUNCTION_COMPOUNDS if conjunctions else ()):
         match = pattern.fullmatch(part)
         if match:
@@ -1194,10 +1208,17 @@ def _compound_part(
                 continue
             if part.startswith("tanto "):  # "tanto A como B V": A shares B's predicate, and its sign
                 return symbol, (second[0], first[1]), second
-            if symbol == AND and not all(_says_a_verb(match[side]) for side in "ab"):
-                continue  # a shared predicate ("el bebé y los perros no estarán tranquilos")
             if re.search(r"\d$", match["a"]) and re.match(r"\d", match["b"]):
                 continue  # numbers: "la suma de 7 y 8 es par" (and "suma" a verb of the lexicon)
+            verbs = (_says_a_verb(match["a"]), _says_a_verb(match["b"]))
+            if verbs[1] and _says_no_verb(
+                match["a"]
+            ):  # "A y B V", "A o B V": A shares B's predicate and sign
+                first = (second[0], first[1])
+            elif verbs[0] and _says_no_verb(match["b"]):  # "V A y B": B shares A's verb and sign
+                second = (first[0], second[1])
+            elif symbol == AND and not all(verbs):
+                continue  # a verb the lexicon does not know ("el sol brilla"): left to the model
             if part.startswith("ni "):
                 if first[0] or second[0]:
                     continue
