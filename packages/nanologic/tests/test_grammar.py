@@ -1121,23 +1121,36 @@ def test_a_side_without_a_verb_shares_the_other_sides_predicate_and_sign():
     tarde", "o el sol brilla", whose verbs the lexicon does not know, keep their own sign."""
     from nanologic.grammar import AND, OR, _compound_part, conditional_antecedent_notes
 
+    # the shared side's literal holds the shared words too, so its definition ("Bruno multiplica
+    # 20 por 9") is the one its letter and mark are read from
     assert _compound_part("bruno y la camarera no multiplican 20 por 9", True) == (
         AND,
-        (True, ["bruno"]),
+        (True, ["bruno", "multiplicar", "20", "9"]),
         (True, ["camar", "multiplicar", "20", "9"]),
     )
-    assert _compound_part("jordi ha escuchado bachata y salsa", True)[2] == (False, ["salsa"])
+    assert _compound_part("jordi ha escuchado bachata y salsa", True)[2] == (
+        False,
+        ["salsa", "jordi", "haber", "escuchar"],
+    )
     assert _compound_part("ni bruno ni beatriz abren la tienda", True)[1:] == (
-        (True, ["bruno"]),
+        (True, ["bruno", "abrir", "tiend"]),
         (True, ["beatr", "abrir", "tiend"]),
     )
+    # two sides whose words fold to one key keep the first side's own words: two clauses still
+    from nanologic.grammar import sentence_compound_notes
+
+    assert sentence_compound_notes("Tanto mi hermano como mi hermana recogían la mesa.") == [
+        "# sentence compound ∧ + herma / + herma recog mesa"
+    ]
+    # a name is no verb, whatever its folded form ("Vera", "verá")
+    assert _compound_part("vera y alejandro no han llevado un libro", True)[1][0]
     for own_signs in ("no vendra a la fiesta o llegara tarde", "los murcielagos no son aves o el sol brilla"):
         symbol, first, second = _compound_part(own_signs, True)
         assert symbol == OR and first[0] and not second[0], own_signs
     notes = conditional_antecedent_notes(
         "A menos que Álvaro pida vacaciones o Jordi pidiera un aumento, ni Bruno ni Beatriz abren la tienda."
     )
-    assert notes[-1] == "# argument compound c ∧ ¬ bruno / ¬ beatr abrir tiend"
+    assert notes[-1] == "# argument compound c ∧ ¬ bruno abrir tiend / ¬ beatr abrir tiend"
 
 
 def test_the_part_after_an_excluded_middle_is_written_as_said(tokenizer, compiler):
@@ -1154,7 +1167,9 @@ def test_the_part_after_an_excluded_middle_is_written_as_said(tokenizer, compile
     )
     # a predicate shared by two subjects: two clauses, each with the predicate and its sign
     shared = "O Marta viene a la cena o no viene, pero el bebé y los perros no estarán tranquilos."
-    assert excluded_middle_notes(shared)[2] == "# argument compound 2 ∧ ¬ bebe / ¬ perro estar tranq"
+    assert (
+        excluded_middle_notes(shared)[2] == "# argument compound 2 ∧ ¬ bebe estar tranq / ¬ perro estar tranq"
+    )
     grammar = grounded_grammar(sentence)
     atoms = ["Marta viene a la cena ±", "llueve ¬", "hace frío ¬"]
     head = _answer(atoms, "", "∨: o | ¬: no | ∧: pero").replace(" <|eos|>", "")
@@ -1200,7 +1215,7 @@ def test_a_conjunction_of_conditionals_is_written_part_by_part(tokenizer, compil
     assert conjunction_notes("O Ana canta o Eva baila, pero no ambos.") == []  # an exclusive or
     # "tanto A como B V": A shares B's predicate and its sign (the model had written "(q ∨ r)")
     assert conjunction_notes("Ana no canta, pero tanto Luis como Eva no bailan.")[-1] == (
-        "# argument compound 2 ∧ ¬ luis / ¬ eva bailar"
+        "# argument compound 2 ∧ ¬ luis bailar / ¬ eva bailar"
     )
     grammar = grounded_grammar(sentence)
     atoms = ["estudio", "limpio ¬", "corro ¬"]

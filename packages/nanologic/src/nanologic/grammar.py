@@ -1180,13 +1180,41 @@ def _says_a_verb(text: str) -> bool:
 
 def _says_no_verb(text: str) -> bool:
     """Whether the folded ``text`` reads as a noun phrase with no word that may be a verb
-    (:func:`_reads_as_a_noun_phrase`, :func:`_may_be_a_verb`): "la camarera", "en mexico"."""
+    (:func:`_reads_as_a_noun_phrase`, :func:`_may_be_a_verb`; a name of the lexicon is none):
+    "la camarera", "en mexico", "vera"."""
     tokens = text.split()
     return (
         bool(tokens)
         and _reads_as_a_noun_phrase(tokens, 0, len(tokens))
-        and not any(_may_be_a_verb(tokens, k) for k in range(len(tokens)))
+        and not any(
+            _may_be_a_verb(tokens, k) and tokens[k] not in _folded_names() for k in range(len(tokens))
+        )
     )
+
+
+def _shared_keys(side: str, after: bool) -> list[str]:
+    """Content keys (:func:`_literal_keys`) of what a coordinated side shares from the folded
+    ``side`` that says the verb: from its first verb on where ``after`` ("la camarera no
+    multiplican 20 por 9" shares "multiplicar 20 9"), else up to its last verb ("jordi ha
+    escuchado bachata" shares "jordi haber escuchar")."""
+    words = side.split()
+    verbs = [k for k, word in enumerate(words) if _says_a_verb(word) and word not in _folded_names()]
+    if not verbs:
+        return []
+    return _literal_keys(words[verbs[0] :] if after else words[: verbs[-1] + 1])
+
+
+def _with_shared(keys: list[str], side: str, after: bool, other: list[str]) -> list[str]:
+    """``keys`` of a coordinated side and what it shares from ``side`` (:func:`_shared_keys`),
+    unless that makes them the ``other`` side's keys ("mi hermano" and "mi hermana" fold to one
+    key): then ``keys`` alone, so that the two sides stay two clauses."""
+    shared = keys + _shared_keys(side, after)
+    return keys if set(shared) == set(other) else shared
+
+
+@functools.cache
+def _folded_names() -> frozenset[str]:
+    return frozenset(fold_text(name).lower() for name in _lexicon_names())
 
 
 def _compound_part(
@@ -1199,7 +1227,8 @@ def _compound_part(
     None. Where one side says no verb it shares the other's predicate and sign ("Bruno y la
     camarera no multiplican 20 por 9", "ni Celia ni Braclaplan observaron la muestra", "ha
     escuchado bachata y salsa": two atoms each, as the generator writes them), and its literal
-    holds its own words only."""
+    holds its own words and the shared ones (:func:`_shared_keys`), so that its definition, "Bruno
+    multiplica 20 por 9", is the one its letter and polarity mark are read from."""
     for symbol, pattern in _COMPOUND_PARTS + (_CONJUNCTION_COMPOUNDS if conjunctions else ()):
         match = pattern.fullmatch(part)
         if match:
@@ -1207,16 +1236,15 @@ def _compound_part(
             if first is None or second is None:
                 continue
             if part.startswith("tanto "):  # "tanto A como B V": A shares B's predicate, and its sign
-                return symbol, (second[0], first[1]), second
+                return symbol, (second[0], _with_shared(first[1], match["b"], True, second[1])), second
             if re.search(r"\d$", match["a"]) and re.match(r"\d", match["b"]):
                 continue  # numbers: "la suma de 7 y 8 es par" (and "suma" a verb of the lexicon)
-            verbs = (_says_a_verb(match["a"]), _says_a_verb(match["b"]))
-            if verbs[1] and _says_no_verb(
-                match["a"]
-            ):  # "A y B V", "A o B V": A shares B's predicate and sign
-                first = (second[0], first[1])
-            elif verbs[0] and _says_no_verb(match["b"]):  # "V A y B": B shares A's verb and sign
-                second = (first[0], second[1])
+            # a side that is one name says no verb, whatever its folded form ("Vera": "verá")
+            verbs = tuple(_says_a_verb(match[side]) and match[side] not in _folded_names() for side in "ab")
+            if verbs[1] and _says_no_verb(match["a"]):  # "A y B V", "A o B V": B's predicate and sign
+                first = (second[0], _with_shared(first[1], match["b"], True, second[1]))
+            elif verbs[0] and _says_no_verb(match["b"]):  # "V A y B": A's verb and sign
+                second = (first[0], _with_shared(second[1], match["a"], False, first[1]))
             elif symbol == AND and not all(verbs):
                 continue  # a verb the lexicon does not know ("el sol brilla"): left to the model
             if part.startswith("ni "):
