@@ -1572,12 +1572,12 @@ def sentence_compound_notes(sentence: str) -> list[str]:
 _EXCLUSIVE_OR_RE = re.compile(r"(?P<a>[^;.]+?),? pero no (?:ambos|ambas|los dos|las dos)(?: cosas)?")
 
 
-# Where a sentence has no other note, each of its clauses travels with the sign it is said with,
-# as "# clause SIGN KEYS", so the polarity marks follow what the sentence says (MARKS_FOLLOW_NOTE,
-# FormulaMask._mask_marks).
 # A clause of the sentence, whose letter the formula must name once an atom defines it (the
 # clause's content keys): read by FormulaMask (:func:`named_clause_notes`).
 NAMED_CLAUSE_NOTE = "# named clause"
+# Where a sentence has no other note, each of its clauses travels with the sign it is said with,
+# as "# clause SIGN KEYS", so the polarity marks follow what the sentence says (MARKS_FOLLOW_NOTE,
+# FormulaMask._mask_marks).
 CLAUSE_SIGN_NOTE = "# clause"
 # what a clause's sign cannot be read from: the words before it negate it without a word of its
 # own ("es falso que A", "a menos que A": ¬A, but ¬(A ∧ B) keeps A positive)
@@ -1942,7 +1942,9 @@ class FormulaMask:
     of an exclusive or), a noted conjunction's part written whole is followed by " ∧ ",
     and in the atom list the polarity marks follow the signs these notes fix, or, in a sentence
     without them, the sign each clause is said with (``CLAUSE_SIGN_NOTE``; ``MARKS_FOLLOW_NOTE``,
-    :meth:`_mask_marks`). A binary connective a note demands passes even
+    :meth:`_mask_marks`; an excluded middle's clause is said both ways, so "±"). Where no other
+    note fixes the formula's shape, it may not end while a declared letter that defines a clause of
+    the sentence (``NAMED_CLAUSE_NOTE``) is unnamed. A binary connective a note demands passes even
     where the connector list left it out. The sections are followed by the markers' text, so a
     marker spelled in plain tokens changes the section too.
 
@@ -2115,12 +2117,8 @@ class FormulaMask:
             return False
         named = set(re.findall(r"[a-z]", formula))
         keys = {letter: _definition_keys(d) for letter, d in self._definitions().items()}
-
-        def holds(words: set[str], clause: frozenset[str]) -> bool:
-            return clause <= words and len(words - clause) <= 1
-
         return any(
-            holds(keys[letter], clause) and not any(holds(keys[n], clause) for n in named if n in keys)
+            _holds(keys[letter], clause) and not any(_holds(keys[n], clause) for n in named if n in keys)
             for letter in keys.keys() - named
             for clause in self.named_clauses
         )
@@ -2230,18 +2228,13 @@ class FormulaMask:
         if self.excluded_middle is not None:  # "O A o no": A said both ways, so "±"
             said += [(False, self.excluded_middle), (True, self.excluded_middle)]
 
-        # a definition may add an elided subject to the clause's words, little more: "el senado
-        # bajaba los impuestos el lunes" holds the words of "baje los impuestos" but is not it
-        # and a clause an earlier definition holds is no longer this one's ("el Rayo gana la liga"
+        # a clause an earlier definition holds is no longer this one's ("el Rayo gana la liga"
         # after "el Rayo ganó la liga": one verb, two tenses)
-        def holds(words: set[str], literal: frozenset[str]) -> bool:
-            return literal <= words and len(words - literal) <= 1
-
         earlier = [_definition_keys(d) for d in definitions[:-1]]
         held = [
             (literal, negated)
             for negated, literal in said
-            if holds(keys, literal) and not any(holds(words, literal) for words in earlier)
+            if _holds(keys, literal) and not any(_holds(words, literal) for words in earlier)
         ]
         if not held:
             return row
@@ -2371,6 +2364,13 @@ def _without(row: Any, banned: Any) -> Any:
     masked = row.clone()
     masked[: banned.numel()] = masked[: banned.numel()].masked_fill(banned, float("-inf"))
     return masked if bool(masked.isfinite().any()) else row
+
+
+def _holds(words: set[str], clause: frozenset[str]) -> bool:
+    """Whether a definition's content ``words`` hold a noted ``clause``'s keys and little more:
+    an elided subject (one word) at most. "el senado bajaba los impuestos el lunes" holds the words
+    of "baje los impuestos" but is not it."""
+    return clause <= words and len(words - clause) <= 1
 
 
 def _definition_keys(definition: str) -> set[str]:
