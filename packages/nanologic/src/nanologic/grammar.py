@@ -651,10 +651,18 @@ def _elided_conjuncts(sentence: str) -> list[tuple[int, int]]:
         for a, b in spans
         if a < b
         and (a - 1 in coordinators or b in coordinators)
-        and _reads_as_a_noun_phrase(tokens, a, b)
-        and not any(_may_be_a_verb(tokens, k) for k in range(a, b))
+        and _says_no_verb(tokens, a, b)
         and not _RELATIONS.intersection(tokens[a:b])
     ]
+
+
+def _says_no_verb(tokens: list[str], start: int, end: int, names: frozenset[str] = frozenset()) -> bool:
+    """Whether ``tokens[start:end]`` read as a noun phrase (:func:`_reads_as_a_noun_phrase`) with
+    no word that may be a verb (:func:`_may_be_a_verb`), a word of ``names`` being none (the
+    folded names, where ``tokens`` are folded: "vera" is "verá" too)."""
+    return _reads_as_a_noun_phrase(tokens, start, end) and not any(
+        _may_be_a_verb(tokens, k) and tokens[k] not in names for k in range(start, end)
+    )
 
 
 def _reads_as_a_noun_phrase(tokens: list[str], start: int, end: int) -> bool:
@@ -1178,20 +1186,6 @@ def _says_a_verb(text: str) -> bool:
     return not _folded_verb_forms().isdisjoint(re.findall(r"\w+", text))
 
 
-def _says_no_verb(text: str) -> bool:
-    """Whether the folded ``text`` reads as a noun phrase with no word that may be a verb
-    (:func:`_reads_as_a_noun_phrase`, :func:`_may_be_a_verb`; a name of the lexicon is none):
-    "la camarera", "en mexico", "vera"."""
-    tokens = text.split()
-    return (
-        bool(tokens)
-        and _reads_as_a_noun_phrase(tokens, 0, len(tokens))
-        and not any(
-            _may_be_a_verb(tokens, k) and tokens[k] not in _folded_names() for k in range(len(tokens))
-        )
-    )
-
-
 def _shared_keys(side: str, after: bool) -> list[str]:
     """Content keys (:func:`_literal_keys`) of what a coordinated side shares from the folded
     ``side`` that says the verb: from its first verb on where ``after`` ("la camarera no
@@ -1241,9 +1235,13 @@ def _compound_part(
                 continue  # numbers: "la suma de 7 y 8 es par" (and "suma" a verb of the lexicon)
             # a side that is one name says no verb, whatever its folded form ("Vera": "verá")
             verbs = tuple(_says_a_verb(match[side]) and match[side] not in _folded_names() for side in "ab")
-            if verbs[1] and _says_no_verb(match["a"]):  # "A y B V", "A o B V": B's predicate and sign
+            sides = {side: match[side].split() for side in "ab"}
+            verbless = {
+                side: _says_no_verb(words, 0, len(words), _folded_names()) for side, words in sides.items()
+            }
+            if verbs[1] and verbless["a"]:  # "A y B V", "A o B V": B's predicate and sign
                 first = (second[0], _with_shared(first[1], match["b"], True, second[1]))
-            elif verbs[0] and _says_no_verb(match["b"]):  # "V A y B": A's verb and sign
+            elif verbs[0] and verbless["b"]:  # "V A y B": A's verb and sign
                 second = (first[0], _with_shared(second[1], match["a"], False, first[1]))
             elif symbol == AND and not all(verbs):
                 continue  # a verb the lexicon does not know ("el sol brilla"): left to the model
