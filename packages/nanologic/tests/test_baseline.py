@@ -286,6 +286,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "bad.jsonl: example 1" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("sentence", ["", "   ", "¿?"])
+def test_a_sentence_without_words_is_refused_as_the_models_path_refuses_it(tmp_path, capsys, sentence):
+    """A new user's try: the baseline answered "" with one empty atom ("p: ", fórmula p)."""
+    for command in (["baseline", sentence], ["formalize", "--baseline", "rules", sentence]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: sentence 1 ({sentence!r}) has no words to formalise"
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(f'{{"input": "Llueve."}}\n\n{json.dumps({"input": sentence})}\n', encoding="utf-8")
+    assert main(["formalize", "--baseline", "rules", "--input", str(src), "--output", str(dst)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {src}:3: field 'input' has no words to formalise"
+    assert not dst.exists()
+
+
 def test_check_keeps_a_semicolon_inside_a_premise(capsys):
     from nanologic.inference import split_argument
 
@@ -297,3 +311,12 @@ def test_check_keeps_a_semicolon_inside_a_premise(capsys):
     assert split_argument("Llueve; por lo tanto, me mojo.") == (["Llueve"], "Me mojo.")
     # the chain as one premise, read by the rules: a valid argument (exit 0 with --exit-code)
     assert main(["check", "--baseline", "rules", "--exit-code", text]) == 0, capsys.readouterr()
+
+
+def test_the_as_written_flag_says_what_it_does(capsys):
+    """Its help had been the field's comment, which says what the default (true) does."""
+    for command in ("baseline", "evaluate"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert "--no-normalize-definitions keep the definitions as written (and score them so)" in out

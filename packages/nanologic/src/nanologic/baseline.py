@@ -115,9 +115,9 @@ class RuleFormalizer:
         self.normalize_definitions = normalize_definitions
 
     def formalize(self, sentences: Sequence[str], batch_size: int = 0) -> list[dict]:
-        from nanologic.normalize import normalize_results, prepare_sentence
+        from nanologic.normalize import normalize_results, prepare_sentences
 
-        prepared = [prepare_sentence(s) for s in sentences]
+        prepared = prepare_sentences(sentences)
         results = [self.formalize_one(s) for s in prepared]
         return normalize_results(results, prepared, self.normalize_definitions)
 

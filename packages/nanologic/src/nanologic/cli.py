@@ -314,6 +314,11 @@ def _cmd_train_tokenizer(parser: ConfigParser, cfg: Any, given: set[str]) -> int
 
 RUN_FLAG = Flag(aliases=("--checkpoint",))  # --checkpoint: the name earlier releases documented
 CONSTRAINED_FLAG = Flag(aliases=("--grammar",))
+# The field's comment says what it does when true; the flag turns it off.
+AS_WRITTEN_FLAG = Flag(
+    help="keep the definitions as written (and score them so) instead of rewriting them in the "
+    "indicative with elided subjects written out, as by default"
+)
 
 
 def _evaluate_parser(prog: str = "nanologic evaluate") -> ConfigParser:
@@ -321,7 +326,14 @@ def _evaluate_parser(prog: str = "nanologic evaluate") -> ConfigParser:
 
     parser = config_parser(prog, "Evaluate a run (or the rule baseline) on a split or a real-sentence set.")
     add_dataclass_flags(
-        parser, EvaluateOptions, flags={"run": RUN_FLAG, "constrained": CONSTRAINED_FLAG, "out": Flag()}
+        parser,
+        EvaluateOptions,
+        flags={
+            "run": RUN_FLAG,
+            "constrained": CONSTRAINED_FLAG,
+            "out": Flag(),
+            "normalize_definitions": AS_WRITTEN_FLAG,
+        },
     )
     return parser
 
@@ -377,7 +389,11 @@ def _baseline_parser(prog: str = "nanologic baseline") -> ConfigParser:
     from nanologic.configs import BaselineOptions
 
     parser = config_parser(prog, "The rule-based formaliser over the generator's cues (issue 13's baseline).")
-    add_dataclass_flags(parser, BaselineOptions, flags={"sentence": Flag(positional=True)})
+    add_dataclass_flags(
+        parser,
+        BaselineOptions,
+        flags={"sentence": Flag(positional=True), "normalize_definitions": AS_WRITTEN_FLAG},
+    )
     return parser
 
 
@@ -432,7 +448,7 @@ def _cmd_formalize(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     formalizer = _formalizer(options_from_flags(parser, cfg, DecodingOptions))
     if options.input is not None:
         _no_overwrite(options.output, options.force)
-        rows = read_jsonl(options.input, required=("input",))
+        rows = read_jsonl(options.input, required=("input",), worded=("input",))
         if not rows:
             raise NanologicError(
                 f'{options.input}: no sentences (expected JSONL lines like {{"input": "..."}})'

@@ -69,8 +69,9 @@ def read_raw(path: str | Path) -> list[dict]:
     return data
 
 
-def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
-    """Read a JSONL file of objects; ``required`` string fields are checked with file:line errors."""
+def read_jsonl(path: str | Path, required: Iterable[str] = (), worded: Iterable[str] = ()) -> list[dict]:
+    """Read a JSONL file of objects; ``required`` string fields, and ``worded`` ones that must hold
+    a word (a sentence to formalise), are checked with file:line errors (:class:`NanologicError`)."""
     path = Path(path)
     if not path.is_file():
         raise NanologicError(f"{path}: file not found")
@@ -97,6 +98,9 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
             for key in required:
                 if not isinstance(row.get(key), str):
                     raise NanologicError(f"{path}:{lineno}: field {key!r} must be a string")
+            for key in worded:
+                if not re.search(r"\w", row.get(key) or ""):
+                    raise NanologicError(f"{path}:{lineno}: field {key!r} has no words to formalise")
             rows.append(row)
     return rows
 

@@ -52,7 +52,7 @@ from nanologic.normalize import (
     clause_key,
     normalize_results,
     not_content_words,
-    prepare_sentence,
+    prepare_sentences,
 )
 
 if TYPE_CHECKING:
@@ -551,10 +551,7 @@ class Formalizer:
             NanologicError: a sentence has no word, or its prompt does not fit in the model's
                 ``max_seq_len``.
         """
-        for number, sentence in enumerate(sentences, 1):
-            if not re.search(r"\w", sentence):
-                raise NanologicError(f"sentence {number} ({sentence!r}) has no words to formalise")
-        prepared = [prepare_sentence(s) for s in sentences]
+        prepared = prepare_sentences(sentences)
         texts = self.generate_raw(prepared, batch_size)
         results = [answer_result(text, self.model.config.polarity_marks) for text in texts]
         return normalize_results(results, prepared, self.normalize_definitions)

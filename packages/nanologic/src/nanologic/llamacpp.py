@@ -162,8 +162,8 @@ class LlamaCppFormalizer:
         at a time.
         """
         from nanologic.inference import answer_result
-        from nanologic.normalize import normalize_results, prepare_sentence
+        from nanologic.normalize import normalize_results, prepare_sentences
 
-        prepared = [prepare_sentence(s) for s in sentences]
+        prepared = prepare_sentences(sentences)
         results = [answer_result(self.complete(s), self.polarity_marks) for s in prepared]
         return normalize_results(results, prepared, self.normalize_definitions)

@@ -26,9 +26,11 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Sequence
 
 from nanologic.conjugation import INDICATIVE_OF_SUBJUNCTIVE, TENSES, conjugate
 from nanologic.data import literal_polarity, normalize_text
+from nanologic.errors import NanologicError
 from nanologic.logic import rename, to_ascii, to_unicode, try_parse
 
 
@@ -342,6 +344,21 @@ def prepare_sentence(sentence: str) -> str:
     """The sentence every formaliser reads: :func:`nanologic.data.normalize_text` (spaces, quotes,
     Unicode form) then :func:`normalize_cue_spelling`."""
     return normalize_cue_spelling(normalize_text(sentence))
+
+
+def prepare_sentences(sentences: Sequence[str]) -> list[str]:
+    """:func:`prepare_sentence` of each sentence, for a formaliser (the model, llama.cpp or the
+    rule baseline) to read.
+
+    Raises:
+        NanologicError: a sentence has no word (empty, blanks or punctuation only), naming its
+            number (1-based) in ``sentences``: there is nothing to formalise, and the baseline
+            would otherwise answer it with one empty atom.
+    """
+    for number, sentence in enumerate(sentences, 1):
+        if not re.search(r"\w", sentence):
+            raise NanologicError(f"sentence {number} ({sentence!r}) has no words to formalise")
+    return [prepare_sentence(s) for s in sentences]
 
 
 def normalize_results(results: list[dict], sentences: list[str], enabled: bool = True) -> list[dict]:
