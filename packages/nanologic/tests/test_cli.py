@@ -81,6 +81,15 @@ def test_missing_or_incompatible_checkpoint(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["formalize", "--checkpoint", str(tmp_path), "Llueve."]) == 2
     assert "not a nanologic run" in capsys.readouterr().err
+    # a run stopped before its weights were written (a new user's Ctrl-C) says how to go on
+    (tmp_path / "run.json").write_text('{"package": "nanologic", "status": "interrupted", "step": 380}')
+    for command in ("formalize", "evaluate"):
+        assert main([command, "--run", str(tmp_path), *(["Llueve."] if command == "formalize" else [])]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f"error: {tmp_path}: the run is interrupted, its weights not written yet; "
+            f"continue it with `nanologic train --out {tmp_path} --resume`"
+        )
 
 
 def test_check_with_model_runs(run_dir, capsys):

@@ -89,15 +89,21 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[NanoLogic, BPETo
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from lm_shared.runs import require_run_of
+    from lm_shared.runs import STATUS_FINISHED, require_run_of
     from lm_shared.tokenization import BPETokenizer
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise NanologicError(f"run directory {run_dir} does not exist (expected a `nanologic train` output)")
-    require_run_of(run_dir, "nanologic", finished=False)  # another member's run is named as such
+    # another member's run is named as such
+    status = require_run_of(run_dir, "nanologic", finished=False).get("status", STATUS_FINISHED)
     for name in (MODEL_CONFIG, WEIGHTS, TOKENIZER):
         if not (run_dir / name).is_file():
+            if status != STATUS_FINISHED:  # stopped before its weights were written (Ctrl-C, a crash)
+                raise NanologicError(
+                    f"{run_dir}: the run is {status}, its weights not written yet; continue it with "
+                    f"`nanologic train --out {run_dir} --resume`"
+                )
             raise NanologicError(
                 f"{run_dir} is not a nanologic run: missing {name} (train one with `nanologic train`)"
             )
