@@ -144,7 +144,8 @@ class StopOnSignal(L.Callback):
     ) -> None:
         """After a batch that ended with an optimizer step, save and stop once a stop was requested."""
         if self.stop.requested and self.saved_step is None and _optimizer_stepped(trainer, batch_idx):
-            trainer.save_checkpoint(self.checkpoint_path)
+            # a full, resumable checkpoint; said so that Lightning does not log its default
+            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
             self.saved_step = trainer.global_step
             trainer.should_stop = True
 

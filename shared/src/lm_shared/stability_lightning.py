@@ -301,7 +301,7 @@ class GradientHealthCallback(L.Callback):
                         f"{self.config.max_retries} LR halvings; checkpoint saved, training stopped"
                     )
                     if self.checkpoint_path is not None:
-                        trainer.save_checkpoint(self.checkpoint_path)
+                        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
                     trainer.should_stop = True
                 elif self.consecutive_nonfinite > 1:
                     schedulers = [c.scheduler for c in trainer.lr_scheduler_configs]

@@ -641,7 +641,7 @@ def _fit_phase(
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if stop.requested:
         if stop_callback.saved_step is None:  # stopped before a step finished: keep the last epoch's
-            trainer.save_checkpoint(phase_dir / "last.ckpt")
+            trainer.save_checkpoint(phase_dir / "last.ckpt", weights_only=False)
         run.mark_interrupted(phase=phase.name, step=trainer.global_step)
         raise stop.interrupted(
             f"at step {trainer.global_step} ({phase.name}); checkpoint {phase_dir / 'last.ckpt'}",

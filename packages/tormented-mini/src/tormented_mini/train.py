@@ -726,7 +726,7 @@ class RunFiles(L.Callback):
         if trainer.world_size > 1:
             requested = trainer.strategy.reduce(requested, reduce_op="sum")
         if float(requested) > 0 and self.saved_step is None:
-            trainer.save_checkpoint(self.checkpoint_path)
+            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
             self.saved_step = trainer.global_step
             trainer.should_stop = True
 
@@ -967,7 +967,7 @@ class MLMTrainer:
         last = module.history[-1]["step"] if module.history else -1
         if last != trainer.global_step and not stopped:
             trainer.validate(module, datamodule=self.datamodule, verbose=False)
-        trainer.save_checkpoint(self.checkpoint_path)
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
         if trainer.is_global_zero:
             self.save_pretrained()
         if stopped:
