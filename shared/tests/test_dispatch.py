@@ -25,6 +25,20 @@ def test_env_override_and_unknown_package(monkeypatch, capsys):
     assert "unknown package 'beta'" in capsys.readouterr().err
 
 
+def test_the_only_installed_member_needs_no_name(monkeypatch, capsys, tmp_path):
+    """`.venv/bin/train` in an environment synced for one member had said "no package given"."""
+    calls = []
+    one = {"alpha": lambda: lambda argv: calls.append(argv) or 0}
+    monkeypatch.delenv("LM_PACKAGE", raising=False)
+    monkeypatch.setattr(dispatch, "_parent_uv_package", lambda: None)
+    monkeypatch.chdir(tmp_path)  # no member's pyproject.toml above it
+    monkeypatch.setattr(dispatch, "registered_trainers", lambda: one)
+    assert dispatch.train(["--y"]) == 0 and calls == [["--y"]]
+    monkeypatch.setattr(dispatch, "registered_trainers", lambda: {**one, "beta": one["alpha"]})
+    assert dispatch.train([]) == 2 and calls == [["--y"]]
+    assert "no package given" in capsys.readouterr().err
+
+
 def test_all_members_register_a_trainer():
     names = set(dispatch.registered_trainers())
     expected = {"nanologic", "tormented-mini", "lstm-textgen", "infinito-iit", "seeddelta"}

@@ -9,7 +9,9 @@ Which trainer runs is decided, in order, by:
 1. the ``LM_PACKAGE`` environment variable (explicit override, also used by tests);
 2. the ``--package X`` option of the ``uv run`` process that started us (read from the parent
    process command line, which is what ``uv run --package X train`` leaves behind);
-3. the workspace member whose directory contains the current working directory.
+3. the workspace member whose directory contains the current working directory;
+4. the only member installed, where there is one (`uv run --package X` syncs X alone, so its
+   environment's `train` needs no name).
 If none applies, the command lists the members and exits with status 2.
 """
 
@@ -115,6 +117,8 @@ def train(argv: Sequence[str] | None = None) -> int:
     """
     trainers = registered_trainers()
     name = resolve_package(sorted(trainers))
+    if name is None and len(trainers) == 1:
+        (name,) = trainers
     if name is None or name not in trainers:
         known = ", ".join(sorted(trainers)) or "(none installed)"
         what = f"unknown package {name!r}" if name else "no package given"
