@@ -226,7 +226,7 @@ class TrainOutput:
     """``nanologic train``: where the run goes and what happens to a run already there."""
 
     out: Path | None = None  # run directory (default: a new one under ./runs)
-    # continue the interrupted run in --out (alone: from its last checkpoint; or from PATH)
+    # continue the interrupted run in --out (alone or `last`: from its last checkpoint; or from PATH)
     resume: str | None = None
     force: bool = False  # replace a finished run in --out (kept until the new one finishes)
 
