@@ -77,6 +77,38 @@ def test_sigint_saves_a_resumable_checkpoint_and_resume_reaches_the_same_weights
         torch.testing.assert_close(a, b)
 
 
+def test_last_checkpoint_stays_the_newest_across_stops_and_resumes(tmp_path: Path) -> None:
+    """A Ctrl-C, a resume, another Ctrl-C: ``last.ckpt`` is always the newest state and the only
+    file. Lightning's version counter had sent every save after the first resume to a new
+    ``last-vN.ckpt`` while ``last.ckpt``, the one a resume reads, stayed at the first stop."""
+    from lm_shared.resumable import LastCheckpoint
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 4, generator=g)
+    data = torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True))
+    last = tmp_path / "last.ckpt"
+    for signal_at_step, stops_at in ((1, 2), (6, 7), (None, 12)):  # 4 batches an epoch, mid-epoch stops
+        with StopSignal(quiet=True) as stop:
+            trainer = L.Trainer(
+                max_steps=12,
+                max_epochs=-1,
+                logger=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                default_root_dir=tmp_path,
+                plugins=[AtomicCheckpointIO()],
+                callbacks=[LastCheckpoint(tmp_path), StopOnSignal(stop, last)],
+                accelerator="cpu",
+            )
+            loader = torch.utils.data.DataLoader(data, batch_size=2)
+            trainer.fit(
+                Tiny(signal_at_step=signal_at_step), loader, ckpt_path=last if last.exists() else None
+            )
+        assert trainer.global_step == stops_at and stop.requested == (signal_at_step is not None)
+        assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".ckpt") == ["last.ckpt"]
+        assert torch.load(last, weights_only=False)["global_step"] == stops_at
+
+
 def test_nan_learning_rate_stops_training_before_a_checkpoint_is_saved(tmp_path: Path) -> None:
     model = Tiny(lr=float("nan"))
     guard = NonFiniteGuard(patience=3, every=50)

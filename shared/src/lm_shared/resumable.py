@@ -135,6 +135,13 @@ class LastCheckpoint(ModelCheckpoint):
     restored run's ``current_epoch`` skips one, so a seeded sampler reshuffles differently); the
     end-of-epoch save right after covers that step.
 
+    The file is always ``last.ckpt``, overwritten, and an epoch cut short by a stop request (a
+    signal, whose handler saves ``last.ckpt`` mid-epoch, or a time limit) gets no end-of-epoch
+    save, which would mark the unfinished epoch done. Lightning's default had been to write
+    ``last-v1.ckpt`` beside a ``last.ckpt`` this callback did not write: after a Ctrl-C and a
+    resume every later save went to a new ``last-vN.ckpt`` while ``last.ckpt``, the one a resume
+    reads, stayed at the Ctrl-C (a later crash then resumed from there, losing the work since).
+
     Args:
         dirpath: the checkpoint folder.
         every_n_train_steps: save every this many optimizer steps; ``None``: only at epoch ends.
@@ -147,7 +154,14 @@ class LastCheckpoint(ModelCheckpoint):
             save_last=True,
             every_n_train_steps=every_n_train_steps,
             save_on_train_epoch_end=True,
+            enable_version_counter=False,
         )
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Save as ``ModelCheckpoint`` does, unless a stop request cut the epoch short (see the class)."""
+        if trainer.should_stop and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_epoch_end(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
