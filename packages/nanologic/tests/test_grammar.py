@@ -587,6 +587,26 @@ def test_an_argument_opens_as_its_first_premise_does(tokenizer, compiler):
     assert opening and opening <= {"(", "(¬"}, opening
 
 
+def test_a_clause_of_one_verb_that_is_also_a_function_word_is_a_clause():
+    """ "como" (comer) is left out of content keys and verb detection as the comparative and cue
+    word it mostly is, so "Si tengo hambre, como" had no literal for its consequent and the
+    modus ponens of a new user's trial no notes but one (the model answered it ``(p ∧ p) → r``)."""
+    from nanologic.grammar import argument_literal_notes, clause_sign_notes
+
+    notes = argument_literal_notes("Si tengo hambre, como. Tengo hambre. Por lo tanto, como.")
+    assert notes[1:] == [
+        "# argument compound 1 → + tener hambr / + comer",
+        "# argument literal 2 + tener hambr",
+        "# argument literal c + comer",
+    ]
+    # a lone "es" or "ha" is no clause: "…, es que sus gobiernos …" gets no note of its own
+    sentence = (
+        "Es inobjetable que una condición suficiente para que los países europeos tengan baja "
+        "inflación por lo tanto estabilidad económica, es que sus gobiernos tienen programas."
+    )
+    assert clause_sign_notes(sentence) and not any(n.endswith(" + ser") for n in clause_sign_notes(sentence))
+
+
 def test_an_arguments_conditional_premise_is_written_as_one(tokenizer, compiler):
     from nanologic.grammar import argument_literal_notes
 

@@ -1142,7 +1142,11 @@ def _literal_keys(words: list[str]) -> list[str]:
         for start, end in _expression_spans(words)
         if _RELATIONS.intersection(words[start:end])
     ]
-    return content_keys(words) + [word for word in words if word.isdigit()] + relations
+    keys = content_keys(words)
+    # one verb that is also a function word ("Si tengo hambre, como"); a lone "es", "ha" is no clause
+    if not keys and len(words) == 1 and words[0] not in _FREQUENT_VERB_FORMS:
+        keys = [lemma for word in words if (lemma := lexicon_verb_lemma(word))]
+    return keys + [word for word in words if word.isdigit()] + relations
 
 
 # A premise or conclusion of two such clauses joined by "si … , (entonces)" or "o … , o": its
@@ -1236,8 +1240,10 @@ def _compound_part(
             # a side that is one name says no verb, whatever its folded form ("Vera": "verá")
             verbs = tuple(_says_a_verb(match[side]) and match[side] not in _folded_names() for side in "ab")
             sides = {side: match[side].split() for side in "ab"}
-            verbless = {
-                side: _says_no_verb(words, 0, len(words), _folded_names()) for side, words in sides.items()
+            verbless = {  # a side of one verb says one, function word or not ("Si tengo hambre, como")
+                side: _says_no_verb(words, 0, len(words), _folded_names())
+                and not (len(words) == 1 and lexicon_verb_lemma(words[0]))
+                for side, words in sides.items()
             }
             if verbs[1] and verbless["a"]:  # "A y B V", "A o B V": B's predicate and sign
                 first = (second[0], _with_shared(first[1], match["b"], True, second[1]))
