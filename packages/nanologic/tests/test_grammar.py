@@ -213,6 +213,23 @@ def test_a_definition_never_ends_on_a_word_that_needs_a_complement(tokenizer, co
     assert "qua" not in {w.lower() for w in sentence_words(sentence)}
 
 
+def test_a_definition_is_no_bare_noun_phrase(tokenizer, compiler):
+    """A definition ends once it holds a word that may be a verb (or a relation, or a word that is
+    no part of a noun phrase): a new user's "Si el coche no arranca, …" was answered "p: el coche"."""
+    sentence = "Si el coche no arranca, llamo al taller y tomo el autobús."
+    grammar = grounded_grammar(sentence)
+    whole = ["el coche arranca ¬", "llamo al taller", "tomo el autobús"]
+    connectors = "¬: no | →: si | ∧: y"
+    assert accepts(compiler, tokenizer, grammar, _answer(whole, "¬p → (q ∧ r)", connectors))
+    for cut in (["el coche ¬", *whole[1:]], [*whole[:2], "el autobús"]):
+        assert not accepts(compiler, tokenizer, grammar, _answer(cut, "¬p → (q ∧ r)", connectors)), cut
+    # a relation is a clause, and a sentence without any verb-like word keeps every ending
+    assert accepts(
+        compiler, tokenizer, grounded_grammar("x = 2 o x = 3."), _answer(["x = 2", "x = 3"], "p ∨ q", "∨: o")
+    )
+    assert accepts(compiler, tokenizer, grounded_grammar("El sol."), _answer(["El sol"], "p"))
+
+
 def test_a_definition_starting_in_an_elided_conjunct_goes_on_past_it(tokenizer, compiler):
     """ "té y fruta", "en Oaxaca y en Nopiane", "ni Mogrecuee ni Ignacio pierden": a conjunct
     without a verb shares one said elsewhere, so it is no definition alone."""
@@ -1129,7 +1146,7 @@ def test_the_formula_names_every_clause_an_atom_defines(tokenizer, compiler):
     assert not _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "¬p ∧ ¬q", "¬: no | ∧: y"))
     assert _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "¬p ∧ ¬q ∧ ¬r", "¬: no | ∧: y"))
     # a letter whose definition is no clause of the sentence may stay out
-    junk = [*atoms[:2], "Chubruel"]
+    junk = [*atoms[:2], "corremos el jueves"]
     assert _mask_allows(tokenizer, compiler, grammar, _answer(junk, "¬p ∧ ¬q", "¬: no | ∧: y"))
 
 

@@ -740,6 +740,9 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     the sentence has elided conjuncts (:func:`_elided_conjuncts`), each rule also carries a state
     ("", "o", "f": ``c<L><state>-<i>``, ``b<state><i>``): a definition holding a word of one goes
     on, never back, to a content word said outside them ("la médica compró fruta", not "fruta").
+    A definition ends only once it holds a word that may be a verb, a relation or a word that is
+    no part of a noun phrase (state suffix "v"; "el coche arranca", not "el coche"), where the
+    sentence has one.
     An expression negated by "≠" is no word of such a run: it is a definition alone, "x = y" with
     the mark ¬ (or ±, where the sentence also affirms it; rule ``neg-def``; the mark optional
     without ``polarity_marks``), since "x ≠ y" is the negation of the atom "x = y". None when the
@@ -773,12 +776,33 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         if elided and i not in elided and not {f.lower() for f in forms} <= _NEEDS_COMPLEMENT
     }
 
+    # A definition is a clause: it ends only once it holds a word that may be a verb or a relation,
+    # or one that is no part of a noun phrase (not a function word, nor after one, nor a name or a
+    # number): "el coche arranca", not "el coche"; where the sentence has such a word at all.
+    tokens = sentence_tokens(sentence)
+    expressions = dict(_expression_spans(tokens))
+
+    def nominal(k: int) -> bool:
+        return (
+            tokens[k].lower() in _NEEDS_COMPLEMENT
+            or (k > 0 and (tokens[k - 1].lower() in _NEEDS_COMPLEMENT or tokens[k][:1].isupper()))
+            or any(c.isdigit() for c in tokens[k])
+        )
+
+    verbal = {
+        i
+        for i, k in enumerate(token_of)
+        if k in expressions or _may_be_a_verb(tokens, k) or verb_variants(tokens[k]) or not nominal(k)
+    }
+
     def after(state: str, i: int) -> str:
         """The state once word i is written: "" none yet, "o" a word of an elided conjunct and none
-        it shares (the definition may not end: "fruta", "en Nopiane"), "f" a shared word."""
-        if i in shared or state == "f":
-            return "f"
-        return "o" if i in elided or state == "o" else ""
+        it shares (the definition may not end: "fruta", "en Nopiane"), "f" a shared word; then "v"
+        once a word of ``verbal`` is written."""
+        verb = "v" if state.endswith("v") or i in verbal else ""
+        if i in shared or state.startswith("f"):
+            return "f" + verb
+        return ("o" if i in elided or state.startswith("o") else "") + verb
 
     @functools.cache
     def bodies(rule: str, level: int, state: str, i: int) -> tuple[str, ...]:
@@ -795,11 +819,15 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         now = after(state, i)
         onward = [f"c{level}{now}-{i + 1}"] if i < last and bodies("c", level, now, i + 1) else []
         # an elided word goes on to a word it shares, never back ("fruta compró")
-        if level == 0 and i > 0 and now != "o" and bodies("b", 0, now, i):
+        if level == 0 and i > 0 and not now.startswith("o") and bodies("b", 0, now, i):
             onward.append(f"b{now}{i}")
         # a word that needs a complement may end a definition only where no word could follow it
         goes_on = i < last or (level == 0 and i > 0)
-        may_end = now != "o" and not (goes_on and {f.lower() for f in positions[i][1]} <= _NEEDS_COMPLEMENT)
+        may_end = (
+            not now.startswith("o")
+            and (not verbal or now.endswith("v"))
+            and not (goes_on and {f.lower() for f in positions[i][1]} <= _NEEDS_COMPLEMENT)
+        )
         if not onward:
             return (f"w{i}",) if may_end else ()
         return (f'w{i} (" " ({" | ".join(onward)})){"?" if may_end else ""}',)
@@ -810,7 +838,7 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         if prefixes:
             word = "(" + " | ".join(_literal(p + " ") for p in prefixes) + ")? (" + word + ")"
         rules.append(f"w{i} ::= {word}")
-    for state in ("", "o", "f") if elided else ("",):
+    for state in (e + v for e in (("", "o", "f") if elided else ("",)) for v in ("", "v")):
         for level in (0, 1):
             for i in range(last + 1):
                 for rule in ("c", "s", "b") if level == 0 and i > 0 else ("c", "s"):
