@@ -1170,11 +1170,17 @@ def _literal_keys(words: list[str]) -> list[str]:
         for start, end in _expression_spans(words)
         if _RELATIONS.intersection(words[start:end])
     ]
-    keys = content_keys(words)
-    # one verb that is also a function word ("Si tengo hambre, como"); a lone "es", "ha" is no clause
-    if not keys and len(words) == 1 and words[0] not in _FREQUENT_VERB_FORMS:
-        keys = [lemma for word in words if (lemma := lexicon_verb_lemma(word))]
+    keys = content_keys(words) or [lemma for lemma in (_lone_verb(words),) if lemma]
     return keys + [word for word in words if word.isdigit()] + relations
+
+
+def _lone_verb(words: list[str]) -> str | None:
+    """The lemma when ``words`` are one verb of the lexicon, function word or not ("como" of "Si
+    tengo hambre, como", which content keys and verb detection leave out as the comparative and cue
+    word it mostly is); a lone "es", "ha" or "hay" is no clause."""
+    if len(words) == 1 and words[0] not in _FREQUENT_VERB_FORMS:
+        return lexicon_verb_lemma(words[0])
+    return None
 
 
 # A premise or conclusion of two such clauses joined by "si … , (entonces)" or "o … , o": its
@@ -1268,9 +1274,8 @@ def _compound_part(
             # a side that is one name says no verb, whatever its folded form ("Vera": "verá")
             verbs = tuple(_says_a_verb(match[side]) and match[side] not in _folded_names() for side in "ab")
             sides = {side: match[side].split() for side in "ab"}
-            verbless = {  # a side of one verb says one, function word or not ("Si tengo hambre, como")
-                side: _says_no_verb(words, 0, len(words), _folded_names())
-                and not (len(words) == 1 and lexicon_verb_lemma(words[0]))
+            verbless = {
+                side: _says_no_verb(words, 0, len(words), _folded_names()) and not _lone_verb(words)
                 for side, words in sides.items()
             }
             if verbs[1] and verbless["a"]:  # "A y B V", "A o B V": B's predicate and sign
