@@ -109,6 +109,132 @@ def test_last_checkpoint_stays_the_newest_across_stops_and_resumes(tmp_path: Pat
         assert torch.load(last, weights_only=False)["global_step"] == stops_at
 
 
+def test_a_stop_in_the_last_epoch_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
+    """A run bounded by epochs, stopped by a signal in its last epoch: Lightning's end-of-fit save
+    had overwritten ``last.ckpt`` with that epoch counted done, so the resume trained nothing."""
+    from lm_shared.resumable import (
+        LastCheckpoint,
+        ResumableBatchSampler,
+        ResumableDataLoader,
+        lightning_progress,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    data = torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True))
+    last = tmp_path / "run" / "last.ckpt"
+
+    def fit(folder: Path, signal_at_step: int | None = None, resume: bool = False) -> tuple[Tiny, L.Trainer]:
+        torch.manual_seed(0)
+        model = Tiny(signal_at_step=signal_at_step)
+        batches = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(data), 2, False)
+        loader = ResumableDataLoader(
+            data, batch_sampler=ResumableBatchSampler(batches), progress=lightning_progress(model)
+        )
+        with StopSignal(quiet=True) as stop:
+            trainer = L.Trainer(
+                max_epochs=2,  # 8 batches an epoch, no max_steps
+                logger=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                default_root_dir=folder,
+                plugins=[AtomicCheckpointIO()],
+                callbacks=[LastCheckpoint(folder), StopOnSignal(stop, last)],
+                accelerator="cpu",
+            )
+            trainer.fit(model, loader, ckpt_path=last if resume else None)
+        return model, trainer
+
+    reference, _ = fit(tmp_path / "ref")
+    _, stopped = fit(tmp_path / "run", signal_at_step=10)
+    assert stopped.global_step == 11
+    assert torch.load(last, weights_only=False)["global_step"] == 11
+    resumed, trainer = fit(tmp_path / "run", resume=True)
+    assert trainer.global_step == 16
+    for a, b in zip(reference.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_last_checkpoint_is_written_at_each_epoch_end(tmp_path: Path) -> None:
+    """A crash in the second epoch resumes from the first epoch's end to the uninterrupted weights.
+    ``LastCheckpoint`` had never written an epoch end (Lightning writes "last" only beside a top-k
+    save), so a run without ``--checkpoint-every`` had no ``last.ckpt`` after a crash."""
+    from lm_shared.resumable import LastCheckpoint
+
+    class CrashAt12(Tiny):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 12:
+                raise RuntimeError("simulated crash")
+            return super().training_step(batch, batch_idx)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2
+    )
+
+    def fit(folder: Path, model: Tiny, resume: bool = False) -> L.Trainer:
+        trainer = L.Trainer(
+            max_epochs=3,  # 8 batches an epoch
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=folder,
+            plugins=[AtomicCheckpointIO()],
+            callbacks=[LastCheckpoint(folder)],
+            accelerator="cpu",
+        )
+        trainer.fit(model, loader, ckpt_path=folder / "last.ckpt" if resume else None)
+        return trainer
+
+    torch.manual_seed(0)
+    reference = Tiny()
+    fit(tmp_path / "ref", reference)
+    torch.manual_seed(0)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(tmp_path / "run", CrashAt12())
+    assert torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)["global_step"] == 8
+    torch.manual_seed(1)
+    resumed = Tiny()
+    assert fit(tmp_path / "run", resumed, resume=True).global_step == 24
+    for a, b in zip(reference.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_signal_stops_without_a_validation_pass(tmp_path: Path) -> None:
+    """Lightning validates before an early stop; after Ctrl-C that pass only delayed the exit (and
+    could write a top-k checkpoint). Validation here is due only at an epoch's end (step 8)."""
+
+    class Validated(Tiny):
+        validations = 0
+
+        def validation_step(self, batch, batch_idx):
+            Validated.validations += 1
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2
+    )
+    with StopSignal(quiet=True) as stop:
+        callback = StopOnSignal(stop, tmp_path / "last.ckpt")
+        trainer = L.Trainer(
+            max_steps=16,
+            max_epochs=-1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=tmp_path,
+            callbacks=[callback],
+            accelerator="cpu",
+        )
+        trainer.fit(Validated(signal_at_step=2), loader, loader)
+    assert callback.saved_step == trainer.global_step == 3
+    assert Validated.validations == 0
+
+
 def test_nan_learning_rate_stops_training_before_a_checkpoint_is_saved(tmp_path: Path) -> None:
     model = Tiny(lr=float("nan"))
     guard = NonFiniteGuard(patience=3, every=50)

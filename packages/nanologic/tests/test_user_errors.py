@@ -75,6 +75,33 @@ def test_resume_without_data_continues_on_the_runs_own_data(tmp_path, capsys) ->
     assert not (out / "data").exists()  # nothing generated
 
 
+def test_resume_continues_with_the_runs_own_settings(tiny_run, tmp_path, capsys) -> None:
+    """The resume command a Ctrl-C prints, `nanologic train --out RUN --resume`, had been refused
+    for any run started with options ("--resume asks for preset='cpu', but the run was started
+    with preset='tiny'"): the options not typed again now come from the run's config.yaml."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "model.safetensors").unlink()  # as a Ctrl-C leaves it: checkpoints, no weights
+    state = json.loads((run / "run.json").read_text())
+    atomic_write_json(run / "run.json", {**state, "status": "interrupted"})
+    assert train_main(["--out", str(run), "--resume"]) == 0
+    assert (run / "model.safetensors").is_file()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["preset"], saved["n_generate"], saved["train"]["batch_size"]) == ("tiny", 300, 16)
+    capsys.readouterr()
+
+    atomic_write_json(run / "run.json", {**state, "status": "interrupted"})
+    assert train_main(["--out", str(run), "--resume", "--batch-size", "8"]) == 2  # typed: compared
+    assert "batch_size=8" in _one_error_line(capsys)
+    (run / "config.yaml").write_text("- not\n- settings\n")
+    assert train_main(["--out", str(run), "--resume"]) == 2
+    assert "config.yaml: expected the settings a run saves" in _one_error_line(capsys)
+
+
 def test_stage_inputs_non_utf8_skipped_stage_and_empty(tmp_path, capsys) -> None:
     latin1 = tmp_path / "raw.json"
     latin1.write_bytes('{"examples": [{"natural_language_input": "Ma\u00f1ana llueve"}]}'.encode("latin-1"))

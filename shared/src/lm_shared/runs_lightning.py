@@ -128,6 +128,8 @@ def _optimizer_stepped(trainer: L.Trainer, batch_idx: int) -> bool:
 class StopOnSignal(L.Callback):
     """Save ``checkpoint_path`` and stop ``fit`` at the first step boundary after a stop request.
 
+    No validation pass follows (Lightning otherwise validates before an early stop).
+
     Args:
         stop: the :class:`~lm_shared.runs.StopSignal` the training runs under.
         checkpoint_path: where the resumable checkpoint goes (usually the run's ``last.ckpt``);
@@ -148,6 +150,9 @@ class StopOnSignal(L.Callback):
             trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
             self.saved_step = trainer.global_step
             trainer.should_stop = True
+            # Lightning validates before an early stop (`should_stop`); a user who pressed Ctrl-C
+            # wants the stop, not a validation pass and the top-k checkpoint it may write.
+            trainer.limit_val_batches = 0
 
 
 class NonFiniteGuard(L.Callback):

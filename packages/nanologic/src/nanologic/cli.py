@@ -21,6 +21,7 @@ from lm_shared.config_cli import (
     instantiate,
     program_parser,
     run_command,
+    take_saved_settings,
 )
 from nanologic import stages
 from nanologic.configs import (
@@ -157,12 +158,42 @@ def train_config_from_flags(parser: ConfigParser, cfg: Any, inputs: TrainInputs)
         raise NanologicError(f"{flag} ({exc})" if flag else str(exc)) from None
 
 
+def take_run_settings(parser: ConfigParser, cfg: Any, given: set[str], run_dir: Path) -> set[str]:
+    """For ``--resume``: the settings of the run in ``run_dir`` (its ``config.yaml``) for every flag
+    not typed again, so that ``nanologic train --out RUN --resume`` continues a run started with
+    other options; a typed one is compared with the run's by the run-folder check.
+
+    Returns:
+        ``given`` plus the keys taken from the run.
+
+    Raises:
+        NanologicError: ``config.yaml`` is not a YAML mapping.
+    """
+    import yaml
+
+    from nanologic.configs import TrainConfig
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return given  # not a run (yet), or one made before config.yaml: the run-folder check says so
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise NanologicError(f"{path}: not readable as YAML ({type(exc).__name__})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("train", {}), dict):
+        raise NanologicError(f"{path}: expected the settings a run saves (a mapping with a 'train' mapping)")
+    sections = {TrainInputs: saved, TrainConfig: saved.get("train", {})}
+    return given | set(take_saved_settings(parser, cfg, given, sections))
+
+
 def _run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
     from lm_shared.runtime import make_run_dir
     from nanologic.runner import check_model_request, train_run
 
-    inputs = train_inputs_from_flags(parser, cfg, given)
     output = instantiate(parser, cfg, TrainOutput)
+    if output.resume is not None and output.out is not None:
+        given = take_run_settings(parser, cfg, given, Path(output.out))
+    inputs = train_inputs_from_flags(parser, cfg, given)
     _check_run_options(inputs)
     tc = train_config_from_flags(parser, cfg, inputs)
     check_model_request(inputs.preset, inputs.vocab_size, inputs.model_config)

@@ -669,6 +669,9 @@ def _phase_callbacks(out: Path, phase: Phase, settings: FitSettings) -> list[L.C
             monitor="val_loss",
             mode="min",
             save_top_k=3,
+            # after each validation only: at an epoch's end after a Ctrl-C (no validation then,
+            # lm_shared.StopOnSignal) it would file the last validation's loss under a new step
+            save_on_train_epoch_end=False,
         ),
         # last.ckpt: at every epoch's end and every --checkpoint-every steps, always resumable
         LastCheckpoint(ckpt_dir / phase.name, every_n_train_steps=tc.checkpoint_every_n_steps or None),
