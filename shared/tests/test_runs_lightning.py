@@ -155,6 +155,46 @@ def test_a_stop_in_the_last_epoch_resumes_to_the_uninterrupted_weights(tmp_path:
         torch.testing.assert_close(a, b)
 
 
+def test_a_signal_before_the_first_validation_keeps_its_mid_epoch_checkpoint(tmp_path: Path) -> None:
+    """``ModelCheckpoint(save_last=True)`` (infinito's best and last) makes a final "last" save
+    when it made none before; after a Ctrl-C ahead of the first validation that save wrote the
+    epoch as done over the signal's mid-epoch file. ``SignalSafeCheckpoint`` leaves it."""
+    from lm_shared.resumable import SignalSafeCheckpoint
+
+    class Validated(Tiny):
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y))
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2
+    )
+    last = tmp_path / "last.ckpt"
+    checkpoints = SignalSafeCheckpoint(
+        dirpath=tmp_path, filename="best", monitor="val_loss", save_last=True, enable_version_counter=False
+    )
+    with StopSignal(quiet=True) as stop:
+        trainer = L.Trainer(
+            max_steps=40,
+            max_epochs=-1,
+            val_check_interval=20,
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()],
+            callbacks=[checkpoints, StopOnSignal(stop, last)],
+            accelerator="cpu",
+        )
+        trainer.fit(Validated(signal_at_step=10), loader, loader)
+    saved = torch.load(last, weights_only=False)
+    progress = saved["loops"]["fit_loop"]["epoch_progress"]["current"]
+    assert saved["global_step"] == 11 and (progress["started"], progress["completed"]) == (2, 1)
+
+
 def test_last_checkpoint_is_written_at_each_epoch_end(tmp_path: Path) -> None:
     """A crash in the second epoch resumes from the first epoch's end to the uninterrupted weights.
     ``LastCheckpoint`` had never written an epoch end (Lightning writes "last" only beside a top-k

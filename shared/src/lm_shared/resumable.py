@@ -126,7 +126,29 @@ class ResumableDataLoader(DataLoader):
         sampler.resume_at(int(state["epoch"]), int(state["batches"]))
 
 
-class LastCheckpoint(ModelCheckpoint):
+class SignalSafeCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` whose end-of-training save leaves a signal's checkpoint alone.
+
+    :class:`lm_shared.runs_lightning.StopOnSignal` writes the resumable state mid-epoch. At the
+    end of ``fit`` Lightning has counted that epoch done, and ``ModelCheckpoint``'s final "last"
+    save (made whenever none was made before, e.g. a Ctrl-C before the first validation) wrote
+    that state over the signal's file: a resume then skipped the rest of the epoch (after a
+    Ctrl-C in a run's last epoch, it trained nothing). Other stops (a time limit, early
+    stopping) end the run and keep Lightning's final save. Arguments are ``ModelCheckpoint``'s.
+    """
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Save as ``ModelCheckpoint`` does, unless a signal's stop saved this step already."""
+        from lm_shared.runs_lightning import StopOnSignal
+
+        if any(
+            isinstance(c, StopOnSignal) and c.saved_step == trainer.global_step for c in trainer.callbacks
+        ):
+            return
+        super().on_train_end(trainer, pl_module)
+
+
+class LastCheckpoint(SignalSafeCheckpoint):
     """Writes ``dirpath/last.ckpt`` every ``every_n_train_steps`` optimizer steps and at each epoch's end.
 
     The end-of-epoch save comes after the epoch's validation; nothing else is saved. It never
@@ -138,7 +160,7 @@ class LastCheckpoint(ModelCheckpoint):
     The file is always ``last.ckpt``, overwritten, and an epoch cut short by a stop request (a
     signal, whose handler saves ``last.ckpt`` mid-epoch, or a time limit) gets no end-of-epoch
     save, which would mark the unfinished epoch done; nor, after a signal, the end-of-training
-    save (see :meth:`on_train_end`). Lightning's default had been to write
+    save (:class:`SignalSafeCheckpoint`). Lightning's default had been to write
     ``last-v1.ckpt`` beside a ``last.ckpt`` this callback did not write: after a Ctrl-C and a
     resume every later save went to a new ``last-vN.ckpt`` while ``last.ckpt``, the one a resume
     reads, stayed at the Ctrl-C (a later crash then resumed from there, losing the work since).
@@ -166,22 +188,6 @@ class LastCheckpoint(ModelCheckpoint):
         # callback keeps none (save_top_k=0): without this call no epoch end was ever saved.
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        """Save as ``ModelCheckpoint`` does, unless a signal's stop saved this step already.
-
-        :class:`lm_shared.runs_lightning.StopOnSignal` writes the resumable state mid-epoch; at
-        the end of ``fit`` Lightning has counted that epoch done, and a resume from a save made
-        here skipped the rest of it (after a Ctrl-C in the last epoch, a resume trained nothing).
-        Other stops (a time limit, early stopping) end the run, and get the final save.
-        """
-        from lm_shared.runs_lightning import StopOnSignal
-
-        if any(
-            isinstance(c, StopOnSignal) and c.saved_step == trainer.global_step for c in trainer.callbacks
-        ):
-            return
-        super().on_train_end(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int

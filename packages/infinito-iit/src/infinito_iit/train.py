@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lm_shared.metrics import NLLAccumulator
+from lm_shared.resumable import SignalSafeCheckpoint
 from lm_shared.runs import (
     NonFiniteError,
     RunFolder,
@@ -907,7 +908,8 @@ def _infinito_callbacks(
     """Gradient health, best/last checkpoints, early stopping, SIGINT/SIGTERM and the progress bar."""
     # A skipped step is no optimizer step: global_step, max_steps and the logs count updates.
     health = GradientHealthCallback(HealthConfig(clip_norm=train_config.clip_norm))
-    checkpoints = L.pytorch.callbacks.ModelCheckpoint(
+    # SignalSafeCheckpoint: a Ctrl-C's mid-epoch last.ckpt is not overwritten at the end of fit
+    checkpoints = SignalSafeCheckpoint(
         dirpath=out_dir / CHECKPOINT_DIR,
         filename="best",
         monitor="val_loss",
