@@ -66,8 +66,13 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_continues_the_log(tmp_pa
     assert steps_logged(out) == list(range(1, k + 1))
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     # Resuming continues with true step numbers and no duplicates; --data is not needed.
-    assert main(["train", "--out", str(out), "--resume", "--max-steps", str(k + 2), "--no-progress"]) == 0
+    # Every save after the resume overwrites last.ckpt, the file the next resume reads: they had
+    # gone to last-v1.ckpt, last-v2.ckpt, ... while last.ckpt stayed at the Ctrl-C.
+    resumed = ["train", "--out", str(out), "--resume", "--max-steps", str(k + 2), "--eval-every", "1"]
+    assert main([*resumed, "--no-progress"]) == 0
     assert steps_logged(out) == list(range(1, k + 3))
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.ckpt")) == ["last.ckpt"]
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == k + 2
 
 
 KILL_DURING_WRITE = """

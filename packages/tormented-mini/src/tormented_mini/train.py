@@ -43,6 +43,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lm_shared.resumable import LastCheckpoint
 from lm_shared.runs import (
     RunFolder,
     StopSignal,
@@ -51,7 +52,7 @@ from lm_shared.runs import (
     check_finite_parameters,
     open_run_dir,
 )
-from lm_shared.runs_lightning import AtomicCheckpointIO, StepsProgressBar
+from lm_shared.runs_lightning import AtomicCheckpointIO, StepsProgressBar, StopOnSignal
 from lm_shared.runtime import (
     COMPILE_MODES,
     compile_choice,
@@ -704,18 +705,22 @@ class TormentedMLMModule(L.LightningModule):
         self.last_mlm_loss = float(state.get("last_mlm_loss", float("nan")))
 
 
-class RunFiles(L.Callback):
+class RunFiles(StopOnSignal):
     """Rank 0 appends the step records to stability.jsonl; a stop request (SIGINT/SIGTERM on any
-    rank, agreed by all ranks) saves a resumable checkpoint after the step and stops ``fit``."""
+    rank, agreed by all ranks) saves a resumable checkpoint after the step and stops ``fit``.
+
+    A :class:`~lm_shared.runs_lightning.StopOnSignal` (its ``saved_step`` and
+    ``checkpoint_path``), so that ``LastCheckpoint`` leaves the signal's checkpoint alone at the
+    end of ``fit``; the step boundary here is every batch (manual optimization) and the request is
+    agreed across ranks.
+    """
 
     def __init__(
         self, module: TormentedMLMModule, checkpoint_path: Path, stop: StopSignal, run_folder: RunFolder
     ) -> None:
+        super().__init__(stop, checkpoint_path)
         self.module = module
         self.run_folder = run_folder
-        self.checkpoint_path = checkpoint_path
-        self.stop = stop
-        self.saved_step: int | None = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         module = self.module
@@ -729,6 +734,7 @@ class RunFiles(L.Callback):
             trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
             self.saved_step = trainer.global_step
             trainer.should_stop = True
+            trainer.limit_val_batches = 0  # as StopOnSignal: no validation pass before the stop
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # run.json names the step an interrupted run continues from.
@@ -855,7 +861,6 @@ class MLMTrainer:
     def build_trainer(
         self, stop: StopSignal, extra_callbacks: list[L.Callback] | None = None
     ) -> tuple[L.Trainer, RunFiles]:
-        from lightning.pytorch.callbacks import ModelCheckpoint
         from lightning.pytorch.loggers import TensorBoardLogger
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -866,13 +871,9 @@ class MLMTrainer:
         callbacks: list[L.Callback] = [
             *(extra_callbacks or []),
             run_files,
-            ModelCheckpoint(
-                dirpath=self.out / CHECKPOINT_DIR,
-                save_top_k=0,
-                save_last=True,
-                every_n_train_steps=cfg.eval_every,
-                save_on_train_epoch_end=False,
-            ),
+            # last.ckpt every --eval-every steps and at epoch ends, always that one file (a plain
+            # ModelCheckpoint wrote last-v1.ckpt, last-v2.ckpt, ... after a Ctrl-C and a resume)
+            LastCheckpoint(self.out / CHECKPOINT_DIR, every_n_train_steps=cfg.eval_every),
         ]
         if self.progress:
             callbacks.append(StepsProgressBar(leave=True))
