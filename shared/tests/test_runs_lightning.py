@@ -302,6 +302,21 @@ def test_lightning_tips_are_dropped_and_other_info_kept(caplog):
     assert any("GPU available" in m for m in messages)
 
 
+def test_lightnings_leafspec_deprecation_is_dropped_and_other_warnings_kept(recwarn) -> None:
+    # Every fit printed ".../lightning/pytorch/utilities/_pytree.py:21: `isinstance(treespec,
+    # LeafSpec)` is deprecated ..." (Lightning's own code, nothing a user can change).
+    import warnings
+
+    from lightning.pytorch.utilities._pytree import _tree_flatten
+
+    from lm_shared.runs_lightning import drop_lightning_tips
+
+    drop_lightning_tips()  # as importing the module did; pytest resets the filters per test
+    _tree_flatten({"loss": 1.0})
+    warnings.warn("a warning of our own", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in recwarn] == ["a warning of our own"]
+
+
 @pytest.mark.parametrize(("max_epochs", "expected"), [(-1, "Epoch 2"), (5, "Epoch 2/4")])
 def test_steps_progress_bar_gives_no_negative_epoch_total(
     tmp_path: Path, max_epochs: int, expected: str

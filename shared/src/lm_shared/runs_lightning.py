@@ -12,14 +12,15 @@
 - :class:`StepsProgressBar`: Lightning's rich progress bar for a run bounded by steps
   (``max_epochs=-1``), which Lightning 2.6 labels "Epoch 0/-2"; it reads "Epoch 0".
 - :func:`drop_lightning_tips`: Lightning's advertising line ("💡 Tip: ... try installing
-  litlogger ...") is dropped from every trainer's output; importing this module applies it, since
-  every Lightning trainer of the workspace imports it.
+  litlogger ...") and its ``LeafSpec`` deprecation warning are dropped from every trainer's output;
+  importing this module applies it, since every Lightning trainer of the workspace imports it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +63,17 @@ def require_gpus_for_fsdp(strategy: str, cuda_available: bool | None = None) -> 
 
 
 def drop_lightning_tips() -> None:
-    """Drop Lightning's "💡 Tip: ..." advertisements (a link to install a cloud logger) from the log.
+    """Drop Lightning's "💡 Tip: ..." advertisements and a deprecation warning no user can act on.
 
-    Only those lines: "GPU available", warnings and errors stay. Idempotent.
+    The tips link to a cloud logger; the warning is the one Lightning 2.6's own ``_pytree.py``
+    triggers in torch at every fit (``isinstance(treespec, LeafSpec)``). Only those lines: "GPU
+    available", other warnings and errors stay. Idempotent.
     """
     for name in _RANK_ZERO_LOGGERS:
         log = logging.getLogger(name)
         if not any(isinstance(f, _NoTips) for f in log.filters):
             log.addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 drop_lightning_tips()
