@@ -40,8 +40,9 @@ def _loader() -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
 
 
-def _trainer(tmp_path: Path, max_steps: int, callbacks=()) -> L.Trainer:
-    return L.Trainer(
+def _trainer(tmp_path: Path, max_steps: int = -1, callbacks=(), **options) -> L.Trainer:
+    """A quiet CPU trainer with atomic checkpoints; ``options`` go to ``L.Trainer``."""
+    settings = dict(
         max_steps=max_steps,
         max_epochs=-1,
         logger=False,
@@ -50,9 +51,9 @@ def _trainer(tmp_path: Path, max_steps: int, callbacks=()) -> L.Trainer:
         enable_model_summary=False,
         default_root_dir=tmp_path,
         plugins=[AtomicCheckpointIO()],
-        callbacks=list(callbacks),
         accelerator="cpu",
     )
+    return L.Trainer(**{**settings, **options}, callbacks=list(callbacks))
 
 
 def test_sigint_saves_a_resumable_checkpoint_and_resume_reaches_the_same_weights(tmp_path: Path) -> None:
@@ -89,16 +90,11 @@ def test_last_checkpoint_stays_the_newest_across_stops_and_resumes(tmp_path: Pat
     last = tmp_path / "last.ckpt"
     for signal_at_step, stops_at in ((1, 2), (6, 7), (None, 12)):  # 4 batches an epoch, mid-epoch stops
         with StopSignal(quiet=True) as stop:
-            trainer = L.Trainer(
-                max_steps=12,
-                max_epochs=-1,
-                logger=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                default_root_dir=tmp_path,
-                plugins=[AtomicCheckpointIO()],
+            trainer = _trainer(
+                tmp_path,
                 callbacks=[LastCheckpoint(tmp_path), StopOnSignal(stop, last)],
-                accelerator="cpu",
+                max_steps=12,
+                enable_checkpointing=True,
             )
             loader = torch.utils.data.DataLoader(data, batch_size=2)
             trainer.fit(
@@ -132,15 +128,11 @@ def test_a_stop_in_the_last_epoch_resumes_to_the_uninterrupted_weights(tmp_path:
             data, batch_sampler=ResumableBatchSampler(batches), progress=lightning_progress(model)
         )
         with StopSignal(quiet=True) as stop:
-            trainer = L.Trainer(
-                max_epochs=2,  # 8 batches an epoch, no max_steps
-                logger=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                default_root_dir=folder,
-                plugins=[AtomicCheckpointIO()],
+            trainer = _trainer(  # max_epochs=2: 8 batches an epoch, no max_steps
+                folder,
                 callbacks=[LastCheckpoint(folder), StopOnSignal(stop, last)],
-                accelerator="cpu",
+                max_epochs=2,
+                enable_checkpointing=True,
             )
             trainer.fit(model, loader, ckpt_path=last if resume else None)
         return model, trainer
@@ -176,18 +168,14 @@ def test_a_signal_before_the_first_validation_keeps_its_mid_epoch_checkpoint(tmp
         dirpath=tmp_path, filename="best", monitor="val_loss", save_last=True, enable_version_counter=False
     )
     with StopSignal(quiet=True) as stop:
-        trainer = L.Trainer(
-            max_steps=40,
-            max_epochs=-1,
+        trainer = _trainer(
+            tmp_path,
+            40,
+            [checkpoints, StopOnSignal(stop, last)],
             val_check_interval=20,
             check_val_every_n_epoch=None,
             num_sanity_val_steps=0,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            plugins=[AtomicCheckpointIO()],
-            callbacks=[checkpoints, StopOnSignal(stop, last)],
-            accelerator="cpu",
+            enable_checkpointing=True,
         )
         trainer.fit(Validated(signal_at_step=10), loader, loader)
     saved = torch.load(last, weights_only=False)
@@ -214,15 +202,8 @@ def test_last_checkpoint_is_written_at_each_epoch_end(tmp_path: Path) -> None:
     )
 
     def fit(folder: Path, model: Tiny, resume: bool = False) -> L.Trainer:
-        trainer = L.Trainer(
-            max_epochs=3,  # 8 batches an epoch
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=folder,
-            plugins=[AtomicCheckpointIO()],
-            callbacks=[LastCheckpoint(folder)],
-            accelerator="cpu",
+        trainer = _trainer(  # max_epochs=3: 8 batches an epoch
+            folder, callbacks=[LastCheckpoint(folder)], max_epochs=3, enable_checkpointing=True
         )
         trainer.fit(model, loader, ckpt_path=folder / "last.ckpt" if resume else None)
         return trainer
@@ -258,17 +239,8 @@ def test_a_signal_stops_without_a_validation_pass(tmp_path: Path) -> None:
     )
     with StopSignal(quiet=True) as stop:
         callback = StopOnSignal(stop, tmp_path / "last.ckpt")
-        trainer = L.Trainer(
-            max_steps=16,
-            max_epochs=-1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            default_root_dir=tmp_path,
-            callbacks=[callback],
-            accelerator="cpu",
+        trainer = _trainer(
+            tmp_path, callbacks=[callback], max_steps=16, enable_checkpointing=False, num_sanity_val_steps=0
         )
         trainer.fit(Validated(signal_at_step=2), loader, loader)
     assert callback.saved_step == trainer.global_step == 3
@@ -325,15 +297,8 @@ def test_steps_progress_bar_gives_no_negative_epoch_total(
     from lm_shared.runs_lightning import StepsProgressBar
 
     bar = StepsProgressBar()
-    trainer = L.Trainer(
-        max_steps=3,
-        max_epochs=max_epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[bar],
-        accelerator="cpu",
+    trainer = _trainer(
+        tmp_path, callbacks=[bar], max_steps=3, max_epochs=max_epochs, enable_progress_bar=True
     )
     trainer.fit(Tiny(), _loader())
     assert bar._get_train_description(2).strip() == expected
