@@ -85,6 +85,21 @@ def test_atomic_write_follows_the_umask_not_mkstemp_0600(tmp_path: Path) -> None
     assert path.stat().st_mode & 0o777 == 0o644
 
 
+def test_a_safetensors_file_written_atomically_follows_the_umask(tmp_path: Path) -> None:
+    # safetensors >= 0.8.1 makes its files 0600 (safetensors#782): a trained model.safetensors
+    # was unreadable to any other user of the machine, beside 0644 configs.
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "model.safetensors") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
 def test_atomic_path_keeps_the_suffix_and_keeps_the_old_file_on_error(tmp_path: Path) -> None:
     target = tmp_path / "model.keras"
     target.write_text("old")

@@ -60,7 +60,10 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_continues_the_log(tmp_pa
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("SIGINT: stopped at step") and "--resume" in last
+    assert (
+        last.startswith("SIGINT: stopped at step")
+        and f"continue with: tormented-mini train --out {out} --resume" in last
+    )
     saved = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
     k = saved["global_step"]
     assert steps_logged(out) == list(range(1, k + 1))

@@ -113,6 +113,8 @@ def test_train_writes_a_hugging_face_folder_ready_for_fill_mask(tmp_path):
         LAST,
     ):
         assert (out / name).is_file(), name
+    # every file as readable as config.json (safetensors alone made model.safetensors 0600)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == (out / "config.json").stat().st_mode & 0o777
     assert any((out / "tb").iterdir())
     steps = records(out)
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]

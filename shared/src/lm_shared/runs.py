@@ -39,6 +39,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -109,7 +110,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         path: the file to (re)place; its parent directories are created.
 
     Yields:
-        The temporary file (already created, empty, mode from the umask) to write.
+        The temporary file (already created, empty, mode from the umask) to write; the final file
+        keeps that mode whatever the writer did to it (``safetensors`` makes its files 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +123,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             break
         except FileExistsError:
             continue
+    mode = stat.S_IMODE(os.stat(tmp).st_mode)
     try:
         yield tmp
+        # safetensors >= 0.8.1 writes through its own 0600 temporary file (safetensors#782), so the
+        # model would be unreadable to other users beside 0644 configs: give back the umask's mode.
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -902,8 +902,7 @@ class MLMTrainer:
 
     def save_pretrained(self) -> None:
         """Write the Hugging Face folder (AutoModelForMaskedLM / AutoTokenizer / fill-mask ready):
-        every file is written in a temporary folder and renamed into ``out``."""
-        import os
+        every file is written in a temporary folder, then copied into ``out`` atomically."""
         import tempfile
 
         hf_tokenizer = to_transformers_tokenizer(self.tokenizer, self.model_config.max_position_embeddings)
@@ -912,7 +911,10 @@ class MLMTrainer:
             hf_tokenizer.save_pretrained(tmp)
             for path in Path(tmp).iterdir():
                 if path.is_file():
-                    os.replace(path, self.out / path.name)
+                    # through atomic_path, whose file keeps the umask's mode: safetensors writes
+                    # model.safetensors 0600 (safetensors#782), unreadable to other users
+                    with atomic_path(self.out / path.name) as target:
+                        shutil.copyfile(path, target)
         save_config(self.cfg, self.out / "train_config.json")
         save_config(self.model_config, self.out / "model_config.json")
 
@@ -961,7 +963,7 @@ class MLMTrainer:
             self.run_folder.mark_interrupted(step=run_files.saved_step, checkpoint=str(self.checkpoint_path))
             raise stop.interrupted(
                 f"at step {run_files.saved_step}, checkpoint saved",
-                f"uv run --package tormented-mini tormented-mini train --out {self.run_folder.final_path} --resume",
+                f"tormented-mini train --out {self.run_folder.final_path} --resume",  # as the other members print it
             )
         check_finite_parameters(self.model.named_parameters(), what="the tormented-mini model")
         stopped = bool(module.stop_reason)
