@@ -222,6 +222,26 @@ def test_last_checkpoint_is_written_at_each_epoch_end(tmp_path: Path) -> None:
         torch.testing.assert_close(a, b)
 
 
+def test_a_signal_stop_does_not_say_max_epochs_was_reached(tmp_path: Path, caplog) -> None:
+    """Lightning ended a Ctrl-C'd fit with "`Trainer.fit` stopped: `max_epochs=2` reached."."""
+    import logging
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2
+    )
+    with caplog.at_level(logging.INFO), StopSignal(quiet=True) as stop:
+        _trainer(tmp_path, callbacks=[StopOnSignal(stop, tmp_path / "last.ckpt")], max_epochs=2).fit(
+            Tiny(signal_at_step=10), loader
+        )
+    assert stop.requested and not any("Trainer.fit` stopped" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        _trainer(tmp_path / "plain", max_epochs=1).fit(Tiny(), loader)  # the filter is gone after the fit
+    assert any("`max_epochs=1` reached" in r.getMessage() for r in caplog.records)
+
+
 def test_a_signal_stops_without_a_validation_pass(tmp_path: Path) -> None:
     """Lightning validates before an early stop; after Ctrl-C that pass only delayed the exit (and
     could write a top-k checkpoint). Validation here is due only at an epoch's end (step 8)."""

@@ -39,6 +39,12 @@ class _NoTips(logging.Filter):
         return "Tip:" not in str(record.msg)
 
 
+class _NoFitStoppedLine(logging.Filter):
+    # After a signal's stop Lightning still says "`Trainer.fit` stopped: `max_epochs=2` reached."
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`Trainer.fit` stopped:" not in str(record.msg)
+
+
 def require_gpus_for_fsdp(strategy: str, cuda_available: bool | None = None) -> None:
     """Refuse ``--strategy fsdp`` without CUDA before any work starts.
 
@@ -132,7 +138,8 @@ def _optimizer_stepped(trainer: L.Trainer, batch_idx: int) -> bool:
 class StopOnSignal(L.Callback):
     """Save ``checkpoint_path`` and stop ``fit`` at the first step boundary after a stop request.
 
-    No validation pass follows (Lightning otherwise validates before an early stop).
+    No validation pass follows (Lightning otherwise validates before an early stop), and no
+    "`Trainer.fit` stopped: `max_epochs=N` reached" line (see :meth:`stopped`).
 
     Args:
         stop: the :class:`~lm_shared.runs.StopSignal` the training runs under.
@@ -144,6 +151,24 @@ class StopOnSignal(L.Callback):
         self.stop = stop
         self.checkpoint_path = Path(checkpoint_path)
         self.saved_step: int | None = None
+        self._quiet = _NoFitStoppedLine()
+
+    def stopped(self, trainer: L.Trainer) -> None:
+        """Stop ``fit`` after the signal's checkpoint, quietly.
+
+        No validation pass first (Lightning validates before an early stop), and no "`Trainer.fit`
+        stopped: `max_epochs=N` reached" line, which would name the wrong cause (until
+        :meth:`teardown`).
+        """
+        trainer.should_stop = True
+        trainer.limit_val_batches = 0
+        for name in _RANK_ZERO_LOGGERS:
+            logging.getLogger(name).addFilter(self._quiet)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Let Lightning's "`Trainer.fit` stopped" lines through again."""
+        for name in _RANK_ZERO_LOGGERS:
+            logging.getLogger(name).removeFilter(self._quiet)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
@@ -153,10 +178,7 @@ class StopOnSignal(L.Callback):
             # a full, resumable checkpoint; said so that Lightning does not log its default
             trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
             self.saved_step = trainer.global_step
-            trainer.should_stop = True
-            # Lightning validates before an early stop (`should_stop`); a user who pressed Ctrl-C
-            # wants the stop, not a validation pass and the top-k checkpoint it may write.
-            trainer.limit_val_batches = 0
+            self.stopped(trainer)
 
 
 class NonFiniteGuard(L.Callback):

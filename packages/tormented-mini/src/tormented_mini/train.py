@@ -733,8 +733,7 @@ class RunFiles(StopOnSignal):
         if float(requested) > 0 and self.saved_step is None:
             trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
             self.saved_step = trainer.global_step
-            trainer.should_stop = True
-            trainer.limit_val_batches = 0  # as StopOnSignal: no validation pass before the stop
+            self.stopped(trainer)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # run.json names the step an interrupted run continues from.
