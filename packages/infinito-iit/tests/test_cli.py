@@ -53,6 +53,9 @@ def test_train_then_generate_evaluate_phi(run_dir, tmp_path, capsys):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert cfg["train"]["compile"] == "auto" and not metrics["compiled"]  # a short run trains eagerly
     assert metrics["compile_reason"].endswith("steps are too few to repay compiling, eager")
+    # the table scores model.safetensors, the best validation's weights: it names their step
+    evals = json.loads((run_dir / "history.json").read_text())["eval"]
+    assert metrics["best_step"] == min(evals, key=lambda e: e["loss"])["step"] <= metrics["steps"]
     assert main(["evaluate", str(run_dir)]) == 0
     report = tmp_path / "gen.json"
     args = ["generate", str(run_dir), "--num-samples", "2", "--max-new-tokens", "6", "--out", str(report)]

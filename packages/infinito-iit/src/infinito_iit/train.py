@@ -331,7 +331,8 @@ def _checkpoint_model_config(ckpt: dict[str, Any]) -> dict[str, Any] | None:
 def load_checkpoint(path: Path, expected: InfinitoConfig | None = None) -> dict[str, Any]:
     """Read a Lightning ``.ckpt`` (or a legacy ``.pt``); with ``expected``, refuse a config mismatch.
 
-    Returns ``{"model_config": dict, "model": state_dict}``. Raises :class:`InfinitoError` for a
+    Returns ``{"model_config": dict, "model": state_dict, "global_step": int or None}`` (the
+    optimizer step it was saved at; None in a legacy file). Raises :class:`InfinitoError` for a
     missing, unreadable or foreign file.
     """
     if not path.is_file():
@@ -347,7 +348,7 @@ def load_checkpoint(path: Path, expected: InfinitoConfig | None = None) -> dict[
         diffs = config_differences(config, expected.to_dict())
         if diffs:
             raise InfinitoError(f"{path}: model config does not match the checkpoint: " + "; ".join(diffs))
-    return {"model_config": config, "model": _model_state(ckpt)}
+    return {"model_config": config, "model": _model_state(ckpt), "global_step": ckpt.get("global_step")}
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: Path) -> InfinitoLM:
@@ -1013,14 +1014,20 @@ def _stop_reason(monitors: _StopMonitors, trainer: L.Trainer, train_config: Trai
     return ""
 
 
-def _save_best_model(module: InfinitoModule, out_dir: Path, model_config: InfinitoConfig) -> InfinitoLM:
-    """The trained model on the CPU with the best validation weights, saved as ``model.safetensors``."""
+def _save_best_model(
+    module: InfinitoModule, out_dir: Path, model_config: InfinitoConfig, last_step: int
+) -> tuple[InfinitoLM, int]:
+    """The trained model on the CPU with the best validation weights, saved as ``model.safetensors``,
+    and the step those weights are from (``last_step`` when no validation saved a best)."""
     model = module.model.cpu()
     best = out_dir / CHECKPOINT_DIR / "best.ckpt"
+    step = last_step
     if best.is_file():
-        model.load_state_dict(load_checkpoint(best, model_config)["model"], strict=True)
+        saved = load_checkpoint(best, model_config)
+        model.load_state_dict(saved["model"], strict=True)
+        step = int(saved["global_step"]) if saved["global_step"] is not None else last_step
     save_weights(model, out_dir / WEIGHTS_FILE)
-    return model
+    return model, step
 
 
 def _final_metrics(
@@ -1141,12 +1148,13 @@ def train(
             return TrainResult(run.final_path, module.model, data, {}, module.history, "", 0.0)
 
         stopped = _stop_reason(monitors, trainer, train_config)
-        model = _save_best_model(module, run.path, model_config)
+        model, best_step = _save_best_model(module, run.path, model_config, trainer.global_step)
         final = _final_metrics(model, data, train_config, log)
         seconds = time.perf_counter() - start_time
         final.update(
             train_seconds=seconds,
             steps=trainer.global_step,
+            best_step=best_step,  # the step of the weights scored here (model.safetensors)
             stopped=stopped,
             world_size=trainer.world_size,
             ranks_agree=agree,
