@@ -72,7 +72,11 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_resume_continues_the_log(tmp_pa
     # Every save after the resume overwrites last.ckpt, the file the next resume reads: they had
     # gone to last-v1.ckpt, last-v2.ckpt, ... while last.ckpt stayed at the Ctrl-C.
     resumed = ["train", "--out", str(out), "--resume", "--max-steps", str(k + 2), "--eval-every", "1"]
+    capsys.readouterr()
     assert main([*resumed, "--no-progress"]) == 0
+    said = f"resuming at step {k} of {k + 2} from {out / 'checkpoints' / 'last.ckpt'}"
+    err = capsys.readouterr().err
+    assert "".join(said.split()) in "".join(err.split()), err  # rich wraps long lines
     assert steps_logged(out) == list(range(1, k + 3))
     assert sorted(p.name for p in (out / "checkpoints").glob("*.ckpt")) == ["last.ckpt"]
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == k + 2

@@ -138,6 +138,9 @@ def run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         f"{trainer.corpus.train.shape[0]} train / {trainer.corpus.val.shape[0]} held-out rows; "
         f"torch.compile: {trainer.compiled.reason}"
     )
+    if trainer.resume_state is not None:
+        step = int(trainer.resume_state.get("global_step", 0))
+        console.print(f"resuming at step {step} of {config.max_steps} from {trainer.checkpoint_path}")
     result = trainer.run()
     console.print(
         f"step {result.steps}: held-out MLM loss {result.val_mlm_loss:.4f}, masked-token accuracy "
