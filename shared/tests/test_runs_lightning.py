@@ -183,6 +183,38 @@ def test_a_signal_before_the_first_validation_keeps_its_mid_epoch_checkpoint(tmp
     assert saved["global_step"] == 11 and (progress["started"], progress["completed"]) == (2, 1)
 
 
+def test_last_holds_the_last_step_beside_a_monitored_best(tmp_path: Path) -> None:
+    """With save_last beside a monitored top-k, Lightning's "last" stayed at the best step (its
+    end-of-fit save is made only when none was before): infinito's ``--checkpoint last`` gave
+    step 20's weights after 50 steps."""
+    from lm_shared.resumable import SignalSafeCheckpoint
+
+    class BestAt20(Tiny):
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", float(abs(self.global_step - 20)))  # best at step 20, worse at 40
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2
+    )
+    checkpoints = SignalSafeCheckpoint(
+        dirpath=tmp_path, filename="best", monitor="val_loss", save_last=True, enable_version_counter=False
+    )
+    trainer = _trainer(
+        tmp_path,
+        50,
+        [checkpoints],
+        val_check_interval=20,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        enable_checkpointing=True,
+    )
+    trainer.fit(BestAt20(), loader, loader)
+    assert torch.load(tmp_path / "best.ckpt", weights_only=False)["global_step"] == 20
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 50
+
+
 def test_last_checkpoint_is_written_at_each_epoch_end(tmp_path: Path) -> None:
     """A crash in the second epoch resumes from the first epoch's end to the uninterrupted weights.
     ``LastCheckpoint`` had never written an epoch end (Lightning writes "last" only beside a top-k

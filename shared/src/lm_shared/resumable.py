@@ -127,25 +127,29 @@ class ResumableDataLoader(DataLoader):
 
 
 class SignalSafeCheckpoint(ModelCheckpoint):
-    """A ``ModelCheckpoint`` whose end-of-training save leaves a signal's checkpoint alone.
+    """A ``ModelCheckpoint`` whose final "last" holds the last step, or a signal's checkpoint.
 
-    :class:`lm_shared.runs_lightning.StopOnSignal` writes the resumable state mid-epoch. At the
-    end of ``fit`` Lightning has counted that epoch done, and ``ModelCheckpoint``'s final "last"
-    save (made whenever none was made before, e.g. a Ctrl-C before the first validation) wrote
-    that state over the signal's file: a resume then skipped the rest of the epoch (after a
-    Ctrl-C in a run's last epoch, it trained nothing). Other stops (a time limit, early
-    stopping) end the run and keep Lightning's final save. Arguments are ``ModelCheckpoint``'s.
+    Lightning's final "last" save is made only when none was made before: with ``save_last``
+    beside a monitored top-k, "last" stayed at the best step (infinito's ``--checkpoint last``
+    gave step 250's weights after 300 steps). Here it is made whenever the last step is unsaved.
+    :class:`lm_shared.runs_lightning.StopOnSignal` writes the resumable state mid-epoch; at the
+    end of ``fit`` Lightning has counted that epoch done, and a save then (e.g. after a Ctrl-C
+    before the first validation) wrote that state over the signal's file: a resume skipped the
+    rest of the epoch (after a Ctrl-C in a run's last epoch, it trained nothing). Other stops (a
+    time limit, early stopping) end the run and get the final save. Arguments are
+    ``ModelCheckpoint``'s.
     """
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        """Save as ``ModelCheckpoint`` does, unless a signal's stop saved this step already."""
+        """Save "last" at the final step unless it is saved, or a signal's stop saved it already."""
         from lm_shared.runs_lightning import StopOnSignal
 
         if any(
             isinstance(c, StopOnSignal) and c.saved_step == trainer.global_step for c in trainer.callbacks
         ):
             return
-        super().on_train_end(trainer, pl_module)
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class LastCheckpoint(SignalSafeCheckpoint):
