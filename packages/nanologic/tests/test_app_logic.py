@@ -232,6 +232,7 @@ def test_batch_progress_per_chunk(tmp_path):
         ('{"input": "Llueve."}\n\n[1, 2]\n', "subido.jsonl:3: expected a JSON object"),
         ('{"text": "Llueve."}\n', "subido.jsonl:1: field 'input'"),
         ('{"input": "Llueve."}\n{"input": ""}\n', "subido.jsonl:2: La frase está vacía"),
+        ('{"input": "¿?"}\n', "subido.jsonl:1: La frase está vacía"),  # punctuation only: no words
         ('{"input": "' + "x" * 2000 + '"}\n', "subido.jsonl:1: La frase tiene 2,000 caracteres"),
         ("\n\n", "no tiene ninguna línea"),
     ],

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from nanologic.argument import check_argument
-from nanologic.data import normalize_text, read_jsonl, write_jsonl
+from nanologic.data import has_words, normalize_text, read_jsonl, write_jsonl
 from nanologic.errors import NanologicError
 from nanologic.inference import formalize_output_row, shared_atoms, split_argument
 from nanologic.logic import (
@@ -91,9 +91,10 @@ def atom_colour(index: int) -> str:
 
 
 def check_sentence(sentence: str | None, what: str = "La frase") -> str:
-    """The normalised sentence, or AppInputError when empty or longer than MAX_SENTENCE_CHARS."""
+    """The normalised sentence, or AppInputError when it has no word (empty, blanks or punctuation
+    only) or is longer than MAX_SENTENCE_CHARS."""
     text = normalize_text(sentence or "")
-    if not text:
+    if not has_words(text):
         raise AppInputError(f"{what} está vacía: escribe una frase en español.")
     if len(text) > MAX_SENTENCE_CHARS:
         raise AppInputError(

@@ -69,6 +69,12 @@ def read_raw(path: str | Path) -> list[dict]:
     return data
 
 
+def has_words(text: str) -> bool:
+    """Whether ``text`` holds a word (a letter or digit), i.e. something to formalise: not empty,
+    blanks or punctuation only ("¿?")."""
+    return re.search(r"\w", text) is not None
+
+
 def read_jsonl(path: str | Path, required: Iterable[str] = (), worded: Iterable[str] = ()) -> list[dict]:
     """Read a JSONL file of objects; ``required`` string fields, and ``worded`` ones that must hold
     a word (a sentence to formalise), are checked with file:line errors (:class:`NanologicError`)."""
@@ -99,7 +105,7 @@ def read_jsonl(path: str | Path, required: Iterable[str] = (), worded: Iterable[
                 if not isinstance(row.get(key), str):
                     raise NanologicError(f"{path}:{lineno}: field {key!r} must be a string")
             for key in worded:
-                if not re.search(r"\w", row.get(key) or ""):
+                if not has_words(row.get(key) or ""):
                     raise NanologicError(f"{path}:{lineno}: field {key!r} has no words to formalise")
             rows.append(row)
     return rows

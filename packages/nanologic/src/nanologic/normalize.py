@@ -29,7 +29,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from nanologic.conjugation import INDICATIVE_OF_SUBJUNCTIVE, TENSES, conjugate
-from nanologic.data import literal_polarity, normalize_text
+from nanologic.data import has_words, literal_polarity, normalize_text
 from nanologic.errors import NanologicError
 from nanologic.logic import rename, to_ascii, to_unicode, try_parse
 
@@ -356,7 +356,7 @@ def prepare_sentences(sentences: Sequence[str]) -> list[str]:
             would otherwise answer it with one empty atom.
     """
     for number, sentence in enumerate(sentences, 1):
-        if not re.search(r"\w", sentence):
+        if not has_words(sentence):
             raise NanologicError(f"sentence {number} ({sentence!r}) has no words to formalise")
     return [prepare_sentence(s) for s in sentences]
 
