@@ -263,13 +263,16 @@ def test_a_signal_stop_does_not_say_max_epochs_was_reached(tmp_path: Path, caplo
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2
     )
-    with caplog.at_level(logging.INFO), StopSignal(quiet=True) as stop:
+    with (
+        caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"),
+        StopSignal(quiet=True) as stop,
+    ):
         _trainer(tmp_path, callbacks=[StopOnSignal(stop, tmp_path / "last.ckpt")], max_epochs=2).fit(
             Tiny(signal_at_step=10), loader
         )
     assert stop.requested and not any("Trainer.fit` stopped" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
         _trainer(tmp_path / "plain", max_epochs=1).fit(Tiny(), loader)  # the filter is gone after the fit
     assert any("`max_epochs=1` reached" in r.getMessage() for r in caplog.records)
 
@@ -318,7 +321,7 @@ def test_lightning_tips_are_dropped_and_other_info_kept(caplog):
 
     from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
         rank_zero_info("💡 Tip: For seamless cloud logging, try installing [litlogger](https://example)")
         rank_zero_info("GPU available: False, used: False")
     messages = [r.getMessage() for r in caplog.records]
