@@ -138,7 +138,8 @@ def _optimizer_stepped(trainer: L.Trainer, batch_idx: int) -> bool:
 class StopOnSignal(L.Callback):
     """Save ``checkpoint_path`` and stop ``fit`` at the first step boundary after a stop request.
 
-    No validation pass follows (Lightning otherwise validates before an early stop), and no
+    Under several processes the request is agreed at each step boundary (a sum over the ranks), so
+    a signal that reached one rank stops them all at the same step. No validation pass follows (Lightning otherwise validates before an early stop), and no
     "`Trainer.fit` stopped: `max_epochs=N` reached" line (see :meth:`stopped`).
 
     Args:
@@ -165,6 +166,13 @@ class StopOnSignal(L.Callback):
         for name in _RANK_ZERO_LOGGERS:
             logging.getLogger(name).addFilter(self._quiet)
 
+    def _requested(self, trainer: L.Trainer) -> bool:
+        # every rank reaches this at the same step boundaries, so the collective is matched
+        if trainer.world_size == 1:
+            return self.stop.requested
+        flag = torch.tensor(float(self.stop.requested), device=trainer.strategy.root_device)
+        return float(trainer.strategy.reduce(flag, reduce_op="sum")) > 0
+
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Let Lightning's "`Trainer.fit` stopped" lines through again."""
         for name in _RANK_ZERO_LOGGERS:
@@ -173,8 +181,8 @@ class StopOnSignal(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        """After a batch that ended with an optimizer step, save and stop once a stop was requested."""
-        if self.stop.requested and self.saved_step is None and _optimizer_stepped(trainer, batch_idx):
+        """After an optimizer step, save and stop once any rank was asked to stop."""
+        if self.saved_step is None and _optimizer_stepped(trainer, batch_idx) and self._requested(trainer):
             # a full, resumable checkpoint; said so that Lightning does not log its default
             trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
             self.saved_step = trainer.global_step

@@ -707,13 +707,9 @@ class TormentedMLMModule(L.LightningModule):
 
 class RunFiles(StopOnSignal):
     """Rank 0 appends the step records to stability.jsonl; a stop request (SIGINT/SIGTERM on any
-    rank, agreed by all ranks) saves a resumable checkpoint after the step and stops ``fit``.
-
-    A :class:`~lm_shared.runs_lightning.StopOnSignal` (its ``saved_step`` and
-    ``checkpoint_path``), so that ``LastCheckpoint`` leaves the signal's checkpoint alone at the
-    end of ``fit``; the step boundary here is every batch (manual optimization) and the request is
-    agreed across ranks.
-    """
+    rank) saves a resumable checkpoint after the step and stops ``fit``, as its base
+    :class:`~lm_shared.runs_lightning.StopOnSignal` does (every batch is a step boundary here:
+    the optimization is manual)."""
 
     def __init__(
         self, module: TormentedMLMModule, checkpoint_path: Path, stop: StopSignal, run_folder: RunFolder
@@ -722,18 +718,14 @@ class RunFiles(StopOnSignal):
         self.module = module
         self.run_folder = run_folder
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         module = self.module
         if trainer.is_global_zero:
             _append_jsonl(module.out / "stability.jsonl", module.pending_records)
         module.pending_records.clear()
-        requested = torch.tensor(float(self.stop.requested), device=pl_module.device)
-        if trainer.world_size > 1:
-            requested = trainer.strategy.reduce(requested, reduce_op="sum")
-        if float(requested) > 0 and self.saved_step is None:
-            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
-            self.saved_step = trainer.global_step
-            self.stopped(trainer)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         # run.json names the step an interrupted run continues from.
