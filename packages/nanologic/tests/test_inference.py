@@ -389,3 +389,65 @@ def test_repairs_batched_over_sentences_equal_one_sentence_at_a_time(formalizer,
     together = f.generate_raw(sentences)
     assert max(batch_sizes) > 1  # the untrained model's answers were repaired together
     assert together == [f.generate_raw([s])[0] for s in sentences]
+
+
+def test_retarget_resumes_where_a_verb_was_taken_twice_or_a_definition_was_cut(formalizer):
+    pytest.importorskip("xgrammar")
+    from nanologic.grammar import grounded_grammar
+
+    # "llega" read for the subjunctives "vaya" and "dimita", which no definition holds
+    sentence = "Ya sea que mi hermana vaya al concierto o que mi hermana dimita de nuevo, no llega."
+    grounded = Formalizer(formalizer.model, formalizer.tokenizer, max_new_tokens=40, constraint="grounded")
+    prompt = formalizer.tokenizer.encode(prompt_text(sentence))
+    out = formalizer.tokenizer.encode(
+        f"{ATOMS} p: mi hermana llega al concierto | q: mi hermana llega de nuevo | r: llega ¬ "
+        f"{CONNECTORS} ∨: ya sea que | →: ya sea que | ¬: no {FORMULA} (p ∨ q) → ¬r {EOS}"
+    )
+    grammar = grounded_grammar(sentence, polarity_marks=True)
+    left_out = uncovered_words(sentence, grounded._definitions(out))
+    assert left_out == ["vaya", "dimita"]
+    heads = grounded._retarget_heads(prompt, out, grammar, sentence, left_out)
+    decoded = [formalizer.tokenizer.decode(head[:-1]) for head in heads]
+    # at each "llega" (the sentence says it once); never at the repeated subject "mi hermana"
+    assert decoded[:3] == [
+        f"{ATOMS} p: mi hermana",
+        f"{ATOMS} p: mi hermana llega al concierto | q: mi hermana",
+        f"{ATOMS} p: mi hermana llega al concierto | q: mi hermana llega de nuevo | r:",
+    ]
+    for head, prefix in zip(heads, decoded):
+        word = formalizer.tokenizer.decode(head[-1:])
+        assert word.startswith(" ") and any(
+            form.startswith(word.strip().lower()) for form in ("va", "vaya", "dimite", "dimita")
+        ), (prefix, word)
+    # a definition cut short ("Ana lee" for "Ana lee novelas") is resumed where it ended
+    sentence = "Si Ana lee novelas, Luis canta."
+    out = _encode_answer(formalizer, ["Ana lee", "Luis canta"], "p → q")
+    grammar = grounded_grammar(sentence, polarity_marks=True)
+    heads = grounded._retarget_heads(prompt, out, grammar, sentence, ["novelas"])
+    assert [formalizer.tokenizer.decode(h[:-1]) for h in heads] == [f"{ATOMS} p: Ana lee"]
+
+
+def test_retarget_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, monkeypatch):
+    sentence = "Si Ana lee novelas, Luis canta."
+    grounded = Formalizer(formalizer.model, formalizer.tokenizer, max_new_tokens=40, constraint="grounded")
+    prompt = formalizer.tokenizer.encode(prompt_text(sentence))
+
+    def answer(first: str, formula: str) -> list[int]:
+        text = f"{ATOMS} p: {first} | q: Luis canta {CONNECTORS} →: si {FORMULA} {formula} {EOS}"
+        return formalizer.tokenizer.encode(text)
+
+    short, whole, looped = (
+        answer("Ana lee", "p → q"),
+        answer("Ana lee novelas", "p → q"),
+        answer("Ana lee novelas", "p → p"),
+    )
+    assert grounded.repair_span(short, True, sentence, as_given=True) is None
+    head = short[: short.index(grounded.atoms_id) + 5]
+    monkeypatch.setattr(grounded, "_retarget_heads", lambda *args: [head, head])
+    monkeypatch.setattr(grounded, "_processor", lambda *args: None)
+    for tails, expected in (([looped, whole], whole), ([looped, short], short)):
+        monkeypatch.setattr(
+            grounded.model, "generate", lambda *args, tails=tails, **kw: [t[len(head) :] for t in tails]
+        )
+        # the first try joins p with itself (marked): refused; the second holds "novelas"
+        assert grounded._retarget_batch([prompt], [short], ["grammar"], [sentence]) == [expected]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from nanologic.grammar import (
     GrammarLogitsProcessor,
     answer_grammar,
     grounded_grammar,
+    lexicon_verb_lemma,
     reading_positions,
     sentence_tokens,
 )
@@ -287,6 +289,8 @@ class Formalizer:
             outs = self._repair_batch(prompts, outs, row_grammars, chunk)
             if grammars is not None and self.repair_tries > 0:
                 outs = self._cover_batch(prompts, outs, grammars, chunk)
+                for _ in range(self.repair_tries):
+                    outs = self._retarget_batch(prompts, outs, grammars, chunk)
             texts.extend(self.tokenizer.decode(out) for out in outs)
         return texts
 
@@ -350,6 +354,120 @@ class Formalizer:
             if candidate_missing < missing[k]:
                 best[k], missing[k] = candidate, candidate_missing
         return best
+
+    def _retarget_batch(
+        self, prompts: list[list[int]], outs: list[list[int]], grammars: list[str], sentences: list[str]
+    ) -> list[list[int]]:
+        """Re-decode answers that leave content words out from where a definition took a word the
+        sentence says fewer times than the definitions use it, or where a definition ended: there
+        the likeliest allowed token that begins a form of a word left out is written instead, and
+        greedy decoding resumes. A try is kept when it keeps the format's rules on the answer as
+        given and leaves fewer content words out (the fewest of all tries)."""
+        heads: list[list[int]] = []
+        owners: list[int] = []
+        missing: dict[int, int] = {}
+        for k, (prompt, out, grammar, sentence) in enumerate(zip(prompts, outs, grammars, sentences)):
+            if self.connectors_id not in out or self.atoms_id not in out:
+                continue
+            left_out = uncovered_words(sentence, self._definitions(out))
+            if not left_out:
+                continue
+            missing[k] = len(left_out)
+            for head in self._retarget_heads(prompt, out, grammar, sentence, left_out):
+                heads.append(head)
+                owners.append(k)
+        if not heads:
+            return outs
+        longest = max(len(prompts[k]) + len(h) for k, h in zip(owners, heads))
+        tails = self.model.generate(
+            [prompts[k] + h for k, h in zip(owners, heads)],
+            self._room(longest),
+            pad_id=self.pad_id,
+            stop_ids=(self.eos_id,),
+            processors=self._processor([grammars[k] for k in owners], longest, heads),
+        )
+        best = list(outs)
+        for k, head, tail in zip(owners, heads, tails):
+            candidate = head + tail
+            marked = self.repair_span(outs[k], True, sentences[k], as_given=True) is not None
+            if not marked and self.repair_span(candidate, True, sentences[k], as_given=True) is not None:
+                continue
+            candidate_missing = self._uncovered(sentences[k], candidate)
+            if candidate_missing < missing[k]:
+                best[k], missing[k] = candidate, candidate_missing
+        return best
+
+    @torch.no_grad()
+    def _retarget_heads(
+        self, prompt: list[int], out: list[int], grammar: str, sentence: str, left_out: list[str]
+    ) -> list[list[int]]:
+        """The heads :meth:`_retarget_batch` resumes from: ``out`` up to a position of its atom
+        list, then the likeliest token the grammar allows there that begins a form of a word of
+        ``left_out`` (after a space)."""
+        start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
+        pieces = [self.tokenizer.decode([t]) for t in out[start:end]]
+        wanted = set()
+        for word in left_out:
+            wanted |= {f.lower() for _, forms in reading_positions(word) for f in forms} | {word.lower()}
+        said_words = [w.lower() for w in sentence_tokens(sentence)]
+        said: collections.Counter[str] = collections.Counter()
+        for _, forms in reading_positions(sentence):
+            said.update({f.lower() for f in forms})
+        used = collections.Counter(w.lower() for d in self._definitions(out) for w in d.split())
+        skip = not_content_words()
+        words: list[list] = []  # [index of its first piece, text]: pieces after a space begin words
+        for j, piece in enumerate(pieces):
+            if piece.startswith(" ") or not words:
+                words.append([j, piece.strip()])
+            else:
+                words[-1][1] += piece
+        positions = []
+        last_word = ""
+        firsts: list[int] = []  # where each definition's first word is
+        for n, (j, text) in enumerate(words):
+            word = text.lower()
+            if word.endswith(":"):
+                firsts.append(-1)
+            elif word.isalnum():
+                if firsts and firsts[-1] < 0:
+                    firsts[-1] = start + j
+                if lexicon_verb_lemma(word) and said[word] and used[word] > said[word]:
+                    positions.append(start + j)  # a verb taken more often than the sentence says it
+                last_word = word
+            at_end = n + 1 == len(words) and word not in ("|", "¬")
+            if (word in ("|", "¬") or at_end) and _says_soon_after(said_words, last_word, wanted):
+                positions.append(start + (len(pieces) if at_end else j))  # a definition cut short
+        definitions = self._definitions(out)
+        content = [{w.lower() for w in d.split()} - skip for d in definitions]
+        for k, mine in enumerate(content):  # a definition made only of other definitions' words
+            if k < len(firsts) and firsts[k] >= 0 and not mine - set().union(*content[:k], *content[k + 1 :]):
+                positions.append(firsts[k])
+        if not positions:
+            return []
+        device = self.model.embed_tokens.weight.device
+        logits = self.model(torch.tensor([prompt + out[:end]], device=device))["logits"][0].float()
+        mask = self._processor([grammar], start, [out[:start]])
+        assert mask is not None
+        targets = set(positions)
+        heads = []
+        for pos in range(start, max(targets) + 1):
+            row = mask(torch.tensor([out[:pos]]), logits[len(prompt) + pos - 1 : len(prompt) + pos])[0]
+            if pos not in targets:
+                continue
+            for token in row.argsort(descending=True).tolist():
+                if not torch.isfinite(row[token]):
+                    break
+                text = self.tokenizer.decode([token])
+                word = text.strip().lower()
+                if (
+                    token != out[pos]
+                    and text.startswith(" ")
+                    and word
+                    and any(f.startswith(word) for f in wanted)
+                ):
+                    heads.append(out[:pos] + [token])
+                    break
+        return heads
 
     def _repair_batch(
         self,
@@ -609,6 +727,14 @@ def first_complete_formula(text: str, letters: set[str]) -> str | None:
         if node is not None and set(atoms(node)) >= letters:
             return to_unicode(node)
     return None
+
+
+def _says_soon_after(words: list[str], last: str, wanted: set[str], window: int = 3) -> bool:
+    """Whether one of ``wanted`` is among the ``window`` words after an occurrence of ``last``
+    (a definition's last word) in the sentence's lower-cased ``words``."""
+    return any(
+        any(w in wanted for w in words[k + 1 : k + 1 + window]) for k, w in enumerate(words) if w == last
+    )
 
 
 def has_redundant_definition(definitions: list[str]) -> bool:
