@@ -76,6 +76,53 @@ def test_an_elided_subject_is_written_out(sentence, first, second, expected):
     assert out == {"p": first, "q": expected or second}
 
 
+@pytest.mark.parametrize(
+    ("sentence", "first", "second", "expected"),
+    [
+        (
+            "Silvia lee el libro de lengua en verano y el libro de medicina a mediodía.",
+            "Silvia lee el libro de lengua en verano",
+            "el libro de medicina a mediodía",
+            "Silvia lee el libro de medicina a mediodía",
+        ),
+        (
+            "Votamos en contra de la moción y en contra del plan.",
+            "votamos en contra de la moción",
+            "en contra del plan",
+            "votamos en contra del plan",
+        ),
+        (
+            "Los vecinos no compran ni manzanas todos los días ni pasta todos los días.",
+            "los vecinos compran manzanas todos los días",
+            "pasta todos los días",
+            "los vecinos compran pasta todos los días",
+        ),
+        # a perfect lends its participle; the subject the definition kept stays first
+        (
+            "David ha aprobado música o arte.",
+            "David ha aprobado música",
+            "David arte",
+            "David ha aprobado arte",
+        ),
+        # two clauses: the second has a verb of its own (known, an infinitive or "hay"), opens
+        # otherwise than the first one's complement, or is not said after a coordinator
+        ("Los murciélagos son aves y el sol brilla.", "los murciélagos son aves", "el sol brilla", None),
+        ("Tengo que estudiar y limpiar el cuarto.", "tengo que estudiar", "limpiar el cuarto", None),
+        ("Este fin de semana es puente o hay fiesta.", "este fin de semana es puente", "hay fiesta", None),
+        ("El deporte es divertido y ayuda a la salud.", "el deporte es divertido", "ayuda a la salud", None),
+        (
+            "Ana lee el libro de lengua; el libro de medicina.",
+            "Ana lee el libro de lengua",
+            "el libro de medicina",
+            None,
+        ),
+        ("Si x = 1 y x + y = 3, llueve.", "x = 1", "x + y = 3", None),
+    ],
+)
+def test_a_predicate_shared_by_a_coordination_is_written_out(sentence, first, second, expected):
+    assert normalize_definitions({"p": first, "q": second}, sentence) == {"p": first, "q": expected or second}
+
+
 def test_definitions_no_rule_applies_to_are_unchanged():
     atoms = {"p": "x + y = 3", "q": "", "r": "hace frío"}
     assert normalize_definitions(atoms, "Si x + y = 3, hace frío.") == atoms

@@ -5,7 +5,7 @@ package README, "format"): "Si Lucía suspendiera el examen, repetirá curso" de
 ``p: Lucía suspendió el examen``, and "la alcaldesa apoya la moción y firma el plan" defines
 ``q: la alcaldesa firma el plan``. The grounded grammar lets the model write these forms
 (:func:`nanologic.grammar.verb_variants`, its jump back), but a small model often copies the
-sentence's words as they stand instead. :func:`normalize_definitions` does the two rewrites the
+sentence's words as they stand instead. :func:`normalize_definitions` does the rewrites the
 format asks for where a rule can tell them apart:
 
 - a subjunctive form of a lexicon verb that is not also an indicative form (and not a noun after a
@@ -15,7 +15,11 @@ format asks for where a rule can tell them apart:
   "Ni Valeria ni Ana piden la cuenta" defines ``Valeria pide la cuenta``) takes the singular;
 - a definition that starts with a third-person verb whose subject the sentence leaves out (the
   verb follows a cue, a comma or the sentence start) takes the subject of the nearest earlier
-  definition, when their number agrees.
+  definition, when their number agrees;
+- a definition without a verb that the sentence says after "y", "o" or "ni" takes the verb of the
+  nearest earlier definition, when its complement opens alike (a predicate shared by a
+  coordination: "Silvia lee el libro de lengua y el de medicina", "Nicanor Parra es escritor y
+  matemático" defines ``Nicanor Parra es matemático``).
 
 A run of words written twice in a row is written once ("me mojo me mojo" -> "me mojo").
 Only the generator's verb lexicon is known (:mod:`nanologic.conjugation`); other words stay.
@@ -298,6 +302,90 @@ def _with_subject(
     return words
 
 
+_COORDINATORS = word_set("y e o u ni")
+_IMPERSONAL_HABER = word_set("hay había habrá hubo habría haya hubiera")
+
+
+def _with_predicate(words: list[str], earlier: list[list[str]], sentence: str) -> list[str]:
+    """``words`` with the verb of the nearest earlier definition written in, when the definition
+    has no verb of its own and the sentence says its words right after "y", "e", "o", "u" or "ni":
+    a predicate shared by a coordination ("Silvia lee el libro de lengua y el libro de
+    medicina" defines ``Silvia lee el libro de medicina``, "votamos en contra de la moción y en
+    contra del plan" ``votamos en contra del plan``). A subject the definition already has stays
+    before the verb ("David ha aprobado música o arte" read as ``David arte`` gives ``David ha
+    aprobado arte``). Relations ("x = 1") and definitions the sentence does not say after a
+    coordinator are unchanged."""
+    if (
+        _finite_verb_index(words) is not None
+        or any(not w[:1].isalnum() for w in words)
+        or any(w.lower() in _IMPERSONAL_HABER or _looks_like_a_verb(w) for w in words)
+    ):
+        return words
+    tokens = [t.lower() for t in _WORD_RE.findall(sentence)]
+
+    def after_coordinator(rest: list[str]) -> bool:
+        head = [w.lower() for w in rest[:2]]
+        return any(
+            tokens[i : i + len(head)] == head and i and tokens[i - 1] in _COORDINATORS
+            for i in range(len(tokens))
+        )
+
+    lemmas_of = _conjugation_tables()[1]
+    for previous in reversed(earlier):
+        k = _finite_verb_index(previous)
+        if k is None:
+            continue
+        end = k + 1
+        if "haber" in lemmas_of.get(previous[k].lower(), ()) and end < len(previous):
+            end += previous[end].lower().endswith(_PARTICIPLE_ENDINGS)
+        subject = [w.lower() for w in previous[:k]]
+        own_subject = bool(subject) and [w.lower() for w in words[:k]] == subject
+        rest = words[k:] if own_subject else words
+        # the shared verb's complement and this one open alike ("la merienda" / "la sopa", "en
+        # contra de" / "en contra del"); "son aves y el sol brilla" is two clauses
+        if end == len(previous) or not rest or not after_coordinator(rest):
+            return words
+        complement = [w.lower() for w in previous[end:]]
+        lowered = [w.lower() for w in rest]
+        kind = _opening(rest[0])
+        if kind != _opening(previous[end]) or (
+            # bare words ("clase de inglés" / "clase de lengua", "manzanas todos los días" / "pasta
+            # todos los días", "música" / "arte") only with a word in common at either end, or alone
+            kind == "word"
+            and complement[0] != lowered[0]
+            and complement[-2:] != lowered[-2:]
+            and len(complement) + len(lowered) > 2
+        ):
+            return words
+        return previous[:end] + rest
+    return words
+
+
+def _looks_like_a_verb(word: str) -> bool:
+    """A form of a lexicon verb (any, participles and infinitives too) or, for a word the lexicon
+    does not know, an infinitive's ending ("limpiar", "estar")."""
+    from nanologic.grammar import lexicon_verb_lemma
+
+    low = word.lower()
+    return lexicon_verb_lemma(low) is not None or (len(low) > 3 and low.endswith(("ar", "er", "ir")))
+
+
+_PREPOSITIONS = word_set("a al en de del con por para contra sin hasta desde hacia sobre")
+
+
+def _opening(word: str) -> str:
+    """What kind of word opens a complement: a determiner, a preposition, a number, a name or
+    another word."""
+    low = word.lower()
+    if low in _DETERMINERS:
+        return "determiner"
+    if low in _PREPOSITIONS:
+        return "preposition"
+    if word[:1].isdigit():
+        return "number"
+    return "name" if word[:1].isupper() else "word"
+
+
 # A run of one to four words written twice in a row ("me mojo me mojo": the grammar's jump back
 # used to repeat what was just written). One gold definition of a training split's 68,418 has one.
 _REPEAT_RE = re.compile(r"(?<!\S)((?:\S+ ){0,3}\S+) \1(?!\S)")
@@ -325,6 +413,7 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
         words = _without_repeats(definition).split()
         if words:
             words = _with_subject(_agreeing(_indicative(words)), earlier, sentence, written=words)
+            words = _with_predicate(words, earlier, sentence)
             earlier.append(words)
         out[letter] = " ".join(words) if words else definition
     return out
