@@ -123,6 +123,26 @@ def test_a_predicate_shared_by_a_coordination_is_written_out(sentence, first, se
     assert normalize_definitions({"p": first, "q": second}, sentence) == {"p": first, "q": expected or second}
 
 
+@pytest.mark.parametrize(
+    ("sentence", "definition", "expected"),
+    [
+        (
+            "Ya sea que el dragón ganara la batalla, llueve.",
+            "el dragón gana la batalla",
+            "el dragón ganó la batalla",
+        ),
+        ("Para que Esther volviera a casa, llueve.", "Esther volvía a casa", "Esther volvió a casa"),
+        # a counterfactual after "si" is read in the present; the preterite is already right
+        ("Si la tribu ganara la batalla, llueve.", "la tribu gana la batalla", None),
+        ("Ya sea que el dragón ganara la batalla, llueve.", "el dragón ganó la batalla", None),
+        # the sentence says the verb in another tense too: either may be the one read
+        ("Que Álvaro pida vacaciones o Jordi pidiera un aumento.", "Álvaro pide vacaciones", None),
+    ],
+)
+def test_a_past_subjunctive_after_que_is_read_in_the_preterite(sentence, definition, expected):
+    assert normalize_definitions({"p": definition}, sentence) == {"p": expected or definition}
+
+
 def test_definitions_no_rule_applies_to_are_unchanged():
     atoms = {"p": "x + y = 3", "q": "", "r": "hace frío"}
     assert normalize_definitions(atoms, "Si x + y = 3, hace frío.") == atoms

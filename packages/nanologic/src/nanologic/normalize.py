@@ -11,6 +11,8 @@ format asks for where a rule can tell them apart:
 - a subjunctive form of a lexicon verb that is not also an indicative form (and not a noun after a
   determiner: "el viaje") becomes the indicative of the same person, as the generator's
   ``INDICATIVE_OF_SUBJUNCTIVE`` maps tenses;
+- a present or imperfect written for a verb the sentence says only in the imperfect subjunctive
+  after "que" becomes the preterite ("Ya sea que el dragón ganara" -> ``el dragón ganó``);
 - a third-person plural verb after a singular subject (a predicate shared by several subjects:
   "Ni Valeria ni Ana piden la cuenta" defines ``Valeria pide la cuenta``) takes the singular;
 - a definition that starts with a third-person verb whose subject the sentence leaves out (the
@@ -302,6 +304,46 @@ def _with_subject(
     return words
 
 
+def _past_of_a_past_subjunctive(words: list[str], sentence: str) -> list[str]:
+    """``words`` with a present or imperfect verb in the preterite of the same person when the
+    sentence says that verb only in the imperfect subjunctive after "que" ("Ya sea que el dragón
+    ganara la batalla" defines ``el dragón ganó la batalla``, as the generator's
+    ``INDICATIVE_OF_SUBJUNCTIVE`` reads it; a small model often writes ``gana``). After "si" the
+    imperfect subjunctive is a counterfactual ("Si la tribu fuera nómada" defines ``la tribu es
+    nómada``) and stays as the model wrote it, as does a verb the sentence also says in another
+    tense."""
+    readings_of = _conjugation_tables()[3]
+    tokens = [t.lower() for t in _WORD_RE.findall(sentence)]
+    after_que: set[str] = set()
+    for i, token in enumerate(tokens):
+        readings = readings_of.get(token, frozenset())
+        if not readings or any(tense != "impf_sub" for _, tense, _ in readings):
+            continue
+        opener = next((t for t in reversed(tokens[max(0, i - 6) : i]) if t in {"que", "si"}), None)
+        if opener == "que":
+            after_que |= {lemma for lemma, _, _ in readings}
+    # a verb the sentence also says in another tense ("que Álvaro pida … o Jordi pidiera …")
+    # may be read from that one
+    after_que -= {
+        lemma for token in tokens for lemma, tense, _ in readings_of.get(token, ()) if tense != "impf_sub"
+    }
+    if not after_que:
+        return words
+    out = list(words)
+    for i, word in enumerate(words):
+        readings = readings_of.get(word.lower(), frozenset())
+        if word.lower() in tokens or len({(lemma, tense) for lemma, tense, _ in readings}) != 1:
+            continue
+        lemma, tense, _ = next(iter(readings))
+        persons = {person for _, _, person in readings}
+        # "volvía" is first or third person: the definition's subject says which
+        person = 0 if words[0].lower() == "yo" and 0 in persons else max(persons)
+        if lemma in after_que and tense in {"pres", "impf"}:
+            form = conjugate(lemma, "pret", person).split()[0]
+            out[i] = form.capitalize() if word[:1].isupper() else form
+    return out
+
+
 _COORDINATORS = word_set("y e o u ni")
 _IMPERSONAL_HABER = word_set("hay había habrá hubo habría haya hubiera")
 
@@ -413,7 +455,7 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
         words = _without_repeats(definition).split()
         if words:
             words = _with_subject(_agreeing(_indicative(words)), earlier, sentence, written=words)
-            words = _with_predicate(words, earlier, sentence)
+            words = _with_predicate(_past_of_a_past_subjunctive(words, sentence), earlier, sentence)
             earlier.append(words)
         out[letter] = " ".join(words) if words else definition
     return out
