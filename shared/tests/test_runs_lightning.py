@@ -215,6 +215,43 @@ def test_last_holds_the_last_step_beside_a_monitored_best(tmp_path: Path) -> Non
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 50
 
 
+def test_last_follows_every_validation_beside_a_monitored_best(tmp_path: Path) -> None:
+    """Lightning writes "last" beside a top-k save only: after a crash at step 45 "last" was step
+    20 (the best), and a resume replayed 20 steps. Now it is the newest validation's, step 40."""
+    from lm_shared.resumable import SignalSafeCheckpoint
+
+    class CrashAt45(Tiny):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 45:
+                raise RuntimeError("crash")
+            return super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", float(abs(self.global_step - 20)))  # best at step 20, worse at 40
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2
+    )
+    checkpoints = SignalSafeCheckpoint(
+        dirpath=tmp_path, filename="best", monitor="val_loss", save_last=True, enable_version_counter=False
+    )
+    trainer = _trainer(
+        tmp_path,
+        60,
+        [checkpoints],
+        val_check_interval=20,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        enable_checkpointing=True,
+    )
+    with pytest.raises(RuntimeError, match="crash"):
+        trainer.fit(CrashAt45(), loader, loader)
+    assert torch.load(tmp_path / "best.ckpt", weights_only=False)["global_step"] == 20
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 40
+
+
 def test_last_checkpoint_is_written_at_each_epoch_end(tmp_path: Path) -> None:
     """A crash in the second epoch resumes from the first epoch's end to the uninterrupted weights.
     ``LastCheckpoint`` had never written an epoch end (Lightning writes "last" only beside a top-k

@@ -127,7 +127,7 @@ class ResumableDataLoader(DataLoader):
 
 
 class SignalSafeCheckpoint(ModelCheckpoint):
-    """A ``ModelCheckpoint`` whose final "last" holds the last step, or a signal's checkpoint.
+    """A ``ModelCheckpoint`` whose "last" is the newest validation's, the final step's or a signal's.
 
     Lightning's final "last" save is made only when none was made before: with ``save_last``
     beside a monitored top-k, "last" stayed at the best step (infinito's ``--checkpoint last``
@@ -139,6 +139,20 @@ class SignalSafeCheckpoint(ModelCheckpoint):
     time limit, early stopping) end the run and get the final save. Arguments are
     ``ModelCheckpoint``'s.
     """
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        """Lightning's validation save, then "last" at this step if that wrote none.
+
+        Lightning 2.6 writes "last" beside a top-k save only, so between two improvements "last"
+        stayed at the best step and a crash replayed every step since (infinito-iit).
+        """
+        super().on_validation_end(trainer, pl_module)
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and not self._should_save_on_train_epoch_end(trainer)
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         """Save "last" at the final step unless it is saved, or a signal's stop saved it already."""
