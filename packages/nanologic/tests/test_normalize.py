@@ -137,6 +137,12 @@ def test_a_predicate_shared_by_a_coordination_is_written_out(sentence, first, se
         ("Ya sea que el dragón ganara la batalla, llueve.", "el dragón ganó la batalla", None),
         # the sentence says the verb in another tense too: either may be the one read
         ("Que Álvaro pida vacaciones o Jordi pidiera un aumento.", "Álvaro pide vacaciones", None),
+        # "haya" begins every verb's perfect subjunctive: no other tense of "ganar"
+        (
+            "Ya sea que Laura ganara después de cenar o que Laura haya pagado, llueve.",
+            "Laura gana después de cenar",
+            "Laura ganó después de cenar",
+        ),
     ],
 )
 def test_a_past_subjunctive_after_que_is_read_in_the_preterite(sentence, definition, expected):
@@ -163,6 +169,9 @@ def test_words_written_twice_in_a_row_are_written_once():
         {"p": "llueve", "q": "me mojo me mojo", "r": "fuma fuma fuma"}, "Si llueve, me mojo."
     )
     assert out == {"p": "llueve", "q": "me mojo", "r": "fuma"}
+    # a repeat the indicative makes
+    out = normalize_definitions({"p": "Ana haya expuesto ha expuesto"}, "Que Ana haya expuesto.")
+    assert out == {"p": "Ana ha expuesto"}
 
 
 def test_a_capitalised_verb_is_lower_cased_behind_its_subject():

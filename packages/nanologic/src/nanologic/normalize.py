@@ -322,10 +322,13 @@ def _past_of_a_past_subjunctive(words: list[str], sentence: str) -> list[str]:
         opener = next((t for t in reversed(tokens[max(0, i - 6) : i]) if t in {"que", "si"}), None)
         if opener == "que":
             after_que |= {lemma for lemma, _, _ in readings}
-    # a verb the sentence also says in another tense ("que Álvaro pida … o Jordi pidiera …")
-    # may be read from that one
+    # a verb the sentence also says in another simple tense ("que Álvaro pida … o Jordi pidiera
+    # …") may be read from that one; "haya", "ha" begin every verb's perfect
     after_que -= {
-        lemma for token in tokens for lemma, tense, _ in readings_of.get(token, ()) if tense != "impf_sub"
+        lemma
+        for token in tokens
+        for lemma, tense, _ in readings_of.get(token, ())
+        if tense not in {"impf_sub", "perf", "perf_sub"}
     }
     if not after_que:
         return words
@@ -456,6 +459,8 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
         if words:
             words = _with_subject(_agreeing(_indicative(words)), earlier, sentence, written=words)
             words = _with_predicate(_past_of_a_past_subjunctive(words, sentence), earlier, sentence)
+            # the indicative can make a repeat ("haya expuesto ha expuesto")
+            words = _without_repeats(" ".join(words)).split()
             earlier.append(words)
         out[letter] = " ".join(words) if words else definition
     return out
