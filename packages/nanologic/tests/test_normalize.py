@@ -20,6 +20,17 @@ from nanologic.normalize import normalize_definitions
             "Que los jugadores voten a menudo.",
             "los jugadores votan a menudo",
         ),
+        # "fuera" is "ir" or "ser": "fue" either way
+        (
+            {"p": "Gabriela fuera al zoo"},
+            "Es necesario que Gabriela fuera al zoo.",
+            "Gabriela fue al zoo",
+        ),
+        (
+            {"p": "el número 46 fuera impar"},
+            "Salvo que el número 46 fuera impar, llueve.",
+            "el número 46 fue impar",
+        ),
         # "viaje" after a determiner is the noun, not the subjunctive of "viajar"
         ({"p": "el salón estuvo limpio durante el viaje"}, "El salón estuvo limpio durante el viaje.", None),
     ],

@@ -126,7 +126,9 @@ def _conjugation_tables() -> tuple[
         # "haya" begins every verb's perfect subjunctive ("haya cantado"): read it as haber's own
         if "haber" in {lemma for lemma, _, _ in readings}:
             readings = [r for r in readings if r[0] == "haber"]
-        if form not in indicative and len({lemma for lemma, _, _ in readings}) == 1:
+        if form not in indicative and (
+            len({lemma for lemma, _, _ in readings}) == 1 or _one_indicative_per_person(readings)
+        ):
             only_subjunctive[form] = tuple(readings)
     return (
         {k: frozenset(v) for k, v in persons.items()},
@@ -134,6 +136,17 @@ def _conjugation_tables() -> tuple[
         only_subjunctive,
         {k: frozenset(v) for k, v in readings_of.items()},
     )
+
+
+def _one_indicative_per_person(readings: list[tuple[str, str, int]]) -> bool:
+    """Whether the verbs a subjunctive form may be of give it one indicative in each person:
+    "fuera" is "ir" or "ser", and "fue" either way."""
+    forms: dict[int, set[str]] = {}
+    for lemma, tense, person in readings:
+        forms.setdefault(person, set()).add(
+            conjugate(lemma, INDICATIVE_OF_SUBJUNCTIVE[tense], person).split()[0]
+        )
+    return all(len(f) == 1 for f in forms.values())
 
 
 def _is_plural(subject: list[str]) -> bool:
