@@ -160,6 +160,28 @@ def test_a_past_subjunctive_after_que_is_read_in_the_preterite(sentence, definit
     assert normalize_definitions({"p": definition}, sentence) == {"p": expected or definition}
 
 
+@pytest.mark.parametrize(
+    ("definition", "expected"),
+    [
+        # an auxiliary the grammar let the model take from "haya", before a finite verb
+        ("Rodrigo ha lleva unas entradas", "Rodrigo lleva unas entradas"),
+        ("el gas se ha oxidó después de cenar", "el gas se oxidó después de cenar"),
+        ("tú has mientes", "tú mientes"),
+        # "hay" before a participle, "ha" opening an impersonal clause
+        ("hay hecho 27 grados", "ha hecho 27 grados"),
+        ("ha niebla por la mañana", "hay niebla por la mañana"),
+        # perfects, "ha de" and a noun that ends like a participle ("mercado") stay
+        ("Juan ha hecho los deberes", None),
+        ("ha de llover", None),
+        ("hay mercado hoy", None),
+        ("ha llovido", None),
+    ],
+)
+def test_a_perfects_auxiliary_is_written_as_the_format_does(definition, expected):
+    sentence = "Que Rodrigo lleve unas entradas o que Dueia haya llevado un reloj."
+    assert normalize_definitions({"p": definition}, sentence) == {"p": expected or definition}
+
+
 def test_definitions_no_rule_applies_to_are_unchanged():
     atoms = {"p": "x + y = 3", "q": "", "r": "hace frío"}
     assert normalize_definitions(atoms, "Si x + y = 3, hace frío.") == atoms

@@ -11,6 +11,8 @@ format asks for where a rule can tell them apart:
 - a subjunctive form of a lexicon verb that is not also an indicative form (and not a noun after a
   determiner: "el viaje") becomes the indicative of the same person, as the generator's
   ``INDICATIVE_OF_SUBJUNCTIVE`` maps tenses;
+- a perfect's auxiliary before a finite verb is dropped ("Rodrigo ha lleva" -> ``Rodrigo
+  lleva``), "hay" before a participle is "ha", "ha" opening a clause before a noun is "hay";
 - a present or imperfect written for a verb the sentence says only in the imperfect subjunctive
   after "que" becomes the preterite ("Ya sea que el dragón ganara" -> ``el dragón ganó``);
 - a third-person plural verb after a singular subject (a predicate shared by several subjects:
@@ -317,6 +319,42 @@ def _with_subject(
     return words
 
 
+_AUXILIARIES = word_set("he has ha hemos habéis han")
+
+
+def _perfect_mended(words: list[str]) -> list[str]:
+    """A perfect's auxiliary as the format writes it: one before a finite verb, which the grammar
+    lets a definition take from the sentence's "haya" ("Rodrigo ha lleva unas entradas" for "que
+    Rodrigo lleve unas entradas o que Dueia haya llevado un reloj"), is dropped; "hay" before a
+    participle is "ha" ("hay hecho 27 grados"), and a definition opening with "ha" before a word
+    that is neither a participle, a verb nor "de" is the impersonal "hay" ("ha niebla")."""
+    from nanologic.grammar import lexicon_verb_lemma
+
+    persons = _conjugation_tables()[0]
+    out: list[str] = []
+    for i, word in enumerate(words):
+        low = word.lower()
+        following = words[i + 1].lower() if i + 1 < len(words) else ""
+        participle = following.endswith(_PARTICIPLE_ENDINGS)
+        if low in _AUXILIARIES and following in persons and not participle:
+            continue
+        # a participle of the lexicon: "mercado" ends like one
+        if low == "hay" and participle and lexicon_verb_lemma(following) is not None:
+            out.append(word[0] + "a")
+        elif (
+            low == "ha"
+            and i == 0
+            and following
+            and not participle
+            and following not in persons
+            and following != "de"
+        ):
+            out.append(word[0] + "ay")
+        else:
+            out.append(word)
+    return out
+
+
 def _past_of_a_past_subjunctive(words: list[str], sentence: str) -> list[str]:
     """``words`` with a present or imperfect verb in the preterite of the same person when the
     sentence says that verb only in the imperfect subjunctive after "que" ("Ya sea que el dragón
@@ -470,6 +508,7 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
     for letter, definition in atoms.items():
         words = _without_repeats(definition).split()
         if words:
+            words = _perfect_mended(words)
             words = _with_subject(_agreeing(_indicative(words)), earlier, sentence, written=words)
             words = _with_predicate(_past_of_a_past_subjunctive(words, sentence), earlier, sentence)
             # the indicative can make a repeat ("haya expuesto ha expuesto")
