@@ -79,6 +79,23 @@ def test_subjunctive_becomes_indicative(atoms, sentence, expected):
         # weather is impersonal in the perfect too, and "amanecer nublado" is not a perfect
         ("O Nuria sale o ha nevado en la sierra.", "Nuria sale", "ha nevado en la sierra", None),
         ("Si Miguel pierde, amanecerá nublado.", "Miguel pierde", "amanecerá nublado", None),
+        # "hacer" and "haber" are impersonal by what follows, as the generator's weather clauses
+        ("Vicente sale o ha hecho calor.", "Vicente sale", "ha hecho calor", None),
+        ("Ana juega o hubo mercado en invierno.", "Ana juega", "hubo mercado en invierno", None),
+        ("Ana juega o ha habido niebla.", "Ana juega", "ha habido niebla", None),
+        # a variable is no subject of a clause without it
+        (
+            "O z no será menor que 44 o mentía el año pasado.",
+            "z será menor que 44",
+            "mentía el año pasado",
+            None,
+        ),
+        (
+            "El jefe llega y ha hecho los deberes.",
+            "el jefe llega",
+            "ha hecho los deberes",
+            "el jefe ha hecho los deberes",
+        ),
     ],
 )
 def test_an_elided_subject_is_written_out(sentence, first, second, expected):

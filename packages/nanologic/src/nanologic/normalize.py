@@ -89,7 +89,23 @@ _PERSONAL_PRONOUNS = word_set("yo tú nosotros nosotras vosotros vosotras")
 # words that may stand between a verb and what precedes its clause ("…, no se cae")
 _CLITICS = word_set("no se lo la le les me te nos os ya también sí")
 # verbs without a subject: weather and existence ("llueve", "hay tarea", "hace frío")
-_IMPERSONAL_LEMMAS = frozenset({"llover", "nevar", "haber", "hacer", "granizar", "tronar", "amanecer"})
+
+
+def _impersonal_predicates() -> tuple[frozenset[str], frozenset[str]]:
+    """The lemmas of the generator's impersonal predicates (``lexicon.IMPERSONAL``: weather, "hacer
+    calor", "haber niebla") and the words that open what "hacer" and "haber" take there."""
+    from nanologic.lexicon import IMPERSONAL
+
+    lemmas, objects = set(), set()
+    for entry in IMPERSONAL:
+        lemma, _, complement = (part.strip() for part in entry.partition("|"))
+        lemmas.add(lemma)
+        if lemma in {"hacer", "haber"} and complement and not complement.startswith("{"):
+            objects.add(complement.split()[0])
+    return frozenset(lemmas), frozenset(objects)
+
+
+_IMPERSONAL_LEMMAS, _IMPERSONAL_OBJECTS = _impersonal_predicates()
 _WEATHER_LEMMAS = _IMPERSONAL_LEMMAS - {"haber", "hacer"}
 _PARTICIPLE_ENDINGS = ("ado", "ido", "to", "cho")
 _THIRD_SINGULAR, _THIRD_PLURAL = 2, 5
@@ -276,17 +292,23 @@ def _with_subject(
     persons = persons_of.get(verb.lower(), frozenset())
     if not persons:
         return words
-    # a perfect is impersonal by its participle ("ha nevado", not "ha hecho", which has "ha hecho
-    # los deberes" too), "amanecerá nublado" by its verb
+    # a perfect is impersonal by its participle ("ha nevado"), "amanecerá nublado" by its verb;
+    # "hacer" and "haber" by what follows ("ha hecho calor", "hubo mercado", not "ha hecho los
+    # deberes")
     from nanologic.grammar import lexicon_verb_lemma
 
     participle = words[1].lower() if len(words) > 1 and "haber" in lemmas_of[verb.lower()] else ""
     participle_lemma = lexicon_verb_lemma(participle) if participle.endswith(_PARTICIPLE_ENDINGS) else None
+    after = words[2:] if participle_lemma is not None else words[verb_at + 1 :]
+    impersonal_object = bool(after) and (after[0].lower() in _IMPERSONAL_OBJECTS or after[0][:1].isdigit())
     if participle_lemma is not None:
-        impersonal = participle_lemma in _WEATHER_LEMMAS
+        impersonal = participle_lemma in _WEATHER_LEMMAS or (
+            participle_lemma in {"haber", "hacer"} and impersonal_object
+        )
     else:
-        impersonal = bool(lemmas_of[verb.lower()] & _IMPERSONAL_LEMMAS) and not participle.endswith(
-            _PARTICIPLE_ENDINGS
+        lemmas = lemmas_of[verb.lower()]
+        impersonal = (bool(lemmas & _IMPERSONAL_LEMMAS) and not participle.endswith(_PARTICIPLE_ENDINGS)) or (
+            bool(lemmas & {"haber", "hacer"}) and impersonal_object
         )
     third_person = bool(persons & {_THIRD_SINGULAR, _THIRD_PLURAL}) and not impersonal
     if not third_person and not persons & {0, 1, 3, 4}:
@@ -307,6 +329,7 @@ def _with_subject(
         lowered = {w.lower() for w in words}
         if (
             all(w.lower() in _DETERMINERS for w in subject)
+            or (len(subject) == 1 and len(subject[0]) == 1)  # a variable: "z será menor que 44"
             or subject[0].lower() in _PERSONAL_PRONOUNS
             or any(w.lower() in lowered for w in subject if w.lower() not in _DETERMINERS)
             or not _subject_left_out(sentence, written_verb)
