@@ -183,15 +183,17 @@ def test_a_signal_before_the_first_validation_keeps_its_mid_epoch_checkpoint(tmp
     assert saved["global_step"] == 11 and (progress["started"], progress["completed"]) == (2, 1)
 
 
-def test_last_holds_the_last_step_beside_a_monitored_best(tmp_path: Path) -> None:
-    """With save_last beside a monitored top-k, Lightning's "last" stayed at the best step (its
-    end-of-fit save is made only when none was before): infinito's ``--checkpoint last`` gave
-    step 20's weights after 50 steps."""
-    from lm_shared.resumable import SignalSafeCheckpoint
+class BestAt20(Tiny):
+    """Validation loss best at step 20, worse at 40 and after."""
 
-    class BestAt20(Tiny):
-        def validation_step(self, batch, batch_idx):
-            self.log("val_loss", float(abs(self.global_step - 20)))  # best at step 20, worse at 40
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", float(abs(self.global_step - 20)))
+
+
+def _fit_beside_a_monitored_best(tmp_path: Path, model: L.LightningModule, max_steps: int) -> None:
+    """Fit ``model`` for ``max_steps`` under a ``SignalSafeCheckpoint`` keeping the best
+    validation loss (validated every 20 steps) and "last"."""
+    from lm_shared.resumable import SignalSafeCheckpoint
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(16, 4, generator=g)
@@ -203,14 +205,21 @@ def test_last_holds_the_last_step_beside_a_monitored_best(tmp_path: Path) -> Non
     )
     trainer = _trainer(
         tmp_path,
-        50,
+        max_steps,
         [checkpoints],
         val_check_interval=20,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         enable_checkpointing=True,
     )
-    trainer.fit(BestAt20(), loader, loader)
+    trainer.fit(model, loader, loader)
+
+
+def test_last_holds_the_last_step_beside_a_monitored_best(tmp_path: Path) -> None:
+    """With save_last beside a monitored top-k, Lightning's "last" stayed at the best step (its
+    end-of-fit save is made only when none was before): infinito's ``--checkpoint last`` gave
+    step 20's weights after 50 steps."""
+    _fit_beside_a_monitored_best(tmp_path, BestAt20(), 50)
     assert torch.load(tmp_path / "best.ckpt", weights_only=False)["global_step"] == 20
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 50
 
@@ -218,36 +227,15 @@ def test_last_holds_the_last_step_beside_a_monitored_best(tmp_path: Path) -> Non
 def test_last_follows_every_validation_beside_a_monitored_best(tmp_path: Path) -> None:
     """Lightning writes "last" beside a top-k save only: after a crash at step 45 "last" was step
     20 (the best), and a resume replayed 20 steps. Now it is the newest validation's, step 40."""
-    from lm_shared.resumable import SignalSafeCheckpoint
 
-    class CrashAt45(Tiny):
+    class CrashAt45(BestAt20):
         def training_step(self, batch, batch_idx):
             if self.global_step == 45:
                 raise RuntimeError("crash")
             return super().training_step(batch, batch_idx)
 
-        def validation_step(self, batch, batch_idx):
-            self.log("val_loss", float(abs(self.global_step - 20)))  # best at step 20, worse at 40
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(16, 4, generator=g)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=2
-    )
-    checkpoints = SignalSafeCheckpoint(
-        dirpath=tmp_path, filename="best", monitor="val_loss", save_last=True, enable_version_counter=False
-    )
-    trainer = _trainer(
-        tmp_path,
-        60,
-        [checkpoints],
-        val_check_interval=20,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        enable_checkpointing=True,
-    )
     with pytest.raises(RuntimeError, match="crash"):
-        trainer.fit(CrashAt45(), loader, loader)
+        _fit_beside_a_monitored_best(tmp_path, CrashAt45(), 60)
     assert torch.load(tmp_path / "best.ckpt", weights_only=False)["global_step"] == 20
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 40
 
