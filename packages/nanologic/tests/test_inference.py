@@ -419,12 +419,18 @@ def test_retarget_resumes_where_a_verb_was_taken_twice_or_a_definition_was_cut(f
         assert word.startswith(" ") and any(
             form.startswith(word.strip().lower()) for form in ("va", "vaya", "dimite", "dimita")
         ), (prefix, word)
-    # a definition cut short ("Ana lee" for "Ana lee novelas") is resumed where it ended
-    sentence = "Si Ana lee novelas, Luis canta."
-    out = _encode_answer(formalizer, ["Ana lee", "Luis canta"], "p → q")
-    grammar = grounded_grammar(sentence, polarity_marks=True)
-    heads = grounded._retarget_heads(prompt, out, grammar, sentence, ["novelas"])
-    assert [formalizer.tokenizer.decode(h[:-1]) for h in heads] == [f"{ATOMS} p: Ana lee"]
+    # a definition cut short ("Ana lee" for "Ana lee novelas") is resumed where it ended, in the
+    # list or at its end; never across a comma ("Luis canta, Ana lee novelas")
+    for sentence, atoms, cut in (
+        ("Si Ana lee novelas, Luis canta.", ["Ana lee", "Luis canta"], "p: Ana lee"),
+        ("Si Luis canta, Ana lee novelas.", ["Luis canta", "Ana lee"], "p: Luis canta | q: Ana lee"),
+    ):
+        prompt = formalizer.tokenizer.encode(prompt_text(sentence))
+        out = _encode_answer(formalizer, atoms, "p → q")
+        grammar = grounded_grammar(sentence, polarity_marks=True)
+        heads = grounded._retarget_heads(prompt, out, grammar, sentence, ["novelas"])
+        assert [formalizer.tokenizer.decode(h[:-1]).rstrip() for h in heads] == [f"{ATOMS} {cut}"]
+        assert formalizer.tokenizer.decode(heads[0][-1:]).startswith(" n")
 
 
 def test_retarget_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, monkeypatch):
@@ -451,3 +457,8 @@ def test_retarget_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, m
         )
         # the first try joins p with itself (marked): refused; the second holds "novelas"
         assert grounded._retarget_batch([prompt], [short], ["grammar"], [sentence]) == [expected]
+    # an answer marked already may give way to a marked try that leaves fewer words out
+    marked = answer("Ana lee", "p → p")
+    monkeypatch.setattr(grounded.model, "generate", lambda *args, **kw: [looped[len(head) :]])
+    monkeypatch.setattr(grounded, "_retarget_heads", lambda *args: [head])
+    assert grounded._retarget_batch([prompt], [marked], ["grammar"], [sentence]) == [looped]

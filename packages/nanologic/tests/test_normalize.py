@@ -145,6 +145,10 @@ def test_an_elided_subject_is_written_out(sentence, first, second, expected):
             None,
         ),
         ("Si x = 1 y x + y = 3, llueve.", "x = 1", "x + y = 3", None),
+        # a verb the lexicon does not know ("aplaude"), and a clause whose verb is "también"
+        ("Juan toca la guitarra y la gente aplaude.", "Juan toca la guitarra", "la gente aplaude", None),
+        ("El niño lee un libro y la niña también.", "el niño lee un libro", "la niña", None),
+        ("Juan visita Roma y María también.", "Juan visita Roma", "María", None),
     ],
 )
 def test_a_predicate_shared_by_a_coordination_is_written_out(sentence, first, second, expected):
@@ -187,6 +191,7 @@ def test_a_past_subjunctive_after_que_is_read_in_the_preterite(sentence, definit
         # "hay" before a participle, "ha" opening an impersonal clause
         ("hay hecho 27 grados", "ha hecho 27 grados"),
         ("ha niebla por la mañana", "hay niebla por la mañana"),
+        ("ha leído el libro", None),
         # perfects, "ha de" and a noun that ends like a participle ("mercado") stay
         ("Juan ha hecho los deberes", None),
         ("ha de llover", None),

@@ -148,7 +148,7 @@ class SignalSafeCheckpoint(ModelCheckpoint):
         """
         super().on_validation_end(trainer, pl_module)
         if (
-            self.save_last
+            self.save_last is True  # "link" would point "last" back at the best checkpoint
             and not self._should_skip_saving_checkpoint(trainer)
             and not self._should_save_on_train_epoch_end(trainer)
         ):

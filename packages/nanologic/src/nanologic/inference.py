@@ -150,7 +150,8 @@ class Formalizer:
     times (then the least sure token of the connectors and formula). The switch and the re-decoding stay under the grammar,
     and a repair is kept only when its output is free of these marks (else the first output is).
     Under a grammar an answer whose definitions leave content words of the sentence out
-    (:func:`uncovered_words`) is re-decoded once more (:meth:`_cover`).
+    (:func:`uncovered_words`) is re-decoded once more (:meth:`_cover`), then from where a word
+    left out was missed (:meth:`_retarget_batch`).
 
     ``beam_size`` > 1 decodes each sentence by beam search (:meth:`NanoLogic.beam_search`, each
     beam under its own fork of the grammar) and keeps the best answer that breaks none of the rules
@@ -289,8 +290,20 @@ class Formalizer:
             outs = self._repair_batch(prompts, outs, row_grammars, chunk)
             if grammars is not None and self.repair_tries > 0:
                 outs = self._cover_batch(prompts, outs, grammars, chunk)
-                for _ in range(self.repair_tries):
-                    outs = self._retarget_batch(prompts, outs, grammars, chunk)
+                rows = list(range(len(outs)))
+                for _ in range(self.repair_tries):  # a row unchanged by a round would repeat it
+                    tried = self._retarget_batch(
+                        [prompts[k] for k in rows],
+                        [outs[k] for k in rows],
+                        [grammars[k] for k in rows],
+                        [chunk[k] for k in rows],
+                    )
+                    rows_changed = [k for k, out in zip(rows, tried) if out is not outs[k]]
+                    for k, out in zip(rows, tried):
+                        outs[k] = out
+                    rows = rows_changed
+                    if not rows:
+                        break
             texts.extend(self.tokenizer.decode(out) for out in outs)
         return texts
 
@@ -358,11 +371,17 @@ class Formalizer:
     def _retarget_batch(
         self, prompts: list[list[int]], outs: list[list[int]], grammars: list[str], sentences: list[str]
     ) -> list[list[int]]:
-        """Re-decode answers that leave content words out from where a definition took a word the
-        sentence says fewer times than the definitions use it, or where a definition ended: there
-        the likeliest allowed token that begins a form of a word left out is written instead, and
-        greedy decoding resumes. A try is kept when it keeps the format's rules on the answer as
-        given and leaves fewer content words out (the fewest of all tries)."""
+        """Re-decode answers that leave content words out from where a word left out was missed.
+
+        The places (:meth:`_retarget_heads`): a verb a definition took more often than the
+        sentence says it, the end of a definition the sentence continues with a word left out,
+        the first word of a definition made only of other definitions' words. There the likeliest
+        token the grammar allows that begins a form of a word left out is written and greedy
+        decoding resumes, every try of the batch in one batch. The try that leaves the fewest
+        content words out is kept if it leaves fewer than the answer and adds no mark of
+        :meth:`repair_span` (read as given); where the answer had one already, a marked try may
+        replace it. Other answers are returned as they were (the same objects).
+        """
         heads: list[list[int]] = []
         owners: list[int] = []
         missing: dict[int, int] = {}
@@ -387,10 +406,12 @@ class Formalizer:
             processors=self._processor([grammars[k] for k in owners], longest, heads),
         )
         best = list(outs)
+        marked = {
+            k: self.repair_span(outs[k], True, sentences[k], as_given=True) is not None for k in missing
+        }
         for k, head, tail in zip(owners, heads, tails):
             candidate = head + tail
-            marked = self.repair_span(outs[k], True, sentences[k], as_given=True) is not None
-            if not marked and self.repair_span(candidate, True, sentences[k], as_given=True) is not None:
+            if not marked[k] and self.repair_span(candidate, True, sentences[k], as_given=True) is not None:
                 continue
             candidate_missing = self._uncovered(sentences[k], candidate)
             if candidate_missing < missing[k]:
@@ -401,26 +422,28 @@ class Formalizer:
     def _retarget_heads(
         self, prompt: list[int], out: list[int], grammar: str, sentence: str, left_out: list[str]
     ) -> list[list[int]]:
-        """The heads :meth:`_retarget_batch` resumes from: ``out`` up to a position of its atom
-        list, then the likeliest token the grammar allows there that begins a form of a word of
-        ``left_out`` (after a space)."""
+        """The heads :meth:`_retarget_batch` resumes from: ``out`` up to a place of its atom list,
+        then the likeliest token the grammar allows there that begins, after a space, a form of a
+        word of ``left_out`` (the forms :func:`nanologic.grammar.reading_positions` gives, case
+        kept). At most one head per place."""
         start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
-        pieces = [self.tokenizer.decode([t]) for t in out[start:end]]
-        wanted = set()
-        for word in left_out:
-            wanted |= {f.lower() for _, forms in reading_positions(word) for f in forms} | {word.lower()}
-        said_words = [w.lower() for w in sentence_tokens(sentence)]
+        # words of the atom list: a token after a space begins one; decoded whole (a character
+        # split across byte tokens decodes only with its neighbours)
+        groups: list[list[int]] = []  # [index of its first token, *token ids]
+        for j, token in enumerate(out[start:end]):
+            if self.tokenizer.decode([token]).startswith(" ") or not groups:
+                groups.append([j, token])
+            else:
+                groups[-1].append(token)
+        words = [(group[0], self.tokenizer.decode(group[1:]).strip()) for group in groups]
+        wanted = {f for word in left_out for _, forms in reading_positions(word) for f in forms} | set(
+            left_out
+        )
         said: collections.Counter[str] = collections.Counter()
         for _, forms in reading_positions(sentence):
             said.update({f.lower() for f in forms})
-        used = collections.Counter(w.lower() for d in self._definitions(out) for w in d.split())
-        skip = not_content_words()
-        words: list[list] = []  # [index of its first piece, text]: pieces after a space begin words
-        for j, piece in enumerate(pieces):
-            if piece.startswith(" ") or not words:
-                words.append([j, piece.strip()])
-            else:
-                words[-1][1] += piece
+        definitions = self._definitions(out)
+        used = collections.Counter(w.lower() for d in definitions for w in d.split())
         positions = []
         last_word = ""
         firsts: list[int] = []  # where each definition's first word is
@@ -434,11 +457,11 @@ class Formalizer:
                 if lexicon_verb_lemma(word) and said[word] and used[word] > said[word]:
                     positions.append(start + j)  # a verb taken more often than the sentence says it
                 last_word = word
-            at_end = n + 1 == len(words) and word not in ("|", "¬")
-            if (word in ("|", "¬") or at_end) and _says_soon_after(said_words, last_word, wanted):
-                positions.append(start + (len(pieces) if at_end else j))  # a definition cut short
-        definitions = self._definitions(out)
-        content = [{w.lower() for w in d.split()} - skip for d in definitions]
+            # a definition's end: "|", a polarity mark, or the space before <|connectors|>
+            ends_here = word in ("|", "¬") or (n + 1 == len(words) and not word)
+            if ends_here and _says_soon_after(sentence, last_word, {w.lower() for w in wanted}):
+                positions.append(start + j)  # a definition cut short
+        content = [{w.lower() for w in d.split()} - not_content_words() for d in definitions]
         for k, mine in enumerate(content):  # a definition made only of other definitions' words
             if k < len(firsts) and firsts[k] >= 0 and not mine - set().union(*content[:k], *content[k + 1 :]):
                 positions.append(firsts[k])
@@ -450,7 +473,7 @@ class Formalizer:
         assert mask is not None
         targets = set(positions)
         heads = []
-        for pos in range(start, max(targets) + 1):
+        for pos in range(start, max(targets) + 1):  # the mask reads the answer one token at a time
             row = mask(torch.tensor([out[:pos]]), logits[len(prompt) + pos - 1 : len(prompt) + pos])[0]
             if pos not in targets:
                 continue
@@ -458,12 +481,12 @@ class Formalizer:
                 if not torch.isfinite(row[token]):
                     break
                 text = self.tokenizer.decode([token])
-                word = text.strip().lower()
+                piece = text.strip()
                 if (
                     token != out[pos]
                     and text.startswith(" ")
-                    and word
-                    and any(f.startswith(word) for f in wanted)
+                    and piece
+                    and any(f.startswith(piece) for f in wanted)
                 ):
                     heads.append(out[:pos] + [token])
                     break
@@ -729,12 +752,23 @@ def first_complete_formula(text: str, letters: set[str]) -> str | None:
     return None
 
 
-def _says_soon_after(words: list[str], last: str, wanted: set[str], window: int = 3) -> bool:
-    """Whether one of ``wanted`` is among the ``window`` words after an occurrence of ``last``
-    (a definition's last word) in the sentence's lower-cased ``words``."""
-    return any(
-        any(w in wanted for w in words[k + 1 : k + 1 + window]) for k, w in enumerate(words) if w == last
-    )
+_SENTENCE_WORD_RE = re.compile(r"\w+|[^\w\s]")
+
+
+def _says_soon_after(sentence: str, last: str, wanted: set[str], window: int = 3) -> bool:
+    """Whether one of ``wanted`` (lower case) is among the ``window`` words after an occurrence of
+    ``last`` (a definition's last word, lower case) in ``sentence``, with no punctuation mark or
+    connective between ("Si Luis canta, Ana lee novelas": "novelas" does not continue "canta")."""
+    tokens = [t.lower() for t in _SENTENCE_WORD_RE.findall(sentence)]
+    for k, token in enumerate(tokens):
+        if token != last:
+            continue
+        for following in tokens[k + 1 : k + 1 + window]:
+            if not following[:1].isalnum() or following in CONNECTIVE_WORDS:
+                break
+            if following in wanted:
+                return True
+    return False
 
 
 def has_redundant_definition(definitions: list[str]) -> bool:

@@ -107,7 +107,7 @@ def _impersonal_predicates() -> tuple[frozenset[str], frozenset[str]]:
 
 _IMPERSONAL_LEMMAS, _IMPERSONAL_OBJECTS = _impersonal_predicates()
 _WEATHER_LEMMAS = _IMPERSONAL_LEMMAS - {"haber", "hacer"}
-_PARTICIPLE_ENDINGS = ("ado", "ido", "to", "cho")
+_PARTICIPLE_ENDINGS = ("ado", "ido", "ído", "to", "cho")
 _THIRD_SINGULAR, _THIRD_PLURAL = 2, 5
 _PLURAL_PERSONS = frozenset({_PRONOUN_PERSON["nosotros"], _PRONOUN_PERSON["vosotros"], _THIRD_PLURAL})
 _WORD_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[,;:.]")
@@ -349,8 +349,8 @@ def _perfect_mended(words: list[str]) -> list[str]:
     """A perfect's auxiliary as the format writes it: one before a finite verb, which the grammar
     lets a definition take from the sentence's "haya" ("Rodrigo ha lleva unas entradas" for "que
     Rodrigo lleve unas entradas o que Dueia haya llevado un reloj"), is dropped; "hay" before a
-    participle is "ha" ("hay hecho 27 grados"), and a definition opening with "ha" before a word
-    that is neither a participle, a verb nor "de" is the impersonal "hay" ("ha niebla")."""
+    participle is "ha" ("hay hecho 27 grados"), and a definition opening with "ha" before what
+    the generator's impersonal "haber" takes, a determiner or a number is "hay" ("ha niebla")."""
     from nanologic.grammar import lexicon_verb_lemma
 
     persons = _conjugation_tables()[0]
@@ -367,12 +367,9 @@ def _perfect_mended(words: list[str]) -> list[str]:
         elif (
             low == "ha"
             and i == 0
-            and following
-            and not participle
-            and following not in persons
-            and following != "de"
+            and (following in _IMPERSONAL_OBJECTS or following in _DETERMINERS or following[:1].isdigit())
         ):
-            out.append(word[0] + "ay")
+            out.append(word[0] + "ay")  # "ha niebla", "ha una tormenta"; "ha leído" is a perfect
         else:
             out.append(word)
     return out
@@ -432,8 +429,11 @@ def _with_predicate(words: list[str], earlier: list[list[str]], sentence: str) -
     medicina" defines ``Silvia lee el libro de medicina``, "votamos en contra de la moción y en
     contra del plan" ``votamos en contra del plan``). A subject the definition already has stays
     before the verb ("David ha aprobado música o arte" read as ``David arte`` gives ``David ha
-    aprobado arte``). Relations ("x = 1") and definitions the sentence does not say after a
-    coordinator are unchanged."""
+    aprobado arte``). Only the nearest earlier definition with a verb lends it, and only when its
+    complement and this one open alike (a determiner, a preposition, a number, a name or another
+    word) and, beyond a preposition, share a word at one end or are as long. Relations ("x = 1"),
+    definitions with a verb of the lexicon or an infinitive's ending, and definitions the sentence
+    does not say right after a coordinator, or says before "también" / "tampoco", are unchanged."""
     if (
         _finite_verb_index(words) is not None
         or any(not w[:1].isalnum() for w in words)
@@ -443,9 +443,14 @@ def _with_predicate(words: list[str], earlier: list[list[str]], sentence: str) -
     tokens = [t.lower() for t in _WORD_RE.findall(sentence)]
 
     def after_coordinator(rest: list[str]) -> bool:
+        # said right after a coordinator, and not a clause of its own with its verb left to
+        # "también" ("El niño lee un libro y la niña también")
         head = [w.lower() for w in rest[:2]]
         return any(
-            tokens[i : i + len(head)] == head and i and tokens[i - 1] in _COORDINATORS
+            tokens[i : i + len(head)] == head
+            and i
+            and tokens[i - 1] in _COORDINATORS
+            and not {"también", "tampoco"} & set(tokens[i : i + len(rest) + 1])
             for i in range(len(tokens))
         )
 
@@ -467,14 +472,17 @@ def _with_predicate(words: list[str], earlier: list[list[str]], sentence: str) -
         complement = [w.lower() for w in previous[end:]]
         lowered = [w.lower() for w in rest]
         kind = _opening(rest[0])
-        if kind != _opening(previous[end]) or (
-            # bare words ("clase de inglés" / "clase de lengua", "manzanas todos los días" / "pasta
-            # todos los días", "música" / "arte") only with a word in common at either end, or alone
-            kind == "word"
-            and complement[0] != lowered[0]
-            and complement[-2:] != lowered[-2:]
-            and len(complement) + len(lowered) > 2
-        ):
+        # beyond a preposition, the two complements also share a word at one end or are as long
+        # ("el libro de lengua" / "el libro de medicina", "manzanas todos los días" / "pasta todos
+        # los días", "música" / "arte"): "Juan toca la guitarra y la gente aplaude" is two clauses
+        alike = (
+            complement[:2] == lowered[:2]
+            or complement[-2:] == lowered[-2:]
+            or (kind == "determiner" and complement[1:2] == lowered[1:2])
+            or (kind == "word" and complement[0] == lowered[0])
+            or len(complement) == len(lowered)
+        )
+        if kind != _opening(previous[end]) or (kind != "preposition" and not alike):
             return words
         return previous[:end] + rest
     return words
