@@ -33,6 +33,12 @@ def formalizer():
     return Formalizer(model, tokenizer, max_new_tokens=24, constraint=None)
 
 
+@pytest.fixture
+def grounded(formalizer):
+    """The fixture's model decoding under the grounded grammar (a fresh one: tests patch it)."""
+    return Formalizer(formalizer.model, formalizer.tokenizer, max_new_tokens=40, constraint="grounded")
+
+
 def _encode_output(f: Formalizer, atoms: list[str]) -> list[int]:
     listed = " | ".join(f"{letter}: {d}" for letter, d in zip("pqrs", atoms))
     return f.tokenizer.encode(f"{ATOMS} {listed} {CONNECTORS} ∧: y {FORMULA} p ∧ q {EOS}")
@@ -133,13 +139,12 @@ def test_coverage_tries_are_judged_on_the_answer_as_it_will_be_given(formalizer)
         assert formalizer.repair_span(looped, whole_list=True, sentence=sentence, as_given=True) is not None
 
 
-def test_switch_under_the_grammar_keeps_the_answer_in_it(formalizer):
+def test_switch_under_the_grammar_keeps_the_answer_in_it(formalizer, grounded):
     xgr = pytest.importorskip("xgrammar")
     from nanologic.grammar import grounded_grammar
 
     sentence = "Si llueve, me mojo."
     grammar = grounded_grammar(sentence)
-    grounded = Formalizer(formalizer.model, formalizer.tokenizer, max_new_tokens=40, constraint="grounded")
     prompt = formalizer.tokenizer.encode(prompt_text(sentence))
     out = _encode_answer(formalizer, ["llueve", "llueve"], "p ∧ q")
     start, end = grounded.repair_span(out, whole_list=True)
@@ -176,9 +181,8 @@ def test_uncovered_words_are_the_content_words_no_definition_holds():
     assert uncovered_words("No supo qué contestar.", ["supo qué"]) == ["contestar"]
 
 
-def test_cover_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, monkeypatch):
+def test_cover_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, grounded, monkeypatch):
     sentence = "Si llueve y hace sol, sale el arco iris."
-    grounded = Formalizer(formalizer.model, formalizer.tokenizer, max_new_tokens=40, constraint="grounded")
     prompt = formalizer.tokenizer.encode(prompt_text(sentence))
     complete = formalizer.tokenizer.encode(
         f"{ATOMS} p: llueve | q: hace sol | r: sale el arco iris {CONNECTORS} ∧: y | →: si "
@@ -391,13 +395,12 @@ def test_repairs_batched_over_sentences_equal_one_sentence_at_a_time(formalizer,
     assert together == [f.generate_raw([s])[0] for s in sentences]
 
 
-def test_retarget_resumes_where_a_verb_was_taken_twice_or_a_definition_was_cut(formalizer):
+def test_retarget_resumes_where_a_verb_was_taken_twice_or_a_definition_was_cut(formalizer, grounded):
     pytest.importorskip("xgrammar")
     from nanologic.grammar import grounded_grammar
 
     # "llega" read for the subjunctives "vaya" and "dimita", which no definition holds
     sentence = "Ya sea que mi hermana vaya al concierto o que mi hermana dimita de nuevo, no llega."
-    grounded = Formalizer(formalizer.model, formalizer.tokenizer, max_new_tokens=40, constraint="grounded")
     prompt = formalizer.tokenizer.encode(prompt_text(sentence))
     out = formalizer.tokenizer.encode(
         f"{ATOMS} p: mi hermana llega al concierto | q: mi hermana llega de nuevo | r: llega ¬ "
@@ -433,9 +436,8 @@ def test_retarget_resumes_where_a_verb_was_taken_twice_or_a_definition_was_cut(f
         assert formalizer.tokenizer.decode(heads[0][-1:]).startswith(" n")
 
 
-def test_retarget_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, monkeypatch):
+def test_retarget_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, grounded, monkeypatch):
     sentence = "Si Ana lee novelas, Luis canta."
-    grounded = Formalizer(formalizer.model, formalizer.tokenizer, max_new_tokens=40, constraint="grounded")
     prompt = formalizer.tokenizer.encode(prompt_text(sentence))
 
     def answer(first: str, formula: str) -> list[int]:

@@ -139,8 +139,9 @@ class StopOnSignal(L.Callback):
     """Save ``checkpoint_path`` and stop ``fit`` at the first step boundary after a stop request.
 
     Under several processes the request is agreed at each step boundary (a sum over the ranks), so
-    a signal that reached one rank stops them all at the same step. No validation pass follows (Lightning otherwise validates before an early stop), and no
-    "`Trainer.fit` stopped: `max_epochs=N` reached" line (see :meth:`stopped`).
+    a signal that reached one rank stops them all at the same step. No validation pass follows
+    (Lightning otherwise validates before an early stop), and no "`Trainer.fit` stopped:
+    `max_epochs=N` reached" line (see :meth:`stopped`).
 
     Args:
         stop: the :class:`~lm_shared.runs.StopSignal` the training runs under.

@@ -57,6 +57,7 @@ from nanologic.logic import (
     to_ascii,
     to_unicode,
 )
+from nanologic.normalize import COORDINATORS
 
 _STRIP = " ,.;:¡!¿?\"'«»"
 
@@ -707,7 +708,6 @@ def _same_but_subject(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 _CLITICS = frozenset({"me", "te", "se", "nos", "os", "lo", "la", "los", "las", "le", "les"})
 _FUTURE_ENDINGS = ("ré", "rás", "rá", "remos", "réis", "rán")
-_COORDINATORS = frozenset({"y", "e", "o", "u", "ni"})
 
 
 def _is_verb(word: str) -> bool:
@@ -726,7 +726,7 @@ def _split_commaless(body: str) -> tuple[str, str]:
         head, word, before = words[:i], words[i].lower(), words[i - 1].lower()
         if i >= 2 and [w.lower() for w in words[i : i + 2]] == ["es", "que"]:
             return " ".join(head), " ".join(words[i + 2 :])  # "si A es que B": A → B
-        if not any(_is_verb(w) for w in head) or before in _COORDINATORS or before in _CLITICS:
+        if not any(_is_verb(w) for w in head) or before in COORDINATORS or before in _CLITICS:
             continue
         opens_tail = (
             word == "no"

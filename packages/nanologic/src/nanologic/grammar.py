@@ -59,7 +59,7 @@ from nanologic.data import CONNECTORS as CONNECTORS_MARKER
 from nanologic.data import FORMULA as FORMULA_MARKER
 from nanologic.data import MIXED_MARK, NEGATED_MARK
 from nanologic.logic import AND, IFF, IMPLIES, NOT, OR, atom_letters
-from nanologic.normalize import not_content_words, word_set
+from nanologic.normalize import COORDINATORS, PERFECT_AUXILIARIES, not_content_words, word_set
 
 BINARY_CONNECTIVES = (AND, OR, IMPLIES, IFF)
 FORMULA_SYMBOLS = (NOT, *BINARY_CONNECTIVES)
@@ -292,7 +292,10 @@ def verb_variants(word: str) -> set[str]:
         for tense in set().union(*(_TENSES_READ_AS[t] for t in said)):
             out.update(by_tense.get((lemma, tense), ()))
     if "haber" not in lemmas:
-        out -= _PERFECT_AUXILIARIES
+        # a perfect's first word: a verb's position may not write it alone ("Juan ha que Juan …",
+        # "Hemos" for "hablo"), and no reading needs it there, since the participle would need a
+        # position of its own; the sentence's own "ha" / "haya" still give it
+        out -= PERFECT_AUXILIARIES
     if len(low) > 3 and (low[-1] in "oa" or low.endswith(("os", "as"))):
         # agreement of an adjective or participle with the subject of each definition
         stem = low[:-2] if low.endswith(("os", "as")) else low[:-1]
@@ -316,10 +319,6 @@ _TENSES_READ_AS = {
     "perf_sub": {"perf"},
     "inf": {"pres"},
 }
-# The first word of every perfect ("ha llegado"): a verb's position may not write it alone
-# ("Juan ha que Juan …", "Hemos" for "hablo"), and no reading needs it there, since the participle
-# would need a position of its own; the sentence's own "ha" / "haya" still give it.
-_PERFECT_AUXILIARIES = frozenset({"he", "has", "ha", "hemos", "habéis", "han"})
 
 
 # Words an atom definition never holds: a definition is an affirmative atomic clause, so neither a
@@ -587,7 +586,6 @@ _FOLDED_CONNECTIVE_WORDS = frozenset(fold_text(word) for word in CONNECTIVE_WORD
 # Words that open a clause of their own, so an elided conjunct (:func:`_elided_conjuncts`) ends
 # before them: the connectives but the negations, and "que" ("es necesario que A y B …").
 _CLAUSE_OPENERS = (CONNECTIVE_WORDS | _FOLDED_CONNECTIVE_WORDS) - {"no", "tampoco"} | {"que", "pues"}
-_COORDINATORS = frozenset({"y", "e", "o", "u", "ni"})
 # "que" after these compares ("menor que 66") and opens no clause; folded
 _COMPARATIVES = frozenset({"mayor", "menor", "mas", "menos", "antes", "despues", "igual", "mejor", "peor"})
 _PUNCTUATION_RE = re.compile(r"[,;:.?!()¿¡«»\"—]")
@@ -605,7 +603,7 @@ def _conjuncts(sentence: str) -> tuple[list[str], list[tuple[int, int]], set[int
     coordinators = {
         k
         for k, token in enumerate(tokens)
-        if token.lower() in _COORDINATORS and (token.lower() == "ni" or not _joins_terms(tokens, k))
+        if token.lower() in COORDINATORS and (token.lower() == "ni" or not _joins_terms(tokens, k))
     }
     spans: list[tuple[int, int]] = []
     start = 0
@@ -725,7 +723,7 @@ def _may_be_a_verb(tokens: list[str], k: int) -> bool:
         or (len(low) > 3 and low.endswith(_VERB_ENDINGS))
         or (k > 0 and tokens[k - 1].lower() in _BEFORE_A_VERB)
         # "el metro para en Aires": "para" after a noun may be "parar"
-        or (low == "para" and k > 0 and tokens[k - 1].lower() not in _NEEDS_COMPLEMENT | _COORDINATORS)
+        or (low == "para" and k > 0 and tokens[k - 1].lower() not in _NEEDS_COMPLEMENT | COORDINATORS)
     )
 
 

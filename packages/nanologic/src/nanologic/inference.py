@@ -461,9 +461,9 @@ class Formalizer:
             ends_here = word in ("|", "¬") or (n + 1 == len(words) and not word)
             if ends_here and _says_soon_after(sentence, last_word, {w.lower() for w in wanted}):
                 positions.append(start + j)  # a definition cut short
-        content = [{w.lower() for w in d.split()} - not_content_words() for d in definitions]
-        for k, mine in enumerate(content):  # a definition made only of other definitions' words
-            if k < len(firsts) and firsts[k] >= 0 and not mine - set().union(*content[:k], *content[k + 1 :]):
+        # a definition made only of other definitions' words (cue words count as no one's)
+        for k in redundant_definitions(definitions, skip=not_content_words()):
+            if k < len(firsts) and firsts[k] >= 0:
                 positions.append(firsts[k])
         if not positions:
             return []
@@ -771,12 +771,18 @@ def _says_soon_after(sentence: str, last: str, wanted: set[str], window: int = 3
     return False
 
 
-def has_redundant_definition(definitions: list[str]) -> bool:
-    """Whether some definition holds no word (lower-cased, other than function words, negations
-    and connectives) that the others lack; an empty definition is redundant."""
-    skip = FUNCTION_WORDS | CONNECTIVE_WORDS
+def redundant_definitions(definitions: list[str], skip: frozenset[str] | set[str] | None = None) -> list[int]:
+    """Indices of the definitions that hold no word (lower-cased, not in ``skip``: by default
+    function words, negations and connectives) that the others lack; an empty definition is
+    redundant."""
+    skip = FUNCTION_WORDS | CONNECTIVE_WORDS if skip is None else skip
     words = [{w.lower() for w in d.split()} - skip for d in definitions]
-    return any(not mine - set().union(*words[:k], *words[k + 1 :]) for k, mine in enumerate(words))
+    return [k for k, mine in enumerate(words) if not mine - set().union(*words[:k], *words[k + 1 :])]
+
+
+def has_redundant_definition(definitions: list[str]) -> bool:
+    """Whether some definition is redundant (:func:`redundant_definitions`)."""
+    return bool(redundant_definitions(definitions))
 
 
 def uncovered_words(sentence: str, definitions: Iterable[str]) -> list[str]:

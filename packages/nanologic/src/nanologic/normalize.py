@@ -342,7 +342,8 @@ def _with_subject(
     return words
 
 
-_AUXILIARIES = word_set("he has ha hemos habéis han")
+# A perfect's first word ("ha llegado"); the grammar and the rule baseline read these too.
+PERFECT_AUXILIARIES = word_set("he has ha hemos habéis han")
 
 
 def _perfect_mended(words: list[str]) -> list[str]:
@@ -359,7 +360,7 @@ def _perfect_mended(words: list[str]) -> list[str]:
         low = word.lower()
         following = words[i + 1].lower() if i + 1 < len(words) else ""
         participle = following.endswith(_PARTICIPLE_ENDINGS)
-        if low in _AUXILIARIES and following in persons and not participle:
+        if low in PERFECT_AUXILIARIES and following in persons and not participle:
             continue
         # a participle of the lexicon: "mercado" ends like one
         if low == "hay" and participle and lexicon_verb_lemma(following) is not None:
@@ -418,7 +419,8 @@ def _past_of_a_past_subjunctive(words: list[str], sentence: str) -> list[str]:
     return out
 
 
-_COORDINATORS = word_set("y e o u ni")
+# Words that join two conjuncts (the grammar and the rule baseline read them too).
+COORDINATORS = word_set("y e o u ni")
 _IMPERSONAL_HABER = word_set("hay había habrá hubo habría haya hubiera")
 
 
@@ -449,7 +451,7 @@ def _with_predicate(words: list[str], earlier: list[list[str]], sentence: str) -
         return any(
             tokens[i : i + len(head)] == head
             and i
-            and tokens[i - 1] in _COORDINATORS
+            and tokens[i - 1] in COORDINATORS
             and not {"también", "tampoco"} & set(tokens[i : i + len(rest) + 1])
             for i in range(len(tokens))
         )
