@@ -96,6 +96,29 @@ def test_subjunctive_becomes_indicative(atoms, sentence, expected):
             "ha hecho los deberes",
             "el jefe ha hecho los deberes",
         ),
+        # "hacer" without a participle too: only its weather objects make it impersonal
+        (
+            "O Guebronalbe habla lengua o no, pero no hará los deberes.",
+            "Guebronalbe habla lengua",
+            "hará los deberes",
+            "Guebronalbe hará los deberes",
+        ),
+        ("Ana juega o hace frío.", "Ana juega", "hace frío", None),
+        # a reflexive pronoun is not part of the subject
+        (
+            "Ya que yo no me quedo en casa, siempre que salgo, llueve.",
+            "yo me quedo en casa",
+            "salgo",
+            "yo salgo",
+        ),
+        ("Si se está bañando, llegará tarde.", "se está bañando", "llegará tarde", None),
+        # the definition in the indicative, the sentence in the subjunctive
+        (
+            "Es necesario que Gretriosiare hable para que se presentara a las elecciones.",
+            "Gretriosiare habla",
+            "se presentó a las elecciones",
+            "Gretriosiare se presentó a las elecciones",
+        ),
     ],
 )
 def test_an_elided_subject_is_written_out(sentence, first, second, expected):
@@ -191,6 +214,7 @@ def test_a_past_subjunctive_after_que_is_read_in_the_preterite(sentence, definit
         # "hay" before a participle, "ha" opening an impersonal clause
         ("hay hecho 27 grados", "ha hecho 27 grados"),
         ("ha niebla por la mañana", "hay niebla por la mañana"),
+        ("haya niebla por la mañana", "hay niebla por la mañana"),
         ("ha leído el libro", None),
         # perfects, "ha de" and a noun that ends like a participle ("mercado") stay
         ("Juan ha hecho los deberes", None),
@@ -317,6 +341,16 @@ def test_shared_atoms_keep_relations_apart_and_join_the_same_clause():
         # an adverb that opens the sentence is no subject
         ("Hoy llegan los invitados", None),
         ("Mañana vamos al cine", None),
+        # a lexicon complement takes the subject's gender (a first name's as the generator reads
+        # it) and number, after a singular verb too and after "estado"/"sido"
+        ("Pilar están contentos", "Pilar está contenta"),
+        ("Pilar está contentos", "Pilar está contenta"),
+        ("Ruetrulritrue ha estado afinados", "Ruetrulritrue ha estado afinado"),
+        ("mi hermana es médicos", "mi hermana es médica"),
+        ("la tienda estuvo abiertos", "la tienda estuvo abierta"),
+        # a perfect's participle does not agree; words outside the lexicon's complements stay
+        ("la tienda ha cerrado en agosto", None),
+        ("Ana está contentísimas", None),
     ],
 )
 def test_a_shared_plural_verb_agrees_with_each_subject(definition, expected):

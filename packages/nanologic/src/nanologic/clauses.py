@@ -228,7 +228,7 @@ def build_clause(subj: Subject, pred: Predicate, tense: str, block: str) -> Clau
     )
 
 
-def _name_gender(name: str) -> str:
+def name_gender(name: str) -> str:
     """Gender of a first name: the lexicon's, or for a pseudo-name the Spanish default by ending."""
     if name in NAMES_F or (name not in NAMES_M and name.endswith("a")):
         return "f"
@@ -292,7 +292,7 @@ class ClauseSampler:
             return Subject(pronoun if explicit else "", person, gender, "pronoun")
         if r < 0.75 or self.block == "historias":
             name = self.filler("NAME")
-            return Subject(name, 2, _name_gender(name), "name")
+            return Subject(name, 2, name_gender(name), "name")
         text, gender, plural = _parse_np(self.rng.choice(PERSON_NPS))
         return Subject(text, 5 if plural else 2, gender, "person")
 
@@ -422,7 +422,7 @@ class ClauseSampler:
     def _third_person(self) -> Subject:
         if self.rng.random() < 0.6:
             name = self.filler("NAME")
-            return Subject(name, 2, _name_gender(name), "name")
+            return Subject(name, 2, name_gender(name), "name")
         text, gender, plural = _parse_np(self.rng.choice(PERSON_NPS))
         return Subject(text, 5 if plural else 2, gender, "person")
 

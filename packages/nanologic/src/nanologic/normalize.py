@@ -16,10 +16,13 @@ format asks for where a rule can tell them apart:
 - a present or imperfect written for a verb the sentence says only in the imperfect subjunctive
   after "que" becomes the preterite ("Ya sea que el dragón ganara" -> ``el dragón ganó``);
 - a third-person plural verb after a singular subject (a predicate shared by several subjects:
-  "Ni Valeria ni Ana piden la cuenta" defines ``Valeria pide la cuenta``) takes the singular;
+  "Ni Valeria ni Ana piden la cuenta" defines ``Valeria pide la cuenta``) takes the singular, and
+  a complement of the lexicon that agrees ("estar | cansad@", "ser | médic@") takes a singular
+  subject's gender and number ("Ni Luis ni Marta son médicos" defines ``Marta es médica``; a
+  first name's gender as the generator reads it: the lexicon's, else "-a" feminine);
 - a definition that starts with a third-person verb whose subject the sentence leaves out (the
   verb follows a cue, a comma or the sentence start) takes the subject of the nearest earlier
-  definition, when their number agrees;
+  definition (without a reflexive pronoun: "yo me quedo" lends "yo"), when their number agrees;
 - a definition without a verb that the sentence says after "y", "o" or "ni" takes the verb of the
   nearest earlier definition, when its complement opens alike (a predicate shared by a
   coordination: "Silvia lee el libro de lengua y el de medicina", "Nicanor Parra es escritor y
@@ -88,6 +91,7 @@ _PRONOUN_PERSON = {
 _PERSONAL_PRONOUNS = word_set("yo tú nosotros nosotras vosotros vosotras")
 # words that may stand between a verb and what precedes its clause ("…, no se cae")
 _CLITICS = word_set("no se lo la le les me te nos os ya también sí")
+_REFLEXIVE_PRONOUNS = word_set("me te se nos os")
 # verbs without a subject: weather and existence ("llueve", "hay tarea", "hace frío")
 
 
@@ -215,38 +219,83 @@ def _subject_person(subject: list[str]) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def _agreeing_stems() -> frozenset[str]:
+    """Stems of the lexicon's complements that agree with their subject ("cansad" of
+    "estar | cansad@", "médic" of "ser | médic@")."""
+    from nanologic import lexicon
+
+    stems: set[str] = set()
+
+    def walk(value: object) -> None:
+        if isinstance(value, str):
+            stems.update(re.findall(r"(\w+)@", value))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    for name in dir(lexicon):
+        if name.isupper():
+            walk(getattr(lexicon, name))
+    return frozenset(stems)
+
+
+def _subject_gender(subject: list[str]) -> str | None:
+    """ "o" or "a" for a singular subject whose gender its words say (a determiner, "él"/"ella", a
+    person noun phrase of the lexicon, a first name as the generator reads it), else None."""
+    from nanologic.clauses import name_gender
+    from nanologic.lexicon import PERSON_NPS
+
+    first = subject[0].lower()
+    if first in {"el", "un", "este", "ese", "aquel", "él"}:
+        return "o"
+    if first in {"la", "una", "esta", "esa", "aquella", "ella"}:
+        return "a"
+    person_nps = {text: gender for text, gender, _ in (entry.split("|") for entry in PERSON_NPS)}
+    phrase = " ".join(subject).lower()
+    if phrase in person_nps:
+        return "a" if person_nps[phrase] == "f" else "o"
+    if len(subject) == 1 and subject[0][:1].isupper() and first not in _NOT_NAMES:
+        return "a" if name_gender(subject[0]) == "f" else "o"
+    return None
+
+
 def _agreeing(words: list[str]) -> list[str]:
     """A plural verb after a subject of another person put in that subject's person, with an
-    adjective after "estar" agreeing: a predicate shared by several subjects ("Ni Valeria ni Ana
-    piden la cuenta", "el día y la tarde estuvieron despejados", "Ni mi hermano ni yo sabemos
-    nadar") is defined for each ("Valeria pide la cuenta", "la tarde estuvo despejada", "mi
-    hermano sabe nadar", "yo sé nadar"). A form of several tenses or verbs is changed only when
-    every reading gives the same form."""
+    agreeing complement of the lexicon ("cansad@") after it, or after "estado"/"sido", in the
+    subject's gender and number: a predicate shared by several subjects ("Ni Valeria ni Ana piden
+    la cuenta", "el día y la tarde estuvieron despejados", "Ni mi hermano ni yo sabemos nadar",
+    "Tanto Pilar como Pablo están contentos") is defined for each ("Valeria pide la cuenta", "la
+    tarde estuvo despejada", "mi hermano sabe nadar", "yo sé nadar", "Pilar está contenta"). A
+    form of several tenses or verbs is changed only when every reading gives the same form."""
     k = _finite_verb_index(words)
     if not k:
         return words
     subject = words[: k - 1] if words[k - 1].lower() in {"se", "no"} else words[:k]
     readings = _conjugation_tables()[3].get(words[k].lower(), frozenset())
     verb_persons = {person for _, _, person in readings}
-    if len(verb_persons) != 1 or verb_persons.isdisjoint(_PLURAL_PERSONS):
-        return words
     person = _subject_person(subject)
-    if person is None or person in verb_persons:
-        return words
-    agreed = {conjugate(lemma, tense, person).split()[0] for lemma, tense, _ in readings}
-    if len(agreed) != 1:
-        return words
     out = list(words)
-    out[k] = agreed.pop()
-    following = out[k + 1].lower() if len(out) > k + 1 else ""
-    if (
-        person != _THIRD_PLURAL
-        and {lemma for lemma, _, _ in readings} == {"estar"}
-        and following.endswith(("os", "as"))
-        and len(following) > 4
-    ):
-        gender = {"el": "o", "un": "o", "la": "a", "una": "a"}.get(subject[0].lower(), following[-2])
-        out[k + 1] = following[:-2] + gender
+    if len(verb_persons) == 1 and not verb_persons.isdisjoint(_PLURAL_PERSONS):
+        if person is None or person in verb_persons:
+            return words
+        agreed = {conjugate(lemma, tense, person).split()[0] for lemma, tense, _ in readings}
+        if len(agreed) != 1:
+            return words
+        out[k] = agreed.pop()
+    elif verb_persons != {_THIRD_SINGULAR} or person != _THIRD_SINGULAR:
+        return words
+    # a perfect's participle does not agree ("la tienda ha cerrado"); "ha estado cerrada" does
+    perfect = "haber" in {lemma for lemma, _, _ in readings}
+    at = k + 2 if perfect and len(out) > k + 2 and out[k + 1].lower() in {"estado", "sido"} else k + 1
+    complement = out[at].lower() if len(out) > at and (at == k + 2 or not perfect) else ""
+    ending = next((e for e in ("os", "as", "o", "a") if complement.endswith(e)), "")
+    stem = complement[: -len(ending)] if ending else ""
+    if person != _THIRD_PLURAL and stem in _agreeing_stems():
+        out[at] = stem + (_subject_gender(subject) or ending[0])
     return out
 
 
@@ -263,12 +312,20 @@ def _finite_verb_index(words: list[str]) -> int | None:
     )
 
 
-def _subject_left_out(sentence: str, verb: str) -> bool:
-    """Whether ``verb`` follows a cue, a punctuation mark or the start of the sentence."""
+def _subject_left_out(sentence: str, verb: str, any_form: bool = False) -> bool:
+    """Whether ``verb`` follows a cue, a punctuation mark or the start of the sentence; with
+    ``any_form``, where the sentence does not say ``verb`` itself, another form of its verb ("se
+    presentara" for a definition's "se presentó") stands for it, except a perfect's auxiliary,
+    which begins every verb's perfect."""
     tokens = _WORD_RE.findall(sentence)
     cue_words = not_content_words() - _DETERMINERS - {"de", "a", "en", "es", "son"}
+    said = {verb.lower()}
+    lemmas_of = _conjugation_tables()[1]
+    lemmas = lemmas_of.get(verb.lower(), frozenset())
+    if any_form and "haber" not in lemmas and not any(token.lower() == verb.lower() for token in tokens):
+        said = {t.lower() for t in tokens if lemmas & lemmas_of.get(t.lower(), frozenset())}
     for i, token in enumerate(tokens):
-        if token.lower() != verb.lower():
+        if token.lower() not in said:
             continue
         j = i - 1
         while j >= 0 and tokens[j].lower() in _CLITICS:
@@ -307,7 +364,8 @@ def _with_subject(
         )
     else:
         lemmas = lemmas_of[verb.lower()]
-        impersonal = (bool(lemmas & _IMPERSONAL_LEMMAS) and not participle.endswith(_PARTICIPLE_ENDINGS)) or (
+        # "ha" is a form of every verb's perfect, so a participle after it says which
+        impersonal = (bool(lemmas & _WEATHER_LEMMAS) and not participle.endswith(_PARTICIPLE_ENDINGS)) or (
             bool(lemmas & {"haber", "hacer"}) and impersonal_object
         )
     third_person = bool(persons & {_THIRD_SINGULAR, _THIRD_PLURAL}) and not impersonal
@@ -317,7 +375,9 @@ def _with_subject(
         k = _finite_verb_index(previous)
         if not k:  # no verb, or no subject before it: look further back
             continue
-        subject = previous[: k - 1] if previous[k - 1].lower() == "se" else previous[:k]
+        subject = previous[:k]
+        while subject and subject[-1].lower() in _REFLEXIVE_PRONOUNS:  # "yo me quedo", "se baña"
+            subject = subject[:-1]
         pronoun_person = _PRONOUN_PERSON.get(subject[0].lower()) if len(subject) == 1 else None
         if pronoun_person in (0, 1, 3, 4):
             # "nosotras cantamos y bailamos" defines "nosotras bailamos": the verb names the person
@@ -332,7 +392,7 @@ def _with_subject(
             or (len(subject) == 1 and len(subject[0]) == 1)  # a variable: "z será menor que 44"
             or subject[0].lower() in _PERSONAL_PRONOUNS
             or any(w.lower() in lowered for w in subject if w.lower() not in _DETERMINERS)
-            or not _subject_left_out(sentence, written_verb)
+            or not _subject_left_out(sentence, written_verb, any_form=True)
         ):
             return words
         plural = _is_plural(subject)
@@ -542,7 +602,9 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
         words = _without_repeats(definition).split()
         if words:
             words = _perfect_mended(words)
-            words = _with_subject(_agreeing(_indicative(words)), earlier, sentence, written=words)
+            # twice: the indicative of "haya niebla" is "ha niebla"
+            indicative = _perfect_mended(_indicative(words))
+            words = _with_subject(_agreeing(indicative), earlier, sentence, written=words)
             words = _with_predicate(_past_of_a_past_subjunctive(words, sentence), earlier, sentence)
             # the indicative can make a repeat ("haya expuesto ha expuesto")
             words = _without_repeats(" ".join(words)).split()
