@@ -355,3 +355,48 @@ def test_shared_atoms_keep_relations_apart_and_join_the_same_clause():
 )
 def test_a_shared_plural_verb_agrees_with_each_subject(definition, expected):
     assert normalize_definitions({"p": definition}, "x")["p"] == (expected or definition)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "atoms", "expected"),
+    [
+        (
+            "Aunque Vera no firmará la propuesta, ni Mogrecuee ni Ignacio pierden las elecciones.",
+            {"p": "Vera firmará la propuesta", "q": "Mogrecuee pierde", "r": "Ignacio pierde las elecciones"},
+            {"q": "Mogrecuee pierde las elecciones"},
+        ),
+        (
+            "Ni el ensayo ni la ópera duran 18 horas en noviembre.",
+            {"p": "el ensayo dura 18", "q": "la ópera dura 18 horas en noviembre"},
+            {"p": "el ensayo dura 18 horas en noviembre"},
+        ),
+        (
+            "Alba canta, aunque la profesora y el científico aprobaron historia durante el viaje.",
+            {
+                "p": "Alba canta",
+                "q": "la profesora aprobó",
+                "r": "el científico aprobó historia durante el viaje",
+            },
+            {"q": "la profesora aprobó historia durante el viaje"},
+        ),
+        # each subject with its own verb, or not coordinated with the other: left as written
+        ("Juan aprobó y Ana aprobó historia.", {"p": "Juan aprobó", "q": "Ana aprobó historia"}, {}),
+        (
+            "O Olga calcula la masa pronto o no, pero Montse o Fernando calculan la masa.",
+            {
+                "p": "Olga calcula la masa pronto",
+                "q": "Montse calcula la masa",
+                "r": "Fernando calcula la masa",
+            },
+            {},
+        ),
+        # a perfect's auxiliary begins every verb's perfect: no verb of its own to share
+        (
+            "El autobús no ha ido lleno si ni los niños ni Amparo comen.",
+            {"p": "el autobús ha ido lleno", "q": "los niños comen", "r": "Amparo come"},
+            {},
+        ),
+    ],
+)
+def test_a_definition_cut_short_in_a_shared_predicate_is_completed(sentence, atoms, expected):
+    assert normalize_definitions(atoms, sentence) == {**atoms, **expected}

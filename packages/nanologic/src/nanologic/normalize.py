@@ -610,7 +610,58 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
             words = _without_repeats(" ".join(words)).split()
             earlier.append(words)
         out[letter] = " ".join(words) if words else definition
+    completed = _with_shared_complement([d.split() for d in out.values()], sentence)
+    return {letter: " ".join(words) for letter, words in zip(out, completed, strict=True)}
+
+
+def _with_shared_complement(definitions: list[list[str]], sentence: str) -> list[list[str]]:
+    """The definitions, each one cut short within a predicate its subject shares with another
+    subject completed from the other's definition: "Ni Mogrecuee ni Ignacio pierden las
+    elecciones" defines ``Mogrecuee pierde las elecciones`` where the model wrote ``Mogrecuee
+    pierde``. Only where the sentence coordinates the two subjects ("ni A ni B", "A y B", "tanto A
+    como B": one's last word, a coordinator, the other's first word within three words), so that
+    "Juan aprobó y Ana aprobó historia" stays, and the other definition has the same verb (the
+    same form, where either is a perfect's auxiliary) and goes on with the words this one ends
+    with."""
+    tokens = [t.lower() for t in _WORD_RE.findall(sentence)]
+    lemmas_of = _conjugation_tables()[1]
+    out = [list(d) for d in definitions]
+    for i, words in enumerate(definitions):
+        k = _finite_verb_index(words)
+        if not k:
+            continue
+        verb, rest = words[k].lower(), [w.lower() for w in words[k + 1 :]]
+        lemmas = lemmas_of.get(verb, frozenset())
+        for j, other in enumerate(definitions):
+            m = _finite_verb_index(other)
+            if j == i or not m:
+                continue
+            other_verb, other_lemmas = other[m].lower(), lemmas_of.get(other[m].lower(), frozenset())
+            same_verb = other_verb == verb or (
+                "haber" not in lemmas | other_lemmas and bool(lemmas & other_lemmas)
+            )
+            tail = other[m + 1 :]
+            if (
+                same_verb
+                and len(tail) > len(rest)
+                and [w.lower() for w in tail[: len(rest)]] == rest
+                and _coordinated(tokens, words[:k], other[:m])
+            ):
+                out[i] = words + tail[len(rest) :]
+                break
     return out
+
+
+def _coordinated(tokens: list[str], subject: list[str], other: list[str], window: int = 3) -> bool:
+    """Whether ``tokens`` (a sentence's, lower case) say one subject's last word, then "y", "e",
+    "o", "u", "ni", "como" or a comma, and the other's first word within ``window`` words."""
+    for first, second in ((subject, other), (other, subject)):
+        last, opening = first[-1].lower(), second[0].lower()
+        for n, token in enumerate(tokens[:-1]):
+            coordinator = tokens[n + 1] in COORDINATORS | {"como", ","}
+            if token == last and coordinator and opening in tokens[n + 2 : n + 2 + window]:
+                return True
+    return False
 
 
 # Spellings of the cue inventory's phrases that writers use and the generator does not: the
