@@ -400,3 +400,31 @@ def test_a_shared_plural_verb_agrees_with_each_subject(definition, expected):
 )
 def test_a_definition_cut_short_in_a_shared_predicate_is_completed(sentence, atoms, expected):
     assert normalize_definitions(atoms, sentence) == {**atoms, **expected}
+
+
+@pytest.mark.parametrize(
+    ("sentence", "definition", "expected"),
+    [
+        # a preposition the sentence says between two words the definition puts side by side
+        (
+            "Cuando no trabajaste desde casa en Fiacel, no abres.",
+            "trabajaste desde casa Fiacel",
+            "trabajaste desde casa en Fiacel",
+        ),
+        (
+            "No ha hecho mal tiempo en Sigonloo.",
+            "ha hecho mal tiempo Sigonloo",
+            "ha hecho mal tiempo en Sigonloo",
+        ),
+        # the two words said side by side somewhere: left as written
+        ("Ana vive en casa y casa Fiacel en Madrid.", "casa Fiacel", None),
+        # a sum's terms are no coordinated subject: the verb agrees with "el producto"
+        (
+            "Ni el producto de 15 y 18 han sido mayor que 3.",
+            "el producto de 15 y 18 han sido mayor que 3",
+            "el producto de 15 y 18 ha sido mayor que 3",
+        ),
+    ],
+)
+def test_a_left_out_preposition_and_a_sums_terms(sentence, definition, expected):
+    assert normalize_definitions({"p": definition}, sentence) == {"p": expected or definition}

@@ -172,7 +172,10 @@ def _one_indicative_per_person(readings: list[tuple[str, str, int]]) -> bool:
 
 
 def _is_plural(subject: list[str]) -> bool:
-    return subject[0].lower() in _PLURAL_DETERMINERS | {"ellos", "ellas"} or "y" in subject
+    """A plural determiner, "ellos"/"ellas", or a coordination ("Ana y Luis"; not a sum's terms
+    "el producto de 15 y 18")."""
+    coordinated = any(w == "y" and not (i and subject[i - 1][:1].isdigit()) for i, w in enumerate(subject))
+    return subject[0].lower() in _PLURAL_DETERMINERS | {"ellos", "ellas"} or coordinated
 
 
 def _indicative(words: list[str]) -> list[str]:
@@ -601,7 +604,7 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
     for letter, definition in atoms.items():
         words = _without_repeats(definition).split()
         if words:
-            words = _perfect_mended(words)
+            words = _perfect_mended(_with_prepositions(words, sentence))
             # twice: the indicative of "haya niebla" is "ha niebla"
             indicative = _perfect_mended(_indicative(words))
             words = _with_subject(_agreeing(indicative), earlier, sentence, written=words)
@@ -612,6 +615,25 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
         out[letter] = " ".join(words) if words else definition
     completed = _with_shared_complement([d.split() for d in out.values()], sentence)
     return {letter: " ".join(words) for letter, words in zip(out, completed, strict=True)}
+
+
+_GAP_PREPOSITIONS = word_set("a en de con por para desde hasta sin sobre")
+
+
+def _with_prepositions(words: list[str], sentence: str) -> list[str]:
+    """``words`` with a preposition the sentence says between two of them put back, where the
+    two are never said next to each other ("trabajaste desde casa Fiacel" for "… desde casa en
+    Fiacel")."""
+    tokens = [t.lower() for t in _WORD_RE.findall(sentence)]
+    pairs = set(zip(tokens, tokens[1:]))
+    between = {(a, c): b for a, b, c in zip(tokens, tokens[1:], tokens[2:]) if b in _GAP_PREPOSITIONS}
+    out = words[:1]
+    for word in words[1:]:
+        pair = (out[-1].lower(), word.lower())
+        if pair not in pairs and pair in between:
+            out.append(between[pair])
+        out.append(word)
+    return out
 
 
 def _with_shared_complement(definitions: list[list[str]], sentence: str) -> list[list[str]]:
