@@ -26,7 +26,12 @@ format asks for where a rule can tell them apart:
 - a definition without a verb that the sentence says after "y", "o" or "ni" takes the verb of the
   nearest earlier definition, when its complement opens alike (a predicate shared by a
   coordination: "Silvia lee el libro de lengua y el de medicina", "Nicanor Parra es escritor y
-  matemático" defines ``Nicanor Parra es matemático``).
+  matemático" defines ``Nicanor Parra es matemático``);
+- a definition cut short within a predicate its subject shares with a coordinated subject is
+  completed from the other subject's definition ("Ni Mogrecuee ni Ignacio pierden las elecciones":
+  ``Mogrecuee pierde`` -> ``Mogrecuee pierde las elecciones``);
+- a preposition the sentence says between two words that the definition puts side by side is
+  put back (``desde casa Fiacel`` -> ``desde casa en Fiacel`` for "desde casa en Fiacel").
 
 A run of words written twice in a row is written once ("me mojo me mojo" -> "me mojo").
 Only the generator's verb lexicon is known (:mod:`nanologic.conjugation`); other words stay.
