@@ -185,6 +185,20 @@ def test_a_verb_after_ni_is_not_read_as_an_object_of_the_verb_before():
     assert not _negated_verb_before_nor("Ana no toca", ["la gaita"])  # one item: "A ni B"
 
 
+@pytest.mark.parametrize(
+    ("sentence", "cue"),
+    [
+        ("Juan estudia o Marta trabaja.", "o"),
+        ("Ana estudia u Óscar trabaja.", "u"),
+        ("Ana canta y Pedro baila.", "y"),
+        ("Ana canta e Inés baila.", "e"),
+    ],
+)
+def test_the_cue_named_is_the_one_the_sentence_says(sentence, cue):
+    (result,) = RuleFormalizer().formalize([sentence])
+    assert [c for _, c in result["connectors"]] == [cue]
+
+
 def test_deterministic_and_same_keys_as_the_model():
     sentences = [e["natural_language_input"] for e in generate(40, seed=11)]
     first, second = RuleFormalizer().formalize(sentences), RuleFormalizer().formalize(sentences)

@@ -428,3 +428,21 @@ def test_a_definition_cut_short_in_a_shared_predicate_is_completed(sentence, ato
 )
 def test_a_left_out_preposition_and_a_sums_terms(sentence, definition, expected):
     assert normalize_definitions({"p": definition}, sentence) == {"p": expected or definition}
+
+
+@pytest.mark.parametrize(
+    ("sentence", "atoms", "expected"),
+    [
+        # the first clause's subject lent, then the second clause written out: its own
+        (
+            "Juan estudia o Marta trabaja.",
+            {"p": "Juan estudia", "q": "Juan trabaja Marta trabaja"},
+            "Marta trabaja",
+        ),
+        ("Ana canta y Pedro baila.", {"p": "Ana canta", "q": "Ana baila Pedro baila"}, "Pedro baila"),
+        # a verb the definition says twice as the sentence does: left as written
+        ("Ana baila y canta, y Luis baila.", {"p": "Ana canta", "q": "Ana baila y Luis baila"}, None),
+    ],
+)
+def test_a_clause_written_after_a_lent_subject_is_its_own(sentence, atoms, expected):
+    assert normalize_definitions(atoms, sentence)["q"] == (expected or atoms["q"])

@@ -520,11 +520,11 @@ class RuleFormalizer:
                         b = Not(b)
                     return Binary(op, b, a) if flip else Binary(op, a, b)
         for op, role in ((OR, "disjunction"), (AND, "conjunction")):
-            parts = _split_all(
-                text, _cues(role) if op == OR else tuple(c for c in _cues(role) if len(c) <= 2)
-            )
+            cues = _cues(role) if op == OR else tuple(c for c in _cues(role) if len(c) <= 2)
+            parts = _split_all(text, cues)
             if len(parts) >= 2:
-                r.connectors.append((op, _cues(role)[-1]))
+                # the cue the sentence says ("o", not its variant "u")
+                r.connectors.append((op, next((c for c in cues if _word_at(low, c, 1) > 0), cues[-1])))
                 return _chain(op, [self._parse(p, r) for p in _complete_ellipsis(parts)])
         # "A pero B" without a comma: a contrast conjunction once nothing else has split the text
         i = _word_at(low, "pero", 1)

@@ -609,7 +609,7 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
     for letter, definition in atoms.items():
         words = _without_repeats(definition).split()
         if words:
-            words = _perfect_mended(_with_prepositions(words, sentence))
+            words = _perfect_mended(_with_prepositions(_own_subject(words, sentence), sentence))
             # twice: the indicative of "haya niebla" is "ha niebla"
             indicative = _perfect_mended(_indicative(words))
             words = _with_subject(_agreeing(indicative), earlier, sentence, written=words)
@@ -620,6 +620,24 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
         out[letter] = " ".join(words) if words else definition
     completed = _with_shared_complement([d.split() for d in out.values()], sentence)
     return {letter: " ".join(words) for letter, words in zip(out, completed, strict=True)}
+
+
+def _own_subject(words: list[str], sentence: str) -> list[str]:
+    """A clause of the sentence that a definition holds after a subject and a verb it does not say
+    together, its own: ``Juan trabaja Marta trabaja`` for "Juan estudia o Marta trabaja" is
+    ``Marta trabaja`` (the model lent the first clause's subject, then wrote the clause)."""
+    k = _finite_verb_index(words)
+    if not k or len(words) < k + 3 or words[-1].lower() != words[k].lower():
+        return words
+    tokens = [t.lower() for t in _WORD_RE.findall(sentence)]
+    lowered = [w.lower() for w in words]
+
+    def said(span: list[str]) -> bool:
+        return any(tokens[i : i + len(span)] == span for i in range(len(tokens) - len(span) + 1))
+
+    if said(lowered[k + 1 :]) and not said(lowered[: k + 1]):
+        return words[k + 1 :]
+    return words
 
 
 _GAP_PREPOSITIONS = word_set("a en de con por para desde hasta sin sobre")
