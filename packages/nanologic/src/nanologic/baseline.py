@@ -520,11 +520,12 @@ class RuleFormalizer:
                         b = Not(b)
                     return Binary(op, b, a) if flip else Binary(op, a, b)
         for op, role in ((OR, "disjunction"), (AND, "conjunction")):
-            cues = _cues(role) if op == OR else tuple(c for c in _cues(role) if len(c) <= 2)
-            parts = _split_all(text, cues)
+            splitting = _cues(role) if op == OR else tuple(c for c in _cues(role) if len(c) <= 2)
+            parts = _split_all(text, splitting)
             if len(parts) >= 2:
                 # the cue the sentence says ("o", not its variant "u")
-                r.connectors.append((op, next((c for c in cues if _word_at(low, c, 1) > 0), cues[-1])))
+                said = next((c for c in splitting if _word_at(low, c, 1) > 0), splitting[-1])
+                r.connectors.append((op, said))
                 return _chain(op, [self._parse(p, r) for p in _complete_ellipsis(parts)])
         # "A pero B" without a comma: a contrast conjunction once nothing else has split the text
         i = _word_at(low, "pero", 1)
