@@ -122,6 +122,11 @@ _PLURAL_PERSONS = frozenset({_PRONOUN_PERSON["nosotros"], _PRONOUN_PERSON["vosot
 _WORD_RE = re.compile(r"\w+(?:[-'’]\w+)*%?|[,;:.]")
 
 
+def _lowered_tokens(sentence: str) -> list[str]:
+    """The sentence's words and punctuation marks (``,;:.``), lower case."""
+    return [t.lower() for t in _WORD_RE.findall(sentence)]
+
+
 @functools.lru_cache(maxsize=1)
 def _conjugation_tables() -> tuple[
     dict[str, frozenset[int]],
@@ -453,7 +458,7 @@ def _past_of_a_past_subjunctive(words: list[str], sentence: str) -> list[str]:
     nómada``) and stays as the model wrote it, as does a verb the sentence also says in another
     tense."""
     readings_of = _conjugation_tables()[3]
-    tokens = [t.lower() for t in _WORD_RE.findall(sentence)]
+    tokens = _lowered_tokens(sentence)
     after_que: set[str] = set()
     for i, token in enumerate(tokens):
         readings = readings_of.get(token, frozenset())
@@ -510,7 +515,7 @@ def _with_predicate(words: list[str], earlier: list[list[str]], sentence: str) -
         or any(w.lower() in _IMPERSONAL_HABER or _looks_like_a_verb(w) for w in words)
     ):
         return words
-    tokens = [t.lower() for t in _WORD_RE.findall(sentence)]
+    tokens = _lowered_tokens(sentence)
 
     def after_coordinator(rest: list[str]) -> bool:
         # said right after a coordinator, and not a clause of its own with its verb left to
@@ -629,7 +634,7 @@ def _own_subject(words: list[str], sentence: str) -> list[str]:
     k = _finite_verb_index(words)
     if not k or len(words) < k + 3 or words[-1].lower() != words[k].lower():
         return words
-    tokens = [t.lower() for t in _WORD_RE.findall(sentence)]
+    tokens = _lowered_tokens(sentence)
     lowered = [w.lower() for w in words]
 
     def said(span: list[str]) -> bool:
@@ -647,7 +652,7 @@ def _with_prepositions(words: list[str], sentence: str) -> list[str]:
     """``words`` with a preposition the sentence says between two of them put back, where the
     two are never said next to each other ("trabajaste desde casa Fiacel" for "… desde casa en
     Fiacel")."""
-    tokens = [t.lower() for t in _WORD_RE.findall(sentence)]
+    tokens = _lowered_tokens(sentence)
     pairs = set(zip(tokens, tokens[1:]))
     between = {(a, c): b for a, b, c in zip(tokens, tokens[1:], tokens[2:]) if b in _GAP_PREPOSITIONS}
     out = words[:1]
@@ -668,7 +673,7 @@ def _with_shared_complement(definitions: list[list[str]], sentence: str) -> list
     "Juan aprobó y Ana aprobó historia" stays, and the other definition has the same verb (the
     same form, where either is a perfect's auxiliary) and goes on with the words this one ends
     with."""
-    tokens = [t.lower() for t in _WORD_RE.findall(sentence)]
+    tokens = _lowered_tokens(sentence)
     lemmas_of = _conjugation_tables()[1]
     out = [list(d) for d in definitions]
     for i, words in enumerate(definitions):
