@@ -340,7 +340,7 @@ def test_constrained_decoding_follows_the_grammar(tokenizer, records):
 def test_mask_allows_only_declared_letters_and_eos_at_the_end(tokenizer, compiler):
     from nanologic.grammar import GrammarLogitsProcessor
 
-    prefix = "<|atoms|> p: llueve | q: nieva <|connectors|> ∧: y <|formula|> "
+    prefix = "<|atoms|> p: llueve | q: nieva <|connectors|> ∧: y <|formula|>"
     ids = tokenizer.encode(prefix)
     proc = GrammarLogitsProcessor(compiler, [answer_grammar()], prompt_len=0)
     gen = torch.Generator().manual_seed(0)
@@ -353,10 +353,11 @@ def test_mask_allows_only_declared_letters_and_eos_at_the_end(tokenizer, compile
     allowed = {
         a for a in allowed if "\ufffd" not in a
     }  # a byte token that starts "¬" decodes alone as U+FFFD
-    assert allowed and all(a[:1] in {"p", "q", "¬", "("} for a in allowed), allowed
-    assert "r" not in allowed
+    # a lone space may start "¬" where this small vocabulary has no " ¬" (see the next test)
+    assert allowed and all(a.lstrip(" ")[:1] in {"p", "q", "¬", "(", ""} for a in allowed), allowed
+    assert not {"r", " r"} & allowed
     # After a complete formula and its final space, eos is allowed.
-    done = tokenizer.encode(prefix + "p ∧ q ")
+    done = tokenizer.encode(prefix + " p ∧ q ")
     proc = GrammarLogitsProcessor(compiler, [answer_grammar()], prompt_len=0)
     for k in range(len(done) + 1):
         masked = proc(torch.tensor([done[:k]]), torch.zeros(1, tokenizer.vocab_size))
@@ -1284,3 +1285,39 @@ def test_a_conjunction_of_conditionals_is_written_part_by_part(tokenizer, compil
     head = _answer(["la célula crece", "la célula creció"], "", "→: si").replace(" <|eos|>", "")
     allowed = _texts_after(tokenizer, compiler, grounded_grammar(sentence), head)
     assert allowed("p →") == {"q"} or allowed("p →") <= {"q", ""}, allowed("p →")
+
+
+def test_the_lone_space_only_ends_a_section(records):
+    """The lone-space token comes before a marker in every training target (or before a text the
+    tokenizer does not join to a space); where a word must follow, the model's "end here" on it
+    made it spell the word a byte at a time ("Hablo y no hablo." → ``p: Hablo habláis habláis
+    habla``), so there the mask leaves it out."""
+    from lm_shared.tokenization import train_bpe
+    from nanologic.grammar import GrammarCompiler
+
+    texts = [prompt_text(r["natural_language_input"]) + target_text(r, False) for r in records]
+    tokenizer = train_bpe(texts, 2000, SPECIAL_TOKENS)  # large enough to hold " ¬" and " ±"
+    assert {tokenizer.decode([t]) for t in tokenizer.encode(" ¬ ±")} == {" ¬", " ±"}
+    compiler = GrammarCompiler(tokenizer, stop_ids=[tokenizer.token_to_id("<|eos|>")])
+    space = compiler.space_id
+    assert space is not None and tokenizer.encode(" <|connectors|>") == [
+        space,
+        tokenizer.token_to_id("<|connectors|>"),
+    ]
+    for text in ("llueve", "¬", "±", "(p"):
+        assert (
+            tokenizer.encode(" " + text)[0] != space
+            or tokenizer.encode(" " + text)[1] in compiler.after_space
+        )
+    formula = "<|atoms|> p: llueve | q: nieva <|connectors|> ∧: y <|formula|> p ∧"
+    assert " " not in _allowed_after(
+        tokenizer, compiler, "<|atoms|> p:", grounded_grammar("Si llueve, nieva.")
+    )
+    assert " " not in _allowed_after(tokenizer, compiler, formula)
+    assert " " in _allowed_after(tokenizer, compiler, "<|atoms|> p: llueve | q: nieva")
+    assert " " in _allowed_after(tokenizer, compiler, formula + " q")
+    # the end the grammar allows but the marks do not: the clause needs its ¬ first
+    grammar = grounded_grammar("El examen es el lunes salvo que el profesor esté enfermo.")
+    head = "<|atoms|> p: el examen es el lunes | q: el profesor esté enfermo"
+    allowed = _allowed_after(tokenizer, compiler, head, grammar)
+    assert " " not in allowed and " ¬" in allowed, allowed

@@ -84,7 +84,10 @@ def test_text_front_end_equals_pytorch_greedy(records, exported, grammar):
     model, tokenizer, path = exported
     sentences = [r["natural_language_input"] for r in records[:3]] + HARD[:2]
     constraint = grammar or None
-    ref = Formalizer(model, tokenizer, max_new_tokens=48, repair_tries=0, constraint=constraint)
+    # llama.cpp's grammar sampler reads the GBNF alone: no token-level lone-space rule
+    ref = Formalizer(
+        model, tokenizer, max_new_tokens=48, repair_tries=0, constraint=constraint, lone_space_rule=False
+    )
     ours = LlamaCppFormalizer.from_gguf(path, grammar=grammar, max_new_tokens=48, n_threads=1)
     assert ours.formalize(sentences) == ref.formalize(sentences, batch_size=2)
 

@@ -1817,7 +1817,10 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
 class GrammarCompiler:
     """Compiles GBNF grammars for one tokenizer (xgrammar), caching the sentence-free grammar."""
 
-    def __init__(self, tokenizer: Any, stop_ids: Sequence[int]) -> None:
+    def __init__(self, tokenizer: Any, stop_ids: Sequence[int], lone_space_rule: bool = True) -> None:
+        """``lone_space_rule``: the masks keep the lone-space token for a section's end
+        (:func:`space_only_before_marker`); off, they allow what the GBNF allows, as llama.cpp's
+        grammar sampler does."""
         try:
             import xgrammar as xgr
         except ImportError:
@@ -1836,6 +1839,16 @@ class GrammarCompiler:
         self._cache: dict[str, Any] = {}
         self.token_bytes: list[bytes] = list(info.decoded_vocab)
         self._completing: dict[tuple[frozenset[str], bytes], Any] = {}
+        # The lone-space token ends a section: in the training targets it comes before a marker
+        # (" <|connectors|>", " <|formula|>", " <|eos|>"), another space (an empty connector
+        # list) or a text the tokenizer does not join to a space (" ±" in a small vocabulary), so
+        # a model's mass on it means "end here" (see :func:`space_only_before_marker`).
+        self.space_id = (
+            next((i for i, text in enumerate(self.token_bytes) if text == b" "), None)
+            if lone_space_rule
+            else None
+        )
+        self.after_space = _tokens_after_a_lone_space(tokenizer, self.token_bytes, self.space_id)
 
     def compile(self, grammar: str) -> Any:
         if grammar not in self._cache:
@@ -1908,6 +1921,33 @@ class GrammarCompiler:
                 [writes_banned(tail + b) for b in self.token_bytes], dtype=torch.bool
             )
         return self._completing[key]
+
+
+def _tokens_after_a_lone_space(tokenizer: Any, token_bytes: list[bytes], space: int | None) -> list[int]:
+    """The tokens that follow the lone-space token ``space`` where the tokenizer itself writes it:
+    the markers, a space, and the first token after it when a token's text or one of its
+    characters, after a space, is encoded with the space alone (" ±" as " ", "±" where no " ±"
+    token exists)."""
+    if space is None:
+        return []
+    markers = [i for i, text in enumerate(token_bytes) if text.startswith(b"<|") and text.endswith(b"|>")]
+    texts: set[str] = set()
+    for piece in token_bytes:
+        try:
+            decoded = piece.decode().strip()
+        except UnicodeDecodeError:
+            continue
+        if decoded and not decoded.startswith("<|"):
+            texts.add(decoded)
+            texts.update(decoded)
+    # the format's symbols, which a small vocabulary may hold only as bytes
+    texts.update((*FORMULA_SYMBOLS, NEGATED_MARK, MIXED_MARK))
+    following = {space, *markers}
+    for text in sorted(texts):
+        ids = tokenizer.encode(" " + text)
+        if len(ids) > 1 and ids[0] == space:
+            following.add(ids[1])
+    return sorted(following)
 
 
 def _incomplete_utf8_tail(data: bytes) -> bytes:
@@ -2450,6 +2490,42 @@ def _argument_slot(formula: str, premises: int, connective: str = IMPLIES) -> tu
     return None if slot in (None, "→") else (slot, formula[start:])
 
 
+def space_only_before_marker(
+    compiler: GrammarCompiler, matcher: Any, connectives: FormulaMask, row: Any, scratch: Any
+) -> Any:
+    """``row`` (float [V'], already masked by ``matcher``'s grammar and ``connectives``) with the
+    lone-space token at -inf where neither allows a marker or another space right after it.
+
+    xgrammar allows any tokenization of the grammar's text, so where a word must follow, " " then
+    "ha", "b", "l", "áis" spells " habláis" as well as " habl" + "áis" does. The model, which saw
+    the lone space only before ``<|connectors|>``, ``<|formula|>`` or ``<|eos|>`` (or another space,
+    before an empty connector list), puts its "the list ends here" mass on it; where the masks
+    then asked for more, it spelt a word a byte at a time ("Hablo y no hablo." → ``p: Hablo
+    habláis habláis habla``). ``scratch`` is a one-row xgrammar bitmask (int32 [1, ceil(V/32)])
+    the check overwrites; ``matcher`` and ``connectives`` are left as they were.
+    """
+    import torch
+
+    space = compiler.space_id
+    if space is None or space >= row.numel() or not bool(row[space].isfinite()):
+        return row
+    if not matcher.accept_token(space):
+        return row
+    matcher.fill_next_token_bitmask(scratch, 0)
+    matcher.rollback(1)
+    words = scratch[0].tolist()
+    if any(words[t // 32] >> (t % 32) & 1 for t in compiler.after_space):
+        # the next token's row as decoding would mask it, every token the grammar allows at 0
+        after = _apply_bitmask(compiler.xgr, scratch, torch.zeros(1, row.numel()), compiler.vocab_size)[0]
+        following = connectives.copy()
+        following.accept(space)
+        if bool(following.mask_row(after)[compiler.after_space].isfinite().any()):
+            return row
+    row = row.clone()
+    row[space] = float("-inf")
+    return row
+
+
 class GrammarLogitsProcessor:
     """Masks each row's logits to the tokens its grammar allows next (for ``NanoLogic.generate``).
 
@@ -2475,6 +2551,8 @@ class GrammarLogitsProcessor:
         self.prompt_len = prompt_len
         self.vocab_size = compiler.vocab_size
         self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), self.vocab_size)
+        self.compiler = compiler
+        self.scratch = xgr.allocate_token_bitmask(1, self.vocab_size)
         for i, answer in enumerate(answers or []):  # tokens a row has written before decoding resumes
             for token in answer:
                 self._accept(i, int(token))
@@ -2496,7 +2574,9 @@ class GrammarLogitsProcessor:
         masked = _apply_bitmask(self.xgr, self.bitmask, logits, self.vocab_size)
         for i, (matcher, connectives) in enumerate(zip(self.matchers, self.connectives)):
             if not matcher.is_terminated():
-                masked[i] = connectives.mask_row(masked[i])
+                masked[i] = space_only_before_marker(
+                    self.compiler, matcher, connectives, connectives.mask_row(masked[i]), self.scratch
+                )
         return masked
 
 
@@ -2526,6 +2606,8 @@ class BeamGrammarMask:
         self.vocab_size = compiler.vocab_size
         self.matchers = [self.xgr.GrammarMatcher(compiler.compile(grammar))]
         self.connectives = [FormulaMask.for_grammar(compiler, grammar)]
+        self.compiler = compiler
+        self.scratch = self.xgr.allocate_token_bitmask(1, self.vocab_size)
 
     def advance(self, parents: Sequence[int], tokens: Sequence[int]) -> None:
         """Beam i continues beam ``parents[i]`` with ``tokens[i]``."""
@@ -2545,6 +2627,8 @@ class BeamGrammarMask:
         for i, matcher in enumerate(self.matchers):
             matcher.fill_next_token_bitmask(bitmask, i)
         masked = _apply_bitmask(self.xgr, bitmask, scores, self.vocab_size)
-        for i, connectives in enumerate(self.connectives):
-            masked[i] = connectives.mask_row(masked[i])
+        for i, (matcher, connectives) in enumerate(zip(self.matchers, self.connectives)):
+            masked[i] = space_only_before_marker(
+                self.compiler, matcher, connectives, connectives.mask_row(masked[i]), self.scratch
+            )
         return masked

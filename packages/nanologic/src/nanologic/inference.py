@@ -165,6 +165,10 @@ class Formalizer:
     :mod:`nanologic.grammar` as a logits mask: outputs always parse, over declared letters) or
     ``"grounded"`` (the default: also atom definitions read from the sentence, its words in their
     order without negations or connectives, see :func:`nanologic.grammar.grounded_grammar`).
+
+    ``lone_space_rule`` (default on): under a constraint, the lone-space token only where a section
+    may end (:func:`nanologic.grammar.space_only_before_marker`); off, the GBNF alone decides, as in
+    llama.cpp.
     """
 
     def __init__(
@@ -176,6 +180,7 @@ class Formalizer:
         constraint: str | None = DEFAULT_CONSTRAINT,
         normalize_definitions: bool = True,
         beam_size: int = DEFAULT_BEAM_SIZE,
+        lone_space_rule: bool = True,
     ) -> None:
         if constraint not in CONSTRAINTS:
             raise NanologicError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
@@ -188,6 +193,7 @@ class Formalizer:
         self.repair_tries = repair_tries
         self.constraint = constraint
         self.normalize_definitions = normalize_definitions
+        self.lone_space_rule = lone_space_rule
         self._grammar_compiler: GrammarCompiler | None = None  # built on the first constrained batch
         self.eos_id = tokenizer.token_to_id(EOS)
         self.pad_id = tokenizer.token_to_id("<|pad|>")
@@ -231,7 +237,9 @@ class Formalizer:
 
     def _compiler(self) -> GrammarCompiler:
         if self._grammar_compiler is None:
-            self._grammar_compiler = GrammarCompiler(self.tokenizer, stop_ids=(self.eos_id,))
+            self._grammar_compiler = GrammarCompiler(
+                self.tokenizer, stop_ids=(self.eos_id,), lone_space_rule=self.lone_space_rule
+            )
         return self._grammar_compiler
 
     def _beam(self, prompt: list[int], grammar: str | None, sentence: str) -> list[int]:

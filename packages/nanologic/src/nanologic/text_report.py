@@ -155,9 +155,9 @@ def _decoding_modes(
     torch_modes: tuple[tuple[str, dict[str, Any]], ...] = (
         ("torch_free", {"repair_tries": 0, "constraint": None}),
         ("torch_repair2", {"repair_tries": 2, "constraint": None}),
-        # llama.cpp runs no repair, so the grammars are compared without it
-        ("torch_format", {"repair_tries": 0, "constraint": "format"}),
-        ("torch_grounded", {"repair_tries": 0, "constraint": "grounded"}),
+        # llama.cpp runs no repair and reads the GBNF alone, so the grammars are compared so
+        ("torch_format", {"repair_tries": 0, "constraint": "format", "lone_space_rule": False}),
+        ("torch_grounded", {"repair_tries": 0, "constraint": "grounded", "lone_space_rule": False}),
         ("torch_grounded_repair2", {"repair_tries": 2, "constraint": "grounded"}),
     )
     for label, kwargs in torch_modes:
