@@ -793,6 +793,23 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         if k in expressions or _may_be_a_verb(tokens, k) or verb_variants(tokens[k]) or not nominal(k)
     }
 
+    # A verb's definition goes on past no other verb that ends a clause of its own ("Óscar canta
+    # el microscopio" for "… el director cante de nuevo o Óscar use el microscopio"); a verb
+    # coordinated with the next ("estudiar y limpiar el cuarto") may be passed.
+    verbs = {
+        i
+        for i, k in enumerate(token_of)
+        if _may_be_a_verb(tokens, k)
+        and not nominal(k)
+        and k not in expressions
+        and tokens[k].lower() not in not_content_words() | _DEMONSTRATIVES
+    }
+    unpassable = {
+        i
+        for i in verbs
+        if token_of[i] + 1 < len(tokens) and tokens[token_of[i] + 1].lower() not in COORDINATORS | {",", ";"}
+    }
+
     def after(state: str, i: int) -> str:
         """The state once word i is written: "" none yet, "o" a word of an elided conjunct and none
         it shares (the definition may not end: "fruta", "en Nopiane"), "f" a shared word; then "v"
@@ -804,18 +821,21 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
 
     @functools.cache
     def bodies(rule: str, level: int, state: str, i: int) -> tuple[str, ...]:
-        """The productive alternatives of rule s (write word i), c (word i or a later one) or b
-        (the jump back from word i), each a GBNF sequence; empty when no definition ends."""
-        if rule == "c":
+        """The productive alternatives of rule s (write word i), c (word i or a later one), k (as c,
+        after a verb: past no ``unpassable`` word) or b (the jump back from word i), each a GBNF
+        sequence; empty when no definition ends."""
+        if rule in ("c", "k"):
+            passes = i < last and not (rule == "k" and i in unpassable)
             return ((f"s{level}{state}-{i}",) if bodies("s", level, state, i) else ()) + (
-                (f"c{level}{state}-{i + 1}",) if i < last and bodies("c", level, state, i + 1) else ()
+                (f"{rule}{level}{state}-{i + 1}",) if passes and bodies(rule, level, state, i + 1) else ()
             )
         if rule == "b":
             return ((f"s1{state}-{i - 1}",) if bodies("s", 1, state, i - 1) else ()) + (
                 (f"b{state}{i - 1}",) if i > 1 and bodies("b", 0, state, i - 1) else ()
             )
         now = after(state, i)
-        onward = [f"c{level}{now}-{i + 1}"] if i < last and bodies("c", level, now, i + 1) else []
+        run = "k" if i in verbs else "c"
+        onward = [f"{run}{level}{now}-{i + 1}"] if i < last and bodies(run, level, now, i + 1) else []
         # an elided word goes on to a word it shares, never back ("fruta compró")
         if level == 0 and i > 0 and not now.startswith("o") and bodies("b", 0, now, i):
             onward.append(f"b{now}{i}")
@@ -839,11 +859,15 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     for state in (e + v for e in (("", "o", "f") if elided else ("",)) for v in ("", "v")):
         for level in (0, 1):
             for i in range(last + 1):
-                for rule in ("c", "s", "b") if level == 0 and i > 0 else ("c", "s"):
+                for rule in ("c", "k", "s", "b") if level == 0 and i > 0 else ("c", "k", "s"):
                     if body := bodies(rule, level, state, i):
                         name = f"b{state}{i}" if rule == "b" else f"{rule}{level}{state}-{i}"
                         rules.append(f"{name} ::= " + " | ".join(body))
     return rules
+
+
+# Unaccented, these are determiners ("este año"), not forms of "estar" ("esté", "está").
+_DEMONSTRATIVES = frozenset({"este", "esta", "estos", "estas", "ese", "esa", "esos", "esas"})
 
 
 # Words that need a complement after them (articles, prepositions, possessives, "que", "muy"):
