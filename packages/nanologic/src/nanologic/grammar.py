@@ -2557,7 +2557,9 @@ class GrammarLogitsProcessor:
     feeds each row's newest token (the prompt, ``T0`` tokens, is not part of the answer), then
     applies the bitmask. Rows whose grammar has accepted the stop token are left unmasked (their
     token is ignored by the caller). Greedy decoding under the mask is the highest-logit token the
-    grammar allows.
+    grammar allows. Besides the grammar: :class:`FormulaMask`'s rules and, unless the compiler was
+    built without it, the lone-space token only where a section may end
+    (:func:`space_only_before_marker`).
     """
 
     def __init__(
@@ -2622,7 +2624,8 @@ class BeamGrammarMask:
 
     Calling it sets the tokens a beam's grammar forbids to -inf; :meth:`advance` follows the
     beams the search kept (each new beam forks its parent's matcher and accepts its token), so
-    every beam is masked by the state of its own prefix.
+    every beam is masked by the state of its own prefix, with the rules
+    :class:`GrammarLogitsProcessor` adds to the grammar.
     """
 
     def __init__(self, compiler: GrammarCompiler, grammar: str) -> None:
