@@ -103,6 +103,20 @@ def test_grounded_definitions_read_the_sentence_in_order(tokenizer, compiler):
         assert not accepts(compiler, tokenizer, grammar, _answer(merged, "p → q", "→: si")), merged
 
 
+def test_tanto_si_a_como_si_b_c_is_two_conditionals():
+    """ "Tanto si llueve como si nieva, la excursión se suspende." (dev_real) was written ``p → (q ∧
+    r)``: read as "si A, C; si B, C", its formula is noted as the generator writes it, (A → C) ∧
+    (B → C)."""
+    from nanologic.grammar import conjunction_notes
+
+    assert conjunction_notes("Tanto si llueve como si nieva, la excursión se suspende.") == [
+        "# conjunction parts 2",
+        "# argument compound 1 → + llover / + excur suspender",
+        "# argument compound 2 → + nevar / + excur suspender",
+    ]
+    assert conjunction_notes("Tanto Ana como Luis cantan.") == []
+
+
 def test_a_verbs_definition_goes_on_past_no_other_clauses_verb(tokenizer, compiler):
     """After a verb, a definition may skip words but not another clause's verb: the model took the
     first clause's verb for the second's ("Óscar canta el microscopio" for "… o Óscar use el

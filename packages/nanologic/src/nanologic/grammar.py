@@ -1525,6 +1525,11 @@ _REASON_FIRST_RE = re.compile(
 )
 
 
+# "Tanto si A como si B, C" is the conjunction of "si A, C" and "si B, C" (the generator's
+# both_conditions cue): (A → C) ∧ (B → C).
+_BOTH_CONDITIONS_RE = re.compile(r"tanto si (?P<a>[^,]+?) como si (?P<b>[^,]+), (?P<c>[^,;]+)")
+
+
 def conjunction_notes(sentence: str) -> list[str]:
     """The ``CONJUNCTION_PARTS_NOTE`` line and the parts' notes of a sentence that joins two or
     three parts with ";", "y" / "pero" before a conditional ("Si estudio, no limpio y si limpio,
@@ -1533,7 +1538,8 @@ def conjunction_notes(sentence: str) -> list[str]:
     clauses, a conjunction of two ("ni A ni B", "A y B"; two conjuncts where it opens the sentence,
     as the generator writes the conjunction: ``¬p ∧ ¬q ∧ (r ∨ s)`` but ``¬p ∧ (¬q ∧ ¬r)``) or one
     clause (:func:`_part_notes`), at least
-    one part not one clause, and is no argument. The default model wrote the second of such a
+    one part not one clause, and is no argument; "Tanto si A como si B, C" is read as "si A, C; si
+    B, C". The default model wrote the second of such a
     chain's repeated clause with a letter of its own or the wrong sign in most of its wrong
     answers to them, ``(p → ¬q) ∧ (¬r → ¬s)`` for "Cuando Putibioe mentía, el entrenador no
     miente cada semana; y cuando no miente cada semana, …" (2026-12-05)."""
@@ -1547,6 +1553,8 @@ def conjunction_notes(sentence: str) -> list[str]:
     reason_first = _REASON_FIRST_RE.fullmatch(folded)
     if len(parts) == 1 and reason_first:
         parts = [reason_first["a"], reason_first["b"]]
+    if len(parts) == 1 and (both := _BOTH_CONDITIONS_RE.fullmatch(folded)):
+        parts = [f"si {both['a']}, {both['c']}", f"si {both['b']}, {both['c']}"]
     if not 2 <= len(parts) <= 3:
         return []
     conjuncts: list[tuple[str, str]] = []  # each conjunct's note kind and what it says
