@@ -16,7 +16,9 @@ in the sentence's order (skipping any), with one jump back to an earlier word at
 subject or predicate shared by two clauses can be repeated ("Luis come pan y Ana también" -> "Ana
 come pan"), and a word may be given in the forms the format's normalisations allow: the
 indicative for a subjunctive (:func:`indicative_variants`, :func:`verb_variants`), the agreement of
-a repeated predicate, lower-cased or capitalised; an expression of arithmetic is written whole
+a repeated predicate, lower-cased or capitalised; right after a verb it skips no other verb that
+ends a clause of its own ("Óscar canta el microscopio" for "… cante … o Óscar use el
+microscopio"); an expression of arithmetic is written whole
 ("x + y = 3"), and "x ≠ y" is the definition "x = y" with the polarity mark ¬. A definition never
 holds a negation or a sentence-level connective (``CONNECTIVE_WORDS``), because it is an
 affirmative atomic clause; the formula uses only the connectives the sentence can say
