@@ -128,19 +128,25 @@ def test_a_verbs_definition_goes_on_past_no_other_clauses_verb(tokenizer, compil
     wrong = _answer(["Ana canta", "Luis canta el coche"], "p → q", "→: si")
     assert not accepts(compiler, tokenizer, grammar, wrong)
     assert accepts(compiler, tokenizer, answer_grammar(), wrong)
-    for sentence, definitions in (
-        ("Tengo que estudiar y limpiar el cuarto.", ["tengo que estudiar", "tengo que limpiar el cuarto"]),
+    negated = ["¬: no | ∧: y", "¬p ∧ ¬q"]
+    for sentence, definitions, (connectors, formula) in (
+        (
+            "Tengo que estudiar y limpiar el cuarto.",
+            ["tengo que estudiar", "tengo que limpiar el cuarto"],
+            ["∧: y", "p ∧ q"],
+        ),
         (
             "Bruno no buscará ni una cámara este año ni unas gafas.",
-            ["Bruno buscará una cámara este año", "Bruno buscará unas gafas"],
+            ["Bruno buscará una cámara este año ¬", "Bruno buscará unas gafas ¬"],
+            negated,
         ),
-        ("Ellas no van a clase y no están atentas.", ["ellas van a clase", "ellas están atentas"]),
+        (
+            "Ellas no van a clase y no están atentas.",
+            ["ellas van a clase ¬", "ellas están atentas ¬"],
+            negated,
+        ),
     ):
-        formula = "p ∧ q" if "Tengo" in sentence else "¬p ∧ ¬q"
-        connectors = "∧: y" if "Tengo" in sentence else "¬: no | ∧: y"
-        answer = _answer(
-            [d + ("" if "Tengo" in sentence else " ¬") for d in definitions], formula, connectors
-        )
+        answer = _answer(definitions, formula, connectors)
         assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer), sentence
 
 
