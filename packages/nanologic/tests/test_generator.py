@@ -500,3 +500,58 @@ def test_no_symbols_unless_asked_for(examples):
     assert not any(re.search(r" [=<>≤≥≠] ", e["natural_language_input"]) for e in examples)
     with pytest.raises(ValueError, match="symbolic_share"):
         generate(5, symbolic_share=1.5)
+
+
+_OPENS_WITH_A_CONDITION = re.compile(
+    r"(Si|Cuando|Siempre que|En caso de que|Solo si|Sólo cuando|Solo cuando) "
+)
+
+
+def test_some_opening_conditions_are_written_without_their_comma():
+    """Real writers leave the comma out ("Si llueve me mojo", "Si A entonces B"); the same sentence
+    is always written the same way, and the formula does not change with the comma."""
+    from nanologic.generator import CLAUSE_COMMA, CLAUSE_COMMA_LEFT_OUT_SHARE, _write_clause_commas
+
+    examples = generate(3000, seed=3)
+    opening = [e for e in examples if _OPENS_WITH_A_CONDITION.match(e["natural_language_input"])]
+    without = [e for e in opening if "," not in e["natural_language_input"]]
+    share = len(without) / len(opening)
+    assert 0.5 * CLAUSE_COMMA_LEFT_OUT_SHARE < share < 1.5 * CLAUSE_COMMA_LEFT_OUT_SHARE
+    assert any(" entonces " in e["natural_language_input"] for e in without)
+    for e in without:
+        assert consistency_problems(e) == [], e["natural_language_input"]
+        assert parse(e["output"]["formula"]).op == "→" or "∧" in e["output"]["formula"]
+    text = f"si llueve{CLAUSE_COMMA}entonces me mojo"
+    written = {_write_clause_commas(text) for _ in range(3)}
+    assert len(written) == 1 and written <= {"si llueve, entonces me mojo", "si llueve entonces me mojo"}
+    assert _write_clause_commas("si llueve, me mojo") == "si llueve, me mojo"  # no mark, no change
+
+
+def test_a_premise_keeps_the_comma_before_a_conditional():
+    """ "Puesto que A si B, C" would read A as the conditional's consequent."""
+    examples = generate(4000, seed=4)
+    premised = [
+        e
+        for e in examples
+        if re.match(r"(Puesto que|Dado que|Ya que) ", e["natural_language_input"])
+        and re.search(r" (si|cuando|siempre que) ", e["natural_language_input"])
+        and "∧ (" in e["output"]["formula"]
+    ]
+    assert premised
+    for e in premised:
+        first_condition = re.search(r" (si|cuando|siempre que) ", e["natural_language_input"]).start()
+        assert "," in e["natural_language_input"][:first_condition], e["natural_language_input"]
+
+
+def test_the_new_textbook_cues_are_generated():
+    """ "No es el caso (de) que", "excepto que" and "no tengo sed ni sueño" (one "ni")."""
+    examples = generate(3000, seed=5)
+    said = " ".join(e["natural_language_input"].lower() for e in examples)
+    assert "no es el caso que " in said and "no es el caso de que " in said and " excepto que " in said
+    one_ni = [
+        e
+        for e in examples
+        if {"connector": "¬", "natural_language_cue": "ni"} in e["thought"]["identified_connectors"]
+        and re.search(r"\bno \w+ \w+ ni ", e["natural_language_input"].lower())
+    ]
+    assert one_ni and all(consistency_problems(e) == [] for e in one_ni)

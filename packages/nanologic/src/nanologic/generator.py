@@ -63,6 +63,7 @@ _CUE_NOTES = {
     "basta con que": "«basta con que» marca una condición suficiente",
     "a menos que": "«a menos que» equivale a «si no»: la negación de la condición implica el resto",
     "salvo que": "«salvo que» equivale a «si no»: la negación de la condición implica el resto",
+    "excepto que": "«excepto que» equivale a «si no»: la negación de la condición implica el resto",
     "dado que": "«dado que» afirma su premisa, así que ambas partes se unen con una conjunción",
     "ya que": "«ya que» afirma su premisa, así que ambas partes se unen con una conjunción",
     "puesto que": "«puesto que» afirma su premisa, así que ambas partes se unen con una conjunción",
@@ -89,6 +90,8 @@ CUES: dict[str, tuple[str, ...]] = {
         "es falso que",
         "no pasa que",
         "es mentira que",
+        "no es el caso que",
+        "no es el caso de que",
     ),  # negates what follows
     "not_both": ("no puede ser que",),  # "no puede ser que A y que B a la vez": ¬(A ∧ B)
     "not_both_end": ("a la vez",),
@@ -105,7 +108,7 @@ CUES: dict[str, tuple[str, ...]] = {
     "necessary": ("es necesario que",),  # "para que A, es necesario que B": A → B
     "purpose": ("para que",),
     "sufficient": ("basta con que",),  # "basta con que A para que B": A → B
-    "unless": ("a menos que", "salvo que"),  # "B a menos que A": ¬A → B
+    "unless": ("a menos que", "salvo que", "excepto que"),  # "B a menos que A": ¬A → B
     "biconditional": ("si y solo si", "únicamente cuando", "equivale a"),
     "either_antecedent": ("ya sea que",),  # "ya sea que A o que B, C": (A ∨ B) → C
     # Textbook cues added for issue 13 (roles above keep their names; these are new roles).
@@ -248,6 +251,10 @@ class SentenceBuilder:
             head = a.text(True, mood)
             first_comp = coordinated_complement(a)
             head = head[: len(head) - len(first_comp)].rstrip()
+            if self.rng.random() < 0.5:  # "no tengo sed ni sueño", as often as "ni sed ni sueño"
+                return Phrase(
+                    f"{head} {first_comp} ni {second}", f, ids, [(NOT, "no"), (NOT, "ni"), (AND, "ni")], subs
+                )
             text = f"{head} ni {first_comp} ni {second}"
             return Phrase(text, f, ids, [(NOT, "no"), (NOT, "ni...ni"), (AND, "ni...ni")], subs)
         if kind == "verb_or":
@@ -315,7 +322,7 @@ class SentenceBuilder:
     ) -> Phrase:
         """The styles of :data:`_CONDITIONAL_SUB_ANTECEDENT` ("en caso de que", "solo si", ...)."""
         if style == "en_caso":
-            return _cat(f, "en caso de que ", _implies_cue(f, "en caso de que"), a_sub, ", ", c_ind)
+            return _cat(f, "en caso de que ", _implies_cue(f, "en caso de que"), a_sub, CLAUSE_COMMA, c_ind)
         if style == "en_caso_post":
             return _cat(f, c_ind, " en caso de que ", _implies_cue(f, "en caso de que"), a_sub)
         if style == "implica":
@@ -323,29 +330,29 @@ class SentenceBuilder:
         if style == "solo_si":
             return _cat(f, a_ind, " solo si ", _implies_cue(f, "solo si"), c_ante)
         if style == "solo_si_pre":
-            return _cat(f, "solo si ", _implies_cue(f, "solo si"), c_ante, ", ", a_ind)
+            return _cat(f, "solo si ", _implies_cue(f, "solo si"), c_ante, CLAUSE_COMMA, a_ind)
         word = self.rng.choice(["solo cuando", "sólo cuando"])  # solo_cuando, solo_cuando_pre
         if style == "solo_cuando":
             return _cat(f, a_ind, f" {word} ", _implies_cue(f, word), c_ante)
-        return _cat(f, f"{word} ", _implies_cue(f, word), c_ante, ", ", a_ind)
+        return _cat(f, f"{word} ", _implies_cue(f, word), c_ante, CLAUSE_COMMA, a_ind)
 
     def simple_conditional(self, ante: Callable[[str], Phrase], cons: Callable[[str], Phrase]) -> Phrase:
         """A conditional that starts with its connective (safe to coordinate with another one)."""
         a, c = ante("ante"), cons("ind")
         f = Binary(IMPLIES, a.formula, c.formula)
         word, cue = self.rng.choice([("si", "si"), ("cuando", "cuando"), ("siempre que", "siempre que")])
-        return _cat(f, f"{word} ", Phrase("", f, [], [(IMPLIES, cue)]), a, ", ", c)
+        return _cat(f, f"{word} ", Phrase("", f, [], [(IMPLIES, cue)]), a, CLAUSE_COMMA, c)
 
     def unless(self, cond: Callable[[str], Phrase], main: Callable[[str], Phrase]) -> Phrase:
         """main unless cond  ==  ¬cond → main."""
         c_sub, m = cond("sub"), main("ind")
         f = Binary(IMPLIES, Not(c_sub.formula), m.formula)
-        word = self.rng.choice(["a menos que", "salvo que"])
+        word = self.rng.choice(CUES["unless"])
         cue = Phrase("", f, [], [(IMPLIES, word), (NOT, word)])
         # "A o B salvo que C" would be ambiguous, so a compound main clause comes after the cue.
         if isinstance(m.formula, Atom | Not) and self.rng.random() < 0.5:
             return _cat(f, m, f" {word} ", cue, c_sub)
-        return _cat(f, f"{word} ", cue, c_sub, ", ", m)
+        return _cat(f, f"{word} ", cue, c_sub, CLAUSE_COMMA, m)
 
     def biconditional(self, left: Callable[[str], Phrase], right: Callable[[str], Phrase]) -> Phrase:
         style = self.rng.choice(["ssi", "equivale", "unicamente", "cuando_y_solo_cuando", "condicion"])
@@ -381,14 +388,14 @@ class SentenceBuilder:
         if style == "pero":
             return _cat(f, a, ", pero ", cue("pero"), b)
         if style == "aunque":
-            return _cat(f, "aunque ", cue("aunque"), a, ", ", b)
+            return _cat(f, "aunque ", cue("aunque"), a, CLAUSE_COMMA, b)
         if style == "aunque_post":
             return _cat(f, a, ", aunque ", cue("aunque"), b)
         if style == "sin_embargo":
             return _cat(f, a, "; sin embargo, ", cue("sin embargo"), b)
         word = self.rng.choice(["dado que", "ya que", "puesto que"])
         if style == "premisa":
-            return _cat(f, f"{word} ", cue(word), a, ", ", b)
+            return _cat(f, f"{word} ", cue(word), a, CLAUSE_COMMA, b)
         return _cat(f, a, f", {word} ", cue(word), b)
 
     def disjunction(self, first: Callable[[str], Phrase], second: Callable[[str], Phrase]) -> Phrase:
@@ -411,7 +418,7 @@ class SentenceBuilder:
         return _cat(f, "ya sea que ", cue, a, " o que ", b, ", ", c)
 
     def negation(self, inner: Callable[[str], Phrase]) -> Phrase:
-        word = self.rng.choice(["no es cierto que", "es falso que", "no pasa que", "es mentira que"])
+        word = self.rng.choice(CUES["negation_prefix"])
         a = inner("sub")
         f = Not(a.formula)
         return _cat(f, f"{word} ", Phrase("", f, [], [(NOT, word)]), a)
@@ -689,6 +696,7 @@ def _skeleton(family: str, b: SentenceBuilder, d: _Draw) -> Phrase:
         cond = b.simple_conditional(d.group(b, 2, kinds=_ANTE), d.group(b, 1))
         f = Binary(AND, premise.formula, cond.formula)
         word = rng.choice(["dado que", "ya que", "puesto que"])
+        # the comma stays: "Puesto que A si B, C" would make A the conditional's consequent
         return _cat(f, f"{word} ", Phrase("", f, [], [(AND, word)]), premise, ", ", cond)
     if family == "argument":
         return _argument(b, d)
@@ -697,7 +705,9 @@ def _skeleton(family: str, b: SentenceBuilder, d: _Draw) -> Phrase:
         inner = Binary(IMPLIES, b.lit(a).formula, b.lit(c).formula)
         negated = Not(inner)
         cue = Phrase("", negated, [], [(NOT, "no es cierto que"), (IMPLIES, "si...entonces")])
-        return _cat(negated, "no es cierto que, si ", cue, b.lit(a, "ante"), ", entonces ", b.lit(c))
+        return _cat(
+            negated, "no es cierto que, si ", cue, b.lit(a, "ante"), CLAUSE_COMMA, "entonces ", b.lit(c)
+        )
     raise ValueError(f"unknown family {family!r}")
 
 
@@ -790,6 +800,24 @@ _CONDITIONAL_SUB_ANTECEDENT = (
 )
 
 
+# The comma that closes an opening subordinate clause ("Si llueve, me mojo"). Writers often leave
+# it out ("Si llueve me mojo", "Si A entonces B": eight of dev_real's failures in session 45), and
+# with it always there the model learnt to end a definition at the comma rather than where the
+# clause ends; so a stable share of the sentences that have one are written without any.
+CLAUSE_COMMA = "\x03, "
+CLAUSE_COMMA_LEFT_OUT_SHARE = 0.3
+
+
+def _write_clause_commas(text: str) -> str:
+    """``text`` with every :data:`CLAUSE_COMMA` written as ", " or, for the share
+    :data:`CLAUSE_COMMA_LEFT_OUT_SHARE` of texts (chosen by the text's SHA-1, so the same sentence
+    is always written the same way and no random draw moves), all of them left out."""
+    if CLAUSE_COMMA not in text:
+        return text
+    draw = int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "big") / 2**32
+    return text.replace(CLAUSE_COMMA, " " if draw < CLAUSE_COMMA_LEFT_OUT_SHARE else ", ")
+
+
 def _implies_cue(f: Node, cue: str) -> Phrase:
     """The empty phrase that records a conditional's cue (→) in a sentence."""
     return Phrase("", f, [], [(IMPLIES, cue)])
@@ -798,17 +826,17 @@ def _implies_cue(f: Node, cue: str) -> Phrase:
 def _conditional_after_si(style: str, f: Node, a_ante: Phrase, c_ind: Phrase) -> Phrase:
     """The styles of :data:`_CONDITIONAL_AFTER_SI`: "si A, entonces C", "C cuando A", ..."""
     if style == "si_entonces":
-        return _cat(f, "si ", _implies_cue(f, "si...entonces"), a_ante, ", entonces ", c_ind)
+        return _cat(f, "si ", _implies_cue(f, "si...entonces"), a_ante, CLAUSE_COMMA, "entonces ", c_ind)
     if style == "si":
-        return _cat(f, "si ", _implies_cue(f, "si"), a_ante, ", ", c_ind)
+        return _cat(f, "si ", _implies_cue(f, "si"), a_ante, CLAUSE_COMMA, c_ind)
     if style == "si_post":
         return _cat(f, c_ind, " si ", _implies_cue(f, "si"), a_ante)
     if style == "cuando":
-        return _cat(f, "cuando ", _implies_cue(f, "cuando"), a_ante, ", ", c_ind)
+        return _cat(f, "cuando ", _implies_cue(f, "cuando"), a_ante, CLAUSE_COMMA, c_ind)
     if style == "cuando_post":
         return _cat(f, c_ind, " cuando ", _implies_cue(f, "cuando"), a_ante)
     if style == "siempre_que":
-        return _cat(f, "siempre que ", _implies_cue(f, "siempre que"), a_ante, ", ", c_ind)
+        return _cat(f, "siempre que ", _implies_cue(f, "siempre que"), a_ante, CLAUSE_COMMA, c_ind)
     return _cat(f, c_ind, " siempre que ", _implies_cue(f, "siempre que"), a_ante)  # siempre_que_post
 
 
@@ -819,7 +847,7 @@ def _conditional_sub_both(style: str, f: Node, a_sub: Phrase, c_ind: Phrase, c_s
         return _cat(f, c_ind, " siempre y cuando ", _implies_cue(f, "siempre y cuando"), a_sub)
     if style == "para_que":
         # "para que A, C": C is necessary for A
-        return _cat(f, "para que ", _implies_cue(f, "para que"), a_sub, ", ", c_ind)
+        return _cat(f, "para que ", _implies_cue(f, "para que"), a_sub, CLAUSE_COMMA, c_ind)
     if style == "suficiente":
         cue = _implies_cue(f, "condición suficiente")
         return _cat(f, "que ", a_sub, " es condición suficiente para que ", cue, c_sub)
@@ -937,7 +965,8 @@ def example_from_phrase(
         }
         for cid, letter in zip(first_mention, letters)
     ]
-    text = elide_repeated_subjects(phrase.text, rng) if rng is not None else strip_subject_marks(phrase.text)
+    text = _write_clause_commas(phrase.text)
+    text = elide_repeated_subjects(text, rng) if rng is not None else strip_subject_marks(text)
     sentence = _sentence_case(text)
     seen: set[tuple[str, str]] = set()
     connectors = []

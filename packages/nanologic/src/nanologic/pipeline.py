@@ -147,7 +147,9 @@ _STOP = {
 def _stem(word: str) -> str:
     # Three-letter prefixes survive mood changes (sube/suba, revisa/revise, hay/haya); with the
     # diphthongs undone and the vowels blurred they also survive stem changes and the infinitive
-    # a definition is normalised from (tener/tienes, probarse/te pruebas, pedir/pides).
+    # a definition is normalised from (tener/tienes, probarse/te pruebas, pedir/pides); a "y"
+    # between vowels is the stem's "i" (leyerais/leísteis, creyó/creí, oyes/oímos).
+    word = re.sub("(?<=[aeiouáéíóú])y(?=[aeiouáéíóú])", "i", word)
     return re.sub("[aeiouáéíóú]", "*", word.replace("ie", "e").replace("ue", "o")[:3])
 
 
