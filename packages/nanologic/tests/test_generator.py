@@ -525,6 +525,11 @@ def test_some_opening_conditions_are_written_without_their_comma():
     written = {_write_clause_commas(text) for _ in range(3)}
     assert len(written) == 1 and written <= {"si llueve, entonces me mojo", "si llueve entonces me mojo"}
     assert _write_clause_commas("si llueve, me mojo") == "si llueve, me mojo"  # no mark, no change
+    for text in (
+        f"aunque Vera no firma{CLAUSE_COMMA}ni Ana ni Luis pierden",
+        f"si llueve{CLAUSE_COMMA}o bien corro",
+    ):
+        assert _write_clause_commas(text) == text.replace(CLAUSE_COMMA, ", ")  # the comma is needed
 
 
 def test_a_premise_keeps_the_comma_before_a_conditional():

@@ -808,14 +808,21 @@ CLAUSE_COMMA = "\x03, "
 CLAUSE_COMMA_LEFT_OUT_SHARE = 0.3
 
 
+# Without the comma, a clause that opens with a coordinator would read as the condition's own
+# continuation ("Aunque Vera no firmará la propuesta ni Ana ni Luis pierden").
+_OPENS_WITH_A_COORDINATOR = re.compile(re.escape(CLAUSE_COMMA) + r"\W*(?:ni|o|u|y|e|tanto|ya sea)(?!\w)")
+
+
 def _write_clause_commas(text: str) -> str:
     """``text`` with every :data:`CLAUSE_COMMA` written as ", " or, for the share
     :data:`CLAUSE_COMMA_LEFT_OUT_SHARE` of texts (chosen by the text's SHA-1, so the same sentence
-    is always written the same way and no random draw moves), all of them left out."""
+    is always written the same way and no random draw moves), all of them left out; kept where a
+    clause after one opens with a coordinator."""
     if CLAUSE_COMMA not in text:
         return text
     draw = int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "big") / 2**32
-    return text.replace(CLAUSE_COMMA, " " if draw < CLAUSE_COMMA_LEFT_OUT_SHARE else ", ")
+    left_out = draw < CLAUSE_COMMA_LEFT_OUT_SHARE and not _OPENS_WITH_A_COORDINATOR.search(text)
+    return text.replace(CLAUSE_COMMA, " " if left_out else ", ")
 
 
 def _implies_cue(f: Node, cue: str) -> Phrase:
