@@ -817,12 +817,27 @@ def _write_clause_commas(text: str) -> str:
     """``text`` with every :data:`CLAUSE_COMMA` written as ", " or, for the share
     :data:`CLAUSE_COMMA_LEFT_OUT_SHARE` of texts (chosen by the text's SHA-1, so the same sentence
     is always written the same way and no random draw moves), all of them left out; kept where a
-    clause after one opens with a coordinator."""
+    clause after one opens with a coordinator or the condition before one holds a comma."""
     if CLAUSE_COMMA not in text:
         return text
     draw = int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "big") / 2**32
     left_out = draw < CLAUSE_COMMA_LEFT_OUT_SHARE and not _OPENS_WITH_A_COORDINATOR.search(text)
+    # a condition that holds a comma of its own ("Cuando A, B y C, D") keeps the one that ends it
+    left_out = left_out and not any("," in _clause_before(text, at) for at in _marks(text))
     return text.replace(CLAUSE_COMMA, " " if left_out else ", ")
+
+
+def _marks(text: str) -> list[int]:
+    return [m.start() for m in re.finditer(re.escape(CLAUSE_COMMA), text)]
+
+
+def _clause_before(text: str, at: int) -> str:
+    """The text between the last ";", "." or earlier mark before ``at`` and ``at``."""
+    mark = text.rfind(CLAUSE_COMMA, 0, at)
+    start = max(
+        text.rfind(";", 0, at) + 1, text.rfind(".", 0, at) + 1, mark + len(CLAUSE_COMMA) if mark >= 0 else 0
+    )
+    return text[start:at]
 
 
 def _implies_cue(f: Node, cue: str) -> Phrase:

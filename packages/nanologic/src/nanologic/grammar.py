@@ -1974,8 +1974,11 @@ def _tokens_after_a_lone_space(tokenizer: Any, token_bytes: list[bytes], space: 
         if decoded and not decoded.startswith("<|"):
             texts.add(decoded)
             texts.update(decoded)
-    # the format's symbols, which a small vocabulary may hold only as bytes
+    # the format's symbols and the accented letters ("Álvaro"), which a small vocabulary may hold
+    # only as bytes; letters only, whose first bytes (0xC3-0xC9) no symbol of the format shares, so
+    # that " " and a byte cannot spell " ¬" or " ∧" the long way
     texts.update((*FORMULA_SYMBOLS, NEGATED_MARK, MIXED_MARK))
+    texts.update(letter for letter in map(chr, range(0xC0, 0x250)) if letter.isalpha())
     following = {space, *markers}
     for text in sorted(texts):
         ids = tokenizer.encode(" " + text)
