@@ -141,21 +141,27 @@ def test_data_stages_chain(tmp_path, capsys):
     assert main(["generate", "--n", "10", "--out", str(raw)]) == 2
 
 
-@pytest.mark.parametrize("symbolic_share", [0.0, 0.4])
-def test_train_and_the_stage_commands_write_the_same_files(tmp_path, capsys, symbolic_share):
+@pytest.mark.parametrize(("symbolic_share", "comma_less_share"), [(0.0, 0.0), (0.4, 0.3)])
+def test_train_and_the_stage_commands_write_the_same_files(
+    tmp_path, capsys, symbolic_share, comma_less_share
+):
     # Issue 17 item 4: one driver (nanologic.stages) for `train`'s embedded dataset and the stage
     # subcommands; with the same settings they write the same files, byte for byte.
     from nanologic.configs import DatasetConfig
     from nanologic.stages import STAGE_FILES, build_dataset
 
     config = DatasetConfig.for_training(
-        n_generate=400, max_per_complexity=60, seed=3, symbolic_share=symbolic_share
+        n_generate=400,
+        max_per_complexity=60,
+        seed=3,
+        symbolic_share=symbolic_share,
+        comma_less_share=comma_less_share,
     )
     build_dataset(tmp_path / "train", config)
     cli = tmp_path / "cli"
     raw, cleaned, verified, augmented = (cli / STAGE_FILES[s] for s in STAGE_FILES)
     seed = ["--seed", "3"]
-    share = ["--symbolic-share", str(symbolic_share)]
+    share = ["--symbolic-share", str(symbolic_share), "--comma-less-share", str(comma_less_share)]
     assert main(["generate", "--n", "400", *seed, *share, "--out", str(raw)]) == 0
     assert main(["clean", str(raw), "--out", str(cleaned), *seed]) == 0
     assert main(["verify", str(cleaned), "--out", str(verified)]) == 0

@@ -510,31 +510,39 @@ _OPENS_WITH_A_CONDITION = re.compile(
 def test_some_opening_conditions_are_written_without_their_comma():
     """Real writers leave the comma out ("Si llueve me mojo", "Si A entonces B"); the same sentence
     is always written the same way, and the formula does not change with the comma."""
-    from nanologic.generator import CLAUSE_COMMA, CLAUSE_COMMA_LEFT_OUT_SHARE, _write_clause_commas
+    from nanologic.generator import CLAUSE_COMMA, _write_clause_commas
 
-    examples = generate(3000, seed=3)
+    share_asked = 0.3
+    assert not any(
+        _OPENS_WITH_A_CONDITION.match(e["natural_language_input"]) and "," not in e["natural_language_input"]
+        for e in generate(300, seed=3)
+    )  # none by default
+    examples = generate(3000, seed=3, comma_less_share=share_asked)
     opening = [e for e in examples if _OPENS_WITH_A_CONDITION.match(e["natural_language_input"])]
     without = [e for e in opening if "," not in e["natural_language_input"]]
     share = len(without) / len(opening)
-    assert 0.5 * CLAUSE_COMMA_LEFT_OUT_SHARE < share < 1.5 * CLAUSE_COMMA_LEFT_OUT_SHARE
+    assert 0.5 * share_asked < share < 1.5 * share_asked
     assert any(" entonces " in e["natural_language_input"] for e in without)
     for e in without:
         assert consistency_problems(e) == [], e["natural_language_input"]
         assert parse(e["output"]["formula"]).op == "→" or "∧" in e["output"]["formula"]
     text = f"si llueve{CLAUSE_COMMA}entonces me mojo"
-    written = {_write_clause_commas(text) for _ in range(3)}
+    written = {_write_clause_commas(text, 0.5) for _ in range(3)}
     assert len(written) == 1 and written <= {"si llueve, entonces me mojo", "si llueve entonces me mojo"}
-    assert _write_clause_commas("si llueve, me mojo") == "si llueve, me mojo"  # no mark, no change
+    assert _write_clause_commas(text, 1.0) == "si llueve entonces me mojo"
+    assert _write_clause_commas("si llueve, me mojo", 1.0) == "si llueve, me mojo"  # no mark, no change
     for text in (
         f"aunque Vera no firma{CLAUSE_COMMA}ni Ana ni Luis pierden",
         f"si llueve{CLAUSE_COMMA}o bien corro",
     ):
-        assert _write_clause_commas(text) == text.replace(CLAUSE_COMMA, ", ")  # the comma is needed
+        assert _write_clause_commas(text, 1.0) == text.replace(CLAUSE_COMMA, ", ")  # the comma is needed
+    with pytest.raises(ValueError, match="comma_less_share"):
+        generate(5, comma_less_share=1.5)
 
 
 def test_a_premise_keeps_the_comma_before_a_conditional():
     """ "Puesto que A si B, C" would read A as the conditional's consequent."""
-    examples = generate(4000, seed=4)
+    examples = generate(4000, seed=4, comma_less_share=1.0)
     premised = [
         e
         for e in examples

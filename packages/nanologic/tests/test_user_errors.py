@@ -39,6 +39,7 @@ def _one_error_line(capsys) -> str:
         (["--model-config", '{"num_heads": 5}'], "--model-config"),
         (["--threads", "-1"], "--threads"),
         (["--symbolic-share", "1.5"], "--symbolic-share"),
+        (["--comma-less-share", "1.5"], "--comma-less-share"),
     ],
 )
 def test_bad_hyperparameters_are_refused_before_any_work(tmp_path, capsys, flags, named) -> None:

@@ -130,6 +130,10 @@ def _check_run_options(inputs: TrainInputs) -> None:
             raise NanologicError(f"{flag}: expected an integer >= {minimum}, got {value}")
     if not 0.0 <= inputs.symbolic_share <= 1.0:
         raise NanologicError(f"--symbolic-share: expected a number in [0, 1], got {inputs.symbolic_share}")
+    if not 0.0 <= inputs.comma_less_share <= 1.0:
+        raise NanologicError(
+            f"--comma-less-share: expected a number in [0, 1], got {inputs.comma_less_share}"
+        )
     if inputs.max_minutes is not None and not inputs.max_minutes > 0:
         raise NanologicError(f"--max-minutes: expected a number > 0, got {inputs.max_minutes}")
 
@@ -207,6 +211,7 @@ def _run_train(parser: ConfigParser, cfg: Any, given: set[str]) -> int:
         n_generate=inputs.n_generate,
         max_per_complexity=inputs.max_per_complexity,
         symbolic_share=inputs.symbolic_share,
+        comma_less_share=inputs.comma_less_share,
         vocab_size=inputs.vocab_size,
         resume=output.resume,
         force=output.force,

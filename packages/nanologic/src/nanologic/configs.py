@@ -204,6 +204,9 @@ class TrainInputs:
     # share of the generated mathematics clauses written in symbols ("x + y = 3"), as
     # `nanologic generate --symbolic-share` (default 0: README, "Clauses in symbols")
     symbolic_share: float = 0.0
+    # share of the generated sentences whose opening condition goes without its comma ("Si llueve
+    # me mojo"), as `nanologic generate --comma-less-share` (default 0: README, "Data")
+    comma_less_share: float = 0.0
     vocab_size: int = DEFAULT_VOCAB_SIZE  # BPE vocabulary (upper bound)
     # JSON object of model fields overriding the preset, e.g. '{"num_layers": 4}' (default: none)
     model_config: dict[str, Any] | None = None
@@ -253,10 +256,20 @@ class GenerateConfig:
     # share of the mathematics clauses written in symbols ("x + y = 3", "x ≠ 2"); 0.4 was measured
     # (README, "Clauses in symbols"); 0 by default, as it did not win on dev_real over two seeds
     symbolic_share: float = 0.0
+    # share of the sentences with an opening condition ("Si A, B", "Aunque A, B") written without
+    # the comma that ends it ("Si llueve me mojo"); 0.3 was measured (README, "Data"); 0 by
+    # default, as it did not win over two seeds
+    comma_less_share: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.n >= 1, "n", "an integer >= 1", self.n)
         _check(0.0 <= self.symbolic_share <= 1.0, "symbolic_share", "a number in [0, 1]", self.symbolic_share)
+        _check(
+            0.0 <= self.comma_less_share <= 1.0,
+            "comma_less_share",
+            "a number in [0, 1]",
+            self.comma_less_share,
+        )
 
 
 @dataclass(frozen=True)
@@ -338,7 +351,12 @@ class DatasetConfig:
 
     @classmethod
     def for_training(
-        cls, n_generate: int, max_per_complexity: int | None, seed: int, symbolic_share: float = 0.0
+        cls,
+        n_generate: int,
+        max_per_complexity: int | None,
+        seed: int,
+        symbolic_share: float = 0.0,
+        comma_less_share: float = 0.0,
     ) -> DatasetConfig:
         """The dataset of ``nanologic train``: ``n_generate`` sentences, one seed for every stage.
 
@@ -347,6 +365,8 @@ class DatasetConfig:
             max_per_complexity: source sentences kept per complexity level (None: no cap).
             seed: the training seed, which every stage's random choices also use.
             symbolic_share: share of the mathematics clauses written in symbols (0 to 1).
+            comma_less_share: share of the sentences with an opening condition written without
+                the comma that ends it (0 to 1).
 
         Returns:
             The stages' settings.
@@ -356,7 +376,9 @@ class DatasetConfig:
         """
         base = cls()
         return cls(
-            generate=GenerateConfig(n=n_generate, seed=seed, symbolic_share=symbolic_share),
+            generate=GenerateConfig(
+                n=n_generate, seed=seed, symbolic_share=symbolic_share, comma_less_share=comma_less_share
+            ),
             clean=dataclasses.replace(base.clean, seed=seed),
             verify=base.verify,
             augment=dataclasses.replace(base.augment, seed=seed),

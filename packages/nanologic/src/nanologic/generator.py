@@ -802,10 +802,10 @@ _CONDITIONAL_SUB_ANTECEDENT = (
 
 # The comma that closes an opening subordinate clause ("Si llueve, me mojo"). Writers often leave
 # it out ("Si llueve me mojo", "Si A entonces B": eight of dev_real's failures in session 45), and
-# with it always there the model learnt to end a definition at the comma rather than where the
-# clause ends; so a stable share of the sentences that have one are written without any.
+# with it always there the model learns to end a definition at the comma rather than where the
+# clause ends; ``generate(comma_less_share=...)`` writes a stable share of the sentences that have
+# one without any (opt-in: README, "Data").
 CLAUSE_COMMA = "\x03, "
-CLAUSE_COMMA_LEFT_OUT_SHARE = 0.3
 
 
 # Without the comma, a clause that opens with a coordinator would read as the condition's own
@@ -813,15 +813,15 @@ CLAUSE_COMMA_LEFT_OUT_SHARE = 0.3
 _OPENS_WITH_A_COORDINATOR = re.compile(re.escape(CLAUSE_COMMA) + r"\W*(?:ni|o|u|y|e|tanto|ya sea)(?!\w)")
 
 
-def _write_clause_commas(text: str) -> str:
+def _write_clause_commas(text: str, comma_less_share: float = 0.0) -> str:
     """``text`` with every :data:`CLAUSE_COMMA` written as ", " or, for the share
-    :data:`CLAUSE_COMMA_LEFT_OUT_SHARE` of texts (chosen by the text's SHA-1, so the same sentence
-    is always written the same way and no random draw moves), all of them left out; kept where a
-    clause after one opens with a coordinator or the condition before one holds a comma."""
+    ``comma_less_share`` of texts (chosen by the text's SHA-1, so the same sentence is always
+    written the same way and no random draw moves), all of them left out; kept where a clause after
+    one opens with a coordinator or the condition before one holds a comma."""
     if CLAUSE_COMMA not in text:
         return text
     draw = int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "big") / 2**32
-    left_out = draw < CLAUSE_COMMA_LEFT_OUT_SHARE and not _OPENS_WITH_A_COORDINATOR.search(text)
+    left_out = draw < comma_less_share and not _OPENS_WITH_A_COORDINATOR.search(text)
     # a condition that holds a comma of its own ("Cuando A, B y C, D") keeps the one that ends it
     left_out = left_out and not any("," in _clause_before(text, at) for at in _marks(text))
     return text.replace(CLAUSE_COMMA, " " if left_out else ", ")
@@ -963,13 +963,19 @@ def _conjunction_as_said(cue: str, sentence: str) -> str:
 
 
 def example_from_phrase(
-    phrase: Phrase, clauses: list[Clause], block: str, rng: random.Random | None = None
+    phrase: Phrase,
+    clauses: list[Clause],
+    block: str,
+    rng: random.Random | None = None,
+    comma_less_share: float = 0.0,
 ) -> dict:
     """Turn a realised skeleton into a raw example in the original's JSON schema.
 
     With ``rng``, a subject that repeats the previous clause's subject may be elided in the
     sentence ("Juan estudia y aprueba"); definitions always keep it ("Juan aprueba"). A clause
-    only said in the subjunctive or the infinitive is defined in the indicative.
+    only said in the subjunctive or the infinitive is defined in the indicative. A share
+    ``comma_less_share`` of the sentences with an opening condition leave out the comma that ends
+    it (:func:`_write_clause_commas`).
     """
     first_mention: dict[int, None] = {}
     for cid in phrase.mentions:
@@ -987,7 +993,7 @@ def example_from_phrase(
         }
         for cid, letter in zip(first_mention, letters)
     ]
-    text = _write_clause_commas(phrase.text)
+    text = _write_clause_commas(phrase.text, comma_less_share)
     text = elide_repeated_subjects(text, rng) if rng is not None else strip_subject_marks(text)
     sentence = _sentence_case(text)
     seen: set[tuple[str, str]] = set()
@@ -1040,21 +1046,28 @@ _WEIGHTS = {
 }
 
 
-def generate_one(rng: random.Random, block: str, symbolic_share: float = 0.0) -> dict:
+def generate_one(
+    rng: random.Random, block: str, symbolic_share: float = 0.0, comma_less_share: float = 0.0
+) -> dict:
     """One example of domain ``block`` with fresh clauses from :class:`ClauseSampler` (a share
-    ``symbolic_share`` of the mathematics clauses in symbols, "x + y = 3")."""
+    ``symbolic_share`` of the mathematics clauses in symbols, "x + y = 3"; a share
+    ``comma_less_share`` of the opening conditions without their comma, "Si llueve me mojo")."""
     families = list(_WEIGHTS)
     family = rng.choices(families, weights=[_WEIGHTS[f] for f in families])[0]
     builder = SentenceBuilder(rng, [])
     phrase = _skeleton(family, builder, _Draw(rng, builder, ClauseSampler(rng, block, symbolic_share)))
-    return example_from_phrase(phrase, builder.clauses, block, rng)
+    return example_from_phrase(phrase, builder.clauses, block, rng, comma_less_share)
 
 
-def generate(n: int, seed: int = 0, symbolic_share: float = 0.0) -> list[dict]:
+def generate(n: int, seed: int = 0, symbolic_share: float = 0.0, comma_less_share: float = 0.0) -> list[dict]:
     """``n`` examples, domains in rotation; the same seed gives the same list.
 
     ``symbolic_share`` (0 to 1) of the mathematics clauses are written in symbols ("x + y = 3",
-    "x ≠ 2" for ¬(x = 2)); raises ValueError outside [0, 1].
+    "x ≠ 2" for ¬(x = 2)); ``comma_less_share`` (0 to 1) of the sentences with an opening
+    condition are written without the comma that ends it ("Si llueve me mojo", "Si A entonces B";
+    none where the comma is needed to read them). Raises ValueError for a share outside [0, 1].
     """
+    if not 0.0 <= comma_less_share <= 1.0:
+        raise ValueError(f"comma_less_share must be in [0, 1], got {comma_less_share!r}")
     rng = random.Random(seed)
-    return [generate_one(rng, BLOCKS[i % len(BLOCKS)], symbolic_share) for i in range(n)]
+    return [generate_one(rng, BLOCKS[i % len(BLOCKS)], symbolic_share, comma_less_share) for i in range(n)]

@@ -356,6 +356,7 @@ class TrainRequest:
     precision_plugins: Sequence
     command_config: str | None = None  # the YAML of the command's settings, saved as config.yaml
     symbolic_share: float = 0.0
+    comma_less_share: float = 0.0
 
     def run_config(self) -> dict:
         """The settings saved in ``run.json``, which a resumed run must repeat."""
@@ -372,6 +373,8 @@ class TrainRequest:
         }
         if self.data_dir is None and self.symbolic_share:  # absent at 0, as in runs made before it existed
             config["symbolic_share"] = self.symbolic_share
+        if self.data_dir is None and self.comma_less_share:  # absent at 0, as symbolic_share
+            config["comma_less_share"] = self.comma_less_share
         return config
 
 
@@ -384,6 +387,7 @@ def train_run(
     n_generate: int = DEFAULT_N_GENERATE,
     max_per_complexity: int | None = DEFAULT_MAX_PER_COMPLEXITY,
     symbolic_share: float = 0.0,
+    comma_less_share: float = 0.0,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     resume: str | None = None,
     force: bool = False,
@@ -448,6 +452,7 @@ def train_run(
         precision_plugins=precision_plugins,
         command_config=command_config,
         symbolic_share=symbolic_share,
+        comma_less_share=comma_less_share,
     )
     run = open_run_dir(
         out,
@@ -583,6 +588,7 @@ def _checked_data(out: Path, data_dir: Path | None, request: TrainRequest) -> Pa
                 request.max_per_complexity,
                 request.train_config.seed,
                 request.symbolic_share,
+                request.comma_less_share,
             )
             build_dataset(data_dir, config)
     _require_splits(data_dir)

@@ -104,7 +104,12 @@ def generate_step(config: GenerateConfig, out: Path) -> list[dict]:
     """Generate ``config.n`` raw examples into ``out`` (JSON); returns them."""
     from nanologic.generator import generate
 
-    examples = generate(config.n, seed=config.seed, symbolic_share=config.symbolic_share)
+    examples = generate(
+        config.n,
+        seed=config.seed,
+        symbolic_share=config.symbolic_share,
+        comma_less_share=config.comma_less_share,
+    )
     write_raw(out, examples)
     return examples
 
