@@ -29,6 +29,7 @@ from nanologic.clauses import (
     strip_subject_marks,
 )
 from nanologic.clauses import distinct_clauses as distinct_clauses
+from nanologic.configs import DEFAULT_COMMA_LESS_SHARE
 from nanologic.logic import (
     AND,
     IFF,
@@ -804,7 +805,8 @@ _CONDITIONAL_SUB_ANTECEDENT = (
 # it out ("Si llueve me mojo", "Si A entonces B": eight of dev_real's failures in session 45), and
 # with it always there the model learns to end a definition at the comma rather than where the
 # clause ends; ``generate(comma_less_share=...)`` writes a stable share of the sentences that have
-# one without any (opt-in: README, "Data").
+# one without any (README, "Data": over two seeds the share below won on dev_real against the
+# same data with every comma, and lost some equivalence on the synthetic sentences with commas).
 CLAUSE_COMMA = "\x03, "
 
 
@@ -1059,7 +1061,9 @@ def generate_one(
     return example_from_phrase(phrase, builder.clauses, block, rng, comma_less_share)
 
 
-def generate(n: int, seed: int = 0, symbolic_share: float = 0.0, comma_less_share: float = 0.0) -> list[dict]:
+def generate(
+    n: int, seed: int = 0, symbolic_share: float = 0.0, comma_less_share: float = DEFAULT_COMMA_LESS_SHARE
+) -> list[dict]:
     """``n`` examples, domains in rotation; the same seed gives the same list.
 
     ``symbolic_share`` (0 to 1) of the mathematics clauses are written in symbols ("x + y = 3",

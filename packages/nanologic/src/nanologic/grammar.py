@@ -1961,7 +1961,7 @@ def _tokens_after_a_lone_space(tokenizer: Any, token_bytes: list[bytes], space: 
     """The tokens that follow the lone-space token ``space`` where the tokenizer itself writes it:
     the markers, a space, and the first token after it when a token's text or one of its
     characters, after a space, is encoded with the space alone (" ±" as " ", "±" where no " ±"
-    token exists)."""
+    token exists; " Álvaro" as " " and the bytes of "Á" where no token holds "Á")."""
     if space is None:
         return []
     markers = [i for i, text in enumerate(token_bytes) if text.startswith(b"<|") and text.endswith(b"|>")]

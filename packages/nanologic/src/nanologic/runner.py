@@ -18,6 +18,7 @@ from rich.table import Table
 
 from nanologic.configs import (
     DEFAULT_BEAM_SIZE,
+    DEFAULT_COMMA_LESS_SHARE,
     DEFAULT_CONSTRAINT,
     DEFAULT_MAX_PER_COMPLEXITY,
     DEFAULT_N_GENERATE,
@@ -356,7 +357,7 @@ class TrainRequest:
     precision_plugins: Sequence
     command_config: str | None = None  # the YAML of the command's settings, saved as config.yaml
     symbolic_share: float = 0.0
-    comma_less_share: float = 0.0
+    comma_less_share: float = DEFAULT_COMMA_LESS_SHARE
 
     def run_config(self) -> dict:
         """The settings saved in ``run.json``, which a resumed run must repeat."""
@@ -373,7 +374,7 @@ class TrainRequest:
         }
         if self.data_dir is None and self.symbolic_share:  # absent at 0, as in runs made before it existed
             config["symbolic_share"] = self.symbolic_share
-        if self.data_dir is None and self.comma_less_share:  # absent at 0, as symbolic_share
+        if self.data_dir is None and self.comma_less_share:  # absent at 0: runs before session 46
             config["comma_less_share"] = self.comma_less_share
         return config
 
@@ -387,7 +388,7 @@ def train_run(
     n_generate: int = DEFAULT_N_GENERATE,
     max_per_complexity: int | None = DEFAULT_MAX_PER_COMPLEXITY,
     symbolic_share: float = 0.0,
-    comma_less_share: float = 0.0,
+    comma_less_share: float = DEFAULT_COMMA_LESS_SHARE,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     resume: str | None = None,
     force: bool = False,
