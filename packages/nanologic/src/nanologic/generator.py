@@ -805,8 +805,9 @@ _CONDITIONAL_SUB_ANTECEDENT = (
 # it out ("Si llueve me mojo", "Si A entonces B": eight of dev_real's failures in session 45), and
 # with it always there the model learns to end a definition at the comma rather than where the
 # clause ends; ``generate(comma_less_share=...)`` writes a stable share of the sentences that have
-# one without any (README, "Data": over two seeds the share below won on dev_real against the
-# same data with every comma, and lost some equivalence on the synthetic sentences with commas).
+# one without any (README, "Data": over two seeds configs.DEFAULT_COMMA_LESS_SHARE won on
+# dev_real against the same data with every comma, and lost some equivalence on the synthetic
+# sentences with commas).
 CLAUSE_COMMA = "\x03, "
 
 
