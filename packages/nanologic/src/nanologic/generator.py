@@ -826,21 +826,9 @@ def _write_clause_commas(text: str, comma_less_share: float = 0.0) -> str:
     draw = int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "big") / 2**32
     left_out = draw < comma_less_share and not _OPENS_WITH_A_COORDINATOR.search(text)
     # a condition that holds a comma of its own ("Cuando A, B y C, D") keeps the one that ends it
-    left_out = left_out and not any("," in _clause_before(text, at) for at in _marks(text))
+    conditions = [re.split(r"[;.]", before)[-1] for before in text.split(CLAUSE_COMMA)[:-1]]
+    left_out = left_out and not any("," in condition for condition in conditions)
     return text.replace(CLAUSE_COMMA, " " if left_out else ", ")
-
-
-def _marks(text: str) -> list[int]:
-    return [m.start() for m in re.finditer(re.escape(CLAUSE_COMMA), text)]
-
-
-def _clause_before(text: str, at: int) -> str:
-    """The text between the last ";", "." or earlier mark before ``at`` and ``at``."""
-    mark = text.rfind(CLAUSE_COMMA, 0, at)
-    start = max(
-        text.rfind(";", 0, at) + 1, text.rfind(".", 0, at) + 1, mark + len(CLAUSE_COMMA) if mark >= 0 else 0
-    )
-    return text[start:at]
 
 
 def _implies_cue(f: Node, cue: str) -> Phrase:
@@ -970,7 +958,7 @@ def example_from_phrase(
     clauses: list[Clause],
     block: str,
     rng: random.Random | None = None,
-    comma_less_share: float = 0.0,
+    comma_less_share: float = DEFAULT_COMMA_LESS_SHARE,
 ) -> dict:
     """Turn a realised skeleton into a raw example in the original's JSON schema.
 
@@ -1050,7 +1038,10 @@ _WEIGHTS = {
 
 
 def generate_one(
-    rng: random.Random, block: str, symbolic_share: float = 0.0, comma_less_share: float = 0.0
+    rng: random.Random,
+    block: str,
+    symbolic_share: float = 0.0,
+    comma_less_share: float = DEFAULT_COMMA_LESS_SHARE,
 ) -> dict:
     """One example of domain ``block`` with fresh clauses from :class:`ClauseSampler` (a share
     ``symbolic_share`` of the mathematics clauses in symbols, "x + y = 3"; a share
