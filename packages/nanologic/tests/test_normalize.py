@@ -446,3 +446,47 @@ def test_a_left_out_preposition_and_a_sums_terms(sentence, definition, expected)
 )
 def test_a_clause_written_after_a_lent_subject_is_its_own(sentence, atoms, expected):
     assert normalize_definitions(atoms, sentence)["q"] == (expected or atoms["q"])
+
+
+@pytest.mark.parametrize(
+    ("sentence", "definition", "expected"),
+    [
+        # a first or second person verb: its clause's subject is left out, not the lent one
+        (
+            "Puesto que Ricardo no montó en bici, cuando mi primo no va al gimnasio, no entrené este mes.",
+            "Ricardo entrené este mes",
+            "entrené este mes",
+        ),
+        (
+            "El hielo cambia de color, puesto que vas a la playa en abril.",
+            "el hielo vas a la playa en abril",
+            "vas a la playa en abril",
+        ),
+        (
+            "O bien Miguel ha cantado, o bien no aprobáis durante el viaje.",
+            "Miguel aprobáis durante el viaje",
+            "aprobáis durante el viaje",
+        ),
+        (
+            "Consuelo no viene; y si no nos hemos mudado, Luis llora.",
+            "Consuelo nos hemos mudado",
+            "nos hemos mudado",
+        ),
+        # an impersonal verb takes no subject
+        (
+            "Hugo no mide la temperatura o no ha habido elecciones en marzo.",
+            "Hugo ha habido elecciones en marzo",
+            "ha habido elecciones en marzo",
+        ),
+        ("Ana no juega y hace frío en noviembre.", "Ana hace frío en noviembre", "hace frío en noviembre"),
+        # kept: a subject coordinated with the verb's own ("Ni mi hermano ni yo sabemos nadar",
+        # put in its person by the shared-predicate rule), one the sentence says before the verb,
+        # a third-person verb, an object pronoun after the subject
+        ("Ni mi hermano ni yo sabemos nadar.", "mi hermano sabemos nadar", "mi hermano sabe nadar"),
+        ("Si el autobús llego tarde, me enfado.", "el autobús llego tarde", "el autobús llego tarde"),
+        ("Luis estudia y aprueba.", "Luis aprueba", "Luis aprueba"),
+        ("Si Juan me llama, voy.", "Juan me llama", "Juan me llama"),
+    ],
+)
+def test_a_subject_lent_to_a_verb_that_cannot_take_it_is_dropped(sentence, definition, expected):
+    assert normalize_definitions({"p": definition}, sentence)["p"] == expected

@@ -20,6 +20,10 @@ format asks for where a rule can tell them apart:
   a complement of the lexicon that agrees ("estar | cansad@", "ser | médic@") takes a singular
   subject's gender and number ("Ni Luis ni Marta son médicos" defines ``Marta es médica``; a
   first name's gender as the generator reads it: the lexicon's, else "-a" feminine);
+- a third-person subject the model lent to a verb that cannot take it (first or second person
+  singular; plural, where the sentence coordinates no other subject with it; impersonal) is
+  dropped ("Ricardo entrené este mes" -> ``entrené este mes``, "Hugo ha habido elecciones" ->
+  ``ha habido elecciones``);
 - a definition that starts with a third-person verb whose subject the sentence leaves out (the
   verb follows a cue, a comma or the sentence start) takes the subject of the nearest earlier
   definition (without a reflexive pronoun: "yo me quedo" lends "yo"), when their number agrees;
@@ -348,6 +352,29 @@ def _subject_left_out(sentence: str, verb: str, any_form: bool = False) -> bool:
     return False
 
 
+def _impersonal(words: list[str], k: int) -> bool:
+    """Whether the finite verb ``words[k]`` (of the lexicon) takes no subject: a perfect is
+    impersonal by its participle ("ha nevado"), "amanecerá nublado" by its verb, "hacer" and
+    "haber" by what follows ("ha hecho calor", "hubo mercado", "ha habido elecciones", not "ha
+    hecho los deberes")."""
+    from nanologic.grammar import lexicon_verb_lemma
+
+    lemmas = _conjugation_tables()[1].get(words[k].lower(), frozenset())
+    following = words[k + 1].lower() if len(words) > k + 1 else ""
+    participle = following if "haber" in lemmas else ""
+    participle_lemma = lexicon_verb_lemma(participle) if participle.endswith(_PARTICIPLE_ENDINGS) else None
+    after = words[k + 2 :] if participle_lemma is not None else words[k + 1 :]
+    impersonal_object = bool(after) and (after[0].lower() in _IMPERSONAL_OBJECTS or after[0][:1].isdigit())
+    if participle_lemma is not None:
+        return participle_lemma in _WEATHER_LEMMAS or (
+            participle_lemma in {"haber", "hacer"} and impersonal_object
+        )
+    # "ha" is a form of every verb's perfect, so a participle after it says which
+    return (bool(lemmas & _WEATHER_LEMMAS) and not participle.endswith(_PARTICIPLE_ENDINGS)) or (
+        bool(lemmas & {"haber", "hacer"}) and impersonal_object
+    )
+
+
 def _with_subject(
     words: list[str], earlier: list[list[str]], sentence: str, written: list[str] | None = None
 ) -> list[str]:
@@ -362,26 +389,7 @@ def _with_subject(
     persons = persons_of.get(verb.lower(), frozenset())
     if not persons:
         return words
-    # a perfect is impersonal by its participle ("ha nevado"), "amanecerá nublado" by its verb;
-    # "hacer" and "haber" by what follows ("ha hecho calor", "hubo mercado", not "ha hecho los
-    # deberes")
-    from nanologic.grammar import lexicon_verb_lemma
-
-    participle = words[1].lower() if len(words) > 1 and "haber" in lemmas_of[verb.lower()] else ""
-    participle_lemma = lexicon_verb_lemma(participle) if participle.endswith(_PARTICIPLE_ENDINGS) else None
-    after = words[2:] if participle_lemma is not None else words[verb_at + 1 :]
-    impersonal_object = bool(after) and (after[0].lower() in _IMPERSONAL_OBJECTS or after[0][:1].isdigit())
-    if participle_lemma is not None:
-        impersonal = participle_lemma in _WEATHER_LEMMAS or (
-            participle_lemma in {"haber", "hacer"} and impersonal_object
-        )
-    else:
-        lemmas = lemmas_of[verb.lower()]
-        # "ha" is a form of every verb's perfect, so a participle after it says which
-        impersonal = (bool(lemmas & _WEATHER_LEMMAS) and not participle.endswith(_PARTICIPLE_ENDINGS)) or (
-            bool(lemmas & {"haber", "hacer"}) and impersonal_object
-        )
-    third_person = bool(persons & {_THIRD_SINGULAR, _THIRD_PLURAL}) and not impersonal
+    third_person = bool(persons & {_THIRD_SINGULAR, _THIRD_PLURAL}) and not _impersonal(words, verb_at)
     if not third_person and not persons & {0, 1, 3, 4}:
         return words
     for previous in reversed(earlier):
@@ -615,6 +623,7 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
         words = _without_repeats(definition).split()
         if words:
             words = _perfect_mended(_with_prepositions(_own_subject(words, sentence), sentence))
+            words = _without_a_lent_subject(words, sentence)
             # twice: the indicative of "haya niebla" is "ha niebla"
             indicative = _perfect_mended(_indicative(words))
             words = _with_subject(_agreeing(indicative), earlier, sentence, written=words)
@@ -642,6 +651,52 @@ def _own_subject(words: list[str], sentence: str) -> list[str]:
 
     if said(lowered[k + 1 :]) and not said(lowered[: k + 1]):
         return words[k + 1 :]
+    return words
+
+
+def _without_a_lent_subject(words: list[str], sentence: str) -> list[str]:
+    """A definition without the third-person subject the model lent to a verb that cannot take it.
+
+    The verb, written as the sentence says it, is of the first or second person singular
+    ("Ricardo entrené este mes" for "Puesto que Ricardo no montó …, no entrené este mes"), of the
+    first or second person plural where the sentence coordinates no other subject with the lent
+    one ("Miguel aprobáis" for "… o Miguel ha cantado, o bien no aprobáis"; "Ni mi hermano ni yo
+    sabemos nadar" keeps ``mi hermano``, :func:`_agreeing` puts it in his person), or impersonal
+    ("Hugo ha habido elecciones"): the verb's clause has its own subject, left out, and the
+    definition is the clause from the verb on ("entrené este mes"). A subject the sentence says
+    right before the verb stays.
+    """
+    k = _finite_verb_index(words)
+    if not k:
+        return words
+    start = k
+    while start > 0 and words[start - 1].lower() in _REFLEXIVE_PRONOUNS | {"no"}:  # "nos hemos mudado"
+        start -= 1
+    subject = words[:start]
+    if not subject or subject[0].lower() in _PRONOUN_PERSON:
+        return words
+    third_person = subject[0].lower() in {"él", "ella", "ellos", "ellas"} or _subject_person(subject) in (
+        _THIRD_SINGULAR,
+        _THIRD_PLURAL,
+    )
+    tokens = _lowered_tokens(sentence)
+    verb = words[k].lower()
+    if not third_person or verb not in tokens:
+        return words
+    lowered = [w.lower() for w in words[: k + 1]]
+    if any(tokens[i : i + len(lowered)] == lowered for i in range(len(tokens))):
+        return words  # the sentence says this subject with this verb
+    persons = _conjugation_tables()[0].get(verb, frozenset())
+    coordinated = any(
+        token == subject[-1].lower() and i + 1 < len(tokens) and tokens[i + 1] in COORDINATORS | {"como"}
+        for i, token in enumerate(tokens)
+    )
+    if (
+        (persons and persons <= {0, 1})
+        or (persons and persons <= {0, 1, 3, 4} and not coordinated)
+        or _impersonal(words, k)
+    ):
+        return words[start:]
     return words
 
 
