@@ -490,3 +490,13 @@ def test_a_clause_written_after_a_lent_subject_is_its_own(sentence, atoms, expec
 )
 def test_a_subject_lent_to_a_verb_that_cannot_take_it_is_dropped(sentence, definition, expected):
     assert normalize_definitions({"p": definition}, sentence)["p"] == expected
+
+
+def test_a_pronoun_of_another_person_and_a_name_that_is_a_verb_form():
+    sentence = "Es necesario que vosotros vayáis al cine y no jugaras de nuevo."
+    assert normalize_definitions({"p": "vosotros jugaste de nuevo"}, sentence)["p"] == "jugaste de nuevo"
+    sentence = "Cuando Leo está atento, no suspendes química."
+    assert normalize_definitions({"p": "Leo suspendes química"}, sentence)["p"] == "suspendes química"
+    # the pronoun the sentence says with the verb stays
+    sentence = "Si vosotros jugáis, gano."
+    assert normalize_definitions({"p": "vosotros jugáis"}, sentence)["p"] == "vosotros jugáis"

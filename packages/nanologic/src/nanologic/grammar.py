@@ -704,7 +704,8 @@ _BEFORE_A_VERB = frozenset({"no", "me", "te", "se", "nos", "os", "le", "les", "l
 
 
 @functools.cache
-def _lexicon_names() -> frozenset[str]:
+def lexicon_names() -> frozenset[str]:
+    """The generator's first names (some are verb forms too: "Leo", "Armando")."""
     from nanologic.lexicon import NAMES_F, NAMES_M
 
     return frozenset(NAMES_F + NAMES_M)
@@ -717,7 +718,7 @@ def _may_be_a_verb(tokens: list[str], k: int) -> bool:
     ("no brilla"), or "para" after a noun."""
     low = tokens[k].lower()
     folded = fold_text(low)
-    if tokens[k] in _lexicon_names():  # "Fernando", "Armando"
+    if tokens[k] in lexicon_names():  # "Fernando", "Armando"
         return False
     return (
         folded in _folded_verb_forms()
@@ -1270,7 +1271,7 @@ def _with_shared(keys: list[str], side: str, after: bool, other: list[str]) -> l
 
 @functools.cache
 def _folded_names() -> frozenset[str]:
-    return frozenset(fold_text(name).lower() for name in _lexicon_names())
+    return frozenset(fold_text(name).lower() for name in lexicon_names())
 
 
 def _compound_part(

@@ -317,16 +317,19 @@ def _agreeing(words: list[str]) -> list[str]:
 
 
 def _finite_verb_index(words: list[str]) -> int | None:
-    """The first word that is a verb form, not one after a determiner ("el estudio termina")."""
+    """The first word that is a verb form, not one after a determiner ("el estudio termina") nor
+    a first name of the lexicon before another verb form ("Leo suspende": "leo" is "leer")."""
+    from nanologic.grammar import lexicon_names
+
     persons = _conjugation_tables()[0]
-    return next(
-        (
-            i
-            for i, w in enumerate(words)
-            if w.lower() in persons and not (i and words[i - 1].lower() in _DETERMINERS)
-        ),
-        None,
-    )
+    verbs = [
+        i
+        for i, w in enumerate(words)
+        if w.lower() in persons and not (i and words[i - 1].lower() in _DETERMINERS)
+    ]
+    if len(verbs) > 1 and words[verbs[0]] in lexicon_names():
+        return verbs[1]
+    return verbs[0] if verbs else None
 
 
 def _subject_left_out(sentence: str, verb: str, any_form: bool = False) -> bool:
@@ -654,16 +657,24 @@ def _own_subject(words: list[str], sentence: str) -> list[str]:
     return words
 
 
+def _auxiliary_without_participle(words: list[str], k: int) -> bool:
+    """Whether ``words[k]`` is a perfect's auxiliary with no participle after it ("Ignacio ha un
+    regalo", a broken "ha devuelto"), not an impersonal "haber" ("hay", "hubo", "ha habido")."""
+    following = words[k + 1].lower() if len(words) > k + 1 else ""
+    return words[k].lower() in PERFECT_AUXILIARIES and following != "habido"
+
+
 def _without_a_lent_subject(words: list[str], sentence: str) -> list[str]:
     """A definition without the third-person subject the model lent to a verb that cannot take it.
 
-    The verb, written as the sentence says it, is of the first or second person singular
-    ("Ricardo entrené este mes" for "Puesto que Ricardo no montó …, no entrené este mes"), of the
-    first or second person plural where the sentence coordinates no other subject with the lent
+    The verb is of the first or second person singular ("Ricardo entrené este mes" for "Puesto
+    que Ricardo no montó …, no entrené este mes"), of the first or second person plural, said so
+    in the sentence, where the sentence coordinates no other subject with the lent
     one ("Miguel aprobáis" for "… o Miguel ha cantado, o bien no aprobáis"; "Ni mi hermano ni yo
     sabemos nadar" keeps ``mi hermano``, :func:`_agreeing` puts it in his person), or impersonal
     ("Hugo ha habido elecciones"): the verb's clause has its own subject, left out, and the
-    definition is the clause from the verb on ("entrené este mes"). A subject the sentence says
+    definition is the clause from the verb on ("entrené este mes"); so is a personal pronoun of
+    another person than the verb's only one ("vosotros jugaste"). A subject the sentence says
     right before the verb stays.
     """
     k = _finite_verb_index(words)
@@ -673,28 +684,34 @@ def _without_a_lent_subject(words: list[str], sentence: str) -> list[str]:
     while start > 0 and words[start - 1].lower() in _REFLEXIVE_PRONOUNS | {"no"}:  # "nos hemos mudado"
         start -= 1
     subject = words[:start]
-    if not subject or subject[0].lower() in _PRONOUN_PERSON:
+    if not subject:
         return words
-    third_person = subject[0].lower() in {"él", "ella", "ellos", "ellas"} or _subject_person(subject) in (
-        _THIRD_SINGULAR,
-        _THIRD_PLURAL,
-    )
     tokens = _lowered_tokens(sentence)
     verb = words[k].lower()
-    if not third_person or verb not in tokens:
-        return words
     lowered = [w.lower() for w in words[: k + 1]]
     if any(tokens[i : i + len(lowered)] == lowered for i in range(len(tokens))):
         return words  # the sentence says this subject with this verb
     persons = _conjugation_tables()[0].get(verb, frozenset())
+    pronoun_person = _PRONOUN_PERSON.get(subject[0].lower()) if len(subject) == 1 else None
+    if pronoun_person is not None:
+        # "vosotros jugaste": a pronoun of another person than the verb's only one
+        # (a plural verb is the shared predicate of a coordination, :func:`_agreeing`)
+        singular = len(persons) == 1 and persons <= {0, 1, _THIRD_SINGULAR}
+        return words[start:] if singular and pronoun_person not in persons else words
+    third_person = subject[0].lower() in {"él", "ella", "ellos", "ellas"} or _subject_person(subject) in (
+        _THIRD_SINGULAR,
+        _THIRD_PLURAL,
+    )
+    if not third_person:
+        return words
     coordinated = any(
         token == subject[-1].lower() and i + 1 < len(tokens) and tokens[i + 1] in COORDINATORS | {"como"}
         for i, token in enumerate(tokens)
     )
     if (
         (persons and persons <= {0, 1})
-        or (persons and persons <= {0, 1, 3, 4} and not coordinated)
-        or _impersonal(words, k)
+        or (persons and persons <= {0, 1, 3, 4} and verb in tokens and not coordinated)
+        or (_impersonal(words, k) and not _auxiliary_without_participle(words, k))
     ):
         return words[start:]
     return words
