@@ -150,6 +150,46 @@ def test_a_verbs_definition_goes_on_past_no_other_clauses_verb(tokenizer, compil
         assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer), sentence
 
 
+def test_a_definition_holds_no_finite_verb_of_the_next_clause(tokenizer, compiler):
+    """Past a clause's bound (a coordinator, a connective, a cue, a comma), a definition that has
+    its finite verb takes no other, nor one after the jump back (dev_real: "suben los precios
+    suben los sueldos", "Brayan está estudiando tiene examen"). An infinitive or a participle
+    sharing the verb, and a noun that is also a verb form, are passed."""
+    for sentence, right, wrong, (connectors, formula) in (
+        (
+            "Si suben los precios y no suben los sueldos, la gente compra menos.",
+            ["suben los precios", "suben los sueldos", "la gente compra menos"],
+            ["suben los precios suben los sueldos", "la gente compra menos"],
+            ("→: si | ∧: y | ¬: no", "(p ∧ ¬q) → r"),
+        ),
+        (
+            "Brayan está estudiando porque tiene examen y está amenazado.",
+            ["Brayan está estudiando", "Brayan tiene examen", "Brayan está amenazado"],
+            ["Brayan está estudiando tiene examen", "Brayan está amenazado"],
+            ("→: porque | ∧: y", "(q ∧ r) → p"),
+        ),
+    ):
+        grammar = grounded_grammar(sentence)
+        assert accepts(compiler, tokenizer, grammar, _answer(right, formula, connectors)), sentence
+        merged = _answer(wrong, "q → p" if "porque" in sentence else "p → q", connectors)
+        assert not accepts(compiler, tokenizer, grammar, merged), wrong
+        assert accepts(compiler, tokenizer, answer_grammar(), merged)
+    for sentence, definitions in (
+        (
+            "O Juan será reelegido o destinado para un puesto nuevo.",
+            ["Juan será reelegido", "Juan será destinado"],
+        ),
+        ("Tengo que estudiar y limpiar el cuarto.", ["tengo que estudiar", "tengo que limpiar el cuarto"]),
+        ("Vamo habló estadística y dibujo.", ["Vamo habló estadística", "Vamo habló dibujo"]),
+    ):
+        answer = _answer(
+            definitions,
+            "p ∨ q" if sentence.startswith("O ") else "p ∧ q",
+            "∨: o" if "O " in sentence else "∧: y",
+        )
+        assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer), sentence
+
+
 def test_grounded_definitions_split_at_y_between_clauses(tokenizer, compiler):
     """ "y" joining clauses or an elided coordination is a cue, not part of a definition."""
     for sentence, merged, split in (

@@ -737,7 +737,8 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     L = 1 once the definition has gone back to an earlier word (a subject or verb repeated from
     before: "Juana tiene trece años y Rosa quince" -> "Rosa tiene quince años"); ``b<i>`` is that
     jump from position i, to a position before i, never to itself ("me mojo me mojo"); a definition
-    never ends on a word that needs a complement (``_NEEDS_COMPLEMENT``: "el", "de", "su"). Where
+    never ends on a word that needs a complement (``_NEEDS_COMPLEMENT``: "el", "de", "su") nor on a
+    pronoun before a verb (``_PROCLITICS``: "se"). Where
     the sentence has elided conjuncts (:func:`_elided_conjuncts`), each rule also carries a state
     ("", "o", "f": ``c<L><state>-<i>``, ``b<state><i>``): a definition holding a word of one goes
     on, never back, to a content word said outside them ("la médica compró fruta", not "fruta").
@@ -812,15 +813,47 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         for i in verbs
         if token_of[i] + 1 < len(tokens) and tokens[token_of[i] + 1].lower() not in COORDINATORS | {",", ";"}
     }
+    # A clause's bounds between two words: a coordinator, a connective but a negation, a cue
+    # phrase or a punctuation mark. A definition holds one finite verb on either side at most
+    # ("suben los precios suben los sueldos" for "Si suben los precios y no suben los sueldos");
+    # an infinitive, a gerund or a participle may share the other side's verb ("tengo que limpiar
+    # el cuarto" for "Tengo que estudiar y limpiar el cuarto", "Juan será destinado").
+    # "dibujo", "trabajo": a first person's present that is also a noun ("Vamo habló estadística y
+    # dibujo") is left out too.
+    finite = {
+        i
+        for i in verbs
+        if not tokens[token_of[i]].lower().endswith(_NON_FINITE_ENDINGS)
+        and tokens[token_of[i]].lower() not in _first_person_presents()
+    }
+    text = unicodedata.normalize("NFC", sentence)
+    token_spans = [m.span() for m in _READING_RE.finditer(text)]
+    in_cue = _cue_phrase_indices(sentence)
+    bounding_words = COORDINATORS | CONNECTIVE_WORDS - {"no", "tampoco"}
+    clause_bound_before = set()
+    for i in range(1, len(positions)):
+        end = expressions.get(token_of[i - 1], token_of[i - 1] + 1)
+        between = range(end, token_of[i])
+        gap = text[token_spans[end - 1][1] : token_spans[token_of[i]][0]]
+        if _PUNCTUATION_RE.search(gap) or any(
+            t in in_cue or tokens[t].lower() in bounding_words for t in between
+        ):
+            clause_bound_before.add(i)
 
     def after(state: str, i: int) -> str:
         """The state once word i is written: "" none yet, "o" a word of an elided conjunct and none
         it shares (the definition may not end: "fruta", "en Nopiane"), "f" a shared word; then "v"
-        once a word of ``verbal`` is written."""
-        verb = "v" if state.endswith("v") or i in verbal else ""
+        once a word of ``verbal`` is written; then "F" once a word of ``finite`` is written, "X"
+        once a clause's bound is passed after it (:func:`onto`)."""
+        verb = "v" if "v" in state or i in verbal else ""
+        finite_now = "F" if i in finite else state.lstrip("ofv")
         if i in shared or state.startswith("f"):
-            return "f" + verb
-        return ("o" if i in elided or state.startswith("o") else "") + verb
+            return "f" + verb + finite_now
+        return ("o" if i in elided or state.startswith("o") else "") + verb + finite_now
+
+    def onto(state: str, i: int) -> str:
+        """The state on reaching word i from word i - 1."""
+        return state[:-1] + "X" if state.endswith("F") and i in clause_bound_before else state
 
     @functools.cache
     def bodies(rule: str, level: int, state: str, i: int) -> tuple[str, ...]:
@@ -829,25 +862,32 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         sequence; empty when no definition ends."""
         if rule in ("c", "k"):
             passes = i < last and not (rule == "k" and i in unpassable)
+            reached = onto(state, i + 1)
             return ((f"s{level}{state}-{i}",) if bodies("s", level, state, i) else ()) + (
-                (f"{rule}{level}{state}-{i + 1}",) if passes and bodies(rule, level, state, i + 1) else ()
+                (f"{rule}{level}{reached}-{i + 1}",) if passes and bodies(rule, level, reached, i + 1) else ()
             )
         if rule == "b":
             return ((f"s1{state}-{i - 1}",) if bodies("s", 1, state, i - 1) else ()) + (
                 (f"b{state}{i - 1}",) if i > 1 and bodies("b", 0, state, i - 1) else ()
             )
+        # after the jump back, whose words lend a subject or a predicate, one finite verb in all
+        if i in finite and (state.endswith("X") or (level == 1 and state.endswith("F"))):
+            return ()
         now = after(state, i)
         run = "k" if i in verbs else "c"
-        onward = [f"{run}{level}{now}-{i + 1}"] if i < last and bodies(run, level, now, i + 1) else []
-        # an elided word goes on to a word it shares, never back ("fruta compró")
-        if level == 0 and i > 0 and not now.startswith("o") and bodies("b", 0, now, i):
-            onward.append(f"b{now}{i}")
+        forward = onto(now, i + 1)
+        onward = [f"{run}{level}{forward}-{i + 1}"] if i < last and bodies(run, level, forward, i + 1) else []
+        # an elided word goes on to a word it shares, never back ("fruta compró"); back before
+        # the bound, the verb's clause is open again
+        back = now.replace("X", "F")
+        if level == 0 and i > 0 and not now.startswith("o") and bodies("b", 0, back, i):
+            onward.append(f"b{back}{i}")
         # a word that needs a complement may end a definition only where no word could follow it
         goes_on = i < last or (level == 0 and i > 0)
         may_end = (
             not now.startswith("o")
-            and (not verbal or now.endswith("v"))
-            and not (goes_on and {f.lower() for f in positions[i][1]} <= _NEEDS_COMPLEMENT)
+            and (not verbal or "v" in now)
+            and not (goes_on and {f.lower() for f in positions[i][1]} <= _NEEDS_COMPLEMENT | _PROCLITICS)
         )
         if not onward:
             return (f"w{i}",) if may_end else ()
@@ -859,7 +899,9 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         if prefixes:
             word = "(" + " | ".join(_literal(p + " ") for p in prefixes) + ")? (" + word + ")"
         rules.append(f"w{i} ::= {word}")
-    for state in (e + v for e in (("", "o", "f") if elided else ("",)) for v in ("", "v")):
+    for state in (
+        e + v + z for e in (("", "o", "f") if elided else ("",)) for v in ("", "v") for z in ("", "F", "X")
+    ):
         for level in (0, 1):
             for i in range(last + 1):
                 for rule in ("c", "k", "s", "b") if level == 0 and i > 0 else ("c", "k", "s"):
@@ -868,6 +910,37 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
                         rules.append(f"{name} ::= " + " | ".join(body))
     return rules
 
+
+@functools.cache
+def _first_person_presents() -> frozenset[str]:
+    """Forms of the lexicon's verbs ending in "o" that are only a first person singular present
+    ("dibujo", "canto", "trabajo"): many are nouns as well."""
+    readings: dict[str, set[tuple[str, int]]] = {}
+    for _, tense, person, form in lexicon_conjugations():
+        readings.setdefault(form, set()).add((tense, person))
+    return frozenset(form for form, read in readings.items() if form.endswith("o") and read == {("pres", 0)})
+
+
+# Pronouns before a verb ("se lesiona", "nos hemos mudado"): a clause never ends on one, so a
+# definition does not either ("su lanzador titular se lesiona titular se").
+_PROCLITICS = frozenset({"me", "te", "se", "nos", "os", "le", "les", "lo"})
+
+
+# Endings of an infinitive, a gerund or a participle (the irregular ones: "hecho", "escrito",
+# "puesto", "abierto", "vuelto", "visto", "roto", "muerto"): no finite verb of a clause of its own.
+# A finite form read as one of these ("nado", "pido") only leaves the clause-bound rule unapplied.
+_NON_FINITE_ENDINGS = tuple(
+    stem + ending
+    for stems, endings in (
+        (("ar", "er", "ir", "ír", "ando", "iendo", "yendo"), ("",)),
+        (
+            ("ad", "id", "íd", "ch", "crit", "uest", "iert", "uelt", "ist", "ot", "uert"),
+            ("o", "a", "os", "as"),
+        ),
+    )
+    for stem in stems
+    for ending in endings
+)
 
 # Unaccented, these are determiners ("este año"), not forms of "estar" ("esté", "está").
 _DEMONSTRATIVES = frozenset({"este", "esta", "estos", "estas", "ese", "esa", "esos", "esas"})
