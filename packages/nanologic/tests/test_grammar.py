@@ -190,6 +190,28 @@ def test_a_definition_holds_no_finite_verb_of_the_next_clause(tokenizer, compile
         assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer), sentence
 
 
+def test_a_definition_never_ends_on_a_copula_or_a_pronoun_before_a_verb(tokenizer, compiler):
+    """ "tú estás" for "Tú estás despierto o estás durmiendo" (dev_real), "la célula se dividía se"."""
+    for sentence, right, cut, (connectors, formula) in (
+        (
+            "Tú estás despierto o estás durmiendo.",
+            ["tú estás despierto", "tú estás durmiendo"],
+            ["tú estás", "tú estás durmiendo"],
+            ("∨: o", "p ∨ q"),
+        ),
+        (
+            "La célula muere o no se divide.",
+            ["la célula muere", "la célula se divide"],
+            ["la célula muere", "la célula se divide se"],
+            ("∨: o | ¬: no", "p ∨ ¬q"),
+        ),
+    ):
+        grammar = grounded_grammar(sentence)
+        assert accepts(compiler, tokenizer, grammar, _answer(right, formula, connectors)), sentence
+        assert not accepts(compiler, tokenizer, grammar, _answer(cut, formula, connectors)), cut
+        assert accepts(compiler, tokenizer, answer_grammar(), _answer(cut, formula, connectors))
+
+
 def test_grounded_definitions_split_at_y_between_clauses(tokenizer, compiler):
     """ "y" joining clauses or an elided coordination is a cue, not part of a definition."""
     for sentence, merged, split in (

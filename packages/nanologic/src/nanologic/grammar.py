@@ -737,8 +737,8 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     L = 1 once the definition has gone back to an earlier word (a subject or verb repeated from
     before: "Juana tiene trece años y Rosa quince" -> "Rosa tiene quince años"); ``b<i>`` is that
     jump from position i, to a position before i, never to itself ("me mojo me mojo"); a definition
-    never ends on a word that needs a complement (``_NEEDS_COMPLEMENT``: "el", "de", "su") nor on a
-    pronoun before a verb (``_PROCLITICS``: "se"). Where
+    never ends on a word that needs a complement (``_NEEDS_COMPLEMENT``: "el", "de", "su"), a
+    pronoun before a verb (``_PROCLITICS``: "se") or a copula (``_COPULAS``: "es", "estás"). Where
     the sentence has elided conjuncts (:func:`_elided_conjuncts`), each rule also carries a state
     ("", "o", "f": ``c<L><state>-<i>``, ``b<state><i>``): a definition holding a word of one goes
     on, never back, to a content word said outside them ("la médica compró fruta", not "fruta").
@@ -887,7 +887,9 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         may_end = (
             not now.startswith("o")
             and (not verbal or "v" in now)
-            and not (goes_on and {f.lower() for f in positions[i][1]} <= _NEEDS_COMPLEMENT | _PROCLITICS)
+            and not (
+                goes_on and {f.lower() for f in positions[i][1]} <= _NEEDS_COMPLEMENT | _PROCLITICS | _COPULAS
+            )
         )
         if not onward:
             return (f"w{i}",) if may_end else ()
@@ -921,9 +923,22 @@ def _first_person_presents() -> frozenset[str]:
     return frozenset(form for form, read in readings.items() if form.endswith("o") and read == {("pres", 0)})
 
 
-# Pronouns before a verb ("se lesiona", "nos hemos mudado"): a clause never ends on one, so a
-# definition does not either ("su lanzador titular se lesiona titular se").
+# Pronouns before a verb ("se lesiona", "nos hemos mudado"), and the forms of "ser", "estar" and
+# a perfect's "haber" that need what follows them ("es primo", "estás despierto", "ha llovido"): a
+# clause never ends on one, so a definition does not either ("su lanzador titular se lesiona
+# titular se", "tú estás" for "Tú estás despierto o estás durmiendo").
 _PROCLITICS = frozenset({"me", "te", "se", "nos", "os", "le", "les", "lo"})
+_COPULAS = (
+    word_set(
+        "soy eres es somos sois son era eras éramos erais eran fui fuiste fue fuimos fuisteis fueron "
+        "seré serás será seremos seréis serán sea seas seamos seáis sean "
+        "estoy estás está estamos estáis están estaba estabas estábamos estabais estaban "
+        "estuve estuviste estuvo estuvimos estuvisteis estuvieron estaré estarás estará estaremos "
+        "estaréis estarán esté estés estemos estéis estén"
+    )
+    | PERFECT_AUXILIARIES
+    | {"hay"}
+)
 
 
 # Endings of an infinitive, a gerund or a participle (the irregular ones: "hecho", "escrito",
