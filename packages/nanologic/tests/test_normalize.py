@@ -486,6 +486,12 @@ def test_a_clause_written_after_a_lent_subject_is_its_own(sentence, atoms, expec
         ("Si el autobús llego tarde, me enfado.", "el autobús llego tarde", "el autobús llego tarde"),
         ("Luis estudia y aprueba.", "Luis aprueba", "Luis aprueba"),
         ("Si Juan me llama, voy.", "Juan me llama", "Juan me llama"),
+        # "como" is more often a comparison than the verb
+        (
+            "Tanto Lorena como Vuemenor hacen los deberes.",
+            "Lorena como Vuemenor hacen los deberes",
+            "Lorena como Vuemenor hacen los deberes",
+        ),
     ],
 )
 def test_a_subject_lent_to_a_verb_that_cannot_take_it_is_dropped(sentence, definition, expected):

@@ -668,14 +668,14 @@ def _without_a_lent_subject(words: list[str], sentence: str) -> list[str]:
     """A definition without the third-person subject the model lent to a verb that cannot take it.
 
     The verb is of the first or second person singular ("Ricardo entrené este mes" for "Puesto
-    que Ricardo no montó …, no entrené este mes"), of the first or second person plural, said so
-    in the sentence, where the sentence coordinates no other subject with the lent
-    one ("Miguel aprobáis" for "… o Miguel ha cantado, o bien no aprobáis"; "Ni mi hermano ni yo
-    sabemos nadar" keeps ``mi hermano``, :func:`_agreeing` puts it in his person), or impersonal
-    ("Hugo ha habido elecciones"): the verb's clause has its own subject, left out, and the
-    definition is the clause from the verb on ("entrené este mes"); so is a personal pronoun of
-    another person than the verb's only one ("vosotros jugaste"). A subject the sentence says
-    right before the verb stays.
+    que Ricardo no montó …, no entrené este mes"), of the first or second person plural, said so in
+    the sentence, where the sentence coordinates no other subject with the lent one ("Miguel
+    aprobáis" for "… o Miguel ha cantado, o bien no aprobáis"; "Ni mi hermano ni yo sabemos nadar"
+    keeps ``mi hermano``, :func:`_agreeing` puts it in his person), or impersonal ("Hugo ha habido
+    elecciones"): the verb's clause has its own subject, left out, and the definition is the clause
+    from the verb on ("entrené este mes"); so is a personal pronoun of another person than the
+    verb's only one ("vosotros jugaste"). A subject the sentence says right before the verb stays,
+    as does one before a word that is more often a preposition or "como" than a verb.
     """
     k = _finite_verb_index(words)
     if not k:
@@ -688,6 +688,8 @@ def _without_a_lent_subject(words: list[str], sentence: str) -> list[str]:
         return words
     tokens = _lowered_tokens(sentence)
     verb = words[k].lower()
+    if verb in _PREPOSITIONS | {"como", "bajo", "entre"}:  # "Tanto Lorena como Vuemenor hacen …"
+        return words
     lowered = [w.lower() for w in words[: k + 1]]
     if any(tokens[i : i + len(lowered)] == lowered for i in range(len(tokens))):
         return words  # the sentence says this subject with this verb
