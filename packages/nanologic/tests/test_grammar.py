@@ -188,6 +188,17 @@ def test_a_definition_holds_no_finite_verb_of_the_next_clause(tokenizer, compile
             "∨: o" if "O " in sentence else "∧: y",
         )
         assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer), sentence
+    # without a bound, a second finite verb beyond doubt needs a word that subordinates it
+    grammar = grounded_grammar("Si trabajas o estudias te preparas mejor para el futuro.")
+    right = _answer(
+        ["trabajas", "estudias", "te preparas mejor para el futuro"], "(p ∨ q) → r", "→: si | ∨: o"
+    )
+    merged = _answer(["trabajas", "estudias te preparas mejor para el futuro"], "p ∨ q", "∨: o")
+    assert accepts(compiler, tokenizer, grammar, right)
+    assert not accepts(compiler, tokenizer, grammar, merged)
+    assert accepts(compiler, tokenizer, answer_grammar(), merged)
+    said = _answer(["Juan dice que Ana vendrá"], "p")
+    assert accepts(compiler, tokenizer, grounded_grammar("Juan dice que Ana vendrá."), said)
 
 
 def test_a_definition_never_ends_on_a_copula_or_a_pronoun_before_a_verb(tokenizer, compiler):

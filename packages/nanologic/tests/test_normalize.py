@@ -506,3 +506,18 @@ def test_a_pronoun_of_another_person_and_a_name_that_is_a_verb_form():
     # the pronoun the sentence says with the verb stays
     sentence = "Si vosotros jugáis, gano."
     assert normalize_definitions({"p": "vosotros jugáis"}, sentence)["p"] == "vosotros jugáis"
+
+
+def test_a_verb_outside_the_lexicon_takes_the_elided_subject_its_ending_allows():
+    sentence = "Si el agua hierve, entonces soltará vapor."
+    atoms = {"p": "el agua hierve", "q": "soltará vapor"}
+    assert normalize_definitions(atoms, sentence)["q"] == "el agua soltará vapor"
+    sentence = "Si el perro ladra, despertará a los vecinos."
+    atoms = {"p": "el perro ladra", "q": "despertará a los vecinos"}
+    assert normalize_definitions(atoms, sentence)["q"] == "el perro despertará a los vecinos"
+    # a noun phrase after the verb that agrees with it may be its subject: left as written
+    sentence = "Si los precios suben, desplomarán las ventas."
+    atoms = {"p": "los precios suben", "q": "desplomarán las ventas"}
+    assert normalize_definitions(atoms, sentence)["q"] == "desplomarán las ventas"
+    # an ending that says no person ("brinca", a present) lends nothing
+    assert normalize_definitions({"p": "Ana canta", "q": "brinca"}, "Si Ana canta, brinca.")["q"] == "brinca"

@@ -826,6 +826,18 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         if not tokens[token_of[i]].lower().endswith(_NON_FINITE_ENDINGS)
         and tokens[token_of[i]].lower() not in _first_person_presents()
     }
+    # "dice que viene", "comprobarás cómo el éxito te sonríe": a second finite verb after one of
+    # these; without one, two finite verbs are two clauses ("estudias te preparas mejor" for "Si
+    # trabajas o estudias te preparas mejor para el futuro", "Hoy es día treinta mañana será")
+    subordinators = {i for i, k in enumerate(token_of) if tokens[k].lower() in _SUBORDINATORS}
+    # a finite verb beyond doubt: after a clitic or "no", or in a tense whose ending no noun or
+    # adjective has ("será", "llegó", "preparas" after "te"; not "limpia", "pregunta", "baja")
+    sure_verbs = {
+        i
+        for i in finite
+        if (token_of[i] > 0 and tokens[token_of[i] - 1].lower() in _BEFORE_A_VERB)
+        or tokens[token_of[i]].lower().endswith(_FINITE_ENDINGS)
+    }
     text = unicodedata.normalize("NFC", sentence)
     token_spans = [m.span() for m in _READING_RE.finditer(text)]
     in_cue = _cue_phrase_indices(sentence)
@@ -846,7 +858,7 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         once a word of ``verbal`` is written; then "F" once a word of ``finite`` is written, "X"
         once a clause's bound is passed after it (:func:`onto`)."""
         verb = "v" if "v" in state or i in verbal else ""
-        finite_now = "F" if i in finite else state.lstrip("ofv")
+        finite_now = "F" if i in finite else "" if i in subordinators else state.lstrip("ofv")
         if i in shared or state.startswith("f"):
             return "f" + verb + finite_now
         return ("o" if i in elided or state.startswith("o") else "") + verb + finite_now
@@ -870,8 +882,11 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
             return ((f"s1{state}-{i - 1}",) if bodies("s", 1, state, i - 1) else ()) + (
                 (f"b{state}{i - 1}",) if i > 1 and bodies("b", 0, state, i - 1) else ()
             )
-        # after the jump back, whose words lend a subject or a predicate, one finite verb in all
-        if i in finite and (state.endswith("X") or (level == 1 and state.endswith("F"))):
+        # after the jump back, whose words lend a subject or a predicate, one finite verb in all;
+        # before it, a second one only after a word that subordinates its clause
+        if (i in finite and state.endswith("X")) or (i in finite and level == 1 and state.endswith("F")):
+            return ()
+        if i in sure_verbs and state.endswith("F"):
             return ()
         now = after(state, i)
         run = "k" if i in verbs else "c"
@@ -921,6 +936,21 @@ def _first_person_presents() -> frozenset[str]:
     for _, tense, person, form in lexicon_conjugations():
         readings.setdefault(form, set()).add((tense, person))
     return frozenset(form for form, read in readings.items() if form.endswith("o") and read == {("pres", 0)})
+
+
+# Endings of the future, the conditional, the preterite and the imperfect, and of the first and
+# second persons plural: a word with one is a verb form, not a noun or an adjective.
+_FINITE_ENDINGS = (
+    *("ré", "rás", "rá", "remos", "réis", "rán", "ría", "rías", "ríamos", "ríais", "rían", "ó", "aron"),
+    *("ieron", "aste", "iste", "asteis", "isteis", "aba", "abas", "ábamos", "abais", "aban", "íamos"),
+    *("íais", "ían", "amos", "emos", "imos", "áis", "éis", "ís"),
+)
+
+
+# Words that make the clause after them part of a definition's ("Juan dice que Ana viene").
+_SUBORDINATORS = frozenset(
+    {"que", "qué", "como", "cómo", "donde", "dónde", "quien", "quienes", "quién", "cual", "cuales", "cuál"}
+)
 
 
 # Pronouns before a verb ("se lesiona", "nos hemos mudado"), and the forms of "ser", "estar" and

@@ -378,6 +378,33 @@ def _impersonal(words: list[str], k: int) -> bool:
     )
 
 
+# Endings that say a verb's person whatever the verb (the future; the preterite's third persons):
+# real sentences use verbs the lexicon lacks ("Si el agua hierve, entonces soltará vapor").
+_PERSON_ENDINGS = (
+    ("remos", 3),
+    ("réis", 4),
+    ("rán", 5),
+    ("rás", 1),
+    ("ré", 0),
+    ("rá", 2),
+    ("aron", 5),
+    ("ieron", 5),
+)
+
+
+def _persons_by_ending(word: str) -> frozenset[int]:
+    """The person a word outside the lexicon's verbs says by its ending (``_PERSON_ENDINGS``), as
+    ``conjugate`` numbers them (0-5); empty when it says none."""
+    return next(
+        (
+            frozenset({person})
+            for ending, person in _PERSON_ENDINGS
+            if len(word) > len(ending) + 2 and word.endswith(ending)
+        ),
+        frozenset(),
+    )
+
+
 def _with_subject(
     words: list[str], earlier: list[list[str]], sentence: str, written: list[str] | None = None
 ) -> list[str]:
@@ -390,6 +417,12 @@ def _with_subject(
     verb = words[verb_at]
     written_verb = written[verb_at] if written is not None and len(written) > verb_at else verb
     persons = persons_of.get(verb.lower(), frozenset())
+    if not persons:
+        persons = _persons_by_ending(verb.lower())
+        following = words[verb_at + 1].lower() if len(words) > verb_at + 1 else ""
+        # "bajarán las ventas": a noun phrase after the verb that agrees with it may be its subject
+        if following in (_PLURAL_DETERMINERS if persons & _PLURAL_PERSONS else _SINGULAR_DETERMINERS):
+            return words
     if not persons:
         return words
     third_person = bool(persons & {_THIRD_SINGULAR, _THIRD_PLURAL}) and not _impersonal(words, verb_at)
