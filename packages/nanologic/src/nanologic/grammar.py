@@ -947,10 +947,9 @@ _FINITE_ENDINGS = (
 )
 
 
-# Words that make the clause after them part of a definition's ("Juan dice que Ana viene").
-_SUBORDINATORS = frozenset(
-    {"que", "qué", "como", "cómo", "donde", "dónde", "quien", "quienes", "quién", "cual", "cuales", "cuál"}
-)
+# Words that make the clause after them part of a definition's ("Juan dice que Ana viene"); not
+# "como", more often "as" ("Si no me eligen como alcalde, no tendrán metro").
+_SUBORDINATORS = frozenset({"que", "qué", "cómo", "donde", "dónde", "quien", "quienes", "quién", "cuál"})
 
 
 # Pronouns before a verb ("se lesiona", "nos hemos mudado"), and the forms of "ser", "estar" and
