@@ -197,6 +197,13 @@ def test_a_definition_holds_no_finite_verb_of_the_next_clause(tokenizer, compile
     assert accepts(compiler, tokenizer, grammar, right)
     assert not accepts(compiler, tokenizer, grammar, merged)
     assert accepts(compiler, tokenizer, answer_grammar(), merged)
+    # a first person's "-o" present that opens a clause is a verb ("dibujo" after "y" may be a noun)
+    grammar = grounded_grammar("Si salgo electo recibirán un aumento.")
+    assert accepts(
+        compiler, tokenizer, grammar, _answer(["salgo electo", "recibirán un aumento"], "p → q", "→: si")
+    )
+    merged = _answer(["salgo electo recibirán un aumento", "recibirán un aumento"], "p → q", "→: si")
+    assert not accepts(compiler, tokenizer, grammar, merged)
     said = _answer(["Juan dice que Ana vendrá"], "p")
     assert accepts(compiler, tokenizer, grounded_grammar("Juan dice que Ana vendrá."), said)
 

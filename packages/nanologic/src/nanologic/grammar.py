@@ -813,18 +813,35 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         for i in verbs
         if token_of[i] + 1 < len(tokens) and tokens[token_of[i] + 1].lower() not in COORDINATORS | {",", ";"}
     }
+
+    text = unicodedata.normalize("NFC", sentence)
+    token_spans = [m.span() for m in _READING_RE.finditer(text)]
+    in_cue = _cue_phrase_indices(sentence)
+
+    def opens_a_clause(k: int) -> bool:
+        """Whether token k opens the sentence or a clause, or follows "yo", "que", a clitic or "no"."""
+        before = tokens[k - 1].lower() if k > 0 else ""
+        gap = text[token_spans[k - 1][1] : token_spans[k][0]] if k > 0 else ""
+        return (
+            k == 0
+            or bool(_PUNCTUATION_RE.search(gap))
+            or k - 1 in in_cue
+            or before in _BEFORE_A_VERB | {"yo", "que"}
+            or (before in CONNECTIVE_WORDS and before not in COORDINATORS)
+        )
+
     # A clause's bounds between two words: a coordinator, a connective but a negation, a cue
     # phrase or a punctuation mark. A definition holds one finite verb on either side at most
     # ("suben los precios suben los sueldos" for "Si suben los precios y no suben los sueldos");
     # an infinitive, a gerund or a participle may share the other side's verb ("tengo que limpiar
-    # el cuarto" for "Tengo que estudiar y limpiar el cuarto", "Juan será destinado").
-    # "dibujo", "trabajo": a first person's present that is also a noun ("Vamo habló estadística y
-    # dibujo") is left out too.
+    # el cuarto" for "Tengo que estudiar y limpiar el cuarto", "Juan será destinado"), and so may a
+    # first person's "-o" present that is also a noun ("Vamo habló estadística y dibujo") where it
+    # does not open a clause ("Si salgo electo …" is a verb).
     finite = {
         i
         for i in verbs
         if not tokens[token_of[i]].lower().endswith(_NON_FINITE_ENDINGS)
-        and tokens[token_of[i]].lower() not in _first_person_presents()
+        and (tokens[token_of[i]].lower() not in _first_person_presents() or opens_a_clause(token_of[i]))
     }
     # "dice que viene", "comprobarás cómo el éxito te sonríe": a second finite verb after one of
     # these; without one, two finite verbs are two clauses ("estudias te preparas mejor" for "Si
@@ -838,9 +855,6 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         if (token_of[i] > 0 and tokens[token_of[i] - 1].lower() in _BEFORE_A_VERB)
         or tokens[token_of[i]].lower().endswith(_FINITE_ENDINGS)
     }
-    text = unicodedata.normalize("NFC", sentence)
-    token_spans = [m.span() for m in _READING_RE.finditer(text)]
-    in_cue = _cue_phrase_indices(sentence)
     bounding_words = COORDINATORS | CONNECTIVE_WORDS - {"no", "tampoco"}
     clause_bound_before = set()
     for i in range(1, len(positions)):
