@@ -738,7 +738,7 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     before: "Juana tiene trece años y Rosa quince" -> "Rosa tiene quince años"); ``b<i>`` is that
     jump from position i, to a position before i, never to itself ("me mojo me mojo"); a definition
     never ends on a word that needs a complement (``_NEEDS_COMPLEMENT``: "el", "de", "su"), a
-    pronoun before a verb (``_PROCLITICS``: "se") or a copula (``_COPULAS``: "es", "estás"). Where
+    pronoun before a verb (``_PROCLITICS``: "se") or a copula (:func:`_copulas`: "es", "estás"). Where
     the sentence has elided conjuncts (:func:`_elided_conjuncts`), each rule also carries a state
     ("", "o", "f": ``c<L><state>-<i>``, ``b<state><i>``): a definition holding a word of one goes
     on, never back, to a content word said outside them ("la médica compró fruta", not "fruta").
@@ -917,7 +917,8 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
             not now.startswith("o")
             and (not verbal or "v" in now)
             and not (
-                goes_on and {f.lower() for f in positions[i][1]} <= _NEEDS_COMPLEMENT | _PROCLITICS | _COPULAS
+                goes_on
+                and {f.lower() for f in positions[i][1]} <= _NEEDS_COMPLEMENT | _PROCLITICS | _copulas()
             )
         )
         if not onward:
@@ -953,11 +954,12 @@ def _first_person_presents() -> frozenset[str]:
 
 
 # Endings of the future, the conditional, the preterite and the imperfect, and of the first and
-# second persons plural: a word with one is a verb form, not a noun or an adjective.
+# second persons plural: a word with one is a verb form, not a noun or an adjective. The finite
+# ones of ``_VERB_ENDINGS`` and those of the second person plural it lacks ("-ís" is left out:
+# "país").
 _FINITE_ENDINGS = (
-    *("ré", "rás", "rá", "remos", "réis", "rán", "ría", "rías", "ríamos", "ríais", "rían", "ó", "aron"),
-    *("ieron", "aste", "iste", "asteis", "isteis", "aba", "abas", "ábamos", "abais", "aban", "íamos"),
-    *("íais", "ían", "amos", "emos", "imos", "áis", "éis", "ís"),
+    *(e for e in _VERB_ENDINGS if not e.endswith(("ando", "iendo", "ado", "ados", "ido", "idos", "r", "se"))),
+    *("ríais", "asteis", "isteis", "abais", "íais"),
 )
 
 
@@ -970,18 +972,23 @@ _SUBORDINATORS = frozenset({"que", "qué", "cómo", "donde", "dónde", "quien", 
 # a perfect's "haber" that need what follows them ("es primo", "estás despierto", "ha llovido"): a
 # clause never ends on one, so a definition does not either ("su lanzador titular se lesiona
 # titular se", "tú estás" for "Tú estás despierto o estás durmiendo").
-_PROCLITICS = frozenset({"me", "te", "se", "nos", "os", "le", "les", "lo"})
-_COPULAS = (
-    word_set(
-        "soy eres es somos sois son era eras éramos erais eran fui fuiste fue fuimos fuisteis fueron "
-        "seré serás será seremos seréis serán sea seas seamos seáis sean "
-        "estoy estás está estamos estáis están estaba estabas estábamos estabais estaban "
-        "estuve estuviste estuvo estuvimos estuvisteis estuvieron estaré estarás estará estaremos "
-        "estaréis estarán esté estés estemos estéis estén"
-    )
-    | PERFECT_AUXILIARIES
-    | {"hay"}
-)
+_PROCLITICS = _BEFORE_A_VERB - {"no"}
+
+
+@functools.cache
+def _copulas() -> frozenset[str]:
+    """The indicative and present subjunctive forms of "ser" and "estar" (not the imperfect
+    subjunctive: "fuera" also means "outside"), a perfect's auxiliary and "hay"."""
+    from nanologic.conjugation import TENSES, conjugate
+
+    simple = [tense for tense in (*TENSES, "pres_sub") if tense != "perf"]
+    forms = {
+        conjugate(lemma, tense, person)
+        for lemma in ("ser", "estar")
+        for tense in simple
+        for person in range(6)
+    }
+    return frozenset(forms) | PERFECT_AUXILIARIES | {"hay"}
 
 
 # Endings of an infinitive, a gerund or a participle (the irregular ones: "hecho", "escrito",

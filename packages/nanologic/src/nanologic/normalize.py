@@ -690,13 +690,6 @@ def _own_subject(words: list[str], sentence: str) -> list[str]:
     return words
 
 
-def _auxiliary_without_participle(words: list[str], k: int) -> bool:
-    """Whether ``words[k]`` is a perfect's auxiliary with no participle after it ("Ignacio ha un
-    regalo", a broken "ha devuelto"), not an impersonal "haber" ("hay", "hubo", "ha habido")."""
-    following = words[k + 1].lower() if len(words) > k + 1 else ""
-    return words[k].lower() in PERFECT_AUXILIARIES and following != "habido"
-
-
 def _without_a_lent_subject(words: list[str], sentence: str) -> list[str]:
     """A definition without the third-person subject the model lent to a verb that cannot take it.
 
@@ -746,7 +739,10 @@ def _without_a_lent_subject(words: list[str], sentence: str) -> list[str]:
     if (
         (persons and persons <= {0, 1})
         or (persons and persons <= {0, 1, 3, 4} and verb in tokens and not coordinated)
-        or (_impersonal(words, k) and not _auxiliary_without_participle(words, k))
+        # a perfect's auxiliary without its participle ("Ignacio ha un regalo") is a broken perfect
+        or (
+            _impersonal(words, k) and not (verb in PERFECT_AUXILIARIES and words[k + 1 : k + 2] != ["habido"])
+        )
     ):
         return words[start:]
     return words
