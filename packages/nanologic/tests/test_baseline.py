@@ -129,6 +129,17 @@ from nanologic.logic import parse
         # a conditional without a comma: the consequent opens where a verb, "no", a clitic before a
         # verb or "es que" follows a head that holds a verb
         ("Si está durmiendo no vendrá a la fiesta.", "p → ¬q", ["está durmiendo", "vendrá a la fiesta"]),
+        # the consequent's subject goes with it, and a noun that is also a verb form opens nothing
+        (
+            "Siempre que la cocina no es grande nosotros no nadamos.",
+            "¬p → ¬q",
+            ["la cocina es grande", "nosotros nadamos"],
+        ),
+        (
+            "Si nadamos en la piscina cada semana el equipo no ganó el partido.",
+            "p → ¬q",
+            ["nadamos en la piscina cada semana", "el equipo ganó el partido"],
+        ),
         ("Si no vas al teatro es que no te gusta.", "¬p → ¬q", ["vas al teatro", "te gusta"]),
         (
             "Si trabajas o estudias te preparas mejor.",

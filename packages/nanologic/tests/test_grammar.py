@@ -208,6 +208,32 @@ def test_a_definition_holds_no_finite_verb_of_the_next_clause(tokenizer, compile
     assert accepts(compiler, tokenizer, grounded_grammar("Juan dice que Ana vendrá."), said)
 
 
+def test_a_definition_with_its_verb_ends_with_its_sentence(tokenizer, compiler):
+    """Once a definition holds a finite verb, it writes nothing after the sentence's end, going on
+    or going back ("tenemos clase Hoy" for "… entonces tenemos clase. Hoy es miércoles.",
+    dev_real); a subject said in an earlier sentence is still lent to a later verb, and an
+    abbreviation's period ends no sentence."""
+    grammar = grounded_grammar("Si llueve, Ana canta. Luis baila.")
+    connectors = "→: si | ∧: y"
+    right = _answer(["llueve", "Ana canta", "Luis baila"], "(p → q) ∧ r", connectors)
+    assert accepts(compiler, tokenizer, grammar, right)
+    for merged in (["llueve", "Ana canta Luis", "Luis baila"], ["llueve", "Ana canta", "Luis baila Ana"]):
+        answer = _answer(merged, "(p → q) ∧ r", connectors)
+        assert not accepts(compiler, tokenizer, grammar, answer), merged
+        assert accepts(compiler, tokenizer, answer_grammar(), answer)
+    lent = _answer(
+        ["la tierra es un planeta", "la tierra posee luz propia ¬"], "p → ¬q", "→: por lo tanto | ¬: no"
+    )
+    assert accepts(
+        compiler,
+        tokenizer,
+        grounded_grammar("La tierra es un planeta. Por lo tanto, no posee luz propia."),
+        lent,
+    )
+    abbreviated = _answer(["Ana llamó al Dr Pérez"], "p")
+    assert accepts(compiler, tokenizer, grounded_grammar("Ana llamó al Dr. Pérez."), abbreviated)
+
+
 def test_a_definition_never_ends_on_a_copula_or_a_pronoun_before_a_verb(tokenizer, compiler):
     """ "tú estás" for "Tú estás despierto o estás durmiendo" (dev_real), "la célula se dividía se"."""
     for sentence, right, cut, (connectors, formula) in (
@@ -706,6 +732,13 @@ def test_an_arguments_premise_of_one_clause_takes_its_letter_and_sign(tokenizer,
         compiler,
         grammar,
         _answer(["está soleado ±", "es de día ±"], "((p → q) ∧ ¬q) → ¬p", connectors),
+    )
+    # "O A o B" without a comma is a premise of two clauses too (dev_real: ``(p ∧ ¬p) → q``); "o A o
+    # no A" is one clause
+    notes = argument_literal_notes("O es de día o es de noche. No es de día. Por lo tanto, es de noche.")
+    assert "# argument compound 1 ∨ + dia / + noche" in notes, notes
+    assert not any(
+        "compound" in note for note in argument_literal_notes("O llueve o no llueve. Llueve. Luego llueve.")
     )
     # no such premise or conclusion, no note
     assert (
@@ -1462,3 +1495,36 @@ def test_the_lone_space_comes_before_a_letter_the_vocabulary_holds_only_as_bytes
     answer = _answer(["Álvaro canta", "Óscar baila"], "¬p ∧ ¬q", "¬: ni...ni | ∧: ni...ni")
     answer = answer.replace("Álvaro canta", "Álvaro canta ¬").replace("Óscar baila", "Óscar baila ¬")
     assert _mask_allows(tokenizer, compiler, grounded_grammar(sentence), answer)
+
+
+def test_a_conditional_without_its_comma_is_read_with_it():
+    """The condition of "Si A B" ends where the rule baseline's split finds the consequent opening
+    (with its subject), and the grammar notes the conditional as if the comma were there: the
+    default model had read "Si está durmiendo no vendrá a la fiesta." as ``¬p → q`` (dev_real)."""
+    from nanologic.grammar import with_conditional_comma
+
+    for sentence, read in (
+        ("Si está durmiendo no vendrá a la fiesta.", "Si está durmiendo, no vendrá a la fiesta."),
+        # not at a noun that is also a verb form ("cocina"); the subject goes with its verb
+        (
+            "Siempre que la cocina no es grande nosotros no nadamos.",
+            "Siempre que la cocina no es grande, nosotros no nadamos.",
+        ),
+        # not at a participle, nor inside the head's last coordinated clause before its verb
+        (
+            "Cuando vemos el partido el año pasado y la Real Sociedad no ganó la copa el torneo empieza.",
+            "Cuando vemos el partido el año pasado y la Real Sociedad no ganó la copa, el torneo empieza.",
+        ),
+        # a noun phrase after a preposition is no subject
+        (
+            "Si salgo electo presidente de la República recibirán un aumento.",
+            "Si salgo electo presidente de la República, recibirán un aumento.",
+        ),
+        # said already, or no place found: as it is
+        ("Si llueve, me mojo.", "Si llueve, me mojo."),
+        ("Si llueve entonces me mojo.", "Si llueve entonces me mojo."),
+        ("Si llueve.", "Si llueve."),
+    ):
+        assert with_conditional_comma(sentence) == read, sentence
+    notes = grounded_grammar("Si está durmiendo no vendrá a la fiesta.").splitlines()
+    assert "# conditional antecedent + esta durmi" in notes and "# argument literal c ¬ vendr fiest" in notes

@@ -10,7 +10,7 @@ others. The sentence is split top-down, loosest construction first:
    B", "cuando A, B"), "si y solo si A, B", "solo si", "a menos que", "para que A, es necesario
    que B", "basta con que A para que B", "ya sea que A o que B, C", "que A implica/equivale a que
    B", "o bien A, o bien B", "ni A ni B", "tanto A como B", "o A o B, pero no ambos"; a
-   conditional without a comma is split where its consequent opens (:func:`_split_commaless`);
+   conditional without a comma is split where its consequent opens (:func:`nanologic.grammar.split_commaless_conditional`);
 3. infix constructions: biconditionals, contrast and premise ("A, pero B"), "A solo si B",
    "A a menos que B", "A si B", then disjunction ("o", "u") and conjunction ("y", "e", lists),
    then "A pero B" without a comma. Coordinated parts get the words they share written out
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from nanologic.evaluation import SPANISH_STOPWORDS, content_words, normalize_definition, word_stems
 from nanologic.generator import CUES
-from nanologic.grammar import fold_text, lexicon_verb_lemma
+from nanologic.grammar import fold_text, is_verb, lexicon_verb_lemma, split_commaless_conditional
 from nanologic.lexicon import NAMES_F, NAMES_M, PRONOUNS, PRONOUNS_F, SURNAMES
 from nanologic.logic import (
     AND,
@@ -57,7 +57,6 @@ from nanologic.logic import (
     to_ascii,
     to_unicode,
 )
-from nanologic.normalize import COORDINATORS
 
 _STRIP = " ,.;:¡!¿?\"'«»"
 
@@ -408,7 +407,7 @@ class RuleFormalizer:
                 else:
                     head, tail = _split_head(body)
                     if not tail.strip(_STRIP):
-                        head, tail = _split_commaless(body)
+                        head, tail = split_commaless_conditional(body)
                     r.connectors.append((IMPLIES, cue))
                 if tail.strip(_STRIP):
                     # "si A y si B, C": the repeated "si" opens a second condition, not a conditional
@@ -707,38 +706,6 @@ def _same_but_subject(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return 0 < n <= 2 and longer[n:] == shorter and _subject_words(list(longer[:n]) + ["x"]) == n
 
 
-_CLITICS = frozenset({"me", "te", "se", "nos", "os", "lo", "la", "los", "las", "le", "les"})
-_FUTURE_ENDINGS = ("ré", "rás", "rá", "remos", "réis", "rán")
-
-
-def _is_verb(word: str) -> bool:
-    """A finite verb by the lexicon's conjugations, or a future by its ending ("recibirán")."""
-    low = word.lower().strip(_STRIP)
-    return lexicon_verb_lemma(low) is not None or (len(low) > 4 and low.endswith(_FUTURE_ENDINGS))
-
-
-def _split_commaless(body: str) -> tuple[str, str]:
-    """Split a conditional's 'HEAD TAIL' that has no comma ("si está durmiendo no vendrá"): at "es
-    que" (dropped), or, after a head that holds a verb, before a "no" or a clitic opening the tail
-    or a verb that follows neither a verb ("está durmiendo") nor a coordinator ("llueve y hace
-    sol"). ``(body, "")`` when no such place is found."""
-    words = body.split()
-    for i in range(1, len(words)):
-        head, word, before = words[:i], words[i].lower(), words[i - 1].lower()
-        if i >= 2 and [w.lower() for w in words[i : i + 2]] == ["es", "que"]:
-            return " ".join(head), " ".join(words[i + 2 :])  # "si A es que B": A → B
-        if not any(_is_verb(w) for w in head) or before in COORDINATORS or before in _CLITICS:
-            continue
-        opens_tail = (
-            word == "no"
-            or (word in _CLITICS and i + 1 < len(words) and _is_verb(words[i + 1]))
-            or (_is_verb(word) and not _is_verb(before) and before != "no")
-        )
-        if opens_tail:
-            return " ".join(head), " ".join(words[i:])
-    return body, ""
-
-
 def _split_top(text: str, cues: tuple[str, ...]) -> tuple[str, str]:
     low = text.lower()
     for cue in cues:
@@ -821,7 +788,7 @@ def _complete_ellipsis(parts: list[str]) -> list[str]:
             completed.append(" ".join(first[:-1] + ws))
         elif opener in _PREPOSITIONS and at > 0:
             completed.append(" ".join(first[:at] + ws))
-        elif opener in _DETERMINERS and not any(_is_verb(w) for w in ws) and (obj := _object_start(first)):
+        elif opener in _DETERMINERS and not any(is_verb(w) for w in ws) and (obj := _object_start(first)):
             completed.append(" ".join(first[:obj] + ws))
         else:
             completed.append(part)
@@ -832,7 +799,7 @@ def _object_start(words: list[str]) -> int:
     """Where the object of a clause begins: the first determiner after its subject with a verb
     before it ("Cristina preparaba | la comida"); 0 when there is none."""
     for j in range(max(1, _subject_words(words)), len(words)):
-        if words[j].lower() in _DETERMINERS and any(_is_verb(w) for w in words[:j]):
+        if words[j].lower() in _DETERMINERS and any(is_verb(w) for w in words[:j]):
             return j
     return 0
 
@@ -876,8 +843,8 @@ def _negated_verb_before_nor(head: str, items: list[str]) -> bool:
         len(items) >= 2
         and any(w.lower() in _NEGATIONS for w in words)
         and bool(words)
-        and _is_verb(words[-1])
-        and all(item.split() and not _is_verb(item.split()[0]) for item in items)
+        and is_verb(words[-1])
+        and all(item.split() and not is_verb(item.split()[0]) for item in items)
     )
 
 

@@ -857,6 +857,11 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     }
     bounding_words = COORDINATORS | CONNECTIVE_WORDS - {"no", "tampoco"}
     clause_bound_before = set()
+    # A sentence's end between two words (";", "?", "!", or "." before a word not in lower case,
+    # nor after an abbreviation: not "Leonardo D. fue pintor", "el Sr. López"): a definition that holds a finite verb writes nothing after
+    # it ("tenemos clase Hoy" for "… entonces tenemos clase. Hoy es miércoles."), while a subject
+    # said before it may still be lent to a later sentence's verb ("la tierra … no posee luz").
+    sentence_end_before = set()
     for i in range(1, len(positions)):
         end = expressions.get(token_of[i - 1], token_of[i - 1] + 1)
         between = range(end, token_of[i])
@@ -865,12 +870,16 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
             t in in_cue or tokens[t].lower() in bounding_words for t in between
         ):
             clause_bound_before.add(i)
+        said_next = re.search(r"\.\s+(\S)", gap + tokens[token_of[i]])
+        abbreviation = len(tokens[end - 1]) <= 3 and tokens[end - 1][:1].isupper()  # "Sr.", "D."
+        if re.search(r"[;?!]", gap) or (said_next and not said_next[1].islower() and not abbreviation):
+            sentence_end_before.add(i)
 
     def after(state: str, i: int) -> str:
         """The state once word i is written: "" none yet, "o" a word of an elided conjunct and none
         it shares (the definition may not end: "fruta", "en Nopiane"), "f" a shared word; then "v"
         once a word of ``verbal`` is written; then "F" once a word of ``finite`` is written, "X"
-        once a clause's bound is passed after it (:func:`onto`)."""
+        once a clause's bound is passed after it, "S" once a sentence's end is (:func:`onto`)."""
         verb = "v" if "v" in state or i in verbal else ""
         finite_now = "F" if i in finite else "" if i in subordinators else state.lstrip("ofv")
         if i in shared or state.startswith("f"):
@@ -879,6 +888,8 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
 
     def onto(state: str, i: int) -> str:
         """The state on reaching word i from word i - 1."""
+        if state.endswith(("F", "X")) and i in sentence_end_before:
+            return state[:-1] + "S"
         return state[:-1] + "X" if state.endswith("F") and i in clause_bound_before else state
 
     @functools.cache
@@ -893,6 +904,9 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
                 (f"{rule}{level}{reached}-{i + 1}",) if passes and bodies(rule, level, reached, i + 1) else ()
             )
         if rule == "b":
+            # back past a sentence's end only to lend a subject or verb to one that has none yet
+            if "F" in state and i in sentence_end_before:
+                return ()
             return ((f"s1{state}-{i - 1}",) if bodies("s", 1, state, i - 1) else ()) + (
                 (f"b{state}{i - 1}",) if i > 1 and bodies("b", 0, state, i - 1) else ()
             )
@@ -900,7 +914,7 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         # before it, a second one only after a word that subordinates its clause
         if (i in finite and state.endswith("X")) or (i in finite and level == 1 and state.endswith("F")):
             return ()
-        if i in sure_verbs and state.endswith("F"):
+        if (i in sure_verbs and state.endswith("F")) or state.endswith("S"):
             return ()
         now = after(state, i)
         run = "k" if i in verbs else "c"
@@ -932,7 +946,10 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
             word = "(" + " | ".join(_literal(p + " ") for p in prefixes) + ")? (" + word + ")"
         rules.append(f"w{i} ::= {word}")
     for state in (
-        e + v + z for e in (("", "o", "f") if elided else ("",)) for v in ("", "v") for z in ("", "F", "X")
+        e + v + z
+        for e in (("", "o", "f") if elided else ("",))
+        for v in ("", "v")
+        for z in ("", "F", "X", "S")
     ):
         for level in (0, 1):
             for i in range(last + 1):
@@ -1021,6 +1038,121 @@ _NEEDS_COMPLEMENT = frozenset(
     | {"a", "de", "en", "con", "por", "para", "sin", "entre", "hacia", "desde", "según", "tras", "ante"}
     | {"durante", "mediante", "que", "cada", "muy", "tan"}
 )
+
+
+_CLITICS = frozenset({"me", "te", "se", "nos", "os", "lo", "la", "los", "las", "le", "les"})
+_FUTURE_ENDINGS = ("ré", "rás", "rá", "remos", "réis", "rán")
+
+
+def is_verb(word: str) -> bool:
+    """A finite verb by the lexicon's conjugations, or a future by its ending ("recibirán");
+    punctuation around ``word`` is ignored."""
+    low = word.lower().strip(" ,.;:¡!¿?\"'«»")
+    return lexicon_verb_lemma(low) is not None or (len(low) > 4 and low.endswith(_FUTURE_ENDINGS))
+
+
+def split_commaless_conditional(body: str) -> tuple[str, str]:
+    """Split a conditional's 'HEAD TAIL' that has no comma ("si está durmiendo no vendrá"): at "es
+    que" (dropped), or, after a head that holds a verb, before a "no" or a clitic opening the tail
+    or a verb that follows neither a verb ("está durmiendo") nor a coordinator ("llueve y hace
+    sol"), where the head's last coordinated clause has its verb ("Cuando la reunión no empieza o
+    mi padre fue a clase no …" opens its tail at the second "no", not at "fue"). ``(body, "")``
+    when no such place is found. The rule baseline's split (:mod:`nanologic.baseline`), which the
+    answer grammar's notes share."""
+    words = body.split()
+    # a verb of the head: not a noun after its determiner ("la cocina"); a tail's: finite too
+    verb_at = [
+        is_verb(w) and (k == 0 or words[k - 1].lower() not in _ARTICLES_AND_POSSESSIVES)
+        for k, w in enumerate(words)
+    ]
+    for i in range(1, len(words)):
+        head, word, before = words[:i], words[i].lower(), words[i - 1].lower()
+        if i >= 2 and [w.lower() for w in words[i : i + 2]] == ["es", "que"]:
+            return " ".join(head), " ".join(words[i + 2 :])  # "si A es que B": A → B
+        last = max((k for k, w in enumerate(head) if w.lower() in COORDINATORS), default=-1)
+        if not any(verb_at[last + 1 : i]) or before in COORDINATORS or before in _CLITICS:
+            continue
+        opens_tail = (
+            word == "no"
+            or (word in _CLITICS and i + 1 < len(words) and is_verb(words[i + 1]))
+            or (
+                verb_at[i]
+                and not word.endswith(_NON_FINITE_ENDINGS)
+                and not is_verb(before)
+                and before != "no"
+            )
+        )
+        if opens_tail:
+            i = _with_its_subject(words, i)
+            return " ".join(words[:i]), " ".join(words[i:])
+    return body, ""
+
+
+_SUBJECT_PRONOUNS = frozenset(
+    {
+        "yo",
+        "tú",
+        "él",
+        "ella",
+        "nosotros",
+        "nosotras",
+        "vosotros",
+        "vosotras",
+        "ellos",
+        "ellas",
+        "usted",
+        "ustedes",
+    }
+)
+_ARTICLES_AND_POSSESSIVES = frozenset(
+    {"el", "la", "los", "las", "un", "una", "unos", "unas", "mi", "mis", "tu", "tus", "su", "sus"}
+    | {"nuestro", "nuestra", "nuestros", "nuestras"}
+    | _DEMONSTRATIVES
+)
+
+
+def _with_its_subject(words: list[str], i: int) -> int:
+    """Where the clause whose verb (or "no", or clitic) is ``words[i]`` opens, given a subject said
+    just before it: a subject pronoun ("… nosotros no nadamos"), a name ("… en Aires Lola escucha"),
+    or a determiner and at most two words after a word that is neither a preposition nor a verb
+    ("… en abril la biblioteca abre", not "… de la República recibirán" nor "compra el pan llega")."""
+    before = words[i - 1].lower() if i > 0 else ""
+    if before in _SUBJECT_PRONOUNS:
+        return i - 1
+    for j in range(i - 2, max(i - 4, 0), -1):
+        if words[j].lower() in _ARTICLES_AND_POSSESSIVES:
+            opener = words[j - 1].lower()
+            if (
+                opener not in _NEEDS_COMPLEMENT
+                and not is_verb(opener)
+                and not any(is_verb(w) for w in words[j + 1 : i])
+            ):
+                return j
+            return i
+    if i > 1 and words[i - 1][:1].isupper() and words[i - 2].lower() not in _NEEDS_COMPLEMENT:
+        return i - 1
+    return i
+
+
+_COMMALESS_CONDITION_RE = re.compile(
+    r"(?P<cue>si|cuando|siempre que) (?P<body>[^,;:.]+[.!?]?)", re.IGNORECASE
+)
+
+
+def with_conditional_comma(sentence: str) -> str:
+    """``sentence`` with the comma a conditional's condition leaves out ("Si está durmiendo no
+    vendrá a la fiesta." -> "Si está durmiendo, no vendrá a la fiesta."), where it opens with
+    "si", "cuando" or "siempre que", holds no other comma, no "entonces" and one sentence, and
+    :func:`split_commaless_conditional` finds where the consequent opens; else ``sentence``. The
+    answer grammar reads the condition's clauses apart from the consequent's and notes the
+    conditional's shape from it (:func:`grounded_grammar`); "si A es que B" is left as it is."""
+    match = _COMMALESS_CONDITION_RE.fullmatch(sentence.strip())
+    if match is None or re.search(r"(?<!\w)entonces(?!\w)", sentence, re.IGNORECASE):
+        return sentence
+    head, tail = split_commaless_conditional(match["body"])
+    if not tail or f"{head} {tail}" != match["body"]:
+        return sentence
+    return f"{match['cue']} {head}, {tail}"
 
 
 def _literal(text: str) -> str:
@@ -1353,6 +1485,8 @@ ARGUMENT_COMPOUND_NOTE = "# argument compound"
 _COMPOUND_PARTS = (
     (IMPLIES, re.compile(r"(?:si|cuando|siempre que) (?P<a>[^,]+), (?:entonces )?(?P<b>[^,]+)")),
     (OR, re.compile(r"(?:o bien|o|u) (?P<a>[^,]+), (?:o bien|o|u) (?P<b>[^,]+)")),
+    # without the comma, the first "o" opening the part: "o es de dia o es de noche"
+    (OR, re.compile(r"(?:o bien|o|u) (?P<a>[^,]+?) (?:o bien|o|u) (?P<b>[^,]+)")),
     (OR, re.compile(r"(?P<a>[^,]+?) (?:o|u) (?P<b>[^,]+)")),
 )
 
@@ -1430,6 +1564,8 @@ def _compound_part(
             first, second = _literal_part(match["a"]), _literal_part(match["b"])
             if first is None or second is None:
                 continue
+            if symbol == OR and second[0] and set(second[1]) <= set(first[1]):
+                continue  # "o A o no (A)": one clause, the excluded middle (excluded_middle_notes)
             if part.startswith("tanto "):  # "tanto A como B V": A shares B's predicate, and its sign
                 return symbol, (second[0], _with_shared(first[1], match["b"], True, second[1])), second
             if re.search(r"\d$", match["a"]) and re.match(r"\d", match["b"]):
@@ -1957,6 +2093,7 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
     """
     if not 1 <= max_atoms <= 26:
         raise ValueError(f"max_atoms must be in 1..26, got {max_atoms}")
+    sentence = with_conditional_comma(sentence)
     rules = _reading_rules(sentence, polarity_marks)
     if rules is None:
         return answer_grammar(max_atoms)
