@@ -287,6 +287,34 @@ def test_a_clause_declared_twice_becomes_one_letter_and_the_chain_is_kept():
     assert result["polarity"] == {"p": "", "q": "", "r": "¬"}
 
 
+def test_a_future_said_again_in_the_present_of_a_condition_is_one_letter():
+    """ "Rodrigo no preparará la merienda; y si no prepara la merienda, …": the condition takes the
+    present, and the clause is the same (7 of a default run's 33 wrong structures on its synthetic
+    test had a fourth letter for it); another tense than the future stays another clause."""
+    from nanologic.normalize import merge_repeated_atoms
+
+    result = _result(
+        {
+            "p": "el entrenador llegó",
+            "q": "Rodrigo preparará la merienda",
+            "r": "Rodrigo prepara la merienda",
+            "s": "la abogada duerme",
+        },
+        "(p → ¬q) ∧ (¬r → s)",
+    )
+    merge_repeated_atoms(result)
+    assert result["atoms"] == {
+        "p": "el entrenador llegó",
+        "q": "Rodrigo preparará la merienda",
+        "r": "la abogada duerme",
+    }
+    assert result["formula"] == "(p → ¬q) ∧ (¬q → r)"
+    impersonal = _result({"p": "habrá niebla", "q": "hay niebla"}, "p ∧ q")
+    assert merge_repeated_atoms(impersonal)["atoms"] == {"p": "habrá niebla"}
+    past = _result({"p": "Rodrigo preparó la merienda", "q": "Rodrigo prepara la merienda"}, "p → q")
+    assert merge_repeated_atoms(dict(past)) == past
+
+
 def test_distinct_clauses_and_unparsable_formulas_are_left_as_written():
     from nanologic.normalize import merge_repeated_atoms
 

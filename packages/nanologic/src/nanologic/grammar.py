@@ -272,9 +272,12 @@ def verb_variants(word: str) -> set[str]:
     the reflexive pronouns of a pronominal infinitive (``ducharse`` -> ``te duchas``).
 
     Covers what the format's normalisations do to a verb: a shared predicate repeated with the
-    agreement of each subject ("ni Ana ni Luis vendrán" -> "Luis vendrá"), a future after *si* /
-    *cuando* defined in the present, an infinitive read as the generic *tú* form, a subjunctive
-    given in the indicative. Only verbs of the generator's lexicon are known (the conjugator in
+    agreement of each subject ("ni Ana ni Luis vendrán" -> "Luis vendrá"), an infinitive read as
+    the generic *tú* form, a subjunctive given in the indicative. A future is read as itself: where
+    a condition says its clause again in the present ("no preparará …; y si no prepara …"), that
+    present is the sentence's own word, and the two definitions are one atom
+    (:func:`nanologic.normalize.merge_repeated_atoms`); the present as a future's reading let the
+    model write "el bebé come este mes" for "comerá este mes". Only verbs of the generator's lexicon are known (the conjugator in
     :mod:`nanologic.conjugation`); other words get nothing extra.
     """
     lemmas_of, infinitives = _verb_forms()
@@ -308,13 +311,12 @@ def verb_variants(word: str) -> set[str]:
 _REFLEXIVE_PRONOUNS = ("me", "te", "se", "nos", "os")
 
 # The indicative tenses a definition may give for a verb said in each tense (any person): its own,
-# the present for a future after "si"/"cuando" and for an infinitive (the generic "tú"), the
-# indicative of a subjunctive.
+# the present for an infinitive (the generic "tú"), the indicative of a subjunctive.
 _TENSES_READ_AS = {
     "pres": {"pres"},
     "pret": {"pret"},
     "impf": {"impf"},
-    "fut": {"fut", "pres"},
+    "fut": {"fut"},
     "perf": {"perf"},
     "pres_sub": {"pres", "fut"},
     "impf_sub": {"pret", "impf", "pres"},
