@@ -208,6 +208,18 @@ def test_a_definition_holds_no_finite_verb_of_the_next_clause(tokenizer, compile
     assert accepts(compiler, tokenizer, grounded_grammar("Juan dice que Ana vendrá."), said)
 
 
+def test_a_copula_is_a_clauses_finite_verb(tokenizer, compiler):
+    """ "es", "son", "está" count as a clause's finite verb: "el sol brilla es aves" for "Los
+    murciélagos son aves y el sol no brilla." (dev_real) holds two clauses' verbs."""
+    grammar = grounded_grammar("Los murciélagos son aves y el sol no brilla.")
+    connectors = "∧: y | ¬: no"
+    right = _answer(["los murciélagos son aves", "el sol brilla ¬"], "p ∧ ¬q", connectors)
+    assert accepts(compiler, tokenizer, grammar, right)
+    merged = _answer(["los murciélagos son aves", "el sol brilla son aves ¬"], "p ∧ ¬q", connectors)
+    assert not accepts(compiler, tokenizer, grammar, merged)
+    assert accepts(compiler, tokenizer, answer_grammar(), merged)
+
+
 def test_a_definition_with_its_verb_ends_with_its_sentence(tokenizer, compiler):
     """Once a definition holds a finite verb, it writes nothing after the sentence's end, going on
     or going back ("tenemos clase Hoy" for "… entonces tenemos clase. Hoy es miércoles.",

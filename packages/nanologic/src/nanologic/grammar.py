@@ -844,7 +844,7 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         for i in verbs
         if not tokens[token_of[i]].lower().endswith(_NON_FINITE_ENDINGS)
         and (tokens[token_of[i]].lower() not in _first_person_presents() or opens_a_clause(token_of[i]))
-    }
+    } | {i for i, k in enumerate(token_of) if tokens[k].lower() in _copulas()}  # "el sol brilla son aves"
     # "dice que viene", "comprobarás cómo el éxito te sonríe": a second finite verb after one of
     # these; without one, two finite verbs are two clauses ("estudias te preparas mejor" for "Si
     # trabajas o estudias te preparas mejor para el futuro", "Hoy es día treinta mañana será")
