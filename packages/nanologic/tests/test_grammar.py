@@ -1243,6 +1243,29 @@ def test_a_reason_or_a_time_says_no_conditional():
         assert AND in said and not said & {IMPLIES, IFF}, (sentence, said)
     assert IMPLIES in said_connectives("Siempre que llueve, ya que es otoño, me mojo.")
     assert IMPLIES in said_connectives("Ya sea que llueva o que nieve, me quedo en casa.")
+    # "otra vez" says neither → ("cada vez que") nor ∧ ("a la vez"): the default model wrote
+    # "¬p ∨ (¬q ∧ ¬r)" for "O bien A, o bien B otra vez o C"
+    again = "O bien Carmen no compite, o bien David no calcula el área otra vez o Julio no termina."
+    assert not said_connectives(again) & {AND, IMPLIES}
+    assert AND in said_connectives("Es utilitarista y naturalista a la vez.")
+    assert IMPLIES in said_connectives("Cada vez que llueve, me mojo.")
+
+
+def test_a_biconditional_is_written_as_often_as_the_sentence_says_one(tokenizer, compiler):
+    """ "A si y solo si ni B ni C" is ``p ↔ (¬q ∧ ¬r)``; the default model wrote ``p ↔ (¬q ↔ ¬r)``
+    (4 answers of a seed-1 test split), and ``p ↔ (q ∨ r)`` for "A, B o únicamente C"."""
+    from nanologic.grammar import IFF_AT_MOST_NOTE, biconditionals_said
+
+    sentence = "Ana gana si y solo si Luis no canta ni Eva baila."
+    assert biconditionals_said(sentence) == 1
+    assert biconditionals_said("Que A equivale a que B si y sólo si C.") == 2
+    grammar = grounded_grammar(sentence)
+    assert f"{IFF_AT_MOST_NOTE} 1" in grammar.splitlines()
+    head = _answer(
+        ["Ana gana", "Luis canta ¬", "Eva baila ¬"], "", "↔: si y solo si | ¬: no | ∧: ni"
+    ).replace(" <|eos|>", "")
+    assert "↔" in {a.strip() for a in _allowed_after(tokenizer, compiler, head + "p", grammar)}
+    assert "↔" not in {a.strip() for a in _allowed_after(tokenizer, compiler, head + "p ↔ (¬q", grammar)}
 
 
 def test_o_a_o_no_pero_opens_with_the_excluded_middle(tokenizer, compiler):

@@ -1247,6 +1247,22 @@ def _grammar(
 # used, so the rule of :func:`letters_once` travels in the grammar as this comment, which
 # :class:`FormulaMask` reads (llama.cpp ignores it, and has no FormulaMask).
 LETTERS_ONCE_NOTE = "# formula: each declared letter at most once"
+# ↔ at most as often as the sentence says a biconditional, as "# formula: ↔ at most N"
+IFF_AT_MOST_NOTE = "# formula: ↔ at most"
+_BICONDITIONAL_SAID_RE = re.compile(
+    r"(?<!\w)(?:si y solo si|si y solamente si|cuando y solo cuando|(?:solo|solamente|unicamente)"
+    r" (?:si|cuando)|unicamente|equivalen?|es equivalente|necesari[oa]s? y suficientes?"
+    r"|suficientes? y necesari[oa]s?)(?!\w)"
+)
+
+
+def biconditionals_said(sentence: str) -> int:
+    """How many times ``sentence`` says a biconditional ("si y sólo si", "únicamente cuando",
+    "equivale", "necesaria y suficiente", … each once; "sólo si" and "sólo cuando" too, which some
+    sentences read as ↔). No gold formula of data/dev_real.jsonl or of 4,000 generated sentences
+    holds ↔ more often; the default model wrote ``p ↔ (¬q ↔ ¬r)`` for "A si y solo si ni B ni C"
+    (4 of a seed-1 run's 28 wrong structures) and ``p ↔ (q ∨ r)`` for "A, B o únicamente C"."""
+    return len(_BICONDITIONAL_SAID_RE.findall(fold_text(unicodedata.normalize("NFC", sentence))))
 
 
 def answer_grammar(max_atoms: int = MAX_ATOMS) -> str:
@@ -1319,7 +1335,8 @@ def _says_and(sentence: str) -> bool:
     list, several sentences), or an argument."""
     folded = fold_text(unicodedata.normalize("NFC", sentence)).strip()
     tokens = [token.lower() for token in sentence_tokens(sentence)]
-    if set(re.findall(r"\w+", folded)) & _AND_SAID_BY or any(
+    # "vez" of "a la vez" says ∧, of "otra vez" and "tal vez" nothing
+    if set(re.findall(r"\w+", _ONCE_MORE_RE.sub(" ", folded))) & _AND_SAID_BY or any(
         map(_says_and_here, tokens, range(len(tokens)), [tokens] * len(tokens))
     ):
         return True
@@ -1329,9 +1346,11 @@ def _says_and(sentence: str) -> bool:
 # Phrases whose words would say a connective they do not (folded): a reason, which the format reads
 # as ∧ ("B, ya que A" is B ∧ A; dev_real's such sentences accept ∧, and none of two training
 # splits' 307 whose only cue it is has → in its gold), and times ("casi siempre", "a la vez",
-# "tal vez": not "siempre que").
+# "tal vez", "otra vez": not "siempre que", "cada vez que"; "otra vez" had said → and ∧, and the
+# default model wrote "¬p ∨ (¬q ∧ ¬r)" for "O bien A, o bien B otra vez o C").
+_ONCE_MORE_RE = re.compile(r"(?<!\w)(?:otra vez|tal vez)(?!\w)")
 _SAYS_NO_CONNECTIVE_RE = re.compile(
-    r"(?<!\w)(?:ya que|puesto que|dado que|casi siempre|a la vez|tal vez)(?!\w)"
+    r"(?<!\w)(?:ya que|puesto que|dado que|casi siempre|a la vez|tal vez|otra vez)(?!\w)"
 )
 
 
@@ -2118,6 +2137,8 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
     if notes and polarity_marks:
         notes.append(MARKS_FOLLOW_NOTE)
     notes = [*notes, *named_clause_notes(sentence)]
+    if IFF in connectives:
+        notes.append(f"{IFF_AT_MOST_NOTE} {biconditionals_said(sentence)}")
     return _grammar(rules, max_atoms, connectives, min(min_atoms, max_atoms), premises, once, notes)
 
 
@@ -2334,7 +2355,8 @@ class FormulaMask:
     without them, the sign each clause is said with (``CLAUSE_SIGN_NOTE``; ``MARKS_FOLLOW_NOTE``,
     :meth:`_mask_marks`; an excluded middle's clause is said both ways, so "±"). Where no other
     note fixes the formula's shape, it may not end while a declared letter that defines a clause of
-    the sentence (``NAMED_CLAUSE_NOTE``) is unnamed. A binary connective a note demands passes even
+    the sentence (``NAMED_CLAUSE_NOTE``) is unnamed, and ↔ is written at most as often as the
+    sentence says a biconditional (``IFF_AT_MOST_NOTE``). A binary connective a note demands passes even
     where the connector list left it out. The sections are followed by the markers' text, so a
     marker spelled in plain tokens changes the section too.
 
@@ -2369,6 +2391,7 @@ class FormulaMask:
         self.compounds: dict[str, Compound] = {}
         self.clauses: list[tuple[bool, frozenset[str]]] = []  # CLAUSE_SIGN_NOTE: (negated, keys)
         self.named_clauses: list[frozenset[str]] = []  # NAMED_CLAUSE_NOTE: keys
+        self.most_biconditionals: int | None = None  # IFF_AT_MOST_NOTE
 
     @classmethod
     def for_grammar(cls, compiler: GrammarCompiler, grammar: str) -> FormulaMask:
@@ -2384,6 +2407,8 @@ class FormulaMask:
                 mask.sentence = _read_compound(line[len(SENTENCE_COMPOUND_NOTE) + 1 :])
             elif line == BICONDITIONAL_NOTE:
                 mask.connective = IFF
+            elif line.startswith(IFF_AT_MOST_NOTE + " "):
+                mask.most_biconditionals = int(line.split()[-1])
             elif line == CONDITIONAL_COMPOUND_NOTE:
                 mask.compound_antecedent = True
             elif line.startswith(NEGATED_COMPOUND_NOTE + " "):
@@ -2411,7 +2436,7 @@ class FormulaMask:
         twin.antecedent, twin.marks_follow = self.antecedent, self.marks_follow
         twin.compound_antecedent, twin.connective = self.compound_antecedent, self.connective
         twin.negated, twin.clauses, twin.named_clauses = self.negated, self.clauses, self.named_clauses
-        twin.sentence = self.sentence
+        twin.sentence, twin.most_biconditionals = self.sentence, self.most_biconditionals
         twin.excluded_middle, twin.conjuncts = self.excluded_middle, self.conjuncts
         twin.section, twin.atom_text, twin.connector_text = self.section, self.atom_text, self.connector_text
         twin.formula_text, twin.banned = self.formula_text, self.banned
@@ -2489,6 +2514,8 @@ class FormulaMask:
             if len(demanded) == 1:  # the sentence's shape needs it, declared in the connector list or not
                 banned_symbols = banned_symbols - demanded
             banned_symbols, banned_letters = banned_symbols | more_symbols, banned_letters | more_letters
+        if self.most_biconditionals is not None and formula.count(IFF) >= self.most_biconditionals:
+            banned_symbols = banned_symbols | {IFF}
         if not banned_symbols and not banned_letters and not openings:
             return row
         tail = _incomplete_utf8_tail(self.formula_text)
