@@ -1555,6 +1555,24 @@ def test_a_conditional_without_its_comma_is_read_with_it():
             "Si salgo electo presidente de la República recibirán un aumento.",
             "Si salgo electo presidente de la República, recibirán un aumento.",
         ),
+        # the other cues of a condition; a subject after a pronominal verb, "de" in a subject; no
+        # time said with a demonstrative, nor a noun after a preposition ("el viaje"), is a subject
+        (
+            "A menos que el examen se suspendiera el científico suspende física.",
+            "A menos que el examen se suspendiera, el científico suspende física.",
+        ),
+        (
+            "Excepto que amaneciera nublado la raíz de 60 será par.",
+            "Excepto que amaneciera nublado, la raíz de 60 será par.",
+        ),
+        (
+            "A menos que Celia venda un reloj este año tronará.",
+            "A menos que Celia venda un reloj este año, tronará.",
+        ),
+        (
+            "Para que Miriam sume 92 y 23 durante el viaje saldrá y no resuelve la ecuación.",
+            "Para que Miriam sume 92 y 23 durante el viaje, saldrá y no resuelve la ecuación.",
+        ),
         # said already, or no place found: as it is
         ("Si llueve, me mojo.", "Si llueve, me mojo."),
         ("Si llueve entonces me mojo.", "Si llueve entonces me mojo."),

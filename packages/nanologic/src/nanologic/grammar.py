@@ -1062,16 +1062,24 @@ def split_commaless_conditional(body: str) -> tuple[str, str]:
     when no such place is found. The rule baseline's split (:mod:`nanologic.baseline`), which the
     answer grammar's notes share."""
     words = body.split()
-    # a verb of the head: not a noun after its determiner ("la cocina"); a tail's: finite too
+
+    def between_numbers(k: int) -> bool:  # "sume 92 y 23": no coordinated clause
+        return 0 < k < len(words) - 1 and words[k - 1][:1].isdigit() and words[k + 1][:1].isdigit()
+
+    # a verb: not a noun after a determiner or a preposition ("la cocina", "vuelvan a casa",
+    # "durante el viaje"); a tail's: finite too
     verb_at = [
-        is_verb(w) and (k == 0 or words[k - 1].lower() not in _ARTICLES_AND_POSSESSIVES)
+        is_verb(w) and (k == 0 or words[k - 1].lower() not in _ARTICLES_AND_POSSESSIVES | _NEEDS_COMPLEMENT)
         for k, w in enumerate(words)
     ]
     for i in range(1, len(words)):
         head, word, before = words[:i], words[i].lower(), words[i - 1].lower()
         if i >= 2 and [w.lower() for w in words[i : i + 2]] == ["es", "que"]:
             return " ".join(head), " ".join(words[i + 2 :])  # "si A es que B": A → B
-        last = max((k for k, w in enumerate(head) if w.lower() in COORDINATORS), default=-1)
+        last = max(
+            (k for k, w in enumerate(head) if w.lower() in COORDINATORS and not between_numbers(k)),
+            default=-1,
+        )
         if not any(verb_at[last + 1 : i]) or before in COORDINATORS or before in _CLITICS:
             continue
         opens_tail = (
@@ -1080,7 +1088,7 @@ def split_commaless_conditional(body: str) -> tuple[str, str]:
             or (
                 verb_at[i]
                 and not word.endswith(_NON_FINITE_ENDINGS)
-                and not is_verb(before)
+                and not verb_at[i - 1]
                 and before != "no"
             )
         )
@@ -1116,17 +1124,23 @@ _ARTICLES_AND_POSSESSIVES = frozenset(
 def _with_its_subject(words: list[str], i: int) -> int:
     """Where the clause whose verb (or "no", or clitic) is ``words[i]`` opens, given a subject said
     just before it: a subject pronoun ("… nosotros no nadamos"), a name ("… en Aires Lola escucha"),
-    or a determiner and at most two words after a word that is neither a preposition nor a verb
-    ("… en abril la biblioteca abre", not "… de la República recibirán" nor "compra el pan llega")."""
+    or an article or possessive and one word, or one word "de" and one more, after a word that is
+    neither a preposition nor a verb but a pronominal one ("… en abril la biblioteca abre", "… se
+    suspendiera el científico suspende", "… nublado la raíz de 60 será"; not "… de la República
+    recibirán", "compra el pan llega", nor a time said with a demonstrative, "… este año tronará")."""
     before = words[i - 1].lower() if i > 0 else ""
     if before in _SUBJECT_PRONOUNS:
         return i - 1
-    for j in range(i - 2, max(i - 4, 0), -1):
+    for j in range(i - 2, max(i - 5, 0), -1):
         if words[j].lower() in _ARTICLES_AND_POSSESSIVES:
             opener = words[j - 1].lower()
+            pronominal = is_verb(opener) and j > 1 and words[j - 2].lower() == "se"
+            shaped = i - j == 2 or (i - j == 4 and words[j + 2].lower() == "de")
             if (
-                opener not in _NEEDS_COMPLEMENT
-                and not is_verb(opener)
+                shaped
+                and words[j].lower() not in _DEMONSTRATIVES
+                and opener not in _NEEDS_COMPLEMENT
+                and (pronominal or not is_verb(opener))
                 and not any(is_verb(w) for w in words[j + 1 : i])
             ):
                 return j
@@ -1134,17 +1148,23 @@ def _with_its_subject(words: list[str], i: int) -> int:
     if i > 1 and words[i - 1][:1].isupper() and words[i - 2].lower() not in _NEEDS_COMPLEMENT:
         return i - 1
     return i
+    if i > 1 and words[i - 1][:1].isupper() and words[i - 2].lower() not in _NEEDS_COMPLEMENT:
+        return i - 1
+    return i
 
 
 _COMMALESS_CONDITION_RE = re.compile(
-    r"(?P<cue>si|cuando|siempre que) (?P<body>[^,;:.]+[.!?]?)", re.IGNORECASE
+    r"(?P<cue>si|cuando|siempre que|siempre y cuando|en caso de que|con tal de que|a menos que|salvo que"
+    r"|excepto que|para que) (?P<body>[^,;:.]+[.!?]?)",
+    re.IGNORECASE,
 )
 
 
 def with_conditional_comma(sentence: str) -> str:
     """``sentence`` with the comma a conditional's condition leaves out ("Si está durmiendo no
     vendrá a la fiesta." -> "Si está durmiendo, no vendrá a la fiesta."), where it opens with
-    "si", "cuando" or "siempre que", holds no other comma, no "entonces" and one sentence, and
+    "si", "cuando", "siempre que", "en caso de que", "a menos que", "salvo que", "excepto que",
+    "para que" (…), holds no other comma, no "entonces" and one sentence, and
     :func:`split_commaless_conditional` finds where the consequent opens; else ``sentence``. The
     answer grammar reads the condition's clauses apart from the consequent's and notes the
     conditional's shape from it (:func:`grounded_grammar`); "si A es que B" is left as it is."""
