@@ -40,8 +40,15 @@ from dataclasses import dataclass, field
 
 from nanologic.evaluation import SPANISH_STOPWORDS, content_words, normalize_definition, word_stems
 from nanologic.generator import CUES
-from nanologic.grammar import fold_text, is_verb, lexicon_verb_lemma, split_commaless_conditional
-from nanologic.lexicon import NAMES_F, NAMES_M, PRONOUNS, PRONOUNS_F, SURNAMES
+from nanologic.grammar import (
+    DETERMINERS,
+    SUBJECT_PRONOUNS,
+    fold_text,
+    is_verb,
+    lexicon_verb_lemma,
+    split_commaless_conditional,
+)
+from nanologic.lexicon import NAMES_F, NAMES_M, SURNAMES
 from nanologic.logic import (
     AND,
     IFF,
@@ -718,12 +725,6 @@ def _split_top(text: str, cues: tuple[str, ...]) -> tuple[str, str]:
 _OPERATORS = re.escape("=+-−<>≤≥≠·×/^")
 
 
-_DETERMINERS = frozenset({
-    "el", "la", "los", "las", "un", "una", "unos", "unas", "mi", "mis", "tu", "tus", "su", "sus",
-    "nuestro", "nuestra", "nuestros", "nuestras", "este", "esta", "estos", "estas", "ese", "esa",
-    "esos", "esas", "aquel", "aquella", "aquellos", "aquellas",
-})  # fmt: skip
-_SUBJECT_PRONOUNS = frozenset({*PRONOUNS, *PRONOUNS_F, "usted", "ustedes"})
 _NAMES = frozenset({*NAMES_F, *NAMES_M, *SURNAMES})
 _FOCUS_ADVERBS = frozenset({"también", "tampoco", "solo", "sólo", "solamente", "únicamente"})
 _NEGATIONS = frozenset({"no", "nunca", "jamás", "tampoco"})
@@ -739,9 +740,9 @@ def _subject_words(words: list[str], names_only: bool = False) -> int:
     if not words:
         return 0
     first = words[0].lower()
-    if first in _DETERMINERS:
+    if first in DETERMINERS:
         return 2 if len(words) >= 2 else 0
-    if first in _SUBJECT_PRONOUNS:
+    if first in SUBJECT_PRONOUNS:
         return 1
     n = 0
     while n < len(words) and words[n][:1].isupper() and (not names_only or words[n] in _NAMES):
@@ -788,7 +789,7 @@ def _complete_ellipsis(parts: list[str]) -> list[str]:
             completed.append(" ".join(first[:-1] + ws))
         elif opener in _PREPOSITIONS and at > 0:
             completed.append(" ".join(first[:at] + ws))
-        elif opener in _DETERMINERS and not any(is_verb(w) for w in ws) and (obj := _object_start(first)):
+        elif opener in DETERMINERS and not any(is_verb(w) for w in ws) and (obj := _object_start(first)):
             completed.append(" ".join(first[:obj] + ws))
         else:
             completed.append(part)
@@ -799,7 +800,7 @@ def _object_start(words: list[str]) -> int:
     """Where the object of a clause begins: the first determiner after its subject with a verb
     before it ("Cristina preparaba | la comida"); 0 when there is none."""
     for j in range(max(1, _subject_words(words)), len(words)):
-        if words[j].lower() in _DETERMINERS and any(is_verb(w) for w in words[:j]):
+        if words[j].lower() in DETERMINERS and any(is_verb(w) for w in words[:j]):
             return j
     return 0
 

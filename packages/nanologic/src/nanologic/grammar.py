@@ -60,6 +60,7 @@ from typing import Any
 from nanologic.data import CONNECTORS as CONNECTORS_MARKER
 from nanologic.data import FORMULA as FORMULA_MARKER
 from nanologic.data import MIXED_MARK, NEGATED_MARK
+from nanologic.lexicon import PRONOUNS, PRONOUNS_F
 from nanologic.logic import AND, IFF, IMPLIES, NOT, OR, atom_letters
 from nanologic.normalize import COORDINATORS, PERFECT_AUXILIARIES, not_content_words, word_set
 
@@ -277,8 +278,9 @@ def verb_variants(word: str) -> set[str]:
     a condition says its clause again in the present ("no preparará …; y si no prepara …"), that
     present is the sentence's own word, and the two definitions are one atom
     (:func:`nanologic.normalize.merge_repeated_atoms`); the present as a future's reading let the
-    model write "el bebé come este mes" for "comerá este mes". Only verbs of the generator's lexicon are known (the conjugator in
-    :mod:`nanologic.conjugation`); other words get nothing extra.
+    model write "el bebé come este mes" for "comerá este mes". Only verbs of the generator's
+    lexicon are known (the conjugator in :mod:`nanologic.conjugation`); other words get nothing
+    extra.
     """
     lemmas_of, infinitives = _verb_forms()
     low = word.lower()
@@ -860,9 +862,10 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     bounding_words = COORDINATORS | CONNECTIVE_WORDS - {"no", "tampoco"}
     clause_bound_before = set()
     # A sentence's end between two words (";", "?", "!", or "." before a word not in lower case,
-    # nor after an abbreviation: not "Leonardo D. fue pintor", "el Sr. López"): a definition that holds a finite verb writes nothing after
-    # it ("tenemos clase Hoy" for "… entonces tenemos clase. Hoy es miércoles."), while a subject
-    # said before it may still be lent to a later sentence's verb ("la tierra … no posee luz").
+    # nor after an abbreviation: not "Leonardo D. fue pintor", "el Sr. López"): a definition that
+    # holds a finite verb writes nothing after it ("tenemos clase Hoy" for "… entonces tenemos
+    # clase. Hoy es miércoles."), while a subject said before it may still be lent to a later
+    # sentence's verb ("la tierra … no posee luz").
     sentence_end_before = set()
     for i in range(1, len(positions)):
         end = expressions.get(token_of[i - 1], token_of[i - 1] + 1)
@@ -1069,7 +1072,7 @@ def split_commaless_conditional(body: str) -> tuple[str, str]:
     # a verb: not a noun after a determiner or a preposition ("la cocina", "vuelvan a casa",
     # "durante el viaje"); a tail's: finite too
     verb_at = [
-        is_verb(w) and (k == 0 or words[k - 1].lower() not in _ARTICLES_AND_POSSESSIVES | _NEEDS_COMPLEMENT)
+        is_verb(w) and (k == 0 or words[k - 1].lower() not in DETERMINERS | _NEEDS_COMPLEMENT)
         for k, w in enumerate(words)
     ]
     for i in range(1, len(words)):
@@ -1098,27 +1101,14 @@ def split_commaless_conditional(body: str) -> tuple[str, str]:
     return body, ""
 
 
-_SUBJECT_PRONOUNS = frozenset(
-    {
-        "yo",
-        "tú",
-        "él",
-        "ella",
-        "nosotros",
-        "nosotras",
-        "vosotros",
-        "vosotras",
-        "ellos",
-        "ellas",
-        "usted",
-        "ustedes",
-    }
-)
-_ARTICLES_AND_POSSESSIVES = frozenset(
-    {"el", "la", "los", "las", "un", "una", "unos", "unas", "mi", "mis", "tu", "tus", "su", "sus"}
-    | {"nuestro", "nuestra", "nuestros", "nuestras"}
-    | _DEMONSTRATIVES
-)
+# Subject pronouns, and the determiners that open a noun phrase (articles, possessives,
+# demonstratives); the rule baseline reads subjects with the same sets.
+SUBJECT_PRONOUNS = frozenset({*PRONOUNS, *PRONOUNS_F, "usted", "ustedes"})
+DETERMINERS = frozenset({
+    "el", "la", "los", "las", "un", "una", "unos", "unas", "mi", "mis", "tu", "tus", "su", "sus",
+    "nuestro", "nuestra", "nuestros", "nuestras", "este", "esta", "estos", "estas", "ese", "esa",
+    "esos", "esas", "aquel", "aquella", "aquellos", "aquellas",
+})  # fmt: skip
 
 
 def _with_its_subject(words: list[str], i: int) -> int:
@@ -1129,10 +1119,10 @@ def _with_its_subject(words: list[str], i: int) -> int:
     suspendiera el científico suspende", "… nublado la raíz de 60 será"; not "… de la República
     recibirán", "compra el pan llega", nor a time said with a demonstrative, "… este año tronará")."""
     before = words[i - 1].lower() if i > 0 else ""
-    if before in _SUBJECT_PRONOUNS:
+    if before in SUBJECT_PRONOUNS:
         return i - 1
     for j in range(i - 2, max(i - 5, 0), -1):
-        if words[j].lower() in _ARTICLES_AND_POSSESSIVES:
+        if words[j].lower() in DETERMINERS:
             opener = words[j - 1].lower()
             pronominal = is_verb(opener) and j > 1 and words[j - 2].lower() == "se"
             shaped = i - j == 2 or (i - j == 4 and words[j + 2].lower() == "de")
@@ -1145,9 +1135,6 @@ def _with_its_subject(words: list[str], i: int) -> int:
             ):
                 return j
             return i
-    if i > 1 and words[i - 1][:1].isupper() and words[i - 2].lower() not in _NEEDS_COMPLEMENT:
-        return i - 1
-    return i
     if i > 1 and words[i - 1][:1].isupper() and words[i - 2].lower() not in _NEEDS_COMPLEMENT:
         return i - 1
     return i
