@@ -43,6 +43,7 @@ from nanologic.generator import CUES
 from nanologic.grammar import (
     DETERMINERS,
     SUBJECT_PRONOUNS,
+    WORD_PUNCTUATION,
     fold_text,
     is_verb,
     lexicon_verb_lemma,
@@ -65,7 +66,7 @@ from nanologic.logic import (
     to_unicode,
 )
 
-_STRIP = " ,.;:¡!¿?\"'«»"
+_STRIP = WORD_PUNCTUATION
 
 
 def _cues(role: str) -> tuple[str, ...]:

@@ -62,7 +62,7 @@ from nanologic.data import FORMULA as FORMULA_MARKER
 from nanologic.data import MIXED_MARK, NEGATED_MARK
 from nanologic.lexicon import PRONOUNS, PRONOUNS_F
 from nanologic.logic import AND, IFF, IMPLIES, NOT, OR, atom_letters
-from nanologic.normalize import COORDINATORS, PERFECT_AUXILIARIES, not_content_words, word_set
+from nanologic.normalize import COORDINATORS, FUTURE_ENDINGS, PERFECT_AUXILIARIES, not_content_words, word_set
 
 BINARY_CONNECTIVES = (AND, OR, IMPLIES, IFF)
 FORMULA_SYMBOLS = (NOT, *BINARY_CONNECTIVES)
@@ -1045,15 +1045,17 @@ _NEEDS_COMPLEMENT = frozenset(
 )
 
 
-_CLITICS = frozenset({"me", "te", "se", "nos", "os", "lo", "la", "los", "las", "le", "les"})
-_FUTURE_ENDINGS = ("ré", "rás", "rá", "remos", "réis", "rán")
+# pronouns before a verb, with those that are also articles ("la", "los", "las")
+_CLITICS = _PROCLITICS | {"la", "los", "las"}
+# punctuation a word of a split text may carry ("vendrá." "¿Llueve")
+WORD_PUNCTUATION = " ,.;:¡!¿?\"'«»"
 
 
 def is_verb(word: str) -> bool:
     """A finite verb by the lexicon's conjugations, or a future by its ending ("recibirán");
     punctuation around ``word`` is ignored."""
-    low = word.lower().strip(" ,.;:¡!¿?\"'«»")
-    return lexicon_verb_lemma(low) is not None or (len(low) > 4 and low.endswith(_FUTURE_ENDINGS))
+    low = word.lower().strip(WORD_PUNCTUATION)
+    return lexicon_verb_lemma(low) is not None or (len(low) > 4 and low.endswith(FUTURE_ENDINGS))
 
 
 def split_commaless_conditional(body: str) -> tuple[str, str]:
@@ -1138,30 +1140,6 @@ def _with_its_subject(words: list[str], i: int) -> int:
     if i > 1 and words[i - 1][:1].isupper() and words[i - 2].lower() not in _NEEDS_COMPLEMENT:
         return i - 1
     return i
-
-
-_COMMALESS_CONDITION_RE = re.compile(
-    r"(?P<cue>si|cuando|siempre que|siempre y cuando|en caso de que|con tal de que|a menos que|salvo que"
-    r"|excepto que|para que) (?P<body>[^,;:.]+[.!?]?)",
-    re.IGNORECASE,
-)
-
-
-def with_conditional_comma(sentence: str) -> str:
-    """``sentence`` with the comma a conditional's condition leaves out ("Si está durmiendo no
-    vendrá a la fiesta." -> "Si está durmiendo, no vendrá a la fiesta."), where it opens with
-    "si", "cuando", "siempre que", "en caso de que", "a menos que", "salvo que", "excepto que",
-    "para que" (…), holds no other comma, no "entonces" and one sentence, and
-    :func:`split_commaless_conditional` finds where the consequent opens; else ``sentence``. The
-    answer grammar reads the condition's clauses apart from the consequent's and notes the
-    conditional's shape from it (:func:`grounded_grammar`); "si A es que B" is left as it is."""
-    match = _COMMALESS_CONDITION_RE.fullmatch(sentence.strip())
-    if match is None or re.search(r"(?<!\w)entonces(?!\w)", sentence, re.IGNORECASE):
-        return sentence
-    head, tail = split_commaless_conditional(match["body"])
-    if not tail or f"{head} {tail}" != match["body"]:
-        return sentence
-    return f"{match['cue']} {head}, {tail}"
 
 
 def _literal(text: str) -> str:
@@ -1355,9 +1333,10 @@ def _says_and(sentence: str) -> bool:
 # splits' 307 whose only cue it is has → in its gold), and times ("casi siempre", "a la vez",
 # "tal vez", "otra vez": not "siempre que", "cada vez que"; "otra vez" had said → and ∧, and the
 # default model wrote "¬p ∨ (¬q ∧ ¬r)" for "O bien A, o bien B otra vez o C").
-_ONCE_MORE_RE = re.compile(r"(?<!\w)(?:otra vez|tal vez)(?!\w)")
+_ONCE_MORE = "otra vez|tal vez"
+_ONCE_MORE_RE = re.compile(rf"(?<!\w)(?:{_ONCE_MORE})(?!\w)")
 _SAYS_NO_CONNECTIVE_RE = re.compile(
-    r"(?<!\w)(?:ya que|puesto que|dado que|casi siempre|a la vez|tal vez|otra vez)(?!\w)"
+    rf"(?<!\w)(?:ya que|puesto que|dado que|casi siempre|a la vez|{_ONCE_MORE})(?!\w)"
 )
 
 
@@ -1714,6 +1693,29 @@ _BICONDITIONAL_SENTENCES = (
 )
 _IF_CUES = r"(?:si|cuando|siempre que|siempre y cuando|en caso de que|con tal de que)"
 _UNLESS_CUES = r"(?:a menos que|salvo que|excepto que|salvo si|excepto si)"
+# A condition that opens the sentence, with its cue: "si", "a menos que", "para que", …
+_COMMALESS_CONDITION_RE = re.compile(
+    rf"(?P<cue>{_IF_CUES}|{_UNLESS_CUES}|para que) (?P<body>[^,;:.]+[.!?]?)", re.IGNORECASE
+)
+
+
+def with_conditional_comma(sentence: str) -> str:
+    """``sentence`` with the comma a conditional's condition leaves out ("Si está durmiendo no
+    vendrá a la fiesta." -> "Si está durmiendo, no vendrá a la fiesta."), where it opens with
+    "si", "cuando", "siempre que", "en caso de que", "a menos que", "salvo que", "excepto que",
+    "para que" (…), holds no other comma, no "entonces" and one sentence, and
+    :func:`split_commaless_conditional` finds where the consequent opens; else ``sentence``. The
+    answer grammar reads the condition's clauses apart from the consequent's and notes the
+    conditional's shape from it (:func:`grounded_grammar`); "si A es que B" is left as it is."""
+    match = _COMMALESS_CONDITION_RE.fullmatch(sentence.strip())
+    if match is None or re.search(r"(?<!\w)entonces(?!\w)", sentence, re.IGNORECASE):
+        return sentence
+    head, tail = split_commaless_conditional(match["body"])
+    if not tail or f"{head} {tail}" != match["body"]:
+        return sentence
+    return f"{match['cue']} {head}, {tail}"
+
+
 _EITHER_OR = r"(?:o bien|o|u) [^,;.]+, (?:o bien|o|u) [^,;.]+?"  # "o bien A, o bien B", commas and all
 _CONDITIONAL_SENTENCES = (
     # "Si A, B y C, D": a condition of three clauses (_list_notes)

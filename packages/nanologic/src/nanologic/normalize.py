@@ -380,16 +380,10 @@ def _impersonal(words: list[str], k: int) -> bool:
 
 # Endings that say a verb's person whatever the verb (the future; the preterite's third persons):
 # real sentences use verbs the lexicon lacks ("Si el agua hierve, entonces soltará vapor").
-_PERSON_ENDINGS = (
-    ("remos", 3),
-    ("réis", 4),
-    ("rán", 5),
-    ("rás", 1),
-    ("ré", 0),
-    ("rá", 2),
-    ("aron", 5),
-    ("ieron", 5),
-)
+_FUTURE_PERSON_ENDINGS = (("remos", 3), ("réis", 4), ("rán", 5), ("rás", 1), ("ré", 0), ("rá", 2))
+# the future's endings, which no noun or adjective has ("recibirán"; read by the grammar too)
+FUTURE_ENDINGS = tuple(ending for ending, _ in _FUTURE_PERSON_ENDINGS)
+_PERSON_ENDINGS = (*_FUTURE_PERSON_ENDINGS, ("aron", 5), ("ieron", 5))
 
 
 def _persons_by_ending(word: str) -> frozenset[int]:
