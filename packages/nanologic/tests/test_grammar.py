@@ -358,6 +358,12 @@ def test_two_clauses_joined_by_a_connective_are_two_atoms(tokenizer, compiler):
     assert not accepts(
         compiler, tokenizer, grounded_grammar(sentence), _answer(["hemos de llegar allí antes"], "p")
     )
+    # a "y" after a noun joins two things said of the subject, even before a number
+    sentence = "Los caballos poseen una cola y 4 patas."
+    one = _answer(["los caballos poseen una cola y 4 patas"], "p")
+    assert not accepts(compiler, tokenizer, grounded_grammar(sentence), one)
+    two = _answer(["los caballos poseen una cola", "los caballos poseen 4 patas"], "p ∧ q", "∧: y")
+    assert accepts(compiler, tokenizer, grounded_grammar(sentence), two)
     # one atom said twice, a "y" between numbers, a sentence without a connective
     for sentence, answer in (
         ("Hablo y no hablo.", _answer(["hablo"], "p ∧ ¬p", "∧: y | ¬: no")),
@@ -430,6 +436,32 @@ def test_a_definition_starting_in_an_elided_conjunct_goes_on_past_it(tokenizer, 
         formula = "p ∨ q" if sentence.startswith("O") else "p ∧ q"
         answer = _answer(definitions, formula, connectors)
         assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer), sentence
+
+
+def test_a_definition_holds_one_conjunct_of_tanto_como_and_ni_ni(tokenizer, compiler):
+    """ "tanto A como B V", "ni A ni B V": each definition has one subject with the predicate they
+    share; "como" there is the cue, not the verb "comer", and no definition runs from A into B."""
+    for sentence, whole, merged, formula, connectors in (
+        (
+            "Tanto Consuelo como los jugadores entregan el informe.",
+            ["Consuelo entrega el informe", "los jugadores entregan el informe"],
+            ["Consuelo como los jugadores entregan el informe", "Consuelo los jugadores entregan el informe"],
+            "p ∧ q",
+            "∧: tanto...como",
+        ),
+        (
+            "Ni Idetiasvea ni Rebeca corrían.",
+            ["Idetiasvea corría", "Rebeca corría"],
+            ["Idetiasvea Rebeca corría"],
+            "¬p ∧ ¬q",
+            "¬: ni | ∧: ni",
+        ),
+    ):
+        grammar = grounded_grammar(sentence)
+        assert accepts(compiler, tokenizer, grammar, _answer(whole, formula, connectors)), sentence
+        for first in merged:
+            answer = _answer([first, whole[1]], formula, connectors)
+            assert not accepts(compiler, tokenizer, grammar, answer), first
 
 
 def test_an_expression_is_written_whole_and_a_negated_one_takes_the_mark(tokenizer, compiler):
@@ -668,6 +700,8 @@ def test_a_formula_names_each_letter_once_where_the_sentence_says_each_clause_on
 
     sentence = "Si llueve, nieva y hace frío."
     assert letters_once(sentence) and letters_once("Si y solo si llueve, me quedo en casa.")
+    # an expression is one word: its variables said again are no clause said twice
+    assert letters_once("Si x = y, entonces x = 2.") and not letters_once("Si x = y, entonces x ≠ y.")
     for other in (
         "Hablo y no hablo.",  # one clause said twice
         "Cuando Esteban no era médico, Noelia saldrá; además, cuando sale, devolvió una bicicleta.",

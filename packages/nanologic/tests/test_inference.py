@@ -163,6 +163,9 @@ def test_a_redundant_definition_holds_no_content_word_of_its_own():
     assert has_redundant_definition(["Juana tiene trece años", "Juana tiene trece"])
     assert not has_redundant_definition(["Juana tiene trece años", "Rosa tiene quince años"])
     assert not has_redundant_definition(["llueve"])
+    # an expression is one word: the variable "y" of "x = y" is no conjunction
+    assert not has_redundant_definition(["x = y", "x = 2"])
+    assert has_redundant_definition(["x = y", "x = y"])
     assert not has_redundant_definition(["hay examen", "el examen es difícil"])  # "hay" is a word of its own
     assert has_redundant_definition(["", "llueve"])
 
@@ -464,3 +467,42 @@ def test_retarget_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, g
     monkeypatch.setattr(grounded.model, "generate", lambda *args, **kw: [looped[len(head) :]])
     monkeypatch.setattr(grounded, "_retarget_heads", lambda *args: [head])
     assert grounded._retarget_batch([prompt], [marked], ["grammar"], [sentence]) == [looped]
+
+
+def test_a_clause_declared_twice_where_each_letter_is_named_once_is_decoded_again_without_it(
+    formalizer, grounded, monkeypatch
+):
+    """ "Si x = y, entonces x = 2" declared "p: x = y | q: x = 2 | r: x = 2" and written
+    ``(p → q) → r`` was given ``(p → q) → q``: the list without its repeat is decoded on."""
+    from nanologic.grammar import grounded_grammar
+
+    sentence = "Si x = y, entonces x = 2."
+    grammar = grounded_grammar(sentence, polarity_marks=True)
+    prompt = formalizer.tokenizer.encode(prompt_text(sentence))
+    connectors = f"{CONNECTORS} →: si...entonces {FORMULA}"
+    encode = formalizer.tokenizer.encode
+    repeated = encode(f"{ATOMS} p: x = y | q: x = 2 | r: x = 2 {connectors} ((p → q) → r) {EOS}")
+    head = encode(f"{ATOMS} p: x = y | q: x = 2 {CONNECTORS}")
+    heads_seen = []
+
+    def generate(prompts, *args, tail, **kwargs):
+        heads_seen.extend(p[len(prompt) :] for p in prompts)
+        return [encode(tail) for _ in prompts]
+
+    for tail, expected in (
+        (
+            f" →: si...entonces {FORMULA} p → q {EOS}",
+            head + encode(f" →: si...entonces {FORMULA} p → q {EOS}"),
+        ),
+        (f" →: si...entonces {FORMULA} (p → q) → q {EOS}", repeated),  # a letter named twice: kept
+    ):
+        monkeypatch.setattr(
+            grounded.model, "generate", lambda *a, tail=tail, **kw: generate(*a, tail=tail, **kw)
+        )
+        assert grounded._drop_repeats_batch([prompt], [repeated], [grammar], [sentence]) == [expected]
+    assert heads_seen == [head, head]
+    # a sentence that may name a clause twice keeps its answer untouched
+    other = "Hablo y no hablo."
+    twice = encode(f"{ATOMS} p: hablo | q: hablo {CONNECTORS} ∧: y | ¬: no {FORMULA} p ∧ ¬q {EOS}")
+    out = grounded._drop_repeats_batch([prompt], [twice], [grounded_grammar(other)], [other])
+    assert out[0] is twice

@@ -370,6 +370,18 @@ def _is_term(token: str) -> bool:
     )
 
 
+def _after_a_word(tokens: list[str], index: int) -> bool:
+    """Whether tokens[index] ("y", "e") follows a word of a noun phrase, no term, and the sentence
+    is not mathematical: "una cola y 4 patas" joins two things said of the horses, where "18 y 21"
+    and "x e y" join terms."""
+    return (
+        index > 0
+        and tokens[index - 1].isalpha()
+        and not _is_term(tokens[index - 1])
+        and not _is_mathematical(tokens)
+    )
+
+
 def _joins_terms(tokens: list[str], index: int) -> bool:
     """Whether tokens[index] ("y", "e") may be part of a definition: next to a term, or the
     variable "y" of a mathematical sentence ("si y es positivo, x es negativo"; :func:`_is_mathematical`:
@@ -430,7 +442,7 @@ def _is_operand(token: str) -> bool:
     return token not in _OPERATOR_TOKENS and (any(c.isdigit() for c in token) or len(token) == 1)
 
 
-def _expression_spans(tokens: list[str]) -> list[tuple[int, int]]:
+def expression_spans(tokens: list[str]) -> list[tuple[int, int]]:
     """[start, end) of each expression of arithmetic in ``tokens``: an operand, then one or more
     operator and operand pairs ("x + y = 3", "c² = a² + b²", "x ≠ 0"), read left to right, so that
     in "x + y = 2 y z = 1" the second "y", between two expressions, is the conjunction."""
@@ -457,7 +469,7 @@ def relations_said(sentence: str) -> int:
     x ≠ z." with the one atom "x = y"."""
     tokens = sentence_tokens(sentence)
     said = set()
-    for start, end in _expression_spans(tokens):
+    for start, end in expression_spans(tokens):
         if _RELATIONS.intersection(tokens[start:end]):
             said.add(" ".join("=" if token == "≠" else token for token in tokens[start:end]))
     return len(said)
@@ -514,11 +526,30 @@ def _cue_phrase_indices(sentence: str) -> set[int]:
     merged a clause across "es necesario" or wrote "solo" for "si y solo si" did."""
     text = unicodedata.normalize("NFC", sentence)
     spans = [m.span() for m in _cue_phrase_re().finditer(fold_text(text))]
-    return {
+    inside = {
         index
         for index, token in enumerate(_READING_RE.finditer(text))
         if any(start <= token.start() and token.end() <= end for start, end in spans)
     }
+    return inside | _as_well_as_indices(sentence_tokens(sentence))
+
+
+def _as_well_as_indices(tokens: list[str]) -> set[int]:
+    """Indices of each "como" that answers a "tanto" of its clause, and of that "tanto" ("tanto
+    Consuelo como los jugadores entregan el informe", "fue pintor tanto como filósofo"): the cue
+    of a conjunction, never a definition's words ("Consuelo como los jugadores entregan …" had
+    been read whole, "como" as the verb "comer", and "la jefa tantas con tarjeta")."""
+    found = set()
+    for index, token in enumerate(tokens):
+        if token.lower() != "como":
+            continue
+        for back in range(index - 1, -1, -1):
+            if len(tokens[back]) == 1 and tokens[back] in WORD_PUNCTUATION:
+                break
+            if tokens[back].lower() == "tanto":
+                found |= {back, index}
+                break
+    return found
 
 
 def reading_positions(sentence: str) -> list[tuple[list[str], list[str]]]:
@@ -529,7 +560,7 @@ def reading_positions(sentence: str) -> list[tuple[list[str], list[str]]]:
     affirmative relation; a pronominal infinitive ("ducharse") may be preceded by its reflexive
     pronoun ("te duchas"). Negations and connectives (``CONNECTIVE_WORDS``) have no forms, nor the
     words of a cue phrase of several words where the sentence says it (:func:`_cue_phrase_indices`).
-    An expression of arithmetic ("x + y = 3", :func:`_expression_spans`) is one position, written
+    An expression of arithmetic ("x + y = 3", :func:`expression_spans`) is one position, written
     whole, with "=" for "≠".
     """
     return [(prefixes, forms) for prefixes, forms, _, _ in _reading_positions(sentence)]
@@ -541,7 +572,7 @@ def _reading_positions(sentence: str) -> list[tuple[list[str], list[str], bool, 
     positions: list[tuple[list[str], list[str], bool, int]] = []
     tokens = sentence_tokens(sentence)
     in_cue = _cue_phrase_indices(sentence)
-    expressions = dict(_expression_spans(tokens))
+    expressions = dict(expression_spans(tokens))
     # "x + y = 2 y z = 1": a "y" between two expressions is the conjunction
     between_expressions = {end for end in expressions.values() if end + 1 in expressions}
     inside_expression_until = 0
@@ -610,7 +641,7 @@ def _conjuncts(sentence: str) -> tuple[list[str], list[tuple[int, int]], set[int
         k
         for k, token in enumerate(tokens)
         if token.lower() in COORDINATORS and (token.lower() == "ni" or not _joins_terms(tokens, k))
-    }
+    } | _as_well_as_indices(tokens)
     spans: list[tuple[int, int]] = []
     start = 0
     for k in range(len(tokens) + 1):
@@ -782,12 +813,23 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         if elided and i not in elided and not {f.lower() for f in forms} <= _NEEDS_COMPLEMENT
     }
 
+    tokens = sentence_tokens(sentence)
+    expressions = dict(expression_spans(tokens))
+    # The words after an elided conjunct's coordinator, up to the verb they share, are another
+    # conjunct's: a definition holding the first never writes them ("Lorena Vuemenor hace los
+    # deberes" for "tanto Lorena como Vuemenor hacen los deberes", "Idetiasvea Rebeca corría").
+    _, _, coordinators = _conjuncts(sentence)
+    parallel_tokens = set()
+    for _, end in conjuncts:
+        k = end + 1
+        while end in coordinators and k < len(tokens) and not _may_be_a_verb(tokens, k):
+            parallel_tokens.add(k)
+            k += 1
+    parallel = {i for i, k in enumerate(token_of) if k in parallel_tokens}
+
     # A definition is a clause: it ends only once it holds a word that may be a verb or a relation,
     # or one that is no part of a noun phrase (not a function word, nor after one, nor a name or a
     # number): "el coche arranca", not "el coche"; where the sentence has such a word at all.
-    tokens = sentence_tokens(sentence)
-    expressions = dict(_expression_spans(tokens))
-
     def nominal(k: int) -> bool:
         return (
             tokens[k].lower() in _NEEDS_COMPLEMENT
@@ -920,6 +962,8 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         if (i in finite and state.endswith("X")) or (i in finite and level == 1 and state.endswith("F")):
             return ()
         if (i in sure_verbs and state.endswith("F")) or state.endswith("S"):
+            return ()
+        if state.startswith("o") and i in parallel:
             return ()
         now = after(state, i)
         run = "k" if i in verbs else "c"
@@ -1469,7 +1513,7 @@ def _literal_keys(words: list[str]) -> list[str]:
     each relation of arithmetic they hold, written whole ("x-y=2" is not "y-x=2"; "≠" as "=")."""
     relations = [
         "".join("=" if word == "≠" else word for word in words[start:end])
-        for start, end in _expression_spans(words)
+        for start, end in expression_spans(words)
         if _RELATIONS.intersection(words[start:end])
     ]
     keys = content_keys(words) or [lemma for lemma in (_lone_verb(words),) if lemma]
@@ -2048,8 +2092,12 @@ def argument_premises(sentence: str) -> int:
 def _says_a_word_twice(tokens: list[str]) -> bool:
     """Whether a content word comes twice in ``tokens``, counting two forms of one verb as one
     word ("saldrá" … "sale": :func:`lexicon_verb_lemma`; a verb outside the lexicon by its first
-    five letters, "gritarán" … "gritan")."""
-    keys = content_keys(tokens)
+    five letters, "gritarán" … "gritan"). An expression of arithmetic is one word, "x ≠ y" the same
+    as "x = y", so the variables of "Si x = y, entonces x = 2" are not words said twice."""
+    spans = expression_spans(tokens)
+    inside = {i for start, end in spans for i in range(start, end)}
+    keys = content_keys(token for i, token in enumerate(tokens) if i not in inside)
+    keys += [" ".join("=" if token == "≠" else token for token in tokens[start:end]) for start, end in spans]
     return len(set(keys)) < len(keys)
 
 
@@ -2100,7 +2148,7 @@ def joins_clauses(sentence: str) -> bool:
     tokens = sentence_tokens(sentence)
     if _says_a_word_twice(tokens):
         return False
-    expressions = dict(_expression_spans(tokens))
+    expressions = dict(expression_spans(tokens))
     between_expressions = {end for end in expressions.values() if end + 1 in expressions}
     inside = {i for start, end in expressions.items() for i in range(start, end)}
     for index, token in enumerate(tokens):
@@ -2108,7 +2156,12 @@ def joins_clauses(sentence: str) -> bool:
         if index in inside or low in ("no", "tampoco"):
             continue
         if low in CONNECTIVE_WORDS or (
-            low in _AND_WORDS and (index in between_expressions or not _joins_terms(tokens, index))
+            low in _AND_WORDS
+            and (
+                index in between_expressions
+                or not _joins_terms(tokens, index)
+                or _after_a_word(tokens, index)
+            )
         ):
             return True
     return False
@@ -2198,6 +2251,11 @@ class GrammarCompiler:
                 self._cache.clear()
             self._cache[grammar] = self.compiler.compile_grammar(grammar)
         return self._cache[grammar]
+
+    def accepts(self, grammar: str, tokens: Sequence[int]) -> bool:
+        """Whether ``grammar`` accepts ``tokens`` as the start of an answer."""
+        matcher = self.xgr.GrammarMatcher(self.compile(grammar))
+        return all(matcher.accept_token(int(token)) for token in tokens)
 
     def _token_mask(self, key: tuple[frozenset[str], bytes], holds: Any) -> Any:
         """bool [V], cached under ``key``: the tokens whose bytes ``holds`` (bytes -> bool)."""

@@ -24,10 +24,12 @@ from nanologic.data import (
 from nanologic.errors import NanologicError
 from nanologic.grammar import (
     CONNECTIVE_WORDS,
+    LETTERS_ONCE_NOTE,
     BeamGrammarMask,
     GrammarCompiler,
     GrammarLogitsProcessor,
     answer_grammar,
+    expression_spans,
     grounded_grammar,
     lexicon_verb_lemma,
     reading_positions,
@@ -312,8 +314,60 @@ class Formalizer:
                     rows = rows_changed
                     if not rows:
                         break
+                outs = self._drop_repeats_batch(prompts, outs, grammars, chunk)
             texts.extend(self.tokenizer.decode(out) for out in outs)
         return texts
+
+    def _drop_repeats_batch(
+        self, prompts: list[list[int]], outs: list[list[int]], grammars: list[str], sentences: list[str]
+    ) -> list[list[int]]:
+        """Re-decode, without its repeats, an answer that declares a clause twice in a sentence
+        whose formula names each letter once (``LETTERS_ONCE_NOTE``, :func:`letters_once`).
+
+        The repeat (:meth:`repeated_atom_span`) is no clause of its own there, and the formula the
+        model wrote over it named the clause twice once the repeat was given one letter: "Si x = y,
+        entonces x = 2" was declared "p: x = y | q: x = 2 | r: x = 2" and written ``(p → q) → r``,
+        given ``(p → q) → q``. The atom list without its repeated items (the rest lettered anew in
+        order) is the head greedy decoding resumes from under the grammar; the try is kept when it
+        keeps the format's rules on the answer as it will be given (:meth:`repair_span`) and names
+        no letter twice, else the answer stays as it was (the same object).
+        """
+        heads: list[list[int]] = []
+        owners: list[int] = []
+        for k, (out, grammar) in enumerate(zip(outs, grammars)):
+            if LETTERS_ONCE_NOTE not in grammar or self.repeated_atom_span(out) is None:
+                continue
+            start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
+            kept: list[str] = []
+            for item in self.tokenizer.decode(out[start:end]).split("|"):
+                definition = item.partition(":")[2].strip()
+                if definition and definition not in kept:
+                    kept.append(definition)
+            letters = atom_letters(len(kept))
+            listed = " | ".join(f"{letter}: {definition}" for letter, definition in zip(letters, kept))
+            head = self.tokenizer.encode(f"{ATOMS} {listed} {CONNECTORS}")
+            if self._compiler().accepts(grammar, head):  # not where it asks for more atoms
+                heads.append(head)
+                owners.append(k)
+        if not heads:
+            return outs
+        longest = max(len(prompts[k]) + len(h) for k, h in zip(owners, heads))
+        tails = self.model.generate(
+            [prompts[k] + h for k, h in zip(owners, heads)],
+            self._room(longest),
+            pad_id=self.pad_id,
+            stop_ids=(self.eos_id,),
+            processors=self._processor([grammars[k] for k in owners], longest, heads),
+        )
+        best = list(outs)
+        for k, head, tail in zip(owners, heads, tails):
+            candidate = head + tail
+            if self.repair_span(candidate, True, sentences[k], as_given=True) is not None:
+                continue
+            given = self._answered_result(candidate, sentences[k])
+            if given["valid_formula"] and _most_uses_of_a_letter(parse(given["formula"])) == 1:
+                best[k] = candidate
+        return best
 
     def _written_result(self, out: list[int]) -> dict:
         """The answer ``out`` as the model wrote it (:func:`formalization_result`)."""
@@ -782,10 +836,20 @@ def _says_soon_after(sentence: str, last: str, wanted: set[str], window: int = 3
 def redundant_definitions(definitions: list[str], skip: frozenset[str] | set[str] | None = None) -> list[int]:
     """Indices of the definitions that hold no word (lower-cased, not in ``skip``: by default
     function words, negations and connectives) that the others lack; an empty definition is
-    redundant."""
+    redundant. An expression of arithmetic is one word (:func:`nanologic.grammar.expression_spans`),
+    so "x = 2" beside "x = y" is not redundant: its "y" is no conjunction."""
     skip = FUNCTION_WORDS | CONNECTIVE_WORDS if skip is None else skip
-    words = [{w.lower() for w in d.split()} - skip for d in definitions]
+    words = [_definition_words(d) - skip for d in definitions]
     return [k for k, mine in enumerate(words) if not mine - set().union(*words[:k], *words[k + 1 :])]
+
+
+def _definition_words(definition: str) -> set[str]:
+    """The lower-cased words of ``definition``, each expression of arithmetic one word."""
+    tokens = definition.split()
+    spans = expression_spans(tokens)
+    inside = {i for start, end in spans for i in range(start, end)}
+    words = {token.lower() for i, token in enumerate(tokens) if i not in inside}
+    return words | {" ".join(tokens[start:end]) for start, end in spans}
 
 
 def has_redundant_definition(definitions: list[str]) -> bool:
