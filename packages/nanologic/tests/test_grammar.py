@@ -1518,6 +1518,29 @@ def test_a_conjunction_of_conditionals_is_written_part_by_part(tokenizer, compil
     assert allowed("p →") == {"q"} or allowed("p →") <= {"q", ""}, allowed("p →")
 
 
+def test_a_conditional_of_three_clauses_is_a_part_counted_not_noted(tokenizer, compiler):
+    """ "Si A, B; además, si no C, D o E": the second part is no compound of two clauses, so it has
+    no note, but the conjunction still has two parts and the first its shape; the model had
+    written ``((p ∨ q) → ¬r) ∧ (s → t)`` (8 of a synthetic test's 25 wrong structures)."""
+    from nanologic.grammar import CLAUSE_SIGN_NOTE, conjunction_notes
+
+    sentence = "Si llueve, me mojo; además, si no salgo, leo o duermo."
+    notes = conjunction_notes(sentence)
+    assert notes[:2] == ["# conjunction parts 2", "# argument compound 1 → + llover / + mojar"], notes
+    # its clauses' signs come from the sentence, as where no part is noted
+    assert f"{CLAUSE_SIGN_NOTE} ¬ salir" in notes, notes
+    atoms = "p: llueve | q: me mojo | r: salgo ¬ | s: leo | t: duermo"
+    head = f"<|atoms|> {atoms} <|connectors|> →: si | ∧: además | ¬: no | ∨: o <|formula|>"
+    grammar = grounded_grammar(sentence)
+    assert _mask_allows(tokenizer, compiler, grammar, f"{head} (p → q) ∧ (¬r → (s ∨ t)) <|eos|>")
+    assert not _mask_allows(tokenizer, compiler, grammar, f"{head} ((p ∨ q) → ¬r) ∧ (s → t) <|eos|>")
+    # the counted part, written whole, ends the formula
+    allowed = _texts_after(tokenizer, compiler, grammar, head)
+    assert not any(c in a for a in allowed("(p → q) ∧ (¬r → (s ∨ t))") for c in "∧∨→↔(pqrst")
+    # an argument ("…, entonces si A, C") is no conjunction
+    assert conjunction_notes("Si llueve, me mojo; si me mojo, enfermo, entonces si llueve, enfermo.") == []
+
+
 def test_the_lone_space_only_ends_a_section(records):
     """The lone-space token comes before a marker in every training target (or before a text the
     tokenizer does not join to a space); where a word must follow, the model's "end here" on it

@@ -924,13 +924,15 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
 
     def after(state: str, i: int) -> str:
         """The state once word i is written: "" none yet, "o" a word of an elided conjunct and none
-        it shares (the definition may not end: "fruta", "en Nopiane"), "f" a shared word; then "v"
-        once a word of ``verbal`` is written; then "F" once a word of ``finite`` is written, "X"
-        once a clause's bound is passed after it, "S" once a sentence's end is (:func:`onto`)."""
+        it shares (the definition may not end: "fruta", "en Nopiane"), "f" a shared word, "g" a
+        shared word after a word of an elided conjunct (no ``parallel`` word may follow: "Raúl
+        pidió mi prima"); then "v" once a word of ``verbal`` is written; then "F" once a word of
+        ``finite`` is written, "X" once a clause's bound is passed after it, "S" once a
+        sentence's end is (:func:`onto`)."""
         verb = "v" if "v" in state or i in verbal else ""
-        finite_now = "F" if i in finite else "" if i in subordinators else state.lstrip("ofv")
-        if i in shared or state.startswith("f"):
-            return "f" + verb + finite_now
+        finite_now = "F" if i in finite else "" if i in subordinators else state.lstrip("ofgv")
+        if i in shared or state.startswith(("f", "g")):
+            return ("g" if state.startswith(("o", "g")) else "f") + verb + finite_now
         return ("o" if i in elided or state.startswith("o") else "") + verb + finite_now
 
     def onto(state: str, i: int) -> str:
@@ -963,7 +965,7 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
             return ()
         if (i in sure_verbs and state.endswith("F")) or state.endswith("S"):
             return ()
-        if state.startswith("o") and i in parallel:
+        if state.startswith(("o", "g")) and i in parallel:
             return ()
         now = after(state, i)
         run = "k" if i in verbs else "c"
@@ -996,7 +998,7 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         rules.append(f"w{i} ::= {word}")
     for state in (
         e + v + z
-        for e in (("", "o", "f") if elided else ("",))
+        for e in (("", "o", "f", "g") if elided else ("",))
         for v in ("", "v")
         for z in ("", "F", "X", "S")
     ):
@@ -1921,12 +1923,28 @@ def conjunction_notes(sentence: str) -> list[str]:
             ]
         elif compound is not None:
             conjuncts.append((ARGUMENT_COMPOUND_NOTE, _said_compound(*compound)))
+        elif _CONDITIONAL_PART_RE.fullmatch(part):
+            conjuncts.append(("", ""))  # a conditional of three clauses or more: counted, not noted
         else:
             return []
     if all(kind == ARGUMENT_LITERAL_NOTE for kind, _ in conjuncts) and len(conjuncts) == len(parts):
         return []  # clauses only, no shape to note
-    notes = [f"{kind} {number} {said}" for number, (kind, said) in enumerate(conjuncts, 1)]
-    return [f"{CONJUNCTION_PARTS_NOTE} {len(conjuncts)}", *notes]
+    if not any(kind for kind, _ in conjuncts):
+        return []
+    notes = [f"{kind} {number} {said}" for number, (kind, said) in enumerate(conjuncts, 1) if kind]
+    # a part counted, not noted, takes its clauses' signs from the sentence, as where no part is
+    counted = [clause_sign_notes(sentence)] if not all(kind for kind, _ in conjuncts) else []
+    return [
+        f"{CONJUNCTION_PARTS_NOTE} {len(conjuncts)}",
+        *notes,
+        *(line for lines in counted for line in lines),
+    ]
+
+
+# A part of a conjunction that is a conditional whatever its sides ("si no C, D o E"): the mask
+# keeps the conjunction's other parts and its shape, this part written as the model reads it.
+# Not where ", entonces" follows its consequent: "Si A, B; si B, C, entonces si A, C" is an argument.
+_CONDITIONAL_PART_RE = re.compile(r"(?:si|cuando|siempre que) [^,]+, (?:entonces )?(?!.*, entonces ).+")
 
 
 # "O A o no, pero B": the formula opens with A's excluded middle, "(p ∨ ¬p) ∧ ", as
@@ -2631,7 +2649,12 @@ class FormulaMask:
         slot, written = where
         declared = frozenset(self._definitions())
         text = written.replace(" ", "")
-        written_whole = re.search(r"[a-z]", text) if slot in self.literals else ")" in text
+        if slot in self.literals:
+            written_whole = re.search(r"[a-z]", text) is not None
+        elif self.conjuncts and slot not in self.compounds:  # a part counted, not noted
+            written_whole = _closes_a_group(text)
+        else:
+            written_whole = ")" in text
         # the last part of a conjunction, or a conditional's consequent: the formula ends
         if written_whole and (slot == str(self.conjuncts) or (slot == "c" and conditional)):
             return frozenset({"(", NOT, *BINARY_CONNECTIVES}), declared, free
@@ -2860,6 +2883,20 @@ def _holds(words: set[str], clause: frozenset[str]) -> bool:
 def _definition_keys(definition: str) -> set[str]:
     """:func:`_literal_keys` of an atom's ``definition`` as written (folded words)."""
     return set(_literal_keys(sentence_tokens(fold_text(definition))))
+
+
+def _closes_a_group(text: str) -> bool:
+    """Whether ``text`` (a formula's part, spaces removed) is one parenthesised group, "¬" before
+    it or not, closed at its end: "(¬r→(s∨t))"."""
+    body = text.removeprefix(NOT)
+    if not body.startswith("("):
+        return False
+    depth = 0
+    for k, ch in enumerate(body):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0:
+            return k == len(body) - 1
+    return False
 
 
 def _conjunct_slot(formula: str) -> tuple[str, str]:
