@@ -1231,7 +1231,8 @@ def test_polarity_marks_follow_each_clause_where_no_other_note_holds(tokenizer, 
             assert any("|" in a for a in allowed) and not any("¬" in a for a in allowed), definition
     # a sign the clause's own words do not say: left to the model
     for sentence in (
-        "Es falso que llueva.",  # ¬p, but "Es falso que llueva y nieve." is ¬(p ∧ q)
+        "Es falso que llueva y nieve.",  # ¬(p ∧ q)
+        "Es falso que llueva si nieva.",
         "Salgo salvo que llueva.",
         "Ana y Luis no cantan.",  # the elided conjunct "Ana" takes the shared predicate's sign
         "Nadie canta.",
@@ -1241,6 +1242,12 @@ def test_polarity_marks_follow_each_clause_where_no_other_note_holds(tokenizer, 
     assert clause_sign_notes("No es cierto que el tren salga ni que llegue tarde.") == [
         "# clause ¬ llegar tarde"
     ]
+    # a clause denied whole, up to a punctuation mark or the end, is negated (the default model
+    # had written ``¬p ∧ ¬q ∧ r`` for "…, puesto que es falso que haya consultado con los peritos")
+    assert clause_sign_notes("Es falso que llueva.") == ["# clause ¬ llover"]
+    assert "# clause ¬ haber consu perit" in clause_sign_notes(
+        "El juez no es justo, puesto que es falso que haya consultado con los peritos."
+    )
     # one clause said with both signs: both notes, so its mark is "±"
     assert clause_sign_notes("Llueve o no llueve.") == ["# clause + llover", "# clause ¬ llover"]
 

@@ -2022,6 +2022,12 @@ _NEGATED_FROM_BEFORE_RE = re.compile(
 )
 
 
+# What denies the clause after it whole (folded): "es falso que", "no es cierto que", …
+_DENIED_BEFORE_RE = re.compile(
+    r"(?<!\w)(?:es falso|es mentira|no es cierto|no es verdad|no pasa|no ocurre|no sucede|no es el caso(?: de)?) que$"
+)
+
+
 def clause_sign_notes(sentence: str) -> list[str]:
     """``CLAUSE_SIGN_NOTE`` lines, one per conjunct (:func:`_conjuncts`) of ``sentence`` with
     content words (folded keys): "¬" where it says one simple negation ("no", "nunca", "jamás",
@@ -2035,13 +2041,27 @@ def clause_sign_notes(sentence: str) -> list[str]:
     polarity errors of a synthetic test split, and "No supo qué contestar" positive."""
     if _NAMES_A_CLAUSE_TWICE_RE.search(fold_text(sentence).lower()):
         return []
-    said, spans, _ = _conjuncts(sentence)
+    said, spans, coordinators = _conjuncts(sentence)
     tokens = [fold_text(token).lower() for token in said]
+    text = unicodedata.normalize("NFC", sentence)
+    token_ends = [match.end() for match in _READING_RE.finditer(text)]
     elided = _elided_conjuncts(sentence)  # their sign is the shared predicate's
     notes = []
     for start, end in spans:
         words = tokens[start:end]
         simple = sum(word in _SIMPLE_NEGATIONS or word == "≠" for word in words)
+        # "…, puesto que es falso que haya consultado con los peritos.": a clause denied whole,
+        # up to a punctuation mark or the end, is negated (not "es falso que A y B", ¬(A ∧ B))
+        if (
+            end > start
+            and not simple
+            and _DENIED_BEFORE_RE.search(" ".join(tokens[max(start - 6, 0) : start]))
+            and end not in coordinators
+            and (end == len(tokens) or _PUNCTUATION_RE.search(text[token_ends[end - 1] : token_ends[end]]))
+            and (keys := _literal_keys(words))
+        ):
+            notes.append(f"{CLAUSE_SIGN_NOTE} {NOT} {' '.join(keys)}")
+            continue
         # "ni A", and "o no A", whose "no" belongs to the cue phrase "o no"
         before = tokens[max(start - 2, 0) : start]
         negated_before = bool(before) and (
