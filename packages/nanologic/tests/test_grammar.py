@@ -438,6 +438,26 @@ def test_a_definition_starting_in_an_elided_conjunct_goes_on_past_it(tokenizer, 
         assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer), sentence
 
 
+def test_past_a_clauses_bound_a_definition_takes_no_word_of_another_clause_with_its_verb(tokenizer, compiler):
+    """ "perseveras en tus decisiones éxito te sonríe": after its finite verb and a clause's bound,
+    a definition wrote the words of a clause with a verb of its own; "perseveras", a verb outside
+    the lexicon, is read as one after "si"."""
+    sentence = (
+        "Si perseveras en tus decisiones y no cedes al desaliento, comprobarás cómo el éxito te sonríe."
+    )
+    whole = ["perseveras en tus decisiones", "cedes al desaliento ¬", "comprobarás cómo el éxito te sonríe"]
+    connectors = "→: si | ∧: y | ¬: no"
+    grammar = grounded_grammar(sentence)
+    assert accepts(compiler, tokenizer, grammar, _answer(whole, "(p ∧ ¬q) → r", connectors))
+    for run_on in ("perseveras en tus decisiones éxito te sonríe", "perseveras en tus decisiones éxito"):
+        answer = _answer([run_on, *whole[1:]], "(p ∧ ¬q) → r", connectors)
+        assert not accepts(compiler, tokenizer, grammar, answer), run_on
+    # a list's elided conjunct is still read past its bound ("compré leche")
+    sentence = "Compré pan, leche y huevos."
+    answer = _answer(["compré pan", "compré leche", "compré huevos"], "p ∧ q ∧ r", "∧: y")
+    assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer)
+
+
 def test_a_definition_holds_one_conjunct_of_tanto_como_and_ni_ni(tokenizer, compiler):
     """ "tanto A como B V", "ni A ni B V": each definition has one subject with the predicate they
     share; "como" there is the cue, not the verb "comer", and no definition runs from A into B."""

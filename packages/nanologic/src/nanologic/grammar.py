@@ -746,6 +746,11 @@ def lexicon_names() -> frozenset[str]:
     return frozenset(NAMES_F + NAMES_M)
 
 
+# Endings of the present's second person singular and the plural persons, which few nouns after
+# "si" or "cuando" have ("si perseveras", "cuando llegan"; not "si mañana")
+_PRESENT_PERSON_ENDINGS = ("as", "es", "amos", "emos", "imos", "áis", "éis", "ís", "an", "en")
+
+
 def _may_be_a_verb(tokens: list[str], k: int) -> bool:
     """Whether ``tokens[k]``, not a name of the lexicon, may be a verb form: of the lexicon
     (:func:`_folded_verb_forms`), a frequent one
@@ -760,6 +765,15 @@ def _may_be_a_verb(tokens: list[str], k: int) -> bool:
         or folded in _FREQUENT_VERB_FORMS
         or (len(low) > 3 and low.endswith(_VERB_ENDINGS))
         or (k > 0 and tokens[k - 1].lower() in _BEFORE_A_VERB)
+        # "Si perseveras en tus decisiones": after a conditional's "si" or "cuando", a person's
+        # ending of the present
+        or (
+            k > 0
+            and tokens[k - 1].lower() in ("si", "cuando")
+            and len(low) > 4
+            and low.endswith(_PRESENT_PERSON_ENDINGS)
+            and low not in not_content_words() | SUBJECT_PRONOUNS | DETERMINERS
+        )
         # "el metro para en Aires": "para" after a noun may be "parar"
         or (low == "para" and k > 0 and tokens[k - 1].lower() not in _NEEDS_COMPLEMENT | COORDINATORS)
     )
@@ -893,6 +907,17 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     # these; without one, two finite verbs are two clauses ("estudias te preparas mejor" for "Si
     # trabajas o estudias te preparas mejor para el futuro", "Hoy es día treinta mañana será")
     subordinators = {i for i, k in enumerate(token_of) if tokens[k].lower() in _SUBORDINATORS}
+    # the words of a conjunct with a finite verb of its own (no copula: "… o clase de dibujo es
+    # condición necesaria"): past a clause's bound after a finite
+    # verb a definition writes none of them ("perseveras en tus decisiones éxito te sonríe" for
+    # "Si perseveras en tus decisiones y no cedes …, comprobarás cómo el éxito te sonríe")
+    _, conjunct_spans, _ = _conjuncts(sentence)
+    finite_tokens = {token_of[i] for i in finite if tokens[token_of[i]].lower() not in _copulas()}
+    other_clauses = {
+        i
+        for i, k in enumerate(token_of)
+        if any(start <= k < end and finite_tokens & set(range(start, end)) for start, end in conjunct_spans)
+    }
     # a finite verb beyond doubt: after a clitic or "no", or in a tense whose ending no noun or
     # adjective has ("será", "llegó", "preparas" after "te"; not "limpia", "pregunta", "baja")
     sure_verbs = {
@@ -962,6 +987,8 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         # after the jump back, whose words lend a subject or a predicate, one finite verb in all;
         # before it, a second one only after a word that subordinates its clause
         if (i in finite and state.endswith("X")) or (i in finite and level == 1 and state.endswith("F")):
+            return ()
+        if state.endswith("X") and i in other_clauses:
             return ()
         if (i in sure_verbs and state.endswith("F")) or state.endswith("S"):
             return ()
