@@ -1545,6 +1545,25 @@ def test_a_conjunction_of_conditionals_is_written_part_by_part(tokenizer, compil
     assert allowed("p →") == {"q"} or allowed("p →") <= {"q", ""}, allowed("p →")
 
 
+def test_no_a_ni_b_negates_both_clauses(tokenizer, compiler):
+    """ "A no V ni W" is ¬A ∧ ¬B wherever a part of two clauses is read: the default model had
+    written ``p ↔ ¬q`` for "La serie es lineal si y solo si Ainhoa no resolvió la ecuación ni
+    multiplicó 7 por 4" (3 of a synthetic test's 19 wrong structures)."""
+    from nanologic.grammar import conditional_antecedent_notes
+
+    assert conditional_antecedent_notes("Si llueve, Ana no canta ni baila.")[-1] == (
+        "# argument compound c ∧ ¬ ana cantar / ¬ bailar"
+    )
+    # "no A ni no B" is no such reading
+    assert "∧" not in " ".join(conditional_antecedent_notes("Si llueve, Ana no canta ni no baila."))
+    sentence = "La serie es lineal si y solo si Ana no resuelve la ecuación ni multiplica 7 por 4."
+    atoms = ["la serie es lineal", "Ana resuelve la ecuación ¬", "Ana multiplica 7 por 4 ¬"]
+    connectors = "↔: si y solo si | ¬: no | ∧: ni"
+    grammar = grounded_grammar(sentence)
+    assert _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "p ↔ (¬q ∧ ¬r)", connectors))
+    assert not _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "p ↔ ¬q", connectors))
+
+
 def test_a_conditional_of_three_clauses_is_a_part_counted_not_noted(tokenizer, compiler):
     """ "Si A, B; además, si no C, D o E": the second part is no compound of two clauses, so it has
     no note, but the conjunction still has two parts and the first its shape; the model had

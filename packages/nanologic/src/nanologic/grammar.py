@@ -1574,8 +1574,11 @@ _COMPOUND_PARTS = (
 # Conjunctions of two clauses, read where a part is one conjunct of a larger conjunction (the
 # second part of "O A o no, pero B y C"), never in an argument, whose premise "A y B" adds two
 # conjuncts: "ni A ni B" (both negated), "tanto A como B" (one predicate), "A y B".
+# "A no V ni W": both negated ("Ainhoa no resolvió la ecuación ni multiplicó 7 por 4")
+_NOT_NOR_RE = re.compile(r"(?P<a>(?:[^,]+? )?no [^,]+?),? ni (?P<b>[^,]+)")
 _CONJUNCTION_COMPOUNDS = (
     (AND, re.compile(r"ni (?P<a>[^,]+?),? ni (?P<b>[^,]+)")),
+    (AND, _NOT_NOR_RE),
     (AND, re.compile(r"tanto (?P<a>[^,]+?) como (?P<b>[^,]+)")),
     (AND, re.compile(r"(?P<a>[^,]+?),? (?:y|e) (?P<b>[^,]+)")),
 )
@@ -1667,6 +1670,10 @@ def _compound_part(
                 if first[0] or second[0]:
                     continue
                 first, second = (True, first[1]), (True, second[1])
+            elif pattern is _NOT_NOR_RE:
+                if not first[0] or second[0] != (not verbs[1]):
+                    continue  # "no A ni B" negates both; B with a "no" of its own is another reading
+                second = (True, second[1])
             return symbol, first, second
     return None
 
