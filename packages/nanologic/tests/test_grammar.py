@@ -1572,7 +1572,11 @@ def test_a_conditional_of_three_clauses_is_a_part_counted_not_noted(tokenizer, c
 
     sentence = "Si llueve, me mojo; además, si no salgo, leo o duermo."
     notes = conjunction_notes(sentence)
-    assert notes[:2] == ["# conjunction parts 2", "# argument compound 1 → + llover / + mojar"], notes
+    assert notes[:3] == [
+        "# conjunction parts 2",
+        "# argument compound 1 → + llover / + mojar",
+        "# counted part 2 → ∨",  # the connectives it says
+    ], notes
     # its clauses' signs come from the sentence, as where no part is noted
     assert f"{CLAUSE_SIGN_NOTE} ¬ salir" in notes, notes
     atoms = "p: llueve | q: me mojo | r: salgo ¬ | s: leo | t: duermo"
@@ -1580,6 +1584,7 @@ def test_a_conditional_of_three_clauses_is_a_part_counted_not_noted(tokenizer, c
     grammar = grounded_grammar(sentence)
     assert _mask_allows(tokenizer, compiler, grammar, f"{head} (p → q) ∧ (¬r → (s ∨ t)) <|eos|>")
     assert not _mask_allows(tokenizer, compiler, grammar, f"{head} ((p ∨ q) → ¬r) ∧ (s → t) <|eos|>")
+    assert not _mask_allows(tokenizer, compiler, grammar, f"{head} (p → q) ∧ (¬r → (s ∧ t)) <|eos|>")
     # the counted part, written whole, ends the formula
     allowed = _texts_after(tokenizer, compiler, grammar, head)
     assert not any(c in a for a in allowed("(p → q) ∧ (¬r → (s ∨ t))") for c in "∧∨→↔(pqrst")

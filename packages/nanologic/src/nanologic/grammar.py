@@ -1958,16 +1958,19 @@ def conjunction_notes(sentence: str) -> list[str]:
         elif compound is not None:
             conjuncts.append((ARGUMENT_COMPOUND_NOTE, _said_compound(*compound)))
         elif _CONDITIONAL_PART_RE.fullmatch(part):
-            conjuncts.append(("", ""))  # a conditional of three clauses or more: counted, not noted
+            # a conditional of three clauses or more: counted, with the connectives it says
+            conjuncts.append(
+                (COUNTED_PART_NOTE, " ".join(sorted(said_connectives(part) & set(BINARY_CONNECTIVES))))
+            )
         else:
             return []
     if all(kind == ARGUMENT_LITERAL_NOTE for kind, _ in conjuncts) and len(conjuncts) == len(parts):
         return []  # clauses only, no shape to note
-    if not any(kind for kind, _ in conjuncts):
+    if all(kind == COUNTED_PART_NOTE for kind, _ in conjuncts):
         return []
-    notes = [f"{kind} {number} {said}" for number, (kind, said) in enumerate(conjuncts, 1) if kind]
-    # a part counted, not noted, takes its clauses' signs from the sentence, as where no part is
-    counted = [clause_sign_notes(sentence)] if not all(kind for kind, _ in conjuncts) else []
+    notes = [f"{kind} {number} {said}" for number, (kind, said) in enumerate(conjuncts, 1)]
+    # a part counted takes its clauses' signs from the sentence, as where no part is noted
+    counted = [clause_sign_notes(sentence)] if any(kind == COUNTED_PART_NOTE for kind, _ in conjuncts) else []
     return [
         f"{CONJUNCTION_PARTS_NOTE} {len(conjuncts)}",
         *notes,
@@ -1976,7 +1979,9 @@ def conjunction_notes(sentence: str) -> list[str]:
 
 
 # A part of a conjunction that is a conditional whatever its sides ("si no C, D o E"): the mask
-# keeps the conjunction's other parts and its shape, this part written as the model reads it.
+# keeps the conjunction's other parts and its shape, this part written as the model reads it with
+# the binary connectives it says (``COUNTED_PART_NOTE`` N and the symbols).
+COUNTED_PART_NOTE = "# counted part"
 # Not where ", entonces" follows its consequent: "Si A, B; si B, C, entonces si A, C" is an argument.
 _CONDITIONAL_PART_RE = re.compile(r"(?:si|cuando|siempre que) [^,]+, (?:entonces )?(?!.*, entonces ).+")
 
@@ -2531,6 +2536,7 @@ class FormulaMask:
         self.clauses: list[tuple[bool, frozenset[str]]] = []  # CLAUSE_SIGN_NOTE: (negated, keys)
         self.named_clauses: list[frozenset[str]] = []  # NAMED_CLAUSE_NOTE: keys
         self.most_biconditionals: int | None = None  # IFF_AT_MOST_NOTE
+        self.counted: dict[str, frozenset[str]] = {}  # COUNTED_PART_NOTE: slot -> its connectives
 
     @classmethod
     def for_grammar(cls, compiler: GrammarCompiler, grammar: str) -> FormulaMask:
@@ -2557,6 +2563,9 @@ class FormulaMask:
                 mask.antecedent = (sign == NOT, frozenset(keys))
             elif line.startswith(CONJUNCTION_PARTS_NOTE + " "):
                 mask.conjuncts = int(line.split()[-1])
+            elif line.startswith(COUNTED_PART_NOTE + " "):
+                slot, *symbols = line[len(COUNTED_PART_NOTE) + 1 :].split()
+                mask.counted[slot] = frozenset(symbols)
             elif line.startswith(EXCLUDED_MIDDLE_NOTE + " "):
                 mask.excluded_middle = frozenset(line[len(EXCLUDED_MIDDLE_NOTE) + 1 :].split())
             elif line.startswith(NAMED_CLAUSE_NOTE + " "):
@@ -2576,6 +2585,7 @@ class FormulaMask:
         twin.compound_antecedent, twin.connective = self.compound_antecedent, self.connective
         twin.negated, twin.clauses, twin.named_clauses = self.negated, self.clauses, self.named_clauses
         twin.sentence, twin.most_biconditionals = self.sentence, self.most_biconditionals
+        twin.counted = self.counted
         twin.excluded_middle, twin.conjuncts = self.excluded_middle, self.conjuncts
         twin.section, twin.atom_text, twin.connector_text = self.section, self.atom_text, self.connector_text
         twin.formula_text, twin.banned = self.formula_text, self.banned
@@ -2735,6 +2745,8 @@ class FormulaMask:
         avoid = condition[0] if condition else ""
         if slot in self.literals:
             return *self._literal_bans(self.literals[slot], written, avoid), free
+        if slot in self.counted:  # inside the part, only the connectives it says
+            return frozenset(BINARY_CONNECTIVES) - self.counted[slot], free, free
         if slot not in self.compounds:
             return free, free, free
         compound = self.compounds[slot]
