@@ -318,6 +318,20 @@ class Formalizer:
             texts.extend(self.tokenizer.decode(out) for out in outs)
         return texts
 
+    def _resume_batch(
+        self, prompts: list[list[int]], heads: list[list[int]], grammars: list[str]
+    ) -> list[list[int]]:
+        """Greedy decoding of each answer on from its ``head`` (tokens after the prompt), under its
+        grammar, all in one batch: the tokens written after each head."""
+        longest = max(len(prompt) + len(head) for prompt, head in zip(prompts, heads))
+        return self.model.generate(
+            [prompt + head for prompt, head in zip(prompts, heads)],
+            self._room(longest),
+            pad_id=self.pad_id,
+            stop_ids=(self.eos_id,),
+            processors=self._processor(grammars, longest, heads),
+        )
+
     def _drop_repeats_batch(
         self, prompts: list[list[int]], outs: list[list[int]], grammars: list[str], sentences: list[str]
     ) -> list[list[int]]:
@@ -351,14 +365,7 @@ class Formalizer:
                 owners.append(k)
         if not heads:
             return outs
-        longest = max(len(prompts[k]) + len(h) for k, h in zip(owners, heads))
-        tails = self.model.generate(
-            [prompts[k] + h for k, h in zip(owners, heads)],
-            self._room(longest),
-            pad_id=self.pad_id,
-            stop_ids=(self.eos_id,),
-            processors=self._processor([grammars[k] for k in owners], longest, heads),
-        )
+        tails = self._resume_batch([prompts[k] for k in owners], heads, [grammars[k] for k in owners])
         best = list(outs)
         for k, head, tail in zip(owners, heads, tails):
             candidate = head + tail
@@ -459,14 +466,7 @@ class Formalizer:
                 owners.append(k)
         if not heads:
             return outs
-        longest = max(len(prompts[k]) + len(h) for k, h in zip(owners, heads))
-        tails = self.model.generate(
-            [prompts[k] + h for k, h in zip(owners, heads)],
-            self._room(longest),
-            pad_id=self.pad_id,
-            stop_ids=(self.eos_id,),
-            processors=self._processor([grammars[k] for k in owners], longest, heads),
-        )
+        tails = self._resume_batch([prompts[k] for k in owners], heads, [grammars[k] for k in owners])
         best = list(outs)
         marked = {
             k: self.repair_span(outs[k], True, sentences[k], as_given=True) is not None for k in missing
