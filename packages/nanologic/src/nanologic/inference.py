@@ -153,7 +153,9 @@ class Formalizer:
     and a repair is kept only when its output is free of these marks (else the first output is).
     Under a grammar an answer whose definitions leave content words of the sentence out
     (:func:`uncovered_words`) is re-decoded once more (:meth:`_cover`), then from where a word
-    left out was missed (:meth:`_retarget_batch`).
+    left out was missed (:meth:`_retarget_batch`), and, in a sentence whose formula names each
+    letter once, an answer that declares a clause twice is re-decoded without the repeat
+    (:meth:`_drop_repeats_batch`).
 
     ``beam_size`` > 1 decodes each sentence by beam search (:meth:`NanoLogic.beam_search`, each
     beam under its own fork of the grammar) and keeps the best answer that breaks none of the rules
