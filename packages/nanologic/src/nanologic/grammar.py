@@ -462,17 +462,25 @@ def expression_spans(tokens: list[str]) -> list[tuple[int, int]]:
 _RELATIONS = frozenset("=<>≤≥≠")
 
 
+def words_and_expressions(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """(the tokens outside expressions of arithmetic, each expression written whole with "=" for
+    "≠"): an expression is one word where words are counted or compared, "x ≠ y" the same as
+    "x = y" (its atom)."""
+    spans = expression_spans(tokens)
+    inside = {i for start, end in spans for i in range(start, end)}
+    words = [token for i, token in enumerate(tokens) if i not in inside]
+    return words, [
+        " ".join("=" if token == "≠" else token for token in tokens[start:end]) for start, end in spans
+    ]
+
+
 def relations_said(sentence: str) -> int:
     """How many distinct relations of arithmetic ``sentence`` says ("x ≠ y" and "x = y" being one:
     the atom "x = y" and its negation), each an atom of its answer: none of data/dev_real.jsonl's 12
     such gold answers has fewer atoms. The default model had answered "Si x ≠ y, entonces x ≠ 1 y
     x ≠ z." with the one atom "x = y"."""
-    tokens = sentence_tokens(sentence)
-    said = set()
-    for start, end in expression_spans(tokens):
-        if _RELATIONS.intersection(tokens[start:end]):
-            said.add(" ".join("=" if token == "≠" else token for token in tokens[start:end]))
-    return len(said)
+    _, expressions = words_and_expressions(sentence_tokens(sentence))
+    return len({expression for expression in expressions if _RELATIONS.intersection(expression.split())})
 
 
 def _case_variants(forms: Iterable[str]) -> list[str]:
@@ -832,7 +840,7 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     # The words after an elided conjunct's coordinator, up to the verb they share, are another
     # conjunct's: a definition holding the first never writes them ("Lorena Vuemenor hace los
     # deberes" for "tanto Lorena como Vuemenor hacen los deberes", "Idetiasvea Rebeca corría").
-    _, _, coordinators = _conjuncts(sentence)
+    _, conjunct_spans, coordinators = _conjuncts(sentence)
     parallel_tokens = set()
     for _, end in conjuncts:
         k = end + 1
@@ -911,7 +919,6 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     # condición necesaria"): past a clause's bound after a finite
     # verb a definition writes none of them ("perseveras en tus decisiones éxito te sonríe" for
     # "Si perseveras en tus decisiones y no cedes …, comprobarás cómo el éxito te sonríe")
-    _, conjunct_spans, _ = _conjuncts(sentence)
     finite_tokens = {token_of[i] for i in finite if tokens[token_of[i]].lower() not in _copulas()}
     other_clauses = {
         i
@@ -2171,10 +2178,8 @@ def _says_a_word_twice(tokens: list[str]) -> bool:
     word ("saldrá" … "sale": :func:`lexicon_verb_lemma`; a verb outside the lexicon by its first
     five letters, "gritarán" … "gritan"). An expression of arithmetic is one word, "x ≠ y" the same
     as "x = y", so the variables of "Si x = y, entonces x = 2" are not words said twice."""
-    spans = expression_spans(tokens)
-    inside = {i for start, end in spans for i in range(start, end)}
-    keys = content_keys(token for i, token in enumerate(tokens) if i not in inside)
-    keys += [" ".join("=" if token == "≠" else token for token in tokens[start:end]) for start, end in spans]
+    words, expressions = words_and_expressions(tokens)
+    keys = content_keys(words) + expressions
     return len(set(keys)) < len(keys)
 
 

@@ -29,11 +29,11 @@ from nanologic.grammar import (
     GrammarCompiler,
     GrammarLogitsProcessor,
     answer_grammar,
-    expression_spans,
     grounded_grammar,
     lexicon_verb_lemma,
     reading_positions,
     sentence_tokens,
+    words_and_expressions,
 )
 from nanologic.logic import (
     NOT,
@@ -324,15 +324,16 @@ class Formalizer:
         self, prompts: list[list[int]], heads: list[list[int]], grammars: list[str]
     ) -> list[list[int]]:
         """Greedy decoding of each answer on from its ``head`` (tokens after the prompt), under its
-        grammar, all in one batch: the tokens written after each head."""
+        grammar, all in one batch: each head with the tokens written after it."""
         longest = max(len(prompt) + len(head) for prompt, head in zip(prompts, heads))
-        return self.model.generate(
+        tails = self.model.generate(
             [prompt + head for prompt, head in zip(prompts, heads)],
             self._room(longest),
             pad_id=self.pad_id,
             stop_ids=(self.eos_id,),
             processors=self._processor(grammars, longest, heads),
         )
+        return [head + tail for head, tail in zip(heads, tails)]
 
     def _drop_repeats_batch(
         self, prompts: list[list[int]], outs: list[list[int]], grammars: list[str], sentences: list[str]
@@ -367,10 +368,9 @@ class Formalizer:
                 owners.append(k)
         if not heads:
             return outs
-        tails = self._resume_batch([prompts[k] for k in owners], heads, [grammars[k] for k in owners])
+        candidates = self._resume_batch([prompts[k] for k in owners], heads, [grammars[k] for k in owners])
         best = list(outs)
-        for k, head, tail in zip(owners, heads, tails):
-            candidate = head + tail
+        for k, candidate in zip(owners, candidates):
             if self.repair_span(candidate, True, sentences[k], as_given=True) is not None:
                 continue
             given = self._answered_result(candidate, sentences[k])
@@ -468,13 +468,12 @@ class Formalizer:
                 owners.append(k)
         if not heads:
             return outs
-        tails = self._resume_batch([prompts[k] for k in owners], heads, [grammars[k] for k in owners])
+        candidates = self._resume_batch([prompts[k] for k in owners], heads, [grammars[k] for k in owners])
         best = list(outs)
         marked = {
             k: self.repair_span(outs[k], True, sentences[k], as_given=True) is not None for k in missing
         }
-        for k, head, tail in zip(owners, heads, tails):
-            candidate = head + tail
+        for k, candidate in zip(owners, candidates):
             if not marked[k] and self.repair_span(candidate, True, sentences[k], as_given=True) is not None:
                 continue
             candidate_missing = self._uncovered(sentences[k], candidate)
@@ -838,7 +837,7 @@ def _says_soon_after(sentence: str, last: str, wanted: set[str], window: int = 3
 def redundant_definitions(definitions: list[str], skip: frozenset[str] | set[str] | None = None) -> list[int]:
     """Indices of the definitions that hold no word (lower-cased, not in ``skip``: by default
     function words, negations and connectives) that the others lack; an empty definition is
-    redundant. An expression of arithmetic is one word (:func:`nanologic.grammar.expression_spans`),
+    redundant. An expression of arithmetic is one word (:func:`nanologic.grammar.words_and_expressions`),
     so "x = 2" beside "x = y" is not redundant: its "y" is no conjunction."""
     skip = FUNCTION_WORDS | CONNECTIVE_WORDS if skip is None else skip
     words = [_definition_words(d) - skip for d in definitions]
@@ -847,11 +846,8 @@ def redundant_definitions(definitions: list[str], skip: frozenset[str] | set[str
 
 def _definition_words(definition: str) -> set[str]:
     """The lower-cased words of ``definition``, each expression of arithmetic one word."""
-    tokens = definition.split()
-    spans = expression_spans(tokens)
-    inside = {i for start, end in spans for i in range(start, end)}
-    words = {token.lower() for i, token in enumerate(tokens) if i not in inside}
-    return words | {" ".join(tokens[start:end]) for start, end in spans}
+    words, expressions = words_and_expressions(definition.split())
+    return {word.lower() for word in words} | set(expressions)
 
 
 def has_redundant_definition(definitions: list[str]) -> bool:
