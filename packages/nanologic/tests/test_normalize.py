@@ -386,6 +386,39 @@ def test_a_shared_plural_verb_agrees_with_each_subject(definition, expected):
 
 
 @pytest.mark.parametrize(
+    ("sentence", "definition", "expected"),
+    [
+        # a singular form the sentence does not say: the grammar's agreement variant, put in the
+        # plural subject's person (the default model wrote these three)
+        ("Los gatos y los perros son mascotas.", "los gatos es mascotas", "los gatos son mascotas"),
+        (
+            "Ya sea que los niños entrenaran o que no, ellos votan.",
+            "los niños entrenó",
+            "los niños entrenaron",
+        ),
+        (
+            "Basta con que ni los estudiantes se hayan despertado a las siete ni Susana coma.",
+            "los estudiantes se ha despertado a las siete",
+            "los estudiantes se han despertado a las siete",
+        ),
+        # a singular form the sentence says is another subject's verb: the lent subject goes
+        (
+            "Siempre que los vecinos ganan la carrera, llegaba a la meta antes de las 24.",
+            "los vecinos llegaba a la meta antes de las 24",
+            "llegaba a la meta antes de las 24",
+        ),
+        # the sentence says them together; a plural verb; an impersonal one; a coordination
+        ("Las niñas canta muy bien.", "las niñas canta", None),
+        ("Los gatos y los perros son mascotas.", "los perros son mascotas", None),
+        ("Los lunes llueve y Ana canta.", "los lunes llueve", None),
+        ("Ana y Luis cantan o Ana baila.", "Ana y Luis baila", None),
+    ],
+)
+def test_a_plural_subject_takes_a_plural_verb(sentence, definition, expected):
+    assert normalize_definitions({"p": definition}, sentence)["p"] == (expected or definition)
+
+
+@pytest.mark.parametrize(
     ("sentence", "atoms", "expected"),
     [
         (

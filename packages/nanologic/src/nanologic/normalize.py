@@ -20,6 +20,10 @@ format asks for where a rule can tell them apart:
   a complement of the lexicon that agrees ("estar | cansad@", "ser | médic@") takes a singular
   subject's gender and number ("Ni Luis ni Marta son médicos" defines ``Marta es médica``; a
   first name's gender as the generator reads it: the lexicon's, else "-a" feminine);
+- a singular verb after a plural subject ("los gatos", not a coordination) takes the plural where
+  the sentence does not say that form ("los gatos es mascotas" -> ``los gatos son mascotas``),
+  and loses the subject, lent by the model, where the sentence says it of another subject ("los
+  vecinos llegaba a la meta" -> ``llegaba a la meta``);
 - a third-person subject the model lent to a verb that cannot take it (first or second person
   singular; plural, where the sentence coordinates no other subject with it; impersonal) is
   dropped ("Ricardo entrené este mes" -> ``entrené este mes``, "Hugo ha habido elecciones" ->
@@ -314,6 +318,41 @@ def _agreeing(words: list[str]) -> list[str]:
     if person != _THIRD_PLURAL and stem in _agreeing_stems():
         out[at] = stem + (_subject_gender(subject) or ending[0])
     return out
+
+
+def _with_a_plural_subject(words: list[str], sentence: str) -> list[str]:
+    """A verb of the singular after a plural subject of the third person ("los gatos", "las
+    niñas"; not a coordination, not an impersonal verb): a form the sentence does not say is the
+    model's choice among the grammar's agreement variants and takes the plural of the same tense
+    ("los gatos es mascotas" -> ``los gatos son mascotas`` for "Los gatos y los perros son
+    mascotas", "los niños entrenó" -> ``los niños entrenaron``); a form the sentence says is
+    another subject's verb, and the subject, lent by the model, is dropped ("los vecinos llegaba a
+    la meta" -> ``llegaba a la meta`` for "Siempre que los vecinos ganan la carrera, llegaba a la
+    meta"), unless the sentence says the two together. A form of several verbs or tenses is changed
+    only when every reading gives the same plural."""
+    k = _finite_verb_index(words)
+    if not k:
+        return words
+    start = k
+    while start > 0 and words[start - 1].lower() in _REFLEXIVE_PRONOUNS | {"no"}:
+        start -= 1
+    subject = words[:start]
+    if not subject or _subject_person(subject) != _THIRD_PLURAL or _impersonal(words, k):
+        return words
+    readings = _conjugation_tables()[3].get(words[k].lower(), frozenset())
+    persons = {person for _, _, person in readings}
+    if not persons or not persons <= {0, 1, _THIRD_SINGULAR}:
+        return words
+    tokens = _lowered_tokens(sentence)
+    if words[k].lower() in tokens:
+        lowered = [w.lower() for w in words[: k + 1]]
+        if any(tokens[i : i + len(lowered)] == lowered for i in range(len(tokens))):
+            return words
+        return words[start:]
+    agreed = {conjugate(lemma, tense, _THIRD_PLURAL).split()[0] for lemma, tense, _ in readings}
+    if len(agreed) != 1:
+        return words
+    return [*words[:k], agreed.pop(), *words[k + 1 :]]
 
 
 def _finite_verb_index(words: list[str]) -> int | None:
@@ -656,7 +695,8 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
             words = _without_a_lent_subject(words, sentence)
             # twice: the indicative of "haya niebla" is "ha niebla"
             indicative = _perfect_mended(_indicative(words))
-            words = _with_subject(_agreeing(indicative), earlier, sentence, written=words)
+            agreeing = _with_a_plural_subject(_agreeing(indicative), sentence)
+            words = _with_subject(agreeing, earlier, sentence, written=words)
             words = _with_predicate(_past_of_a_past_subjunctive(words, sentence), earlier, sentence)
             # the indicative can make a repeat ("haya expuesto ha expuesto")
             words = _without_repeats(" ".join(words)).split()
