@@ -187,6 +187,12 @@ def test_a_predicate_shared_by_a_coordination_is_written_out(sentence, first, se
             "el dragón ganó la batalla",
         ),
         ("Para que Esther volviera a casa, llueve.", "Esther volvía a casa", "Esther volvió a casa"),
+        # one "que" governs coordinated clauses, however far back in the stretch
+        (
+            "Que Ana no buscara un sofá equivale a que Pablo corra a las ocho o Tomás no pidiera la cuenta.",
+            "Tomás pide la cuenta",
+            "Tomás pidió la cuenta",
+        ),
         # a counterfactual after "si" is read in the present; the preterite is already right
         ("Si la tribu ganara la batalla, llueve.", "la tribu gana la batalla", None),
         ("Ya sea que el dragón ganara la batalla, llueve.", "el dragón ganó la batalla", None),

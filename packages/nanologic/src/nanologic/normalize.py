@@ -541,7 +541,11 @@ def _past_of_a_past_subjunctive(words: list[str], sentence: str) -> list[str]:
         readings = readings_of.get(token, frozenset())
         if not readings or any(tense != "impf_sub" for _, tense, _ in readings):
             continue
-        opener = next((t for t in reversed(tokens[max(0, i - 6) : i]) if t in {"que", "si"}), None)
+        # the nearest "que" or "si" of the same stretch between punctuation marks: one "que"
+        # may govern coordinated clauses ("para que A corra a las ocho o Tomás no pidiera …")
+        stretch = tokens[:i]
+        stop = max((j for j, t in enumerate(stretch) if t in {",", ";", ":", "."}), default=-1)
+        opener = next((t for t in reversed(stretch[stop + 1 :]) if t in {"que", "si"}), None)
         if opener == "que":
             after_que |= {lemma for lemma, _, _ in readings}
     # a verb the sentence also says in another simple tense ("que Álvaro pida … o Jordi pidiera
