@@ -150,6 +150,37 @@ def test_a_verbs_definition_goes_on_past_no_other_clauses_verb(tokenizer, compil
         assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer), sentence
 
 
+def test_a_definition_does_not_end_on_a_verb_before_its_complement(tokenizer, compiler):
+    """A verb the sentence follows at once by a determiner, a preposition or a number opens its
+    complement there: no definition ends on it (the default model wrote "Consuelo pierde" for
+    "… no pierde el empleo", "habéis salido" for "… habéis salido con Luis"). Before a bound (a
+    coordinator, a comma) it may."""
+    for sentence, right, wrong, (connectors, formula) in (
+        (
+            "Si Consuelo no pierde el empleo, Ana canta.",
+            ["Consuelo pierde el empleo ¬", "Ana canta"],
+            ["Consuelo pierde ¬", "Ana canta"],
+            ["¬: no | →: si", "¬p → q"],
+        ),
+        (
+            "Si habéis salido con Luis, Ana canta.",
+            ["habéis salido con Luis", "Ana canta"],
+            ["habéis salido", "Ana canta"],
+            ["→: si", "p → q"],
+        ),
+        (
+            "Si Ana canta y Luis baila, llueve.",
+            ["Ana canta", "Luis baila", "llueve"],
+            None,
+            ["∧: y | →: si", "(p ∧ q) → r"],
+        ),
+    ):
+        grammar = grounded_grammar(sentence)
+        assert accepts(compiler, tokenizer, grammar, _answer(right, formula, connectors)), sentence
+        if wrong is not None:
+            assert not accepts(compiler, tokenizer, grammar, _answer(wrong, formula, connectors)), sentence
+
+
 def test_a_definition_holds_no_finite_verb_of_the_next_clause(tokenizer, compiler):
     """Past a clause's bound (a coordinator, a connective, a cue, a comma), a definition that has
     its finite verb takes no other, nor one after the jump back (dev_real: "suben los precios

@@ -795,7 +795,9 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     before: "Juana tiene trece años y Rosa quince" -> "Rosa tiene quince años"); ``b<i>`` is that
     jump from position i, to a position before i, never to itself ("me mojo me mojo"); a definition
     never ends on a word that needs a complement (``_NEEDS_COMPLEMENT``: "el", "de", "su"), a
-    pronoun before a verb (``_PROCLITICS``: "se") or a copula (:func:`_copulas`: "es", "estás"). Where
+    pronoun before a verb (``_PROCLITICS``: "se") or a copula (:func:`_copulas`: "es", "estás"), nor
+    on a verb the sentence follows at once by a determiner, a preposition or a number
+    (``_COMPLEMENT_OPENERS``: "Consuelo pierde" for "Consuelo no pierde el empleo"). Where
     the sentence has elided conjuncts (:func:`_elided_conjuncts`), each rule also carries a state
     ("", "o", "f": ``c<L><state>-<i>``, ``b<state><i>``): a definition holding a word of one goes
     on, never back, to a content word said outside them ("la médica compró fruta", not "fruta").
@@ -954,6 +956,19 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         if re.search(r"[;?!]", gap) or (said_next and not said_next[1].islower() and not abbreviation):
             sentence_end_before.add(i)
 
+    # A verb the sentence follows at once by a determiner, a preposition or a number opens its
+    # complement there: a definition does not end on it ("el jefe baila" for "… el jefe baila
+    # flamenco", "consuelo pierde" for "Consuelo pierde el empleo", "habéis salido" for "… habéis
+    # salido con Luis").
+    unfinished = {
+        i
+        for i in verbs
+        if i < last
+        and i + 1 not in clause_bound_before
+        and token_of[i + 1] == token_of[i] + 1
+        and (tokens[token_of[i + 1]].lower() in _COMPLEMENT_OPENERS or tokens[token_of[i + 1]][:1].isdigit())
+    }
+
     def after(state: str, i: int) -> str:
         """The state once word i is written: "" none yet, "o" a word of an elided conjunct and none
         it shares (the definition may not end: "fruta", "en Nopiane"), "f" a shared word, "g" a
@@ -1014,6 +1029,7 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         goes_on = i < last or (level == 0 and i > 0)
         may_end = (
             not now.startswith("o")
+            and i not in unfinished
             and (not verbal or "v" in now)
             and not (
                 goes_on
@@ -1123,6 +1139,18 @@ _NEEDS_COMPLEMENT = frozenset(
     | {"a", "de", "en", "con", "por", "para", "sin", "entre", "hacia", "desde", "según", "tras", "ante"}
     | {"durante", "mediante", "que", "cada", "muy", "tan"}
 )
+
+# Words that open a verb's complement (determiners, prepositions): :func:`_reading_rules` ends
+# no definition on a verb right before one. Not "para", which opens a purpose ("Se debe viajar
+# para defender la tesis": ``viajas``), nor "que".
+_COMPLEMENT_OPENERS = _NEEDS_COMPLEMENT - {"que", "muy", "tan", "para"} | {
+    "una",
+    "uno",
+    "este",
+    "esta",
+    "estos",
+    "estas",
+}
 
 
 # pronouns before a verb, with those that are also articles ("la", "los", "las")
