@@ -153,8 +153,9 @@ def test_a_verbs_definition_goes_on_past_no_other_clauses_verb(tokenizer, compil
 def test_a_definition_does_not_end_on_a_verb_before_its_complement(tokenizer, compiler):
     """A verb the sentence follows at once by a determiner, a preposition or a number opens its
     complement there: no definition ends on it (the default model wrote "Consuelo pierde" for
-    "… no pierde el empleo", "habéis salido" for "… habéis salido con Luis"). Before a bound (a
-    coordinator, a comma) it may."""
+    "… no pierde el empleo", "habéis salido" for "… habéis salido con Luis"), nor does any word
+    the sentence follows by a preposition that goes on with it ("Vicente viaja al norte" for "…
+    al norte del país"). Before a bound (a coordinator, a comma) it may."""
     for sentence, right, wrong, (connectors, formula) in (
         (
             "Si Consuelo no pierde el empleo, Ana canta.",
@@ -167,6 +168,12 @@ def test_a_definition_does_not_end_on_a_verb_before_its_complement(tokenizer, co
             ["habéis salido con Luis", "Ana canta"],
             ["habéis salido", "Ana canta"],
             ["→: si", "p → q"],
+        ),
+        (
+            "Si Vicente viaja al norte del país, no se quedará en la capital.",
+            ["Vicente viaja al norte del país", "Vicente se quedará en la capital ¬"],
+            ["Vicente viaja al norte", "Vicente se quedará en la capital ¬"],
+            ["¬: no | →: si", "p → ¬q"],
         ),
         (
             "Si Ana canta y Luis baila, llueve.",
