@@ -176,6 +176,12 @@ def test_a_definition_does_not_end_on_a_verb_before_its_complement(tokenizer, co
             ["¬: no | →: si", "p → ¬q"],
         ),
         (
+            "Si mi prima fue al concierto este año, llueve.",
+            ["mi prima fue al concierto este año", "llueve"],
+            ["mi prima fue al concierto", "llueve"],
+            ["→: si", "p → q"],
+        ),
+        (
             "Si Ana canta y Luis baila, llueve.",
             ["Ana canta", "Luis baila", "llueve"],
             None,

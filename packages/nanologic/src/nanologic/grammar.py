@@ -798,7 +798,7 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     pronoun before a verb (``_PROCLITICS``: "se") or a copula (:func:`_copulas`: "es", "estás"), nor
     on a verb the sentence follows at once by a determiner, a preposition or a number
     (``_COMPLEMENT_OPENERS``: "Consuelo pierde" for "Consuelo no pierde el empleo"), nor on any
-    word before a preposition of ``_PHRASE_PREPOSITIONS`` ("Vicente viaja" for "Vicente viaja al
+    word before one of ``_ADJUNCT_OPENERS`` ("Vicente viaja" for "Vicente viaja al
     norte del país"). Where
     the sentence has elided conjuncts (:func:`_elided_conjuncts`), each rule also carries a state
     ("", "o", "f": ``c<L><state>-<i>``, ``b<state><i>``): a definition holding a word of one goes
@@ -959,12 +959,12 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
             sentence_end_before.add(i)
 
     # A verb the sentence follows at once by a determiner, a preposition or a number opens its
-    # complement there, and any word followed by a preposition of ``_PHRASE_PREPOSITIONS`` goes on
-    # into it: a definition does not end there ("Consuelo pierde" for "Consuelo no pierde el
+    # complement there, and any word followed by a word of ``_ADJUNCT_OPENERS`` goes on into
+    # its adjunct: a definition does not end there ("Consuelo pierde" for "Consuelo no pierde el
     # empleo", "habéis salido" for "… habéis salido con Luis", "Vicente viaja" for "Si Vicente
-    # viaja al norte del país …", "Pedro es capaz" for "Pedro es capaz de reír …"). A determiner
-    # after a noun may open the next clause's subject where a condition has no comma ("Solo si
-    # llueve este mes el senado …"), so only a verb is held to it.
+    # viaja al norte del país …", "Pedro es capaz" for "Pedro es capaz de reír …"). An article
+    # after a noun may open the next clause's subject where a condition has no comma ("Solo si la
+    # abogada friega los platos el pianista …"), so only a verb is held to it.
     unfinished = {
         i
         for i in range(len(positions))
@@ -972,7 +972,8 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         and i + 1 not in clause_bound_before
         and token_of[i + 1] == token_of[i] + 1
         and (
-            tokens[token_of[i + 1]].lower() in (_COMPLEMENT_OPENERS if i in verbs else _PHRASE_PREPOSITIONS)
+            tokens[token_of[i + 1]].lower()
+            in (_COMPLEMENT_OPENERS | _ADJUNCT_OPENERS if i in verbs else _ADJUNCT_OPENERS)
             or (i in verbs and tokens[token_of[i + 1]][:1].isdigit())
         )
     }
@@ -1151,9 +1152,14 @@ _NEEDS_COMPLEMENT = frozenset(
 # Words that open a verb's complement (determiners, prepositions): :func:`_reading_rules` ends
 # no definition on a verb right before one. Not "para", which opens a purpose ("Se debe viajar
 # para defender la tesis": ``viajas``), nor "que".
-# Prepositions that go on with the phrase before them ("al norte del país", "capaz de reír");
-# not "sin" or "para", which open a clause of their own ("sin comunicarlo", "para conducir").
-_PHRASE_PREPOSITIONS = frozenset({"a", "al", "de", "del", "en", "con", "por", "desde", "hacia", "durante"})
+# Words that open an adjunct of the phrase before them: prepositions ("al norte del país", "capaz
+# de reír"; not "sin" or "para", which open a clause of their own: "sin comunicarlo", "para
+# conducir"), and a time's opening ("este año", "cada semana", "antes de las 9", "otra vez",
+# "casi siempre").
+_ADJUNCT_OPENERS = frozenset(
+    {"a", "al", "de", "del", "en", "con", "por", "desde", "hacia", "durante"}
+    | {"este", "esta", "estos", "estas", "cada", "antes", "después", "otra", "casi"}
+)
 _COMPLEMENT_OPENERS = _NEEDS_COMPLEMENT - {"que", "muy", "tan", "para"} | {
     "una",
     "uno",
