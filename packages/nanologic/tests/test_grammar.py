@@ -1449,7 +1449,7 @@ def test_the_formula_names_every_clause_an_atom_defines(tokenizer, compiler):
     assert not _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "¬p ∧ ¬q", "¬: no | ∧: y"))
     assert _mask_allows(tokenizer, compiler, grammar, _answer(atoms, "¬p ∧ ¬q ∧ ¬r", "¬: no | ∧: y"))
     # a letter whose definition is no clause of the sentence may stay out
-    junk = [*atoms[:2], "Chubruel corremos"]
+    junk = [*atoms[:2], "Chubruel corremos otra vez"]
     assert _mask_allows(tokenizer, compiler, grammar, _answer(junk, "¬p ∧ ¬q", "¬: no | ∧: y"))
 
 
