@@ -57,8 +57,8 @@ def test_subjunctive_becomes_indicative(atoms, sentence, expected):
         ),
         # the number does not agree: no subject to take
         ("La niña juega y cantan.", "la niña juega", "cantan", "cantan"),
-        # the sentence writes its own subject before the verb
-        ("Si Ana canta, Luis baila.", "Ana canta", "baila", "baila"),
+        # the sentence writes its own subject before the verb: that one, not the earlier one
+        ("Si Ana canta, Luis baila.", "Ana canta", "baila", "Luis baila"),
         # a noun after a determiner is not the verb: the subject is "el estudio", not "el"
         ("El estudio termina y canta.", "el estudio termina", "canta", "el estudio canta"),
         # a verb without a subject
@@ -389,6 +389,35 @@ def test_shared_atoms_keep_relations_apart_and_join_the_same_clause():
 )
 def test_a_shared_plural_verb_agrees_with_each_subject(definition, expected):
     assert normalize_definitions({"p": definition}, "x")["p"] == (expected or definition)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "definition", "expected"),
+    [
+        # the model left out the subject the sentence says before the verb (the default model's)
+        (
+            "Siempre que Lucas llora, la reina canta y Tiso no está afinado.",
+            "está afinado",
+            "Tiso está afinado",
+        ),
+        ("Nosotros estamos contentos o ellos no mienten.", "estamos contentos", "nosotros estamos contentos"),
+        ("Si Ana canta, el concierto empezaba a las 8.", "el concierto empezaba a las 8", None),
+        (
+            "Si el público grita, el concierto empezaba tarde.",
+            "empezaba tarde",
+            "el concierto empezaba tarde",
+        ),
+        # not a noun phrase after a preposition or a verb, nor a subject of another person
+        ("A menos que Ana analice los datos en Córdoba no usa el microscopio.", "usa el microscopio", None),
+        ("Cuando Tomás graba un disco miente.", "miente", None),
+        ("Si Ana canta, nosotros votasteis.", "votasteis", None),
+        # the verb said after two different subjects, or after none
+        ("Ana canta y Luis canta.", "canta", None),
+        ("Canta y baila.", "canta", None),
+    ],
+)
+def test_a_subject_said_before_the_verb_is_put_back(sentence, definition, expected):
+    assert normalize_definitions({"p": definition}, sentence)["p"] == (expected or definition)
 
 
 @pytest.mark.parametrize(

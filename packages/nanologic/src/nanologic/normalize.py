@@ -438,6 +438,67 @@ def _persons_by_ending(word: str) -> frozenset[int]:
     )
 
 
+_SUBJECT_PERSON = {
+    **_PRONOUN_PERSON,
+    **dict.fromkeys(("él", "ella", "usted"), _THIRD_SINGULAR),
+    **dict.fromkeys(("ellos", "ellas", "ustedes"), _THIRD_PLURAL),
+}
+
+
+def _with_the_subject_said(words: list[str], sentence: str, written: list[str] | None = None) -> list[str]:
+    """``words`` with the subject the sentence says right before their opening verb put first: a
+    subject pronoun, a name, or a determiner and its noun, before the verb or its "no" and clitics,
+    not after a preposition or a verb, of a person the verb takes ("está afinado" for "… y Tiso no está afinado" is ``Tiso está
+    afinado``, "estamos contentos" for "Nosotros estamos contentos …" is ``nosotros estamos
+    contentos``). Where the sentence says the verb after different subjects, or after none, the
+    words stay (an elided subject is :func:`_with_subject`'s).
+
+    ``written``: the definition as the model wrote it, whose verb is the one to look for."""
+    verb_at = 1 if words[0].lower() in _REFLEXIVE_PRONOUNS and len(words) > 1 else 0
+    persons = _conjugation_tables()[0].get(words[verb_at].lower(), frozenset())
+    if not persons or _impersonal(words, verb_at):
+        return words
+    verb = (written if written is not None and len(written) > verb_at else words)[verb_at].lower()
+    tokens = _WORD_RE.findall(sentence)
+    subjects = set()
+    for i, token in enumerate(tokens):
+        if token.lower() != verb:
+            continue
+        j = i - 1
+        while j >= 0 and tokens[j].lower() in _CLITICS:
+            j -= 1
+        if j < 0:
+            subjects.add(())
+            continue
+        word = tokens[j]
+        # after a preposition or a verb, a noun phrase is that word's ("en Córdoba usa …", "graba
+        # un disco miente")
+        opening = j - 1 if j > 0 and tokens[j - 1].lower() in _DETERMINERS else j
+        before = tokens[opening - 1].lower() if opening > 0 else ""
+        if before in _PREPOSITIONS or before in _conjugation_tables()[0]:
+            subjects.add(())
+            continue
+        if word.lower() in _SUBJECT_PERSON:
+            subject, person = [word.lower()], _SUBJECT_PERSON[word.lower()]
+        elif j > 0 and tokens[j - 1].lower() in _DETERMINERS and word.isalpha():
+            subject = [tokens[j - 1].lower(), word]
+            person = _subject_person(subject)
+        elif (
+            word[:1].isupper()
+            and word.isalpha()
+            and word.lower() not in _NOT_NAMES
+            and word.lower() not in (not_content_words() | _conjugation_tables()[0].keys())
+        ):
+            subject, person = [word], _THIRD_SINGULAR
+        else:
+            subjects.add(())
+            continue
+        subjects.add(tuple(subject) if person in persons else ())
+    if len(subjects) != 1 or not (subject := list(subjects.pop())):
+        return words
+    return [*subject, words[0][:1].lower() + words[0][1:], *words[1:]]
+
+
 def _with_subject(
     words: list[str], earlier: list[list[str]], sentence: str, written: list[str] | None = None
 ) -> list[str]:
@@ -700,6 +761,7 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
             # twice: the indicative of "haya niebla" is "ha niebla"
             indicative = _perfect_mended(_indicative(words))
             agreeing = _with_a_plural_subject(_agreeing(indicative), sentence)
+            agreeing = _with_the_subject_said(agreeing, sentence, written=words)
             words = _with_subject(agreeing, earlier, sentence, written=words)
             words = _with_predicate(_past_of_a_past_subjunctive(words, sentence), earlier, sentence)
             # the indicative can make a repeat ("haya expuesto ha expuesto")
