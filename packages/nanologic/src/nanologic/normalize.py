@@ -478,6 +478,7 @@ def _with_the_subject_said(words: list[str], sentence: str, written: list[str] |
         if before in _PREPOSITIONS or before in _conjugation_tables()[0]:
             subjects.add(())
             continue
+        person: int | None
         if word.lower() in _SUBJECT_PERSON:
             subject, person = [word.lower()], _SUBJECT_PERSON[word.lower()]
         elif j > 0 and tokens[j - 1].lower() in _DETERMINERS and word.isalpha():
