@@ -70,7 +70,7 @@ from nanologic.logic import parse
             ["llueve", "hace frío", "me quedo en casa"],
         ),
         # "ni A ni B" ends where a contrast after a comma begins
-        ("Ni Juan ni Ana vienen, aunque no llueve.", "¬p ∧ ¬q ∧ ¬r", ["juan vienen", "ana vienen", "llueve"]),
+        ("Ni Juan ni Ana vienen, aunque no llueve.", "¬p ∧ ¬q ∧ ¬r", ["juan viene", "ana viene", "llueve"]),
         # a negated verb before "ni A ni B" is shared; a later object takes the first one's verb
         (
             "Ana no toca ni la gaita ni el piano, aunque Luis prepara la comida o la sopa.",
@@ -87,7 +87,7 @@ from nanologic.logic import parse
         (
             "Aunque no quieras aprender, yo sí quiero enseñar.",
             "¬p ∧ q",
-            ["quieras aprender", "yo quiero enseñar"],
+            ["quieres aprender", "yo quiero enseñar"],
         ),
         (
             "No realiza su tarea y sí participa en clase.",

@@ -160,7 +160,13 @@ def test_an_elided_subject_is_written_out(sentence, first, second, expected):
         ("Los murciélagos son aves y el sol brilla.", "los murciélagos son aves", "el sol brilla", None),
         ("Tengo que estudiar y limpiar el cuarto.", "tengo que estudiar", "limpiar el cuarto", None),
         ("Este fin de semana es puente o hay fiesta.", "este fin de semana es puente", "hay fiesta", None),
-        ("El deporte es divertido y ayuda a la salud.", "el deporte es divertido", "ayuda a la salud", None),
+        # (its subject, elided after "y", is written out: "ayudar" is a known verb)
+        (
+            "El deporte es divertido y ayuda a la salud.",
+            "el deporte es divertido",
+            "ayuda a la salud",
+            "el deporte ayuda a la salud",
+        ),
         (
             "Ana lee el libro de lengua; el libro de medicina.",
             "Ana lee el libro de lengua",
@@ -389,6 +395,25 @@ def test_shared_atoms_keep_relations_apart_and_join_the_same_clause():
 )
 def test_a_shared_plural_verb_agrees_with_each_subject(definition, expected):
     assert normalize_definitions({"p": definition}, "x")["p"] == (expected or definition)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "definition", "expected"),
+    [
+        # common verbs the generator never writes (lexicon.READING_VERBS) are read in the indicative
+        (
+            "Los Rojos ganarán a menos que su lanzador titular resulte lesionado.",
+            "su lanzador titular resulte lesionado",
+            "su lanzador titular resulta lesionado",
+        ),
+        ("Para que quieras aprender, lee.", "quieras aprender", "quieres aprender"),
+        # a capital past the first word is a name, not a subjunctive ("Muten" of "mutar")
+        ("Leo trabajó en Muten otra vez.", "Leo trabajó en Muten otra vez", None),
+        ("Ni el maratón ni el partido se celebran en Ame.", "el maratón se celebra en Ame", None),
+    ],
+)
+def test_common_verbs_and_names_in_the_indicative(sentence, definition, expected):
+    assert normalize_definitions({"p": definition}, sentence)["p"] == (expected or definition)
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,7 @@ _STEM_CHANGE = {
             "sonar",
             "tronar",
             "demostrar",
+            "comprobar",
         ],
         ("o", "ue"),
     ),

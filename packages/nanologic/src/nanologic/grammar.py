@@ -185,7 +185,8 @@ def indicative_variants(word: str) -> set[str]:
 
 def _lexicon_lemmas() -> set[str]:
     """Infinitives of the generator's lexicon (clitic ``se`` removed), its bare verbs included
-    ("mentir", "gritar", "descansar" are in no other table)."""
+    ("mentir", "gritar", "descansar" are in no other table), and the common verbs it never writes
+    (``lexicon.READING_VERBS``: "querer", "ayudar")."""
     from nanologic import lexicon
 
     def strings(value: Any) -> Iterable[str]:
@@ -199,7 +200,13 @@ def _lexicon_lemmas() -> set[str]:
                 yield from strings(v)
 
     lemmas = set()
-    for table in (lexicon.PERSON_PREDICATES, lexicon.THING_GROUPS, lexicon.IMPERSONAL, lexicon.BARE_VERBS):
+    for table in (
+        lexicon.PERSON_PREDICATES,
+        lexicon.THING_GROUPS,
+        lexicon.IMPERSONAL,
+        lexicon.BARE_VERBS,
+        lexicon.READING_VERBS,
+    ):
         for text in strings(table):
             if " | " in text or re.fullmatch(r"[a-záéíóúñ]+(ar|er|ir)(se)?", text.strip()):
                 head = text.split(" | ")[0].strip().split(" ")[0]

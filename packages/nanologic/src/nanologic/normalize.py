@@ -202,7 +202,8 @@ def _indicative(words: list[str]) -> list[str]:
     out = list(words)
     for i, word in enumerate(words):
         readings = readings_of.get(word.lower())
-        if not readings or (i > 0 and words[i - 1].lower() in _DETERMINERS):
+        # after a determiner a noun ("el viaje"); a capital past the first word a name ("en Ame")
+        if not readings or (i > 0 and (words[i - 1].lower() in _DETERMINERS or word[:1].isupper())):
             continue
         persons = {person for _, _, person in readings}
         if words[0].lower() == "yo" and 0 in persons:
