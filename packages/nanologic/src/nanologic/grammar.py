@@ -1156,9 +1156,6 @@ _NEEDS_COMPLEMENT = frozenset(
     | {"durante", "mediante", "que", "cada", "muy", "tan"}
 )
 
-# Words that open a verb's complement (determiners, prepositions): :func:`_reading_rules` ends
-# no definition on a verb right before one. Not "para", which opens a purpose ("Se debe viajar
-# para defender la tesis": ``viajas``), nor "que".
 # Words that open an adjunct of the phrase before them: prepositions ("al norte del país", "capaz
 # de reír"; not "sin" or "para", which open a clause of their own: "sin comunicarlo", "para
 # conducir"), and a time's opening ("este año", "cada semana", "antes de las 9", "otra vez",
@@ -1167,6 +1164,9 @@ _ADJUNCT_OPENERS = frozenset(
     {"a", "al", "de", "del", "en", "con", "por", "desde", "hacia", "durante"}
     | {"este", "esta", "estos", "estas", "cada", "antes", "después", "otra", "casi"}
 )
+# Words that open a verb's complement (determiners, prepositions): :func:`_reading_rules` ends
+# no definition on a verb right before one. Not "para", which opens a purpose ("Se debe viajar
+# para defender la tesis": ``viajas``), nor "que".
 _COMPLEMENT_OPENERS = _NEEDS_COMPLEMENT - {"que", "muy", "tan", "para"} | {
     "una",
     "uno",

@@ -28,6 +28,9 @@ format asks for where a rule can tell them apart:
   singular; plural, where the sentence coordinates no other subject with it; impersonal) is
   dropped ("Ricardo entrené este mes" -> ``entrené este mes``, "Hugo ha habido elecciones" ->
   ``ha habido elecciones``);
+- a definition that starts with a verb the sentence says right after its subject (a pronoun, a
+  name, a determiner and its noun) takes that subject ("está afinado" for "… y Tiso no está
+  afinado" -> ``Tiso está afinado``);
 - a definition that starts with a third-person verb whose subject the sentence leaves out (the
   verb follows a cue, a comma or the sentence start) takes the subject of the nearest earlier
   definition (without a reflexive pronoun: "yo me quedo" lends "yo"), when their number agrees;
@@ -42,7 +45,8 @@ format asks for where a rule can tell them apart:
   put back (``desde casa Fiacel`` -> ``desde casa en Fiacel`` for "desde casa en Fiacel").
 
 A run of words written twice in a row is written once ("me mojo me mojo" -> "me mojo").
-Only the generator's verb lexicon is known (:mod:`nanologic.conjugation`); other words stay.
+Only the generator's verb lexicon and the common verbs of ``lexicon.READING_VERBS`` are known
+(:mod:`nanologic.conjugation`); other words stay.
 """
 
 from __future__ import annotations
@@ -448,10 +452,10 @@ _SUBJECT_PERSON = {
 
 def _with_the_subject_said(words: list[str], sentence: str, written: list[str] | None = None) -> list[str]:
     """``words`` with the subject the sentence says right before their opening verb put first: a
-    subject pronoun, a name, or a determiner and its noun, before the verb or its "no" and clitics,
-    not after a preposition or a verb, of a person the verb takes ("está afinado" for "… y Tiso no está afinado" is ``Tiso está
-    afinado``, "estamos contentos" for "Nosotros estamos contentos …" is ``nosotros estamos
-    contentos``). Where the sentence says the verb after different subjects, or after none, the
+    subject pronoun, a name, or a determiner and its noun, before the verb or its "no" and
+    clitics, not after a preposition or a verb, of a person the verb takes ("está afinado" for "…
+    y Tiso no está afinado" is ``Tiso está afinado``, "estamos contentos" for "Nosotros estamos
+    contentos …" is ``nosotros estamos contentos``). Where the sentence says the verb after different subjects, or after none, the
     words stay (an elided subject is :func:`_with_subject`'s).
 
     ``written``: the definition as the model wrote it, whose verb is the one to look for."""
