@@ -400,6 +400,29 @@ def test_a_shared_plural_verb_agrees_with_each_subject(definition, expected):
 @pytest.mark.parametrize(
     ("sentence", "definition", "expected"),
     [
+        # an infinitive clause (a subject, a purpose) in the generic "tú"; weather in the third person
+        ("Tener entrada es condición necesaria para entrar al concierto.", "Tener entrada", "tienes entrada"),
+        (
+            "Para aprobar es necesario entregar las prácticas.",
+            "entregar las prácticas",
+            "entregas las prácticas",
+        ),
+        ("Llover es condición suficiente para que el suelo se moje.", "Llover", "llueve"),
+        ("Hay que tener el carné para conducir un coche.", "tener el carné", "tienes el carné"),
+        # one that shares a verb said before it stays (test_a_predicate_shared_… writes it out)
+        ("Tengo que estudiar y limpiar el cuarto.", "estudiar", None),
+        ("Puedes dar el vector o no.", "dar el vector", None),
+        # a name the generator made that is also an infinitive, before its verb
+        ("Nadar lleva un reloj otra vez.", "Nadar lleva un reloj otra vez", None),
+    ],
+)
+def test_an_infinitive_clause_is_read_in_the_present(sentence, definition, expected):
+    assert normalize_definitions({"p": definition}, sentence)["p"] == (expected or definition)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "definition", "expected"),
+    [
         # common verbs the generator never writes (lexicon.READING_VERBS) are read in the indicative
         (
             "Los Rojos ganarán a menos que su lanzador titular resulte lesionado.",

@@ -325,6 +325,36 @@ def _agreeing(words: list[str]) -> list[str]:
     return out
 
 
+def _infinitive_conjugated(words: list[str], sentence: str) -> list[str]:
+    """A definition that opens with an infinitive of a known verb that the sentence says as a
+    clause of its own (an infinitive subject or purpose, after "hay que": "Llover es condición
+    suficiente para que …", "Tener entrada es condición necesaria para entrar …", "Hay que tener
+    el carné") in the present of the generic *tú*, as the format reads it (``tienes entrada``), or
+    of the third person for weather (``llueve``). Not one the sentence says after a verb, "que"
+    or a coordinator, which shares that verb ("Tengo que estudiar y limpiar el cuarto" defines
+    ``tengo que limpiar el cuarto``)."""
+    from nanologic.grammar import _verb_forms
+
+    first = words[0].lower()
+    # a name the generator made that is also an infinitive ("Nadar lleva un reloj") has its verb
+    if first not in _verb_forms()[1] or (len(words) > 1 and words[1].lower() in _conjugation_tables()[0]):
+        return words
+    tokens = _lowered_tokens(sentence)
+    said = [i for i, token in enumerate(tokens) if token == first]
+    persons = _conjugation_tables()[0]
+
+    def own_clause(i: int) -> bool:
+        before = tokens[i - 1] if i else ""
+        if before == "que":
+            return i >= 2 and tokens[i - 2] == "hay"
+        return before not in COORDINATORS and before not in persons
+
+    if not said or not all(own_clause(i) for i in said):
+        return words
+    person = _THIRD_SINGULAR if first in _WEATHER_LEMMAS else 1
+    return [conjugate(first, "pres", person), *words[1:]]
+
+
 def _with_a_plural_subject(words: list[str], sentence: str) -> list[str]:
     """A verb of the singular after a plural subject of the third person ("los gatos", "las
     niñas"; not a coordination, not an impersonal verb): a form the sentence does not say is the
@@ -763,7 +793,7 @@ def normalize_definitions(atoms: dict[str, str], sentence: str) -> dict[str, str
         words = _without_repeats(definition).split()
         if words:
             words = _perfect_mended(_with_prepositions(_own_subject(words, sentence), sentence))
-            words = _without_a_lent_subject(words, sentence)
+            words = _without_a_lent_subject(_infinitive_conjugated(words, sentence), sentence)
             # twice: the indicative of "haya niebla" is "ha niebla"
             indicative = _perfect_mended(_indicative(words))
             agreeing = _with_a_plural_subject(_agreeing(indicative), sentence)
