@@ -325,6 +325,20 @@ def _agreeing(words: list[str]) -> list[str]:
     return out
 
 
+def _says(tokens: list[str], span: list[str]) -> bool:
+    """Whether the sentence's lowered ``tokens`` say the lowered words of ``span`` in a row."""
+    return any(tokens[i : i + len(span)] == span for i in range(len(tokens) - len(span) + 1))
+
+
+def _subject_end(words: list[str], k: int) -> int:
+    """Where the subject before the verb ``words[k]`` ends: before the verb's "no" and reflexive
+    pronouns ("nos hemos mudado")."""
+    start = k
+    while start > 0 and words[start - 1].lower() in _REFLEXIVE_PRONOUNS | {"no"}:
+        start -= 1
+    return start
+
+
 def _infinitive_conjugated(words: list[str], sentence: str) -> list[str]:
     """A definition that opens with an infinitive of a known verb that the sentence says as a
     clause of its own (an infinitive subject or purpose, after "hay que": "Llover es condición
@@ -368,9 +382,7 @@ def _with_a_plural_subject(words: list[str], sentence: str) -> list[str]:
     k = _finite_verb_index(words)
     if not k:
         return words
-    start = k
-    while start > 0 and words[start - 1].lower() in _REFLEXIVE_PRONOUNS | {"no"}:
-        start -= 1
+    start = _subject_end(words, k)
     subject = words[:start]
     if not subject or _subject_person(subject) != _THIRD_PLURAL or _impersonal(words, k):
         return words
@@ -380,10 +392,7 @@ def _with_a_plural_subject(words: list[str], sentence: str) -> list[str]:
         return words
     tokens = _lowered_tokens(sentence)
     if words[k].lower() in tokens:
-        lowered = [w.lower() for w in words[: k + 1]]
-        if any(tokens[i : i + len(lowered)] == lowered for i in range(len(tokens))):
-            return words
-        return words[start:]
+        return words if _says(tokens, [w.lower() for w in words[: k + 1]]) else words[start:]
     agreed = {conjugate(lemma, tense, _THIRD_PLURAL).split()[0] for lemma, tense, _ in readings}
     if len(agreed) != 1:
         return words
@@ -485,8 +494,9 @@ def _with_the_subject_said(words: list[str], sentence: str, written: list[str] |
     subject pronoun, a name, or a determiner and its noun, before the verb or its "no" and
     clitics, not after a preposition or a verb, of a person the verb takes ("está afinado" for "…
     y Tiso no está afinado" is ``Tiso está afinado``, "estamos contentos" for "Nosotros estamos
-    contentos …" is ``nosotros estamos contentos``). Where the sentence says the verb after different subjects, or after none, the
-    words stay (an elided subject is :func:`_with_subject`'s).
+    contentos …" is ``nosotros estamos contentos``). Where the sentence says the verb after
+    different subjects, or after none, the words stay (an elided subject is
+    :func:`_with_subject`'s).
 
     ``written``: the definition as the model wrote it, whose verb is the one to look for."""
     verb_at = 1 if words[0].lower() in _REFLEXIVE_PRONOUNS and len(words) > 1 else 0
@@ -817,11 +827,7 @@ def _own_subject(words: list[str], sentence: str) -> list[str]:
         return words
     tokens = _lowered_tokens(sentence)
     lowered = [w.lower() for w in words]
-
-    def said(span: list[str]) -> bool:
-        return any(tokens[i : i + len(span)] == span for i in range(len(tokens) - len(span) + 1))
-
-    if said(lowered[k + 1 :]) and not said(lowered[: k + 1]):
+    if _says(tokens, lowered[k + 1 :]) and not _says(tokens, lowered[: k + 1]):
         return words[k + 1 :]
     return words
 
@@ -842,9 +848,7 @@ def _without_a_lent_subject(words: list[str], sentence: str) -> list[str]:
     k = _finite_verb_index(words)
     if not k:
         return words
-    start = k
-    while start > 0 and words[start - 1].lower() in _REFLEXIVE_PRONOUNS | {"no"}:  # "nos hemos mudado"
-        start -= 1
+    start = _subject_end(words, k)
     subject = words[:start]
     if not subject:
         return words
@@ -852,8 +856,7 @@ def _without_a_lent_subject(words: list[str], sentence: str) -> list[str]:
     verb = words[k].lower()
     if verb in _PREPOSITIONS | {"como", "bajo", "entre"}:  # "Tanto Lorena como Vuemenor hacen …"
         return words
-    lowered = [w.lower() for w in words[: k + 1]]
-    if any(tokens[i : i + len(lowered)] == lowered for i in range(len(tokens))):
+    if _says(tokens, [w.lower() for w in words[: k + 1]]):
         return words  # the sentence says this subject with this verb
     persons = _conjugation_tables()[0].get(verb, frozenset())
     pronoun_person = _PRONOUN_PERSON.get(subject[0].lower()) if len(subject) == 1 else None
