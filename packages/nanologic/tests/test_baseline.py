@@ -175,6 +175,36 @@ from nanologic.logic import parse
             "(p ∨ ¬p) ∧ q",
             ["apruebo el examen", "me voy de vacaciones"],
         ),
+        # a purpose without its comma, up to the necessity cue
+        (
+            "Para aprobar la asignatura es necesario entregar todas las prácticas.",
+            "p → q",
+            None,
+        ),
+        ("Para votar hay que ser mayor de edad y estar inscrito.", "p → (q ∧ r)", None),
+        # a second conditional after "y si" without a comma: its "entonces" opens no conclusion
+        (
+            "Si estudio, entonces no limpio y si limpio, entonces no estudio.",
+            "(p → ¬q) ∧ (q → ¬p)",
+            ["estudio", "limpio"],
+        ),
+        # "ni que" goes on denying after a negation prefix
+        (
+            "No es cierto que el tren salga a las ocho ni que llegue a las diez.",
+            "¬p ∧ ¬q",
+            ["el tren sale a las ocho", "el tren llega a las diez"],
+        ),
+        # a part after ";" that opens with "o" is the other side of a disjunction
+        ("Eres el mejor, y no ganarás; o, no eres el mejor, y ganarás.", "(p ∧ ¬q) ∨ (¬p ∧ q)", None),
+        # a conclusion's "ningún" denies the premise's "un"
+        (
+            "Si el perro detecta un intruso, el perro ladra. El perro no ladró. Por lo tanto, el perro no"
+            " detectó ningún intruso.",
+            "((p → q) ∧ ¬q) → ¬p",
+            ["el perro detecta un intruso", "el perro ladra"],
+        ),
+        # the feminine of "pero no ambos" (a spelling the sentence is read with)
+        ("Elena estudia medicina o derecho, pero no ambas cosas.", "(p ∨ q) ∧ ¬(p ∧ q)", None),
         # a contrast without a comma, once nothing else splits the sentence
         ("Los discos antiguos son buenos pero los modernos son mejores.", "p ∧ q", None),
     ],

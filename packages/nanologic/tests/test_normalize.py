@@ -251,7 +251,11 @@ def test_cue_spellings_the_generator_does_not_use_are_folded():
     assert normalize_cue_spelling("Iré sí y sólo sí me dan el alta.") == "Iré si y solo si me dan el alta."
     assert normalize_cue_spelling("Sólo si llueve, sí salgo.") == "Solo si llueve, sí salgo."
     assert normalize_cue_spelling("x + y = 2 ó x + y = 0.") == "x + y = 2 o x + y = 0."
-    unchanged = "Yo sí quiero, y sólo entonces sigo; la canción ó."
+    assert normalize_cue_spelling("Estudia medicina o derecho, pero no ambas cosas.") == (
+        "Estudia medicina o derecho, pero no ambos."
+    )
+    assert normalize_cue_spelling("Canta o baila, pero no ambas") == "Canta o baila, pero no ambos"
+    unchanged = "Yo sí quiero, y sólo entonces sigo; la canción ó; pero no ambas cosas son ciertas."
     assert normalize_cue_spelling(unchanged) == unchanged
 
 
@@ -409,6 +413,8 @@ def test_a_shared_plural_verb_agrees_with_each_subject(definition, expected):
         ),
         ("Llover es condición suficiente para que el suelo se moje.", "Llover", "llueve"),
         ("Hay que tener el carné para conducir un coche.", "tener el carné", "tienes el carné"),
+        # after "para", the preposition of a purpose (also a form of "parar")
+        ("Para bailar es necesario ser enfermero.", "bailar", "bailas"),
         # one that shares a verb said before it stays (test_a_predicate_shared_… writes it out)
         ("Tengo que estudiar y limpiar el cuarto.", "estudiar", None),
         ("Puedes dar el vector o no.", "dar el vector", None),

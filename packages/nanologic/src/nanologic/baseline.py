@@ -174,6 +174,20 @@ class RuleFormalizer:
                 body = self._parse(premises[0], r)
             r.sentence += 1
             return Binary(IMPLIES, body, self._parse(conclusion[1], r))
+        # "A; o B": a part that opens with "o" is the other side of a disjunction
+        alternatives = [c for c in _cues("disjunction") if len(c) == 1]
+        opens_or = [
+            k for k, p in enumerate(parts) if k and re.match(rf"\W*(?:{'|'.join(alternatives)})\W", p, re.I)
+        ]
+        if opens_or:
+            bounds = [0, *opens_or, len(parts)]
+            r.connectors.append((OR, "o"))
+            sides = []
+            for start, end in zip(bounds, bounds[1:]):
+                side = [parts[start].strip(_STRIP)[1:] if start else parts[start], *parts[start + 1 : end]]
+                joined = self._sentences("; ".join(side), "", r) if len(side) > 1 else None
+                sides.append(joined or self._parse(side[0], r))
+            return _chain(OR, sides)
         nodes = []
         for part in parts:
             r.sentence += 1
@@ -215,11 +229,19 @@ class RuleFormalizer:
         return None
 
     def _negation_prefix(self, text: str, low: str, r: _Reading) -> Node | None:
-        """ "no es cierto que A": ¬A."""
+        """ "no es cierto que A": ¬A; "no es cierto que A ni que B": ¬A ∧ ¬B (the "ni" goes on
+        denying)."""
         for cue in _cues("negation_prefix"):
             if _starts_with(low, cue):
                 r.connectors.append((NOT, cue))
-                return Not(self._parse(_rest_after(text, cue), r))
+                body = _rest_after(text, cue)
+                denied = [
+                    p for nor in _cues("nor") for p in re.split(rf"\s+{nor}\s+que\s+", body, flags=re.I)
+                ]
+                if len(denied) >= 2:
+                    r.connectors.append((AND, "ni"))
+                    return _chain(AND, [Not(self._parse(p, r)) for p in denied])
+                return Not(self._parse(body, r))
         return None
 
     def _premise_prefix(self, text: str, low: str, r: _Reading) -> Node | None:
@@ -363,10 +385,20 @@ class RuleFormalizer:
         return None
 
     def _purpose_first(self, text: str, low: str, r: _Reading) -> Node | None:
-        """ "para (que) A, (NEED) B": A → B."""
+        """ "para (que) A, (NEED) B": A → B; without the comma, "para A NEED B"."""
+        needs = [c for c in _cues("purpose_necessary") if c not in _PURPOSE_WORDS]
         for purpose in _PURPOSE_WORDS:
             if purpose in (*_cues("purpose_necessary"), *_cues("purpose")) and _starts_with(low, purpose):
-                head, tail = _split_head(_rest_after(text, purpose))
+                body = _rest_after(text, purpose)
+                head, tail = _split_head(body)
+                if not tail.strip(_STRIP):
+                    # "Para aprobar es necesario estudiar": the necessity cue ends the purpose
+                    found = sorted(
+                        (i, need) for need in needs for i in (_word_at(fold_text(body), need, 1),) if i > 0
+                    )
+                    if found:
+                        i, need = found[0]
+                        head, tail = body[:i], body[i:]
                 if tail:
                     for need in _cues("purpose_necessary"):
                         if need not in _PURPOSE_WORDS and _starts_with(fold_text(tail), need):
@@ -621,7 +653,10 @@ def _conclusion_split(parts: list[str]) -> tuple[list[str], tuple[str, str] | No
     for cue in _cues("conclusion"):
         if _starts_with(low, cue):
             return parts[:-1], (cue, _rest_after(last, cue))
-    if not any(_starts_with(low, c) for c in _cues("conditional")):
+    # "…; y si A, entonces B": a coordinated conditional's "entonces" opens no conclusion
+    opening = next((c for c in _cues("conjunction") if _starts_with(low, c)), "")
+    unjoined = low[len(opening) :].strip() if opening else low
+    if not any(_starts_with(unjoined, c) for c in _cues("conditional")):
         for cue in _cues("conclusion"):
             at = low.find(f", {cue} ")
             if at > 0:
@@ -689,12 +724,16 @@ def _split_head(body: str) -> tuple[str, str]:
     return body, ""
 
 
+_DENIED_DETERMINERS = {"ningún": "un", "ninguno": "uno", "ninguna": "una"}
+
+
 def _tenseless(clause: str) -> tuple[str, ...]:
     """``clause`` word by word with the tense taken out: a verb of the lexicon as its infinitive, an
     auxiliary "haber" before a participle dropped ("ha llegado" is "llega"), any other word as its
     stem. Every word counts and order is kept: "él canta" is not "ella canta", "Ana ama a Luis" is
-    not "Luis ama a Ana", and "x − y = 2" is not "y − x = 2" (a symbol stays itself)."""
-    tokens = re.findall(r"\w+|[^\w\s]", clause.lower())
+    not "Luis ama a Ana", and "x − y = 2" is not "y − x = 2" (a symbol stays itself). A denial's
+    "ningún" is the "un" of the clause it denies ("no detectó ningún intruso": "detecta un intruso")."""
+    tokens = [_DENIED_DETERMINERS.get(t, t) for t in re.findall(r"\w+|[^\w\s]", clause.lower())]
     out: list[str] = []
     for word, following in zip(tokens, [*tokens[1:], ""]):
         lemma = lexicon_verb_lemma(word)
@@ -851,15 +890,15 @@ def _negated_verb_before_nor(head: str, items: list[str]) -> bool:
 
 
 def _conditional_chain(part: str) -> list[str]:
-    """A conditional followed by another after a comma, "Si A, B, y si C, D", as two sentences (as
-    if written with ";"). Only where the text before ", y si" already holds a comma, the first
-    conditional's own: "Si A y si B, C" is one conditional with two conditions."""
+    """A conditional followed by another, "Si A, B, y si C, D" (or "… B y si C, D"), as two
+    sentences (as if written with ";"). Only where the text before "y si" already holds a comma,
+    the first conditional's own: "Si A y si B, C" is one conditional with two conditions."""
     low = fold_text(part)
     if not any(_starts_with(low, c) for c in _cues("conditional")):
         return [part]
     conjunctions = "|".join(re.escape(c) for c in _cues("conjunction"))
     conditionals = "|".join(re.escape(c) for c in _cues("conditional"))
-    for match in re.finditer(rf",\s+(?:{conjunctions})\s+(?:{conditionals})(?!\w)", low):
+    for match in re.finditer(rf",?\s+(?:{conjunctions})\s+(?:{conditionals})(?!\w)", low):
         if "," in low[: match.start()]:
-            return [part[: match.start()], *_conditional_chain(part[match.start() + 1 :].strip())]
+            return [part[: match.start()], *_conditional_chain(part[match.start() :].strip(" ,"))]
     return [part]

@@ -361,7 +361,8 @@ def _infinitive_conjugated(words: list[str], sentence: str) -> list[str]:
         before = tokens[i - 1] if i else ""
         if before == "que":
             return i >= 2 and tokens[i - 2] == "hay"
-        return before not in COORDINATORS and before not in persons
+        # "para" before an infinitive is the preposition of a purpose, not parar's form
+        return before == "para" or (before not in COORDINATORS and before not in persons)
 
     if not said or not all(own_clause(i) for i in said):
         return words
@@ -963,6 +964,8 @@ _CUE_SPELLINGS = (
     (re.compile(r"(?<!\w)([Ss])[ií] y s[oó]lo s[ií](?!\w)"), r"\1i y solo si"),
     (re.compile(r"(?<!\w)([Ss])ólo si(?!\w)"), r"\1olo si"),
     (re.compile(r"(?<=\s)ó(?=\s)"), "o"),
+    # the exclusive "or"'s ending with the feminine of "ambos" ("medicina o derecho, pero no ambas cosas")
+    (re.compile(r"(?<!\w)([Pp])ero no ambas(?: cosas)?(?=\s*[.;:!?]*\s*$)"), r"\1ero no ambos"),
 )
 
 
