@@ -203,6 +203,22 @@ from nanologic.logic import parse
             "((p → q) ∧ ¬q) → ¬p",
             ["el perro detecta un intruso", "el perro ladra"],
         ),
+        # a subject said once before "o … o" is the subject of each
+        (
+            "Las bacterias o se destruyen hirviendo el agua o se destruyen por cloración.",
+            "p ∨ q",
+            [
+                "las bacterias se destruyen hirviendo el agua",
+                "las bacterias se destruyen por cloración",
+            ],
+        ),
+        # "sólo en el caso de que" is "solo si"; "decir que A equivale a decir que B", "que A equivale a que B"
+        (
+            "Sólo en el caso de que no sepas la respuesta, deberás dejarla en blanco.",
+            "p → ¬q",
+            ["deberás dejarla en blanco", "sabes la respuesta"],
+        ),
+        ("Decir que llueve equivale a decir que el suelo se moja.", "p ↔ q", ["llueve", "el suelo se moja"]),
         # the feminine of "pero no ambos" (a spelling the sentence is read with)
         ("Elena estudia medicina o derecho, pero no ambas cosas.", "(p ∨ q) ∧ ¬(p ∧ q)", None),
         # a contrast without a comma, once nothing else splits the sentence

@@ -806,10 +806,20 @@ def _complete_ellipsis(parts: list[str]) -> list[str]:
       first part's words before its object ("Cristina preparaba la comida", "la sopa" → "Cristina
       preparaba la sopa").
 
+    - a subject said once before "o … o" ("las bacterias o se destruyen hirviendo el agua o se
+      destruyen por cloración"): a first part without a verb before two or more parts that open
+      with one is the subject of each, not a clause of its own.
+
     Borrowed words leave a negation behind: it belongs to the part that says it.
     """
     parts = [p.strip(_STRIP) for p in parts]
     words = [p.split() for p in parts]
+    if (
+        len(parts) >= 3
+        and not any(is_verb(w) for w in words[0])
+        and all(_opens_with_a_verb(ws) for ws in words[1:])
+    ):
+        return [f"{parts[0]} {part}" for part in parts[1:]]
     last = words[-1]
     k = _subject_words(last)
     heads = words[:-1]
@@ -834,6 +844,15 @@ def _complete_ellipsis(parts: list[str]) -> list[str]:
         else:
             completed.append(part)
     return completed
+
+
+_REFLEXIVE_CLITICS = frozenset({"se", "me", "te", "nos", "os"})
+
+
+def _opens_with_a_verb(words: list[str]) -> bool:
+    """Whether a clause opens with its verb, a reflexive clitic before it aside ("se destruyen")."""
+    k = 1 if words and words[0].lower() in _REFLEXIVE_CLITICS else 0
+    return len(words) > k and is_verb(words[k])
 
 
 def _object_start(words: list[str]) -> int:

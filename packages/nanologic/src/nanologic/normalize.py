@@ -964,6 +964,15 @@ _CUE_SPELLINGS = (
     (re.compile(r"(?<!\w)([Ss])[ií] y s[oó]lo s[ií](?!\w)"), r"\1i y solo si"),
     (re.compile(r"(?<!\w)([Ss])ólo si(?!\w)"), r"\1olo si"),
     (re.compile(r"(?<=\s)ó(?=\s)"), "o"),
+    # "sólo en (el) caso de que A, B" is the generator's "solo si A, B"; "en el caso de que", its
+    # "en caso de que"
+    (re.compile(r"(?<!\w)([Ss])[oó]lo en (?:el )?caso de que(?!\w)"), r"\1olo si"),
+    (re.compile(r"(?<!\w)([Ee])n el caso de que(?!\w)"), r"\1n caso de que"),
+    # "decir que A equivale a decir que B" is "que A equivale a que B"
+    (
+        re.compile(r"^(?:([D])|d)ecir que (.+ equivale a) decir que(?!\w)"),
+        lambda m: f"{'Q' if m[1] else 'q'}ue {m[2]} que",
+    ),
     # the exclusive "or"'s ending with the feminine of "ambos" ("medicina o derecho, pero no ambas cosas")
     (re.compile(r"(?<!\w)([Pp])ero no ambas(?: cosas)?(?=\s*[.;:!?]*\s*$)"), r"\1ero no ambos"),
 )
