@@ -4,13 +4,16 @@ It reads a sentence with the generator's own cue inventory (:data:`nanologic.gen
 by role, never copied), so it knows exactly the constructions the trained model was shown and no
 others. The sentence is split top-down, loosest construction first:
 
-1. ``;`` joins independent parts (a conjunction; a leading "además", "pero", "y" is dropped);
+1. ``;`` joins independent parts (a conjunction; a leading "además", "pero", "y" is dropped; a
+   part that opens with "o" is the other side of a disjunction);
 2. constructions that open the sentence: negation prefixes ("no es cierto que"), "no puede ser que
    ... a la vez", asserted premises and "aunque" ("dado que A, B"), conditionals ("si A, entonces
    B", "cuando A, B"), "si y solo si A, B", "solo si", "a menos que", "para que A, es necesario
    que B", "basta con que A para que B", "ya sea que A o que B, C", "que A implica/equivale a que
-   B", "o bien A, o bien B", "ni A ni B", "tanto A como B", "o A o B, pero no ambos"; a
-   conditional without a comma is split where its consequent opens (:func:`nanologic.grammar.split_commaless_conditional`);
+   B", "o bien A, o bien B", "ni A ni B", "tanto A como B", "o A o B, pero no ambos", "no es
+   cierto que A ni que B"; a conditional without a comma is split where its consequent opens
+   (:func:`nanologic.grammar.split_commaless_conditional`), a purpose where its necessity cue does
+   ("para A es necesario B");
 3. infix constructions: biconditionals, contrast and premise ("A, pero B"), "A solo si B",
    "A a menos que B", "A si B", then disjunction ("o", "u") and conjunction ("y", "e", lists),
    then "A pero B" without a comma. Coordinated parts get the words they share written out
