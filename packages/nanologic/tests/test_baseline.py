@@ -219,6 +219,29 @@ from nanologic.logic import parse
             ["deberás dejarla en blanco", "sabes la respuesta"],
         ),
         ("Decir que llueve equivale a decir que el suelo se moja.", "p ↔ q", ["llueve", "el suelo se moja"]),
+        # an opening condition or premise without its comma ends where its consequent opens
+        (
+            "Solo si llueve este mes el senado convoca elecciones.",
+            "p → q",
+            ["el senado convoca elecciones", "llueve este mes"],
+        ),
+        ("A menos que llueva no salgo de casa.", "¬p → ¬q", ["llueve", "salgo de casa"]),
+        ("Para que Rebeca juegue Blanca no lee.", "p → ¬q", ["rebeca juega", "blanca lee"]),
+        ("Dado que la vacuna falla después de cenar funciona otra vez.", "p ∧ q", None),
+        ("Sólo cuando hace sol salimos a pasear.", "p → q", ["salimos a pasear", "hace sol"]),
+        # a name outside the lexicon shares the predicate of the subject after it
+        (
+            "Tanto Mifassue como Marina cantan en el coro.",
+            "p ∧ q",
+            ["mifassue canta en el coro", "marina canta en el coro"],
+        ),
+        (
+            "Civallove y Julio llegaron tarde a clase.",
+            "p ∧ q",
+            ["civallove llegó tarde a clase", "julio llegó tarde a clase"],
+        ),
+        # "al" is "a" with its article: the later part takes the verb before the first "a"
+        ("Alberto va a la sierra o al centro.", "p ∨ q", ["alberto va a la sierra", "alberto va al centro"]),
         # the feminine of "pero no ambos" (a spelling the sentence is read with)
         ("Elena estudia medicina o derecho, pero no ambas cosas.", "(p ∨ q) ∧ ¬(p ∧ q)", None),
         # a contrast without a comma, once nothing else splits the sentence

@@ -251,7 +251,9 @@ class RuleFormalizer:
         """ "dado que A, B", "aunque A, B": A ∧ B."""
         for cue in (*_cues("premise"), *[c for c in _cues("conjunction") if " " not in c and len(c) > 2]):
             if _starts_with(low, cue):
-                head, tail = _split_head(_rest_after(text, cue))
+                # "Dado que A B", "Aunque A B": a premise without its comma ends where B opens
+                commaless = cue in _cues("premise") or cue == "aunque"
+                head, tail = (_split_condition if commaless else _split_head)(_rest_after(text, cue))
                 if tail:
                     r.connectors.append((AND, cue))
                     return Binary(AND, self._parse(head, r), self._parse(tail, r))
@@ -261,7 +263,7 @@ class RuleFormalizer:
         """ "a menos que A, B": ¬A → B."""
         for cue in _cues("unless"):
             if _starts_with(low, cue):
-                head, tail = _split_head(_rest_after(text, cue))
+                head, tail = _split_condition(_rest_after(text, cue))
                 if tail:
                     r.connectors += [(IMPLIES, cue), (NOT, cue)]
                     return Binary(IMPLIES, Not(self._parse(head, r)), self._parse(tail, r))
@@ -271,7 +273,7 @@ class RuleFormalizer:
         """ "solo si A, B": B → A."""
         for cue in _cues("only_if"):
             if _starts_with(low, cue):
-                head, tail = _split_head(_rest_after(text, cue))
+                head, tail = _split_condition(_rest_after(text, cue))
                 if tail:
                     r.connectors.append((IMPLIES, cue))
                     return Binary(IMPLIES, self._parse(tail, r), self._parse(head, r))
@@ -368,7 +370,7 @@ class RuleFormalizer:
         """ "solo cuando A, B": B → A."""
         for cue in _cues("only_when"):
             if _starts_with(low, cue):
-                head, tail = _split_head(_rest_after(text, cue))
+                head, tail = _split_condition(_rest_after(text, cue))
                 if tail:
                     r.connectors.append((IMPLIES, cue))
                     return Binary(IMPLIES, self._parse(tail, r), self._parse(head, r))
@@ -395,13 +397,14 @@ class RuleFormalizer:
                 body = _rest_after(text, purpose)
                 head, tail = _split_head(body)
                 if not tail.strip(_STRIP):
-                    # "Para aprobar es necesario estudiar": the necessity cue ends the purpose
+                    # "Para aprobar es necesario estudiar": the necessity cue ends the purpose, or
+                    # else where the consequent opens ("Para que llueva mi madre no vuelve")
                     found = sorted(
                         (i, need) for need in needs for i in (_word_at(fold_text(body), need, 1),) if i > 0
                     )
-                    if found:
-                        i, need = found[0]
-                        head, tail = body[:i], body[i:]
+                    head, tail = (
+                        (body[: found[0][0]], body[found[0][0] :]) if found else _split_condition(body)
+                    )
                 if tail:
                     for need in _cues("purpose_necessary"):
                         if need not in _PURPOSE_WORDS and _starts_with(fold_text(tail), need):
@@ -426,7 +429,7 @@ class RuleFormalizer:
         """ "si y solo si A, B": A ↔ B."""
         for cue in _cues("biconditional"):
             if _starts_with(low, cue):
-                head, tail = _split_head(_rest_after(text, cue))
+                head, tail = _split_condition(_rest_after(text, cue))
                 if tail:
                     r.connectors.append((IFF, cue))
                     return Binary(IFF, self._parse(head, r), self._parse(tail, r))
@@ -448,9 +451,7 @@ class RuleFormalizer:
                     head, tail = body[:i], body[i + len(cue_then) :]
                     r.connectors.append((IMPLIES, f"{cue}...{cue_then}"))
                 else:
-                    head, tail = _split_head(body)
-                    if not tail.strip(_STRIP):
-                        head, tail = split_commaless_conditional(body)
+                    head, tail = _split_condition(body)
                     r.connectors.append((IMPLIES, cue))
                 if tail.strip(_STRIP):
                     # "si A y si B, C": the repeated "si" opens a second condition, not a conditional
@@ -701,6 +702,16 @@ _OPENERS = tuple(
 )
 
 
+def _split_condition(body: str) -> tuple[str, str]:
+    """An opening condition's (head, tail): :func:`_split_head`'s, or, where the comma is left
+    out ("Solo si llueve salgo", "A menos que llueva salgo"), where
+    :func:`nanologic.grammar.split_commaless_conditional` finds the consequent opening."""
+    head, tail = _split_head(body)
+    if not tail.strip(_STRIP):
+        head, tail = split_commaless_conditional(body)
+    return head, tail
+
+
 def _split_head(body: str) -> tuple[str, str]:
     """Split 'HEAD, TAIL' at the first comma that ends the opening clause group.
 
@@ -793,6 +804,21 @@ def _subject_words(words: list[str], names_only: bool = False) -> int:
     return n
 
 
+# "al" and "del" are "a" and "de" with the article: "va a la sierra o al centro" repeats "a"
+_CONTRACTED = {"al": "a", "del": "de"}
+
+
+def _a_name(words: list[str]) -> bool:
+    """Whether ``words`` are one capitalised word that is neither a verb nor a function word: a
+    name outside the lexicon ("Mifassue", "Civallove" in "Civallove y Julio llegaron tarde")."""
+    return (
+        len(words) == 1
+        and words[0][:1].isupper()
+        and not is_verb(words[0])
+        and words[0].lower() not in SPANISH_STOPWORDS
+    )
+
+
 def _complete_ellipsis(parts: list[str]) -> list[str]:
     """Coordinated parts with the words they share written out, so that each reads as a clause.
 
@@ -826,15 +852,20 @@ def _complete_ellipsis(parts: list[str]) -> list[str]:
     last = words[-1]
     k = _subject_words(last)
     heads = words[:-1]
-    if 0 < k < len(last) and all(0 < _subject_words(h, names_only=True) == len(h) for h in heads):
+    if 0 < k < len(last) and all(
+        0 < _subject_words(h, names_only=True) == len(h) or _a_name(h) for h in heads
+    ):
         predicate = " ".join(last[k:])
         return [f"{' '.join(h)} {predicate}" for h in heads] + [parts[-1]]
     first = [w for w in words[0] if w.lower() not in _NEGATIONS]
     completed = [parts[0]]
     for part, ws in zip(parts[1:], words[1:]):
         core = [w for w in ws if w.lower() not in _FOCUS_ADVERBS]
-        opener = ws[0].lower() if ws else ""
-        at = max((j for j, w in enumerate(first) if j > 0 and w.lower() == opener), default=0)
+        opener = _CONTRACTED.get(ws[0].lower(), ws[0].lower()) if ws else ""
+        at = max(
+            (j for j, w in enumerate(first) if j > 0 and _CONTRACTED.get(w.lower(), w.lower()) == opener),
+            default=0,
+        )
         if len(core) == 1 and lexicon_verb_lemma(core[0]):
             subject = first[: _subject_words(first, names_only=True)]
             completed.append(" ".join(subject + ws))
