@@ -36,6 +36,20 @@ def accepts(compiler, tokenizer, grammar: str, text: str) -> bool:
     return all(matcher.accept_token(t) for t in tokenizer.encode(text)) and matcher.is_terminated()
 
 
+def test_a_subject_pronoun_after_no_is_no_verb(tokenizer, compiler):
+    # "si no, nosotras salimos": the pronoun after "no" had been read as a verb, which cut the
+    # definition before "salimos"
+    from nanologic.grammar import says_a_negation
+
+    sentence = "Si llueve, me quedo en casa; si no, nosotras salimos."
+    answer = (
+        "<|atoms|> p: llueve ± | q: me quedo en casa | r: nosotras salimos <|connectors|> →: si | ∧: si no"
+        " | ¬: si no | →: si no <|formula|> (p → q) ∧ (¬p → r) <|eos|>"
+    )
+    assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer)
+    assert says_a_negation("Si llueve, me quedo; de lo contrario, salgo.")
+
+
 def test_gold_answers_are_accepted(records, tokenizer, compiler):
     fmt = answer_grammar()
     for r in records:
@@ -773,6 +787,8 @@ def test_a_formula_names_each_letter_once_where_the_sentence_says_each_clause_on
         "Tanto si llueve como si nieva, la excursión se suspende.",  # (p → r) ∧ (q → r)
         "O Beatriz ganará el partido o no, pero llueve.",  # (p ∨ ¬p) ∧ q
         "Si hierve, suelta vapor. No suelta vapor. Por lo tanto, no hierve.",
+        "Si llueve, me quedo en casa; si no, salgo a correr.",  # (p → q) ∧ (¬p → r)
+        "Si llueve, me quedo en casa; de lo contrario, salgo a correr.",
     ):
         assert not letters_once(other), other
         assert LETTERS_ONCE_NOTE not in grounded_grammar(other)

@@ -779,7 +779,8 @@ def _may_be_a_verb(tokens: list[str], k: int) -> bool:
         folded in _folded_verb_forms()
         or folded in _FREQUENT_VERB_FORMS
         or (len(low) > 3 and low.endswith(_VERB_ENDINGS))
-        or (k > 0 and tokens[k - 1].lower() in _BEFORE_A_VERB)
+        # a subject pronoun is none ("si no, nosotras salimos")
+        or (k > 0 and tokens[k - 1].lower() in _BEFORE_A_VERB and low not in SUBJECT_PRONOUNS)
         # "Si perseveras en tus decisiones": after a conditional's "si" or "cuando", a person's
         # ending of the present
         or (
@@ -1392,13 +1393,14 @@ def answer_grammar(max_atoms: int = MAX_ATOMS) -> str:
 
 # Every word with which a sentence can negate: the cue inventory's (generator.CUES: "no", "ni",
 # "tampoco", "≠", "es falso que", "es mentira que", "a menos que", "salvo que") and the other ways
-# Spanish says it ("nunca", "jamás", "sin", "excepto", "nadie", "ningún", "imposible", "distinto").
+# Spanish says it ("nunca", "jamás", "sin", "excepto", "nadie", "ningún", "imposible", "distinto",
+# "de lo contrario").
 # Every gold formula with a ¬ comes from a sentence with one of them (data/dev_real.jsonl's 227, a
 # training split's 22,298); the default model wrote ¬ for sentences without any ("Es primavera."
 # -> ¬p, "Está ventoso y hace frío." -> ¬(p ∧ q)).
 _NEGATION_WORD_RE = re.compile(
     r"(?<!\w)(no|ni|nunca|jam[aá]s|tampoco|sin|salvo|excepto|menos|falso|mentira|ning[uú]n|ningun[oa]s?"
-    r"|nadie|nada|imposible|distint[oa]s?|diferentes?)(?!\w)|≠",
+    r"|nadie|nada|imposible|distint[oa]s?|diferentes?|contrario)(?!\w)|≠",
     re.IGNORECASE,
 )
 
@@ -2253,7 +2255,9 @@ def content_keys(tokens: Iterable[str]) -> list[str]:
 # "pero no ambos" ((p ∨ q) ∧ ¬(p ∧ q)), "tanto si A como si B, C" ((p → r) ∧ (q → r)) and "o A o
 # no" (p ∨ ¬p); folded.
 _NAMES_A_CLAUSE_TWICE_RE = re.compile(
-    r"(?<!\w)(?:tanto si(?!\w).*(?<!\w)como si|no (?:ambos|ambas|los dos|las dos)|o no(?=\s*(?:[,;.:]|$|pero(?!\w))))(?!\w)"
+    r"(?<!\w)(?:tanto si(?!\w).*(?<!\w)como si|no (?:ambos|ambas|los dos|las dos)|o no(?=\s*(?:[,;.:]|$|pero(?!\w)))"
+    # "Si A, B; si no, C" is (A → B) ∧ (¬A → C): the condition denied is named again
+    r"|si no(?=\s*,)|de lo contrario|en caso contrario)(?!\w)"
 )
 
 
