@@ -50,6 +50,16 @@ def test_a_subject_pronoun_after_no_is_no_verb(tokenizer, compiler):
     assert says_a_negation("Si llueve, me quedo; de lo contrario, salgo.")
 
 
+def test_the_variable_y_after_que_opens_a_definition(tokenizer, compiler):
+    # no conjunction follows "que" at once: the generator's "Es mentira que y sea …" had its gold refused
+    sentence = "Es mentira que y sea un número entero o el pianista acierte el resultado."
+    answer = (
+        "<|atoms|> p: y es un número entero | q: el pianista acierta el resultado <|connectors|>"
+        " ¬: es mentira que | ∨: o <|formula|> ¬(p ∨ q) <|eos|>"
+    )
+    assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer)
+
+
 def test_gold_answers_are_accepted(records, tokenizer, compiler):
     fmt = answer_grammar()
     for r in records:

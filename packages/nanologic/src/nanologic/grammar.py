@@ -393,9 +393,17 @@ def _joins_terms(tokens: list[str], index: int) -> bool:
     """Whether tokens[index] ("y", "e") may be part of a definition: next to a term, or the
     variable "y" of a mathematical sentence ("si y es positivo, x es negativo"; :func:`_is_mathematical`:
     not for a number alone, "ya acabó el periodo y hay fiesta el 16" had let a definition run
-    across its "y")."""
+    across its "y") or right after "que", "si" or "cuando"."""
     neighbours = tokens[max(index - 1, 0) : index] + tokens[index + 1 : index + 2]
-    return any(map(_is_term, neighbours)) or (tokens[index].lower() == "y" and _is_mathematical(tokens))
+    # no conjunction follows "que" or "si" at once: "Es mentira que y sea un número entero …"
+    opens_a_clause = (
+        index > 0
+        and tokens[index - 1].lower() in ("que", "si", "cuando")
+        and fold_text(" ".join(tokens[index + 1 : index + 2])) not in ("solo", "solamente")  # "si y solo si"
+    )
+    return any(map(_is_term, neighbours)) or (
+        tokens[index].lower() == "y" and (_is_mathematical(tokens) or opens_a_clause)
+    )
 
 
 # Words (and word beginnings) that make a sentence with numbers mathematical ("y no será menor que
