@@ -36,28 +36,33 @@ def accepts(compiler, tokenizer, grammar: str, text: str) -> bool:
     return all(matcher.accept_token(t) for t in tokenizer.encode(text)) and matcher.is_terminated()
 
 
-def test_a_subject_pronoun_after_no_is_no_verb(tokenizer, compiler):
-    # "si no, nosotras salimos": the pronoun after "no" had been read as a verb, which cut the
-    # definition before "salimos"
+@pytest.mark.parametrize(
+    ("sentence", "answer"),
+    [
+        # the subject pronoun after "si no," had been read as a verb, which cut the definition
+        # before "salimos"
+        (
+            "Si llueve, me quedo en casa; si no, nosotras salimos.",
+            "<|atoms|> p: llueve ± | q: me quedo en casa | r: nosotras salimos <|connectors|> →: si"
+            " | ∧: si no | ¬: si no | →: si no <|formula|> (p → q) ∧ (¬p → r) <|eos|>",
+        ),
+        # no conjunction follows "que" at once: the generator's "Es mentira que y sea …" had its
+        # gold refused
+        (
+            "Es mentira que y sea un número entero o el pianista acierte el resultado.",
+            "<|atoms|> p: y es un número entero | q: el pianista acierta el resultado <|connectors|>"
+            " ¬: es mentira que | ∨: o <|formula|> ¬(p ∨ q) <|eos|>",
+        ),
+    ],
+)
+def test_words_once_misread_are_read_as_the_gold_reads_them(tokenizer, compiler, sentence, answer):
+    assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer)
+
+
+def test_de_lo_contrario_says_a_negation():
     from nanologic.grammar import says_a_negation
 
-    sentence = "Si llueve, me quedo en casa; si no, nosotras salimos."
-    answer = (
-        "<|atoms|> p: llueve ± | q: me quedo en casa | r: nosotras salimos <|connectors|> →: si | ∧: si no"
-        " | ¬: si no | →: si no <|formula|> (p → q) ∧ (¬p → r) <|eos|>"
-    )
-    assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer)
     assert says_a_negation("Si llueve, me quedo; de lo contrario, salgo.")
-
-
-def test_the_variable_y_after_que_opens_a_definition(tokenizer, compiler):
-    # no conjunction follows "que" at once: the generator's "Es mentira que y sea …" had its gold refused
-    sentence = "Es mentira que y sea un número entero o el pianista acierte el resultado."
-    answer = (
-        "<|atoms|> p: y es un número entero | q: el pianista acierta el resultado <|connectors|>"
-        " ¬: es mentira que | ∨: o <|formula|> ¬(p ∨ q) <|eos|>"
-    )
-    assert accepts(compiler, tokenizer, grounded_grammar(sentence), answer)
 
 
 def test_gold_answers_are_accepted(records, tokenizer, compiler):

@@ -345,6 +345,31 @@ def test_distinct_clauses_and_unparsable_formulas_are_left_as_written():
     assert merge_repeated_atoms(dict(broken)) == broken
 
 
+def test_an_argument_says_a_clause_again_in_another_tense_in_another_sentence():
+    from nanologic.normalize import merge_repeated_atoms
+
+    sentence = (
+        "Si el autobús no llega a tiempo, llego tarde al trabajo; el autobús no ha llegado a tiempo,"
+        " así que llego tarde al trabajo."
+    )
+    atoms = {
+        "p": "el autobús llega a tiempo",
+        "q": "llego tarde al trabajo",
+        "r": "el autobús ha llegado a tiempo",
+    }
+    merged = merge_repeated_atoms(_result(dict(atoms), "((¬p → q) ∧ ¬r) → q"), sentence)
+    assert merged["atoms"] == {"p": "el autobús llega a tiempo", "q": "llego tarde al trabajo"}
+    assert merged["formula"] == "((¬p → q) ∧ ¬p) → q"
+    # two tenses in one sentence are two clauses, as is any answer outside an argument
+    same_sentence = _result({"p": "llovió", "q": "lloverá"}, "((p → q) ∧ p) → q")
+    assert (
+        merge_repeated_atoms(dict(same_sentence), "Si llovió, lloverá. Llovió. Luego lloverá.")
+        == same_sentence
+    )
+    unmerged = _result(dict(atoms), "((¬p → q) ∧ ¬r) → q")
+    assert merge_repeated_atoms(dict(unmerged)) == unmerged
+
+
 def test_shared_atoms_keep_relations_apart_and_join_the_same_clause():
     from nanologic.inference import shared_atoms
     from nanologic.logic import to_unicode

@@ -41,7 +41,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from nanologic.evaluation import SPANISH_STOPWORDS, content_words, normalize_definition, word_stems
+from nanologic.evaluation import SPANISH_STOPWORDS, content_words, normalize_definition
 from nanologic.generator import CUES
 from nanologic.grammar import (
     DETERMINERS,
@@ -68,6 +68,7 @@ from nanologic.logic import (
     to_ascii,
     to_unicode,
 )
+from nanologic.normalize import tenseless_clause
 
 _STRIP = WORD_PUNCTUATION
 
@@ -101,11 +102,11 @@ class _Reading:
         # clause ("el perro ladra" ... "el perro no ladró", "ella duerme" ... "duerme"): an argument
         # repeats its premises in its conclusion. Within one sentence a change of tense is another
         # clause ("o defiende la tesis o la defendió").
-        key, tenseless = normalize_definition(text), _tenseless(text)
+        key, tenseless = normalize_definition(text), tenseless_clause(text)
         for i, d in enumerate(self.definitions):
             if normalize_definition(d) == key:
                 return Atom(f"a{i}")
-            if self.sentence_of[i] != self.sentence and _same_but_subject(_tenseless(d), tenseless):
+            if self.sentence_of[i] != self.sentence and _same_but_subject(tenseless_clause(d), tenseless):
                 return Atom(f"a{i}")
         self.definitions.append(text)
         self.sentence_of.append(self.sentence)
@@ -738,27 +739,8 @@ def _split_head(body: str) -> tuple[str, str]:
     return body, ""
 
 
-_DENIED_DETERMINERS = {"ningún": "un", "ninguno": "uno", "ninguna": "una"}
-
-
-def _tenseless(clause: str) -> tuple[str, ...]:
-    """``clause`` word by word with the tense taken out: a verb of the lexicon as its infinitive, an
-    auxiliary "haber" before a participle dropped ("ha llegado" is "llega"), any other word as its
-    stem. Every word counts and order is kept: "él canta" is not "ella canta", "Ana ama a Luis" is
-    not "Luis ama a Ana", and "x − y = 2" is not "y − x = 2" (a symbol stays itself). A denial's
-    "ningún" is the "un" of the clause it denies ("no detectó ningún intruso": "detecta un intruso")."""
-    tokens = [_DENIED_DETERMINERS.get(t, t) for t in re.findall(r"\w+|[^\w\s]", clause.lower())]
-    out: list[str] = []
-    for word, following in zip(tokens, [*tokens[1:], ""]):
-        lemma = lexicon_verb_lemma(word)
-        if lemma == "haber" and lexicon_verb_lemma(following):
-            continue
-        out.append(lemma or (word_stems(word) or [word])[0])  # a symbol has no stem: itself
-    return tuple(out)
-
-
 def _same_but_subject(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """``a`` and ``b`` (:func:`_tenseless` keys) are equal, or equal once the longer one's opening
+    """``a`` and ``b`` (:func:`nanologic.normalize.tenseless_clause` keys) are equal, or equal once the longer one's opening
     subject (a pronoun, or a determiner and its noun) is left out."""
     if a == b:
         return True

@@ -1011,7 +1011,7 @@ def normalize_results(results: list[dict], sentences: list[str], enabled: bool =
         return results
     for result, sentence in zip(results, sentences, strict=True):
         result["atoms"] = normalize_definitions(result["atoms"], sentence)
-        merge_repeated_atoms(result)
+        merge_repeated_atoms(result, sentence)
     return results
 
 
@@ -1044,7 +1044,50 @@ def _future_as_present(definition: str) -> str:
     return " ".join(out)
 
 
-def merge_repeated_atoms(result: dict) -> dict:
+_DENIED_DETERMINERS = {"ningún": "un", "ninguno": "uno", "ninguna": "una"}
+
+
+def tenseless_clause(clause: str) -> tuple[str, ...]:
+    """``clause`` word by word with the tense taken out: a verb of the lexicon as its infinitive, an
+    auxiliary "haber" before a participle dropped ("ha llegado" is "llega"), any other word as its
+    stem. Every word counts and order is kept: "él canta" is not "ella canta", "Ana ama a Luis" is
+    not "Luis ama a Ana", and "x − y = 2" is not "y − x = 2" (a symbol stays itself). A denial's
+    "ningún" is the "un" of the clause it denies ("no detectó ningún intruso": "detecta un intruso").
+    The key under which an argument's sentences say one clause again (the rule baseline's letters,
+    :func:`merge_repeated_atoms`)."""
+    from nanologic.evaluation import word_stems
+    from nanologic.grammar import lexicon_verb_lemma
+
+    tokens = [_DENIED_DETERMINERS.get(t, t) for t in re.findall(r"\w+|[^\w\s]", clause.lower())]
+    out: list[str] = []
+    for word, following in zip(tokens, [*tokens[1:], ""]):
+        lemma = lexicon_verb_lemma(word)
+        if lemma == "haber" and lexicon_verb_lemma(following):
+            continue
+        out.append(lemma or (word_stems(word) or [word])[0])  # a symbol has no stem: itself
+    return tuple(out)
+
+
+def _argument_sentences(sentence: str) -> list[list[str]] | None:
+    """The lowered words of each sentence of an argument said in several (split at "." and ";";
+    :func:`nanologic.grammar.argument_parts`), or None when ``sentence`` is no such argument."""
+    from nanologic.grammar import argument_parts
+
+    if argument_parts(sentence) is None:
+        return None
+    parts = re.split(r"[.;](?:\s+|$)", unicodedata.normalize("NFC", sentence))
+    return [re.findall(r"\w+", part.lower()) for part in parts if part.strip(" ,")]
+
+
+def _said_in(definition: str, sentences: list[list[str]]) -> set[int]:
+    """Which of ``sentences`` say every word of ``definition`` that is a verb of the lexicon."""
+    from nanologic.grammar import lexicon_verb_lemma
+
+    verbs = [w for w in re.findall(r"\w+", definition.lower()) if lexicon_verb_lemma(w)]
+    return {i for i, words in enumerate(sentences) if verbs and all(v in words for v in verbs)}
+
+
+def merge_repeated_atoms(result: dict, sentence: str | None = None) -> dict:
     """Give a clause defined under two letters one letter, in place (and return ``result``).
 
     "Si llueve, me mojo; y si me mojo, me resfrío" is ``(p → q) ∧ (q → r)``: the clause that
@@ -1056,22 +1099,44 @@ def merge_repeated_atoms(result: dict) -> dict:
     or "cuando" takes the present, and the generator says a future clause so; none of 8,000
     generated sentences holds two gold atoms that differ only so) are one atom: the later letter is
     replaced by the earlier one in the formula, and the letters after it move down so that they stay
-    the declared sequence (``p, q, s`` -> ``p, q, r``). An answer whose formula does not parse is
-    left as it is.
+    the declared sequence (``p, q, s`` -> ``p, q, r``). In an argument said in several sentences
+    (``sentence`` given), two definitions equal but for tense (:func:`tenseless_clause`) whose verbs
+    the sentence says in different sentences are one clause too, as the rule baseline reads them:
+    "Si el autobús no llega a tiempo, llego tarde; el autobús no ha llegado a tiempo, así que …"
+    (within one sentence "llovió" and "lloverá" stay two; no generated argument holds two gold
+    atoms equal but for tense). An answer whose formula does not parse is left as it is.
 
     Args:
         result: a :func:`nanologic.data.formalization_result` dict (``atoms``, ``formula``,
             ``formula_ascii``, ``valid_formula``, ``polarity``).
+        sentence: the sentence the answer reads, for the argument's rule; None leaves it out.
     """
     atoms = result["atoms"]
     first_letter: dict[str, str] = {}
     merged: dict[str, str] = {}
+    sentences = _argument_sentences(sentence) if sentence else None
     for letter, definition in atoms.items():
         key = clause_key(_future_as_present(definition))
         if key and key in first_letter:
             merged[letter] = first_letter[key]
-        else:
-            first_letter.setdefault(key, letter)
+            continue
+        first_letter.setdefault(key, letter)
+        if sentences is None:
+            continue
+        said = _said_in(definition, sentences)
+        for other, other_definition in atoms.items():
+            if other == letter:
+                break
+            other_said = _said_in(other_definition, sentences)
+            if (
+                other not in merged
+                and said
+                and other_said
+                and not said & other_said
+                and tenseless_clause(definition) == tenseless_clause(other_definition)
+            ):
+                merged[letter] = other
+                break
     node = try_parse(result["formula"]) if result.get("valid_formula") else None
     if not merged or node is None:
         return result
