@@ -188,6 +188,7 @@ class RuleFormalizer:
             r.connectors.append((OR, "o"))
             sides = []
             for start, end in zip(bounds, bounds[1:]):
+                # a later side's first part without its opening "o"
                 side = [parts[start].strip(_STRIP)[1:] if start else parts[start], *parts[start + 1 : end]]
                 joined = self._sentences("; ".join(side), "", r) if len(side) > 1 else None
                 sides.append(joined or self._parse(side[0], r))
@@ -740,8 +741,8 @@ def _split_head(body: str) -> tuple[str, str]:
 
 
 def _same_but_subject(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """``a`` and ``b`` (:func:`nanologic.normalize.tenseless_clause` keys) are equal, or equal once the longer one's opening
-    subject (a pronoun, or a determiner and its noun) is left out."""
+    """``a`` and ``b`` (:func:`nanologic.normalize.tenseless_clause` keys) are equal, or equal once
+    the longer one's opening subject (a pronoun, or a determiner and its noun) is left out."""
     if a == b:
         return True
     longer, shorter = (a, b) if len(a) > len(b) else (b, a)
@@ -815,8 +816,7 @@ def _complete_ellipsis(parts: list[str]) -> list[str]:
       desde el celular");
     - a later part that opens with a determiner and holds no verb is another object: it takes the
       first part's words before its object ("Cristina preparaba la comida", "la sopa" → "Cristina
-      preparaba la sopa").
-
+      preparaba la sopa");
     - a subject said once before "o … o" ("las bacterias o se destruyen hirviendo el agua o se
       destruyen por cloración"): a first part without a verb before two or more parts that open
       with one is the subject of each, not a clause of its own.
