@@ -414,3 +414,10 @@ def test_the_as_written_flag_says_what_it_does(capsys):
             main([command, "--help"])
         out = " ".join(capsys.readouterr().out.split())
         assert "--no-normalize-definitions keep the definitions as written (and score them so)" in out
+
+
+def test_an_unsplit_solo_si_leaves_no_atom_solo():
+    # "Solo si estudias apruebas": the comma-less split finds no consequent ("apruebas" is outside
+    # the lexicon); the "A si B" rule had then made "Solo" an atom of its own
+    out = RuleFormalizer().formalize(["Solo si estudias apruebas."])[0]
+    assert "solo" not in {d.lower() for d in out["atoms"].values()}, out

@@ -255,6 +255,11 @@ def test_cue_spellings_the_generator_does_not_use_are_folded():
         "Estudia medicina o derecho, pero no ambos."
     )
     assert normalize_cue_spelling("Canta o baila, pero no ambas") == "Canta o baila, pero no ambos"
+    assert normalize_cue_spelling("Iré a Madrid o a Sevilla, pero no a ambas.") == (
+        "Iré a Madrid o a Sevilla, pero no ambos."
+    )
+    assert normalize_cue_spelling("Salgo a no ser que nieve.") == "Salgo a menos que nieve."
+    assert normalize_cue_spelling("No es verdad que Pedro sea rico.") == "No es cierto que Pedro sea rico."
     assert normalize_cue_spelling("Sólo en el caso de que llueva, salgo.") == "Solo si llueva, salgo."
     assert normalize_cue_spelling("En el caso de que llueva, salgo.") == "En caso de que llueva, salgo."
     assert normalize_cue_spelling("Decir que A es B equivale a decir que C es D.") == (

@@ -558,6 +558,8 @@ class RuleFormalizer:
                     left, right = text[:i], text[i + len(cue) :]
                     if not left.strip(_STRIP) or not right.strip(_STRIP):
                         continue
+                    if left.strip(_STRIP).lower() in _FOCUS_ADVERBS:  # "Solo si A B" unsplit: no atom "Solo"
+                        continue
                     r.connectors.append((op, cue))
                     a, b = self._parse(left, r), self._parse(right, r)
                     if negate_right:

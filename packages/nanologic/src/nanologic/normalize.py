@@ -973,8 +973,13 @@ _CUE_SPELLINGS = (
         re.compile(r"^(?:([D])|d)ecir que (.+ equivale a) decir que(?!\w)"),
         lambda m: f"{'Q' if m[1] else 'q'}ue {m[2]} que",
     ),
-    # the exclusive "or"'s ending with the feminine of "ambos" ("medicina o derecho, pero no ambas cosas")
-    (re.compile(r"(?<!\w)([Pp])ero no ambas(?: cosas)?(?=\s*[.;:!?]*\s*$)"), r"\1ero no ambos"),
+    # the exclusive "or"'s ending with the feminine of "ambos" ("medicina o derecho, pero no ambas
+    # cosas"), or after "a" ("Iré a Madrid o a Sevilla, pero no a ambas")
+    (re.compile(r"(?<!\w)([Pp])ero no (?:a )?ambas(?: cosas)?(?=\s*[.;:!?]*\s*$)"), r"\1ero no ambos"),
+    (re.compile(r"(?<!\w)([Pp])ero no a ambos(?=\s*[.;:!?]*\s*$)"), r"\1ero no ambos"),
+    # "a no ser que" is "a menos que" (its "no" negates nothing); "no es verdad que", "no es cierto que"
+    (re.compile(r"(?<!\w)([Aa]) no ser que(?!\w)"), r"\1 menos que"),
+    (re.compile(r"(?<!\w)([Nn])o es verdad que(?!\w)"), r"\1o es cierto que"),
 )
 
 
