@@ -436,9 +436,8 @@ def test_a_shared_plural_verb_agrees_with_each_subject(definition, expected):
     assert normalize_definitions({"p": definition}, "x")["p"] == (expected or definition)
 
 
-@pytest.mark.parametrize(
-    ("sentence", "definition", "expected"),
-    [
+_ONE_DEFINITION_RULES = {
+    "an infinitive clause is read in the present": [
         # an infinitive clause (a subject, a purpose) in the generic "tú"; weather in the third person
         ("Tener entrada es condición necesaria para entrar al concierto.", "Tener entrada", "tienes entrada"),
         (
@@ -456,14 +455,7 @@ def test_a_shared_plural_verb_agrees_with_each_subject(definition, expected):
         # a name the generator made that is also an infinitive, before its verb
         ("Nadar lleva un reloj otra vez.", "Nadar lleva un reloj otra vez", None),
     ],
-)
-def test_an_infinitive_clause_is_read_in_the_present(sentence, definition, expected):
-    assert normalize_definitions({"p": definition}, sentence)["p"] == (expected or definition)
-
-
-@pytest.mark.parametrize(
-    ("sentence", "definition", "expected"),
-    [
+    "common verbs and names in the indicative": [
         # common verbs the generator never writes (lexicon.READING_VERBS) are read in the indicative
         (
             "Los Rojos ganarán a menos que su lanzador titular resulte lesionado.",
@@ -475,14 +467,7 @@ def test_an_infinitive_clause_is_read_in_the_present(sentence, definition, expec
         ("Leo trabajó en Muten otra vez.", "Leo trabajó en Muten otra vez", None),
         ("Ni el maratón ni el partido se celebran en Ame.", "el maratón se celebra en Ame", None),
     ],
-)
-def test_common_verbs_and_names_in_the_indicative(sentence, definition, expected):
-    assert normalize_definitions({"p": definition}, sentence)["p"] == (expected or definition)
-
-
-@pytest.mark.parametrize(
-    ("sentence", "definition", "expected"),
-    [
+    "a subject said before the verb is put back": [
         # the model left out the subject the sentence says before the verb (the default model's)
         (
             "Siempre que Lucas llora, la reina canta y Tiso no está afinado.",
@@ -504,14 +489,7 @@ def test_common_verbs_and_names_in_the_indicative(sentence, definition, expected
         ("Ana canta y Luis canta.", "canta", None),
         ("Canta y baila.", "canta", None),
     ],
-)
-def test_a_subject_said_before_the_verb_is_put_back(sentence, definition, expected):
-    assert normalize_definitions({"p": definition}, sentence)["p"] == (expected or definition)
-
-
-@pytest.mark.parametrize(
-    ("sentence", "definition", "expected"),
-    [
+    "a plural subject takes a plural verb": [
         # a singular form the sentence does not say: the grammar's agreement variant, put in the
         # plural subject's person (the default model wrote these three)
         ("Los gatos y los perros son mascotas.", "los gatos es mascotas", "los gatos son mascotas"),
@@ -537,8 +515,20 @@ def test_a_subject_said_before_the_verb_is_put_back(sentence, definition, expect
         ("Los lunes llueve y Ana canta.", "los lunes llueve", None),
         ("Ana y Luis cantan o Ana baila.", "Ana y Luis baila", None),
     ],
+}
+
+
+@pytest.mark.parametrize(
+    ("sentence", "definition", "expected"),
+    [
+        pytest.param(*case, id=f"{rule}: {case[0][:40]}")
+        for rule, cases in _ONE_DEFINITION_RULES.items()
+        for case in cases
+    ],
 )
-def test_a_plural_subject_takes_a_plural_verb(sentence, definition, expected):
+def test_one_definition_normalised_rule_by_rule(sentence, definition, expected):
+    """Each rule's cases (an infinitive clause, common verbs and names, a subject said before its
+    verb, a plural subject): ``expected`` None means the definition stays as written."""
     assert normalize_definitions({"p": definition}, sentence)["p"] == (expected or definition)
 
 
