@@ -1074,21 +1074,23 @@ def tenseless_clause(clause: str) -> tuple[str, ...]:
 
 
 def _argument_sentences(sentence: str) -> list[list[str]] | None:
-    """The lowered words of each sentence of an argument said in several (split at "." and ";";
-    :func:`nanologic.grammar.argument_parts`), or None when ``sentence`` is no such argument."""
+    """The folded words of each premise and of the conclusion of an argument said in several
+    sentences (:func:`nanologic.grammar.argument_parts`), or None when ``sentence`` is none."""
     from nanologic.grammar import argument_parts
 
-    if argument_parts(sentence) is None:
+    parts = argument_parts(sentence)
+    if parts is None:
         return None
-    parts = re.split(r"[.;](?:\s+|$)", unicodedata.normalize("NFC", sentence))
-    return [re.findall(r"\w+", part.lower()) for part in parts if part.strip(" ,")]
+    premises, conclusion = parts
+    return [re.findall(r"\w+", part) for part in (*premises, conclusion)]
 
 
 def _said_in(definition: str, sentences: list[list[str]]) -> set[int]:
-    """Which of ``sentences`` say every word of ``definition`` that is a verb of the lexicon."""
-    from nanologic.grammar import lexicon_verb_lemma
+    """Which of ``sentences`` (folded words) say every word of ``definition`` that is a verb of
+    the lexicon."""
+    from nanologic.grammar import fold_text, lexicon_verb_lemma
 
-    verbs = [w for w in re.findall(r"\w+", definition.lower()) if lexicon_verb_lemma(w)]
+    verbs = [fold_text(w) for w in re.findall(r"\w+", definition.lower()) if lexicon_verb_lemma(w)]
     return {i for i, words in enumerate(sentences) if verbs and all(v in words for v in verbs)}
 
 
