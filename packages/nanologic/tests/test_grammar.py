@@ -112,6 +112,35 @@ def _answer(definitions: list[str], formula: str, connectors: str = "") -> str:
     return f"<|atoms|> {atoms} <|connectors|> {connectors} <|formula|> {formula} <|eos|>"
 
 
+def test_the_connector_list_is_bounded(tokenizer, compiler):
+    # unbounded, a default model looped in the list ("∧: no Por lo tanto Por lo tanto …", formulas
+    # written as cues) until the answer's token budget ran out, and its formula did not parse
+    from nanologic.grammar import MAX_CONNECTORS, MAX_CUE_WORDS
+
+    definitions = ["llueve", "Marta trabaja", "el servidor se cae"]
+
+    def answer(connectors: str) -> str:
+        return _answer(definitions, "(¬p ∧ q) → r", connectors)
+
+    most = " | ".join(["∧: y"] * MAX_CONNECTORS)
+    longest = "∧: " + " ".join(["y"] * MAX_CUE_WORDS)
+    too_many = " | ".join(["∧: y"] * (MAX_CONNECTORS + 1))
+    too_long = "∧: " + " ".join(["y"] * (MAX_CUE_WORDS + 1))
+    for grammar in (answer_grammar(), grounded_grammar("Si no llueve y Marta trabaja, el servidor se cae.")):
+        for said in ("¬: no | ∧: y | →: si...entonces", "", most, longest):
+            assert accepts(compiler, tokenizer, grammar, answer(said)), said
+        for wrong in (too_many, too_long):
+            assert not accepts(compiler, tokenizer, grammar, answer(wrong)), wrong
+
+
+def test_the_generators_connector_lists_keep_the_grammars_bounds():
+    from nanologic.grammar import MAX_CONNECTORS, MAX_CUE_WORDS
+
+    records = [record_from_raw(e) for e in generate(3000, seed=5)]
+    assert max(len(r["connectors"]) for r in records) <= MAX_CONNECTORS
+    assert max(len(cue.split()) for r in records for _, cue in r["connectors"]) <= MAX_CUE_WORDS
+
+
 def test_grounded_definitions_read_the_sentence_in_order(tokenizer, compiler):
     """Words in the sentence's order, one jump back (a repeated subject or verb), no connective."""
     grammar = grounded_grammar("Luis come pan y Ana también.")

@@ -6,7 +6,8 @@ The answer the model writes after ``<|output|>`` is::
 
 :func:`answer_grammar` accepts exactly: atoms lettered p, q, r, ... in order (so they are
 distinct), each with a definition of words and an optional polarity mark (``¬`` or ``±``, see
-:func:`nanologic.data.literal_polarity`); a connector list (possibly empty) of ``symbol: cue``;
+:func:`nanologic.data.literal_polarity`); a connector list (possibly empty) of at most
+``MAX_CONNECTORS`` items ``symbol: cue``, a cue of at most ``MAX_CUE_WORDS`` words;
 a formula that our parser (:func:`nanologic.logic.parse`) accepts, in the spacing
 :func:`nanologic.logic.to_unicode` writes, over the **declared** letters only; then the end
 (llama.cpp and xgrammar allow the eos token once the grammar is complete).
@@ -38,7 +39,7 @@ of a generated test split's 1,501, 1,499 read it in order. Measured on the defau
 (README): dev_real grounded accuracy 0.370 free, 0.392 with an earlier grammar that allowed any
 sentence word in any order, 0.423 with this one.
 
-The grammar is plain GBNF (literals, character classes, ``? * +``, alternation), read by
+The grammar is plain GBNF (literals, character classes, ``? * +``, ``{m,n}``, alternation), read by
 llama.cpp (``--grammar-file``, ``llama_cpp.LlamaGrammar``) and by xgrammar
 (``Grammar.from_ebnf``), which turns it into a token bitmask for our PyTorch decoder
 (:class:`GrammarLogitsProcessor`). xgrammar was chosen after trying the alternatives that install
@@ -1338,7 +1339,8 @@ def _grammar(
     ``min_atoms`` to ``max_atoms`` atoms and only the ``connectives`` given, in the formula and the
     connector list (without ¬ no polarity mark either); ``premises``: see :func:`_formula_rules`;
     ``once``: the grammar carries ``LETTERS_ONCE_NOTE`` (:func:`letters_once`); ``notes``: more
-    comment lines for :class:`FormulaMask` (:func:`argument_literal_notes`)."""
+    comment lines for :class:`FormulaMask` (:func:`argument_literal_notes`). The connector list
+    holds at most ``MAX_CONNECTORS`` items of at most ``MAX_CUE_WORDS`` words each."""
     letters = atom_letters(max_atoms)
     defines = {rule.split(" ::= ")[0] for rule in definition_rules}
     plain = "def mark?" if NOT in connectives else "def"
@@ -1357,9 +1359,9 @@ def _grammar(
         lines.append(f'a{k} ::= {items} " <|connectors|> " conns? " <|formula|> " f{k} " "')
     symbols = " | ".join(_literal(s) for s in FORMULA_SYMBOLS if s in connectives)
     lines += [
-        'conns ::= conn (" | " conn)*',
+        f'conns ::= conn (" | " conn){{0,{MAX_CONNECTORS - 1}}}',
         f'conn ::= ({symbols}) ": " cue',
-        'cue ::= cue-word (" " cue-word)*',
+        f'cue ::= cue-word (" " cue-word){{0,{MAX_CUE_WORDS - 1}}}',
         "cue-word ::= [^ |<\\n]+",
         f'mark ::= " " ({_literal(NEGATED_MARK)} | {_literal(MIXED_MARK)})',
         *definition_rules,
@@ -1367,6 +1369,14 @@ def _grammar(
     for k in range(1, max_atoms + 1):
         lines += _formula_rules(k, connectives, premises)
     return "\n".join(lines) + "\n"
+
+
+# The connector list's bounds: the generator's answers hold at most 8 connectors, each cue at most
+# 6 words ("si...entonces" one, "o bien...o bien" two; 22,356 training answers of a default run).
+# Unbounded, a default model looped in the list ("∧: no Por lo tanto Por lo tanto …", formulas
+# written as cues) until the answer's token budget ran out, leaving a formula that did not parse.
+MAX_CONNECTORS = 8
+MAX_CUE_WORDS = 6
 
 
 # A grammar cannot count a letter's uses without one copy of the formula rules per set of letters
