@@ -919,6 +919,28 @@ def test_an_arguments_premise_of_one_clause_takes_its_letter_and_sign(tokenizer,
     )
 
 
+def test_an_arguments_conclusion_takes_the_letter_of_the_clause_it_denies(tokenizer, compiler):
+    from nanologic.grammar import argument_literal_notes
+
+    # "no … ningún intruso" denies "detecta un intruso": "ningún" is no word of the clause (its
+    # words had matched no definition wholly, and a default run wrote the conclusion unsigned)
+    notes = argument_literal_notes(
+        "Si el perro guardián detecta un intruso, el perro guardián ladra. El perro guardián no ladró."
+        " Por lo tanto, el perro guardián no detectó ningún intruso."
+    )
+    assert notes[-1] == "# argument literal c ¬ perro guard detectar intru", notes
+    # "veinte no es un número impar" shares two words with each definition; its clause is the one
+    # said with the subject once, "es un número impar" (a default run wrote ¬p, then no mark on q)
+    sentence = "O veinte es un número par, o es un número impar. Veinte es un número par. Entonces, veinte no es un número impar."
+    grammar = grounded_grammar(sentence)
+    atoms = "<|atoms|> p: veinte es un número par ± | q: es un número impar"
+    assert _mask_allows(tokenizer, compiler, grammar, atoms)
+    assert not _mask_allows(tokenizer, compiler, grammar, atoms + " <|connectors|>")  # q needs its mark
+    head = atoms + " ± <|connectors|> ∨: o...o | ¬: no <|formula|> ((p ∨ q) ∧ p) → ¬"
+    allowed = {a.strip() for a in _allowed_after(tokenizer, compiler, head, grammar)}
+    assert "q" in allowed and "p" not in allowed, allowed
+
+
 def test_an_argument_opens_as_its_first_premise_does(tokenizer, compiler):
     """The conjunction's "(" and the first premise's opening can be one token (" ((¬"): the model
     wrote ``((¬p ∨ ¬q) ∧ ¬p) → ¬q`` for "A o no B. No A. Luego no B."."""

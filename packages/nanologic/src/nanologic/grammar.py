@@ -63,7 +63,14 @@ from nanologic.data import FORMULA as FORMULA_MARKER
 from nanologic.data import MIXED_MARK, NEGATED_MARK
 from nanologic.lexicon import PRONOUNS, PRONOUNS_F
 from nanologic.logic import AND, IFF, IMPLIES, NOT, OR, atom_letters
-from nanologic.normalize import COORDINATORS, FUTURE_ENDINGS, PERFECT_AUXILIARIES, not_content_words, word_set
+from nanologic.normalize import (
+    COORDINATORS,
+    DENIED_DETERMINERS,
+    FUTURE_ENDINGS,
+    PERFECT_AUXILIARIES,
+    not_content_words,
+    word_set,
+)
 
 BINARY_CONNECTIVES = (AND, OR, IMPLIES, IFF)
 FORMULA_SYMBOLS = (NOT, *BINARY_CONNECTIVES)
@@ -1611,7 +1618,9 @@ def _literal_part(part: str) -> tuple[bool, list[str]] | None:
         return None
     if _NEGATES_A_SENTENCE_RE.search(part):  # "no pasa que A o B" is ¬(A ∨ B)
         return None
-    keys = _literal_keys(words)
+    # a denial's "ningún" is the "un" of the clause it denies, no content word of it: "no detectó
+    # ningún intruso" takes the letter and sign of "detecta un intruso"
+    keys = _literal_keys([DENIED_DETERMINERS.get(w, w) for w in words] if negations else words)
     return (bool(negations), keys) if keys else None
 
 
@@ -2886,7 +2895,7 @@ class FormulaMask:
         held = [
             (literal, negated)
             for negated, literal in said
-            if _holds(keys, literal) and not any(_holds(words, literal) for words in earlier)
+            if self._holds_said(keys, literal) and not any(_holds(words, literal) for words in earlier)
         ]
         if not held:
             return row
@@ -2909,6 +2918,15 @@ class FormulaMask:
         else:  # "será positivo" may be "el número es positivo" or another subject's clause
             banned = self.compiler.tokens_naming(frozenset({NEGATED_MARK}))
         return _without(row, banned)
+
+    def _holds_said(self, words: set[str], clause: frozenset[str]) -> bool:
+        """Whether a definition's content ``words`` hold a noted ``clause`` (:func:`_holds`), or,
+        in an argument, all of it but one word, its subject said once ("O veinte es un número par,
+        o es un número impar. … veinte no es un número impar": "es un número impar" is the clause
+        denied)."""
+        return _holds(words, clause) or (
+            self.premises > 0 and len(words) > 1 and _holds(set(clause), frozenset(words))
+        )
 
     def _excluded_middle_bans(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
         """(symbols, letters, the openings the next token must write, or none) while the formula
@@ -2987,8 +3005,12 @@ class FormulaMask:
         self, literal: tuple[bool, frozenset[str]], written: str, avoid: str = ""
     ) -> tuple[frozenset[str], frozenset[str]]:
         """(symbols, letters) to ban for one clause's ``literal`` (negated, content keys), of which
-        ``written`` is written: its sign, then a letter whose definition shares the most content
-        words with it, none of the letters of ``avoid`` (any declared letter where none shares one)."""
+        ``written`` is written: its sign, then the first letter whose definition holds the clause
+        as :meth:`_holds_said` reads it, else a letter whose definition shares the most content words
+        with it and, of those, holds the fewest others, none of the letters of ``avoid`` (any
+        declared letter where none shares one).
+        "Entonces, veinte no es un número impar" shares two words with "veinte es un número par"
+        and with "es un número impar", and is the second, its subject said once."""
         if re.search(r"[a-z]", written):
             return frozenset(), frozenset()  # its letter is written
         negated, keys = literal
@@ -3001,9 +3023,16 @@ class FormulaMask:
             for letter, definition in definitions.items()
             if letter not in avoid
         } or dict.fromkeys(avoid, 1)
+        holding = sorted(
+            letter for letter in shared if self._holds_said(_definition_keys(definitions[letter]), keys)
+        )
+        if holding:
+            return frozenset({"(", NOT}), declared - {holding[0]}
         most = max(shared.values())
+        closest = [letter for letter, count in shared.items() if count == most and count]
+        others = {letter: len(_definition_keys(definitions[letter]) - keys) for letter in closest}
         sharing: dict[frozenset[str], str] = {}  # a clause declared twice, as the model did ("Montse
-        for letter in sorted(letter for letter, count in shared.items() if count == most and count):
+        for letter in sorted(letter for letter in closest if others[letter] == min(others.values())):
             # cantará tango" … "Montse canta tango"), takes its first letter
             sharing.setdefault(frozenset(_definition_keys(definitions[letter])), letter)
         return frozenset({"(", NOT}), declared - (frozenset(sharing.values()) or declared)

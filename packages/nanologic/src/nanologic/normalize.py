@@ -1049,7 +1049,9 @@ def _future_as_present(definition: str) -> str:
     return " ".join(out)
 
 
-_DENIED_DETERMINERS = {"ningún": "un", "ninguno": "uno", "ninguna": "una"}
+# The determiner of a denied clause and the one it denies, accented and folded ("no detectó ningún
+# intruso" denies "detecta un intruso")
+DENIED_DETERMINERS = {"ningún": "un", "ningun": "un", "ninguno": "uno", "ninguna": "una"}
 
 
 def tenseless_clause(clause: str) -> tuple[str, ...]:
@@ -1063,7 +1065,7 @@ def tenseless_clause(clause: str) -> tuple[str, ...]:
     from nanologic.evaluation import word_stems
     from nanologic.grammar import lexicon_verb_lemma
 
-    tokens = [_DENIED_DETERMINERS.get(t, t) for t in re.findall(r"\w+|[^\w\s]", clause.lower())]
+    tokens = [DENIED_DETERMINERS.get(t, t) for t in re.findall(r"\w+|[^\w\s]", clause.lower())]
     out: list[str] = []
     for word, following in zip(tokens, [*tokens[1:], ""]):
         lemma = lexicon_verb_lemma(word)
