@@ -1041,6 +1041,11 @@ def test_a_conditional_opens_with_its_antecedents_literal(tokenizer, compiler):
     assert conditional_antecedent_notes("Salgo a menos que no llueva.")[0].startswith(
         "# conditional antecedent + "
     )
+    # the variable "y" of an expression is no conjunction ("x ≠ y" is one clause, negated)
+    assert (
+        conditional_antecedent_notes("Si x ≠ y, entonces x ≠ 1 y x ≠ z.")[0]
+        == "# conditional antecedent ¬ x x=y"
+    )
     # "Para que A, B": B is necessary for A, A → B; "sea" is the verb there, not "sea … sea"
     assert conditional_antecedent_notes("Para que ella sea feliz, necesita luz y agua.")[0].startswith(
         "# conditional antecedent + "

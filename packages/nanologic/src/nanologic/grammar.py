@@ -1609,10 +1609,12 @@ def _literal_part(part: str) -> tuple[bool, list[str]] | None:
     # "x ≠ 3" is the negation of the atom "x = 3" (:func:`_reading_rules`)
     negations = [w for w in words if w in _SIMPLE_NEGATIONS or w == "≠"]
     joining = _FOLDED_CONNECTIVE_WORDS | _AND_WORDS | _SAID_BY[IMPLIES] | _SAID_BY[OR] | _SAID_BY[IFF]
+    # a word of an expression of arithmetic is a term: the variable "y" of "x ≠ y" joins nothing
+    terms = {k for start, end in expression_spans(words) for k in range(start, end)}
     others = [
         w
         for k, w in enumerate(words)
-        if w in joining and w not in _SIMPLE_NEGATIONS and _joins_here(words, k)
+        if k not in terms and w in joining and w not in _SIMPLE_NEGATIONS and _joins_here(words, k)
     ]
     if "," in part or others or len(negations) > 1 or (not negations and says_a_negation(part)):
         return None
