@@ -466,6 +466,13 @@ def test_two_clauses_joined_by_a_connective_are_two_atoms(tokenizer, compiler):
     assert not accepts(compiler, tokenizer, grounded_grammar(sentence), one)
     two = _answer(["los caballos poseen una cola", "los caballos poseen 4 patas"], "p ∧ q", "∧: y")
     assert accepts(compiler, tokenizer, grounded_grammar(sentence), two)
+    # a conditional's condition and consequent, whatever joins them (a default run had answered
+    # this with one atom)
+    sentence = "Tener entrada es condición necesaria para entrar al concierto."
+    two = _answer(["tienes entrada", "entras al concierto"], "q → p", "→: es condición necesaria para")
+    assert accepts(compiler, tokenizer, grounded_grammar(sentence), two)
+    one = _answer(["tienes entrada"], "p", "→: es condición necesaria para")
+    assert not accepts(compiler, tokenizer, grounded_grammar(sentence), one)
     # one atom said twice, a "y" between numbers, a sentence without a connective
     for sentence, answer in (
         ("Hablo y no hablo.", _answer(["hablo"], "p ∧ ¬p", "∧: y | ¬: no")),

@@ -2347,7 +2347,10 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
     rules = _reading_rules(sentence, polarity_marks)
     if rules is None:
         return answer_grammar(max_atoms)
-    min_atoms = max(2 if joins_clauses(sentence) else 1, relations_said(sentence))
+    # a conditional's condition and consequent are two clauses, whatever joins them ("Tener entrada
+    # es condición necesaria para entrar al concierto" had been answered with one atom)
+    conditional = bool(conditional_antecedent_notes(sentence))
+    min_atoms = max(2 if conditional or joins_clauses(sentence) else 1, relations_said(sentence))
     connectives = said_connectives(sentence)
     premises = argument_premises(sentence) if IMPLIES in connectives else 0
     once = letters_once(sentence)
