@@ -56,6 +56,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from nanologic.data import CONNECTORS as CONNECTORS_MARKER
@@ -2349,7 +2350,7 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
         return answer_grammar(max_atoms)
     # a conditional's condition and consequent are two clauses, whatever joins them ("Tener entrada
     # es condición necesaria para entrar al concierto" had been answered with one atom)
-    conditional = bool(conditional_antecedent_notes(sentence))
+    conditional = conditional_antecedent_notes(sentence)
     min_atoms = max(2 if conditional or joins_clauses(sentence) else 1, relations_said(sentence))
     connectives = said_connectives(sentence)
     premises = argument_premises(sentence) if IMPLIES in connectives else 0
@@ -2358,7 +2359,7 @@ def grounded_grammar(sentence: str, max_atoms: int = MAX_ATOMS, polarity_marks: 
         argument_literal_notes(sentence)
         if premises
         else conjunction_notes(sentence)
-        or conditional_antecedent_notes(sentence)
+        or conditional
         or excluded_middle_notes(sentence)
         or sentence_compound_notes(sentence)
         or exclusive_or_notes(sentence)
@@ -2924,14 +2925,12 @@ class FormulaMask:
             banned = self.compiler.tokens_naming(frozenset({NEGATED_MARK}))
         return _without(row, banned)
 
-    def _holds_said(self, words: set[str], clause: frozenset[str]) -> bool:
+    def _holds_said(self, words: AbstractSet[str], clause: AbstractSet[str]) -> bool:
         """Whether a definition's content ``words`` hold a noted ``clause`` (:func:`_holds`), or,
         in an argument, all of it but one word, its subject said once ("O veinte es un número par,
         o es un número impar. … veinte no es un número impar": "es un número impar" is the clause
         denied)."""
-        return _holds(words, clause) or (
-            self.premises > 0 and len(words) > 1 and _holds(set(clause), frozenset(words))
-        )
+        return _holds(words, clause) or (self.premises > 0 and len(words) > 1 and _holds(clause, words))
 
     def _excluded_middle_bans(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
         """(symbols, letters, the openings the next token must write, or none) while the formula
@@ -3023,23 +3022,22 @@ class FormulaMask:
         declared = frozenset(definitions)
         if negated and NOT not in written:
             return frozenset({"("}), declared
+        words = {
+            letter: frozenset(_definition_keys(definition)) for letter, definition in definitions.items()
+        }
         shared = {
-            letter: len(keys & _definition_keys(definition))
-            for letter, definition in definitions.items()
-            if letter not in avoid
+            letter: len(keys & words[letter]) for letter in words if letter not in avoid
         } or dict.fromkeys(avoid, 1)
-        holding = sorted(
-            letter for letter in shared if self._holds_said(_definition_keys(definitions[letter]), keys)
-        )
+        holding = sorted(letter for letter in shared if self._holds_said(words[letter], keys))
         if holding:
             return frozenset({"(", NOT}), declared - {holding[0]}
         most = max(shared.values())
         closest = [letter for letter, count in shared.items() if count == most and count]
-        others = {letter: len(_definition_keys(definitions[letter]) - keys) for letter in closest}
+        fewest_others = min((len(words[letter] - keys) for letter in closest), default=0)
         sharing: dict[frozenset[str], str] = {}  # a clause declared twice, as the model did ("Montse
-        for letter in sorted(letter for letter in closest if others[letter] == min(others.values())):
+        for letter in sorted(letter for letter in closest if len(words[letter] - keys) == fewest_others):
             # cantará tango" … "Montse canta tango"), takes its first letter
-            sharing.setdefault(frozenset(_definition_keys(definitions[letter])), letter)
+            sharing.setdefault(words[letter], letter)
         return frozenset({"(", NOT}), declared - (frozenset(sharing.values()) or declared)
 
 
@@ -3052,7 +3050,7 @@ def _without(row: Any, banned: Any) -> Any:
     return masked if bool(masked.isfinite().any()) else row
 
 
-def _holds(words: set[str], clause: frozenset[str]) -> bool:
+def _holds(words: AbstractSet[str], clause: AbstractSet[str]) -> bool:
     """Whether a definition's content ``words`` hold a noted ``clause``'s keys and little more:
     an elided subject (one word) at most. "el senado bajaba los impuestos el lunes" holds the words
     of "baje los impuestos" but is not it."""
