@@ -439,6 +439,39 @@ def test_retarget_resumes_where_a_verb_was_taken_twice_or_a_definition_was_cut(f
         assert formalizer.tokenizer.decode(heads[0][-1:]).startswith(" n")
 
 
+def test_retarget_tries_another_atom_where_the_list_ended_before_a_clause(formalizer, grounded, monkeypatch):
+    pytest.importorskip("xgrammar")
+    from nanologic.grammar import grounded_grammar
+
+    # "mi prima suspende cuetrorgra", an elided conjunct, was left out of the list
+    sentence = "Ya que Lola paga en junio, mi prima suspende tritincoguel y cuetrorgra."
+    grammar = grounded_grammar(sentence, polarity_marks=True)
+    out = formalizer.tokenizer.encode(
+        f"{ATOMS} p: Lola paga en junio | q: mi prima suspende tritincoguel "
+        f"{CONNECTORS} ∧: ya que {FORMULA} p ∧ q {EOS}"
+    )
+    head = grounded._another_atom_head(out, grammar)
+    assert head is not None
+    assert formalizer.tokenizer.decode(head) == (
+        f"{ATOMS} p: Lola paga en junio | q: mi prima suspende tritincoguel | r:"
+    )
+    # the try is one of the retarget batch's heads, decoded on under the grammar
+    prompt = formalizer.tokenizer.encode(prompt_text(sentence))
+    tried = grounded._resume_batch([prompt], [head], [grammar])[0]
+    assert tried[: len(head)] == head and grounded._compiler().accepts(grammar, tried)
+    resumed: list[list[list[int]]] = []
+    monkeypatch.setattr(grounded, "_retarget_heads", lambda *args: [])
+    monkeypatch.setattr(grounded, "_resume_batch", lambda p, heads, g: resumed.append(heads) or heads)
+    grounded._retarget_batch([prompt], [out], [grammar], [sentence])
+    assert resumed == [[head]]
+    # none where the grammar allows no more atoms (eight)
+    listed = " | ".join(f"{letter}: llueve" for letter in "pqrstuvw")
+    full = formalizer.tokenizer.encode(f"{ATOMS} {listed} {CONNECTORS} {FORMULA} p {EOS}")
+    one = grounded_grammar("Llueve.", polarity_marks=True)
+    assert grounded._compiler().accepts(one, full[: full.index(grounded.connectors_id)])
+    assert grounded._another_atom_head(full, one) is None
+
+
 def test_retarget_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, grounded, monkeypatch):
     sentence = "Si Ana lee novelas, Luis canta."
     prompt = formalizer.tokenizer.encode(prompt_text(sentence))
@@ -455,6 +488,7 @@ def test_retarget_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, g
     assert grounded.repair_span(short, True, sentence, as_given=True) is None
     head = short[: short.index(grounded.atoms_id) + 5]
     monkeypatch.setattr(grounded, "_retarget_heads", lambda *args: [head, head])
+    monkeypatch.setattr(grounded, "_another_atom_head", lambda *args: None)
     monkeypatch.setattr(grounded, "_processor", lambda *args: None)
     for tails, expected in (([looped, whole], whole), ([looped, short], short)):
         monkeypatch.setattr(

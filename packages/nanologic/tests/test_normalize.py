@@ -297,6 +297,34 @@ def _result(atoms: dict, formula: str, polarity: dict | None = None) -> dict:
     }
 
 
+def test_a_letter_the_formula_does_not_name_is_dropped_and_the_rest_lettered_anew():
+    from nanologic.normalize import drop_unnamed_atoms, normalize_results
+
+    # "Si no me eligen como alcalde, no tendrán metro": the model declared the consequent twice
+    result = _result(
+        {"p": "me eligen como alcalde", "q": "tendrá metro", "r": "tendrán metro"},
+        "¬p → ¬q",
+        {"p": "¬", "q": "¬", "r": ""},
+    )
+    drop_unnamed_atoms(result)
+    assert result["atoms"] == {"p": "me eligen como alcalde", "q": "tendrá metro"}
+    assert result["formula"] == "¬p → ¬q"
+    # a letter left out in the middle: the later ones move down
+    middle = _result({"p": "llueve", "q": "la cena", "r": "me mojo"}, "p → ¬r", {"p": "", "r": "¬"})
+    drop_unnamed_atoms(middle)
+    assert middle["atoms"] == {"p": "llueve", "q": "me mojo"}
+    assert (middle["formula"], middle["formula_ascii"]) == ("p → ¬q", "p -> ~q")
+    assert middle["polarity"] == {"p": "", "q": "¬"}
+    # an answer whose formula does not parse is left as it is
+    broken = _result({"p": "llueve", "q": "me mojo"}, "p → (")
+    assert drop_unnamed_atoms(dict(broken)) == broken
+    # the shared post-processing drops it; the repair's view (drop_unnamed=False) keeps the mark
+    for drop, letters in ((True, ["p", "q"]), (False, ["p", "q", "r"])):
+        given = _result({"p": "llueve", "q": "me mojo", "r": "la cena"}, "p → q")
+        sentence = "Si llueve, me mojo."
+        assert list(normalize_results([given], [sentence], drop_unnamed=drop)[0]["atoms"]) == letters
+
+
 def test_a_clause_declared_twice_becomes_one_letter_and_the_chain_is_kept():
     from nanologic.normalize import merge_repeated_atoms
 

@@ -388,7 +388,10 @@ class Formalizer:
         (:func:`nanologic.normalize.normalize_results`). A chain's clause written once without its
         subject and once with it ("q: es médico", "r: Enrique es médico") is one clause there, not
         a definition made of another's words."""
-        return normalize_results([self._written_result(out)], [sentence], self.normalize_definitions)[0]
+        # an unnamed letter stays, a mark of :meth:`repair_span`
+        return normalize_results(
+            [self._written_result(out)], [sentence], self.normalize_definitions, drop_unnamed=False
+        )[0]
 
     def _definitions(self, out: list[int]) -> list[str]:
         return list(self._written_result(out)["atoms"].values())
@@ -448,7 +451,9 @@ class Formalizer:
         sentence says it, the end of a definition the sentence continues with a word left out,
         the first word of a definition made only of other definitions' words. There the likeliest
         token the grammar allows that begins a form of a word left out is written and greedy
-        decoding resumes, every try of the batch in one batch. The try that leaves the fewest
+        decoding resumes; one more try opens another atom after the list's last
+        (:meth:`_another_atom_head`: "mi prima suspende tritincoguel y cuetrorgra" had ended the
+        list before its elided conjunct), every try of the batch in one batch. The try that leaves the fewest
         content words out is kept if it leaves fewer than the answer and adds no mark of
         :meth:`repair_span` (read as given); where the answer had one already, a marked try may
         replace it. Other answers are returned as they were (the same objects).
@@ -466,6 +471,9 @@ class Formalizer:
             for head in self._retarget_heads(prompt, out, grammar, sentence, left_out):
                 heads.append(head)
                 owners.append(k)
+            if (opened := self._another_atom_head(out, grammar)) is not None:
+                heads.append(opened)
+                owners.append(k)
         if not heads:
             return outs
         candidates = self._resume_batch([prompts[k] for k in owners], heads, [grammars[k] for k in owners])
@@ -480,6 +488,15 @@ class Formalizer:
             if candidate_missing < missing[k]:
                 best[k], missing[k] = candidate, candidate_missing
         return best
+
+    def _another_atom_head(self, out: list[int], grammar: str) -> list[int] | None:
+        """The atom list of ``out`` with one more item opened ("| r:"), the head of a try where
+        the list ended before a clause it left out; None where the grammar allows no more atoms."""
+        start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
+        listed = self.tokenizer.decode(out[start:end]).strip()
+        letter = atom_letters(len(self._definitions(out)) + 1)[-1]
+        head = self.tokenizer.encode(f"{ATOMS} {listed} | {letter}:")
+        return head if self._compiler().accepts(grammar, head) else None
 
     @torch.no_grad()
     def _retarget_heads(

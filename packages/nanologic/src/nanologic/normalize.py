@@ -59,7 +59,8 @@ from collections.abc import Sequence
 from nanologic.conjugation import INDICATIVE_OF_SUBJUNCTIVE, TENSES, conjugate
 from nanologic.data import has_words, literal_polarity, normalize_text
 from nanologic.errors import NanologicError
-from nanologic.logic import rename, to_ascii, to_unicode, try_parse
+from nanologic.logic import Node, rename, to_ascii, to_unicode, try_parse
+from nanologic.logic import atoms as formula_letters
 
 
 def word_set(text: str) -> frozenset[str]:
@@ -1004,8 +1005,11 @@ def prepare_sentences(sentences: Sequence[str]) -> list[str]:
     return [prepare_sentence(s) for s in sentences]
 
 
-def normalize_results(results: list[dict], sentences: list[str], enabled: bool = True) -> list[dict]:
-    """Apply :func:`normalize_definitions` to every result's ``atoms`` in place (and return them).
+def normalize_results(
+    results: list[dict], sentences: list[str], enabled: bool = True, drop_unnamed: bool = True
+) -> list[dict]:
+    """Apply :func:`normalize_definitions` to every result's ``atoms`` in place (and return them),
+    then :func:`merge_repeated_atoms` and, with ``drop_unnamed``, :func:`drop_unnamed_atoms`.
 
     The one post-processing shared by the PyTorch, llama.cpp and rule formalisers, so the three
     cannot drift apart. ``sentences`` are the prepared sentences (:func:`prepare_sentence`), one
@@ -1017,6 +1021,8 @@ def normalize_results(results: list[dict], sentences: list[str], enabled: bool =
     for result, sentence in zip(results, sentences, strict=True):
         result["atoms"] = normalize_definitions(result["atoms"], sentence)
         merge_repeated_atoms(result, sentence)
+        if drop_unnamed:
+            drop_unnamed_atoms(result)
     return results
 
 
@@ -1149,15 +1155,46 @@ def merge_repeated_atoms(result: dict, sentence: str | None = None) -> dict:
     node = try_parse(result["formula"]) if result.get("valid_formula") else None
     if not merged or node is None:
         return result
-    kept = [letter for letter in atoms if letter not in merged]
+    return _relettered(result, node, [letter for letter in atoms if letter not in merged], merged)
+
+
+def _relettered(result: dict, node: Node, kept: list[str], merged: dict[str, str]) -> dict:
+    """``result`` (in place) with only the ``kept`` letters' definitions, lettered anew in the
+    declared sequence (``p, q, s`` -> ``p, q, r``), each letter of ``merged`` written as the one
+    it maps to, the formula (parsed: ``node``) and polarity rewritten to match."""
+    atoms = result["atoms"]
     relabel = dict(zip(kept, list(atoms)[: len(kept)], strict=True))
-    mapping = {letter: relabel[merged.get(letter, letter)] for letter in atoms}
+    mapping = {
+        letter: relabel[merged.get(letter, letter)]
+        for letter in atoms
+        if letter in relabel or letter in merged
+    }
     node = rename(node, mapping)
     result["atoms"] = {relabel[letter]: atoms[letter] for letter in kept}
     if result.get("polarity"):  # the merged letter's literals may differ in sign now
         result["polarity"] = literal_polarity(node)
     result["formula"], result["formula_ascii"] = to_unicode(node), to_ascii(node)
     return result
+
+
+def drop_unnamed_atoms(result: dict) -> dict:
+    """Drop the definitions of the letters the formula does not name, in place (and return
+    ``result``); the letters left are lettered anew in the declared sequence.
+
+    No gold answer declares a letter its formula leaves out (the format's atoms are the formula's
+    propositions), while a small model sometimes declares a clause twice in two forms and names
+    one ("Si no me eligen como alcalde, no tendrán metro": ``¬p → ¬q`` over "q: tendrá metro | r:
+    tendrán metro"), or an extra piece of the sentence it never uses. The answer given keeps what
+    the formula says. An answer whose formula does not parse is left as it is.
+    """
+    node = try_parse(result["formula"]) if result.get("valid_formula") else None
+    if node is None:
+        return result
+    named = set(formula_letters(node))
+    kept = [letter for letter in result["atoms"] if letter in named]
+    if len(kept) == len(result["atoms"]) or not kept:
+        return result
+    return _relettered(result, node, kept, {})
 
 
 def normalize_cue_spelling(sentence: str) -> str:
