@@ -1823,7 +1823,29 @@ def test_a_conditional_without_its_comma_is_read_with_it():
         ("Si llueve, me mojo.", "Si llueve, me mojo."),
         ("Si llueve entonces me mojo.", "Si llueve entonces me mojo."),
         ("Si llueve.", "Si llueve."),
+        # each part after ";", past the words that join it ("y", "pero", "y además,")
+        (
+            "Si Fernando marca un gol ella no gana el premio; y si el caballero no cruzó el bosque "
+            "el caballero ha ganado la batalla.",
+            "Si Fernando marca un gol, ella no gana el premio; y si el caballero no cruzó el bosque, "
+            "el caballero ha ganado la batalla.",
+        ),
+        (
+            "Cuando llegamos pronto el concierto no se celebra; pero siempre que dura 6 horas no "
+            "ensayarás este mes; y además, llegamos pronto o durará 6 horas.",
+            "Cuando llegamos pronto, el concierto no se celebra; pero siempre que dura 6 horas, no "
+            "ensayarás este mes; y además, llegamos pronto o durará 6 horas.",
+        ),
+        ("Si llueve, me mojo; y si me mojo, me resfrío.", "Si llueve, me mojo; y si me mojo, me resfrío."),
     ):
         assert with_conditional_comma(sentence) == read, sentence
+    # two conditionals, each with its signs (the default model had marked the second consequent
+    # negated, ``(p → ¬q) ∧ (¬r → ¬s)``, where the whole part had been one clause said negated)
+    notes = grounded_grammar(
+        "Si Iván atiende a los clientes Patricia no investigó el virus; pero cuando nosotros no "
+        "corremos cada semana el autobús parará en Cusco."
+    ).splitlines()
+    assert "# conjunction parts 2" in notes
+    assert "# argument compound 2 → ¬ nosot correr cada seman / + autob parar cusco" in notes
     notes = grounded_grammar("Si está durmiendo no vendrá a la fiesta.").splitlines()
     assert "# conditional antecedent + esta durmi" in notes and "# argument literal c ¬ vendr fiest" in notes

@@ -1877,7 +1877,24 @@ def with_conditional_comma(sentence: str) -> str:
     "para que" (…), holds no other comma, no "entonces" and one sentence, and
     :func:`split_commaless_conditional` finds where the consequent opens; else ``sentence``. The
     answer grammar reads the condition's clauses apart from the consequent's and notes the
-    conditional's shape from it (:func:`grounded_grammar`); "si A es que B" is left as it is."""
+    conditional's shape from it (:func:`grounded_grammar`); "si A es que B" is left as it is.
+    Each part of a sentence split by ";" is read so, after the words that join it to the one before
+    ("Si A B; pero cuando C D." -> "Si A, B; pero cuando C, D.")."""
+    if ";" in sentence:
+        parts = []
+        for part in sentence.split(";"):
+            joined = _PART_OPENING_RE.match(part)
+            opening = joined.group(0) if joined else ""
+            parts.append(opening + _with_one_conditional_comma(part[len(opening) :]))
+        return ";".join(parts)
+    return _with_one_conditional_comma(sentence)
+
+
+# what joins a part after ";" to the one before: " y ", " pero ", " y además, "
+_PART_OPENING_RE = re.compile(r"\s*(?:(?:y|e|pero|además|y además|mientras que)(?:,\s*|\s+))*", re.IGNORECASE)
+
+
+def _with_one_conditional_comma(sentence: str) -> str:
     match = _COMMALESS_CONDITION_RE.fullmatch(sentence.strip())
     if match is None or re.search(r"(?<!\w)entonces(?!\w)", sentence, re.IGNORECASE):
         return sentence
