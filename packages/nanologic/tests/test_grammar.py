@@ -1819,6 +1819,23 @@ def test_a_conditional_without_its_comma_is_read_with_it():
             "Para que Miriam sume 92 y 23 durante el viaje saldrá y no resuelve la ecuación.",
             "Para que Miriam sume 92 y 23 durante el viaje, saldrá y no resuelve la ecuación.",
         ),
+        # a subject of two noun phrases goes with its verb, a name after a time too
+        (
+            "Siempre que los precios bajan esta semana Pupliochicha y Alejandro no tuvieron dinero.",
+            "Siempre que los precios bajan esta semana, Pupliochicha y Alejandro no tuvieron dinero.",
+        ),
+        (
+            "Si ellos no aprenden a tocar la gaita el médico o mi abuela han trabajado por fin.",
+            "Si ellos no aprenden a tocar la gaita, el médico o mi abuela han trabajado por fin.",
+        ),
+        (
+            "Siempre que la serie no tiene solución en invierno los jugadores o David pagan.",
+            "Siempre que la serie no tiene solución en invierno, los jugadores o David pagan.",
+        ),
+        (
+            "Cuando Gloria no defiende la piafiaranba los domingos Gloria marca un gol.",
+            "Cuando Gloria no defiende la piafiaranba los domingos, Gloria marca un gol.",
+        ),
         # said already, or no place found: as it is
         ("Si llueve, me mojo.", "Si llueve, me mojo."),
         ("Si llueve entonces me mojo.", "Si llueve entonces me mojo."),

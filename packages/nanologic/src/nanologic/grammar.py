@@ -1235,7 +1235,14 @@ def split_commaless_conditional(body: str) -> tuple[str, str]:
             (k for k, w in enumerate(head) if w.lower() in COORDINATORS and not between_numbers(k)),
             default=-1,
         )
-        if not any(verb_at[last + 1 : i]) or before in COORDINATORS or before in _CLITICS:
+        if before in COORDINATORS or before in _CLITICS:
+            continue
+        if not any(verb_at[last + 1 : i]):
+            # "… esta semana Pupliochicha y Alejandro no tuvieron dinero": the coordinator joins
+            # the tail's subjects, the head's clause ended before the first
+            first = _coordinated_subject(words, verb_at, last, i)
+            if first is not None:
+                return " ".join(words[:first]), " ".join(words[first:])
             continue
         opens_tail = (
             word == "no"
@@ -1263,6 +1270,21 @@ DETERMINERS = frozenset({
 })  # fmt: skip
 
 
+def _coordinated_subject(words: list[str], verb_at: list[bool], coordinator: int, i: int) -> int | None:
+    """Where a tail opens whose subject is two noun phrases joined by ``words[coordinator]`` ("el
+    médico o mi abuela han trabajado", "los jugadores o David pagan"), its finite verb (or "no")
+    at ``words[i]``, and the words before the first noun phrase hold a verb; else None."""
+    word = words[i].lower()
+    finite = verb_at[i] and not word.endswith(_NON_FINITE_ENDINGS)
+    if coordinator < 1 or not (word == "no" or finite) or _with_its_subject(words, i) != coordinator + 1:
+        return None
+    first = _with_its_subject(words, coordinator)
+    if first == coordinator:
+        return None
+    earlier = max((k for k, w in enumerate(words[:first]) if w.lower() in COORDINATORS), default=-1)
+    return first if any(verb_at[earlier + 1 : first]) else None
+
+
 def _with_its_subject(words: list[str], i: int) -> int:
     """Where the clause whose verb (or "no", or clitic) is ``words[i]`` opens, given a subject said
     just before it: a subject pronoun ("… nosotros no nadamos"), a name ("… en Aires Lola escucha"),
@@ -1286,7 +1308,7 @@ def _with_its_subject(words: list[str], i: int) -> int:
                 and not any(is_verb(w) for w in words[j + 1 : i])
             ):
                 return j
-            return i
+            break
     if i > 1 and words[i - 1][:1].isupper() and words[i - 2].lower() not in _NEEDS_COMPLEMENT:
         return i - 1
     return i
