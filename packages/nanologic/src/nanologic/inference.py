@@ -451,7 +451,7 @@ class Formalizer:
         sentence says it, the end of a definition the sentence continues with a word left out,
         the first word of a definition made only of other definitions' words. There the likeliest
         token the grammar allows that begins a form of a word left out is written and greedy
-        decoding resumes; one more try opens another atom after the list's last
+        decoding resumes; two more tries open another atom after the list's last
         (:meth:`_another_atom_head`: "mi prima suspende tritincoguel y cuetrorgra" had ended the
         list before its elided conjunct), every try of the batch in one batch. The try that leaves the fewest
         content words out is kept if it leaves fewer than the answer and adds no mark of
@@ -470,9 +470,6 @@ class Formalizer:
             missing[k] = len(left_out)
             for head in self._retarget_heads(prompt, out, grammar, sentence, left_out):
                 heads.append(head)
-                owners.append(k)
-            if (opened := self._another_atom_head(out, grammar)) is not None:
-                heads.append(opened)
                 owners.append(k)
         if not heads:
             return outs
@@ -505,7 +502,9 @@ class Formalizer:
         """The heads :meth:`_retarget_batch` resumes from: ``out`` up to a place of its atom list,
         then the likeliest token the grammar allows there that begins, after a space, a form of a
         word of ``left_out`` (the forms :func:`nanologic.grammar.reading_positions` gives, case
-        kept). At most one head per place."""
+        kept), at most one head per place; then another atom opened after the list's last
+        (:meth:`_another_atom_head`), as it is and with the likeliest token that begins a word left
+        out."""
         start, end = out.index(self.atoms_id) + 1, out.index(self.connectors_id)
         # words of the atom list: a token after a space begins one; decoded whole (a character
         # split across byte tokens decodes only with its neighbours)
@@ -545,32 +544,52 @@ class Formalizer:
         for k in redundant_definitions(definitions, skip=not_content_words()):
             if k < len(firsts) and firsts[k] >= 0:
                 positions.append(firsts[k])
-        if not positions:
-            return []
         device = self.model.embed_tokens.weight.device
-        logits = self.model(torch.tensor([prompt + out[:end]], device=device))["logits"][0].float()
-        mask = self._processor([grammar], start, [out[:start]])
-        assert mask is not None
-        targets = set(positions)
         heads = []
-        for pos in range(start, max(targets) + 1):  # the mask reads the answer one token at a time
-            row = mask(torch.tensor([out[:pos]]), logits[len(prompt) + pos - 1 : len(prompt) + pos])[0]
-            if pos not in targets:
-                continue
-            for token in row.argsort(descending=True).tolist():
-                if not torch.isfinite(row[token]):
-                    break
-                text = self.tokenizer.decode([token])
-                piece = text.strip()
-                if (
-                    token != out[pos]
-                    and text.startswith(" ")
-                    and piece
-                    and any(f.startswith(piece) for f in wanted)
-                ):
+        if positions:
+            logits = self.model(torch.tensor([prompt + out[:end]], device=device))["logits"][0].float()
+            mask = self._processor([grammar], start, [out[:start]])
+            assert mask is not None
+            targets = set(positions)
+            for pos in range(start, max(targets) + 1):  # the mask reads the answer one token at a time
+                row = mask(torch.tensor([out[:pos]]), logits[len(prompt) + pos - 1 : len(prompt) + pos])[0]
+                if pos in targets and (token := self._likeliest_start(row, wanted, out[pos])) is not None:
                     heads.append(out[:pos] + [token])
-                    break
+        # another atom after the list's last, written freely and from a word left out ("u:
+        # Voatroe" where the model wrote "u: mi prima" again)
+        opened = self._another_atom_head(out, grammar)
+        if opened is not None:
+            heads.append(opened)
+            logits = self.model(torch.tensor([prompt + opened], device=device))["logits"][0].float()
+            mask = self._processor([grammar], start, [opened[:start]])
+            assert mask is not None
+            for pos in range(start, len(opened) + 1):
+                row = mask(torch.tensor([opened[:pos]]), logits[len(prompt) + pos - 1 : len(prompt) + pos])[0]
+            # not for one verb left out, mostly a clause's own verb misread ("Ya sea que el pirata
+            # escape …" declared "el pirata ha de la cueva"): a new atom there was a lone verb
+            lone_verb = len(left_out) == 1 and lexicon_verb_lemma(left_out[0].lower()) is not None
+            if not lone_verb and (token := self._likeliest_start(row, wanted)) is not None:
+                heads.append(opened + [token])
         return heads
+
+    def _likeliest_start(
+        self, row: torch.Tensor, wanted: set[str], other_than: int | None = None
+    ) -> int | None:
+        """The likeliest token of ``row`` (float [V], masked) that begins, after a space, one of
+        the ``wanted`` word forms, other than ``other_than``; None where no allowed token does."""
+        for token in row.argsort(descending=True).tolist():
+            if not torch.isfinite(row[token]):
+                return None
+            text = self.tokenizer.decode([token])
+            piece = text.strip()
+            if (
+                token != other_than
+                and text.startswith(" ")
+                and piece
+                and any(f.startswith(piece) for f in wanted)
+            ):
+                return token
+        return None
 
     def _repair_batch(
         self,
