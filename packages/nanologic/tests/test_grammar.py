@@ -1836,6 +1836,20 @@ def test_a_conditional_without_its_comma_is_read_with_it():
             "Cuando Gloria no defiende la piafiaranba los domingos Gloria marca un gol.",
             "Cuando Gloria no defiende la piafiaranba los domingos, Gloria marca un gol.",
         ),
+        # a subject "de" numbers; a perfect whole before the consequent's verb; "el año pasado"
+        # is a time, no participle
+        (
+            "Siempre que mi hermana ha resuelto la ecuación el producto de 6 y 29 no será par.",
+            "Siempre que mi hermana ha resuelto la ecuación, el producto de 6 y 29 no será par.",
+        ),
+        (
+            "Cuando no has pagado contaremos hasta 98 después de cenar.",
+            "Cuando no has pagado, contaremos hasta 98 después de cenar.",
+        ),
+        (
+            "Si Xavier no pidió un aumento el año pasado ha sido ingeniero.",
+            "Si Xavier no pidió un aumento el año pasado, ha sido ingeniero.",
+        ),
         # said already, or no place found: as it is
         ("Si llueve, me mojo.", "Si llueve, me mojo."),
         ("Si llueve entonces me mojo.", "Si llueve entonces me mojo."),

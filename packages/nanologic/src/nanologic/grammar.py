@@ -1224,7 +1224,9 @@ def split_commaless_conditional(body: str) -> tuple[str, str]:
     # a verb: not a noun after a determiner or a preposition ("la cocina", "vuelvan a casa",
     # "durante el viaje"); a tail's: finite too
     verb_at = [
-        is_verb(w) and (k == 0 or words[k - 1].lower() not in DETERMINERS | _NEEDS_COMPLEMENT)
+        is_verb(w)
+        and (k == 0 or words[k - 1].lower() not in DETERMINERS | _NEEDS_COMPLEMENT)
+        and not (k > 0 and w.lower() in ("pasado", "pasada") and words[k - 1].lower() in _TIME_NOUNS)
         for k, w in enumerate(words)
     ]
     for i in range(1, len(words)):
@@ -1250,7 +1252,7 @@ def split_commaless_conditional(body: str) -> tuple[str, str]:
             or (
                 verb_at[i]
                 and not word.endswith(_NON_FINITE_ENDINGS)
-                and not verb_at[i - 1]
+                and (not verb_at[i - 1] or _ends_a_perfect(words, i))
                 and before != "no"
             )
         )
@@ -1268,6 +1270,23 @@ DETERMINERS = frozenset({
     "nuestro", "nuestra", "nuestros", "nuestras", "este", "esta", "estos", "estas", "ese", "esa",
     "esos", "esas", "aquel", "aquella", "aquellos", "aquellas",
 })  # fmt: skip
+
+
+# "el año pasado", "la semana pasada": a time, no participle of a verb
+_TIME_NOUNS = frozenset(
+    {"año", "mes", "semana", "lunes", "martes", "miércoles", "jueves", "viernes", "sábado"}
+)
+
+
+def _ends_a_perfect(words: list[str], i: int) -> bool:
+    """Whether ``words[i - 2 : i]`` are a perfect ("has pagado"), whole before ``words[i]``:
+    "cuando no has pagado contaremos hasta 98" opens its consequent at "contaremos"."""
+    return (
+        i > 1
+        and words[i - 2].lower() in PERFECT_AUXILIARIES
+        and words[i - 1].lower().endswith(_NON_FINITE_ENDINGS)
+        and not words[i - 1].lower().endswith(("ar", "er", "ir", "ír", "ando", "iendo", "yendo"))
+    )
 
 
 def _coordinated_subject(words: list[str], verb_at: list[bool], coordinator: int, i: int) -> int | None:
@@ -1295,11 +1314,16 @@ def _with_its_subject(words: list[str], i: int) -> int:
     before = words[i - 1].lower() if i > 0 else ""
     if before in SUBJECT_PRONOUNS:
         return i - 1
-    for j in range(i - 2, max(i - 5, 0), -1):
+    for j in range(i - 2, max(i - 7, 0), -1):
         if words[j].lower() in DETERMINERS:
             opener = words[j - 1].lower()
             pronominal = is_verb(opener) and j > 1 and words[j - 2].lower() == "se"
-            shaped = i - j == 2 or (i - j == 4 and words[j + 2].lower() == "de")
+            # "la raíz de 60", "el producto de 6 y 29"
+            numbers = words[j + 3 : i]
+            of_numbers = bool(numbers) and all(w[:1].isdigit() or w.lower() in ("y", "e") for w in numbers)
+            shaped = i - j == 2 or (
+                i - j >= 4 and words[j + 2].lower() == "de" and (i - j == 4 or of_numbers)
+            )
             if (
                 shaped
                 and words[j].lower() not in _DEMONSTRATIVES

@@ -553,8 +553,8 @@ class Formalizer:
             targets = set(positions)
             for pos in range(start, max(targets) + 1):  # the mask reads the answer one token at a time
                 row = mask(torch.tensor([out[:pos]]), logits[len(prompt) + pos - 1 : len(prompt) + pos])[0]
-                if pos in targets and (token := self._likeliest_start(row, wanted, out[pos])) is not None:
-                    heads.append(out[:pos] + [token])
+                if pos in targets and (begun := self._likeliest_start(row, wanted, out[pos])) is not None:
+                    heads.append(out[:pos] + [begun])
         # another atom after the list's last, written freely and from a word left out ("u:
         # Voatroe" where the model wrote "u: mi prima" again)
         opened = self._another_atom_head(out, grammar)
@@ -568,8 +568,8 @@ class Formalizer:
             # not for one verb left out, mostly a clause's own verb misread ("Ya sea que el pirata
             # escape …" declared "el pirata ha de la cueva"): a new atom there was a lone verb
             lone_verb = len(left_out) == 1 and lexicon_verb_lemma(left_out[0].lower()) is not None
-            if not lone_verb and (token := self._likeliest_start(row, wanted)) is not None:
-                heads.append(opened + [token])
+            if not lone_verb and (begun := self._likeliest_start(row, wanted)) is not None:
+                heads.append(opened + [begun])
         return heads
 
     def _likeliest_start(
