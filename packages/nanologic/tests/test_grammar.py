@@ -1850,6 +1850,22 @@ def test_a_conditional_without_its_comma_is_read_with_it():
             "Si Xavier no pidió un aumento el año pasado ha sido ingeniero.",
             "Si Xavier no pidió un aumento el año pasado, ha sido ingeniero.",
         ),
+        # the other openings whose comma the generator leaves out: "solo si", "aunque", "ya que",
+        # "dado que", "puesto que"
+        (
+            "Solo si la nieve corta la carretera antes de las 29 no nieva en la sierra o las alumnas "
+            "estarán atentas.",
+            "Solo si la nieve corta la carretera antes de las 29, no nieva en la sierra o las alumnas "
+            "estarán atentas.",
+        ),
+        (
+            "Ya que el ministro no apoyó la reforma educativa Óscar no es mayor de edad o corre.",
+            "Ya que el ministro no apoyó la reforma educativa, Óscar no es mayor de edad o corre.",
+        ),
+        (
+            "Aunque Vera no friega los platos Guillermo no visita a Felipe.",
+            "Aunque Vera no friega los platos, Guillermo no visita a Felipe.",
+        ),
         # said already, or no place found: as it is
         ("Si llueve, me mojo.", "Si llueve, me mojo."),
         ("Si llueve entonces me mojo.", "Si llueve entonces me mojo."),

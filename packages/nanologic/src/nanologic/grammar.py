@@ -1912,7 +1912,9 @@ _IF_CUES = r"(?:si|cuando|siempre que|siempre y cuando|en caso de que|con tal de
 _UNLESS_CUES = r"(?:a menos que|salvo que|excepto que|salvo si|excepto si)"
 # A condition that opens the sentence, with its cue: "si", "a menos que", "para que", …
 _COMMALESS_CONDITION_RE = re.compile(
-    rf"(?P<cue>{_IF_CUES}|{_UNLESS_CUES}|para que) (?P<body>[^,;:.]+[.!?]?)", re.IGNORECASE
+    rf"(?P<cue>{_IF_CUES}|{_UNLESS_CUES}|para que|s[oó]lo si|solamente si|aunque|ya que|dado que|puesto que)"
+    r" (?P<body>[^,;:.]+[.!?]?)",
+    re.IGNORECASE,
 )
 
 
@@ -1920,7 +1922,7 @@ def with_conditional_comma(sentence: str) -> str:
     """``sentence`` with the comma a conditional's condition leaves out ("Si está durmiendo no
     vendrá a la fiesta." -> "Si está durmiendo, no vendrá a la fiesta."), where it opens with
     "si", "cuando", "siempre que", "en caso de que", "a menos que", "salvo que", "excepto que",
-    "para que" (…), holds no other comma, no "entonces" and one sentence, and
+    "para que", "solo si", "aunque", "ya que", "dado que", "puesto que" (…), holds no other comma, no "entonces" and one sentence, and
     :func:`split_commaless_conditional` finds where the consequent opens; else ``sentence``. The
     answer grammar reads the condition's clauses apart from the consequent's and notes the
     conditional's shape from it (:func:`grounded_grammar`); "si A es que B" is left as it is.
