@@ -1146,18 +1146,12 @@ def _copulas() -> frozenset[str]:
 # Endings of an infinitive, a gerund or a participle (the irregular ones: "hecho", "escrito",
 # "puesto", "abierto", "vuelto", "visto", "roto", "muerto"): no finite verb of a clause of its own.
 # A finite form read as one of these ("nado", "pido") only leaves the clause-bound rule unapplied.
-_NON_FINITE_ENDINGS = tuple(
+_PARTICIPLE_ENDINGS = tuple(
     stem + ending
-    for stems, endings in (
-        (("ar", "er", "ir", "ír", "ando", "iendo", "yendo"), ("",)),
-        (
-            ("ad", "id", "íd", "ch", "crit", "uest", "iert", "uelt", "ist", "ot", "uert"),
-            ("o", "a", "os", "as"),
-        ),
-    )
-    for stem in stems
-    for ending in endings
+    for stem in ("ad", "id", "íd", "ch", "crit", "uest", "iert", "uelt", "ist", "ot", "uert")
+    for ending in ("o", "a", "os", "as")
 )
+_NON_FINITE_ENDINGS = ("ar", "er", "ir", "ír", "ando", "iendo", "yendo", *_PARTICIPLE_ENDINGS)
 
 # Unaccented, these are determiners ("este año"), not forms of "estar" ("esté", "está").
 _DEMONSTRATIVES = frozenset({"este", "esta", "estos", "estas", "ese", "esa", "esos", "esas"})
@@ -1284,8 +1278,7 @@ def _ends_a_perfect(words: list[str], i: int) -> bool:
     return (
         i > 1
         and words[i - 2].lower() in PERFECT_AUXILIARIES
-        and words[i - 1].lower().endswith(_NON_FINITE_ENDINGS)
-        and not words[i - 1].lower().endswith(("ar", "er", "ir", "ír", "ando", "iendo", "yendo"))
+        and words[i - 1].lower().endswith(_PARTICIPLE_ENDINGS)
     )
 
 
@@ -1922,8 +1915,9 @@ def with_conditional_comma(sentence: str) -> str:
     """``sentence`` with the comma a conditional's condition leaves out ("Si está durmiendo no
     vendrá a la fiesta." -> "Si está durmiendo, no vendrá a la fiesta."), where it opens with
     "si", "cuando", "siempre que", "en caso de que", "a menos que", "salvo que", "excepto que",
-    "para que", "solo si", "aunque", "ya que", "dado que", "puesto que" (…), holds no other comma, no "entonces" and one sentence, and
-    :func:`split_commaless_conditional` finds where the consequent opens; else ``sentence``. The
+    "para que", "solo si", "aunque", "ya que", "dado que", "puesto que" (…), holds no other comma,
+    no "entonces" and one sentence, and :func:`split_commaless_conditional` finds where the
+    consequent opens; else ``sentence``. The
     answer grammar reads the condition's clauses apart from the consequent's and notes the
     conditional's shape from it (:func:`grounded_grammar`); "si A es que B" is left as it is.
     Each part of a sentence split by ";" is read so, after the words that join it to the one before

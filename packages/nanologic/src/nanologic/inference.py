@@ -453,8 +453,8 @@ class Formalizer:
         token the grammar allows that begins a form of a word left out is written and greedy
         decoding resumes; two more tries open another atom after the list's last
         (:meth:`_another_atom_head`: "mi prima suspende tritincoguel y cuetrorgra" had ended the
-        list before its elided conjunct), every try of the batch in one batch. The try that leaves the fewest
-        content words out is kept if it leaves fewer than the answer and adds no mark of
+        list before its elided conjunct), every try of the batch in one batch. The try that leaves
+        the fewest content words out is kept if it leaves fewer than the answer and adds no mark of
         :meth:`repair_span` (read as given); where the answer had one already, a marked try may
         replace it. Other answers are returned as they were (the same objects).
         """
