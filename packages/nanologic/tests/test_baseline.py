@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nanologic.baseline import RuleFormalizer
+from nanologic.baseline import RuleFormalizer, clause_bounds
 from nanologic.cli import main
 from nanologic.evaluation import grounded_match, score_example, unknown_cues
 from nanologic.generator import generate, known_cues
@@ -246,6 +246,12 @@ from nanologic.logic import parse
         ("Elena estudia medicina o derecho, pero no ambas cosas.", "(p ∨ q) ∧ ¬(p ∧ q)", None),
         # a contrast without a comma, once nothing else splits the sentence
         ("Los discos antiguos son buenos pero los modernos son mejores.", "p ∧ q", None),
+        # "si no" after a conditional is its condition denied, not a clause "no"
+        (
+            "Si llueve, me quedo en casa; si no, nosotras salimos.",
+            "(p → q) ∧ (¬p → r)",
+            ["llueve", "me quedo en casa", "nosotras salimos"],
+        ),
     ],
 )
 def test_rules_on_the_generator_cues(sentence, formula, definitions):
@@ -421,3 +427,18 @@ def test_an_unsplit_solo_si_leaves_no_atom_solo():
     # the lexicon); the "A si B" rule had then made "Solo" an atom of its own
     out = RuleFormalizer().formalize(["Solo si estudias apruebas."])[0]
     assert "solo" not in {d.lower() for d in out["atoms"].values()}, out
+
+
+@pytest.mark.parametrize(
+    ("sentence", "bounds"),
+    [
+        ("Ya que Lola paga en junio, mi prima suspende tritincoguel y cuetrorgra.", (3, 3)),
+        ("Juan vive en nuestra calle y Pedro en la manzana contigua.", (2, 2)),
+        # a chain's repeated clause: one atom, two literals (a model may declare it twice)
+        ("Si mi padre ha dimitido, el niño no llora; pero si no llora, él duerme.", (3, 4)),
+        # "porque" is no cue of the inventory: the rules cannot count its clauses
+        ("Brayan está estudiando porque tiene examen y está amenazado.", None),
+    ],
+)
+def test_clause_bounds_are_the_rule_readings_clauses_and_literals(sentence, bounds):
+    assert clause_bounds(sentence) == bounds

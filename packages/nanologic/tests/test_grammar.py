@@ -67,10 +67,18 @@ def test_de_lo_contrario_says_a_negation():
 
 def test_gold_answers_are_accepted(records, tokenizer, compiler):
     fmt = answer_grammar()
+    refused = []
     for r in records:
         answer = target_text(r, with_thought=False)
+        sentence = r["natural_language_input"]
         assert accepts(compiler, tokenizer, fmt, answer), answer
-        assert accepts(compiler, tokenizer, grounded_grammar(r["natural_language_input"]), answer), r
+        assert accepts(compiler, tokenizer, grounded_grammar(sentence, rule_bounds=False), answer), r
+        if not accepts(compiler, tokenizer, grounded_grammar(sentence), answer):
+            refused.append(sentence)
+    # the rules' clause count bounds the atom list, and it is wrong for a few generator sentences
+    # (0.5 % of a training split's: "Aunque o bien A, o bien B, o bien C, o bien D" read as five
+    # clauses); 1 of these 200
+    assert len(refused) <= 2, refused
 
 
 def test_relations_in_symbols_are_written_and_read(tokenizer, compiler):
@@ -857,7 +865,7 @@ def test_a_formula_names_each_letter_once_where_the_sentence_says_each_clause_on
     # one letter left: no "(" (it would hold two); a sentence whose consequent has no note, which
     # would ask for the "(" of "(q ∧ r)"
     two = "<|atoms|> p: llueve | q: nieva <|connectors|> →: cuando <|formula|> p → "
-    commaless = grounded_grammar("Cuando llueve nieva y hace frío.")
+    commaless = grounded_grammar("Cuando llueve nieva y hace frío.", rule_bounds=False)
     assert LETTERS_ONCE_NOTE in commaless and "# argument" not in commaless
     assert not any("(" in a for a in _allowed_after(tokenizer, compiler, two, commaless))
     # two letters left, inside a parenthesis without its connective yet: "((" would need three
@@ -866,10 +874,12 @@ def test_a_formula_names_each_letter_once_where_the_sentence_says_each_clause_on
     assert any("(" in a for a in _allowed_after(tokenizer, compiler, head + "p → ", grammar))
     # without the rule a letter may come back
     assert "p" in {a.strip() for a in _allowed_after(tokenizer, compiler, head + "p → (q ∧ ")}
-    # no generated gold answer is ruled out
+    # no generated gold answer is ruled out (the rules' clause count aside: see
+    # test_gold_answers_are_accepted)
     for r in records:
         answer = target_text(r, with_thought=False)
-        assert _mask_allows(tokenizer, compiler, grounded_grammar(r["natural_language_input"]), answer), r
+        grammar = grounded_grammar(r["natural_language_input"], rule_bounds=False)
+        assert _mask_allows(tokenizer, compiler, grammar, answer), r
 
 
 def test_an_argument_may_say_its_conclusion_after_a_comma(tokenizer, compiler):
@@ -1896,3 +1906,27 @@ def test_a_conditional_without_its_comma_is_read_with_it():
     assert "# argument compound 2 → ¬ nosot correr cada seman / + autob parar cusco" in notes
     notes = grounded_grammar("Si está durmiendo no vendrá a la fiesta.").splitlines()
     assert "# conditional antecedent + esta durmi" in notes and "# argument literal c ¬ vendr fiest" in notes
+
+
+def test_the_atom_list_holds_as_many_atoms_as_the_rules_read_clauses(tokenizer, compiler):
+    # the default model had declared "mi prima suspende tritincoguel" alone, and a fragment of
+    # "Juan vive en nuestra calle y Pedro en la manzana contigua" as a third clause
+    sentence = "Ya que Lola paga en junio, mi prima suspende tritincoguel y cuetrorgra."
+    two = "<|atoms|> p: Lola paga en junio | q: mi prima suspende tritincoguel <|connectors|> ∧: ya que"
+    three = two.replace(" <|conn", " | r: mi prima suspende cuetrorgra <|conn")
+    bounded, free = grounded_grammar(sentence), grounded_grammar(sentence, rule_bounds=False)
+    assert not accepts_start(compiler, tokenizer, bounded, two + " <|formula|> p ∧ q <|eos|>")
+    assert accepts(compiler, tokenizer, bounded, three + " <|formula|> p ∧ (q ∧ r) <|eos|>")
+    assert accepts(compiler, tokenizer, free, two + " <|formula|> p ∧ q <|eos|>")
+    sentence = "Juan vive en nuestra calle y Pedro en la manzana contigua."
+    three = "<|atoms|> p: Juan vive en nuestra calle | q: Juan en la manzana | r: Pedro contigua"
+    assert not accepts_start(compiler, tokenizer, grounded_grammar(sentence), three)
+    assert accepts_start(compiler, tokenizer, grounded_grammar(sentence, rule_bounds=False), three)
+    # a cue the rules do not read leaves the count to the model
+    sentence = "Brayan está estudiando porque tiene examen y está amenazado."
+    assert grounded_grammar(sentence) == grounded_grammar(sentence, rule_bounds=False)
+
+
+def accepts_start(compiler, tokenizer, grammar: str, text: str) -> bool:
+    """Whether the grammar accepts the token sequence of ``text`` as the start of an answer."""
+    return compiler.accepts(grammar, tokenizer.encode(text))

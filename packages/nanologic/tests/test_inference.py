@@ -409,7 +409,8 @@ def test_retarget_resumes_where_a_verb_was_taken_twice_or_a_definition_was_cut(f
         f"{ATOMS} p: mi hermana llega al concierto | q: mi hermana llega de nuevo | r: llega ¬ "
         f"{CONNECTORS} ∨: ya sea que | →: ya sea que | ¬: no {FORMULA} (p ∨ q) → ¬r {EOS}"
     )
-    grammar = grounded_grammar(sentence, polarity_marks=True)
+    # the repair on its own: the rules' clause count (three) would not let a fourth atom open
+    grammar = grounded_grammar(sentence, polarity_marks=True, rule_bounds=False)
     left_out = uncovered_words(sentence, grounded._definitions(out))
     assert left_out == ["vaya", "dimita"]
     heads = grounded._retarget_heads(prompt, out, grammar, sentence, left_out)
@@ -436,7 +437,7 @@ def test_retarget_resumes_where_a_verb_was_taken_twice_or_a_definition_was_cut(f
     ):
         prompt = formalizer.tokenizer.encode(prompt_text(sentence))
         out = _encode_answer(formalizer, atoms, "p → q")
-        grammar = grounded_grammar(sentence, polarity_marks=True)
+        grammar = grounded_grammar(sentence, polarity_marks=True, rule_bounds=False)
         heads = grounded._retarget_heads(prompt, out, grammar, sentence, ["novelas"])[:-2]
         assert [formalizer.tokenizer.decode(h[:-1]).rstrip() for h in heads] == [f"{ATOMS} {cut}"]
         assert formalizer.tokenizer.decode(heads[0][-1:]).startswith(" n")
@@ -448,7 +449,8 @@ def test_retarget_tries_another_atom_where_the_list_ended_before_a_clause(formal
 
     # "mi prima suspende lengua", an elided conjunct, was left out of the list
     sentence = "Ya que Lola paga en junio, mi prima suspende francés y lengua."
-    grammar = grounded_grammar(sentence, polarity_marks=True)
+    # the repair on its own: the rules' clause count would not let the list end at two atoms
+    grammar = grounded_grammar(sentence, polarity_marks=True, rule_bounds=False)
     out = formalizer.tokenizer.encode(
         f"{ATOMS} p: Lola paga en junio | q: mi prima suspende francés "
         f"{CONNECTORS} ∧: ya que {FORMULA} p ∧ q {EOS}"
@@ -471,7 +473,7 @@ def test_retarget_tries_another_atom_where_the_list_ended_before_a_clause(formal
     # none where the grammar allows no more atoms (eight)
     listed = " | ".join(f"{letter}: llueve" for letter in "pqrstuvw")
     full = formalizer.tokenizer.encode(f"{ATOMS} {listed} {CONNECTORS} {FORMULA} p {EOS}")
-    one = grounded_grammar("Llueve.", polarity_marks=True)
+    one = grounded_grammar("Llueve.", polarity_marks=True, rule_bounds=False)
     assert grounded._compiler().accepts(one, full[: full.index(grounded.connectors_id)])
     assert grounded._another_atom_head(full, one) is None
 
