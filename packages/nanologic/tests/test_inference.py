@@ -478,6 +478,25 @@ def test_retarget_tries_another_atom_where_the_list_ended_before_a_clause(formal
     assert grounded._another_atom_head(full, one) is None
 
 
+def test_retarget_tries_a_definition_the_answer_merges_into_an_earlier_one(formalizer, grounded):
+    pytest.importorskip("xgrammar")
+    from nanologic.grammar import grounded_grammar
+
+    # two forms of one clause, given as one letter (``p → p``), while "Llover" is left out; no
+    # definition is made only of the other's words ("mojan", "moje")
+    sentence = "Llover es condición suficiente para que el suelo se moje."
+    definitions = ["el suelo se mojan", "el suelo se moje"]
+    assert not has_redundant_definition(definitions)
+    out = _encode_answer(formalizer, definitions, "p → q")
+    prompt = formalizer.tokenizer.encode(prompt_text(sentence))
+    grammar = grounded_grammar(sentence, polarity_marks=True)
+    heads = grounded._retarget_heads(prompt, out, grammar, sentence, ["Llover"])
+    decoded = [formalizer.tokenizer.decode(head[:-1]).rstrip() for head in heads]
+    assert f"{ATOMS} p: el suelo se mojan | q:" in decoded
+    tried = heads[decoded.index(f"{ATOMS} p: el suelo se mojan | q:")]
+    assert "llover".startswith(formalizer.tokenizer.decode(tried[-1:]).strip().lower())
+
+
 def test_retarget_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, grounded, monkeypatch):
     sentence = "Si Ana lee novelas, Luis canta."
     prompt = formalizer.tokenizer.encode(prompt_text(sentence))

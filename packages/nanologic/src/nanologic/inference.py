@@ -58,6 +58,9 @@ from nanologic.normalize import (
     not_content_words,
     prepare_sentences,
 )
+from nanologic.normalize import (
+    normalize_definitions as normalize_atom_definitions,
+)
 
 if TYPE_CHECKING:
     from lm_shared.tokenization import BPETokenizer
@@ -449,7 +452,8 @@ class Formalizer:
 
         The places (:meth:`_retarget_heads`): a verb a definition took more often than the
         sentence says it, the end of a definition the sentence continues with a word left out,
-        the first word of a definition made only of other definitions' words. There the likeliest
+        the first word of a definition made only of other definitions' words or that the answer as
+        given merges into an earlier one (one clause in two forms). There the likeliest
         token the grammar allows that begins a form of a word left out is written and greedy
         decoding resumes; two more tries open another atom after the list's last
         (:meth:`_another_atom_head`: "mi prima suspende tritincoguel y cuetrorgra" had ended the
@@ -544,6 +548,17 @@ class Formalizer:
         for k in redundant_definitions(definitions, skip=not_content_words()):
             if k < len(firsts) and firsts[k] >= 0:
                 positions.append(firsts[k])
+        # a definition the answer as given merges into an earlier one, the same clause in another
+        # form ("p: el suelo se mojan | q: el suelo se moje" for "Llover es condición suficiente
+        # para que el suelo se moje", "llover" left out)
+        if self.normalize_definitions:
+            given = normalize_atom_definitions(
+                dict(zip(atom_letters(len(definitions)), definitions)), sentence
+            )
+            keys = [clause_key(definition) for definition in given.values()]
+            for k, key in enumerate(keys):
+                if key and key in keys[:k] and k < len(firsts) and firsts[k] >= 0:
+                    positions.append(firsts[k])
         device = self.model.embed_tokens.weight.device
         heads = []
         if positions:
