@@ -1507,6 +1507,15 @@ def test_o_a_o_no_pero_opens_with_the_excluded_middle(tokenizer, compiler):
     )
 
 
+def test_a_definition_short_of_one_word_of_a_noted_clause_takes_its_mark(tokenizer, compiler):
+    # "Chefogalo un pastel" of "Chefogalo y el profesor no preparan un pastel": a definition holds
+    # all of its clause's keys but one
+    sentence = "Cuando Ana dimite, Luis no canta tangos; además, si no llueve, Ana baila."
+    grammar = grounded_grammar(sentence)
+    allowed = _allowed_after(tokenizer, compiler, "<|atoms|> p: Ana dimite | q: Luis canta", grammar)
+    assert any("¬" in a for a in allowed) and not any("|" in a for a in allowed), allowed
+
+
 def test_the_excluded_middles_clause_is_marked_said_both_ways(tokenizer, compiler):
     """The mark "¬" or none on A of "O A o no, pero B" undid the formula's excluded middle, since
     decoding gives each literal its mark's sign: ``(p ∨ ¬p)`` was given as ``(¬p ∨ ¬p)`` or

@@ -2958,7 +2958,10 @@ class FormulaMask:
         mark: "Lucía aprobará el curso a menos que suspenda el examen final" was decoded
         ``¬q → p``, then read ``q → p``. Gold answers it rules out: none of data/dev_real.jsonl nor of
         a training split's 894 arguments, 1 of its 1,211 conjunctions of conditionals (the
-        generator's "el pantano no estuvo helado" … "estará helado", one verb in two tenses)."""
+        generator's "el pantano no estuvo helado" … "estará helado", one verb in two tenses).
+        A definition of two content words or more holds a clause too where it has all of its keys
+        but one: a coordinated side written short ("Chefogalo un pastel" of "Chefogalo y el
+        profesor no preparan un pastel" had been left unmarked, so ``¬q`` was read ``q``)."""
         definitions = list(self._definitions().values())
         current = definitions[-1].strip() if definitions else ""
         if not current or current.endswith((NEGATED_MARK, MIXED_MARK)):
@@ -2977,7 +2980,8 @@ class FormulaMask:
         held = [
             (literal, negated)
             for negated, literal in said
-            if self._holds_said(keys, literal) and not any(_holds(words, literal) for words in earlier)
+            if (_holds(keys, literal) or (len(keys) > 1 and _holds(literal, keys)))
+            and not any(_holds(words, literal) for words in earlier)
         ]
         if not held:
             return row
