@@ -436,6 +436,8 @@ def test_an_unsplit_solo_si_leaves_no_atom_solo():
         ("Juan vive en nuestra calle y Pedro en la manzana contigua.", (2, 2)),
         # a chain's repeated clause: one atom, two literals (a model may declare it twice)
         ("Si mi padre ha dimitido, el niño no llora; pero si no llora, él duerme.", (3, 4)),
+        # one conjunct's clause said twice is one atom: "p ∨ ¬p", not "p ∨ ¬q"
+        ("Viene o no viene.", (1, 1)),
         # "porque" is no cue of the inventory: the rules cannot count its clauses
         ("Brayan está estudiando porque tiene examen y está amenazado.", None),
     ],

@@ -245,6 +245,19 @@ def test_a_runaway_formula_is_cut_where_it_first_was_whole(runaway, letters, cut
     assert first_complete_formula(runaway, letters) == cut
 
 
+def test_a_cut_formula_keeps_the_declared_binary_connectives(formalizer, monkeypatch):
+    # "Viene o no viene": one letter is whole at "p"; the declared ∨ asks for "p ∨ ¬p"
+    assert first_complete_formula("p ∨ ¬p ∨ ¬p", {"p"}) == "p"
+    assert first_complete_formula("p ∨ ¬p ∨ ¬p", {"p"}, {"∨"}) == "p ∨ ¬p"
+    assert first_complete_formula("p ∧ (q → r ∨ r → p", {"p", "q", "r"}, {"∧", "→"}) == "p ∧ (q → r)"
+    # no prefix says every declared connective: the shortest whole one
+    assert first_complete_formula("p ∧ q ∧ p ∧ q", {"p", "q"}, {"↔"}) == "p ∧ q"
+    raw = f"{ATOMS} p: viene ± {CONNECTORS} ∨: o | ¬: no {FORMULA} p ∨ ¬p ∨ ¬p {EOS}"
+    monkeypatch.setattr(formalizer, "generate_raw", lambda sentences, batch_size=64: [raw])
+    (result,) = formalizer.formalize(["Viene o no viene."])
+    assert result["formula_cut"] and parse(result["formula"]) == parse("p ∨ ¬p")
+
+
 def test_formalize_cuts_a_runaway_formula_and_keeps_the_raw_answer(formalizer, monkeypatch):
     raw = f"{ATOMS} p: estudias | q: suspendes ¬ {CONNECTORS} ¬: no pasa que {FORMULA} ¬(p → q ↔ q → p ∧ ¬(q"
     monkeypatch.setattr(formalizer, "generate_raw", lambda sentences, batch_size=64: [raw])

@@ -67,10 +67,12 @@ from nanologic.logic import (
     Node,
     Not,
     atom_letters,
+    parse,
     rename,
     to_ascii,
     to_unicode,
 )
+from nanologic.logic import atoms as formula_atoms
 from nanologic.normalize import tenseless_clause
 
 _STRIP = WORD_PUNCTUATION
@@ -665,19 +667,21 @@ _PURPOSE_WORDS = ("para que", "para")
 
 def clause_bounds(sentence: str) -> tuple[int, int] | None:
     """(fewest, most) atoms of an answer to ``sentence`` as the rules read it, or None where the
-    sentence says a textbook cue the generator's inventory lacks (:func:`unknown_cues`: "porque",
-    "mientras"), which the rules cannot read, or where a mathematical sentence says "y"
-    (:func:`nanologic.grammar.is_mathematical`: in "…; pero cuando fue 72, y era menor que 11" the
-    variable "y" is read as a conjunction by the rules, not by the grammar).
+    rules cannot count them: the sentence says a textbook cue the generator's inventory lacks
+    (:func:`unknown_cues`: "porque", "mientras"), it is an argument (:func:`argument_parts`; the
+    rules do not merge a syllogism's clause said again with another subject), or a mathematical
+    sentence says "y" (:func:`nanologic.grammar.is_mathematical`: in "…; pero cuando fue 72, y era
+    menor que 11" the rules read the variable as a conjunction).
 
     The fewest are the distinct clauses of :class:`RuleFormalizer`'s answer after the shared
-    normalisation (which gives a clause said twice one letter); the most are the literals its
-    formula writes, at least the fewest: a model may declare a chain's repeated clause twice
-    ("Si A, no B; pero si no B, C"), and the two are merged after decoding
-    (:func:`nanologic.normalize.merge_repeated_atoms`). The rule reading's clause count is the gold
-    answer's for 522 of a synthetic test split's 524 sentences and 2,997 of 3,000 training
-    sentences, and within these bounds for 209 of the 223 `dev_real` sentences it reads
-    (2026-12-07). Used by :func:`nanologic.grammar.grounded_grammar` to bound the atom list.
+    normalisation (which gives a clause said twice one letter). The most are the distinct clauses
+    of each part of its formula's top-level conjunction, summed: a model may declare a chain's
+    repeated clause once per part ("Si A, no B; pero si no B, C": four), and the two are merged
+    after decoding (:func:`nanologic.normalize.merge_repeated_atoms`), while a clause said twice
+    within one part is one atom ("Viene o no viene": one). The rule reading's clause count is the
+    gold answer's for 522 of a synthetic test split's 524 sentences and 2,997 of 3,000 training
+    sentences (2026-12-07). Used by :func:`nanologic.grammar.grounded_grammar` to bound the atom
+    list.
     """
     if unknown_cues(sentence, known_cues()) or argument_parts(sentence) is not None:
         return None
@@ -686,7 +690,14 @@ def clause_bounds(sentence: str) -> tuple[int, int] | None:
         return None  # "y" may be a variable there, which the grammar reads and the rules do not
     answer = RuleFormalizer().formalize([sentence])[0]
     fewest = len(answer["atoms"])
-    return fewest, max(fewest, len(re.findall(r"[a-z]", answer["formula"])))
+    conjuncts, stack = [], [parse(answer["formula"])]
+    while stack:  # the top-level conjunction's parts
+        node = stack.pop()
+        if isinstance(node, Binary) and node.op == AND:
+            stack += [node.left, node.right]
+        else:
+            conjuncts.append(node)
+    return fewest, max(fewest, sum(len(set(formula_atoms(conjunct))) for conjunct in conjuncts))
 
 
 def _rest_after(text: str, cue: str) -> str:

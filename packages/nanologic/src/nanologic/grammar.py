@@ -2403,13 +2403,14 @@ def grounded_grammar(
     so the definition of an expression negated by "≠" takes the mark; without marks the formula
     writes the negation itself and the mark stays optional.
 
-    ``rule_bounds`` (default on): where the rule baseline knows every cue the sentence says, the
-    atom list holds at least as many atoms as its reading has clauses and at most as many as its
-    formula writes literals (:func:`nanologic.baseline.clause_bounds`). The default model had
+    ``rule_bounds`` (default on): where the rule baseline can count the sentence's clauses, the
+    atom list holds at least as many atoms as its reading has clauses and at most as many as the
+    parts of its formula's top-level conjunction name, summed
+    (:func:`nanologic.baseline.clause_bounds`). The default model had
     stopped one clause short ("mi prima suspende tritincoguel y cuetrorgra": one atom) or declared a
     fragment as a clause of its own ("Juan vive en nuestra calle y Pedro en la manzana contigua":
-    ``p ∧ q ∧ r``); two default-data runs gained 7 + 8 `dev_real` answers and 7 + 4 synthetic ones
-    and lost 1 + 1 and 4 + 0 (2026-12-07).
+    ``p ∧ q ∧ r``); two default-data runs gained 6 + 7 `dev_real` answers and 3 + 2 synthetic ones
+    net (2026-12-07).
     """
     if not 1 <= max_atoms <= 26:
         raise ValueError(f"max_atoms must be in 1..26, got {max_atoms}")

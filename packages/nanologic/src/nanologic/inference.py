@@ -6,6 +6,7 @@ import collections
 import json
 import re
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from nanologic.data import (
 )
 from nanologic.errors import NanologicError
 from nanologic.grammar import (
+    BINARY_CONNECTIVES,
     CONNECTIVE_WORDS,
     LETTERS_ONCE_NOTE,
     BeamGrammarMask,
@@ -835,7 +837,8 @@ def answer_result(text: str, polarity_marks: bool) -> dict:
     # a run-on that ended: "p ∧ ((q → r) → (p → (r → (p → (r ∧ r)))))" for "Dado que A, cuando B,
     # C" is p ∧ (q → r) up to its first complete point (11 of a default run's 438 test answers)
     head, _, tail = text.partition(FORMULA)
-    cut = first_complete_formula(tail.split(EOS)[0], set(result["atoms"]))
+    declared = {symbol for symbol, _ in result["connectors"]} & set(BINARY_CONNECTIVES)
+    cut = first_complete_formula(tail.split(EOS)[0], set(result["atoms"]), declared)
     if cut is None or _most_uses_of_a_letter(parse(cut)) > MAX_USES_OF_A_LETTER:
         return result
     result = formalization_result(f"{head}{FORMULA} {cut} {EOS}", polarity_marks)
@@ -843,9 +846,14 @@ def answer_result(text: str, polarity_marks: bool) -> dict:
     return result
 
 
-def first_complete_formula(text: str, letters: set[str]) -> str | None:
+def first_complete_formula(
+    text: str, letters: set[str], connectives: AbstractSet[str] = frozenset()
+) -> str | None:
     """The shortest prefix of a runaway formula that, its open parentheses closed, parses and uses
-    every declared letter (Unicode, normalised), or None when no prefix does.
+    every declared letter and binary connective of ``connectives`` (Unicode, normalised), else
+    the shortest that uses every letter, or None when no prefix does. With one letter, "p" alone
+    is complete: "Viene o no viene" was written ``p ∨ ¬p ∨ ¬p`` and cut to ``p``, where the
+    declared ∨ keeps ``p ∨ ¬p`` (session 54).
 
     A small model's greedy decoding can loop inside the formula until the token limit
     ("¬(p → q ↔ q → ¬q ↔ …" for "No pasa que si estudias, suspendas"); under the answer grammar
@@ -853,17 +861,20 @@ def first_complete_formula(text: str, letters: set[str]) -> str | None:
     the sentence's atoms is the model's own reading before the loop (here ``¬(p → q)``).
     """
     tokens = formula_tokens(text)
+    complete: list[Node] = []  # the prefixes that use every letter, shortest first
     depth = 0
     for end, (kind, _) in enumerate(tokens, 1):
         depth += {"lpar": 1, "rpar": -1}.get(kind, 0)
         if depth < 0:
-            return None
+            break
         if kind not in ("atom", "rpar"):  # a formula never ends on an operator or "("
             continue
         node = try_parse(" ".join(symbol for _, symbol in tokens[:end]) + ")" * depth)
         if node is not None and set(atoms(node)) >= letters:
-            return to_unicode(node)
-    return None
+            if set(connectors_used(node)) >= set(connectives):
+                return to_unicode(node)
+            complete.append(node)
+    return to_unicode(complete[0]) if complete else None
 
 
 _SENTENCE_WORD_RE = re.compile(r"\w+|[^\w\s]")
