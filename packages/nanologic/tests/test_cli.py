@@ -234,6 +234,9 @@ def test_evaluate_decoding_modes_report_side_by_side(run_dir):
     assert report["constraint"] is None and report["n_test"] == 3 and report["repair_tries"] == 2
     assert main([*argv, "--decoding", "format", "--out", str(run_dir / "fmt")]) == 0
     assert json.loads((run_dir / "fmt" / "report.json").read_text())["constraint"] == "format"
+    assert main([*argv, "--decoding", "grounded-unbounded"]) == 0
+    report = json.loads((run_dir / "eval-dev_real-grounded-unbounded-first3" / "report.json").read_text())
+    assert report["constraint"] == "grounded-unbounded"
     assert (run_dir / "eval-dev_real" / "report.json").read_bytes() == grounded_report
     assert main([*argv, "--no-normalize-definitions"]) == 0
     report = json.loads((run_dir / "eval-dev_real-as-written-first3" / "report.json").read_text())

@@ -510,6 +510,20 @@ def test_retarget_tries_a_definition_the_answer_merges_into_an_earlier_one(forma
     assert "llover".startswith(formalizer.tokenizer.decode(tried[-1:]).strip().lower())
 
 
+def test_grounded_unbounded_decoding_leaves_the_atom_count_to_the_model(formalizer, grounded):
+    pytest.importorskip("xgrammar")
+    from nanologic.grammar import grounded_grammar
+
+    sentence = "Juan vive en nuestra calle y Pedro en la manzana contigua."
+    marks = formalizer.model.config.polarity_marks
+    unbounded = Formalizer(formalizer.model, formalizer.tokenizer, constraint="grounded-unbounded")
+    assert unbounded._grammars([sentence]) == [
+        grounded_grammar(sentence, polarity_marks=marks, rule_bounds=False)
+    ]
+    assert grounded._grammars([sentence]) == [grounded_grammar(sentence, polarity_marks=marks)]
+    assert unbounded._grammars([sentence]) != grounded._grammars([sentence])
+
+
 def test_retarget_keeps_only_a_reading_that_leaves_fewer_words_out(formalizer, grounded, monkeypatch):
     sentence = "Si Ana lee novelas, Luis canta."
     prompt = formalizer.tokenizer.encode(prompt_text(sentence))

@@ -420,7 +420,7 @@ class TokenizerOptions:
 # ---------------------------------------------------------------------------------------------
 
 
-Decoding = Literal["grounded", "format", "free"]
+Decoding = Literal["grounded", "grounded-unbounded", "format", "free"]
 # Decoding that reads the sentence (issue 13, part 3) is the default of every command and of
 # Formalizer: on the default model it lifted dev_real grounded accuracy from 0.370 to 0.471.
 DEFAULT_CONSTRAINT: Final = "grounded"
@@ -457,7 +457,8 @@ class DecodingOptions:
     run: Path | None = None  # a trained run directory (PyTorch)
     gguf: Path | None = None  # an exported GGUF, run in llama.cpp (llama-cpp-python)
     baseline: Literal["rules"] | None = None  # the rule-based formaliser instead of a model
-    # grounded: the answer grammar, atom definitions read from the sentence; format: the grammar
+    # grounded: the answer grammar, atom definitions read from the sentence, as many atoms as the
+    # rule baseline reads clauses (grounded-unbounded: without that count); format: the grammar
     # only (atoms in order, formula over declared letters, parses); free: plain greedy decoding
     # (default: grounded with --run; free with --gguf, as llama.cpp's grammar sampler takes ~25 s
     # a sentence under the grounded grammar)

@@ -67,7 +67,7 @@ from nanologic.normalize import (
 if TYPE_CHECKING:
     from lm_shared.tokenization import BPETokenizer
 
-CONSTRAINTS = (None, "format", "grounded")
+CONSTRAINTS = (None, "format", "grounded", "grounded-unbounded")
 # What the repair re-decodes: (prompt, answer, token span to switch in, positions switched, grammar).
 _SwitchItem = tuple[list[int], list[int], tuple[int, int], set[int], str | None]
 WEIGHTS = "model.safetensors"
@@ -173,7 +173,9 @@ class Formalizer:
     ``constraint``: ``None`` (free greedy decoding), ``"format"`` (the answer grammar of
     :mod:`nanologic.grammar` as a logits mask: outputs always parse, over declared letters) or
     ``"grounded"`` (the default: also atom definitions read from the sentence, its words in their
-    order without negations or connectives, see :func:`nanologic.grammar.grounded_grammar`).
+    order without negations or connectives, and as many atoms as the rule baseline reads clauses,
+    see :func:`nanologic.grammar.grounded_grammar`) or ``"grounded-unbounded"`` (the same without
+    that count, to measure it).
 
     ``lone_space_rule`` (default on): under a constraint, the lone-space token only where a section
     may end (:func:`nanologic.grammar.space_only_before_marker`); off, the GBNF alone decides, as in
@@ -232,8 +234,9 @@ class Formalizer:
         """Each sentence's answer grammar (None when unconstrained)."""
         if self.constraint is None:
             return None
-        if self.constraint == "grounded":
-            return [grounded_grammar(s, polarity_marks=self.model.config.polarity_marks) for s in sentences]
+        if self.constraint in ("grounded", "grounded-unbounded"):
+            bounded, marks = self.constraint == "grounded", self.model.config.polarity_marks
+            return [grounded_grammar(s, polarity_marks=marks, rule_bounds=bounded) for s in sentences]
         return [answer_grammar()] * len(sentences)
 
     def _processor(

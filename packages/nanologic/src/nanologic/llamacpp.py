@@ -60,8 +60,10 @@ class LlamaCppFormalizer:
         polarity_marks: bool = False,
         normalize_definitions: bool = True,
     ) -> None:
-        if grammar not in (False, True, "format", "grounded"):
-            raise NanologicError(f"grammar must be False, True, 'format' or 'grounded', got {grammar!r}")
+        if grammar not in (False, True, "format", "grounded", "grounded-unbounded"):
+            raise NanologicError(
+                f"grammar must be False, True, 'format', 'grounded' or 'grounded-unbounded', got {grammar!r}"
+            )
         self.llm = llm
         self.context_length = context_length
         self.grammar = "format" if grammar is True else grammar
@@ -126,10 +128,13 @@ class LlamaCppFormalizer:
             raise NanologicError(f"llama.cpp could not parse the answer grammar ({exc})") from None
 
     def _grammar_for(self, sentence: str) -> Any:
-        if self.grammar == "grounded":
+        if self.grammar in ("grounded", "grounded-unbounded"):
             from nanologic.grammar import grounded_grammar
 
-            return self._compile(grounded_grammar(sentence, polarity_marks=self.polarity_marks))
+            bounded = self.grammar == "grounded"
+            return self._compile(
+                grounded_grammar(sentence, polarity_marks=self.polarity_marks, rule_bounds=bounded)
+            )
         return self._format_grammar
 
     def complete(self, sentence: str) -> str:
