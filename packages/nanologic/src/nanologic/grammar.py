@@ -2981,7 +2981,7 @@ class FormulaMask:
         held = [
             (literal, negated)
             for negated, literal in said
-            if (_holds(keys, literal) or (len(keys) > 1 and _holds(literal, keys)))
+            if self._holds_said(keys, literal, short_anywhere=True)
             and not any(_holds(words, literal) for words in earlier)
         ]
         if not held:
@@ -3006,12 +3006,15 @@ class FormulaMask:
             banned = self.compiler.tokens_naming(frozenset({NEGATED_MARK}))
         return _without(row, banned)
 
-    def _holds_said(self, words: AbstractSet[str], clause: AbstractSet[str]) -> bool:
+    def _holds_said(
+        self, words: AbstractSet[str], clause: AbstractSet[str], short_anywhere: bool = False
+    ) -> bool:
         """Whether a definition's content ``words`` hold a noted ``clause`` (:func:`_holds`), or,
-        in an argument, all of it but one word, its subject said once ("O veinte es un número par,
-        o es un número impar. … veinte no es un número impar": "es un número impar" is the clause
-        denied)."""
-        return _holds(words, clause) or (self.premises > 0 and len(words) > 1 and _holds(clause, words))
+        in an argument (in any sentence with ``short_anywhere``: the polarity marks), all of it but
+        one word, its subject said once ("O veinte es un número par, o es un número impar. …
+        veinte no es un número impar": "es un número impar" is the clause denied)."""
+        short = (self.premises > 0 or short_anywhere) and len(words) > 1 and _holds(clause, words)
+        return _holds(words, clause) or short
 
     def _excluded_middle_bans(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
         """(symbols, letters, the openings the next token must write, or none) while the formula

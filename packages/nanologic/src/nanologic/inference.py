@@ -59,6 +59,7 @@ from nanologic.normalize import (
     normalize_results,
     not_content_words,
     prepare_sentences,
+    repeated_atoms,
 )
 from nanologic.normalize import (
     normalize_definitions as normalize_atom_definitions,
@@ -557,12 +558,12 @@ class Formalizer:
         # form ("p: el suelo se mojan | q: el suelo se moje" for "Llover es condición suficiente
         # para que el suelo se moje", "llover" left out)
         if self.normalize_definitions:
-            given = normalize_atom_definitions(
-                dict(zip(atom_letters(len(definitions)), definitions)), sentence
+            letters = atom_letters(len(definitions))
+            merged = repeated_atoms(
+                normalize_atom_definitions(dict(zip(letters, definitions)), sentence), sentence
             )
-            keys = [clause_key(definition) for definition in given.values()]
-            for k, key in enumerate(keys):
-                if key and key in keys[:k] and k < len(firsts) and firsts[k] >= 0:
+            for k, letter in enumerate(letters):
+                if letter in merged and k < len(firsts) and firsts[k] >= 0:
                     positions.append(firsts[k])
         device = self.model.embed_tokens.weight.device
         heads = []

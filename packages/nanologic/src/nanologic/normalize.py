@@ -1126,7 +1126,16 @@ def merge_repeated_atoms(result: dict, sentence: str | None = None) -> dict:
             ``formula_ascii``, ``valid_formula``, ``polarity``).
         sentence: the sentence the answer reads, for the argument's rule; None leaves it out.
     """
-    atoms = result["atoms"]
+    merged = repeated_atoms(result["atoms"], sentence)
+    node = try_parse(result["formula"]) if result.get("valid_formula") else None
+    if not merged or node is None:
+        return result
+    return _relettered(result, node, [letter for letter in result["atoms"] if letter not in merged], merged)
+
+
+def repeated_atoms(atoms: dict[str, str], sentence: str | None = None) -> dict[str, str]:
+    """Letter -> the earlier letter of the same clause, for each definition of ``atoms`` that
+    :func:`merge_repeated_atoms` gives an earlier letter (the rule is its docstring's)."""
     first_letter: dict[str, str] = {}
     merged: dict[str, str] = {}
     sentences = _argument_sentences(sentence) if sentence else None
@@ -1152,10 +1161,7 @@ def merge_repeated_atoms(result: dict, sentence: str | None = None) -> dict:
             ):
                 merged[letter] = other
                 break
-    node = try_parse(result["formula"]) if result.get("valid_formula") else None
-    if not merged or node is None:
-        return result
-    return _relettered(result, node, [letter for letter in atoms if letter not in merged], merged)
+    return merged
 
 
 def _relettered(result: dict, node: Node, kept: list[str], merged: dict[str, str]) -> dict:
