@@ -440,6 +440,9 @@ def test_an_unsplit_solo_si_leaves_no_atom_solo():
         ("Viene o no viene.", (1, 1)),
         # "porque" is no cue of the inventory: the rules cannot count its clauses
         ("Brayan está estudiando porque tiene examen y está amenazado.", None),
+        # nor "no obstante", a textbook's contrast: read as no cue, it had bounded the sentence at
+        # two atoms, one short
+        ("Tokio no es la capital de China, no obstante Mozart fue un gran músico.", None),
     ],
 )
 def test_clause_bounds_are_the_rule_readings_clauses_and_literals(sentence, bounds):

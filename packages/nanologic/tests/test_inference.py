@@ -496,17 +496,17 @@ def test_retarget_tries_a_definition_the_answer_merges_into_an_earlier_one(forma
     from nanologic.grammar import grounded_grammar
 
     # two forms of one clause, given as one letter (``p → p``), while "Llover" is left out; no
-    # definition is made only of the other's words ("mojan", "moje")
+    # definition is made only of the other's words ("moja", "moje")
     sentence = "Llover es condición suficiente para que el suelo se moje."
-    definitions = ["el suelo se mojan", "el suelo se moje"]
+    definitions = ["el suelo se moja", "el suelo se moje"]
     assert not has_redundant_definition(definitions)
     out = _encode_answer(formalizer, definitions, "p → q")
     prompt = formalizer.tokenizer.encode(prompt_text(sentence))
     grammar = grounded_grammar(sentence, polarity_marks=True)
     heads = grounded._retarget_heads(prompt, out, grammar, sentence, ["Llover"])
     decoded = [formalizer.tokenizer.decode(head[:-1]).rstrip() for head in heads]
-    assert f"{ATOMS} p: el suelo se mojan | q:" in decoded
-    tried = heads[decoded.index(f"{ATOMS} p: el suelo se mojan | q:")]
+    assert f"{ATOMS} p: el suelo se moja | q:" in decoded
+    tried = heads[decoded.index(f"{ATOMS} p: el suelo se moja | q:")]
     assert "llover".startswith(formalizer.tokenizer.decode(tried[-1:]).strip().lower())
 
 

@@ -403,6 +403,7 @@ TEXTBOOK_CUES = (
     "luego de que",
     "además",
     "sin embargo",
+    "no obstante",
     "aunque",
     "pero",
     "o bien",
