@@ -400,6 +400,7 @@ CONNECTIVE_WORDS = frozenset(
         "mientras",
         "además",
         "embargo",
+        "obstante",
         "cuando",
         "luego",
         "salvo",
