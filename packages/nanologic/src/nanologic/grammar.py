@@ -630,9 +630,11 @@ def _as_well_as_indices(tokens: list[str]) -> set[int]:
 def reading_positions(sentence: str) -> list[tuple[list[str], list[str]]]:
     """The sentence's words in order, each as (optional prefixes, forms) a definition may use there.
 
-    A position's forms are the word itself (lower-cased or capitalised as well), the indicative forms
-    it may stand for (:func:`indicative_variants`, :func:`verb_variants`) and, for a symbol, its
-    affirmative relation; a pronominal infinitive ("ducharse") may be preceded by its reflexive
+    A position's forms are the word itself (lower-cased as well, and capitalised where the sentence
+    capitalises it), the indicative forms it may stand for (:func:`verb_variants` for a verb the
+    lexicon knows; the ending swaps of :func:`indicative_variants` for another word only within a
+    clause a word of ``_SUBJUNCTIVE_OPENERS`` opens, and for no noun after a determiner nor a name,
+    which take no agreement forms either) and, for a symbol, its affirmative relation; a pronominal infinitive ("ducharse") may be preceded by its reflexive
     pronoun ("te duchas"). Negations and connectives (``CONNECTIVE_WORDS``) have no forms, nor the
     words of a cue phrase of several words where the sentence says it (:func:`_cue_phrase_indices`).
     An expression of arithmetic ("x + y = 3", :func:`expression_spans`) is one position, written
@@ -655,7 +657,10 @@ def _reading_positions(sentence: str) -> list[tuple[list[str], list[str], bool, 
     inside_expression_until = 0
     subjunctive_possible = False
     for index, raw in enumerate(tokens):
-        if index and _PUNCTUATION_RE.search(text[token_spans[index - 1][1] : token_spans[index][0]]):
+        clause_start = not index or bool(
+            _PUNCTUATION_RE.search(text[token_spans[index - 1][1] : token_spans[index][0]])
+        )
+        if clause_start:
             subjunctive_possible = False
         if index and tokens[index - 1].lower() in _SUBJUNCTIVE_OPENERS:
             subjunctive_possible = True
@@ -679,9 +684,6 @@ def _reading_positions(sentence: str) -> list[tuple[list[str], list[str], bool, 
             continue
         # a word after a determiner is a noun ("las células" gives no "célula", no "célules"), a
         # capitalised word inside a clause a name ("Juan" gives no "Juen")
-        clause_start = not index or bool(
-            _PUNCTUATION_RE.search(text[token_spans[index - 1][1] : token_spans[index][0]])
-        )
         noun = bool(index and tokens[index - 1].lower() in DETERMINERS) or (
             raw[:1].isupper() and not clause_start and raw.lower() not in _verb_forms()[0]
         )
@@ -2742,7 +2744,8 @@ class FormulaMask:
     without them, the sign each clause is said with (``CLAUSE_SIGN_NOTE``; ``MARKS_FOLLOW_NOTE``,
     :meth:`_mask_marks`; an excluded middle's clause is said both ways, so "±"). Where no other
     note fixes the formula's shape, it may not end while a declared letter that defines a clause of
-    the sentence (``NAMED_CLAUSE_NOTE``) is unnamed, and ↔ is written at most as often as the
+    the sentence (``NAMED_CLAUSE_NOTE``) is unnamed, or, under ``ALL_NAMED_NOTE`` (the rules
+    count the clauses), any declared letter is, and ↔ is written at most as often as the
     sentence says a biconditional (``IFF_AT_MOST_NOTE``). A binary connective a note demands passes even
     where the connector list left it out. The sections are followed by the markers' text, so a
     marker spelled in plain tokens changes the section too.
