@@ -787,6 +787,18 @@ def test_a_words_forms_are_those_it_may_stand_for_where_it_stands():
     assert {"llueva", "Llueva", "llueve"} <= set(sentence_words("Llueva o no, salgo."))
 
 
+def test_a_noun_after_a_determiner_does_not_end_a_definition_as_a_verb(tokenizer, compiler):
+    """ "Si las células de la planta no tienen clorofila, …" was defined "p: las células de la
+    planta": "planta" counted as a word that may end a definition for its agreement forms
+    ("planto"), which a noun after a determiner does not have."""
+    sentence = "Si las células de la planta no tienen clorofila, entonces no pueden sintetizar los alimentos."
+    grammar = grounded_grammar(sentence, rule_bounds=False)
+    good = ["las células de la planta tienen clorofila ¬", "pueden sintetizar los alimentos ¬"]
+    assert accepts(compiler, tokenizer, grammar, _answer(good, "¬p → ¬q", "→: si...entonces | ¬: no"))
+    cut = ["las células de la planta", "pueden sintetizar los alimentos ¬"]
+    assert not accepts(compiler, tokenizer, grammar, _answer(cut, "p → ¬q", "→: si...entonces | ¬: no"))
+
+
 def test_a_definition_never_holds_a_cue_phrase_the_sentence_says():
     """ "O A o B, pero no las dos cosas" was read `(A ∨ B) ∧ r` with `r: las dos cosas`, and
     "Tener entrada es condición necesaria para entrar al concierto" as one atom: the words of a cue

@@ -960,7 +960,11 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     verbal = {
         i
         for i, k in enumerate(token_of)
-        if k in expressions or _may_be_a_verb(tokens, k) or verb_variants(tokens[k]) or not nominal(k)
+        if k in expressions
+        or _may_be_a_verb(tokens, k)
+        # a noun after a determiner is no verb for its agreement forms ("las células de la planta")
+        or verb_variants(tokens[k], agreement=not (k and tokens[k - 1].lower() in DETERMINERS))
+        or not nominal(k)
     }
 
     # A verb's definition goes on past no other verb that ends a clause of its own ("Óscar canta
