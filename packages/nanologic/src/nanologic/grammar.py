@@ -563,6 +563,22 @@ def sentence_tokens(sentence: str) -> list[str]:
     return _READING_RE.findall(unicodedata.normalize("NFC", sentence))
 
 
+def _punctuated(sentence: str) -> list[bool]:
+    """For each token of :func:`sentence_tokens`, whether it opens the sentence or a punctuation
+    mark stands between it and the token before."""
+    text = unicodedata.normalize("NFC", sentence)
+    spans = [m.span() for m in _READING_RE.finditer(text)]
+    return [
+        k == 0 or bool(_PUNCTUATION_RE.search(text[spans[k - 1][1] : spans[k][0]])) for k in range(len(spans))
+    ]
+
+
+def _after_a_determiner(tokens: list[str], k: int) -> bool:
+    """Whether ``tokens[k]`` follows a determiner, so is a noun: no agreement forms ("las células"
+    gives no "célula") and no verb's."""
+    return k > 0 and tokens[k - 1].lower() in DETERMINERS
+
+
 _AFFIRMATIVE_SI = re.compile(r"(?<!\w)sí(?!\w)", re.IGNORECASE)
 
 
@@ -634,7 +650,8 @@ def reading_positions(sentence: str) -> list[tuple[list[str], list[str]]]:
     capitalises it), the indicative forms it may stand for (:func:`verb_variants` for a verb the
     lexicon knows; the ending swaps of :func:`indicative_variants` for another word only within a
     clause a word of ``_SUBJUNCTIVE_OPENERS`` opens, and for no noun after a determiner nor a name,
-    which take no agreement forms either) and, for a symbol, its affirmative relation; a pronominal infinitive ("ducharse") may be preceded by its reflexive
+    which take no agreement forms either) and, for a symbol, its affirmative relation; a
+    pronominal infinitive ("ducharse") may be preceded by its reflexive
     pronoun ("te duchas"). Negations and connectives (``CONNECTIVE_WORDS``) have no forms, nor the
     words of a cue phrase of several words where the sentence says it (:func:`_cue_phrase_indices`).
     An expression of arithmetic ("x + y = 3", :func:`expression_spans`) is one position, written
@@ -652,14 +669,11 @@ def _reading_positions(sentence: str) -> list[tuple[list[str], list[str], bool, 
     expressions = dict(expression_spans(tokens))
     # "x + y = 2 y z = 1": a "y" between two expressions is the conjunction
     between_expressions = {end for end in expressions.values() if end + 1 in expressions}
-    text = unicodedata.normalize("NFC", sentence)
-    token_spans = [m.span() for m in _READING_RE.finditer(text)]
+    punctuated = _punctuated(sentence)
     inside_expression_until = 0
     subjunctive_possible = False
     for index, raw in enumerate(tokens):
-        clause_start = not index or bool(
-            _PUNCTUATION_RE.search(text[token_spans[index - 1][1] : token_spans[index][0]])
-        )
+        clause_start = punctuated[index]
         if clause_start:
             subjunctive_possible = False
         if index and tokens[index - 1].lower() in _SUBJUNCTIVE_OPENERS:
@@ -684,7 +698,7 @@ def _reading_positions(sentence: str) -> list[tuple[list[str], list[str], bool, 
             continue
         # a word after a determiner is a noun ("las células" gives no "célula", no "célules"), a
         # capitalised word inside a clause a name ("Juan" gives no "Juen")
-        noun = bool(index and tokens[index - 1].lower() in DETERMINERS) or (
+        noun = _after_a_determiner(tokens, index) or (
             raw[:1].isupper() and not clause_start and raw.lower() not in _verb_forms()[0]
         )
         verbs = verb_variants(raw, agreement=not noun)
@@ -963,7 +977,7 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
         if k in expressions
         or _may_be_a_verb(tokens, k)
         # a noun after a determiner is no verb for its agreement forms ("las células de la planta")
-        or verb_variants(tokens[k], agreement=not (k and tokens[k - 1].lower() in DETERMINERS))
+        or verb_variants(tokens[k], agreement=not _after_a_determiner(tokens, k))
         or not nominal(k)
     }
 
@@ -987,14 +1001,13 @@ def _reading_rules(sentence: str, polarity_marks: bool = True) -> list[str] | No
     text = unicodedata.normalize("NFC", sentence)
     token_spans = [m.span() for m in _READING_RE.finditer(text)]
     in_cue = _cue_phrase_indices(sentence)
+    punctuated = _punctuated(sentence)
 
     def opens_a_clause(k: int) -> bool:
         """Whether token k opens the sentence or a clause, or follows "yo", "que", a clitic or "no"."""
         before = tokens[k - 1].lower() if k > 0 else ""
-        gap = text[token_spans[k - 1][1] : token_spans[k][0]] if k > 0 else ""
         return (
-            k == 0
-            or bool(_PUNCTUATION_RE.search(gap))
+            punctuated[k]
             or k - 1 in in_cue
             or before in _BEFORE_A_VERB | {"yo", "que"}
             or (before in CONNECTIVE_WORDS and before not in COORDINATORS)
